@@ -1,0 +1,1 @@
+//! seccomp: being written.
