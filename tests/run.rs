@@ -1,1 +1,328 @@
+//! `cloche run` as a command-line tool: exit codes, pass-through of output,
+//! environment, cwd, the report's shape, `--keep`, and `cloche doctor`.
 
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+
+#[test]
+fn exit_code_passes_through() {
+    let fx = Fixture::new();
+    for code in [0, 3, 42] {
+        let o = fx.run::<&str, _>(&[], &["/bin/sh", "-c", &format!("exit {code}")]);
+        o.expect_code(code);
+        let r = o.report();
+        assert_eq!(r["exit_code"], code, "report.exit_code\n{}", o.describe());
+        assert_eq!(r["timed_out"], false, "report.timed_out\n{}", o.describe());
+    }
+    fx.finish();
+}
+
+#[test]
+fn killed_by_signal_is_128_plus_n() {
+    let fx = Fixture::new();
+    for (sig, name) in [(15, "TERM"), (9, "KILL")] {
+        let o = fx.run::<&str, _>(&[], &["/bin/sh", "-c", &format!("kill -{name} $$")]);
+        o.expect_code(128 + sig);
+        assert_eq!(o.report()["exit_code"], 128 + sig, "{}", o.describe());
+    }
+    fx.finish();
+}
+
+#[test]
+fn missing_command_is_127() {
+    let fx = Fixture::new();
+    let bare = format!("cloche-no-such-command-{}", fx.tag);
+    let abs = format!("/nonexistent-{}/cmd", fx.tag);
+    for cmd in [bare.as_str(), abs.as_str()] {
+        let o = fx.run::<&str, _>(&[], &[cmd]);
+        o.expect_code(127);
+        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
+    }
+    fx.finish();
+}
+
+#[test]
+fn non_executable_command_is_126() {
+    let fx = Fixture::new();
+    fx.write("notes.txt", b"echo should not run\n", 0o644);
+    fx.mkdir("adir");
+    for cmd in ["./notes.txt", "./adir"] {
+        let o = fx.run::<&str, _>(&[], &[cmd]);
+        o.expect_code(126);
+        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
+    }
+    fx.finish();
+}
+
+#[test]
+fn bad_options_are_125_with_a_one_line_reason() {
+    let fx = Fixture::new();
+    let missing_cwd = format!("/nonexistent-{}", fx.tag);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["run", "--memory", "abc", "--", "true"],
+        vec!["run", "--timeout", "abc", "--", "true"],
+        vec!["run", "--pids", "abc", "--", "true"],
+        vec!["run", "--cloche-no-such-flag", "--", "true"],
+        vec!["run", "--cwd", &missing_cwd, "--", "true"],
+    ];
+    for args in cases {
+        let o = fx.cloche(&args);
+        o.expect_code(125);
+        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "cloche must explain itself in exactly one line on stderr\n{}",
+            o.describe()
+        );
+        assert!(
+            fx.worlds().is_empty(),
+            "a refused run left world state: {:?}\n{}",
+            fx.worlds(),
+            o.describe()
+        );
+    }
+    fx.finish();
+}
+
+#[test]
+fn stdout_and_stderr_pass_through_byte_exact() {
+    let fx = Fixture::new();
+    // NUL, invalid UTF-8, CR, no final newline; repeated to about 1.5 MiB.
+    let out_chunk: &[u8] = b"out\x00\xff\xfe\r\n\tline \x1b[0m end";
+    let err_chunk: &[u8] = b"ERR\xc3\x28\x00|";
+    let n = 50_000;
+    let o = fx.probe::<&str, _>(
+        &[],
+        &["emit", &hex(out_chunk), &hex(err_chunk), &n.to_string()],
+    );
+    o.expect_code(0);
+    let want_out = out_chunk.repeat(n);
+    let want_err = err_chunk.repeat(n);
+    assert!(
+        o.stdout == want_out,
+        "stdout differs: {} bytes, expected {} (first difference at {:?})",
+        o.stdout.len(),
+        want_out.len(),
+        o.stdout.iter().zip(&want_out).position(|(a, b)| a != b)
+    );
+    assert!(
+        o.stderr.windows(want_err.len()).any(|w| w == want_err),
+        "the command's stderr ({} bytes expected) is not found intact in cloche's stderr ({} bytes)",
+        want_err.len(),
+        o.stderr.len()
+    );
+    fx.finish();
+}
+
+#[test]
+fn environment_comes_from_the_allowlist_plus_env_flags() {
+    let fx = Fixture::new();
+    let secret = format!("hunter2-{}", fx.tag);
+    let mut cmd = fx.command();
+    cmd.env("SECRET_TOKEN", &secret)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("TERM", "dumb");
+    let o = fx.run_with(
+        cmd,
+        &["--env", "FOO=bar", "--env", "WITH_EQ=a=b"],
+        &[probe_bin().to_str().unwrap(), "env"],
+    );
+    o.expect_code(0);
+    let v = o.one();
+    let env: BTreeMap<String, String> = serde_json::from_value(v["env"].clone()).unwrap();
+
+    assert!(!env.contains_key("SECRET_TOKEN"), "SECRET_TOKEN leaked: {env:?}");
+    assert!(
+        !env.values().any(|v| v.contains(&secret)),
+        "the secret value leaked: {env:?}"
+    );
+    let allowed = ["PATH", "HOME", "LANG", "TERM", "TZ", "USER", "FOO", "WITH_EQ"];
+    let stray: Vec<&String> = env
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()) && !k.starts_with("LC_"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "variables outside the allowlist reached the command: {stray:?}\n{env:?}"
+    );
+    assert_eq!(env.get("FOO").map(String::as_str), Some("bar"), "{env:?}");
+    assert_eq!(env.get("WITH_EQ").map(String::as_str), Some("a=b"), "{env:?}");
+    assert_eq!(env.get("LANG").map(String::as_str), Some("C.UTF-8"), "{env:?}");
+    assert_eq!(env.get("LC_ALL").map(String::as_str), Some("C"), "{env:?}");
+    assert_eq!(env.get("TZ").map(String::as_str), Some("UTC"), "{env:?}");
+    assert_eq!(env.get("TERM").map(String::as_str), Some("dumb"), "{env:?}");
+    assert!(
+        env.get("PATH").is_some_and(|p| !p.is_empty()),
+        "PATH is missing: {env:?}"
+    );
+    fx.finish();
+}
+
+#[test]
+fn cwd_defaults_to_the_callers_and_follows_cwd_flag() {
+    let fx = Fixture::new();
+    fx.write("hello.txt", b"hello from the host\n", 0o644);
+    let sub = fx.mkdir("sub/deeper");
+
+    let o = fx.probe::<&str, _>(&[], &["cwd"]);
+    o.expect_code(0);
+    assert_eq!(o.one()["cwd"], fx.dir().to_str().unwrap(), "{}", o.describe());
+
+    let o = fx.probe::<&str, _>(&[], &["read", "hello.txt"]);
+    o.expect_code(0);
+    assert_eq!(o.one()["text"], "hello from the host\n", "{}", o.describe());
+
+    let o = fx.probe(&["--cwd", sub.to_str().unwrap()], &["cwd"]);
+    o.expect_code(0);
+    assert_eq!(o.one()["cwd"], sub.to_str().unwrap(), "{}", o.describe());
+    fx.finish();
+}
+
+#[test]
+fn report_has_the_documented_shape() {
+    let fx = Fixture::new();
+    let o = fx.run::<&str, _>(&[], &["true"]);
+    o.expect_code(0);
+    let r = o.report();
+    let d = o.describe();
+
+    let id = r["world"].as_str().unwrap_or_default();
+    assert!(!id.is_empty(), "report.world must be the world id: {r:#}\n{d}");
+    assert_eq!(r["exit_code"], 0, "{r:#}");
+    assert_eq!(r["timed_out"], false, "{r:#}");
+
+    // A command that changes nothing has an empty fs_diff: the engine's own
+    // mount points and masks are not changes of the world.
+    let fs_diff = &r["fs_diff"];
+    for list in ["added", "modified", "deleted", "flags"] {
+        assert!(
+            fs_diff[list].as_array().is_some_and(|a| a.is_empty()),
+            "`true` changed nothing, yet fs_diff.{list} = {}\n{d}",
+            fs_diff[list]
+        );
+    }
+    for t in ["added", "modified", "deleted", "bytes"] {
+        assert_eq!(fs_diff["totals"][t], 0, "fs_diff.totals.{t}: {fs_diff:#}");
+    }
+    assert_eq!(fs_diff["truncated"], false, "{fs_diff:#}");
+
+    assert!(r["network"]["allowed"].is_array(), "network.allowed: {r:#}");
+    assert!(r["network"]["denied"].is_array(), "network.denied: {r:#}");
+
+    let layers = string_list(&r["layers"]);
+    for l in [
+        "mnt",
+        "pid",
+        "net",
+        "ipc",
+        "uts",
+        "cgroupns",
+        "overlay",
+        "seccomp",
+        "caps",
+        "no_new_privs",
+        "cgroup",
+    ] {
+        assert!(
+            layers.iter().any(|x| x == l),
+            "layer {l:?} missing from report.layers {layers:?}"
+        );
+    }
+    assert!(
+        r["limits_hit"].as_array().is_some_and(|a| a.is_empty()),
+        "limits_hit of `true`: {}",
+        r["limits_hit"]
+    );
+    let total = &r["timings"]["total_ms"];
+    assert!(
+        total.as_f64().is_some_and(|t| t >= 0.0),
+        "timings.total_ms: {}",
+        r["timings"]
+    );
+    assert!(
+        !fx.worlds_dir().join(id).exists(),
+        "the world's state dir survived a run without --keep"
+    );
+    fx.finish();
+}
+
+#[test]
+fn keep_leaves_the_world_and_the_default_discards_it() {
+    let fx = Fixture::new();
+
+    // Default: nothing stays.
+    let o = fx.run::<&str, _>(&[], &["/bin/sh", "-c", "echo x > created.txt"]);
+    o.expect_code(0);
+    let id = o.report()["world"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "no world id in the report\n{}", o.describe());
+    assert!(
+        fx.worlds().is_empty(),
+        "a run without --keep left {:?}",
+        fx.worlds()
+    );
+
+    // --keep: $STATE/worlds/<id> stays, and the id is printed on stderr.
+    let o = fx.run(&["--keep"], &["/bin/sh", "-c", "echo x > created.txt"]);
+    let _discard: Vec<KeptWorld> = fx
+        .worlds()
+        .into_iter()
+        .map(|id| KeptWorld { fx: &fx, id })
+        .collect();
+    o.expect_code(0);
+    let id = o.report()["world"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        fx.worlds(),
+        vec![id.clone()],
+        "--keep must leave exactly $STATE/worlds/<id>\n{}",
+        o.describe()
+    );
+    assert!(fx.worlds_dir().join(&id).is_dir());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&id),
+        "--keep must print the world id on stderr\n{}",
+        o.describe()
+    );
+    assert!(
+        !fx.dir().join("created.txt").exists(),
+        "a kept world wrote to the host"
+    );
+}
+
+/// Discards a kept world at the end of the test (best effort: `cloche discard`,
+/// then the state dir's own clean-up detaches whatever is still mounted).
+struct KeptWorld<'a> {
+    fx: &'a Fixture,
+    id: String,
+}
+
+impl Drop for KeptWorld<'_> {
+    fn drop(&mut self) {
+        let mut cmd = self.fx.command();
+        cmd.args(["discard", &self.id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let _ = cmd.status();
+    }
+}
+
+#[test]
+fn doctor_exits_zero_on_this_machine() {
+    let fx = Fixture::new();
+    let o = fx.cloche(&["doctor"]);
+    o.expect_code(0);
+    assert!(
+        !(o.stdout.is_empty() && o.stderr.is_empty()),
+        "doctor must say what the machine offers\n{}",
+        o.describe()
+    );
+    fx.finish();
+}

@@ -1,1 +1,70 @@
-fn main() {}
+//! `cloche`: disposable, inspectable execution worlds.
+//!
+//! Exit codes of `cloche run`: the command's own; 124 on timeout; 125 when
+//! cloche itself fails (one line on stderr saying why); 126/127 when the
+//! command cannot be executed / is not found; 128+N when killed by signal N.
+
+mod doctor;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cloche", version, about = "Disposable, inspectable execution worlds for Linux")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one command in a new world; print nothing of cloche's own but errors.
+    Run(run::RunArgs),
+    /// Check what this machine offers and what is missing.
+    Doctor,
+}
+
+/// Exit code when cloche itself fails.
+pub const EXIT_CLOCHE: i32 = 125;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_CLOCHE,
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Doctor => doctor::main(),
+    };
+    std::process::exit(code);
+}
+
+/// Prints `cloche: <message>` on stderr and returns the failure code.
+pub fn fail(message: impl std::fmt::Display) -> i32 {
+    eprintln!("cloche: {message}");
+    EXIT_CLOCHE
+}
+
+/// The init binary: `cloche-init` next to this executable, or in
+/// /usr/local/lib/cloche or /usr/lib/cloche.
+pub fn find_init() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the cloche executable: {e}"))?;
+    let candidates = [
+        exe.with_file_name("cloche-init"),
+        "/usr/local/lib/cloche/cloche-init".into(),
+        "/usr/lib/cloche/cloche-init".into(),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| format!("cloche-init not found next to {} (build the whole workspace: cargo build --workspace)", exe.display()))
+}

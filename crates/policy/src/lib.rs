@@ -1,1 +1,333 @@
+//! cloche-policy: the policy file.
+//!
+//! A policy is a TOML file (`policies/default.toml` is compiled in as the
+//! default). This crate parses and validates it; it performs no isolation
+//! itself. Unknown keys are errors, so a typo never relaxes a world.
 
+mod size;
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub use size::{parse_size, SizeError};
+
+/// The default policy, compiled in.
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
+/// The default seccomp profile (OCI JSON), compiled in.
+pub const DEFAULT_SECCOMP: &str = include_str!("../../../policies/seccomp/default.json");
+
+/// Layers a policy may require.
+pub const KNOWN_LAYERS: &[&str] = &[
+    "mnt",
+    "pid",
+    "net",
+    "ipc",
+    "uts",
+    "cgroupns",
+    "overlay",
+    "seccomp",
+    "caps",
+    "no_new_privs",
+    "cgroup",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid policy {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A parsed, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Where it came from ("builtin" or a path), for messages and audit.
+    pub origin: String,
+    pub world: WorldSection,
+    pub limits: Limits,
+    pub fs: FsPolicy,
+    pub layers: Layers,
+    /// The seccomp profile's JSON text.
+    pub seccomp_json: String,
+    /// Where the seccomp profile came from.
+    pub seccomp_origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorldSection {
+    pub hostname: String,
+    pub upper_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory: u64,
+    pub pids: u64,
+    pub cpus: f64,
+    /// Seconds; 0 = none.
+    pub timeout: u64,
+    pub nofile: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsPolicy {
+    pub mask: Vec<PathBuf>,
+    pub mask_homes: bool,
+    pub home_secrets: Vec<PathBuf>,
+    pub expose: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layers {
+    pub require: Vec<String>,
+}
+
+impl Layers {
+    pub fn requires(&self, layer: &str) -> bool {
+        self.require.iter().any(|l| l == layer)
+    }
+}
+
+// ---- raw file shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    world: RawWorld,
+    limits: RawLimits,
+    fs: RawFs,
+    layers: RawLayers,
+    seccomp: RawSeccomp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorld {
+    hostname: String,
+    upper_size: SizeValue,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: SizeValue,
+    pids: u64,
+    cpus: f64,
+    timeout: u64,
+    nofile: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFs {
+    mask: Vec<PathBuf>,
+    mask_homes: bool,
+    home_secrets: Vec<PathBuf>,
+    expose: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayers {
+    require: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeccomp {
+    profile: String,
+}
+
+/// A size written as a number of bytes or a string such as "4GiB".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self, what: &str) -> Result<u64, String> {
+        match self {
+            SizeValue::Bytes(b) => Ok(*b),
+            SizeValue::Text(t) => parse_size(t).map_err(|e| format!("{what}: {e}")),
+        }
+    }
+}
+
+impl Policy {
+    /// The compiled-in default policy.
+    pub fn builtin() -> Policy {
+        Policy::from_toml(DEFAULT_POLICY, "builtin", None)
+            .expect("the compiled-in default policy is valid (checked by a unit test)")
+    }
+
+    /// Loads a policy file; a relative seccomp profile path is taken relative
+    /// to the file's directory.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Policy::from_toml(&text, &path.display().to_string(), Some(base))
+    }
+
+    /// Parses and validates policy text. `base` resolves a relative seccomp
+    /// profile path; without it only `builtin:default` is accepted.
+    pub fn from_toml(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let world = WorldSection {
+            hostname: raw.world.hostname,
+            upper_size: raw.world.upper_size.bytes("world.upper_size").map_err(invalid)?,
+        };
+        let limits = Limits {
+            memory: raw.limits.memory.bytes("limits.memory").map_err(invalid)?,
+            pids: raw.limits.pids,
+            cpus: raw.limits.cpus,
+            timeout: raw.limits.timeout,
+            nofile: raw.limits.nofile,
+        };
+        let fs = FsPolicy {
+            mask: raw.fs.mask,
+            mask_homes: raw.fs.mask_homes,
+            home_secrets: raw.fs.home_secrets,
+            expose: raw.fs.expose,
+        };
+        let layers = Layers {
+            require: raw.layers.require,
+        };
+        validate(&world, &limits, &fs, &layers).map_err(invalid)?;
+        let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
+            "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
+            p => {
+                let Some(base) = base else {
+                    return Err(invalid(format!("seccomp.profile {p:?}: only builtin:default is allowed here")));
+                };
+                let path = base.join(p);
+                let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                (text, path.display().to_string())
+            }
+        };
+        Ok(Policy {
+            origin: origin.to_string(),
+            world,
+            limits,
+            fs,
+            layers,
+            seccomp_json,
+            seccomp_origin,
+        })
+    }
+}
+
+fn validate(world: &WorldSection, limits: &Limits, fs: &FsPolicy, layers: &Layers) -> Result<(), String> {
+    let host = &world.hostname;
+    if host.is_empty() || host.len() > 64 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(format!("world.hostname {host:?}: 1-64 characters of [A-Za-z0-9.-]"));
+    }
+    if world.upper_size < 1 << 20 {
+        return Err("world.upper_size: at least 1MiB".into());
+    }
+    if limits.memory < 8 << 20 {
+        return Err("limits.memory: at least 8MiB".into());
+    }
+    if limits.pids < 2 {
+        return Err("limits.pids: at least 2 (init and the command)".into());
+    }
+    if !(limits.cpus.is_finite() && limits.cpus > 0.0 && limits.cpus <= 4096.0) {
+        return Err("limits.cpus: a number of cores above 0".into());
+    }
+    if limits.nofile < 16 {
+        return Err("limits.nofile: at least 16".into());
+    }
+    for p in fs.mask.iter().chain(&fs.expose) {
+        check_absolute(p)?;
+    }
+    for p in &fs.home_secrets {
+        if p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(format!("fs.home_secrets: {} must be relative, without '..'", p.display()));
+        }
+    }
+    for l in &layers.require {
+        if !KNOWN_LAYERS.contains(&l.as_str()) {
+            return Err(format!("layers.require: unknown layer {l:?} (known: {})", KNOWN_LAYERS.join(" ")));
+        }
+    }
+    Ok(())
+}
+
+/// A policy path must be absolute and normal (no `.`/`..`), so that what is
+/// masked is exactly what was written.
+pub fn check_absolute(p: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let mut comps = p.components();
+    if comps.next() != Some(Component::RootDir) {
+        return Err(format!("{}: must be an absolute path", p.display()));
+    }
+    if comps.any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("{}: must not contain '.' or '..'", p.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_policy_is_valid() {
+        let p = Policy::builtin();
+        assert_eq!(p.world.upper_size, 4 << 30);
+        assert!(p.fs.mask.iter().any(|m| m == Path::new("/etc/shadow")));
+        assert!(p.layers.requires("seccomp"));
+        assert!(p.seccomp_json.contains("syscalls"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let text = DEFAULT_POLICY.replace("mask_homes = true", "mask_homes = true\nmask_hmoes = false");
+        let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
+        assert!(err.contains("mask_hmoes"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("pids = 1024", "pids = 1", "limits.pids"),
+            ("memory = \"4GiB\"", "memory = \"lots\"", "limits.memory"),
+            ("hostname = \"cloche\"", "hostname = \"a b\"", "world.hostname"),
+            ("\"/root\",", "\"root\",", "absolute"),
+            ("\".ssh\",", "\"../x\",", "home_secrets"),
+            ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
+        ];
+        for (from, to, want) in cases {
+            assert!(DEFAULT_POLICY.contains(from), "{from}");
+            let text = DEFAULT_POLICY.replacen(from, to, 1);
+            let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn relative_profile_needs_a_base() {
+        let text = DEFAULT_POLICY.replace("builtin:default", "seccomp/x.json");
+        assert!(Policy::from_toml(&text, "t", None).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("seccomp")).unwrap();
+        std::fs::write(dir.path().join("seccomp/x.json"), "{}").unwrap();
+        let p = Policy::from_toml(&text, "t", Some(dir.path())).unwrap();
+        assert_eq!(p.seccomp_json, "{}");
+    }
+}

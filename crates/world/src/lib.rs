@@ -1,8 +1,25 @@
 //! cloche-world: the isolation engine.
 //!
-//! A [`World`] is built from a [`Spec`], spawned (namespaces, overlay, masks,
-//! cgroup, capabilities, seccomp), runs one command under a small init, and is
-//! torn down after its fs_diff has been collected.
+//! A world is built from a [`Spec`], cloned into new namespaces, set up by
+//! its child side (`child::setup`: overlay, masks, pivot_root, capabilities,
+//! seccomp), runs one command under a small init, and is torn down after its
+//! fs_diff has been collected. [`run`] is the whole life cycle.
 
+pub mod bpf_cache;
+pub mod caps;
+pub mod cgroup;
+pub mod child;
 pub mod diff;
+pub mod error;
+pub mod plan;
+pub mod raw;
 pub mod seccomp;
+pub mod spec;
+pub mod state;
+mod sys;
+pub mod world;
+
+pub use error::WorldError;
+pub use spec::Spec;
+pub use state::StateDir;
+pub use world::{run, Outcome, Timings};

@@ -1,1 +1,123 @@
-//! fs_diff: being written.
+//! fs_diff: the record of what a world changed compared with its base.
+//!
+//! [`compute`] walks the world's overlay **upper** directory after the world's
+//! processes have exited, and looks up in the **lower** layer only the paths
+//! the upper names (plus the children of lower directories the upper hides),
+//! so the cost grows with the change, not with the base.
+//!
+//! The upper is hostile input: any name, symlink, hard link, device node,
+//! size or depth. The walk never follows a symlink (`openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+//! RESOLVE_NO_XDEV` and `O_NOFOLLOW`, `fstatat(AT_SYMLINK_NOFOLLOW)`,
+//! `readlinkat`), opens only regular files (non-blocking, identity checked
+//! with `fstat`), holds a constant number of fds, bounds its depth
+//! ([`MAX_DEPTH`]) and its memory (`max_entries` and byte budgets), and
+//! reads files through one 64 KiB buffer.
+//!
+//! Overlay semantics assumed (the engine mounts with
+//! `redirect_dir=off,metacopy=off,index=off,xino=off`, as real root):
+//! whiteouts are char devices 0:0, opaque directories carry
+//! `trusted.overlay.opaque` = `y`; other `trusted.overlay.*` are ignored.
+//!
+//! # JSON (field names are a contract)
+//! ```json
+//! {"added":[{"path":"/srv/app/new.txt","kind":"file","size":12,"mode":"0644","uid":0,"gid":0,"sha256":"…"}],
+//!  "modified":[{"path":"/etc/hosts","kind":"file","changes":["content"],"size":210,"mode":"0644","uid":0,"gid":0,"sha256":"…"}],
+//!  "deleted":[{"path":"/srv/app/old","kind":"dir"}],
+//!  "flags":[{"path":"/srv/app/.git/hooks/pre-commit","why":"git hook"}],
+//!  "totals":{"added":1,"modified":1,"deleted":1,"bytes":222},"truncated":false}
+//! ```
+//! - Entry fields, in this order, each only when it applies: `path` (or
+//!   `path_b64`), `kind` (`file dir symlink char block fifo socket`),
+//!   `changes` (modified only: `content type mode owner mtime target`, in
+//!   that order), `size` (files; symlinks: target length), `mode` (4 octal
+//!   digits, not for symlinks), `uid`, `gid`, `sha256` (files, when hashing,
+//!   not for files with more than 64 MiB of holes), `target` (or
+//!   `target_b64`), `rdev` (`"major:minor"`), `links_to` (or `links_to_b64`).
+//!   `deleted` entries carry only `path` and `kind` (the lower's kind).
+//! - Non-UTF-8 bytes: `<field>_b64` (standard base64 of the raw bytes) replaces
+//!   `<field>`.
+//! - `links_to`: for an upper inode with several links, every path but the
+//!   smallest (by bytes) names the smallest one, even when that path is not
+//!   itself listed (a copied-up lower file that is otherwise unchanged).
+//!   Each such inode is hashed once and counted once in `totals.bytes`.
+//! - Lists sorted by raw path bytes; flags by path then `why` in the order
+//!   `setuid setgid "device node" fifo socket executable "hard link"
+//!   "git hook" "under .git" world-writable sparse`.
+//! - Flags are computed for every added or modified entry, also those a
+//!   truncation left out of the lists (so a setuid file is seen even in a
+//!   huge diff); `flags` is itself capped at `max_entries`.
+//! - `truncated`: the lists keep the `max_entries` smallest paths; totals
+//!   still count everything.
+
+mod collect;
+mod hash;
+mod model;
+mod sys;
+mod walk;
+
+use std::os::fd::BorrowedFd;
+
+pub use model::{format_mode, Change, Entry, Flag, FlagKind, FsDiff, Kind, RawPath, Totals};
+
+/// Deepest directory level the walk descends to before giving up.
+pub const MAX_DEPTH: usize = 4096;
+
+/// How to compute a diff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Give `sha256` for added and modified regular files.
+    pub hash: bool,
+    /// Most entries listed in the whole diff (added + modified + deleted);
+    /// beyond it `truncated` is set and only the totals keep counting.
+    pub max_entries: usize,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            hash: true,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Why a diff could not be computed. Paths are absolute inside the world.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffError {
+    /// A system call failed.
+    #[error("fs_diff: {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upper tree is deeper than [`MAX_DEPTH`].
+    #[error("fs_diff: {path}: directory tree deeper than {limit} levels")]
+    TooDeep { path: String, limit: usize },
+    /// An entry was not the one listed when it was opened (the layer is
+    /// being changed while the diff runs).
+    #[error("fs_diff: {path}: changed in the {layer} layer while being read")]
+    Changed { path: String, layer: &'static str },
+    /// The lower directory fd has a mount below it (pass a clone of the root
+    /// mount without submounts, as the overlay's lower view).
+    #[error("fs_diff: {path}: the lower layer has a submount here")]
+    LowerSubmount { path: String },
+}
+
+/// Computes what the upper layer changes over the lower layer.
+///
+/// `upper`: a directory fd on the world's upper directory. `lower`: a
+/// directory fd on the lower view (a clone of the root mount with no
+/// submounts, so that paths in it are exactly the overlay's lower view).
+/// Either may be `O_PATH`; neither is read from or moved (the walk opens its
+/// own fds beneath them). Call it once the world's processes have exited.
+pub fn compute(
+    upper: BorrowedFd<'_>,
+    lower: BorrowedFd<'_>,
+    opts: &DiffOptions,
+) -> Result<FsDiff, DiffError> {
+    walk::Walker::new(upper, lower, opts).run()
+}

@@ -1,0 +1,83 @@
+//! Dropping every capability, for good.
+//!
+//! A world runs as uid 0 without a user namespace, so two things must hold
+//! after this step: every capability set is empty, and no later `execve`
+//! gives any back. Order matters (see FIELD-NOTES):
+//! 1. securebits, while CAP_SETPCAP is still held: NOROOT (uid 0 gains no
+//!    capabilities on exec), NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, KEEP_CAPS
+//!    off, each one locked;
+//! 2. the bounding set, one capability at a time (needs CAP_SETPCAP);
+//! 3. the ambient set;
+//! 4. inheritable, effective and permitted together with one capset.
+
+use std::io;
+
+/// Every securebit on (except KEEP_CAPS) and locked.
+const SECUREBITS: libc::c_ulong = (libc::SECBIT_NOROOT
+    | libc::SECBIT_NOROOT_LOCKED
+    | libc::SECBIT_NO_SETUID_FIXUP
+    | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+    | libc::SECBIT_KEEP_CAPS_LOCKED
+    | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+    | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED) as libc::c_ulong;
+
+fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Highest capability number the running kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// Drops all capabilities of the calling thread, permanently.
+/// `last_cap` is read by the caller before /proc is replaced.
+pub fn drop_all(last_cap: u32) -> io::Result<()> {
+    prctl(libc::PR_SET_SECUREBITS, SECUREBITS, 0)?;
+    for cap in 0..=last_cap {
+        match prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) {
+            Ok(()) => {}
+            // Numbers past what the kernel knows.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)?;
+    capset_empty()
+}
+
+/// `capset` with empty effective, permitted and inheritable sets.
+fn capset_empty() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut hdr = Header { version: VERSION_3, pid: 0 };
+    let data = [Data::default(); 2];
+    // SAFETY: header and two data structs as capset(2) expects for version 3.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads cap_last_cap (call before /proc is replaced or masked).
+pub fn kernel_last_cap() -> u32 {
+    last_cap()
+}

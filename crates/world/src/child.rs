@@ -1,0 +1,214 @@
+//! The child side of a world: everything between clone3 and execve, as one
+//! linear function you can audit in one screen (`setup`).
+//!
+//! All privileged calls go through the [`Sys`] trait, so the order of the
+//! steps and their error paths are unit-tested without root
+//! (`child_tests.rs`); [`RealSys`] is the kernel.
+
+use crate::plan::Step;
+use crate::seccomp::Program;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Everything the child needs, prepared by the parent before clone3.
+pub struct ChildPlan<'a> {
+    /// Host path of the directory the overlay is mounted on (the new root).
+    pub root: PathBuf,
+    /// Detached tmpfs holding `upper/` and `work/`.
+    pub scratch: OwnedFd,
+    /// Mount plan (plan.rs).
+    pub steps: Vec<Step>,
+    pub hostname: String,
+    pub cwd: PathBuf,
+    pub nofile: u64,
+    pub last_cap: u32,
+    pub seccomp: &'a Program,
+    /// The init binary, opened read-only.
+    pub init: OwnedFd,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+/// A failed step: its name, the object it acted on, the error.
+#[derive(Debug)]
+pub struct StepError {
+    pub step: &'static str,
+    pub what: String,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.what.is_empty() {
+            write!(f, "{}: {}", self.step, self.source)
+        } else {
+            write!(f, "{} {}: {}", self.step, self.what, self.source)
+        }
+    }
+}
+
+/// The privileged operations of the child, one method per syscall (or tight
+/// group of syscalls with one purpose). Paths are host paths under the new
+/// root until `pivot_root`, world paths after.
+pub trait Sys {
+    fn set_pdeathsig(&mut self) -> io::Result<()>;
+    fn await_parent(&mut self) -> io::Result<()>;
+    fn join_cgroups(&mut self) -> io::Result<()>;
+    fn unshare_cgroupns(&mut self) -> io::Result<()>;
+    fn make_rprivate(&mut self) -> io::Result<()>;
+    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, root: &Path) -> io::Result<()>;
+    fn grab(&mut self, path: &Path) -> io::Result<OwnedFd>;
+    fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    fn touch(&mut self, path: &Path) -> io::Result<()>;
+    fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
+    fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()>;
+    fn bind(&mut self, src: &Path, dst: &Path) -> io::Result<()>;
+    fn remount_ro(&mut self, target: &Path, nodev: bool) -> io::Result<()>;
+    fn attach(&mut self, tree: OwnedFd, path: &Path) -> io::Result<()>;
+    fn pivot_root(&mut self, root: &Path) -> io::Result<()>;
+    fn sethostname(&mut self, name: &str) -> io::Result<()>;
+    fn loopback_up(&mut self) -> io::Result<()>;
+    fn set_rlimits(&mut self, nofile: u64) -> io::Result<()>;
+    fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()>;
+    fn setsid(&mut self) -> io::Result<()>;
+    fn drop_caps(&mut self, last_cap: u32) -> io::Result<()>;
+    fn no_new_privs(&mut self) -> io::Result<()>;
+    fn cloexec_fds(&mut self) -> io::Result<()>;
+    fn unblock_signals(&mut self) -> io::Result<()>;
+    fn load_seccomp(&mut self, prog: &Program) -> io::Result<()>;
+    fn exec(&mut self, init: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error;
+}
+
+/// Host path of world path `p` under the new root.
+fn under(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// Runs every step up to (not including) execve. Any error names its step.
+pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
+    fn at<T>(step: &'static str, what: &Path, r: io::Result<T>) -> Result<T, StepError> {
+        r.map_err(|source| StepError {
+            step,
+            what: what.display().to_string(),
+            source,
+        })
+    }
+    let none = Path::new("");
+    let root = plan.root.as_path();
+    // 1. Die with the parent; then wait for its go (EOF: it died first).
+    at("prctl(PR_SET_PDEATHSIG)", none, sys.set_pdeathsig())?;
+    at("await parent", none, sys.await_parent())?;
+    // 2. Enter the world's cgroup (v1: write "0" to tasks; v2: born there),
+    //    then a cgroup namespace rooted at it.
+    at("join cgroup", none, sys.join_cgroups())?;
+    at("unshare(CLONE_NEWCGROUP)", none, sys.unshare_cgroupns())?;
+    // 3. Mounts: nothing we mount may propagate to the host.
+    at("mount --make-rprivate /", none, sys.make_rprivate())?;
+    at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), root))?;
+    let mut slots: Vec<Option<OwnedFd>> = Vec::new();
+    for step in &plan.steps {
+        match step {
+            Step::Grab { slot, path } => {
+                let fd = at("open_tree (expose)", path, sys.grab(&under(root, path)))?;
+                if slots.len() <= *slot {
+                    slots.resize_with(slot + 1, || None);
+                }
+                slots[*slot] = Some(fd);
+            }
+            Step::Mount { path, fstype, flags, data } => {
+                at("mount", path, sys.mount(&under(root, path), fstype, *flags, data))?
+            }
+            Step::Mkdir { path, mode } => at("mkdir", path, sys.mkdir_all(&under(root, path), *mode))?,
+            Step::Touch { path } => at("create mount point", path, sys.touch(&under(root, path)))?,
+            Step::Mknod { path, major, minor } => at("mknod", path, sys.mknod(&under(root, path), *major, *minor))?,
+            Step::Symlink { path, target } => at("symlink", path, sys.symlink(target, &under(root, path)))?,
+            Step::MaskFile { path } => {
+                let target = under(root, path);
+                at("mask (bind /dev/null)", path, sys.bind(&under(root, Path::new("/dev/null")), &target))?;
+                at("mask (read-only)", path, sys.remount_ro(&target, false))?;
+            }
+            Step::ReadOnly { path } => {
+                let target = under(root, path);
+                at("bind read-only", path, sys.bind(&target, &target))?;
+                at("remount read-only", path, sys.remount_ro(&target, true))?;
+            }
+            Step::Attach { slot, path } => {
+                let fd = slots.get_mut(*slot).and_then(Option::take);
+                let fd = at("expose", path, fd.ok_or_else(|| io::Error::other("plan attaches an ungrabbed slot")))?;
+                at("move_mount (expose)", path, sys.attach(fd, &under(root, path)))?;
+            }
+            Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
+        }
+    }
+    // 4. Switch root; the host's tree is detached and unreachable.
+    at("pivot_root", root, sys.pivot_root(root))?;
+    // 5. Identity, network, limits, working directory.
+    at("sethostname", none, sys.sethostname(&plan.hostname))?;
+    at("loopback up", none, sys.loopback_up())?;
+    at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
+    at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
+    // 6. Privileges, last: no controlling tty, no capabilities, no way back.
+    at("setsid", none, sys.setsid())?;
+    at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
+    at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;
+    at("close_range(3.., CLOEXEC)", none, sys.cloexec_fds())?;
+    at("sigprocmask", none, sys.unblock_signals())?;
+    // 7. seccomp last; the next call is execve (which the profile allows).
+    at("seccomp", none, sys.load_seccomp(plan.seccomp))?;
+    Ok(())
+}
+
+fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    fd.as_fd()
+}
+
+/// Entry point of the cloned child: setup, then exec the init. Never returns.
+/// On failure it writes "step: error" to `report` and exits 125.
+pub fn main(sys: &mut dyn Sys, plan: &ChildPlan<'_>, report: &OwnedFd) -> ! {
+    let err = match setup(sys, plan) {
+        Ok(()) => {
+            let e = sys.exec(borrow(&plan.init), &plan.argv, &plan.envp);
+            StepError {
+                step: "execve(cloche-init)",
+                what: String::new(),
+                source: e,
+            }
+        }
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    let _ = nix::unistd::write(report, msg.as_bytes());
+    crate::raw::exit_now(125)
+}
+
+pub use crate::sys::RealSys;
+
+/// Names of the layers a world that reached execve has.
+pub fn layers(has_cgroup: bool) -> Vec<String> {
+    let mut l: Vec<&str> = vec![
+        "mnt",
+        "pid",
+        "net",
+        "ipc",
+        "uts",
+        "cgroupns",
+        "overlay",
+        "masks",
+        "rlimits",
+        "caps",
+        "no_new_privs",
+        "seccomp",
+    ];
+    if has_cgroup {
+        l.push("cgroup");
+    }
+    l.into_iter().map(String::from).collect()
+}
+
+#[cfg(test)]
+#[path = "child_tests.rs"]
+mod tests;

@@ -1,0 +1,200 @@
+//! The child's step order and error paths, without root: a recording `Sys`.
+
+use super::*;
+use crate::plan::{FsRequest, HostFacts};
+use std::path::PathBuf;
+
+/// Records each call; fails the call whose name equals `fail`.
+struct Recorder {
+    calls: Vec<String>,
+    fail: Option<&'static str>,
+}
+
+impl Recorder {
+    fn call(&mut self, name: &'static str, arg: &Path) -> io::Result<()> {
+        self.calls.push(format!("{name} {}", arg.display()).trim_end().to_string());
+        if self.fail == Some(name) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
+    }
+}
+
+fn devnull() -> OwnedFd {
+    std::fs::File::open("/dev/null").unwrap().into()
+}
+
+impl Sys for Recorder {
+    fn set_pdeathsig(&mut self) -> io::Result<()> {
+        self.call("pdeathsig", Path::new(""))
+    }
+    fn await_parent(&mut self) -> io::Result<()> {
+        self.call("await", Path::new(""))
+    }
+    fn join_cgroups(&mut self) -> io::Result<()> {
+        self.call("join_cgroups", Path::new(""))
+    }
+    fn unshare_cgroupns(&mut self) -> io::Result<()> {
+        self.call("cgroupns", Path::new(""))
+    }
+    fn make_rprivate(&mut self) -> io::Result<()> {
+        self.call("rprivate", Path::new(""))
+    }
+    fn mount_overlay(&mut self, _: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
+        self.call("overlay", root)
+    }
+    fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        self.call("grab", path).map(|_| devnull())
+    }
+    fn mount(&mut self, target: &Path, _: &str, _: u64, _: &str) -> io::Result<()> {
+        self.call("mount", target)
+    }
+    fn mkdir_all(&mut self, path: &Path, _: u32) -> io::Result<()> {
+        self.call("mkdir", path)
+    }
+    fn touch(&mut self, path: &Path) -> io::Result<()> {
+        self.call("touch", path)
+    }
+    fn mknod(&mut self, path: &Path, _: u32, _: u32) -> io::Result<()> {
+        self.call("mknod", path)
+    }
+    fn symlink(&mut self, _: &Path, path: &Path) -> io::Result<()> {
+        self.call("symlink", path)
+    }
+    fn bind(&mut self, _: &Path, dst: &Path) -> io::Result<()> {
+        self.call("bind", dst)
+    }
+    fn remount_ro(&mut self, target: &Path, _: bool) -> io::Result<()> {
+        self.call("remount_ro", target)
+    }
+    fn attach(&mut self, _: OwnedFd, path: &Path) -> io::Result<()> {
+        self.call("attach", path)
+    }
+    fn pivot_root(&mut self, root: &Path) -> io::Result<()> {
+        self.call("pivot_root", root)
+    }
+    fn sethostname(&mut self, _: &str) -> io::Result<()> {
+        self.call("sethostname", Path::new(""))
+    }
+    fn loopback_up(&mut self) -> io::Result<()> {
+        self.call("lo_up", Path::new(""))
+    }
+    fn set_rlimits(&mut self, _: u64) -> io::Result<()> {
+        self.call("rlimits", Path::new(""))
+    }
+    fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()> {
+        self.call("chdir", cwd)
+    }
+    fn setsid(&mut self) -> io::Result<()> {
+        self.call("setsid", Path::new(""))
+    }
+    fn drop_caps(&mut self, _: u32) -> io::Result<()> {
+        self.call("drop_caps", Path::new(""))
+    }
+    fn no_new_privs(&mut self) -> io::Result<()> {
+        self.call("nnp", Path::new(""))
+    }
+    fn cloexec_fds(&mut self) -> io::Result<()> {
+        self.call("cloexec", Path::new(""))
+    }
+    fn unblock_signals(&mut self) -> io::Result<()> {
+        self.call("sigmask", Path::new(""))
+    }
+    fn load_seccomp(&mut self, _: &Program) -> io::Result<()> {
+        self.call("seccomp", Path::new(""))
+    }
+    fn exec(&mut self, _: BorrowedFd<'_>, _: &[CString], _: &[CString]) -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOENT)
+    }
+}
+
+struct Host;
+impl HostFacts for Host {
+    fn canonical(&self, p: &Path) -> Option<PathBuf> {
+        Some(p.to_path_buf())
+    }
+    fn is_dir(&self, p: &Path) -> bool {
+        !p.ends_with("shadow")
+    }
+    fn exists(&self, _: &Path) -> bool {
+        true
+    }
+}
+
+fn program() -> Program {
+    let profile = crate::seccomp::Profile::from_json(include_str!("../../../policies/seccomp/default.json")).unwrap();
+    Program::compile(&profile).unwrap()
+}
+
+fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
+    let prog = program();
+    let req = FsRequest {
+        cwd: "/home/ann/proj".into(),
+        mask: vec!["/etc/shadow".into()],
+        homes: vec!["/home/ann".into()],
+        home_secrets: vec![],
+        expose: vec![],
+        state_dir: "/var/lib/cloche".into(),
+        scratch_size: 1 << 20,
+    };
+    let plan = ChildPlan {
+        root: "/state/w/root".into(),
+        scratch: devnull(),
+        steps: crate::plan::build(&Host, &req),
+        hostname: "cloche".into(),
+        cwd: "/home/ann/proj".into(),
+        nofile: 1024,
+        last_cap: 40,
+        seccomp: &prog,
+        init: devnull(),
+        argv: vec![],
+        envp: vec![],
+    };
+    f(&plan)
+}
+
+fn pos(calls: &[String], prefix: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix} not called: {calls:#?}"))
+}
+
+#[test]
+fn steps_run_in_the_audited_order() {
+    let mut r = Recorder { calls: vec![], fail: None };
+    with_plan(|p| setup(&mut r, p)).unwrap();
+    let c = &r.calls;
+    let order = [
+        "pdeathsig", "await", "join_cgroups", "cgroupns", "rprivate", "overlay /state/w/root", "grab /state/w/root/home/ann/proj",
+        "mount /state/w/root/proc", "mount /state/w/root/home/ann", "attach /state/w/root/home/ann/proj", "pivot_root",
+        "sethostname", "lo_up", "rlimits", "chdir /home/ann/proj", "setsid", "drop_caps", "nnp", "cloexec", "sigmask", "seccomp",
+    ];
+    let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
+    // seccomp is the very last step; nothing mounts after pivot_root.
+    assert_eq!(c.last().unwrap(), "seccomp");
+    let pivot = pos(c, "pivot_root");
+    assert!(c[pivot..].iter().all(|x| !x.starts_with("mount") && !x.starts_with("bind")));
+    // every mount target lies under the new root.
+    assert!(c.iter().filter(|x| x.starts_with("mount ") || x.starts_with("bind ")).all(|x| x.contains(" /state/w/root/")));
+}
+
+#[test]
+fn a_failing_step_stops_everything_after_it_and_is_named() {
+    for (fail, name) in [("rprivate", "mount --make-rprivate /"), ("pivot_root", "pivot_root"), ("drop_caps", "drop capabilities"), ("seccomp", "seccomp")] {
+        let mut r = Recorder { calls: vec![], fail: Some(fail) };
+        let err = with_plan(|p| setup(&mut r, p)).unwrap_err();
+        assert_eq!(err.step, name);
+        assert!(r.calls.last().unwrap().starts_with(fail), "{fail}: {:?}", r.calls.last());
+        assert!(err.to_string().contains("Operation not permitted"), "{err}");
+    }
+}
+
+#[test]
+fn masked_files_are_bound_then_made_read_only() {
+    let mut r = Recorder { calls: vec![], fail: None };
+    with_plan(|p| setup(&mut r, p)).unwrap();
+    let b = pos(&r.calls, "bind /state/w/root/etc/shadow");
+    assert_eq!(r.calls[b + 1], "remount_ro /state/w/root/etc/shadow");
+}

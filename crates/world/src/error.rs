@@ -1,0 +1,53 @@
+//! Typed errors of the engine. Each variant names the step that failed.
+
+use crate::cgroup::CgroupError;
+use crate::spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("invalid request: {0}")]
+    Spec(#[from] SpecError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("required layer unavailable: {0}")]
+    LayerUnavailable(String),
+    #[error("state directory: {what}: {source}")]
+    State {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("world filesystem (tmpfs/overlay): {0}")]
+    Scratch(std::io::Error),
+    #[error("cloche-init: {0}")]
+    Init(String),
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    #[error("clone3 (namespaces): {0}")]
+    Clone(std::io::Error),
+    #[error("{step}: {source}")]
+    Sys {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    /// A step inside the world failed before the command started.
+    #[error("world setup: {0}")]
+    Child(String),
+    #[error("waiting for the world: {0}")]
+    Wait(std::io::Error),
+    #[error("fs_diff: {0}")]
+    Diff(crate::diff::DiffError),
+}
+
+impl WorldError {
+    pub(crate) fn state(what: &'static str) -> impl FnOnce(std::io::Error) -> WorldError {
+        move |source| WorldError::State { what, source }
+    }
+    pub(crate) fn nix(step: &'static str) -> impl FnOnce(nix::Error) -> WorldError {
+        move |e| WorldError::Sys {
+            step,
+            source: std::io::Error::from_raw_os_error(e as i32),
+        }
+    }
+}

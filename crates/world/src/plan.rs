@@ -1,0 +1,339 @@
+//! The mount plan: which filesystems, masks and exposures a world gets, as a
+//! flat list of steps computed on the host *before* the world exists.
+//!
+//! The plan is pure data built from host facts (what exists, what is a
+//! directory) and the request (masks, exposures, cwd), so its rules are unit
+//! tested without root. The child executes it step by step (`child.rs`).
+//!
+//! Rules:
+//! - fresh filesystems: /proc, /dev (tmpfs with device nodes, devpts, shm),
+//!   /sys read-only, tmpfs on /tmp, /var/tmp and /run (no host socket is
+//!   reachable by path);
+//! - masks hide a path: a directory becomes an empty read-only tmpfs, a file a
+//!   read-only bind of /dev/null;
+//! - exposures (the cwd's subtree and `--expose` paths) stay visible through
+//!   any mask that contains them: they are grabbed from the overlay before any
+//!   mask and re-attached after the deepest mask containing them;
+//! - a mask is dropped only when an explicit `--expose` equals it or contains
+//!   it; the cwd never unmasks what lies below it (running from `/` must not
+//!   reveal /etc/shadow);
+//! - secrets relative to home directories and to the cwd (`.ssh`, ...) are
+//!   masked wherever they would otherwise be visible;
+//! - paths are canonical host paths of the root filesystem (the overlay's
+//!   lower), so no symlink in the lower can redirect a mount.
+
+use std::path::{Path, PathBuf};
+
+/// What the host says about a path of the root filesystem.
+pub trait HostFacts {
+    /// Canonical path (symlinks resolved) if it exists.
+    fn canonical(&self, p: &Path) -> Option<PathBuf>;
+    /// True if `p` (not following a final symlink) is a directory.
+    fn is_dir(&self, p: &Path) -> bool;
+    /// True if `p` exists (not following a final symlink).
+    fn exists(&self, p: &Path) -> bool;
+}
+
+/// The host itself.
+pub struct RealHost;
+
+impl HostFacts for RealHost {
+    fn canonical(&self, p: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(p).ok()
+    }
+    fn is_dir(&self, p: &Path) -> bool {
+        std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        std::fs::symlink_metadata(p).is_ok()
+    }
+}
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct FsRequest {
+    /// The world's working directory (absolute).
+    pub cwd: PathBuf,
+    /// Paths to hide (policy `fs.mask`).
+    pub mask: Vec<PathBuf>,
+    /// Home directories to hide (already listed by the caller).
+    pub homes: Vec<PathBuf>,
+    /// Relative secret paths masked under each home and under the cwd.
+    pub home_secrets: Vec<PathBuf>,
+    /// Explicit exposures (`--expose` and policy `fs.expose`).
+    pub expose: Vec<PathBuf>,
+    /// cloche's state directory (hidden from worlds).
+    pub state_dir: PathBuf,
+    /// Size of the /tmp-like tmpfs mounts, in bytes.
+    pub scratch_size: u64,
+}
+
+/// One step of the plan. Paths are absolute paths inside the world; the child
+/// prefixes them with the new root before pivot_root.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Clone (recursively) the overlay's view of `path` into slot `slot`.
+    Grab { slot: usize, path: PathBuf },
+    /// Mount a new filesystem.
+    Mount {
+        path: PathBuf,
+        fstype: &'static str,
+        flags: u64,
+        data: String,
+    },
+    /// Create a directory (and parents) with `mode`.
+    Mkdir { path: PathBuf, mode: u32 },
+    /// Create an empty file (parents too) to mount a file on.
+    Touch { path: PathBuf },
+    /// Character device node.
+    Mknod { path: PathBuf, major: u32, minor: u32 },
+    /// Symbolic link `path -> target`.
+    Symlink { path: PathBuf, target: PathBuf },
+    /// Read-only bind of the world's /dev/null over a file.
+    MaskFile { path: PathBuf },
+    /// Bind `path` onto itself, then make it read-only (nosuid, nodev, noexec).
+    ReadOnly { path: PathBuf },
+    /// Attach grabbed slot `slot` at `path`.
+    Attach { slot: usize, path: PathBuf },
+    /// Remount the mount at `path` read-only.
+    RemountRo { path: PathBuf },
+}
+
+// MS_* values (stable kernel ABI), kept here so the plan stays pure.
+pub const MS_RDONLY: u64 = 1;
+pub const MS_NOSUID: u64 = 2;
+pub const MS_NODEV: u64 = 4;
+pub const MS_NOEXEC: u64 = 8;
+
+const SAFE: u64 = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+/// /proc files hidden by a /dev/null bind (when present).
+const PROC_MASK_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/kallsyms",
+    "/proc/kmsg",
+];
+/// /proc and /sys directories hidden by an empty tmpfs.
+const PROC_MASK_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
+/// /proc entries made read-only.
+const PROC_READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+#[derive(Debug, Clone, PartialEq)]
+struct Mask {
+    path: PathBuf,
+    dir: bool,
+    /// Fresh writable scratch (tmp, run) rather than a read-only mask.
+    scratch: Option<u32>,
+}
+
+/// Builds the plan.
+pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
+    let canon = |p: &Path| host.canonical(p);
+    let explicit: Vec<PathBuf> = req.expose.iter().filter_map(|p| canon(p)).collect();
+    let cwd = canon(&req.cwd).unwrap_or_else(|| req.cwd.clone());
+    let unmasked_by_expose = |m: &Path| explicit.iter().any(|e| m.starts_with(e));
+
+    // Every mask, canonical and de-duplicated, parents first.
+    let mut masks: Vec<Mask> = Vec::new();
+    let mut add = |path: PathBuf, dir: bool, scratch: Option<u32>| {
+        if !masks.iter().any(|m| m.path == path) {
+            masks.push(Mask { path, dir, scratch });
+        }
+    };
+    for (p, mode) in [("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/run", 0o755)] {
+        if let Some(c) = canon(Path::new(p)) {
+            if host.is_dir(&c) {
+                add(c, true, Some(mode));
+            }
+        }
+    }
+    for p in req.mask.iter().chain(&req.homes).chain(std::iter::once(&req.state_dir)) {
+        if let Some(c) = canon(p) {
+            if c != Path::new("/") && !unmasked_by_expose(&c) {
+                let dir = host.is_dir(&c);
+                add(c, dir, None);
+            }
+        }
+    }
+    // Secrets under homes and the cwd.
+    let mut secret_roots: Vec<PathBuf> = req.homes.iter().filter_map(|h| canon(h)).collect();
+    secret_roots.push(cwd.clone());
+    for root in &secret_roots {
+        for s in &req.home_secrets {
+            let p = root.join(s);
+            if host.exists(&p) {
+                if let Some(c) = canon(&p) {
+                    // Only an exact `--expose` unmasks a secret.
+                    if !explicit.contains(&c) && c.starts_with(root) {
+                        let dir = host.is_dir(&c);
+                        add(c, dir, None);
+                    }
+                }
+            }
+        }
+    }
+    masks.sort_by(|a, b| a.path.cmp(&b.path));
+
+    // Exposures: the cwd (unless it is `/`) and explicit ones, canonical.
+    let mut exposures: Vec<PathBuf> = explicit.clone();
+    if cwd != Path::new("/") && !exposures.contains(&cwd) {
+        exposures.push(cwd.clone());
+    }
+    // A mask that is itself an exposure is not applied (cwd == /root, say).
+    masks.retain(|m| !exposures.contains(&m.path));
+    // Only those that lie strictly under some mask need grabbing; an exposure
+    // equal to a scratch/mask dir replaces it.
+    let deepest = |e: &Path| -> Option<usize> {
+        masks
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.dir && e.starts_with(&m.path))
+            .max_by_key(|(_, m)| m.path.components().count())
+            .map(|(i, _)| i)
+    };
+    let grabbed: Vec<(usize, PathBuf, usize)> = exposures
+        .iter()
+        .filter_map(|e| deepest(e).map(|m| (m, e.clone())))
+        .enumerate()
+        .map(|(slot, (m, e))| (slot, e, m))
+        .collect();
+
+    let mut steps = Vec::new();
+    for (slot, path, _) in &grabbed {
+        steps.push(Step::Grab {
+            slot: *slot,
+            path: path.clone(),
+        });
+    }
+    fresh_system_mounts(&mut steps);
+    for (i, m) in masks.iter().enumerate() {
+        // A mask inside another mask that is not exposed is invisible anyway.
+        let hidden = masks[..i].iter().any(|o| o.dir && m.path.starts_with(&o.path))
+            && !grabbed.iter().any(|(_, e, _)| m.path.starts_with(e));
+        if hidden {
+            continue;
+        }
+        let mine: Vec<&(usize, PathBuf, usize)> = grabbed.iter().filter(|(_, _, d)| *d == i).collect();
+        match (m.dir, m.scratch) {
+            (true, Some(mode)) => steps.push(Step::Mount {
+                path: m.path.clone(),
+                fstype: "tmpfs",
+                flags: MS_NOSUID | MS_NODEV,
+                data: format!("mode={mode:o},size={}", req.scratch_size),
+            }),
+            // Read-only from the start unless exposures must be attached inside.
+            (true, None) => steps.push(Step::Mount {
+                path: m.path.clone(),
+                fstype: "tmpfs",
+                flags: if mine.is_empty() { SAFE | MS_RDONLY } else { SAFE },
+                data: "mode=755,size=64k".into(),
+            }),
+            (false, _) => steps.push(Step::MaskFile { path: m.path.clone() }),
+        }
+        for (slot, e, _) in &mine {
+            if host.is_dir(e) {
+                steps.push(Step::Mkdir { path: e.clone(), mode: 0o755 });
+            } else {
+                steps.push(Step::Touch { path: e.clone() });
+            }
+            steps.push(Step::Attach {
+                slot: *slot,
+                path: e.clone(),
+            });
+        }
+        if m.dir && m.scratch.is_none() && !mine.is_empty() {
+            steps.push(Step::RemountRo { path: m.path.clone() });
+        }
+    }
+    proc_masks(host, &mut steps);
+    steps
+}
+
+/// /proc, /sys, /dev: fresh instances, never the host's.
+fn fresh_system_mounts(steps: &mut Vec<Step>) {
+    let p = PathBuf::from;
+    steps.push(Step::Mount {
+        path: p("/proc"),
+        fstype: "proc",
+        flags: SAFE,
+        data: String::new(),
+    });
+    steps.push(Step::Mount {
+        path: p("/sys"),
+        fstype: "sysfs",
+        flags: SAFE | MS_RDONLY,
+        data: String::new(),
+    });
+    steps.push(Step::Mount {
+        path: p("/dev"),
+        fstype: "tmpfs",
+        flags: MS_NOSUID | MS_NOEXEC,
+        data: "mode=755,size=64k".into(),
+    });
+    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+        steps.push(Step::Mknod {
+            path: PathBuf::from(format!("/dev/{name}")),
+            major,
+            minor,
+        });
+    }
+    steps.push(Step::Mkdir { path: p("/dev/pts"), mode: 0o755 });
+    steps.push(Step::Mount {
+        path: p("/dev/pts"),
+        fstype: "devpts",
+        flags: MS_NOSUID | MS_NOEXEC,
+        data: "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
+    });
+    steps.push(Step::Mkdir { path: p("/dev/shm"), mode: 0o1777 });
+    steps.push(Step::Mount {
+        path: p("/dev/shm"),
+        fstype: "tmpfs",
+        flags: SAFE,
+        data: "mode=1777,size=64m".into(),
+    });
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink {
+            path: p(link),
+            target: p(target),
+        });
+    }
+}
+
+/// Masks and read-only binds inside /proc and /sys (after they are mounted).
+fn proc_masks(host: &dyn HostFacts, steps: &mut Vec<Step>) {
+    for f in PROC_MASK_FILES {
+        if host.exists(Path::new(f)) {
+            steps.push(Step::MaskFile { path: PathBuf::from(f) });
+        }
+    }
+    for d in PROC_MASK_DIRS {
+        if host.is_dir(Path::new(d)) {
+            steps.push(Step::Mount {
+                path: PathBuf::from(d),
+                fstype: "tmpfs",
+                flags: SAFE | MS_RDONLY,
+                data: "mode=755,size=4k".into(),
+            });
+        }
+    }
+    for r in PROC_READONLY {
+        if host.exists(Path::new(r)) {
+            steps.push(Step::ReadOnly { path: PathBuf::from(r) });
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,218 @@
+//! Thin, commented wrappers over the syscalls `nix` does not cover: the new
+//! mount API, clone3, pidfds, close_range, execveat, pivot_root.
+//!
+//! Each function is one syscall; every `unsafe` block says why it is sound.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Takes ownership of a new fd returned by a syscall.
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+/// `fsopen(2)`: a filesystem context for `fstype` (close-on-exec).
+pub fn fsopen(fstype: &str) -> io::Result<OwnedFd> {
+    let name = cstr(fstype)?;
+    // SAFETY: valid NUL-terminated string; flags are plain integers.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    Ok(owned(fd))
+}
+
+/// `fsconfig(FSCONFIG_SET_STRING)`: one `key=value` option.
+pub fn fsconfig_str(fs: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()> {
+    let (k, v) = (cstr(key)?, cstr(value)?);
+    // SAFETY: valid fd and NUL-terminated strings; aux must be 0 for SET_STRING.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_SET_STRING,
+            k.as_ptr(),
+            v.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fsconfig(FSCONFIG_CMD_CREATE)`: creates the superblock.
+pub fn fsconfig_create(fs: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: valid fd; key and value must be NULL for CMD_CREATE.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fsmount(2)`: a detached mount of the created superblock, with `attrs`
+/// (MOUNT_ATTR_*). Closing the fd unmounts it unless it was attached.
+pub fn fsmount(fs: BorrowedFd<'_>, attrs: u64) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd; flags and attributes are plain integers.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs) })?;
+    Ok(owned(fd))
+}
+
+/// `move_mount(2)` of a detached mount (`from`) onto the path `to`.
+pub fn move_mount_to(from: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
+    // SAFETY: valid fd, empty from-path with F_EMPTY_PATH, NUL-terminated target.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// `open_tree(2)`: a detached copy of the mount at `path` (recursive when
+/// `recursive`), close-on-exec.
+pub fn open_tree_clone(dirfd: RawFd, path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: valid dirfd (or AT_FDCWD) and NUL-terminated path.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })?;
+    Ok(owned(fd))
+}
+
+/// `pivot_root(2)`.
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
+    // SAFETY: two NUL-terminated paths.
+    cvt(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })?;
+    Ok(())
+}
+
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`: marks every fd from `first`
+/// up close-on-exec, so the command starts with exactly the fds below it.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    cvt(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) })?;
+    Ok(())
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: executes the file open at
+/// `fd`. Returns only on failure.
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            a.as_ptr(),
+            e.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// `pidfd_send_signal(2)`.
+pub fn pidfd_kill(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid pidfd; no siginfo.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// Arguments of clone3 (the kernel's `struct clone_args`, version 2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// What `clone3` returned on each side.
+pub enum Forked {
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+    Child,
+}
+
+/// `clone3(2)` with fork semantics (no CLONE_VM): `flags` are CLONE_NEW*
+/// namespace flags; a pidfd is always requested; `cgroup` places the child in
+/// that (v2) cgroup at birth.
+///
+/// # Safety
+/// The caller must be single-threaded: the child is a copy of this thread
+/// only, and any lock held by another thread would stay locked forever. The
+/// child must end by `execve` or `_exit`, never by returning into code that
+/// owns resources of the parent.
+pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(cg) = cgroup {
+        args.flags |= 0x200000000; // CLONE_INTO_CGROUP
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    // SAFETY: args is a valid clone_args of the size passed; pidfd points to a
+    // live RawFd. Fork semantics: the child gets a copy of our memory.
+    let ret = cvt(unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) })?;
+    if ret == 0 {
+        Ok(Forked::Child)
+    } else {
+        Ok(Forked::Parent {
+            pid: ret as libc::pid_t,
+            pidfd: owned(pidfd as libc::c_long),
+        })
+    }
+}
+
+/// `_exit(2)`: leaves a forked child without running destructors or atexit
+/// handlers that belong to the parent's state.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: always sound; it does not return.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,545 @@
+//! Unit tests: profile validation, and the compiled programs' decisions
+//! checked with a small classic-BPF interpreter (the kernel-side proof is in
+//! `crates/world/tests/seccomp.rs`).
+
+use super::*;
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+const RET_ALLOW: u32 = 0x7fff_0000;
+const EPERM: u32 = RET_ERRNO | 1;
+const ENOSYS: u32 = RET_ERRNO | 38;
+
+/// Run a seccomp BPF program on one `struct seccomp_data`.
+fn run(prog: &Program, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    let word = |off: u32| -> u32 {
+        match off {
+            0 => nr,
+            4 => arch,
+            8 | 12 => 0, // instruction pointer
+            16..=63 => {
+                let a = args[((off - 16) / 8) as usize];
+                match off % 8 {
+                    0 => a as u32,
+                    4 => (a >> 32) as u32,
+                    _ => panic!("unaligned load at {off}"),
+                }
+            }
+            _ => panic!("load from offset {off}"),
+        }
+    };
+    let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+    let mut pc = 0usize;
+    for _ in 0..100_000 {
+        let ins = prog.insns[pc];
+        pc += 1;
+        let src = if ins.code & 0x08 != 0 { x } else { ins.k };
+        match ins.code & 0x07 {
+            0x00 => match ins.code & 0xe0 {
+                0x20 => a = word(ins.k),
+                0x00 => a = ins.k,
+                0x60 => a = mem[ins.k as usize],
+                m => panic!("ld mode {m:#x}"),
+            },
+            0x01 => match ins.code & 0xe0 {
+                0x00 => x = ins.k,
+                0x60 => x = mem[ins.k as usize],
+                m => panic!("ldx mode {m:#x}"),
+            },
+            0x02 => mem[ins.k as usize] = a,
+            0x03 => mem[ins.k as usize] = x,
+            0x04 => {
+                a = match ins.code & 0xf0 {
+                    0x00 => a.wrapping_add(src),
+                    0x10 => a.wrapping_sub(src),
+                    0x20 => a.wrapping_mul(src),
+                    0x30 => a / src,
+                    0x40 => a | src,
+                    0x50 => a & src,
+                    0x60 => a << src,
+                    0x70 => a >> src,
+                    0x80 => a.wrapping_neg(),
+                    0x90 => a % src,
+                    0xa0 => a ^ src,
+                    op => panic!("alu op {op:#x}"),
+                }
+            }
+            0x05 => {
+                let taken = match ins.code & 0xf0 {
+                    0x00 => {
+                        pc += ins.k as usize;
+                        continue;
+                    }
+                    0x10 => a == src,
+                    0x20 => a > src,
+                    0x30 => a >= src,
+                    0x40 => a & src != 0,
+                    op => panic!("jmp op {op:#x}"),
+                };
+                pc += usize::from(if taken { ins.jt } else { ins.jf });
+            }
+            0x06 => return if ins.code & 0x18 == 0x10 { a } else { ins.k },
+            _ => match ins.code & 0xf8 {
+                0x00 => x = a,
+                0x80 => a = x,
+                op => panic!("misc op {op:#x}"),
+            },
+        }
+    }
+    panic!("program does not terminate");
+}
+
+fn nr(name: &str) -> u32 {
+    match resolve(name) {
+        Resolved::Nr(n) => n as u32,
+        _ => panic!("{name} is not an x86_64 syscall"),
+    }
+}
+
+fn default_program() -> (Profile, Program) {
+    let profile = Profile::builtin_default().expect("default profile parses");
+    let prog = Program::compile(&profile).expect("default profile compiles");
+    (profile, prog)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Random arguments, biased towards the values the rules compare.
+    fn args(&mut self, focus: &[u64]) -> [u64; 6] {
+        std::array::from_fn(|_| {
+            let f = focus[(self.next() % focus.len() as u64) as usize];
+            match self.next() % 4 {
+                0 => self.next(),
+                1 => f,
+                2 => f | (self.next() << 32),
+                _ => f ^ (1 << (self.next() % 32)),
+            }
+        })
+    }
+}
+
+fn names_with(profile: &Profile, action: LinuxSeccompAction, conditional: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for sc in profile.spec().syscalls().iter().flatten() {
+        if sc.action() == action && sc.args().as_ref().is_some_and(|a| !a.is_empty()) == conditional
+        {
+            out.extend(sc.names().iter().cloned());
+        }
+    }
+    out
+}
+
+#[test]
+fn seccomp_default_profile_decisions() {
+    let (profile, prog) = default_program();
+    assert!(
+        prog.len() > 100 && prog.len() < MAX_INSTRUCTIONS,
+        "{} instructions",
+        prog.len()
+    );
+    assert_eq!(profile.absent_syscalls(), ["stime"]);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let focus = [
+        0,
+        1,
+        8,
+        12,
+        16,
+        0x5412,
+        0x541c,
+        0x20000,
+        0xffff_ffff,
+        0x1000_0000,
+        0x7e02_0080,
+    ];
+    let x86 = |nr: u32, args: [u64; 6]| run(&prog, AUDIT_ARCH_X86_64, nr, args);
+
+    let allowed = names_with(&profile, LinuxSeccompAction::ScmpActAllow, false);
+    assert!(allowed.len() > 250, "{} allowed", allowed.len());
+    let with_exceptions = ["ioctl", "socket"];
+    for name in allowed
+        .iter()
+        .filter(|n| !with_exceptions.contains(&n.as_str()))
+    {
+        for _ in 0..20 {
+            assert_eq!(x86(nr(name), rng.args(&focus)), RET_ALLOW, "{name}");
+        }
+    }
+    let refused = names_with(&profile, LinuxSeccompAction::ScmpActErrno, false);
+    for name in refused
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "stime" | "clone3"))
+    {
+        assert!(!allowed.contains(name), "{name} both allowed and refused");
+        for _ in 0..20 {
+            assert_eq!(x86(nr(name), rng.args(&focus)), EPERM, "{name}");
+        }
+    }
+    for name in [
+        "unshare",
+        "setns",
+        "mount",
+        "fsopen",
+        "bpf",
+        "keyctl",
+        "io_uring_setup",
+        "chroot",
+    ] {
+        assert!(
+            refused.iter().any(|n| n == name),
+            "{name} is not listed as refused"
+        );
+    }
+    // Known syscalls the profile does not mention: default EPERM.
+    for name in [
+        "fanotify_init",
+        "kcmp",
+        "sethostname",
+        "modify_ldt",
+        "_sysctl",
+    ] {
+        assert_eq!(x86(nr(name), [0; 6]), EPERM, "{name}");
+    }
+    assert_eq!(x86(nr("clone3"), [0; 6]), ENOSYS);
+    assert_eq!(x86(u32::MAX, [0; 6]), EPERM);
+    assert_eq!(x86(400, [0; 6]), EPERM, "hole in the table");
+    for n in 470..=511 {
+        assert_eq!(x86(n, [0; 6]), ENOSYS, "future syscall {n}");
+    }
+    assert_eq!(x86(512, [0; 6]), EPERM);
+
+    for _ in 0..50_000 {
+        let args = rng.args(&focus);
+        let lo = |i: usize| args[i] & 0xffff_ffff;
+        let clone_ok = lo(0) & 0x7e02_0080 == 0;
+        assert_eq!(
+            x86(nr("clone"), args) == RET_ALLOW,
+            clone_ok,
+            "clone {args:x?}"
+        );
+        let ioctl_refused = matches!(lo(1), 0x5412 | 0x541c);
+        assert_eq!(
+            x86(nr("ioctl"), args),
+            if ioctl_refused { EPERM } else { RET_ALLOW },
+            "ioctl {args:x?}"
+        );
+        let socket_refused = lo(0) == 16 && lo(2) == 12;
+        assert_eq!(
+            x86(nr("socket"), args),
+            if socket_refused { EPERM } else { RET_ALLOW },
+            "socket {args:x?}"
+        );
+        let pers_ok = matches!(lo(0), 0 | 8 | 0x20000 | 0x20008 | 0xffff_ffff);
+        assert_eq!(
+            x86(nr("personality"), args) == RET_ALLOW,
+            pers_ok,
+            "personality {args:x?}"
+        );
+    }
+    // The exact values, with and without garbage in the upper half.
+    for hi in [0u64, 1 << 32, 0xdead_beef << 32] {
+        assert_eq!(x86(nr("ioctl"), [0, hi | 0x5412, 0, 0, 0, 0]), EPERM);
+        assert_eq!(x86(nr("ioctl"), [0, hi | 0x541c, 0, 0, 0, 0]), EPERM);
+        assert_eq!(x86(nr("ioctl"), [0, hi | 0x541b, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(x86(nr("socket"), [hi | 16, 3, hi | 12, 0, 0, 0]), EPERM);
+        assert_eq!(x86(nr("socket"), [hi | 16, 3, hi, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(x86(nr("clone"), [hi | 0x1000_0011, 0, 0, 0, 0, 0]), EPERM);
+        assert_eq!(
+            x86(nr("clone"), [hi | 0x0001_0f11, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+    }
+
+    // Other ABIs are killed whatever the number.
+    for n in [0, 20, nr("getpid"), 1000] {
+        assert_eq!(run(&prog, AUDIT_ARCH_I386, n, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(run(&prog, AUDIT_ARCH_AARCH64, n, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(x86(X32_SYSCALL_BIT | n, [0; 6]), RET_KILL_PROCESS);
+    }
+}
+
+/// What libseccomp 2.5.4 itself does with the constructs the module works
+/// around; if a libseccomp upgrade changes this, the notes need revisiting.
+#[test]
+fn seccomp_libseccomp_mixed_rule_behaviour() {
+    let ioctl = ScmpSyscall::from_name("ioctl").unwrap();
+    let tiocsti = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(0xffff_ffff), 0x5412);
+    let export = |ctx: &ScmpFilterContext| {
+        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::empty()).unwrap();
+        ctx.export_bpf(&fd).unwrap();
+        let mut f = File::from(fd);
+        let mut b = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut b).unwrap();
+        Program::from_bytes(&b).unwrap()
+    };
+    // 1. A rule whose action equals the default action is refused.
+    let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(1)).unwrap();
+    assert!(ctx
+        .add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti])
+        .is_err());
+    // 2. Unconditional ALLOW plus a conditional ERRNO (different from the
+    //    default): the unconditional rule wins, in either order.
+    for allow_first in [true, false] {
+        let mut ctx = ScmpFilterContext::new(ScmpAction::KillProcess).unwrap();
+        if allow_first {
+            ctx.add_rule(ScmpAction::Allow, ioctl).unwrap();
+            let _ = ctx.add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti]);
+        } else {
+            ctx.add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti])
+                .unwrap();
+            ctx.add_rule(ScmpAction::Allow, ioctl).unwrap();
+        }
+        let prog = export(&ctx);
+        let got = run(
+            &prog,
+            AUDIT_ARCH_X86_64,
+            nr("ioctl"),
+            [0, 0x5412, 0, 0, 0, 0],
+        );
+        assert_eq!(
+            got, RET_ALLOW,
+            "libseccomp kept the TIOCSTI exception (allow_first={allow_first})"
+        );
+    }
+    // 3. Two comparisons of one argument in one rule: EINVAL.
+    let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(1)).unwrap();
+    let ne = |v| ScmpArgCompare::new(1, ScmpCompareOp::NotEqual, v);
+    assert!(ctx
+        .add_rule_conditional(ScmpAction::Allow, ioctl, &[ne(0x5412), ne(0x541c)])
+        .is_err());
+    // 4. A plain 64-bit NE on an int argument lets the upper half through.
+    let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(1)).unwrap();
+    ctx.add_rule_conditional(ScmpAction::Allow, ioctl, &[ne(0x5412)])
+        .unwrap();
+    let prog = export(&ctx);
+    assert_eq!(
+        run(
+            &prog,
+            AUDIT_ARCH_X86_64,
+            nr("ioctl"),
+            [0, 0x1_0000_5412, 0, 0, 0, 0]
+        ),
+        RET_ALLOW
+    );
+}
+
+fn err(json: &str) -> SeccompError {
+    match Profile::from_json(json) {
+        Ok(_) => panic!("accepted: {json}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn seccomp_profile_errors_are_typed() {
+    let p = |rules: &str| format!(r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{rules}]}}"#);
+    assert!(matches!(err("{"), SeccompError::Json(_)));
+    assert!(matches!(err(""), SeccompError::Json(_)));
+    assert!(matches!(err("[]"), SeccompError::Invalid { .. }));
+    assert!(matches!(err("{}"), SeccompError::Invalid { .. }));
+    let e = err(&p(
+        r#"{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}"#,
+    ));
+    assert!(
+        matches!(&e, SeccompError::UnknownSyscall { at, name } if at == "syscalls[0].names[1]" && name == "frobnicate"),
+        "{e}"
+    );
+    let e = err(&p(r#"{"names":["read"],"action":"SCMP_ACT_MAYBE"}"#));
+    assert!(
+        matches!(&e, SeccompError::UnknownAction { at, .. } if at == "syscalls[0].action"),
+        "{e}"
+    );
+    assert!(matches!(
+        err(r#"{"defaultAction":"ALLOW"}"#),
+        SeccompError::UnknownAction { .. }
+    ));
+    let e = err(&p(
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}"#,
+    ));
+    assert!(
+        matches!(&e, SeccompError::UnknownOperator { at, .. } if at == "syscalls[0].args[0].op"),
+        "{e}"
+    );
+    let e = err(r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_VAX"]}"#);
+    assert!(matches!(e, SeccompError::UnknownArch { .. }), "{e}");
+    let e = err(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"]}"#,
+    );
+    assert!(matches!(e, SeccompError::Unsupported { .. }), "{e}");
+    assert!(matches!(
+        err(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#),
+        SeccompError::Unsupported { .. }
+    ));
+    let e = err(r#"{"defaultAction":"SCMP_ACT_ERRNO","flags":["SECCOMP_FILTER_FLAG_LOG"]}"#);
+    assert!(matches!(e, SeccompError::Unsupported { .. }), "{e}");
+    // A typo must not make a conditional rule unconditional.
+    let e = err(&p(
+        r#"{"names":["clone"],"action":"SCMP_ACT_ALLOW","arg":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}"#,
+    ));
+    assert!(
+        matches!(&e, SeccompError::Invalid { msg, .. } if msg.contains("\"arg\"")),
+        "{e}"
+    );
+    for bad in [
+        r#"{"names":"read","action":"SCMP_ACT_ALLOW"}"#,
+        r#"{"names":[],"action":"SCMP_ACT_ALLOW"}"#,
+        r#"{"names":["read"]}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","errnoRet":1}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ERRNO","errnoRet":5000}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ERRNO","errnoRet":-1}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"valueTwo":2,"op":"SCMP_CMP_EQ"}]}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_GE"},{"index":0,"value":9,"op":"SCMP_CMP_LE"}]}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"op":"SCMP_CMP_EQ"}]}"#,
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":-3,"op":"SCMP_CMP_EQ"}]}"#,
+    ] {
+        let e = err(&p(bad));
+        assert!(matches!(e, SeccompError::Invalid { .. }), "{bad}: {e}");
+    }
+    // Conflicts.
+    let e = err(&p(
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},{"names":["read"],"action":"SCMP_ACT_KILL"}"#,
+    ));
+    assert!(
+        matches!(&e, SeccompError::Conflict { syscall, .. } if syscall == "read"),
+        "{e}"
+    );
+    let a = r#""args":[{"index":0,"value":3,"op":"SCMP_CMP_EQ"}]"#;
+    let e = err(&p(&format!(
+        r#"{{"names":["read"],"action":"SCMP_ACT_ALLOW",{a}}},{{"names":["read"],"action":"SCMP_ACT_KILL",{a}}}"#
+    )));
+    assert!(matches!(e, SeccompError::Conflict { .. }), "{e}");
+    let e = err(&p(
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":3,"op":"SCMP_CMP_LT"}]},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":255,"valueTwo":7,"op":"SCMP_CMP_MASKED_EQ"}]}"#,
+    ));
+    assert!(
+        matches!(&e, SeccompError::Conflict { msg, .. } if msg.contains("cannot be compiled")),
+        "{e}"
+    );
+    // Files.
+    let e = Profile::from_file("/nonexistent/cloche/seccomp.json").unwrap_err();
+    assert!(
+        matches!(&e, SeccompError::Read { path, .. } if path.ends_with("seccomp.json")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("/nonexistent/cloche/seccomp.json"));
+}
+
+#[test]
+fn seccomp_mangled_profiles_never_panic() {
+    let text = DEFAULT_PROFILE_JSON;
+    for cut in (0..text.len()).step_by(37) {
+        if text.is_char_boundary(cut) {
+            assert!(
+                Profile::from_json(&text[..cut]).is_err(),
+                "prefix {cut} accepted"
+            );
+        }
+    }
+    let mut rng = Rng(7);
+    let bytes = text.as_bytes();
+    for _ in 0..300 {
+        let mut b = bytes.to_vec();
+        for _ in 0..3 {
+            let i = (rng.next() % b.len() as u64) as usize;
+            b[i] = b" \"{}[],:0123456789aeflnrstuxAEFLNRSTUX_-"[(rng.next() % 40) as usize];
+        }
+        if let Ok(s) = std::str::from_utf8(&b) {
+            if let Ok(p) = Profile::from_json(s) {
+                let _ = Program::compile(&p);
+            }
+        }
+    }
+}
+
+#[test]
+fn seccomp_other_profiles_compile_with_their_semantics() {
+    // A blocklist: default allow, TIOCSTI refused; the exception is added directly.
+    let json = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+        {"names":["ioctl"],"action":"SCMP_ACT_ERRNO","errnoRet":13,"args":[{"index":1,"value":4294967295,"valueTwo":21522,"op":"SCMP_CMP_MASKED_EQ"}]},
+        {"names":["ptrace"],"action":"SCMP_ACT_KILL_PROCESS"},
+        {"names":["mount"],"action":"SCMP_ACT_ALLOW"}]}"#;
+    let prog = Program::compile(&Profile::from_json(json).unwrap()).unwrap();
+    let x86 = |n: &str, a1: u64| run(&prog, AUDIT_ARCH_X86_64, nr(n), [0, a1, 0, 0, 0, 0]);
+    assert_eq!(x86("ioctl", 0x7_0000_5412), RET_ERRNO | 13);
+    assert_eq!(x86("ioctl", 0x5413), RET_ALLOW);
+    assert_eq!(x86("ptrace", 0), RET_KILL_PROCESS);
+    assert_eq!(x86("mount", 0), RET_ALLOW);
+    assert_eq!(
+        run(&prog, AUDIT_ARCH_X86_64, 480, [0; 6]),
+        RET_ALLOW,
+        "no ENOSYS range when allowing"
+    );
+    // Exceptions written with EQ on one argument, with a third action.
+    let json = r#"{"defaultAction":"SCMP_ACT_KILL_PROCESS","syscalls":[
+        {"names":["kill"],"action":"SCMP_ACT_ALLOW"},
+        {"names":["kill"],"action":"SCMP_ACT_ERRNO","args":[{"index":1,"value":9,"op":"SCMP_CMP_EQ"}]},
+        {"names":["kill"],"action":"SCMP_ACT_KILL_PROCESS","args":[{"index":1,"value":19,"op":"SCMP_CMP_EQ"}]}]}"#;
+    let profile = Profile::from_json(json).unwrap();
+    let prog = Program::compile(&profile).unwrap();
+    let mut rng = Rng(99);
+    for _ in 0..20_000 {
+        let args = rng.args(&[9, 19, 0]);
+        let want = match args[1] {
+            9 => EPERM,
+            19 => RET_KILL_PROCESS,
+            _ => RET_ALLOW,
+        };
+        assert_eq!(
+            run(&prog, AUDIT_ARCH_X86_64, nr("kill"), args),
+            want,
+            "{args:x?}"
+        );
+    }
+}
+
+#[test]
+fn seccomp_program_bytes_round_trip() {
+    let (_, prog) = default_program();
+    let again = Program::from_bytes(prog.as_bytes()).unwrap();
+    assert_eq!(again, prog);
+    assert_eq!(again.len() * 8, prog.as_bytes().len());
+    assert!(!again.is_empty());
+    assert!(matches!(
+        Program::from_bytes(&[]),
+        Err(SeccompError::BadProgram(_))
+    ));
+    assert!(matches!(
+        Program::from_bytes(&prog.as_bytes()[..12]),
+        Err(SeccompError::BadProgram(_))
+    ));
+    // Cut at an instruction boundary: the end is no longer a return.
+    let cut = &prog.as_bytes()[..prog.as_bytes().len() - 8 * 3];
+    assert!(matches!(
+        Program::from_bytes(cut),
+        Err(SeccompError::BadProgram(_))
+    ));
+    assert!(matches!(
+        Program::from_bytes(&vec![0u8; 8 * 4097]),
+        Err(SeccompError::BadProgram(_))
+    ));
+    // Compiling is deterministic, so a cache key can be the profile text.
+    assert_eq!(default_program().1, prog);
+}
+
+#[test]
+fn seccomp_extra_names_agree_with_libseccomp() {
+    for &(name, n) in EXTRA_X86_64 {
+        if let Ok(sc) = ScmpSyscall::from_name_by_arch(name, ScmpArch::X8664) {
+            assert_eq!(sc.as_raw_syscall(), n, "{name}");
+        }
+    }
+    assert_eq!(newest_named_nr(), 469);
+}

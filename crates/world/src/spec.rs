@@ -1,0 +1,208 @@
+//! What a world should be: the validated request the engine runs.
+
+use crate::cgroup::Limits;
+use crate::seccomp::Program;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Environment variables a world inherits from the caller (plus LC_*).
+pub const ENV_ALLOWLIST: &[&str] = &["PATH", "HOME", "LANG", "TERM", "TZ", "USER"];
+/// PATH when the caller has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One world, one command.
+#[derive(Debug)]
+pub struct Spec {
+    /// Command and arguments (argv[0] is looked up in the world's PATH).
+    pub argv: Vec<OsString>,
+    /// The complete environment of the command.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory inside the world (absolute).
+    pub cwd: PathBuf,
+    pub limits: Limits,
+    pub timeout: Option<Duration>,
+    /// Size cap of the world's tmpfs (upper layer, scratch dirs).
+    pub upper_size: u64,
+    pub hostname: String,
+    pub nofile: u64,
+    /// Paths hidden from the world.
+    pub mask: Vec<PathBuf>,
+    /// Mask every home directory.
+    pub mask_homes: bool,
+    /// Secrets masked under homes and the cwd.
+    pub home_secrets: Vec<PathBuf>,
+    /// Paths kept visible through masks.
+    pub expose: Vec<PathBuf>,
+    pub seccomp: Program,
+    /// Keep the world after the run instead of discarding it.
+    pub keep: bool,
+    /// Layers that must be enforced (fail closed otherwise).
+    pub require: Vec<String>,
+    /// Hash regular files in the fs_diff.
+    pub hash: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("no command given")]
+    NoCommand,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Spec {
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |m: String| Err(SpecError::Invalid(m));
+        match self.argv.first() {
+            None => return Err(SpecError::NoCommand),
+            Some(a) if a.is_empty() => return Err(SpecError::NoCommand),
+            _ => {}
+        }
+        if self.argv.iter().any(|a| a.as_bytes().contains(&0)) {
+            return bad("command arguments must not contain NUL bytes".into());
+        }
+        if !self.cwd.is_absolute() {
+            return bad(format!("cwd {} must be absolute", self.cwd.display()));
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.as_bytes().contains(&b'=') || k.as_bytes().contains(&0) || v.as_bytes().contains(&0) {
+                return bad(format!("bad environment variable {:?}", k));
+            }
+        }
+        for p in self.mask.iter().chain(&self.expose) {
+            if !p.is_absolute() {
+                return bad(format!("{} must be an absolute path", p.display()));
+            }
+        }
+        if self.limits.pids < 2 {
+            return bad("pids limit must be at least 2".into());
+        }
+        if self.limits.memory < 8 << 20 {
+            return bad("memory limit must be at least 8MiB".into());
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return bad("timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Builds a world's environment: the allowlisted variables (and LC_*) from
+/// `host`, then `extra` (which override), PATH defaulted when absent.
+pub fn build_env(host: impl IntoIterator<Item = (OsString, OsString)>, extra: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = host
+        .into_iter()
+        .filter(|(k, _)| {
+            let k = k.as_bytes();
+            ENV_ALLOWLIST.iter().any(|a| a.as_bytes() == k) || k.starts_with(b"LC_")
+        })
+        .collect();
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.sort();
+    env
+}
+
+/// Parses `K=V`.
+pub fn parse_env_pair(s: &OsStr) -> Option<(OsString, OsString)> {
+    let b = s.as_bytes();
+    let eq = b.iter().position(|&c| c == b'=')?;
+    if eq == 0 {
+        return None;
+    }
+    Some((OsStr::from_bytes(&b[..eq]).to_owned(), OsStr::from_bytes(&b[eq + 1..]).to_owned()))
+}
+
+/// Home directories to mask: /root, every directory in /home, and the homes
+/// of users with uid >= 1000 in /etc/passwd that are not system directories.
+pub fn home_dirs() -> Vec<PathBuf> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let mut homes = vec![PathBuf::from("/root")];
+    if let Ok(rd) = std::fs::read_dir("/home") {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                homes.push(e.path());
+            }
+        }
+    }
+    homes.extend(passwd_homes(&passwd));
+    homes.sort();
+    homes.dedup();
+    homes
+}
+
+/// Homes of ordinary users listed in passwd text.
+pub fn passwd_homes(passwd: &str) -> Vec<PathBuf> {
+    const SYSTEM: &[&str] = &[
+        "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/nonexistent", "/opt", "/proc", "/run", "/sbin", "/srv",
+        "/sys", "/tmp", "/usr", "/var",
+    ];
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let uid: u32 = f.get(2)?.parse().ok()?;
+            let home = Path::new(f.get(5)?);
+            let system = SYSTEM.iter().any(|s| home == Path::new(s))
+                || ["/usr/", "/etc/", "/proc/", "/sys/", "/dev/", "/run/", "/bin/", "/sbin/", "/lib/"]
+                    .iter()
+                    .any(|p| home.starts_with(p));
+            (uid >= 1000 && uid != 65534 && home.is_absolute() && !system).then(|| home.to_path_buf())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> OsString {
+        s.into()
+    }
+
+    #[test]
+    fn env_is_allowlisted() {
+        let host = vec![
+            (os("PATH"), os("/bin")),
+            (os("SECRET_TOKEN"), os("x")),
+            (os("LC_ALL"), os("C")),
+            (os("HOME"), os("/root")),
+            (os("LD_PRELOAD"), os("/evil.so")),
+        ];
+        let env = build_env(host, &[(os("HOME"), os("/work")), (os("K"), os("V"))]);
+        assert_eq!(
+            env,
+            vec![(os("HOME"), os("/work")), (os("K"), os("V")), (os("LC_ALL"), os("C")), (os("PATH"), os("/bin"))]
+        );
+        let env = build_env(vec![], &[]);
+        assert_eq!(env, vec![(os("PATH"), os(DEFAULT_PATH))]);
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env_pair(OsStr::new("A=b=c")), Some((os("A"), os("b=c"))));
+        assert_eq!(parse_env_pair(OsStr::new("A=")), Some((os("A"), os(""))));
+        assert_eq!(parse_env_pair(OsStr::new("=x")), None);
+        assert_eq!(parse_env_pair(OsStr::new("novalue")), None);
+    }
+
+    #[test]
+    fn passwd_homes_skip_system_accounts() {
+        let text = "root:x:0:0:root:/root:/bin/bash\n\
+                    daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+                    ann:x:1000:1000::/home/ann:/bin/bash\n\
+                    svc:x:1001:1001::/srv/svc:/bin/sh\n\
+                    odd:x:1002:1002::/usr/local/odd:/bin/sh\n\
+                    nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n\
+                    broken line\n";
+        assert_eq!(passwd_homes(text), vec![PathBuf::from("/home/ann"), PathBuf::from("/srv/svc")]);
+    }
+}

@@ -1,0 +1,230 @@
+//! `RealSys`: the kernel behind the child's [`Sys`](crate::child::Sys) seam.
+//! Each method is one step with one reason, noted where it is not obvious.
+
+use crate::child::Sys;
+use crate::raw;
+use crate::seccomp::Program;
+use nix::mount::{mount, MsFlags};
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub struct RealSys<'a> {
+    /// Read end of the parent's go pipe.
+    pub go: &'a OwnedFd,
+    /// v1 cgroup `tasks` files to write "0" into.
+    pub cgroup_join: &'a [OwnedFd],
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn nixerr(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+impl Sys for RealSys<'_> {
+    fn set_pdeathsig(&mut self) -> io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(nixerr)
+    }
+
+    fn await_parent(&mut self) -> io::Result<()> {
+        let mut b = [0u8; 1];
+        match nix::unistd::read(self.go, &mut b).map_err(nixerr)? {
+            1 => Ok(()),
+            _ => Err(io::Error::other("parent exited before releasing the world")),
+        }
+    }
+
+    fn join_cgroups(&mut self) -> io::Result<()> {
+        crate::cgroup::join_self(self.cgroup_join)
+    }
+
+    fn unshare_cgroupns(&mut self) -> io::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nixerr)
+    }
+
+    fn make_rprivate(&mut self) -> io::Result<()> {
+        // On systemd hosts / is shared: without this our mounts would appear
+        // on the host.
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(nixerr)
+    }
+
+    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
+        // Lower: the host root filesystem (read-only to the world: writes
+        // copy up). Upper/work on the world's size-capped tmpfs. Features
+        // that would put data outside the upper (redirect_dir, metacopy,
+        // index, xino) are off, so the upper alone describes the change.
+        let fs = raw::fsopen("overlay")?;
+        let fd = scratch.as_raw_fd();
+        let fsb = {
+            use std::os::fd::AsFd;
+            fs.as_fd()
+        };
+        raw::fsconfig_str(fsb, "lowerdir", "/")?;
+        raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/upper"))?;
+        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/work"))?;
+        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+            raw::fsconfig_str(fsb, k, v)?;
+        }
+        raw::fsconfig_create(fsb)?;
+        let mnt = raw::fsmount(fsb, (libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV) as u64)?;
+        let m = {
+            use std::os::fd::AsFd;
+            mnt.as_fd()
+        };
+        raw::move_mount_to(m, &cpath(root)?)
+    }
+
+    fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        raw::open_tree_clone(libc::AT_FDCWD, &cpath(path)?, true)
+    }
+
+    fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
+        let flags = MsFlags::from_bits_truncate(flags as libc::c_ulong);
+        let data = (!data.is_empty()).then_some(data);
+        mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
+    }
+
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        std::fs::create_dir_all(path)?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+    }
+
+    fn touch(&mut self, path: &Path) -> io::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map(drop)
+    }
+
+    fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()> {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        let mode = Mode::from_bits_truncate(0o666);
+        mknod(path, SFlag::S_IFCHR, mode, makedev(major as u64, minor as u64)).map_err(nixerr)?;
+        // mknod applies the umask; the nodes must be 0666.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+    }
+
+    fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, path)
+    }
+
+    fn bind(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nixerr)
+    }
+
+    fn remount_ro(&mut self, target: &Path, nodev: bool) -> io::Result<()> {
+        // A file mask is a bind of /dev/null: it must keep device access to
+        // read as empty (with nodev it would be EACCES).
+        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+        if nodev {
+            flags |= MsFlags::MS_NODEV;
+        }
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(nixerr)
+    }
+
+    fn attach(&mut self, tree: OwnedFd, path: &Path) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        raw::move_mount_to(tree.as_fd(), &cpath(path)?)
+    }
+
+    fn pivot_root(&mut self, root: &Path) -> io::Result<()> {
+        // pivot_root(".", ".") stacks the old root on top of the new one;
+        // detaching "." then removes every host mount from the world.
+        nix::unistd::chdir(root).map_err(nixerr)?;
+        raw::pivot_root(c".", c".")?;
+        nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(nixerr)?;
+        nix::unistd::chdir("/").map_err(nixerr)
+    }
+
+    fn sethostname(&mut self, name: &str) -> io::Result<()> {
+        nix::unistd::sethostname(name).map_err(nixerr)
+    }
+
+    fn loopback_up(&mut self) -> io::Result<()> {
+        loopback_up()
+    }
+
+    fn set_rlimits(&mut self, nofile: u64) -> io::Result<()> {
+        use nix::sys::resource::{setrlimit, Resource};
+        setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(nixerr)?;
+        setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(nixerr)
+    }
+
+    fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()> {
+        // After pivot_root the path resolves inside the world only; check the
+        // kernel's view matches so no symlink moved us elsewhere.
+        nix::unistd::chdir(cwd).map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("not available inside the world ({e})")))?;
+        let now = nix::unistd::getcwd().map_err(nixerr)?;
+        if now != cwd {
+            return Err(io::Error::other(format!("resolved to {} inside the world", now.display())));
+        }
+        Ok(())
+    }
+
+    fn setsid(&mut self) -> io::Result<()> {
+        // A new session without a controlling terminal: the world cannot use
+        // the host's tty to inject input (TIOCSTI is also refused by seccomp).
+        nix::unistd::setsid().map(drop).map_err(nixerr)
+    }
+
+    fn drop_caps(&mut self, last_cap: u32) -> io::Result<()> {
+        crate::caps::drop_all(last_cap)
+    }
+
+    fn no_new_privs(&mut self) -> io::Result<()> {
+        nix::sys::prctl::set_no_new_privs().map_err(nixerr)
+    }
+
+    fn cloexec_fds(&mut self) -> io::Result<()> {
+        raw::cloexec_from(3)
+    }
+
+    fn unblock_signals(&mut self) -> io::Result<()> {
+        use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(nixerr)
+    }
+
+    fn load_seccomp(&mut self, prog: &Program) -> io::Result<()> {
+        crate::seccomp::install(prog).map_err(io::Error::from)
+    }
+
+    fn exec(&mut self, init: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
+        raw::execveat_fd(init, argv, envp)
+    }
+}
+
+/// Brings `lo` up in the current network namespace (SIOCSIFFLAGS).
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain socket; closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in OsStr::new("lo").as_bytes().iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    let r = unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(sock) };
+    if r < 0 {
+        Err(err)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,386 @@
+//! The parent side of a world: prepare, clone, release, wait, collect the
+//! fs_diff, tear down. One function, [`run`], in the order of DESIGN.md.
+
+use crate::cgroup::{self, Layout, WorldCgroup};
+use crate::child::{self, ChildPlan};
+use crate::diff::{self, DiffOptions, FsDiff};
+use crate::error::WorldError;
+use crate::plan::{self, FsRequest, RealHost};
+use crate::raw::{self, Forked};
+use crate::spec::Spec;
+use crate::state::StateDir;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use serde::Serialize;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Namespaces a world is cloned into (the cgroup namespace is entered by the
+/// child after it joined its cgroup, so that it is rooted there).
+const NAMESPACES: u64 = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+
+/// Signals that stop a world early (forwarded as a kill of the world).
+const STOP_SIGNALS: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+
+/// Milliseconds spent in each phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub setup_ms: f64,
+    pub run_ms: f64,
+    pub diff_ms: f64,
+    pub teardown_ms: f64,
+    pub total_ms: f64,
+}
+
+/// What happened.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub world: String,
+    /// Shell-style: the command's code, 128+N for signal N, 124 on timeout.
+    pub exit_code: i32,
+    pub timed_out: bool,
+    /// Set when cloche itself was asked to stop (SIGINT, SIGTERM, ...).
+    pub interrupted: Option<i32>,
+    pub fs_diff: FsDiff,
+    pub layers: Vec<String>,
+    pub cgroup: &'static str,
+    pub limits_hit: Vec<String>,
+    pub timings: Timings,
+    /// The kept world's directory, with `--keep`.
+    pub kept: Option<PathBuf>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Runs one world to completion.
+pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, WorldError> {
+    let t0 = Instant::now();
+    spec.validate()?;
+    // 1. Clean up after crashed runs; make the world's directory.
+    let layout = Layout::detect();
+    state.sweep();
+    cgroup::sweep(&layout, |id| state.has_world(id));
+    if let Layout::Unavailable { missing } = &layout {
+        if spec.require.iter().any(|l| l == "cgroup") {
+            return Err(WorldError::LayerUnavailable(format!(
+                "cgroup controllers missing: {} (see `cloche doctor`)",
+                missing.join(", ")
+            )));
+        }
+    }
+    let wd = state.new_world().map_err(WorldError::state("create world directory"))?;
+    let result = run_in(spec, &layout, &wd, state, init_path, t0);
+    // Teardown of the directory happens here on every path.
+    match result {
+        Ok((mut outcome, scratch)) => {
+            let t = Instant::now();
+            if spec.keep {
+                let path = keep(wd, scratch, &outcome, spec)?;
+                outcome.kept = Some(path);
+            } else {
+                drop(scratch);
+                wd.remove().map_err(WorldError::state("remove world directory"))?;
+            }
+            outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
+            outcome.timings.total_ms = ms(t0.elapsed());
+            Ok(outcome)
+        }
+        Err(e) => {
+            let _ = wd.remove();
+            Err(e)
+        }
+    }
+}
+
+/// Everything between the world directory and its removal.
+fn run_in(
+    spec: &Spec,
+    layout: &Layout,
+    wd: &crate::state::WorldDir,
+    state: &StateDir,
+    init_path: &Path,
+    t0: Instant,
+) -> Result<(Outcome, OwnedFd), WorldError> {
+    // 2. cgroup with limits (removed on every path by the guard below).
+    let cg = match layout {
+        Layout::Unavailable { .. } => None,
+        l => Some(WorldCgroup::create(l, &wd.id, &spec.limits)?),
+    };
+    let mut cg = CgroupGuard(cg);
+    // Upper and work on a size-capped tmpfs that is never attached to the
+    // host's tree while the world runs: it vanishes with its last fd.
+    let scratch = make_scratch(spec.upper_size).map_err(WorldError::Scratch)?;
+    let init = std::fs::File::open(init_path)
+        .map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?
+        .into();
+    let fsreq = FsRequest {
+        cwd: spec.cwd.clone(),
+        mask: spec.mask.clone(),
+        homes: if spec.mask_homes { crate::spec::home_dirs() } else { vec![] },
+        home_secrets: spec.home_secrets.clone(),
+        expose: spec.expose.clone(),
+        state_dir: state.root.clone(),
+        scratch_size: spec.upper_size,
+    };
+    let mut argv = vec![CString::new("cloche-init").expect("no NUL")];
+    argv.extend(spec.argv.iter().map(|a| CString::new(a.as_bytes()).expect("validated: no NUL")));
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            CString::new(b).expect("validated: no NUL")
+        })
+        .collect();
+    let plan = ChildPlan {
+        root: wd.root(),
+        scratch,
+        steps: plan::build(&RealHost, &fsreq),
+        hostname: spec.hostname.clone(),
+        cwd: spec.cwd.clone(),
+        nofile: spec.nofile,
+        last_cap: crate::caps::kernel_last_cap(),
+        seccomp: &spec.seccomp,
+        init,
+        argv,
+        envp,
+    };
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
+    let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
+
+    // 3. Block stop signals (read through a signalfd while waiting), clone.
+    let mut stop = SigSet::empty();
+    for s in STOP_SIGNALS {
+        stop.add(s);
+    }
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stop), Some(&mut old_mask)).map_err(WorldError::nix("sigprocmask"))?;
+    let _restore = MaskGuard(old_mask);
+    let sigfd = nix::sys::signalfd::SignalFd::with_flags(&stop, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
+        .map_err(WorldError::nix("signalfd"))?;
+    let join: &[OwnedFd] = cg.0.as_ref().map(|c| c.join_fds()).unwrap_or(&[]);
+    let into = cg.0.as_ref().and_then(|c| c.clone_into());
+    // SAFETY: cloche is single-threaded here (no thread is ever started
+    // before a world is cloned); the child ends in execve or _exit.
+    let forked = unsafe { raw::clone3(NAMESPACES, into) }.map_err(WorldError::Clone)?;
+    let (pid, pidfd) = match forked {
+        Forked::Child => {
+            drop(go_w);
+            drop(rep_r);
+            let mut sys = child::RealSys { go: &go_r, cgroup_join: join };
+            child::main(&mut sys, &plan, &rep_w)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(go_r);
+    drop(rep_w);
+    if let Some(c) = cg.0.as_mut() {
+        c.drop_join_fds();
+    }
+    let ChildPlan { scratch, .. } = plan;
+
+    // 4. Release the child (networking will be configured before this).
+    let _ = nix::unistd::write(&go_w, b"g");
+    drop(go_w);
+    // The report pipe closes on a successful execve, or carries the failed step.
+    let mut msg = Vec::new();
+    read_all(&rep_r, &mut msg);
+    if !msg.is_empty() {
+        let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+        let _ = wait_exit(pid);
+        return Err(WorldError::Child(String::from_utf8_lossy(&msg).into_owned()));
+    }
+    let t_setup = t0.elapsed();
+
+    // 5. Wait for init (the command's exit), a timeout, or a stop signal.
+    let (status, timed_out, interrupted) = wait_world(pid, &pidfd, &sigfd, spec.timeout)?;
+    let t_run = t0.elapsed();
+    let mut limits_hit: Vec<String> = cg.0.as_ref().map(|c| c.limits_hit()).unwrap_or_default().into_iter().map(String::from).collect();
+    if timed_out {
+        limits_hit.push("timeout".into());
+    }
+    let exit_code = if timed_out { 124 } else { status };
+
+    // 6. fs_diff from the upper layer against the host root filesystem.
+    let fs_diff = collect_diff(&scratch, spec.hash)?;
+    let t_diff = t0.elapsed();
+    let cgroup_name = layout.name();
+    let has_cg = cg.0.is_some();
+    if let Some(c) = cg.0.take() {
+        c.remove()?;
+    }
+    let timings = Timings {
+        setup_ms: ms(t_setup),
+        run_ms: ms(t_run - t_setup),
+        diff_ms: ms(t_diff - t_run),
+        teardown_ms: ms(t0.elapsed() - t_diff),
+        total_ms: 0.0,
+    };
+    let outcome = Outcome {
+        world: wd.id.clone(),
+        exit_code,
+        timed_out,
+        interrupted,
+        fs_diff,
+        layers: child::layers(has_cg),
+        cgroup: cgroup_name,
+        limits_hit,
+        timings,
+        kept: None,
+    };
+    Ok((outcome, scratch))
+}
+
+/// Removes the cgroup on error paths.
+struct CgroupGuard(Option<WorldCgroup>);
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// Restores the signal mask.
+struct MaskGuard(SigSet);
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// A detached tmpfs (nosuid, nodev, noexec) with `upper/` and `work/`.
+fn make_scratch(size: u64) -> std::io::Result<OwnedFd> {
+    let fs = raw::fsopen("tmpfs")?;
+    raw::fsconfig_str(fs.as_fd(), "size", &size.to_string())?;
+    raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
+    raw::fsconfig_create(fs.as_fd())?;
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    let mnt = raw::fsmount(fs.as_fd(), attrs as u64)?;
+    for d in ["upper", "work"] {
+        nix::sys::stat::mkdirat(&mnt, d, nix::sys::stat::Mode::from_bits_truncate(0o755)).map_err(std::io::Error::from)?;
+    }
+    Ok(mnt)
+}
+
+fn read_all(fd: &OwnedFd, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reaps `pid`; returns its shell-style status.
+fn wait_exit(pid: libc::pid_t) -> Result<i32, WorldError> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(WorldError::nix("waitpid")(e)),
+        }
+    }
+}
+
+/// Waits for init to exit, the timeout, or a stop signal; kills the world in
+/// the latter two cases (SIGKILL to pid 1 takes the whole pid namespace).
+fn wait_world(
+    pid: libc::pid_t,
+    pidfd: &OwnedFd,
+    sigfd: &nix::sys::signalfd::SignalFd,
+    timeout: Option<Duration>,
+) -> Result<(i32, bool, Option<i32>), WorldError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let wait_ms = match deadline {
+            None => -1,
+            Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(WorldError::Wait(e));
+        }
+        if fds[0].revents != 0 {
+            return Ok((wait_exit(pid)?, false, None));
+        }
+        if fds[1].revents != 0 {
+            if let Ok(Some(info)) = sigfd.read_signal() {
+                let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+                let status = wait_exit(pid)?;
+                return Ok((status, false, Some(info.ssi_signo as i32)));
+            }
+            continue;
+        }
+        if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+            let status = wait_exit(pid)?;
+            return Ok((status, true, None));
+        }
+    }
+}
+
+/// Diffs the upper against a clone of the host's root mount (no submounts:
+/// exactly the overlay's lower view).
+fn collect_diff(scratch: &OwnedFd, hash: bool) -> Result<FsDiff, WorldError> {
+    let upper = nix::fcntl::openat(
+        scratch,
+        "upper",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(WorldError::nix("open upper"))?;
+    let lower = raw::open_tree_clone(libc::AT_FDCWD, c"/", false).map_err(WorldError::Scratch)?;
+    let opts = DiffOptions {
+        hash,
+        ..DiffOptions::default()
+    };
+    diff::compute(upper.as_fd(), lower.as_fd(), &opts).map_err(WorldError::Diff)
+}
+
+/// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec) at
+/// `<world>/fs`, its description written next to it.
+fn keep(wd: crate::state::WorldDir, scratch: OwnedFd, outcome: &Outcome, spec: &Spec) -> Result<PathBuf, WorldError> {
+    let fsdir = wd.path.join("fs");
+    std::fs::create_dir(&fsdir).map_err(WorldError::state("create fs dir"))?;
+    let target = CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("state path has NUL".into()))?;
+    raw::move_mount_to(scratch.as_fd(), &target).map_err(WorldError::state("attach kept upper"))?;
+    let meta = serde_json::json!({
+        "id": wd.id,
+        "argv": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+        "cwd": spec.cwd,
+        "exit_code": outcome.exit_code,
+        "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "upper": "fs/upper",
+    });
+    wd.keep(&meta).map_err(WorldError::state("write world.json"))
+}
