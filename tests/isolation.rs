@@ -99,9 +99,15 @@ fn pid_1_is_a_dedicated_init_not_the_command() {
     let o = fx.run_with(cmd, &["--timeout", "30"], &[probe.to_str().unwrap(), "ps"]);
     o.expect_code(0);
     let v = o.one();
-    assert_ne!(v["self"], 1, "the command must not be pid 1\n{}", o.describe());
+    assert_ne!(
+        v["self"],
+        1,
+        "the command must not be pid 1\n{}",
+        o.describe()
+    );
     assert_eq!(
-        v["ppid"], 1,
+        v["ppid"],
+        1,
         "the command must be a child of the init\n{}",
         o.describe()
     );
@@ -140,7 +146,12 @@ fn pid_1_is_a_dedicated_init_not_the_command() {
     let o = fx.run_with(
         cmd,
         &[] as &[&str],
-        &[probe.to_str().unwrap(), "read", "/proc/1/environ", "/proc/1/cmdline"],
+        &[
+            probe.to_str().unwrap(),
+            "read",
+            "/proc/1/environ",
+            "/proc/1/cmdline",
+        ],
     );
     o.expect_code(0);
     for line in o.lines() {
@@ -176,7 +187,10 @@ fn background_processes_do_not_survive_the_command() {
     let marker2 = fx.dir().join(format!("bg-marker-shell-{}", fx.tag));
     let o = fx.sh::<&str>(
         &[],
-        &format!("\"$PROBE\" bg-child '{}' 3 & echo started", marker2.display()),
+        &format!(
+            "\"$PROBE\" bg-child '{}' 3 & echo started",
+            marker2.display()
+        ),
     );
     o.expect_code(0);
     let left = processes_with(&fx.tag);
@@ -217,10 +231,9 @@ fn no_host_unix_socket_is_reachable() {
         .map(|p| UnixListener::bind(p).unwrap())
         .collect();
     let abstract_name = format!("cloche-test-{}", fx.tag);
-    let abs = UnixListener::bind_addr(
-        &SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let abs =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap())
+            .unwrap();
     for l in listeners.iter().chain([&abs]) {
         l.set_nonblocking(true).unwrap();
     }
@@ -406,7 +419,10 @@ fn home_dirs_and_their_secrets_are_masked_and_expose_unmasks() {
     // cwd = ~/proj: that subtree only.
     let by = read_all(&home.join("proj"), &[]);
     assert!(
-        revealed(&by[&path_of("proj/readme.txt")], &secret_of("proj/readme.txt")),
+        revealed(
+            &by[&path_of("proj/readme.txt")],
+            &secret_of("proj/readme.txt")
+        ),
         "cwd ~/proj: the cwd's own files must be visible: {}",
         by[&path_of("proj/readme.txt")]
     );
@@ -637,7 +653,11 @@ fn tiocsti_is_refused() {
 
     let mut cmd = fx.command();
     cmd.stdin(slave.try_clone().unwrap());
-    let o = fx.run_with(cmd, &[] as &[&str], &[probe_bin().to_str().unwrap(), "tiocsti"]);
+    let o = fx.run_with(
+        cmd,
+        &[] as &[&str],
+        &[probe_bin().to_str().unwrap(), "tiocsti"],
+    );
     o.expect_code(0);
     let v = o.one();
     let attempts = v["attempts"].as_array().unwrap();
@@ -700,7 +720,12 @@ fn proc_sys_and_sys_are_read_only_and_dev_is_minimal() {
     let o = fx.sh::<&str>(&[], &script);
     o.expect_code(0);
     let lines = o.lines();
-    assert_eq!(lines.len(), writable.len() + masked.len() + 1, "{}", o.describe());
+    assert_eq!(
+        lines.len(),
+        writable.len() + masked.len() + 1,
+        "{}",
+        o.describe()
+    );
     for l in &lines[..writable.len()] {
         assert_eq!(l["ok"], false, "{} is writable in the world", l["path"]);
     }
@@ -717,8 +742,13 @@ fn proc_sys_and_sys_are_read_only_and_dev_is_minimal() {
         "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin",
         "stdout", "stderr",
     ];
-    for need in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm"] {
-        assert!(dev.iter().any(|d| d == need), "/dev/{need} missing: {dev:?}");
+    for need in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm",
+    ] {
+        assert!(
+            dev.iter().any(|d| d == need),
+            "/dev/{need} missing: {dev:?}"
+        );
     }
     let extra: Vec<&String> = dev
         .iter()

@@ -17,7 +17,10 @@ fn pids_limit_stops_a_fork_loop() {
     let o = fx.probe(&["--pids", "2000"], &["forkbomb", "200"]);
     o.expect_code(0);
     let v = o.one();
-    assert_eq!(v["forked"], 200, "control run could not fork 200 children: {v}");
+    assert_eq!(
+        v["forked"], 200,
+        "control run could not fork 200 children: {v}"
+    );
 
     let o = fx.probe(&["--pids", "64"], &["forkbomb", "1000"]);
     o.expect_code(0);

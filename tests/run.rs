@@ -39,7 +39,11 @@ fn missing_command_is_127() {
     for cmd in [bare.as_str(), abs.as_str()] {
         let o = fx.run::<&str, _>(&[], &[cmd]);
         o.expect_code(127);
-        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
+        assert!(
+            o.stdout.is_empty(),
+            "stdout must be empty\n{}",
+            o.describe()
+        );
     }
     fx.finish();
 }
@@ -52,7 +56,11 @@ fn non_executable_command_is_126() {
     for cmd in ["./notes.txt", "./adir"] {
         let o = fx.run::<&str, _>(&[], &[cmd]);
         o.expect_code(126);
-        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
+        assert!(
+            o.stdout.is_empty(),
+            "stdout must be empty\n{}",
+            o.describe()
+        );
     }
     fx.finish();
 }
@@ -68,25 +76,27 @@ fn bad_options_are_125_with_a_one_line_reason() {
         vec!["run", "--cloche-no-such-flag", "--", "true"],
         vec!["run", "--cwd", &missing_cwd, "--", "true"],
     ];
+    let mut wrong = Vec::new();
     for args in cases {
         let o = fx.cloche(&args);
-        o.expect_code(125);
-        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
         let err = String::from_utf8_lossy(&o.stderr);
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "cloche must explain itself in exactly one line on stderr\n{}",
-            o.describe()
-        );
-        assert!(
-            fx.worlds().is_empty(),
-            "a refused run left world state: {:?}\n{}",
-            fx.worlds(),
-            o.describe()
-        );
+        let lines = err.lines().filter(|l| !l.trim().is_empty()).count();
+        if o.code != Some(125) || !o.stdout.is_empty() || lines != 1 {
+            wrong.push(format!(
+                "want exit 125, empty stdout, one line on stderr; got {} line(s):\n{}",
+                lines,
+                o.describe()
+            ));
+        }
+        if !fx.worlds().is_empty() {
+            wrong.push(format!(
+                "a refused run left world state {:?}: {}",
+                fx.worlds(),
+                o.describe()
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
     fx.finish();
 }
 
@@ -140,12 +150,17 @@ fn environment_comes_from_the_allowlist_plus_env_flags() {
     let v = o.one();
     let env: BTreeMap<String, String> = serde_json::from_value(v["env"].clone()).unwrap();
 
-    assert!(!env.contains_key("SECRET_TOKEN"), "SECRET_TOKEN leaked: {env:?}");
+    assert!(
+        !env.contains_key("SECRET_TOKEN"),
+        "SECRET_TOKEN leaked: {env:?}"
+    );
     assert!(
         !env.values().any(|v| v.contains(&secret)),
         "the secret value leaked: {env:?}"
     );
-    let allowed = ["PATH", "HOME", "LANG", "TERM", "TZ", "USER", "FOO", "WITH_EQ"];
+    let allowed = [
+        "PATH", "HOME", "LANG", "TERM", "TZ", "USER", "FOO", "WITH_EQ",
+    ];
     let stray: Vec<&String> = env
         .keys()
         .filter(|k| !allowed.contains(&k.as_str()) && !k.starts_with("LC_"))
@@ -155,8 +170,16 @@ fn environment_comes_from_the_allowlist_plus_env_flags() {
         "variables outside the allowlist reached the command: {stray:?}\n{env:?}"
     );
     assert_eq!(env.get("FOO").map(String::as_str), Some("bar"), "{env:?}");
-    assert_eq!(env.get("WITH_EQ").map(String::as_str), Some("a=b"), "{env:?}");
-    assert_eq!(env.get("LANG").map(String::as_str), Some("C.UTF-8"), "{env:?}");
+    assert_eq!(
+        env.get("WITH_EQ").map(String::as_str),
+        Some("a=b"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("LANG").map(String::as_str),
+        Some("C.UTF-8"),
+        "{env:?}"
+    );
     assert_eq!(env.get("LC_ALL").map(String::as_str), Some("C"), "{env:?}");
     assert_eq!(env.get("TZ").map(String::as_str), Some("UTC"), "{env:?}");
     assert_eq!(env.get("TERM").map(String::as_str), Some("dumb"), "{env:?}");
@@ -175,7 +198,12 @@ fn cwd_defaults_to_the_callers_and_follows_cwd_flag() {
 
     let o = fx.probe::<&str, _>(&[], &["cwd"]);
     o.expect_code(0);
-    assert_eq!(o.one()["cwd"], fx.dir().to_str().unwrap(), "{}", o.describe());
+    assert_eq!(
+        o.one()["cwd"],
+        fx.dir().to_str().unwrap(),
+        "{}",
+        o.describe()
+    );
 
     let o = fx.probe::<&str, _>(&[], &["read", "hello.txt"]);
     o.expect_code(0);
@@ -196,7 +224,10 @@ fn report_has_the_documented_shape() {
     let d = o.describe();
 
     let id = r["world"].as_str().unwrap_or_default();
-    assert!(!id.is_empty(), "report.world must be the world id: {r:#}\n{d}");
+    assert!(
+        !id.is_empty(),
+        "report.world must be the world id: {r:#}\n{d}"
+    );
     assert_eq!(r["exit_code"], 0, "{r:#}");
     assert_eq!(r["timed_out"], false, "{r:#}");
 
@@ -263,7 +294,11 @@ fn keep_leaves_the_world_and_the_default_discards_it() {
     let o = fx.run::<&str, _>(&[], &["/bin/sh", "-c", "echo x > created.txt"]);
     o.expect_code(0);
     let id = o.report()["world"].as_str().unwrap_or_default().to_string();
-    assert!(!id.is_empty(), "no world id in the report\n{}", o.describe());
+    assert!(
+        !id.is_empty(),
+        "no world id in the report\n{}",
+        o.describe()
+    );
     assert!(
         fx.worlds().is_empty(),
         "a run without --keep left {:?}",

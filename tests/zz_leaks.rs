@@ -16,13 +16,19 @@ fn many_worlds_leave_nothing_behind() {
     for round in 0..3 {
         let runs: Vec<(Vec<&str>, Vec<&str>)> = vec![
             (vec![], vec!["true"]),
-            (vec![], vec!["/bin/sh", "-c", "echo x > f; mkdir -p d/e; rm -f g; exit 3"]),
+            (
+                vec![],
+                vec!["/bin/sh", "-c", "echo x > f; mkdir -p d/e; rm -f g; exit 3"],
+            ),
             (vec![], vec!["cloche-no-such-command"]),
             (vec!["--timeout", "1"], vec!["sleep", "30"]),
             (vec!["--pids", "32"], vec![probe, "forkbomb", "500"]),
             (vec!["--memory", "33554432"], vec![probe, "alloc", "256"]),
             (vec![], vec![probe, "sleep-bg", marker, "2"]),
-            (vec![], vec!["/bin/sh", "-c", "sleep 20 & sleep 20 & exit 0"]),
+            (
+                vec![],
+                vec!["/bin/sh", "-c", "sleep 20 & sleep 20 & exit 0"],
+            ),
             (vec!["--net", "none"], vec![probe, "status"]),
         ];
         for (opts, cmd) in &runs {

@@ -449,9 +449,7 @@ impl HostChild {
             return false;
         }
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].chars().next());
+        let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
         !matches!(state, None | Some('Z') | Some('X'))
     }
 }
@@ -531,7 +529,12 @@ pub fn tree_snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
         for e in rd.flatten() {
             let p = e.path();
             if let Some(n) = node_of(&p) {
-                let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec();
                 let is_dir = n.kind == "dir";
                 out.insert(rel, n);
                 if is_dir {
@@ -557,7 +560,10 @@ pub fn assert_same_tree(
     let mut diffs = Vec::new();
     for (k, b) in before {
         match after.get(k) {
-            None => diffs.push(format!("deleted on the host: {}", String::from_utf8_lossy(k))),
+            None => diffs.push(format!(
+                "deleted on the host: {}",
+                String::from_utf8_lossy(k)
+            )),
             Some(a) if a != b => diffs.push(format!(
                 "changed on the host: {:?}\n    before {:?}\n    after  {:?}",
                 String::from_utf8_lossy(k),
@@ -657,17 +663,9 @@ impl Outcome {
 
     /// The `--report` file of this run.
     pub fn report(&self) -> Value {
-        let p = self
-            .report_path
-            .as_ref()
-            .expect("this run had no --report");
-        let text = fs::read_to_string(p).unwrap_or_else(|e| {
-            panic!(
-                "no report at {} ({e})\n{}",
-                p.display(),
-                self.describe()
-            )
-        });
+        let p = self.report_path.as_ref().expect("this run had no --report");
+        let text = fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("no report at {} ({e})\n{}", p.display(), self.describe()));
         serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!(
                 "the report is not JSON ({e}): {}\n{}",
@@ -837,7 +835,11 @@ impl Fixture {
     }
 
     /// `run --report R [--expose PROBE_DIR] OPTS -- CMD...`
-    pub fn run_args<S: AsRef<OsStr>, T: AsRef<OsStr>>(&self, opts: &[S], cmd: &[T]) -> Vec<OsString> {
+    pub fn run_args<S: AsRef<OsStr>, T: AsRef<OsStr>>(
+        &self,
+        opts: &[S],
+        cmd: &[T],
+    ) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec!["run".into(), "--report".into(), self.report_path().into()];
         let probe = probe_bin();
         if probe_needs_expose(&probe) {

@@ -84,7 +84,10 @@ fn main() {
         "emit" => emit_bytes(arg(rest, 0), arg(rest, 1), arg(rest, 2)),
         "forkbomb" => emit(forkbomb(rest.first().map(String::as_str).unwrap_or("1000"))),
         "alloc" => emit(alloc(arg(rest, 0))),
-        "sleep" => emit(sleep(arg(rest, 0), rest.iter().any(|a| a == "--ignore-term"))),
+        "sleep" => emit(sleep(
+            arg(rest, 0),
+            rest.iter().any(|a| a == "--ignore-term"),
+        )),
         "sleep-bg" => emit(sleep_bg(arg(rest, 0), arg(rest, 1))),
         "bg-fork" => bg_fork(arg(rest, 0), arg(rest, 1)),
         "bg-child" => bg_child(arg(rest, 0), arg(rest, 1)),
@@ -142,7 +145,11 @@ fn ret_json(base: Value, r: sys::Ret) -> Value {
     let mut v = base;
     v["ret"] = json!(r.ret);
     v["errno"] = json!(r.errno);
-    v["err"] = json!(if r.ret < 0 { errname(r.errno) } else { String::new() });
+    v["err"] = json!(if r.ret < 0 {
+        errname(r.errno)
+    } else {
+        String::new()
+    });
     v
 }
 
@@ -205,7 +212,9 @@ fn fds() -> Value {
 
 /// The attempts of `syscall NAME` (see `sys` for what each one does exactly).
 /// "unshare" and "clone" ask for CLONE_NEWUSER; "getpid" is the control.
-const ATTEMPTS: &[(&str, fn() -> sys::Ret)] = &[
+type Attempt = (&'static str, fn() -> sys::Ret);
+
+const ATTEMPTS: &[Attempt] = &[
     ("getpid", sys::getpid),
     ("mount", sys::mount),
     ("umount2", sys::umount2),
@@ -252,14 +261,18 @@ fn syscall_in_child(name: &str) {
         sys::exit_now(0);
     }
     if f.ret < 0 {
-        emit(json!({"name": name, "ret": null, "errno": f.errno, "err": errname(f.errno),
-                    "probe_error": "fork failed"}));
+        emit(
+            json!({"name": name, "ret": null, "errno": f.errno, "err": errname(f.errno),
+                    "probe_error": "fork failed"}),
+        );
         return;
     }
     match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(f.ret as i32), None) {
         Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
-            emit(json!({"name": name, "ret": null, "errno": null, "signal": sig as i32,
-                        "err": format!("killed by {sig:?}")}));
+            emit(
+                json!({"name": name, "ret": null, "errno": null, "signal": sig as i32,
+                        "err": format!("killed by {sig:?}")}),
+            );
         }
         Ok(_) => {}
         Err(e) => emit(json!({"name": name, "probe_error": format!("waitpid: {e}")})),
@@ -365,10 +378,7 @@ impl NoCtty for std::fs::OpenOptions {
 }
 
 fn connect_unix(path: &str) -> Value {
-    outcome(
-        json!({"path": path}),
-        UnixStream::connect(path).map(|_| ()),
-    )
+    outcome(json!({"path": path}), UnixStream::connect(path).map(|_| ()))
 }
 
 fn connect_abstract(name: &str) -> Value {
@@ -564,12 +574,15 @@ fn mknod(path: &str, kind: &str) -> Value {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    if s.len() % 2 != 0 {
-        usage("hex string of odd length");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|_| usage("bad hex")))
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|p| p.len() == 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .unwrap_or_else(|| usage("bad hex string"))
+        })
         .collect()
 }
 

@@ -292,7 +292,7 @@ pub fn perf_event_open() -> Ret {
     attr[0] = 1 | (64 << 32); // PERF_TYPE_SOFTWARE, size 64
     attr[1] = 0; // PERF_COUNT_SW_CPU_CLOCK
     attr[5] = 1 | (1 << 5) | (1 << 6); // disabled, exclude_kernel, exclude_hv
-    // SAFETY: `attr` is a valid perf_event_attr of at least the size it declares.
+                                       // SAFETY: `attr` is a valid perf_event_attr of at least the size it declares.
     close_if_fd(capture(unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
@@ -309,10 +309,7 @@ pub fn perf_event_open() -> Ret {
 pub fn userfaultfd() -> Ret {
     // SAFETY: plain syscall with a flag word.
     close_if_fd(capture(unsafe {
-        libc::syscall(
-            libc::SYS_userfaultfd,
-            UFFD_USER_MODE_ONLY | libc::O_CLOEXEC,
-        )
+        libc::syscall(libc::SYS_userfaultfd, UFFD_USER_MODE_ONLY | libc::O_CLOEXEC)
     }))
 }
 
@@ -379,7 +376,7 @@ pub fn open_by_handle_at() -> Ret {
     let mut handle = [0u32; 4];
     handle[0] = 8;
     handle[1] = 1; // FILEID_INO32_GEN
-    // SAFETY: `handle` is a file_handle whose declared size fits in the buffer.
+                   // SAFETY: `handle` is a file_handle whose declared size fits in the buffer.
     let r = close_if_fd(capture(unsafe {
         libc::syscall(
             libc::SYS_open_by_handle_at,
@@ -448,15 +445,7 @@ pub fn swapoff() -> Ret {
 /// reboot(2) with wrong magic numbers (EINVAL even when allowed: it reboots nothing).
 pub fn reboot() -> Ret {
     // SAFETY: plain syscall; bad magic makes the kernel refuse after its permission check.
-    capture(unsafe {
-        libc::syscall(
-            libc::SYS_reboot,
-            0,
-            0,
-            0x1234_5678,
-            std::ptr::null::<u8>(),
-        )
-    })
+    capture(unsafe { libc::syscall(libc::SYS_reboot, 0, 0, 0x1234_5678, std::ptr::null::<u8>()) })
 }
 
 /// pivot_root(2) of a scratch directory onto itself (EINVAL when allowed: no mount point).

@@ -2,10 +2,12 @@
 //!
 //! `cargo run --release -p cloche-world --example diff_bench [files_per_dir] [dirs]`
 //!
-//! The upper lives on tmpfs (/dev/shm) as in a world. Two lowers: the host
+//! The upper lives on tmpfs (/dev/shm) as in a world. Three lowers: the host
 //! root (the new directories do not exist there, so the files need no lower
-//! lookup), and a lower that has the 100 directories (so every file costs a
-//! negative lookup in the lower). Prints min / median / max over the runs.
+//! lookup); a lower that has the 100 directories, empty (listed once each
+//! instead of 10,000 lookups); the same with 1,000 other files in each
+//! directory (too big to list: every upper file costs a negative lookup).
+//! Prints min / median / max over the runs.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -16,18 +18,16 @@ use cloche_world::diff::{compute, DiffOptions};
 
 const RUNS: usize = 30;
 
-fn populate(root: &Path, dirs: usize, files: usize, with_files: bool) {
+fn populate(root: &Path, dirs: usize, files: usize, prefix: &str) {
     for d in 0..dirs {
         let dir = root.join(format!("srv/bench/d{d:03}"));
         std::fs::create_dir_all(&dir).unwrap();
-        if with_files {
-            for f in 0..files {
-                std::fs::write(
-                    dir.join(format!("file-{f:04}.txt")),
-                    format!("small file {d} {f}\n"),
-                )
-                .unwrap();
-            }
+        for f in 0..files {
+            std::fs::write(
+                dir.join(format!("{prefix}-{f:04}.txt")),
+                format!("small file {d} {f}\n"),
+            )
+            .unwrap();
         }
     }
 }
@@ -64,12 +64,18 @@ fn bench(label: &str, upper: &Path, lower: &Path, hash: bool) {
         std::hint::black_box(s);
     }
     println!(
-        "{label:<34} hash={:<5} entries={:>6}  {}",
+        "{label:<30} hash={:<5} entries={:>6}  {}",
         hash,
         first.totals.added + first.totals.modified + first.totals.deleted,
         stats(times)
     );
-    println!("{:<34} {:<10} {:>14}  {}", "", "", "(to JSON)", stats(json_times));
+    println!(
+        "{:<30} {:<10} {:>14}  {}",
+        "",
+        "",
+        "(to JSON)",
+        stats(json_times)
+    );
 }
 
 fn main() {
@@ -82,11 +88,14 @@ fn main() {
         .unwrap();
     let upper = base.path().join("upper");
     let lower_dirs = base.path().join("lower");
-    populate(&upper, dirs, files, true);
-    populate(&lower_dirs, dirs, files, false);
+    let lower_big = base.path().join("lower-big");
+    populate(&upper, dirs, files, "file");
+    populate(&lower_dirs, dirs, 0, "");
+    populate(&lower_big, dirs, 1000, "other");
     println!("upper: {dirs} dirs x {files} files on tmpfs, {RUNS} runs each");
     for hash in [false, true] {
-        bench("lower = host / (no lower lookups)", &upper, Path::new("/"), hash);
-        bench("lower has the dirs (10k lookups)", &upper, &lower_dirs, hash);
+        bench("lower = host / (no lookups)", &upper, Path::new("/"), hash);
+        bench("lower has the dirs (listed)", &upper, &lower_dirs, hash);
+        bench("lower has big dirs (lookups)", &upper, &lower_big, hash);
     }
 }

@@ -312,17 +312,11 @@ fn kill_tasks(dir: &Path) {
     }
 }
 
-/// Removes world cgroups whose world is not live (crashed runs).
-pub fn sweep(layout: &Layout, is_live: impl Fn(&str) -> bool) {
-    for root in layout.roots() {
-        let Ok(entries) = fs::read_dir(root.join(PARENT)) else { continue };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() && !is_live(&name) {
-                let _ = remove_dirs(&[e.path()]);
-            }
-        }
-    }
+/// Removes the cgroup of a world whose run crashed (its processes are
+/// killed first). Called by the state directory's sweep, so a normal run
+/// pays nothing for it.
+pub fn release_stale(layout: &Layout, id: &str) -> bool {
+    remove_dirs(&layout.dirs(id)).is_ok()
 }
 
 fn ensure_parent_v2(root: &Path, parent: &Path) -> Result<(), CgroupError> {

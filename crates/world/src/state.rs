@@ -81,8 +81,11 @@ impl StateDir {
     }
 
     /// Removes what crashed runs left behind: world directories that are
-    /// neither locked by a live run nor kept. Returns the ids swept.
-    pub fn sweep(&self) -> Vec<String> {
+    /// neither locked by a live run nor kept. `release(id)` frees the
+    /// world's other resources first (its cgroup); the directory is removed
+    /// only when it returns true, so a failed release is retried next time.
+    /// Returns the ids swept.
+    pub fn sweep(&self, release: impl Fn(&str) -> bool) -> Vec<String> {
         let mut swept = Vec::new();
         let Ok(entries) = fs::read_dir(&self.worlds) else { return swept };
         for e in entries.flatten() {
@@ -95,7 +98,7 @@ impl StateDir {
             if lock_nb(&f).is_err() {
                 continue; // a live run holds it
             }
-            if remove_world_dir(&path).is_ok() {
+            if release(&id) && remove_world_dir(&path).is_ok() {
                 swept.push(id);
             }
         }
@@ -196,7 +199,7 @@ mod tests {
         let kept = sd.new_world().unwrap();
         let kept_id = kept.id.clone();
         kept.keep(&serde_json::json!({"id": kept_id})).unwrap();
-        assert_eq!(sd.sweep(), vec![stale_id.clone()]);
+        assert_eq!(sd.sweep(|_| true), vec![stale_id.clone()]);
         assert!(!sd.has_world(&stale_id));
         assert!(sd.has_world(&live.id));
         assert!(sd.has_world(&kept_id));

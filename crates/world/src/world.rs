@@ -62,8 +62,7 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     spec.validate()?;
     // 1. Clean up after crashed runs; make the world's directory.
     let layout = Layout::detect();
-    state.sweep();
-    cgroup::sweep(&layout, |id| state.has_world(id));
+    state.sweep(|id| cgroup::release_stale(&layout, id));
     if let Layout::Unavailable { missing } = &layout {
         if spec.require.iter().any(|l| l == "cgroup") {
             return Err(WorldError::LayerUnavailable(format!(

@@ -254,9 +254,15 @@ fn chown_only() {
         &w.diff(),
         empty(),
         json!([
-            changed(with(dir("/etc"), json!({"uid": 1000, "gid": 1001})), &["owner"]),
             changed(
-                with(file("/etc/f", b"a", "0644"), json!({"uid": 1000, "gid": 1001})),
+                with(dir("/etc"), json!({"uid": 1000, "gid": 1001})),
+                &["owner"]
+            ),
+            changed(
+                with(
+                    file("/etc/f", b"a", "0644"),
+                    json!({"uid": 1000, "gid": 1001})
+                ),
                 &["owner"]
             ),
         ]),
@@ -316,7 +322,10 @@ fn opaque_dir_replaces_lower() {
     assert_eq!(opaque.as_deref(), Some(&b"y"[..]), "overlay made d opaque");
     expect(
         &w.diff(),
-        json!([file("/d/new", b"x\n", "0644"), file("/d/sub/n", b"n\n", "0644")]),
+        json!([
+            file("/d/new", b"x\n", "0644"),
+            file("/d/sub/n", b"n\n", "0644")
+        ]),
         empty(),
         json!([
             {"path": "/d/sub/z", "kind": "file"},
@@ -365,9 +374,7 @@ fn rename_file() {
 fn symlinks_target_and_type() {
     let w = World::new("ln -s a lnk; echo f > f");
     w.run("ln -sfn b lnk; rm f; ln -s /etc f; ln -s target newlink");
-    let sl = |p: &str, t: &str| {
-        json!({"path": p, "kind": "symlink", "size": t.len(), "uid": 0, "gid": 0, "target": t})
-    };
+    let sl = |p: &str, t: &str| json!({"path": p, "kind": "symlink", "size": t.len(), "uid": 0, "gid": 0, "target": t});
     expect(
         &w.diff(),
         json!([sl("/newlink", "target")]),
@@ -387,9 +394,7 @@ fn symlink_to_etc_is_not_followed() {
     // /etc, and adds more links to / and /etc. Nothing behind them is listed.
     let w = World::new("mkdir d; echo x > d/x");
     w.run("rm -rf d; ln -s /etc d; ln -s / root; ln -s ../../../../etc up");
-    let sl = |p: &str, t: &str| {
-        json!({"path": p, "kind": "symlink", "size": t.len(), "uid": 0, "gid": 0, "target": t})
-    };
+    let sl = |p: &str, t: &str| json!({"path": p, "kind": "symlink", "size": t.len(), "uid": 0, "gid": 0, "target": t});
     expect(
         &w.diff(),
         json!([sl("/root", "/"), sl("/up", "../../../../etc")]),
@@ -421,10 +426,7 @@ fn type_change_file_to_dir() {
 fn hard_links() {
     let w = World::new("echo lower > l1");
     w.run("echo hi > n1; ln n1 n2; ln l1 l1b");
-    let l1b = with(
-        file("/l1b", b"lower\n", "0644"),
-        json!({"links_to": "/l1"}),
-    );
+    let l1b = with(file("/l1b", b"lower\n", "0644"), json!({"links_to": "/l1"}));
     let n2 = with(file("/n2", b"hi\n", "0644"), json!({"links_to": "/n1"}));
     expect(
         &w.diff(),
@@ -572,6 +574,30 @@ fn git_hooks_flagged() {
     );
 }
 
+#[test]
+fn many_new_names_in_a_small_lower_dir() {
+    // 40 upper names over a one-block lower dir: the lower dir is listed
+    // once instead of looked up per name; results must be the same.
+    let w = World::new("mkdir srv; echo a > srv/a; echo b > srv/b; echo c > srv/c");
+    w.run("for i in $(seq 10 49); do echo $i > srv/n$i; done; echo more >> srv/a; chmod 700 srv/b; rm srv/c");
+    let d = w.diff();
+    let added: Vec<Value> = (10..50)
+        .map(|i| file(&format!("/srv/n{i}"), format!("{i}\n").as_bytes(), "0644"))
+        .collect();
+    let flags = json!([flag("/srv/b", "executable")]);
+    expect(
+        &d,
+        Value::Array(added),
+        json!([
+            changed(file("/srv/a", b"a\nmore\n", "0644"), &["content"]),
+            changed(file("/srv/b", b"b\n", "0700"), &["mode"]),
+        ]),
+        json!([{"path": "/srv/c", "kind": "file"}]),
+        flags,
+        40 * 3 + 7 + 2,
+    );
+}
+
 const MIXED_LOWER: &str = "mkdir -p etc srv/old a-b; echo h > etc/hosts; echo o > srv/old/o";
 const MIXED_WORLD: &str = "echo x >> etc/hosts; mv srv/old srv/new; mkdir -p a/b z; \
     for i in 5 3 9 1 7; do echo $i > z/f$i; echo $i > a/b/g$i; done; echo q > a-b/q; ln z/f1 a/l";
@@ -584,8 +610,16 @@ fn deterministic_order() {
     let b = serde_json::to_vec(&w.diff()).unwrap();
     assert_eq!(a, b);
     // the same fds (even O_PATH ones) serve several diffs
-    let u = nix::fcntl::open(&w.upper, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty());
-    let l = nix::fcntl::open(&w.lower, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty());
+    let u = nix::fcntl::open(
+        &w.upper,
+        nix::fcntl::OFlag::O_PATH,
+        nix::sys::stat::Mode::empty(),
+    );
+    let l = nix::fcntl::open(
+        &w.lower,
+        nix::fcntl::OFlag::O_PATH,
+        nix::sys::stat::Mode::empty(),
+    );
     let (u, l) = (u.unwrap(), l.unwrap());
     for _ in 0..2 {
         let d = compute(u.as_fd(), l.as_fd(), &DiffOptions::default()).unwrap();
@@ -602,7 +636,11 @@ fn deterministic_order() {
     assert_eq!(d.added[0].path.as_bytes(), b"/a");
     assert_eq!(d.added[1].path.as_bytes(), b"/a-b/q");
     // the smallest path of the hard-link pair is "/a/l"
-    let f1 = d.added.iter().find(|e| e.path.as_bytes() == b"/z/f1").unwrap();
+    let f1 = d
+        .added
+        .iter()
+        .find(|e| e.path.as_bytes() == b"/z/f1")
+        .unwrap();
     assert_eq!(f1.links_to.as_ref().unwrap().as_bytes(), b"/a/l");
 }
 
@@ -670,7 +708,9 @@ fn set_xattr(path: &Path, name: &str, val: &[u8]) {
 
 #[test]
 fn direct_whiteouts_and_opaque() {
-    let w = World::new("mkdir -p o/s; echo a > o/a; echo b > o/s/b; echo g > gone; mkdir keep; echo k > keep/k");
+    let w = World::new(
+        "mkdir -p o/s; echo a > o/a; echo b > o/s/b; echo g > gone; mkdir keep; echo k > keep/k",
+    );
     sh(
         &w.upper,
         "mknod ghost c 0 0; mknod gone c 0 0; mkdir -p o/s keep; echo n > o/s/n; mknod o/a c 0 0",
@@ -732,7 +772,11 @@ fn sparse_upper_is_compared_cheaply() {
     w.run("touch big");
     let t = std::time::Instant::now();
     let d = w.diff();
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     let size = 2u64 << 30;
     expect(
         &d,

@@ -19,7 +19,8 @@ use super::collect::{Cat, Collector};
 use super::hash::{open_upper, too_sparse, Content, ContentError};
 use super::model::{hex, Change, Entry, FlagKind, Kind, RawPath};
 use super::sys::{
-    is_opaque, kind_of_dtype, open_beneath, open_dir_rel, open_file, read_link, stat_at, stat_at_opt, stat_fd, Names, St,
+    is_opaque, kind_of_dtype, open_beneath, open_dir_rel, open_file, read_link, stat_at,
+    stat_at_opt, stat_fd, Names, St,
 };
 use super::{DiffError, DiffOptions, MAX_DEPTH};
 
@@ -120,8 +121,7 @@ impl<'a> Walker<'a> {
         };
         let upper = root(self.upper, "open upper root")?;
         let lower = root(self.lower, "open lower root")?;
-        let replacing =
-            is_opaque(upper.as_fd()).map_err(|e| io("getxattr upper", b"", e))?;
+        let replacing = is_opaque(upper.as_fd()).map_err(|e| io("getxattr upper", b"", e))?;
         let pending = self.visit(upper.as_fd(), Some(lower.as_fd()), replacing)?;
         drop((upper, lower));
         let mut stack = vec![Frame {
@@ -248,13 +248,17 @@ impl<'a> Walker<'a> {
     }
 
     /// Whether listing the lower directory costs less than looking up each of
-    /// `n` upper names in it (judged from its size in bytes).
+    /// `n` upper names in it, judged from its size in bytes (tmpfs counts 20
+    /// per entry, ext4 about 16 + the name, in 4 KiB blocks). Measured here:
+    /// listing and sorting costs about 0.35 µs per lower entry, a negative
+    /// lookup about 1.7 µs; a listing of up to ~6 entries per upper name
+    /// pays, and its cost stays bounded by the upper.
     fn lower_is_small(&self, l: BorrowedFd<'_>, n: usize) -> Result<bool, DiffError> {
-        if n < 32 {
+        if n < 8 {
             return Ok(false);
         }
         let st = stat_fd(l).map_err(|e| io("fstat lower dir", &self.path, e))?;
-        Ok(st.size <= (n as u64).saturating_mul(64))
+        Ok(st.size <= (n as u64).saturating_mul(128))
     }
 
     /// Lower children of a hidden (replaced) lower directory that the upper
@@ -579,7 +583,10 @@ mod tests {
         assert_eq!(git_flag(b"/a/.git"), Some(FlagKind::UnderGit));
         assert_eq!(git_flag(b"/a/.git/config"), Some(FlagKind::UnderGit));
         assert_eq!(git_flag(b"/a/.git/hooks"), Some(FlagKind::UnderGit));
-        assert_eq!(git_flag(b"/a/.git/hooks/pre-commit"), Some(FlagKind::GitHook));
+        assert_eq!(
+            git_flag(b"/a/.git/hooks/pre-commit"),
+            Some(FlagKind::GitHook)
+        );
         assert_eq!(git_flag(b"/a/.github/x"), None);
         assert_eq!(git_flag(b"/.git/x/.git/hooks/y"), Some(FlagKind::GitHook));
     }

@@ -2,6 +2,15 @@
 //! checked with a small classic-BPF interpreter (the kernel-side proof is in
 //! `crates/world/tests/seccomp.rs`).
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::LinuxSeccompAction;
+
+use super::profile::{newest_named_nr, resolve, Resolved, EXTRA_X86_64};
 use super::*;
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
