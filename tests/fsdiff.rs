@@ -37,10 +37,7 @@ fn check_shape(r: &Value) {
             let p = entry_path(e);
             assert!(p.starts_with(b"/"), "{list}: path not absolute: {e}");
             if e.get("path").is_some_and(|v| !v.is_null()) {
-                assert!(
-                    !matches!(e.get("path_b64"), Some(v) if !v.is_null()),
-                    "{list}: both path and path_b64: {e}"
-                );
+                assert!(!matches!(e.get("path_b64"), Some(v) if !v.is_null()), "{list}: both path and path_b64: {e}");
             }
             let kind = e["kind"].as_str().unwrap_or("");
             assert!(KINDS.contains(&kind), "{list}: bad kind: {e}");
@@ -78,18 +75,10 @@ fn check_shape(r: &Value) {
 /// reported as modified with no change but their mtime (copied up because a
 /// child changed).
 fn assert_exact(r: &Value, expected: &[(&str, PathBuf)]) {
-    let want: BTreeSet<(String, Vec<u8>)> = expected
-        .iter()
-        .map(|(l, p)| (l.to_string(), p.as_os_str().as_bytes().to_vec()))
-        .collect();
-    let ancestors: BTreeSet<Vec<u8>> = expected
-        .iter()
-        .flat_map(|(_, p)| {
-            p.ancestors()
-                .skip(1)
-                .map(|a| a.as_os_str().as_bytes().to_vec())
-        })
-        .collect();
+    let want: BTreeSet<(String, Vec<u8>)> =
+        expected.iter().map(|(l, p)| (l.to_string(), p.as_os_str().as_bytes().to_vec())).collect();
+    let ancestors: BTreeSet<Vec<u8>> =
+        expected.iter().flat_map(|(_, p)| p.ancestors().skip(1).map(|a| a.as_os_str().as_bytes().to_vec())).collect();
     let mut got = BTreeSet::new();
     for list in ["added", "modified", "deleted"] {
         for e in diff_list(r, list) {
@@ -107,9 +96,7 @@ fn assert_exact(r: &Value, expected: &[(&str, PathBuf)]) {
         }
     }
     let show = |s: &BTreeSet<(String, Vec<u8>)>| -> Vec<String> {
-        s.iter()
-            .map(|(l, p)| format!("{l} {}", String::from_utf8_lossy(p)))
-            .collect()
+        s.iter().map(|(l, p)| format!("{l} {}", String::from_utf8_lossy(p))).collect()
     };
     let missing: BTreeSet<_> = want.difference(&got).cloned().collect();
     let extra: BTreeSet<_> = got.difference(&want).cloned().collect();
@@ -123,8 +110,7 @@ fn assert_exact(r: &Value, expected: &[(&str, PathBuf)]) {
 }
 
 fn entry<'a>(r: &'a Value, list: &str, path: &Path) -> &'a Value {
-    find_entry(r, list, path)
-        .unwrap_or_else(|| panic!("no {list} entry for {}: {:#}", path.display(), r["fs_diff"]))
+    find_entry(r, list, path).unwrap_or_else(|| panic!("no {list} entry for {}: {:#}", path.display(), r["fs_diff"]))
 }
 
 fn changes(e: &Value) -> Vec<String> {
@@ -160,12 +146,7 @@ fn rm_rf_then_mkdir_of_a_lower_dir() {
     let t = fx.dir().join("tree");
     assert_exact(
         &r,
-        &[
-            ("deleted", t.join("x")),
-            ("deleted", t.join("y")),
-            ("deleted", t.join("sub")),
-            ("added", t.join("new")),
-        ],
+        &[("deleted", t.join("x")), ("deleted", t.join("y")), ("deleted", t.join("sub")), ("added", t.join("new"))],
     );
     assert_eq!(entry(&r, "deleted", &t.join("sub"))["kind"], "dir");
     assert_eq!(entry(&r, "deleted", &t.join("x"))["kind"], "file");
@@ -239,18 +220,9 @@ fn content_changes_of_host_files() {
     fx.write("data.txt", b"line one\n", 0o644);
     let hostname = fs::read("/etc/hostname").unwrap();
     let hostname_node = node_of(Path::new("/etc/hostname"));
-    let r = run_case(
-        &fx,
-        "printf 'line two\\n' >> data.txt\nprintf 'world\\n' >> /etc/hostname",
-    );
+    let r = run_case(&fx, "printf 'line two\\n' >> data.txt\nprintf 'world\\n' >> /etc/hostname");
     let p = fx.dir().join("data.txt");
-    assert_exact(
-        &r,
-        &[
-            ("modified", p.clone()),
-            ("modified", "/etc/hostname".into()),
-        ],
-    );
+    assert_exact(&r, &[("modified", p.clone()), ("modified", "/etc/hostname".into())]);
     let e = entry(&r, "modified", &p);
     assert!(changes(e).contains(&"content".to_string()), "{e}");
     for c in ["type", "mode", "owner"] {
@@ -264,11 +236,7 @@ fn content_changes_of_host_files() {
     want.extend_from_slice(b"world\n");
     assert!(changes(h).contains(&"content".to_string()), "{h}");
     assert_eq!(h["sha256"], sha256_hex(&want), "{h}");
-    assert_eq!(
-        node_of(Path::new("/etc/hostname")),
-        hostname_node,
-        "the host's /etc/hostname changed"
-    );
+    assert_eq!(node_of(Path::new("/etc/hostname")), hostname_node, "the host's /etc/hostname changed");
     fx.finish();
 }
 
@@ -308,11 +276,7 @@ fn symlinks_are_reported_not_followed() {
             ("modified", d.join("old_link")),
         ],
     );
-    for (name, target) in [
-        ("rel_link", "target.txt"),
-        ("abs_link", "/etc/passwd"),
-        ("dangling", "nowhere"),
-    ] {
+    for (name, target) in [("rel_link", "target.txt"), ("abs_link", "/etc/passwd"), ("dangling", "nowhere")] {
         let e = entry(&r, "added", &d.join(name));
         assert_eq!(e["kind"], "symlink", "{e}");
         assert_eq!(e["target"], target, "{e}");
@@ -334,13 +298,7 @@ fn non_utf8_names_round_trip_through_path_b64() {
     let old_name: &[u8] = b"old-\xe9.txt"; // Latin-1, not UTF-8
     fs::write(fx.dir().join(OsStr::from_bytes(old_name)), b"old").unwrap();
     let new_name: &[u8] = b"bad-\xff\xfe-name.txt";
-    let r = run_case(
-        &fx,
-        &format!(
-            "\"$PROBE\" create-bytes {} hello >/dev/null\nrm old-*.txt",
-            hex(new_name)
-        ),
-    );
+    let r = run_case(&fx, &format!("\"$PROBE\" create-bytes {} hello >/dev/null\nrm old-*.txt", hex(new_name)));
     let abs = |name: &[u8]| {
         let mut b = fx.dir().as_os_str().as_bytes().to_vec();
         b.push(b'/');
@@ -350,20 +308,14 @@ fn non_utf8_names_round_trip_through_path_b64() {
     assert_exact(&r, &[("added", abs(new_name)), ("deleted", abs(old_name))]);
     for (list, name) in [("added", new_name), ("deleted", old_name)] {
         let e = entry(&r, list, &abs(name));
-        assert!(
-            e["path_b64"].is_string(),
-            "a non-UTF-8 name must be given as path_b64: {e}"
-        );
+        assert!(e["path_b64"].is_string(), "a non-UTF-8 name must be given as path_b64: {e}");
         assert_eq!(
             b64_decode(e["path_b64"].as_str().unwrap()),
             abs(name).as_os_str().as_bytes(),
             "path_b64 must decode to the exact bytes: {e}"
         );
     }
-    assert_eq!(
-        entry(&r, "added", &abs(new_name))["sha256"],
-        sha256_hex(b"hello")
-    );
+    assert_eq!(entry(&r, "added", &abs(new_name))["sha256"], sha256_hex(b"hello"));
     fx.finish();
 }
 
@@ -378,10 +330,7 @@ fn hard_links_between_new_files() {
     assert_eq!(e2["kind"], "file");
     let l1 = e1["links_to"].as_str() == n2.to_str();
     let l2 = e2["links_to"].as_str() == n1.to_str();
-    assert!(
-        l1 ^ l2,
-        "exactly one of two hard-linked files must name the other in links_to: {e1} {e2}"
-    );
+    assert!(l1 ^ l2, "exactly one of two hard-linked files must name the other in links_to: {e1} {e2}");
     fx.finish();
 }
 
@@ -484,18 +433,10 @@ fn host_files_are_never_modified() {
         ("modified", "/etc/hostname".into()),
         ("deleted", "/etc/debian_version".into()),
     ] {
-        assert!(
-            find_entry(&r, list, &p).is_some(),
-            "fs_diff lacks {list} {}: {:#}",
-            p.display(),
-            r["fs_diff"]
-        );
+        assert!(find_entry(&r, list, &p).is_some(), "fs_diff lacks {list} {}: {:#}", p.display(), r["fs_diff"]);
     }
     for list in ["added", "modified", "deleted"] {
-        assert!(
-            find_entry(&r, list, &d.join("devnode")).is_none(),
-            "a refused mknod shows in fs_diff.{list}"
-        );
+        assert!(find_entry(&r, list, &d.join("devnode")).is_none(), "a refused mknod shows in fs_diff.{list}");
     }
     fx.finish();
 }

@@ -26,10 +26,7 @@ fn revealed(line: &Value, secret: &str) -> bool {
 }
 
 fn lines_by_path(o: &Outcome) -> BTreeMap<String, Value> {
-    o.lines()
-        .into_iter()
-        .map(|v| (v["path"].as_str().unwrap_or("").to_string(), v))
-        .collect()
+    o.lines().into_iter().map(|v| (v["path"].as_str().unwrap_or("").to_string(), v)).collect()
 }
 
 #[test]
@@ -43,12 +40,7 @@ fn host_processes_are_invisible_and_unkillable() {
     o.expect_code(0);
     let v = o.one();
     let me = v["self"].as_i64().unwrap();
-    let pids: Vec<i64> = v["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_i64().unwrap())
-        .collect();
+    let pids: Vec<i64> = v["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
     assert_eq!(
         pids,
         {
@@ -59,21 +51,12 @@ fn host_processes_are_invisible_and_unkillable() {
         "the world must contain only its init (pid 1) and the command\n{}",
         o.describe()
     );
-    assert!(
-        !pids.contains(&(hp as i64)),
-        "host pid {hp} is visible in the world"
-    );
+    assert!(!pids.contains(&(hp as i64)), "host pid {hp} is visible in the world");
     let argvs = v["procs"].to_string();
-    assert!(
-        !argvs.contains(&secs),
-        "the host's `sleep {secs}` is visible in the world: {argvs}"
-    );
+    assert!(!argvs.contains(&secs), "the host's `sleep {secs}` is visible in the world: {argvs}");
 
     // Kill the host process by its host pid, then everything the world may signal.
-    let o = fx.sh::<&str>(
-        &[],
-        &format!("\"$PROBE\" kill {hp} 9; \"$PROBE\" kill -1 9; echo '{{\"survived\":true}}'"),
-    );
+    let o = fx.sh::<&str>(&[], &format!("\"$PROBE\" kill {hp} 9; \"$PROBE\" kill -1 9; echo '{{\"survived\":true}}'"));
     let lines = o.lines();
     assert_eq!(
         lines.first().map(|l| &l["ret"]),
@@ -82,10 +65,7 @@ fn host_processes_are_invisible_and_unkillable() {
         o.describe()
     );
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        host.alive(),
-        "the host process {hp} was killed from inside a world"
-    );
+    assert!(host.alive(), "the host process {hp} was killed from inside a world");
     fx.finish();
 }
 
@@ -99,18 +79,8 @@ fn pid_1_is_a_dedicated_init_not_the_command() {
     let o = fx.run_with(cmd, &["--timeout", "30"], &[probe.to_str().unwrap(), "ps"]);
     o.expect_code(0);
     let v = o.one();
-    assert_ne!(
-        v["self"],
-        1,
-        "the command must not be pid 1\n{}",
-        o.describe()
-    );
-    assert_eq!(
-        v["ppid"],
-        1,
-        "the command must be a child of the init\n{}",
-        o.describe()
-    );
+    assert_ne!(v["self"], 1, "the command must not be pid 1\n{}", o.describe());
+    assert_eq!(v["ppid"], 1, "the command must be a child of the init\n{}", o.describe());
     let init: Vec<String> = v["procs"]
         .as_array()
         .unwrap()
@@ -121,45 +91,19 @@ fn pid_1_is_a_dedicated_init_not_the_command() {
     assert!(!init.is_empty(), "pid 1 has no argv\n{}", o.describe());
     let joined = init.join(" ");
     let report = fx.report_path();
-    for bad in [
-        "--report",
-        "--timeout",
-        report.to_str().unwrap(),
-        fx.state.path().to_str().unwrap(),
-        probe.to_str().unwrap(),
-        secret.as_str(),
-    ] {
-        assert!(
-            !joined.contains(bad),
-            "pid 1's argv {init:?} exposes {bad:?} (cloche's own argv or the command)"
-        );
+    for bad in ["--report", "--timeout", report.to_str().unwrap(), fx.state.path().to_str().unwrap(), secret.as_str()] {
+        assert!(!joined.contains(bad), "pid 1's argv {init:?} exposes {bad:?} (cloche's own argv or environment)");
     }
     let argv0 = Path::new(&init[0]).file_name().unwrap_or_default();
-    assert_ne!(
-        argv0, "cloche",
-        "pid 1 is a copy of the cloche binary: {init:?}"
-    );
+    assert_ne!(argv0, "cloche", "pid 1 is a copy of the cloche binary: {init:?}");
 
     // Neither its argv nor its environment tell the world cloche's secrets.
     let mut cmd = fx.command();
     cmd.env("SECRET_TOKEN", &secret);
-    let o = fx.run_with(
-        cmd,
-        &[] as &[&str],
-        &[
-            probe.to_str().unwrap(),
-            "read",
-            "/proc/1/environ",
-            "/proc/1/cmdline",
-        ],
-    );
+    let o = fx.run_with(cmd, &[] as &[&str], &[probe.to_str().unwrap(), "read", "/proc/1/environ", "/proc/1/cmdline"]);
     o.expect_code(0);
     for line in o.lines() {
-        assert!(
-            !revealed(&line, &secret),
-            "{} of pid 1 holds cloche's environment: {line}",
-            line["path"]
-        );
+        assert!(!revealed(&line, &secret), "{} of pid 1 holds cloche's environment: {line}", line["path"]);
     }
     fx.finish();
 }
@@ -174,10 +118,7 @@ fn background_processes_do_not_survive_the_command() {
     o.expect_code(0);
     assert_eq!(o.one()["started"], true, "{}", o.describe());
     let left = processes_with(&fx.tag);
-    assert!(
-        left.is_empty(),
-        "processes of the world are still running after cloche exited: {left:?}"
-    );
+    assert!(left.is_empty(), "processes of the world are still running after cloche exited: {left:?}");
     assert!(
         find_entry(&o.report(), "added", &marker).is_none(),
         "the background child wrote its marker before the world ended: cloche waited for it"
@@ -185,28 +126,15 @@ fn background_processes_do_not_survive_the_command() {
 
     // A plain `cmd &` of a shell, holding the world's stdout.
     let marker2 = fx.dir().join(format!("bg-marker-shell-{}", fx.tag));
-    let o = fx.sh::<&str>(
-        &[],
-        &format!(
-            "\"$PROBE\" bg-child '{}' 3 & echo started",
-            marker2.display()
-        ),
-    );
+    let o = fx.sh::<&str>(&[], &format!("\"$PROBE\" bg-child '{}' 3 & echo started", marker2.display()));
     o.expect_code(0);
     let left = processes_with(&fx.tag);
-    assert!(
-        left.is_empty(),
-        "processes of the world are still running after cloche exited: {left:?}"
-    );
+    assert!(left.is_empty(), "processes of the world are still running after cloche exited: {left:?}");
     assert!(
         find_entry(&o.report(), "added", &marker2).is_none(),
         "the background child wrote its marker before the world ended: cloche waited for it"
     );
-    assert!(
-        o.elapsed < Duration::from_millis(2500),
-        "cloche waited {:?} for a background process",
-        o.elapsed
-    );
+    assert!(o.elapsed < Duration::from_millis(2500), "cloche waited {:?} for a background process", o.elapsed);
 
     // Later: still nothing, and the host never sees the markers.
     std::thread::sleep(Duration::from_millis(3500));
@@ -221,19 +149,11 @@ fn no_host_unix_socket_is_reachable() {
     let fx = Fixture::new();
     let run_dir = Scratch::new_in("/run", "cloche-test-sock-");
     let tmp_dir = Scratch::new_in("/tmp", "cloche-test-sock-");
-    let paths: Vec<PathBuf> = vec![
-        run_dir.path().join("s.sock"),
-        tmp_dir.path().join("s.sock"),
-        fx.dir().join("s.sock"),
-    ];
-    let listeners: Vec<UnixListener> = paths
-        .iter()
-        .map(|p| UnixListener::bind(p).unwrap())
-        .collect();
+    let paths: Vec<PathBuf> =
+        vec![run_dir.path().join("s.sock"), tmp_dir.path().join("s.sock"), fx.dir().join("s.sock")];
+    let listeners: Vec<UnixListener> = paths.iter().map(|p| UnixListener::bind(p).unwrap()).collect();
     let abstract_name = format!("cloche-test-{}", fx.tag);
-    let abs =
-        UnixListener::bind_addr(&SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap())
-            .unwrap();
+    let abs = UnixListener::bind_addr(&SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap()).unwrap();
     for l in listeners.iter().chain([&abs]) {
         l.set_nonblocking(true).unwrap();
     }
@@ -251,10 +171,8 @@ fn no_host_unix_socket_is_reachable() {
         assert_eq!(l["ok"], false, "a host socket was reachable: {l}");
     }
     // From outside: no connection ever arrived.
-    for (l, what) in listeners
-        .iter()
-        .zip(paths.iter().map(|p| p.display().to_string()))
-        .chain([(&abs, format!("@{abstract_name}"))])
+    for (l, what) in
+        listeners.iter().zip(paths.iter().map(|p| p.display().to_string())).chain([(&abs, format!("@{abstract_name}"))])
     {
         match l.accept() {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -279,10 +197,7 @@ fn network_is_loopback_only() {
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     for opts in [vec![], vec!["--net", "none"]] {
-        let o = fx.sh(
-            &opts,
-            &format!("\"$PROBE\" netdev; \"$PROBE\" connect-tcp {addr}"),
-        );
+        let o = fx.sh(&opts, &format!("\"$PROBE\" netdev; \"$PROBE\" connect-tcp {addr}"));
         o.expect_code(0);
         let lines = o.lines();
         assert_eq!(lines.len(), 2, "{}", o.describe());
@@ -317,28 +232,13 @@ fn shadow_files_and_root_home_are_masked() {
     let secret = format!("root-secret-{}", fx.tag);
     fs::write(&marker_path, &secret).unwrap();
     let _marker = Scratch::adopt(marker_path.clone());
-    let host_root: Vec<String> = fs::read_dir("/root")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let host_root: Vec<String> =
+        fs::read_dir("/root").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
 
-    let o = fx.probe::<&str, _>(
-        &[],
-        &[
-            "read",
-            "/etc/shadow",
-            "/etc/gshadow",
-            marker_path.to_str().unwrap(),
-        ],
-    );
+    let o = fx.probe::<&str, _>(&[], &["read", "/etc/shadow", "/etc/gshadow", marker_path.to_str().unwrap()]);
     o.expect_code(0);
     let by = lines_by_path(&o);
-    assert!(
-        !revealed(&by["/etc/shadow"], "root:"),
-        "/etc/shadow is readable in the world: {}",
-        by["/etc/shadow"]
-    );
+    assert!(!revealed(&by["/etc/shadow"], "root:"), "/etc/shadow is readable in the world: {}", by["/etc/shadow"]);
     if gshadow.contains("root:") {
         assert!(
             !revealed(&by["/etc/gshadow"], "root:"),
@@ -346,20 +246,14 @@ fn shadow_files_and_root_home_are_masked() {
             by["/etc/gshadow"]
         );
     }
-    assert!(
-        !revealed(&by[marker_path.to_str().unwrap()], &secret),
-        "a file in /root is readable in the world"
-    );
+    assert!(!revealed(&by[marker_path.to_str().unwrap()], &secret), "a file in /root is readable in the world");
 
     let o = fx.probe::<&str, _>(&[], &["ls", "/root"]);
     o.expect_code(0);
     let v = o.one();
     let inside = string_list(&v["entries"]);
     let shown: Vec<&String> = inside.iter().filter(|e| host_root.contains(e)).collect();
-    assert!(
-        shown.is_empty(),
-        "host /root entries are visible in the world: {shown:?}"
-    );
+    assert!(shown.is_empty(), "host /root entries are visible in the world: {shown:?}");
     fx.finish();
 }
 
@@ -410,19 +304,13 @@ fn home_dirs_and_their_secrets_are_masked_and_expose_unmasks() {
     let by = read_all(fx.dir(), &[]);
     check_secrets_hidden(&by, "cwd in /tmp");
     for rel in ["notes.txt", "proj/readme.txt"] {
-        assert!(
-            !revealed(&by[&path_of(rel)], &secret_of(rel)),
-            "cwd in /tmp: ~/{rel} is readable in the world"
-        );
+        assert!(!revealed(&by[&path_of(rel)], &secret_of(rel)), "cwd in /tmp: ~/{rel} is readable in the world");
     }
 
     // cwd = ~/proj: that subtree only.
     let by = read_all(&home.join("proj"), &[]);
     assert!(
-        revealed(
-            &by[&path_of("proj/readme.txt")],
-            &secret_of("proj/readme.txt")
-        ),
+        revealed(&by[&path_of("proj/readme.txt")], &secret_of("proj/readme.txt")),
         "cwd ~/proj: the cwd's own files must be visible: {}",
         by[&path_of("proj/readme.txt")]
     );
@@ -451,10 +339,7 @@ fn home_dirs_and_their_secrets_are_masked_and_expose_unmasks() {
     );
     let o = fx.sh(
         &["--expose", ssh.to_str().unwrap()],
-        &format!(
-            "echo pwned >> '{0}/id_test'; echo new > '{0}/new_key'; rm -f '{0}/../notes.txt'",
-            ssh.display()
-        ),
+        &format!("echo pwned >> '{0}/id_test'; echo new > '{0}/new_key'; rm -f '{0}/../notes.txt'", ssh.display()),
     );
     let _ = o.code;
     assert_same_tree(&home, &before, &tree_snapshot(&home));
@@ -491,10 +376,7 @@ fn tmp_run_var_tmp_and_dev_shm_are_fresh() {
         );
     }
     let mine = string_list(&by[fx.dir().to_str().unwrap()]["entries"]);
-    assert!(
-        mine.contains(&"mine.txt".to_string()),
-        "the cwd must stay visible through the fresh /tmp: {mine:?}"
-    );
+    assert!(mine.contains(&"mine.txt".to_string()), "the cwd must stay visible through the fresh /tmp: {mine:?}");
     fx.finish();
 }
 
@@ -504,10 +386,9 @@ fn only_fds_0_to_2_are_open() {
     let a = fs::File::open("/etc/hostname").unwrap();
     let b = fs::File::open("/etc/passwd").unwrap();
     let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
-    let mut cmd = fx.command();
-    // SAFETY: dup2 is async-signal-safe; it makes cloche inherit fds 7 and 12
+    // SAFETY: dup2 is async-signal-safe; it makes the child inherit fds 7 and 12
     // (without close-on-exec), as a careless caller would.
-    unsafe {
+    let leak_fds = |cmd: &mut Command| unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
             if libc::dup2(fa, 7) < 0 || libc::dup2(fb, 12) < 0 {
@@ -515,22 +396,27 @@ fn only_fds_0_to_2_are_open() {
             }
             Ok(())
         });
-    }
+    };
+
+    // Control: without a world the probe does see the inherited fds.
+    let mut control = Command::new(probe_bin());
+    control.arg("fds").stdin(std::process::Stdio::null());
+    leak_fds(&mut control);
+    let c = run_cmd(&mut control, DEADLINE);
+    let seen: Vec<i64> =
+        c.one()["fds"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default();
+    assert!(
+        seen.contains(&7) && seen.contains(&12),
+        "control: the probe must see fds 7 and 12 outside a world: {seen:?}"
+    );
+
+    let mut cmd = fx.command();
+    leak_fds(&mut cmd);
     let o = fx.run_with(cmd, &[] as &[&str], &[probe_bin().to_str().unwrap(), "fds"]);
     o.expect_code(0);
     let v = o.one();
-    let fds: Vec<i64> = v["fds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_i64)
-        .collect();
-    assert_eq!(
-        fds,
-        vec![0, 1, 2],
-        "only stdin, stdout and stderr may be open at exec: {}",
-        v["targets"]
-    );
+    let fds: Vec<i64> = v["fds"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
+    assert_eq!(fds, vec![0, 1, 2], "only stdin, stdout and stderr may be open at exec: {}", v["targets"]);
     drop((a, b));
     fx.finish();
 }
@@ -587,16 +473,9 @@ fn dangerous_syscalls_are_refused() {
     args.extend(refused);
     let o = fx.probe::<&str, _>(&[], &args);
     o.expect_code(0);
-    let got: BTreeMap<String, Value> = o
-        .lines()
-        .into_iter()
-        .map(|v| (v["name"].as_str().unwrap_or("").to_string(), v))
-        .collect();
-    assert!(
-        got["getpid"]["ret"].as_i64().unwrap_or(-1) > 0,
-        "control: getpid must work: {}",
-        got["getpid"]
-    );
+    let got: BTreeMap<String, Value> =
+        o.lines().into_iter().map(|v| (v["name"].as_str().unwrap_or("").to_string(), v)).collect();
+    assert!(got["getpid"]["ret"].as_i64().unwrap_or(-1) > 0, "control: getpid must work: {}", got["getpid"]);
     let mut wrong = Vec::new();
     for name in refused {
         let Some(v) = got.get(name) else {
@@ -605,11 +484,7 @@ fn dangerous_syscalls_are_refused() {
         };
         let errno = v["errno"].as_i64();
         let ok = v["ret"] == -1
-            && if name == "clone3" {
-                errno == Some(ENOSYS)
-            } else {
-                errno == Some(EPERM) || errno == Some(ENOSYS)
-            };
+            && if name == "clone3" { errno == Some(ENOSYS) } else { errno == Some(EPERM) || errno == Some(ENOSYS) };
         if !ok {
             wrong.push(format!("{name}: {v}"));
         }
@@ -631,15 +506,7 @@ fn tiocsti_is_refused() {
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes two fds into the integers we pass; name, termios and
     // winsize pointers may be NULL.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both fds were just created and are owned by nobody else.
     let (master, slave) = unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
@@ -653,11 +520,7 @@ fn tiocsti_is_refused() {
 
     let mut cmd = fx.command();
     cmd.stdin(slave.try_clone().unwrap());
-    let o = fx.run_with(
-        cmd,
-        &[] as &[&str],
-        &[probe_bin().to_str().unwrap(), "tiocsti"],
-    );
+    let o = fx.run_with(cmd, &[] as &[&str], &[probe_bin().to_str().unwrap(), "tiocsti"]);
     o.expect_code(0);
     let v = o.one();
     let attempts = v["attempts"].as_array().unwrap();
@@ -699,15 +562,10 @@ fn proc_sys_and_sys_are_read_only_and_dev_is_minimal() {
     .into_iter()
     .filter(|p| Path::new(p).exists())
     .collect();
-    let masked: Vec<&str> = [
-        "/proc/kcore",
-        "/proc/kmsg",
-        "/proc/timer_list",
-        "/proc/sysrq-trigger",
-    ]
-    .into_iter()
-    .filter(|p| Path::new(p).exists())
-    .collect();
+    let masked: Vec<&str> = ["/proc/kcore", "/proc/kmsg", "/proc/timer_list", "/proc/sysrq-trigger"]
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .collect();
 
     let mut script = String::new();
     for p in &writable {
@@ -720,40 +578,20 @@ fn proc_sys_and_sys_are_read_only_and_dev_is_minimal() {
     let o = fx.sh::<&str>(&[], &script);
     o.expect_code(0);
     let lines = o.lines();
-    assert_eq!(
-        lines.len(),
-        writable.len() + masked.len() + 1,
-        "{}",
-        o.describe()
-    );
+    assert_eq!(lines.len(), writable.len() + masked.len() + 1, "{}", o.describe());
     for l in &lines[..writable.len()] {
         assert_eq!(l["ok"], false, "{} is writable in the world", l["path"]);
     }
     for l in &lines[writable.len()..writable.len() + masked.len()] {
-        assert!(
-            l["ok"] == false || l["len"] == 0,
-            "{} is not masked in the world: {}",
-            l["path"],
-            l
-        );
+        assert!(l["ok"] == false || l["len"] == 0, "{} is not masked in the world: {}", l["path"], l);
     }
     let dev = string_list(&lines[lines.len() - 1]["entries"]);
-    let allowed = [
-        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin",
-        "stdout", "stderr",
-    ];
-    for need in [
-        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm",
-    ] {
-        assert!(
-            dev.iter().any(|d| d == need),
-            "/dev/{need} missing: {dev:?}"
-        );
+    let allowed =
+        ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"];
+    for need in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm"] {
+        assert!(dev.iter().any(|d| d == need), "/dev/{need} missing: {dev:?}");
     }
-    let extra: Vec<&String> = dev
-        .iter()
-        .filter(|d| !allowed.contains(&d.as_str()))
-        .collect();
+    let extra: Vec<&String> = dev.iter().filter(|d| !allowed.contains(&d.as_str())).collect();
     assert!(extra.is_empty(), "/dev is not minimal, it has {extra:?}");
     fx.finish();
 }

@@ -17,19 +17,13 @@ fn pids_limit_stops_a_fork_loop() {
     let o = fx.probe(&["--pids", "2000"], &["forkbomb", "200"]);
     o.expect_code(0);
     let v = o.one();
-    assert_eq!(
-        v["forked"], 200,
-        "control run could not fork 200 children: {v}"
-    );
+    assert_eq!(v["forked"], 200, "control run could not fork 200 children: {v}");
 
     let o = fx.probe(&["--pids", "64"], &["forkbomb", "1000"]);
     o.expect_code(0);
     let v = o.one();
     let forked = v["forked"].as_u64().unwrap_or(u64::MAX);
-    assert!(
-        forked < 64,
-        "--pids 64 let the command fork {forked} children: {v}"
-    );
+    assert!(forked < 64, "--pids 64 let the command fork {forked} children: {v}");
     let limits = string_list(&o.report()["limits_hit"]);
     assert!(
         (v["fork_failed"] == true && v["errno"] == EAGAIN) || limits.iter().any(|l| l == "pids"),
@@ -49,15 +43,8 @@ fn memory_limit_stops_an_allocation_loop() {
 
     // 512 MiB do not fit under 64 MiB.
     let o = fx.probe(&["--memory", "67108864"], &["alloc", "512"]);
-    let finished = json_lines(&o.stdout)
-        .unwrap_or_default()
-        .iter()
-        .any(|l| l["done"] == true);
-    assert!(
-        !finished,
-        "--memory 64 MiB let the command allocate 512 MiB\n{}",
-        o.describe()
-    );
+    let finished = json_lines(&o.stdout).unwrap_or_default().iter().any(|l| l["done"] == true);
+    assert!(!finished, "--memory 64 MiB let the command allocate 512 MiB\n{}", o.describe());
     let limits = string_list(&o.report()["limits_hit"]);
     assert!(
         o.code == Some(137) || limits.iter().any(|l| l == "memory"),
@@ -82,11 +69,7 @@ fn timeout_returns_124_and_leaves_nothing() {
     let r = o.report();
     assert_eq!(r["timed_out"], true, "{r:#}");
     assert_eq!(r["exit_code"], 124, "{r:#}");
-    assert!(
-        string_list(&r["limits_hit"]).iter().any(|l| l == "timeout"),
-        "limits_hit: {}",
-        r["limits_hit"]
-    );
+    assert!(string_list(&r["limits_hit"]).iter().any(|l| l == "timeout"), "limits_hit: {}", r["limits_hit"]);
     let left = processes_with(&format!("sleep {secs}"));
     assert!(left.is_empty(), "the timed-out command survives: {left:?}");
     fx.finish();
@@ -97,11 +80,7 @@ fn timeout_also_ends_a_command_that_ignores_sigterm() {
     let fx = Fixture::new();
     let o = fx.probe(&["--timeout", "1"], &["sleep", "30", "--ignore-term"]);
     o.expect_code(124);
-    assert!(
-        o.elapsed < Duration::from_secs(5),
-        "--timeout 1 took {:?} on a command ignoring SIGTERM",
-        o.elapsed
-    );
+    assert!(o.elapsed < Duration::from_secs(5), "--timeout 1 took {:?} on a command ignoring SIGTERM", o.elapsed);
     assert_eq!(o.report()["timed_out"], true);
     fx.finish();
 }
@@ -113,10 +92,6 @@ fn a_command_within_its_timeout_is_not_timed_out() {
     o.expect_code(5);
     let r = o.report();
     assert_eq!(r["timed_out"], false, "{r:#}");
-    assert!(
-        o.elapsed < Duration::from_secs(10),
-        "a quick command took {:?}",
-        o.elapsed
-    );
+    assert!(o.elapsed < Duration::from_secs(10), "a quick command took {:?}", o.elapsed);
     fx.finish();
 }

@@ -39,11 +39,7 @@ fn missing_command_is_127() {
     for cmd in [bare.as_str(), abs.as_str()] {
         let o = fx.run::<&str, _>(&[], &[cmd]);
         o.expect_code(127);
-        assert!(
-            o.stdout.is_empty(),
-            "stdout must be empty\n{}",
-            o.describe()
-        );
+        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
     }
     fx.finish();
 }
@@ -56,11 +52,7 @@ fn non_executable_command_is_126() {
     for cmd in ["./notes.txt", "./adir"] {
         let o = fx.run::<&str, _>(&[], &[cmd]);
         o.expect_code(126);
-        assert!(
-            o.stdout.is_empty(),
-            "stdout must be empty\n{}",
-            o.describe()
-        );
+        assert!(o.stdout.is_empty(), "stdout must be empty\n{}", o.describe());
     }
     fx.finish();
 }
@@ -89,11 +81,7 @@ fn bad_options_are_125_with_a_one_line_reason() {
             ));
         }
         if !fx.worlds().is_empty() {
-            wrong.push(format!(
-                "a refused run left world state {:?}: {}",
-                fx.worlds(),
-                o.describe()
-            ));
+            wrong.push(format!("a refused run left world state {:?}: {}", fx.worlds(), o.describe()));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
@@ -107,10 +95,7 @@ fn stdout_and_stderr_pass_through_byte_exact() {
     let out_chunk: &[u8] = b"out\x00\xff\xfe\r\n\tline \x1b[0m end";
     let err_chunk: &[u8] = b"ERR\xc3\x28\x00|";
     let n = 50_000;
-    let o = fx.probe::<&str, _>(
-        &[],
-        &["emit", &hex(out_chunk), &hex(err_chunk), &n.to_string()],
-    );
+    let o = fx.probe::<&str, _>(&[], &["emit", &hex(out_chunk), &hex(err_chunk), &n.to_string()]);
     o.expect_code(0);
     let want_out = out_chunk.repeat(n);
     let want_err = err_chunk.repeat(n);
@@ -141,52 +126,23 @@ fn environment_comes_from_the_allowlist_plus_env_flags() {
         .env("LC_ALL", "C")
         .env("TZ", "UTC")
         .env("TERM", "dumb");
-    let o = fx.run_with(
-        cmd,
-        &["--env", "FOO=bar", "--env", "WITH_EQ=a=b"],
-        &[probe_bin().to_str().unwrap(), "env"],
-    );
+    let o = fx.run_with(cmd, &["--env", "FOO=bar", "--env", "WITH_EQ=a=b"], &[probe_bin().to_str().unwrap(), "env"]);
     o.expect_code(0);
     let v = o.one();
     let env: BTreeMap<String, String> = serde_json::from_value(v["env"].clone()).unwrap();
 
-    assert!(
-        !env.contains_key("SECRET_TOKEN"),
-        "SECRET_TOKEN leaked: {env:?}"
-    );
-    assert!(
-        !env.values().any(|v| v.contains(&secret)),
-        "the secret value leaked: {env:?}"
-    );
-    let allowed = [
-        "PATH", "HOME", "LANG", "TERM", "TZ", "USER", "FOO", "WITH_EQ",
-    ];
-    let stray: Vec<&String> = env
-        .keys()
-        .filter(|k| !allowed.contains(&k.as_str()) && !k.starts_with("LC_"))
-        .collect();
-    assert!(
-        stray.is_empty(),
-        "variables outside the allowlist reached the command: {stray:?}\n{env:?}"
-    );
+    assert!(!env.contains_key("SECRET_TOKEN"), "SECRET_TOKEN leaked: {env:?}");
+    assert!(!env.values().any(|v| v.contains(&secret)), "the secret value leaked: {env:?}");
+    let allowed = ["PATH", "HOME", "LANG", "TERM", "TZ", "USER", "FOO", "WITH_EQ"];
+    let stray: Vec<&String> = env.keys().filter(|k| !allowed.contains(&k.as_str()) && !k.starts_with("LC_")).collect();
+    assert!(stray.is_empty(), "variables outside the allowlist reached the command: {stray:?}\n{env:?}");
     assert_eq!(env.get("FOO").map(String::as_str), Some("bar"), "{env:?}");
-    assert_eq!(
-        env.get("WITH_EQ").map(String::as_str),
-        Some("a=b"),
-        "{env:?}"
-    );
-    assert_eq!(
-        env.get("LANG").map(String::as_str),
-        Some("C.UTF-8"),
-        "{env:?}"
-    );
+    assert_eq!(env.get("WITH_EQ").map(String::as_str), Some("a=b"), "{env:?}");
+    assert_eq!(env.get("LANG").map(String::as_str), Some("C.UTF-8"), "{env:?}");
     assert_eq!(env.get("LC_ALL").map(String::as_str), Some("C"), "{env:?}");
     assert_eq!(env.get("TZ").map(String::as_str), Some("UTC"), "{env:?}");
     assert_eq!(env.get("TERM").map(String::as_str), Some("dumb"), "{env:?}");
-    assert!(
-        env.get("PATH").is_some_and(|p| !p.is_empty()),
-        "PATH is missing: {env:?}"
-    );
+    assert!(env.get("PATH").is_some_and(|p| !p.is_empty()), "PATH is missing: {env:?}");
     fx.finish();
 }
 
@@ -198,12 +154,7 @@ fn cwd_defaults_to_the_callers_and_follows_cwd_flag() {
 
     let o = fx.probe::<&str, _>(&[], &["cwd"]);
     o.expect_code(0);
-    assert_eq!(
-        o.one()["cwd"],
-        fx.dir().to_str().unwrap(),
-        "{}",
-        o.describe()
-    );
+    assert_eq!(o.one()["cwd"], fx.dir().to_str().unwrap(), "{}", o.describe());
 
     let o = fx.probe::<&str, _>(&[], &["read", "hello.txt"]);
     o.expect_code(0);
@@ -224,10 +175,7 @@ fn report_has_the_documented_shape() {
     let d = o.describe();
 
     let id = r["world"].as_str().unwrap_or_default();
-    assert!(
-        !id.is_empty(),
-        "report.world must be the world id: {r:#}\n{d}"
-    );
+    assert!(!id.is_empty(), "report.world must be the world id: {r:#}\n{d}");
     assert_eq!(r["exit_code"], 0, "{r:#}");
     assert_eq!(r["timed_out"], false, "{r:#}");
 
@@ -250,39 +198,13 @@ fn report_has_the_documented_shape() {
     assert!(r["network"]["denied"].is_array(), "network.denied: {r:#}");
 
     let layers = string_list(&r["layers"]);
-    for l in [
-        "mnt",
-        "pid",
-        "net",
-        "ipc",
-        "uts",
-        "cgroupns",
-        "overlay",
-        "seccomp",
-        "caps",
-        "no_new_privs",
-        "cgroup",
-    ] {
-        assert!(
-            layers.iter().any(|x| x == l),
-            "layer {l:?} missing from report.layers {layers:?}"
-        );
+    for l in ["mnt", "pid", "net", "ipc", "uts", "cgroupns", "overlay", "seccomp", "caps", "no_new_privs", "cgroup"] {
+        assert!(layers.iter().any(|x| x == l), "layer {l:?} missing from report.layers {layers:?}");
     }
-    assert!(
-        r["limits_hit"].as_array().is_some_and(|a| a.is_empty()),
-        "limits_hit of `true`: {}",
-        r["limits_hit"]
-    );
+    assert!(r["limits_hit"].as_array().is_some_and(|a| a.is_empty()), "limits_hit of `true`: {}", r["limits_hit"]);
     let total = &r["timings"]["total_ms"];
-    assert!(
-        total.as_f64().is_some_and(|t| t >= 0.0),
-        "timings.total_ms: {}",
-        r["timings"]
-    );
-    assert!(
-        !fx.worlds_dir().join(id).exists(),
-        "the world's state dir survived a run without --keep"
-    );
+    assert!(total.as_f64().is_some_and(|t| t >= 0.0), "timings.total_ms: {}", r["timings"]);
+    assert!(!fx.worlds_dir().join(id).exists(), "the world's state dir survived a run without --keep");
     fx.finish();
 }
 
@@ -294,42 +216,22 @@ fn keep_leaves_the_world_and_the_default_discards_it() {
     let o = fx.run::<&str, _>(&[], &["/bin/sh", "-c", "echo x > created.txt"]);
     o.expect_code(0);
     let id = o.report()["world"].as_str().unwrap_or_default().to_string();
-    assert!(
-        !id.is_empty(),
-        "no world id in the report\n{}",
-        o.describe()
-    );
-    assert!(
-        fx.worlds().is_empty(),
-        "a run without --keep left {:?}",
-        fx.worlds()
-    );
+    assert!(!id.is_empty(), "no world id in the report\n{}", o.describe());
+    assert!(fx.worlds().is_empty(), "a run without --keep left {:?}", fx.worlds());
 
     // --keep: $STATE/worlds/<id> stays, and the id is printed on stderr.
     let o = fx.run(&["--keep"], &["/bin/sh", "-c", "echo x > created.txt"]);
-    let _discard: Vec<KeptWorld> = fx
-        .worlds()
-        .into_iter()
-        .map(|id| KeptWorld { fx: &fx, id })
-        .collect();
+    let _discard: Vec<KeptWorld> = fx.worlds().into_iter().map(|id| KeptWorld { fx: &fx, id }).collect();
     o.expect_code(0);
     let id = o.report()["world"].as_str().unwrap_or_default().to_string();
-    assert_eq!(
-        fx.worlds(),
-        vec![id.clone()],
-        "--keep must leave exactly $STATE/worlds/<id>\n{}",
-        o.describe()
-    );
+    assert_eq!(fx.worlds(), vec![id.clone()], "--keep must leave exactly $STATE/worlds/<id>\n{}", o.describe());
     assert!(fx.worlds_dir().join(&id).is_dir());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(&id),
         "--keep must print the world id on stderr\n{}",
         o.describe()
     );
-    assert!(
-        !fx.dir().join("created.txt").exists(),
-        "a kept world wrote to the host"
-    );
+    assert!(!fx.dir().join("created.txt").exists(), "a kept world wrote to the host");
 }
 
 /// Discards a kept world at the end of the test (best effort: `cloche discard`,
@@ -342,9 +244,7 @@ struct KeptWorld<'a> {
 impl Drop for KeptWorld<'_> {
     fn drop(&mut self) {
         let mut cmd = self.fx.command();
-        cmd.args(["discard", &self.id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.args(["discard", &self.id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let _ = cmd.status();
     }
 }
@@ -354,10 +254,6 @@ fn doctor_exits_zero_on_this_machine() {
     let fx = Fixture::new();
     let o = fx.cloche(&["doctor"]);
     o.expect_code(0);
-    assert!(
-        !(o.stdout.is_empty() && o.stderr.is_empty()),
-        "doctor must say what the machine offers\n{}",
-        o.describe()
-    );
+    assert!(!(o.stdout.is_empty() && o.stderr.is_empty()), "doctor must say what the machine offers\n{}", o.describe());
     fx.finish();
 }

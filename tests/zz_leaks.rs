@@ -16,28 +16,18 @@ fn many_worlds_leave_nothing_behind() {
     for round in 0..3 {
         let runs: Vec<(Vec<&str>, Vec<&str>)> = vec![
             (vec![], vec!["true"]),
-            (
-                vec![],
-                vec!["/bin/sh", "-c", "echo x > f; mkdir -p d/e; rm -f g; exit 3"],
-            ),
+            (vec![], vec!["/bin/sh", "-c", "echo x > f; mkdir -p d/e; rm -f g; exit 3"]),
             (vec![], vec!["cloche-no-such-command"]),
             (vec!["--timeout", "1"], vec!["sleep", "30"]),
             (vec!["--pids", "32"], vec![probe, "forkbomb", "500"]),
             (vec!["--memory", "33554432"], vec![probe, "alloc", "256"]),
             (vec![], vec![probe, "sleep-bg", marker, "2"]),
-            (
-                vec![],
-                vec!["/bin/sh", "-c", "sleep 20 & sleep 20 & exit 0"],
-            ),
+            (vec![], vec!["/bin/sh", "-c", "sleep 20 & sleep 20 & exit 0"]),
             (vec!["--net", "none"], vec![probe, "status"]),
         ];
         for (opts, cmd) in &runs {
             let o = fx.run(opts, cmd);
-            assert!(
-                o.code.is_some(),
-                "round {round}: cloche itself was killed by a signal\n{}",
-                o.describe()
-            );
+            assert!(o.code.is_some(), "round {round}: cloche itself was killed by a signal\n{}", o.describe());
             assert!(
                 fx.worlds().is_empty(),
                 "round {round}: world state left after `{}`: {:?}",
@@ -51,5 +41,52 @@ fn many_worlds_leave_nothing_behind() {
     }
     let left = processes_with(&fx.tag);
     assert!(left.is_empty(), "world processes survive: {left:?}");
+    fx.finish();
+}
+
+/// The leak check itself: a mount, a cgroup and a process in another pid
+/// namespace, made by hand the way a broken world would leave them, are all
+/// reported; once they are gone, nothing is.
+#[test]
+fn the_leak_check_sees_mounts_cgroups_and_processes() {
+    let fx = Fixture::new();
+
+    let mnt = fx.state.path().join("worlds/fake/merged");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "cloche-test-fake"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount a tmpfs for the self-check");
+
+    let cg = std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/cloche-selfcheck-{}", fx.tag));
+    std::fs::create_dir(&cg).unwrap();
+    struct RmCgroup(std::path::PathBuf);
+    impl Drop for RmCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let cg_guard = RmCgroup(cg.clone());
+
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "sleep", "60"]).current_dir(fx.dir());
+    let child = HostChild::spawn(&mut cmd);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let leaks = fx.leaks();
+    let has = |prefix: &str, needle: &str| leaks.iter().any(|l| l.starts_with(prefix) && l.contains(needle));
+    assert!(has("mount:", mnt.to_str().unwrap()), "mount not seen: {leaks:?}");
+    assert!(has("cgroup:", cg.to_str().unwrap()), "cgroup not seen: {leaks:?}");
+    assert!(has("process", "sleep 60"), "process not seen: {leaks:?}");
+
+    // Clean up by hand; the Scratch guard of the state dir would detach the mount too.
+    let status = std::process::Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(fx.worlds_dir()).unwrap();
+    drop(cg_guard);
+    drop(child);
+    std::thread::sleep(std::time::Duration::from_millis(200));
     fx.finish();
 }

@@ -45,7 +45,11 @@ fn run_checks() -> Vec<Check> {
         name: "root",
         ok: root,
         required: true,
-        detail: if root { "running as root".into() } else { "run cloche as root (rootless worlds are not supported yet)".into() },
+        detail: if root {
+            "running as root".into()
+        } else {
+            "run cloche as root (rootless worlds are not supported yet)".into()
+        },
     });
     for ns in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
         let ok = Path::new("/proc/self/ns").join(ns).exists();
@@ -53,7 +57,11 @@ fn run_checks() -> Vec<Check> {
             name: "namespace",
             ok,
             required: true,
-            detail: if ok { format!("{ns}") } else { format!("{ns}: kernel built without it (CONFIG_{}_NS)", ns.to_uppercase()) },
+            detail: if ok {
+                ns.to_string()
+            } else {
+                format!("{ns}: kernel built without it (CONFIG_{}_NS)", ns.to_uppercase())
+            },
         });
     }
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
@@ -89,7 +97,10 @@ fn run_checks() -> Vec<Check> {
             Layout::V1 { memory, pids, cpu } => {
                 format!("v1: memory {}, pids {}, cpu {}", memory.display(), pids.display(), cpu.display())
             }
-            Layout::Unavailable { missing } => format!("controllers missing: {} (mount them, or enable them in the v2 root's cgroup.subtree_control)", missing.join(", ")),
+            Layout::Unavailable { missing } => format!(
+                "controllers missing: {} (mount them, or enable them in the v2 root's cgroup.subtree_control)",
+                missing.join(", ")
+            ),
         },
     });
     let nft = Path::new("/sys/module/nf_tables").exists() || Path::new("/proc/net/netfilter").exists();
@@ -97,7 +108,11 @@ fn run_checks() -> Vec<Check> {
         name: "nftables",
         ok: nft,
         required: false,
-        detail: if nft { "nf_tables present (used by network allowlists)".into() } else { "nf_tables not loaded: modprobe nf_tables (needed for network allowlists later)".into() },
+        detail: if nft {
+            "nf_tables present (used by network allowlists)".into()
+        } else {
+            "nf_tables not loaded: modprobe nf_tables (needed for network allowlists later)".into()
+        },
     });
     let init = find_init();
     v.push(Check {

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one command in a new world; print nothing of cloche's own but errors.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check what this machine offers and what is missing.
     Doctor,
 }
@@ -32,16 +32,28 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                _ => EXIT_CLOCHE,
-            };
-            let _ = e.print();
-            std::process::exit(code);
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                std::process::exit(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    EXIT_CLOCHE
+                } else {
+                    0
+                });
+            }
+            // One line, like every other cloche failure; `--help` has the rest.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            std::process::exit(fail(format!("{first} (see cloche --help)")));
         }
     };
     let code = match cli.command {
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(*args),
         Command::Doctor => doctor::main(),
     };
     std::process::exit(code);
@@ -62,9 +74,7 @@ pub fn find_init() -> Result<std::path::PathBuf, String> {
         "/usr/local/lib/cloche/cloche-init".into(),
         "/usr/lib/cloche/cloche-init".into(),
     ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| format!("cloche-init not found next to {} (build the whole workspace: cargo build --workspace)", exe.display()))
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        format!("cloche-init not found next to {} (build the whole workspace: cargo build --workspace)", exe.display())
+    })
 }

@@ -3,8 +3,8 @@
 use crate::{fail, find_init};
 use clap::Args;
 use cloche_policy::{parse_size, Policy};
-use cloche_world::cgroup::Limits;
 use cloche_world::bpf_cache::program_for;
+use cloche_world::cgroup::Limits;
 use cloche_world::spec::{build_env, parse_env_pair};
 use cloche_world::{Outcome, Spec, StateDir};
 use serde_json::json;

@@ -25,14 +25,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// Pid of the command, read by the signal handler.
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
-const FORWARDED: [libc::c_int; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
+const FORWARDED: [libc::c_int; 6] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
 
 extern "C" fn forward(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::Relaxed);
@@ -46,10 +40,8 @@ fn main() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
-    let args: Vec<CString> = std::env::args_os()
-        .skip(1)
-        .map(|a: OsString| CString::new(a.into_vec()).unwrap_or_default())
-        .collect();
+    let args: Vec<CString> =
+        std::env::args_os().skip(1).map(|a: OsString| CString::new(a.into_vec()).unwrap_or_default()).collect();
     if args.is_empty() || args[0].as_bytes().is_empty() {
         eprintln!("cloche-init: no command given");
         std::process::exit(125);

@@ -17,27 +17,13 @@ pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 pub const DEFAULT_SECCOMP: &str = include_str!("../../../policies/seccomp/default.json");
 
 /// Layers a policy may require.
-pub const KNOWN_LAYERS: &[&str] = &[
-    "mnt",
-    "pid",
-    "net",
-    "ipc",
-    "uts",
-    "cgroupns",
-    "overlay",
-    "seccomp",
-    "caps",
-    "no_new_privs",
-    "cgroup",
-];
+pub const KNOWN_LAYERS: &[&str] =
+    &["mnt", "pid", "net", "ipc", "uts", "cgroupns", "overlay", "seccomp", "caps", "no_new_privs", "cgroup"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid policy {origin}: {message}")]
     Invalid { origin: String, message: String },
 }
@@ -169,10 +155,8 @@ impl Policy {
     /// Loads a policy file; a relative seccomp profile path is taken relative
     /// to the file's directory.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Policy::from_toml(&text, &path.display().to_string(), Some(base))
     }
@@ -180,10 +164,7 @@ impl Policy {
     /// Parses and validates policy text. `base` resolves a relative seccomp
     /// profile path; without it only `builtin:default` is accepted.
     pub fn from_toml(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
-        let invalid = |message: String| PolicyError::Invalid {
-            origin: origin.to_string(),
-            message,
-        };
+        let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let world = WorldSection {
             hostname: raw.world.hostname,
@@ -202,9 +183,7 @@ impl Policy {
             home_secrets: raw.fs.home_secrets,
             expose: raw.fs.expose,
         };
-        let layers = Layers {
-            require: raw.layers.require,
-        };
+        let layers = Layers { require: raw.layers.require };
         validate(&world, &limits, &fs, &layers).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
             "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
@@ -213,28 +192,19 @@ impl Policy {
                     return Err(invalid(format!("seccomp.profile {p:?}: only builtin:default is allowed here")));
                 };
                 let path = base.join(p);
-                let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
                 (text, path.display().to_string())
             }
         };
-        Ok(Policy {
-            origin: origin.to_string(),
-            world,
-            limits,
-            fs,
-            layers,
-            seccomp_json,
-            seccomp_origin,
-        })
+        Ok(Policy { origin: origin.to_string(), world, limits, fs, layers, seccomp_json, seccomp_origin })
     }
 }
 
 fn validate(world: &WorldSection, limits: &Limits, fs: &FsPolicy, layers: &Layers) -> Result<(), String> {
     let host = &world.hostname;
-    if host.is_empty() || host.len() > 64 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    if host.is_empty() || host.len() > 64 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
         return Err(format!("world.hostname {host:?}: 1-64 characters of [A-Za-z0-9.-]"));
     }
     if world.upper_size < 1 << 20 {

@@ -47,10 +47,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 fn main() {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let Some(cmd) = args.first() else {
         usage("no subcommand");
     };
@@ -84,10 +81,7 @@ fn main() {
         "emit" => emit_bytes(arg(rest, 0), arg(rest, 1), arg(rest, 2)),
         "forkbomb" => emit(forkbomb(rest.first().map(String::as_str).unwrap_or("1000"))),
         "alloc" => emit(alloc(arg(rest, 0))),
-        "sleep" => emit(sleep(
-            arg(rest, 0),
-            rest.iter().any(|a| a == "--ignore-term"),
-        )),
+        "sleep" => emit(sleep(arg(rest, 0), rest.iter().any(|a| a == "--ignore-term"))),
         "sleep-bg" => emit(sleep_bg(arg(rest, 0), arg(rest, 1))),
         "bg-fork" => bg_fork(arg(rest, 0), arg(rest, 1)),
         "bg-child" => bg_child(arg(rest, 0), arg(rest, 1)),
@@ -108,8 +102,7 @@ fn arg(rest: &[String], i: usize) -> &str {
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> T {
-    s.parse()
-        .unwrap_or_else(|_| usage(&format!("bad number {s:?}")))
+    s.parse().unwrap_or_else(|_| usage(&format!("bad number {s:?}")))
 }
 
 /// Prints one JSON line and flushes it (children may leave through _exit).
@@ -131,11 +124,7 @@ fn outcome(mut base: Value, r: std::io::Result<()>) -> Value {
             let errno = e.raw_os_error().unwrap_or(0);
             base["ok"] = json!(false);
             base["errno"] = json!(errno);
-            base["err"] = json!(if errno != 0 {
-                errname(errno)
-            } else {
-                e.to_string()
-            });
+            base["err"] = json!(if errno != 0 { errname(errno) } else { e.to_string() });
         }
     }
     base
@@ -145,28 +134,14 @@ fn ret_json(base: Value, r: sys::Ret) -> Value {
     let mut v = base;
     v["ret"] = json!(r.ret);
     v["errno"] = json!(r.errno);
-    v["err"] = json!(if r.ret < 0 {
-        errname(r.errno)
-    } else {
-        String::new()
-    });
+    v["err"] = json!(if r.ret < 0 { errname(r.errno) } else { String::new() });
     v
 }
 
 fn status() -> Value {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let wanted = [
-        "CapInh",
-        "CapPrm",
-        "CapEff",
-        "CapBnd",
-        "CapAmb",
-        "NoNewPrivs",
-        "Seccomp",
-        "Seccomp_filters",
-        "Uid",
-        "Gid",
-    ];
+    let wanted =
+        ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters", "Uid", "Gid"];
     let mut map = serde_json::Map::new();
     for line in text.lines() {
         if let Some((k, v)) = line.split_once(':') {
@@ -182,14 +157,11 @@ fn fds() -> Value {
     use nix::dir::Dir;
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
-    let mut dir = match Dir::open(
-        "/proc/self/fd",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(d) => d,
-        Err(e) => return json!({"ok": false, "errno": e as i32, "err": errname(e as i32)}),
-    };
+    let mut dir =
+        match Dir::open("/proc/self/fd", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(d) => d,
+            Err(e) => return json!({"ok": false, "errno": e as i32, "err": errname(e as i32)}),
+        };
     let own = dir.as_raw_fd();
     let mut fds: Vec<i32> = dir
         .iter()
@@ -261,18 +233,14 @@ fn syscall_in_child(name: &str) {
         sys::exit_now(0);
     }
     if f.ret < 0 {
-        emit(
-            json!({"name": name, "ret": null, "errno": f.errno, "err": errname(f.errno),
-                    "probe_error": "fork failed"}),
-        );
+        emit(json!({"name": name, "ret": null, "errno": f.errno, "err": errname(f.errno),
+                    "probe_error": "fork failed"}));
         return;
     }
     match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(f.ret as i32), None) {
         Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
-            emit(
-                json!({"name": name, "ret": null, "errno": null, "signal": sig as i32,
-                        "err": format!("killed by {sig:?}")}),
-            );
+            emit(json!({"name": name, "ret": null, "errno": null, "signal": sig as i32,
+                        "err": format!("killed by {sig:?}")}));
         }
         Ok(_) => {}
         Err(e) => emit(json!({"name": name, "probe_error": format!("waitpid: {e}")})),
@@ -282,16 +250,10 @@ fn syscall_in_child(name: &str) {
 fn tiocsti() -> Value {
     let mut attempts = vec![ret_json(json!({"target": "fd0"}), sys::tiocsti(0, b'#'))];
 
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags_noctty()
-        .open("/dev/tty")
-    {
-        Ok(tty) => attempts.push(ret_json(
-            json!({"target": "/dev/tty", "open": "ok"}),
-            sys::tiocsti(tty.as_raw_fd(), b'#'),
-        )),
+    match std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open("/dev/tty") {
+        Ok(tty) => {
+            attempts.push(ret_json(json!({"target": "/dev/tty", "open": "ok"}), sys::tiocsti(tty.as_raw_fd(), b'#')))
+        }
         Err(e) => {
             let errno = e.raw_os_error().unwrap_or(0);
             attempts.push(json!({"target": "/dev/tty", "open": "failed", "ret": -1,
@@ -329,8 +291,7 @@ fn tiocsti_own_pty() -> Value {
     let mut buf = String::new();
     let _ = rd.read_to_string(&mut buf);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(f.ret as i32), None);
-    serde_json::from_str(&buf)
-        .unwrap_or_else(|_| json!({"target": "pty", "setup": "child died", "ret": -1}))
+    serde_json::from_str(&buf).unwrap_or_else(|_| json!({"target": "pty", "setup": "child died", "ret": -1}))
 }
 
 fn pty_child() -> Value {
@@ -350,20 +311,13 @@ fn pty_child() -> Value {
         Err(e) => return json!({"target": "pty", "setup": format!("ptsname: {e}"), "ret": -1}),
     };
     // Opening the slave without O_NOCTTY as a session leader makes it our controlling tty.
-    let slave = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&name)
-    {
+    let slave = match std::fs::OpenOptions::new().read(true).write(true).open(&name) {
         Ok(s) => s,
         Err(e) => return json!({"target": "pty", "setup": format!("open {name}: {e}"), "ret": -1}),
     };
     let ctty = sys::tiocsctty(slave.as_raw_fd());
     let r = sys::tiocsti(slave.as_raw_fd(), b'#');
-    ret_json(
-        json!({"target": "pty", "setup": "ok", "pty": name, "ctty_ret": ctty.ret}),
-        r,
-    )
+    ret_json(json!({"target": "pty", "setup": "ok", "pty": name, "ctty_ret": ctty.ret}), r)
 }
 
 /// O_NOCTTY for OpenOptions, kept apart for legibility.
@@ -384,9 +338,8 @@ fn connect_unix(path: &str) -> Value {
 fn connect_abstract(name: &str) -> Value {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::SocketAddr;
-    let r = SocketAddr::from_abstract_name(name.as_bytes())
-        .and_then(|addr| UnixStream::connect_addr(&addr))
-        .map(|_| ());
+    let r =
+        SocketAddr::from_abstract_name(name.as_bytes()).and_then(|addr| UnixStream::connect_addr(&addr)).map(|_| ());
     outcome(json!({"name": name}), r)
 }
 
@@ -413,13 +366,7 @@ fn kill(pid: &str, sig: &str) -> Value {
     let base = json!({"pid": pid, "sig": sig});
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
         Ok(()) => ret_json(base, sys::Ret { ret: 0, errno: 0 }),
-        Err(e) => ret_json(
-            base,
-            sys::Ret {
-                ret: -1,
-                errno: e as i32,
-            },
-        ),
+        Err(e) => ret_json(base, sys::Ret { ret: -1, errno: e as i32 }),
     }
 }
 
@@ -434,17 +381,10 @@ fn cmdline_of(pid: u32) -> Vec<String> {
 
 fn ps() -> Value {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
     pids.sort_unstable();
-    let procs: Vec<Value> = pids
-        .iter()
-        .map(|&p| json!({"pid": p, "cmdline": cmdline_of(p)}))
-        .collect();
+    let procs: Vec<Value> = pids.iter().map(|&p| json!({"pid": p, "cmdline": cmdline_of(p)})).collect();
     json!({"self": std::process::id(), "ppid": nix::unistd::getppid().as_raw(),
            "pids": pids, "procs": procs})
 }
@@ -453,14 +393,10 @@ fn ps() -> Value {
 fn read(path: &str) -> Value {
     use std::os::unix::fs::OpenOptionsExt;
     const MAX: u64 = 1 << 20;
-    let r = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .and_then(|f| {
-            let mut bytes = Vec::new();
-            f.take(MAX + 1).read_to_end(&mut bytes).map(|_| bytes)
-        });
+    let r = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(MAX + 1).read_to_end(&mut bytes).map(|_| bytes)
+    });
     match r {
         Ok(mut bytes) => {
             let truncated = bytes.len() as u64 > MAX;
@@ -475,10 +411,8 @@ fn read(path: &str) -> Value {
 fn ls(path: &str) -> Value {
     match std::fs::read_dir(path) {
         Ok(rd) => {
-            let mut names: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
+            let mut names: Vec<String> =
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
             names.sort();
             json!({"path": path, "ok": true, "entries": names})
         }
@@ -487,10 +421,7 @@ fn ls(path: &str) -> Value {
 }
 
 fn open_write(path: &str) -> Value {
-    let r = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map(|_| ());
+    let r = std::fs::OpenOptions::new().write(true).open(path).map(|_| ());
     outcome(json!({"path": path}), r)
 }
 
@@ -523,23 +454,15 @@ fn stat(path: &str) -> Value {
 
 fn netdev() -> Value {
     let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
-    let mut names: Vec<String> = text
-        .lines()
-        .skip(2)
-        .filter_map(|l| Some(l.split_once(':')?.0.trim().to_string()))
-        .collect();
+    let mut names: Vec<String> =
+        text.lines().skip(2).filter_map(|l| Some(l.split_once(':')?.0.trim().to_string())).collect();
     names.sort();
     json!({"interfaces": names})
 }
 
 fn env() -> Value {
     let map: BTreeMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .collect();
     json!({"env": map})
 }
@@ -563,13 +486,7 @@ fn mknod(path: &str, kind: &str) -> Value {
     let base = json!({"path": path, "kind": kind});
     match r {
         Ok(()) => ret_json(base, sys::Ret { ret: 0, errno: 0 }),
-        Err(e) => ret_json(
-            base,
-            sys::Ret {
-                ret: -1,
-                errno: e as i32,
-            },
-        ),
+        Err(e) => ret_json(base, sys::Ret { ret: -1, errno: e as i32 }),
     }
 }
 

@@ -18,11 +18,7 @@ pub struct Ret {
 
 /// Reads errno right after a call; call it before anything else can clobber errno.
 fn capture(ret: i64) -> Ret {
-    let errno = if ret < 0 {
-        io::Error::last_os_error().raw_os_error().unwrap_or(0)
-    } else {
-        0
-    };
+    let errno = if ret < 0 { io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { 0 };
     Ret { ret, errno }
 }
 
@@ -88,15 +84,7 @@ impl Drop for ScratchDir {
 pub fn mount() -> Ret {
     let dir = ScratchDir::new("mount");
     // SAFETY: valid NUL-terminated strings, NULL data.
-    let r = capture(unsafe {
-        libc::mount(
-            c"none".as_ptr(),
-            dir.ptr(),
-            c"tmpfs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    } as i64);
+    let r = capture(unsafe { libc::mount(c"none".as_ptr(), dir.ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) } as i64);
     if r.ret == 0 {
         // SAFETY: valid NUL-terminated string.
         unsafe { libc::umount2(dir.ptr(), libc::MNT_DETACH) };
@@ -149,13 +137,7 @@ pub fn clone3_user() -> Ret {
     args[4] = libc::SIGCHLD as u64;
     // SAFETY: `args` is a valid clone_args of the size we pass; stack 0 means the child
     // runs on a copy of ours (fork-like) and it calls only _exit.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            args.as_mut_ptr(),
-            std::mem::size_of_val(&args),
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), std::mem::size_of_val(&args)) };
     if ret == 0 {
         // SAFETY: leaving the child without running any destructor.
         unsafe { libc::_exit(0) };
@@ -170,9 +152,7 @@ pub fn clone3_user() -> Ret {
 /// fsopen(2) of a tmpfs context.
 pub fn fsopen() -> Ret {
     // SAFETY: valid NUL-terminated string, no flags.
-    close_if_fd(capture(unsafe {
-        libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0)
-    }))
+    close_if_fd(capture(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0) }))
 }
 
 /// open_tree(2) with OPEN_TREE_CLONE (a detached copy of a mount).
@@ -192,16 +172,7 @@ pub fn open_tree() -> Ret {
 pub fn move_mount() -> Ret {
     let dir = ScratchDir::new("move");
     // SAFETY: valid NUL-terminated strings.
-    capture(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            libc::AT_FDCWD,
-            dir.ptr(),
-            libc::AT_FDCWD,
-            dir.ptr(),
-            0,
-        )
-    })
+    capture(unsafe { libc::syscall(libc::SYS_move_mount, libc::AT_FDCWD, dir.ptr(), libc::AT_FDCWD, dir.ptr(), 0) })
 }
 
 /// mount_setattr(2): read-only on a scratch directory (EINVAL when allowed: no mount root).
@@ -225,13 +196,7 @@ pub fn mount_setattr() -> Ret {
 /// keyctl(2): join a new anonymous session keyring.
 pub fn keyctl() -> Ret {
     // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NULL name.
-    capture(unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    })
+    capture(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) })
 }
 
 /// add_key(2): a "user" key in the process keyring.
@@ -308,9 +273,7 @@ pub fn perf_event_open() -> Ret {
 /// userfaultfd(2) in user-mode-only form (allowed to unprivileged users unless filtered).
 pub fn userfaultfd() -> Ret {
     // SAFETY: plain syscall with a flag word.
-    close_if_fd(capture(unsafe {
-        libc::syscall(libc::SYS_userfaultfd, UFFD_USER_MODE_ONLY | libc::O_CLOEXEC)
-    }))
+    close_if_fd(capture(unsafe { libc::syscall(libc::SYS_userfaultfd, UFFD_USER_MODE_ONLY | libc::O_CLOEXEC) }))
 }
 
 /// io_uring_setup(2) with one entry.
@@ -318,22 +281,13 @@ pub fn io_uring_setup() -> Ret {
     // struct io_uring_params is 120 bytes; zeroed means defaults.
     let mut params = [0u8; 120];
     // SAFETY: `params` is a zeroed io_uring_params the kernel may write into.
-    close_if_fd(capture(unsafe {
-        libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr())
-    }))
+    close_if_fd(capture(unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()) }))
 }
 
 /// init_module(2) with an empty image.
 pub fn init_module() -> Ret {
     // SAFETY: NULL image of length 0 and an empty parameter string.
-    capture(unsafe {
-        libc::syscall(
-            libc::SYS_init_module,
-            std::ptr::null::<u8>(),
-            0usize,
-            c"".as_ptr(),
-        )
-    })
+    capture(unsafe { libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0usize, c"".as_ptr()) })
 }
 
 /// finit_module(2) on an invalid fd.
@@ -345,28 +299,14 @@ pub fn finit_module() -> Ret {
 /// delete_module(2) of a module that does not exist.
 pub fn delete_module() -> Ret {
     // SAFETY: valid string and flag word.
-    capture(unsafe {
-        libc::syscall(
-            libc::SYS_delete_module,
-            c"cloche_probe_absent".as_ptr(),
-            libc::O_NONBLOCK,
-        )
-    })
+    capture(unsafe { libc::syscall(libc::SYS_delete_module, c"cloche_probe_absent".as_ptr(), libc::O_NONBLOCK) })
 }
 
 /// kexec_load(2) with no segments and a bogus architecture (EINVAL even when allowed).
 pub fn kexec_load() -> Ret {
     let bogus_arch: libc::c_ulong = 0x00ff_0000;
     // SAFETY: no segments, NULL segment pointer.
-    capture(unsafe {
-        libc::syscall(
-            libc::SYS_kexec_load,
-            0usize,
-            0usize,
-            std::ptr::null::<u8>(),
-            bogus_arch,
-        )
-    })
+    capture(unsafe { libc::syscall(libc::SYS_kexec_load, 0usize, 0usize, std::ptr::null::<u8>(), bogus_arch) })
 }
 
 /// open_by_handle_at(2) with a made-up handle on the root.
@@ -378,12 +318,7 @@ pub fn open_by_handle_at() -> Ret {
     handle[1] = 1; // FILEID_INO32_GEN
                    // SAFETY: `handle` is a file_handle whose declared size fits in the buffer.
     let r = close_if_fd(capture(unsafe {
-        libc::syscall(
-            libc::SYS_open_by_handle_at,
-            mount_fd,
-            handle.as_mut_ptr(),
-            libc::O_RDONLY,
-        )
+        libc::syscall(libc::SYS_open_by_handle_at, mount_fd, handle.as_mut_ptr(), libc::O_RDONLY)
     }));
     if mount_fd >= 0 {
         // SAFETY: we opened it above.
@@ -406,10 +341,7 @@ pub fn setns() -> Ret {
 
 /// clock_settime(2) of CLOCK_REALTIME to the time it already has.
 pub fn clock_settime() -> Ret {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec, read then written back unchanged.
     capture(unsafe {
         libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
@@ -419,10 +351,7 @@ pub fn clock_settime() -> Ret {
 
 /// settimeofday(2) to the time it already is (no time zone).
 pub fn settimeofday() -> Ret {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
     // SAFETY: valid pointer to a timeval and a NULL time zone.
     capture(unsafe {
         libc::gettimeofday(&mut tv, std::ptr::null_mut());

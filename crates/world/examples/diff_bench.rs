@@ -23,11 +23,7 @@ fn populate(root: &Path, dirs: usize, files: usize, prefix: &str) {
         let dir = root.join(format!("srv/bench/d{d:03}"));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..files {
-            std::fs::write(
-                dir.join(format!("{prefix}-{f:04}.txt")),
-                format!("small file {d} {f}\n"),
-            )
-            .unwrap();
+            std::fs::write(dir.join(format!("{prefix}-{f:04}.txt")), format!("small file {d} {f}\n")).unwrap();
         }
     }
 }
@@ -35,21 +31,13 @@ fn populate(root: &Path, dirs: usize, files: usize, prefix: &str) {
 fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    format!(
-        "min {:7.2} ms  median {:7.2} ms  max {:7.2} ms",
-        ms(v[0]),
-        ms(v[v.len() / 2]),
-        ms(v[v.len() - 1])
-    )
+    format!("min {:7.2} ms  median {:7.2} ms  max {:7.2} ms", ms(v[0]), ms(v[v.len() / 2]), ms(v[v.len() - 1]))
 }
 
 fn bench(label: &str, upper: &Path, lower: &Path, hash: bool) {
     let u = File::open(upper).unwrap();
     let l = File::open(lower).unwrap();
-    let opts = DiffOptions {
-        hash,
-        ..DiffOptions::default()
-    };
+    let opts = DiffOptions { hash, ..DiffOptions::default() };
     let first = compute(u.as_fd(), l.as_fd(), &opts).unwrap();
     let mut times = Vec::with_capacity(RUNS);
     let mut json_times = Vec::with_capacity(RUNS);
@@ -69,23 +57,14 @@ fn bench(label: &str, upper: &Path, lower: &Path, hash: bool) {
         first.totals.added + first.totals.modified + first.totals.deleted,
         stats(times)
     );
-    println!(
-        "{:<30} {:<10} {:>14}  {}",
-        "",
-        "",
-        "(to JSON)",
-        stats(json_times)
-    );
+    println!("{:<30} {:<10} {:>14}  {}", "", "", "(to JSON)", stats(json_times));
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let files: usize = args.next().map_or(100, |a| a.parse().unwrap());
     let dirs: usize = args.next().map_or(100, |a| a.parse().unwrap());
-    let base = tempfile::Builder::new()
-        .prefix("diff-bench")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let base = tempfile::Builder::new().prefix("diff-bench").tempdir_in("/dev/shm").unwrap();
     let upper = base.path().join("upper");
     let lower_dirs = base.path().join("lower");
     let lower_big = base.path().join("lower-big");

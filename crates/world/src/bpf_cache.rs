@@ -28,7 +28,8 @@ pub fn program_for(profile_json: &str, cache_dir: &Path) -> Result<Program, Secc
 }
 
 fn cache_key(profile_json: &str) -> String {
-    let v = libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
+    let v =
+        libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update([0]);

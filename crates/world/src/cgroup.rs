@@ -30,11 +30,7 @@ pub struct CgroupError {
 }
 
 fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| CgroupError { what, path: path.to_path_buf(), source }
 }
 
 /// Where the controllers live on this host.
@@ -86,12 +82,7 @@ impl Layout {
         match v1 {
             [Some(memory), Some(pids), Some(cpu)] => Layout::V1 { memory, pids, cpu },
             _ => Layout::Unavailable {
-                missing: CONTROLLERS
-                    .iter()
-                    .zip(v1.iter())
-                    .filter(|(_, p)| p.is_none())
-                    .map(|(c, _)| *c)
-                    .collect(),
+                missing: CONTROLLERS.iter().zip(v1.iter()).filter(|(_, p)| p.is_none()).map(|(c, _)| *c).collect(),
             },
         }
     }
@@ -161,12 +152,7 @@ pub struct WorldCgroup {
 impl WorldCgroup {
     /// Creates the world's cgroup(s) and writes the limits.
     pub fn create(layout: &Layout, id: &str, limits: &Limits) -> Result<WorldCgroup, CgroupError> {
-        let mut cg = WorldCgroup {
-            layout: layout.clone(),
-            dirs: Vec::new(),
-            join: Vec::new(),
-            dir_fd: None,
-        };
+        let mut cg = WorldCgroup { layout: layout.clone(), dirs: Vec::new(), join: Vec::new(), dir_fd: None };
         match layout {
             Layout::Unavailable { .. } => {}
             Layout::V2 { root } => {
@@ -207,10 +193,7 @@ impl WorldCgroup {
                 write(&cpu.join("cpu.cfs_quota_us"), &cpu_quota(limits.cpus).to_string())?;
                 for dir in &cg.dirs {
                     let tasks = dir.join("tasks");
-                    let f = fs::OpenOptions::new()
-                        .write(true)
-                        .open(&tasks)
-                        .map_err(err("open", &tasks))?;
+                    let f = fs::OpenOptions::new().write(true).open(&tasks).map_err(err("open", &tasks))?;
                     cg.join.push(f.into());
                 }
             }
@@ -242,14 +225,14 @@ impl WorldCgroup {
         let mut hit = Vec::new();
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let field = |text: &str, key: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().unwrap_or(0)))
-                .unwrap_or(0)
+            text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0)
         };
         match &self.layout {
             Layout::V2 { .. } => {
                 let d = &self.dirs[0];
-                if field(&read(d.join("memory.events")), "oom_kill ") > 0 || field(&read(d.join("memory.events")), "max ") > 0 {
+                if field(&read(d.join("memory.events")), "oom_kill ") > 0
+                    || field(&read(d.join("memory.events")), "max ") > 0
+                {
                     hit.push("memory");
                 }
                 if field(&read(d.join("pids.events")), "max ") > 0 {

@@ -90,11 +90,7 @@ fn under(root: &Path, p: &Path) -> PathBuf {
 /// Runs every step up to (not including) execve. Any error names its step.
 pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     fn at<T>(step: &'static str, what: &Path, r: io::Result<T>) -> Result<T, StepError> {
-        r.map_err(|source| StepError {
-            step,
-            what: what.display().to_string(),
-            source,
-        })
+        r.map_err(|source| StepError { step, what: what.display().to_string(), source })
     }
     let none = Path::new("");
     let root = plan.root.as_path();
@@ -109,6 +105,7 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
     at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), root))?;
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
+    let mut masked_file: Option<PathBuf> = None;
     for step in &plan.steps {
         match step {
             Step::Grab { slot, path } => {
@@ -126,9 +123,18 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             Step::Mknod { path, major, minor } => at("mknod", path, sys.mknod(&under(root, path), *major, *minor))?,
             Step::Symlink { path, target } => at("symlink", path, sys.symlink(target, &under(root, path)))?,
             Step::MaskFile { path } => {
+                // The first mask is a read-only bind of /dev/null; later ones
+                // bind the first, and a bind of a read-only mount is born
+                // read-only (one syscall instead of two).
                 let target = under(root, path);
-                at("mask (bind /dev/null)", path, sys.bind(&under(root, Path::new("/dev/null")), &target))?;
-                at("mask (read-only)", path, sys.remount_ro(&target, false))?;
+                match &masked_file {
+                    None => {
+                        at("mask (bind /dev/null)", path, sys.bind(&under(root, Path::new("/dev/null")), &target))?;
+                        at("mask (read-only)", path, sys.remount_ro(&target, false))?;
+                        masked_file = Some(target);
+                    }
+                    Some(first) => at("mask (bind read-only null)", path, sys.bind(first, &target))?,
+                }
             }
             Step::ReadOnly { path } => {
                 let target = under(root, path);
@@ -172,11 +178,7 @@ pub fn main(sys: &mut dyn Sys, plan: &ChildPlan<'_>, report: &OwnedFd) -> ! {
     let err = match setup(sys, plan) {
         Ok(()) => {
             let e = sys.exec(borrow(&plan.init), &plan.argv, &plan.envp);
-            StepError {
-                step: "execve(cloche-init)",
-                what: String::new(),
-                source: e,
-            }
+            StepError { step: "execve(cloche-init)", what: String::new(), source: e }
         }
         Err(e) => e,
     };

@@ -154,10 +154,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
 }
 
 fn pos(calls: &[String], prefix: &str) -> usize {
-    calls
-        .iter()
-        .position(|c| c.starts_with(prefix))
-        .unwrap_or_else(|| panic!("{prefix} not called: {calls:#?}"))
+    calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} not called: {calls:#?}"))
 }
 
 #[test]
@@ -166,9 +163,27 @@ fn steps_run_in_the_audited_order() {
     with_plan(|p| setup(&mut r, p)).unwrap();
     let c = &r.calls;
     let order = [
-        "pdeathsig", "await", "join_cgroups", "cgroupns", "rprivate", "overlay /state/w/root", "grab /state/w/root/home/ann/proj",
-        "mount /state/w/root/proc", "mount /state/w/root/home/ann", "attach /state/w/root/home/ann/proj", "pivot_root",
-        "sethostname", "lo_up", "rlimits", "chdir /home/ann/proj", "setsid", "drop_caps", "nnp", "cloexec", "sigmask", "seccomp",
+        "pdeathsig",
+        "await",
+        "join_cgroups",
+        "cgroupns",
+        "rprivate",
+        "overlay /state/w/root",
+        "grab /state/w/root/home/ann/proj",
+        "mount /state/w/root/proc",
+        "mount /state/w/root/home/ann",
+        "attach /state/w/root/home/ann/proj",
+        "pivot_root",
+        "sethostname",
+        "lo_up",
+        "rlimits",
+        "chdir /home/ann/proj",
+        "setsid",
+        "drop_caps",
+        "nnp",
+        "cloexec",
+        "sigmask",
+        "seccomp",
     ];
     let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
@@ -177,12 +192,20 @@ fn steps_run_in_the_audited_order() {
     let pivot = pos(c, "pivot_root");
     assert!(c[pivot..].iter().all(|x| !x.starts_with("mount") && !x.starts_with("bind")));
     // every mount target lies under the new root.
-    assert!(c.iter().filter(|x| x.starts_with("mount ") || x.starts_with("bind ")).all(|x| x.contains(" /state/w/root/")));
+    assert!(c
+        .iter()
+        .filter(|x| x.starts_with("mount ") || x.starts_with("bind "))
+        .all(|x| x.contains(" /state/w/root/")));
 }
 
 #[test]
 fn a_failing_step_stops_everything_after_it_and_is_named() {
-    for (fail, name) in [("rprivate", "mount --make-rprivate /"), ("pivot_root", "pivot_root"), ("drop_caps", "drop capabilities"), ("seccomp", "seccomp")] {
+    for (fail, name) in [
+        ("rprivate", "mount --make-rprivate /"),
+        ("pivot_root", "pivot_root"),
+        ("drop_caps", "drop capabilities"),
+        ("seccomp", "seccomp"),
+    ] {
         let mut r = Recorder { calls: vec![], fail: Some(fail) };
         let err = with_plan(|p| setup(&mut r, p)).unwrap_err();
         assert_eq!(err.step, name);

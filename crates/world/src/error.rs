@@ -12,10 +12,7 @@ pub enum WorldError {
     #[error("required layer unavailable: {0}")]
     LayerUnavailable(String),
     #[error("state directory: {what}: {source}")]
-    State {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    State { what: &'static str, source: std::io::Error },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("world filesystem (tmpfs/overlay): {0}")]
@@ -27,10 +24,7 @@ pub enum WorldError {
     #[error("clone3 (namespaces): {0}")]
     Clone(std::io::Error),
     #[error("{step}: {source}")]
-    Sys {
-        step: &'static str,
-        source: std::io::Error,
-    },
+    Sys { step: &'static str, source: std::io::Error },
     /// A step inside the world failed before the command started.
     #[error("world setup: {0}")]
     Child(String),
@@ -45,9 +39,6 @@ impl WorldError {
         move |source| WorldError::State { what, source }
     }
     pub(crate) fn nix(step: &'static str) -> impl FnOnce(nix::Error) -> WorldError {
-        move |e| WorldError::Sys {
-            step,
-            source: std::io::Error::from_raw_os_error(e as i32),
-        }
+        move |e| WorldError::Sys { step, source: std::io::Error::from_raw_os_error(e as i32) }
     }
 }

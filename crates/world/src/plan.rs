@@ -75,12 +75,7 @@ pub enum Step {
     /// Clone (recursively) the overlay's view of `path` into slot `slot`.
     Grab { slot: usize, path: PathBuf },
     /// Mount a new filesystem.
-    Mount {
-        path: PathBuf,
-        fstype: &'static str,
-        flags: u64,
-        data: String,
-    },
+    Mount { path: PathBuf, fstype: &'static str, flags: u64, data: String },
     /// Create a directory (and parents) with `mode`.
     Mkdir { path: PathBuf, mode: u32 },
     /// Create an empty file (parents too) to mount a file on.
@@ -107,19 +102,13 @@ pub const MS_NOEXEC: u64 = 8;
 
 const SAFE: u64 = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-/// /proc files hidden by a /dev/null bind (when present).
-const PROC_MASK_FILES: &[&str] = &[
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/kallsyms",
-    "/proc/kmsg",
-];
+/// /proc files hidden by a /dev/null bind (when present). kallsyms and kmsg
+/// need CAP_SYSLOG, which no world holds.
+const PROC_MASK_FILES: &[&str] =
+    &["/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug"];
 /// /proc and /sys directories hidden by an empty tmpfs.
-const PROC_MASK_DIRS: &[&str] = &["/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
+const PROC_MASK_DIRS: &[&str] =
+    &["/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
 /// /proc entries made read-only.
 const PROC_READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
@@ -205,10 +194,7 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
 
     let mut steps = Vec::new();
     for (slot, path, _) in &grabbed {
-        steps.push(Step::Grab {
-            slot: *slot,
-            path: path.clone(),
-        });
+        steps.push(Step::Grab { slot: *slot, path: path.clone() });
     }
     fresh_system_mounts(&mut steps);
     for (i, m) in masks.iter().enumerate() {
@@ -241,10 +227,7 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
             } else {
                 steps.push(Step::Touch { path: e.clone() });
             }
-            steps.push(Step::Attach {
-                slot: *slot,
-                path: e.clone(),
-            });
+            steps.push(Step::Attach { slot: *slot, path: e.clone() });
         }
         if m.dir && m.scratch.is_none() && !mine.is_empty() {
             steps.push(Step::RemountRo { path: m.path.clone() });
@@ -257,30 +240,18 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
 /// /proc, /sys, /dev: fresh instances, never the host's.
 fn fresh_system_mounts(steps: &mut Vec<Step>) {
     let p = PathBuf::from;
-    steps.push(Step::Mount {
-        path: p("/proc"),
-        fstype: "proc",
-        flags: SAFE,
-        data: String::new(),
-    });
-    steps.push(Step::Mount {
-        path: p("/sys"),
-        fstype: "sysfs",
-        flags: SAFE | MS_RDONLY,
-        data: String::new(),
-    });
+    steps.push(Step::Mount { path: p("/proc"), fstype: "proc", flags: SAFE, data: String::new() });
+    steps.push(Step::Mount { path: p("/sys"), fstype: "sysfs", flags: SAFE | MS_RDONLY, data: String::new() });
     steps.push(Step::Mount {
         path: p("/dev"),
         fstype: "tmpfs",
         flags: MS_NOSUID | MS_NOEXEC,
         data: "mode=755,size=64k".into(),
     });
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
-        steps.push(Step::Mknod {
-            path: PathBuf::from(format!("/dev/{name}")),
-            major,
-            minor,
-        });
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
+        steps.push(Step::Mknod { path: PathBuf::from(format!("/dev/{name}")), major, minor });
     }
     steps.push(Step::Mkdir { path: p("/dev/pts"), mode: 0o755 });
     steps.push(Step::Mount {
@@ -290,12 +261,7 @@ fn fresh_system_mounts(steps: &mut Vec<Step>) {
         data: "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
     });
     steps.push(Step::Mkdir { path: p("/dev/shm"), mode: 0o1777 });
-    steps.push(Step::Mount {
-        path: p("/dev/shm"),
-        fstype: "tmpfs",
-        flags: SAFE,
-        data: "mode=1777,size=64m".into(),
-    });
+    steps.push(Step::Mount { path: p("/dev/shm"), fstype: "tmpfs", flags: SAFE, data: "mode=1777,size=64m".into() });
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),
@@ -303,10 +269,7 @@ fn fresh_system_mounts(steps: &mut Vec<Step>) {
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        steps.push(Step::Symlink {
-            path: p(link),
-            target: p(target),
-        });
+        steps.push(Step::Symlink { path: p(link), target: p(target) });
     }
 }
 

@@ -16,10 +16,7 @@ impl Fake {
         for f in files {
             entries.insert(PathBuf::from(f), false);
         }
-        Fake {
-            entries,
-            links: BTreeMap::new(),
-        }
+        Fake { entries, links: BTreeMap::new() }
     }
 }
 
@@ -41,9 +38,25 @@ impl HostFacts for Fake {
 fn host() -> Fake {
     let mut f = Fake::new(
         &[
-            "/tmp", "/var", "/var/tmp", "/run", "/root", "/home", "/home/ann", "/home/ann/proj", "/home/ann/.ssh",
-            "/home/ann/proj/.ssh", "/etc", "/proc", "/proc/sys", "/proc/acpi", "/var/lib", "/var/lib/cloche", "/srv",
-            "/srv/app", "/tmp/p",
+            "/tmp",
+            "/var",
+            "/var/tmp",
+            "/run",
+            "/root",
+            "/home",
+            "/home/ann",
+            "/home/ann/proj",
+            "/home/ann/.ssh",
+            "/home/ann/proj/.ssh",
+            "/etc",
+            "/proc",
+            "/proc/sys",
+            "/proc/acpi",
+            "/var/lib",
+            "/var/lib/cloche",
+            "/srv",
+            "/srv/app",
+            "/tmp/p",
         ],
         &["/etc/shadow", "/proc/kcore", "/proc/sysrq-trigger", "/home/ann/.netrc"],
     );
@@ -80,7 +93,16 @@ fn mounted(steps: &[Step]) -> Vec<String> {
 fn defaults_mask_secrets_homes_state_and_scratch() {
     let steps = build(&host(), &req("/srv/app"));
     let m = mounted(&steps);
-    for want in ["/etc/shadow file", "/root ro", "/home/ann ro", "/var/lib/cloche ro", "/tmp", "/var/tmp", "/run", "/proc/kcore file"] {
+    for want in [
+        "/etc/shadow file",
+        "/root ro",
+        "/home/ann ro",
+        "/var/lib/cloche ro",
+        "/tmp",
+        "/var/tmp",
+        "/run",
+        "/proc/kcore file",
+    ] {
         assert!(m.contains(&want.to_string()), "{want} missing from {m:?}");
     }
     // /srv/app is not under any mask: nothing to grab.
@@ -93,11 +115,20 @@ fn defaults_mask_secrets_homes_state_and_scratch() {
 #[test]
 fn cwd_inside_a_home_is_exposed_and_its_secrets_masked() {
     let steps = build(&host(), &req("/home/ann/proj"));
-    let grab = steps.iter().position(|s| matches!(s, Step::Grab { path, .. } if path == Path::new("/home/ann/proj"))).unwrap();
-    let mask = steps.iter().position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/home/ann"))).unwrap();
-    let attach = steps.iter().position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/home/ann/proj"))).unwrap();
-    let ro = steps.iter().position(|s| matches!(s, Step::RemountRo { path } if path == Path::new("/home/ann"))).unwrap();
-    let secret = steps.iter().position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/home/ann/proj/.ssh"))).unwrap();
+    let grab =
+        steps.iter().position(|s| matches!(s, Step::Grab { path, .. } if path == Path::new("/home/ann/proj"))).unwrap();
+    let mask =
+        steps.iter().position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/home/ann"))).unwrap();
+    let attach = steps
+        .iter()
+        .position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/home/ann/proj")))
+        .unwrap();
+    let ro =
+        steps.iter().position(|s| matches!(s, Step::RemountRo { path } if path == Path::new("/home/ann"))).unwrap();
+    let secret = steps
+        .iter()
+        .position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/home/ann/proj/.ssh")))
+        .unwrap();
     assert!(grab < mask && mask < attach && attach < ro && attach < secret, "{steps:#?}");
     // the home's own .ssh stays hidden by the home mask: no separate mount.
     assert!(!mounted(&steps).contains(&"/home/ann/.ssh ro".to_string()));
@@ -148,8 +179,11 @@ fn symlinked_paths_are_canonicalized() {
 fn system_mounts_come_before_masks_inside_them() {
     let steps = build(&host(), &req("/srv/app"));
     let proc_ = steps.iter().position(|s| matches!(s, Step::Mount { fstype: "proc", .. })).unwrap();
-    let kcore = steps.iter().position(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/proc/kcore"))).unwrap();
-    let null = steps.iter().position(|s| matches!(s, Step::Mknod { path, .. } if path == Path::new("/dev/null"))).unwrap();
-    let shadow = steps.iter().position(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/etc/shadow"))).unwrap();
+    let kcore =
+        steps.iter().position(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/proc/kcore"))).unwrap();
+    let null =
+        steps.iter().position(|s| matches!(s, Step::Mknod { path, .. } if path == Path::new("/dev/null"))).unwrap();
+    let shadow =
+        steps.iter().position(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/etc/shadow"))).unwrap();
     assert!(proc_ < kcore && null < shadow && null < kcore);
 }

@@ -38,14 +38,7 @@ pub fn fsconfig_str(fs: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()
     let (k, v) = (cstr(key)?, cstr(value)?);
     // SAFETY: valid fd and NUL-terminated strings; aux must be 0 for SET_STRING.
     cvt(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            libc::FSCONFIG_SET_STRING,
-            k.as_ptr(),
-            v.as_ptr(),
-            0,
-        )
+        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), libc::FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0)
     })?;
     Ok(())
 }
@@ -126,14 +119,7 @@ pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io
     e.push(std::ptr::null());
     // SAFETY: NULL-terminated arrays of valid C strings that outlive the call.
     unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            a.as_ptr(),
-            e.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
+        libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), a.as_ptr(), e.as_ptr(), libc::AT_EMPTY_PATH)
     };
     io::Error::last_os_error()
 }
@@ -142,13 +128,7 @@ pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io
 pub fn pidfd_kill(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: valid pidfd; no siginfo.
     cvt(unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
     })?;
     Ok(())
 }
@@ -199,14 +179,12 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
     }
     // SAFETY: args is a valid clone_args of the size passed; pidfd points to a
     // live RawFd. Fork semantics: the child gets a copy of our memory.
-    let ret = cvt(unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) })?;
+    let ret =
+        cvt(unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) })?;
     if ret == 0 {
         Ok(Forked::Child)
     } else {
-        Ok(Forked::Parent {
-            pid: ret as libc::pid_t,
-            pidfd: owned(pidfd as libc::c_long),
-        })
+        Ok(Forked::Parent { pid: ret as libc::pid_t, pidfd: owned(pidfd as libc::c_long) })
     }
 }
 

@@ -44,6 +44,19 @@
 //!   runtimes ignore too); any other unknown key is an error, so that a typo
 //!   such as `"arg"` cannot silently turn a conditional allow into an
 //!   unconditional one.
+//! * Arguments the kernel reads as `int` (ioctl's request, socket's domain
+//!   and protocol, clone's flags, personality) must be compared on their low
+//!   32 bits (`SCMP_CMP_MASKED_EQ` with mask `0xffffffff`): libseccomp
+//!   compares all 64 bits, so `EQ`/`NE` on them can be dodged by setting the
+//!   upper half, which the kernel then ignores. The default profile does this.
+//!
+//! # Cost
+//! The default profile compiles to about 760 instructions (libseccomp's
+//! binary-tree layout, so a syscall is found in ~9 comparisons rather than a
+//! scan of ~350). Parse + compile takes about 4 ms, almost all of it in
+//! libseccomp; the program is deterministic, so compile once per profile and
+//! reuse or cache it. [`install`] takes about 0.15 ms.
+
 mod conds;
 mod profile;
 
@@ -51,9 +64,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use nix::errno::Errno;
 
 use conds::Op;
@@ -96,22 +107,16 @@ pub enum SeccompError {
     #[error("invalid seccomp program: {0}")]
     BadProgram(String),
 }
+
 fn invalid(at: impl Into<String>, msg: impl Into<String>) -> SeccompError {
-    SeccompError::Invalid {
-        at: at.into(),
-        msg: msg.into(),
-    }
+    SeccompError::Invalid { at: at.into(), msg: msg.into() }
 }
 
-fn libseccomp_err(
-    context: impl Into<String>,
-) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+fn libseccomp_err(context: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
     let context = context.into();
-    move |e| SeccompError::Libseccomp {
-        context,
-        msg: e.to_string(),
-    }
+    move |e| SeccompError::Libseccomp { context, msg: e.to_string() }
 }
+
 /// A compiled filter: the classic-BPF program the kernel takes.
 #[derive(Clone)]
 pub struct Program {
@@ -121,9 +126,7 @@ pub struct Program {
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Program")
-            .field("instructions", &self.insns.len())
-            .finish()
+        f.debug_struct("Program").field("instructions", &self.insns.len()).finish()
     }
 }
 
@@ -141,20 +144,14 @@ impl Program {
     /// Compile a profile with libseccomp and export the BPF program.
     pub fn compile(profile: &Profile) -> Result<Program, SeccompError> {
         if ScmpArch::native() != ScmpArch::X8664 {
-            return Err(SeccompError::Unsupported {
-                at: "host".into(),
-                what: "a host that is not x86_64".into(),
-            });
+            return Err(SeccompError::Unsupported { at: "host".into(), what: "a host that is not x86_64".into() });
         }
-        let mut ctx = ScmpFilterContext::new(profile.default_action)
-            .map_err(libseccomp_err("creating the filter"))?;
-        ctx.set_act_badarch(ScmpAction::KillProcess)
-            .map_err(libseccomp_err("setting the bad-arch action"))?;
+        let mut ctx = ScmpFilterContext::new(profile.default_action).map_err(libseccomp_err("creating the filter"))?;
+        ctx.set_act_badarch(ScmpAction::KillProcess).map_err(libseccomp_err("setting the bad-arch action"))?;
         // The caller sets no_new_privs; the exported program does not depend on it.
         ctx.set_ctl_nnp(false).map_err(libseccomp_err("ctl_nnp"))?;
         // Binary search over syscall numbers instead of a linear chain.
-        ctx.set_ctl_optimize(2)
-            .map_err(libseccomp_err("ctl_optimize"))?;
+        ctx.set_ctl_optimize(2).map_err(libseccomp_err("ctl_optimize"))?;
         for r in &profile.rules {
             let cmps: Vec<ScmpArgCompare> = r
                 .conds
@@ -172,30 +169,19 @@ impl Program {
                     ScmpArgCompare::new(c.arg, op, datum)
                 })
                 .collect();
-            ctx.add_rule_conditional(r.action, ScmpSyscall::from_raw_syscall(r.nr), &cmps)
-                .map_err(libseccomp_err(format!(
-                    "adding {:?} for {} with {:?}",
-                    r.action, r.name, r.conds
-                )))?;
+            ctx.add_rule_conditional(r.action, ScmpSyscall::from_raw_syscall(r.nr), &cmps).map_err(|e| {
+                let context = format!("adding {:?} for {} with {:?}", r.action, r.name, r.conds);
+                libseccomp_err(context)(e)
+            })?;
         }
-        let memfd = nix::sys::memfd::memfd_create(
-            c"cloche-seccomp",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-        )
-        .map_err(|e| SeccompError::Libseccomp {
-            context: "memfd_create".into(),
-            msg: e.to_string(),
-        })?;
-        ctx.export_bpf(&memfd)
-            .map_err(libseccomp_err("exporting the BPF program"))?;
+        let memfd = nix::sys::memfd::memfd_create(c"cloche-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| SeccompError::Libseccomp { context: "memfd_create".into(), msg: e.to_string() })?;
+        ctx.export_bpf(&memfd).map_err(libseccomp_err("exporting the BPF program"))?;
         let mut file = File::from(memfd);
         let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut bytes))
-            .map_err(|e| SeccompError::Libseccomp {
-                context: "reading the exported program".into(),
-                msg: e.to_string(),
-            })?;
+        file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut bytes)).map_err(|e| {
+            SeccompError::Libseccomp { context: "reading the exported program".into(), msg: e.to_string() }
+        })?;
         Program::from_bytes(&bytes)
     }
 
@@ -232,27 +218,16 @@ impl Program {
         const BPF_JA: u16 = 0x00;
         for (i, ins) in insns.iter().enumerate() {
             if ins.code & BPF_CLASS_MASK == BPF_JMP {
-                let reach = if ins.code & 0xf0 == BPF_JA {
-                    ins.k as usize
-                } else {
-                    usize::from(ins.jt.max(ins.jf))
-                };
+                let reach = if ins.code & 0xf0 == BPF_JA { ins.k as usize } else { usize::from(ins.jt.max(ins.jf)) };
                 if i + 1 + reach >= n {
-                    return Err(SeccompError::BadProgram(format!(
-                        "instruction {i} jumps past the end"
-                    )));
+                    return Err(SeccompError::BadProgram(format!("instruction {i} jumps past the end")));
                 }
             }
         }
         if insns[n - 1].code & BPF_CLASS_MASK != BPF_RET {
-            return Err(SeccompError::BadProgram(
-                "the last instruction is not a return".into(),
-            ));
+            return Err(SeccompError::BadProgram("the last instruction is not a return".into()));
         }
-        Ok(Program {
-            insns,
-            bytes: bytes.to_vec(),
-        })
+        Ok(Program { insns, bytes: bytes.to_vec() })
     }
 
     /// The raw `struct sock_filter` array, native endian.
@@ -281,10 +256,7 @@ pub fn install(prog: &Program) -> Result<(), Errno> {
     let Ok(len) = u16::try_from(prog.insns.len()) else {
         return Err(Errno::EINVAL);
     };
-    let fprog = libc::sock_fprog {
-        len,
-        filter: prog.insns.as_ptr().cast_mut(),
-    };
+    let fprog = libc::sock_fprog { len, filter: prog.insns.as_ptr().cast_mut() };
     // SAFETY: `fprog` points at `len` initialised `sock_filter`s owned by
     // `prog`, which outlives the call. seccomp(2) copies the program into the
     // kernel before returning and never writes through the pointer; the other

@@ -92,7 +92,10 @@ impl Spec {
 
 /// Builds a world's environment: the allowlisted variables (and LC_*) from
 /// `host`, then `extra` (which override), PATH defaulted when absent.
-pub fn build_env(host: impl IntoIterator<Item = (OsString, OsString)>, extra: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+pub fn build_env(
+    host: impl IntoIterator<Item = (OsString, OsString)>,
+    extra: &[(OsString, OsString)],
+) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = host
         .into_iter()
         .filter(|(k, _)| {
@@ -142,8 +145,23 @@ pub fn home_dirs() -> Vec<PathBuf> {
 /// Homes of ordinary users listed in passwd text.
 pub fn passwd_homes(passwd: &str) -> Vec<PathBuf> {
     const SYSTEM: &[&str] = &[
-        "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/nonexistent", "/opt", "/proc", "/run", "/sbin", "/srv",
-        "/sys", "/tmp", "/usr", "/var",
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/nonexistent",
+        "/opt",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
     ];
     passwd
         .lines()

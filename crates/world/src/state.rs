@@ -45,11 +45,7 @@ impl StateDir {
     /// Opens (creating, mode 0700) the state directory. The path is made
     /// absolute so that mounts below it never depend on the cwd.
     pub fn open(root: &Path) -> io::Result<StateDir> {
-        let root = if root.is_absolute() {
-            root.to_path_buf()
-        } else {
-            std::env::current_dir()?.join(root)
-        };
+        let root = if root.is_absolute() { root.to_path_buf() } else { std::env::current_dir()?.join(root) };
         let worlds = root.join("worlds");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&worlds)?;
         let root = fs::canonicalize(&root)?;

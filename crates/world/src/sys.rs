@@ -71,7 +71,7 @@ impl Sys for RealSys<'_> {
             raw::fsconfig_str(fsb, k, v)?;
         }
         raw::fsconfig_create(fsb)?;
-        let mnt = raw::fsmount(fsb, (libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV) as u64)?;
+        let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
         let m = {
             use std::os::fd::AsFd;
             mnt.as_fd()
@@ -120,7 +120,8 @@ impl Sys for RealSys<'_> {
     fn remount_ro(&mut self, target: &Path, nodev: bool) -> io::Result<()> {
         // A file mask is a bind of /dev/null: it must keep device access to
         // read as empty (with nodev it would be EACCES).
-        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+        let mut flags =
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
         if nodev {
             flags |= MsFlags::MS_NODEV;
         }
@@ -158,7 +159,8 @@ impl Sys for RealSys<'_> {
     fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()> {
         // After pivot_root the path resolves inside the world only; check the
         // kernel's view matches so no symlink moved us elsewhere.
-        nix::unistd::chdir(cwd).map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("not available inside the world ({e})")))?;
+        nix::unistd::chdir(cwd)
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("not available inside the world ({e})")))?;
         let now = nix::unistd::getcwd().map_err(nixerr)?;
         if now != cwd {
             return Err(io::Error::other(format!("resolved to {} inside the world", now.display())));

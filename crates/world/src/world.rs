@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 /// Namespaces a world is cloned into (the cgroup namespace is entered by the
 /// child after it joined its cgroup, so that it is rooted there).
-const NAMESPACES: u64 = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+const NAMESPACES: u64 =
+    (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
 
 /// Signals that stop a world early (forwarded as a kill of the world).
 const STOP_SIGNALS: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
@@ -113,9 +114,8 @@ fn run_in(
     // Upper and work on a size-capped tmpfs that is never attached to the
     // host's tree while the world runs: it vanishes with its last fd.
     let scratch = make_scratch(spec.upper_size).map_err(WorldError::Scratch)?;
-    let init = std::fs::File::open(init_path)
-        .map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?
-        .into();
+    let init =
+        std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
     let fsreq = FsRequest {
         cwd: spec.cwd.clone(),
         mask: spec.mask.clone(),
@@ -159,10 +159,14 @@ fn run_in(
         stop.add(s);
     }
     let mut old_mask = SigSet::empty();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stop), Some(&mut old_mask)).map_err(WorldError::nix("sigprocmask"))?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stop), Some(&mut old_mask))
+        .map_err(WorldError::nix("sigprocmask"))?;
     let _restore = MaskGuard(old_mask);
-    let sigfd = nix::sys::signalfd::SignalFd::with_flags(&stop, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
-        .map_err(WorldError::nix("signalfd"))?;
+    let sigfd = nix::sys::signalfd::SignalFd::with_flags(
+        &stop,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(WorldError::nix("signalfd"))?;
     let join: &[OwnedFd] = cg.0.as_ref().map(|c| c.join_fds()).unwrap_or(&[]);
     let into = cg.0.as_ref().and_then(|c| c.clone_into());
     // SAFETY: cloche is single-threaded here (no thread is ever started
@@ -200,7 +204,8 @@ fn run_in(
     // 5. Wait for init (the command's exit), a timeout, or a stop signal.
     let (status, timed_out, interrupted) = wait_world(pid, &pidfd, &sigfd, spec.timeout)?;
     let t_run = t0.elapsed();
-    let mut limits_hit: Vec<String> = cg.0.as_ref().map(|c| c.limits_hit()).unwrap_or_default().into_iter().map(String::from).collect();
+    let mut limits_hit: Vec<String> =
+        cg.0.as_ref().map(|c| c.limits_hit()).unwrap_or_default().into_iter().map(String::from).collect();
     if timed_out {
         limits_hit.push("timeout".into());
     }
@@ -261,9 +266,10 @@ fn make_scratch(size: u64) -> std::io::Result<OwnedFd> {
     raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
     raw::fsconfig_create(fs.as_fd())?;
     let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    let mnt = raw::fsmount(fs.as_fd(), attrs as u64)?;
+    let mnt = raw::fsmount(fs.as_fd(), attrs)?;
     for d in ["upper", "work"] {
-        nix::sys::stat::mkdirat(&mnt, d, nix::sys::stat::Mode::from_bits_truncate(0o755)).map_err(std::io::Error::from)?;
+        nix::sys::stat::mkdirat(&mnt, d, nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .map_err(std::io::Error::from)?;
     }
     Ok(mnt)
 }
@@ -309,16 +315,8 @@ fn wait_world(
             Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
         };
         let mut fds = [
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sigfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: two valid pollfd structs.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
@@ -354,15 +352,15 @@ fn collect_diff(scratch: &OwnedFd, hash: bool) -> Result<FsDiff, WorldError> {
     let upper = nix::fcntl::openat(
         scratch,
         "upper",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .map_err(WorldError::nix("open upper"))?;
     let lower = raw::open_tree_clone(libc::AT_FDCWD, c"/", false).map_err(WorldError::Scratch)?;
-    let opts = DiffOptions {
-        hash,
-        ..DiffOptions::default()
-    };
+    let opts = DiffOptions { hash, ..DiffOptions::default() };
     diff::compute(upper.as_fd(), lower.as_fd(), &opts).map_err(WorldError::Diff)
 }
 
@@ -371,7 +369,8 @@ fn collect_diff(scratch: &OwnedFd, hash: bool) -> Result<FsDiff, WorldError> {
 fn keep(wd: crate::state::WorldDir, scratch: OwnedFd, outcome: &Outcome, spec: &Spec) -> Result<PathBuf, WorldError> {
     let fsdir = wd.path.join("fs");
     std::fs::create_dir(&fsdir).map_err(WorldError::state("create fs dir"))?;
-    let target = CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("state path has NUL".into()))?;
+    let target =
+        CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("state path has NUL".into()))?;
     raw::move_mount_to(scratch.as_fd(), &target).map_err(WorldError::state("attach kept upper"))?;
     let meta = serde_json::json!({
         "id": wd.id,

@@ -60,10 +60,7 @@ impl World {
             std::fs::create_dir(d).unwrap();
         }
         std::fs::set_permissions(&w.upper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        sh(
-            &w.lower,
-            &format!("{setup}\nfind . -exec touch -h -d {OLD} {{}} +"),
-        );
+        sh(&w.lower, &format!("{setup}\nfind . -exec touch -h -d {OLD} {{}} +"));
         w
     }
 
@@ -78,27 +75,13 @@ impl World {
         let opts = CString::new(opts).unwrap();
         let merged = CString::new(self.merged.as_os_str().as_bytes()).unwrap();
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-ec")
-            .arg(format!("umask 022\n{script}"))
-            .stdin(Stdio::null());
+        cmd.arg("-ec").arg(format!("umask 022\n{script}")).stdin(Stdio::null());
         // SAFETY: only system calls between fork and exec (no allocation).
         unsafe {
             cmd.pre_exec(move || {
                 unshare(CloneFlags::CLONE_NEWNS)?;
-                mount(
-                    None::<&str>,
-                    c"/",
-                    None::<&str>,
-                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )?;
-                mount(
-                    Some(c"overlay"),
-                    merged.as_c_str(),
-                    Some(c"overlay"),
-                    MsFlags::empty(),
-                    Some(opts.as_c_str()),
-                )?;
+                mount(None::<&str>, c"/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+                mount(Some(c"overlay"), merged.as_c_str(), Some(c"overlay"), MsFlags::empty(), Some(opts.as_c_str()))?;
                 nix::unistd::chdir(merged.as_c_str())?;
                 Ok(())
             });
@@ -119,10 +102,7 @@ impl World {
 }
 
 fn sha(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn file(path: &str, data: &[u8], mode: &str) -> Value {
@@ -182,14 +162,7 @@ fn create_file() {
     let w = World::new("mkdir -p srv/app");
     w.run("echo hello > srv/app/new.txt");
     let d = w.diff();
-    expect(
-        &d,
-        json!([file("/srv/app/new.txt", b"hello\n", "0644")]),
-        empty(),
-        empty(),
-        empty(),
-        6,
-    );
+    expect(&d, json!([file("/srv/app/new.txt", b"hello\n", "0644")]), empty(), empty(), empty(), 6);
 }
 
 #[test]
@@ -219,14 +192,7 @@ fn modify_content() {
 fn same_size_content_change() {
     let w = World::new("mkdir etc; printf 'aaaa' > etc/f");
     w.run("printf 'aaab' > etc/f; touch -d @978307200 etc/f");
-    expect(
-        &w.diff(),
-        empty(),
-        json!([changed(file("/etc/f", b"aaab", "0644"), &["content"])]),
-        empty(),
-        empty(),
-        4,
-    );
+    expect(&w.diff(), empty(), json!([changed(file("/etc/f", b"aaab", "0644"), &["content"])]), empty(), empty(), 4);
 }
 
 #[test]
@@ -254,17 +220,8 @@ fn chown_only() {
         &w.diff(),
         empty(),
         json!([
-            changed(
-                with(dir("/etc"), json!({"uid": 1000, "gid": 1001})),
-                &["owner"]
-            ),
-            changed(
-                with(
-                    file("/etc/f", b"a", "0644"),
-                    json!({"uid": 1000, "gid": 1001})
-                ),
-                &["owner"]
-            ),
+            changed(with(dir("/etc"), json!({"uid": 1000, "gid": 1001})), &["owner"]),
+            changed(with(file("/etc/f", b"a", "0644"), json!({"uid": 1000, "gid": 1001})), &["owner"]),
         ]),
         empty(),
         empty(),
@@ -276,14 +233,7 @@ fn chown_only() {
 fn touch_only() {
     let w = World::new("mkdir etc; printf 'a\\n' > etc/hosts");
     w.run("touch etc/hosts");
-    expect(
-        &w.diff(),
-        empty(),
-        json!([changed(file("/etc/hosts", b"a\n", "0644"), &["mtime"])]),
-        empty(),
-        empty(),
-        2,
-    );
+    expect(&w.diff(), empty(), json!([changed(file("/etc/hosts", b"a\n", "0644"), &["mtime"])]), empty(), empty(), 2);
 }
 
 #[test]
@@ -310,9 +260,7 @@ fn delete_lower_file_and_dir() {
 
 #[test]
 fn opaque_dir_replaces_lower() {
-    let w = World::new(
-        "mkdir -p d/sub; echo x > d/x; echo y > d/y; printf k > d/keep; echo z > d/sub/z",
-    );
+    let w = World::new("mkdir -p d/sub; echo x > d/x; echo y > d/y; printf k > d/keep; echo z > d/sub/z");
     w.run(
         "rm -rf d && mkdir d && echo x > d/new
          printf k > d/keep && touch -d @978307200 d/keep
@@ -322,10 +270,7 @@ fn opaque_dir_replaces_lower() {
     assert_eq!(opaque.as_deref(), Some(&b"y"[..]), "overlay made d opaque");
     expect(
         &w.diff(),
-        json!([
-            file("/d/new", b"x\n", "0644"),
-            file("/d/sub/n", b"n\n", "0644")
-        ]),
+        json!([file("/d/new", b"x\n", "0644"), file("/d/sub/n", b"n\n", "0644")]),
         empty(),
         json!([
             {"path": "/d/sub/z", "kind": "file"},
@@ -378,10 +323,7 @@ fn symlinks_target_and_type() {
     expect(
         &w.diff(),
         json!([sl("/newlink", "target")]),
-        json!([
-            changed(sl("/f", "/etc"), &["type"]),
-            changed(sl("/lnk", "b"), &["target"])
-        ]),
+        json!([changed(sl("/f", "/etc"), &["type"]), changed(sl("/lnk", "b"), &["target"])]),
         empty(),
         empty(),
         0,
@@ -406,16 +348,29 @@ fn symlink_to_etc_is_not_followed() {
 }
 
 #[test]
+fn lower_symlink_is_not_followed_either() {
+    // lower /lnk -> sub (a dir holding passwd); the world makes /lnk a real
+    // dir with the same passwd. Following the lower link would hide it.
+    let w = World::new("mkdir sub; printf x > sub/passwd; ln -s sub lnk");
+    w.run("rm lnk; mkdir lnk; printf x > lnk/passwd; touch -d @978307200 lnk/passwd");
+    expect(
+        &w.diff(),
+        json!([file("/lnk/passwd", b"x", "0644")]),
+        json!([changed(dir("/lnk"), &["type"])]),
+        empty(),
+        empty(),
+        1,
+    );
+}
+
+#[test]
 fn type_change_file_to_dir() {
     let w = World::new("echo f > f; mkdir d; echo x > d/x");
     w.run("rm f; mkdir f; echo x > f/x; rm -rf d; echo nowfile > d");
     expect(
         &w.diff(),
         json!([file("/f/x", b"x\n", "0644")]),
-        json!([
-            changed(file("/d", b"nowfile\n", "0644"), &["type"]),
-            changed(dir("/f"), &["type"]),
-        ]),
+        json!([changed(file("/d", b"nowfile\n", "0644"), &["type"]), changed(dir("/f"), &["type"]),]),
         empty(),
         empty(),
         10,
@@ -433,11 +388,7 @@ fn hard_links() {
         json!([l1b, file("/n1", b"hi\n", "0644"), n2]),
         empty(),
         empty(),
-        json!([
-            flag("/l1b", "hard link"),
-            flag("/n1", "hard link"),
-            flag("/n2", "hard link")
-        ]),
+        json!([flag("/l1b", "hard link"), flag("/n1", "hard link"), flag("/n2", "hard link")]),
         // each inode counted once
         6 + 3,
     );
@@ -491,10 +442,7 @@ fn device_fifo_socket_do_not_block() {
         let l = File::open(&lower).unwrap();
         let _ = tx.send(compute(u.as_fd(), l.as_fd(), &DiffOptions::default()));
     });
-    let d = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("diff blocked")
-        .expect("diff");
+    let d = rx.recv_timeout(Duration::from_secs(20)).expect("diff blocked").expect("diff");
     let added = json!([
         json!({"path": "/bdev", "kind": "block", "mode": "0644", "uid": 0, "gid": 0, "rdev": "7:0"}),
         json!({"path": "/cdev", "kind": "char", "mode": "0644", "uid": 0, "gid": 0, "rdev": "1:3"}),
@@ -581,9 +529,8 @@ fn many_new_names_in_a_small_lower_dir() {
     let w = World::new("mkdir srv; echo a > srv/a; echo b > srv/b; echo c > srv/c");
     w.run("for i in $(seq 10 49); do echo $i > srv/n$i; done; echo more >> srv/a; chmod 700 srv/b; rm srv/c");
     let d = w.diff();
-    let added: Vec<Value> = (10..50)
-        .map(|i| file(&format!("/srv/n{i}"), format!("{i}\n").as_bytes(), "0644"))
-        .collect();
+    let added: Vec<Value> =
+        (10..50).map(|i| file(&format!("/srv/n{i}"), format!("{i}\n").as_bytes(), "0644")).collect();
     let flags = json!([flag("/srv/b", "executable")]);
     expect(
         &d,
@@ -610,16 +557,8 @@ fn deterministic_order() {
     let b = serde_json::to_vec(&w.diff()).unwrap();
     assert_eq!(a, b);
     // the same fds (even O_PATH ones) serve several diffs
-    let u = nix::fcntl::open(
-        &w.upper,
-        nix::fcntl::OFlag::O_PATH,
-        nix::sys::stat::Mode::empty(),
-    );
-    let l = nix::fcntl::open(
-        &w.lower,
-        nix::fcntl::OFlag::O_PATH,
-        nix::sys::stat::Mode::empty(),
-    );
+    let u = nix::fcntl::open(&w.upper, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty());
+    let l = nix::fcntl::open(&w.lower, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty());
     let (u, l) = (u.unwrap(), l.unwrap());
     for _ in 0..2 {
         let d = compute(u.as_fd(), l.as_fd(), &DiffOptions::default()).unwrap();
@@ -636,11 +575,7 @@ fn deterministic_order() {
     assert_eq!(d.added[0].path.as_bytes(), b"/a");
     assert_eq!(d.added[1].path.as_bytes(), b"/a-b/q");
     // the smallest path of the hard-link pair is "/a/l"
-    let f1 = d
-        .added
-        .iter()
-        .find(|e| e.path.as_bytes() == b"/z/f1")
-        .unwrap();
+    let f1 = d.added.iter().find(|e| e.path.as_bytes() == b"/z/f1").unwrap();
     assert_eq!(f1.links_to.as_ref().unwrap().as_bytes(), b"/a/l");
 }
 
@@ -650,39 +585,20 @@ fn max_entries_truncates_but_counts() {
     w.run(MIXED_WORLD);
     let full = w.diff();
     assert!(!full.truncated);
-    let opts = DiffOptions {
-        hash: false,
-        max_entries: 4,
-    };
+    let opts = DiffOptions { hash: false, max_entries: 4 };
     let d = w.try_diff(&opts).unwrap();
     assert!(d.truncated);
     assert_eq!(d.totals, full.totals);
     assert_eq!(d.added.len() + d.modified.len() + d.deleted.len(), 4);
     // the first four paths in byte order across the three lists
-    let mut all: Vec<_> = full
-        .added
-        .iter()
-        .chain(&full.modified)
-        .chain(&full.deleted)
-        .map(|e| e.path.clone())
-        .collect();
+    let mut all: Vec<_> =
+        full.added.iter().chain(&full.modified).chain(&full.deleted).map(|e| e.path.clone()).collect();
     all.sort();
-    let mut kept: Vec<_> = d
-        .added
-        .iter()
-        .chain(&d.modified)
-        .chain(&d.deleted)
-        .map(|e| e.path.clone())
-        .collect();
+    let mut kept: Vec<_> = d.added.iter().chain(&d.modified).chain(&d.deleted).map(|e| e.path.clone()).collect();
     kept.sort();
     assert_eq!(kept, all[..4].to_vec());
     assert!(d.added.iter().all(|e| e.sha256.is_none()));
-    let zero = w
-        .try_diff(&DiffOptions {
-            hash: true,
-            max_entries: 0,
-        })
-        .unwrap();
+    let zero = w.try_diff(&DiffOptions { hash: true, max_entries: 0 }).unwrap();
     assert!(zero.truncated && zero.added.is_empty() && zero.flags.is_empty());
     assert_eq!(zero.totals, full.totals);
 }
@@ -708,13 +624,8 @@ fn set_xattr(path: &Path, name: &str, val: &[u8]) {
 
 #[test]
 fn direct_whiteouts_and_opaque() {
-    let w = World::new(
-        "mkdir -p o/s; echo a > o/a; echo b > o/s/b; echo g > gone; mkdir keep; echo k > keep/k",
-    );
-    sh(
-        &w.upper,
-        "mknod ghost c 0 0; mknod gone c 0 0; mkdir -p o/s keep; echo n > o/s/n; mknod o/a c 0 0",
-    );
+    let w = World::new("mkdir -p o/s; echo a > o/a; echo b > o/s/b; echo g > gone; mkdir keep; echo k > keep/k");
+    sh(&w.upper, "mknod ghost c 0 0; mknod gone c 0 0; mkdir -p o/s keep; echo n > o/s/n; mknod o/a c 0 0");
     sh(&w.upper, &format!("touch -d {OLD} o o/s keep"));
     set_xattr(&w.upper.join("o"), "trusted.overlay.opaque", b"y");
     // not opaque: "x" and other overlay attributes are ignored
@@ -748,12 +659,7 @@ fn deep_trees() {
     };
     // deeper than PATH_MAX in bytes, within the depth limit
     mkchain("deep", 2000);
-    let d = w
-        .try_diff(&DiffOptions {
-            hash: true,
-            max_entries: 10,
-        })
-        .unwrap();
+    let d = w.try_diff(&DiffOptions { hash: true, max_entries: 10 }).unwrap();
     assert_eq!(d.totals.added, 2000);
     assert!(d.truncated);
     // beyond the depth limit: an error naming the path
@@ -772,11 +678,7 @@ fn sparse_upper_is_compared_cheaply() {
     w.run("touch big");
     let t = std::time::Instant::now();
     let d = w.diff();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
     let size = 2u64 << 30;
     expect(
         &d,
@@ -787,4 +689,25 @@ fn sparse_upper_is_compared_cheaply() {
         json!([flag("/big", "sparse")]),
         size,
     );
+}
+
+#[test]
+fn json_contract_checks() {
+    let ok = r#"{"added":[{"path":"/a","kind":"file","size":1,"mode":"4755","rdev":"1:3"}],
+        "modified":[],"deleted":[],"flags":[{"path_b64":"L2Pp","why":"git hook"}],
+        "totals":{"added":1,"modified":0,"deleted":0,"bytes":1},"truncated":false}"#;
+    let d: FsDiff = serde_json::from_str(ok).unwrap();
+    assert_eq!(d.added[0].mode, Some(0o4755));
+    assert_eq!(d.added[0].rdev, Some((1, 3)));
+    assert_eq!(d.flags[0].path.as_bytes(), b"/c\xe9");
+    for bad in [
+        r#"{"path":"/a","path_b64":"L2E=","kind":"file"}"#,
+        r#"{"kind":"file"}"#,
+        r#"{"path":"/a","kind":"file","mode":"644"}"#,
+        r#"{"path":"/a","kind":"file","mode":"9999"}"#,
+        r#"{"path":"/a","kind":"weird"}"#,
+        r#"{"path_b64":"***","kind":"file"}"#,
+    ] {
+        assert!(serde_json::from_str::<cloche_world::diff::Entry>(bad).is_err(), "accepted {bad}");
+    }
 }

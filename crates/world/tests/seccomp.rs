@@ -59,15 +59,12 @@ mod seccomp {
     }
 
     /// Set no_new_privs and install the filter, as the world's child does.
-    fn lock_down() {
-        if sys(
-            libc::SYS_prctl,
-            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
-        ) != 0
-        {
+    /// `prog` must have been compiled before the fork.
+    fn lock_down(prog: &Program) {
+        if sys(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0]) != 0 {
             exit_now(90);
         }
-        if install(program()).is_err() {
+        if install(prog).is_err() {
             exit_now(91);
         }
     }
@@ -97,14 +94,7 @@ mod seccomp {
     }
 
     fn check(what: &'static str, nr: libc::c_long, args: [u64; 6], expect: Expect) -> Check {
-        Check {
-            what,
-            nr,
-            args,
-            expect,
-            spawns: false,
-            out: std::ptr::null(),
-        }
+        Check { what, nr, args, expect, spawns: false, out: std::ptr::null() }
     }
 
     /// Run the checks in a child (filtered or not); return `[result, out]` per check.
@@ -117,11 +107,12 @@ mod seccomp {
         let mut report = vec![[0i64; 2]; checks.len()];
         let report_ptr = report.as_mut_ptr();
         let report_len = std::mem::size_of_val(report.as_slice());
-        // SAFETY: the child only makes raw syscalls and _exits.
+        let prog = program(); // compiled here, before the fork
+                              // SAFETY: the child only makes raw syscalls and _exits.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
                 if filtered {
-                    lock_down();
+                    lock_down(prog);
                 }
                 for (i, c) in checks.iter().enumerate() {
                     let r = sys(c.nr, c.args);
@@ -137,11 +128,7 @@ mod seccomp {
                     // the fork (copied into this process); the report buffer
                     // was allocated before the fork too.
                     unsafe {
-                        let out = if c.out.is_null() {
-                            0
-                        } else {
-                            i64::from(*c.out)
-                        };
+                        let out = if c.out.is_null() { 0 } else { i64::from(*c.out) };
                         *report_ptr.add(i) = [r, out];
                     }
                 }
@@ -158,21 +145,11 @@ mod seccomp {
                 let mut buf = Vec::new();
                 let mut f = std::fs::File::from(rd);
                 std::io::Read::read_to_end(&mut f, &mut buf).unwrap();
-                assert_eq!(
-                    waitpid(child, None).unwrap(),
-                    WaitStatus::Exited(child, 0),
-                    "checks child died"
-                );
-                assert_eq!(
-                    buf.len(),
-                    16 + report_len,
-                    "the child did not report every check"
-                );
+                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0), "checks child died");
+                assert_eq!(buf.len(), 16 + report_len, "the child did not report every check");
                 let word = |i: usize| u64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
                 assert_eq!((word(0), word(1)), (MAGIC, checks.len() as u64));
-                (0..checks.len())
-                    .map(|i| [word(2 + 2 * i) as i64, word(3 + 2 * i) as i64])
-                    .collect()
+                (0..checks.len()).map(|i| [word(2 + 2 * i) as i64, word(3 + 2 * i) as i64]).collect()
             }
         }
     }
@@ -223,234 +200,59 @@ mod seccomp {
         let n = |v: i64| v as u64;
         let mut checks = vec![
             check("getpid", libc::SYS_getpid, [0; 6], Expect::Ok),
-            check(
-                "setns(-1, 0)",
-                libc::SYS_setns,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "clone3(NULL, 0)",
-                libc::SYS_clone3,
-                [0; 6],
-                Expect::Err(Errno::ENOSYS),
-            ),
+            check("setns(-1, 0)", libc::SYS_setns, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("clone3(NULL, 0)", libc::SYS_clone3, [0; 6], Expect::Err(Errno::ENOSYS)),
             check("mount(NULL, ...)", libc::SYS_mount, [0; 6], EPERM),
             check("umount2(NULL, 0)", libc::SYS_umount2, [0; 6], EPERM),
-            check(
-                "pivot_root(NULL, NULL)",
-                libc::SYS_pivot_root,
-                [0; 6],
-                EPERM,
-            ),
+            check("pivot_root(NULL, NULL)", libc::SYS_pivot_root, [0; 6], EPERM),
             check("chroot(NULL)", libc::SYS_chroot, [0; 6], EPERM),
             check("fsopen(NULL, 0)", libc::SYS_fsopen, [0; 6], EPERM),
-            check(
-                "fsconfig(-1, ...)",
-                libc::SYS_fsconfig,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "fsmount(-1, 0, 0)",
-                libc::SYS_fsmount,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "fspick(-1, NULL, 0)",
-                libc::SYS_fspick,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "open_tree(-1, NULL, 0)",
-                libc::SYS_open_tree,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "move_mount(-1, NULL, -1, NULL, 0)",
-                libc::SYS_move_mount,
-                [n(-1), 0, n(-1), 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "mount_setattr(-1, NULL, 0, NULL, 0)",
-                libc::SYS_mount_setattr,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "open_tree_attr(-1, NULL, 0, NULL, 0)",
-                467,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "keyctl(0xdead)",
-                libc::SYS_keyctl,
-                [0xdead, 0, 0, 0, 0, 0],
-                EPERM,
-            ),
+            check("fsconfig(-1, ...)", libc::SYS_fsconfig, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("fsmount(-1, 0, 0)", libc::SYS_fsmount, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("fspick(-1, NULL, 0)", libc::SYS_fspick, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("open_tree(-1, NULL, 0)", libc::SYS_open_tree, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("move_mount(-1, NULL, -1, NULL, 0)", libc::SYS_move_mount, [n(-1), 0, n(-1), 0, 0, 0], EPERM),
+            check("mount_setattr(-1, NULL, 0, NULL, 0)", libc::SYS_mount_setattr, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("open_tree_attr(-1, NULL, 0, NULL, 0)", 467, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("keyctl(0xdead)", libc::SYS_keyctl, [0xdead, 0, 0, 0, 0, 0], EPERM),
             check("add_key(NULL, ...)", libc::SYS_add_key, [0; 6], EPERM),
-            check(
-                "request_key(NULL, ...)",
-                libc::SYS_request_key,
-                [0; 6],
-                EPERM,
-            ),
-            check(
-                "bpf(0xffff, NULL, 0)",
-                libc::SYS_bpf,
-                [0xffff, 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "perf_event_open(NULL, ...)",
-                libc::SYS_perf_event_open,
-                [0, 0, n(-1), n(-1), 0, 0],
-                EPERM,
-            ),
-            check(
-                "userfaultfd(~0)",
-                libc::SYS_userfaultfd,
-                [0xffff_ffff, 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "io_uring_setup(0, NULL)",
-                libc::SYS_io_uring_setup,
-                [0; 6],
-                EPERM,
-            ),
-            check(
-                "io_uring_enter(-1, ...)",
-                libc::SYS_io_uring_enter,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "io_uring_register(-1, ...)",
-                libc::SYS_io_uring_register,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "init_module(NULL, 0, NULL)",
-                libc::SYS_init_module,
-                [0; 6],
-                EPERM,
-            ),
-            check(
-                "finit_module(-1, NULL, 0)",
-                libc::SYS_finit_module,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "delete_module(NULL, 0)",
-                libc::SYS_delete_module,
-                [0; 6],
-                EPERM,
-            ),
-            check(
-                "kexec_load(0, 0, NULL, ~0)",
-                libc::SYS_kexec_load,
-                [0, 0, 0, 0xffff_ffff, 0, 0],
-                EPERM,
-            ),
+            check("request_key(NULL, ...)", libc::SYS_request_key, [0; 6], EPERM),
+            check("bpf(0xffff, NULL, 0)", libc::SYS_bpf, [0xffff, 0, 0, 0, 0, 0], EPERM),
+            check("perf_event_open(NULL, ...)", libc::SYS_perf_event_open, [0, 0, n(-1), n(-1), 0, 0], EPERM),
+            check("userfaultfd(~0)", libc::SYS_userfaultfd, [0xffff_ffff, 0, 0, 0, 0, 0], EPERM),
+            check("io_uring_setup(0, NULL)", libc::SYS_io_uring_setup, [0; 6], EPERM),
+            check("io_uring_enter(-1, ...)", libc::SYS_io_uring_enter, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("io_uring_register(-1, ...)", libc::SYS_io_uring_register, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("init_module(NULL, 0, NULL)", libc::SYS_init_module, [0; 6], EPERM),
+            check("finit_module(-1, NULL, 0)", libc::SYS_finit_module, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("delete_module(NULL, 0)", libc::SYS_delete_module, [0; 6], EPERM),
+            check("kexec_load(0, 0, NULL, ~0)", libc::SYS_kexec_load, [0, 0, 0, 0xffff_ffff, 0, 0], EPERM),
             check(
                 "kexec_file_load(-1, -1, 0, NULL, ~0)",
                 libc::SYS_kexec_file_load,
                 [n(-1), n(-1), 0, 0, 0xffff_ffff, 0],
                 EPERM,
             ),
-            check(
-                "open_by_handle_at(-1, NULL, 0)",
-                libc::SYS_open_by_handle_at,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "name_to_handle_at(-1, NULL, ...)",
-                libc::SYS_name_to_handle_at,
-                [n(-1), 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "clock_settime(REALTIME, NULL)",
-                libc::SYS_clock_settime,
-                [0; 6],
-                EPERM,
-            ),
-            check(
-                "clock_adjtime(REALTIME, NULL)",
-                libc::SYS_clock_adjtime,
-                [0; 6],
-                EPERM,
-            ),
-            check(
-                "settimeofday(bad, NULL)",
-                libc::SYS_settimeofday,
-                [1, 0, 0, 0, 0, 0],
-                EPERM,
-            ),
+            check("open_by_handle_at(-1, NULL, 0)", libc::SYS_open_by_handle_at, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("name_to_handle_at(-1, NULL, ...)", libc::SYS_name_to_handle_at, [n(-1), 0, 0, 0, 0, 0], EPERM),
+            check("clock_settime(REALTIME, NULL)", libc::SYS_clock_settime, [0; 6], EPERM),
+            check("clock_adjtime(REALTIME, NULL)", libc::SYS_clock_adjtime, [0; 6], EPERM),
+            check("settimeofday(bad, NULL)", libc::SYS_settimeofday, [1, 0, 0, 0, 0, 0], EPERM),
             check("adjtimex(NULL)", libc::SYS_adjtimex, [0; 6], EPERM),
             check("swapon(NULL, 0)", libc::SYS_swapon, [0; 6], EPERM),
             check("swapoff(NULL)", libc::SYS_swapoff, [0; 6], EPERM),
             check("reboot(0, 0, 0, NULL)", libc::SYS_reboot, [0; 6], EPERM),
             check("acct(bad)", libc::SYS_acct, [1, 0, 0, 0, 0, 0], EPERM),
-            check(
-                "quotactl(0, NULL, 0, NULL)",
-                libc::SYS_quotactl,
-                [0; 6],
-                EPERM,
-            ),
+            check("quotactl(0, NULL, 0, NULL)", libc::SYS_quotactl, [0; 6], EPERM),
             check("iopl(99)", libc::SYS_iopl, [99, 0, 0, 0, 0, 0], EPERM),
-            check(
-                "ioperm(0x10000, 1, 1)",
-                libc::SYS_ioperm,
-                [0x10000, 1, 1, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "syslog(SIZE_BUFFER)",
-                libc::SYS_syslog,
-                [10, 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "lookup_dcookie(0, NULL, 0)",
-                libc::SYS_lookup_dcookie,
-                [0; 6],
-                EPERM,
-            ),
+            check("ioperm(0x10000, 1, 1)", libc::SYS_ioperm, [0x10000, 1, 1, 0, 0, 0], EPERM),
+            check("syslog(SIZE_BUFFER)", libc::SYS_syslog, [10, 0, 0, 0, 0, 0], EPERM),
+            check("lookup_dcookie(0, NULL, 0)", libc::SYS_lookup_dcookie, [0; 6], EPERM),
             check("uselib(NULL)", libc::SYS_uselib, [0; 6], EPERM),
-            check(
-                "kcmp(0, 0, 99, 0, 0) (not listed)",
-                libc::SYS_kcmp,
-                [0, 0, 99, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "personality(0xffffffff) query",
-                libc::SYS_personality,
-                [0xffff_ffff, 0, 0, 0, 0, 0],
-                Expect::Ok,
-            ),
-            check(
-                "personality(READ_IMPLIES_EXEC)",
-                libc::SYS_personality,
-                [0x0040_0000, 0, 0, 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "syscall 480 (newer than the table)",
-                480,
-                [0; 6],
-                Expect::ErrAsKernel(Errno::ENOSYS),
-            ),
+            check("kcmp(0, 0, 99, 0, 0) (not listed)", libc::SYS_kcmp, [0, 0, 99, 0, 0, 0], EPERM),
+            check("personality(0xffffffff) query", libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0], Expect::Ok),
+            check("personality(READ_IMPLIES_EXEC)", libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0], EPERM),
+            check("syscall 480 (newer than the table)", 480, [0; 6], Expect::ErrAsKernel(Errno::ENOSYS)),
         ];
         // The clone family: each success forks a process that exits at once.
         let mut spawn = |what, nr, flags: u64, expect| {
@@ -458,57 +260,17 @@ mod seccomp {
             c.spawns = true;
             checks.push(c);
         };
-        spawn(
-            "clone(SIGCHLD) = fork",
-            libc::SYS_clone,
-            SIGCHLD,
-            Expect::Ok,
-        );
+        spawn("clone(SIGCHLD) = fork", libc::SYS_clone, SIGCHLD, Expect::Ok);
         spawn("fork()", libc::SYS_fork, 0, Expect::Ok);
-        spawn(
-            "clone(CLONE_NEWUSER|SIGCHLD)",
-            libc::SYS_clone,
-            CLONE_NEWUSER | SIGCHLD,
-            EPERM,
-        );
-        spawn(
-            "clone(CLONE_NEWNET|SIGCHLD)",
-            libc::SYS_clone,
-            CLONE_NEWNET | SIGCHLD,
-            EPERM,
-        );
-        spawn(
-            "clone(CLONE_NEWPID|SIGCHLD)",
-            libc::SYS_clone,
-            CLONE_NEWPID | SIGCHLD,
-            EPERM,
-        );
-        spawn(
-            "clone(CLONE_NEWNS|SIGCHLD)",
-            libc::SYS_clone,
-            CLONE_NEWNS | SIGCHLD,
-            EPERM,
-        );
-        spawn(
-            "clone(HIGH|CLONE_NEWUSER|SIGCHLD)",
-            libc::SYS_clone,
-            HIGH | CLONE_NEWUSER | SIGCHLD,
-            EPERM,
-        );
+        spawn("clone(CLONE_NEWUSER|SIGCHLD)", libc::SYS_clone, CLONE_NEWUSER | SIGCHLD, EPERM);
+        spawn("clone(CLONE_NEWNET|SIGCHLD)", libc::SYS_clone, CLONE_NEWNET | SIGCHLD, EPERM);
+        spawn("clone(CLONE_NEWPID|SIGCHLD)", libc::SYS_clone, CLONE_NEWPID | SIGCHLD, EPERM);
+        spawn("clone(CLONE_NEWNS|SIGCHLD)", libc::SYS_clone, CLONE_NEWNS | SIGCHLD, EPERM);
+        spawn("clone(HIGH|CLONE_NEWUSER|SIGCHLD)", libc::SYS_clone, HIGH | CLONE_NEWUSER | SIGCHLD, EPERM);
         // Last: unfiltered, these move the control child into a new user
         // namespace, where it loses its capabilities for the checks above.
-        checks.push(check(
-            "unshare(CLONE_NEWNS)",
-            libc::SYS_unshare,
-            [CLONE_NEWNS, 0, 0, 0, 0, 0],
-            EPERM,
-        ));
-        checks.push(check(
-            "unshare(CLONE_NEWUSER)",
-            libc::SYS_unshare,
-            [CLONE_NEWUSER, 0, 0, 0, 0, 0],
-            EPERM,
-        ));
+        checks.push(check("unshare(CLONE_NEWNS)", libc::SYS_unshare, [CLONE_NEWNS, 0, 0, 0, 0, 0], EPERM));
+        checks.push(check("unshare(CLONE_NEWUSER)", libc::SYS_unshare, [CLONE_NEWUSER, 0, 0, 0, 0, 0], EPERM));
         verify(&checks);
     }
 
@@ -516,50 +278,24 @@ mod seccomp {
     fn seccomp_kernel_ioctl_socket_and_files() {
         // A pty (TIOCSTI works on it unfiltered: dev.tty.legacy_tiocsti=1 and
         // we are root), a pipe with 3 bytes in it, a scratch dir for a fifo.
-        let ptmx = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/ptmx")
-            .unwrap();
+        let ptmx = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").unwrap();
         let (pts, pipe_rd, _pipe_wr) = {
             // SAFETY: grantpt/unlockpt/ptsname_r on a ptmx fd we own.
             let pts = unsafe {
                 assert_eq!(libc::grantpt(ptmx.as_raw_fd()), 0);
                 assert_eq!(libc::unlockpt(ptmx.as_raw_fd()), 0);
                 let mut name = [0 as libc::c_char; 64];
-                assert_eq!(
-                    libc::ptsname_r(ptmx.as_raw_fd(), name.as_mut_ptr(), name.len()),
-                    0
-                );
-                std::ffi::CStr::from_ptr(name.as_ptr())
-                    .to_str()
-                    .unwrap()
-                    .to_owned()
+                assert_eq!(libc::ptsname_r(ptmx.as_raw_fd(), name.as_mut_ptr(), name.len()), 0);
+                std::ffi::CStr::from_ptr(name.as_ptr()).to_str().unwrap().to_owned()
             };
-            let pts = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(pts)
-                .unwrap();
+            let pts = std::fs::OpenOptions::new().read(true).write(true).open(pts).unwrap();
             let (rd, wr) = nix::unistd::pipe().unwrap();
             nix::unistd::write(&wr, b"abc").unwrap();
             (pts, rd, wr)
         };
         let dir = tempfile::tempdir().unwrap();
-        let fifo_f = CString::new(
-            dir.path()
-                .join("fifo-filtered")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
-        let fifo_c = CString::new(
-            dir.path()
-                .join("fifo-control")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
+        let fifo_f = CString::new(dir.path().join("fifo-filtered").into_os_string().into_encoded_bytes()).unwrap();
+        let fifo_c = CString::new(dir.path().join("fifo-control").into_os_string().into_encoded_bytes()).unwrap();
         let byte = b'x';
         let int_out: Box<i32> = Box::new(-1);
         let winsize = [0u16; 4];
@@ -578,48 +314,16 @@ mod seccomp {
             check(
                 "mknodat(fifo)",
                 libc::SYS_mknodat,
-                [
-                    libc::AT_FDCWD as u64,
-                    ptr(fifo.as_ptr().cast()),
-                    mode,
-                    0,
-                    0,
-                    0,
-                ],
+                [libc::AT_FDCWD as u64, ptr(fifo.as_ptr().cast()), mode, 0, 0, 0],
                 Expect::Ok,
             )
         };
         let common = vec![
-            check(
-                "ioctl(pty, TIOCSTI)",
-                libc::SYS_ioctl,
-                [pts, TIOCSTI, ptr(&byte), 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "ioctl(pty, HIGH|TIOCSTI)",
-                libc::SYS_ioctl,
-                [pts, HIGH | TIOCSTI, ptr(&byte), 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "ioctl(0, TIOCSTI)",
-                libc::SYS_ioctl,
-                [0, TIOCSTI, ptr(&byte), 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "ioctl(pty, TIOCLINUX)",
-                libc::SYS_ioctl,
-                [pts, TIOCLINUX, ptr(&byte), 0, 0, 0],
-                EPERM,
-            ),
-            check(
-                "ioctl(pty, HIGH|TIOCLINUX)",
-                libc::SYS_ioctl,
-                [pts, HIGH | TIOCLINUX, ptr(&byte), 0, 0, 0],
-                EPERM,
-            ),
+            check("ioctl(pty, TIOCSTI)", libc::SYS_ioctl, [pts, TIOCSTI, ptr(&byte), 0, 0, 0], EPERM),
+            check("ioctl(pty, HIGH|TIOCSTI)", libc::SYS_ioctl, [pts, HIGH | TIOCSTI, ptr(&byte), 0, 0, 0], EPERM),
+            check("ioctl(0, TIOCSTI)", libc::SYS_ioctl, [0, TIOCSTI, ptr(&byte), 0, 0, 0], EPERM),
+            check("ioctl(pty, TIOCLINUX)", libc::SYS_ioctl, [pts, TIOCLINUX, ptr(&byte), 0, 0, 0], EPERM),
+            check("ioctl(pty, HIGH|TIOCLINUX)", libc::SYS_ioctl, [pts, HIGH | TIOCLINUX, ptr(&byte), 0, 0, 0], EPERM),
             check(
                 "ioctl(pty, TIOCGWINSZ)",
                 libc::SYS_ioctl,
@@ -636,14 +340,7 @@ mod seccomp {
             check(
                 "socket(HIGH|NETLINK, RAW, HIGH|NETFILTER)",
                 libc::SYS_socket,
-                [
-                    HIGH | AF_NETLINK,
-                    SOCK_RAW,
-                    HIGH | NETLINK_NETFILTER,
-                    0,
-                    0,
-                    0,
-                ],
+                [HIGH | AF_NETLINK, SOCK_RAW, HIGH | NETLINK_NETFILTER, 0, 0, 0],
                 EPERM,
             ),
             check(
@@ -664,24 +361,18 @@ mod seccomp {
                 [libc::AF_UNIX as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0],
                 Expect::Ok,
             ),
-            check(
-                "getrandom(16)",
-                libc::SYS_getrandom,
-                [ptr(rand.as_ptr()), 16, 0, 0, 0, 0],
-                Expect::Ok,
-            ),
-            check(
-                "memfd_create",
-                libc::SYS_memfd_create,
-                [ptr(c"x".as_ptr().cast()), 0, 0, 0, 0, 0],
-                Expect::Ok,
-            ),
+            check("getrandom(16)", libc::SYS_getrandom, [ptr(rand.as_ptr()), 16, 0, 0, 0, 0], Expect::Ok),
+            check("memfd_create", libc::SYS_memfd_create, [ptr(c"x".as_ptr().cast()), 0, 0, 0, 0, 0], Expect::Ok),
         ];
         // The mknod check needs a fresh path in each child.
         let mut filtered = common.clone();
         filtered.push(mknod(&fifo_f));
         let mut control = common;
         control.push(mknod(&fifo_c));
+        // Unfiltered, TIOCSTI on fd 0 would type into the terminal of whoever
+        // runs the tests: the control aims it at the pipe instead.
+        let fd0 = control.iter_mut().find(|c| c.what == "ioctl(0, TIOCSTI)").unwrap();
+        fd0.args[0] = prd;
         let got = run_checks(&filtered, true);
         let ctl = run_checks(&control, false);
         let mut failures = Vec::new();
@@ -708,21 +399,19 @@ mod seccomp {
         // high bits, fd 0 if it is this pty — it is not): the pty master holds
         // the "x"s the filtered run could not push.
         assert_eq!(ctl[0][0], 0, "TIOCSTI unfiltered");
-        assert_eq!(
-            ctl[1][0], 0,
-            "the kernel ignores the upper half of the request"
-        );
+        assert_eq!(ctl[1][0], 0, "the kernel ignores the upper half of the request");
         let meta = std::fs::symlink_metadata(dir.path().join("fifo-filtered")).unwrap();
         assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
     }
 
     /// Fork, lock down, run `body` (raw syscalls only); return how the child ended.
     fn child_status(filtered: bool, body: impl FnOnce()) -> WaitStatus {
-        // SAFETY: the child only makes raw syscalls and _exits or execs.
+        let prog = program(); // compiled here, before the fork
+                              // SAFETY: the child only makes raw syscalls and _exits or execs.
         match unsafe { fork() }.unwrap() {
             ForkResult::Child => {
                 if filtered {
-                    lock_down();
+                    lock_down(prog);
                 }
                 body();
                 exit_now(0);
@@ -746,33 +435,20 @@ mod seccomp {
         // Unfiltered, int 0x80 getpid works (IA32 emulation is on here).
         let control = child_status(false, || {
             let r = int80_getpid();
-            exit_now(if r == sys(libc::SYS_getpid, [0; 6]) {
-                7
-            } else {
-                8
-            });
+            exit_now(if r == sys(libc::SYS_getpid, [0; 6]) { 7 } else { 8 });
         });
-        assert!(
-            matches!(control, WaitStatus::Exited(_, 7)),
-            "control: {control:?}"
-        );
+        assert!(matches!(control, WaitStatus::Exited(_, 7)), "control: {control:?}");
         let filtered = child_status(true, || {
             int80_getpid();
             exit_now(3);
         });
-        assert!(
-            matches!(filtered, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
-            "i386 syscall: {filtered:?}"
-        );
+        assert!(matches!(filtered, WaitStatus::Signaled(_, Signal::SIGSYS, _)), "i386 syscall: {filtered:?}");
         // x32: the same numbers with bit 30 set, on the x86_64 entry.
         let filtered = child_status(true, || {
             sys(0x4000_0000 | libc::SYS_getpid, [0; 6]);
             exit_now(3);
         });
-        assert!(
-            matches!(filtered, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
-            "x32 syscall: {filtered:?}"
-        );
+        assert!(matches!(filtered, WaitStatus::Signaled(_, Signal::SIGSYS, _)), "x32 syscall: {filtered:?}");
     }
 
     /// execve under the filter, with the argv/envp built before the fork.
@@ -807,14 +483,8 @@ mod seccomp {
 
     #[test]
     fn seccomp_kernel_programs_still_run() {
-        assert!(matches!(
-            exec_status(&["/bin/true"]),
-            WaitStatus::Exited(_, 0)
-        ));
-        assert!(
-            matches!(exec_status(&["/bin/false"]), WaitStatus::Exited(_, 1)),
-            "not vacuous"
-        );
+        assert!(matches!(exec_status(&["/bin/true"]), WaitStatus::Exited(_, 0)));
+        assert!(matches!(exec_status(&["/bin/false"]), WaitStatus::Exited(_, 1)), "not vacuous");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let script = format!(
@@ -838,15 +508,8 @@ mod seccomp {
             let mut argv = vec![path.as_str()];
             argv.extend(args.iter().map(String::as_str));
             let st = exec_status(&argv);
-            let want = if matches!(tool, "python3" | "node") {
-                42
-            } else {
-                0
-            };
-            assert!(
-                matches!(st, WaitStatus::Exited(_, c) if c == want),
-                "{tool}: {st:?}"
-            );
+            let want = if matches!(tool, "python3" | "node") { 42 } else { 0 };
+            assert!(matches!(st, WaitStatus::Exited(_, c) if c == want), "{tool}: {st:?}");
             ran.push(tool);
         }
         println!("ran under the filter: sh, {}", ran.join(", "));
@@ -881,22 +544,15 @@ mod seccomp {
             let (rd, wr) = nix::unistd::pipe().unwrap();
             let p = &prog;
             let st = child_status(false, || {
-                let mut t0 = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
+                let mut t0 = libc::timespec { tv_sec: 0, tv_nsec: 0 };
                 let mut t1 = t0;
-                sys(
-                    libc::SYS_prctl,
-                    [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
-                );
+                sys(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0]);
                 // SAFETY: clock_gettime writes one timespec (vDSO, no allocation).
                 unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t0) };
                 let ok = install(p).is_ok();
                 // SAFETY: as above.
                 unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t1) };
-                let ns: u64 =
-                    ((t1.tv_sec - t0.tv_sec) * 1_000_000_000 + (t1.tv_nsec - t0.tv_nsec)) as u64;
+                let ns: u64 = ((t1.tv_sec - t0.tv_sec) * 1_000_000_000 + (t1.tv_nsec - t0.tv_nsec)) as u64;
                 // SAFETY: writing 8 live bytes.
                 unsafe { libc::write(wr.as_raw_fd(), (&ns as *const u64).cast(), 8) };
                 exit_now(if ok { 0 } else { 1 });

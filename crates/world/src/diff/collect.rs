@@ -35,9 +35,7 @@ struct Item {
 
 impl Item {
     fn cost(&self) -> usize {
-        ITEM_COST
-            + self.entry.path.as_bytes().len()
-            + self.entry.target.as_ref().map_or(0, |t| t.as_bytes().len())
+        ITEM_COST + self.entry.path.as_bytes().len() + self.entry.target.as_ref().map_or(0, |t| t.as_bytes().len())
     }
 }
 
@@ -157,10 +155,7 @@ impl Collector {
             }
         }
         self.flag_bytes += ITEM_COST + path.len();
-        self.flags.push(Flag {
-            path: RawPath::from_bytes(path),
-            why,
-        });
+        self.flags.push(Flag { path: RawPath::from_bytes(path), why });
         while self.flags.len() > self.max || self.flag_bytes > FLAG_BYTES {
             match self.flags.pop() {
                 Some(out) => self.flag_bytes -= ITEM_COST + out.path.as_bytes().len(),
@@ -186,14 +181,7 @@ impl Collector {
                     return;
                 }
                 self.link_bytes += ITEM_COST + path.len();
-                self.links.insert(
-                    key,
-                    LinkInfo {
-                        first: path.to_vec(),
-                        hash: None,
-                        bytes_counted: false,
-                    },
-                );
+                self.links.insert(key, LinkInfo { first: path.to_vec(), hash: None, bytes_counted: false });
             }
         }
     }
@@ -221,11 +209,7 @@ impl Collector {
     }
 
     pub fn finish(self) -> FsDiff {
-        let mut diff = FsDiff {
-            totals: self.totals,
-            truncated: self.truncated,
-            ..FsDiff::default()
-        };
+        let mut diff = FsDiff { totals: self.totals, truncated: self.truncated, ..FsDiff::default() };
         let mut items = match self.heap {
             Some(h) => h.into_vec(),
             None => self.list,

@@ -50,27 +50,16 @@ pub(crate) struct Content {
     b: Vec<u8>,
 }
 
-/// Opens the upper regular file `name` in `dir`, listed as `want`.
+/// Opens the upper regular file `name` in `dir` and checks it is the one
+/// listed as `want` (the upper is static once the world exited: a mismatch
+/// means something is changing it, and the diff fails).
 pub(crate) fn open_upper(dir: BorrowedFd<'_>, name: &CStr, want: &St) -> R<File> {
-    open_checked(dir, name, want, "upper")
-}
-
-/// Opens `name` in `dir` and checks it is the regular file `want` listed.
-fn open_checked(dir: BorrowedFd<'_>, name: &CStr, want: &St, side: &'static str) -> R<File> {
-    let fd = open_file(dir, name).map_err(|e| (open_op(side), e))?;
+    let fd = open_file(dir, name).map_err(|e| ("open upper file", e))?;
     let got = stat_fd(fd.as_fd()).map_err(|e| ("fstat", e))?;
     if !got.is_reg() || got.key() != want.key() {
-        return Err(ContentError::Changed(side));
+        return Err(ContentError::Changed("upper"));
     }
     Ok(File::from(fd))
-}
-
-fn open_op(side: &'static str) -> &'static str {
-    if side == "upper" {
-        "open upper file"
-    } else {
-        "open lower file"
-    }
 }
 
 /// Fills `buf` as far as the file allows; returns the bytes read (short only at EOF).
@@ -105,10 +94,7 @@ fn pread_full(f: &File, buf: &mut [u8], mut off: u64) -> R<usize> {
 
 impl Content {
     pub fn new() -> Content {
-        Content {
-            a: vec![0; BUF],
-            b: vec![0; BUF],
-        }
+        Content { a: vec![0; BUF], b: vec![0; BUF] }
     }
 
     /// SHA-256 of an upper regular file opened with [`open_upper`] (or by
@@ -135,17 +121,31 @@ impl Content {
     /// Compares an upper and a lower regular file of equal listed size.
     /// Returns whether the bytes are equal, and the upper's SHA-256 when
     /// `want_hash` (then the upper is read to the end even after a difference).
+    ///
+    /// The lower is the live host filesystem: if its file was replaced or
+    /// removed since it was listed, the two are simply not equal (the diff
+    /// does not fail because the host changed).
     pub fn compare(
         &mut self,
         u: &mut File,
         ldir: BorrowedFd<'_>,
         name: &CStr,
         ust: &St,
-        lst: &St,
         want_hash: bool,
     ) -> R<(bool, Option<[u8; 32]>)> {
-        let mut l = open_checked(ldir, name, lst, "lower")?;
-        if !want_hash && (hole_bytes(ust) > 0 || hole_bytes(lst) > 0) {
+        let lower = match open_file(ldir, name) {
+            Ok(fd) => {
+                let st = stat_fd(fd.as_fd()).map_err(|e| ("fstat", e))?;
+                (st.is_reg() && st.size == ust.size).then(|| (File::from(fd), st))
+            }
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENXIO | Errno::ENODEV) => None,
+            Err(e) => return Err(("open lower file", e).into()),
+        };
+        let Some((mut l, lst)) = lower else {
+            let h = if want_hash { Some(self.hash(u, ust)?) } else { None };
+            return Ok((false, h));
+        };
+        if !want_hash && (hole_bytes(ust) > 0 || hole_bytes(&lst) > 0) {
             return Ok((self.compare_sparse(u, &l, ust.size)?, None));
         }
         let mut h = want_hash.then(Sha256::new);

@@ -51,6 +51,7 @@
 //!   still count everything.
 
 mod collect;
+mod flags;
 mod hash;
 mod model;
 mod sys;
@@ -75,10 +76,7 @@ pub struct DiffOptions {
 
 impl Default for DiffOptions {
     fn default() -> Self {
-        DiffOptions {
-            hash: true,
-            max_entries: 100_000,
-        }
+        DiffOptions { hash: true, max_entries: 100_000 }
     }
 }
 
@@ -114,10 +112,6 @@ pub enum DiffError {
 /// submounts, so that paths in it are exactly the overlay's lower view).
 /// Either may be `O_PATH`; neither is read from or moved (the walk opens its
 /// own fds beneath them). Call it once the world's processes have exited.
-pub fn compute(
-    upper: BorrowedFd<'_>,
-    lower: BorrowedFd<'_>,
-    opts: &DiffOptions,
-) -> Result<FsDiff, DiffError> {
+pub fn compute(upper: BorrowedFd<'_>, lower: BorrowedFd<'_>, opts: &DiffOptions) -> Result<FsDiff, DiffError> {
     walk::Walker::new(upper, lower, opts).run()
 }

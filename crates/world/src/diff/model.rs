@@ -46,18 +46,13 @@ impl RawPath {
         }
     }
 
-    fn take<E: serde::de::Error>(
-        plain: Option<String>,
-        b64: Option<String>,
-        key: &str,
-    ) -> Result<Option<RawPath>, E> {
+    fn take<E: serde::de::Error>(plain: Option<String>, b64: Option<String>, key: &str) -> Result<Option<RawPath>, E> {
         match (plain, b64) {
             (Some(_), Some(_)) => Err(E::custom(format!("both {key} and {key}_b64 given"))),
             (Some(s), None) => Ok(Some(RawPath(s.into_bytes()))),
-            (None, Some(b)) => B64
-                .decode(b.as_bytes())
-                .map(|v| Some(RawPath(v)))
-                .map_err(|e| E::custom(format!("{key}_b64: {e}"))),
+            (None, Some(b)) => {
+                B64.decode(b.as_bytes()).map(|v| Some(RawPath(v))).map_err(|e| E::custom(format!("{key}_b64: {e}")))
+            }
             (None, None) => Ok(None),
         }
     }

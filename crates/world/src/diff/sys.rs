@@ -97,14 +97,12 @@ pub(crate) fn stat_fd(fd: BorrowedFd<'_>) -> nix::Result<St> {
 }
 
 fn how(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        )
+    OpenHow::new().flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    )
 }
 
 /// Opens `rel` (relative, no symlinks, no `..` above `dir`, no mount crossing).
@@ -128,11 +126,7 @@ const CHUNK: usize = 3072;
 /// Opens the directory at `rel` (no leading slash, components separated by
 /// `/`) beneath `root`, in several `openat2` steps when the path is longer
 /// than `PATH_MAX`. `scratch` is reused to build NUL-terminated chunks.
-pub(crate) fn open_dir_rel(
-    root: BorrowedFd<'_>,
-    rel: &[u8],
-    scratch: &mut Vec<u8>,
-) -> nix::Result<OwnedFd> {
+pub(crate) fn open_dir_rel(root: BorrowedFd<'_>, rel: &[u8], scratch: &mut Vec<u8>) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
     let mut cur: Option<OwnedFd> = None;
     let mut rest = rel;
@@ -176,12 +170,7 @@ pub(crate) fn is_opaque(dir: BorrowedFd<'_>) -> nix::Result<bool> {
     let mut val = [0u8; 8];
     // SAFETY: the name is NUL-terminated and `val` is valid for `val.len()` bytes.
     let n = unsafe {
-        libc::fgetxattr(
-            dir.as_raw_fd(),
-            c"trusted.overlay.opaque".as_ptr(),
-            val.as_mut_ptr().cast(),
-            val.len(),
-        )
+        libc::fgetxattr(dir.as_raw_fd(), c"trusted.overlay.opaque".as_ptr(), val.as_mut_ptr().cast(), val.len())
     };
     if n < 0 {
         return match Errno::last() {
@@ -222,8 +211,7 @@ impl Names {
         let r = self.items[i];
         // The arena holds exactly one NUL at the end of each name (the
         // kernel never returns a name containing a NUL).
-        CStr::from_bytes_with_nul(&self.arena[r.start..=r.start + r.len])
-            .expect("NUL-terminated name")
+        CStr::from_bytes_with_nul(&self.arena[r.start..=r.start + r.len]).expect("NUL-terminated name")
     }
     /// `d_type` from getdents (`DT_UNKNOWN` when the filesystem does not say).
     pub fn dtype(&self, i: usize) -> u8 {
@@ -231,15 +219,11 @@ impl Names {
     }
     pub fn sort(&mut self) {
         let arena = &self.arena;
-        self.items.sort_unstable_by(|a, b| {
-            arena[a.start..a.start + a.len].cmp(&arena[b.start..b.start + b.len])
-        });
+        self.items.sort_unstable_by(|a, b| arena[a.start..a.start + a.len].cmp(&arena[b.start..b.start + b.len]));
     }
     /// Binary search in sorted names.
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.items
-            .binary_search_by(|r| self.arena[r.start..r.start + r.len].cmp(name))
-            .is_ok()
+        self.items.binary_search_by(|r| self.arena[r.start..r.start + r.len].cmp(name)).is_ok()
     }
 
     /// Reads every entry of `dir` (except `.` and `..`) with `getdents64`,
@@ -249,14 +233,7 @@ impl Names {
         self.items.clear();
         loop {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_getdents64,
-                    dir.as_raw_fd(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            };
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
             if n < 0 {
                 let e = Errno::last();
                 if e == Errno::EINTR {

@@ -16,11 +16,12 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
 use super::collect::{Cat, Collector};
+use super::flags::flag_entry;
 use super::hash::{open_upper, too_sparse, Content, ContentError};
-use super::model::{hex, Change, Entry, FlagKind, Kind, RawPath};
+use super::model::{hex, Change, Entry, Kind, RawPath};
 use super::sys::{
-    is_opaque, kind_of_dtype, open_beneath, open_dir_rel, open_file, read_link, stat_at,
-    stat_at_opt, stat_fd, Names, St,
+    is_opaque, kind_of_dtype, open_beneath, open_dir_rel, open_file, read_link, stat_at, stat_at_opt, stat_fd, Names,
+    St,
 };
 use super::{DiffError, DiffOptions, MAX_DEPTH};
 
@@ -60,11 +61,7 @@ pub(crate) struct Walker<'a> {
 }
 
 fn io(op: &'static str, path: &[u8], e: Errno) -> DiffError {
-    DiffError::Io {
-        op,
-        path: lossy(path),
-        source: e.into(),
-    }
+    DiffError::Io { op, path: lossy(path), source: e.into() }
 }
 
 fn lossy(path: &[u8]) -> String {
@@ -77,15 +74,8 @@ fn lossy(path: &[u8]) -> String {
 
 fn content_err(path: &[u8], e: ContentError) -> DiffError {
     match e {
-        ContentError::Sys(op, source) => DiffError::Io {
-            op,
-            path: lossy(path),
-            source,
-        },
-        ContentError::Changed(side) => DiffError::Changed {
-            path: lossy(path),
-            layer: side,
-        },
+        ContentError::Sys(op, source) => DiffError::Io { op, path: lossy(path), source },
+        ContentError::Changed(side) => DiffError::Changed { path: lossy(path), layer: side },
     }
 }
 
@@ -115,20 +105,14 @@ impl<'a> Walker<'a> {
         // Fresh fds on the roots: their own directory offsets (the caller's
         // fds are left untouched and may be reused), and readable even when
         // the caller passed O_PATH.
-        let root = |fd, side| {
-            open_beneath(fd, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                .map_err(|e| io(side, b"", e))
-        };
+        let root =
+            |fd, side| open_beneath(fd, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|e| io(side, b"", e));
         let upper = root(self.upper, "open upper root")?;
         let lower = root(self.lower, "open lower root")?;
         let replacing = is_opaque(upper.as_fd()).map_err(|e| io("getxattr upper", b"", e))?;
         let pending = self.visit(upper.as_fd(), Some(lower.as_fd()), replacing)?;
         drop((upper, lower));
-        let mut stack = vec![Frame {
-            path_len: 0,
-            replacing,
-            pending,
-        }];
+        let mut stack = vec![Frame { path_len: 0, replacing, pending }];
         while let Some(top) = stack.last_mut() {
             let Some(sub) = top.pending.pop() else {
                 stack.pop();
@@ -139,45 +123,32 @@ impl<'a> Walker<'a> {
             self.path.push(b'/');
             self.path.extend_from_slice(&sub.name);
             if stack.len() > MAX_DEPTH {
-                return Err(DiffError::TooDeep {
-                    path: lossy(&self.path),
-                    limit: MAX_DEPTH,
-                });
+                return Err(DiffError::TooDeep { path: lossy(&self.path), limit: MAX_DEPTH });
             }
             let ufd = open_dir_rel(self.upper, &self.path[1..], &mut self.scratch)
                 .map_err(|e| io("open upper dir", &self.path, e))?;
             let got = stat_fd(ufd.as_fd()).map_err(|e| io("fstat upper dir", &self.path, e))?;
             if got.ino != sub.ino || !got.is_dir() {
-                return Err(DiffError::Changed {
-                    path: lossy(&self.path),
-                    layer: "upper",
-                });
+                return Err(DiffError::Changed { path: lossy(&self.path), layer: "upper" });
             }
             let lfd = if sub.lower_dir {
                 match open_dir_rel(self.lower, &self.path[1..], &mut self.scratch) {
                     Ok(fd) => Some(fd),
-                    Err(Errno::EXDEV) => {
-                        return Err(DiffError::LowerSubmount {
-                            path: lossy(&self.path),
-                        })
-                    }
+                    // the host changed since the lookup: no lower dir any more
+                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => None,
+                    Err(Errno::EXDEV) => return Err(DiffError::LowerSubmount { path: lossy(&self.path) }),
                     Err(e) => return Err(io("open lower dir", &self.path, e)),
                 }
             } else {
                 None
             };
             let replacing = lfd.is_some()
-                && (parent_replacing
-                    || is_opaque(ufd.as_fd()).map_err(|e| io("getxattr upper", &self.path, e))?);
+                && (parent_replacing || is_opaque(ufd.as_fd()).map_err(|e| io("getxattr upper", &self.path, e))?);
             let path_len = self.path.len();
             let pending = self.visit(ufd.as_fd(), lfd.as_ref().map(|f| f.as_fd()), replacing)?;
             drop((ufd, lfd));
             if !pending.is_empty() {
-                stack.push(Frame {
-                    path_len,
-                    replacing,
-                    pending,
-                });
+                stack.push(Frame { path_len, replacing, pending });
             }
         }
         Ok(self.out.finish())
@@ -185,12 +156,7 @@ impl<'a> Walker<'a> {
 
     /// Looks at every entry of one upper directory (path in `self.path`);
     /// returns the subdirectories to visit, in reverse byte order.
-    fn visit(
-        &mut self,
-        u: BorrowedFd<'_>,
-        l: Option<BorrowedFd<'_>>,
-        replacing: bool,
-    ) -> Result<Vec<Sub>, DiffError> {
+    fn visit(&mut self, u: BorrowedFd<'_>, l: Option<BorrowedFd<'_>>, replacing: bool) -> Result<Vec<Sub>, DiffError> {
         let dir_len = self.path.len();
         let mut names = std::mem::take(&mut self.unames);
         let mut lnames = std::mem::take(&mut self.lnames);
@@ -210,9 +176,7 @@ impl<'a> Walker<'a> {
         lnames: &mut Names,
     ) -> Result<Vec<Sub>, DiffError> {
         let dir_len = self.path.len();
-        names
-            .read(u, &mut self.dirent_buf)
-            .map_err(|e| io("read upper dir", &self.path, e))?;
+        names.read(u, &mut self.dirent_buf).map_err(|e| io("read upper dir", &self.path, e))?;
         names.sort();
         // The lower directory is listed when it is hidden (its children not
         // in the upper are deleted), and when it is small next to the upper
@@ -220,9 +184,7 @@ impl<'a> Walker<'a> {
         // and the cost still follows the size of the upper.
         let listed = match l {
             Some(l) if replacing || self.lower_is_small(l, names.len())? => {
-                lnames
-                    .read(l, &mut self.dirent_buf)
-                    .map_err(|e| io("read lower dir", &self.path, e))?;
+                lnames.read(l, &mut self.dirent_buf).map_err(|e| io("read lower dir", &self.path, e))?;
                 lnames.sort();
                 true
             }
@@ -263,12 +225,7 @@ impl<'a> Walker<'a> {
 
     /// Lower children of a hidden (replaced) lower directory that the upper
     /// does not have are deleted.
-    fn hidden_lower(
-        &mut self,
-        l: BorrowedFd<'_>,
-        upper: &Names,
-        lower: &Names,
-    ) -> Result<(), DiffError> {
+    fn hidden_lower(&mut self, l: BorrowedFd<'_>, upper: &Names, lower: &Names) -> Result<(), DiffError> {
         let dir_len = self.path.len();
         for i in 0..lower.len() {
             if upper.contains(lower.name(i)) {
@@ -279,9 +236,7 @@ impl<'a> Walker<'a> {
             self.path.extend_from_slice(lower.name(i));
             let kind = match kind_of_dtype(lower.dtype(i)) {
                 Some(k) => k,
-                None => stat_at(l, lower.cname(i))
-                    .map_err(|e| io("stat lower", &self.path, e))?
-                    .kind(),
+                None => stat_at(l, lower.cname(i)).map_err(|e| io("stat lower", &self.path, e))?.kind(),
             };
             self.deleted(kind);
         }
@@ -314,11 +269,7 @@ impl<'a> Walker<'a> {
             return Ok(());
         }
         let kind = st.kind();
-        let sub = |lower_dir| Sub {
-            name: name.to_bytes().into(),
-            ino: st.ino,
-            lower_dir,
-        };
+        let sub = |lower_dir| Sub { name: name.to_bytes().into(), ino: st.ino, lower_dir };
         let Some(lst) = lst else {
             if kind == Kind::Dir {
                 subs.push(sub(false));
@@ -338,20 +289,13 @@ impl<'a> Walker<'a> {
         match kind {
             Kind::File => {
                 let key = st.key();
-                let cached = if st.nlink > 1 {
-                    self.out.link_hash(key)
-                } else {
-                    None
-                };
-                let want_hash = self.hash
-                    && cached.is_none()
-                    && !too_sparse(&st)
-                    && self.out.would_keep(&self.path);
+                let cached = if st.nlink > 1 { self.out.link_hash(key) } else { None };
+                let want_hash = self.hash && cached.is_none() && !too_sparse(&st) && self.out.would_keep(&self.path);
                 let (differs, h) = if st.size != lst.size {
                     (true, None)
                 } else {
                     let mut f = self.upper_file(u, name, &st)?;
-                    let r = self.content.compare(&mut f, l, name, &st, &lst, want_hash);
+                    let r = self.content.compare(&mut f, l, name, &st, want_hash);
                     let (eq, h) = r.map_err(|e| content_err(&self.path, e))?;
                     (!eq, h)
                 };
@@ -367,8 +311,13 @@ impl<'a> Walker<'a> {
             }
             Kind::Symlink => {
                 let a = read_link(u, name).map_err(|e| io("readlink upper", &self.path, e))?;
-                let b = read_link(l, name).map_err(|e| io("readlink lower", &self.path, e))?;
-                if a != b {
+                // a lower link gone or replaced since listed: not the same target
+                let b = match read_link(l, name) {
+                    Ok(b) => Some(b),
+                    Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOTDIR) => None,
+                    Err(e) => return Err(io("readlink lower", &self.path, e)),
+                };
+                if b.as_ref() != Some(&a) {
                     changes.push(Change::Target);
                 }
             }
@@ -473,7 +422,7 @@ impl<'a> Walker<'a> {
         if st.is_reg() {
             self.out.count_bytes(link, st.size);
         }
-        self.flags(st, exec);
+        flag_entry(&mut self.out, &self.path, st, exec, self.hash);
         if !self.out.would_keep(&self.path) {
             self.out.truncated = true;
             return Ok(());
@@ -493,10 +442,7 @@ impl<'a> Walker<'a> {
                         Some(h) => h,
                         None => {
                             let mut f = self.upper_file(u, name, st)?;
-                            let h = self
-                                .content
-                                .hash(&mut f, st)
-                                .map_err(|e| content_err(&self.path, e))?;
+                            let h = self.content.hash(&mut f, st).map_err(|e| content_err(&self.path, e))?;
                             if let Some(k) = link {
                                 self.out.set_link_hash(k, h);
                             }
@@ -516,78 +462,5 @@ impl<'a> Walker<'a> {
         }
         self.out.push(e, cat, link);
         Ok(())
-    }
-
-    /// Flags for an added or modified entry (path in `self.path`).
-    fn flags(&mut self, st: &St, exec: bool) {
-        let kind = st.kind();
-        let perm = st.perm();
-        let path = std::mem::take(&mut self.path);
-        if kind != Kind::Dir && kind != Kind::Symlink {
-            if perm & 0o4000 != 0 {
-                self.out.flag(&path, FlagKind::Setuid);
-            }
-            if perm & 0o2000 != 0 {
-                self.out.flag(&path, FlagKind::Setgid);
-            }
-        }
-        match kind {
-            Kind::Char | Kind::Block => self.out.flag(&path, FlagKind::DeviceNode),
-            Kind::Fifo => self.out.flag(&path, FlagKind::Fifo),
-            Kind::Socket => self.out.flag(&path, FlagKind::Socket),
-            _ => {}
-        }
-        if exec {
-            self.out.flag(&path, FlagKind::Executable);
-        }
-        if st.is_reg() && st.nlink > 1 {
-            self.out.flag(&path, FlagKind::HardLink);
-        }
-        if st.is_reg() && self.hash && too_sparse(st) {
-            self.out.flag(&path, FlagKind::Sparse);
-        }
-        if let Some(g) = git_flag(&path) {
-            self.out.flag(&path, g);
-        }
-        if kind != Kind::Symlink && perm & 0o002 != 0 {
-            self.out.flag(&path, FlagKind::WorldWritable);
-        }
-        self.path = path;
-    }
-}
-
-/// "git hook" for paths under a `.git/hooks/` directory, "under .git" for any
-/// other path with a `.git` component.
-pub(crate) fn git_flag(path: &[u8]) -> Option<FlagKind> {
-    let mut comps = path.split(|&b| b == b'/').filter(|c| !c.is_empty());
-    let mut found = None;
-    while let Some(c) = comps.next() {
-        if c == b".git" {
-            found = Some(FlagKind::UnderGit);
-            let mut rest = comps.clone();
-            if rest.next() == Some(b"hooks".as_slice()) && rest.next().is_some() {
-                return Some(FlagKind::GitHook);
-            }
-        }
-    }
-    found
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn git_flags() {
-        assert_eq!(git_flag(b"/a/b"), None);
-        assert_eq!(git_flag(b"/a/.git"), Some(FlagKind::UnderGit));
-        assert_eq!(git_flag(b"/a/.git/config"), Some(FlagKind::UnderGit));
-        assert_eq!(git_flag(b"/a/.git/hooks"), Some(FlagKind::UnderGit));
-        assert_eq!(
-            git_flag(b"/a/.git/hooks/pre-commit"),
-            Some(FlagKind::GitHook)
-        );
-        assert_eq!(git_flag(b"/a/.github/x"), None);
-        assert_eq!(git_flag(b"/.git/x/.git/hooks/y"), Some(FlagKind::GitHook));
     }
 }

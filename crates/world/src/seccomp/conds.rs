@@ -75,20 +75,14 @@ impl Op {
     }
 
     fn is_always(self) -> bool {
-        matches!(
-            self,
-            Op::Ge(0) | Op::Le(u64::MAX) | Op::MaskedEq { mask: 0, value: 0 }
-        )
+        matches!(self, Op::Ge(0) | Op::Le(u64::MAX) | Op::MaskedEq { mask: 0, value: 0 })
     }
 
     /// The single value this comparison accepts, if it accepts exactly one.
     fn point(self) -> Option<u64> {
         match self {
             Op::Eq(v) => Some(v),
-            Op::MaskedEq {
-                mask: u64::MAX,
-                value,
-            } => Some(value),
+            Op::MaskedEq { mask: u64::MAX, value } => Some(value),
             _ => None,
         }
     }
@@ -110,10 +104,7 @@ impl Op {
                     let at = 1u64 << bit;
                     // bits of the mask strictly above `bit`
                     let above = mask & !(at | (at - 1));
-                    Op::MaskedEq {
-                        mask: above | at,
-                        value: (value & above) | (!value & at),
-                    }
+                    Op::MaskedEq { mask: above | at, value: (value & above) | (!value & at) }
                 })
                 .collect(),
         }
@@ -129,16 +120,9 @@ impl Op {
             return other.matches(p);
         }
         match (self, other) {
-            (
-                Op::MaskedEq {
-                    mask: m1,
-                    value: v1,
-                },
-                Op::MaskedEq {
-                    mask: m2,
-                    value: v2,
-                },
-            ) => m2 & !m1 == 0 && v1 & m2 == v2,
+            (Op::MaskedEq { mask: m1, value: v1 }, Op::MaskedEq { mask: m2, value: v2 }) => {
+                m2 & !m1 == 0 && v1 & m2 == v2
+            }
             _ => false,
         }
     }
@@ -161,23 +145,11 @@ impl Op {
             return Ok(self.matches(p).then_some(Op::Eq(p)));
         }
         match (self, other) {
-            (
-                Op::MaskedEq {
-                    mask: m1,
-                    value: v1,
-                },
-                Op::MaskedEq {
-                    mask: m2,
-                    value: v2,
-                },
-            ) => {
+            (Op::MaskedEq { mask: m1, value: v1 }, Op::MaskedEq { mask: m2, value: v2 }) => {
                 if (v1 ^ v2) & m1 & m2 != 0 {
                     Ok(None)
                 } else {
-                    Ok(Some(Op::MaskedEq {
-                        mask: m1 | m2,
-                        value: v1 | v2,
-                    }))
+                    Ok(Some(Op::MaskedEq { mask: m1 | m2, value: v1 | v2 }))
                 }
             }
             (Op::Lt(a), Op::Lt(b)) => Ok(Some(Op::Lt(a.min(b)))),
@@ -199,11 +171,7 @@ pub(crate) fn term_matches(term: &[Cond], args: &[u64; 6]) -> bool {
 /// with masks; any other comparison as itself.
 fn expand(op: Op) -> Vec<Op> {
     match op {
-        Op::Ne(v) => Op::MaskedEq {
-            mask: u64::MAX,
-            value: v,
-        }
-        .negate(),
+        Op::Ne(v) => Op::MaskedEq { mask: u64::MAX, value: v }.negate(),
         other => vec![other],
     }
 }
@@ -221,10 +189,7 @@ fn intersect_any(a: Op, b: Op) -> Result<Vec<Op>, ()> {
                 return Ok(vec![other]);
             }
             if let Op::MaskedEq { mask, .. } = other {
-                let free = Op::MaskedEq {
-                    mask: !mask,
-                    value: v & !mask,
-                };
+                let free = Op::MaskedEq { mask: !mask, value: v & !mask };
                 let mut out = Vec::new();
                 for op in free.negate() {
                     out.extend(other.intersect(op)?);
@@ -253,8 +218,7 @@ fn conjoin(term: &[Cond], cond: Cond) -> Result<Vec<Term>, ComplementError> {
     }
     let ops = match term.iter().find(|c| c.arg == cond.arg) {
         None => vec![cond.op],
-        Some(c) => intersect_any(c.op, cond.op)
-            .map_err(|()| ComplementError::NotRepresentable(*c, cond))?,
+        Some(c) => intersect_any(c.op, cond.op).map_err(|()| ComplementError::NotRepresentable(*c, cond))?,
     };
     Ok(ops
         .into_iter()
@@ -271,8 +235,7 @@ fn conjoin(term: &[Cond], cond: Cond) -> Result<Vec<Term>, ComplementError> {
 
 /// Does every argument vector accepted by `b` satisfy `a`?
 fn term_implies(b: &[Cond], a: &[Cond]) -> bool {
-    a.iter()
-        .all(|ca| ca.op.is_always() || b.iter().any(|cb| cb.arg == ca.arg && cb.op.implies(ca.op)))
+    a.iter().all(|ca| ca.op.is_always() || b.iter().any(|cb| cb.arg == ca.arg && cb.op.implies(ca.op)))
 }
 
 /// Sort, deduplicate and drop terms contained in another term.
@@ -283,14 +246,9 @@ fn simplify(mut terms: Vec<Term>) -> Vec<Term> {
     if terms.iter().any(|t| t.is_empty()) {
         return vec![Vec::new()];
     }
-    let keep: Vec<bool> = (0..terms.len())
-        .map(|i| !(0..terms.len()).any(|j| j != i && term_implies(&terms[i], &terms[j])))
-        .collect();
-    terms
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(t, k)| k.then_some(t))
-        .collect()
+    let keep: Vec<bool> =
+        (0..terms.len()).map(|i| !(0..terms.len()).any(|j| j != i && term_implies(&terms[i], &terms[j]))).collect();
+    terms.into_iter().zip(keep).filter_map(|(t, k)| k.then_some(t)).collect()
 }
 
 /// The complement of `rule₁ ∨ … ∨ ruleₙ` (each rule a conjunction) as a union
@@ -300,10 +258,8 @@ pub(crate) fn complement(rules: &[Term]) -> Result<Vec<Term>, ComplementError> {
     let mut acc: Vec<Term> = vec![Vec::new()];
     for rule in rules {
         // ¬(c₁ ∧ … ∧ cₖ) = ¬c₁ ∨ … ∨ ¬cₖ
-        let alternatives: Vec<Cond> = rule
-            .iter()
-            .flat_map(|c| c.op.negate().into_iter().map(|op| Cond { arg: c.arg, op }))
-            .collect();
+        let alternatives: Vec<Cond> =
+            rule.iter().flat_map(|c| c.op.negate().into_iter().map(|op| Cond { arg: c.arg, op })).collect();
         let mut next = Vec::new();
         for term in &acc {
             for &alt in &alternatives {
@@ -338,14 +294,10 @@ mod tests {
             match self.next() % 4 {
                 0 => self.next(),
                 1 => interesting[(self.next() % interesting.len() as u64) as usize],
-                2 => {
-                    interesting[(self.next() % interesting.len() as u64) as usize]
-                        ^ (1 << (self.next() % 64))
-                }
+                2 => interesting[(self.next() % interesting.len() as u64) as usize] ^ (1 << (self.next() % 64)),
                 _ => {
                     (self.next() & 0xffff_ffff_0000_0000)
-                        | interesting[(self.next() % interesting.len() as u64) as usize]
-                            & 0xffff_ffff
+                        | interesting[(self.next() % interesting.len() as u64) as usize] & 0xffff_ffff
                 }
             }
         }
@@ -356,83 +308,43 @@ mod tests {
         for args in samples {
             let in_rules = rules.iter().any(|r| term_matches(r, args));
             let in_comp = comp.iter().any(|t| term_matches(t, args));
-            assert_ne!(
-                in_rules, in_comp,
-                "args {args:x?} rules {rules:?} complement {comp:?}"
-            );
+            assert_ne!(in_rules, in_comp, "args {args:x?} rules {rules:?} complement {comp:?}");
             // the terms are disjoint or at least never contradict: no term may match a rule
         }
         comp.len()
     }
 
     fn masked(arg: u32, mask: u64, value: u64) -> Cond {
-        Cond {
-            arg,
-            op: Op::MaskedEq { mask, value },
-        }
+        Cond { arg, op: Op::MaskedEq { mask, value } }
     }
 
     #[test]
     fn seccomp_negated_masked_eq_is_exact() {
         let interesting = [0x5412, 0x541c, 0, u64::MAX, 0xffff_ffff, 0x1_0000_5412];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let samples: Vec<[u64; 6]> = (0..20_000)
-            .map(|_| std::array::from_fn(|_| rng.value(&interesting)))
-            .collect();
+        let samples: Vec<[u64; 6]> = (0..20_000).map(|_| std::array::from_fn(|_| rng.value(&interesting))).collect();
         // the ioctl exceptions of the default profile
-        let ioctl = [
-            vec![masked(1, 0xffff_ffff, 0x5412)],
-            vec![masked(1, 0xffff_ffff, 0x541c)],
-        ];
+        let ioctl = [vec![masked(1, 0xffff_ffff, 0x5412)], vec![masked(1, 0xffff_ffff, 0x541c)]];
         let n = check(&ioctl, &samples);
         assert!(n <= 40, "ioctl complement has {n} terms");
         // the socket exception: two arguments in one rule
         let socket = [vec![masked(0, 0xffff_ffff, 16), masked(2, 0xffff_ffff, 12)]];
         assert_eq!(check(&socket, &samples), 64);
         // plain EQ / NE and a rule that can never match
-        check(
-            &[vec![Cond {
-                arg: 3,
-                op: Op::Eq(7),
-            }]],
-            &samples,
-        );
-        check(
-            &[
-                vec![Cond {
-                    arg: 3,
-                    op: Op::Ne(7),
-                }],
-                vec![masked(3, 0xf, 0x3)],
-            ],
-            &samples,
-        );
-        assert_eq!(
-            complement(&[vec![masked(0, 0xf, 0x10)]]).unwrap(),
-            vec![Vec::<Cond>::new()]
-        );
+        check(&[vec![Cond { arg: 3, op: Op::Eq(7) }]], &samples);
+        check(&[vec![Cond { arg: 3, op: Op::Ne(7) }], vec![masked(3, 0xf, 0x3)]], &samples);
+        assert_eq!(complement(&[vec![masked(0, 0xf, 0x10)]]).unwrap(), vec![Vec::<Cond>::new()]);
         assert!(complement(&[vec![masked(0, 0, 0)]]).unwrap().is_empty());
         // Ranges mixed with masks on the same argument are refused, not guessed.
-        let mixed = [
-            vec![Cond {
-                arg: 0,
-                op: Op::Lt(10),
-            }],
-            vec![masked(0, 0xff, 3)],
-        ];
-        assert!(matches!(
-            complement(&mixed),
-            Err(ComplementError::NotRepresentable(..))
-        ));
+        let mixed = [vec![Cond { arg: 0, op: Op::Lt(10) }], vec![masked(0, 0xff, 3)]];
+        assert!(matches!(complement(&mixed), Err(ComplementError::NotRepresentable(..))));
     }
 
     #[test]
     fn seccomp_random_complements_are_exact() {
         let interesting = [0, 1, 3, 8, 0xff, 0x100, u64::MAX, 0xffff_ffff];
         let mut rng = Rng(42);
-        let samples: Vec<[u64; 6]> = (0..4_000)
-            .map(|_| std::array::from_fn(|_| rng.value(&interesting)))
-            .collect();
+        let samples: Vec<[u64; 6]> = (0..4_000).map(|_| std::array::from_fn(|_| rng.value(&interesting))).collect();
         let mut too_many = 0;
         for _ in 0..200 {
             let nrules = 1 + rng.next() % 3;
@@ -445,10 +357,7 @@ mod tests {
                             let op = match rng.next() % 3 {
                                 0 => Op::Eq(v),
                                 1 => Op::Ne(v),
-                                _ => Op::MaskedEq {
-                                    mask: 0xff & !(rng.next() & 0x0f),
-                                    value: v & 0xf0,
-                                },
+                                _ => Op::MaskedEq { mask: 0xff & !(rng.next() & 0x0f), value: v & 0xf0 },
                             };
                             t.push(Cond { arg, op });
                         }
@@ -464,9 +373,6 @@ mod tests {
                 Err(ComplementError::TooManyTerms) => too_many += 1,
             }
         }
-        assert!(
-            too_many < 10,
-            "{too_many} of 200 random exception sets were too complex"
-        );
+        assert!(too_many < 10, "{too_many} of 200 random exception sets were too complex");
     }
 }

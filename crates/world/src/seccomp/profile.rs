@@ -5,9 +5,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpSyscall};
-use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
-};
+use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
 use serde_json::Value;
 
 use super::conds::{self, ComplementError, Cond, Op, Term};
@@ -34,6 +32,7 @@ pub(super) const EXTRA_X86_64: &[(&str, i32)] = &[
 /// Highest x86_64 syscall number (below the x32 range at 512) given ENOSYS
 /// when it is newer than every syscall cloche can name.
 const LAST_NATIVE_NR: i32 = 511;
+
 /// A profile rule for one syscall: action, conditions, where it was written.
 type SourceRule = (ScmpAction, Term, String);
 
@@ -60,22 +59,16 @@ impl Profile {
     pub fn from_json(text: &str) -> Result<Profile, SeccompError> {
         let value: Value = serde_json::from_str(text).map_err(SeccompError::Json)?;
         prescan(&value)?;
-        let spec: LinuxSeccomp = serde_json::from_str(text).map_err(|e| {
-            invalid(
-                format!("line {} column {}", e.line(), e.column()),
-                e.to_string(),
-            )
-        })?;
+        let spec: LinuxSeccomp = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("line {} column {}", e.line(), e.column()), e.to_string()))?;
         Profile::from_spec(spec)
     }
 
     /// Read, parse and validate a profile file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Profile, SeccompError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SeccompError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SeccompError::Read { path: path.to_path_buf(), source })?;
         Profile::from_json(&text)
     }
 
@@ -86,11 +79,7 @@ impl Profile {
 
     /// Validate an already deserialized profile.
     pub fn from_spec(spec: LinuxSeccomp) -> Result<Profile, SeccompError> {
-        let default_action = map_action(
-            spec.default_action(),
-            spec.default_errno_ret(),
-            "defaultAction",
-        )?;
+        let default_action = map_action(spec.default_action(), spec.default_errno_ret(), "defaultAction")?;
         for (i, arch) in spec.architectures().iter().flatten().enumerate() {
             if !matches!(arch, Arch::ScmpArchX86_64 | Arch::ScmpArchNative) {
                 return Err(SeccompError::Unsupported {
@@ -100,10 +89,7 @@ impl Profile {
             }
         }
         if let Some(flag) = spec.flags().iter().flatten().next() {
-            return Err(SeccompError::Unsupported {
-                at: "flags".into(),
-                what: format!("filter flag {flag}"),
-            });
+            return Err(SeccompError::Unsupported { at: "flags".into(), what: format!("filter flag {flag}") });
         }
         if spec.listener_path().is_some() || spec.listener_metadata().is_some() {
             return Err(SeccompError::Unsupported {
@@ -125,17 +111,12 @@ impl Profile {
             for (j, name) in sc.names().iter().enumerate() {
                 match resolve(name) {
                     Resolved::Nr(nr) => {
-                        let entry = by_nr
-                            .entry(nr)
-                            .or_insert_with(|| (name.clone(), Vec::new()));
+                        let entry = by_nr.entry(nr).or_insert_with(|| (name.clone(), Vec::new()));
                         entry.1.push((action, term.clone(), at.clone()));
                     }
                     Resolved::Absent => absent.push(name.clone()),
                     Resolved::Unknown => {
-                        return Err(SeccompError::UnknownSyscall {
-                            at: format!("{at}.names[{j}]"),
-                            name: name.clone(),
-                        })
+                        return Err(SeccompError::UnknownSyscall { at: format!("{at}.names[{j}]"), name: name.clone() })
                     }
                 }
             }
@@ -144,12 +125,7 @@ impl Profile {
         let mut rules = Vec::new();
         for (nr, (name, list)) in &by_nr {
             for (action, conds) in plan_syscall(name, list, default_action)? {
-                rules.push(PlannedRule {
-                    name: name.clone(),
-                    nr: *nr,
-                    action,
-                    conds,
-                });
+                rules.push(PlannedRule { name: name.clone(), nr: *nr, action, conds });
             }
         }
         // Syscalls newer than anything nameable: ENOSYS, so that libcs fall back.
@@ -158,23 +134,13 @@ impl Profile {
             for nr in newest_named_nr() + 1..=LAST_NATIVE_NR {
                 if !by_nr.contains_key(&nr) {
                     let action = ScmpAction::Errno(libc::ENOSYS);
-                    rules.push(PlannedRule {
-                        name: format!("#{nr}"),
-                        nr,
-                        action,
-                        conds: Vec::new(),
-                    });
+                    rules.push(PlannedRule { name: format!("#{nr}"), nr, action, conds: Vec::new() });
                 }
             }
         }
         absent.sort();
         absent.dedup();
-        Ok(Profile {
-            spec,
-            default_action,
-            rules,
-            absent,
-        })
+        Ok(Profile { spec, default_action, rules, absent })
     }
 
     /// The profile as deserialized.
@@ -204,11 +170,7 @@ pub(super) enum Resolved {
 pub(super) fn resolve(name: &str) -> Resolved {
     if let Ok(sc) = ScmpSyscall::from_name_by_arch(name, ScmpArch::X8664) {
         let nr = sc.as_raw_syscall();
-        return if nr >= 0 {
-            Resolved::Nr(nr)
-        } else {
-            Resolved::Absent
-        };
+        return if nr >= 0 { Resolved::Nr(nr) } else { Resolved::Absent };
     }
     match EXTRA_X86_64.iter().find(|(n, _)| *n == name) {
         Some(&(_, nr)) => Resolved::Nr(nr),
@@ -223,59 +185,33 @@ pub(super) fn newest_named_nr() -> i32 {
         let extra = EXTRA_X86_64.iter().map(|&(_, nr)| nr).max().unwrap_or(0);
         let known = (0..=LAST_NATIVE_NR)
             .rev()
-            .find(|&nr| {
-                ScmpSyscall::from_raw_syscall(nr)
-                    .get_name_by_arch(ScmpArch::X8664)
-                    .is_ok()
-            })
+            .find(|&nr| ScmpSyscall::from_raw_syscall(nr).get_name_by_arch(ScmpArch::X8664).is_ok())
             .unwrap_or(0);
         extra.max(known)
     })
 }
 
-fn map_action(
-    a: LinuxSeccompAction,
-    errno: Option<u32>,
-    at: &str,
-) -> Result<ScmpAction, SeccompError> {
+fn map_action(a: LinuxSeccompAction, errno: Option<u32>, at: &str) -> Result<ScmpAction, SeccompError> {
     let value = |default: u32| -> Result<u16, SeccompError> {
         let v = errno.unwrap_or(default);
         match u16::try_from(v) {
             Ok(v) if v <= 4095 => Ok(v),
-            _ => Err(invalid(
-                at,
-                format!("errno value {v} is out of range 0..=4095"),
-            )),
+            _ => Err(invalid(at, format!("errno value {v} is out of range 0..=4095"))),
         }
     };
-    if errno.is_some()
-        && !matches!(
-            a,
-            LinuxSeccompAction::ScmpActErrno | LinuxSeccompAction::ScmpActTrace
-        )
-    {
-        return Err(invalid(
-            at,
-            format!("an errno value is given for {a}, which takes none"),
-        ));
+    if errno.is_some() && !matches!(a, LinuxSeccompAction::ScmpActErrno | LinuxSeccompAction::ScmpActTrace) {
+        return Err(invalid(at, format!("an errno value is given for {a}, which takes none")));
     }
     Ok(match a {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            ScmpAction::KillThread
-        }
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => {
-            ScmpAction::Errno(i32::from(value(libc::EPERM as u32)?))
-        }
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(i32::from(value(libc::EPERM as u32)?)),
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(value(libc::EPERM as u32)?),
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::Unsupported {
-                at: at.into(),
-                what: "SCMP_ACT_NOTIFY".into(),
-            })
+            return Err(SeccompError::Unsupported { at: at.into(), what: "SCMP_ACT_NOTIFY".into() })
         }
     })
 }
@@ -297,16 +233,10 @@ fn map_args(args: &[oci_spec::runtime::LinuxSeccompArg], at: &str) -> Result<Ter
         let v = a.value();
         let two = a.value_two();
         let op = match a.op() {
-            LinuxSeccompOperator::ScmpCmpMaskedEq => Op::MaskedEq {
-                mask: v,
-                value: two.unwrap_or(0),
-            },
+            LinuxSeccompOperator::ScmpCmpMaskedEq => Op::MaskedEq { mask: v, value: two.unwrap_or(0) },
             other => {
                 if two.is_some_and(|t| t != 0) {
-                    return Err(invalid(
-                        &at,
-                        format!("valueTwo is only used by SCMP_CMP_MASKED_EQ, not {other}"),
-                    ));
+                    return Err(invalid(&at, format!("valueTwo is only used by SCMP_CMP_MASKED_EQ, not {other}")));
                 }
                 match other {
                     LinuxSeccompOperator::ScmpCmpNe => Op::Ne(v),
@@ -326,22 +256,13 @@ fn map_args(args: &[oci_spec::runtime::LinuxSeccompArg], at: &str) -> Result<Ter
 }
 
 /// Turn every rule of one syscall into libseccomp rules (see the module docs).
-fn plan_syscall(
-    name: &str,
-    list: &[SourceRule],
-    default: ScmpAction,
-) -> Result<Vec<(ScmpAction, Term)>, SeccompError> {
-    let conflict = |msg: String| SeccompError::Conflict {
-        syscall: name.to_string(),
-        msg,
-    };
+fn plan_syscall(name: &str, list: &[SourceRule], default: ScmpAction) -> Result<Vec<(ScmpAction, Term)>, SeccompError> {
+    let conflict = |msg: String| SeccompError::Conflict { syscall: name.to_string(), msg };
     let mut fallback: Option<(ScmpAction, &str)> = None;
     for (action, _, at) in list.iter().filter(|(_, t, _)| t.is_empty()) {
         match fallback {
             Some((a, first)) if a != *action => {
-                return Err(conflict(format!(
-                    "{first} says {a:?} and {at} says {action:?}, both unconditionally"
-                )))
+                return Err(conflict(format!("{first} says {a:?} and {at} says {action:?}, both unconditionally")))
             }
             _ => fallback = Some((*action, at)),
         }
@@ -350,28 +271,17 @@ fn plan_syscall(
 
     // Exceptions: conditional rules whose action differs from the fallback.
     let mut exceptions: Vec<(ScmpAction, &Term, &str)> = Vec::new();
-    for (action, term, at) in list
-        .iter()
-        .filter(|(a, t, _)| !t.is_empty() && *a != fallback)
-    {
-        if let Some((other, _, other_at)) = exceptions
-            .iter()
-            .find(|(a, t, _)| *t == term && a != action)
-        {
-            return Err(conflict(format!(
-                "{other_at} says {other:?} and {at} says {action:?} for the same arguments"
-            )));
+    for (action, term, at) in list.iter().filter(|(a, t, _)| !t.is_empty() && *a != fallback) {
+        if let Some((other, _, other_at)) = exceptions.iter().find(|(a, t, _)| *t == term && a != action) {
+            return Err(conflict(format!("{other_at} says {other:?} and {at} says {action:?} for the same arguments")));
         }
         if !exceptions.iter().any(|(a, t, _)| a == action && *t == term) {
             exceptions.push((*action, term, at));
         }
     }
 
-    let mut out: Vec<(ScmpAction, Term)> = exceptions
-        .iter()
-        .filter(|(a, _, _)| *a != default)
-        .map(|(a, t, _)| (*a, (*t).clone()))
-        .collect();
+    let mut out: Vec<(ScmpAction, Term)> =
+        exceptions.iter().filter(|(a, _, _)| *a != default).map(|(a, t, _)| (*a, (*t).clone())).collect();
     if fallback != default {
         let terms: Vec<Term> = exceptions.iter().map(|(_, t, _)| (*t).clone()).collect();
         let rest = conds::complement(&terms).map_err(|e| match e {
@@ -411,33 +321,22 @@ fn prescan(v: &Value) -> Result<(), SeccompError> {
     const ARG: &[&str] = &["index", "value", "valueTwo", "op", "comment"];
 
     fn keys(v: &Value, at: &str, known: &[&str]) -> Result<(), SeccompError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| invalid(at, "must be a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| invalid(at, "must be a JSON object"))?;
         match obj.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(invalid(
-                at,
-                format!("unknown field {k:?} (known: {})", known.join(", ")),
-            )),
+            Some(k) => Err(invalid(at, format!("unknown field {k:?} (known: {})", known.join(", ")))),
             None => Ok(()),
         }
     }
     fn action(v: Option<&Value>, at: &str) -> Result<(), SeccompError> {
         match v.and_then(Value::as_str) {
             Some(s) if s.parse::<LinuxSeccompAction>().is_err() => {
-                Err(SeccompError::UnknownAction {
-                    at: at.into(),
-                    action: s.into(),
-                })
+                Err(SeccompError::UnknownAction { at: at.into(), action: s.into() })
             }
             _ => Ok(()),
         }
     }
     fn array(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
-        v.and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
+        v.and_then(Value::as_array).into_iter().flatten().enumerate()
     }
 
     keys(v, "profile", TOP)?;
@@ -447,21 +346,12 @@ fn prescan(v: &Value) -> Result<(), SeccompError> {
     action(v.get("defaultAction"), "defaultAction")?;
     for (i, a) in array(v.get("architectures")) {
         if let Some(s) = a.as_str().filter(|s| s.parse::<Arch>().is_err()) {
-            return Err(SeccompError::UnknownArch {
-                at: format!("architectures[{i}]"),
-                arch: s.into(),
-            });
+            return Err(SeccompError::UnknownArch { at: format!("architectures[{i}]"), arch: s.into() });
         }
     }
     for (i, f) in array(v.get("flags")) {
-        if let Some(s) = f
-            .as_str()
-            .filter(|s| s.parse::<LinuxSeccompFilterFlag>().is_err())
-        {
-            return Err(invalid(
-                format!("flags[{i}]"),
-                format!("unknown flag {s:?}"),
-            ));
+        if let Some(s) = f.as_str().filter(|s| s.parse::<LinuxSeccompFilterFlag>().is_err()) {
+            return Err(invalid(format!("flags[{i}]"), format!("unknown flag {s:?}")));
         }
     }
     for (i, sc) in array(v.get("syscalls")) {
@@ -483,10 +373,7 @@ fn prescan(v: &Value) -> Result<(), SeccompError> {
             }
             if let Some(s) = arg.get("op").and_then(Value::as_str) {
                 if s.parse::<LinuxSeccompOperator>().is_err() {
-                    return Err(SeccompError::UnknownOperator {
-                        at: format!("{at}.op"),
-                        op: s.into(),
-                    });
+                    return Err(SeccompError::UnknownOperator { at: format!("{at}.op"), op: s.into() });
                 }
             }
         }

@@ -5,9 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use oci_spec::runtime::LinuxSeccompAction;
 
 use super::profile::{newest_named_nr, resolve, Resolved, EXTRA_X86_64};
@@ -141,8 +139,7 @@ impl Rng {
 fn names_with(profile: &Profile, action: LinuxSeccompAction, conditional: bool) -> Vec<String> {
     let mut out = Vec::new();
     for sc in profile.spec().syscalls().iter().flatten() {
-        if sc.action() == action && sc.args().as_ref().is_some_and(|a| !a.is_empty()) == conditional
-        {
+        if sc.action() == action && sc.args().as_ref().is_some_and(|a| !a.is_empty()) == conditional {
             out.extend(sc.names().iter().cloned());
         }
     }
@@ -152,72 +149,32 @@ fn names_with(profile: &Profile, action: LinuxSeccompAction, conditional: bool) 
 #[test]
 fn seccomp_default_profile_decisions() {
     let (profile, prog) = default_program();
-    assert!(
-        prog.len() > 100 && prog.len() < MAX_INSTRUCTIONS,
-        "{} instructions",
-        prog.len()
-    );
+    assert!(prog.len() > 100 && prog.len() < MAX_INSTRUCTIONS, "{} instructions", prog.len());
     assert_eq!(profile.absent_syscalls(), ["stime"]);
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    let focus = [
-        0,
-        1,
-        8,
-        12,
-        16,
-        0x5412,
-        0x541c,
-        0x20000,
-        0xffff_ffff,
-        0x1000_0000,
-        0x7e02_0080,
-    ];
+    let focus = [0, 1, 8, 12, 16, 0x5412, 0x541c, 0x20000, 0xffff_ffff, 0x1000_0000, 0x7e02_0080];
     let x86 = |nr: u32, args: [u64; 6]| run(&prog, AUDIT_ARCH_X86_64, nr, args);
 
     let allowed = names_with(&profile, LinuxSeccompAction::ScmpActAllow, false);
     assert!(allowed.len() > 250, "{} allowed", allowed.len());
     let with_exceptions = ["ioctl", "socket"];
-    for name in allowed
-        .iter()
-        .filter(|n| !with_exceptions.contains(&n.as_str()))
-    {
+    for name in allowed.iter().filter(|n| !with_exceptions.contains(&n.as_str())) {
         for _ in 0..20 {
             assert_eq!(x86(nr(name), rng.args(&focus)), RET_ALLOW, "{name}");
         }
     }
     let refused = names_with(&profile, LinuxSeccompAction::ScmpActErrno, false);
-    for name in refused
-        .iter()
-        .filter(|n| !matches!(n.as_str(), "stime" | "clone3"))
-    {
+    for name in refused.iter().filter(|n| !matches!(n.as_str(), "stime" | "clone3")) {
         assert!(!allowed.contains(name), "{name} both allowed and refused");
         for _ in 0..20 {
             assert_eq!(x86(nr(name), rng.args(&focus)), EPERM, "{name}");
         }
     }
-    for name in [
-        "unshare",
-        "setns",
-        "mount",
-        "fsopen",
-        "bpf",
-        "keyctl",
-        "io_uring_setup",
-        "chroot",
-    ] {
-        assert!(
-            refused.iter().any(|n| n == name),
-            "{name} is not listed as refused"
-        );
+    for name in ["unshare", "setns", "mount", "fsopen", "bpf", "keyctl", "io_uring_setup", "chroot"] {
+        assert!(refused.iter().any(|n| n == name), "{name} is not listed as refused");
     }
     // Known syscalls the profile does not mention: default EPERM.
-    for name in [
-        "fanotify_init",
-        "kcmp",
-        "sethostname",
-        "modify_ldt",
-        "_sysctl",
-    ] {
+    for name in ["fanotify_init", "kcmp", "sethostname", "modify_ldt", "_sysctl"] {
         assert_eq!(x86(nr(name), [0; 6]), EPERM, "{name}");
     }
     assert_eq!(x86(nr("clone3"), [0; 6]), ENOSYS);
@@ -232,29 +189,13 @@ fn seccomp_default_profile_decisions() {
         let args = rng.args(&focus);
         let lo = |i: usize| args[i] & 0xffff_ffff;
         let clone_ok = lo(0) & 0x7e02_0080 == 0;
-        assert_eq!(
-            x86(nr("clone"), args) == RET_ALLOW,
-            clone_ok,
-            "clone {args:x?}"
-        );
+        assert_eq!(x86(nr("clone"), args) == RET_ALLOW, clone_ok, "clone {args:x?}");
         let ioctl_refused = matches!(lo(1), 0x5412 | 0x541c);
-        assert_eq!(
-            x86(nr("ioctl"), args),
-            if ioctl_refused { EPERM } else { RET_ALLOW },
-            "ioctl {args:x?}"
-        );
+        assert_eq!(x86(nr("ioctl"), args), if ioctl_refused { EPERM } else { RET_ALLOW }, "ioctl {args:x?}");
         let socket_refused = lo(0) == 16 && lo(2) == 12;
-        assert_eq!(
-            x86(nr("socket"), args),
-            if socket_refused { EPERM } else { RET_ALLOW },
-            "socket {args:x?}"
-        );
+        assert_eq!(x86(nr("socket"), args), if socket_refused { EPERM } else { RET_ALLOW }, "socket {args:x?}");
         let pers_ok = matches!(lo(0), 0 | 8 | 0x20000 | 0x20008 | 0xffff_ffff);
-        assert_eq!(
-            x86(nr("personality"), args) == RET_ALLOW,
-            pers_ok,
-            "personality {args:x?}"
-        );
+        assert_eq!(x86(nr("personality"), args) == RET_ALLOW, pers_ok, "personality {args:x?}");
     }
     // The exact values, with and without garbage in the upper half.
     for hi in [0u64, 1 << 32, 0xdead_beef << 32] {
@@ -264,10 +205,7 @@ fn seccomp_default_profile_decisions() {
         assert_eq!(x86(nr("socket"), [hi | 16, 3, hi | 12, 0, 0, 0]), EPERM);
         assert_eq!(x86(nr("socket"), [hi | 16, 3, hi, 0, 0, 0]), RET_ALLOW);
         assert_eq!(x86(nr("clone"), [hi | 0x1000_0011, 0, 0, 0, 0, 0]), EPERM);
-        assert_eq!(
-            x86(nr("clone"), [hi | 0x0001_0f11, 0, 0, 0, 0, 0]),
-            RET_ALLOW
-        );
+        assert_eq!(x86(nr("clone"), [hi | 0x0001_0f11, 0, 0, 0, 0, 0]), RET_ALLOW);
     }
 
     // Other ABIs are killed whatever the number.
@@ -295,9 +233,7 @@ fn seccomp_libseccomp_mixed_rule_behaviour() {
     };
     // 1. A rule whose action equals the default action is refused.
     let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(1)).unwrap();
-    assert!(ctx
-        .add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti])
-        .is_err());
+    assert!(ctx.add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti]).is_err());
     // 2. Unconditional ALLOW plus a conditional ERRNO (different from the
     //    default): the unconditional rule wins, in either order.
     for allow_first in [true, false] {
@@ -306,42 +242,22 @@ fn seccomp_libseccomp_mixed_rule_behaviour() {
             ctx.add_rule(ScmpAction::Allow, ioctl).unwrap();
             let _ = ctx.add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti]);
         } else {
-            ctx.add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti])
-                .unwrap();
+            ctx.add_rule_conditional(ScmpAction::Errno(1), ioctl, &[tiocsti]).unwrap();
             ctx.add_rule(ScmpAction::Allow, ioctl).unwrap();
         }
         let prog = export(&ctx);
-        let got = run(
-            &prog,
-            AUDIT_ARCH_X86_64,
-            nr("ioctl"),
-            [0, 0x5412, 0, 0, 0, 0],
-        );
-        assert_eq!(
-            got, RET_ALLOW,
-            "libseccomp kept the TIOCSTI exception (allow_first={allow_first})"
-        );
+        let got = run(&prog, AUDIT_ARCH_X86_64, nr("ioctl"), [0, 0x5412, 0, 0, 0, 0]);
+        assert_eq!(got, RET_ALLOW, "libseccomp kept the TIOCSTI exception (allow_first={allow_first})");
     }
     // 3. Two comparisons of one argument in one rule: EINVAL.
     let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(1)).unwrap();
     let ne = |v| ScmpArgCompare::new(1, ScmpCompareOp::NotEqual, v);
-    assert!(ctx
-        .add_rule_conditional(ScmpAction::Allow, ioctl, &[ne(0x5412), ne(0x541c)])
-        .is_err());
+    assert!(ctx.add_rule_conditional(ScmpAction::Allow, ioctl, &[ne(0x5412), ne(0x541c)]).is_err());
     // 4. A plain 64-bit NE on an int argument lets the upper half through.
     let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(1)).unwrap();
-    ctx.add_rule_conditional(ScmpAction::Allow, ioctl, &[ne(0x5412)])
-        .unwrap();
+    ctx.add_rule_conditional(ScmpAction::Allow, ioctl, &[ne(0x5412)]).unwrap();
     let prog = export(&ctx);
-    assert_eq!(
-        run(
-            &prog,
-            AUDIT_ARCH_X86_64,
-            nr("ioctl"),
-            [0, 0x1_0000_5412, 0, 0, 0, 0]
-        ),
-        RET_ALLOW
-    );
+    assert_eq!(run(&prog, AUDIT_ARCH_X86_64, nr("ioctl"), [0, 0x1_0000_5412, 0, 0, 0, 0]), RET_ALLOW);
 }
 
 fn err(json: &str) -> SeccompError {
@@ -358,49 +274,28 @@ fn seccomp_profile_errors_are_typed() {
     assert!(matches!(err(""), SeccompError::Json(_)));
     assert!(matches!(err("[]"), SeccompError::Invalid { .. }));
     assert!(matches!(err("{}"), SeccompError::Invalid { .. }));
-    let e = err(&p(
-        r#"{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}"#,
-    ));
+    let e = err(&p(r#"{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}"#));
     assert!(
         matches!(&e, SeccompError::UnknownSyscall { at, name } if at == "syscalls[0].names[1]" && name == "frobnicate"),
         "{e}"
     );
     let e = err(&p(r#"{"names":["read"],"action":"SCMP_ACT_MAYBE"}"#));
-    assert!(
-        matches!(&e, SeccompError::UnknownAction { at, .. } if at == "syscalls[0].action"),
-        "{e}"
-    );
-    assert!(matches!(
-        err(r#"{"defaultAction":"ALLOW"}"#),
-        SeccompError::UnknownAction { .. }
-    ));
-    let e = err(&p(
-        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}"#,
-    ));
-    assert!(
-        matches!(&e, SeccompError::UnknownOperator { at, .. } if at == "syscalls[0].args[0].op"),
-        "{e}"
-    );
+    assert!(matches!(&e, SeccompError::UnknownAction { at, .. } if at == "syscalls[0].action"), "{e}");
+    assert!(matches!(err(r#"{"defaultAction":"ALLOW"}"#), SeccompError::UnknownAction { .. }));
+    let e =
+        err(&p(r#"{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}"#));
+    assert!(matches!(&e, SeccompError::UnknownOperator { at, .. } if at == "syscalls[0].args[0].op"), "{e}");
     let e = err(r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_VAX"]}"#);
     assert!(matches!(e, SeccompError::UnknownArch { .. }), "{e}");
-    let e = err(
-        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"]}"#,
-    );
+    let e = err(r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"]}"#);
     assert!(matches!(e, SeccompError::Unsupported { .. }), "{e}");
-    assert!(matches!(
-        err(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#),
-        SeccompError::Unsupported { .. }
-    ));
+    assert!(matches!(err(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#), SeccompError::Unsupported { .. }));
     let e = err(r#"{"defaultAction":"SCMP_ACT_ERRNO","flags":["SECCOMP_FILTER_FLAG_LOG"]}"#);
     assert!(matches!(e, SeccompError::Unsupported { .. }), "{e}");
     // A typo must not make a conditional rule unconditional.
-    let e = err(&p(
-        r#"{"names":["clone"],"action":"SCMP_ACT_ALLOW","arg":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}"#,
-    ));
-    assert!(
-        matches!(&e, SeccompError::Invalid { msg, .. } if msg.contains("\"arg\"")),
-        "{e}"
-    );
+    let e =
+        err(&p(r#"{"names":["clone"],"action":"SCMP_ACT_ALLOW","arg":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}"#));
+    assert!(matches!(&e, SeccompError::Invalid { msg, .. } if msg.contains("\"arg\"")), "{e}");
     for bad in [
         r#"{"names":"read","action":"SCMP_ACT_ALLOW"}"#,
         r#"{"names":[],"action":"SCMP_ACT_ALLOW"}"#,
@@ -418,13 +313,8 @@ fn seccomp_profile_errors_are_typed() {
         assert!(matches!(e, SeccompError::Invalid { .. }), "{bad}: {e}");
     }
     // Conflicts.
-    let e = err(&p(
-        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},{"names":["read"],"action":"SCMP_ACT_KILL"}"#,
-    ));
-    assert!(
-        matches!(&e, SeccompError::Conflict { syscall, .. } if syscall == "read"),
-        "{e}"
-    );
+    let e = err(&p(r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},{"names":["read"],"action":"SCMP_ACT_KILL"}"#));
+    assert!(matches!(&e, SeccompError::Conflict { syscall, .. } if syscall == "read"), "{e}");
     let a = r#""args":[{"index":0,"value":3,"op":"SCMP_CMP_EQ"}]"#;
     let e = err(&p(&format!(
         r#"{{"names":["read"],"action":"SCMP_ACT_ALLOW",{a}}},{{"names":["read"],"action":"SCMP_ACT_KILL",{a}}}"#
@@ -433,16 +323,10 @@ fn seccomp_profile_errors_are_typed() {
     let e = err(&p(
         r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":3,"op":"SCMP_CMP_LT"}]},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":255,"valueTwo":7,"op":"SCMP_CMP_MASKED_EQ"}]}"#,
     ));
-    assert!(
-        matches!(&e, SeccompError::Conflict { msg, .. } if msg.contains("cannot be compiled")),
-        "{e}"
-    );
+    assert!(matches!(&e, SeccompError::Conflict { msg, .. } if msg.contains("cannot be compiled")), "{e}");
     // Files.
     let e = Profile::from_file("/nonexistent/cloche/seccomp.json").unwrap_err();
-    assert!(
-        matches!(&e, SeccompError::Read { path, .. } if path.ends_with("seccomp.json")),
-        "{e}"
-    );
+    assert!(matches!(&e, SeccompError::Read { path, .. } if path.ends_with("seccomp.json")), "{e}");
     assert!(e.to_string().contains("/nonexistent/cloche/seccomp.json"));
 }
 
@@ -451,10 +335,7 @@ fn seccomp_mangled_profiles_never_panic() {
     let text = DEFAULT_PROFILE_JSON;
     for cut in (0..text.len()).step_by(37) {
         if text.is_char_boundary(cut) {
-            assert!(
-                Profile::from_json(&text[..cut]).is_err(),
-                "prefix {cut} accepted"
-            );
+            assert!(Profile::from_json(&text[..cut]).is_err(), "prefix {cut} accepted");
         }
     }
     let mut rng = Rng(7);
@@ -486,11 +367,7 @@ fn seccomp_other_profiles_compile_with_their_semantics() {
     assert_eq!(x86("ioctl", 0x5413), RET_ALLOW);
     assert_eq!(x86("ptrace", 0), RET_KILL_PROCESS);
     assert_eq!(x86("mount", 0), RET_ALLOW);
-    assert_eq!(
-        run(&prog, AUDIT_ARCH_X86_64, 480, [0; 6]),
-        RET_ALLOW,
-        "no ENOSYS range when allowing"
-    );
+    assert_eq!(run(&prog, AUDIT_ARCH_X86_64, 480, [0; 6]), RET_ALLOW, "no ENOSYS range when allowing");
     // Exceptions written with EQ on one argument, with a third action.
     let json = r#"{"defaultAction":"SCMP_ACT_KILL_PROCESS","syscalls":[
         {"names":["kill"],"action":"SCMP_ACT_ALLOW"},
@@ -506,11 +383,7 @@ fn seccomp_other_profiles_compile_with_their_semantics() {
             19 => RET_KILL_PROCESS,
             _ => RET_ALLOW,
         };
-        assert_eq!(
-            run(&prog, AUDIT_ARCH_X86_64, nr("kill"), args),
-            want,
-            "{args:x?}"
-        );
+        assert_eq!(run(&prog, AUDIT_ARCH_X86_64, nr("kill"), args), want, "{args:x?}");
     }
 }
 
@@ -521,24 +394,12 @@ fn seccomp_program_bytes_round_trip() {
     assert_eq!(again, prog);
     assert_eq!(again.len() * 8, prog.as_bytes().len());
     assert!(!again.is_empty());
-    assert!(matches!(
-        Program::from_bytes(&[]),
-        Err(SeccompError::BadProgram(_))
-    ));
-    assert!(matches!(
-        Program::from_bytes(&prog.as_bytes()[..12]),
-        Err(SeccompError::BadProgram(_))
-    ));
+    assert!(matches!(Program::from_bytes(&[]), Err(SeccompError::BadProgram(_))));
+    assert!(matches!(Program::from_bytes(&prog.as_bytes()[..12]), Err(SeccompError::BadProgram(_))));
     // Cut at an instruction boundary: the end is no longer a return.
     let cut = &prog.as_bytes()[..prog.as_bytes().len() - 8 * 3];
-    assert!(matches!(
-        Program::from_bytes(cut),
-        Err(SeccompError::BadProgram(_))
-    ));
-    assert!(matches!(
-        Program::from_bytes(&vec![0u8; 8 * 4097]),
-        Err(SeccompError::BadProgram(_))
-    ));
+    assert!(matches!(Program::from_bytes(cut), Err(SeccompError::BadProgram(_))));
+    assert!(matches!(Program::from_bytes(&vec![0u8; 8 * 4097]), Err(SeccompError::BadProgram(_))));
     // Compiling is deterministic, so a cache key can be the profile text.
     assert_eq!(default_program().1, prog);
 }
