@@ -57,6 +57,8 @@ pub struct RunArgs {
 }
 
 pub fn main(args: RunArgs) -> i32 {
+    cloche_world::profile::init_from_env();
+    cloche_world::profile::mark("cli: arguments parsed");
     match prepare(&args) {
         Err(msg) => fail(msg),
         Ok((spec, state, init)) => match cloche_world::run(&spec, &state, &init) {
@@ -109,6 +111,7 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     let state = StateDir::open(&state_path).map_err(|e| format!("state directory {}: {e}", state_path.display()))?;
     let seccomp = program_for(&policy.seccomp_json, &state.root.join("cache"))
         .map_err(|e| format!("seccomp profile {}: {e}", policy.seccomp_origin))?;
+    cloche_world::profile::mark("cli: policy, state dir, seccomp program");
     let spec = Spec {
         argv: args.cmd.clone(),
         env: build_env(std::env::vars_os(), &extra),
@@ -151,6 +154,7 @@ fn parse_timeout(t: &str) -> Result<Duration, String> {
 
 /// Writes the report, says what was kept, returns the exit code.
 fn finish(args: &RunArgs, spec: &Spec, o: &Outcome) -> i32 {
+    cloche_world::profile::dump("parent");
     if let Some(path) = &args.report {
         let report = json!({
             "world": o.world,

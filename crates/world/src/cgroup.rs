@@ -96,6 +96,15 @@ impl Layout {
         }
     }
 
+    /// v1: the `tasks` files of world `id` the child writes "0" into; v2:
+    /// none (the child is born in its cgroup).
+    pub fn tasks_files(&self, id: &str) -> Vec<PathBuf> {
+        match self {
+            Layout::V1 { .. } => self.dirs(id).into_iter().map(|d| d.join("tasks")).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The directory of world `id` in each hierarchy.
     fn dirs(&self, id: &str) -> Vec<PathBuf> {
         self.roots().into_iter().map(|r| r.join(PARENT).join(id)).collect()
@@ -143,8 +152,6 @@ pub struct Limits {
 pub struct WorldCgroup {
     layout: Layout,
     dirs: Vec<PathBuf>,
-    /// v1: the `tasks` files the child writes "0" into.
-    join: Vec<OwnedFd>,
     /// v2: the cgroup directory, for CLONE_INTO_CGROUP.
     dir_fd: Option<OwnedFd>,
 }
@@ -152,7 +159,7 @@ pub struct WorldCgroup {
 impl WorldCgroup {
     /// Creates the world's cgroup(s) and writes the limits.
     pub fn create(layout: &Layout, id: &str, limits: &Limits) -> Result<WorldCgroup, CgroupError> {
-        let mut cg = WorldCgroup { layout: layout.clone(), dirs: Vec::new(), join: Vec::new(), dir_fd: None };
+        let mut cg = WorldCgroup { layout: layout.clone(), dirs: Vec::new(), dir_fd: None };
         match layout {
             Layout::Unavailable { .. } => {}
             Layout::V2 { root } => {
@@ -191,29 +198,14 @@ impl WorldCgroup {
                 write(&pids.join("pids.max"), &limits.pids.to_string())?;
                 write(&cpu.join("cpu.cfs_period_us"), "100000")?;
                 write(&cpu.join("cpu.cfs_quota_us"), &cpu_quota(limits.cpus).to_string())?;
-                for dir in &cg.dirs {
-                    let tasks = dir.join("tasks");
-                    let f = fs::OpenOptions::new().write(true).open(&tasks).map_err(err("open", &tasks))?;
-                    cg.join.push(f.into());
-                }
             }
         }
         Ok(cg)
     }
 
-    /// v1: the fds the child writes "0" to (see module docs).
-    pub fn join_fds(&self) -> &[OwnedFd] {
-        &self.join
-    }
-
     /// v2: the directory fd for CLONE_INTO_CGROUP.
     pub fn clone_into(&self) -> Option<BorrowedFd<'_>> {
         self.dir_fd.as_ref().map(|f| f.as_fd())
-    }
-
-    /// Closes the parent's copies of the join fds once the child holds its own.
-    pub fn drop_join_fds(&mut self) {
-        self.join.clear();
     }
 
     pub fn layout(&self) -> &Layout {
@@ -258,7 +250,6 @@ impl WorldCgroup {
     /// Kills every task still in the world's cgroup and removes the
     /// directories. Retries briefly while exiting tasks are still accounted.
     pub fn remove(mut self) -> Result<(), CgroupError> {
-        self.join.clear();
         self.dir_fd = None;
         remove_dirs(&self.dirs)
     }
@@ -327,10 +318,12 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     f.write_all(value.as_bytes()).map_err(err("write", path))
 }
 
-/// Child side (v1): moves the calling thread into each cgroup by writing "0".
-pub fn join_self(fds: &[OwnedFd]) -> io::Result<()> {
-    for fd in fds {
-        nix::unistd::write(fd, b"0").map_err(io::Error::from)?;
+/// Child side (v1): moves the calling thread into each cgroup by writing "0"
+/// to its `tasks` file (see the module docs for why "0" and `tasks`).
+pub fn join_self(tasks: &[PathBuf]) -> io::Result<()> {
+    for t in tasks {
+        let mut f = fs::OpenOptions::new().write(true).open(t)?;
+        f.write_all(b"0")?;
     }
     Ok(())
 }

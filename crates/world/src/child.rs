@@ -5,7 +5,7 @@
 //! steps and their error paths are unit-tested without root
 //! (`child_tests.rs`); [`RealSys`] is the kernel.
 
-use crate::plan::Step;
+use crate::plan::{FsRequest, RealHost, Step};
 use crate::seccomp::Program;
 use std::ffi::CString;
 use std::io;
@@ -18,7 +18,11 @@ pub struct ChildPlan<'a> {
     pub root: PathBuf,
     /// Detached tmpfs holding `upper/` and `work/`.
     pub scratch: OwnedFd,
-    /// Mount plan (plan.rs).
+    /// What to mask and expose; the child turns it into `steps`.
+    pub fs: FsRequest,
+    /// List the host's home directories into `fs.homes` (in the child).
+    pub mask_homes: bool,
+    /// Mount plan (plan.rs), built by `main` from `fs`.
     pub steps: Vec<Step>,
     pub hostname: String,
     pub cwd: PathBuf,
@@ -90,18 +94,15 @@ fn under(root: &Path, p: &Path) -> PathBuf {
 /// Runs every step up to (not including) execve. Any error names its step.
 pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     fn at<T>(step: &'static str, what: &Path, r: io::Result<T>) -> Result<T, StepError> {
+        crate::profile::mark(step);
         r.map_err(|source| StepError { step, what: what.display().to_string(), source })
     }
     let none = Path::new("");
     let root = plan.root.as_path();
-    // 1. Die with the parent; then wait for its go (EOF: it died first).
+    // 1. Die with the parent.
     at("prctl(PR_SET_PDEATHSIG)", none, sys.set_pdeathsig())?;
-    at("await parent", none, sys.await_parent())?;
-    // 2. Enter the world's cgroup (v1: write "0" to tasks; v2: born there),
-    //    then a cgroup namespace rooted at it.
-    at("join cgroup", none, sys.join_cgroups())?;
-    at("unshare(CLONE_NEWCGROUP)", none, sys.unshare_cgroupns())?;
-    // 3. Mounts: nothing we mount may propagate to the host.
+    // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
+    //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
     at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), root))?;
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
@@ -149,6 +150,12 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
         }
     }
+    // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
+    //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
+    //    rooted at it. No code of the world has run yet.
+    at("await parent", none, sys.await_parent())?;
+    at("join cgroup", none, sys.join_cgroups())?;
+    at("unshare(CLONE_NEWCGROUP)", none, sys.unshare_cgroupns())?;
     // 4. Switch root; the host's tree is detached and unreachable.
     at("pivot_root", root, sys.pivot_root(root))?;
     // 5. Identity, network, limits, working directory.
@@ -174,9 +181,19 @@ fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
 
 /// Entry point of the cloned child: setup, then exec the init. Never returns.
 /// On failure it writes "step: error" to `report` and exits 125.
-pub fn main(sys: &mut dyn Sys, plan: &ChildPlan<'_>, report: &OwnedFd) -> ! {
+pub fn main(sys: &mut dyn Sys, mut plan: ChildPlan<'_>, report: &OwnedFd) -> ! {
+    // The plan is built here, in parallel with the parent's cgroup work.
+    crate::profile::mark("child: started");
+    if plan.mask_homes {
+        plan.fs.homes = crate::spec::home_dirs();
+    }
+    crate::profile::mark("child: homes listed");
+    plan.steps = crate::plan::build(&RealHost, &plan.fs);
+    crate::profile::mark("child: plan built");
+    let plan = &plan;
     let err = match setup(sys, plan) {
         Ok(()) => {
+            crate::profile::dump("child");
             let e = sys.exec(borrow(&plan.init), &plan.argv, &plan.envp);
             StepError { step: "execve(cloche-init)", what: String::new(), source: e }
         }

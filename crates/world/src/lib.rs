@@ -12,6 +12,7 @@ pub mod child;
 pub mod diff;
 pub mod error;
 pub mod plan;
+pub mod profile;
 pub mod raw;
 pub mod seccomp;
 pub mod spec;

@@ -15,7 +15,7 @@ pub struct RealSys<'a> {
     /// Read end of the parent's go pipe.
     pub go: &'a OwnedFd,
     /// v1 cgroup `tasks` files to write "0" into.
-    pub cgroup_join: &'a [OwnedFd],
+    pub cgroup_tasks: Vec<std::path::PathBuf>,
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -40,7 +40,7 @@ impl Sys for RealSys<'_> {
     }
 
     fn join_cgroups(&mut self) -> io::Result<()> {
-        crate::cgroup::join_self(self.cgroup_join)
+        crate::cgroup::join_self(&self.cgroup_tasks)
     }
 
     fn unshare_cgroupns(&mut self) -> io::Result<()> {

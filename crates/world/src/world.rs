@@ -5,7 +5,7 @@ use crate::cgroup::{self, Layout, WorldCgroup};
 use crate::child::{self, ChildPlan};
 use crate::diff::{self, DiffOptions, FsDiff};
 use crate::error::WorldError;
-use crate::plan::{self, FsRequest, RealHost};
+use crate::plan::FsRequest;
 use crate::raw::{self, Forked};
 use crate::spec::Spec;
 use crate::state::StateDir;
@@ -62,8 +62,8 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     let t0 = Instant::now();
     spec.validate()?;
     // 1. Clean up after crashed runs; make the world's directory.
+    crate::profile::mark("run: start");
     let layout = Layout::detect();
-    state.sweep(|id| cgroup::release_stale(&layout, id));
     if let Layout::Unavailable { missing } = &layout {
         if spec.require.iter().any(|l| l == "cgroup") {
             return Err(WorldError::LayerUnavailable(format!(
@@ -72,7 +72,9 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
             )));
         }
     }
+    crate::profile::mark("layout detected");
     let wd = state.new_world().map_err(WorldError::state("create world directory"))?;
+    crate::profile::mark("world dir created");
     let result = run_in(spec, &layout, &wd, state, init_path, t0);
     // Teardown of the directory happens here on every path.
     match result {
@@ -85,6 +87,7 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
                 drop(scratch);
                 wd.remove().map_err(WorldError::state("remove world directory"))?;
             }
+            crate::profile::mark("world dir removed");
             outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
             outcome.timings.total_ms = ms(t0.elapsed());
             Ok(outcome)
@@ -105,21 +108,16 @@ fn run_in(
     init_path: &Path,
     t0: Instant,
 ) -> Result<(Outcome, OwnedFd), WorldError> {
-    // 2. cgroup with limits (removed on every path by the guard below).
-    let cg = match layout {
-        Layout::Unavailable { .. } => None,
-        l => Some(WorldCgroup::create(l, &wd.id, &spec.limits)?),
-    };
-    let mut cg = CgroupGuard(cg);
     // Upper and work on a size-capped tmpfs that is never attached to the
     // host's tree while the world runs: it vanishes with its last fd.
     let scratch = make_scratch(spec.upper_size).map_err(WorldError::Scratch)?;
+    crate::profile::mark("scratch tmpfs made");
     let init =
         std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
-    let fsreq = FsRequest {
+    let fs = FsRequest {
         cwd: spec.cwd.clone(),
         mask: spec.mask.clone(),
-        homes: if spec.mask_homes { crate::spec::home_dirs() } else { vec![] },
+        homes: vec![], // listed by the child (mask_homes), off the parent's path
         home_secrets: spec.home_secrets.clone(),
         expose: spec.expose.clone(),
         state_dir: state.root.clone(),
@@ -137,10 +135,19 @@ fn run_in(
             CString::new(b).expect("validated: no NUL")
         })
         .collect();
+    // v2: the cgroup must exist before clone3 (CLONE_INTO_CGROUP). v1: it is
+    // made while the child builds its mounts, off the critical path.
+    let mut cg = CgroupGuard(None);
+    if let Layout::V2 { .. } = layout {
+        cg.0 = Some(WorldCgroup::create(layout, &wd.id, &spec.limits)?);
+    }
+    crate::profile::mark("init opened, argv/env built");
     let plan = ChildPlan {
         root: wd.root(),
         scratch,
-        steps: plan::build(&RealHost, &fsreq),
+        fs,
+        mask_homes: spec.mask_homes,
+        steps: Vec::new(),
         hostname: spec.hostname.clone(),
         cwd: spec.cwd.clone(),
         nofile: spec.nofile,
@@ -150,10 +157,11 @@ fn run_in(
         argv,
         envp,
     };
+    crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
     let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
 
-    // 3. Block stop signals (read through a signalfd while waiting), clone.
+    // 2. Block stop signals (read through a signalfd while waiting), clone.
     let mut stop = SigSet::empty();
     for s in STOP_SIGNALS {
         stop.add(s);
@@ -167,7 +175,7 @@ fn run_in(
         nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
     )
     .map_err(WorldError::nix("signalfd"))?;
-    let join: &[OwnedFd] = cg.0.as_ref().map(|c| c.join_fds()).unwrap_or(&[]);
+    crate::profile::mark("signals blocked");
     let into = cg.0.as_ref().and_then(|c| c.clone_into());
     // SAFETY: cloche is single-threaded here (no thread is ever started
     // before a world is cloned); the child ends in execve or _exit.
@@ -176,18 +184,30 @@ fn run_in(
         Forked::Child => {
             drop(go_w);
             drop(rep_r);
-            let mut sys = child::RealSys { go: &go_r, cgroup_join: join };
-            child::main(&mut sys, &plan, &rep_w)
+            let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&wd.id) };
+            child::main(&mut sys, plan, &rep_w)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
+    crate::profile::mark("cloned");
     drop(go_r);
     drop(rep_w);
-    if let Some(c) = cg.0.as_mut() {
-        c.drop_join_fds();
-    }
     let ChildPlan { scratch, .. } = plan;
+    let kill = |e: WorldError| {
+        let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+        let _ = wait_exit(pid);
+        e
+    };
 
+    // 3. While the child mounts: sweep what crashed runs left, create the
+    //    v1 cgroup. The child joins it after its go, before pivot_root.
+    state.sweep(|id| cgroup::release_stale(layout, id));
+    crate::profile::mark("swept");
+    if let Layout::V1 { .. } = layout {
+        cg.0 = Some(WorldCgroup::create(layout, &wd.id, &spec.limits).map_err(|e| kill(e.into()))?);
+    }
+
+    crate::profile::mark("cgroup created");
     // 4. Release the child (networking will be configured before this).
     let _ = nix::unistd::write(&go_w, b"g");
     drop(go_w);
@@ -195,14 +215,14 @@ fn run_in(
     let mut msg = Vec::new();
     read_all(&rep_r, &mut msg);
     if !msg.is_empty() {
-        let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
-        let _ = wait_exit(pid);
-        return Err(WorldError::Child(String::from_utf8_lossy(&msg).into_owned()));
+        return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
+    crate::profile::mark("child exec'd init");
     let t_setup = t0.elapsed();
 
     // 5. Wait for init (the command's exit), a timeout, or a stop signal.
     let (status, timed_out, interrupted) = wait_world(pid, &pidfd, &sigfd, spec.timeout)?;
+    crate::profile::mark("world exited");
     let t_run = t0.elapsed();
     let mut limits_hit: Vec<String> =
         cg.0.as_ref().map(|c| c.limits_hit()).unwrap_or_default().into_iter().map(String::from).collect();
@@ -213,12 +233,14 @@ fn run_in(
 
     // 6. fs_diff from the upper layer against the host root filesystem.
     let fs_diff = collect_diff(&scratch, spec.hash)?;
+    crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
     let cgroup_name = layout.name();
     let has_cg = cg.0.is_some();
     if let Some(c) = cg.0.take() {
         c.remove()?;
     }
+    crate::profile::mark("cgroup removed");
     let timings = Timings {
         setup_ms: ms(t_setup),
         run_ms: ms(t_run - t_setup),
@@ -359,9 +381,31 @@ fn collect_diff(scratch: &OwnedFd, hash: bool) -> Result<FsDiff, WorldError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(WorldError::nix("open upper"))?;
+    if dir_is_empty(&upper).map_err(WorldError::nix("read upper"))? {
+        // Nothing changed: no need for a clone of the host's root mount.
+        return Ok(FsDiff::default());
+    }
     let lower = raw::open_tree_clone(libc::AT_FDCWD, c"/", false).map_err(WorldError::Scratch)?;
     let opts = DiffOptions { hash, ..DiffOptions::default() };
     diff::compute(upper.as_fd(), lower.as_fd(), &opts).map_err(WorldError::Diff)
+}
+
+/// True if the directory holds nothing but `.` and `..`.
+fn dir_is_empty(dir: &OwnedFd) -> nix::Result<bool> {
+    let fd = nix::fcntl::openat(
+        dir,
+        ".",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    for e in d.iter() {
+        let name = e?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec) at
