@@ -105,6 +105,18 @@ impl Layout {
         }
     }
 
+    /// Ids of the worlds that have a cgroup (the first hierarchy is enough:
+    /// a world's cgroups are made and removed together, first to last).
+    pub fn world_ids(&self) -> Vec<String> {
+        let Some(root) = self.roots().into_iter().next() else { return Vec::new() };
+        let Ok(rd) = fs::read_dir(root.join(PARENT)) else { return Vec::new() };
+        rd.flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| crate::state::valid_id(id))
+            .collect()
+    }
+
     /// The directory of world `id` in each hierarchy.
     fn dirs(&self, id: &str) -> Vec<PathBuf> {
         self.roots().into_iter().map(|r| r.join(PARENT).join(id)).collect()
@@ -286,11 +298,16 @@ fn kill_tasks(dir: &Path) {
     }
 }
 
-/// Removes the cgroup of a world whose run crashed (its processes are
-/// killed first). Called by the state directory's sweep, so a normal run
-/// pays nothing for it.
-pub fn release_stale(layout: &Layout, id: &str) -> bool {
-    remove_dirs(&layout.dirs(id)).is_ok()
+/// Removes the cgroups of worlds whose runs are gone (`is_live` false),
+/// killing what is left in them. Returns the ids removed.
+pub fn sweep(layout: &Layout, is_live: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut swept = Vec::new();
+    for id in layout.world_ids() {
+        if !is_live(&id) && remove_dirs(&layout.dirs(&id)).is_ok() {
+            swept.push(id);
+        }
+    }
+    swept
 }
 
 fn ensure_parent_v2(root: &Path, parent: &Path) -> Result<(), CgroupError> {

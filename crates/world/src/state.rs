@@ -1,19 +1,30 @@
-//! cloche's state directory: one subdirectory per world.
+//! cloche's state directory.
 //!
-//! `<state>/worlds/<id>/` (mode 0700) holds:
-//! - `root/`: the mount point of the world's overlay (used only inside the
-//!   world's private mount namespace; empty on the host);
-//! - while a run is live, an exclusive `flock` on the directory itself, held
-//!   by the cloche process that runs it: a directory without the lock and
-//!   without `kept` belongs to a crashed run and is swept;
-//! - for kept worlds: `kept` (marker), `world.json` (what ran) and `fs/`, on
-//!   which the world's tmpfs (upper/ and work/) stays mounted (nosuid, nodev,
-//!   noexec) for later review.
+//! ```text
+//! <state>/            0700
+//!   live.lock         one byte-range lock per running world (see below)
+//!   mnt/              the overlay mount point; each world mounts on it in
+//!                     its own private mount namespace, so it stays empty on
+//!                     the host and is shared by all worlds
+//!   cache/            compiled seccomp programs
+//!   worlds/<id>/      kept worlds only: `kept`, `world.json`, and `fs/` on
+//!                     which the world's tmpfs (upper/, work/) stays mounted
+//!                     (nosuid, nodev, noexec) for review
+//! ```
+//!
+//! A running world creates nothing on the host filesystem: its tmpfs is
+//! detached, its mounts live in its own namespace. What it does own on the
+//! host is its cgroup. To tell a live world's cgroup from a crashed run's,
+//! each run holds an open-file-description lock (`F_OFD_SETLK`) on one byte
+//! of `live.lock`, at an offset derived from its id; the kernel drops the lock
+//! when the process dies, however it dies. A sweep removes cgroups whose byte
+//! is unlocked. This costs one open and one fcntl per run instead of a
+//! directory created and removed on disk.
 
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The default state directory when run as root.
@@ -31,23 +42,30 @@ pub fn state_dir_from_env() -> PathBuf {
 pub struct StateDir {
     pub root: PathBuf,
     worlds: PathBuf,
+    /// An fd on live.lock used to query other runs' locks.
+    query: fs::File,
 }
 
-/// A live world's directory; removed by `remove`, or swept after a crash.
+/// A running world's claim on its id; dropping it releases the id.
 #[derive(Debug)]
-pub struct WorldDir {
+pub struct Claim {
     pub id: String,
-    pub path: PathBuf,
-    lock: fs::File,
+    _lock: fs::File,
 }
 
 impl StateDir {
     /// Opens (creating, mode 0700) the state directory. The path is made
     /// absolute so that mounts below it never depend on the cwd.
     pub fn open(root: &Path) -> io::Result<StateDir> {
-        let root = if root.is_absolute() { root.to_path_buf() } else { std::env::current_dir()?.join(root) };
+        let root = std::path::absolute(root)?;
         let worlds = root.join("worlds");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&worlds)?;
+        if !worlds.is_dir() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&worlds)?;
+        }
+        let mnt = root.join("mnt");
+        if !mnt.is_dir() {
+            fs::DirBuilder::new().mode(0o755).create(&mnt)?;
+        }
         let root = fs::canonicalize(&root)?;
         let worlds = root.join("worlds");
         // A pre-existing directory keeps its mode: tighten it.
@@ -57,79 +75,122 @@ impl StateDir {
                 fs::set_permissions(d, fs::Permissions::from_mode(0o700))?;
             }
         }
-        Ok(StateDir { root, worlds })
+        let query = open_lock_file(&root)?;
+        Ok(StateDir { root, worlds, query })
     }
 
-    /// Creates a new world directory with a fresh random id, locked.
-    pub fn new_world(&self) -> io::Result<WorldDir> {
-        let id = new_id()?;
-        let path = self.worlds.join(&id);
-        fs::DirBuilder::new().mode(0o700).create(&path)?;
-        fs::DirBuilder::new().mode(0o755).create(path.join("root"))?;
-        let lock = fs::File::open(&path)?;
-        lock_nb(&lock)?;
-        Ok(WorldDir { id, path, lock })
+    /// The overlay mount point shared by all worlds (inside their own mount
+    /// namespaces).
+    pub fn mount_point(&self) -> PathBuf {
+        self.root.join("mnt")
     }
 
-    /// Path of world `id` (not checked).
+    /// Claims a fresh random id for a new world.
+    pub fn claim(&self) -> io::Result<Claim> {
+        let lock = open_lock_file(&self.root)?;
+        for _ in 0..8 {
+            let id = new_id()?;
+            match ofd_lock(&lock, libc::F_OFD_SETLK, libc::F_WRLCK as i16, offset(&id)) {
+                Ok(_) => return Ok(Claim { id, _lock: lock }),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue, // id collision: draw again
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("could not claim a world id"))
+    }
+
+    /// True while the run that claimed `id` is alive.
+    pub fn is_live(&self, id: &str) -> bool {
+        if !valid_id(id) {
+            return false;
+        }
+        match ofd_lock(&self.query, libc::F_OFD_GETLK, libc::F_WRLCK as i16, offset(id)) {
+            Ok(l_type) => l_type != libc::F_UNLCK as i16,
+            Err(_) => true, // cannot tell: never remove what might be live
+        }
+    }
+
+    /// Path of kept world `id` (not checked).
     pub fn world_path(&self, id: &str) -> PathBuf {
         self.worlds.join(id)
     }
 
-    /// Removes what crashed runs left behind: world directories that are
-    /// neither locked by a live run nor kept. `release(id)` frees the
-    /// world's other resources first (its cgroup); the directory is removed
-    /// only when it returns true, so a failed release is retried next time.
-    /// Returns the ids swept.
-    pub fn sweep(&self, release: impl Fn(&str) -> bool) -> Vec<String> {
+    /// True if a kept world with this id exists.
+    pub fn has_world(&self, id: &str) -> bool {
+        valid_id(id) && self.worlds.join(id).is_dir()
+    }
+
+    /// Removes world directories left by a run that crashed while keeping
+    /// its world (no `kept` marker, id not live). Returns the ids removed.
+    pub fn sweep(&self) -> Vec<String> {
         let mut swept = Vec::new();
         let Ok(entries) = fs::read_dir(&self.worlds) else { return swept };
         for e in entries.flatten() {
-            let path = e.path();
             let id = e.file_name().to_string_lossy().into_owned();
-            if !valid_id(&id) || path.join("kept").exists() {
+            let path = e.path();
+            if !valid_id(&id) || path.join("kept").exists() || self.is_live(&id) {
                 continue;
             }
-            let Ok(f) = fs::File::open(&path) else { continue };
-            if lock_nb(&f).is_err() {
-                continue; // a live run holds it
-            }
-            if release(&id) && remove_world_dir(&path).is_ok() {
+            if remove_world_dir(&path).is_ok() {
                 swept.push(id);
             }
         }
         swept
     }
 
-    /// True if a world directory with this id exists (live, kept or stale).
-    pub fn has_world(&self, id: &str) -> bool {
-        valid_id(id) && self.worlds.join(id).is_dir()
+    /// Keeps a world: attaches its tmpfs at `worlds/<id>/fs` with `attach`
+    /// and writes its description, then marks it kept.
+    pub fn keep(
+        &self,
+        claim: &Claim,
+        meta: &serde_json::Value,
+        attach: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
+        let path = self.world_path(&claim.id);
+        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let res = (|| {
+            fs::create_dir(path.join("fs"))?;
+            attach(&path.join("fs"))?;
+            let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+            fs::write(path.join("world.json"), json)?;
+            fs::write(path.join("kept"), b"")
+        })();
+        match res {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = remove_world_dir(&path);
+                Err(e)
+            }
+        }
     }
 }
 
-impl WorldDir {
-    /// The overlay mount point.
-    pub fn root(&self) -> PathBuf {
-        self.path.join("root")
-    }
-
-    /// Removes the directory of a discarded world.
-    pub fn remove(self) -> io::Result<()> {
-        let r = remove_world_dir(&self.path);
-        drop(self.lock);
-        r
-    }
-
-    /// Marks the world kept; the lock is released so `discard`/gc can act.
-    pub fn keep(self, meta: &serde_json::Value) -> io::Result<PathBuf> {
-        let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-        fs::write(self.path.join("world.json"), json)?;
-        fs::write(self.path.join("kept"), b"")?;
-        Ok(self.path)
-    }
+fn open_lock_file(root: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(root.join("live.lock"))
 }
 
-/// Removes a world directory: detaches a leftover `fs` mount, then removes
+/// The byte of live.lock that stands for `id` (below 2^60: a valid off_t).
+fn offset(id: &str) -> i64 {
+    i64::from_str_radix(&id[..15], 16).unwrap_or(0)
+}
+
+/// `fcntl(F_OFD_SETLK | F_OFD_GETLK)` on one byte; returns the lock type the
+/// kernel reports (GETLK) or the type set.
+fn ofd_lock(f: &fs::File, cmd: libc::c_int, l_type: i16, at: i64) -> io::Result<i16> {
+    // SAFETY: flock is plain data; zeroed is valid (l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = l_type;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = at;
+    fl.l_len = 1;
+    // SAFETY: fcntl with a pointer to the flock we own.
+    if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type)
+}
+
+/// Removes a kept world's directory: detaches its `fs` mount, then removes
 /// only the entries cloche creates (never a recursive delete through a
 /// mount).
 pub fn remove_world_dir(path: &Path) -> io::Result<()> {
@@ -138,26 +199,13 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         let _ = nix::mount::umount2(&fsdir, nix::mount::MntFlags::MNT_DETACH);
         fs::remove_dir(&fsdir)?;
     }
-    for f in ["world.json", "kept", "report.json"] {
+    for f in ["world.json", "kept"] {
         match fs::remove_file(path.join(f)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
-    match fs::remove_dir(path.join("root")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
     fs::remove_dir(path)
-}
-
-/// `flock(LOCK_EX | LOCK_NB)`; released when the file is closed.
-fn lock_nb(f: &fs::File) -> io::Result<()> {
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// World ids: 16 lowercase hex digits.
@@ -180,28 +228,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worlds_are_created_locked_and_swept_only_when_stale() {
+    fn claims_are_live_until_dropped() {
         let tmp = tempfile::tempdir().unwrap();
         let sd = StateDir::open(&tmp.path().join("s")).unwrap();
         let mode = fs::metadata(&sd.root).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let live = sd.new_world().unwrap();
-        assert!(valid_id(&live.id));
-        assert!(live.root().is_dir());
-        // A stale world: created, then its lock dropped without removal.
-        let stale = sd.new_world().unwrap();
-        let stale_id = stale.id.clone();
-        drop(stale);
-        let kept = sd.new_world().unwrap();
-        let kept_id = kept.id.clone();
-        kept.keep(&serde_json::json!({"id": kept_id})).unwrap();
-        assert_eq!(sd.sweep(|_| true), vec![stale_id.clone()]);
-        assert!(!sd.has_world(&stale_id));
-        assert!(sd.has_world(&live.id));
-        assert!(sd.has_world(&kept_id));
-        live.remove().unwrap();
-        remove_world_dir(&sd.world_path(&kept_id)).unwrap();
-        assert_eq!(fs::read_dir(sd.root.join("worlds")).unwrap().count(), 0);
+        assert!(sd.mount_point().is_dir());
+        let a = sd.claim().unwrap();
+        let b = sd.claim().unwrap();
+        assert!(valid_id(&a.id) && a.id != b.id);
+        assert!(sd.is_live(&a.id) && sd.is_live(&b.id));
+        // A second StateDir (another cloche process) sees the same.
+        let other = StateDir::open(&sd.root).unwrap();
+        assert!(other.is_live(&a.id));
+        let a_id = a.id.clone();
+        drop(a);
+        assert!(!sd.is_live(&a_id));
+        assert!(!other.is_live(&a_id));
+        assert!(sd.is_live(&b.id));
+        assert!(!sd.is_live("../../etc/passwd"));
+    }
+
+    #[test]
+    fn kept_worlds_stay_and_broken_keeps_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&tmp.path().join("s")).unwrap();
+        let c = sd.claim().unwrap();
+        let kept = sd.keep(&c, &serde_json::json!({"id": c.id}), |_| Ok(())).unwrap();
+        assert!(kept.join("kept").exists() && kept.join("world.json").exists());
+        // A keep that fails half-way leaves nothing.
+        let c2 = sd.claim().unwrap();
+        assert!(sd.keep(&c2, &serde_json::json!({}), |_| Err(io::Error::other("boom"))).is_err());
+        assert!(!sd.has_world(&c2.id));
+        // A directory left by a crashed keep (no marker, id not live) is swept.
+        let stale = sd.world_path("0123456789abcdef");
+        fs::create_dir_all(stale.join("fs")).unwrap();
+        assert_eq!(sd.sweep(), vec!["0123456789abcdef".to_string()]);
+        assert!(sd.has_world(&c.id));
+        remove_world_dir(&kept).unwrap();
     }
 
     #[test]

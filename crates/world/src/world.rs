@@ -61,7 +61,7 @@ fn ms(d: Duration) -> f64 {
 pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, WorldError> {
     let t0 = Instant::now();
     spec.validate()?;
-    // 1. Clean up after crashed runs; make the world's directory.
+    // 1. Where the controllers are; claim an id (a lock, nothing on disk).
     crate::profile::mark("run: start");
     let layout = Layout::detect();
     if let Layout::Unavailable { missing } = &layout {
@@ -73,37 +73,25 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
         }
     }
     crate::profile::mark("layout detected");
-    let wd = state.new_world().map_err(WorldError::state("create world directory"))?;
-    crate::profile::mark("world dir created");
-    let result = run_in(spec, &layout, &wd, state, init_path, t0);
-    // Teardown of the directory happens here on every path.
-    match result {
-        Ok((mut outcome, scratch)) => {
-            let t = Instant::now();
-            if spec.keep {
-                let path = keep(wd, scratch, &outcome, spec)?;
-                outcome.kept = Some(path);
-            } else {
-                drop(scratch);
-                wd.remove().map_err(WorldError::state("remove world directory"))?;
-            }
-            crate::profile::mark("world dir removed");
-            outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
-            outcome.timings.total_ms = ms(t0.elapsed());
-            Ok(outcome)
-        }
-        Err(e) => {
-            let _ = wd.remove();
-            Err(e)
-        }
+    let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
+    let (mut outcome, scratch) = run_in(spec, &layout, &claim, state, init_path, t0)?;
+    let t = Instant::now();
+    if spec.keep {
+        outcome.kept = Some(keep(state, &claim, scratch, &outcome, spec)?);
+    } else {
+        drop(scratch); // the last fd: the tmpfs and the upper go away
     }
+    crate::profile::mark("teardown done");
+    outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
+    outcome.timings.total_ms = ms(t0.elapsed());
+    Ok(outcome)
 }
 
-/// Everything between the world directory and its removal.
+/// Everything from the world's filesystem to its exit and fs_diff.
 fn run_in(
     spec: &Spec,
     layout: &Layout,
-    wd: &crate::state::WorldDir,
+    claim: &crate::state::Claim,
     state: &StateDir,
     init_path: &Path,
     t0: Instant,
@@ -139,11 +127,11 @@ fn run_in(
     // made while the child builds its mounts, off the critical path.
     let mut cg = CgroupGuard(None);
     if let Layout::V2 { .. } = layout {
-        cg.0 = Some(WorldCgroup::create(layout, &wd.id, &spec.limits)?);
+        cg.0 = Some(WorldCgroup::create(layout, &claim.id, &spec.limits)?);
     }
     crate::profile::mark("init opened, argv/env built");
     let plan = ChildPlan {
-        root: wd.root(),
+        root: state.mount_point(),
         scratch,
         fs,
         mask_homes: spec.mask_homes,
@@ -184,7 +172,7 @@ fn run_in(
         Forked::Child => {
             drop(go_w);
             drop(rep_r);
-            let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&wd.id) };
+            let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&claim.id) };
             child::main(&mut sys, plan, &rep_w)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -201,10 +189,11 @@ fn run_in(
 
     // 3. While the child mounts: sweep what crashed runs left, create the
     //    v1 cgroup. The child joins it after its go, before pivot_root.
-    state.sweep(|id| cgroup::release_stale(layout, id));
+    cgroup::sweep(layout, |id| state.is_live(id));
+    state.sweep();
     crate::profile::mark("swept");
     if let Layout::V1 { .. } = layout {
-        cg.0 = Some(WorldCgroup::create(layout, &wd.id, &spec.limits).map_err(|e| kill(e.into()))?);
+        cg.0 = Some(WorldCgroup::create(layout, &claim.id, &spec.limits).map_err(|e| kill(e.into()))?);
     }
 
     crate::profile::mark("cgroup created");
@@ -249,7 +238,7 @@ fn run_in(
         total_ms: 0.0,
     };
     let outcome = Outcome {
-        world: wd.id.clone(),
+        world: claim.id.clone(),
         exit_code,
         timed_out,
         interrupted,
@@ -408,21 +397,28 @@ fn dir_is_empty(dir: &OwnedFd) -> nix::Result<bool> {
     Ok(true)
 }
 
-/// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec) at
-/// `<world>/fs`, its description written next to it.
-fn keep(wd: crate::state::WorldDir, scratch: OwnedFd, outcome: &Outcome, spec: &Spec) -> Result<PathBuf, WorldError> {
-    let fsdir = wd.path.join("fs");
-    std::fs::create_dir(&fsdir).map_err(WorldError::state("create fs dir"))?;
-    let target =
-        CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("state path has NUL".into()))?;
-    raw::move_mount_to(scratch.as_fd(), &target).map_err(WorldError::state("attach kept upper"))?;
+/// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec as made) at
+/// `worlds/<id>/fs`, its description written next to it.
+fn keep(
+    state: &StateDir,
+    claim: &crate::state::Claim,
+    scratch: OwnedFd,
+    outcome: &Outcome,
+    spec: &Spec,
+) -> Result<PathBuf, WorldError> {
     let meta = serde_json::json!({
-        "id": wd.id,
+        "id": claim.id,
         "argv": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
         "cwd": spec.cwd,
         "exit_code": outcome.exit_code,
         "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "upper": "fs/upper",
     });
-    wd.keep(&meta).map_err(WorldError::state("write world.json"))
+    state
+        .keep(claim, &meta, |fsdir| {
+            let target =
+                CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
+            raw::move_mount_to(scratch.as_fd(), &target)
+        })
+        .map_err(WorldError::state("keep the world"))
 }
