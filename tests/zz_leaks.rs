@@ -90,3 +90,52 @@ fn the_leak_check_sees_mounts_cgroups_and_processes() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     fx.finish();
 }
+
+/// `kill -9` of cloche while its world runs: the world dies with it (no
+/// process survives), and the next run sweeps the cgroup the crash left.
+#[test]
+fn a_crashed_run_is_swept_by_the_next() {
+    let fx = Fixture::new();
+    // An unusual duration marks the world's process; cloche's own argv
+    // holds it too, so match the exact command line of the sleep.
+    let sleeping = || processes_with("sleep 31.7").into_iter().filter(|(_, c)| c.trim() == "sleep 31.7").count();
+    let mut cmd = fx.command();
+    cmd.args(["run", "--", "sleep", "31.7"]);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = HostChild::spawn(&mut cmd);
+    // Wait until the world's command runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sleeping() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the world never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let world_cgroups = || -> Vec<String> {
+        std::fs::read_dir("/sys/fs/cgroup/pids/cloche")
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before: Vec<String> = world_cgroups();
+    assert!(!before.is_empty(), "no world cgroup while the world runs");
+    // SAFETY: kill with a pid and a signal.
+    unsafe { libc::kill(child.pid(), libc::SIGKILL) };
+    let _ = child.0.wait();
+    // The world dies with cloche (PR_SET_PDEATHSIG on its pid 1).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sleeping() != 0 {
+        assert!(std::time::Instant::now() < deadline, "the world outlived cloche");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Its cgroup is left (cloche had no chance to remove it) ...
+    let stale: Vec<String> = world_cgroups().into_iter().filter(|c| before.contains(c)).collect();
+    assert!(!stale.is_empty(), "expected the crashed world's cgroup to remain until the next run");
+    // ... until the next run sweeps it.
+    fx.run(&[] as &[&str], &["true"]).expect_code(0);
+    let left: Vec<String> = world_cgroups().into_iter().filter(|c| stale.contains(c)).collect();
+    assert!(left.is_empty(), "stale world cgroups not swept: {left:?}");
+    fx.finish();
+}
