@@ -8,7 +8,8 @@
 //!    off, each one locked;
 //! 2. the bounding set, one capability at a time (needs CAP_SETPCAP);
 //! 3. the ambient set;
-//! 4. inheritable, effective and permitted together with one capset.
+//! 4. inheritable, then permitted (which clears effective), then a read-back
+//!    that fails closed if any set is not empty.
 
 use std::io;
 
@@ -37,39 +38,27 @@ fn last_cap() -> u32 {
 /// Drops all capabilities of the calling thread, permanently.
 /// `last_cap` is read by the caller before /proc is replaced.
 pub fn drop_all(last_cap: u32) -> io::Result<()> {
+    use caps::CapSet;
+    let err = |e: caps::errors::CapsError| io::Error::other(e.to_string());
     prctl(libc::PR_SET_SECUREBITS, SECUREBITS, 0)?;
+    // The bounding set by number up to what the running kernel knows, not
+    // only the capabilities the `caps` crate has names for.
     for cap in 0..=last_cap {
         match prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) {
             Ok(()) => {}
-            // Numbers past what the kernel knows.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break, // past the kernel's last
             Err(e) => return Err(e),
         }
     }
-    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)?;
-    capset_empty()
-}
-
-/// `capset` with empty effective, permitted and inheritable sets.
-fn capset_empty() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut hdr = Header { version: VERSION_3, pid: 0 };
-    let data = [Data::default(); 2];
-    // SAFETY: header and two data structs as capset(2) expects for version 3.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
+    caps::clear(None, CapSet::Ambient).map_err(err)?;
+    caps::clear(None, CapSet::Inheritable).map_err(err)?;
+    // Clearing Permitted clears Effective with it.
+    caps::clear(None, CapSet::Permitted).map_err(err)?;
+    // Read back: fail closed if anything is left.
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+        if !caps::read(None, set).map_err(err)?.is_empty() {
+            return Err(io::Error::other(format!("{set:?} capabilities remain after dropping")));
+        }
     }
     Ok(())
 }
