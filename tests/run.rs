@@ -1,9 +1,14 @@
 //! `cloche run` as a command-line tool: exit codes, pass-through of output,
-//! environment, cwd, the report's shape, `--keep`, and `cloche doctor`.
+//! environment, cwd, the report's shape, `--keep`, a broken policy, and
+//! `cloche doctor`.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+
+use serde_json::Value;
 
 use common::*;
 
@@ -255,5 +260,63 @@ fn doctor_exits_zero_on_this_machine() {
     let o = fx.cloche(&["doctor"]);
     o.expect_code(0);
     assert!(!(o.stdout.is_empty() && o.stderr.is_empty()), "doctor must say what the machine offers\n{}", o.describe());
+    fx.finish();
+}
+
+#[test]
+fn a_broken_policy_refuses_to_start() {
+    let fx = Fixture::new();
+    let default_policy = include_str!("../policies/default.toml");
+    let builtin = "\nprofile = \"builtin:default\"\n";
+    assert!(default_policy.contains(builtin), "policies/default.toml no longer sets {builtin:?}");
+    assert!(default_policy.contains("\n[limits]\n"), "policies/default.toml has no [limits] table");
+    let dir = fx.out.path();
+    fs::create_dir(dir.join("seccomp")).unwrap();
+    let with_profile = |name: &str| default_policy.replace(builtin, &format!("\nprofile = \"seccomp/{name}\"\n"));
+
+    // (a) an unknown key: a typo must never be ignored.
+    fs::write(dir.join("unknown-key.toml"), default_policy.replace("\n[limits]\n", "\n[limits]\nmemroy = \"1GiB\"\n"))
+        .unwrap();
+    // (b) a profile that is not JSON.
+    fs::write(dir.join("seccomp/bad.json"), "{ \"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [\n").unwrap();
+    fs::write(dir.join("bad-json.toml"), with_profile("bad.json")).unwrap();
+    // (c) the default profile, valid JSON, plus a syscall no kernel has.
+    let unknown_syscall = "cloche_no_such_syscall";
+    let mut profile: Value = serde_json::from_str(include_str!("../policies/seccomp/default.json")).unwrap();
+    profile["syscalls"][0]["names"].as_array_mut().expect("syscalls[0].names").push(unknown_syscall.into());
+    fs::write(dir.join("seccomp/unknown-syscall.json"), serde_json::to_vec_pretty(&profile).unwrap()).unwrap();
+    fs::write(dir.join("unknown-syscall.toml"), with_profile("unknown-syscall.json")).unwrap();
+
+    let cases: [(&str, &[&str]); 3] = [
+        ("unknown-key.toml", &["memroy"]),
+        ("bad-json.toml", &["bad.json"]),
+        ("unknown-syscall.toml", &["unknown-syscall.json", unknown_syscall]),
+    ];
+    let mut wrong = Vec::new();
+    for (file, names) in cases {
+        let policy = dir.join(file);
+        let o = fx.cloche(&[
+            OsStr::new("run"),
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--"),
+            OsStr::new("true"),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        if o.code != Some(125) || !o.stdout.is_empty() || lines.len() != 1 || lines[0].trim().is_empty() {
+            wrong.push(format!(
+                "{file}: want exit 125, empty stdout, exactly one line on stderr; got {} line(s):\n{}",
+                lines.len(),
+                o.describe()
+            ));
+        } else if let Some(missing) = names.iter().find(|n| !lines[0].contains(**n)) {
+            wrong.push(format!("{file}: the error does not name {missing:?}:\n{}", o.describe()));
+        }
+        if !fx.worlds().is_empty() {
+            wrong.push(format!("{file}: a refused run left world state {:?}: {}", fx.worlds(), o.describe()));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
     fx.finish();
 }

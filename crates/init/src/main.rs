@@ -1,131 +1,239 @@
 //! cloche-init: pid 1 of a world.
 //!
-//! The engine executes this small program as the first process of a world's
-//! pid namespace, after every isolation layer (mounts, capabilities, seccomp)
-//! is already in place. It exists so that the world never sees a forked copy
-//! of cloche itself (its argv, environment or memory) as pid 1.
+//! The engine executes this program as the first process of a world's pid
+//! namespace, after every isolation layer (mounts, capabilities, seccomp) is
+//! in place. It exists so that the world never sees a forked copy of cloche
+//! itself (its argv, environment or memory) as pid 1. It is freestanding (no
+//! C library, no Rust std: see `sys.rs`), so it starts in microseconds and
+//! loads nothing from the world's filesystem.
 //!
 //! It does four things:
 //! 1. makes itself non-dumpable, so no process of the world can open
 //!    `/proc/1/exe`, `/proc/1/mem` or ptrace it;
 //! 2. forks and executes the command given as its arguments (PATH lookup in
-//!    the world's environment);
-//! 3. forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the command;
+//!    the world's environment, as execvp does; a file without `#!` that the
+//!    kernel will not execute is run by /bin/sh);
+//! 3. forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the
+//!    command (pid 1 ignores signals it has no handler for);
 //! 4. reaps every child and, when the command exits, exits with its status
 //!    (128 + N when killed by signal N). The kernel then kills whatever else
 //!    is left in the pid namespace.
 //!
-//! Exit codes of its own: 127 command not found, 126 command not executable,
-//! 125 internal failure (fork).
+//! Exit codes of its own: 127 command not found, 126 not executable, 125
+//! internal failure.
 
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicI32, Ordering};
+#![no_std]
+#![no_main]
+
+mod mem;
+mod sys;
+
+use core::sync::atomic::{AtomicIsize, Ordering};
 
 /// Pid of the command, read by the signal handler.
-static CHILD: AtomicI32 = AtomicI32::new(0);
+static CHILD: AtomicIsize = AtomicIsize::new(0);
 
-const FORWARDED: [libc::c_int; 6] =
-    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+const FORWARDED: [usize; 6] = [2, 15, 1, 3, 10, 12]; // INT TERM HUP QUIT USR1 USR2
 
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp", // argc, argv..., NULL, envp..., NULL
+    "and rsp, -16",
+    "call {entry}",
+    "ud2",
+    entry = sym entry,
+);
+
+/// # Safety
+/// Called once, by `_start`, with the initial stack pointer.
+unsafe extern "C" fn entry(sp: *const usize) -> ! {
+    // SAFETY: the kernel's initial stack: argc, then argc pointers and NULL,
+    // then the environment pointers and NULL.
+    let (argc, argv, envp) = unsafe {
+        let argc = *sp;
+        let argv = sp.add(1) as *const *const u8;
+        (argc, argv, argv.add(argc + 1))
+    };
+    sys::set_non_dumpable();
+    if argc < 2 {
+        say(&[b"cloche-init: no command given\n"]);
+        sys::exit(125);
     }
-}
-
-fn main() {
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-
-    let args: Vec<CString> =
-        std::env::args_os().skip(1).map(|a: OsString| CString::new(a.into_vec()).unwrap_or_default()).collect();
-    if args.is_empty() || args[0].as_bytes().is_empty() {
-        eprintln!("cloche-init: no command given");
-        std::process::exit(125);
-    }
-    install_handlers();
-
-    let pid = spawn(&args);
-    CHILD.store(pid, Ordering::Relaxed);
-    std::process::exit(reap_until(pid));
-}
-
-/// Installs the forwarding handlers (pid 1 ignores signals without handlers).
-fn install_handlers() {
     for sig in FORWARDED {
-        // SAFETY: a zeroed sigaction with a plain handler is valid; forward()
-        // only calls async-signal-safe functions.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+        sys::sigaction(sig, forward as *const () as usize);
     }
-}
-
-/// Forks and executes the command; returns the child's pid.
-fn spawn(args: &[CString]) -> libc::pid_t {
-    // SAFETY: the process is single-threaded; the child only resets its
-    // signal dispositions, execs, or writes a message and exits.
-    let pid = unsafe { libc::fork() };
+    let pid = sys::fork();
     if pid < 0 {
-        eprintln!("cloche-init: fork: {}", std::io::Error::last_os_error());
-        std::process::exit(125);
+        say(&[b"cloche-init: fork failed\n"]);
+        sys::exit(125);
     }
     if pid == 0 {
-        exec_command(args);
+        for sig in FORWARDED {
+            sys::sigaction(sig, sys::SIG_DFL);
+        }
+        // SAFETY: argv[1..] and envp come from the kernel, NULL-terminated.
+        sys::exit(unsafe { exec_command(argv.add(1), envp) });
     }
-    pid
+    CHILD.store(pid, Ordering::Relaxed);
+    sys::exit(reap_until(pid))
 }
 
-/// Child side of spawn: default signal dispositions, then execvp.
-fn exec_command(args: &[CString]) -> ! {
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    // SAFETY: restoring default dispositions and calling execvp with a
-    // NULL-terminated argv of valid C strings.
-    let err = unsafe {
-        for sig in FORWARDED {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-        libc::execvp(argv[0], argv.as_ptr());
-        std::io::Error::last_os_error()
-    };
-    let name = args[0].to_string_lossy();
-    eprintln!("cloche: cannot execute {name}: {err}");
-    let code = match err.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,
-        _ => 126,
-    };
-    // SAFETY: leave the forked child without running atexit handlers.
-    unsafe { libc::_exit(code) }
+extern "C" fn forward(sig: i32) {
+    let pid = CHILD.load(Ordering::Relaxed);
+    if pid > 0 {
+        sys::kill(pid, sig as usize);
+    }
 }
 
 /// Reaps children until `main` exits; returns its shell-style status.
-fn reap_until(main: libc::pid_t) -> i32 {
+fn reap_until(main: isize) -> i32 {
     loop {
-        let mut status = 0;
-        // SAFETY: wait for any child; status is a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        let (pid, status) = sys::wait_any();
+        if pid == -sys::EINTR {
+            continue;
+        }
         if pid < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            // ECHILD: nothing left (should not happen before main exits).
-            return 125;
+            return 125; // ECHILD: cannot happen before main exits
         }
         if pid == main {
-            if libc::WIFEXITED(status) {
-                return libc::WEXITSTATUS(status);
-            }
-            if libc::WIFSIGNALED(status) {
-                return 128 + libc::WTERMSIG(status);
-            }
+            let sig = status & 0x7f;
+            return if sig == 0 { (status >> 8) & 0xff } else { 128 + sig };
         }
     }
 }
+
+/// Writes the pieces to stderr.
+fn say(parts: &[&[u8]]) {
+    for p in parts {
+        sys::write(2, p);
+    }
+}
+
+/// A NUL-terminated C string as a slice (without the NUL).
+///
+/// # Safety
+/// `p` points to a NUL-terminated string.
+unsafe fn cstr<'a>(p: *const u8) -> &'a [u8] {
+    let mut n = 0;
+    // SAFETY: stops at the terminating NUL the caller guarantees.
+    unsafe {
+        while *p.add(n) != 0 {
+            n += 1;
+        }
+        core::slice::from_raw_parts(p, n)
+    }
+}
+
+/// The value of `PATH` in `envp`, if any.
+///
+/// # Safety
+/// `envp` is a NULL-terminated array of C strings.
+unsafe fn path_var<'a>(envp: *const *const u8) -> Option<&'a [u8]> {
+    let mut i = 0;
+    // SAFETY: walks the NULL-terminated array.
+    unsafe {
+        while !(*envp.add(i)).is_null() {
+            let e = cstr(*envp.add(i));
+            if let Some(v) = e.strip_prefix(b"PATH=") {
+                return Some(v);
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Executes argv[0] like execvp; returns the exit code to use on failure.
+///
+/// # Safety
+/// `argv` and `envp` are NULL-terminated arrays of C strings.
+unsafe fn exec_command(argv: *const *const u8, envp: *const *const u8) -> i32 {
+    // SAFETY: argv[0] exists (argc >= 2 was checked by the caller).
+    let name = unsafe { cstr(*argv) };
+    let mut buf = [0u8; 4096];
+    let mut err = -sys::ENOENT;
+    if name.is_empty() {
+        return fail(name, err);
+    }
+    if name.contains(&b'/') {
+        // SAFETY: argv[0] is NUL-terminated.
+        err = unsafe { try_exec(*argv, argv, envp) };
+        return fail(name, err);
+    }
+    // SAFETY: envp is NULL-terminated.
+    let path = unsafe { path_var(envp) }.unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+    let mut denied = false;
+    for dir in path.split(|&c| c == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let len = dir.len() + 1 + name.len();
+        if len + 1 > buf.len() {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..len].copy_from_slice(name);
+        buf[len] = 0;
+        // SAFETY: buf holds a NUL-terminated path.
+        let e = unsafe { try_exec(buf.as_ptr(), argv, envp) };
+        if e == -sys::EACCES {
+            denied = true;
+        } else if e != -sys::ENOENT && e != -sys::ENOTDIR {
+            return fail(name, e);
+        }
+    }
+    fail(name, if denied { -sys::EACCES } else { -sys::ENOENT })
+}
+
+/// execve, and on ENOEXEC (no `#!`) the file as a /bin/sh script, as
+/// execvp does. Returns the negative errno.
+///
+/// # Safety
+/// As `sys::execve`.
+unsafe fn try_exec(path: *const u8, argv: *const *const u8, envp: *const *const u8) -> isize {
+    // SAFETY: forwarded from the caller.
+    let e = unsafe { sys::execve(path, argv, envp) };
+    if e != -sys::ENOEXEC {
+        return e;
+    }
+    let mut sh_argv: [*const u8; 256] = [core::ptr::null(); 256];
+    sh_argv[0] = c"sh".as_ptr().cast();
+    sh_argv[1] = path;
+    let mut i = 1;
+    // SAFETY: walks the NULL-terminated argv, leaving a NULL at the end.
+    unsafe {
+        while !(*argv.add(i)).is_null() {
+            if i + 2 >= sh_argv.len() {
+                return e; // too many arguments for the fallback
+            }
+            sh_argv[i + 1] = *argv.add(i);
+            i += 1;
+        }
+        sys::execve(c"/bin/sh".as_ptr().cast(), sh_argv.as_ptr(), envp);
+    }
+    e
+}
+
+/// Says why the command could not run; returns 127 (not found) or 126.
+fn fail(name: &[u8], err: isize) -> i32 {
+    let (code, why): (i32, &[u8]) = match -err {
+        sys::ENOENT | sys::ENOTDIR => (127, b"No such file or directory"),
+        sys::EACCES => (126, b"Permission denied"),
+        sys::ENOEXEC => (126, b"Exec format error"),
+        _ => (126, b"cannot be executed"),
+    };
+    say(&[b"cloche: cannot execute ", name, b": ", why, b"\n"]);
+    code
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    say(&[b"cloche-init: internal error\n"]);
+    sys::exit(125)
+}
+
+/// The prebuilt `core` carries unwind tables that name this symbol; this
+/// binary never unwinds (panic = "abort"), so nothing ever calls it.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}

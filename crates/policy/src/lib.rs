@@ -165,7 +165,7 @@ impl Policy {
     /// profile path; without it only `builtin:default` is accepted.
     pub fn from_toml(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
         let world = WorldSection {
             hostname: raw.world.hostname,
             upper_size: raw.world.upper_size.bytes("world.upper_size").map_err(invalid)?,
@@ -198,6 +198,16 @@ impl Policy {
             }
         };
         Ok(Policy { origin: origin.to_string(), world, limits, fs, layers, seccomp_json, seccomp_origin })
+    }
+}
+
+/// A TOML error as one line: "line N: message" (the library's own text
+/// quotes the source over several lines).
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match e.span() {
+        Some(span) => format!("line {}: {msg}", text[..span.start.min(text.len())].matches('\n').count() + 1),
+        None => msg,
     }
 }
 
@@ -269,7 +279,8 @@ mod tests {
     fn unknown_key_is_an_error() {
         let text = DEFAULT_POLICY.replace("mask_homes = true", "mask_homes = true\nmask_hmoes = false");
         let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
-        assert!(err.contains("mask_hmoes"), "{err}");
+        assert!(err.contains("mask_hmoes") && err.contains("line "), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]
