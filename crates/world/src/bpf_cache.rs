@@ -32,6 +32,7 @@ fn cache_key(profile_json: &str) -> String {
         libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(b"\0program format 2 (stacked filters)");
     h.update([0]);
     h.update(v.as_bytes());
     h.update([0]);

@@ -36,6 +36,16 @@ const LAST_NATIVE_NR: i32 = 511;
 /// A profile rule for one syscall: action, conditions, where it was written.
 type SourceRule = (ScmpAction, Term, String);
 
+/// Which of the two stacked filters a rule goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layer {
+    /// The allowlist itself, with the profile's default action.
+    Main,
+    /// Exceptions to syscalls the main filter allows outright, in a second
+    /// filter whose default is ALLOW (see `plan_syscall`).
+    Exceptions,
+}
+
 /// One libseccomp rule, after planning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PlannedRule {
@@ -43,6 +53,7 @@ pub(super) struct PlannedRule {
     pub(super) nr: i32,
     pub(super) action: ScmpAction,
     pub(super) conds: Term,
+    pub(super) layer: Layer,
 }
 
 /// A validated seccomp profile, ready to compile.
@@ -124,8 +135,8 @@ impl Profile {
 
         let mut rules = Vec::new();
         for (nr, (name, list)) in &by_nr {
-            for (action, conds) in plan_syscall(name, list, default_action)? {
-                rules.push(PlannedRule { name: name.clone(), nr: *nr, action, conds });
+            for (action, conds, layer) in plan_syscall(name, list, default_action)? {
+                rules.push(PlannedRule { name: name.clone(), nr: *nr, action, conds, layer });
             }
         }
         // Syscalls newer than anything nameable: ENOSYS, so that libcs fall back.
@@ -134,7 +145,13 @@ impl Profile {
             for nr in newest_named_nr() + 1..=LAST_NATIVE_NR {
                 if !by_nr.contains_key(&nr) {
                     let action = ScmpAction::Errno(libc::ENOSYS);
-                    rules.push(PlannedRule { name: format!("#{nr}"), nr, action, conds: Vec::new() });
+                    rules.push(PlannedRule {
+                        name: format!("#{nr}"),
+                        nr,
+                        action,
+                        conds: Vec::new(),
+                        layer: Layer::Main,
+                    });
                 }
             }
         }
@@ -256,7 +273,11 @@ fn map_args(args: &[oci_spec::runtime::LinuxSeccompArg], at: &str) -> Result<Ter
 }
 
 /// Turn every rule of one syscall into libseccomp rules (see the module docs).
-fn plan_syscall(name: &str, list: &[SourceRule], default: ScmpAction) -> Result<Vec<(ScmpAction, Term)>, SeccompError> {
+fn plan_syscall(
+    name: &str,
+    list: &[SourceRule],
+    default: ScmpAction,
+) -> Result<Vec<(ScmpAction, Term, Layer)>, SeccompError> {
     let conflict = |msg: String| SeccompError::Conflict { syscall: name.to_string(), msg };
     let mut fallback: Option<(ScmpAction, &str)> = None;
     for (action, _, at) in list.iter().filter(|(_, t, _)| t.is_empty()) {
@@ -280,8 +301,26 @@ fn plan_syscall(name: &str, list: &[SourceRule], default: ScmpAction) -> Result<
         }
     }
 
-    let mut out: Vec<(ScmpAction, Term)> =
-        exceptions.iter().filter(|(a, _, _)| *a != default).map(|(a, t, _)| (*a, (*t).clone())).collect();
+    // "Allow, except when ...": the main filter allows the syscall outright
+    // and a second, small filter (default ALLOW) refuses the exceptions. The
+    // kernel runs both and takes the stricter answer, which is exactly the
+    // rule as written when every exception is stricter than ALLOW. This
+    // avoids compiling the complement of the exceptions (dozens of rules for
+    // ioctl and socket) into the main filter, which tripled its load time.
+    let stricter = |a: &ScmpAction| {
+        matches!(a, ScmpAction::Errno(_) | ScmpAction::KillProcess | ScmpAction::KillThread | ScmpAction::Trap)
+    };
+    if fallback == ScmpAction::Allow
+        && fallback != default
+        && !exceptions.is_empty()
+        && exceptions.iter().all(|(a, _, _)| stricter(a))
+    {
+        let mut out = vec![(ScmpAction::Allow, Vec::new(), Layer::Main)];
+        out.extend(exceptions.iter().map(|(a, t, _)| (*a, (*t).clone(), Layer::Exceptions)));
+        return Ok(out);
+    }
+    let mut out: Vec<(ScmpAction, Term, Layer)> =
+        exceptions.iter().filter(|(a, _, _)| *a != default).map(|(a, t, _)| (*a, (*t).clone(), Layer::Main)).collect();
     if fallback != default {
         let terms: Vec<Term> = exceptions.iter().map(|(_, t, _)| (*t).clone()).collect();
         let rest = conds::complement(&terms).map_err(|e| match e {
@@ -296,9 +335,9 @@ fn plan_syscall(name: &str, list: &[SourceRule], default: ScmpAction) -> Result<
         })?;
         if rest.iter().any(|t| t.is_empty()) {
             // The exceptions can never match: the fallback applies to all calls.
-            out = vec![(fallback, Vec::new())];
+            out = vec![(fallback, Vec::new(), Layer::Main)];
         } else {
-            out.extend(rest.into_iter().map(|t| (fallback, t)));
+            out.extend(rest.into_iter().map(|t| (fallback, t, Layer::Main)));
         }
     }
     Ok(out)

@@ -22,8 +22,17 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 const EPERM: u32 = RET_ERRNO | 1;
 const ENOSYS: u32 = RET_ERRNO | 38;
 
-/// Run a seccomp BPF program on one `struct seccomp_data`.
+/// Run every filter of a program on one `struct seccomp_data` and combine
+/// the answers as the kernel does: the lowest action value (as i32) wins.
 fn run(prog: &Program, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    prog.filters()
+        .map(|f| run_filter(f, arch, nr, args))
+        .min_by_key(|r| (r & 0xffff_0000) as i32)
+        .expect("at least one filter")
+}
+
+/// Run one classic-BPF filter on one `struct seccomp_data`.
+fn run_filter(insns: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     let word = |off: u32| -> u32 {
         match off {
             0 => nr,
@@ -43,7 +52,7 @@ fn run(prog: &Program, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
     let mut pc = 0usize;
     for _ in 0..100_000 {
-        let ins = prog.insns[pc];
+        let ins = insns[pc];
         pc += 1;
         let src = if ins.code & 0x08 != 0 { x } else { ins.k };
         match ins.code & 0x07 {
@@ -321,7 +330,8 @@ fn seccomp_profile_errors_are_typed() {
     )));
     assert!(matches!(e, SeccompError::Conflict { .. }), "{e}");
     let e = err(&p(
-        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":3,"op":"SCMP_CMP_LT"}]},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":255,"valueTwo":7,"op":"SCMP_CMP_MASKED_EQ"}]}"#,
+        // (A fallback of ALLOW would be compiled as a second filter instead.)
+        r#"{"names":["read"],"action":"SCMP_ACT_LOG"},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":3,"op":"SCMP_CMP_LT"}]},{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":255,"valueTwo":7,"op":"SCMP_CMP_MASKED_EQ"}]}"#,
     ));
     assert!(matches!(&e, SeccompError::Conflict { msg, .. } if msg.contains("cannot be compiled")), "{e}");
     // Files.
@@ -392,13 +402,29 @@ fn seccomp_program_bytes_round_trip() {
     let (_, prog) = default_program();
     let again = Program::from_bytes(prog.as_bytes()).unwrap();
     assert_eq!(again, prog);
-    assert_eq!(again.len() * 8, prog.as_bytes().len());
+    // The default profile is two stacked filters: exceptions, then the allowlist.
+    assert_eq!(prog.filters().count(), 2);
     assert!(!again.is_empty());
     assert!(matches!(Program::from_bytes(&[]), Err(SeccompError::BadProgram(_))));
     assert!(matches!(Program::from_bytes(&prog.as_bytes()[..12]), Err(SeccompError::BadProgram(_))));
-    // Cut at an instruction boundary: the end is no longer a return.
+    // Cut at an instruction boundary: a filter is truncated.
     let cut = &prog.as_bytes()[..prog.as_bytes().len() - 8 * 3];
     assert!(matches!(Program::from_bytes(cut), Err(SeccompError::BadProgram(_))));
+    // One raw filter (as libseccomp exports it) is a program too.
+    let main = prog.filters().last().unwrap();
+    let raw: Vec<u8> = main
+        .iter()
+        .flat_map(|i| {
+            let mut b = i.code.to_ne_bytes().to_vec();
+            b.extend([i.jt, i.jf]);
+            b.extend(i.k.to_ne_bytes());
+            b
+        })
+        .collect();
+    let single = Program::from_bytes(&raw).unwrap();
+    assert_eq!(single.len() * 8, raw.len());
+    let raw_cut = &raw[..raw.len() - 8 * 3];
+    assert!(matches!(Program::from_bytes(raw_cut), Err(SeccompError::BadProgram(_))));
     assert!(matches!(Program::from_bytes(&vec![0u8; 8 * 4097]), Err(SeccompError::BadProgram(_))));
     // Compiling is deterministic, so a cache key can be the profile text.
     assert_eq!(default_program().1, prog);
