@@ -440,3 +440,53 @@ fn host_files_are_never_modified() {
     }
     fx.finish();
 }
+
+/// A separate host filesystem below `/` (here a tmpfs mounted inside the
+/// project, like a data disk or a tmpfs /tmp): the world sees its content,
+/// its writes there are captured in the fs_diff at the right paths, the host
+/// filesystem is untouched, and a cwd inside it works.
+#[test]
+fn writes_on_another_host_filesystem_are_captured() {
+    let fx = Fixture::new();
+    let data = fx.mkdir("data");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "cloche-test-data"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount a tmpfs for the test");
+    let _unmount = Unmount(data.clone());
+    std::fs::write(data.join("host.txt"), b"host\n").unwrap();
+    let before = tree_snapshot(&data);
+
+    let o = fx.sh(
+        &[] as &[&str],
+        "cat data/host.txt && echo new > data/new.txt && echo more >> data/host.txt && rm -f data/gone",
+    );
+    o.expect_code(0);
+    assert_eq!(o.stdout, b"host\n");
+    let r = o.report();
+    assert!(find_entry(&r, "added", &data.join("new.txt")).is_some(), "{r:#}");
+    let m = find_entry(&r, "modified", &data.join("host.txt")).expect("host.txt modified");
+    assert_eq!(string_list(&m["changes"]), vec!["content"]);
+    assert_eq!(r["fs_diff"]["totals"]["added"], 1);
+    assert_eq!(r["fs_diff"]["totals"]["modified"], 1);
+    assert_same_tree(&data, &before, &tree_snapshot(&data));
+
+    // The world's cwd may lie on that filesystem.
+    let mut cmd = fx.command();
+    cmd.current_dir(&data);
+    let o = fx.run_with(cmd, &[] as &[&str], &["pwd"]);
+    o.expect_code(0);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), data.to_str().unwrap());
+    drop(_unmount);
+    fx.finish();
+}

@@ -5,6 +5,7 @@
 //! steps and their error paths are unit-tested without root
 //! (`child_tests.rs`); [`RealSys`] is the kernel.
 
+use crate::layers::HostMount;
 use crate::plan::{FsRequest, RealHost, Step};
 use crate::seccomp::Program;
 use std::ffi::CString;
@@ -16,8 +17,10 @@ use std::path::{Path, PathBuf};
 pub struct ChildPlan<'a> {
     /// Host path of the directory the overlay is mounted on (the new root).
     pub root: PathBuf,
-    /// Detached tmpfs holding `upper/` and `work/`.
+    /// Detached tmpfs holding `upper/` and `work/` (and `layers/<k>/...`).
     pub scratch: OwnedFd,
+    /// Host data mounts below `/` carried into the world (layers.rs).
+    pub layers: Vec<HostMount>,
     /// What to mask and expose; the child turns it into `steps`.
     pub fs: FsRequest,
     /// List the host's home directories into `fs.homes` (in the child).
@@ -62,7 +65,11 @@ pub trait Sys {
     fn join_cgroups(&mut self) -> io::Result<()>;
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
-    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, root: &Path) -> io::Result<()>;
+    /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
+    /// "layers/<k>/"), mounted on `target`.
+    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: &Path, target: &Path) -> io::Result<()>;
+    /// Read-only, nosuid, nodev bind of a host mount (exec stays allowed).
+    fn bind_ro(&mut self, src: &Path, dst: &Path) -> io::Result<()>;
     fn grab(&mut self, path: &Path) -> io::Result<OwnedFd>;
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
@@ -104,7 +111,22 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
-    at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), root))?;
+    at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), "", Path::new("/"), root))?;
+    // Host data mounts below / (parents first): an overlay each, or a
+    // read-only bind when the host has them read-only.
+    for (k, m) in plan.layers.iter().enumerate() {
+        let target = under(root, &m.path);
+        if m.read_only {
+            at("bind read-only (host mount)", &m.path, sys.bind_ro(&m.path, &target))?;
+        } else {
+            let dir = format!("layers/{k}/");
+            at(
+                "mount overlay (host mount)",
+                &m.path,
+                sys.mount_overlay(borrow(&plan.scratch), &dir, &m.path, &target),
+            )?;
+        }
+    }
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
     let mut masked_file: Option<PathBuf> = None;
     for step in &plan.steps {

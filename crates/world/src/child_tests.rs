@@ -1,6 +1,7 @@
 //! The child's step order and error paths, without root: a recording `Sys`.
 
 use super::*;
+use crate::layers::HostMount;
 use crate::plan::{FsRequest, HostFacts};
 use std::path::PathBuf;
 
@@ -40,8 +41,11 @@ impl Sys for Recorder {
     fn make_rprivate(&mut self) -> io::Result<()> {
         self.call("rprivate", Path::new(""))
     }
-    fn mount_overlay(&mut self, _: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
-        self.call("overlay", root)
+    fn mount_overlay(&mut self, _: BorrowedFd<'_>, _: &str, _: &Path, target: &Path) -> io::Result<()> {
+        self.call("overlay", target)
+    }
+    fn bind_ro(&mut self, _: &Path, dst: &Path) -> io::Result<()> {
+        self.call("bind_ro", dst)
     }
     fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
         self.call("grab", path).map(|_| devnull())
@@ -140,6 +144,10 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
     let plan = ChildPlan {
         root: "/state/w/root".into(),
         scratch: devnull(),
+        layers: vec![
+            HostMount { path: "/home".into(), fstype: "ext4".into(), read_only: false },
+            HostMount { path: "/mnt/ro".into(), fstype: "tmpfs".into(), read_only: true },
+        ],
         steps: crate::plan::build(&Host, &req),
         fs: req,
         mask_homes: false,
@@ -168,6 +176,8 @@ fn steps_run_in_the_audited_order() {
         "pdeathsig",
         "rprivate",
         "overlay /state/w/root",
+        "overlay /state/w/root/home",
+        "bind_ro /state/w/root/mnt/ro",
         "grab /state/w/root/home/ann/proj",
         "mount /state/w/root/proc",
         "mount /state/w/root/home/ann",

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod child;
 pub mod diff;
 pub mod error;
+pub mod layers;
 pub mod plan;
 pub mod profile;
 pub mod raw;

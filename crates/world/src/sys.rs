@@ -53,20 +53,20 @@ impl Sys for RealSys<'_> {
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(nixerr)
     }
 
-    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
-        // Lower: the host root filesystem (read-only to the world: writes
-        // copy up). Upper/work on the world's size-capped tmpfs. Features
-        // that would put data outside the upper (redirect_dir, metacopy,
-        // index, xino) are off, so the upper alone describes the change.
+    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: &Path, target: &Path) -> io::Result<()> {
+        // Lower: a host filesystem (read-only to the world: writes copy up).
+        // Upper/work on the world's size-capped tmpfs. Features that would
+        // put data outside the upper (redirect_dir, metacopy, index, xino)
+        // are off, so the upper alone describes the change.
         let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
         let fsb = {
             use std::os::fd::AsFd;
             fs.as_fd()
         };
-        raw::fsconfig_str(fsb, "lowerdir", "/")?;
-        raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/upper"))?;
-        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/work"))?;
+        raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(lower)?)?;
+        raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
+        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
         for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
             raw::fsconfig_str(fsb, k, v)?;
         }
@@ -76,7 +76,14 @@ impl Sys for RealSys<'_> {
             use std::os::fd::AsFd;
             mnt.as_fd()
         };
-        raw::move_mount_to(m, &cpath(root)?)
+        raw::move_mount_to(m, &cpath(target)?)
+    }
+
+    fn bind_ro(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nixerr)?;
+        let flags =
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(nixerr)
     }
 
     fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
@@ -198,6 +205,12 @@ impl Sys for RealSys<'_> {
     fn exec(&mut self, init: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
         raw::execveat_fd(init, argv, envp)
     }
+}
+
+/// overlayfs splits `lowerdir` on ':' and unescapes '\\'; a path is one layer.
+fn escape_lowerdir(p: &Path) -> io::Result<String> {
+    let s = p.to_str().ok_or_else(|| io::Error::other("a host mount path that is not UTF-8"))?;
+    Ok(s.replace('\\', "\\\\").replace(':', "\\:"))
 }
 
 /// Brings `lo` up in the current network namespace (SIOCSIFFLAGS).

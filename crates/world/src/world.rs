@@ -5,6 +5,7 @@ use crate::cgroup::{self, Layout, WorldCgroup};
 use crate::child::{self, ChildPlan};
 use crate::diff::{self, DiffOptions, FsDiff};
 use crate::error::WorldError;
+use crate::layers::HostMount;
 use crate::plan::FsRequest;
 use crate::raw::{self, Forked};
 use crate::spec::Spec;
@@ -63,7 +64,10 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     spec.validate()?;
     // 1. Where the controllers are; claim an id (a lock, nothing on disk).
     crate::profile::mark("run: start");
-    let layout = Layout::detect();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let layout =
+        Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok());
+    let layers = crate::layers::data_mounts(&mountinfo, &state.root);
     if let Layout::Unavailable { missing } = &layout {
         if spec.require.iter().any(|l| l == "cgroup") {
             return Err(WorldError::LayerUnavailable(format!(
@@ -74,10 +78,10 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     }
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    let (mut outcome, scratch) = run_in(spec, &layout, &claim, state, init_path, t0)?;
+    let (mut outcome, scratch) = run_in(spec, &layout, &layers, &claim, state, init_path, t0)?;
     let t = Instant::now();
     if spec.keep {
-        outcome.kept = Some(keep(state, &claim, scratch, &outcome, spec)?);
+        outcome.kept = Some(keep(state, &claim, scratch, &layers, &outcome, spec)?);
     } else {
         drop(scratch); // the last fd: the tmpfs and the upper go away
     }
@@ -91,6 +95,7 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
 fn run_in(
     spec: &Spec,
     layout: &Layout,
+    layers: &[HostMount],
     claim: &crate::state::Claim,
     state: &StateDir,
     init_path: &Path,
@@ -98,7 +103,7 @@ fn run_in(
 ) -> Result<(Outcome, OwnedFd), WorldError> {
     // Upper and work on a size-capped tmpfs that is never attached to the
     // host's tree while the world runs: it vanishes with its last fd.
-    let scratch = make_scratch(spec.upper_size).map_err(WorldError::Scratch)?;
+    let scratch = make_scratch(spec.upper_size, layers.len()).map_err(WorldError::Scratch)?;
     crate::profile::mark("scratch tmpfs made");
     let init =
         std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
@@ -133,6 +138,7 @@ fn run_in(
     let plan = ChildPlan {
         root: state.mount_point(),
         scratch,
+        layers: layers.to_vec(),
         fs,
         mask_homes: spec.mask_homes,
         steps: Vec::new(),
@@ -221,7 +227,7 @@ fn run_in(
     let exit_code = if timed_out { 124 } else { status };
 
     // 6. fs_diff from the upper layer against the host root filesystem.
-    let fs_diff = collect_diff(&scratch, spec.hash)?;
+    let fs_diff = collect_diff(&scratch, layers, spec.hash)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
     let cgroup_name = layout.name();
@@ -270,16 +276,24 @@ impl Drop for MaskGuard {
     }
 }
 
-/// A detached tmpfs (nosuid, nodev, noexec) with `upper/` and `work/`.
-fn make_scratch(size: u64) -> std::io::Result<OwnedFd> {
+/// A detached tmpfs (nosuid, nodev, noexec) with `upper/` and `work/`, and
+/// `layers/<k>/{upper,work}` for each host data mount.
+fn make_scratch(size: u64, layers: usize) -> std::io::Result<OwnedFd> {
     let fs = raw::fsopen("tmpfs")?;
     raw::fsconfig_str(fs.as_fd(), "size", &size.to_string())?;
     raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
     raw::fsconfig_create(fs.as_fd())?;
     let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
     let mnt = raw::fsmount(fs.as_fd(), attrs)?;
-    for d in ["upper", "work"] {
-        nix::sys::stat::mkdirat(&mnt, d, nix::sys::stat::Mode::from_bits_truncate(0o755))
+    let mut dirs = vec!["upper".to_string(), "work".to_string()];
+    if layers > 0 {
+        dirs.push("layers".into());
+    }
+    for k in 0..layers {
+        dirs.extend([format!("layers/{k}"), format!("layers/{k}/upper"), format!("layers/{k}/work")]);
+    }
+    for d in &dirs {
+        nix::sys::stat::mkdirat(&mnt, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755))
             .map_err(std::io::Error::from)?;
     }
     Ok(mnt)
@@ -357,26 +371,34 @@ fn wait_world(
     }
 }
 
-/// Diffs the upper against a clone of the host's root mount (no submounts:
-/// exactly the overlay's lower view).
-fn collect_diff(scratch: &OwnedFd, hash: bool) -> Result<FsDiff, WorldError> {
-    let upper = nix::fcntl::openat(
-        scratch,
-        "upper",
-        nix::fcntl::OFlag::O_RDONLY
-            | nix::fcntl::OFlag::O_DIRECTORY
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(WorldError::nix("open upper"))?;
+/// Diffs each upper against a clone of its host mount (no submounts:
+/// exactly the overlay's lower view): the root filesystem, then each
+/// read-write host data mount, placed at its mount point.
+fn collect_diff(scratch: &OwnedFd, layers: &[HostMount], hash: bool) -> Result<FsDiff, WorldError> {
+    let opts = DiffOptions { hash, ..DiffOptions::default() };
+    let mut total = diff_layer(scratch, "upper", Path::new("/"), &opts)?;
+    for (k, m) in layers.iter().enumerate().filter(|(_, m)| !m.read_only) {
+        let d = diff_layer(scratch, &format!("layers/{k}/upper"), &m.path, &opts)?;
+        total.merge(d.under(&m.path), opts.max_entries);
+    }
+    Ok(total)
+}
+
+/// The diff of one overlay: `upper` (relative to the scratch tmpfs) against
+/// the host mount at `lower`.
+fn diff_layer(scratch: &OwnedFd, upper: &str, lower: &Path, opts: &DiffOptions) -> Result<FsDiff, WorldError> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let upper = nix::fcntl::openat(scratch, upper, flags, nix::sys::stat::Mode::empty())
+        .map_err(WorldError::nix("open upper"))?;
     if dir_is_empty(&upper).map_err(WorldError::nix("read upper"))? {
-        // Nothing changed: no need for a clone of the host's root mount.
+        // Nothing changed: no need for a clone of the host mount.
         return Ok(FsDiff::default());
     }
-    let lower = raw::open_tree_clone(libc::AT_FDCWD, c"/", false).map_err(WorldError::Scratch)?;
-    let opts = DiffOptions { hash, ..DiffOptions::default() };
-    diff::compute(upper.as_fd(), lower.as_fd(), &opts).map_err(WorldError::Diff)
+    let path =
+        CString::new(lower.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("NUL in a mount path".into()))?;
+    let lower = raw::open_tree_clone(libc::AT_FDCWD, &path, false).map_err(WorldError::Scratch)?;
+    diff::compute(upper.as_fd(), lower.as_fd(), opts).map_err(WorldError::Diff)
 }
 
 /// True if the directory holds nothing but `.` and `..`.
@@ -403,6 +425,7 @@ fn keep(
     state: &StateDir,
     claim: &crate::state::Claim,
     scratch: OwnedFd,
+    layers: &[HostMount],
     outcome: &Outcome,
     spec: &Spec,
 ) -> Result<PathBuf, WorldError> {
@@ -413,6 +436,9 @@ fn keep(
         "exit_code": outcome.exit_code,
         "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "upper": "fs/upper",
+        "layers": layers.iter().enumerate().filter(|(_, m)| !m.read_only)
+            .map(|(k, m)| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{k}/upper")}))
+            .collect::<Vec<_>>(),
     });
     state
         .keep(claim, &meta, |fsdir| {

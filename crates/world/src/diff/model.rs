@@ -357,6 +357,71 @@ impl FsDiff {
     pub fn is_empty(&self) -> bool {
         self.totals.added == 0 && self.totals.modified == 0 && self.totals.deleted == 0
     }
+
+    /// Puts the diff of a filesystem mounted at `prefix` (its paths relative
+    /// to that filesystem's root) at its place in the world. Symlink targets
+    /// are left as written.
+    pub fn under(mut self, prefix: &std::path::Path) -> FsDiff {
+        use std::os::unix::ffi::OsStrExt;
+        let pre = prefix.as_os_str().as_bytes();
+        let pre = pre.strip_suffix(b"/").unwrap_or(pre);
+        let fix = |p: &mut RawPath| {
+            let mut b = pre.to_vec();
+            b.extend_from_slice(&p.0);
+            p.0 = b;
+        };
+        for e in self.added.iter_mut().chain(self.modified.iter_mut()).chain(self.deleted.iter_mut()) {
+            fix(&mut e.path);
+            if let Some(l) = e.links_to.as_mut() {
+                fix(l);
+            }
+        }
+        for f in self.flags.iter_mut() {
+            fix(&mut f.path);
+        }
+        self
+    }
+
+    /// Adds the diff of another layer: lists merged in path order, totals
+    /// summed, at most `max_entries` entries and flags kept (the smallest
+    /// paths, as within one layer).
+    pub fn merge(&mut self, other: FsDiff, max_entries: usize) {
+        let by_path = |a: &Entry, b: &Entry| a.path.cmp(&b.path);
+        self.added.extend(other.added);
+        self.added.sort_by(by_path);
+        self.modified.extend(other.modified);
+        self.modified.sort_by(by_path);
+        self.deleted.extend(other.deleted);
+        self.deleted.sort_by(by_path);
+        self.flags.extend(other.flags);
+        self.flags.sort();
+        self.totals.added += other.totals.added;
+        self.totals.modified += other.totals.modified;
+        self.totals.deleted += other.totals.deleted;
+        self.totals.bytes += other.totals.bytes;
+        self.truncated |= other.truncated;
+        let total = self.added.len() + self.modified.len() + self.deleted.len();
+        if total > max_entries && max_entries == 0 {
+            self.added.clear();
+            self.modified.clear();
+            self.deleted.clear();
+            self.truncated = true;
+        } else if total > max_entries {
+            // Keep the smallest paths across the three lists.
+            let mut all: Vec<&RawPath> =
+                self.added.iter().chain(&self.modified).chain(&self.deleted).map(|e| &e.path).collect();
+            all.sort();
+            let limit = all[max_entries - 1].clone();
+            self.added.retain(|e| e.path <= limit);
+            self.modified.retain(|e| e.path <= limit);
+            self.deleted.retain(|e| e.path <= limit);
+            self.truncated = true;
+        }
+        if self.flags.len() > max_entries {
+            self.flags.truncate(max_entries);
+            self.truncated = true;
+        }
+    }
 }
 
 /// Lowercase hex of a digest.
