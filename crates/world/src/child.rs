@@ -6,7 +6,7 @@
 //! (`child_tests.rs`); [`RealSys`] is the kernel.
 
 use crate::layers::HostMount;
-use crate::plan::{FsRequest, RealHost, Step};
+use crate::plan::Step;
 use crate::seccomp::Program;
 use std::ffi::CString;
 use std::io;
@@ -21,12 +21,6 @@ pub struct ChildPlan<'a> {
     pub scratch: OwnedFd,
     /// Host data mounts below `/` carried into the world (layers.rs).
     pub layers: Vec<HostMount>,
-    /// What to mask and expose; the child turns it into `steps`.
-    pub fs: FsRequest,
-    /// List the host's home directories into `fs.homes` (in the child).
-    pub mask_homes: bool,
-    /// Mount plan (plan.rs), built by `main` from `fs`.
-    pub steps: Vec<Step>,
     pub hostname: String,
     pub cwd: PathBuf,
     pub nofile: u64,
@@ -61,6 +55,9 @@ impl std::fmt::Display for StepError {
 /// root until `pivot_root`, world paths after.
 pub trait Sys {
     fn set_pdeathsig(&mut self) -> io::Result<()>;
+    /// Reads the mount plan the parent sends after clone3 (EOF: it died).
+    fn receive_plan(&mut self) -> io::Result<Vec<Step>>;
+    /// Waits for the parent's go (EOF: it died).
     fn await_parent(&mut self) -> io::Result<()>;
     fn join_cgroups(&mut self) -> io::Result<()>;
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
@@ -98,12 +95,14 @@ fn under(root: &Path, p: &Path) -> PathBuf {
     root.join(p.strip_prefix("/").unwrap_or(p))
 }
 
+/// The result of one step, named (and timed with CLOCHE_PROFILE).
+fn at<T>(step: &'static str, what: &Path, r: io::Result<T>) -> Result<T, StepError> {
+    crate::profile::mark(step);
+    r.map_err(|source| StepError { step, what: what.display().to_string(), source })
+}
+
 /// Runs every step up to (not including) execve. Any error names its step.
 pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
-    fn at<T>(step: &'static str, what: &Path, r: io::Result<T>) -> Result<T, StepError> {
-        crate::profile::mark(step);
-        r.map_err(|source| StepError { step, what: what.display().to_string(), source })
-    }
     let none = Path::new("");
     let root = plan.root.as_path();
     // 1. Die with the parent.
@@ -127,9 +126,40 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             )?;
         }
     }
+    // /proc, /sys, /dev need no host facts: mounted while the parent builds
+    // the rest of the plan (exposures, scratch, masks) and sends it.
+    apply(sys, root, &crate::plan::system_steps())?;
+    let steps = at("receive the mount plan", none, sys.receive_plan())?;
+    apply(sys, root, &steps)?;
+    // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
+    //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
+    //    rooted at it. No code of the world has run yet.
+    at("await parent", none, sys.await_parent())?;
+    at("join cgroup", none, sys.join_cgroups())?;
+    at("unshare(CLONE_NEWCGROUP)", none, sys.unshare_cgroupns())?;
+    // 4. Switch root; the host's tree is detached and unreachable.
+    at("pivot_root", root, sys.pivot_root(root))?;
+    // 5. Identity, network, limits, working directory.
+    at("sethostname", none, sys.sethostname(&plan.hostname))?;
+    at("loopback up", none, sys.loopback_up())?;
+    at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
+    at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
+    // 6. Privileges, last: no controlling tty, no capabilities, no way back.
+    at("setsid", none, sys.setsid())?;
+    at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
+    at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;
+    at("close_range(3.., CLOEXEC)", none, sys.cloexec_fds())?;
+    at("sigprocmask", none, sys.unblock_signals())?;
+    // 7. seccomp last; the next call is execve (which the profile allows).
+    at("seccomp", none, sys.load_seccomp(plan.seccomp))?;
+    Ok(())
+}
+
+/// Executes mount-plan steps under `root`, in order.
+fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError> {
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
     let mut masked_file: Option<PathBuf> = None;
-    for step in &plan.steps {
+    for step in steps {
         match step {
             Step::Grab { slot, path } => {
                 let fd = at("open_tree (expose)", path, sys.grab(&under(root, path)))?;
@@ -172,27 +202,6 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
         }
     }
-    // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
-    //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
-    //    rooted at it. No code of the world has run yet.
-    at("await parent", none, sys.await_parent())?;
-    at("join cgroup", none, sys.join_cgroups())?;
-    at("unshare(CLONE_NEWCGROUP)", none, sys.unshare_cgroupns())?;
-    // 4. Switch root; the host's tree is detached and unreachable.
-    at("pivot_root", root, sys.pivot_root(root))?;
-    // 5. Identity, network, limits, working directory.
-    at("sethostname", none, sys.sethostname(&plan.hostname))?;
-    at("loopback up", none, sys.loopback_up())?;
-    at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
-    at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
-    // 6. Privileges, last: no controlling tty, no capabilities, no way back.
-    at("setsid", none, sys.setsid())?;
-    at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
-    at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;
-    at("close_range(3.., CLOEXEC)", none, sys.cloexec_fds())?;
-    at("sigprocmask", none, sys.unblock_signals())?;
-    // 7. seccomp last; the next call is execve (which the profile allows).
-    at("seccomp", none, sys.load_seccomp(plan.seccomp))?;
     Ok(())
 }
 
@@ -203,15 +212,8 @@ fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
 
 /// Entry point of the cloned child: setup, then exec the init. Never returns.
 /// On failure it writes "step: error" to `report` and exits 125.
-pub fn main(sys: &mut dyn Sys, mut plan: ChildPlan<'_>, report: &OwnedFd) -> ! {
-    // The plan is built here, in parallel with the parent's cgroup work.
+pub fn main(sys: &mut dyn Sys, plan: ChildPlan<'_>, report: &OwnedFd) -> ! {
     crate::profile::mark("child: started");
-    if plan.mask_homes {
-        plan.fs.homes = crate::spec::home_dirs();
-    }
-    crate::profile::mark("child: homes listed");
-    plan.steps = crate::plan::build(&RealHost, &plan.fs);
-    crate::profile::mark("child: plan built");
     let plan = &plan;
     let err = match setup(sys, plan) {
         Ok(()) => {

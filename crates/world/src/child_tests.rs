@@ -9,6 +9,8 @@ use std::path::PathBuf;
 struct Recorder {
     calls: Vec<String>,
     fail: Option<&'static str>,
+    /// What `receive_plan` hands out.
+    plan: Vec<Step>,
 }
 
 impl Recorder {
@@ -28,6 +30,9 @@ fn devnull() -> OwnedFd {
 impl Sys for Recorder {
     fn set_pdeathsig(&mut self) -> io::Result<()> {
         self.call("pdeathsig", Path::new(""))
+    }
+    fn receive_plan(&mut self) -> io::Result<Vec<Step>> {
+        self.call("receive_plan", Path::new("")).map(|_| std::mem::take(&mut self.plan))
     }
     fn await_parent(&mut self) -> io::Result<()> {
         self.call("await", Path::new(""))
@@ -130,8 +135,8 @@ fn program() -> Program {
     Program::compile(&profile).unwrap()
 }
 
-fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
-    let prog = program();
+/// The plan the parent would send for a cwd inside a masked home.
+fn test_steps() -> Vec<Step> {
     let req = FsRequest {
         cwd: "/home/ann/proj".into(),
         mask: vec!["/etc/shadow".into()],
@@ -141,6 +146,15 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
         state_dir: "/var/lib/cloche".into(),
         scratch_size: 1 << 20,
     };
+    crate::plan::build(&Host, &req)
+}
+
+fn recorder(fail: Option<&'static str>) -> Recorder {
+    Recorder { calls: vec![], fail, plan: test_steps() }
+}
+
+fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
+    let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),
         scratch: devnull(),
@@ -148,9 +162,6 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
             HostMount { path: "/home".into(), fstype: "ext4".into(), read_only: false },
             HostMount { path: "/mnt/ro".into(), fstype: "tmpfs".into(), read_only: true },
         ],
-        steps: crate::plan::build(&Host, &req),
-        fs: req,
-        mask_homes: false,
         hostname: "cloche".into(),
         cwd: "/home/ann/proj".into(),
         nofile: 1024,
@@ -169,7 +180,7 @@ fn pos(calls: &[String], prefix: &str) -> usize {
 
 #[test]
 fn steps_run_in_the_audited_order() {
-    let mut r = Recorder { calls: vec![], fail: None };
+    let mut r = recorder(None);
     with_plan(|p| setup(&mut r, p)).unwrap();
     let c = &r.calls;
     let order = [
@@ -178,8 +189,9 @@ fn steps_run_in_the_audited_order() {
         "overlay /state/w/root",
         "overlay /state/w/root/home",
         "bind_ro /state/w/root/mnt/ro",
-        "grab /state/w/root/home/ann/proj",
         "mount /state/w/root/proc",
+        "receive_plan",
+        "grab /state/w/root/home/ann/proj",
         "mount /state/w/root/home/ann",
         "attach /state/w/root/home/ann/proj",
         "await",
@@ -218,7 +230,7 @@ fn a_failing_step_stops_everything_after_it_and_is_named() {
         ("drop_caps", "drop capabilities"),
         ("seccomp", "seccomp"),
     ] {
-        let mut r = Recorder { calls: vec![], fail: Some(fail) };
+        let mut r = recorder(Some(fail));
         let err = with_plan(|p| setup(&mut r, p)).unwrap_err();
         assert_eq!(err.step, name);
         assert!(r.calls.last().unwrap().starts_with(fail), "{fail}: {:?}", r.calls.last());
@@ -228,7 +240,7 @@ fn a_failing_step_stops_everything_after_it_and_is_named() {
 
 #[test]
 fn masked_files_are_bound_then_made_read_only() {
-    let mut r = Recorder { calls: vec![], fail: None };
+    let mut r = recorder(None);
     with_plan(|p| setup(&mut r, p)).unwrap();
     let b = pos(&r.calls, "bind /state/w/root/etc/shadow");
     assert_eq!(r.calls[b + 1], "remount_ro /state/w/root/etc/shadow");

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod error;
 pub mod layers;
 pub mod plan;
+mod plan_wire;
 pub mod profile;
 pub mod raw;
 pub mod seccomp;

@@ -196,7 +196,6 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
     for (slot, path, _) in &grabbed {
         steps.push(Step::Grab { slot: *slot, path: path.clone() });
     }
-    fresh_system_mounts(&mut steps);
     for (i, m) in masks.iter().enumerate() {
         // A mask inside another mask that is not exposed is invisible anyway.
         let hidden = masks[..i].iter().any(|o| o.dir && m.path.starts_with(&o.path))
@@ -237,8 +236,10 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
     steps
 }
 
-/// /proc, /sys, /dev: fresh instances, never the host's.
-fn fresh_system_mounts(steps: &mut Vec<Step>) {
+/// /proc, /sys, /dev: fresh instances, never the host's. They need no host
+/// facts, so the child mounts them while the parent builds the rest.
+pub fn system_steps() -> Vec<Step> {
+    let mut steps = Vec::new();
     let p = PathBuf::from;
     steps.push(Step::Mount { path: p("/proc"), fstype: "proc", flags: SAFE, data: String::new() });
     steps.push(Step::Mount { path: p("/sys"), fstype: "sysfs", flags: SAFE | MS_RDONLY, data: String::new() });
@@ -271,6 +272,7 @@ fn fresh_system_mounts(steps: &mut Vec<Step>) {
     ] {
         steps.push(Step::Symlink { path: p(link), target: p(target) });
     }
+    steps
 }
 
 /// Masks and read-only binds inside /proc and /sys (after they are mounted).

@@ -31,6 +31,18 @@ impl Sys for RealSys<'_> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(nixerr)
     }
 
+    fn receive_plan(&mut self) -> io::Result<Vec<crate::plan::Step>> {
+        let mut len = [0u8; 4];
+        read_exact(self.go, &mut len)?;
+        let n = u32::from_le_bytes(len) as usize;
+        if n > 16 << 20 {
+            return Err(io::Error::other("mount plan too large"));
+        }
+        let mut body = vec![0u8; n];
+        read_exact(self.go, &mut body)?;
+        crate::plan_wire::decode(&body).map_err(io::Error::other)
+    }
+
     fn await_parent(&mut self) -> io::Result<()> {
         let mut b = [0u8; 1];
         match nix::unistd::read(self.go, &mut b).map_err(nixerr)? {
@@ -205,6 +217,20 @@ impl Sys for RealSys<'_> {
     fn exec(&mut self, init: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
         raw::execveat_fd(init, argv, envp)
     }
+}
+
+/// Reads exactly `buf.len()` bytes from the parent (EOF: it died).
+fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match nix::unistd::read(fd, &mut buf[at..]) {
+            Ok(0) => return Err(io::Error::other("parent exited before releasing the world")),
+            Ok(n) => at += n,
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(nixerr(e)),
+        }
+    }
+    Ok(())
 }
 
 /// overlayfs splits `lowerdir` on ':' and unescapes '\\'; a path is one layer.

@@ -6,7 +6,7 @@ use crate::child::{self, ChildPlan};
 use crate::diff::{self, DiffOptions, FsDiff};
 use crate::error::WorldError;
 use crate::layers::HostMount;
-use crate::plan::FsRequest;
+use crate::plan::{FsRequest, RealHost};
 use crate::raw::{self, Forked};
 use crate::spec::Spec;
 use crate::state::StateDir;
@@ -107,15 +107,6 @@ fn run_in(
     crate::profile::mark("scratch tmpfs made");
     let init =
         std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
-    let fs = FsRequest {
-        cwd: spec.cwd.clone(),
-        mask: spec.mask.clone(),
-        homes: vec![], // listed by the child (mask_homes), off the parent's path
-        home_secrets: spec.home_secrets.clone(),
-        expose: spec.expose.clone(),
-        state_dir: state.root.clone(),
-        scratch_size: spec.upper_size,
-    };
     let mut argv = vec![CString::new("cloche-init").expect("no NUL")];
     argv.extend(spec.argv.iter().map(|a| CString::new(a.as_bytes()).expect("validated: no NUL")));
     let envp = spec
@@ -139,9 +130,6 @@ fn run_in(
         root: state.mount_point(),
         scratch,
         layers: layers.to_vec(),
-        fs,
-        mask_homes: spec.mask_homes,
-        steps: Vec::new(),
         hostname: spec.hostname.clone(),
         cwd: spec.cwd.clone(),
         nofile: spec.nofile,
@@ -193,8 +181,22 @@ fn run_in(
         e
     };
 
-    // 3. While the child mounts: sweep what crashed runs left, create the
-    //    v1 cgroup. The child joins it after its go, before pivot_root.
+    // 3. While the child mounts /proc, /sys and /dev: build the rest of the
+    //    mount plan from host facts and send it; then sweep what crashed
+    //    runs left and create the v1 cgroup, which the child joins after its
+    //    go, before pivot_root.
+    let fs = FsRequest {
+        cwd: spec.cwd.clone(),
+        mask: spec.mask.clone(),
+        homes: if spec.mask_homes { crate::spec::home_dirs() } else { vec![] },
+        home_secrets: spec.home_secrets.clone(),
+        expose: spec.expose.clone(),
+        state_dir: state.root.clone(),
+        scratch_size: spec.upper_size,
+    };
+    let wire = crate::plan_wire::encode(&crate::plan::build(&RealHost, &fs));
+    write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
+    crate::profile::mark("plan sent");
     cgroup::sweep(layout, |id| state.is_live(id));
     state.sweep();
     crate::profile::mark("swept");
@@ -297,6 +299,17 @@ fn make_scratch(size: u64, layers: usize) -> std::io::Result<OwnedFd> {
             .map_err(std::io::Error::from)?;
     }
     Ok(mnt)
+}
+
+fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> nix::Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn read_all(fd: &OwnedFd, out: &mut Vec<u8>) {

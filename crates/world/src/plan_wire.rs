@@ -1,0 +1,169 @@
+//! The mount plan on the wire: the parent builds it after clone3 (while the
+//! child already mounts what needs no host facts) and sends it through the
+//! go pipe. A compact, lossless binary form: paths are raw bytes, so a
+//! non-UTF-8 working directory survives. Only the parent writes it; the
+//! child still checks every length.
+
+use crate::plan::Step;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+const FSTYPES: [&str; 4] = ["proc", "sysfs", "tmpfs", "devpts"];
+
+/// Encodes steps as `[u32 length][body]`.
+pub fn encode(steps: &[Step]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4096);
+    b.extend_from_slice(&[0; 4]);
+    for s in steps {
+        match s {
+            Step::Grab { slot, path } => {
+                b.push(1);
+                u32s(&mut b, *slot as u32);
+                bytes(&mut b, path);
+            }
+            Step::Mount { path, fstype, flags, data } => {
+                b.push(2);
+                bytes(&mut b, path);
+                b.push(FSTYPES.iter().position(|f| f == fstype).expect("known fstype") as u8);
+                b.extend_from_slice(&flags.to_le_bytes());
+                bytes(&mut b, Path::new(data));
+            }
+            Step::Mkdir { path, mode } => {
+                b.push(3);
+                bytes(&mut b, path);
+                u32s(&mut b, *mode);
+            }
+            Step::Touch { path } => {
+                b.push(4);
+                bytes(&mut b, path);
+            }
+            Step::Mknod { path, major, minor } => {
+                b.push(5);
+                bytes(&mut b, path);
+                u32s(&mut b, *major);
+                u32s(&mut b, *minor);
+            }
+            Step::Symlink { path, target } => {
+                b.push(6);
+                bytes(&mut b, path);
+                bytes(&mut b, target);
+            }
+            Step::MaskFile { path } => {
+                b.push(7);
+                bytes(&mut b, path);
+            }
+            Step::ReadOnly { path } => {
+                b.push(8);
+                bytes(&mut b, path);
+            }
+            Step::Attach { slot, path } => {
+                b.push(9);
+                u32s(&mut b, *slot as u32);
+                bytes(&mut b, path);
+            }
+            Step::RemountRo { path } => {
+                b.push(10);
+                bytes(&mut b, path);
+            }
+        }
+    }
+    let len = (b.len() - 4) as u32;
+    b[..4].copy_from_slice(&len.to_le_bytes());
+    b
+}
+
+fn u32s(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn bytes(b: &mut Vec<u8>, p: &Path) {
+    let raw = p.as_os_str().as_bytes();
+    u32s(b, raw.len() as u32);
+    b.extend_from_slice(raw);
+}
+
+/// Decodes a body (without its length prefix).
+pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
+    let mut r = Reader { b: body, at: 0 };
+    let mut steps = Vec::new();
+    while r.at < body.len() {
+        let tag = r.u8()?;
+        steps.push(match tag {
+            1 => Step::Grab { slot: r.u32()? as usize, path: r.path()? },
+            2 => {
+                let path = r.path()?;
+                let fstype = *FSTYPES.get(r.u8()? as usize).ok_or("unknown fstype")?;
+                let flags = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| "short")?);
+                let data = r.path()?.into_os_string().into_string().map_err(|_| "mount data is not UTF-8")?;
+                Step::Mount { path, fstype, flags, data }
+            }
+            3 => Step::Mkdir { path: r.path()?, mode: r.u32()? },
+            4 => Step::Touch { path: r.path()? },
+            5 => Step::Mknod { path: r.path()?, major: r.u32()?, minor: r.u32()? },
+            6 => Step::Symlink { path: r.path()?, target: r.path()? },
+            7 => Step::MaskFile { path: r.path()? },
+            8 => Step::ReadOnly { path: r.path()? },
+            9 => Step::Attach { slot: r.u32()? as usize, path: r.path()? },
+            10 => Step::RemountRo { path: r.path()? },
+            t => return Err(format!("unknown step tag {t}")),
+        });
+    }
+    Ok(steps)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("truncated plan")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "short")?))
+    }
+    fn path(&mut self) -> Result<PathBuf, String> {
+        let n = self.u32()? as usize;
+        Ok(PathBuf::from(OsString::from_vec(self.take(n)?.to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_round_trips_losslessly() {
+        let odd = PathBuf::from(OsString::from_vec(b"/home/\xff\xfe proj".to_vec()));
+        let steps = vec![
+            Step::Grab { slot: 3, path: odd.clone() },
+            Step::Mount { path: "/tmp".into(), fstype: "tmpfs", flags: 6, data: "mode=1777,size=10".into() },
+            Step::Mkdir { path: odd.clone(), mode: 0o755 },
+            Step::Touch { path: "/x".into() },
+            Step::Mknod { path: "/dev/null".into(), major: 1, minor: 3 },
+            Step::Symlink { path: "/dev/fd".into(), target: "/proc/self/fd".into() },
+            Step::MaskFile { path: "/etc/shadow".into() },
+            Step::ReadOnly { path: "/proc/sys".into() },
+            Step::Attach { slot: 3, path: odd },
+            Step::RemountRo { path: "/root".into() },
+        ];
+        let wire = encode(&steps);
+        let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, wire.len() - 4);
+        assert_eq!(decode(&wire[4..]).unwrap(), steps);
+        // Every truncation is an error, never a panic.
+        for cut in 0..wire.len() - 4 {
+            let r = decode(&wire[4..4 + cut]);
+            assert!(r.is_err() || r.unwrap().len() < steps.len());
+        }
+        assert!(decode(&[99]).is_err());
+    }
+}
