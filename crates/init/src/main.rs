@@ -57,7 +57,29 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
         (argc, argv, argv.add(argc + 1))
     };
     sys::set_non_dumpable();
-    if argc < 2 {
+    // Only ever the first process of a world's own pid namespace: killing
+    // "every other process" (kill(-1)) means the world there, and would mean
+    // the whole host anywhere else.
+    if sys::getpid() != 1 {
+        say(&[b"cloche-init: must run as pid 1 of a world (cloche starts it)\n"]);
+        sys::exit(125);
+    }
+    // SAFETY: argv has argc entries.
+    let first = if argc >= 2 { unsafe { cstr(*argv.add(1)) } } else { b"" };
+    if first == b"--serve" {
+        // SAFETY: argv has argc entries.
+        let fd = if argc >= 3 { parse_fd(unsafe { cstr(*argv.add(2)) }) } else { None };
+        match fd {
+            Some(fd) => serve(fd),
+            None => {
+                say(&[b"cloche-init: --serve needs the control socket's fd number\n"]);
+                sys::exit(125);
+            }
+        }
+    }
+    // One-shot: cloche-init -- CMD [ARGS...]
+    let skip = if first == b"--" { 2 } else { 1 };
+    if argc <= skip {
         say(&[b"cloche-init: no command given\n"]);
         sys::exit(125);
     }
@@ -73,8 +95,8 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
         for sig in FORWARDED {
             sys::sigaction(sig, sys::SIG_DFL);
         }
-        // SAFETY: argv[1..] and envp come from the kernel, NULL-terminated.
-        sys::exit(unsafe { exec_command(argv.add(1), envp) });
+        // SAFETY: argv[skip..] and envp come from the kernel, NULL-terminated.
+        sys::exit(unsafe { exec_command(argv.add(skip), envp) });
     }
     CHILD.store(pid, Ordering::Relaxed);
     sys::exit(reap_until(pid))
@@ -85,6 +107,134 @@ extern "C" fn forward(sig: i32) {
     if pid > 0 {
         sys::kill(pid, sig as usize);
     }
+}
+
+/// A small decimal fd number.
+fn parse_fd(s: &[u8]) -> Option<usize> {
+    if s.is_empty() || s.len() > 6 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0, |n, d| n * 10 + (d - b'0') as usize))
+}
+
+/// Serve mode (a batch): run the entries the engine sends over the control
+/// socket (`cloche-init --serve FD`), one at
+/// a time, each in a fresh child with the stdin/stdout/stderr passed along;
+/// answer each with its status. After each entry every process it left
+/// behind is killed, so the next entry starts from a quiet world and each
+/// entry's changes are its own. EOF on the socket ends the world.
+///
+/// A request is one SOCK_SEQPACKET message: `R`, u32 argc, argc
+/// NUL-terminated strings, u32 envc, envc strings, the cwd (NUL-terminated),
+/// with three fds (stdin, stdout, stderr) as SCM_RIGHTS. The answer: `E` and
+/// the status as a little-endian i32 (the command's code, 128+N for signal
+/// N, 125 for a malformed request or an unusable cwd).
+fn serve(control: usize) -> ! {
+    sys::set_cloexec(control); // entries never inherit it
+    let mut buf = [0u8; 1 << 18];
+    loop {
+        let (n, fds) = sys::recv_with_fds(control, &mut buf);
+        if n == -sys::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            kill_rest();
+            sys::exit(0);
+        }
+        let status = run_entry(&buf[..n as usize], fds);
+        for fd in fds.into_iter().filter(|fd| *fd >= 0) {
+            sys::close(fd as usize);
+        }
+        let s = status.to_le_bytes();
+        sys::write(control, &[b'E', s[0], s[1], s[2], s[3]]);
+    }
+}
+
+/// Kills every other process of the world and reaps them all.
+fn kill_rest() {
+    sys::kill(-1, sys::SIGKILL);
+    loop {
+        let (pid, _) = sys::wait_any();
+        if pid == -sys::EINTR {
+            continue;
+        }
+        if pid < 0 {
+            return; // ECHILD: nothing left
+        }
+    }
+}
+
+/// Parses a request and runs it to completion; returns its status.
+fn run_entry(msg: &[u8], fds: [i32; 3]) -> i32 {
+    let mut argv: [*const u8; 1024] = [core::ptr::null(); 1024];
+    let mut envp: [*const u8; 1024] = [core::ptr::null(); 1024];
+    let Some(cwd) = parse_request(msg, &mut argv, &mut envp) else {
+        if fds[2] >= 0 {
+            sys::write(fds[2] as usize, b"cloche-init: malformed request\n");
+        }
+        return 125;
+    };
+    let pid = sys::fork();
+    if pid < 0 {
+        return 125;
+    }
+    if pid == 0 {
+        for (i, fd) in fds.iter().enumerate() {
+            if *fd >= 0 && *fd as usize != i {
+                sys::dup2(*fd as usize, i);
+            }
+        }
+        // SAFETY: cwd is NUL-terminated inside msg.
+        if unsafe { sys::chdir(cwd) } < 0 {
+            // SAFETY: as above.
+            say(&[b"cloche: cannot enter the working directory ", unsafe { cstr(cwd) }, b"\n"]);
+            sys::exit(125);
+        }
+        // SAFETY: argv and envp are NULL-terminated arrays of strings in msg.
+        sys::exit(unsafe { exec_command(argv.as_ptr(), envp.as_ptr()) });
+    }
+    let status = reap_until(pid);
+    kill_rest();
+    status
+}
+
+/// Fills `argv` and `envp` (NULL-terminated) with pointers into `msg`;
+/// returns the cwd. None if the request is malformed.
+fn parse_request(msg: &[u8], argv: &mut [*const u8], envp: &mut [*const u8]) -> Option<*const u8> {
+    let mut at = 1;
+    if msg.first() != Some(&b'R') {
+        return None;
+    }
+    let count = |at: &mut usize| -> Option<usize> {
+        let b = msg.get(*at..*at + 4)?;
+        *at += 4;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    // One NUL-terminated string starting at `at`.
+    let string = |at: &mut usize| -> Option<*const u8> {
+        let start = *at;
+        let len = msg.get(start..)?.iter().position(|&c| c == 0)?;
+        *at = start + len + 1;
+        Some(msg[start..].as_ptr())
+    };
+    let argc = count(&mut at)?;
+    if argc == 0 || argc >= argv.len() {
+        return None;
+    }
+    for slot in argv.iter_mut().take(argc) {
+        *slot = string(&mut at)?;
+    }
+    argv[argc] = core::ptr::null();
+    let envc = count(&mut at)?;
+    if envc >= envp.len() {
+        return None;
+    }
+    for slot in envp.iter_mut().take(envc) {
+        *slot = string(&mut at)?;
+    }
+    envp[envc] = core::ptr::null();
+    let cwd = string(&mut at)?;
+    (at == msg.len()).then_some(cwd)
 }
 
 /// Reaps children until `main` exits; returns its shell-style status.

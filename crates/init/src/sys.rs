@@ -110,3 +110,91 @@ pub fn sigaction(sig: usize, handler: usize) {
     // SAFETY: act is a valid kernel sigaction; the restorer calls rt_sigreturn.
     unsafe { syscall(13, [sig, &act as *const KernelSigaction as usize, 0, 8, 0, 0]) };
 }
+
+pub const SIGKILL: usize = 9;
+
+/// fcntl(fd, F_SETFD, FD_CLOEXEC).
+pub fn set_cloexec(fd: usize) {
+    // SAFETY: integer arguments only.
+    unsafe { syscall(72, [fd, 2, 1, 0, 0, 0]) };
+}
+
+pub fn dup2(old: usize, new: usize) -> isize {
+    // SAFETY: integer arguments only (dup3 with no flags; old != new checked by the caller).
+    unsafe { syscall(292, [old, new, 0, 0, 0, 0]) }
+}
+
+pub fn close(fd: usize) {
+    // SAFETY: integer argument only.
+    unsafe { syscall(3, [fd, 0, 0, 0, 0, 0]) };
+}
+
+/// chdir; returns the negative errno on failure.
+///
+/// # Safety
+/// `path` is NUL-terminated.
+pub unsafe fn chdir(path: *const u8) -> isize {
+    // SAFETY: forwarded from the caller.
+    unsafe { syscall(80, [path as usize, 0, 0, 0, 0, 0]) }
+}
+
+#[repr(C)]
+struct Iovec {
+    base: *mut u8,
+    len: usize,
+}
+
+#[repr(C)]
+struct Msghdr {
+    name: *mut u8,
+    namelen: u32,
+    iov: *mut Iovec,
+    iovlen: usize,
+    control: *mut u8,
+    controllen: usize,
+    flags: i32,
+}
+
+/// Room for a cmsghdr (16 bytes) and three fds.
+const CMSG_SPACE: usize = 32;
+
+/// recvmsg on a SOCK_SEQPACKET socket: one message into `buf`, and up to
+/// three fds passed with SCM_RIGHTS (received close-on-exec). Returns the
+/// message length (0 at EOF, negative errno on failure) and the fds (-1
+/// where none came).
+pub fn recv_with_fds(sock: usize, buf: &mut [u8]) -> (isize, [i32; 3]) {
+    let mut control = [0u64; CMSG_SPACE / 8];
+    let mut iov = Iovec { base: buf.as_mut_ptr(), len: buf.len() };
+    let mut msg = Msghdr {
+        name: core::ptr::null_mut(),
+        namelen: 0,
+        iov: &mut iov,
+        iovlen: 1,
+        control: control.as_mut_ptr().cast(),
+        controllen: CMSG_SPACE,
+        flags: 0,
+    };
+    const MSG_CMSG_CLOEXEC: usize = 0x4000_0000;
+    // SAFETY: msg points at valid buffers that outlive the call.
+    let n = unsafe { syscall(47, [sock, &mut msg as *mut Msghdr as usize, MSG_CMSG_CLOEXEC, 0, 0, 0]) };
+    let mut fds = [-1i32; 3];
+    if n > 0 && msg.controllen >= 16 {
+        // cmsghdr: len (u64), level (i32), type (i32), then the fds.
+        let len = control[0] as usize;
+        let level_type = control[1];
+        let (level, kind) = (level_type as u32, (level_type >> 32) as u32);
+        if level == 1 && kind == 1 && len > 16 {
+            let count = ((len - 16) / 4).min(3);
+            for (i, fd) in fds.iter_mut().enumerate().take(count) {
+                let word = control[2 + i / 2];
+                *fd = if i % 2 == 0 { word as u32 as i32 } else { (word >> 32) as u32 as i32 };
+            }
+        }
+    }
+    (n, fds)
+}
+
+pub fn getpid() -> isize {
+    // SAFETY: no arguments.
+    unsafe { syscall(39, [0; 6]) }
+}

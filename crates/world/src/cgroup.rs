@@ -224,6 +224,47 @@ impl WorldCgroup {
         &self.layout
     }
 
+    /// Counters of limit events so far (memory, pids), to tell which limits
+    /// one entry of a batch ran into (`newly_hit`).
+    pub fn limit_events(&self) -> [u64; 2] {
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let field = |text: &str, key: &str| -> u64 {
+            text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0)
+        };
+        match &self.layout {
+            Layout::V2 { .. } => {
+                let d = &self.dirs[0];
+                let m = read(d.join("memory.events"));
+                [field(&m, "oom_kill ") + field(&m, "max "), field(&read(d.join("pids.events")), "max ")]
+            }
+            Layout::V1 { .. } => {
+                let (mem, pids) = (&self.dirs[0], &self.dirs[1]);
+                let oom = field(&read(mem.join("memory.oom_control")), "oom_kill ");
+                let failcnt = read(mem.join("memory.failcnt")).trim().parse::<u64>().unwrap_or(0);
+                [oom + failcnt, field(&read(pids.join("pids.events")), "max ")]
+            }
+            Layout::Unavailable { .. } => [0, 0],
+        }
+    }
+
+    /// SIGKILLs every task of the world but `keep` (the init), until none is
+    /// left: a timed-out batch entry and everything it started.
+    pub fn kill_all_but(&self, keep: libc::pid_t) {
+        let Some(dir) = self.dirs.first() else { return };
+        for _ in 0..100 {
+            let text = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            let others: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).filter(|p| *p != keep).collect();
+            if others.is_empty() {
+                return;
+            }
+            for pid in others {
+                // SAFETY: kill with an integer pid and signal.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Which limits the world ran into ("memory", "pids").
     pub fn limits_hit(&self) -> Vec<&'static str> {
         let mut hit = Vec::new();
@@ -296,6 +337,11 @@ fn kill_tasks(dir: &Path) {
             }
         }
     }
+}
+
+/// Limits whose event counters grew between two `limit_events` readings.
+pub fn newly_hit(before: &[u64; 2], after: &[u64; 2]) -> Vec<&'static str> {
+    ["memory", "pids"].into_iter().zip(before.iter().zip(after)).filter(|(_, (b, a))| a > b).map(|(n, _)| n).collect()
 }
 
 /// Removes the cgroups of worlds whose runs are gone (`is_live` false),

@@ -10,7 +10,7 @@ use crate::plan::Step;
 use crate::seccomp::Program;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Everything the child needs, prepared by the parent before clone3.
@@ -30,6 +30,8 @@ pub struct ChildPlan<'a> {
     pub init: OwnedFd,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+    /// Serve mode: the control socket's fd, kept open across execve.
+    pub keep_fd: Option<RawFd>,
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -85,6 +87,8 @@ pub trait Sys {
     fn drop_caps(&mut self, last_cap: u32) -> io::Result<()>;
     fn no_new_privs(&mut self) -> io::Result<()>;
     fn cloexec_fds(&mut self) -> io::Result<()>;
+    /// Clears close-on-exec on one fd (the serve-mode control socket).
+    fn keep_open(&mut self, fd: RawFd) -> io::Result<()>;
     fn unblock_signals(&mut self) -> io::Result<()>;
     fn load_seccomp(&mut self, prog: &Program) -> io::Result<()>;
     fn exec(&mut self, init: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error;
@@ -149,6 +153,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
     at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;
     at("close_range(3.., CLOEXEC)", none, sys.cloexec_fds())?;
+    if let Some(fd) = plan.keep_fd {
+        // Only the init's control socket crosses execve; the init marks it
+        // close-on-exec at once, so no command of the world inherits it.
+        at("keep the control socket", none, sys.keep_open(fd))?;
+    }
     at("sigprocmask", none, sys.unblock_signals())?;
     // 7. seccomp last; the next call is execve (which the profile allows).
     at("seccomp", none, sys.load_seccomp(plan.seccomp))?;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::layers::HostMount;
 use crate::plan::{FsRequest, HostFacts};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 /// Records each call; fails the call whose name equals `fail`.
@@ -106,6 +107,9 @@ impl Sys for Recorder {
     fn cloexec_fds(&mut self) -> io::Result<()> {
         self.call("cloexec", Path::new(""))
     }
+    fn keep_open(&mut self, _: RawFd) -> io::Result<()> {
+        self.call("keep_open", Path::new(""))
+    }
     fn unblock_signals(&mut self) -> io::Result<()> {
         self.call("sigmask", Path::new(""))
     }
@@ -170,6 +174,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
         init: devnull(),
         argv: vec![],
         envp: vec![],
+        keep_fd: None,
     };
     f(&plan)
 }

@@ -5,12 +5,14 @@
 //! seccomp), runs one command under a small init, and is torn down after its
 //! fs_diff has been collected. [`run`] is the whole life cycle.
 
+pub mod batch;
 pub mod bpf_cache;
 pub mod caps;
 pub mod cgroup;
 pub mod child;
 pub mod diff;
 pub mod error;
+pub mod launch;
 pub mod layers;
 pub mod plan;
 mod plan_wire;

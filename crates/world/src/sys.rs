@@ -205,6 +205,14 @@ impl Sys for RealSys<'_> {
         raw::cloexec_from(3)
     }
 
+    fn keep_open(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        // SAFETY: fcntl F_SETFD on an fd this process holds.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn unblock_signals(&mut self) -> io::Result<()> {
         use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(nixerr)

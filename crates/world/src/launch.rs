@@ -1,0 +1,274 @@
+//! Starting a world: state, filesystem, cgroup, clone3, the child's setup,
+//! up to the execve of the init. Shared by one-shot runs (`world::run`) and
+//! batches (`batch::World`).
+
+use crate::cgroup::{self, Layout, WorldCgroup};
+use crate::child::{self, ChildPlan};
+use crate::error::WorldError;
+use crate::layers::HostMount;
+use crate::plan::{FsRequest, RealHost};
+use crate::raw::{self, Forked};
+use crate::spec::Spec;
+use crate::state::StateDir;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Namespaces a world is cloned into (the cgroup namespace is entered by the
+/// child after it joined its cgroup, so that it is rooted there).
+const NAMESPACES: u64 =
+    (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+
+/// Signals that stop a world early (the world is killed).
+const STOP_SIGNALS: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+
+/// What the init does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Run `spec.argv` and exit with its status.
+    OneShot,
+    /// Serve entries sent over a control socket (batches).
+    Serve,
+}
+
+/// A running world, as `launch` leaves it.
+pub(crate) struct Launched {
+    /// The world's init (host pid) and its pidfd.
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+    /// The tmpfs with the uppers.
+    pub scratch: OwnedFd,
+    pub cg: CgroupGuard,
+    /// Stop signals (blocked while the world runs).
+    pub sigfd: nix::sys::signalfd::SignalFd,
+    /// Restores the signal mask when the world is done.
+    pub _restore: MaskGuard,
+    /// Serve mode: our end of the control socket.
+    pub control: Option<OwnedFd>,
+}
+
+/// Everything from the world's filesystem to the init's execve: the world
+/// is running when this returns.
+pub(crate) fn launch(
+    spec: &Spec,
+    layout: &Layout,
+    layers: &[HostMount],
+    claim: &crate::state::Claim,
+    state: &StateDir,
+    init_path: &Path,
+    mode: Mode,
+) -> Result<Launched, WorldError> {
+    // Upper and work on a size-capped tmpfs that is never attached to the
+    // host's tree while the world runs: it vanishes with its last fd.
+    let scratch = make_scratch(spec.upper_size, layers.len()).map_err(WorldError::Scratch)?;
+    crate::profile::mark("scratch tmpfs made");
+    let init =
+        std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
+    // One-shot: `cloche-init -- CMD...`; serve: `cloche-init --serve FD`,
+    // FD being the child's end of a SOCK_SEQPACKET pair kept across execve.
+    let mut argv = vec![CString::new("cloche-init").expect("no NUL")];
+    let (control, keep_fd) = match mode {
+        Mode::OneShot => {
+            argv.push(CString::new("--").expect("no NUL"));
+            argv.extend(spec.argv.iter().map(|a| CString::new(a.as_bytes()).expect("validated: no NUL")));
+            (None, None)
+        }
+        Mode::Serve => {
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(WorldError::nix("socketpair"))?;
+            argv.push(CString::new("--serve").expect("no NUL"));
+            argv.push(CString::new(theirs.as_raw_fd().to_string()).expect("no NUL"));
+            (Some(ours), Some(theirs))
+        }
+    };
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            CString::new(b).expect("validated: no NUL")
+        })
+        .collect();
+    // v2: the cgroup must exist before clone3 (CLONE_INTO_CGROUP). v1: it is
+    // made while the child builds its mounts, off the critical path.
+    let mut cg = CgroupGuard(None);
+    if let Layout::V2 { .. } = layout {
+        cg.0 = Some(WorldCgroup::create(layout, &claim.id, &spec.limits)?);
+    }
+    crate::profile::mark("init opened, argv/env built");
+    let plan = ChildPlan {
+        root: state.mount_point(),
+        scratch,
+        layers: layers.to_vec(),
+        hostname: spec.hostname.clone(),
+        cwd: spec.cwd.clone(),
+        nofile: spec.nofile,
+        last_cap: crate::caps::kernel_last_cap(),
+        seccomp: &spec.seccomp,
+        init,
+        argv,
+        envp,
+        keep_fd: keep_fd.as_ref().map(|f| f.as_raw_fd()),
+    };
+    crate::profile::mark("plan struct");
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
+    let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
+
+    // 2. Block stop signals (read through a signalfd while waiting), clone.
+    let mut stop = SigSet::empty();
+    for s in STOP_SIGNALS {
+        stop.add(s);
+    }
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stop), Some(&mut old_mask))
+        .map_err(WorldError::nix("sigprocmask"))?;
+    let _restore = MaskGuard(old_mask);
+    let sigfd = nix::sys::signalfd::SignalFd::with_flags(
+        &stop,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(WorldError::nix("signalfd"))?;
+    crate::profile::mark("signals blocked");
+    let into = cg.0.as_ref().and_then(|c| c.clone_into());
+    // SAFETY: cloche is single-threaded here (no thread is ever started
+    // before a world is cloned); the child ends in execve or _exit.
+    let forked = unsafe { raw::clone3(NAMESPACES, into) }.map_err(WorldError::Clone)?;
+    let (pid, pidfd) = match forked {
+        Forked::Child => {
+            drop(go_w);
+            drop(rep_r);
+            let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&claim.id) };
+            child::main(&mut sys, plan, &rep_w)
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    crate::profile::mark("cloned");
+    drop(go_r);
+    drop(rep_w);
+    drop(keep_fd);
+    let ChildPlan { scratch, .. } = plan;
+    let kill = |e: WorldError| {
+        let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+        let _ = wait_exit(pid);
+        e
+    };
+
+    // 3. While the child mounts /proc, /sys and /dev: build the rest of the
+    //    mount plan from host facts and send it; then sweep what crashed
+    //    runs left and create the v1 cgroup, which the child joins after its
+    //    go, before pivot_root.
+    let fs = FsRequest {
+        cwd: spec.cwd.clone(),
+        mask: spec.mask.clone(),
+        homes: if spec.mask_homes { crate::spec::home_dirs() } else { vec![] },
+        home_secrets: spec.home_secrets.clone(),
+        expose: spec.expose.clone(),
+        state_dir: state.root.clone(),
+        scratch_size: spec.upper_size,
+    };
+    let wire = crate::plan_wire::encode(&crate::plan::build(&RealHost, &fs));
+    write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
+    crate::profile::mark("plan sent");
+    cgroup::sweep(layout, |id| state.is_live(id));
+    state.sweep();
+    crate::profile::mark("swept");
+    if let Layout::V1 { .. } = layout {
+        cg.0 = Some(WorldCgroup::create(layout, &claim.id, &spec.limits).map_err(|e| kill(e.into()))?);
+    }
+
+    crate::profile::mark("cgroup created");
+    // 4. Release the child (networking will be configured before this).
+    let _ = nix::unistd::write(&go_w, b"g");
+    drop(go_w);
+    // The report pipe closes on a successful execve, or carries the failed step.
+    let mut msg = Vec::new();
+    read_all(&rep_r, &mut msg);
+    if !msg.is_empty() {
+        return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
+    }
+    crate::profile::mark("child exec'd init");
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control })
+}
+
+/// Removes the cgroup on error paths.
+pub(crate) struct CgroupGuard(pub Option<WorldCgroup>);
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// Restores the signal mask.
+pub(crate) struct MaskGuard(SigSet);
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// A detached tmpfs (nosuid, nodev, noexec) with `upper/` and `work/`, and
+/// `layers/<k>/{upper,work}` for each host data mount.
+fn make_scratch(size: u64, layers: usize) -> std::io::Result<OwnedFd> {
+    let fs = raw::fsopen("tmpfs")?;
+    raw::fsconfig_str(fs.as_fd(), "size", &size.to_string())?;
+    raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
+    raw::fsconfig_create(fs.as_fd())?;
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    let mnt = raw::fsmount(fs.as_fd(), attrs)?;
+    let mut dirs = vec!["upper".to_string(), "work".to_string()];
+    if layers > 0 {
+        dirs.push("layers".into());
+    }
+    for k in 0..layers {
+        dirs.extend([format!("layers/{k}"), format!("layers/{k}/upper"), format!("layers/{k}/work")]);
+    }
+    for d in &dirs {
+        nix::sys::stat::mkdirat(&mnt, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .map_err(std::io::Error::from)?;
+    }
+    Ok(mnt)
+}
+
+pub(crate) fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> nix::Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn read_all(fd: &OwnedFd, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reaps `pid`; returns its shell-style status.
+pub(crate) fn wait_exit(pid: libc::pid_t) -> Result<i32, WorldError> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(WorldError::nix("waitpid")(e)),
+        }
+    }
+}

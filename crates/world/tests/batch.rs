@@ -1,0 +1,153 @@
+//! Batches: several entries in one world (real kernel, as root).
+
+use cloche_world::batch::{Entry, Io, World};
+use cloche_world::cgroup::Limits;
+use cloche_world::seccomp::{Profile, Program};
+use cloche_world::spec::{build_env, Spec};
+use cloche_world::StateDir;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// cloche-init next to the test binary's target dir (built by `cargo build --workspace`).
+fn init_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("cloche-init");
+    assert!(p.is_file(), "{} missing: run `cargo build --workspace` first", p.display());
+    p
+}
+
+fn spec(cwd: &Path) -> Spec {
+    Spec {
+        argv: vec![],
+        env: build_env(std::env::vars_os(), &[]),
+        cwd: cwd.to_path_buf(),
+        limits: Limits { memory: 512 << 20, pids: 256, cpus: 1.0 },
+        timeout: None,
+        upper_size: 256 << 20,
+        hostname: "cloche".into(),
+        nofile: 1024,
+        mask: vec!["/etc/shadow".into()],
+        mask_homes: true,
+        home_secrets: vec![".ssh".into()],
+        expose: vec![],
+        seccomp: Program::compile(&Profile::builtin_default().unwrap()).unwrap(),
+        keep: false,
+        require: vec![],
+        hash: true,
+    }
+}
+
+fn entry(cwd: &Path, script: &str, timeout: Option<Duration>) -> Entry {
+    Entry {
+        argv: vec!["/bin/sh".into(), "-c".into(), OsString::from(script)],
+        env: build_env(std::env::vars_os(), &[]),
+        cwd: cwd.to_path_buf(),
+        timeout,
+    }
+}
+
+fn paths(d: &cloche_world::diff::FsDiff) -> Vec<String> {
+    d.added.iter().chain(&d.modified).chain(&d.deleted).map(|e| e.path.to_string_lossy()).collect()
+}
+
+/// Serializes with the other real-world tests of the suite.
+fn lock() -> std::fs::File {
+    let f =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/cloche-tests.lock").unwrap();
+    // SAFETY: flock on an fd we own.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    f
+}
+
+fn no_cgroup_left(id: &str) {
+    for c in ["memory", "pids", "cpu"] {
+        assert!(!Path::new(&format!("/sys/fs/cgroup/{c}/cloche/{id}")).exists(), "{c} cgroup of {id} left");
+    }
+}
+
+#[test]
+fn entries_share_one_world_and_each_has_its_status_and_output() {
+    let _l = lock();
+    let proj = tempfile::tempdir_in("/tmp").unwrap();
+    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
+    let state = StateDir::open(state_dir.path()).unwrap();
+    let spec = spec(proj.path());
+    let mut w = World::start(&spec, &state, &init_path()).unwrap();
+    let id = w.id().to_string();
+    let cap = Io::Capture { cap: 1000 };
+    let a = w.run_entry(&entry(proj.path(), "echo one > f; echo out; echo err >&2", None), cap).unwrap();
+    assert_eq!((a.exit_code, a.stdout.as_slice(), a.stderr.as_slice()), (0, &b"out\n"[..], &b"err\n"[..]));
+    assert!(paths(&a.fs_diff).iter().any(|p| p.ends_with("/f")), "{:?}", paths(&a.fs_diff));
+    // The second entry sees the first one's file; the host does not.
+    let b = w.run_entry(&entry(proj.path(), "cat f; echo two >> f; exit 3", None), cap).unwrap();
+    assert_eq!((b.exit_code, b.stdout.as_slice()), (3, &b"one\n"[..]));
+    assert!(!proj.path().join("f").exists());
+    // Output past the cap is counted, not kept.
+    let c = w.run_entry(&entry(proj.path(), "head -c 100000 /dev/zero", None), cap).unwrap();
+    assert_eq!((c.stdout.len(), c.stdout_total), (1000, 100000));
+    // A missing command and a missing cwd.
+    let d = w.run_entry(&entry(proj.path(), "exec cloche-no-such-command", None), cap).unwrap();
+    assert_eq!(d.exit_code, 127);
+    let mut e = entry(proj.path(), "true", None);
+    e.cwd = "/nonexistent-cwd".into();
+    assert_eq!(w.run_entry(&e, cap).unwrap().exit_code, 125);
+    let out = w.finish().unwrap();
+    let f = out.fs_diff.added.iter().find(|e| e.path.to_string_lossy().ends_with("/f")).expect("f in the final diff");
+    assert_eq!(f.size, Some(8));
+    no_cgroup_left(&id);
+}
+
+#[test]
+fn what_an_entry_leaves_running_is_killed_and_a_timeout_kills_only_that_entry() {
+    let _l = lock();
+    let proj = tempfile::tempdir_in("/tmp").unwrap();
+    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
+    let state = StateDir::open(state_dir.path()).unwrap();
+    let spec = spec(proj.path());
+    let mut w = World::start(&spec, &state, &init_path()).unwrap();
+    let id = w.id().to_string();
+    let cap = Io::Capture { cap: 4096 };
+    let a = w.run_entry(&entry(proj.path(), "sleep 60 >/dev/null 2>&1 & echo started", None), cap).unwrap();
+    assert_eq!(a.exit_code, 0);
+    // The sleep it left behind is gone in the next entry.
+    let b = w.run_entry(&entry(proj.path(), "cat /proc/[0-9]*/comm", None), cap).unwrap();
+    let comms = String::from_utf8_lossy(&b.stdout).to_string();
+    assert!(comms.contains("cloche-init") && !comms.contains("sleep"), "{comms}");
+    let t = Instant::now();
+    let c = w.run_entry(&entry(proj.path(), "sleep 30", Some(Duration::from_millis(300))), cap).unwrap();
+    assert!(c.timed_out && c.exit_code == 124, "{c:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "timeout took {:?}", t.elapsed());
+    assert_eq!(c.limits_hit, vec!["timeout".to_string()]);
+    let d = w.run_entry(&entry(proj.path(), "echo still here", None), cap).unwrap();
+    assert_eq!(d.stdout, b"still here\n");
+    w.finish().unwrap();
+    no_cgroup_left(&id);
+}
+
+#[test]
+fn cancel_kills_the_running_entry_at_once() {
+    let _l = lock();
+    let proj = tempfile::tempdir_in("/tmp").unwrap();
+    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
+    let state = StateDir::open(state_dir.path()).unwrap();
+    let spec = spec(proj.path());
+    let mut w = World::start(&spec, &state, &init_path()).unwrap();
+    let id = w.id().to_string();
+    let canceller = w.canceller().unwrap();
+    let t = Instant::now();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        canceller.cancel().unwrap();
+    });
+    let a = w.run_entry(&entry(proj.path(), "sleep 600", None), Io::Capture { cap: 100 }).unwrap();
+    killer.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    assert_eq!(a.exit_code, 137);
+    assert!(
+        w.run_entry(&entry(proj.path(), "true", None), Io::Capture { cap: 100 }).is_err(),
+        "a cancelled world runs nothing"
+    );
+    w.finish().unwrap();
+    no_cgroup_left(&id);
+}
