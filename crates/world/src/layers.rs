@@ -30,8 +30,11 @@ const DATA_FS: &[&str] = &[
     "ntfs3", "tmpfs", "nfs", "nfs4", "cifs", "smb3", "9p", "virtiofs", "squashfs", "erofs", "iso9660",
 ];
 
-/// Trees the world gets fresh or never sees.
-const SKIP_UNDER: &[&str] = &["/proc", "/sys", "/dev", "/run", "/var/run"];
+/// Trees the world gets fresh or never sees, and container engines' own
+/// trees (each container's shm and secrets mounts would otherwise cost a
+/// layer in every world, and belong to other sandboxes).
+const SKIP_UNDER: &[&str] =
+    &["/proc", "/sys", "/dev", "/run", "/var/run", "/var/lib/docker", "/var/lib/containers", "/var/lib/kubelet"];
 
 /// Data mounts of the current mount namespace, parents before children.
 pub fn host_data_mounts(state_dir: &Path) -> Vec<HostMount> {
@@ -80,6 +83,7 @@ mod tests {
 32 29 254:2 / /home/ann/data\\040disk rw - xfs /dev/vdc rw
 33 27 0:42 / /var/lib/cloche/worlds/abc/fs rw - tmpfs tmpfs rw
 34 27 0:43 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw
+37 27 0:46 / /var/lib/docker/containers/x/mounts/shm rw - tmpfs shm rw
 35 27 0:44 / /srv rw - tmpfs first rw
 36 27 0:45 / /srv rw - ext4 /dev/vdd rw
 ";
