@@ -4,6 +4,7 @@
 //! cloche itself fails (one line on stderr saying why); 126/127 when the
 //! command cannot be executed / is not found; 128+N when killed by signal N.
 
+mod audit_cmd;
 mod doctor;
 mod run;
 
@@ -22,6 +23,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Check what this machine offers and what is missing.
     Doctor,
+    /// Verify or read the audit log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 /// Exit code when cloche itself fails.
@@ -55,6 +59,7 @@ fn main() {
     let code = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Doctor => doctor::main(),
+        Command::Audit(c) => audit_cmd::main(c),
     };
     std::process::exit(code);
 }
