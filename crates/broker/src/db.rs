@@ -1,0 +1,100 @@
+//! The SQLite side: opening, pragmas, schema.
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::BrokerError;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE batches (
+    id              TEXT PRIMARY KEY,
+    state           TEXT NOT NULL CHECK (state IN
+                      ('pending','approved','rejected','running','completed','failed','cancelled','expired')),
+    agent           TEXT,
+    submitter       TEXT NOT NULL,
+    project         TEXT NOT NULL,
+    stop_on_failure INTEGER NOT NULL,
+    decision        TEXT NOT NULL CHECK (decision IN ('allow','review','deny')),
+    source_sha256   TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL,
+    approved_by     TEXT,
+    approved_ms     INTEGER,
+    expires_ms      INTEGER,
+    runner          TEXT,
+    reason          TEXT
+);
+CREATE INDEX batches_state ON batches(state);
+CREATE TABLE entries (
+    id               TEXT PRIMARY KEY,
+    batch            TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+    pos              INTEGER NOT NULL,
+    command          TEXT NOT NULL,
+    cwd              TEXT NOT NULL,
+    env              TEXT NOT NULL,
+    timeout          INTEGER,
+    state            TEXT NOT NULL CHECK (state IN
+                       ('pending','skipped','running','succeeded','failed','timed_out','cancelled')),
+    effect           TEXT NOT NULL CHECK (effect IN ('allow','review','deny')),
+    rule             TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    risk             INTEGER NOT NULL,
+    note             TEXT,
+    exit_code        INTEGER,
+    category         TEXT,
+    duration_ms      INTEGER,
+    stdout_sha256    TEXT,
+    stderr_sha256    TEXT,
+    stdout_truncated INTEGER,
+    timed_out        INTEGER,
+    UNIQUE (batch, pos)
+);
+CREATE TABLE autonomy (
+    project      TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    enabled_by   TEXT NOT NULL,
+    enabled_ms   INTEGER NOT NULL
+);
+";
+
+/// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,
+/// `synchronous=FULL`, foreign keys on, the schema at [`SCHEMA_VERSION`].
+pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(BrokerError::io("create state dir"))?;
+    let path = dir.join("broker.db");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(BrokerError::io("create broker.db"))?;
+    let mut conn = Connection::open(&path)?;
+    conn.busy_timeout(busy)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(BrokerError::Invalid(format!("broker.db: journal_mode is {mode}, WAL is required")));
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
+    let found: Option<String> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+    match found.map(|v| v.parse::<i64>().unwrap_or(-1)) {
+        None => {
+            tx.execute_batch(SCHEMA)?;
+            tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(found) => return Err(BrokerError::Schema { found, known: SCHEMA_VERSION }),
+    }
+    tx.commit()?;
+    Ok(conn)
+}
