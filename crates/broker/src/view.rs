@@ -30,6 +30,8 @@ pub struct BatchView {
     pub expires_at: Option<String>,
     /// Why it failed, was rejected or expired (`interrupted`, ...).
     pub reason: Option<String>,
+    /// The process running it: `pid:<pid>:<start time>:<boot id>`.
+    pub runner: Option<String>,
     pub entries: Vec<EntryView>,
 }
 
@@ -81,7 +83,7 @@ impl Broker {
         let view = tx
             .query_row(
                 "SELECT id, state, agent, submitter, project, stop_on_failure, created_ms, updated_ms, decision,
-                 approved_by, approved_ms, expires_ms, reason FROM batches WHERE id = ?1",
+                 approved_by, approved_ms, expires_ms, reason, runner FROM batches WHERE id = ?1",
                 [batch],
                 |r| {
                     Ok(BatchView {
@@ -98,6 +100,7 @@ impl Broker {
                         approved_at: r.get::<_, Option<i64>>(10)?.map(rfc3339),
                         expires_at: r.get::<_, Option<i64>>(11)?.map(rfc3339),
                         reason: r.get(12)?,
+                        runner: r.get(13)?,
                         entries: Vec::new(),
                     })
                 },

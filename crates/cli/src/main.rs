@@ -5,7 +5,9 @@
 //! command cannot be executed / is not found; 128+N when killed by signal N.
 
 mod audit_cmd;
+mod batch_cmd;
 mod doctor;
+mod policy_cmd;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,9 +25,18 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Check what this machine offers and what is missing.
     Doctor,
+    /// Classify commands and show the policy.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
     /// Verify or read the audit log.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Submit, review and run batches of commands.
+    #[command(subcommand)]
+    Batch(batch_cmd::BatchCommand),
+    /// Auto-approval of all-allow batches per project.
+    #[command(subcommand)]
+    Autonomy(batch_cmd::AutonomyCommand),
 }
 
 /// Exit code when cloche itself fails.
@@ -50,16 +61,21 @@ fn main() {
                 });
             }
             // One line, like every other cloche failure; `--help` has the rest.
+            // The first paragraph of clap's message, joined into one line.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            std::process::exit(fail(format!("{first} (see cloche --help)")));
+            let para: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let msg = para.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            std::process::exit(fail(format!("{msg} (see cloche --help)")));
         }
     };
     let code = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Doctor => doctor::main(),
+        Command::Policy(c) => policy_cmd::main(c),
         Command::Audit(c) => audit_cmd::main(c),
+        Command::Batch(c) => batch_cmd::main(c),
+        Command::Autonomy(c) => batch_cmd::autonomy(c),
     };
     std::process::exit(code);
 }

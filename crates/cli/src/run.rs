@@ -107,33 +107,17 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
         }
         expose.push(abs);
     }
-    let state_path = cloche_world::state::state_dir_from_env();
-    let state = StateDir::open(&state_path).map_err(|e| format!("state directory {}: {e}", state_path.display()))?;
-    let seccomp = program_for(&policy.seccomp_json, &state.root.join("cache"))
-        .map_err(|e| format!("seccomp profile {}: {e}", policy.seccomp_origin))?;
+    let state = open_state()?;
+    let mut spec = policy_spec(&policy, &state, cwd)?;
     cloche_world::profile::mark("cli: policy, state dir, seccomp program");
-    let spec = Spec {
-        argv: args.cmd.clone(),
-        env: build_env(std::env::vars_os(), &extra),
-        cwd,
-        limits: Limits {
-            memory,
-            pids: args.pids.unwrap_or(policy.limits.pids),
-            cpus: args.cpus.unwrap_or(policy.limits.cpus),
-        },
-        timeout,
-        upper_size: policy.world.upper_size,
-        hostname: policy.world.hostname.clone(),
-        nofile: policy.limits.nofile,
-        mask: policy.fs.mask.clone(),
-        mask_homes: policy.fs.mask_homes,
-        home_secrets: policy.fs.home_secrets.clone(),
-        expose,
-        seccomp,
-        keep: args.keep,
-        require: policy.layers.require.clone(),
-        hash: !args.no_hash,
-    };
+    spec.argv = args.cmd.clone();
+    spec.env = build_env(std::env::vars_os(), &extra);
+    spec.limits =
+        Limits { memory, pids: args.pids.unwrap_or(policy.limits.pids), cpus: args.cpus.unwrap_or(policy.limits.cpus) };
+    spec.timeout = timeout;
+    spec.expose = expose;
+    spec.keep = args.keep;
+    spec.hash = !args.no_hash;
     spec.validate().map_err(|e| e.to_string())?;
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {
@@ -142,6 +126,37 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     }
     let init = find_init()?;
     Ok((spec, state, init))
+}
+
+/// The state directory (`CLOCHE_STATE_DIR` or /var/lib/cloche), created.
+pub(crate) fn open_state() -> Result<StateDir, String> {
+    let state_path = cloche_world::state::state_dir_from_env();
+    StateDir::open(&state_path).map_err(|e| format!("state directory {}: {e}", state_path.display()))
+}
+
+/// A world spec with everything from the policy (limits, masks, seccomp,
+/// layers) and no command yet.
+pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Result<Spec, String> {
+    let seccomp = program_for(&policy.seccomp_json, &state.root.join("cache"))
+        .map_err(|e| format!("seccomp profile {}: {e}", policy.seccomp_origin))?;
+    Ok(Spec {
+        argv: Vec::new(),
+        env: build_env(std::env::vars_os(), &[]),
+        cwd,
+        limits: Limits { memory: policy.limits.memory, pids: policy.limits.pids, cpus: policy.limits.cpus },
+        timeout: (policy.limits.timeout > 0).then(|| Duration::from_secs(policy.limits.timeout)),
+        upper_size: policy.world.upper_size,
+        hostname: policy.world.hostname.clone(),
+        nofile: policy.limits.nofile,
+        mask: policy.fs.mask.clone(),
+        mask_homes: policy.fs.mask_homes,
+        home_secrets: policy.fs.home_secrets.clone(),
+        expose: policy.fs.expose.clone(),
+        seccomp,
+        keep: false,
+        require: policy.layers.require.clone(),
+        hash: true,
+    })
 }
 
 fn parse_timeout(t: &str) -> Result<Duration, String> {

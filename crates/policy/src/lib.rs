@@ -1,20 +1,35 @@
-//! cloche-policy: the policy file.
+//! cloche-policy: the policy file and command classification.
 //!
 //! A policy is a TOML file (`policies/default.toml` is compiled in as the
 //! default). This crate parses and validates it; it performs no isolation
 //! itself. Unknown keys are errors, so a typo never relaxes a world.
+//!
+//! Its `[commands]` section holds the command rules: [`Policy::classify`]
+//! parses a command line as shell, finds every simple command it could run
+//! and decides allow, review or deny (docs/policy.md).
 
+mod classify;
+mod risk;
+mod rules;
+mod shell;
 mod size;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+pub use classify::{Decision, Redirect, SimpleCommand, MAX_DEPTH, MAX_LINE};
+pub use risk::{Effect, Level, RiskProfile};
+pub use rules::{CommandRules, Conditions, Fallback, Rule, RESERVED_NAMES};
 pub use size::{parse_size, SizeError};
 
 /// The default policy, compiled in.
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 /// The default seccomp profile (OCI JSON), compiled in.
 pub const DEFAULT_SECCOMP: &str = include_str!("../../../policies/seccomp/default.json");
+
+/// Where the command rules start in the default policy; they are its last
+/// section.
+const COMMANDS_HEADER: &str = "\n[commands]\n";
 
 /// Layers a policy may require.
 pub const KNOWN_LAYERS: &[&str] =
@@ -41,6 +56,8 @@ pub struct Policy {
     pub seccomp_json: String,
     /// Where the seccomp profile came from.
     pub seccomp_origin: String,
+    /// The command rules (`[commands]`; none when the section is absent).
+    pub commands: CommandRules,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +105,8 @@ struct RawPolicy {
     fs: RawFs,
     layers: RawLayers,
     seccomp: RawSeccomp,
+    #[serde(default)]
+    commands: Option<rules::RawCommands>,
 }
 
 #[derive(Deserialize)]
@@ -146,10 +165,18 @@ impl SizeValue {
 }
 
 impl Policy {
-    /// The compiled-in default policy.
+    /// The compiled-in default policy. Its command rules' examples are
+    /// checked by this crate's tests rather than at every load (the text
+    /// cannot change after the build).
     pub fn builtin() -> Policy {
-        Policy::from_toml(DEFAULT_POLICY, "builtin", None)
-            .expect("the compiled-in default policy is valid (checked by a unit test)")
+        // Every `cloche run` loads this: the `[commands]` section (most of the
+        // file) is parsed and compiled when a command is first classified.
+        let split = DEFAULT_POLICY.find(COMMANDS_HEADER).map_or(DEFAULT_POLICY.len(), |i| i + 1);
+        let (head, commands) = DEFAULT_POLICY.split_at(split);
+        let mut p = Policy::parse(head, "builtin", None, false)
+            .expect("the compiled-in default policy is valid (checked by a unit test)");
+        p.commands = CommandRules::lazy(commands);
+        p
     }
 
     /// Loads a policy file; a relative seccomp profile path is taken relative
@@ -162,8 +189,13 @@ impl Policy {
     }
 
     /// Parses and validates policy text. `base` resolves a relative seccomp
-    /// profile path; without it only `builtin:default` is accepted.
+    /// profile path; without it only `builtin:default` is accepted. Every
+    /// command rule's examples are classified and must hold.
     pub fn from_toml(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+        Policy::parse(text, origin, base, true)
+    }
+
+    fn parse(text: &str, origin: &str, base: Option<&Path>, check_examples: bool) -> Result<Policy, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
         let world = WorldSection {
@@ -185,6 +217,7 @@ impl Policy {
         };
         let layers = Layers { require: raw.layers.require };
         validate(&world, &limits, &fs, &layers).map_err(invalid)?;
+        let commands = rules::compile(raw.commands, text, check_examples).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
             "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
             p => {
@@ -197,7 +230,12 @@ impl Policy {
                 (text, path.display().to_string())
             }
         };
-        Ok(Policy { origin: origin.to_string(), world, limits, fs, layers, seccomp_json, seccomp_origin })
+        Ok(Policy { origin: origin.to_string(), world, limits, fs, layers, seccomp_json, seccomp_origin, commands })
+    }
+
+    /// Classifies a command line with this policy's command rules.
+    pub fn classify(&self, line: &str) -> Decision {
+        self.commands.classify(line)
     }
 }
 
@@ -265,6 +303,21 @@ pub fn check_absolute(p: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builtin_commands_are_the_last_section_and_match_a_full_load() {
+        let at = DEFAULT_POLICY.find(COMMANDS_HEADER).expect("[commands] in the default policy");
+        let tables = DEFAULT_POLICY[at + 1..].lines().filter(|l| l.starts_with('['));
+        for t in tables {
+            assert!(t == "[commands]" || t == "[[commands.rule]]", "{t}: [commands] must be the last section");
+        }
+        let lazy = Policy::builtin();
+        let full = Policy::from_toml(DEFAULT_POLICY, "builtin", None).unwrap();
+        let names = |p: &Policy| p.commands.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&lazy), names(&full));
+        assert!(names(&lazy).len() > 50);
+        assert_eq!(lazy.classify("rm -rf /").rule, "rm-root");
+    }
 
     #[test]
     fn builtin_policy_is_valid() {

@@ -1,0 +1,295 @@
+//! `cloche batch submit|list|show|approve|reject|run|cancel` and
+//! `cloche autonomy enable|disable`: the broker from the command line
+//! (no daemon yet: the CLI opens the broker's database itself).
+//!
+//! Identity without the daemon: the submitter is `agent:<agent>` when the
+//! batch names an agent, else `uid:<uid>`; a reviewer is `uid:<uid>`. The
+//! broker refuses a review-level approval by the submitter or the batch's
+//! agent. Local root can always act as a reviewer; per-caller identity
+//! (SO_PEERCRED) comes with `cloched`.
+
+use crate::run::{open_state, policy_spec};
+use crate::{fail, find_init};
+use clap::Subcommand;
+use cloche_broker::{categorize, BatchFile, BatchState, Broker, Classifier, Config, Decision, EntryResult, Limits};
+use cloche_policy::Policy;
+use cloche_world::batch::{Entry, Io, World};
+use cloche_world::spec::build_env;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Bytes of stdout and stderr kept per entry.
+const OUTPUT_CAP: usize = 1 << 20;
+
+#[derive(Subcommand)]
+pub enum BatchCommand {
+    /// Submit a batch file (JSON or TOML; `-` reads stdin); prints its id.
+    Submit {
+        file: PathBuf,
+        /// Autonomy token of the project (or CLOCHE_AUTONOMY_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// List batches.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one batch and its entries.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a batch (all allowed and reviewable entries, or those listed).
+    Approve {
+        id: String,
+        /// Comma-separated entry ids.
+        #[arg(long, value_delimiter = ',')]
+        entries: Option<Vec<String>>,
+    },
+    /// Reject a batch.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Run an approved batch in one world (kept afterwards for review).
+    Run {
+        id: String,
+        /// Show what would run, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Kill switch: stop a batch; its running entry is killed at once.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum AutonomyCommand {
+    /// Auto-approve all-allow batches of PROJECT; prints the token once.
+    Enable { project: String },
+    /// Stop auto-approving for PROJECT.
+    Disable { project: String },
+}
+
+/// The policy's classifier, as the broker sees it.
+struct PolicyClassifier(Policy);
+
+impl Classifier for PolicyClassifier {
+    fn classify(&self, command: &str) -> Decision {
+        let d = self.0.classify(command);
+        let effect = match d.effect {
+            cloche_policy::Effect::Allow => cloche_broker::Effect::Allow,
+            cloche_policy::Effect::Review => cloche_broker::Effect::Review,
+            cloche_policy::Effect::Deny => cloche_broker::Effect::Deny,
+        };
+        Decision { effect, rule: d.rule, reason: d.reason, risk: d.risk }
+    }
+}
+
+fn uid_actor() -> String {
+    // SAFETY: getuid has no preconditions.
+    format!("uid:{}", unsafe { libc::getuid() })
+}
+
+fn open_broker() -> Result<(Broker, Policy), String> {
+    let state = open_state()?;
+    let policy = Policy::builtin();
+    let broker = Broker::open(&state.root, Config::default(), Box::new(PolicyClassifier(policy.clone())))
+        .map_err(|e| e.to_string())?;
+    Ok((broker, policy))
+}
+
+pub fn main(cmd: BatchCommand) -> i32 {
+    match run(cmd) {
+        Ok(code) => code,
+        Err(e) => fail(e),
+    }
+}
+
+fn run(cmd: BatchCommand) -> Result<i32, String> {
+    let (mut broker, policy) = open_broker()?;
+    let e = |e: cloche_broker::BrokerError| e.to_string();
+    match cmd {
+        BatchCommand::Submit { file, token } => {
+            let limits = Limits { max_entries: 10 };
+            let batch = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text).map_err(|e| format!("stdin: {e}"))?;
+                let format = if text.trim_start().starts_with('{') {
+                    cloche_broker::Format::Json
+                } else {
+                    cloche_broker::Format::Toml
+                };
+                BatchFile::parse(&text, format, &limits).map_err(|e| format!("batch: {e}"))?
+            } else {
+                BatchFile::from_path(&file, &limits).map_err(|e| format!("{}: {e}", file.display()))?
+            };
+            let actor = batch.agent.as_ref().map(|a| format!("agent:{a}")).unwrap_or_else(uid_actor);
+            let token = token.or_else(|| std::env::var("CLOCHE_AUTONOMY_TOKEN").ok());
+            let view = broker.submit(&batch, &actor, token.as_deref()).map_err(e)?;
+            println!("{}", view.id);
+        }
+        BatchCommand::List { json } => {
+            let list = broker.list(&Default::default()).map_err(e)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
+            } else {
+                for b in list {
+                    let v = serde_json::to_value(&b).unwrap_or_default();
+                    println!(
+                        "{}  {:<10} {}",
+                        v["id"].as_str().unwrap_or(""),
+                        v["state"].as_str().unwrap_or(""),
+                        v["project"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        BatchCommand::Show { id, json } => {
+            let v = broker.get(&id).map_err(e)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            } else {
+                println!("batch {}  {:?}  decision {}  project {}", v.id, v.state, v.decision, v.project);
+                for en in &v.entries {
+                    println!(
+                        "  {} {:<10} {:<6} {:<20} exit {:<4} {}",
+                        en.id,
+                        format!("{:?}", en.state),
+                        en.decision.effect,
+                        en.decision.rule,
+                        en.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        en.command
+                    );
+                }
+            }
+        }
+        BatchCommand::Approve { id, entries } => {
+            let v = broker.approve(&id, entries, &uid_actor()).map_err(e)?;
+            eprintln!("cloche: batch {} {:?}", v.id, v.state);
+        }
+        BatchCommand::Reject { id, reason } => {
+            broker.reject(&id, &uid_actor(), reason.as_deref()).map_err(e)?;
+        }
+        BatchCommand::Cancel { id } => {
+            let before = broker.get(&id).map_err(e)?;
+            broker.cancel(&id, &uid_actor()).map_err(e)?;
+            // The runner kills its world on SIGTERM (its stop signals).
+            if let Some(pid) = runner_pid(before.runner.as_deref()) {
+                // SAFETY: kill with a pid and a signal.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        BatchCommand::Run { id, dry_run } => return run_batch(&mut broker, &policy, &id, dry_run),
+    }
+    Ok(0)
+}
+
+/// The pid of a live runner tag `pid:<pid>:<start>:<boot>`.
+fn runner_pid(tag: Option<&str>) -> Option<i32> {
+    let pid: i32 = tag?.strip_prefix("pid:")?.split(':').next()?.parse().ok()?;
+    (pid > 1).then_some(pid)
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs an approved batch: one world, entries in order.
+fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> Result<i32, String> {
+    let e = |e: cloche_broker::BrokerError| e.to_string();
+    if dry_run {
+        let v = broker.get(id).map_err(e)?;
+        for en in &v.entries {
+            let runs = matches!(en.state, cloche_broker::EntryState::Pending)
+                && en.decision.effect != cloche_broker::Effect::Deny;
+            println!("{} {} {}", if runs { "would run" } else { "skipped  " }, en.id, en.command);
+        }
+        return Ok(0);
+    }
+    let view = broker.get(id).map_err(e)?;
+    let stop_on_failure = view.stop_on_failure;
+    let runnable = broker.start_run(id).map_err(e)?;
+    let state = open_state()?;
+    let mut spec = policy_spec(policy, &state, PathBuf::from(&view.project))?;
+    spec.keep = true; // kept for review (diff, commit, discard)
+    let init = find_init()?;
+    let mut world = match World::start(&spec, &state, &init) {
+        Ok(w) => w,
+        Err(err) => {
+            let _ = broker.finish_run(id, BatchState::Failed, Some(&format!("world: {err}")));
+            return Err(err.to_string());
+        }
+    };
+    let mut failed = false;
+    let mut cancelled = false;
+    for en in &runnable {
+        broker.entry_started(id, &en.id).map_err(e)?;
+        let extra: Vec<_> = en.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let entry = Entry {
+            argv: vec!["/bin/sh".into(), "-c".into(), en.command.clone().into()],
+            env: build_env(std::env::vars_os(), &extra),
+            cwd: PathBuf::from(&en.cwd),
+            timeout: en.timeout.map(Duration::from_secs),
+        };
+        let out = world.run_entry(&entry, Io::Capture { cap: OUTPUT_CAP }).map_err(|e| e.to_string())?;
+        let _ = std::io::stdout().write_all(&out.stdout);
+        let _ = std::io::stderr().write_all(&out.stderr);
+        if out.interrupted.is_some() || broker.state(id).map_err(e)? == BatchState::Cancelled {
+            cancelled = true;
+            break;
+        }
+        let result = EntryResult {
+            exit_code: out.exit_code,
+            category: categorize(out.exit_code, out.timed_out, &out.stderr),
+            duration_ms: out.duration_ms as u64,
+            stdout_sha256: sha256_hex(&out.stdout),
+            stderr_sha256: sha256_hex(&out.stderr),
+            stdout_truncated: out.stdout_total > out.stdout.len() as u64,
+            timed_out: out.timed_out,
+        };
+        broker.entry_finished(id, &en.id, &result).map_err(e)?;
+        eprintln!("cloche: entry {} exit {} ({:?})", en.id, out.exit_code, result.category);
+        if out.exit_code != 0 {
+            failed = true;
+            if stop_on_failure {
+                break;
+            }
+        }
+    }
+    let outcome = world.finish().map_err(|e| e.to_string())?;
+    if let Some(k) = &outcome.kept {
+        eprintln!("cloche: world {} kept at {}", outcome.world, k.display());
+    }
+    if cancelled {
+        eprintln!("cloche: batch {id} cancelled");
+        return Ok(130);
+    }
+    let end = if failed { BatchState::Failed } else { BatchState::Completed };
+    broker.finish_run(id, end, None).map_err(e)?;
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn autonomy(cmd: AutonomyCommand) -> i32 {
+    let r = (|| -> Result<(), String> {
+        let (mut broker, _) = open_broker()?;
+        match cmd {
+            AutonomyCommand::Enable { project } => {
+                let token = broker.enable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;
+                println!("{token}");
+            }
+            AutonomyCommand::Disable { project } => {
+                broker.disable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}

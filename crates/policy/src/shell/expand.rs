@@ -1,0 +1,270 @@
+//! Expansions: `$NAME`, `${…}`, `$(…)`, `$((…))`, backticks, `$'…'`.
+
+use super::parser::Parser;
+use super::word::WordBuf;
+use super::{Flow, MAX_NEST};
+
+impl Parser<'_> {
+    /// At `$`.
+    pub(super) fn dollar(&mut self, w: &mut WordBuf, in_dq: bool) {
+        let start = self.i;
+        match self.peek_at(1) {
+            b'(' => {
+                if self.peek_at(2) == b'(' {
+                    self.i += 3;
+                    self.arith();
+                } else {
+                    self.i += 2;
+                    self.nested_list(self.cur_cmd.map(|c| (c, Flow::Subst)), "unterminated $(");
+                }
+                w.unknown(self.slice(start, self.i));
+            }
+            b'{' => {
+                self.i += 2;
+                let closed = self.param();
+                let inner = if closed { self.slice(start + 2, self.i - 1) } else { "" };
+                if inner == "HOME" && w.is_empty() {
+                    w.home(self.slice(start, self.i));
+                } else {
+                    w.unknown(self.slice(start, self.i));
+                }
+            }
+            b'\'' if !in_dq => {
+                self.i += 2;
+                w.quoted = true;
+                self.ansi_c(w);
+            }
+            b'"' if !in_dq => {
+                self.i += 2;
+                w.quoted = true;
+                self.dquote(w, true);
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                self.i += 1;
+                let s = self.i;
+                while self.peek().is_ascii_alphanumeric() || self.peek() == b'_' {
+                    self.i += 1;
+                }
+                if self.slice(s, self.i) == "HOME" && w.is_empty() {
+                    w.home(self.slice(start, self.i));
+                } else {
+                    w.unknown(self.slice(start, self.i));
+                }
+            }
+            c if c.is_ascii_digit() || matches!(c, b'@' | b'*' | b'#' | b'?' | b'$' | b'!' | b'-') => {
+                self.i += 2;
+                w.unknown(self.slice(start, self.i));
+            }
+            _ => {
+                self.i += 1;
+                w.lit('$');
+            }
+        }
+    }
+
+    /// After `${`: up to the matching `}`; nested substitutions are parsed.
+    /// Returns whether it was closed.
+    pub(super) fn param(&mut self) -> bool {
+        if self.nest >= MAX_NEST {
+            self.abort("nested too deeply");
+            return false;
+        }
+        self.nest += 1;
+        let mut depth = 1u32;
+        let mut scratch = WordBuf::default();
+        while !self.eof() {
+            match self.peek() {
+                b'}' => {
+                    self.i += 1;
+                    depth -= 1;
+                    if depth == 0 {
+                        self.nest -= 1;
+                        return true;
+                    }
+                }
+                b'{' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b'$' => self.dollar(&mut scratch, true),
+                b'`' => self.backtick(&mut scratch, true),
+                b'"' => {
+                    self.i += 1;
+                    self.dquote(&mut scratch, true);
+                }
+                b'\'' => {
+                    self.i += 1;
+                    self.squote(&mut scratch);
+                }
+                b'\\' => self.i = (self.i + 2).min(self.b.len()),
+                _ => self.i += 1,
+            }
+        }
+        self.nest -= 1;
+        self.err("unterminated ${");
+        false
+    }
+
+    /// After `((` or `$((`: up to the matching `))`.
+    pub(super) fn arith(&mut self) {
+        if self.nest >= MAX_NEST {
+            return self.abort("nested too deeply");
+        }
+        self.nest += 1;
+        let mut depth = 0u32;
+        let mut scratch = WordBuf::default();
+        loop {
+            if self.eof() {
+                self.err("missing ))");
+                break;
+            }
+            match self.peek() {
+                b'(' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b')' if depth > 0 => {
+                    depth -= 1;
+                    self.i += 1;
+                }
+                b')' => {
+                    if self.peek_at(1) == b')' {
+                        self.i += 2;
+                    } else {
+                        self.err("missing ))");
+                        self.i += 1;
+                    }
+                    break;
+                }
+                b'$' => self.dollar(&mut scratch, true),
+                b'`' => self.backtick(&mut scratch, true),
+                b'"' => {
+                    self.i += 1;
+                    self.dquote(&mut scratch, true);
+                }
+                b'\'' => {
+                    self.i += 1;
+                    self.squote(&mut scratch);
+                }
+                b'\\' => self.i = (self.i + 2).min(self.b.len()),
+                _ => self.i += 1,
+            }
+        }
+        self.nest -= 1;
+    }
+
+    /// At a backtick: its body is unescaped and parsed as a script.
+    pub(super) fn backtick(&mut self, w: &mut WordBuf, in_dq: bool) {
+        let start = self.i;
+        self.i += 1;
+        let mut body = Vec::new();
+        let mut closed = false;
+        while !self.eof() {
+            let c = self.peek();
+            if c == b'`' {
+                self.i += 1;
+                closed = true;
+                break;
+            }
+            let n = self.peek_at(1);
+            if c == b'\\' && (matches!(n, b'`' | b'\\' | b'$') || (in_dq && n == b'"')) {
+                body.push(n);
+                self.i += 2;
+                continue;
+            }
+            body.push(c);
+            self.i += 1;
+        }
+        if !closed {
+            self.err("unterminated backtick");
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        self.sub_parse(&body, false, self.cur_cmd.map(|c| (c, Flow::Subst)));
+        w.unknown(self.slice(start, self.i));
+    }
+
+    /// After `$'`: ANSI-C escapes.
+    pub(super) fn ansi_c(&mut self, w: &mut WordBuf) {
+        while !self.eof() {
+            let c = self.peek();
+            if c == b'\'' {
+                self.i += 1;
+                return;
+            }
+            if c != b'\\' {
+                let ch = self.next_char();
+                w.lit(ch);
+                continue;
+            }
+            self.i += 1;
+            if self.eof() {
+                w.lit('\\');
+                break;
+            }
+            let e = self.peek();
+            if e >= 0x80 {
+                w.lit('\\');
+                continue;
+            }
+            self.i += 1;
+            let ch = match e {
+                b'a' => Some('\x07'),
+                b'b' => Some('\x08'),
+                b'e' | b'E' => Some('\x1b'),
+                b'f' => Some('\x0c'),
+                b'n' => Some('\n'),
+                b'r' => Some('\r'),
+                b't' => Some('\t'),
+                b'v' => Some('\x0b'),
+                b'0'..=b'7' => {
+                    let mut v = u32::from(e - b'0');
+                    for _ in 0..2 {
+                        match self.peek() {
+                            d @ b'0'..=b'7' if !self.eof() => {
+                                v = v * 8 + u32::from(d - b'0');
+                                self.i += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    char::from_u32(v & 0xff)
+                }
+                b'x' => self.hex(2).and_then(char::from_u32),
+                b'u' => Some(self.hex(4).and_then(char::from_u32).unwrap_or('\u{fffd}')),
+                b'U' => Some(self.hex(8).and_then(char::from_u32).unwrap_or('\u{fffd}')),
+                b'c' if !self.eof() => {
+                    let x = self.peek();
+                    self.i += 1;
+                    Some(char::from(x & 0x1f))
+                }
+                other => {
+                    if !matches!(other, b'\\' | b'\'' | b'"' | b'?') {
+                        w.lit('\\');
+                    }
+                    Some(char::from(other))
+                }
+            };
+            match ch {
+                // NUL ends the string in bash; drop it.
+                Some('\0') => {}
+                Some(ch) => w.lit(ch),
+                None => {
+                    w.lit('\\');
+                    w.lit(char::from(e));
+                }
+            }
+        }
+        self.err("unterminated $'");
+    }
+
+    pub(super) fn hex(&mut self, max: usize) -> Option<u32> {
+        let mut v = 0u32;
+        let mut n = 0;
+        while n < max && self.peek().is_ascii_hexdigit() && !self.eof() {
+            v = v * 16 + (self.peek() as char).to_digit(16).unwrap_or(0);
+            self.i += 1;
+            n += 1;
+        }
+        (n > 0).then_some(v)
+    }
+}

@@ -1,0 +1,164 @@
+//! Batches end to end: `cloche batch submit|approve|run|cancel|show` and
+//! `cloche autonomy`, with real worlds (root).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn show(fx: &Fixture, id: &str) -> Value {
+    let o = fx.cloche(&["batch", "show", id, "--json"]);
+    o.expect_code(0);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("show --json: {e}\n{}", o.describe()))
+}
+
+fn submit(fx: &Fixture, batch: &Value, token: Option<&str>) -> String {
+    let path = fx.out.path().join(format!("batch-{}.json", unique_tag()));
+    std::fs::write(&path, serde_json::to_vec(batch).unwrap()).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let mut args = vec!["batch", "submit", p.as_str()];
+    if let Some(t) = token {
+        args.extend(["--token", t]);
+    }
+    let o = fx.cloche(&args);
+    o.expect_code(0);
+    let id = String::from_utf8(o.stdout.clone()).unwrap().trim().to_string();
+    assert_eq!(id.len(), 16, "submit prints the id alone: {}", o.describe());
+    id
+}
+
+/// Kept worlds are mounted under the state dir: take them away before the
+/// leak check.
+fn discard_kept(fx: &Fixture) {
+    for id in fx.worlds() {
+        let dir = fx.worlds_dir().join(&id);
+        let fs = std::ffi::CString::new(dir.join("fs").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(fs.as_ptr(), libc::MNT_DETACH) };
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+fn entry_states(v: &Value) -> Vec<String> {
+    v["entries"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+#[test]
+fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alone() {
+    let fx = Fixture::new();
+    fx.write("a.txt", b"hello\n", 0o644);
+    let project = fx.dir().to_str().unwrap().to_string();
+    let before = tree_snapshot(fx.dir());
+    let batch = serde_json::json!({"agent": "a1", "project": project, "stop_on_failure": false, "entries": [
+        {"command": "ls"},
+        {"command": "rm -rf ~/important"},
+        {"command": "echo new > b.txt && cat a.txt"},
+        {"command": "cp a.txt c.txt"}]});
+    let id = submit(&fx, &batch, None);
+    let v = show(&fx, &id);
+    assert_eq!(v["state"], "pending", "{v:#}");
+    let effects: Vec<&str> =
+        v["entries"].as_array().unwrap().iter().map(|e| e["decision"]["effect"].as_str().unwrap()).collect();
+    assert_eq!(effects[1], "deny", "{v:#}");
+    assert!(effects.iter().all(|e| ["allow", "review", "deny"].contains(e)));
+    // Nothing runs before approval.
+    let o = fx.cloche(&["batch", "run", &id]);
+    assert_eq!(o.code, Some(125), "{}", o.describe());
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    let o = fx.cloche(&["batch", "run", &id]);
+    o.expect_code(0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello"), "{}", o.describe());
+    let v = show(&fx, &id);
+    assert_eq!(v["state"], "completed", "{v:#}");
+    assert_eq!(entry_states(&v), vec!["succeeded", "skipped", "succeeded", "succeeded"], "{v:#}");
+    for (i, e) in v["entries"].as_array().unwrap().iter().enumerate() {
+        if i != 1 {
+            assert_eq!((e["exit_code"].as_i64(), e["category"].as_str()), (Some(0), Some("ok")), "{e:#}");
+        }
+    }
+    // The host project is untouched: the changes wait in the kept world.
+    assert_same_tree(fx.dir(), &before, &tree_snapshot(fx.dir()));
+    assert_eq!(fx.worlds().len(), 1, "the batch's world is kept for review");
+    // The audit log holds the whole story and verifies.
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    let audit = std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap();
+    for ev in ["\"submitted\"", "\"approved\"", "\"started\"", "\"entry_finished\""] {
+        assert!(audit.contains(ev), "{ev} missing from the audit log");
+    }
+    discard_kept(&fx);
+    fx.finish();
+}
+
+#[test]
+fn cancel_kills_a_running_entry_within_a_second() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let batch = serde_json::json!({"agent": "a1", "project": project, "entries": [{"command": "sleep 600"}, {"command": "echo never"}]});
+    let id = submit(&fx, &batch, None);
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    let mut runner = fx.command();
+    runner.args(["batch", "run", &id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut runner = HostChild::spawn(&mut runner);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while show(&fx, &id)["entries"][0]["state"] != "running" {
+        assert!(Instant::now() < deadline, "the entry never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    fx.cloche(&["batch", "cancel", &id]).expect_code(0);
+    let status = loop {
+        if let Some(s) = runner.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the runner did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    assert!(!status.success());
+    let v = show(&fx, &id);
+    assert_eq!(v["state"], "cancelled", "{v:#}");
+    assert!(processes_with("sleep 600").iter().all(|(_, c)| c.trim() != "sleep 600"), "the entry survived");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    discard_kept(&fx);
+    fx.finish();
+}
+
+#[test]
+fn autonomy_approves_all_allow_batches_and_audits_the_token_fingerprint() {
+    let fx = Fixture::new();
+    fx.write("a.txt", b"x\n", 0o644);
+    let project = fx.dir().to_str().unwrap().to_string();
+    let o = fx.cloche(&["autonomy", "enable", &project]);
+    o.expect_code(0);
+    let token = String::from_utf8(o.stdout.clone()).unwrap().trim().to_string();
+    assert!(token.len() >= 32, "{}", o.describe());
+    let batch = serde_json::json!({"agent": "a1", "project": project, "entries": [{"command": "ls"}, {"command": "cat a.txt"}]});
+    let id = submit(&fx, &batch, Some(&token));
+    let v = show(&fx, &id);
+    assert_eq!(v["state"], "approved", "{v:#}");
+    let audit = std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("token:"), "the approval names the token's fingerprint");
+    assert!(!audit.contains(&token), "the token itself is never written");
+    fx.cloche(&["batch", "run", &id]).expect_code(0);
+    assert_eq!(show(&fx, &id)["state"], "completed");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    discard_kept(&fx);
+    fx.finish();
+}
+
+#[test]
+fn a_submitter_cannot_approve_its_own_review_batch() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    // No agent: the submitter is this uid, the same as the would-be reviewer.
+    let batch = serde_json::json!({"project": project, "entries": [{"command": "make install"}]});
+    let id = submit(&fx, &batch, None);
+    let v = show(&fx, &id);
+    assert_ne!(v["decision"], "allow", "{v:#}");
+    let o = fx.cloche(&["batch", "approve", &id]);
+    assert_eq!(o.code, Some(125), "{}", o.describe());
+    assert_eq!(show(&fx, &id)["state"], "pending");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    fx.finish();
+}
