@@ -162,3 +162,75 @@ fn a_submitter_cannot_approve_its_own_review_batch() {
     fx.cloche(&["audit", "verify"]).expect_code(0);
     fx.finish();
 }
+
+/// `kill -9` of `cloche batch run` in the middle of a batch: the next
+/// cloche marks the batch failed (interrupted), the world died with its
+/// runner and its leftovers are swept, and the audit chain still holds.
+#[test]
+fn a_batch_whose_runner_is_killed_is_failed_as_interrupted() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let batch = serde_json::json!({"agent": "a1", "project": project,
+        "entries": [{"command": "echo first"}, {"command": "sleep 31.9"}, {"command": "echo never"}]});
+    let id = submit(&fx, &batch, None);
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    let mut runner = fx.command();
+    runner.args(["batch", "run", &id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut runner = HostChild::spawn(&mut runner);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while show(&fx, &id)["entries"][1]["state"] != "running" {
+        assert!(Instant::now() < deadline, "the second entry never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill with a pid and a signal.
+    unsafe { libc::kill(runner.pid(), libc::SIGKILL) };
+    let _ = runner.0.wait();
+    let sleeping = || processes_with("sleep 31.9").into_iter().filter(|(_, c)| c.trim() == "sleep 31.9").count();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleeping() != 0 {
+        assert!(Instant::now() < deadline, "the world outlived its runner");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = show(&fx, &id);
+    assert_eq!((v["state"].as_str(), v["reason"].as_str()), (Some("failed"), Some("interrupted")), "{v:#}");
+    assert_eq!(entry_states(&v)[0], "succeeded", "{v:#}");
+    assert_ne!(entry_states(&v)[1], "running", "{v:#}");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    // The next world sweeps the dead one's cgroup.
+    fx.run(&[] as &[&str], &["true"]).expect_code(0);
+    discard_kept(&fx);
+    fx.finish();
+}
+
+#[test]
+fn malformed_batch_files_are_refused_with_their_position_and_change_nothing() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        ("{\"project\": \"/x\", \"entries\": [{\"command\": \"ls\"}".to_string(), "line"),
+        (format!("{{\"project\": \"{project}\", \"entries\": [{{\"command\": \"ls\", \"comand\": 1}}]}}"), "comand"),
+        ("{\"project\": \"relative/dir\", \"entries\": [{\"command\": \"ls\"}]}".to_string(), "project"),
+        (format!("{{\"project\": \"{project}\", \"entries\": [{{\"command\": \"ls\", \"cwd\": \"/etc\"}}]}}"), "cwd"),
+        (format!("{{\"project\": \"{project}\", \"entries\": []}}"), "entries"),
+    ];
+    for (text, needle) in cases {
+        let path = fx.out.path().join("bad.json");
+        std::fs::write(&path, &text).unwrap();
+        let o = fx.cloche(&["batch", "submit", path.to_str().unwrap()]);
+        assert_eq!(o.code, Some(125), "{text}\n{}", o.describe());
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{needle} not named in: {err}");
+        assert!(o.stdout.is_empty());
+    }
+    // Nothing was recorded.
+    let o = fx.cloche(&["batch", "list", "--json"]);
+    o.expect_code(0);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list:#}");
+    assert!(
+        !fx.state.path().join("audit.jsonl").exists()
+            || std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap().is_empty()
+    );
+    fx.finish();
+}

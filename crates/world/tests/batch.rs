@@ -60,6 +60,26 @@ fn lock() -> std::fs::File {
     f
 }
 
+/// One test's host side: the suite lock, a project dir, a state dir, a spec.
+struct Fixture {
+    proj: tempfile::TempDir,
+    _state_dir: tempfile::TempDir,
+    state: StateDir,
+    spec: Spec,
+    _lock: std::fs::File,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let lock = lock();
+        let proj = tempfile::tempdir_in("/tmp").unwrap();
+        let state_dir = tempfile::tempdir_in("/tmp").unwrap();
+        let state = StateDir::open(state_dir.path()).unwrap();
+        let spec = spec(proj.path());
+        Fixture { proj, _state_dir: state_dir, state, spec, _lock: lock }
+    }
+}
+
 fn no_cgroup_left(id: &str) {
     for c in ["memory", "pids", "cpu"] {
         assert!(!Path::new(&format!("/sys/fs/cgroup/{c}/cloche/{id}")).exists(), "{c} cgroup of {id} left");
@@ -68,12 +88,9 @@ fn no_cgroup_left(id: &str) {
 
 #[test]
 fn entries_share_one_world_and_each_has_its_status_and_output() {
-    let _l = lock();
-    let proj = tempfile::tempdir_in("/tmp").unwrap();
-    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    let spec = spec(proj.path());
-    let mut w = World::start(&spec, &state, &init_path()).unwrap();
+    let f = Fixture::new();
+    let proj = &f.proj;
+    let mut w = World::start(&f.spec, &f.state, &init_path()).unwrap();
     let id = w.id().to_string();
     let cap = Io::Capture { cap: 1000 };
     let a = w.run_entry(&entry(proj.path(), "echo one > f; echo out; echo err >&2", None), cap).unwrap();
@@ -100,12 +117,9 @@ fn entries_share_one_world_and_each_has_its_status_and_output() {
 
 #[test]
 fn what_an_entry_leaves_running_is_killed_and_a_timeout_kills_only_that_entry() {
-    let _l = lock();
-    let proj = tempfile::tempdir_in("/tmp").unwrap();
-    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    let spec = spec(proj.path());
-    let mut w = World::start(&spec, &state, &init_path()).unwrap();
+    let f = Fixture::new();
+    let proj = &f.proj;
+    let mut w = World::start(&f.spec, &f.state, &init_path()).unwrap();
     let id = w.id().to_string();
     let cap = Io::Capture { cap: 4096 };
     let a = w.run_entry(&entry(proj.path(), "sleep 60 >/dev/null 2>&1 & echo started", None), cap).unwrap();
@@ -127,12 +141,9 @@ fn what_an_entry_leaves_running_is_killed_and_a_timeout_kills_only_that_entry() 
 
 #[test]
 fn cancel_kills_the_running_entry_at_once() {
-    let _l = lock();
-    let proj = tempfile::tempdir_in("/tmp").unwrap();
-    let state_dir = tempfile::tempdir_in("/tmp").unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    let spec = spec(proj.path());
-    let mut w = World::start(&spec, &state, &init_path()).unwrap();
+    let f = Fixture::new();
+    let proj = &f.proj;
+    let mut w = World::start(&f.spec, &f.state, &init_path()).unwrap();
     let id = w.id().to_string();
     let canceller = w.canceller().unwrap();
     let t = Instant::now();
