@@ -86,6 +86,20 @@ fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alo
     for ev in ["\"submitted\"", "\"approved\"", "\"started\"", "\"entry_finished\""] {
         assert!(audit.contains(ev), "{ev} missing from the audit log");
     }
+    // Spans: the batch and each entry that ran, with decision, exit and diff.
+    let o = fx.cloche(&["trace", "show", &id, "--json"]);
+    o.expect_code(0);
+    let spans: Vec<Value> = o.lines();
+    let kinds: Vec<&str> = spans.iter().map(|s| s["kind"].as_str().unwrap_or("?")).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "entry").count(), 3, "{spans:#?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "batch").count(), 1, "{spans:#?}");
+    let batch_span = spans.iter().find(|s| s["kind"] == "batch").unwrap();
+    for s in spans.iter().filter(|s| s["kind"] == "entry") {
+        assert_eq!(s["trace_id"], batch_span["trace_id"]);
+        assert_eq!(s["parent_span_id"], batch_span["span_id"]);
+        assert_eq!(s["exit_code"], 0);
+        assert!(s["policy"]["decision"].is_string() && s["fs_diff"]["totals"].is_object(), "{s:#}");
+    }
     discard_kept(&fx);
     fx.finish();
 }

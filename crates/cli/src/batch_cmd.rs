@@ -13,6 +13,7 @@ use crate::{fail, find_init};
 use clap::Subcommand;
 use cloche_broker::{categorize, BatchFile, BatchState, Broker, Classifier, Config, Decision, EntryResult, Limits};
 use cloche_policy::Policy;
+use cloche_trace::span::{FsTotals, Span, SpanFsDiff, SpanPolicy, SpanWriter};
 use cloche_world::batch::{Entry, Io, World};
 use cloche_world::spec::build_env;
 use sha2::{Digest, Sha256};
@@ -65,6 +66,51 @@ pub enum BatchCommand {
     },
     /// Kill switch: stop a batch; its running entry is killed at once.
     Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum TraceCommand {
+    /// The spans of a batch (one batch span, one per entry).
+    Show {
+        batch: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn trace(cmd: TraceCommand) -> i32 {
+    let TraceCommand::Show { batch, json } = cmd;
+    let r = (|| -> Result<(), String> {
+        let state = open_state()?;
+        let got = cloche_trace::span::read_batch(&state.root.join("spans.jsonl"), &batch).map_err(|e| e.to_string())?;
+        if got.spans.is_empty() {
+            return Err(format!("no spans for batch {batch}"));
+        }
+        for s in &got.spans {
+            if json {
+                println!("{}", serde_json::to_string(s).map_err(|e| e.to_string())?);
+            } else {
+                let totals = s
+                    .fs_diff
+                    .as_ref()
+                    .map(|d| format!("+{} ~{} -{}", d.totals.added, d.totals.modified, d.totals.deleted));
+                println!(
+                    "{:<5} {} {} exit {} {} {}",
+                    format!("{:?}", s.kind).to_lowercase(),
+                    s.entry.as_deref().unwrap_or(&batch),
+                    s.policy.as_ref().map(|p| p.decision.as_str()).unwrap_or("-"),
+                    s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    totals.unwrap_or_default(),
+                    s.cmd.as_deref().unwrap_or("")
+                );
+            }
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
 }
 
 #[derive(Subcommand)]
@@ -195,6 +241,35 @@ fn runner_pid(tag: Option<&str>) -> Option<i32> {
     (pid > 1).then_some(pid)
 }
 
+/// The span summary of an fs_diff: totals, the first paths, a digest.
+fn span_fs_diff(d: &cloche_world::diff::FsDiff) -> Option<SpanFsDiff> {
+    let v = serde_json::to_value(d).ok()?;
+    let sample: Vec<serde_json::Value> = ["added", "modified", "deleted"]
+        .iter()
+        .flat_map(|k| v[*k].as_array().cloned().unwrap_or_default())
+        .take(10)
+        .collect();
+    Some(SpanFsDiff {
+        totals: FsTotals {
+            added: d.totals.added,
+            modified: d.totals.modified,
+            deleted: d.totals.deleted,
+            bytes: d.totals.bytes,
+        },
+        sample,
+        digest: cloche_trace::span::digest(&v).ok(),
+    })
+}
+
+fn span_policy(d: &cloche_broker::Decision) -> SpanPolicy {
+    SpanPolicy {
+        decision: d.effect.as_str().to_string(),
+        rule: Some(d.rule.clone()),
+        reason: Some(d.reason.clone()),
+        risk: Some(u32::from(d.risk)),
+    }
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -225,9 +300,22 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
             return Err(err.to_string());
         }
     };
+    // Spans: one for the batch, one per entry (JSONL, `cloche trace show`).
+    let mut spans = SpanWriter::open(state.root.join("spans.jsonl")).map_err(|e| e.to_string())?;
+    let mut bspan = Span::new_batch(id);
+    bspan.world = Some(world.id().to_string());
+    bspan.agent = view.agent.clone();
+    bspan.cwd = Some(view.project.clone());
+    bspan.approved_by = view.approved_by.clone();
+    let decisions: std::collections::HashMap<&str, &cloche_broker::Decision> =
+        view.entries.iter().map(|e| (e.id.as_str(), &e.decision)).collect();
     let mut failed = false;
     let mut cancelled = false;
     for en in &runnable {
+        let mut espan = bspan.new_entry(&en.id);
+        espan.cmd = Some(en.command.clone());
+        espan.cwd = Some(en.cwd.clone());
+        espan.policy = decisions.get(en.id.as_str()).map(|d| span_policy(d));
         broker.entry_started(id, &en.id).map_err(e)?;
         let extra: Vec<_> = en.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
         let entry = Entry {
@@ -253,6 +341,11 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
             timed_out: out.timed_out,
         };
         broker.entry_finished(id, &en.id, &result).map_err(e)?;
+        espan.exit_code = Some(out.exit_code);
+        espan.layers = cloche_world::child::layers(true);
+        espan.fs_diff = span_fs_diff(&out.fs_diff);
+        espan.finish();
+        let _ = spans.write(&espan);
         eprintln!("cloche: entry {} exit {} ({:?})", en.id, out.exit_code, result.category);
         if out.exit_code != 0 {
             failed = true;
@@ -262,6 +355,19 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
         }
     }
     let outcome = world.finish().map_err(|e| e.to_string())?;
+    bspan.exit_code = Some(if cancelled {
+        130
+    } else if failed {
+        1
+    } else {
+        0
+    });
+    bspan.layers = outcome.layers.clone();
+    bspan.fs_diff = span_fs_diff(&outcome.fs_diff);
+    bspan.policy =
+        Some(SpanPolicy { decision: view.decision.as_str().to_string(), rule: None, reason: None, risk: None });
+    bspan.finish();
+    let _ = spans.write(&bspan);
     if let Some(k) = &outcome.kept {
         eprintln!("cloche: world {} kept at {}", outcome.world, k.display());
     }

@@ -37,6 +37,9 @@ enum Command {
     /// Auto-approval of all-allow batches per project.
     #[command(subcommand)]
     Autonomy(batch_cmd::AutonomyCommand),
+    /// Trace spans of batches.
+    #[command(subcommand)]
+    Trace(batch_cmd::TraceCommand),
 }
 
 /// Exit code when cloche itself fails.
@@ -76,6 +79,7 @@ fn main() {
         Command::Audit(c) => audit_cmd::main(c),
         Command::Batch(c) => batch_cmd::main(c),
         Command::Autonomy(c) => batch_cmd::autonomy(c),
+        Command::Trace(c) => batch_cmd::trace(c),
     };
     std::process::exit(code);
 }
