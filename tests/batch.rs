@@ -86,6 +86,19 @@ fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alo
     for ev in ["\"submitted\"", "\"approved\"", "\"started\"", "\"entry_finished\""] {
         assert!(audit.contains(ev), "{ev} missing from the audit log");
     }
+    // History: full-text search over past commands, and statistics.
+    let o = fx.cloche(&["history", "cat a.txt", "--json"]);
+    o.expect_code(0);
+    let hits: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(hits.as_array().map(Vec::len), Some(1), "{hits:#}");
+    assert_eq!(hits[0]["command"], "echo new > b.txt && cat a.txt");
+    let o = fx.cloche(&["history", "rm -rf", "--json"]); // query syntax characters are text
+    o.expect_code(0);
+    let o = fx.cloche(&["history", "--stats", "--json"]);
+    o.expect_code(0);
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ls = stats.as_array().unwrap().iter().find(|s| s["command"] == "ls").expect("ls in the stats");
+    assert_eq!((ls["runs"].as_u64(), ls["success_rate"].as_f64()), (Some(1), Some(1.0)), "{stats:#}");
     // Spans: the batch and each entry that ran, with decision, exit and diff.
     let o = fx.cloche(&["trace", "show", &id, "--json"]);
     o.expect_code(0);

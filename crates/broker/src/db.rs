@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::BrokerError;
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE batches (
@@ -63,6 +63,23 @@ CREATE TABLE autonomy (
 );
 ";
 
+/// Version 2: full-text search over entry commands (`cloche history`), an
+/// external-content FTS5 index kept in step with `entries` by triggers.
+const SCHEMA_V2: &str = "
+CREATE VIRTUAL TABLE entries_fts USING fts5(command, content='entries', content_rowid='rowid');
+CREATE TRIGGER entries_fts_ins AFTER INSERT ON entries BEGIN
+    INSERT INTO entries_fts(rowid, command) VALUES (new.rowid, new.command);
+END;
+CREATE TRIGGER entries_fts_del AFTER DELETE ON entries BEGIN
+    INSERT INTO entries_fts(entries_fts, rowid, command) VALUES ('delete', old.rowid, old.command);
+END;
+CREATE TRIGGER entries_fts_upd AFTER UPDATE OF command ON entries BEGIN
+    INSERT INTO entries_fts(entries_fts, rowid, command) VALUES ('delete', old.rowid, old.command);
+    INSERT INTO entries_fts(rowid, command) VALUES (new.rowid, new.command);
+END;
+INSERT INTO entries_fts(entries_fts) VALUES ('rebuild');
+";
+
 /// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,
 /// `synchronous=FULL`, foreign keys on, the schema at [`SCHEMA_VERSION`].
 pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
@@ -90,7 +107,13 @@ pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
     match found.map(|v| v.parse::<i64>().unwrap_or(-1)) {
         None => {
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(SCHEMA_V2)?;
             tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
+        }
+        Some(1) => {
+            // Migration 1 -> 2: add the search index over existing entries.
+            tx.execute_batch(SCHEMA_V2)?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(found) => return Err(BrokerError::Schema { found, known: SCHEMA_VERSION }),

@@ -68,6 +68,51 @@ pub enum BatchCommand {
     Cancel { id: String },
 }
 
+/// `cloche history [QUERY] [--stats] [--json]`.
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    /// Words to search for in past commands (full-text, in order).
+    query: Option<String>,
+    /// Per-command statistics: runs, success rate, mean duration.
+    #[arg(long)]
+    stats: bool,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
+
+pub fn history(a: HistoryArgs) -> i32 {
+    let r = (|| -> Result<(), String> {
+        let (broker, _) = open_broker()?;
+        let e = |e: cloche_broker::BrokerError| e.to_string();
+        if a.stats {
+            let stats = broker.command_stats(a.limit).map_err(e)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?);
+            }
+            for s in stats.iter().filter(|_| !a.json) {
+                let mean = s.mean_duration_ms.map(|m| format!("{m:.0} ms")).unwrap_or_else(|| "-".into());
+                println!("{:>5} runs  {:>5.1}% ok  {:>9}  {}", s.runs, s.success_rate * 100.0, mean, s.command);
+            }
+            return Ok(());
+        }
+        let items = broker.history(a.query.as_deref().unwrap_or(""), a.limit).map_err(e)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&items).map_err(|e| e.to_string())?);
+        }
+        for i in items.iter().filter(|_| !a.json) {
+            let code = i.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+            println!("{} {} {:<10} exit {:<4} {}", i.batch, i.entry, i.state, code, i.command);
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
 #[derive(Subcommand)]
 pub enum TraceCommand {
     /// The spans of a batch (one batch span, one per entry).

@@ -40,6 +40,8 @@ enum Command {
     /// Trace spans of batches.
     #[command(subcommand)]
     Trace(batch_cmd::TraceCommand),
+    /// Search past commands; per-command statistics.
+    History(batch_cmd::HistoryArgs),
 }
 
 /// Exit code when cloche itself fails.
@@ -80,6 +82,7 @@ fn main() {
         Command::Batch(c) => batch_cmd::main(c),
         Command::Autonomy(c) => batch_cmd::autonomy(c),
         Command::Trace(c) => batch_cmd::trace(c),
+        Command::History(a) => batch_cmd::history(a),
     };
     std::process::exit(code);
 }
