@@ -388,7 +388,7 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
         broker.entry_finished(id, &en.id, &result).map_err(e)?;
         espan.exit_code = Some(out.exit_code);
         espan.layers = cloche_world::child::layers(true);
-        espan.fs_diff = span_fs_diff(&out.fs_diff);
+        espan.fs_diff = span_fs_diff(&out.fs_delta);
         espan.finish();
         let _ = spans.write(&espan);
         eprintln!("cloche: entry {} exit {} ({:?})", en.id, out.exit_code, result.category);

@@ -69,6 +69,9 @@ pub struct EntryOutcome {
     pub limits_hit: Vec<String>,
     /// The world's fs_diff after this entry (all entries so far).
     pub fs_diff: FsDiff,
+    /// What this entry itself changed (`diff::delta` of the world's fs_diff
+    /// before and after it).
+    pub fs_delta: FsDiff,
 }
 
 /// Kills a world from elsewhere (another thread, a signal handler's flag).
@@ -93,6 +96,8 @@ pub struct World<'a> {
     t_setup: Duration,
     /// The init is gone (cancelled or interrupted).
     dead: bool,
+    /// The world's fs_diff after the last entry.
+    last_diff: FsDiff,
 }
 
 impl<'a> World<'a> {
@@ -102,7 +107,18 @@ impl<'a> World<'a> {
         let (layout, layers) = crate::world::host_facts(spec, state)?;
         let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
         let w = launch(spec, &layout, &layers, &claim, state, init_path, Mode::Serve)?;
-        Ok(World { spec, state, claim, layout, layers, w, t0, t_setup: t0.elapsed(), dead: false })
+        Ok(World {
+            spec,
+            state,
+            claim,
+            layout,
+            layers,
+            w,
+            t0,
+            t_setup: t0.elapsed(),
+            dead: false,
+            last_diff: FsDiff::default(),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -224,6 +240,8 @@ impl<'a> World<'a> {
             limits_hit.push("timeout".into());
         }
         let fs_diff = collect_diff(&self.w.scratch, &self.layers, self.spec.hash)?;
+        let fs_delta = crate::diff::delta(&self.last_diff, &fs_diff);
+        self.last_diff = fs_diff.clone();
         Ok(EntryOutcome {
             exit_code: if timed_out { 124 } else { status.unwrap_or(125) },
             timed_out,
@@ -235,6 +253,7 @@ impl<'a> World<'a> {
             duration_ms: ms(t.elapsed()),
             limits_hit,
             fs_diff,
+            fs_delta,
         })
     }
 

@@ -99,6 +99,9 @@ fn entries_share_one_world_and_each_has_its_status_and_output() {
     // The second entry sees the first one's file; the host does not.
     let b = w.run_entry(&entry(proj.path(), "cat f; echo two >> f; exit 3", None), cap).unwrap();
     assert_eq!((b.exit_code, b.stdout.as_slice()), (3, &b"one\n"[..]));
+    // Its own change: f modified (it was added by the first entry).
+    assert_eq!(paths(&b.fs_delta), paths(&a.fs_delta), "b changed exactly what a had added");
+    assert_eq!((b.fs_delta.added.len(), b.fs_delta.modified.len()), (0, 1), "{:?}", paths(&b.fs_delta));
     assert!(!proj.path().join("f").exists());
     // Output past the cap is counted, not kept.
     let c = w.run_entry(&entry(proj.path(), "head -c 100000 /dev/zero", None), cap).unwrap();

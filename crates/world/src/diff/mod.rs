@@ -51,6 +51,7 @@
 //!   still count everything.
 
 mod collect;
+mod delta;
 mod flags;
 mod hash;
 mod model;
@@ -59,6 +60,7 @@ mod walk;
 
 use std::os::fd::BorrowedFd;
 
+pub use delta::delta;
 pub use model::{format_mode, Change, Entry, Flag, FlagKind, FsDiff, Kind, RawPath, Totals};
 
 /// Deepest directory level the walk descends to before giving up.

@@ -1,0 +1,146 @@
+//! What one step of a batch changed: the difference between the world's
+//! fs_diff before and after it (both against the base).
+
+use super::model::{Change, Entry, FsDiff, Kind, Totals};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum List {
+    Added,
+    Modified,
+    Deleted,
+}
+
+fn index(d: &FsDiff) -> BTreeMap<&[u8], (List, &Entry)> {
+    let mut m = BTreeMap::new();
+    for (list, entries) in [(List::Added, &d.added), (List::Modified, &d.modified), (List::Deleted, &d.deleted)] {
+        for e in entries {
+            m.insert(e.path.as_bytes(), (list, e));
+        }
+    }
+    m
+}
+
+/// How `after` differs from `before`, where both describe a world against
+/// the same base. A path new in `after` keeps its classification; a path in
+/// both that changed again is `modified` (or `deleted` when it is gone now);
+/// a path that was changed before and is back to the base is reported as
+/// `deleted` when it had been added, else as `modified`. Flags are those of
+/// `after` on the paths of the delta.
+pub fn delta(before: &FsDiff, after: &FsDiff) -> FsDiff {
+    let (b, a) = (index(before), index(after));
+    let mut out = FsDiff::default();
+    let mut push = |list: List, e: Entry| match list {
+        List::Added => out.added.push(e),
+        List::Modified => out.modified.push(e),
+        List::Deleted => out.deleted.push(e),
+    };
+    for (path, (alist, ae)) in &a {
+        match b.get(path) {
+            None => push(*alist, (*ae).clone()),
+            Some((blist, be)) if blist == alist && be == ae => {}
+            Some(_) if *alist == List::Deleted => push(List::Deleted, (*ae).clone()),
+            Some((_, be)) => {
+                let mut e = (*ae).clone();
+                if e.changes.is_empty() || *alist == List::Added {
+                    e.changes = changes(be, ae);
+                }
+                push(List::Modified, e);
+            }
+        }
+    }
+    for (path, (blist, be)) in &b {
+        if a.contains_key(path) {
+            continue;
+        }
+        if *blist == List::Added {
+            push(List::Deleted, Entry::new(be.path.clone(), be.kind));
+        } else {
+            let mut e = Entry::new(be.path.clone(), be.kind);
+            e.changes = vec![Change::Content];
+            push(List::Modified, e);
+        }
+    }
+    for v in [&mut out.added, &mut out.modified, &mut out.deleted] {
+        v.sort_by(|x, y| x.path.cmp(&y.path));
+    }
+    let keep: std::collections::BTreeSet<&[u8]> =
+        out.added.iter().chain(&out.modified).chain(&out.deleted).map(|e| e.path.as_bytes()).collect();
+    out.flags = after.flags.iter().filter(|f| keep.contains(f.path.as_bytes())).cloned().collect();
+    let bytes = |v: &Vec<Entry>| -> u64 { v.iter().filter(|e| e.kind == Kind::File).filter_map(|e| e.size).sum() };
+    out.totals = Totals {
+        added: out.added.len() as u64,
+        modified: out.modified.len() as u64,
+        deleted: out.deleted.len() as u64,
+        bytes: bytes(&out.added) + bytes(&out.modified),
+    };
+    out.truncated = before.truncated || after.truncated;
+    out
+}
+
+/// What differs between two descriptions of one path.
+fn changes(before: &Entry, after: &Entry) -> Vec<Change> {
+    let mut c = Vec::new();
+    if before.kind != after.kind {
+        c.push(Change::Type);
+    }
+    if before.sha256 != after.sha256 || before.size != after.size || before.rdev != after.rdev {
+        c.push(Change::Content);
+    }
+    if before.target != after.target {
+        c.push(Change::Target);
+    }
+    if before.mode != after.mode {
+        c.push(Change::Mode);
+    }
+    if before.uid != after.uid || before.gid != after.gid {
+        c.push(Change::Owner);
+    }
+    if c.is_empty() {
+        c.push(Change::Mtime);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::model::RawPath;
+
+    fn file(path: &str, sha: &str) -> Entry {
+        let mut e = Entry::new(RawPath::from_bytes(path.as_bytes().to_vec()), Kind::File);
+        e.size = Some(1);
+        e.sha256 = Some(sha.into());
+        e
+    }
+
+    fn paths(v: &[Entry]) -> Vec<String> {
+        v.iter().map(|e| e.path.to_string_lossy()).collect()
+    }
+
+    #[test]
+    fn steps_of_a_batch() {
+        // Step 1 adds /a and /b, modifies base /c.
+        let s1 = FsDiff {
+            added: vec![file("/a", "1"), file("/b", "1")],
+            modified: vec![file("/c", "1")],
+            ..Default::default()
+        };
+        // Step 2 changes /a again, deletes /b (its own), restores /c, deletes base /d, adds /e.
+        let s2 = FsDiff {
+            added: vec![file("/a", "2"), file("/e", "1")],
+            deleted: vec![Entry::new(RawPath::from_bytes(b"/d".to_vec()), Kind::File)],
+            ..Default::default()
+        };
+        let d = delta(&s1, &s2);
+        assert_eq!(paths(&d.added), vec!["/e"]);
+        assert_eq!(paths(&d.modified), vec!["/a", "/c"]);
+        assert_eq!(d.modified[0].changes, vec![Change::Content]);
+        assert_eq!(paths(&d.deleted), vec!["/b", "/d"]);
+        assert_eq!((d.totals.added, d.totals.modified, d.totals.deleted), (1, 2, 2));
+        // Nothing changed: empty.
+        assert!(delta(&s2, &s2).is_empty());
+        // From nothing: the whole diff.
+        assert_eq!(delta(&FsDiff::default(), &s1).totals.added, 2);
+    }
+}
