@@ -21,9 +21,6 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Bytes of stdout and stderr kept per entry.
-const OUTPUT_CAP: usize = 1 << 20;
-
 #[derive(Subcommand)]
 pub enum BatchCommand {
     /// Submit a batch file (JSON or TOML; `-` reads stdin); prints its id.
@@ -189,8 +186,13 @@ fn uid_actor() -> String {
 fn open_broker() -> Result<(Broker, Policy), String> {
     let state = open_state()?;
     let policy = Policy::builtin();
-    let broker = Broker::open(&state.root, Config::default(), Box::new(PolicyClassifier(policy.clone())))
-        .map_err(|e| e.to_string())?;
+    let config = Config {
+        max_entries: policy.batch.max_entries,
+        approval_ttl: Duration::from_secs(policy.batch.approval_ttl),
+        ..Config::default()
+    };
+    let broker =
+        Broker::open(&state.root, config, Box::new(PolicyClassifier(policy.clone()))).map_err(|e| e.to_string())?;
     Ok((broker, policy))
 }
 
@@ -206,7 +208,7 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
     let e = |e: cloche_broker::BrokerError| e.to_string();
     match cmd {
         BatchCommand::Submit { file, token } => {
-            let limits = Limits { max_entries: 10 };
+            let limits = Limits { max_entries: policy.batch.max_entries };
             let batch = if file.as_os_str() == "-" {
                 let mut text = String::new();
                 std::io::stdin().read_to_string(&mut text).map_err(|e| format!("stdin: {e}"))?;
@@ -369,7 +371,8 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
             cwd: PathBuf::from(&en.cwd),
             timeout: en.timeout.map(Duration::from_secs),
         };
-        let out = world.run_entry(&entry, Io::Capture { cap: OUTPUT_CAP }).map_err(|e| e.to_string())?;
+        let cap = usize::try_from(policy.batch.output_cap).unwrap_or(usize::MAX);
+        let out = world.run_entry(&entry, Io::Capture { cap }).map_err(|e| e.to_string())?;
         let _ = std::io::stdout().write_all(&out.stdout);
         let _ = std::io::stderr().write_all(&out.stderr);
         if out.interrupted.is_some() || broker.state(id).map_err(e)? == BatchState::Cancelled {

@@ -58,6 +58,8 @@ pub struct Policy {
     pub seccomp_origin: String,
     /// The command rules (`[commands]`; none when the section is absent).
     pub commands: CommandRules,
+    /// `[batch]` (defaults when absent).
+    pub batch: BatchSection,
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +108,32 @@ struct RawPolicy {
     layers: RawLayers,
     seccomp: RawSeccomp,
     #[serde(default)]
+    batch: Option<RawBatch>,
+    #[serde(default)]
     commands: Option<rules::RawCommands>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    max_entries: usize,
+    output_cap: SizeValue,
+    approval_ttl: u64,
+}
+
+/// Batches: size, captured output, approval lifetime (`[batch]`).
+#[derive(Debug, Clone)]
+pub struct BatchSection {
+    pub max_entries: usize,
+    pub output_cap: u64,
+    /// Seconds.
+    pub approval_ttl: u64,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection { max_entries: 10, output_cap: 1 << 20, approval_ttl: 300 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -230,7 +257,29 @@ impl Policy {
                 (text, path.display().to_string())
             }
         };
-        Ok(Policy { origin: origin.to_string(), world, limits, fs, layers, seccomp_json, seccomp_origin, commands })
+        let batch = match raw.batch {
+            None => BatchSection::default(),
+            Some(b) => {
+                let output_cap = b.output_cap.bytes("batch.output_cap").map_err(invalid)?;
+                if !(1..=1000).contains(&b.max_entries) || b.approval_ttl == 0 || output_cap > 1 << 30 {
+                    return Err(invalid(
+                        "batch: max_entries 1-1000, approval_ttl above 0, output_cap at most 1GiB".into(),
+                    ));
+                }
+                BatchSection { max_entries: b.max_entries, output_cap, approval_ttl: b.approval_ttl }
+            }
+        };
+        Ok(Policy {
+            origin: origin.to_string(),
+            world,
+            limits,
+            fs,
+            layers,
+            seccomp_json,
+            seccomp_origin,
+            commands,
+            batch,
+        })
     }
 
     /// Classifies a command line with this policy's command rules.
@@ -325,6 +374,7 @@ mod tests {
         assert_eq!(p.world.upper_size, 4 << 30);
         assert!(p.fs.mask.iter().any(|m| m == Path::new("/etc/shadow")));
         assert!(p.layers.requires("seccomp"));
+        assert_eq!((p.batch.max_entries, p.batch.output_cap, p.batch.approval_ttl), (10, 1 << 20, 300));
         assert!(p.seccomp_json.contains("syscalls"));
     }
 
@@ -345,6 +395,8 @@ mod tests {
             ("\"/root\",", "\"root\",", "absolute"),
             ("\".ssh\",", "\"../x\",", "home_secrets"),
             ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
+            ("max_entries = 10", "max_entries = 0", "max_entries"),
+            ("output_cap = \"1MiB\"", "output_cap = \"huge\"", "batch.output_cap"),
         ];
         for (from, to, want) in cases {
             assert!(DEFAULT_POLICY.contains(from), "{from}");
