@@ -27,5 +27,5 @@ pub use error::BrokerError;
 pub use history::{CommandStats, HistoryItem};
 pub use run::{EntryResult, RunnableEntry};
 pub use state::{BatchState, EntryState};
-pub use util::{Clock, ManualClock, SystemClock};
+pub use util::{runner_alive, Clock, ManualClock, SystemClock};
 pub use view::{BatchSummary, BatchView, EntryView, ListFilter};

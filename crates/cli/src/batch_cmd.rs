@@ -282,10 +282,12 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
     Ok(0)
 }
 
-/// The pid of a live runner tag `pid:<pid>:<start>:<boot>`.
+/// The pid of the runner tag `pid:<pid>:<start>:<boot>`, only while that
+/// very process lives (same boot, same start time): a recycled pid is never
+/// signalled.
 fn runner_pid(tag: Option<&str>) -> Option<i32> {
     let pid: i32 = tag?.strip_prefix("pid:")?.split(':').next()?.parse().ok()?;
-    (pid > 1).then_some(pid)
+    (pid > 1 && cloche_broker::runner_alive(tag)).then_some(pid)
 }
 
 /// The span summary of an fs_diff: totals, the first paths, a digest.
