@@ -41,6 +41,14 @@ fn many_worlds_leave_nothing_behind() {
     }
     let left = processes_with(&fx.tag);
     assert!(left.is_empty(), "world processes survive: {left:?}");
+    // Not even cloche's parent cgroup directories stay behind once the last
+    // world is gone (whatever existed before this test).
+    let parents: Vec<String> = ["memory", "pids", "cpu", "unified"]
+        .iter()
+        .map(|c| format!("/sys/fs/cgroup/{c}/cloche"))
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect();
+    assert!(parents.is_empty(), "cgroup directories left: {parents:?}");
     fx.finish();
 }
 

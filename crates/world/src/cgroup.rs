@@ -175,10 +175,8 @@ impl WorldCgroup {
         match layout {
             Layout::Unavailable { .. } => {}
             Layout::V2 { root } => {
-                let parent = root.join(PARENT);
-                ensure_parent_v2(root, &parent)?;
-                let dir = parent.join(id);
-                fs::create_dir(&dir).map_err(err("mkdir", &dir))?;
+                let dir = root.join(PARENT).join(id);
+                make_world_dir(&dir, |parent| ensure_parent_v2(root, parent))?;
                 cg.dirs.push(dir.clone());
                 write(&dir.join("memory.max"), &limits.memory.to_string())?;
                 let _ = write(&dir.join("memory.swap.max"), "0"); // absent without swap accounting
@@ -189,14 +187,7 @@ impl WorldCgroup {
             }
             Layout::V1 { .. } => {
                 for dir in layout.dirs(id) {
-                    let parent = dir.parent().expect("world cgroup has a parent");
-                    if !parent.exists() {
-                        match fs::create_dir(parent) {
-                            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(err("mkdir", parent)(e)),
-                            _ => {}
-                        }
-                    }
-                    fs::create_dir(&dir).map_err(err("mkdir", &dir))?;
+                    make_world_dir(&dir, make_parent)?;
                     cg.dirs.push(dir);
                 }
                 let (mem, pids, cpu) = (&cg.dirs[0], &cg.dirs[1], &cg.dirs[2]);
@@ -308,7 +299,42 @@ impl WorldCgroup {
     }
 }
 
+/// Creates a world's cgroup directory, and its `cloche` parent when absent
+/// (`parent` makes it). The parent is removed by the last world to leave
+/// (`remove_dirs`), so it may vanish between the two mkdirs: retry.
+fn make_world_dir(dir: &Path, parent: impl Fn(&Path) -> Result<(), CgroupError>) -> Result<(), CgroupError> {
+    let up = dir.parent().expect("a world cgroup has a parent");
+    for _ in 0..8 {
+        match fs::create_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => parent(up)?,
+            Err(e) => return Err(err("mkdir", dir)(e)),
+        }
+    }
+    Err(err("mkdir", dir)(io::Error::from_raw_os_error(libc::ENOENT)))
+}
+
+/// Creates the `cloche` parent of v1 world cgroups (already there is fine).
+fn make_parent(parent: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(parent) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(err("mkdir", parent)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Removes world cgroup directories, then their `cloche` parent when no
+/// other world is left in it (a busy parent stays: that is not an error).
 fn remove_dirs(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    remove_world_dirs(dirs)?;
+    for parent in dirs.iter().filter_map(|d| d.parent()) {
+        if parent.file_name() == Some(std::ffi::OsStr::new(PARENT)) {
+            let _ = fs::remove_dir(parent);
+        }
+    }
+    Ok(())
+}
+
+fn remove_world_dirs(dirs: &[PathBuf]) -> Result<(), CgroupError> {
     for dir in dirs {
         let mut tries = 0;
         loop {
@@ -357,12 +383,7 @@ pub fn sweep(layout: &Layout, is_live: impl Fn(&str) -> bool) -> Vec<String> {
 }
 
 fn ensure_parent_v2(root: &Path, parent: &Path) -> Result<(), CgroupError> {
-    if !parent.exists() {
-        match fs::create_dir(parent) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(err("mkdir", parent)(e)),
-            _ => {}
-        }
-    }
+    make_parent(parent)?;
     let want = "+memory +pids +cpu";
     let root_ctl = root.join("cgroup.subtree_control");
     let cur = fs::read_to_string(&root_ctl).unwrap_or_default();
@@ -435,6 +456,20 @@ mod tests {
     fn escaped_mountpoints() {
         assert_eq!(unescape("/a\\040b"), PathBuf::from("/a b"));
         assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
+    }
+
+    #[test]
+    fn the_parent_is_made_on_demand_and_left_by_the_last_world() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join(PARENT).join("a"), tmp.path().join(PARENT).join("b"));
+        make_world_dir(&a, make_parent).unwrap();
+        make_world_dir(&b, make_parent).unwrap();
+        remove_dirs(std::slice::from_ref(&a)).unwrap();
+        assert!(tmp.path().join(PARENT).is_dir(), "b still lives there");
+        remove_dirs(std::slice::from_ref(&b)).unwrap();
+        assert!(!tmp.path().join(PARENT).exists(), "the last world takes the parent with it");
+        // Removing again is not an error.
+        remove_dirs(&[a, b]).unwrap();
     }
 
     #[test]
