@@ -40,6 +40,19 @@ fn discard_kept(fx: &Fixture) {
     }
 }
 
+/// Starts `cloche batch run ID` and waits until entry `index` is running.
+fn run_in_background(fx: &Fixture, id: &str, index: usize) -> HostChild {
+    let mut cmd = fx.command();
+    cmd.args(["batch", "run", id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let runner = HostChild::spawn(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while show(fx, id)["entries"][index]["state"] != "running" {
+        assert!(Instant::now() < deadline, "entry {index} never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    runner
+}
+
 fn entry_states(v: &Value) -> Vec<String> {
     v["entries"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap_or("?").to_string()).collect()
 }
@@ -124,14 +137,7 @@ fn cancel_kills_a_running_entry_within_a_second() {
     let batch = serde_json::json!({"agent": "a1", "project": project, "entries": [{"command": "sleep 600"}, {"command": "echo never"}]});
     let id = submit(&fx, &batch, None);
     fx.cloche(&["batch", "approve", &id]).expect_code(0);
-    let mut runner = fx.command();
-    runner.args(["batch", "run", &id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut runner = HostChild::spawn(&mut runner);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while show(&fx, &id)["entries"][0]["state"] != "running" {
-        assert!(Instant::now() < deadline, "the entry never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut runner = run_in_background(&fx, &id, 0);
     let t = Instant::now();
     fx.cloche(&["batch", "cancel", &id]).expect_code(0);
     let status = loop {
@@ -201,14 +207,7 @@ fn a_batch_whose_runner_is_killed_is_failed_as_interrupted() {
         "entries": [{"command": "echo first"}, {"command": "sleep 31.9"}, {"command": "echo never"}]});
     let id = submit(&fx, &batch, None);
     fx.cloche(&["batch", "approve", &id]).expect_code(0);
-    let mut runner = fx.command();
-    runner.args(["batch", "run", &id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut runner = HostChild::spawn(&mut runner);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while show(&fx, &id)["entries"][1]["state"] != "running" {
-        assert!(Instant::now() < deadline, "the second entry never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut runner = run_in_background(&fx, &id, 1);
     // SAFETY: kill with a pid and a signal.
     unsafe { libc::kill(runner.pid(), libc::SIGKILL) };
     let _ = runner.0.wait();
@@ -259,5 +258,24 @@ fn malformed_batch_files_are_refused_with_their_position_and_change_nothing() {
         !fx.state.path().join("audit.jsonl").exists()
             || std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap().is_empty()
     );
+    fx.finish();
+}
+
+/// A batch whose world cannot start (its project is gone) ends `failed`,
+/// with the reason, instead of staying `running`.
+#[test]
+fn a_batch_whose_world_cannot_start_fails_with_the_reason() {
+    let fx = Fixture::new();
+    let sub = fx.mkdir("gone");
+    let batch = serde_json::json!({"agent": "a1", "project": sub.to_str().unwrap(), "entries": [{"command": "ls"}]});
+    let id = submit(&fx, &batch, None);
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    std::fs::remove_dir(&sub).unwrap();
+    let o = fx.cloche(&["batch", "run", &id]);
+    assert_eq!(o.code, Some(125), "{}", o.describe());
+    let v = show(&fx, &id);
+    assert_eq!(v["state"], "failed", "{v:#}");
+    assert!(v["reason"].as_str().unwrap_or("").contains("world"), "{v:#}");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
     fx.finish();
 }

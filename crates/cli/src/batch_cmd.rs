@@ -336,19 +336,29 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
         return Ok(0);
     }
     let view = broker.get(id).map_err(e)?;
-    let stop_on_failure = view.stop_on_failure;
     let runnable = broker.start_run(id).map_err(e)?;
+    // From here on the batch is `running`: any failure ends it as failed,
+    // with the reason, instead of leaving it to the next start's recovery.
+    run_started(broker, policy, &view, &runnable).inspect_err(|msg| {
+        let _ = broker.finish_run(id, BatchState::Failed, Some(msg));
+    })
+}
+
+/// The body of `batch run` once the broker has marked the batch running.
+fn run_started(
+    broker: &mut Broker,
+    policy: &Policy,
+    view: &cloche_broker::BatchView,
+    runnable: &[cloche_broker::RunnableEntry],
+) -> Result<i32, String> {
+    let e = |e: cloche_broker::BrokerError| e.to_string();
+    let id = view.id.as_str();
     let state = open_state()?;
     let mut spec = policy_spec(policy, &state, PathBuf::from(&view.project))?;
     spec.keep = true; // kept for review (diff, commit, discard)
     let init = find_init()?;
-    let mut world = match World::start(&spec, &state, &init) {
-        Ok(w) => w,
-        Err(err) => {
-            let _ = broker.finish_run(id, BatchState::Failed, Some(&format!("world: {err}")));
-            return Err(err.to_string());
-        }
-    };
+    let mut world = World::start(&spec, &state, &init).map_err(|err| format!("world: {err}"))?;
+    let cap = usize::try_from(policy.batch.output_cap).unwrap_or(usize::MAX);
     // Spans: one for the batch, one per entry (JSONL, `cloche trace show`).
     let mut spans = SpanWriter::open(state.root.join("spans.jsonl")).map_err(|e| e.to_string())?;
     let mut bspan = Span::new_batch(id);
@@ -360,7 +370,7 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
         view.entries.iter().map(|e| (e.id.as_str(), &e.decision)).collect();
     let mut failed = false;
     let mut cancelled = false;
-    for en in &runnable {
+    for en in runnable {
         let mut espan = bspan.new_entry(&en.id);
         espan.cmd = Some(en.command.clone());
         espan.cwd = Some(en.cwd.clone());
@@ -373,7 +383,6 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
             cwd: PathBuf::from(&en.cwd),
             timeout: en.timeout.map(Duration::from_secs),
         };
-        let cap = usize::try_from(policy.batch.output_cap).unwrap_or(usize::MAX);
         let out = world.run_entry(&entry, Io::Capture { cap }).map_err(|e| e.to_string())?;
         let _ = std::io::stdout().write_all(&out.stdout);
         let _ = std::io::stderr().write_all(&out.stderr);
@@ -392,14 +401,14 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
         };
         broker.entry_finished(id, &en.id, &result).map_err(e)?;
         espan.exit_code = Some(out.exit_code);
-        espan.layers = cloche_world::child::layers(true);
+        espan.layers = world.layers();
         espan.fs_diff = span_fs_diff(&out.fs_delta);
         espan.finish();
         let _ = spans.write(&espan);
         eprintln!("cloche: entry {} exit {} ({:?})", en.id, out.exit_code, result.category);
         if out.exit_code != 0 {
             failed = true;
-            if stop_on_failure {
+            if view.stop_on_failure {
                 break;
             }
         }

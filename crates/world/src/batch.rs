@@ -125,6 +125,11 @@ impl<'a> World<'a> {
         &self.claim.id
     }
 
+    /// The isolation layers this world enforces.
+    pub fn layers(&self) -> Vec<String> {
+        child::layers(self.w.cg.0.is_some())
+    }
+
     /// A handle that kills this world.
     pub fn canceller(&self) -> Result<Canceller, WorldError> {
         let fd = self.w.pidfd.try_clone().map_err(WorldError::Wait)?;
