@@ -86,23 +86,31 @@ impl Parser<'_> {
                     depth += 1;
                     self.i += 1;
                 }
-                b'$' => self.dollar(&mut scratch, true),
-                b'`' => self.backtick(&mut scratch, true),
-                b'"' => {
-                    self.i += 1;
-                    self.dquote(&mut scratch, true);
-                }
-                b'\'' => {
-                    self.i += 1;
-                    self.squote(&mut scratch);
-                }
-                b'\\' => self.i = (self.i + 2).min(self.b.len()),
-                _ => self.i += 1,
+                _ => self.skip_inner(&mut scratch),
             }
         }
         self.nest -= 1;
         self.err("unterminated ${");
         false
+    }
+
+    /// Inside `${…}` or `$((…))`: one substitution, quoted part, escape or
+    /// plain byte (substitutions inside are still found and classified).
+    fn skip_inner(&mut self, scratch: &mut WordBuf) {
+        match self.peek() {
+            b'$' => self.dollar(scratch, true),
+            b'`' => self.backtick(scratch, true),
+            b'"' => {
+                self.i += 1;
+                self.dquote(scratch, true);
+            }
+            b'\'' => {
+                self.i += 1;
+                self.squote(scratch);
+            }
+            b'\\' => self.i = (self.i + 2).min(self.b.len()),
+            _ => self.i += 1,
+        }
     }
 
     /// After `((` or `$((`: up to the matching `))`.
@@ -136,18 +144,7 @@ impl Parser<'_> {
                     }
                     break;
                 }
-                b'$' => self.dollar(&mut scratch, true),
-                b'`' => self.backtick(&mut scratch, true),
-                b'"' => {
-                    self.i += 1;
-                    self.dquote(&mut scratch, true);
-                }
-                b'\'' => {
-                    self.i += 1;
-                    self.squote(&mut scratch);
-                }
-                b'\\' => self.i = (self.i + 2).min(self.b.len()),
-                _ => self.i += 1,
+                _ => self.skip_inner(&mut scratch),
             }
         }
         self.nest -= 1;
