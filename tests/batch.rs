@@ -279,3 +279,165 @@ fn a_batch_whose_world_cannot_start_fails_with_the_reason() {
     fx.cloche(&["audit", "verify"]).expect_code(0);
     fx.finish();
 }
+
+/// The default policy text with `approval_ttl` changed and `extra` appended
+/// to its command rules (the last section).
+fn policy_text(ttl: u64, extra: &str) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/default.toml")).unwrap();
+    assert!(text.contains("approval_ttl = 300"));
+    text.replace("approval_ttl = 300", &format!("approval_ttl = {ttl}")) + extra
+}
+
+fn audit_events(fx: &Fixture, event: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap_or_default();
+    json_lines(text.as_bytes()).unwrap().into_iter().filter(|r| r["event"] == event).collect()
+}
+
+/// A project policy (`cloche policy set --project`) decides its batches and
+/// their approval lifetime; an approval not run in time expires end to end.
+#[test]
+fn a_project_policy_applies_to_its_batches_and_approvals_expire() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let file = fx.out.path().join("project.toml");
+    let deny_ls = "\n[[commands.rule]]\nname = \"no-frobnicate\"\neffect = \"deny\"\nrisk = 50\n\
+                   reason = \"this project forbids frobnicate\"\nprograms = [\"frobnicate\"]\nexamples = [\"frobnicate -l\"]\n\
+                   counterexamples = [\"cat x\"]\n";
+    std::fs::write(&file, policy_text(1, deny_ls)).unwrap();
+    fx.cloche(&["policy", "set", "--project", &project, file.to_str().unwrap()]).expect_code(0);
+    let o = fx.cloche(&["policy", "list", "--json"]);
+    o.expect_code(0);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = list["projects"][&project].as_str().unwrap_or_else(|| panic!("{list:#}")).to_string();
+    assert_eq!(list["default"], "builtin");
+    // The change was audited, with the actor and both versions.
+    let changed = audit_events(&fx, "policy_changed");
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert_eq!(
+        (changed[0]["details"]["from"].as_str(), changed[0]["details"]["to"].as_str()),
+        (Some("unbound"), Some(id.as_str()))
+    );
+    assert!(changed[0]["actor"].as_str().unwrap().starts_with("uid:"));
+    // `policy check --project` uses it; a subdirectory inherits it.
+    let sub = fx.mkdir("sub");
+    let o = fx.cloche(&["policy", "check", "--json", "--project", sub.to_str().unwrap(), "frobnicate"]);
+    o.expect_code(0);
+    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((d["effect"].as_str(), d["rule"].as_str()), (Some("deny"), Some("no-frobnicate")), "{d:#}");
+
+    let batch = serde_json::json!({"agent": "a1", "project": project, "entries": [{"command": "frobnicate"}, {"command": "echo hi"}]});
+    let b = submit(&fx, &batch, None);
+    let v = show(&fx, &b);
+    assert_eq!(v["policy"], id.as_str(), "{v:#}");
+    assert_eq!(v["entries"][0]["decision"]["rule"], "no-frobnicate", "{v:#}");
+    // Approved, then left longer than the policy's 1 s: it expires.
+    fx.cloche(&["batch", "approve", &b]).expect_code(0);
+    std::thread::sleep(Duration::from_millis(1300));
+    let o = fx.cloche(&["batch", "run", &b]);
+    assert_eq!(o.code, Some(125), "{}", o.describe());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expired"), "{}", o.describe());
+    let v = show(&fx, &b);
+    assert_eq!(v["state"], "expired", "{v:#}");
+    assert!(entry_states(&v).iter().all(|s| s == "skipped" || s == "pending"), "nothing ran: {v:#}");
+    assert!(audit_events(&fx, "expired").iter().any(|r| r["batch"] == b.as_str()));
+    assert!(fx.worlds().is_empty(), "an expired batch never ran");
+    // Unbinding is audited too; new batches get the built-in policy again.
+    fx.cloche(&["policy", "unset", "--project", &project]).expect_code(0);
+    assert_eq!(audit_events(&fx, "policy_changed").len(), 2);
+    let b2 = submit(&fx, &batch, None);
+    assert_eq!(show(&fx, &b2)["policy"], "builtin");
+    assert_eq!(show(&fx, &b2)["entries"][0]["decision"]["effect"], "review");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    fx.finish();
+}
+
+/// `batch submit --policy FILE` can tighten decisions, never relax them.
+#[test]
+fn a_submitted_policy_only_tightens() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let text = policy_text(300, "");
+    let commands = text.find("\n[commands]\n").unwrap();
+    // Relaxing: its only rule allows brew, ls and sudo.
+    let loose = text[..commands].to_string()
+        + "\n[commands]\nunknown = { effect = \"review\", risk = 0, reason = \"r\" }\n\n[[commands.rule]]\n\
+           name = \"anything\"\neffect = \"allow\"\nrisk = 0\nreason = \"anything goes\"\n\
+           programs = [\"brew\", \"ls\", \"sudo\"]\nexamples = [\"brew install x\"]\n";
+    let loose_file = fx.out.path().join("loose.toml");
+    std::fs::write(&loose_file, loose).unwrap();
+    let tight_file = fx.out.path().join("tight.toml");
+    std::fs::write(
+        &tight_file,
+        text[..commands].to_string()
+            + "\n[commands]\nunknown = { effect = \"deny\", risk = 90, reason = \"nothing goes\" }\n",
+    )
+    .unwrap();
+    let batch = serde_json::json!({"project": project, "entries": [{"command": "ls"}, {"command": "brew install x"}, {"command": "sudo id"}]});
+    let path = fx.out.path().join("b.json");
+    std::fs::write(&path, serde_json::to_vec(&batch).unwrap()).unwrap();
+    let effects = |file: &std::path::Path| {
+        let o = fx.cloche(&["batch", "submit", path.to_str().unwrap(), "--policy", file.to_str().unwrap()]);
+        o.expect_code(0);
+        let v = show(&fx, String::from_utf8_lossy(&o.stdout).trim());
+        let e: Vec<String> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["decision"]["effect"].as_str().unwrap().to_string())
+            .collect();
+        (e, v["policy"].as_str().unwrap().to_string())
+    };
+    let (loose, id) = effects(&loose_file);
+    assert_eq!(loose, ["allow", "review", "deny"], "nothing relaxed");
+    assert!(id.starts_with("builtin+sha256:"), "{id}");
+    let (tight, _) = effects(&tight_file);
+    assert_eq!(tight, ["deny", "deny", "deny"]);
+    fx.finish();
+}
+
+/// A policy file with an error is refused with its line and changes nothing.
+#[test]
+fn a_bad_policy_file_is_refused_and_changes_nothing() {
+    let fx = Fixture::new();
+    let file = fx.out.path().join("bad.toml");
+    std::fs::write(&file, policy_text(300, "").replace("pids = 1024", "pids = 1024\nbogus = 1")).unwrap();
+    let o = fx.cloche(&["policy", "set", file.to_str().unwrap()]);
+    assert_eq!(o.code, Some(125), "{}", o.describe());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line") && err.contains("bogus"), "{err}");
+    // A wrong example is a load error too.
+    std::fs::write(&file, policy_text(300, "\n[[commands.rule]]\nname = \"x\"\neffect = \"deny\"\nrisk = 1\nreason = \"r\"\nprograms = [\"ls\"]\nexamples = [\"cat\"]\n")).unwrap();
+    let o = fx.cloche(&["policy", "set", file.to_str().unwrap()]);
+    assert_eq!(o.code, Some(125), "{}", o.describe());
+    let o = fx.cloche(&["policy", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list, serde_json::json!({"default": "builtin", "projects": {}}));
+    assert!(audit_events(&fx, "policy_changed").is_empty());
+    let o = fx.cloche(&["policy", "unset"]);
+    assert_eq!(o.code, Some(125), "nothing to unset: {}", o.describe());
+    fx.finish();
+}
+
+/// A batch runs with the policy version it was classified with, even when
+/// the project's binding changes before it runs.
+#[test]
+fn a_batch_runs_with_the_policy_it_was_submitted_under() {
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let bind = |host: &str| {
+        let file = fx.out.path().join(format!("{host}.toml"));
+        std::fs::write(&file, policy_text(300, "").replace("hostname = \"cloche\"", &format!("hostname = \"{host}\"")))
+            .unwrap();
+        fx.cloche(&["policy", "set", "--project", &project, file.to_str().unwrap()]).expect_code(0);
+    };
+    bind("alpha");
+    let batch = serde_json::json!({"agent": "a1", "project": project, "entries": [{"command": "hostname"}]});
+    let id = submit(&fx, &batch, None);
+    bind("beta");
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    let o = fx.cloche(&["batch", "run", &id]);
+    o.expect_code(0);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "alpha", "{}", o.describe());
+    discard_kept(&fx);
+    fx.finish();
+}

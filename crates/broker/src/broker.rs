@@ -265,6 +265,8 @@ impl Broker {
         let entry_ids = (0..batch.entries.len()).map(|_| random_hex(8)).collect::<Result<Vec<_>, _>>();
         let entry_ids = entry_ids.map_err(BrokerError::io("getrandom"))?;
         let token_hash = token.map(|t| sha256_hex(t.as_bytes()));
+        let policy = self.classifier.policy_id();
+        let ttl_ms = self.config.approval_ttl.as_millis() as i64;
         self.change(|c| {
             let fingerprint = match &token_hash {
                 None => None,
@@ -285,7 +287,8 @@ impl Broker {
             };
             c.tx.execute(
                 "INSERT INTO batches (id, state, agent, submitter, project, stop_on_failure, decision, source_sha256,
-                 created_ms, updated_ms) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                 created_ms, updated_ms, policy, approval_ttl_ms) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8,
+                 ?9, ?10)",
                 params![
                     id,
                     batch.agent,
@@ -294,7 +297,9 @@ impl Broker {
                     batch.stop_on_failure,
                     decision.as_str(),
                     sha256_hex(&source),
-                    c.now
+                    c.now,
+                    policy,
+                    ttl_ms
                 ],
             )?;
             for (pos, ((e, d), eid)) in batch.entries.iter().zip(&decisions).zip(&entry_ids).enumerate() {
@@ -318,7 +323,8 @@ impl Broker {
                 )?;
             }
             let details = json!({"project": batch.project, "agent": batch.agent, "entries": entry_ids,
-                "stop_on_failure": batch.stop_on_failure, "decision": decision, "source_sha256": sha256_hex(&source)});
+                "stop_on_failure": batch.stop_on_failure, "decision": decision, "source_sha256": sha256_hex(&source),
+                "policy": policy});
             c.audit(events::SUBMITTED, actor, Some(&id), None, details)?;
             for ((e, d), eid) in batch.entries.iter().zip(&decisions).zip(&entry_ids) {
                 let details = json!({"command": e.command, "effect": d.effect, "rule": d.rule, "reason": d.reason,
@@ -454,7 +460,9 @@ fn mark_approved(
     skipped: &[Value],
     auto: bool,
 ) -> Result<(), BrokerError> {
-    let expires = c.now + c.cfg.approval_ttl.as_millis() as i64;
+    let ttl: Option<i64> =
+        c.tx.query_row("SELECT approval_ttl_ms FROM batches WHERE id = ?1", [batch], |r| r.get(0))?;
+    let expires = c.now + ttl.unwrap_or(c.cfg.approval_ttl.as_millis() as i64);
     c.tx.execute(
         "UPDATE batches SET state = 'approved', approved_by = ?2, approved_ms = ?3, expires_ms = ?4, updated_ms = ?3
          WHERE id = ?1",

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::BrokerError;
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE batches (
@@ -80,6 +80,13 @@ END;
 INSERT INTO entries_fts(entries_fts) VALUES ('rebuild');
 ";
 
+/// Version 3: the policy version a batch was classified with (it also runs
+/// with it), and its approval lifetime, both fixed at submission.
+const SCHEMA_V3: &str = "
+ALTER TABLE batches ADD COLUMN policy TEXT NOT NULL DEFAULT 'builtin';
+ALTER TABLE batches ADD COLUMN approval_ttl_ms INTEGER;
+";
+
 /// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,
 /// `synchronous=FULL`, foreign keys on, the schema at [`SCHEMA_VERSION`].
 pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
@@ -108,11 +115,16 @@ pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
         None => {
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(SCHEMA_V2)?;
+            tx.execute_batch(SCHEMA_V3)?;
             tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
         }
-        Some(1) => {
-            // Migration 1 -> 2: add the search index over existing entries.
-            tx.execute_batch(SCHEMA_V2)?;
+        Some(v @ (1 | 2)) => {
+            // 1 -> 2: the search index over existing entries; 2 -> 3: the
+            // policy columns (old batches: builtin).
+            if v == 1 {
+                tx.execute_batch(SCHEMA_V2)?;
+            }
+            tx.execute_batch(SCHEMA_V3)?;
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])?;
         }
         Some(SCHEMA_VERSION) => {}

@@ -50,6 +50,11 @@ pub struct Decision {
 /// caller adapts its classifier to this trait (a closure also works).
 pub trait Classifier {
     fn classify(&self, command: &str) -> Decision;
+    /// The id of the policy version that decides (recorded with the batch,
+    /// which later runs with that version).
+    fn policy_id(&self) -> String {
+        "builtin".into()
+    }
 }
 
 impl<F: Fn(&str) -> Decision> Classifier for F {

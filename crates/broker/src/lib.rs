@@ -19,7 +19,7 @@ pub mod state;
 mod util;
 mod view;
 
-pub use batch_file::{BatchFile, BatchFileError, EntrySpec, Format, Limits};
+pub use batch_file::{normalize_abs, BatchFile, BatchFileError, EntrySpec, Format, Limits};
 pub use broker::{Broker, Config, DEFAULT_APPROVAL_TTL, POLICY_ACTOR};
 pub use db::SCHEMA_VERSION;
 pub use decision::{categorize, Category, Classifier, Decision, Effect};

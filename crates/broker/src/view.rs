@@ -32,6 +32,8 @@ pub struct BatchView {
     pub reason: Option<String>,
     /// The process running it: `pid:<pid>:<start time>:<boot id>`.
     pub runner: Option<String>,
+    /// The policy version the batch was classified with and runs with.
+    pub policy: String,
     pub entries: Vec<EntryView>,
 }
 
@@ -83,7 +85,7 @@ impl Broker {
         let view = tx
             .query_row(
                 "SELECT id, state, agent, submitter, project, stop_on_failure, created_ms, updated_ms, decision,
-                 approved_by, approved_ms, expires_ms, reason, runner FROM batches WHERE id = ?1",
+                 approved_by, approved_ms, expires_ms, reason, runner, policy FROM batches WHERE id = ?1",
                 [batch],
                 |r| {
                     Ok(BatchView {
@@ -101,6 +103,7 @@ impl Broker {
                         expires_at: r.get::<_, Option<i64>>(11)?.map(rfc3339),
                         reason: r.get(12)?,
                         runner: r.get(13)?,
+                        policy: r.get(14)?,
                         entries: Vec::new(),
                     })
                 },

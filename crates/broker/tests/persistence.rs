@@ -190,3 +190,61 @@ fn two_brokers_share_one_database() {
     assert_eq!(cancelled, 1);
     verified(dir.path());
 }
+
+/// A classifier that names its policy version.
+struct Versioned;
+
+impl cloche_broker::Classifier for Versioned {
+    fn classify(&self, command: &str) -> cloche_broker::Decision {
+        classify(command)
+    }
+    fn policy_id(&self) -> String {
+        "sha256:feed".into()
+    }
+}
+
+#[test]
+fn policy_and_approval_lifetime_are_fixed_at_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let ttl = std::time::Duration::from_secs(2);
+    let config =
+        cloche_broker::Config { clock: std::sync::Arc::new(clock.clone()), approval_ttl: ttl, ..Default::default() };
+    let mut b = cloche_broker::Broker::open(dir.path(), config, Box::new(Versioned)).unwrap();
+    let v = b.submit(&batch(TWO), "agent:a1", None).unwrap();
+    assert_eq!(v.policy, "sha256:feed");
+    drop(b);
+    // Approved by a broker opened with the default (5 min) lifetime: the
+    // batch's own 2 s still count.
+    let mut b = open(dir.path(), &clock);
+    b.approve(&v.id, None, "uid:1000").unwrap();
+    clock.advance(std::time::Duration::from_millis(2001));
+    assert!(b.start_run(&v.id).is_err());
+    assert_eq!(b.state(&v.id).unwrap(), BatchState::Expired);
+    let submitted = records(dir.path()).into_iter().find(|r| r.event == "submitted").unwrap();
+    assert_eq!(submitted.details["policy"], "sha256:feed");
+}
+
+#[test]
+fn a_version_2_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut b = open(dir.path(), &clock);
+    let v = b.submit(&batch(TWO), "agent:a1", None).unwrap();
+    drop(b);
+    // Back to the version 2 shape.
+    let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE batches DROP COLUMN policy; ALTER TABLE batches DROP COLUMN approval_ttl_ms;
+         UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let mut b = open(dir.path(), &clock);
+    let got = b.get(&v.id).unwrap();
+    assert_eq!(got.policy, "builtin");
+    // No recorded lifetime: the broker's own (5 minutes) applies.
+    b.approve(&v.id, None, "uid:1000").unwrap();
+    clock.advance(std::time::Duration::from_secs(299));
+    assert!(b.start_run(&v.id).is_ok());
+}

@@ -8,10 +8,12 @@
 //! agent. Local root can always act as a reviewer; per-caller identity
 //! (SO_PEERCRED) comes with `cloched`.
 
+use crate::policy_store_cmd::{load_version, open_store, resolve, uid_actor};
 use crate::run::{open_state, policy_spec};
 use crate::{fail, find_init};
 use clap::Subcommand;
 use cloche_broker::{categorize, BatchFile, BatchState, Broker, Classifier, Config, Decision, EntryResult, Limits};
+use cloche_policy::store::BUILTIN;
 use cloche_policy::Policy;
 use cloche_trace::span::{FsTotals, Span, SpanFsDiff, SpanPolicy, SpanWriter};
 use cloche_world::batch::{Entry, Io, World};
@@ -29,6 +31,10 @@ pub enum BatchCommand {
         /// Autonomy token of the project (or CLOCHE_AUTONOMY_TOKEN).
         #[arg(long)]
         token: Option<String>,
+        /// A further policy that can only tighten: each entry gets the
+        /// stricter decision of the project's policy and this one.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// List batches.
     List {
@@ -81,7 +87,7 @@ pub struct HistoryArgs {
 
 pub fn history(a: HistoryArgs) -> i32 {
     let r = (|| -> Result<(), String> {
-        let (broker, _) = open_broker()?;
+        let broker = open_broker()?;
         let e = |e: cloche_broker::BrokerError| e.to_string();
         if a.stats {
             let stats = broker.command_stats(a.limit).map_err(e)?;
@@ -163,12 +169,22 @@ pub enum AutonomyCommand {
     Disable { project: String },
 }
 
-/// The policy's classifier, as the broker sees it.
-struct PolicyClassifier(Policy);
+/// The policies that classify a batch, as the broker sees them: the
+/// project's policy and, from `submit --policy`, one that can only tighten.
+/// Its id is the project policy's, then `+` and the tightening one's.
+struct PolicyClassifier {
+    id: String,
+    policies: Vec<Policy>,
+}
 
 impl Classifier for PolicyClassifier {
     fn classify(&self, command: &str) -> Decision {
-        let d = self.0.classify(command);
+        let d = self
+            .policies
+            .iter()
+            .map(|p| p.classify(command))
+            .reduce(|a, b| if (b.effect, b.risk) > (a.effect, a.risk) { b } else { a })
+            .expect("at least one policy");
         let effect = match d.effect {
             cloche_policy::Effect::Allow => cloche_broker::Effect::Allow,
             cloche_policy::Effect::Review => cloche_broker::Effect::Review,
@@ -176,24 +192,67 @@ impl Classifier for PolicyClassifier {
         };
         Decision { effect, rule: d.rule, reason: d.reason, risk: d.risk }
     }
+
+    fn policy_id(&self) -> String {
+        self.id.clone()
+    }
 }
 
-fn uid_actor() -> String {
-    // SAFETY: getuid has no preconditions.
-    format!("uid:{}", unsafe { libc::getuid() })
-}
-
-fn open_broker() -> Result<(Broker, Policy), String> {
+/// The broker, classifying with `classifier` and sized by `policy` (entry
+/// limit, approval lifetime of new batches).
+fn open_broker_with(policy: &Policy, classifier: PolicyClassifier) -> Result<Broker, String> {
     let state = open_state()?;
-    let policy = Policy::builtin();
     let config = Config {
         max_entries: policy.batch.max_entries,
         approval_ttl: Duration::from_secs(policy.batch.approval_ttl),
         ..Config::default()
     };
-    let broker =
-        Broker::open(&state.root, config, Box::new(PolicyClassifier(policy.clone()))).map_err(|e| e.to_string())?;
-    Ok((broker, policy))
+    Broker::open(&state.root, config, Box::new(classifier)).map_err(|e| e.to_string())
+}
+
+/// The broker for commands that classify nothing new.
+fn open_broker() -> Result<Broker, String> {
+    let builtin = Policy::builtin();
+    open_broker_with(&builtin, PolicyClassifier { id: BUILTIN.into(), policies: vec![builtin.clone()] })
+}
+
+/// The policy version a batch runs with: the project policy it was
+/// classified with (`id` up to a `+`).
+fn batch_policy(id: &str) -> Result<Policy, String> {
+    let base = id.split('+').next().unwrap_or(id);
+    load_version(base).map_err(|e| format!("policy {base} of this batch: {e}"))
+}
+
+/// Parses a batch file, then opens the broker with the policy of its project
+/// (and a tightening `extra` policy file).
+fn submit(file: &std::path::Path, token: Option<String>, extra: Option<&std::path::Path>) -> Result<String, String> {
+    // The entry limit is the project policy's, known once the file names its
+    // project: parse with the most any policy allows, the broker checks again.
+    let loose = Limits { max_entries: cloche_policy::MAX_BATCH_ENTRIES };
+    let batch = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("stdin: {e}"))?;
+        let format =
+            if text.trim_start().starts_with('{') { cloche_broker::Format::Json } else { cloche_broker::Format::Toml };
+        BatchFile::parse(&text, format, &loose).map_err(|e| format!("batch: {e}"))?
+    } else {
+        BatchFile::from_path(file, &loose).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let (mut id, policy) = resolve(&batch.project)?;
+    let mut policies = vec![policy.clone()];
+    if let Some(f) = extra {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("--policy {}: {e}", f.display()))?;
+        let base = f.parent().unwrap_or(std::path::Path::new("."));
+        let p = Policy::from_toml(&text, &f.display().to_string(), Some(base)).map_err(|e| e.to_string())?;
+        let (store, _) = open_store()?;
+        id = format!("{id}+{}", store.add(&text, &p).map_err(|e| e.to_string())?);
+        policies.push(p);
+    }
+    let mut broker = open_broker_with(&policy, PolicyClassifier { id, policies })?;
+    let actor = batch.agent.as_ref().map(|a| format!("agent:{a}")).unwrap_or_else(uid_actor);
+    let token = token.or_else(|| std::env::var("CLOCHE_AUTONOMY_TOKEN").ok());
+    let view = broker.submit(&batch, &actor, token.as_deref()).map_err(|e| e.to_string())?;
+    Ok(view.id)
 }
 
 pub fn main(cmd: BatchCommand) -> i32 {
@@ -204,28 +263,14 @@ pub fn main(cmd: BatchCommand) -> i32 {
 }
 
 fn run(cmd: BatchCommand) -> Result<i32, String> {
-    let (mut broker, policy) = open_broker()?;
+    if let BatchCommand::Submit { file, token, policy } = &cmd {
+        println!("{}", submit(file, token.clone(), policy.as_deref())?);
+        return Ok(0);
+    }
+    let mut broker = open_broker()?;
     let e = |e: cloche_broker::BrokerError| e.to_string();
     match cmd {
-        BatchCommand::Submit { file, token } => {
-            let limits = Limits { max_entries: policy.batch.max_entries };
-            let batch = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).map_err(|e| format!("stdin: {e}"))?;
-                let format = if text.trim_start().starts_with('{') {
-                    cloche_broker::Format::Json
-                } else {
-                    cloche_broker::Format::Toml
-                };
-                BatchFile::parse(&text, format, &limits).map_err(|e| format!("batch: {e}"))?
-            } else {
-                BatchFile::from_path(&file, &limits).map_err(|e| format!("{}: {e}", file.display()))?
-            };
-            let actor = batch.agent.as_ref().map(|a| format!("agent:{a}")).unwrap_or_else(uid_actor);
-            let token = token.or_else(|| std::env::var("CLOCHE_AUTONOMY_TOKEN").ok());
-            let view = broker.submit(&batch, &actor, token.as_deref()).map_err(e)?;
-            println!("{}", view.id);
-        }
+        BatchCommand::Submit { .. } => unreachable!("handled above"),
         BatchCommand::List { json } => {
             let list = broker.list(&Default::default()).map_err(e)?;
             if json {
@@ -277,7 +322,7 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
-        BatchCommand::Run { id, dry_run } => return run_batch(&mut broker, &policy, &id, dry_run),
+        BatchCommand::Run { id, dry_run } => return run_batch(&mut broker, &id, dry_run),
     }
     Ok(0)
 }
@@ -324,7 +369,7 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Runs an approved batch: one world, entries in order.
-fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> Result<i32, String> {
+fn run_batch(broker: &mut Broker, id: &str, dry_run: bool) -> Result<i32, String> {
     let e = |e: cloche_broker::BrokerError| e.to_string();
     if dry_run {
         let v = broker.get(id).map_err(e)?;
@@ -336,10 +381,12 @@ fn run_batch(broker: &mut Broker, policy: &Policy, id: &str, dry_run: bool) -> R
         return Ok(0);
     }
     let view = broker.get(id).map_err(e)?;
+    // Fail closed before the batch starts if its policy version is gone.
+    let policy = batch_policy(&view.policy)?;
     let runnable = broker.start_run(id).map_err(e)?;
     // From here on the batch is `running`: any failure ends it as failed,
     // with the reason, instead of leaving it to the next start's recovery.
-    run_started(broker, policy, &view, &runnable).inspect_err(|msg| {
+    run_started(broker, &policy, &view, &runnable).inspect_err(|msg| {
         let _ = broker.finish_run(id, BatchState::Failed, Some(msg));
     })
 }
@@ -441,7 +488,7 @@ fn run_started(
 
 pub fn autonomy(cmd: AutonomyCommand) -> i32 {
     let r = (|| -> Result<(), String> {
-        let (mut broker, _) = open_broker()?;
+        let mut broker = open_broker()?;
         match cmd {
             AutonomyCommand::Enable { project } => {
                 let token = broker.enable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ mod audit_cmd;
 mod batch_cmd;
 mod doctor;
 mod policy_cmd;
+mod policy_store_cmd;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -22,6 +22,23 @@ pub enum PolicyCommand {
     /// Show the effective command rules.
     #[command(disable_help_flag = true)]
     Show(RawArgs),
+    /// Store a policy file and bind it to a project directory (or make it the default); audited.
+    Set {
+        file: PathBuf,
+        /// The project directory (and everything below it) the policy applies to.
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Remove a project's binding (or the default one); audited.
+    Unset {
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Which stored policy applies where.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments handed to the subcommand's own parser (see the module doc).
@@ -37,8 +54,11 @@ pub struct RawArgs {
 #[command(name = "cloche policy check", disable_version_flag = true)]
 struct CheckArgs {
     /// Policy file (default: the built-in policies/default.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "project")]
     policy: Option<PathBuf>,
+    /// Use the policy bound to this project directory (`cloche policy set`).
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
     /// Print the decision as one JSON object.
     #[arg(long)]
     json: bool,
@@ -52,8 +72,11 @@ struct CheckArgs {
 #[command(name = "cloche policy show", disable_version_flag = true)]
 struct ShowArgs {
     /// Policy file (default: the built-in policies/default.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "project")]
     policy: Option<PathBuf>,
+    /// Use the policy bound to this project directory (`cloche policy set`).
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
     /// Print the rules as JSON.
     #[arg(long)]
     json: bool,
@@ -69,7 +92,14 @@ pub fn main(cmd: PolicyCommand) -> i32 {
             Ok(a) => show(&a),
             Err(code) => code,
         },
+        PolicyCommand::Set { file, project } => done(crate::policy_store_cmd::set(&file, project.as_deref())),
+        PolicyCommand::Unset { project } => done(crate::policy_store_cmd::unset(project.as_deref())),
+        PolicyCommand::List { json } => done(crate::policy_store_cmd::list(json)),
     }
+}
+
+fn done(r: Result<(), String>) -> i32 {
+    r.map_or_else(crate::fail, |()| 0)
 }
 
 /// Parses a subcommand's arguments; `--help` prints and exits 0, a usage
@@ -95,15 +125,19 @@ fn parse<T: Parser>(name: &str, raw: RawArgs) -> Result<T, i32> {
     })
 }
 
-fn load(path: &Option<PathBuf>) -> Result<Policy, i32> {
-    match path {
-        Some(p) => Policy::load(p).map_err(crate::fail),
-        None => Ok(Policy::builtin()),
+fn load(path: &Option<PathBuf>, project: &Option<PathBuf>) -> Result<Policy, i32> {
+    match (path, project) {
+        (Some(p), _) => Policy::load(p).map_err(crate::fail),
+        (None, Some(dir)) => crate::policy_store_cmd::project_key(dir)
+            .and_then(|key| crate::policy_store_cmd::resolve(&key))
+            .map(|(_, p)| p)
+            .map_err(crate::fail),
+        (None, None) => Ok(Policy::builtin()),
     }
 }
 
 fn check(a: &CheckArgs) -> i32 {
-    let policy = match load(&a.policy) {
+    let policy = match load(&a.policy, &a.project) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -173,7 +207,7 @@ fn quote(w: &str) -> String {
 }
 
 fn show(a: &ShowArgs) -> i32 {
-    let policy = match load(&a.policy) {
+    let policy = match load(&a.policy, &a.project) {
         Ok(p) => p,
         Err(code) => return code,
     };

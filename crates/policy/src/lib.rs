@@ -13,6 +13,7 @@ mod risk;
 mod rules;
 mod shell;
 mod size;
+pub mod store;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ pub struct Policy {
     pub commands: CommandRules,
     /// `[batch]` (defaults when absent).
     pub batch: BatchSection,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +112,8 @@ struct RawPolicy {
     #[serde(default)]
     batch: Option<RawBatch>,
     #[serde(default)]
+    retention: Option<RawRetention>,
+    #[serde(default)]
     commands: Option<rules::RawCommands>,
 }
 
@@ -120,6 +124,34 @@ struct RawBatch {
     output_cap: SizeValue,
     approval_ttl: u64,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_worlds: usize,
+    max_age: u64,
+    keep_interrupted: bool,
+}
+
+/// Kept worlds (`[retention]`): how many, how old, and whether a batch
+/// interrupted by a crash leaves its world for review.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Most kept worlds; the oldest beyond this are discarded.
+    pub max_worlds: usize,
+    /// Seconds after which a kept world is discarded; 0 = no age limit.
+    pub max_age: u64,
+    pub keep_interrupted: bool,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_worlds: 20, max_age: 7 * 24 * 3600, keep_interrupted: true }
+    }
+}
+
+/// The most entries any policy lets a batch hold.
+pub const MAX_BATCH_ENTRIES: usize = 1000;
 
 /// Batches: size, captured output, approval lifetime (`[batch]`).
 #[derive(Debug, Clone)]
@@ -174,6 +206,14 @@ struct RawSeccomp {
     profile: String,
 }
 
+/// Where a seccomp profile named by a policy comes from.
+enum Seccomp<'a> {
+    /// A file relative to this directory (none: only `builtin:default`).
+    Beside(Option<&'a Path>),
+    /// This text (none: only `builtin:default`).
+    Given(Option<&'a str>),
+}
+
 /// A size written as a number of bytes or a string such as "4GiB".
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -200,7 +240,7 @@ impl Policy {
         // file) is parsed and compiled when a command is first classified.
         let split = DEFAULT_POLICY.find(COMMANDS_HEADER).map_or(DEFAULT_POLICY.len(), |i| i + 1);
         let (head, commands) = DEFAULT_POLICY.split_at(split);
-        let mut p = Policy::parse(head, "builtin", None, false)
+        let mut p = Policy::parse(head, "builtin", Seccomp::Beside(None), false)
             .expect("the compiled-in default policy is valid (checked by a unit test)");
         p.commands = CommandRules::lazy(commands);
         p
@@ -215,14 +255,25 @@ impl Policy {
         Policy::from_toml(&text, &path.display().to_string(), Some(base))
     }
 
+    /// Parses policy text whose seccomp profile, unless `builtin:default`,
+    /// is `seccomp` (a profile kept with the policy, as the store does).
+    pub fn from_toml_with_seccomp(text: &str, origin: &str, seccomp: Option<&str>) -> Result<Policy, PolicyError> {
+        Policy::parse(text, origin, Seccomp::Given(seccomp), true)
+    }
+
+    /// The seccomp profile text when it is not the built-in one.
+    pub fn custom_seccomp(&self) -> Option<&str> {
+        (self.seccomp_origin != "builtin:default").then_some(self.seccomp_json.as_str())
+    }
+
     /// Parses and validates policy text. `base` resolves a relative seccomp
     /// profile path; without it only `builtin:default` is accepted. Every
     /// command rule's examples are classified and must hold.
     pub fn from_toml(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
-        Policy::parse(text, origin, base, true)
+        Policy::parse(text, origin, Seccomp::Beside(base), true)
     }
 
-    fn parse(text: &str, origin: &str, base: Option<&Path>, check_examples: bool) -> Result<Policy, PolicyError> {
+    fn parse(text: &str, origin: &str, seccomp: Seccomp, check_examples: bool) -> Result<Policy, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
         let world = WorldSection {
@@ -247,27 +298,35 @@ impl Policy {
         let commands = rules::compile(raw.commands, text, check_examples).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
             "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
-            p => {
-                let Some(base) = base else {
-                    return Err(invalid(format!("seccomp.profile {p:?}: only builtin:default is allowed here")));
-                };
-                let path = base.join(p);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
-                (text, path.display().to_string())
-            }
+            p => match seccomp {
+                Seccomp::Beside(Some(base)) => {
+                    let path = base.join(p);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+                    (text, path.display().to_string())
+                }
+                Seccomp::Given(Some(text)) => (text.to_string(), format!("{origin}:{p}")),
+                _ => return Err(invalid(format!("seccomp.profile {p:?}: only builtin:default is allowed here"))),
+            },
         };
         let batch = match raw.batch {
             None => BatchSection::default(),
             Some(b) => {
                 let output_cap = b.output_cap.bytes("batch.output_cap").map_err(invalid)?;
-                if !(1..=1000).contains(&b.max_entries) || b.approval_ttl == 0 || output_cap > 1 << 30 {
+                if !(1..=MAX_BATCH_ENTRIES).contains(&b.max_entries) || b.approval_ttl == 0 || output_cap > 1 << 30 {
                     return Err(invalid(
                         "batch: max_entries 1-1000, approval_ttl above 0, output_cap at most 1GiB".into(),
                     ));
                 }
                 BatchSection { max_entries: b.max_entries, output_cap, approval_ttl: b.approval_ttl }
             }
+        };
+        let retention = match raw.retention {
+            None => Retention::default(),
+            Some(r) if (1..=10_000).contains(&r.max_worlds) => {
+                Retention { max_worlds: r.max_worlds, max_age: r.max_age, keep_interrupted: r.keep_interrupted }
+            }
+            Some(_) => return Err(invalid("retention: max_worlds 1-10000".into())),
         };
         Ok(Policy {
             origin: origin.to_string(),
@@ -279,6 +338,7 @@ impl Policy {
             seccomp_origin,
             commands,
             batch,
+            retention,
         })
     }
 
