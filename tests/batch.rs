@@ -125,7 +125,14 @@ fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alo
         assert_eq!(s["parent_span_id"], batch_span["span_id"]);
         assert_eq!(s["exit_code"], 0);
         assert!(s["policy"]["decision"].is_string() && s["fs_diff"]["totals"].is_object(), "{s:#}");
+        assert_eq!(s["network"]["mode"], "none", "{s:#}");
+        assert!(s["layers"].as_array().is_some_and(|l| l.iter().any(|x| x == "seccomp")), "{s:#}");
     }
+    // The audit names the world and the layers it enforced.
+    let started = audit_events(&fx, "world_started");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["details"]["world"], show(&fx, &id)["world"]);
+    assert!(started[0]["details"]["layers"].as_array().is_some_and(|l| l.iter().any(|x| x == "net")));
     discard_kept(&fx);
     fx.finish();
 }
@@ -197,17 +204,56 @@ fn a_submitter_cannot_approve_its_own_review_batch() {
 }
 
 /// `kill -9` of `cloche batch run` in the middle of a batch: the next
-/// cloche marks the batch failed (interrupted), the world died with its
-/// runner and its leftovers are swept, and the audit chain still holds.
+/// cloche marks the batch failed (interrupted), the world's processes died
+/// with its runner, its upper is kept for review (the default) or swept (as
+/// the project policy says), and the audit chain still holds.
 #[test]
 fn a_batch_whose_runner_is_killed_is_failed_as_interrupted() {
     let fx = Fixture::new();
+    let id = kill_runner_mid_batch(&fx);
+    // Kept for review, with what the first entry wrote.
+    let o = fx.cloche(&["worlds", "list", "--json"]);
+    o.expect_code(0);
+    let worlds: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let w = &worlds[0];
+    assert_eq!((w["state"].as_str(), w["owner"].as_str()), (Some("interrupted"), Some(format!("batch:{id}").as_str())));
+    let upper = fx.worlds_dir().join(w["id"].as_str().unwrap()).join("fs/upper");
+    let first = upper.join(fx.dir().strip_prefix("/").unwrap()).join("first.txt");
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), "first\n");
+    assert_eq!(show(&fx, &id)["world"], w["id"]);
+    // Discarded by batch id, audited.
+    fx.cloche(&["discard", &id]).expect_code(0);
+    assert!(fx.worlds().is_empty(), "{:?}", fx.worlds());
+    let gone = audit_events(&fx, "discarded");
+    assert_eq!((gone.len(), gone[0]["batch"].as_str()), (1, Some(id.as_str())), "{gone:#?}");
+    assert_eq!(fx.cloche(&["discard", &id]).code, Some(125), "nothing left to discard");
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    fx.finish();
+}
+
+/// The same with `keep_interrupted = false`: the world is swept.
+#[test]
+fn an_interrupted_batch_world_is_swept_when_the_policy_says_so() {
+    let fx = Fixture::new();
+    let file = fx.out.path().join("p.toml");
+    std::fs::write(&file, policy_text(300, "").replace("keep_interrupted = true", "keep_interrupted = false")).unwrap();
+    fx.cloche(&["policy", "set", "--project", fx.dir().to_str().unwrap(), file.to_str().unwrap()]).expect_code(0);
+    kill_runner_mid_batch(&fx);
+    fx.cloche(&["worlds", "list"]).expect_code(0);
+    assert!(fx.worlds().is_empty(), "{:?}", fx.worlds());
+    fx.cloche(&["audit", "verify"]).expect_code(0);
+    fx.finish();
+}
+
+/// Submits a batch, kills its runner with -9 during its second entry and
+/// checks what the issue asks of a crash; returns the batch id.
+fn kill_runner_mid_batch(fx: &Fixture) -> String {
     let project = fx.dir().to_str().unwrap().to_string();
     let batch = serde_json::json!({"agent": "a1", "project": project,
-        "entries": [{"command": "echo first"}, {"command": "sleep 31.9"}, {"command": "echo never"}]});
-    let id = submit(&fx, &batch, None);
+        "entries": [{"command": "echo first > first.txt"}, {"command": "sleep 31.9"}, {"command": "echo never"}]});
+    let id = submit(fx, &batch, None);
     fx.cloche(&["batch", "approve", &id]).expect_code(0);
-    let mut runner = run_in_background(&fx, &id, 1);
+    let mut runner = run_in_background(fx, &id, 1);
     // SAFETY: kill with a pid and a signal.
     unsafe { libc::kill(runner.pid(), libc::SIGKILL) };
     let _ = runner.0.wait();
@@ -217,13 +263,47 @@ fn a_batch_whose_runner_is_killed_is_failed_as_interrupted() {
         assert!(Instant::now() < deadline, "the world outlived its runner");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let v = show(&fx, &id);
+    let v = show(fx, &id);
     assert_eq!((v["state"].as_str(), v["reason"].as_str()), (Some("failed"), Some("interrupted")), "{v:#}");
     assert_eq!(entry_states(&v)[0], "succeeded", "{v:#}");
     assert_ne!(entry_states(&v)[1], "running", "{v:#}");
     fx.cloche(&["audit", "verify"]).expect_code(0);
     // The next world sweeps the dead one's cgroup.
     fx.run(&[] as &[&str], &["true"]).expect_code(0);
+    assert!(!fx.dir().join("first.txt").exists(), "nothing reached the host");
+    id
+}
+
+/// The retention limit of the batch's policy discards the oldest kept
+/// worlds after each run, audited with the limit as the actor.
+#[test]
+fn kept_batch_worlds_are_held_to_the_retention_limit() {
+    let fx = Fixture::new();
+    let file = fx.out.path().join("p.toml");
+    std::fs::write(&file, policy_text(300, "").replace("max_worlds = 20", "max_worlds = 2")).unwrap();
+    fx.cloche(&["policy", "set", "--project", fx.dir().to_str().unwrap(), file.to_str().unwrap()]).expect_code(0);
+    let batch = serde_json::json!({"agent": "a1", "project": fx.dir().to_str().unwrap(), "entries": [{"command": "echo x > x.txt"}]});
+    let mut batches = Vec::new();
+    for _ in 0..3 {
+        let id = submit(&fx, &batch, None);
+        fx.cloche(&["batch", "approve", &id]).expect_code(0);
+        fx.cloche(&["batch", "run", &id]).expect_code(0);
+        batches.push(id);
+    }
+    let o = fx.cloche(&["worlds", "list", "--json"]);
+    let worlds: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let owners: Vec<&str> = worlds.as_array().unwrap().iter().map(|w| w["owner"].as_str().unwrap()).collect();
+    assert_eq!(owners, [format!("batch:{}", batches[1]), format!("batch:{}", batches[2])], "{worlds:#}");
+    let gone = audit_events(&fx, "discarded");
+    assert_eq!(gone.len(), 1, "{gone:#?}");
+    assert_eq!(
+        (gone[0]["actor"].as_str(), gone[0]["batch"].as_str()),
+        (Some("policy:retention"), Some(batches[0].as_str()))
+    );
+    // `worlds gc` with the default policy (20) keeps both.
+    let o = fx.cloche(&["worlds", "gc"]);
+    o.expect_code(0);
+    assert!(o.stdout.is_empty(), "{}", o.describe());
     discard_kept(&fx);
     fx.finish();
 }

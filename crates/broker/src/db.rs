@@ -81,10 +81,12 @@ INSERT INTO entries_fts(entries_fts) VALUES ('rebuild');
 ";
 
 /// Version 3: the policy version a batch was classified with (it also runs
-/// with it), and its approval lifetime, both fixed at submission.
+/// with it), and its approval lifetime, both fixed at submission; the world
+/// it ran in.
 const SCHEMA_V3: &str = "
 ALTER TABLE batches ADD COLUMN policy TEXT NOT NULL DEFAULT 'builtin';
 ALTER TABLE batches ADD COLUMN approval_ttl_ms INTEGER;
+ALTER TABLE batches ADD COLUMN world TEXT;
 ";
 
 /// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,

@@ -97,6 +97,29 @@ impl Broker {
         })
     }
 
+    /// The world of running batch `batch` is up, enforcing `layers`.
+    pub fn world_started(&mut self, batch: &str, world: &str, layers: &[String]) -> Result<(), BrokerError> {
+        self.change(|c| {
+            c.batch_in(batch, &[BatchState::Running], "attach a world")?;
+            let actor = c.cfg.system_actor.clone();
+            c.audit("world_started", &actor, Some(batch), None, json!({"world": world, "layers": layers}))?;
+            c.tx.execute("UPDATE batches SET world = ?2 WHERE id = ?1", params![batch, world])?;
+            Ok(())
+        })
+    }
+
+    /// Audits that kept world `world` (of `batch`, if any) is about to be
+    /// discarded by `actor`, and why; the caller discards it afterwards.
+    pub fn world_discarded(
+        &mut self,
+        world: &str,
+        batch: Option<&str>,
+        actor: &str,
+        why: &str,
+    ) -> Result<(), BrokerError> {
+        self.change(|c| c.audit(events::DISCARDED, actor, batch, None, json!({"world": world, "why": why})))
+    }
+
     /// Entry `entry` of running batch `batch` starts (`pending → running`);
     /// entries run one at a time.
     pub fn entry_started(&mut self, batch: &str, entry: &str) -> Result<(), BrokerError> {

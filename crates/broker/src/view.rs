@@ -34,6 +34,8 @@ pub struct BatchView {
     pub runner: Option<String>,
     /// The policy version the batch was classified with and runs with.
     pub policy: String,
+    /// The world it ran in (kept for review until discarded).
+    pub world: Option<String>,
     pub entries: Vec<EntryView>,
 }
 
@@ -85,7 +87,7 @@ impl Broker {
         let view = tx
             .query_row(
                 "SELECT id, state, agent, submitter, project, stop_on_failure, created_ms, updated_ms, decision,
-                 approved_by, approved_ms, expires_ms, reason, runner, policy FROM batches WHERE id = ?1",
+                 approved_by, approved_ms, expires_ms, reason, runner, policy, world FROM batches WHERE id = ?1",
                 [batch],
                 |r| {
                     Ok(BatchView {
@@ -104,6 +106,7 @@ impl Broker {
                         reason: r.get(12)?,
                         runner: r.get(13)?,
                         policy: r.get(14)?,
+                        world: r.get(15)?,
                         entries: Vec::new(),
                     })
                 },

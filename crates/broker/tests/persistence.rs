@@ -236,6 +236,7 @@ fn a_version_2_database_is_migrated() {
     let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
     conn.execute_batch(
         "ALTER TABLE batches DROP COLUMN policy; ALTER TABLE batches DROP COLUMN approval_ttl_ms;
+         ALTER TABLE batches DROP COLUMN world;
          UPDATE meta SET value = '2' WHERE key = 'schema_version';",
     )
     .unwrap();

@@ -211,7 +211,7 @@ fn open_broker_with(policy: &Policy, classifier: PolicyClassifier) -> Result<Bro
 }
 
 /// The broker for commands that classify nothing new.
-fn open_broker() -> Result<Broker, String> {
+pub(crate) fn open_broker() -> Result<Broker, String> {
     let builtin = Policy::builtin();
     open_broker_with(&builtin, PolicyClassifier { id: BUILTIN.into(), policies: vec![builtin.clone()] })
 }
@@ -355,6 +355,12 @@ fn span_fs_diff(d: &cloche_world::diff::FsDiff) -> Option<SpanFsDiff> {
     })
 }
 
+/// The network scope of a world without network (loopback only): nothing
+/// allowed; attempts are refused by the kernel (no route) and not counted.
+fn no_network() -> cloche_trace::span::SpanNetwork {
+    cloche_trace::span::SpanNetwork { mode: Some("none".into()), ..Default::default() }
+}
+
 fn span_policy(d: &cloche_broker::Decision) -> SpanPolicy {
     SpanPolicy {
         decision: d.effect.as_str().to_string(),
@@ -403,8 +409,10 @@ fn run_started(
     let state = open_state()?;
     let mut spec = policy_spec(policy, &state, PathBuf::from(&view.project))?;
     spec.keep = true; // kept for review (diff, commit, discard)
+    spec.owner = Some(format!("batch:{id}"));
     let init = find_init()?;
     let mut world = World::start(&spec, &state, &init).map_err(|err| format!("world: {err}"))?;
+    broker.world_started(id, world.id(), &world.layers()).map_err(e)?;
     let cap = usize::try_from(policy.batch.output_cap).unwrap_or(usize::MAX);
     // Spans: one for the batch, one per entry (JSONL, `cloche trace show`).
     let mut spans = SpanWriter::open(state.root.join("spans.jsonl")).map_err(|e| e.to_string())?;
@@ -450,6 +458,7 @@ fn run_started(
         espan.exit_code = Some(out.exit_code);
         espan.layers = world.layers();
         espan.fs_diff = span_fs_diff(&out.fs_delta);
+        espan.network = Some(no_network());
         espan.finish();
         let _ = spans.write(&espan);
         eprintln!("cloche: entry {} exit {} ({:?})", en.id, out.exit_code, result.category);
@@ -470,12 +479,21 @@ fn run_started(
     });
     bspan.layers = outcome.layers.clone();
     bspan.fs_diff = span_fs_diff(&outcome.fs_diff);
+    bspan.network = Some(no_network());
     bspan.policy =
         Some(SpanPolicy { decision: view.decision.as_str().to_string(), rule: None, reason: None, risk: None });
     bspan.finish();
     let _ = spans.write(&bspan);
     if let Some(k) = &outcome.kept {
         eprintln!("cloche: world {} kept at {}", outcome.world, k.display());
+    }
+    // The retention limit of this batch's policy; a failure here does not
+    // change how the batch ended.
+    let r =
+        cloche_world::kept::Retention { max_worlds: policy.retention.max_worlds, max_age: policy.retention.max_age };
+    match crate::worlds_cmd::gc(&state, broker, r, false) {
+        Ok(gone) => gone.iter().for_each(|(w, why)| eprintln!("cloche: world {w} discarded ({why})")),
+        Err(err) => eprintln!("cloche: retention: {err}"),
     }
     if cancelled {
         eprintln!("cloche: batch {id} cancelled");

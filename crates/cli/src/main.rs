@@ -10,6 +10,7 @@ mod doctor;
 mod policy_cmd;
 mod policy_store_cmd;
 mod run;
+mod worlds_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +44,11 @@ enum Command {
     Trace(batch_cmd::TraceCommand),
     /// Search past commands; per-command statistics.
     History(batch_cmd::HistoryArgs),
+    /// Kept worlds: list, show, collect by the retention limit.
+    #[command(subcommand)]
+    Worlds(worlds_cmd::WorldsCommand),
+    /// Discard a kept world (by world id or batch id); audited.
+    Discard { id: String },
 }
 
 /// Exit code when cloche itself fails.
@@ -84,6 +90,8 @@ fn main() {
         Command::Autonomy(c) => batch_cmd::autonomy(c),
         Command::Trace(c) => batch_cmd::trace(c),
         Command::History(a) => batch_cmd::history(a),
+        Command::Worlds(c) => worlds_cmd::main(c),
+        Command::Discard { id } => worlds_cmd::discard(&id),
     };
     std::process::exit(code);
 }

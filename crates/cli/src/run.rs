@@ -154,6 +154,8 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         expose: policy.fs.expose.clone(),
         seccomp,
         keep: false,
+        keep_interrupted: policy.retention.keep_interrupted,
+        owner: None,
         require: policy.layers.require.clone(),
         hash: true,
     })

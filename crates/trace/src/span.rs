@@ -100,6 +100,9 @@ pub struct FsTotals {
 /// The network scope of a span.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SpanNetwork {
+    /// The world's network: `none` (loopback only) or `scoped` (allowlist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     #[serde(default)]
     pub allowed: Vec<NetAllowed>,
     #[serde(default)]
@@ -383,6 +386,7 @@ mod tests {
             digest: Some(digest(&diff).unwrap()),
         });
         entry.network = Some(SpanNetwork {
+            mode: Some("scoped".into()),
             allowed: vec![NetAllowed {
                 dst: Some("registry.npmjs.org".into()),
                 ip: "104.16.0.1".into(),

@@ -23,7 +23,7 @@ use crate::layers::HostMount;
 use crate::raw;
 use crate::spec::Spec;
 use crate::state::{Claim, StateDir};
-use crate::world::{collect_diff, keep_world, ms, Outcome, Timings};
+use crate::world::{collect_diff, ms, Outcome, Timings};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -98,6 +98,20 @@ pub struct World<'a> {
     dead: bool,
     /// The world's fs_diff after the last entry.
     last_diff: FsDiff,
+    /// With `spec.keep`: the description the world was attached with at
+    /// `worlds/<id>/fs` from the start (so an interrupted run leaves it for
+    /// review); `None` once finished.
+    attached: Option<serde_json::Value>,
+}
+
+impl Drop for World<'_> {
+    /// A world dropped before `finish` (an error in the runner) is settled
+    /// as interrupted now: kept for review or removed, as its spec asked.
+    fn drop(&mut self) {
+        if self.attached.take().is_some() && self.state.settle_interrupted(&self.claim.id).is_err() {
+            let _ = crate::state::remove_world_dir(&self.state.world_path(&self.claim.id));
+        }
+    }
 }
 
 impl<'a> World<'a> {
@@ -107,6 +121,21 @@ impl<'a> World<'a> {
         let (layout, layers) = crate::world::host_facts(spec, state)?;
         let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
         let w = launch(spec, &layout, &layers, &claim, state, init_path, Mode::Serve)?;
+        // A kept world is attached on the host from the start: its upper
+        // outlives a runner that dies, for review (or the sweep).
+        let attached = if spec.keep {
+            let meta = crate::world::world_meta(&claim, spec, &layers, "running", None);
+            state
+                .attach(&claim, &meta, |fsdir| {
+                    let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fsdir.as_os_str()))
+                        .map_err(|_| std::io::Error::other("NUL in path"))?;
+                    raw::move_mount_to(w.scratch.as_fd(), &target)
+                })
+                .map_err(WorldError::state("attach the kept world"))?;
+            Some(meta)
+        } else {
+            None
+        };
         Ok(World {
             spec,
             state,
@@ -118,6 +147,7 @@ impl<'a> World<'a> {
             t_setup: t0.elapsed(),
             dead: false,
             last_diff: FsDiff::default(),
+            attached,
         })
     }
 
@@ -292,11 +322,11 @@ impl<'a> World<'a> {
             },
             kept: None,
         };
-        let Launched { scratch, .. } = self.w;
-        if self.spec.keep {
-            outcome.kept = Some(keep_world(self.state, &self.claim, scratch, &self.layers, &outcome, self.spec)?);
-        } else {
-            drop(scratch);
+        if let Some(mut meta) = self.attached.take() {
+            meta["state"] = "kept".into();
+            meta["exit_code"] = status.into();
+            self.state.mark_kept(&self.claim.id, &meta).map_err(WorldError::state("keep the world"))?;
+            outcome.kept = Some(self.state.world_path(&self.claim.id));
         }
         outcome.timings.teardown_ms = ms(self.t0.elapsed() - t_diff);
         outcome.timings.total_ms = ms(self.t0.elapsed());

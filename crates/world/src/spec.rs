@@ -38,6 +38,11 @@ pub struct Spec {
     pub seccomp: Program,
     /// Keep the world after the run instead of discarding it.
     pub keep: bool,
+    /// With `keep`, for batch worlds: a world whose run is interrupted
+    /// (its runner killed) is kept for review rather than swept.
+    pub keep_interrupted: bool,
+    /// Who the world belongs to (`batch:<id>`), recorded with a kept world.
+    pub owner: Option<String>,
     /// Layers that must be enforced (fail closed otherwise).
     pub require: Vec<String>,
     /// Hash regular files in the fs_diff.

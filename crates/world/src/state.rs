@@ -120,8 +120,11 @@ impl StateDir {
         valid_id(id) && self.worlds.join(id).is_dir()
     }
 
-    /// Removes world directories left by a run that crashed while keeping
-    /// its world (no `kept` marker, id not live). Returns the ids removed.
+    /// Settles world directories whose run ended without marking them kept
+    /// (no `kept` marker, id not live: the process crashed or was killed).
+    /// A world whose description says `"on_interrupt": "keep"` is marked
+    /// kept with `"state": "interrupted"`; any other is removed. Returns the
+    /// ids removed.
     pub fn sweep(&self) -> Vec<String> {
         let mut swept = Vec::new();
         let Ok(entries) = fs::read_dir(&self.worlds) else { return swept };
@@ -131,16 +134,30 @@ impl StateDir {
             if !valid_id(&id) || path.join("kept").exists() || self.is_live(&id) {
                 continue;
             }
-            if remove_world_dir(&path).is_ok() {
+            if self.settle_interrupted(&id).is_err() && remove_world_dir(&path).is_ok() {
                 swept.push(id);
             }
         }
         swept
     }
 
-    /// Keeps a world: attaches its tmpfs at `worlds/<id>/fs` with `attach`
-    /// and writes its description, then marks it kept.
-    pub fn keep(
+    /// Marks an unmarked world kept as interrupted when its description
+    /// asks for it; an error means "remove it instead".
+    pub(crate) fn settle_interrupted(&self, id: &str) -> io::Result<()> {
+        let path = self.world_path(id);
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(path.join("world.json"))?).map_err(io::Error::other)?;
+        if meta["on_interrupt"] != "keep" || !path.join("fs").is_dir() {
+            return Err(io::Error::other("not to be kept"));
+        }
+        meta["state"] = "interrupted".into();
+        self.mark_kept(id, &meta)
+    }
+
+    /// Attaches a world's tmpfs at `worlds/<id>/fs` with `attach` and writes
+    /// its description, without the `kept` marker: a world in progress,
+    /// which [`StateDir::mark_kept`] or a later sweep settles.
+    pub fn attach(
         &self,
         claim: &Claim,
         meta: &serde_json::Value,
@@ -151,9 +168,7 @@ impl StateDir {
         let res = (|| {
             fs::create_dir(path.join("fs"))?;
             attach(&path.join("fs"))?;
-            let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-            fs::write(path.join("world.json"), json)?;
-            fs::write(path.join("kept"), b"")
+            write_replace(&path.join("world.json"), meta)
         })();
         match res {
             Ok(()) => Ok(path),
@@ -163,6 +178,34 @@ impl StateDir {
             }
         }
     }
+
+    /// Rewrites an attached world's description and marks it kept.
+    pub fn mark_kept(&self, id: &str, meta: &serde_json::Value) -> io::Result<()> {
+        let path = self.world_path(id);
+        write_replace(&path.join("world.json"), meta)?;
+        fs::write(path.join("kept"), b"")
+    }
+
+    /// Keeps a world at once: [`StateDir::attach`], then
+    /// [`StateDir::mark_kept`].
+    pub fn keep(
+        &self,
+        claim: &Claim,
+        meta: &serde_json::Value,
+        attach: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
+        let path = self.attach(claim, meta, attach)?;
+        self.mark_kept(&claim.id, meta).inspect_err(|_| drop(remove_world_dir(&path)))?;
+        Ok(path)
+    }
+}
+
+/// Writes JSON to a temporary file beside `path` and renames it over.
+fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, json)?;
+    fs::rename(&tmp, path)
 }
 
 fn open_lock_file(root: &Path) -> io::Result<fs::File> {
@@ -199,7 +242,7 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         let _ = nix::mount::umount2(&fsdir, nix::mount::MntFlags::MNT_DETACH);
         fs::remove_dir(&fsdir)?;
     }
-    for f in ["world.json", "kept"] {
+    for f in ["world.json", "world.json.tmp", "kept"] {
         match fs::remove_file(path.join(f)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -266,6 +309,27 @@ mod tests {
         assert_eq!(sd.sweep(), vec!["0123456789abcdef".to_string()]);
         assert!(sd.has_world(&c.id));
         remove_world_dir(&kept).unwrap();
+    }
+
+    #[test]
+    fn interrupted_worlds_are_kept_or_swept_as_they_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&tmp.path().join("s")).unwrap();
+        let (keep, sweep) = (sd.claim().unwrap(), sd.claim().unwrap());
+        let (keep_id, sweep_id) = (keep.id.clone(), sweep.id.clone());
+        sd.attach(&keep, &serde_json::json!({"state": "running", "on_interrupt": "keep"}), |_| Ok(())).unwrap();
+        sd.attach(&sweep, &serde_json::json!({"state": "running", "on_interrupt": "sweep"}), |_| Ok(())).unwrap();
+        // Live: left alone.
+        assert!(sd.sweep().is_empty());
+        drop((keep, sweep)); // as if the runner died
+        assert_eq!(sd.sweep(), vec![sweep_id.clone()]);
+        assert!(!sd.has_world(&sweep_id));
+        let p = sd.world_path(&keep_id);
+        assert!(p.join("kept").exists());
+        let meta: serde_json::Value = serde_json::from_slice(&fs::read(p.join("world.json")).unwrap()).unwrap();
+        assert_eq!(meta["state"], "interrupted");
+        assert!(sd.sweep().is_empty());
+        remove_world_dir(&p).unwrap();
     }
 
     #[test]

@@ -241,6 +241,32 @@ fn dir_is_empty(dir: &OwnedFd) -> nix::Result<bool> {
     Ok(true)
 }
 
+/// A kept world's description (`world.json`, docs/formats.md).
+pub(crate) fn world_meta(
+    claim: &crate::state::Claim,
+    spec: &Spec,
+    layers: &[HostMount],
+    state: &str,
+    exit_code: Option<i32>,
+) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    serde_json::json!({
+        "id": claim.id,
+        "state": state,
+        "owner": spec.owner,
+        "argv": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+        "cwd": spec.cwd,
+        "exit_code": exit_code,
+        "created": now.as_secs(),
+        "created_ms": now.as_millis() as u64,
+        "on_interrupt": if spec.keep_interrupted { "keep" } else { "sweep" },
+        "upper": "fs/upper",
+        "layers": layers.iter().enumerate().filter(|(_, m)| !m.read_only)
+            .map(|(k, m)| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{k}/upper")}))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec as made) at
 /// `worlds/<id>/fs`, its description written next to it.
 pub(crate) fn keep_world(
@@ -251,17 +277,7 @@ pub(crate) fn keep_world(
     outcome: &Outcome,
     spec: &Spec,
 ) -> Result<PathBuf, WorldError> {
-    let meta = serde_json::json!({
-        "id": claim.id,
-        "argv": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
-        "cwd": spec.cwd,
-        "exit_code": outcome.exit_code,
-        "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        "upper": "fs/upper",
-        "layers": layers.iter().enumerate().filter(|(_, m)| !m.read_only)
-            .map(|(k, m)| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{k}/upper")}))
-            .collect::<Vec<_>>(),
-    });
+    let meta = world_meta(claim, spec, layers, "kept", Some(outcome.exit_code));
     state
         .keep(claim, &meta, |fsdir| {
             let target =

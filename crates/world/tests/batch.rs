@@ -33,6 +33,8 @@ fn spec(cwd: &Path) -> Spec {
         expose: vec![],
         seccomp: Program::compile(&Profile::builtin_default().unwrap()).unwrap(),
         keep: false,
+        keep_interrupted: false,
+        owner: None,
         require: vec![],
         hash: true,
     }

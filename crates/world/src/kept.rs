@@ -1,0 +1,175 @@
+//! Kept worlds: the worlds left under `<state>/worlds/<id>` for review
+//! (batch worlds, `cloche run --keep`), listed, discarded, and collected
+//! by a retention limit.
+
+use crate::state::{remove_world_dir, valid_id, StateDir};
+use serde::Serialize;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One kept world, as `world.json` describes it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeptWorld {
+    pub id: String,
+    /// `kept` (its run ended) or `interrupted` (its runner died).
+    pub state: String,
+    /// `batch:<id>` for a batch's world.
+    pub owner: Option<String>,
+    pub cwd: Option<String>,
+    pub argv: Vec<String>,
+    pub exit_code: Option<i32>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// The same in milliseconds (orders worlds made in the same second).
+    pub created_ms: u64,
+    /// Bytes its tmpfs holds (upper layers and work dirs).
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+/// Kept worlds, oldest first. A directory that is not a settled kept world
+/// (in progress, or with an unreadable description) is not listed.
+pub fn list(state: &StateDir) -> Vec<KeptWorld> {
+    let Ok(entries) = fs::read_dir(state.world_path("")) else { return Vec::new() };
+    let mut out: Vec<KeptWorld> =
+        entries.flatten().filter_map(|e| get(state, &e.file_name().to_string_lossy())).collect();
+    out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    out
+}
+
+/// The kept world `id`, if there is one.
+pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
+    if !valid_id(id) {
+        return None;
+    }
+    let path = state.world_path(id);
+    if !path.join("kept").exists() {
+        return None;
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(path.join("world.json")).ok()?).ok()?;
+    let text = |k: &str| meta[k].as_str().map(str::to_string);
+    Some(KeptWorld {
+        id: id.to_string(),
+        state: text("state").unwrap_or_else(|| "kept".into()),
+        owner: text("owner"),
+        cwd: text("cwd"),
+        argv: meta["argv"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect(),
+        exit_code: meta["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()),
+        created: meta["created"].as_u64().unwrap_or(0),
+        created_ms: meta["created_ms"].as_u64().unwrap_or(meta["created"].as_u64().unwrap_or(0) * 1000),
+        size: used_bytes(&path.join("fs")).unwrap_or(0),
+        path,
+    })
+}
+
+/// The kept world of `owner` (`batch:<id>`), the newest if several.
+pub fn owned_by(state: &StateDir, owner: &str) -> Option<KeptWorld> {
+    list(state).into_iter().rev().find(|w| w.owner.as_deref() == Some(owner))
+}
+
+/// Discards kept world `id`: detaches its tmpfs and removes its directory.
+/// A world that is still running is refused.
+pub fn discard(state: &StateDir, id: &str) -> io::Result<()> {
+    if !valid_id(id) || !state.has_world(id) {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no kept world {id}")));
+    }
+    if state.is_live(id) {
+        return Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("world {id} is still running")));
+    }
+    remove_world_dir(&state.world_path(id))
+}
+
+/// How many kept worlds, how old (`[retention]` of the policy).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_worlds: usize,
+    /// Seconds; 0 = no age limit.
+    pub max_age: u64,
+}
+
+/// The worlds a retention limit discards, with why: every world older than
+/// `max_age`, then the oldest of the rest beyond `max_worlds`. `worlds` is
+/// oldest first (as [`list`] returns it).
+pub fn plan_gc(worlds: &[KeptWorld], r: Retention, now: u64) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut young = Vec::new();
+    for w in worlds {
+        if r.max_age > 0 && now.saturating_sub(w.created) > r.max_age {
+            out.push((w.id.clone(), format!("older than {} s", r.max_age)));
+        } else {
+            young.push(w);
+        }
+    }
+    let excess = young.len().saturating_sub(r.max_worlds);
+    for w in &young[..excess] {
+        out.push((w.id.clone(), format!("more than {} kept worlds", r.max_worlds)));
+    }
+    out
+}
+
+/// Bytes in use on the filesystem mounted at `dir` (a world's tmpfs).
+fn used_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; zeroed is a valid value to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to our struct.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_blocks - st.f_bfree) * st.f_frsize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(id: &str, created: u64) -> KeptWorld {
+        KeptWorld {
+            id: id.into(),
+            state: "kept".into(),
+            owner: None,
+            cwd: None,
+            argv: Vec::new(),
+            exit_code: Some(0),
+            created,
+            created_ms: created * 1000,
+            size: 0,
+            path: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn gc_drops_the_old_then_the_oldest_beyond_the_count() {
+        let ws: Vec<_> = (0..5).map(|i| world(&format!("w{i}"), 100 + i)).collect();
+        let ids = |v: Vec<(String, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert!(plan_gc(&ws, Retention { max_worlds: 5, max_age: 0 }, 1000).is_empty());
+        assert_eq!(ids(plan_gc(&ws, Retention { max_worlds: 3, max_age: 0 }, 1000)), ["w0", "w1"]);
+        // w0 and w1 are past the age limit; of the other three, one too many.
+        assert_eq!(ids(plan_gc(&ws, Retention { max_worlds: 2, max_age: 898 }, 1000)), ["w0", "w1", "w2"]);
+        assert!(plan_gc(&[], Retention { max_worlds: 1, max_age: 1 }, 1000).is_empty());
+    }
+
+    #[test]
+    fn listing_reads_settled_worlds_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&tmp.path().join("s")).unwrap();
+        let c = sd.claim().unwrap();
+        let meta = serde_json::json!({"id": c.id, "state": "kept", "owner": "batch:b1", "created": 7, "exit_code": 3});
+        sd.keep(&c, &meta, |_| Ok(())).unwrap();
+        let running = sd.claim().unwrap();
+        sd.attach(&running, &serde_json::json!({"state": "running"}), |_| Ok(())).unwrap();
+        let got = list(&sd);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].owner.as_deref(), got[0].exit_code, got[0].created), (Some("batch:b1"), Some(3), 7));
+        assert_eq!(owned_by(&sd, "batch:b1").map(|w| w.id), Some(c.id.clone()));
+        // The claim is still held: a live world is not discarded.
+        assert!(discard(&sd, &c.id).is_err());
+        drop(c);
+        discard(&sd, &got[0].id).unwrap();
+        assert!(list(&sd).is_empty());
+        assert!(discard(&sd, "../../../etc").is_err());
+        remove_world_dir(&sd.world_path(&running.id)).unwrap();
+    }
+}
