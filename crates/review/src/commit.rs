@@ -1,0 +1,1 @@
+//! Commit planning and applying.

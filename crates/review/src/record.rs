@@ -1,0 +1,1 @@
+//! Per-entry attribution and base-state records.
