@@ -82,11 +82,39 @@ INSERT INTO entries_fts(entries_fts) VALUES ('rebuild');
 
 /// Version 3: the policy version a batch was classified with (it also runs
 /// with it), and its approval lifetime, both fixed at submission; the world
-/// it ran in.
+/// it ran in; the review states `committed`, `partially_committed` and
+/// `discarded`. SQLite cannot change a CHECK constraint in place, so
+/// `batches` is rebuilt (with foreign keys off while its rows are copied).
 const SCHEMA_V3: &str = "
-ALTER TABLE batches ADD COLUMN policy TEXT NOT NULL DEFAULT 'builtin';
-ALTER TABLE batches ADD COLUMN approval_ttl_ms INTEGER;
-ALTER TABLE batches ADD COLUMN world TEXT;
+CREATE TABLE batches_v3 (
+    id              TEXT PRIMARY KEY,
+    state           TEXT NOT NULL CHECK (state IN
+                      ('pending','approved','rejected','running','completed','failed','cancelled','expired',
+                       'committed','partially_committed','discarded')),
+    agent           TEXT,
+    submitter       TEXT NOT NULL,
+    project         TEXT NOT NULL,
+    stop_on_failure INTEGER NOT NULL,
+    decision        TEXT NOT NULL CHECK (decision IN ('allow','review','deny')),
+    source_sha256   TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL,
+    approved_by     TEXT,
+    approved_ms     INTEGER,
+    expires_ms      INTEGER,
+    runner          TEXT,
+    reason          TEXT,
+    policy          TEXT NOT NULL DEFAULT 'builtin',
+    approval_ttl_ms INTEGER,
+    world           TEXT
+);
+INSERT INTO batches_v3 (id, state, agent, submitter, project, stop_on_failure, decision, source_sha256, created_ms,
+    updated_ms, approved_by, approved_ms, expires_ms, runner, reason)
+  SELECT id, state, agent, submitter, project, stop_on_failure, decision, source_sha256, created_ms, updated_ms,
+    approved_by, approved_ms, expires_ms, runner, reason FROM batches;
+DROP TABLE batches;
+ALTER TABLE batches_v3 RENAME TO batches;
+CREATE INDEX batches_state ON batches(state);
 ";
 
 /// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,
@@ -108,7 +136,9 @@ pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(BrokerError::Invalid(format!("broker.db: journal_mode is {mode}, WAL is required")));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    // Foreign keys are off while the schema is created or migrated (a table
+    // rebuild copies rows), and on from then on.
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
     let found: Option<String> =
@@ -122,16 +152,21 @@ pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
         }
         Some(v @ (1 | 2)) => {
             // 1 -> 2: the search index over existing entries; 2 -> 3: the
-            // policy columns (old batches: builtin).
+            // policy columns (old batches: builtin), the review states.
             if v == 1 {
                 tx.execute_batch(SCHEMA_V2)?;
             }
             tx.execute_batch(SCHEMA_V3)?;
+            let broken: Option<String> = tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional()?;
+            if let Some(table) = broken {
+                return Err(BrokerError::Invalid(format!("broker.db: migration broke a foreign key of {table}")));
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])?;
         }
         Some(SCHEMA_VERSION) => {}
         Some(found) => return Err(BrokerError::Schema { found, known: SCHEMA_VERSION }),
     }
     tx.commit()?;
+    conn.execute_batch("PRAGMA foreign_keys=ON;")?;
     Ok(conn)
 }

@@ -108,18 +108,6 @@ impl Broker {
         })
     }
 
-    /// Audits that kept world `world` (of `batch`, if any) is about to be
-    /// discarded by `actor`, and why; the caller discards it afterwards.
-    pub fn world_discarded(
-        &mut self,
-        world: &str,
-        batch: Option<&str>,
-        actor: &str,
-        why: &str,
-    ) -> Result<(), BrokerError> {
-        self.change(|c| c.audit(events::DISCARDED, actor, batch, None, json!({"world": world, "why": why})))
-    }
-
     /// Entry `entry` of running batch `batch` starts (`pending → running`);
     /// entries run one at a time.
     pub fn entry_started(&mut self, batch: &str, entry: &str) -> Result<(), BrokerError> {

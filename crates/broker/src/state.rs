@@ -31,7 +31,9 @@ macro_rules! states {
 
 states! {
     /// `pending → approved | rejected`, `approved → running | expired | cancelled`,
-    /// `running → completed | failed | cancelled`, `pending → cancelled`.
+    /// `running → completed | failed | cancelled`, `pending → cancelled`;
+    /// after a run, review: `completed | failed | cancelled |
+    /// partially_committed → committed | partially_committed | discarded`.
     BatchState {
         Pending => "pending",
         Approved => "approved",
@@ -41,6 +43,9 @@ states! {
         Failed => "failed",
         Cancelled => "cancelled",
         Expired => "expired",
+        Committed => "committed",
+        PartiallyCommitted => "partially_committed",
+        Discarded => "discarded",
     }
 }
 

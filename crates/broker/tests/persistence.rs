@@ -232,7 +232,7 @@ fn a_version_2_database_is_migrated() {
     let mut b = open(dir.path(), &clock);
     let v = b.submit(&batch(TWO), "agent:a1", None).unwrap();
     drop(b);
-    // Back to the version 2 shape.
+    // Back to the version 2 shape (its CHECK knows no review state).
     let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
     conn.execute_batch(
         "ALTER TABLE batches DROP COLUMN policy; ALTER TABLE batches DROP COLUMN approval_ttl_ms;
@@ -240,10 +240,25 @@ fn a_version_2_database_is_migrated() {
          UPDATE meta SET value = '2' WHERE key = 'schema_version';",
     )
     .unwrap();
+    let sql: String = conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'batches'", [], |r| r.get(0)).unwrap();
+    conn.execute_batch("PRAGMA writable_schema = ON;").unwrap();
+    conn.execute(
+        "UPDATE sqlite_master SET sql = ?1 WHERE name = 'batches'",
+        [sql.replace(",\n                       'committed','partially_committed','discarded'", "")],
+    )
+    .unwrap();
+    drop(conn);
+    let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    let sql: String = conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'batches'", [], |r| r.get(0)).unwrap();
+    assert!(!sql.contains("committed"), "{sql}");
     drop(conn);
     let mut b = open(dir.path(), &clock);
     let got = b.get(&v.id).unwrap();
     assert_eq!(got.policy, "builtin");
+    assert_eq!(got.entries.len(), 2, "entries kept through the rebuild");
+    let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    let sql: String = conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'batches'", [], |r| r.get(0)).unwrap();
+    assert!(sql.contains("partially_committed"), "{sql}");
     // No recorded lifetime: the broker's own (5 minutes) applies.
     b.approve(&v.id, None, "uid:1000").unwrap();
     clock.advance(std::time::Duration::from_secs(299));

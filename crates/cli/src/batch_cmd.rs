@@ -413,6 +413,10 @@ fn run_started(
     let init = find_init()?;
     let mut world = World::start(&spec, &state, &init).map_err(|err| format!("world: {err}"))?;
     broker.world_started(id, world.id(), &world.layers()).map_err(e)?;
+    // Per entry: which paths it changed, and the host state of each path the
+    // first time (conflict detection at commit).
+    let mut recorder = cloche_review::record::Recorder::open(&state.world_path(world.id()))
+        .map_err(|e| format!("world records: {e}"))?;
     let cap = usize::try_from(policy.batch.output_cap).unwrap_or(usize::MAX);
     // Spans: one for the batch, one per entry (JSONL, `cloche trace show`).
     let mut spans = SpanWriter::open(state.root.join("spans.jsonl")).map_err(|e| e.to_string())?;
@@ -455,6 +459,7 @@ fn run_started(
             timed_out: out.timed_out,
         };
         broker.entry_finished(id, &en.id, &result).map_err(e)?;
+        recorder.entry(&en.id, &out.fs_delta).map_err(|e| format!("world records: {e}"))?;
         espan.exit_code = Some(out.exit_code);
         espan.layers = world.layers();
         espan.fs_diff = span_fs_diff(&out.fs_delta);

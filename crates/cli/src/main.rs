@@ -9,6 +9,7 @@ mod batch_cmd;
 mod doctor;
 mod policy_cmd;
 mod policy_store_cmd;
+mod review_cmd;
 mod run;
 mod worlds_cmd;
 
@@ -49,6 +50,10 @@ enum Command {
     Worlds(worlds_cmd::WorldsCommand),
     /// Discard a kept world (by world id or batch id); audited.
     Discard { id: String },
+    /// What a kept world changed: review summary, flags, git-like diff.
+    Diff(review_cmd::DiffArgs),
+    /// Apply a kept world's changes inside the commit roots; audited.
+    Commit(review_cmd::CommitArgs),
 }
 
 /// Exit code when cloche itself fails.
@@ -92,6 +97,8 @@ fn main() {
         Command::History(a) => batch_cmd::history(a),
         Command::Worlds(c) => worlds_cmd::main(c),
         Command::Discard { id } => worlds_cmd::discard(&id),
+        Command::Diff(a) => review_cmd::diff(a),
+        Command::Commit(a) => review_cmd::commit(a),
     };
     std::process::exit(code);
 }

@@ -199,6 +199,11 @@ fn finish(args: &RunArgs, spec: &Spec, o: &Outcome) -> i32 {
         }
     }
     if let Some(k) = &o.kept {
+        // The base of each changed path, for `cloche commit` to detect
+        // host changes made since.
+        if let Err(e) = cloche_review::record::Recorder::open(k).and_then(|mut r| r.entry("run", &o.fs_diff)) {
+            eprintln!("cloche: world {}: cannot record its base: {e} (a commit will report conflicts)", o.world);
+        }
         eprintln!("cloche: kept world {} at {}", o.world, k.display());
     }
     if o.timed_out {

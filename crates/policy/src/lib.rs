@@ -62,6 +62,7 @@ pub struct Policy {
     /// `[batch]` (defaults when absent).
     pub batch: BatchSection,
     pub retention: Retention,
+    pub commit: CommitSection,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +115,8 @@ struct RawPolicy {
     #[serde(default)]
     retention: Option<RawRetention>,
     #[serde(default)]
+    commit: Option<RawCommit>,
+    #[serde(default)]
     commands: Option<rules::RawCommands>,
 }
 
@@ -131,6 +134,23 @@ struct RawRetention {
     max_worlds: usize,
     max_age: u64,
     keep_interrupted: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommit {
+    roots: Vec<PathBuf>,
+    setuid: String,
+}
+
+/// What `cloche commit` may write (`[commit]`).
+#[derive(Debug, Clone, Default)]
+pub struct CommitSection {
+    /// Roots besides the batch's project directory (absolute).
+    pub roots: Vec<PathBuf>,
+    /// Refuse setuid/setgid files (`"refuse"`) instead of stripping the
+    /// bits (`"strip"`, the default).
+    pub refuse_setuid: bool,
 }
 
 /// Kept worlds (`[retention]`): how many, how old, and whether a batch
@@ -328,6 +348,20 @@ impl Policy {
             }
             Some(_) => return Err(invalid("retention: max_worlds 1-10000".into())),
         };
+        let commit = match raw.commit {
+            None => CommitSection::default(),
+            Some(c) => {
+                for r in &c.roots {
+                    check_absolute(r).map_err(|m| invalid(format!("commit.roots: {m}")))?;
+                }
+                let refuse_setuid = match c.setuid.as_str() {
+                    "strip" => false,
+                    "refuse" => true,
+                    other => return Err(invalid(format!("commit.setuid {other:?}: \"strip\" or \"refuse\""))),
+                };
+                CommitSection { roots: c.roots, refuse_setuid }
+            }
+        };
         Ok(Policy {
             origin: origin.to_string(),
             world,
@@ -339,6 +373,7 @@ impl Policy {
             commands,
             batch,
             retention,
+            commit,
         })
     }
 

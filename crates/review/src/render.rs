@@ -1,1 +1,840 @@
-//! Git-like text of a review (being written: see the helper's task).
+//! Git-like text of a review: the summary, `--name-status`, `--stat`, and
+//! unified diffs of text files.
+//!
+//! Everything shown comes from an untrusted world: paths, symlink targets and
+//! file contents are escaped (control characters, bidi overrides, bytes that
+//! are not UTF-8) so that they cannot repaint the reviewer's terminal or fake
+//! lines of the output. The fs_diff records only the new state of a modified
+//! entry, so mode, owner and symlink target lines show the new value.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use cloche_world::diff::{format_mode, Change, Entry, Kind};
+use similar::{ChangeTag, TextDiff};
+
+use crate::flags::serde_name;
+
+/// Where file contents come from: the world's version and the base (host) version of a path.
+pub trait Contents {
+    /// Bytes of regular file `path` in the world, if it is a regular file of at most `limit` bytes (None otherwise).
+    fn world(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>>;
+    /// Bytes of regular file `path` on the host (the base), same rules.
+    fn base(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>>;
+}
+
+/// What [`render`] prints after the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Headers and unified diffs.
+    Full,
+    /// `git diff --stat`-like.
+    Stat,
+    /// `git diff --name-status`-like.
+    NameStatus,
+}
+
+/// How to render a review.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub format: Format,
+    pub color: bool,
+    /// Only paths equal to or below one of these (raw bytes, absolute); empty = all.
+    pub paths: Vec<Vec<u8>>,
+    /// Largest file shown as a text diff (default 1 MiB); bigger ones are summarized like binary files.
+    pub max_text: u64,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions { format: Format::Full, color: false, paths: Vec::new(), max_text: 1 << 20 }
+    }
+}
+
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const CYAN: &str = "\x1b[36m";
+const YELLOW: &str = "\x1b[33m";
+const RESET: &str = "\x1b[0m";
+const PLAIN: &str = "";
+
+/// How many leading bytes may not contain a NUL for a file to be text (as git).
+const TEXT_PROBE: usize = 8000;
+/// Context lines around a hunk.
+const CONTEXT: usize = 3;
+/// After this long the line diff of one file gives up on a minimal diff.
+const DIFF_TIMEOUT: Duration = Duration::from_secs(2);
+/// Widest `+++--` bar of the stat output.
+const BAR_WIDTH: u64 = 50;
+
+/// The one-letter status of an entry: 'A' added, 'D' deleted, 'T' modified with Change::Type, 'M' other modified.
+pub fn status_letter(list: &str, entry: &Entry) -> char {
+    match list {
+        "added" => 'A',
+        "deleted" => 'D',
+        "modified" if entry.changes.contains(&Change::Type) => 'T',
+        "modified" => 'M',
+        _ => '?',
+    }
+}
+
+/// The review summary: counts (added, modified, deleted), total bytes (diff.totals.bytes, human readable too), whether the diff was truncated, then every flag `  ! <path>  <why>` grouped per path, and how many paths are outside the commit roots (not committable).
+pub fn summary(out: &mut dyn Write, review: &crate::Review, opts: &RenderOptions) -> io::Result<()> {
+    let p = Painter(opts.color);
+    let t = &review.diff.totals;
+    let bytes = format!("{} bytes ({})", t.bytes, human(t.bytes));
+    p.line(out, BOLD, &format!("changes: {} added, {} modified, {} deleted, {bytes}", t.added, t.modified, t.deleted))?;
+    if review.diff.truncated {
+        p.line(out, YELLOW, "truncated: the lists do not show every change (totals count everything)")?;
+    }
+    let by_path = flags_by_path(review);
+    if !by_path.is_empty() {
+        p.line(out, PLAIN, "flags:")?;
+    }
+    // One line per path, its reasons in order.
+    for (path, whys) in by_path {
+        p.line(out, YELLOW, &format!("  ! {}  {}", escape_path(path), escape_path(whys.join(", ").as_bytes())))?;
+    }
+    let d = &review.diff;
+    let mut outside: Vec<&[u8]> =
+        d.added.iter().chain(&d.modified).chain(&d.deleted).map(|e| e.path.as_bytes()).collect();
+    outside.retain(|path| !crate::under_roots(path, &review.roots));
+    outside.sort_unstable();
+    outside.dedup();
+    let n = outside.len();
+    p.line(out, PLAIN, &format!("{n} {} outside the commit roots (not committable)", plural(n as u64, "path", "paths")))
+}
+
+/// Everything: the summary first, then per `opts.format`:
+/// - NameStatus: one line per path `<letter>\t<path>` (+ `\t<entry ids comma-separated>` when review.attribution has the path), sorted by path.
+/// - Stat: one line per path ` <path> | <n> <+++-->` like `git diff --stat` for text files, `Bin <old size> -> <new size> bytes` for other files, the kind for entries that are not regular files, and a final ` N files changed, X insertions(+), Y deletions(-)`.
+/// - Full: per path a `diff --cloche a<path> b<path>` header, what changed in the entry, its flags and attribution, then a unified diff for text files or a `Binary files differ (...)` line.
+pub fn render(
+    out: &mut dyn Write,
+    review: &crate::Review,
+    contents: &dyn Contents,
+    opts: &RenderOptions,
+) -> io::Result<()> {
+    summary(out, review, opts)?;
+    let rows = rows(review, opts);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let p = Painter(opts.color);
+    match opts.format {
+        Format::NameStatus => {
+            for r in &rows {
+                let mut line = format!("{}\t{}", status_letter(r.list, r.entry), escape_path(r.entry.path.as_bytes()));
+                if let Some(ids) = review.attribution.get(r.entry.path.as_bytes()) {
+                    let _ = write!(line, "\t{}", escape_path(ids.join(",").as_bytes()));
+                }
+                p.line(out, PLAIN, &line)?;
+            }
+            Ok(())
+        }
+        Format::Stat => stat(out, &p, &rows, contents, opts.max_text),
+        Format::Full => {
+            let flags = flags_by_path(review);
+            rows.iter().try_for_each(|r| full(out, &p, review, &flags, r, contents, opts.max_text))
+        }
+    }
+}
+
+/// The reasons of `review.flags`, per path.
+fn flags_by_path(review: &crate::Review) -> BTreeMap<&[u8], Vec<&str>> {
+    let mut by_path: BTreeMap<&[u8], Vec<&str>> = BTreeMap::new();
+    for f in &review.flags {
+        by_path.entry(f.path.as_bytes()).or_default().push(&f.why);
+    }
+    by_path
+}
+
+/// One listed entry and the list it comes from.
+struct Row<'a> {
+    list: &'static str,
+    entry: &'a Entry,
+}
+
+/// The entries `opts.paths` selects, sorted by path (then added, modified, deleted).
+fn rows<'a>(review: &'a crate::Review, opts: &RenderOptions) -> Vec<Row<'a>> {
+    let d = &review.diff;
+    let lists = [("added", &d.added), ("modified", &d.modified), ("deleted", &d.deleted)];
+    let mut rows: Vec<Row<'a>> = lists
+        .into_iter()
+        .flat_map(|(list, entries)| entries.iter().map(move |entry| Row { list, entry }))
+        .filter(|r| selected(r.entry.path.as_bytes(), &opts.paths))
+        .collect();
+    // Stable: equal paths keep the list order.
+    rows.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    rows
+}
+
+/// True if `path` is equal to or below one of `filters` (all when empty).
+fn selected(path: &[u8], filters: &[Vec<u8>]) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            let mut f = f.as_slice();
+            while let Some(rest) = f.strip_suffix(b"/") {
+                f = rest;
+            }
+            // `f` empty: the filter was `/`.
+            f.is_empty() || path == f || (path.starts_with(f) && path.get(f.len()) == Some(&b'/'))
+        })
+}
+
+/// Writes lines, in colour or not.
+struct Painter(bool);
+
+impl Painter {
+    fn paint(&self, style: &str, text: &str) -> String {
+        if self.0 && !style.is_empty() && !text.is_empty() {
+            format!("{style}{text}{RESET}")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn line(&self, out: &mut dyn Write, style: &str, text: &str) -> io::Result<()> {
+        writeln!(out, "{}", self.paint(style, text))
+    }
+}
+
+/// One side of a regular file's content, as far as it was read.
+enum Side {
+    /// No regular file on this side (an added file's old side, ...): empty text.
+    Empty,
+    /// The whole content, at most `max_text` bytes.
+    Bytes(Vec<u8>),
+    /// Not read (too big, or not a regular file there any more): its size if known.
+    Unread(Option<u64>),
+}
+
+impl Side {
+    /// The content as text: `None` when unread or binary.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Side::Empty => Some(""),
+            Side::Bytes(b) if !b.iter().take(TEXT_PROBE).any(|&c| c == 0) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    fn size(&self) -> String {
+        match self {
+            Side::Empty => "0".to_owned(),
+            Side::Bytes(b) => b.len().to_string(),
+            Side::Unread(Some(n)) => n.to_string(),
+            Side::Unread(None) => "?".to_owned(),
+        }
+    }
+}
+
+/// What an entry's content comparison is: none (not a regular file, or its
+/// content did not change), the two sides, or a read error.
+enum Content {
+    None,
+    Sides(Side, Side),
+    Error(io::Error),
+}
+
+/// Reads the sides of a row's content, never more than `max` bytes each.
+fn load(r: &Row, contents: &dyn Contents, max: u64) -> Content {
+    sides(r, contents, max).unwrap_or_else(Content::Error)
+}
+
+fn sides(r: &Row, contents: &dyn Contents, max: u64) -> io::Result<Content> {
+    let e = r.entry;
+    let path = e.path.as_bytes();
+    let world = || -> io::Result<Side> {
+        // Not even asked for when the diff already says it is too big.
+        if e.size.is_some_and(|n| n > max) {
+            return Ok(Side::Unread(e.size));
+        }
+        Ok(match contents.world(path, max)? {
+            Some(b) if b.len() as u64 <= max => Side::Bytes(b),
+            Some(b) => Side::Unread(Some(b.len() as u64)),
+            None => Side::Unread(e.size),
+        })
+    };
+    // `None`: no regular file of at most `max` bytes on the host.
+    let base = || -> io::Result<Option<Side>> {
+        Ok(match contents.base(path, max)? {
+            Some(b) if b.len() as u64 <= max => Some(Side::Bytes(b)),
+            Some(b) => Some(Side::Unread(Some(b.len() as u64))),
+            None => None,
+        })
+    };
+    let is_file = e.kind == Kind::File;
+    let type_changed = e.changes.contains(&Change::Type);
+    Ok(match r.list {
+        "added" if is_file => Content::Sides(Side::Empty, world()?),
+        "deleted" if is_file => Content::Sides(base()?.unwrap_or(Side::Unread(None)), Side::Empty),
+        // A new kind: the old side was not a regular file.
+        "modified" if is_file && type_changed => Content::Sides(Side::Empty, world()?),
+        "modified" if is_file && e.changes.contains(&Change::Content) => {
+            let old = base()?.unwrap_or(Side::Unread(None));
+            Content::Sides(old, world()?)
+        }
+        // Something else replaced what may have been a regular file: show what it held.
+        "modified" if type_changed => match base()? {
+            Some(old) => Content::Sides(old, Side::Empty),
+            None => Content::None,
+        },
+        _ => Content::None,
+    })
+}
+
+/// The stat listing.
+fn stat(out: &mut dyn Write, p: &Painter, rows: &[Row], contents: &dyn Contents, max: u64) -> io::Result<()> {
+    /// The right-hand side of a stat line.
+    enum Cell {
+        /// Inserted and deleted lines of a text file.
+        Lines(u64, u64),
+        /// Anything else (binary sizes, a kind, a read error).
+        Other(String),
+    }
+    // Count first (one file in memory at a time), then align.
+    let mut cells = Vec::with_capacity(rows.len());
+    for r in rows {
+        let cell = match load(r, contents, max) {
+            Content::Sides(old, new) => match (old.text(), new.text()) {
+                (Some(a), Some(b)) => {
+                    let diff = TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(a, b);
+                    let (mut ins, mut del) = (0, 0);
+                    for c in diff.iter_all_changes() {
+                        match c.tag() {
+                            ChangeTag::Insert => ins += 1,
+                            ChangeTag::Delete => del += 1,
+                            ChangeTag::Equal => {}
+                        }
+                    }
+                    Cell::Lines(ins, del)
+                }
+                _ => Cell::Other(format!("Bin {} -> {} bytes", old.size(), new.size())),
+            },
+            Content::Error(err) => Cell::Other(format!("(cannot read: {})", escape_path(err.to_string().as_bytes()))),
+            Content::None if r.entry.kind == Kind::File => Cell::Lines(0, 0),
+            Content::None => Cell::Other(kind_name(r.entry.kind).to_owned()),
+        };
+        cells.push(cell);
+    }
+    let names: Vec<String> = rows.iter().map(|r| escape_path(r.entry.path.as_bytes())).collect();
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).min(60);
+    let (mut total_ins, mut total_del, mut widest) = (0u64, 0u64, 0u64);
+    for c in &cells {
+        if let Cell::Lines(i, d) = c {
+            total_ins += i;
+            total_del += d;
+            widest = widest.max(i + d);
+        }
+    }
+    let count_width = widest.to_string().len();
+    for (name, cell) in names.iter().zip(&cells) {
+        let mut line = format!(" {name:<name_width$} | ");
+        let (plus, minus) = match cell {
+            Cell::Lines(i, d) => {
+                let _ = write!(line, "{:>count_width$}", i + d);
+                bar(*i, *d, widest)
+            }
+            Cell::Other(s) => {
+                line.push_str(s);
+                (0, 0)
+            }
+        };
+        if plus + minus > 0 {
+            line.push(' ');
+        }
+        line += &p.paint(GREEN, &"+".repeat(plus as usize));
+        line += &p.paint(RED, &"-".repeat(minus as usize));
+        p.line(out, PLAIN, &line)?;
+    }
+    let n = rows.len() as u64;
+    let last = format!(
+        " {n} {} changed, {total_ins} {}(+), {total_del} {}(-)",
+        plural(n, "file", "files"),
+        plural(total_ins, "insertion", "insertions"),
+        plural(total_del, "deletion", "deletions"),
+    );
+    p.line(out, PLAIN, &last)
+}
+
+/// The `+` and `-` counts of a stat bar, scaled (as git) so that the row
+/// with the most changed lines, `widest`, fills at most [`BAR_WIDTH`].
+fn bar(ins: u64, del: u64, widest: u64) -> (u64, u64) {
+    if widest <= BAR_WIDTH {
+        return (ins, del);
+    }
+    // Any change keeps at least one mark.
+    let scale = |n: u64| if n == 0 { 0 } else { (n.saturating_mul(BAR_WIDTH) / widest).max(1) };
+    (scale(ins), scale(del))
+}
+
+/// The full listing of one entry.
+fn full(
+    out: &mut dyn Write,
+    p: &Painter,
+    review: &crate::Review,
+    flags: &BTreeMap<&[u8], Vec<&str>>,
+    r: &Row,
+    contents: &dyn Contents,
+    max: u64,
+) -> io::Result<()> {
+    let e = r.entry;
+    let path = escape_path(e.path.as_bytes());
+    let content = load(r, contents, max);
+    let mut meta = vec![format!("diff --cloche a{path} b{path}")];
+    let kind = kind_name(e.kind);
+    let mode = e.mode.map(format_mode);
+    match r.list {
+        "added" => meta.push(match &mode {
+            Some(m) => format!("new {kind} mode {m}"),
+            None => format!("new {kind}"),
+        }),
+        "deleted" => meta.push(format!("deleted {kind}")),
+        _ => {
+            let changes: Vec<String> = e.changes.iter().map(serde_name).collect();
+            meta.push(format!("changed: {}", changes.join(", ")));
+            if e.changes.contains(&Change::Type) {
+                // The fs_diff keeps only the new kind; the base tells a regular file.
+                let old = if matches!(content, Content::Sides(_, Side::Empty)) { "file" } else { "?" };
+                meta.push(format!("type: {old} -> {kind}"));
+            }
+            if let Some(m) =
+                mode.as_ref().filter(|_| e.changes.iter().any(|c| matches!(c, Change::Mode | Change::Type)))
+            {
+                meta.push(format!("new mode {m}"));
+            }
+            if let (true, Some(uid), Some(gid)) = (e.changes.contains(&Change::Owner), e.uid, e.gid) {
+                meta.push(format!("new owner {uid}:{gid}"));
+            }
+        }
+    }
+    if r.list != "deleted" {
+        if let Some(t) = &e.target {
+            meta.push(format!("symlink -> {}", escape_path(t.as_bytes())));
+        }
+        if let Some((major, minor)) = e.rdev {
+            meta.push(format!("device {major}:{minor}"));
+        }
+        if let Some(l) = &e.links_to {
+            meta.push(format!("hard link to {}", escape_path(l.as_bytes())));
+        }
+    }
+    if let Some(ids) = review.attribution.get(e.path.as_bytes()) {
+        meta.push(format!("changed by entry {}", escape_path(ids.join(", ").as_bytes())));
+    }
+    for m in &meta {
+        p.line(out, BOLD, m)?;
+    }
+    for why in flags.get(e.path.as_bytes()).into_iter().flatten() {
+        p.line(out, YELLOW, &format!("! {}", escape_path(why.as_bytes())))?;
+    }
+    match content {
+        Content::None => Ok(()),
+        Content::Error(err) => {
+            p.line(out, PLAIN, &format!("(cannot read: {})", escape_path(err.to_string().as_bytes())))
+        }
+        Content::Sides(old, new) => match (old.text(), new.text()) {
+            (Some(a), Some(b)) => text_diff(out, p, &path, a, b),
+            _ => {
+                let sha = match (&new, &e.sha256) {
+                    (Side::Empty, _) | (_, None) => "-".to_owned(),
+                    (_, Some(s)) => escape_path(s.as_bytes()),
+                };
+                let line = format!("Binary files differ ({} -> {} bytes, sha256 {sha})", old.size(), new.size());
+                p.line(out, PLAIN, &line)
+            }
+        },
+    }
+}
+
+/// A unified diff of `old` and `new` (3 lines of context), escaped.
+fn text_diff(out: &mut dyn Write, p: &Painter, path: &str, old: &str, new: &str) -> io::Result<()> {
+    let diff = TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(old, new);
+    let mut unified = diff.unified_diff();
+    unified.context_radius(CONTEXT);
+    for (i, hunk) in unified.iter_hunks().enumerate() {
+        if i == 0 {
+            p.line(out, BOLD, &format!("--- a{path}"))?;
+            p.line(out, BOLD, &format!("+++ b{path}"))?;
+        }
+        p.line(out, CYAN, &hunk.header().to_string())?;
+        for change in hunk.iter_changes() {
+            let (sign, style) = match change.tag() {
+                ChangeTag::Delete => ('-', RED),
+                ChangeTag::Insert => ('+', GREEN),
+                ChangeTag::Equal => (' ', PLAIN),
+            };
+            let value = change.value();
+            let mut line = String::with_capacity(value.len() + 1);
+            line.push(sign);
+            escape_into(&mut line, value.strip_suffix('\n').unwrap_or(value).as_bytes(), false);
+            p.line(out, style, &line)?;
+            if change.missing_newline() {
+                p.line(out, PLAIN, "\\ No newline at end of file")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A kind as the listing names it.
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+        Kind::Char => "char device",
+        Kind::Block => "block device",
+        Kind::Fifo => "fifo",
+        Kind::Socket => "socket",
+    }
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// `n` bytes for a human: "512 B", "1.5 KiB", "3.0 GiB".
+fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// A path (or symlink target, or any other name from a world) safe to print
+/// on a terminal: control characters, bidi controls and bytes that are not
+/// UTF-8 are escaped (see [`escape_into`]), `\` itself is doubled and tabs
+/// escaped, so that the form is unambiguous and fits tab-separated output.
+pub fn escape_path(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    escape_into(&mut s, bytes, true);
+    s
+}
+
+/// Appends `bytes` to `out` as text a terminal shows literally: UTF-8 is
+/// kept, bytes that are not UTF-8 become `\xff`; control characters (C0,
+/// DEL, C1: ESC, CSI, newline, carriage return, ...) become `\n`, `\r`,
+/// `\t`, `\x1b`, `\u{9b}`; so do the invisible bidi controls that can make
+/// text read differently from what it is. `path`: also escape `\` and tab
+/// (file content keeps its tabs and backslashes).
+fn escape_into(out: &mut String, bytes: &[u8], path: bool) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (good, bad) = match std::str::from_utf8(rest) {
+            Ok(s) => (s, &[][..]),
+            Err(e) => {
+                // `good` is valid UTF-8 by construction; then come one or
+                // more bad bytes (all the rest when the input ends early).
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                let n = e.error_len().unwrap_or(bad.len());
+                (std::str::from_utf8(good).unwrap_or_default(), bad.get(..n).unwrap_or(bad))
+            }
+        };
+        for c in good.chars() {
+            match c {
+                '\t' if !path => out.push('\t'),
+                '\\' if path => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_ascii_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() || is_bidi_or_separator(c) => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in bad {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+        rest = rest.get(good.len() + bad.len()..).unwrap_or_default();
+    }
+}
+
+/// Invisible characters that reorder or break displayed text.
+fn is_bidi_or_separator(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::ReviewFlag;
+    use crate::Review;
+    use cloche_world::diff::RawPath;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    /// In-memory contents; reading `fail` errors.
+    #[derive(Default)]
+    struct Mem {
+        world: HashMap<Vec<u8>, Vec<u8>>,
+        base: HashMap<Vec<u8>, Vec<u8>>,
+        fail: Vec<u8>,
+    }
+
+    impl Mem {
+        fn get(&self, map: &HashMap<Vec<u8>, Vec<u8>>, path: &[u8], limit: u64) -> io::Result<Option<Vec<u8>>> {
+            if path == self.fail.as_slice() {
+                return Err(io::Error::other("boom"));
+            }
+            Ok(map.get(path).filter(|b| b.len() as u64 <= limit).cloned())
+        }
+        fn world(mut self, p: &str, b: &[u8]) -> Self {
+            self.world.insert(p.as_bytes().to_vec(), b.to_vec());
+            self
+        }
+        fn base(mut self, p: &str, b: &[u8]) -> Self {
+            self.base.insert(p.as_bytes().to_vec(), b.to_vec());
+            self
+        }
+    }
+
+    impl Contents for Mem {
+        fn world(&self, path: &[u8], limit: u64) -> io::Result<Option<Vec<u8>>> {
+            self.get(&self.world, path, limit)
+        }
+        fn base(&self, path: &[u8], limit: u64) -> io::Result<Option<Vec<u8>>> {
+            self.get(&self.base, path, limit)
+        }
+    }
+
+    fn entry(p: &[u8], kind: Kind, changes: &[Change]) -> Entry {
+        let mut e = Entry::new(RawPath::from_bytes(p), kind);
+        e.changes = changes.to_vec();
+        if kind != Kind::Symlink {
+            e.mode = Some(if kind == Kind::Dir { 0o755 } else { 0o644 });
+        }
+        e
+    }
+
+    fn file(p: &str, size: u64, changes: &[Change]) -> Entry {
+        Entry { size: Some(size), ..entry(p.as_bytes(), Kind::File, changes) }
+    }
+
+    fn review(added: Vec<Entry>, modified: Vec<Entry>, deleted: Vec<Entry>) -> Review {
+        let mut r = Review { roots: vec![PathBuf::from("/srv")], ..Review::default() };
+        r.diff.totals.added = added.len() as u64;
+        r.diff.totals.modified = modified.len() as u64;
+        r.diff.totals.deleted = deleted.len() as u64;
+        (r.diff.added, r.diff.modified, r.diff.deleted) = (added, modified, deleted);
+        r
+    }
+
+    fn run(r: &Review, mem: &Mem, opts: &RenderOptions) -> String {
+        let mut out = Vec::new();
+        render(&mut out, r, mem, opts).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// What follows the summary.
+    fn body(r: &Review, mem: &Mem, opts: &RenderOptions) -> String {
+        let s = run(r, mem, opts);
+        s.split_once("\n\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    }
+
+    fn full(r: &Review, mem: &Mem) -> String {
+        body(r, mem, &RenderOptions::default())
+    }
+
+    #[test]
+    fn added_text_file() {
+        let r = review(vec![file("/srv/a.txt", 8, &[])], vec![], vec![]);
+        let got = full(&r, &Mem::default().world("/srv/a.txt", b"one\ntwo\n"));
+        let want = "diff --cloche a/srv/a.txt b/srv/a.txt\nnew file mode 0644\n--- a/srv/a.txt\n+++ b/srv/a.txt\n\
+                    @@ -0,0 +1,2 @@\n+one\n+two\n";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn modified_text_file_hunk_and_attribution() {
+        let mut r = review(vec![], vec![file("/srv/m", 16, &[Change::Content])], vec![]);
+        r.attribution.insert(b"/srv/m".to_vec(), vec!["e1".into(), "e2".into()]);
+        let mem = Mem::default()
+            .base("/srv/m", b"a\nb\nc\nd\ne\nf\ng\nh\ni\n")
+            .world("/srv/m", b"a\nb\nc\nd\nE\nf\ng\nh\ni\n");
+        let want =
+            "diff --cloche a/srv/m b/srv/m\nchanged: content\nchanged by entry e1, e2\n--- a/srv/m\n+++ b/srv/m\n\
+                    @@ -2,7 +2,7 @@\n b\n c\n d\n-e\n+E\n f\n g\n h\n";
+        assert_eq!(full(&r, &mem), want);
+    }
+
+    #[test]
+    fn deleted_file_and_no_newline_marker() {
+        let r = review(vec![file("/srv/n", 1, &[])], vec![], vec![Entry::new(RawPath::from("/srv/old"), Kind::File)]);
+        let mem = Mem::default().world("/srv/n", b"a").base("/srv/old", b"x\ny\n");
+        let want = "diff --cloche a/srv/n b/srv/n\nnew file mode 0644\n--- a/srv/n\n+++ b/srv/n\n@@ -0,0 +1 @@\n+a\n\
+                    \\ No newline at end of file\ndiff --cloche a/srv/old b/srv/old\ndeleted file\n--- a/srv/old\n\
+                    +++ b/srv/old\n@@ -1,2 +0,0 @@\n-x\n-y\n";
+        assert_eq!(full(&r, &mem), want);
+    }
+
+    #[test]
+    fn binary_and_big_files() {
+        let mut bin = file("/srv/bin", 3, &[]);
+        bin.sha256 = Some("abc".into());
+        let big = file("/srv/big", 100, &[Change::Content]);
+        let r = review(vec![bin], vec![big], vec![]);
+        // The diff says the big file is too big: its (small) world content is never read.
+        let mem = Mem::default().world("/srv/bin", b"a\0b").world("/srv/big", b"x\n").base("/srv/big", b"y\n");
+        let opts = RenderOptions { max_text: 10, ..RenderOptions::default() };
+        let got = body(&r, &mem, &opts);
+        assert!(got.contains("new file mode 0644\nBinary files differ (0 -> 3 bytes, sha256 abc)\n"), "{got}");
+        assert!(got.contains("changed: content\nBinary files differ (2 -> 100 bytes, sha256 -)\n"), "{got}");
+        // A base too big to read has an unknown size.
+        let mem = Mem::default().world("/srv/bin", b"a\0b").base("/srv/big", &[b'y'; 11]);
+        let got = body(&r, &mem, &opts);
+        assert!(got.contains("changed: content\nBinary files differ (? -> 100 bytes, sha256 -)\n"), "{got}");
+    }
+
+    #[test]
+    fn mode_owner_change_reads_nothing() {
+        let mut e = file("/srv/x", 5, &[Change::Mode, Change::Owner]);
+        (e.mode, e.uid, e.gid) = (Some(0o4755), Some(0), Some(7));
+        let mut r = review(vec![], vec![e], vec![]);
+        r.flags = vec![ReviewFlag { path: RawPath::from("/srv/x"), why: "setuid".into() }];
+        let mem = Mem { fail: b"/srv/x".to_vec(), ..Mem::default() };
+        let want = "diff --cloche a/srv/x b/srv/x\nchanged: mode, owner\nnew mode 4755\nnew owner 0:7\n! setuid\n";
+        assert_eq!(full(&r, &mem), want);
+    }
+
+    #[test]
+    fn symlinks_and_type_change() {
+        let mut l = entry(b"/srv/l", Kind::Symlink, &[]);
+        l.target = Some(RawPath::from("../x"));
+        let mut t = entry(b"/srv/t", Kind::Symlink, &[Change::Type]);
+        t.target = Some(RawPath::from("/etc"));
+        let mut f = file("/srv/f", 3, &[Change::Type]);
+        f.mode = Some(0o755);
+        let r = review(vec![l], vec![f, t], vec![]);
+        let mem = Mem::default().base("/srv/t", b"old\n").world("/srv/f", b"new");
+        let want = "diff --cloche a/srv/f b/srv/f\nchanged: type\ntype: ? -> file\nnew mode 0755\n--- a/srv/f\n\
+                    +++ b/srv/f\n@@ -0,0 +1 @@\n+new\n\\ No newline at end of file\n\
+                    diff --cloche a/srv/l b/srv/l\nnew symlink\nsymlink -> ../x\n\
+                    diff --cloche a/srv/t b/srv/t\nchanged: type\ntype: file -> symlink\nsymlink -> /etc\n\
+                    --- a/srv/t\n+++ b/srv/t\n@@ -1 +0,0 @@\n-old\n";
+        assert_eq!(full(&r, &mem), want);
+    }
+
+    #[test]
+    fn name_status_and_filter() {
+        let mut r = review(
+            vec![file("/srv/a", 0, &[]), file("/srv/ab", 0, &[]), file("/srv/a/in", 0, &[])],
+            vec![file("/srv/c", 0, &[Change::Content]), entry(b"/srv/d", Kind::Dir, &[Change::Type])],
+            vec![Entry::new(RawPath::from("/srv/b"), Kind::Dir)],
+        );
+        r.attribution.insert(b"/srv/a".to_vec(), vec!["1".into(), "2".into()]);
+        let mut opts = RenderOptions { format: Format::NameStatus, ..RenderOptions::default() };
+        let mem = Mem::default();
+        let all = "A\t/srv/a\t1,2\nA\t/srv/a/in\nA\t/srv/ab\nD\t/srv/b\nM\t/srv/c\nT\t/srv/d\n";
+        assert_eq!(body(&r, &mem, &opts), all);
+        opts.paths = vec![b"/srv/a/".to_vec(), b"/srv/d".to_vec()];
+        let out = run(&r, &mem, &opts);
+        assert!(out.starts_with("changes: 3 added, 2 modified, 1 deleted, 0 bytes (0 B)\n"), "{out}");
+        assert!(out.ends_with("\n\nA\t/srv/a\t1,2\nA\t/srv/a/in\nT\t/srv/d\n"), "{out}");
+        opts.paths = vec![b"/nothing".to_vec()];
+        assert_eq!(body(&r, &mem, &opts), "");
+        assert!(selected(b"/x", &[b"/".to_vec()]) && !selected(b"/x", &[b"/y".to_vec()]));
+    }
+
+    #[test]
+    fn stat_output() {
+        let r = review(
+            vec![file("/srv/new.txt", 4, &[]), file("/srv/bin", 2, &[]), entry(b"/srv/dir", Kind::Dir, &[])],
+            vec![file("/srv/m", 4, &[Change::Content]), file("/srv/mode", 4, &[Change::Mode])],
+            vec![],
+        );
+        let mem = Mem::default()
+            .world("/srv/new.txt", b"1\n2\n")
+            .world("/srv/bin", b"\0\0")
+            .base("/srv/m", b"a\nb\nc\n")
+            .world("/srv/m", b"a\nB\n");
+        let opts = RenderOptions { format: Format::Stat, ..RenderOptions::default() };
+        let want = " /srv/bin     | Bin 0 -> 2 bytes\n /srv/dir     | dir\n /srv/m       | 3 +--\n \
+                    /srv/mode    | 0\n /srv/new.txt | 2 ++\n 5 files changed, 3 insertions(+), 2 deletions(-)\n";
+        assert_eq!(body(&r, &mem, &opts), want);
+        assert_eq!(bar(100, 0, 100), (50, 0));
+        assert_eq!(bar(1, 199, 200), (1, 49));
+        assert_eq!(bar(3, 2, 10), (3, 2));
+    }
+
+    #[test]
+    fn escaping_paths_and_content() {
+        let evil = b"/srv/a\nM\t/srv/fake\x1b[2J\\\xff\xe2\x80\xae";
+        let r = review(vec![entry(evil, Kind::File, &[])], vec![], vec![]);
+        let mem = Mem {
+            world: HashMap::from([(evil.to_vec(), b"ok\tfine\n\x1b]0;owned\x07\r\n\xc2\x9b31m\n".to_vec())]),
+            ..Mem::default()
+        };
+        let opts = RenderOptions { format: Format::NameStatus, ..RenderOptions::default() };
+        let shown = "/srv/a\\nM\\t/srv/fake\\x1b[2J\\\\\\xff\\u{202e}";
+        assert_eq!(body(&r, &mem, &opts), format!("A\t{shown}\n"));
+        let out = run(&r, &mem, &RenderOptions::default());
+        assert!(!out.contains('\x1b') && !out.contains('\r') && !out.contains('\u{9b}'), "{out:?}");
+        assert!(out.contains("+ok\tfine\n+\\x1b]0;owned\\x07\\r\n+\\u{9b}31m\n"), "{out}");
+        assert!(out.contains(&format!("diff --cloche a{shown} b{shown}\n")), "{out}");
+        let mut s = String::new();
+        escape_into(&mut s, b"\xf0\x9f", true);
+        assert_eq!(s, "\\xf0\\x9f");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let mut r = review(vec![file("/srv/a", 2, &[])], vec![], vec![]);
+        r.flags = vec![ReviewFlag { path: RawPath::from("/srv/a"), why: "CI configuration".into() }];
+        let mem = Mem::default().base("/srv/a", b"x\n").world("/srv/a", b"y\n");
+        let plain = run(&r, &mem, &RenderOptions::default());
+        assert!(!plain.contains('\x1b'));
+        let coloured = run(&r, &mem, &RenderOptions { color: true, ..RenderOptions::default() });
+        for want in ["\x1b[1mdiff --cloche a/srv/a b/srv/a\x1b[0m", "\x1b[32m+y\x1b[0m", "\x1b[36m@@ -0,0 +1 @@\x1b[0m"]
+        {
+            assert!(coloured.contains(want), "{want:?} in {coloured:?}");
+        }
+        assert!(coloured.contains("\x1b[33m  ! /srv/a  CI configuration\x1b[0m"));
+    }
+
+    #[test]
+    fn read_errors_do_not_stop() {
+        let r = review(vec![file("/srv/a", 1, &[]), file("/srv/b", 2, &[])], vec![], vec![]);
+        let mem = Mem { fail: b"/srv/a".to_vec(), ..Mem::default() }.world("/srv/b", b"b\n");
+        let got = full(&r, &mem);
+        assert!(got.starts_with("diff --cloche a/srv/a b/srv/a\nnew file mode 0644\n(cannot read: boom)\n"), "{got}");
+        assert!(got.ends_with("@@ -0,0 +1 @@\n+b\n"), "{got}");
+    }
+
+    #[test]
+    fn summary_text() {
+        let mut r = review(vec![file("/etc/x", 1, &[])], vec![], vec![Entry::new(RawPath::from("/srv/y"), Kind::File)]);
+        r.diff.totals.bytes = 1536;
+        r.diff.truncated = true;
+        let flag = |p: &str, why: &str| ReviewFlag { path: RawPath::from(p), why: why.into() };
+        r.flags = vec![flag("/etc/x", "outside the commit roots"), flag("/etc/x", "setuid"), flag("/a\x1b", "x")];
+        let mut out = Vec::new();
+        summary(&mut out, &r, &RenderOptions::default()).unwrap();
+        let want = "changes: 1 added, 0 modified, 1 deleted, 1536 bytes (1.5 KiB)\n\
+                    truncated: the lists do not show every change (totals count everything)\nflags:\n  ! /a\\x1b  x\n\
+                    \x20 ! /etc/x  outside the commit roots, setuid\n1 path outside the commit roots (not committable)\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert_eq!((human(0), human(1023), human(5 << 30)), ("0 B".into(), "1023 B".into(), "5.0 GiB".into()));
+        assert_eq!(status_letter("nope", &r.diff.added[0]), '?');
+    }
+}

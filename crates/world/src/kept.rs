@@ -26,6 +26,55 @@ pub struct KeptWorld {
     /// Bytes its tmpfs holds (upper layers and work dirs).
     pub size: u64,
     pub path: PathBuf,
+    /// The world's upper directories: the root's first (`/`), then one per
+    /// host data mount carried in as an overlay.
+    pub uppers: Vec<Upper>,
+}
+
+/// One overlay of a kept world: the host mount it covered and its upper
+/// directory (absolute, inside the world's directory).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Upper {
+    pub mount: PathBuf,
+    pub upper: PathBuf,
+}
+
+impl KeptWorld {
+    /// The upper directory holding host path `path` and the path relative to
+    /// it: the overlay of the longest mount containing `path`.
+    pub fn upper_for<'a>(&self, path: &'a [u8]) -> Option<(&Upper, &'a [u8])> {
+        use std::os::unix::ffi::OsStrExt;
+        self.uppers
+            .iter()
+            .filter_map(|u| {
+                let m = u.mount.as_os_str().as_bytes();
+                let rest = if m == b"/" { path.strip_prefix(b"/")? } else { path.strip_prefix(m)? };
+                let rest =
+                    if m == b"/" { rest } else { rest.strip_prefix(b"/").or(rest.is_empty().then_some(rest))? };
+                Some((u, m.len(), rest))
+            })
+            .max_by_key(|(_, len, _)| *len)
+            .map(|(u, _, rest)| (u, rest))
+    }
+
+    /// The world's fs_diff, computed again from its uppers against the host
+    /// as it is now. The world must not be running.
+    pub fn fs_diff(&self, opts: &crate::diff::DiffOptions) -> Result<crate::diff::FsDiff, crate::WorldError> {
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut total = crate::diff::FsDiff::default();
+        for (i, u) in self.uppers.iter().enumerate() {
+            let fd = nix::fcntl::open(&u.upper, flags, nix::sys::stat::Mode::empty())
+                .map_err(crate::WorldError::nix("open a kept upper"))?;
+            let d = crate::world::diff_upper(&fd, &u.mount, opts)?;
+            if i == 0 {
+                total = d;
+            } else {
+                total.merge(d.under(&u.mount), opts.max_entries);
+            }
+        }
+        Ok(total)
+    }
 }
 
 /// Kept worlds, oldest first. A directory that is not a settled kept world
@@ -49,6 +98,16 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
     }
     let meta: serde_json::Value = serde_json::from_slice(&fs::read(path.join("world.json")).ok()?).ok()?;
     let text = |k: &str| meta[k].as_str().map(str::to_string);
+    let mut uppers =
+        vec![Upper { mount: "/".into(), upper: path.join(text("upper").unwrap_or_else(|| "fs/upper".into())) }];
+    for l in meta["layers"].as_array().into_iter().flatten() {
+        let (Some(m), Some(u)) = (l["path"].as_str(), l["upper"].as_str()) else { continue };
+        // Only layers under the world's own fs/ directory.
+        if !u.starts_with("fs/") || u.split('/').any(|c| c == "..") || !m.starts_with('/') {
+            continue;
+        }
+        uppers.push(Upper { mount: m.into(), upper: path.join(u) });
+    }
     Some(KeptWorld {
         id: id.to_string(),
         state: text("state").unwrap_or_else(|| "kept".into()),
@@ -60,6 +119,7 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
         created_ms: meta["created_ms"].as_u64().unwrap_or(meta["created"].as_u64().unwrap_or(0) * 1000),
         size: used_bytes(&path.join("fs")).unwrap_or(0),
         path,
+        uppers,
     })
 }
 
@@ -137,6 +197,7 @@ mod tests {
             created_ms: created * 1000,
             size: 0,
             path: PathBuf::new(),
+            uppers: Vec::new(),
         }
     }
 
@@ -149,6 +210,21 @@ mod tests {
         // w0 and w1 are past the age limit; of the other three, one too many.
         assert_eq!(ids(plan_gc(&ws, Retention { max_worlds: 2, max_age: 898 }, 1000)), ["w0", "w1", "w2"]);
         assert!(plan_gc(&[], Retention { max_worlds: 1, max_age: 1 }, 1000).is_empty());
+    }
+
+    #[test]
+    fn paths_map_to_the_upper_of_their_longest_mount() {
+        let mut w = world("w", 0);
+        w.uppers = vec![
+            Upper { mount: "/".into(), upper: "/s/fs/upper".into() },
+            Upper { mount: "/home".into(), upper: "/s/fs/layers/0/upper".into() },
+        ];
+        let got = |p: &str| w.upper_for(p.as_bytes()).map(|(u, rest)| (u.mount.clone(), rest.to_vec()));
+        assert_eq!(got("/home/a/b"), Some(("/home".into(), b"a/b".to_vec())));
+        assert_eq!(got("/home"), Some(("/home".into(), b"".to_vec())));
+        assert_eq!(got("/homes/z"), Some(("/".into(), b"homes/z".to_vec())));
+        assert_eq!(got("/etc/x"), Some(("/".into(), b"etc/x".to_vec())));
+        assert_eq!(got("relative"), None);
     }
 
     #[test]

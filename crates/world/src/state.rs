@@ -242,7 +242,9 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         let _ = nix::mount::umount2(&fsdir, nix::mount::MntFlags::MNT_DETACH);
         fs::remove_dir(&fsdir)?;
     }
-    for f in ["world.json", "world.json.tmp", "kept"] {
+    // world.json and its marker; the review's records (cloche-review:
+    // per-entry changes, base states).
+    for f in ["world.json", "world.json.tmp", "kept", "changes.jsonl", "base.jsonl"] {
         match fs::remove_file(path.join(f)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

@@ -213,7 +213,12 @@ fn diff_layer(scratch: &OwnedFd, upper: &str, lower: &Path, opts: &DiffOptions) 
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let upper = nix::fcntl::openat(scratch, upper, flags, nix::sys::stat::Mode::empty())
         .map_err(WorldError::nix("open upper"))?;
-    if dir_is_empty(&upper).map_err(WorldError::nix("read upper"))? {
+    diff_upper(&upper, lower, opts)
+}
+
+/// The diff of an open upper directory against the host mount at `lower`.
+pub(crate) fn diff_upper(upper: &OwnedFd, lower: &Path, opts: &DiffOptions) -> Result<FsDiff, WorldError> {
+    if dir_is_empty(upper).map_err(WorldError::nix("read upper"))? {
         // Nothing changed: no need for a clone of the host mount.
         return Ok(FsDiff::default());
     }

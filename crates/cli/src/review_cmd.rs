@@ -1,0 +1,335 @@
+//! `cloche diff` and `cloche commit`: a kept world (by world id or batch id)
+//! for a reviewer, and its changes applied to the host.
+
+use crate::batch_cmd::open_broker;
+use crate::policy_store_cmd::{load_version, open_store, uid_actor};
+use crate::run::open_state;
+use cloche_broker::{BatchView, Broker};
+use cloche_review::commit::{fsx, Commit, Options};
+use cloche_review::render::{self, Contents, Format, RenderOptions};
+use cloche_review::{flags, record, Review};
+use cloche_world::diff::DiffOptions;
+use cloche_world::kept::{self, KeptWorld};
+use nix::fcntl::OFlag;
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+/// `cloche diff ID [--stat] [--name-status] [--json] [PATH...]`.
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// A kept world's id, or a batch id (its world).
+    id: String,
+    #[arg(long, conflicts_with_all = ["name_status", "json"])]
+    stat: bool,
+    #[arg(long, conflicts_with = "json")]
+    name_status: bool,
+    /// The fs_diff object with review flags and, per path, the entries that changed it.
+    #[arg(long)]
+    json: bool,
+    /// Only these paths (and below).
+    paths: Vec<PathBuf>,
+}
+
+/// `cloche commit ID [--path P]... [--exclude P]... [--force] [--json]`.
+#[derive(clap::Args)]
+pub struct CommitArgs {
+    id: String,
+    /// Commit only this path and what is below it (repeatable).
+    #[arg(long = "path", value_name = "P")]
+    paths: Vec<PathBuf>,
+    /// Leave out this path and what is below it (repeatable).
+    #[arg(long, value_name = "P")]
+    exclude: Vec<PathBuf>,
+    /// Apply over conflicts (each one is audited).
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// A kept world ready for review: the world, its batch, its commit roots and
+/// whether setuid bits are refused.
+struct Target {
+    world: KeptWorld,
+    batch: Option<BatchView>,
+    roots: Vec<PathBuf>,
+    refuse_setuid: bool,
+}
+
+fn target(broker: &Broker, id: &str) -> Result<Target, String> {
+    let state = open_state()?;
+    state.sweep();
+    let (world, batch) = match kept::get(&state, id) {
+        Some(w) => {
+            let batch = w.owner.as_deref().and_then(|o| o.strip_prefix("batch:")).and_then(|b| broker.get(b).ok());
+            (w, batch)
+        }
+        None => {
+            let view = broker.get(id).map_err(|_| format!("no kept world or batch {id}"))?;
+            let w = kept::owned_by(&state, &format!("batch:{}", view.id))
+                .ok_or_else(|| format!("batch {id} has no kept world (discarded, or it never ran)"))?;
+            (w, Some(view))
+        }
+    };
+    if state.is_live(&world.id) {
+        return Err(format!("world {} is still running", world.id));
+    }
+    // The batch's own policy version, else the default one.
+    let policy = match &batch {
+        Some(b) => load_version(b.policy.split('+').next().unwrap_or("builtin"))?,
+        None => open_store()?.0.resolve("/").map_err(|e| e.to_string())?.1,
+    };
+    let project = match &batch {
+        Some(b) => Some(b.project.clone()),
+        None => world.cwd.clone(),
+    };
+    let mut roots: Vec<PathBuf> = project.into_iter().map(PathBuf::from).collect();
+    roots.extend(policy.commit.roots.iter().cloned());
+    Ok(Target { world, batch, roots, refuse_setuid: policy.commit.refuse_setuid })
+}
+
+fn review_of(t: &Target, hash: bool) -> Result<Review, String> {
+    let opts = DiffOptions { hash, max_entries: 10_000_000 };
+    let diff = t.world.fs_diff(&opts).map_err(|e| e.to_string())?;
+    let flags = flags::review_flags(&diff, &t.roots);
+    let attribution = record::read_attribution(&t.world.path).map_err(|e| format!("world records: {e}"))?;
+    Ok(Review { diff, flags, attribution, roots: t.roots.clone() })
+}
+
+pub fn diff(a: DiffArgs) -> i32 {
+    let r = (|| -> Result<(), String> {
+        let broker = open_broker()?;
+        let t = target(&broker, &a.id)?;
+        let full = !(a.stat || a.name_status);
+        let review = review_of(&t, a.json || full)?;
+        let paths: Vec<Vec<u8>> = a.paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?;
+        if a.json {
+            let v = diff_json(&t, &review, &paths)?;
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        let tty = std::io::stdout().is_terminal();
+        let format = if a.stat {
+            Format::Stat
+        } else if a.name_status {
+            Format::NameStatus
+        } else {
+            Format::Full
+        };
+        let opts = RenderOptions { format, color: tty, paths, ..RenderOptions::default() };
+        let mut out = Vec::new();
+        render::render(&mut out, &review, &WorldContents(&t.world), &opts).map_err(|e| e.to_string())?;
+        page(&out, tty).map_err(|e| format!("stdout: {e}"))
+    })();
+    r.map_or_else(crate::fail, |()| 0)
+}
+
+/// The fs_diff object with review flags and per-entry attribution.
+fn diff_json(t: &Target, review: &Review, paths: &[Vec<u8>]) -> Result<Value, String> {
+    let mut v = serde_json::to_value(&review.diff).map_err(|e| e.to_string())?;
+    let keep = |p: &[u8]| {
+        paths.is_empty() || paths.iter().any(|x| p == x.as_slice() || p.starts_with(&[x.as_slice(), b"/"].concat()))
+    };
+    for list in ["added", "modified", "deleted"] {
+        let entries: Vec<Value> = review_list(&review.diff, list)
+            .iter()
+            .zip(v[list].as_array().cloned().unwrap_or_default())
+            .filter(|(e, _)| keep(e.path.as_bytes()))
+            .map(|(e, mut j)| {
+                if let Some(ids) = review.attribution.get(e.path.as_bytes()) {
+                    j["entries"] = json!(ids);
+                }
+                j
+            })
+            .collect();
+        v[list] = Value::Array(entries);
+    }
+    v["flags"] = serde_json::to_value(&review.flags).map_err(|e| e.to_string())?;
+    v["world"] = json!(t.world.id);
+    v["batch"] = json!(t.batch.as_ref().map(|b| b.id.clone()));
+    v["roots"] = json!(t.roots);
+    Ok(v)
+}
+
+fn review_list<'d>(d: &'d cloche_world::diff::FsDiff, list: &str) -> &'d [cloche_world::diff::Entry] {
+    match list {
+        "added" => &d.added,
+        "modified" => &d.modified,
+        _ => &d.deleted,
+    }
+}
+
+fn abs_bytes(p: &std::path::Path) -> Result<Vec<u8>, String> {
+    let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let s = abs.to_str().ok_or_else(|| format!("{}: not UTF-8", abs.display()))?;
+    Ok(cloche_broker::normalize_abs(s).map_err(|e| format!("{}: {e}", p.display()))?.into_bytes())
+}
+
+/// Writes to stdout, through a pager like git's when it is a terminal and
+/// the text is longer than the screen.
+fn page(text: &[u8], tty: bool) -> std::io::Result<()> {
+    let rows = std::env::var("LINES").ok().and_then(|l| l.parse::<usize>().ok()).unwrap_or(40);
+    if tty && text.iter().filter(|&&b| b == b'\n').count() > rows {
+        let pager = std::env::var("PAGER").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "less".into());
+        let mut cmd = std::process::Command::new(&pager);
+        if pager == "less" {
+            cmd.arg("-FRX");
+        }
+        if let Ok(mut child) = cmd.stdin(std::process::Stdio::piped()).spawn() {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(text);
+            }
+            child.wait()?;
+            return Ok(());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// File contents for the text diff: the world's from its upper, the base
+/// from the host; neither read follows a symlink.
+struct WorldContents<'w>(&'w KeptWorld);
+
+fn read_limited(fd: std::os::fd::OwnedFd, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut f = std::fs::File::from(fd);
+    let md = f.metadata()?;
+    if !md.is_file() || md.len() > limit {
+        return Ok(None);
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    Read::by_ref(&mut f).take(limit).read_to_end(&mut buf)?;
+    Ok(Some(buf))
+}
+
+impl Contents for WorldContents<'_> {
+    fn world(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let Some((upper, rel)) = self.0.upper_for(path) else { return Ok(None) };
+        let dir = nix::fcntl::open(&upper.upper, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())?;
+        match fsx::open_beneath(dir.as_fd(), rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
+            Ok(fd) => read_limited(fd, limit),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn base(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let root = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())?;
+        match fsx::open_beneath(
+            root.as_fd(),
+            path.strip_prefix(b"/").unwrap_or(path),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        ) {
+            Ok(fd) => read_limited(fd, limit),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+pub fn commit(a: CommitArgs) -> i32 {
+    match commit_inner(&a) {
+        Ok(code) => code,
+        Err(e) => crate::fail(e),
+    }
+}
+
+fn commit_inner(a: &CommitArgs) -> Result<i32, String> {
+    let mut broker = open_broker()?;
+    let t = target(&broker, &a.id)?;
+    let batch = t.batch.as_ref().map(|b| b.id.clone());
+    if let Some(b) = &t.batch {
+        if !cloche_broker::REVIEWABLE.contains(&b.state) {
+            return Err(format!("batch {} is {}: nothing to commit", b.id, b.state));
+        }
+    }
+    let review = review_of(&t, false)?;
+    let base = record::read_base(&t.world.path).map_err(|e| format!("world records: {e}"))?;
+    let opts = Options {
+        paths: a.paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?,
+        exclude: a.exclude.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?,
+        force: a.force,
+        refuse_setuid: t.refuse_setuid,
+    };
+    let c = Commit::prepare(&review, &t.world, &base, &opts).map_err(|e| e.to_string())?;
+    let plan = c.plan.clone();
+    let actor = uid_actor();
+    let base_details = json!({"world": t.world.id, "roots": t.roots, "forced": plan.forced, "stripped": plan.stripped,
+        "not_committed": plan.not_committed.len()});
+    if !plan.ok() {
+        let details = json!({"world": t.world.id, "refused": plan.refused, "conflicts": plan.conflicts});
+        broker.review_event("commit_refused", batch.as_deref(), &actor, details).map_err(|e| e.to_string())?;
+        for i in &plan.refused {
+            eprintln!("cloche: refused {}: {}", String::from_utf8_lossy(&i.path), i.why);
+        }
+        for i in &plan.conflicts {
+            eprintln!("cloche: conflict {}: {} (--force to apply over it)", String::from_utf8_lossy(&i.path), i.why);
+        }
+        print_json(
+            a.json,
+            &json!({"applied": [], "refused": plan.refused, "conflicts": plan.conflicts,
+            "not_committed": plan.not_committed}),
+        );
+        return Ok(1);
+    }
+    if plan.ops.is_empty() {
+        print_json(
+            a.json,
+            &json!({"applied": [], "refused": [], "conflicts": [], "not_committed": plan.not_committed}),
+        );
+        for i in &plan.not_committed {
+            eprintln!("cloche: not committed {}: {}", String::from_utf8_lossy(&i.path), i.why);
+        }
+        eprintln!("cloche: nothing to commit ({} already on the host)", plan.already);
+        return Ok(0);
+    }
+    let mut intent = base_details.clone();
+    intent["steps"] = json!(plan.ops.len());
+    broker.review_event("committing", batch.as_deref(), &actor, intent).map_err(|e| e.to_string())?;
+    let report = c.apply();
+    // Every applied path with its hash, in audit records of bounded size.
+    for (k, chunk) in report.applied.chunks(2000).enumerate() {
+        let d = json!({"world": t.world.id, "part": k, "paths": chunk});
+        broker.review_event("commit_paths", batch.as_deref(), &actor, d).map_err(|e| e.to_string())?;
+    }
+    let mut done = base_details;
+    done["applied"] = json!(report.applied.len());
+    done["error"] = json!(report.error);
+    let partial = report.error.is_some() || !opts.paths.is_empty() || !opts.exclude.is_empty();
+    match &batch {
+        Some(b) => broker.committed(b, &actor, partial, done).map_err(|e| e.to_string())?,
+        None => broker.review_event("committed", None, &actor, done).map_err(|e| e.to_string())?,
+    }
+    print_json(
+        a.json,
+        &json!({"applied": report.applied, "refused": [], "conflicts": [], "forced": plan.forced,
+        "stripped": plan.stripped, "not_committed": plan.not_committed, "error": report.error}),
+    );
+    if let Some(e) = &report.error {
+        eprintln!("cloche: commit stopped: {e}");
+        eprintln!("cloche: applied {} of {} steps (listed in the audit log):", report.applied.len(), plan.ops.len());
+        for x in &report.applied {
+            eprintln!("  {} {}", x.action, String::from_utf8_lossy(&x.path));
+        }
+        return Ok(1);
+    }
+    for i in &plan.forced {
+        eprintln!("cloche: forced over a conflict: {}", String::from_utf8_lossy(&i.path));
+    }
+    for i in &plan.not_committed {
+        eprintln!("cloche: not committed {}: {}", String::from_utf8_lossy(&i.path), i.why);
+    }
+    eprintln!("cloche: committed {} paths from world {}", report.applied.len(), t.world.id);
+    Ok(0)
+}
+
+fn print_json(on: bool, v: &Value) {
+    if on {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+}

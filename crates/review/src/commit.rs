@@ -1,1 +1,0 @@
-//! Commit planning and applying.
