@@ -7,39 +7,6 @@ use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-fn show(fx: &Fixture, id: &str) -> Value {
-    let o = fx.cloche(&["batch", "show", id, "--json"]);
-    o.expect_code(0);
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("show --json: {e}\n{}", o.describe()))
-}
-
-fn submit(fx: &Fixture, batch: &Value, token: Option<&str>) -> String {
-    let path = fx.out.path().join(format!("batch-{}.json", unique_tag()));
-    std::fs::write(&path, serde_json::to_vec(batch).unwrap()).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    let mut args = vec!["batch", "submit", p.as_str()];
-    if let Some(t) = token {
-        args.extend(["--token", t]);
-    }
-    let o = fx.cloche(&args);
-    o.expect_code(0);
-    let id = String::from_utf8(o.stdout.clone()).unwrap().trim().to_string();
-    assert_eq!(id.len(), 16, "submit prints the id alone: {}", o.describe());
-    id
-}
-
-/// Kept worlds are mounted under the state dir: take them away before the
-/// leak check.
-fn discard_kept(fx: &Fixture) {
-    for id in fx.worlds() {
-        let dir = fx.worlds_dir().join(&id);
-        let fs = std::ffi::CString::new(dir.join("fs").as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        unsafe { libc::umount2(fs.as_ptr(), libc::MNT_DETACH) };
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 /// Starts `cloche batch run ID` and waits until entry `index` is running.
 fn run_in_background(fx: &Fixture, id: &str, index: usize) -> HostChild {
     let mut cmd = fx.command();
@@ -358,19 +325,6 @@ fn a_batch_whose_world_cannot_start_fails_with_the_reason() {
     assert!(v["reason"].as_str().unwrap_or("").contains("world"), "{v:#}");
     fx.cloche(&["audit", "verify"]).expect_code(0);
     fx.finish();
-}
-
-/// The default policy text with `approval_ttl` changed and `extra` appended
-/// to its command rules (the last section).
-fn policy_text(ttl: u64, extra: &str) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/default.toml")).unwrap();
-    assert!(text.contains("approval_ttl = 300"));
-    text.replace("approval_ttl = 300", &format!("approval_ttl = {ttl}")) + extra
-}
-
-fn audit_events(fx: &Fixture, event: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap_or_default();
-    json_lines(text.as_bytes()).unwrap().into_iter().filter(|r| r["event"] == event).collect()
 }
 
 /// A project policy (`cloche policy set --project`) decides its batches and

@@ -15,12 +15,15 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+mod batch;
 mod fixture;
 mod host;
 mod tree;
 
 // Everything is re-exported, so `use common::*;` sees one flat harness; a test
 // file that needs none of a submodule's items must not warn about it.
+#[allow(unused_imports)]
+pub use batch::*;
 #[allow(unused_imports)]
 pub use fixture::*;
 #[allow(unused_imports)]

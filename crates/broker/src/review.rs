@@ -10,8 +10,13 @@ use crate::state::BatchState;
 use cloche_trace::audit::events;
 
 /// States a batch's world can be reviewed in.
-pub const REVIEWABLE: &[BatchState] =
-    &[BatchState::Completed, BatchState::Failed, BatchState::Cancelled, BatchState::PartiallyCommitted];
+pub const REVIEWABLE: &[BatchState] = &[
+    BatchState::Completed,
+    BatchState::Failed,
+    BatchState::Cancelled,
+    BatchState::PartiallyCommitted,
+    BatchState::Committed,
+];
 
 impl Broker {
     /// Audits a review step that changes no state (`committing` before the
