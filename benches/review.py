@@ -67,16 +67,25 @@ def main():
         temps.append(d)
         return d
 
-    def new_world():
+    def new_world(tries=3):
         """A fresh project dir and a kept world that wrote the files into it."""
         proj = tmp("cloche-bench-proj-")
-        r = subprocess.run([a.cloche, "run", "--keep", "--cwd", proj, "--", "sh", "-c", make],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        err = r.stderr.decode(errors="replace")
-        m = re.search(r"cloche: kept world (\S+) at", err)
-        if r.returncode != 0 or not m:
-            sys.exit(f"cloche run --keep failed ({r.returncode}): {err.strip()}")
-        return proj, m.group(1)
+        for _ in range(tries):
+            r = subprocess.run([a.cloche, "run", "--keep", "--cwd", proj, "--", "sh", "-c", make],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            err = r.stderr.decode(errors="replace")
+            m = re.search(r"cloche: kept world (\S+) at", err)
+            if r.returncode == 0 and m:
+                return proj, m.group(1)
+            if r.returncode != 128 + 9 or not m:
+                break
+            # SIGKILLed: a cloche run under another state dir sweeps every
+            # cgroup under /cloche that is not live in *its* state dir. Drop
+            # the partial world and try again.
+            print("warning: world killed (SIGKILL) while writing its files, retrying; "
+                  "is another cloche (other CLOCHE_STATE_DIR) running?", file=sys.stderr)
+            discard(m.group(1))
+        sys.exit(f"cloche run --keep failed ({r.returncode}): {err.strip()}")
 
     def discard(wid):
         r = subprocess.run([a.cloche, "discard", wid], env=env, capture_output=True)

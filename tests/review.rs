@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// What a commit must reproduce of a tree: kind, mode, bytes, link target.
-fn view(root: &Path) -> BTreeMap<Vec<u8>, (String, u32, Vec<u8>, Option<std::path::PathBuf>)> {
+/// What a commit must reproduce of a path: kind, mode, bytes, link target.
+type Seen = (String, u32, Vec<u8>, Option<std::path::PathBuf>);
+
+/// [`Seen`] for every path of a tree.
+fn view(root: &Path) -> BTreeMap<Vec<u8>, Seen> {
     tree_snapshot(root)
         .into_iter()
         .filter(|(k, _)| !k.is_empty())
