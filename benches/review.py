@@ -67,7 +67,7 @@ def main():
         temps.append(d)
         return d
 
-    def new_world(tries=3):
+    def new_world(tries=5):
         """A fresh project dir and a kept world that wrote the files into it."""
         proj = tmp("cloche-bench-proj-")
         for _ in range(tries):

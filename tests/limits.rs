@@ -95,3 +95,26 @@ fn a_command_within_its_timeout_is_not_timed_out() {
     assert!(o.elapsed < Duration::from_secs(10), "a quick command took {:?}", o.elapsed);
     fx.finish();
 }
+
+/// cgroups are global to the machine and every cloche sweeps the cgroups of
+/// dead worlds: a cloche using another state dir must not take a running
+/// world for a dead one (it did, and killed it, when liveness was kept per
+/// state dir).
+#[test]
+fn a_cloche_with_another_state_dir_leaves_running_worlds_alone() {
+    let fx = Fixture::new();
+    let mut cmd = fx.command();
+    cmd.args(["run", "--", "sh", "-c", "sleep 2.7; echo survived"]).stdout(std::process::Stdio::piped());
+    let mut running = HostChild::spawn(&mut cmd);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let other = fx.out.path().join("other-state");
+    for _ in 0..3 {
+        let o = run_cmd(fx.command().env("CLOCHE_STATE_DIR", &other).args(["run", "--", "true"]), DEADLINE);
+        o.expect_code(0);
+    }
+    let status = running.0.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(running.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!((status.code(), out.trim()), (Some(0), "survived"));
+    fx.finish();
+}

@@ -2,7 +2,6 @@
 //!
 //! ```text
 //! <state>/            0700
-//!   live.lock         one byte-range lock per running world (see below)
 //!   mnt/              the overlay mount point; each world mounts on it in
 //!                     its own private mount namespace, so it stays empty on
 //!                     the host and is shared by all worlds
@@ -16,7 +15,8 @@
 //! detached, its mounts live in its own namespace. What it does own on the
 //! host is its cgroup. To tell a live world's cgroup from a crashed run's,
 //! each run holds an open-file-description lock (`F_OFD_SETLK`) on one byte
-//! of `live.lock`, at an offset derived from its id; the kernel drops the lock
+//! of [`LIVE_LOCK`] (one file for the machine, like the cgroups), at an
+//! offset derived from its id; the kernel drops the lock
 //! when the process dies, however it dies. A sweep removes cgroups whose byte
 //! is unlocked. This costs one open and one fcntl per run instead of a
 //! directory created and removed on disk.
@@ -75,7 +75,7 @@ impl StateDir {
                 fs::set_permissions(d, fs::Permissions::from_mode(0o700))?;
             }
         }
-        let query = open_lock_file(&root)?;
+        let query = open_lock_file()?;
         Ok(StateDir { root, worlds, query })
     }
 
@@ -87,7 +87,7 @@ impl StateDir {
 
     /// Claims a fresh random id for a new world.
     pub fn claim(&self) -> io::Result<Claim> {
-        let lock = open_lock_file(&self.root)?;
+        let lock = open_lock_file()?;
         for _ in 0..8 {
             let id = new_id()?;
             match ofd_lock(&lock, libc::F_OFD_SETLK, libc::F_WRLCK as i16, offset(&id)) {
@@ -208,8 +208,20 @@ fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-fn open_lock_file(root: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(root.join("live.lock"))
+/// The liveness locks of every world on this machine. cgroups are global to
+/// the machine, and every cloche sweeps the cgroups of dead worlds: with a
+/// lock file per state dir, a cloche using another state dir would take a
+/// live world for a dead one and kill it. One file for the machine (on the
+/// /run tmpfs, gone at reboot with the cgroups) keeps liveness as global as
+/// the cgroups it guards.
+pub const LIVE_LOCK: &str = "/run/cloche/live.lock";
+
+fn open_lock_file() -> io::Result<fs::File> {
+    let path = Path::new(LIVE_LOCK);
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
 }
 
 /// The byte of live.lock that stands for `id` (below 2^60: a valid off_t).

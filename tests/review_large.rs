@@ -1,0 +1,75 @@
+//! A large commit: 100,000 small files and one 2 GiB file, with the memory
+//! of `cloche commit` bounded (no file is ever held whole). Root; about 2 GiB
+//! of disk under /tmp for the length of the test.
+
+mod common;
+
+use common::*;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+
+/// Runs `cmd` to its end; returns its exit code and its peak RSS in KiB
+/// (`wait4`'s rusage of exactly that child).
+fn run_measured(cmd: &mut std::process::Command) -> (i32, i64, String) {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id() as i32;
+    let mut stderr = child.stderr.expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with pointers to our locals.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = std::process::ExitStatus::from_raw(status).code().unwrap_or(-1);
+    (code, ru.ru_maxrss, reader.join().unwrap_or_default())
+}
+
+#[test]
+fn a_hundred_thousand_files_and_a_2_gib_file_commit_with_bounded_memory() {
+    let fx = Fixture::new();
+    let script = "for d in $(seq 100); do mkdir d$d; for f in $(seq 1000); do echo $d.$f > d$d/f$f; done; done \
+                  && head -c 2147483648 /dev/zero | tr '\\0' 'x' > big";
+    // The world's tmpfs and memory limit must hold 2 GiB.
+    fx.run(&["--keep", "--memory", "6GiB"], &["sh", "-c", script]).expect_code(0);
+    let id = fx.worlds().pop().expect("a kept world");
+    let o = fx.cloche(&["diff", &id, "--stat"]);
+    o.expect_code(0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("100101 added"), "{}", o.describe());
+
+    let mut cmd = fx.command();
+    cmd.args(["commit", &id]);
+    let (code, maxrss_kib, err) = run_measured(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    eprintln!("cloche commit of 100,000 files + 2 GiB: peak RSS {} MiB", maxrss_kib / 1024);
+    assert!(maxrss_kib < 256 * 1024, "peak RSS {maxrss_kib} KiB: memory is not bounded");
+
+    // Everything arrived, byte for byte.
+    let big = fx.dir().join("big");
+    assert_eq!(std::fs::metadata(&big).unwrap().len(), 2 << 30);
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("head -c 2147483648 /dev/zero | tr '\\0' 'x' | cmp -s - \"$1\"")
+        .arg("sh")
+        .arg(&big)
+        .status()
+        .unwrap();
+    assert!(st.success(), "the 2 GiB file differs");
+    let mut files = 0;
+    for d in 1..=100 {
+        for e in std::fs::read_dir(fx.dir().join(format!("d{d}"))).unwrap() {
+            let e = e.unwrap();
+            let want = format!("{d}.{}\n", e.file_name().to_string_lossy().trim_start_matches('f'));
+            assert_eq!(std::fs::read_to_string(e.path()).unwrap(), want);
+            files += 1;
+        }
+    }
+    assert_eq!(files, 100_000);
+    std::fs::remove_file(&big).unwrap(); // free the disk early
+    fx.cloche(&["discard", &id]).expect_code(0);
+    fx.finish();
+}
