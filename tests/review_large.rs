@@ -10,6 +10,7 @@ use std::process::Stdio;
 
 /// Runs `cmd` to its end; returns its exit code and its peak RSS in KiB
 /// (`wait4`'s rusage of exactly that child).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
 fn run_measured(cmd: &mut std::process::Command) -> (i32, i64, String) {
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let pid = child.id() as i32;
