@@ -3,6 +3,7 @@
 //!
 //! - [`flags`]: review flags over an fs_diff (the world's own, plus commit
 //!   roots, CI and build files, manifests, shell start-up files, ...).
+//! - [`escape`]: names and contents from a world made safe to print.
 //! - [`render`]: git-like text: the review summary, `--name-status`,
 //!   `--stat`, unified diffs of text files.
 //! - [`record`]: per world, which batch entry changed which path, and the
@@ -11,6 +12,7 @@
 //!   applies it beneath the commit roots without following any symlink.
 
 pub mod commit;
+pub mod escape;
 pub mod flags;
 pub mod record;
 pub mod render;
