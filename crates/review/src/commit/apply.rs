@@ -53,7 +53,13 @@ impl Commit<'_> {
             report.error = Some("the plan has refusals or conflicts".into());
             return report;
         }
-        let mut st = Stager { c: &self, staged: Vec::new(), hashes: HashMap::new(), uppers: HashMap::new() };
+        let mut st = Stager {
+            c: &self,
+            staged: Vec::new(),
+            hashes: HashMap::new(),
+            uppers: HashMap::new(),
+            new_dirs: HashMap::new(),
+        };
         // Step 1: stage everything new under temporary names.
         if let Err(e) = st.stage_all() {
             st.unstage(0);
@@ -99,6 +105,8 @@ struct Stager<'c, 'w> {
     hashes: HashMap<usize, String>,
     /// Open upper directories, by their path.
     uppers: HashMap<PathBuf, OwnedFd>,
+    /// Every staged new directory, with the op of the top one it arrives with.
+    new_dirs: HashMap<Vec<u8>, usize>,
 }
 
 impl Stager<'_, '_> {
@@ -106,40 +114,27 @@ impl Stager<'_, '_> {
         &self.c.roots[op.root]
     }
 
-    /// The directory `dir` as it is during staging: a path below a staged
-    /// new directory goes through that directory's temporary name.
+    /// The directory `dir` as it is during staging: a path at or below a
+    /// staged new directory goes through its top directory's temporary name.
     fn staged_rel(&self, op: &Op, dir: &[u8]) -> Vec<u8> {
         let root = self.root(op);
-        for (j, s) in self.staged.iter().enumerate() {
-            let Staged::Temp(tmp) = s else { continue };
-            let o = &self.c.plan.ops[j];
-            if !matches!(o.action, Action::Mkdir { .. }) || !super::at_or_below(dir, &o.path) {
-                continue;
-            }
-            let (parent, _) = fsx::split(&o.path);
-            let mut r = rel(&root.path, parent).to_vec();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(tmp);
-            r.extend_from_slice(&dir[o.path.len()..]);
-            return r;
+        let Some(&top) = self.new_dirs.get(dir) else { return rel(&root.path, dir).to_vec() };
+        let (Staged::Temp(tmp), o) = (&self.staged[top], &self.c.plan.ops[top]) else {
+            return rel(&root.path, dir).to_vec();
+        };
+        let (parent, _) = fsx::split(&o.path);
+        let mut r = rel(&root.path, parent).to_vec();
+        if !r.is_empty() {
+            r.push(b'/');
         }
-        rel(&root.path, dir).to_vec()
+        r.extend_from_slice(tmp);
+        r.extend_from_slice(&dir[o.path.len()..]);
+        r
     }
 
-    /// The staged new directory (op index) that `path` lies strictly below.
+    /// The staged new directory (its top op) that `path` lies directly in.
     fn within(&self, path: &[u8]) -> Option<usize> {
-        let (parent, _) = fsx::split(path);
-        self.staged.iter().enumerate().rev().find_map(|(j, s)| {
-            let o = &self.c.plan.ops[j];
-            let new_dir = matches!(s, Staged::Temp(_) | Staged::Within(_)) && matches!(o.action, Action::Mkdir { .. });
-            let top = match s {
-                Staged::Within(top) => *top,
-                _ => j,
-            };
-            (new_dir && super::at_or_below(parent, &o.path)).then_some(top)
-        })
+        self.new_dirs.get(fsx::split(path).0).copied()
     }
 
     fn stage_all(&mut self) -> Result<(), String> {
@@ -151,6 +146,11 @@ impl Stager<'_, '_> {
                 .map_err(|e| format!("{} {}: {e}", op.action.name(), String::from_utf8_lossy(&op.path)))?;
             if let (Action::Mkdir { mode }, false) = (&op.action, matches!(staged, Staged::None)) {
                 dir_modes.push((i, *mode));
+                let top = match staged {
+                    Staged::Within(top) => top,
+                    _ => i,
+                };
+                self.new_dirs.insert(op.path.clone(), top);
             }
             self.staged.push(staged);
         }

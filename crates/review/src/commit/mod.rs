@@ -223,6 +223,11 @@ impl<'a> Commit<'a> {
                 c.plan.refused.push(item("the commit root itself"));
                 continue;
             }
+            // Already on the host as in the world (an earlier commit): no step.
+            if c.already_there(root, path, &action) {
+                c.plan.already += 1;
+                continue;
+            }
             // The host side: the parent must resolve beneath the root with
             // no symlink, or be created by this commit.
             let (parent, _) = fsx::split(path);
@@ -235,11 +240,6 @@ impl<'a> Commit<'a> {
                     c.plan.refused.push(item(why));
                     continue;
                 }
-            }
-            // Already on the host as in the world (an earlier commit): no step.
-            if c.already_there(root, path, &action) {
-                c.plan.already += 1;
-                continue;
             }
             // The base: the host must still be as the world found it.
             let replaced = status == Status::Deleted || e.changes.contains(&Change::Type);
@@ -328,7 +328,12 @@ impl<'a> Commit<'a> {
     fn already_there(&self, root: usize, path: &[u8], action: &Action) -> bool {
         let r = &self.roots[root];
         let (parent, name) = fsx::split(path);
-        let Ok(dir) = fsx::open_dir(r.fd.as_fd(), rel(&r.path, parent)) else { return false };
+        let dir = match fsx::open_dir(r.fd.as_fd(), rel(&r.path, parent)) {
+            Ok(d) => d,
+            // Nothing left to delete where even the parent is gone.
+            Err(nix::errno::Errno::ENOENT) => return matches!(action, Action::Remove),
+            Err(_) => return false,
+        };
         let host = match fsx::lstat_at(dir.as_fd(), name) {
             Ok(h) => h,
             Err(_) => return false,
