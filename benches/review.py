@@ -79,11 +79,11 @@ def main():
                 return proj, m.group(1)
             if r.returncode != 128 + 9 or not m:
                 break
-            # SIGKILLed: a cloche run under another state dir sweeps every
-            # cgroup under /cloche that is not live in *its* state dir. Drop
-            # the partial world and try again.
+            # SIGKILLed from outside (builds before 2098a83 swept the cgroups
+            # of worlds live under another state dir). Drop the partial world
+            # and try again.
             print("warning: world killed (SIGKILL) while writing its files, retrying; "
-                  "is another cloche (other CLOCHE_STATE_DIR) running?", file=sys.stderr)
+                  "is another cloche running?", file=sys.stderr)
             discard(m.group(1))
         sys.exit(f"cloche run --keep failed ({r.returncode}): {err.strip()}")
 

@@ -120,7 +120,7 @@ pub fn diff(a: DiffArgs) -> i32 {
         };
         let opts = RenderOptions { format, color: tty, paths, ..RenderOptions::default() };
         let mut out = Vec::new();
-        render::render(&mut out, &review, &WorldContents(&t.world), &opts).map_err(|e| e.to_string())?;
+        render::render(&mut out, &review, &WorldContents::new(&t.world), &opts).map_err(|e| e.to_string())?;
         page(&out, tty).map_err(|e| format!("stdout: {e}"))
     })();
     r.map_or_else(crate::fail, |()| 0)
@@ -193,8 +193,24 @@ fn page(text: &[u8], tty: bool) -> std::io::Result<()> {
 }
 
 /// File contents for the text diff: the world's from its upper, the base
-/// from the host; neither read follows a symlink.
-struct WorldContents<'w>(&'w KeptWorld);
+/// from the host; neither read follows a symlink. The upper directories and
+/// `/` are opened once.
+struct WorldContents<'w> {
+    world: &'w KeptWorld,
+    uppers: Vec<Option<std::os::fd::OwnedFd>>,
+    root: Option<std::os::fd::OwnedFd>,
+}
+
+impl<'w> WorldContents<'w> {
+    fn new(world: &'w KeptWorld) -> WorldContents<'w> {
+        let open = |p: &std::path::Path| {
+            nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                .ok()
+        };
+        let uppers = world.uppers.iter().map(|u| open(&u.upper)).collect();
+        WorldContents { world, uppers, root: open(std::path::Path::new("/")) }
+    }
+}
 
 fn read_limited(fd: std::os::fd::OwnedFd, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut f = std::fs::File::from(fd);
@@ -209,8 +225,11 @@ fn read_limited(fd: std::os::fd::OwnedFd, limit: u64) -> std::io::Result<Option<
 
 impl Contents for WorldContents<'_> {
     fn world(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
-        let Some((upper, rel)) = self.0.upper_for(path) else { return Ok(None) };
-        let dir = nix::fcntl::open(&upper.upper, OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())?;
+        let Some((upper, rel)) = self.world.upper_for(path) else { return Ok(None) };
+        let i = self.world.uppers.iter().position(|u| u == upper).unwrap_or(0);
+        let Some(dir) = self.uppers.get(i).and_then(Option::as_ref) else {
+            return Err(std::io::Error::other("cannot open the world's upper"));
+        };
         match fsx::open_beneath(dir.as_fd(), rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
             Ok(fd) => read_limited(fd, limit),
             Err(nix::errno::Errno::ENOENT) => Ok(None),
@@ -219,7 +238,7 @@ impl Contents for WorldContents<'_> {
     }
 
     fn base(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
-        let root = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())?;
+        let Some(root) = self.root.as_ref() else { return Err(std::io::Error::other("cannot open /")) };
         match fsx::open_beneath(
             root.as_fd(),
             path.strip_prefix(b"/").unwrap_or(path),

@@ -304,6 +304,9 @@ fn stat(out: &mut dyn Write, p: &Painter, rows: &[Row], contents: &dyn Contents,
     for r in rows {
         let cell = match load(r, contents, max) {
             Content::Sides(old, new) => match (old.text(), new.text()) {
+                // One side empty (added, deleted): every line counts, no diff needed.
+                (Some(""), Some(b)) => Cell::Lines(line_count(b), 0),
+                (Some(a), Some("")) => Cell::Lines(0, line_count(a)),
                 (Some(a), Some(b)) => {
                     let diff = TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(a, b);
                     let (mut ins, mut del) = (0, 0);
@@ -366,6 +369,13 @@ fn stat(out: &mut dyn Write, p: &Painter, rows: &[Row], contents: &dyn Contents,
 
 /// The `+` and `-` counts of a stat bar, scaled (as git) so that the row
 /// with the most changed lines, `widest`, fills at most [`BAR_WIDTH`].
+/// Lines of a text as a line diff counts them (a last line without a
+/// newline counts too).
+fn line_count(s: &str) -> u64 {
+    let n = s.bytes().filter(|&b| b == b'\n').count() as u64;
+    n + u64::from(!s.is_empty() && !s.ends_with('\n'))
+}
+
 fn bar(ins: u64, del: u64, widest: u64) -> (u64, u64) {
     if widest <= BAR_WIDTH {
         return (ins, del);

@@ -246,6 +246,10 @@ impl<'a> Commit<'a> {
             let now = HostState::read(Path::new(std::ffi::OsStr::from_bytes(path)), replaced);
             let conflict = match (base.get(path), now) {
                 (_, Err(err)) => Some(format!("cannot read the host path: {err}")),
+                // Added by the world (the host had nothing there) and still
+                // absent on the host: nothing to conflict with, recorded or not
+                // (records are cut where a huge fs_diff was truncated).
+                (None, Ok(HostState::Absent)) if status == Status::Added => None,
                 (None, _) => Some("no base state was recorded for it".to_string()),
                 (Some(b), Ok(now)) if !b.same_as_base(&now) => {
                     Some("changed on the host since the world changed it".into())
