@@ -20,7 +20,7 @@ use similar::{ChangeTag, TextDiff};
 use crate::flags::serde_name;
 
 /// Where file contents come from: the world's version and the base (host) version of a path.
-pub trait Contents {
+pub trait Contents: Sync {
     /// Bytes of regular file `path` in the world, if it is a regular file of at most `limit` bytes (None otherwise).
     fn world(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>>;
     /// Bytes of regular file `path` on the host (the base), same rules.
@@ -291,42 +291,54 @@ fn sides(r: &Row, contents: &dyn Contents, max: u64) -> io::Result<Content> {
 }
 
 /// The stat listing.
-fn stat(out: &mut dyn Write, p: &Painter, rows: &[Row], contents: &dyn Contents, max: u64) -> io::Result<()> {
-    /// The right-hand side of a stat line.
-    enum Cell {
-        /// Inserted and deleted lines of a text file.
-        Lines(u64, u64),
-        /// Anything else (binary sizes, a kind, a read error).
-        Other(String),
-    }
-    // Count first (one file in memory at a time), then align.
-    let mut cells = Vec::with_capacity(rows.len());
-    for r in rows {
-        let cell = match load(r, contents, max) {
-            Content::Sides(old, new) => match (old.text(), new.text()) {
-                // One side empty (added, deleted): every line counts, no diff needed.
-                (Some(""), Some(b)) => Cell::Lines(line_count(b), 0),
-                (Some(a), Some("")) => Cell::Lines(0, line_count(a)),
-                (Some(a), Some(b)) => {
-                    let diff = TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(a, b);
-                    let (mut ins, mut del) = (0, 0);
-                    for c in diff.iter_all_changes() {
-                        match c.tag() {
-                            ChangeTag::Insert => ins += 1,
-                            ChangeTag::Delete => del += 1,
-                            ChangeTag::Equal => {}
-                        }
+/// The right-hand side of a stat line.
+enum Cell {
+    /// Inserted and deleted lines of a text file.
+    Lines(u64, u64),
+    /// Anything else (binary sizes, a kind, a read error).
+    Other(String),
+}
+
+/// The stat cell of one row.
+fn stat_cell(r: &Row, contents: &dyn Contents, max: u64) -> Cell {
+    match load(r, contents, max) {
+        Content::Sides(old, new) => match (old.text(), new.text()) {
+            // One side empty (added, deleted): every line counts, no diff needed.
+            (Some(""), Some(b)) => Cell::Lines(line_count(b), 0),
+            (Some(a), Some("")) => Cell::Lines(0, line_count(a)),
+            (Some(a), Some(b)) => {
+                let diff = TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(a, b);
+                let (mut ins, mut del) = (0, 0);
+                for c in diff.iter_all_changes() {
+                    match c.tag() {
+                        ChangeTag::Insert => ins += 1,
+                        ChangeTag::Delete => del += 1,
+                        ChangeTag::Equal => {}
                     }
-                    Cell::Lines(ins, del)
                 }
-                _ => Cell::Other(format!("Bin {} -> {} bytes", old.size(), new.size())),
-            },
-            Content::Error(err) => Cell::Other(format!("(cannot read: {})", escape_path(err.to_string().as_bytes()))),
-            Content::None if r.entry.kind == Kind::File => Cell::Lines(0, 0),
-            Content::None => Cell::Other(kind_name(r.entry.kind).to_owned()),
-        };
-        cells.push(cell);
+                Cell::Lines(ins, del)
+            }
+            _ => Cell::Other(format!("Bin {} -> {} bytes", old.size(), new.size())),
+        },
+        Content::Error(err) => Cell::Other(format!("(cannot read: {})", escape_path(err.to_string().as_bytes()))),
+        Content::None if r.entry.kind == Kind::File => Cell::Lines(0, 0),
+        Content::None => Cell::Other(kind_name(r.entry.kind).to_owned()),
     }
+}
+
+fn stat(out: &mut dyn Write, p: &Painter, rows: &[Row], contents: &dyn Contents, max: u64) -> io::Result<()> {
+    // Count first (one file per worker in memory at a time), then align.
+    // Reading thousands of small files is syscall-bound: split the rows
+    // over the cores.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let chunk = rows.len().div_ceil(workers).max(1);
+    let cells: Vec<Cell> = std::thread::scope(|s| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|r| stat_cell(r, contents, max)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
     let names: Vec<String> = rows.iter().map(|r| escape_path(r.entry.path.as_bytes())).collect();
     let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).min(60);
     let (mut total_ins, mut total_del, mut widest) = (0u64, 0u64, 0u64);
