@@ -151,10 +151,13 @@ fn writes_through_planted_symlinks_never_leave_the_project() {
         // A hard link to a host file (one of the project's: the overlay
         // refuses links across its layers).
         "ln host.txt hl".to_string(),
+        // A symlink to a host file, then replaced by a file of its own.
+        "ln -s /etc/hostname y && rm y && echo data > y".to_string(),
         "echo ok > fine.txt".to_string(),
     ];
     fx.write("host.txt", b"host\n", 0o644);
     let hostname_before = node_of(Path::new("/etc/hostname")).unwrap();
+
     let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
     let id = run_batch(&fx, &cmds);
     let p = |rel: &str| format!("{}/{rel}", fx.dir().display());
@@ -185,6 +188,9 @@ fn writes_through_planted_symlinks_never_leave_the_project() {
     let host = std::fs::metadata(fx.dir().join("host.txt")).unwrap();
     assert!(hl.ino() != host.ino() && hl.nlink() == 1 && host.nlink() == 1);
     assert_eq!(std::fs::read(fx.dir().join("hl")).unwrap(), b"host\n");
+    assert_eq!(node_of(&fx.dir().join("y")).unwrap().kind, "file");
+    assert_eq!(std::fs::read(fx.dir().join("y")).unwrap(), b"data\n");
+
     assert_eq!(show(&fx, &id)["state"], "partially_committed");
     fx.cloche(&["discard", &id]).expect_code(0);
     fx.finish();
