@@ -267,6 +267,8 @@ fn commit_inner(a: &CommitArgs) -> Result<i32, String> {
             return Err(format!("batch {} is {}: nothing to commit", b.id, b.state));
         }
     }
+    // One commit at a time per world, and no discard under it.
+    let _busy = kept::lock(&t.world.path, false).map_err(|e| format!("world {}: {e}", t.world.id))?;
     let review = review_of(&t, false)?;
     let base = record::read_base(&t.world.path).map_err(|e| format!("world records: {e}"))?;
     let opts = Options {

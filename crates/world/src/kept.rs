@@ -137,7 +137,28 @@ pub fn discard(state: &StateDir, id: &str) -> io::Result<()> {
     if state.is_live(id) {
         return Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("world {id} is still running")));
     }
+    // Not while a commit reads it.
+    let _busy = lock(&state.world_path(id), false)?;
     remove_world_dir(&state.world_path(id))
+}
+
+/// Takes the review lock of a kept world's directory (flock on the
+/// directory itself): a commit holds it while it reads the world, a discard
+/// while it removes it. `wait`: block until it is free; else a world in use
+/// is an error. Released when the returned fd closes.
+pub fn lock(dir: &Path, wait: bool) -> io::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(dir)?;
+    let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("{} is being committed", dir.display())));
+        }
+        return Err(e);
+    }
+    Ok(f)
 }
 
 /// How many kept worlds, how old (`[retention]` of the policy).
@@ -243,6 +264,11 @@ mod tests {
         // The claim is still held: a live world is not discarded.
         assert!(discard(&sd, &c.id).is_err());
         drop(c);
+        // Nor while a commit holds its review lock.
+        let busy = lock(&got[0].path, false).unwrap();
+        assert!(lock(&got[0].path, false).is_err());
+        assert!(discard(&sd, &got[0].id).is_err());
+        drop(busy);
         discard(&sd, &got[0].id).unwrap();
         assert!(list(&sd).is_empty());
         assert!(discard(&sd, "../../../etc").is_err());
