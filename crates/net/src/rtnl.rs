@@ -1,0 +1,300 @@
+//! A small synchronous rtnetlink client: exactly the requests cloche needs
+//! (veth pairs, link state, addresses, routes), each sent with `NLM_F_ACK`
+//! and answered by the kernel's error code. Messages are built by hand from
+//! the uapi layouts (`linux/netlink.h`, `linux/rtnetlink.h`,
+//! `linux/if_link.h`, `linux/veth.h`): no async runtime, no `ip` command.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+// uapi constants not all in libc
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_GATEWAY: u16 = 5;
+const NLA_F_NESTED: u16 = 0x8000;
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RtnlError {
+    #[error("netlink socket: {0}")]
+    Socket(io::Error),
+    /// The kernel refused a request: which one, and its errno.
+    #[error("{op}: {source}")]
+    Refused { op: &'static str, source: io::Error },
+    #[error("{op}: {why}")]
+    Invalid { op: &'static str, why: String },
+}
+
+/// A netlink message under construction: header, fixed part, attributes.
+struct Msg {
+    buf: Vec<u8>,
+    /// Offsets of open nested attributes (their length is patched on close).
+    open: Vec<usize>,
+}
+
+impl Msg {
+    fn new(kind: u16, flags: u16) -> Msg {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, patched in finish
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+        Msg { buf, open: Vec::new() }
+    }
+
+    /// `struct ifinfomsg`: family, pad, type, index, flags, change.
+    fn ifinfo(mut self, index: i32, flags: u32, change: u32) -> Msg {
+        self.buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&change.to_ne_bytes());
+        self
+    }
+
+    fn attr(mut self, kind: u16, data: &[u8]) -> Msg {
+        let len = 4 + data.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+        self
+    }
+
+    fn begin(mut self, kind: u16) -> Msg {
+        self.open.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+
+    fn end(mut self) -> Msg {
+        if let Some(at) = self.open.pop() {
+            let len = (self.buf.len() - at) as u16;
+            self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    fn pad(&mut self) {
+        while self.buf.len() % 4 != 0 {
+            self.buf.push(0);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+fn name_attr(name: &str) -> Result<Vec<u8>, RtnlError> {
+    if name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || name.bytes().any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+    {
+        return Err(RtnlError::Invalid {
+            op: "interface name",
+            why: format!("{name:?}: 1 to 15 bytes, no NUL, / or space"),
+        });
+    }
+    let mut v = name.as_bytes().to_vec();
+    v.push(0);
+    Ok(v)
+}
+
+/// An rtnetlink socket, bound to the network namespace it was opened in.
+pub struct Rtnl {
+    fd: OwnedFd,
+}
+
+impl Rtnl {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Rtnl, RtnlError> {
+        // SAFETY: plain socket(2) call; the fd is owned below.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        if fd < 0 {
+            return Err(RtnlError::Socket(io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just returned by socket(2) and is ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_nl is plain data; zeroed with the family set binds
+        // to a kernel-chosen port id.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: bind with a pointer to our sockaddr and its size.
+        let r = unsafe {
+            libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_nl).cast(), size_of::<libc::sockaddr_nl>() as u32)
+        };
+        if r != 0 {
+            return Err(RtnlError::Socket(io::Error::last_os_error()));
+        }
+        Ok(Rtnl { fd })
+    }
+
+    /// Sends one request and waits for its acknowledgement.
+    fn request(&self, op: &'static str, msg: Vec<u8>) -> Result<(), RtnlError> {
+        // SAFETY: send from our buffer.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if n < 0 {
+            return Err(RtnlError::Refused { op, source: io::Error::last_os_error() });
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: recv into our buffer.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(RtnlError::Refused { op, source: e });
+            }
+            let got = &buf[..n as usize];
+            // The answer to a request with NLM_F_ACK is one NLMSG_ERROR:
+            // header (16 bytes), then the error code (0: done).
+            if got.len() >= 20 && u16::from_ne_bytes([got[4], got[5]]) == NLMSG_ERROR {
+                let code = i32::from_ne_bytes([got[16], got[17], got[18], got[19]]);
+                return match code {
+                    0 => Ok(()),
+                    c => Err(RtnlError::Refused { op, source: io::Error::from_raw_os_error(-c) }),
+                };
+            }
+            // Anything else (a notification) is not ours: read on.
+        }
+    }
+
+    /// Creates a veth pair: `host` here, `peer` directly inside the network
+    /// namespace `peer_ns` (no move between namespaces, which costs tens of
+    /// milliseconds; the peer dies with its namespace).
+    pub fn add_veth(&self, host: &str, peer: &str, peer_ns: BorrowedFd<'_>) -> Result<(), RtnlError> {
+        let ns = peer_ns.as_raw_fd().to_ne_bytes();
+        let peer_info = Msg::new(0, 0).ifinfo(0, 0, 0).attr(IFLA_IFNAME, &name_attr(peer)?).attr(IFLA_NET_NS_FD, &ns);
+        // The peer's ifinfomsg and attributes, without a netlink header.
+        let peer_body = peer_info.buf[16..].to_vec();
+        let msg = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
+            .ifinfo(0, 0, 0)
+            .attr(IFLA_IFNAME, &name_attr(host)?)
+            .begin(IFLA_LINKINFO)
+            .attr(IFLA_INFO_KIND, b"veth")
+            .begin(IFLA_INFO_DATA)
+            .attr(VETH_INFO_PEER, &peer_body)
+            .end()
+            .end()
+            .finish();
+        self.request("create veth pair", msg)
+    }
+
+    /// The index of interface `name` in this socket's namespace.
+    pub fn index(&self, name: &str) -> Result<i32, RtnlError> {
+        // RTM_GETLINK by name would need a reply parser; the sysfs view of
+        // this namespace is not ours to trust either. Ask the kernel through
+        // an ioctl on a socket of the same namespace.
+        let c = name_attr(name)?;
+        // SAFETY: ifreq is plain data.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr.ifr_name.iter_mut().zip(&c) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex; netlink
+        // sockets answer it in their own namespace.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut ifr) };
+        if r != 0 {
+            return Err(RtnlError::Refused { op: "interface index", source: io::Error::last_os_error() });
+        }
+        // SAFETY: the kernel filled the ifindex member of the union.
+        Ok(unsafe { ifr.ifr_ifru.ifru_ifindex })
+    }
+
+    /// Brings interface `index` up.
+    pub fn set_up(&self, index: i32) -> Result<(), RtnlError> {
+        let up = libc::IFF_UP as u32;
+        self.request("set link up", Msg::new(RTM_NEWLINK, 0).ifinfo(index, up, up).finish())
+    }
+
+    /// Deletes interface `index` (a veth: both ends).
+    pub fn delete(&self, index: i32) -> Result<(), RtnlError> {
+        self.request("delete link", Msg::new(RTM_DELLINK, 0).ifinfo(index, 0, 0).finish())
+    }
+
+    /// Adds `addr/prefix` to interface `index`.
+    pub fn add_address(&self, index: i32, addr: Ipv4Addr, prefix: u8) -> Result<(), RtnlError> {
+        if prefix > 32 {
+            return Err(RtnlError::Invalid { op: "add address", why: format!("prefix /{prefix}") });
+        }
+        let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+        // struct ifaddrmsg: family, prefixlen, flags, scope, index
+        m.buf.extend_from_slice(&[libc::AF_INET as u8, prefix, 0, 0]);
+        m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
+        let m = m.attr(IFA_LOCAL, &addr.octets()).attr(IFA_ADDRESS, &addr.octets());
+        self.request("add address", m.finish())
+    }
+
+    /// Adds a route to `dst/prefix` (prefix 0: the default route) via
+    /// `gateway`.
+    pub fn add_route(&self, dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), RtnlError> {
+        if prefix > 32 {
+            return Err(RtnlError::Invalid { op: "add route", why: format!("prefix /{prefix}") });
+        }
+        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+        m.buf.extend_from_slice(&[
+            libc::AF_INET as u8,
+            prefix,
+            0,
+            0,
+            libc::RT_TABLE_MAIN,
+            libc::RTPROT_BOOT,
+            libc::RT_SCOPE_UNIVERSE,
+            libc::RTN_UNICAST,
+        ]);
+        m.buf.extend_from_slice(&0u32.to_ne_bytes());
+        let mut m = m.attr(RTA_GATEWAY, &gateway.octets());
+        if prefix > 0 {
+            m = m.attr(RTA_DST, &dst.octets());
+        }
+        self.request("add route", m.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_attributes_carry_their_length_and_padding() {
+        let m =
+            Msg::new(RTM_NEWLINK, 0).ifinfo(0, 0, 0).begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"veth").end().finish();
+        assert_eq!(m.len(), 16 + 16 + 4 + 8);
+        assert_eq!(u32::from_ne_bytes(m[..4].try_into().unwrap()) as usize, m.len());
+        // the nested attribute: its own header (4) + "veth" attribute (8)
+        assert_eq!(u16::from_ne_bytes([m[32], m[33]]), 12);
+        assert_eq!(u16::from_ne_bytes([m[34], m[35]]), IFLA_LINKINFO | NLA_F_NESTED);
+        assert_eq!(&m[40..44], b"veth");
+        assert_eq!(Msg::new(0, 0).attr(IFLA_IFNAME, b"ab\0").finish().len(), 16 + 8);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(name_attr("cl-0123456789ab").is_ok());
+        assert!(name_attr("").is_err() && name_attr("a/b").is_err() && name_attr("sixteen-chars-xx").is_err());
+    }
+}
