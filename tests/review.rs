@@ -273,3 +273,50 @@ fn a_host_edit_since_the_world_changed_the_file_is_a_conflict_until_forced() {
     fx.cloche(&["discard", &id]).expect_code(0);
     fx.finish();
 }
+
+/// Unmounts (detached) on drop, also when the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The host runs out of space while the commit stages its files: nothing
+/// is applied, no temporary is left, and the error says so.
+#[test]
+fn a_commit_that_runs_out_of_space_applies_nothing() {
+    let fx = Fixture::new();
+    let small = fx.mkdir("small");
+    let c = std::ffi::CString::new(small.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mount(2) of a fresh tmpfs with NUL-terminated strings.
+    let r = unsafe { libc::mount(c"tmpfs".as_ptr(), c.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=1m".as_ptr().cast()) };
+    assert_eq!(r, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+    let _mounted = Mounted(small.clone());
+    std::fs::write(small.join("keep.txt"), b"k\n").unwrap();
+    let script = "head -c 700000 /dev/zero > small/a && head -c 700000 /dev/zero > small/b && echo x > top.txt";
+    fx.run(&["--keep"], &["sh", "-c", script]).expect_code(0);
+    let id = fx.worlds().pop().expect("a kept world");
+    let before = tree_snapshot(fx.dir());
+    let (code, v, err) = commit_json(&fx, &[&id]);
+    assert_eq!(code, Some(1), "{err}\n{v:#}");
+    assert!(err.contains("No space left") && err.contains("applied 0 of"), "{err}");
+    assert_eq!(v["applied"], serde_json::json!([]), "{v:#}");
+    // The same entries, sizes and contents (a directory's times moved: a
+    // temporary came and went).
+    let unchanged = |t: BTreeMap<Vec<u8>, Node>| {
+        t.into_iter().map(|(k, n)| (k, n.kind, n.size * u64::from(n.kind != "dir"), n.content)).collect::<Vec<_>>()
+    };
+    assert_eq!(unchanged(tree_snapshot(fx.dir())), unchanged(before));
+    // With the big files left out, the rest goes in.
+    let (code, _, err) = commit_json(&fx, &[&id, "--exclude", small.join("b").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::metadata(small.join("a")).unwrap().len(), 700000);
+    assert_eq!(std::fs::read(fx.dir().join("top.txt")).unwrap(), b"x\n");
+    fx.cloche(&["discard", &id]).expect_code(0);
+    drop(_mounted);
+    fx.finish();
+}

@@ -192,19 +192,28 @@ impl Stager<'_, '_> {
                 (uid, gid) = (st.st_uid, st.st_gid);
             }
         }
+        let mut file = None;
         match &op.action {
             Action::Mkdir { .. } => fsx::mkdir(dir.as_fd(), &at).map_err(|e| e.to_string())?,
             Action::Symlink { target } => fsx::symlink(target, dir.as_fd(), &at).map_err(|e| e.to_string())?,
-            Action::Write { mode, .. } => {
-                let mut out = fsx::create(dir.as_fd(), &at).map_err(|e| e.to_string())?;
-                let hash = self.copy_from_upper(&op.path, &mut out)?;
-                nix::sys::stat::fchmod(&out, nix::sys::stat::Mode::from_bits_truncate(*mode))
+            Action::Write { .. } => file = Some(fsx::create(dir.as_fd(), &at).map_err(|e| e.to_string())?),
+            Action::Chmod { .. } | Action::Remove => unreachable!("not staged"),
+        }
+        // The entry exists from here on: a failure removes it again (the
+        // staged list does not hold it yet).
+        let filled = (|| {
+            if let (Action::Write { mode, .. }, Some(out)) = (&op.action, file.as_mut()) {
+                let hash = self.copy_from_upper(&op.path, out)?;
+                nix::sys::stat::fchmod(&*out, nix::sys::stat::Mode::from_bits_truncate(*mode))
                     .map_err(|e| e.to_string())?;
                 self.hashes.insert(i, hash);
             }
-            Action::Chmod { .. } | Action::Remove => unreachable!("not staged"),
+            fsx::chown_at(dir.as_fd(), &at, uid, gid).map_err(|e| format!("chown: {e}"))
+        })();
+        if let Err(e) = filled {
+            let _ = fsx::remove_tree(dir.as_fd(), &at);
+            return Err(e);
         }
-        fsx::chown_at(dir.as_fd(), &at, uid, gid).map_err(|e| format!("chown: {e}"))?;
         Ok(staged)
     }
 
