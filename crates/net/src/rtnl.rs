@@ -8,6 +8,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use crate::msg::Msg;
+
 // uapi constants not all in libc
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
@@ -19,14 +21,11 @@ const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_GATEWAY: u16 = 5;
-const NLA_F_NESTED: u16 = 0x8000;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
@@ -41,69 +40,13 @@ pub enum RtnlError {
     Invalid { op: &'static str, why: String },
 }
 
-/// A netlink message under construction: header, fixed part, attributes.
-struct Msg {
-    buf: Vec<u8>,
-    /// Offsets of open nested attributes (their length is patched on close).
-    open: Vec<usize>,
-}
-
-impl Msg {
-    fn new(kind: u16, flags: u16) -> Msg {
-        let mut buf = Vec::with_capacity(256);
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, patched in finish
-        buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        buf.extend_from_slice(&1u32.to_ne_bytes()); // seq
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-        Msg { buf, open: Vec::new() }
-    }
-
-    /// `struct ifinfomsg`: family, pad, type, index, flags, change.
-    fn ifinfo(mut self, index: i32, flags: u32, change: u32) -> Msg {
-        self.buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&index.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&change.to_ne_bytes());
-        self
-    }
-
-    fn attr(mut self, kind: u16, data: &[u8]) -> Msg {
-        let len = 4 + data.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.pad();
-        self
-    }
-
-    fn begin(mut self, kind: u16) -> Msg {
-        self.open.push(self.buf.len());
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        self
-    }
-
-    fn end(mut self) -> Msg {
-        if let Some(at) = self.open.pop() {
-            let len = (self.buf.len() - at) as u16;
-            self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-        }
-        self
-    }
-
-    fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
-            self.buf.push(0);
-        }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = self.buf.len() as u32;
-        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
-        self.buf
-    }
+/// `struct ifinfomsg`: family, pad, type, index, flags, change.
+fn ifinfo(index: i32, flags: u32, change: u32) -> Vec<u8> {
+    let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    b.extend_from_slice(&index.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&change.to_ne_bytes());
+    b
 }
 
 fn name_attr(name: &str) -> Result<Vec<u8>, RtnlError> {
@@ -187,11 +130,12 @@ impl Rtnl {
     /// milliseconds; the peer dies with its namespace).
     pub fn add_veth(&self, host: &str, peer: &str, peer_ns: BorrowedFd<'_>) -> Result<(), RtnlError> {
         let ns = peer_ns.as_raw_fd().to_ne_bytes();
-        let peer_info = Msg::new(0, 0).ifinfo(0, 0, 0).attr(IFLA_IFNAME, &name_attr(peer)?).attr(IFLA_NET_NS_FD, &ns);
+        let peer_info =
+            Msg::new(0, 0).bytes(&ifinfo(0, 0, 0)).attr(IFLA_IFNAME, &name_attr(peer)?).attr(IFLA_NET_NS_FD, &ns);
         // The peer's ifinfomsg and attributes, without a netlink header.
         let peer_body = peer_info.buf[16..].to_vec();
         let msg = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL)
-            .ifinfo(0, 0, 0)
+            .bytes(&ifinfo(0, 0, 0))
             .attr(IFLA_IFNAME, &name_attr(host)?)
             .begin(IFLA_LINKINFO)
             .attr(IFLA_INFO_KIND, b"veth")
@@ -227,12 +171,12 @@ impl Rtnl {
     /// Brings interface `index` up.
     pub fn set_up(&self, index: i32) -> Result<(), RtnlError> {
         let up = libc::IFF_UP as u32;
-        self.request("set link up", Msg::new(RTM_NEWLINK, 0).ifinfo(index, up, up).finish())
+        self.request("set link up", Msg::new(RTM_NEWLINK, 0).bytes(&ifinfo(index, up, up)).finish())
     }
 
     /// Deletes interface `index` (a veth: both ends).
     pub fn delete(&self, index: i32) -> Result<(), RtnlError> {
-        self.request("delete link", Msg::new(RTM_DELLINK, 0).ifinfo(index, 0, 0).finish())
+        self.request("delete link", Msg::new(RTM_DELLINK, 0).bytes(&ifinfo(index, 0, 0)).finish())
     }
 
     /// Adds `addr/prefix` to interface `index`.
@@ -281,13 +225,17 @@ mod tests {
 
     #[test]
     fn nested_attributes_carry_their_length_and_padding() {
-        let m =
-            Msg::new(RTM_NEWLINK, 0).ifinfo(0, 0, 0).begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"veth").end().finish();
+        let m = Msg::new(RTM_NEWLINK, 0)
+            .bytes(&ifinfo(0, 0, 0))
+            .begin(IFLA_LINKINFO)
+            .attr(IFLA_INFO_KIND, b"veth")
+            .end()
+            .finish();
         assert_eq!(m.len(), 16 + 16 + 4 + 8);
         assert_eq!(u32::from_ne_bytes(m[..4].try_into().unwrap()) as usize, m.len());
         // the nested attribute: its own header (4) + "veth" attribute (8)
         assert_eq!(u16::from_ne_bytes([m[32], m[33]]), 12);
-        assert_eq!(u16::from_ne_bytes([m[34], m[35]]), IFLA_LINKINFO | NLA_F_NESTED);
+        assert_eq!(u16::from_ne_bytes([m[34], m[35]]), IFLA_LINKINFO | crate::msg::NLA_F_NESTED);
         assert_eq!(&m[40..44], b"veth");
         assert_eq!(Msg::new(0, 0).attr(IFLA_IFNAME, b"ab\0").finish().len(), 16 + 8);
     }

@@ -1,0 +1,83 @@
+//! Netlink messages built by hand from the uapi layouts: a header, a fixed
+//! part, then attributes (4-byte aligned; nested ones flagged
+//! `NLA_F_NESTED` and sized when closed).
+
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+
+/// A netlink message under construction: header, fixed part, attributes.
+pub struct Msg {
+    pub buf: Vec<u8>,
+    /// Offsets of open nested attributes (their length is patched on close).
+    open: Vec<usize>,
+}
+
+impl Msg {
+    /// A request of type `kind` with `NLM_F_REQUEST | NLM_F_ACK` and `flags`.
+    pub fn new(kind: u16, flags: u16) -> Msg {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, patched in finish
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&1u32.to_ne_bytes()); // seq
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+        Msg { buf, open: Vec::new() }
+    }
+
+    /// Appends a fixed-size header (`ifinfomsg`, `nfgenmsg`, ...).
+    pub fn bytes(mut self, b: &[u8]) -> Msg {
+        self.buf.extend_from_slice(b);
+        self
+    }
+
+    /// An attribute holding a big-endian u32 (netfilter's convention).
+    pub fn be32(self, kind: u16, v: u32) -> Msg {
+        self.attr(kind, &v.to_be_bytes())
+    }
+
+    /// An attribute holding a NUL-terminated string.
+    pub fn str(self, kind: u16, s: &str) -> Msg {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.attr(kind, &v)
+    }
+
+    pub fn attr(mut self, kind: u16, data: &[u8]) -> Msg {
+        let len = 4 + data.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+        self
+    }
+
+    /// Opens a nested attribute (closed by [`Msg::end`]).
+    pub fn begin(mut self, kind: u16) -> Msg {
+        self.open.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+
+    pub fn end(mut self) -> Msg {
+        if let Some(at) = self.open.pop() {
+            let len = (self.buf.len() - at) as u16;
+            self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    fn pad(&mut self) {
+        while self.buf.len() % 4 != 0 {
+            self.buf.push(0);
+        }
+    }
+
+    /// The message with its length set.
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}

@@ -1,0 +1,365 @@
+//! A world's firewall: one nftables table, sent over netlink as a single
+//! batch (all or nothing) into the world's network namespace from outside.
+//!
+//! ```text
+//! table inet cloche {
+//!   chain output { type filter hook output priority 0; policy drop;
+//!     oifname "lo" accept
+//!     ct state established,related accept
+//!     ip daddr NET [meta l4proto tcp|udp] [th dport PORT] counter accept   # one per allowed destination
+//!     counter log group G reject with icmpx admin-prohibited }
+//!   chain input { type filter hook input priority 0; policy drop;
+//!     iifname "lo" accept
+//!     ct state established,related accept
+//!     counter drop }
+//! }
+//! ```
+//! Everything not listed is refused in both directions, IPv6 included (no
+//! v6 destination can be listed yet, so all v6 but loopback is refused).
+//! Refusals answer at once (`reject`), so a connect fails fast instead of
+//! waiting for a timeout, and are logged to NFLOG group `G`.
+
+use crate::msg::Msg;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NFPROTO_INET: u8 = 1;
+const NFPROTO_IPV4: u8 = 2;
+const NLMSG_ERROR: u16 = 2;
+
+// attributes (linux/netfilter/nf_tables.h)
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+
+const NF_INET_LOCAL_IN: u32 = 1;
+const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+/// The 16-byte register 1 (`NFT_REG_1`); 0 is the verdict register.
+const REG1: u32 = 1;
+
+/// The table every world's rules live in.
+pub const TABLE: &str = "cloche";
+
+/// The transport a destination is allowed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    /// Both TCP and UDP (and, without a port, any protocol).
+    Any,
+}
+
+/// One allowed IPv4 destination: a network, and a port or every port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allow {
+    pub net: Ipv4Addr,
+    pub prefix: u8,
+    pub port: Option<u16>,
+    pub proto: Proto,
+}
+
+/// Expressions of one rule, each an `NFTA_LIST_ELEM`.
+struct Rule(Msg);
+
+impl Rule {
+    fn new(chain: &str) -> Rule {
+        let m = Msg::new(nft(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
+            .bytes(&nfgen(NFPROTO_INET))
+            .str(NFTA_RULE_TABLE, TABLE)
+            .str(NFTA_RULE_CHAIN, chain)
+            .begin(NFTA_RULE_EXPRESSIONS);
+        Rule(m)
+    }
+
+    fn expr(self, name: &str, data: impl FnOnce(Msg) -> Msg) -> Rule {
+        let m = self.0.begin(NFTA_LIST_ELEM).str(NFTA_EXPR_NAME, name).begin(NFTA_EXPR_DATA);
+        Rule(data(m).end().end())
+    }
+
+    /// `meta KEY` into register 1.
+    fn meta(self, key: u32) -> Rule {
+        self.expr("meta", |m| m.be32(1, REG1).be32(2, key))
+    }
+
+    /// `payload BASE OFFSET LEN` into register 1.
+    fn payload(self, base: u32, offset: u32, len: u32) -> Rule {
+        self.expr("payload", |m| m.be32(1, REG1).be32(2, base).be32(3, offset).be32(4, len))
+    }
+
+    /// Register 1 compared with `value` (`op`: 0 eq, 1 neq).
+    fn cmp(self, op: u32, value: &[u8]) -> Rule {
+        self.expr("cmp", |m| m.be32(1, REG1).be32(2, op).begin(3).attr(NFTA_DATA_VALUE, value).end())
+    }
+
+    /// Register 1 = (register 1 & mask) ^ 0.
+    fn and(self, mask: &[u8]) -> Rule {
+        let zero = vec![0u8; mask.len()];
+        self.expr("bitwise", |m| {
+            m.be32(1, REG1)
+                .be32(2, REG1)
+                .be32(3, mask.len() as u32)
+                .begin(4)
+                .attr(NFTA_DATA_VALUE, mask)
+                .end()
+                .begin(5)
+                .attr(NFTA_DATA_VALUE, &zero)
+                .end()
+        })
+    }
+
+    fn counter(self) -> Rule {
+        self.expr("counter", |m| m)
+    }
+
+    fn log_group(self, group: u16) -> Rule {
+        self.expr("log", |m| m.attr(1, &group.to_be_bytes()))
+    }
+
+    /// `ct state established,related`.
+    fn established(self) -> Rule {
+        // ct state bits: established 2, related 4
+        self.expr("ct", |m| m.be32(1, REG1).be32(2, 0)).and(&6u32.to_ne_bytes()).cmp(1, &0u32.to_ne_bytes())
+    }
+
+    /// `meta oifname|iifname NAME` (16 bytes, NUL padded).
+    fn ifname(self, key: u32, name: &str) -> Rule {
+        let mut v = [0u8; 16];
+        v[..name.len()].copy_from_slice(name.as_bytes());
+        self.meta(key).cmp(0, &v)
+    }
+
+    fn verdict(self, code: u32) -> Rule {
+        self.expr("immediate", |m| {
+            m.be32(1, 0).begin(2).begin(NFTA_DATA_VERDICT).be32(NFTA_VERDICT_CODE, code).end().end()
+        })
+    }
+
+    /// `reject with icmpx admin-prohibited`.
+    fn reject(self) -> Rule {
+        self.expr("reject", |m| m.be32(1, 2).attr(2, &[3]))
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.0.end().finish()
+    }
+}
+
+fn nft(msg: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | msg
+}
+
+/// `struct nfgenmsg`: family, version, resource id (big endian).
+fn nfgen(family: u8) -> [u8; 4] {
+    [family, 0, 0, 0]
+}
+
+const META_L4PROTO: u32 = 16;
+const META_NFPROTO: u32 = 15;
+const META_OIFNAME: u32 = 7;
+const META_IIFNAME: u32 = 6;
+
+/// The whole ruleset of a world as one netlink batch.
+pub fn world_ruleset(allow: &[Allow], log_group: u16) -> Vec<u8> {
+    let mut msgs: Vec<Vec<u8>> = Vec::new();
+    msgs.push(
+        Msg::new(nft(NFT_MSG_NEWTABLE), NLM_F_CREATE).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, TABLE).finish(),
+    );
+    for (name, hook) in [("output", NF_INET_LOCAL_OUT), ("input", NF_INET_LOCAL_IN)] {
+        msgs.push(
+            Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
+                .bytes(&nfgen(NFPROTO_INET))
+                .str(NFTA_CHAIN_TABLE, TABLE)
+                .str(NFTA_CHAIN_NAME, name)
+                .begin(NFTA_CHAIN_HOOK)
+                .be32(NFTA_HOOK_HOOKNUM, hook)
+                .be32(NFTA_HOOK_PRIORITY, 0)
+                .end()
+                .be32(NFTA_CHAIN_POLICY, NF_DROP)
+                .str(NFTA_CHAIN_TYPE, "filter")
+                .finish(),
+        );
+    }
+    msgs.push(Rule::new("output").ifname(META_OIFNAME, "lo").verdict(NF_ACCEPT).finish());
+    msgs.push(Rule::new("output").established().verdict(NF_ACCEPT).finish());
+    for a in allow {
+        msgs.extend(allow_rules(a));
+    }
+    msgs.push(Rule::new("output").counter().log_group(log_group).reject().finish());
+    msgs.push(Rule::new("input").ifname(META_IIFNAME, "lo").verdict(NF_ACCEPT).finish());
+    msgs.push(Rule::new("input").established().verdict(NF_ACCEPT).finish());
+    msgs.push(Rule::new("input").counter().verdict(NF_DROP).finish());
+    batch(msgs)
+}
+
+/// The accept rules of one allowed destination: one per transport (a port
+/// with `Proto::Any` means TCP and UDP, which carry it at offset 2).
+fn allow_rules(a: &Allow) -> Vec<Vec<u8>> {
+    let (tcp, udp) = (libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8);
+    let mask = if a.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(a.prefix.min(32))) };
+    let net = u32::from(a.net) & mask;
+    let protos = match (a.proto, a.port) {
+        (Proto::Tcp, _) => vec![Some(tcp)],
+        (Proto::Udp, _) => vec![Some(udp)],
+        (Proto::Any, Some(_)) => vec![Some(tcp), Some(udp)],
+        (Proto::Any, None) => vec![None],
+    };
+    protos
+        .into_iter()
+        .map(|proto| {
+            let mut r = Rule::new("output").meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, 16, 4);
+            if mask != u32::MAX {
+                r = r.and(&mask.to_be_bytes());
+            }
+            r = r.cmp(0, &net.to_be_bytes());
+            if let Some(p) = proto {
+                r = r.meta(META_L4PROTO).cmp(0, &[p]);
+            }
+            if let Some(port) = a.port {
+                r = r.payload(2, 2, 2).cmp(0, &port.to_be_bytes());
+            }
+            r.counter().verdict(NF_ACCEPT).finish()
+        })
+        .collect()
+}
+
+/// Removes the world's table (its chains, rules and counters with it).
+pub fn delete_ruleset() -> Vec<u8> {
+    batch(vec![Msg::new(nft(NFT_MSG_DELTABLE), 0).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, TABLE).finish()])
+}
+
+/// A batch marker: no acknowledgement asked (only the messages inside are
+/// answered).
+fn marker(kind: u16) -> Vec<u8> {
+    let mut m = Msg::new(kind, 0).bytes(&[0, 0, 0, NFNL_SUBSYS_NFTABLES as u8]).finish();
+    m[6..8].copy_from_slice(&1u16.to_ne_bytes()); // NLM_F_REQUEST only
+    m
+}
+
+/// Wraps messages in a batch, numbered from 1.
+fn batch(msgs: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = marker(NFNL_MSG_BATCH_BEGIN);
+    let mut seq = 1u32;
+    for mut m in msgs {
+        seq += 1;
+        m[8..12].copy_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&m);
+    }
+    let mut end = marker(NFNL_MSG_BATCH_END);
+    end[8..12].copy_from_slice(&(seq + 1).to_ne_bytes());
+    out.extend_from_slice(&end);
+    out
+}
+
+/// A netfilter netlink socket in the calling thread's network namespace.
+pub fn socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends a batch and reads every acknowledgement: the first error fails
+/// the call (the kernel then applied nothing of the batch).
+pub fn send(sock: &OwnedFd, batch: &[u8]) -> io::Result<()> {
+    // SAFETY: send from our buffer.
+    if unsafe { libc::send(sock.as_raw_fd(), batch.as_ptr().cast(), batch.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Every message but the batch markers asked for an ack.
+    let mut want = count_msgs(batch).saturating_sub(2);
+    let mut buf = vec![0u8; 65536];
+    while want > 0 {
+        // SAFETY: recv into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut at = 0usize;
+        let got = &buf[..n as usize];
+
+        while at + 20 <= got.len() {
+            let len = u32::from_ne_bytes(got[at..at + 4].try_into().unwrap_or_default()) as usize;
+            let kind = u16::from_ne_bytes([got[at + 4], got[at + 5]]);
+            if kind == NLMSG_ERROR {
+                let code = i32::from_ne_bytes(got[at + 16..at + 20].try_into().unwrap_or_default());
+                if code != 0 {
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                want -= 1;
+            }
+            if len < 16 {
+                break;
+            }
+            at += (len + 3) & !3;
+        }
+    }
+    Ok(())
+}
+
+fn count_msgs(batch: &[u8]) -> usize {
+    let (mut at, mut n) = (0usize, 0usize);
+    while at + 16 <= batch.len() {
+        let len = u32::from_ne_bytes(batch[at..at + 4].try_into().unwrap_or_default()) as usize;
+        if len < 16 {
+            break;
+        }
+        n += 1;
+        at += (len + 3) & !3;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_framed_and_numbered() {
+        let b = world_ruleset(
+            &[Allow { net: Ipv4Addr::new(198, 51, 100, 10), prefix: 32, port: Some(8080), proto: Proto::Tcp }],
+            7,
+        );
+        // begin, table, 2 chains, 2 output rules, 1 allow, 1 final, 3 input rules, end
+        assert_eq!(count_msgs(&b), 12);
+        assert_eq!(u16::from_ne_bytes([b[4], b[5]]), NFNL_MSG_BATCH_BEGIN);
+        let any = world_ruleset(
+            &[Allow { net: Ipv4Addr::new(198, 51, 100, 0), prefix: 24, port: Some(53), proto: Proto::Any }],
+            7,
+        );
+        assert_eq!(count_msgs(&any), 13, "a port for any protocol is a TCP rule and a UDP rule");
+        assert_eq!(count_msgs(&delete_ruleset()), 3);
+    }
+}
