@@ -13,6 +13,7 @@ mod msg;
 pub mod netns;
 pub mod nft;
 pub mod rtnl;
+pub mod scope;
 
 pub use netns::Netns;
 pub use rtnl::{Rtnl, RtnlError};

@@ -33,7 +33,7 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
-const NFPROTO_INET: u8 = 1;
+pub(crate) const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NLMSG_ERROR: u16 = 2;
 
@@ -48,7 +48,8 @@ const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(crate) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(crate) const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
@@ -89,12 +90,20 @@ struct Rule(Msg);
 
 impl Rule {
     fn new(chain: &str) -> Rule {
-        let m = Msg::new(nft(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
+        Rule::tagged(chain, None)
+    }
+
+    /// A rule carrying `tag` in its user data (read back with its counter:
+    /// [`crate::scope::counters`]).
+    fn tagged(chain: &str, tag: Option<u32>) -> Rule {
+        let mut m = Msg::new(nft(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
             .bytes(&nfgen(NFPROTO_INET))
             .str(NFTA_RULE_TABLE, TABLE)
-            .str(NFTA_RULE_CHAIN, chain)
-            .begin(NFTA_RULE_EXPRESSIONS);
-        Rule(m)
+            .str(NFTA_RULE_CHAIN, chain);
+        if let Some(t) = tag {
+            m = m.attr(NFTA_RULE_USERDATA, &t.to_be_bytes());
+        }
+        Rule(m.begin(NFTA_RULE_EXPRESSIONS))
     }
 
     fn expr(self, name: &str, data: impl FnOnce(Msg) -> Msg) -> Rule {
@@ -170,12 +179,12 @@ impl Rule {
     }
 }
 
-fn nft(msg: u16) -> u16 {
+pub(crate) fn nft(msg: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | msg
 }
 
 /// `struct nfgenmsg`: family, version, resource id (big endian).
-fn nfgen(family: u8) -> [u8; 4] {
+pub(crate) fn nfgen(family: u8) -> [u8; 4] {
     [family, 0, 0, 0]
 }
 
@@ -205,13 +214,18 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16) -> Vec<u8> {
                 .finish(),
         );
     }
+    // The allow rules come before `established` so that their counters see
+    // every packet of a flow, both ways (tagged alike, summed on read).
     msgs.push(Rule::new("output").ifname(META_OIFNAME, "lo").verdict(NF_ACCEPT).finish());
-    msgs.push(Rule::new("output").established().verdict(NF_ACCEPT).finish());
-    for a in allow {
-        msgs.extend(allow_rules(a));
+    for (i, a) in allow.iter().enumerate() {
+        msgs.extend(allow_rules(a, i as u32, Dir::Out));
     }
+    msgs.push(Rule::new("output").established().verdict(NF_ACCEPT).finish());
     msgs.push(Rule::new("output").counter().log_group(log_group).reject().finish());
     msgs.push(Rule::new("input").ifname(META_IIFNAME, "lo").verdict(NF_ACCEPT).finish());
+    for (i, a) in allow.iter().enumerate() {
+        msgs.extend(allow_rules(a, i as u32, Dir::In));
+    }
     msgs.push(Rule::new("input").established().verdict(NF_ACCEPT).finish());
     msgs.push(Rule::new("input").counter().verdict(NF_DROP).finish());
     batch(msgs)
@@ -219,7 +233,15 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16) -> Vec<u8> {
 
 /// The accept rules of one allowed destination: one per transport (a port
 /// with `Proto::Any` means TCP and UDP, which carry it at offset 2).
-fn allow_rules(a: &Allow) -> Vec<Vec<u8>> {
+/// Which way an allow rule looks: out, at the destination; in, at the
+/// source of answers (only on established flows: never a new one inbound).
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    Out,
+    In,
+}
+
+fn allow_rules(a: &Allow, tag: u32, dir: Dir) -> Vec<Vec<u8>> {
     let (tcp, udp) = (libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8);
     let mask = if a.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(a.prefix.min(32))) };
     let net = u32::from(a.net) & mask;
@@ -232,7 +254,13 @@ fn allow_rules(a: &Allow) -> Vec<Vec<u8>> {
     protos
         .into_iter()
         .map(|proto| {
-            let mut r = Rule::new("output").meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, 16, 4);
+            // ip daddr / th dport going out; ip saddr / th sport coming in.
+            let (chain, addr_at, port_at) = if dir == Dir::Out { ("output", 16, 2) } else { ("input", 12, 0) };
+            let mut r = Rule::tagged(chain, Some(tag));
+            if dir == Dir::In {
+                r = r.established();
+            }
+            r = r.meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, addr_at, 4);
             if mask != u32::MAX {
                 r = r.and(&mask.to_be_bytes());
             }
@@ -241,7 +269,7 @@ fn allow_rules(a: &Allow) -> Vec<Vec<u8>> {
                 r = r.meta(META_L4PROTO).cmp(0, &[p]);
             }
             if let Some(port) = a.port {
-                r = r.payload(2, 2, 2).cmp(0, &port.to_be_bytes());
+                r = r.payload(2, port_at, 2).cmp(0, &port.to_be_bytes());
             }
             r.counter().verdict(NF_ACCEPT).finish()
         })
@@ -352,14 +380,15 @@ mod tests {
             &[Allow { net: Ipv4Addr::new(198, 51, 100, 10), prefix: 32, port: Some(8080), proto: Proto::Tcp }],
             7,
         );
-        // begin, table, 2 chains, 2 output rules, 1 allow, 1 final, 3 input rules, end
-        assert_eq!(count_msgs(&b), 12);
+        // begin, table, 2 chains, output: lo, allow, established, final;
+        // input: lo, allow, established, final; end
+        assert_eq!(count_msgs(&b), 13);
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), NFNL_MSG_BATCH_BEGIN);
         let any = world_ruleset(
             &[Allow { net: Ipv4Addr::new(198, 51, 100, 0), prefix: 24, port: Some(53), proto: Proto::Any }],
             7,
         );
-        assert_eq!(count_msgs(&any), 13, "a port for any protocol is a TCP rule and a UDP rule");
+        assert_eq!(count_msgs(&any), 15, "a port for any protocol is a TCP rule and a UDP rule, each way");
         assert_eq!(count_msgs(&delete_ruleset()), 3);
     }
 }

@@ -66,6 +66,8 @@ fn only_the_listed_destination_is_reachable_and_refusals_are_immediate() {
     // Before any ruleset both answer.
     assert!(connect(&world, HOST, closed).0.is_ok());
     let sock = world.run(nft::socket).unwrap().unwrap();
+    let log = world.run(nft::socket).unwrap().unwrap();
+    cloche_net::scope::listen(&log, 7).unwrap();
     let t = Instant::now();
     nft::send(&sock, &nft::world_ruleset(&[Allow { net: HOST, prefix: 32, port: Some(open), proto: Proto::Tcp }], 7))
         .unwrap();
@@ -77,6 +79,15 @@ fn only_the_listed_destination_is_reachable_and_refusals_are_immediate() {
         let (r, took) = connect(&world, ip, port);
         assert!(r.is_err(), "{ip}:{port} reachable");
         assert!(took < Duration::from_secs(1), "{ip}:{port}: refused after {took:?}, not at once");
+    }
+    // The scopes: the allowed flow counted, each refused attempt logged.
+    let counted = cloche_net::scope::counters(&sock).unwrap();
+    let (packets, bytes) = counted[&0];
+    assert!(packets >= 3 && bytes > 100, "{counted:?}");
+    let denied = cloche_net::scope::drain(&log).unwrap();
+    for (ip, port) in [(HOST, closed), (Ipv4Addr::new(169, 254, 169, 254), 80), (Ipv4Addr::new(198, 51, 100, 9), open)]
+    {
+        assert!(denied.keys().any(|d| d.ip == ip && d.port == port && d.proto == 6), "{ip}:{port} not in {denied:?}");
     }
     // UDP to the allowed address is not allowed either (TCP only was listed).
     let udp = host.run(|| UdpSocket::bind((HOST, 0))).unwrap().unwrap();
