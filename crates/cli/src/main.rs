@@ -7,6 +7,7 @@
 mod audit_cmd;
 mod batch_cmd;
 mod doctor;
+mod net_args;
 mod policy_cmd;
 mod policy_store_cmd;
 mod review_cmd;

@@ -70,9 +70,7 @@ pub fn main(args: RunArgs) -> i32 {
 
 /// Turns arguments and policy into a validated world spec.
 fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
-    if args.net != "none" {
-        return Err(format!("--net {}: only `none` is supported so far (loopback only)", args.net));
-    }
+    let net = crate::net_args::parse(&args.net)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("cloche run needs root (rootless worlds are not supported yet)".into());
@@ -117,6 +115,7 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     spec.timeout = timeout;
     spec.expose = expose;
     spec.keep = args.keep;
+    spec.net = net;
     spec.hash = !args.no_hash;
     spec.validate().map_err(|e| e.to_string())?;
     if let Some(c) = args.cpus {
@@ -156,6 +155,7 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         keep: false,
         keep_interrupted: policy.retention.keep_interrupted,
         owner: None,
+        net: None,
         require: policy.layers.require.clone(),
         hash: true,
     })
@@ -181,7 +181,8 @@ fn finish(args: &RunArgs, spec: &Spec, o: &Outcome) -> i32 {
             "command": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
             "cwd": spec.cwd,
             "fs_diff": o.fs_diff,
-            "network": {"mode": "none", "allowed": [], "denied": []},
+            "network": o.network.as_ref().map(|n| serde_json::to_value(n).unwrap_or_default())
+                .unwrap_or_else(|| json!({"mode": "none", "allowed": [], "denied": []})),
             "layers": o.layers,
             "cgroup": o.cgroup,
             "limits": {

@@ -32,6 +32,7 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_APPEND: u16 = 0x800;
 pub(crate) const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
@@ -96,9 +97,14 @@ impl Rule {
     /// A rule carrying `tag` in its user data (read back with its counter:
     /// [`crate::scope::counters`]).
     fn tagged(chain: &str, tag: Option<u32>) -> Rule {
+        Rule::at(NFPROTO_INET, TABLE, chain, tag)
+    }
+
+    /// A rule of chain `chain` in table `table` of `family`.
+    fn at(family: u8, table: &str, chain: &str, tag: Option<u32>) -> Rule {
         let mut m = Msg::new(nft(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
-            .bytes(&nfgen(NFPROTO_INET))
-            .str(NFTA_RULE_TABLE, TABLE)
+            .bytes(&nfgen(family))
+            .str(NFTA_RULE_TABLE, table)
             .str(NFTA_RULE_CHAIN, chain);
         if let Some(t) = tag {
             m = m.attr(NFTA_RULE_USERDATA, &t.to_be_bytes());
@@ -274,6 +280,44 @@ fn allow_rules(a: &Allow, tag: u32, dir: Dir) -> Vec<Vec<u8>> {
             r.counter().verdict(NF_ACCEPT).finish()
         })
         .collect()
+}
+
+/// The host's side, made once for every world: table `ip cloche_nat` that
+/// masquerades what leaves the world pool `pool/prefix` for any interface
+/// but the worlds' own (`cl…`). Sent with `NLM_F_EXCL` on the table: if it
+/// exists the batch fails with `EEXIST` and changes nothing.
+pub fn host_nat(pool: Ipv4Addr, prefix: u8) -> Vec<u8> {
+    const NFPROTO_IPV4_TABLE: u8 = 2;
+    const NF_INET_POST_ROUTING: u32 = 4;
+    let table = "cloche_nat";
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    let net = u32::from(pool) & mask;
+    let msgs = vec![
+        Msg::new(nft(NFT_MSG_NEWTABLE), NLM_F_CREATE | NLM_F_EXCL)
+            .bytes(&nfgen(NFPROTO_IPV4_TABLE))
+            .str(NFTA_TABLE_NAME, table)
+            .finish(),
+        Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
+            .bytes(&nfgen(NFPROTO_IPV4_TABLE))
+            .str(NFTA_CHAIN_TABLE, table)
+            .str(NFTA_CHAIN_NAME, "postrouting")
+            .begin(NFTA_CHAIN_HOOK)
+            .be32(NFTA_HOOK_HOOKNUM, NF_INET_POST_ROUTING)
+            .be32(NFTA_HOOK_PRIORITY, 100)
+            .end()
+            .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
+            .str(NFTA_CHAIN_TYPE, "nat")
+            .finish(),
+        Rule::at(NFPROTO_IPV4_TABLE, table, "postrouting", None)
+            .payload(1, 12, 4)
+            .and(&mask.to_be_bytes())
+            .cmp(0, &net.to_be_bytes())
+            .meta(META_OIFNAME)
+            .cmp(1, b"cl")
+            .expr("masq", |m| m)
+            .finish(),
+    ];
+    batch(msgs)
 }
 
 /// Removes the world's table (its chains, rules and counters with it).

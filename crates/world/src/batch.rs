@@ -321,6 +321,7 @@ impl<'a> World<'a> {
                 total_ms: 0.0,
             },
             kept: None,
+            network: self.w.net.as_ref().map(|n| n.scope()),
         };
         if let Some(mut meta) = self.attached.take() {
             meta["state"] = "kept".into();

@@ -26,6 +26,8 @@ pub enum WorldError {
     #[error("{step}: {source}")]
     Sys { step: &'static str, source: std::io::Error },
     /// A step inside the world failed before the command started.
+    #[error("network: {0}")]
+    Network(String),
     #[error("world setup: {0}")]
     Child(String),
     #[error("waiting for the world: {0}")]

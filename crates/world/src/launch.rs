@@ -47,6 +47,8 @@ pub(crate) struct Launched {
     pub _restore: MaskGuard,
     /// Serve mode: our end of the control socket.
     pub control: Option<OwnedFd>,
+    /// The scoped network (`spec.net`).
+    pub net: Option<crate::network::WorldNet>,
 }
 
 /// Everything from the world's filesystem to the init's execve: the world
@@ -182,7 +184,13 @@ pub(crate) fn launch(
     }
 
     crate::profile::mark("cgroup created");
-    // 4. Release the child (networking will be configured before this).
+    // 4. The network, from outside, before the world runs anything.
+    let net = match &spec.net {
+        Some(n) => Some(crate::network::setup(pid, &claim.id, n).map_err(kill)?),
+        None => None,
+    };
+    crate::profile::mark("network");
+    // 5. Release the child.
     let _ = nix::unistd::write(&go_w, b"g");
     drop(go_w);
     // The report pipe closes on a successful execve, or carries the failed step.
@@ -192,7 +200,7 @@ pub(crate) fn launch(
         return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
     crate::profile::mark("child exec'd init");
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net })
 }
 
 /// Removes the cgroup on error paths.

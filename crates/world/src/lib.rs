@@ -15,6 +15,7 @@ pub mod error;
 pub mod kept;
 pub mod launch;
 pub mod layers;
+pub mod network;
 pub mod plan;
 mod plan_wire;
 pub mod profile;

@@ -43,6 +43,8 @@ pub struct Spec {
     pub keep_interrupted: bool,
     /// Who the world belongs to (`batch:<id>`), recorded with a kept world.
     pub owner: Option<String>,
+    /// A scoped network (`None`: loopback only).
+    pub net: Option<crate::network::NetSpec>,
     /// Layers that must be enforced (fail closed otherwise).
     pub require: Vec<String>,
     /// Hash regular files in the fs_diff.

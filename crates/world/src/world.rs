@@ -43,6 +43,8 @@ pub struct Outcome {
     pub timings: Timings,
     /// The kept world's directory, with `--keep`.
     pub kept: Option<PathBuf>,
+    /// The network scope (`None`: loopback only).
+    pub network: Option<crate::network::NetScope>,
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -100,7 +102,7 @@ fn run_in(
     init_path: &Path,
     t0: Instant,
 ) -> Result<(Outcome, OwnedFd), WorldError> {
-    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, .. } =
+    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, .. } =
         launch(spec, layout, layers, claim, state, init_path, Mode::OneShot)?;
     let t_setup = t0.elapsed();
 
@@ -114,6 +116,9 @@ fn run_in(
         limits_hit.push("timeout".into());
     }
     let exit_code = if timed_out { 124 } else { status };
+    // Counters and refused attempts, read while the namespace is held.
+    let network = net.as_ref().map(|n| n.scope());
+    drop(net);
 
     // 6. fs_diff from the upper layer against the host root filesystem.
     let fs_diff = collect_diff(&scratch, layers, spec.hash)?;
@@ -143,6 +148,7 @@ fn run_in(
         limits_hit,
         timings,
         kept: None,
+        network,
     };
     Ok((outcome, scratch))
 }

@@ -35,6 +35,7 @@ fn spec(cwd: &Path) -> Spec {
         keep: false,
         keep_interrupted: false,
         owner: None,
+        net: None,
         require: vec![],
         hash: true,
     }

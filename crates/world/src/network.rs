@@ -1,0 +1,215 @@
+//! A scoped network for a world (`--net allow=…`), set up by the parent
+//! from outside the world before the world's first instruction runs:
+//!
+//! 1. a veth pair whose peer (`eth0`) is created directly inside the world's
+//!    network namespace (a move between namespaces costs tens of ms; the
+//!    peer, and with it the pair, dies with the namespace: no teardown on the
+//!    critical path);
+//! 2. a /30 from the pool: `.1` on the host end, `.2` on `eth0`, a default
+//!    route via `.1`;
+//! 3. the world's nftables ruleset (default deny both ways, the allowed
+//!    destinations, refusals rejected and logged) sent into its namespace;
+//!    the world holds no CAP_NET_ADMIN and seccomp refuses netfilter netlink,
+//!    so it cannot change it;
+//! 4. once per host: IPv4 forwarding on, and masquerading of the pool.
+//!
+//! The namespace fd is kept until the world is done, so its counters and
+//! its NFLOG records can still be read after its last process exits.
+
+use cloche_net::nft::{self, Allow};
+use cloche_net::scope;
+use cloche_net::Netns;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// NFLOG group of refused attempts (per namespace: no clash between worlds).
+const LOG_GROUP: u16 = 7;
+
+/// What a world may reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetSpec {
+    pub allow: Vec<Allow>,
+    /// The pool of world addresses (a /30 each), e.g. 10.203.0.0/16.
+    pub pool: (Ipv4Addr, u8),
+}
+
+/// A world's network while it runs.
+pub struct WorldNet {
+    ns: Netns,
+    nft: OwnedFd,
+    log: OwnedFd,
+    allow: Vec<Allow>,
+    pub address: Ipv4Addr,
+}
+
+/// The network scope of a finished world (report and spans).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NetScope {
+    pub mode: &'static str,
+    pub address: Option<Ipv4Addr>,
+    pub allowed: Vec<AllowedFlow>,
+    pub denied: Vec<DeniedFlow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AllowedFlow {
+    pub ip: String,
+    pub port: Option<u16>,
+    pub proto: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeniedFlow {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub proto: &'static str,
+    pub attempts: u64,
+}
+
+fn err(step: &'static str) -> impl Fn(String) -> crate::WorldError {
+    move |e| crate::WorldError::Network(format!("{step}: {e}"))
+}
+
+/// The /30 of world `id` in the pool: the host end and the world end.
+fn slot(id: &str, pool: (Ipv4Addr, u8), attempt: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let bits = 30u32.saturating_sub(u32::from(pool.1.min(30)));
+    let slots = 1u32 << bits;
+    let h = u32::from_str_radix(id.get(..8).unwrap_or("0"), 16)
+        .unwrap_or(0)
+        .wrapping_add(attempt.wrapping_mul(2_654_435_761));
+    let mask = if pool.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(pool.1.min(30))) };
+    let base = u32::from(pool.0) & mask;
+    let net = base | ((h % slots) << 2);
+    (Ipv4Addr::from(net + 1), Ipv4Addr::from(net + 2))
+}
+
+/// True if the host already routes to `a` (another world's /30, or a host
+/// network overlapping the pool): read from /proc/net/route.
+fn routed(a: Ipv4Addr) -> bool {
+    let Ok(t) = std::fs::read_to_string("/proc/net/route") else { return true };
+    t.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
+        match (f.get(1).and_then(|s| hex(s)), f.get(7).and_then(|s| hex(s))) {
+            (Some(dst), Some(mask)) if mask != 0 => u32::from(a) & mask == dst & mask,
+            _ => false,
+        }
+    })
+}
+
+/// Sets up world `id`'s network (its init is `pid`, not yet released).
+pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::WorldError> {
+    let ns = Netns::of_pid(pid).map_err(|e| err("open the world's netns")(e.to_string()))?;
+    let host = cloche_net::Rtnl::open().map_err(|e| err("netlink")(e.to_string()))?;
+    let name = format!("cl{}", id.get(..12).unwrap_or(id));
+    let (mut gw, mut addr) = slot(id, spec.pool, 0);
+    for attempt in 1..16 {
+        if !routed(gw) {
+            break;
+        }
+        (gw, addr) = slot(id, spec.pool, attempt);
+    }
+    host.add_veth(&name, "eth0", ns.as_fd()).map_err(|e| err("veth")(e.to_string()))?;
+    let hi = host.index(&name).map_err(|e| err("veth")(e.to_string()))?;
+    host.add_address(hi, gw, 30).map_err(|e| err("host address")(e.to_string()))?;
+    host.set_up(hi).map_err(|e| err("host link")(e.to_string()))?;
+    let w = ns.rtnl().map_err(|e| err("netlink in the world")(e.to_string()))?;
+    let wi = w.index("eth0").map_err(|e| err("eth0")(e.to_string()))?;
+    w.add_address(wi, addr, 30).map_err(|e| err("world address")(e.to_string()))?;
+    w.set_up(wi).map_err(|e| err("eth0 up")(e.to_string()))?;
+    w.add_route(Ipv4Addr::UNSPECIFIED, 0, gw).map_err(|e| err("default route")(e.to_string()))?;
+    let open = || ns.run(nft::socket).map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+    let nft_sock = open().map_err(err("nftables socket"))?;
+    let log = open().map_err(err("nflog socket"))?;
+    scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
+    nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP))
+        .map_err(|e| err("world ruleset")(e.to_string()))?;
+    host_once(spec.pool)?;
+    Ok(WorldNet { ns, nft: nft_sock, log, allow: spec.allow.clone(), address: addr })
+}
+
+/// IPv4 forwarding and the pool's masquerading, made once per host.
+fn host_once(pool: (Ipv4Addr, u8)) -> Result<(), crate::WorldError> {
+    let fwd = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(fwd).map(|v| v.trim() != "1").unwrap_or(true) {
+        std::fs::write(fwd, "1").map_err(|e| err("enable IPv4 forwarding")(e.to_string()))?;
+    }
+    let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
+    match nft::send(&sock, &nft::host_nat(pool.0, pool.1)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(err("host masquerade")(e.to_string())),
+    }
+}
+
+impl WorldNet {
+    /// The scope: counters of each allowed destination, refused attempts.
+    pub fn scope(&self) -> NetScope {
+        let counted = scope::counters(&self.nft).unwrap_or_default();
+        let denied = scope::drain(&self.log).unwrap_or_default();
+        let proto = |p: nft::Proto| match p {
+            nft::Proto::Tcp => "tcp",
+            nft::Proto::Udp => "udp",
+            nft::Proto::Any => "any",
+        };
+        NetScope {
+            mode: "scoped",
+            address: Some(self.address),
+            allowed: self
+                .allow
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let (packets, bytes) = counted.get(&(i as u32)).copied().unwrap_or((0, 0));
+                    AllowedFlow {
+                        ip: format!("{}/{}", a.net, a.prefix),
+                        port: a.port,
+                        proto: proto(a.proto),
+                        packets,
+                        bytes,
+                    }
+                })
+                .collect(),
+            denied: denied
+                .into_iter()
+                .map(|(d, n)| DeniedFlow {
+                    ip: d.ip,
+                    port: d.port,
+                    proto: match d.proto {
+                        6 => "tcp",
+                        17 => "udp",
+                        1 => "icmp",
+                        _ => "other",
+                    },
+                    attempts: n,
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps the namespace open (its counters) until dropped.
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_stay_in_the_pool() {
+        let pool = (Ipv4Addr::new(10, 203, 0, 0), 16);
+        for id in ["0000000000000000", "ffffffffffffffff", "0123456789abcdef"] {
+            for attempt in 0..4 {
+                let (gw, addr) = slot(id, pool, attempt);
+                assert_eq!(u32::from(gw) >> 16, u32::from(pool.0) >> 16, "{gw}");
+                assert_eq!(u32::from(gw) & 3, 1);
+                assert_eq!(u32::from(addr), u32::from(gw) + 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Scoped networks end to end: `cloche run --net allow=…` against a test
+//! host in a network namespace of the test's own (198.51.100.0/24), reached
+//! through the host's forwarding (root).
+
+mod common;
+
+use cloche_net::Netns;
+use common::*;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+const TEST_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+/// A test host: its own namespace, linked to the machine's by a veth pair
+/// (198.51.100.1 here, .10 there), with a TCP server on `port` that greets
+/// and closes. Dropping it takes the namespace, and with it both veth ends.
+struct TestHost {
+    ns: Netns,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestHost {
+    fn new(tag: &str) -> TestHost {
+        let ns = Netns::create().unwrap();
+        let root = cloche_net::Rtnl::open().unwrap();
+        let here = format!("clt-r{tag}");
+        root.add_veth(&here, "clt-t", ns.as_fd()).unwrap();
+        let i = root.index(&here).unwrap();
+        root.add_address(i, Ipv4Addr::new(198, 51, 100, 1), 24).unwrap();
+        root.set_up(i).unwrap();
+        let t = ns.rtnl().unwrap();
+        let ti = t.index("clt-t").unwrap();
+        t.add_address(ti, TEST_HOST, 24).unwrap();
+        t.set_up(ti).unwrap();
+        t.set_up(t.index("lo").unwrap()).unwrap();
+        t.add_route(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(198, 51, 100, 1)).unwrap();
+        let l = ns.run(|| TcpListener::bind((TEST_HOST, 0))).unwrap().unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        // The listener holds the namespace: the server ends when asked.
+        let server = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => drop((&c).write_all(b"hello\n")),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        TestHost { ns, port, stop, server: Some(server) }
+    }
+
+    /// Drops the namespace and waits until its veth pair is gone.
+    fn finish(mut self, tag: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.server.take() {
+            s.join().unwrap();
+        }
+        drop(self.ns);
+        let gone = std::path::PathBuf::from(format!("/sys/class/net/clt-r{tag}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gone.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!gone.exists(), "the test host's veth outlived its namespace");
+    }
+}
+
+#[test]
+fn only_the_allowed_destination_is_reachable_and_the_report_shows_the_scope() {
+    let fx = Fixture::new();
+    let th = TestHost::new("0");
+    let allowed = format!("{TEST_HOST}:{}", th.port);
+    let others = [
+        format!("{TEST_HOST}:{}", th.port + 1), // same host, another port
+        format!("198.51.100.11:{}", th.port),   // another address
+        "198.51.100.1:22".to_string(),          // the machine, through the link
+        "169.254.169.254:80".to_string(),       // cloud metadata
+        "127.0.0.1:1".to_string(),              // the world's own loopback: refused by nobody listening
+    ];
+    let mut script = format!("\"$PROBE\" netdev; \"$PROBE\" connect-tcp {allowed}");
+    for o in &others {
+        script += &format!("; \"$PROBE\" connect-tcp {o}");
+    }
+    let t = Instant::now();
+    let o = fx.sh(&["--net", &format!("allow={allowed}")], &script);
+    o.expect_code(0);
+    let lines = o.lines();
+    assert_eq!(lines[1]["ok"], true, "the allowed destination: {}", o.describe());
+    for (i, dest) in others.iter().enumerate() {
+        assert_eq!(lines[2 + i]["ok"], false, "{dest} was reachable");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "refusals must be immediate, took {:?}", t.elapsed());
+    let interfaces = string_list(&lines[0]["interfaces"]);
+    assert!(interfaces.contains(&"eth0".to_string()) && interfaces.contains(&"lo".to_string()), "{interfaces:?}");
+    let net = &o.report()["network"];
+    assert_eq!(net["mode"], "scoped", "{net:#}");
+    assert!(net["allowed"][0]["packets"].as_u64().unwrap_or(0) >= 2, "{net:#}");
+    let denied: Vec<String> = net["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}:{}", d["ip"].as_str().unwrap(), d["port"]))
+        .collect();
+    for dest in &others[..4] {
+        assert!(denied.contains(dest), "{dest} not in the denied scope {denied:?}");
+    }
+    th.finish("0");
+    fx.finish();
+}
+
+/// The world address behind host interface `ifname` (its /30 from
+/// /proc/net/route: the world is `.2`).
+fn world_address(ifname: &str) -> Option<Ipv4Addr> {
+    let t = std::fs::read_to_string("/proc/net/route").ok()?;
+    t.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&ifname)).then(|| {
+            let dst = u32::from_be(u32::from_str_radix(f[1], 16).ok()?);
+            Some(Ipv4Addr::from(dst + 2))
+        })?
+    })
+}
+
+#[test]
+fn two_worlds_cannot_reach_each_other() {
+    let fx = Fixture::new();
+    let mut cmd = fx.command();
+    cmd.args(["run", "--net", "allow=198.51.100.0/24", "--", "sh", "-c", "sleep 3"]);
+    let mut first = HostChild::spawn(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first_addr = loop {
+        let veth = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.starts_with("cl") && !n.starts_with("clt"));
+        if let Some(a) = veth.and_then(|v| world_address(&v)) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the first world's network never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Even with the whole pool's neighbour listed as allowed, the other
+    // world refuses to be reached: its input chain drops what it did not start.
+    let o = fx.sh(&["--net", &format!("allow={first_addr}")], &format!("\"$PROBE\" connect-tcp {first_addr}:9"));
+    o.expect_code(0);
+    assert_eq!(o.lines()[0]["ok"], false, "{first_addr} reachable: {}", o.describe());
+    // SAFETY: kill with a pid and a signal: cloche ends its world and cleans up.
+    unsafe { libc::kill(first.pid(), libc::SIGTERM) };
+    let _ = first.0.wait();
+    fx.finish();
+}
