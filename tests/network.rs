@@ -114,6 +114,21 @@ fn only_the_allowed_destination_is_reachable_and_the_report_shows_the_scope() {
     fx.finish();
 }
 
+/// Inside a scoped world: no netfilter netlink (seccomp), no link changes
+/// (no CAP_NET_ADMIN): its ruleset and interfaces are not its to change.
+#[test]
+fn a_world_cannot_touch_its_network_configuration() {
+    let fx = Fixture::new();
+    let o = fx.sh(&["--net", "allow=198.51.100.10:80"], "\"$PROBE\" syscall nfnetlink link-down; \"$PROBE\" netdev");
+    o.expect_code(0);
+    let lines = o.lines();
+    for l in &lines[..2] {
+        assert_eq!((l["ret"].as_i64(), l["err"].as_str()), (Some(-1), Some("EPERM")), "{l}");
+    }
+    assert!(string_list(&lines[2]["interfaces"]).contains(&"eth0".to_string()), "{}", o.describe());
+    fx.finish();
+}
+
 /// The world address behind host interface `ifname` (its /30 from
 /// /proc/net/route: the world is `.2`).
 fn world_address(ifname: &str) -> Option<Ipv4Addr> {

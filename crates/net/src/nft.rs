@@ -320,6 +320,44 @@ pub fn host_nat(pool: Ipv4Addr, prefix: u8) -> Vec<u8> {
     batch(msgs)
 }
 
+/// True if table `name` of IPv4 (`family` 2) or inet (1) exists: one plain
+/// get, no transaction (a batch that fails costs the kernel a grace
+/// period, several milliseconds in the init namespace).
+pub fn table_exists(sock: &OwnedFd, family: u8, name: &str) -> io::Result<bool> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    let req = Msg::new(nft(NFT_MSG_GETTABLE), 0).bytes(&nfgen(family)).str(NFTA_TABLE_NAME, name).finish();
+    // SAFETY: send from our buffer.
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: recv into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let got = &buf[..n as usize];
+        if got.len() < 16 {
+            return Err(io::Error::other("short netlink reply"));
+        }
+        let kind = u16::from_ne_bytes([got[4], got[5]]);
+        if kind != NLMSG_ERROR {
+            return Ok(true); // the table itself; its ack follows and is read now
+        }
+        let code = i32::from_ne_bytes(got.get(16..20).and_then(|b| b.try_into().ok()).unwrap_or_default());
+        return match code {
+            0 => Ok(true),
+            c if -c == libc::ENOENT => Ok(false),
+            c => Err(io::Error::from_raw_os_error(-c)),
+        };
+    }
+}
+
 /// Removes the world's table (its chains, rules and counters with it).
 pub fn delete_ruleset() -> Vec<u8> {
     batch(vec![Msg::new(nft(NFT_MSG_DELTABLE), 0).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, TABLE).finish()])

@@ -188,6 +188,8 @@ type Attempt = (&'static str, fn() -> sys::Ret);
 
 const ATTEMPTS: &[Attempt] = &[
     ("getpid", sys::getpid),
+    ("nfnetlink", sys::nfnetlink),
+    ("link-down", sys::link_down),
     ("mount", sys::mount),
     ("umount2", sys::umount2),
     ("unshare", sys::unshare_user),

@@ -390,6 +390,31 @@ pub fn chroot() -> Ret {
     capture(unsafe { libc::chroot(c"/".as_ptr()) } as i64)
 }
 
+/// A netfilter netlink socket (nftables, iptables-nft, NFLOG).
+pub fn nfnetlink() -> Ret {
+    // SAFETY: plain socket(2).
+    close_if_fd(capture(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_NETFILTER) } as i64))
+}
+
+/// Takes interface `eth0` down (SIOCSIFFLAGS): needs CAP_NET_ADMIN.
+pub fn link_down() -> Ret {
+    // SAFETY: plain socket(2).
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if s < 0 {
+        return capture(-1);
+    }
+    // SAFETY: ifreq is plain data; zeroed is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in ifr.ifr_name.iter_mut().zip(b"eth0") {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own; flags 0 = down.
+    let r = capture(unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr) } as i64);
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(s) };
+    r
+}
+
 /// ioctl(TIOCSTI) pushing one byte into the input of the terminal on `fd`.
 pub fn tiocsti(fd: libc::c_int, byte: u8) -> Ret {
     // SAFETY: TIOCSTI reads one byte through the pointer we pass.

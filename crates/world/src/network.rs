@@ -112,22 +112,29 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
         }
         (gw, addr) = slot(id, spec.pool, attempt);
     }
+    crate::profile::mark("net: slot");
     host.add_veth(&name, "eth0", ns.as_fd()).map_err(|e| err("veth")(e.to_string()))?;
+    crate::profile::mark("net: veth");
     let hi = host.index(&name).map_err(|e| err("veth")(e.to_string()))?;
     host.add_address(hi, gw, 30).map_err(|e| err("host address")(e.to_string()))?;
     host.set_up(hi).map_err(|e| err("host link")(e.to_string()))?;
+    crate::profile::mark("net: host end");
     let w = ns.rtnl().map_err(|e| err("netlink in the world")(e.to_string()))?;
     let wi = w.index("eth0").map_err(|e| err("eth0")(e.to_string()))?;
     w.add_address(wi, addr, 30).map_err(|e| err("world address")(e.to_string()))?;
     w.set_up(wi).map_err(|e| err("eth0 up")(e.to_string()))?;
     w.add_route(Ipv4Addr::UNSPECIFIED, 0, gw).map_err(|e| err("default route")(e.to_string()))?;
+    crate::profile::mark("net: world end");
     let open = || ns.run(nft::socket).map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
     let nft_sock = open().map_err(err("nftables socket"))?;
     let log = open().map_err(err("nflog socket"))?;
     scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
+    crate::profile::mark("net: sockets, nflog");
     nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP))
         .map_err(|e| err("world ruleset")(e.to_string()))?;
+    crate::profile::mark("net: ruleset");
     host_once(spec.pool)?;
+    crate::profile::mark("net: host once");
     Ok(WorldNet { ns, nft: nft_sock, log, allow: spec.allow.clone(), address: addr })
 }
 
@@ -136,6 +143,10 @@ fn host_once(pool: (Ipv4Addr, u8)) -> Result<(), crate::WorldError> {
     let fwd = "/proc/sys/net/ipv4/ip_forward";
     if std::fs::read_to_string(fwd).map(|v| v.trim() != "1").unwrap_or(true) {
         std::fs::write(fwd, "1").map_err(|e| err("enable IPv4 forwarding")(e.to_string()))?;
+    }
+    let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
+    if nft::table_exists(&sock, 2, "cloche_nat").map_err(|e| err("host nftables")(e.to_string()))? {
+        return Ok(());
     }
     let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
     match nft::send(&sock, &nft::host_nat(pool.0, pool.1)) {
