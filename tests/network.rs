@@ -171,3 +171,39 @@ fn two_worlds_cannot_reach_each_other() {
     let _ = first.0.wait();
     fx.finish();
 }
+
+/// A batch under a project policy with `[network] allow`: each entry's span
+/// carries its own network scope (its flows, its refused attempts).
+#[test]
+fn batch_entries_carry_their_own_network_scope() {
+    let fx = Fixture::new();
+    let th = TestHost::new("1");
+    let allowed = format!("{TEST_HOST}:{}", th.port);
+    let file = fx.out.path().join("p.toml");
+    std::fs::write(&file, policy_text(300, "").replace("allow = []", &format!("allow = [\"{allowed}\"]"))).unwrap();
+    fx.cloche(&["policy", "set", "--project", fx.dir().to_str().unwrap(), file.to_str().unwrap()]).expect_code(0);
+    // The probe, where the world sees it (the project is exposed).
+    std::fs::copy(probe_bin(), fx.dir().join("probe")).unwrap();
+    let batch = serde_json::json!({"agent": "a1", "project": fx.dir().to_str().unwrap(), "entries": [
+        {"command": format!("./probe connect-tcp {allowed}")},
+        {"command": "./probe connect-tcp 169.254.169.254:80"}]});
+    let id = submit(&fx, &batch, None);
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    let o = fx.cloche(&["batch", "run", &id]);
+    o.expect_code(0);
+    let lines = o.lines();
+    assert_eq!((lines[0]["ok"].as_bool(), lines[1]["ok"].as_bool()), (Some(true), Some(false)), "{}", o.describe());
+    let o = fx.cloche(&["trace", "show", &id, "--json"]);
+    o.expect_code(0);
+    let spans = o.lines();
+    let entries: Vec<&serde_json::Value> = spans.iter().filter(|s| s["kind"] == "entry").collect();
+    assert_eq!(entries[0]["network"]["mode"], "scoped");
+    assert!(entries[0]["network"]["allowed"][0]["packets"].as_u64().unwrap_or(0) > 0, "{:#}", entries[0]);
+    assert_eq!(entries[0]["network"]["denied"], serde_json::json!([]));
+    assert_eq!(entries[1]["network"]["denied"][0]["ip"], "169.254.169.254", "{:#}", entries[1]);
+    // (entry 1's connection may still be closing when entry 2 starts: its
+    // last packets then count there.)
+    discard_kept(&fx);
+    th.finish("1");
+    fx.finish();
+}

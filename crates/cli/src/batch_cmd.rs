@@ -429,6 +429,8 @@ fn run_started(
         view.entries.iter().map(|e| (e.id.as_str(), &e.decision)).collect();
     let mut failed = false;
     let mut cancelled = false;
+    let world_scoped = spec.net.is_some();
+    let mut net_tally = crate::batch_net::NetTally::default();
     for en in runnable {
         let mut espan = bspan.new_entry(&en.id);
         espan.cmd = Some(en.command.clone());
@@ -463,7 +465,10 @@ fn run_started(
         espan.exit_code = Some(out.exit_code);
         espan.layers = world.layers();
         espan.fs_diff = span_fs_diff(&out.fs_delta);
-        espan.network = Some(no_network());
+        espan.network = Some(match world.network_scope() {
+            Some(s) => net_tally.entry(&s),
+            None => no_network(),
+        });
         espan.finish();
         let _ = spans.write(&espan);
         eprintln!("cloche: entry {} exit {} ({:?})", en.id, out.exit_code, result.category);
@@ -484,7 +489,10 @@ fn run_started(
     });
     bspan.layers = outcome.layers.clone();
     bspan.fs_diff = span_fs_diff(&outcome.fs_diff);
-    bspan.network = Some(no_network());
+    bspan.network = Some(match world_scoped {
+        true => net_tally.total(),
+        false => no_network(),
+    });
     bspan.policy =
         Some(SpanPolicy { decision: view.decision.as_str().to_string(), rule: None, reason: None, risk: None });
     bspan.finish();

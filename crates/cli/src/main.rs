@@ -6,6 +6,7 @@
 
 mod audit_cmd;
 mod batch_cmd;
+mod batch_net;
 mod doctor;
 mod net_args;
 mod policy_cmd;

@@ -24,6 +24,19 @@ pub fn parse(arg: &str) -> Result<Option<NetSpec>, String> {
     Ok(Some(NetSpec { allow, pool: POOL }))
 }
 
+/// The policy's `[network] allow` (None when empty: loopback only).
+pub fn from_policy(allow: &[String]) -> Result<Option<NetSpec>, String> {
+    if allow.is_empty() {
+        return Ok(None);
+    }
+    let allow = allow
+        .iter()
+        .map(|d| dest(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("policy network.allow: {e}"))?;
+    Ok(Some(NetSpec { allow, pool: POOL }))
+}
+
 fn dest(d: &str) -> Result<Allow, String> {
     let (host, port) = match d.rsplit_once(':') {
         Some((h, p)) => {

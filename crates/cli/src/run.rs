@@ -15,9 +15,10 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Network: `none` (loopback only) is the only mode so far.
-    #[arg(long, default_value = "none")]
-    net: String,
+    /// Network: `none` (loopback only) or `allow=DEST[,DEST...]`; default:
+    /// the policy's `[network]` (loopback only in the built-in policy).
+    #[arg(long)]
+    net: Option<String>,
     /// Kill the whole world after SECS seconds (exit code 124).
     #[arg(long, value_name = "SECS")]
     timeout: Option<String>,
@@ -70,7 +71,6 @@ pub fn main(args: RunArgs) -> i32 {
 
 /// Turns arguments and policy into a validated world spec.
 fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
-    let net = crate::net_args::parse(&args.net)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("cloche run needs root (rootless worlds are not supported yet)".into());
@@ -115,7 +115,9 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     spec.timeout = timeout;
     spec.expose = expose;
     spec.keep = args.keep;
-    spec.net = net;
+    if let Some(n) = &args.net {
+        spec.net = crate::net_args::parse(n)?;
+    }
     spec.hash = !args.no_hash;
     spec.validate().map_err(|e| e.to_string())?;
     if let Some(c) = args.cpus {
@@ -155,7 +157,7 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         keep: false,
         keep_interrupted: policy.retention.keep_interrupted,
         owner: None,
-        net: None,
+        net: crate::net_args::from_policy(&policy.network.allow)?,
         require: policy.layers.require.clone(),
         hash: true,
     })

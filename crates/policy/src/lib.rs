@@ -63,6 +63,7 @@ pub struct Policy {
     pub batch: BatchSection,
     pub retention: Retention,
     pub commit: CommitSection,
+    pub network: NetworkSection,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +118,8 @@ struct RawPolicy {
     #[serde(default)]
     commit: Option<RawCommit>,
     #[serde(default)]
+    network: Option<RawNetwork>,
+    #[serde(default)]
     commands: Option<rules::RawCommands>,
 }
 
@@ -134,6 +137,20 @@ struct RawRetention {
     max_worlds: usize,
     max_age: u64,
     keep_interrupted: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow: Vec<String>,
+}
+
+/// What worlds may reach (`[network]`): destinations as `--net allow=`
+/// takes them (checked by the CLI, which knows their syntax). Empty:
+/// loopback only.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSection {
+    pub allow: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +379,10 @@ impl Policy {
                 CommitSection { roots: c.roots, refuse_setuid }
             }
         };
+        let network = NetworkSection { allow: raw.network.map(|n| n.allow).unwrap_or_default() };
+        if network.allow.iter().any(|d| d.is_empty() || d.contains(',') || d.chars().any(char::is_whitespace)) {
+            return Err(invalid("network.allow: one destination per string, without commas or spaces".into()));
+        }
         Ok(Policy {
             origin: origin.to_string(),
             world,
@@ -374,6 +395,7 @@ impl Policy {
             batch,
             retention,
             commit,
+            network,
         })
     }
 

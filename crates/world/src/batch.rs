@@ -160,6 +160,12 @@ impl<'a> World<'a> {
         child::layers(self.w.cg.0.is_some())
     }
 
+    /// The network scope so far (`None`: loopback only). Allowed counters
+    /// are cumulative; refused attempts are those logged since the last call.
+    pub fn network_scope(&self) -> Option<crate::network::NetScope> {
+        self.w.net.as_ref().map(|n| n.scope())
+    }
+
     /// A handle that kills this world.
     pub fn canceller(&self) -> Result<Canceller, WorldError> {
         let fd = self.w.pidfd.try_clone().map_err(WorldError::Wait)?;
