@@ -207,3 +207,84 @@ fn batch_entries_carry_their_own_network_scope() {
     th.finish("1");
     fx.finish();
 }
+
+impl TestHost {
+    /// A DNS server of the test's own on the test host (port 53): `svc.test`
+    /// is 198.51.100.10 (TTL 60), anything else NXDOMAIN. Returns the names
+    /// it was asked for.
+    fn dns(&self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        let sock = self.ns.run(|| std::net::UdpSocket::bind((TEST_HOST, 53))).unwrap().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (log, stop) = (asked.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            let mut b = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut b) else { continue };
+                let q = &b[..n];
+                // the question: labels from byte 12 to the zero byte
+                let mut at = 12;
+                let mut labels = Vec::new();
+                while at < n && q[at] != 0 {
+                    let l = q[at] as usize;
+                    labels.push(String::from_utf8_lossy(&q[at + 1..(at + 1 + l).min(n)]).to_string());
+                    at += 1 + l;
+                }
+                let name = labels.join(".");
+                log.lock().unwrap().push(name.clone());
+                let mut r = q[..(at + 5).min(n)].to_vec();
+                r[2] = 0x81;
+                if name == "svc.test" {
+                    r[3] = 0x80;
+                    r[7] = 1;
+                    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 10]);
+                } else {
+                    r[3] = 0x83;
+                }
+                let _ = sock.send_to(&r, from);
+            }
+        });
+        asked
+    }
+}
+
+/// `--net allow=svc.test:PORT`: the world resolves the name through cloche's
+/// resolver (whatever its resolv.conf says), which asks the upstream, pins
+/// the answer and allows it; another name is refused without asking anyone
+/// and appears as a denied name.
+#[test]
+fn allowed_names_resolve_through_cloches_resolver_and_others_do_not() {
+    let fx = Fixture::new();
+    let th = TestHost::new("2");
+    let asked = th.dns();
+    let script = format!(
+        "PROBE='{}'\n\"$PROBE\" connect-name svc.test:{p}; \"$PROBE\" connect-name other.test:{p}",
+        probe_bin().display(),
+        p = th.port
+    );
+    let mut cmd = fx.command();
+    cmd.env("CLOCHE_DNS_UPSTREAM", "198.51.100.10:53");
+    let o = fx.run_with(cmd, &["--net", &format!("allow=svc.test:{}", th.port)], &["/bin/sh", "-c", &script]);
+    o.expect_code(0);
+    let lines = o.lines();
+    assert_eq!(
+        (lines[0]["resolved"].as_bool(), lines[0]["ok"].as_bool()),
+        (Some(true), Some(true)),
+        "{}",
+        o.describe()
+    );
+    assert_eq!(lines[0]["addr"], format!("198.51.100.10:{}", th.port));
+    assert_eq!(lines[1]["resolved"], false, "{}", o.describe());
+    let net = &o.report()["network"];
+    assert_eq!(
+        (net["allowed"][0]["dst"].as_str(), net["allowed"][0]["ip"].as_str()),
+        (Some("svc.test"), Some("198.51.100.10")),
+        "{net:#}"
+    );
+    assert!(net["allowed"][0]["packets"].as_u64().unwrap_or(0) > 0, "{net:#}");
+    assert!(net["denied_names"].as_array().unwrap().iter().any(|n| n == "other.test"), "{net:#}");
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.contains(&"svc.test".to_string()) && !asked.iter().any(|n| n == "other.test"), "{asked:?}");
+    th.finish("2");
+    fx.finish();
+}

@@ -9,6 +9,7 @@
 //! it. Not yet: wiring into worlds (addresses pool, host forwarding), the
 //! resolver, counters and NFLOG read-back, IPv6 destinations.
 
+pub mod dns;
 mod msg;
 pub mod netns;
 pub mod nft;

@@ -31,6 +31,9 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_SET_TIMEOUT: u32 = 0x10;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_APPEND: u16 = 0x800;
@@ -84,6 +87,9 @@ pub struct Allow {
     pub prefix: u8,
     pub port: Option<u16>,
     pub proto: Proto,
+    /// A name's addresses instead of `net`: set `n<index>` of the world's
+    /// table, filled by the resolver as it answers ([`set_add`]).
+    pub set: Option<u16>,
 }
 
 /// Expressions of one rule, each an `NFTA_LIST_ELEM`.
@@ -148,6 +154,22 @@ impl Rule {
         })
     }
 
+    /// Register 1 looked up in set `name`.
+    fn lookup(self, name: &str) -> Rule {
+        self.expr("lookup", |m| m.str(1, name).be32(2, REG1))
+    }
+
+    /// `dnat ip to ADDR:PORT` (inet table, IPv4 packets).
+    fn dnat(self, addr: Ipv4Addr, port: u16) -> Rule {
+        let imm = |reg: u32, v: &[u8]| {
+            let v = v.to_vec();
+            move |m: Msg| m.be32(1, reg).begin(2).attr(NFTA_DATA_VALUE, &v).end()
+        };
+        self.expr("immediate", imm(1, &addr.octets()))
+            .expr("immediate", imm(2, &port.to_be_bytes()))
+            .expr("nat", |m| m.be32(1, 1).be32(2, u32::from(NFPROTO_IPV4)).be32(3, 1).be32(5, 2))
+    }
+
     fn counter(self) -> Rule {
         self.expr("counter", |m| m)
     }
@@ -200,11 +222,47 @@ const META_OIFNAME: u32 = 7;
 const META_IIFNAME: u32 = 6;
 
 /// The whole ruleset of a world as one netlink batch.
-pub fn world_ruleset(allow: &[Allow], log_group: u16) -> Vec<u8> {
+///
+/// With `dns` (the world's gateway, where cloche's resolver listens), every
+/// DNS query the world sends, to whatever server, is redirected there, and
+/// the allowed names' addresses live in sets the resolver fills.
+pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: Option<Ipv4Addr>) -> Vec<u8> {
     let mut msgs: Vec<Vec<u8>> = Vec::new();
     msgs.push(
         Msg::new(nft(NFT_MSG_NEWTABLE), NLM_F_CREATE).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, TABLE).finish(),
     );
+    for k in allow.iter().filter_map(|a| a.set) {
+        msgs.push(
+            Msg::new(nft(NFT_MSG_NEWSET), NLM_F_CREATE)
+                .bytes(&nfgen(NFPROTO_INET))
+                .str(1, TABLE) // NFTA_SET_TABLE
+                .str(2, &format!("n{k}")) // NFTA_SET_NAME
+                .be32(3, NFT_SET_TIMEOUT) // NFTA_SET_FLAGS
+                .be32(4, 7) // NFTA_SET_KEY_TYPE: ipv4_addr
+                .be32(5, 4) // NFTA_SET_KEY_LEN
+                .be32(10, u32::from(k) + 1) // NFTA_SET_ID
+                .finish(),
+        );
+    }
+    if let Some(gw) = dns {
+        msgs.push(
+            Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
+                .bytes(&nfgen(NFPROTO_INET))
+                .str(NFTA_CHAIN_TABLE, TABLE)
+                .str(NFTA_CHAIN_NAME, "dns")
+                .begin(NFTA_CHAIN_HOOK)
+                .be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT)
+                .be32(NFTA_HOOK_PRIORITY, (-100i32) as u32)
+                .end()
+                .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
+                .str(NFTA_CHAIN_TYPE, "nat")
+                .finish(),
+        );
+        for p in [libc::IPPROTO_UDP as u8, libc::IPPROTO_TCP as u8] {
+            let r = Rule::new("dns").meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).meta(META_L4PROTO).cmp(0, &[p]);
+            msgs.push(r.payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).dnat(gw, 53).finish());
+        }
+    }
     for (name, hook) in [("output", NF_INET_LOCAL_OUT), ("input", NF_INET_LOCAL_IN)] {
         msgs.push(
             Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
@@ -225,6 +283,11 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16) -> Vec<u8> {
     msgs.push(Rule::new("output").ifname(META_OIFNAME, "lo").verdict(NF_ACCEPT).finish());
     for (i, a) in allow.iter().enumerate() {
         msgs.extend(allow_rules(a, i as u32, Dir::Out));
+    }
+    if let Some(gw) = dns {
+        // Queries to cloche's resolver (after the redirect above).
+        let r = Rule::new("output").meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, 16, 4);
+        msgs.push(r.cmp(0, &gw.octets()).payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).verdict(NF_ACCEPT).finish());
     }
     msgs.push(Rule::new("output").established().verdict(NF_ACCEPT).finish());
     msgs.push(Rule::new("output").counter().log_group(log_group).reject().finish());
@@ -267,10 +330,14 @@ fn allow_rules(a: &Allow, tag: u32, dir: Dir) -> Vec<Vec<u8>> {
                 r = r.established();
             }
             r = r.meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, addr_at, 4);
-            if mask != u32::MAX {
-                r = r.and(&mask.to_be_bytes());
+            if let Some(k) = a.set {
+                r = r.lookup(&format!("n{k}"));
+            } else {
+                if mask != u32::MAX {
+                    r = r.and(&mask.to_be_bytes());
+                }
+                r = r.cmp(0, &net.to_be_bytes());
             }
-            r = r.cmp(0, &net.to_be_bytes());
             if let Some(p) = proto {
                 r = r.meta(META_L4PROTO).cmp(0, &[p]);
             }
@@ -318,6 +385,26 @@ pub fn host_nat(pool: Ipv4Addr, prefix: u8) -> Vec<u8> {
             .finish(),
     ];
     batch(msgs)
+}
+
+/// Adds `addrs` to set `n<set>` of the world's table, each for `ttl_ms`
+/// (elements already there keep their own timeout).
+pub fn set_add(set: u16, addrs: &[(Ipv4Addr, u64)]) -> Vec<u8> {
+    let mut m = Msg::new(nft(NFT_MSG_NEWSETELEM), NLM_F_CREATE)
+        .bytes(&nfgen(NFPROTO_INET))
+        .str(1, TABLE) // NFTA_SET_ELEM_LIST_TABLE
+        .str(2, &format!("n{set}")) // NFTA_SET_ELEM_LIST_SET
+        .begin(3); // NFTA_SET_ELEM_LIST_ELEMENTS
+    for (ip, ttl_ms) in addrs {
+        m = m
+            .begin(NFTA_LIST_ELEM)
+            .begin(1) // NFTA_SET_ELEM_KEY
+            .attr(NFTA_DATA_VALUE, &ip.octets())
+            .end()
+            .attr(4, &(*ttl_ms).max(1000).to_be_bytes()) // NFTA_SET_ELEM_TIMEOUT (ms)
+            .end();
+    }
+    batch(vec![m.end().finish()])
 }
 
 /// True if table `name` of IPv4 (`family` 2) or inet (1) exists: one plain
@@ -459,16 +546,24 @@ mod tests {
     #[test]
     fn a_batch_is_framed_and_numbered() {
         let b = world_ruleset(
-            &[Allow { net: Ipv4Addr::new(198, 51, 100, 10), prefix: 32, port: Some(8080), proto: Proto::Tcp }],
+            &[Allow {
+                net: Ipv4Addr::new(198, 51, 100, 10),
+                prefix: 32,
+                port: Some(8080),
+                proto: Proto::Tcp,
+                set: None,
+            }],
             7,
+            None,
         );
         // begin, table, 2 chains, output: lo, allow, established, final;
         // input: lo, allow, established, final; end
         assert_eq!(count_msgs(&b), 13);
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), NFNL_MSG_BATCH_BEGIN);
         let any = world_ruleset(
-            &[Allow { net: Ipv4Addr::new(198, 51, 100, 0), prefix: 24, port: Some(53), proto: Proto::Any }],
+            &[Allow { net: Ipv4Addr::new(198, 51, 100, 0), prefix: 24, port: Some(53), proto: Proto::Any, set: None }],
             7,
+            None,
         );
         assert_eq!(count_msgs(&any), 15, "a port for any protocol is a TCP rule and a UDP rule, each way");
         assert_eq!(count_msgs(&delete_ruleset()), 3);

@@ -69,8 +69,15 @@ fn only_the_listed_destination_is_reachable_and_refusals_are_immediate() {
     let log = world.run(nft::socket).unwrap().unwrap();
     cloche_net::scope::listen(&log, 7).unwrap();
     let t = Instant::now();
-    nft::send(&sock, &nft::world_ruleset(&[Allow { net: HOST, prefix: 32, port: Some(open), proto: Proto::Tcp }], 7))
-        .unwrap();
+    nft::send(
+        &sock,
+        &nft::world_ruleset(
+            &[Allow { net: HOST, prefix: 32, port: Some(open), proto: Proto::Tcp, set: None }],
+            7,
+            None,
+        ),
+    )
+    .unwrap();
     eprintln!("ruleset over netlink: {:?}", t.elapsed());
     let (r, _) = connect(&world, HOST, open);
     assert_eq!(r.unwrap(), b"ping");

@@ -67,6 +67,7 @@ fn main() {
         "connect-unix" => emit(connect_unix(arg(rest, 0))),
         "connect-abstract" => emit(connect_abstract(arg(rest, 0))),
         "connect-tcp" => emit(connect_tcp(arg(rest, 0))),
+        "connect-name" => emit(connect_name(arg(rest, 0))),
         "kill" => emit(kill(arg(rest, 0), arg(rest, 1))),
         "ps" => emit(ps()),
         "read" => rest.iter().for_each(|p| emit(read(p))),
@@ -352,6 +353,19 @@ fn connect_tcp(addr: &str) -> Value {
         .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)))
         .map(|_| ());
     outcome(json!({"addr": addr}), r)
+}
+
+/// Resolves `NAME:PORT` (getaddrinfo, as programs do) and connects to the
+/// first address: `resolved` says whether the name resolved at all.
+fn connect_name(target: &str) -> Value {
+    use std::net::ToSocketAddrs;
+    match target.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => {
+            let r = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(|_| ());
+            outcome(json!({"target": target, "resolved": true, "addr": a.to_string()}), r)
+        }
+        Ok(None) | Err(_) => json!({"target": target, "resolved": false, "ok": false}),
+    }
 }
 
 fn kill(pid: &str, sig: &str) -> Value {

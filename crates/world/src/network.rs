@@ -30,6 +30,12 @@ const LOG_GROUP: u16 = 7;
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetSpec {
     pub allow: Vec<Allow>,
+    /// Allowed names (canonical pattern, index of their set in the world's
+    /// ruleset): with any, cloche's resolver serves the world.
+    pub names: Vec<(String, u16)>,
+    /// Where the resolver asks (default: the first nameserver of the host's
+    /// /etc/resolv.conf).
+    pub upstream: Option<std::net::SocketAddr>,
     /// The pool of world addresses (a /30 each), e.g. 10.203.0.0/16.
     pub pool: (Ipv4Addr, u8),
 }
@@ -40,6 +46,8 @@ pub struct WorldNet {
     nft: OwnedFd,
     log: OwnedFd,
     allow: Vec<Allow>,
+    names: Vec<(String, u16)>,
+    resolver: Option<cloche_net::dns::Resolver>,
     pub address: Ipv4Addr,
 }
 
@@ -50,10 +58,16 @@ pub struct NetScope {
     pub address: Option<Ipv4Addr>,
     pub allowed: Vec<AllowedFlow>,
     pub denied: Vec<DeniedFlow>,
+    /// Names the world asked for and was refused (NXDOMAIN).
+    pub denied_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AllowedFlow {
+    /// The allowed name, for a name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// The network, or for a name the addresses the resolver answered.
     pub ip: String,
     pub port: Option<u16>,
     pub proto: &'static str,
@@ -130,12 +144,45 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     let log = open().map_err(err("nflog socket"))?;
     scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
     crate::profile::mark("net: sockets, nflog");
-    nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP))
+    let dns = (!spec.names.is_empty()).then_some(gw);
+    nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP, dns))
         .map_err(|e| err("world ruleset")(e.to_string()))?;
+    let resolver = match dns {
+        None => None,
+        Some(gw) => {
+            let upstream = spec.upstream.or_else(host_nameserver).ok_or_else(|| {
+                err("resolver")("no upstream nameserver (host /etc/resolv.conf, or CLOCHE_DNS_UPSTREAM)".into())
+            })?;
+            let pin = open().map_err(err("resolver socket"))?;
+            let listen = std::net::SocketAddrV4::new(gw, 53);
+            Some(
+                cloche_net::dns::Resolver::start(listen, upstream, spec.names.clone(), pin)
+                    .map_err(|e| err("resolver")(e.to_string()))?,
+            )
+        }
+    };
     crate::profile::mark("net: ruleset");
     host_once(spec.pool)?;
     crate::profile::mark("net: host once");
-    Ok(WorldNet { ns, nft: nft_sock, log, allow: spec.allow.clone(), address: addr })
+    Ok(WorldNet {
+        ns,
+        nft: nft_sock,
+        log,
+        allow: spec.allow.clone(),
+        names: spec.names.clone(),
+        resolver,
+        address: addr,
+    })
+}
+
+/// The first nameserver of the host's /etc/resolv.conf, port 53.
+fn host_nameserver() -> Option<std::net::SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("nameserver"))
+            .then(|| w.next()?.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()))?
+    })
 }
 
 /// IPv4 forwarding and the pool's masquerading, made once per host.
@@ -160,6 +207,7 @@ impl WorldNet {
     /// The scope: counters of each allowed destination, refused attempts.
     pub fn scope(&self) -> NetScope {
         let counted = scope::counters(&self.nft).unwrap_or_default();
+        let seen = self.resolver.as_ref().map(|r| r.seen()).unwrap_or_default();
         let denied = scope::drain(&self.log).unwrap_or_default();
         let proto = |p: nft::Proto| match p {
             nft::Proto::Tcp => "tcp",
@@ -175,13 +223,23 @@ impl WorldNet {
                 .enumerate()
                 .map(|(i, a)| {
                     let (packets, bytes) = counted.get(&(i as u32)).copied().unwrap_or((0, 0));
-                    AllowedFlow {
-                        ip: format!("{}/{}", a.net, a.prefix),
-                        port: a.port,
-                        proto: proto(a.proto),
-                        packets,
-                        bytes,
-                    }
+                    let name = a.set.and_then(|k| self.names.iter().find(|(_, s)| *s == k)).map(|(n, _)| n.clone());
+                    let ip = match &name {
+                        // The addresses the resolver answered for it.
+                        Some(n) => {
+                            let mut ips: Vec<String> = seen
+                                .answered
+                                .iter()
+                                .filter(|(q, _)| cloche_net::dns::matches(n, q))
+                                .flat_map(|(_, a)| a.iter().map(|ip| ip.to_string()))
+                                .collect();
+                            ips.sort();
+                            ips.dedup();
+                            ips.join(",")
+                        }
+                        None => format!("{}/{}", a.net, a.prefix),
+                    };
+                    AllowedFlow { dst: name, ip, port: a.port, proto: proto(a.proto), packets, bytes }
                 })
                 .collect(),
             denied: denied
@@ -198,6 +256,7 @@ impl WorldNet {
                     attempts: n,
                 })
                 .collect(),
+            denied_names: seen.denied,
         }
     }
 

@@ -1,0 +1,252 @@
+//! cloche's resolver for a world: a UDP DNS server on the world's gateway
+//! that answers **only** the allowed names. Each answer's IPv4 addresses go
+//! into the name's nft set in the world (with the record's TTL) before the
+//! world sees the answer, so a connection to them is allowed from then on
+//! (DNS pinning). Any other name gets NXDOMAIN and is recorded as denied.
+//! The world's ruleset redirects every DNS query here, whatever server the
+//! world's resolv.conf names.
+
+use crate::nft;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A name as cloche compares it: lowercase ASCII, no trailing dot. Refused:
+/// empty names or labels, labels over 63 bytes, names over 253, NUL,
+/// control characters, spaces, and non-ASCII (IDNA is not supported yet:
+/// give the `xn--` form).
+pub fn canonical(name: &str) -> Result<String, String> {
+    let n = name.strip_suffix('.').unwrap_or(name);
+    if n.is_empty() || n.len() > 253 {
+        return Err(format!("{name:?}: not a host name"));
+    }
+    if !n.is_ascii() {
+        return Err(format!("{name:?}: non-ASCII names are not supported yet (give the xn-- form)"));
+    }
+    for (i, label) in n.split('.').enumerate() {
+        let ok_chars =
+            label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'*' && i == 0));
+        if label.is_empty() || label.len() > 63 || !ok_chars || (label.contains('*') && label != "*") {
+            return Err(format!("{name:?}: bad label {label:?}"));
+        }
+    }
+    Ok(n.to_ascii_lowercase())
+}
+
+/// `*.example.com` matches names below example.com, not example.com itself;
+/// anything else matches exactly. Both sides canonical.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(base) => {
+            name.len() > base.len() + 1 && name.ends_with(base) && name.as_bytes()[name.len() - base.len() - 1] == b'.'
+        }
+        None => pattern == name,
+    }
+}
+
+/// What the resolver saw: names refused (NXDOMAIN), and per allowed name
+/// the addresses it answered.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub denied: Vec<String>,
+    pub answered: Vec<(String, Vec<Ipv4Addr>)>,
+}
+
+/// A running resolver; stops (and joins its thread) when dropped.
+pub struct Resolver {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Resolver {
+    /// Serves on `listen` (the gateway, port 53); asks `upstream`; pins into
+    /// the sets of `names` (pattern, set index) through `nft`, a netfilter
+    /// socket in the world's namespace.
+    pub fn start(
+        listen: SocketAddrV4,
+        upstream: SocketAddr,
+        names: Vec<(String, u16)>,
+        nft: OwnedFd,
+    ) -> io::Result<Resolver> {
+        let sock = UdpSocket::bind(listen)?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (flag, log) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                if let Some(reply) = answer(&buf[..n], upstream, &names, &nft, &log) {
+                    let _ = sock.send_to(&reply, from);
+                }
+            }
+        });
+        Ok(Resolver { stop, seen, thread: Some(thread) })
+    }
+
+    /// What it saw so far.
+    pub fn seen(&self) -> Seen {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The question of a query: its name (canonical) and where it ends.
+fn question(q: &[u8]) -> Option<(String, usize)> {
+    if q.len() < 12 || u16::from_be_bytes([q[4], q[5]]) != 1 || q[2] & 0x80 != 0 {
+        return None; // one question, and a query
+    }
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*q.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None; // no compression in a question
+        }
+        labels.push(std::str::from_utf8(q.get(at..at + len)?).ok()?.to_string());
+        at += len;
+    }
+    let end = at + 4; // type, class
+    (end <= q.len()).then_some(())?;
+    canonical(&labels.join(".")).ok().map(|n| (n, end))
+}
+
+/// An NXDOMAIN answer to query `q` whose question ends at `end`.
+fn nxdomain(q: &[u8], end: usize) -> Vec<u8> {
+    let mut r = q[..end].to_vec();
+    r[2] = 0x80 | (q[2] & 0x01); // QR, keep RD
+    r[3] = 0x80 | 3; // RA, NXDOMAIN
+    r[6..12].fill(0); // no answer, authority, additional
+    r
+}
+
+/// The A records of a response: (address, ttl seconds).
+fn a_records(r: &[u8]) -> Vec<(Ipv4Addr, u32)> {
+    let mut out = Vec::new();
+    if r.len() < 12 {
+        return out;
+    }
+    let (qd, an) = (u16::from_be_bytes([r[4], r[5]]), u16::from_be_bytes([r[6], r[7]]));
+    let mut at = 12;
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let b = *r.get(at)?;
+            if b & 0xc0 == 0xc0 {
+                return Some(at + 2);
+            }
+            if b == 0 {
+                return Some(at + 1);
+            }
+            at += 1 + usize::from(b);
+        }
+    };
+    for _ in 0..qd {
+        let Some(a) = skip_name(at) else { return out };
+        at = a + 4;
+    }
+    for _ in 0..an {
+        let Some(a) = skip_name(at) else { return out };
+        let Some(h) = r.get(a..a + 10) else { return out };
+        let (kind, ttl, len) = (
+            u16::from_be_bytes([h[0], h[1]]),
+            u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+            usize::from(u16::from_be_bytes([h[8], h[9]])),
+        );
+        let Some(data) = r.get(a + 10..a + 10 + len) else { return out };
+        if kind == 1 && len == 4 {
+            out.push((Ipv4Addr::new(data[0], data[1], data[2], data[3]), ttl));
+        }
+        at = a + 10 + len;
+    }
+    out
+}
+
+/// The reply to one datagram from the world, if any.
+fn answer(
+    q: &[u8],
+    upstream: SocketAddr,
+    names: &[(String, u16)],
+    nft_sock: &OwnedFd,
+    seen: &Mutex<Seen>,
+) -> Option<Vec<u8>> {
+    let (name, end) = question(q)?;
+    let Some(&(_, set)) = names.iter().find(|(p, _)| matches(p, &name)) else {
+        if let Ok(mut s) = seen.lock() {
+            if !s.denied.contains(&name) {
+                s.denied.push(name);
+            }
+        }
+        return Some(nxdomain(q, end));
+    };
+    let up = UdpSocket::bind(if upstream.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    up.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    up.send_to(q, upstream).ok()?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = up.recv_from(&mut buf).ok()?;
+    let reply = buf[..n].to_vec();
+    if reply.get(..2) != q.get(..2) {
+        return None; // not the answer to this query
+    }
+    let addrs = a_records(&reply);
+    if !addrs.is_empty() {
+        // Pinned before the world reads the answer: its connect then passes.
+        let elems: Vec<(Ipv4Addr, u64)> = addrs.iter().map(|(ip, ttl)| (*ip, u64::from(*ttl).max(1) * 1000)).collect();
+        nft::send(nft_sock, &nft::set_add(set, &elems)).ok()?;
+        if let Ok(mut s) = seen.lock() {
+            s.answered.push((name, addrs.iter().map(|(ip, _)| *ip).collect()));
+        }
+    }
+    Some(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_canonical_and_wildcards_match_below_only() {
+        assert_eq!(canonical("Svc.Test.").unwrap(), "svc.test");
+        for bad in ["", ".", "a..b", "a b", "a\0b", "ｒegistry.io", "a*.b", "x.*.y", &"a".repeat(64)] {
+            assert!(canonical(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches("*.example.com", "a.example.com") && matches("*.example.com", "x.y.example.com"));
+        assert!(!matches("*.example.com", "example.com") && !matches("*.example.com", "badexample.com"));
+        assert!(matches("svc.test", "svc.test") && !matches("svc.test", "a.svc.test"));
+    }
+
+    #[test]
+    fn questions_and_answers_are_parsed() {
+        // query id 0x1234, RD, one question svc.test A IN
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(b"\x03svc\x04test\x00\x00\x01\x00\x01");
+        assert_eq!(question(&q), Some(("svc.test".to_string(), q.len())));
+        let nx = nxdomain(&q, q.len());
+        assert_eq!((nx[2], nx[3] & 0x0f), (0x81, 3));
+        // the answer: question + one A record with a pointer to the name
+        let mut r = q.clone();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 10]);
+        assert_eq!(a_records(&r), vec![(Ipv4Addr::new(198, 51, 100, 10), 60)]);
+        assert!(a_records(&r[..r.len() - 2]).is_empty());
+        assert_eq!(question(&r), None, "a response is not a question");
+    }
+}
