@@ -447,7 +447,12 @@ pub fn table_exists(sock: &OwnedFd, family: u8, name: &str) -> io::Result<bool> 
 
 /// Removes the world's table (its chains, rules and counters with it).
 pub fn delete_ruleset() -> Vec<u8> {
-    batch(vec![Msg::new(nft(NFT_MSG_DELTABLE), 0).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, TABLE).finish()])
+    delete_table(NFPROTO_INET, TABLE)
+}
+
+/// Removes table `name` of `family` (2: ip, 1: inet).
+pub fn delete_table(family: u8, name: &str) -> Vec<u8> {
+    batch(vec![Msg::new(nft(NFT_MSG_DELTABLE), 0).bytes(&nfgen(family)).str(NFTA_TABLE_NAME, name).finish()])
 }
 
 /// A batch marker: no acknowledgement asked (only the messages inside are

@@ -23,6 +23,9 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 
+/// The host's masquerade table (`ip` family).
+const HOST_TABLE: &str = "cloche_nat";
+
 /// NFLOG group of refused attempts (per namespace: no clash between worlds).
 const LOG_GROUP: u16 = 7;
 
@@ -49,6 +52,80 @@ pub struct WorldNet {
     names: Vec<(String, u16)>,
     resolver: Option<cloche_net::dns::Resolver>,
     pub address: Ipv4Addr,
+    /// The host end of its veth pair.
+    host_if: String,
+}
+
+/// The host's network set-up (masquerade table) is checked, made and
+/// removed under this lock (flock on /run/cloche/net.lock).
+fn host_lock() -> Result<std::fs::File, crate::WorldError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::path::Path::new(crate::state::LIVE_LOCK).with_file_name("net.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| err("network lock")(e.to_string()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(err("network lock")(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(f)
+}
+
+/// True if another world's veth (`cl` + 12 hex digits) is on the host.
+fn other_worlds(own: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return true };
+    dir.flatten().any(|e| {
+        let n = e.file_name().to_string_lossy().to_string();
+        n != own && n.len() == 14 && n.starts_with("cl") && n[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+impl Drop for WorldNet {
+    /// The last world with a network removes the host's masquerade table
+    /// (IPv4 forwarding stays on: another tool may rely on it).
+    fn drop(&mut self) {
+        let Ok(lock) = host_lock() else { return };
+        if other_worlds(&self.host_if) {
+            return;
+        }
+        let Ok(sock) = nft::socket() else { return };
+        remove_in_background(&sock, &nft::delete_table(2, HOST_TABLE));
+        drop(lock); // the grandchild holds the same lock until it is done
+    }
+}
+
+/// Sends `msg` on `sock` from a detached grandchild. The kernel commits an
+/// nftables batch inside send(2), and removing a hooked chain waits for an
+/// RCU grace period (9-13 ms measured here): cloche does not wait for it.
+/// The grandchild inherits the host lock, so the next world's set-up waits
+/// for the removal to be done; it is reparented, so nothing is left to reap.
+fn remove_in_background(sock: &OwnedFd, msg: &[u8]) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: between fork and _exit the children only call fork(2),
+    // send(2) and _exit(2) (async-signal-safe) on memory made before.
+    unsafe {
+        match libc::fork() {
+            0 => {
+                if libc::fork() == 0 {
+                    libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0);
+                }
+                libc::_exit(0);
+            }
+            pid if pid > 0 => {
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            }
+            _ => {
+                // No child: do it here.
+                libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0);
+            }
+        }
+    }
 }
 
 /// The network scope of a finished world (report and spans).
@@ -119,6 +196,9 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     let ns = Netns::of_pid(pid).map_err(|e| err("open the world's netns")(e.to_string()))?;
     let host = cloche_net::Rtnl::open().map_err(|e| err("netlink")(e.to_string()))?;
     let name = format!("cl{}", id.get(..12).unwrap_or(id));
+    // Held while this world's veth appears and the host's set-up is
+    // checked: the last world to leave removes that set-up under it.
+    let _host = host_lock()?;
     let (mut gw, mut addr) = slot(id, spec.pool, 0);
     for attempt in 1..16 {
         if !routed(gw) {
@@ -172,6 +252,7 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
         names: spec.names.clone(),
         resolver,
         address: addr,
+        host_if: name,
     })
 }
 
@@ -192,7 +273,7 @@ fn host_once(pool: (Ipv4Addr, u8)) -> Result<(), crate::WorldError> {
         std::fs::write(fwd, "1").map_err(|e| err("enable IPv4 forwarding")(e.to_string()))?;
     }
     let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
-    if nft::table_exists(&sock, 2, "cloche_nat").map_err(|e| err("host nftables")(e.to_string()))? {
+    if nft::table_exists(&sock, 2, HOST_TABLE).map_err(|e| err("host nftables")(e.to_string()))? {
         return Ok(());
     }
     let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
