@@ -23,6 +23,17 @@ struct TestHost {
     server: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Also when a test fails: the servers stop, so the namespace (and its veth
+/// pair) goes with the test host.
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
+        }
+    }
+}
+
 impl TestHost {
     fn new(tag: &str) -> TestHost {
         let ns = Netns::create().unwrap();
@@ -56,12 +67,8 @@ impl TestHost {
     }
 
     /// Drops the namespace and waits until its veth pair is gone.
-    fn finish(mut self, tag: &str) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(s) = self.server.take() {
-            s.join().unwrap();
-        }
-        drop(self.ns);
+    fn finish(self, tag: &str) {
+        drop(self); // stops the servers, closes the namespace
         let gone = std::path::PathBuf::from(format!("/sys/class/net/clt-r{tag}"));
         let deadline = Instant::now() + Duration::from_secs(5);
         while gone.exists() && Instant::now() < deadline {
