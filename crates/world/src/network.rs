@@ -196,8 +196,10 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     let ns = Netns::of_pid(pid).map_err(|e| err("open the world's netns")(e.to_string()))?;
     let host = cloche_net::Rtnl::open().map_err(|e| err("netlink")(e.to_string()))?;
     let name = format!("cl{}", id.get(..12).unwrap_or(id));
-    // Held while this world's veth appears and the host's set-up is
-    // checked: the last world to leave removes that set-up under it.
+    // Held while this world picks its /30 and its veth and address appear
+    // (so two worlds never pick the same one: the first's route is there
+    // before the second looks), and while the host's set-up is checked (the
+    // last world to leave removes that set-up under it).
     let _host = host_lock()?;
     let (mut gw, mut addr) = slot(id, spec.pool, 0);
     for attempt in 1..16 {
