@@ -8,7 +8,9 @@
 
 use crate::nft;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,16 +75,24 @@ impl Resolver {
         nft: OwnedFd,
     ) -> io::Result<Resolver> {
         let sock = UdpSocket::bind(listen)?;
-        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        sock.set_nonblocking(true)?;
+        // DNS over TCP too (large answers, and resolvers that prefer it).
+        let tcp = TcpListener::bind(listen)?;
+        tcp.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (flag, log) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-                if let Some(reply) = answer(&buf[..n], upstream, &names, &nft, &log) {
-                    let _ = sock.send_to(&reply, from);
+                wait_readable(&[sock.as_raw_fd(), tcp.as_raw_fd()], 50);
+                while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if let Some(reply) = answer(&buf[..n], upstream, &names, &nft, &log) {
+                        let _ = sock.send_to(&reply, from);
+                    }
+                }
+                while let Ok((conn, _)) = tcp.accept() {
+                    let _ = serve_tcp(conn, upstream, &names, &nft, &log);
                 }
             }
         });
@@ -101,6 +111,37 @@ impl Drop for Resolver {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Waits until one of `fds` is readable, or `ms` milliseconds.
+fn wait_readable(fds: &[i32], ms: i32) {
+    let mut p: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: poll on our own array of pollfd.
+    unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+}
+
+/// One DNS-over-TCP connection: queries prefixed by their 2-byte length,
+/// answered the same way, until the peer closes or stalls (2 s).
+fn serve_tcp(
+    mut conn: TcpStream,
+    upstream: SocketAddr,
+    names: &[(String, u16)],
+    nft: &OwnedFd,
+    seen: &Mutex<Seen>,
+) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    loop {
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len)?;
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut q)?;
+        let Some(reply) = answer(&q, upstream, names, nft, seen) else { return Ok(()) };
+        let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        conn.write_all(&out)?;
     }
 }
 

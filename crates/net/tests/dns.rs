@@ -1,0 +1,88 @@
+//! cloche's resolver over UDP and TCP, in a namespace of the test's own: an
+//! allowed name is asked upstream (a fake server of the test's) and pinned
+//! into its set; another gets NXDOMAIN without being asked.
+
+use cloche_net::dns::Resolver;
+use cloche_net::nft::{self, Allow, Proto};
+use cloche_net::Netns;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
+    let ns = Netns::create().unwrap();
+    let rt = ns.rtnl().unwrap();
+    rt.set_up(rt.index("lo").unwrap()).unwrap();
+    // The world's table with set n0 for the allowed name.
+    let sock = ns.run(nft::socket).unwrap().unwrap();
+    let allow = [Allow { net: Ipv4Addr::UNSPECIFIED, prefix: 32, port: Some(80), proto: Proto::Any, set: Some(0) }];
+    nft::send(&sock, &nft::world_ruleset(&allow, 7, None)).unwrap();
+    // A fake upstream: svc.test is 198.51.100.10.
+    let up = ns.run(|| UdpSocket::bind("127.0.0.1:0")).unwrap().unwrap();
+    let upstream = up.local_addr().unwrap();
+    let asked = Arc::new(Mutex::new(0));
+    let count = asked.clone();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        while let Ok((n, from)) = up.recv_from(&mut b) {
+            *count.lock().unwrap() += 1;
+            let mut r = b[..n].to_vec();
+            r[2] = 0x81;
+            r[3] = 0x80;
+            r[7] = 1;
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 10]);
+            let _ = up.send_to(&r, from);
+        }
+    });
+    let pin = ns.run(nft::socket).unwrap().unwrap();
+    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53);
+    let names = vec![("svc.test".to_string(), 0)];
+    let resolver = ns.run(move || Resolver::start(listen, upstream, names, pin)).unwrap().unwrap();
+    let (udp, tcp, other) = ns
+        .run(|| {
+            let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            u.send_to(&query(1, "svc.test"), "127.0.0.1:53").unwrap();
+            let mut b = [0u8; 512];
+            let n = u.recv(&mut b).unwrap();
+            let udp = b[..n].to_vec();
+            u.send_to(&query(2, "other.test"), "127.0.0.1:53").unwrap();
+            let n = u.recv(&mut b).unwrap();
+            let other = b[..n].to_vec();
+            let mut t = TcpStream::connect("127.0.0.1:53").unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let q = query(3, "SVC.test.");
+            let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+            msg.extend_from_slice(&q);
+            t.write_all(&msg).unwrap();
+            let mut len = [0u8; 2];
+            t.read_exact(&mut len).unwrap();
+            let mut tcp = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            t.read_exact(&mut tcp).unwrap();
+            (udp, tcp, other)
+        })
+        .unwrap();
+    for (r, id) in [(&udp, 1u16), (&tcp, 3)] {
+        assert_eq!(u16::from_be_bytes([r[0], r[1]]), id);
+        assert!(r.ends_with(&[198, 51, 100, 10]), "{r:?}");
+    }
+    assert_eq!(other[3] & 0x0f, 3, "NXDOMAIN");
+    let seen = resolver.seen();
+    assert_eq!(seen.denied, ["other.test"]);
+    assert_eq!(seen.answered.len(), 2);
+    assert_eq!(*asked.lock().unwrap(), 2, "the refused name was never asked upstream: {seen:?}");
+    drop(resolver);
+}
