@@ -10,15 +10,10 @@ their ratio. The allowed address needs no host behind it: the world's veth,
 addresses, route and ruleset are set up either way (targets: under 15 ms,
 at most 2x `--net none`). Nothing is asserted: a measurement, not a test.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, sys, tempfile
 
-def timed(cmd, env):
-    t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    dt = (time.perf_counter() - t) * 1000
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {r.stderr.decode(errors='replace').strip()}")
-    return dt
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from startup import timed  # noqa: E402  (one timer for every bench)
 
 def main():
     ap = argparse.ArgumentParser()

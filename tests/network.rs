@@ -158,31 +158,41 @@ fn world_address(ifname: &str) -> Option<Ipv4Addr> {
 
 #[test]
 fn two_worlds_cannot_reach_each_other() {
+    use std::io::BufRead;
     let fx = Fixture::new();
+    // The first world listens on every address for 4 s and, as a control,
+    // connects to itself over loopback once: exactly one connection is
+    // accepted unless the second world gets through.
+    let script = format!(
+        "PROBE='{}'\n\"$PROBE\" listen-tcp 0.0.0.0:9099 4 & sleep 0.3; \"$PROBE\" connect-tcp 127.0.0.1:9099; wait",
+        probe_bin().display()
+    );
     let mut cmd = fx.command();
-    cmd.args(["run", "--net", "allow=198.51.100.0/24", "--", "sh", "-c", "sleep 3"]);
+    cmd.args(fx.run_args(&["--net", "allow=198.51.100.0/24"], &["/bin/sh", "-c", &script]));
+    cmd.stdout(std::process::Stdio::piped());
     let mut first = HostChild::spawn(&mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let first_addr = loop {
-        let veth = std::fs::read_dir("/sys/class/net")
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .find(|n| n.starts_with("cl") && !n.starts_with("clt"));
-        if let Some(a) = veth.and_then(|v| world_address(&v)) {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "the first world's network never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // Even with the whole pool's neighbour listed as allowed, the other
-    // world refuses to be reached: its input chain drops what it did not start.
-    let o = fx.sh(&["--net", &format!("allow={first_addr}")], &format!("\"$PROBE\" connect-tcp {first_addr}:9"));
+    let mut out = std::io::BufReader::new(first.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the first world never listened");
+    }
+    let veth = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|n| n.starts_with("cl") && !n.starts_with("clt"))
+        .expect("the first world's veth");
+    let first_addr = world_address(&veth).expect("the first world's address");
+    // Even with the neighbour listed as allowed, the other world refuses to
+    // be reached: its input chain drops what it did not start.
+    let o = fx.sh(&["--net", &format!("allow={first_addr}")], &format!("\"$PROBE\" connect-tcp {first_addr}:9099"));
     o.expect_code(0);
     assert_eq!(o.lines()[0]["ok"], false, "{first_addr} reachable: {}", o.describe());
-    // SAFETY: kill with a pid and a signal: cloche ends its world and cleans up.
-    unsafe { libc::kill(first.pid(), libc::SIGTERM) };
-    let _ = first.0.wait();
+    assert!(first.0.wait().unwrap().success());
+    let rest: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    assert_eq!(rest[0]["ok"], true, "control: loopback inside the first world: {rest:?}");
+    assert_eq!(rest[1]["accepted"], 1, "only the control connection was accepted: {rest:?}");
     fx.finish();
 }
 

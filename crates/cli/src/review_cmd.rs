@@ -90,9 +90,16 @@ fn target(broker: &Broker, id: &str) -> Result<Target, String> {
     Ok(Target { world, batch, roots, refuse_setuid: policy.commit.refuse_setuid })
 }
 
-fn review_of(t: &Target, hash: bool) -> Result<Review, String> {
+/// The world's fs_diff, recomputed from its uppers (never truncated below
+/// ten million paths: a commit refuses a truncated diff).
+fn world_diff(t: &Target, hash: bool) -> Result<cloche_world::diff::FsDiff, String> {
     let opts = DiffOptions { hash, max_entries: 10_000_000 };
-    let diff = t.world.fs_diff(&opts).map_err(|e| e.to_string())?;
+    t.world.fs_diff(&opts).map_err(|e| e.to_string())
+}
+
+/// What a reviewer reads: the diff, its flags, which entry changed what.
+fn review_of(t: &Target, hash: bool) -> Result<Review, String> {
+    let diff = world_diff(t, hash)?;
     let flags = flags::review_flags(&diff, &t.roots);
     let attribution = record::read_attribution(&t.world.path).map_err(|e| format!("world records: {e}"))?;
     Ok(Review { diff, flags, attribution, roots: t.roots.clone() })
@@ -129,9 +136,7 @@ pub fn diff(a: DiffArgs) -> i32 {
 /// The fs_diff object with review flags and per-entry attribution.
 fn diff_json(t: &Target, review: &Review, paths: &[Vec<u8>]) -> Result<Value, String> {
     let mut v = serde_json::to_value(&review.diff).map_err(|e| e.to_string())?;
-    let keep = |p: &[u8]| {
-        paths.is_empty() || paths.iter().any(|x| p == x.as_slice() || p.starts_with(&[x.as_slice(), b"/"].concat()))
-    };
+    let keep = |p: &[u8]| paths.is_empty() || paths.iter().any(|x| cloche_review::at_or_below(p, x));
     for list in ["added", "modified", "deleted"] {
         let entries: Vec<Value> = review_list(&review.diff, list)
             .iter()
@@ -269,7 +274,8 @@ fn commit_inner(a: &CommitArgs) -> Result<i32, String> {
     }
     // One commit at a time per world, and no discard under it.
     let _busy = kept::lock(&t.world.path, false).map_err(|e| format!("world {}: {e}", t.world.id))?;
-    let review = review_of(&t, false)?;
+    // A commit needs the changes and the roots, not the reviewer's flags.
+    let review = Review { diff: world_diff(&t, false)?, roots: t.roots.clone(), ..Review::default() };
     let base = record::read_base(&t.world.path).map_err(|e| format!("world records: {e}"))?;
     let opts = Options {
         paths: a.paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?,

@@ -68,6 +68,7 @@ fn main() {
         "connect-abstract" => emit(connect_abstract(arg(rest, 0))),
         "connect-tcp" => emit(connect_tcp(arg(rest, 0))),
         "connect-name" => emit(connect_name(arg(rest, 0))),
+        "listen-tcp" => emit(listen_tcp(arg(rest, 0), arg(rest, 1))),
         "kill" => emit(kill(arg(rest, 0), arg(rest, 1))),
         "ps" => emit(ps()),
         "read" => rest.iter().for_each(|p| emit(read(p))),
@@ -353,6 +354,27 @@ fn connect_tcp(addr: &str) -> Value {
         .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)))
         .map(|_| ());
     outcome(json!({"addr": addr}), r)
+}
+
+/// Listens on `ADDR` for `SECS` seconds and counts the connections accepted.
+/// Prints `{"listening": ADDR}` at once (flushed), then the count.
+fn listen_tcp(addr: &str, secs: &str) -> Value {
+    let secs: f64 = parse(secs);
+    let l = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => return outcome(json!({"listen": addr}), Err(e)),
+    };
+    emit(json!({"listening": addr}));
+    let _ = l.set_nonblocking(true);
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut accepted = 0;
+    while std::time::Instant::now() < end {
+        match l.accept() {
+            Ok(_) => accepted += 1,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    json!({"listen": addr, "accepted": accepted})
 }
 
 /// Resolves `NAME:PORT` (getaddrinfo, as programs do) and connects to the

@@ -236,7 +236,7 @@ fn symlink_escapes(e: &Entry, roots: &[PathBuf]) -> bool {
 /// filesystem: an absolute target as is, a relative one from the link's
 /// parent directory; `.` is dropped, `..` removes the previous component
 /// (and stays at `/` at the top). The result is absolute and normalized.
-fn resolve_lexically(link: &[u8], target: &[u8]) -> Vec<u8> {
+pub(crate) fn resolve_lexically(link: &[u8], target: &[u8]) -> Vec<u8> {
     let mut stack: Vec<&[u8]> = Vec::new();
     if !target.starts_with(b"/") {
         stack = components(link);
@@ -359,6 +359,8 @@ mod tests {
         assert_eq!(resolve_lexically(b"/a/l", b".."), b"/");
         assert_eq!(resolve_lexically(b"/l", b""), b"/");
         assert_eq!(resolve_lexically(b"/a/l", b"\xff/.."), b"/a");
+        assert_eq!(resolve_lexically(b"/p/l", b"x/./y"), b"/p/x/y");
+        assert_eq!(resolve_lexically(b"/p/l", b"../../../.."), b"/");
     }
 
     #[test]

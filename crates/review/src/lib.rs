@@ -38,10 +38,12 @@ pub struct Review {
 /// True if `path` is one of `roots` or below one.
 pub fn under_roots(path: &[u8], roots: &[PathBuf]) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    roots.iter().any(|r| {
-        let r = r.as_os_str().as_bytes();
-        r == b"/" || path == r || (path.starts_with(r) && path.get(r.len()) == Some(&b'/'))
-    })
+    roots.iter().any(|r| at_or_below(path, r.as_os_str().as_bytes()))
+}
+
+/// True if `path` is `prefix` or below it (by whole components).
+pub fn at_or_below(path: &[u8], prefix: &[u8]) -> bool {
+    prefix == b"/" || path == prefix || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
 }
 
 /// Shorthand for tests and callers holding text paths.

@@ -184,7 +184,7 @@ fn selected(path: &[u8], filters: &[Vec<u8>]) -> bool {
                 f = rest;
             }
             // `f` empty: the filter was `/`.
-            f.is_empty() || path == f || (path.starts_with(f) && path.get(f.len()) == Some(&b'/'))
+            crate::at_or_below(path, if f.is_empty() { b"/" } else { f })
         })
 }
 

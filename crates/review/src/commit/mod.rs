@@ -26,8 +26,9 @@
 mod apply;
 pub mod fsx;
 
+use crate::flags::resolve_lexically;
 use crate::record::HostState;
-use crate::{under_roots, Review};
+use crate::{at_or_below, under_roots, Review};
 use cloche_world::diff::{Change, Entry, Kind};
 use cloche_world::kept::KeptWorld;
 use nix::fcntl::OFlag;
@@ -168,11 +169,6 @@ pub struct Commit<'a> {
     pub plan: Plan,
 }
 
-/// True if `path` is `prefix` or below it.
-fn at_or_below(path: &[u8], prefix: &[u8]) -> bool {
-    prefix == b"/" || path == prefix || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
-}
-
 /// The path below `root` (`/r/a/b` under `/r` → `a/b`; the root itself → ``).
 fn rel<'p>(root: &[u8], path: &'p [u8]) -> &'p [u8] {
     let rest = if root == b"/" { &path[1..] } else { &path[root.len()..] };
@@ -292,7 +288,7 @@ impl<'a> Commit<'a> {
             Kind::Socket => return Err("socket".into()),
             Kind::Symlink => {
                 let target = e.target.as_ref().map(|t| t.as_bytes().to_vec()).unwrap_or_default();
-                if !under_roots(&resolve_link(path, &target), roots) {
+                if !under_roots(&resolve_lexically(path, &target), roots) {
                     return Err("symlink leaves the commit roots".into());
                 }
                 if status == Status::Modified && !e.changes.iter().any(|c| matches!(c, Change::Type | Change::Target)) {
@@ -449,35 +445,6 @@ fn hash(fd: OwnedFd) -> Option<[u8; 32]> {
     }
 }
 
-/// The absolute, lexically normalized target of a symlink at `path`.
-pub fn resolve_link(path: &[u8], target: &[u8]) -> Vec<u8> {
-    let (parent, _) = fsx::split(path);
-    let mut parts: Vec<&[u8]> = Vec::new();
-    let joined: Vec<&[u8]> = if target.starts_with(b"/") {
-        target.split(|&b| b == b'/').collect()
-    } else {
-        parent.split(|&b| b == b'/').chain(target.split(|&b| b == b'/')).collect()
-    };
-    for c in joined {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut out = Vec::new();
-    for p in parts {
-        out.push(b'/');
-        out.extend_from_slice(p);
-    }
-    if out.is_empty() {
-        out.push(b'/');
-    }
-    out
-}
-
 fn host_why(e: nix::errno::Errno, parent: &[u8]) -> String {
     use nix::errno::Errno;
     let p = String::from_utf8_lossy(parent);
@@ -576,14 +543,6 @@ mod tests {
         let report = c.apply();
         assert!(report.applied.is_empty() && report.error.is_some());
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn symlink_targets_resolve_lexically() {
-        assert_eq!(resolve_link(b"/p/a/l", b"../b"), b"/p/b");
-        assert_eq!(resolve_link(b"/p/l", b"/etc"), b"/etc");
-        assert_eq!(resolve_link(b"/p/l", b"../../../.."), b"/");
-        assert_eq!(resolve_link(b"/p/l", b"x/./y"), b"/p/x/y");
     }
 
     #[test]
