@@ -7,15 +7,19 @@ mod common;
 use cloche_net::Netns;
 use common::*;
 use std::io::Write;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const TEST_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// The test host over IPv6 (the documentation prefix); it also answers on
+/// ::20, the address its DNS server gives `svc6.test`.
+const TEST_HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const MACHINE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
 /// A test host: its own namespace, linked to the machine's by a veth pair
-/// (198.51.100.1 here, .10 there), with a TCP server on `port` that greets
-/// and closes. Dropping it takes the namespace, and with it both veth ends.
+/// (198.51.100.1 here, .10 there; 2001:db8::1 here, ::10 and ::20 there),
+/// with a TCP server on `port` (IPv4 and IPv6) that greets and closes. Dropping it takes the namespace, and with it both veth ends.
 struct TestHost {
     ns: Netns,
     port: u16,
@@ -41,6 +45,11 @@ impl TestHost {
         let here = format!("clt-r{tag}");
         root.add_veth(&here, "clt-t", ns.as_fd()).unwrap();
         let i = root.index(&here).unwrap();
+        // No duplicate address detection for the machine's link-local
+        // address on this link: until it is done (about a second) the
+        // kernel sends no neighbour solicitation on the link, and the first
+        // IPv6 packets to the test host would wait for it.
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{here}/accept_dad"), "0").unwrap();
         root.add_address(i, Ipv4Addr::new(198, 51, 100, 1), 24).unwrap();
         root.set_up(i).unwrap();
         let t = ns.rtnl().unwrap();
@@ -49,15 +58,23 @@ impl TestHost {
         t.set_up(ti).unwrap();
         t.set_up(t.index("lo").unwrap()).unwrap();
         t.add_route(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(198, 51, 100, 1)).unwrap();
+        root.add_address(i, MACHINE6, 64).unwrap();
+        t.add_address(ti, TEST_HOST6, 64).unwrap();
+        t.add_address(ti, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20), 64).unwrap();
+        t.add_route(Ipv6Addr::UNSPECIFIED, 0, MACHINE6).unwrap();
         let l = ns.run(|| TcpListener::bind((TEST_HOST, 0))).unwrap().unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
+        let v6 = [TEST_HOST6, Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20)];
+        let l6: Vec<TcpListener> =
+            v6.iter().map(|&a| ns.run(move || TcpListener::bind((a, port))).unwrap().unwrap()).collect();
+        l6.iter().for_each(|l| l.set_nonblocking(true).unwrap());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         // The listener holds the namespace: the server ends when asked.
         let server = std::thread::spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                match l.accept() {
+                match l.accept().or_else(|_| l6[0].accept()).or_else(|_| l6[1].accept()) {
                     Ok((c, _)) => drop((&c).write_all(b"hello\n")),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -120,7 +137,7 @@ fn only_the_allowed_destination_is_reachable_and_the_report_shows_the_scope() {
     // The last world with a network takes the host's masquerade table away
     // (in the background: allow it a moment).
     let deadline = Instant::now() + Duration::from_secs(2);
-    while cloche_net::nft::table_exists(&cloche_net::nft::socket().unwrap(), 2, "cloche_nat").unwrap() {
+    while cloche_net::nft::table_exists(&cloche_net::nft::socket().unwrap(), 1, "cloche_nat").unwrap() {
         assert!(Instant::now() < deadline, "cloche_nat left on the host");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -234,8 +251,9 @@ fn batch_entries_carry_their_own_network_scope() {
 
 impl TestHost {
     /// A DNS server of the test's own on the test host (port 53): `svc.test`
-    /// is 198.51.100.10 (TTL 60), anything else NXDOMAIN. Returns the names
-    /// it was asked for.
+    /// is 198.51.100.10 (TTL 60), `svc6.test` has only an IPv6 address,
+    /// 2001:db8::20; anything else NXDOMAIN. Returns the names it was asked
+    /// for.
     fn dns(&self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
         let sock = self.ns.run(|| std::net::UdpSocket::bind((TEST_HOST, 53))).unwrap().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
@@ -257,11 +275,19 @@ impl TestHost {
                 let name = labels.join(".");
                 log.lock().unwrap().push(name.clone());
                 let mut r = q[..(at + 5).min(n)].to_vec();
+                let aaaa = q.get(at + 1..at + 3) == Some(&[0, 28]);
                 r[2] = 0x81;
                 if name == "svc.test" {
                     r[3] = 0x80;
                     r[7] = 1;
                     r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 10]);
+                } else if name == "svc6.test" {
+                    r[3] = 0x80;
+                    if aaaa {
+                        r[7] = 1;
+                        r.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+                        r.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20).octets());
+                    }
                 } else {
                     r[3] = 0x83;
                 }
@@ -310,5 +336,74 @@ fn allowed_names_resolve_through_cloches_resolver_and_others_do_not() {
     let asked = asked.lock().unwrap().clone();
     assert!(asked.contains(&"svc.test".to_string()) && !asked.iter().any(|n| n == "other.test"), "{asked:?}");
     th.finish("2");
+    fx.finish();
+}
+
+/// IPv6 like IPv4: a listed v6 destination is reachable through the host's
+/// forwarding, other v6 destinations, the same host over IPv4 (not listed)
+/// and the machine's own v6 address are refused at once and reported; a
+/// name with only an AAAA record resolves through cloche's resolver and
+/// its address is pinned into the name's IPv6 set.
+#[test]
+fn ipv6_destinations_work_when_listed_and_are_refused_otherwise() {
+    let fx = Fixture::new();
+    let th = TestHost::new("3");
+    let _asked = th.dns();
+    let allowed = format!("[{TEST_HOST6}]:{}", th.port);
+    let others = [
+        format!("[{TEST_HOST6}]:{}", th.port + 1),
+        format!("[2001:db8::11]:{}", th.port),
+        format!("{TEST_HOST}:{}", th.port),
+        format!("[{MACHINE6}]:22"),
+    ];
+    let mut script = format!("\"$PROBE\" connect-tcp {allowed}");
+    for o in &others {
+        script += &format!("; \"$PROBE\" connect-tcp {o}");
+    }
+    script += &format!("; \"$PROBE\" connect-name svc6.test:{}", th.port);
+    let mut cmd = fx.command();
+    cmd.env("CLOCHE_DNS_UPSTREAM", "198.51.100.10:53");
+    let t = Instant::now();
+    let net = format!("allow={allowed},svc6.test:{}", th.port);
+    let probe = format!("PROBE='{}'\n{script}", probe_bin().display());
+    let o = fx.run_with(cmd, &["--net", &net], &["/bin/sh", "-c", &probe]);
+    o.expect_code(0);
+    let lines = o.lines();
+    assert_eq!(lines[0]["ok"], true, "the allowed v6 destination: {}", o.describe());
+    for (i, dest) in others.iter().enumerate() {
+        assert_eq!(lines[1 + i]["ok"], false, "{dest} was reachable");
+    }
+    let name = &lines[1 + others.len()];
+    assert_eq!((name["resolved"].as_bool(), name["ok"].as_bool()), (Some(true), Some(true)), "{}", o.describe());
+    assert_eq!(name["addr"], format!("[2001:db8::20]:{}", th.port));
+    assert!(t.elapsed() < Duration::from_secs(5), "refusals must be immediate, took {:?}", t.elapsed());
+    let net = &o.report()["network"];
+    assert!(net["address6"].as_str().is_some_and(|a| a.starts_with("fd63:6c6f:6368:6500:")), "{net:#}");
+    assert_eq!(net["allowed"][0]["ip"], format!("{TEST_HOST6}/128"), "{net:#}");
+    assert!(net["allowed"][0]["packets"].as_u64().unwrap_or(0) >= 2, "{net:#}");
+    assert_eq!(
+        (net["allowed"][1]["dst"].as_str(), net["allowed"][1]["ip"].as_str()),
+        (Some("svc6.test"), Some("2001:db8::20")),
+        "{net:#}"
+    );
+    assert!(net["allowed"][1]["packets"].as_u64().unwrap_or(0) >= 2, "{net:#}");
+    let denied: Vec<String> = net["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let ip = d["ip"].as_str().unwrap();
+            if ip.contains(':') {
+                format!("[{ip}]:{}", d["port"])
+            } else {
+                format!("{ip}:{}", d["port"])
+            }
+        })
+        .collect();
+    for dest in &others {
+        assert!(denied.contains(dest), "{dest} not in the denied scope {denied:?}");
+    }
+    assert_eq!(denied.len(), others.len(), "only the attempts are reported: {denied:?}");
+    th.finish("3");
     fx.finish();
 }

@@ -1,15 +1,19 @@
 //! `--net none | allow=DEST[,DEST...]`: what a world may reach.
 //!
-//! DEST is `IP[:PORT]`, `CIDR[:PORT]` or `NAME[:PORT]` (IPv4; a missing port
-//! means every port; TCP and UDP). A NAME (`*.example.com`: the names below)
-//! is resolved by cloche's resolver for the world, which pins the answers.
+//! DEST is `IP[:PORT]`, `CIDR[:PORT]` or `NAME[:PORT]` (a missing port means
+//! every port; TCP and UDP). An IPv6 address or network takes brackets
+//! before a port: `[2001:db8::1]:443`, `[2001:db8::/64]:443`, `2001:db8::1`.
+//! A NAME (`*.example.com`: the names below) is resolved by cloche's
+//! resolver for the world, which pins the answers (A and AAAA).
 
 use cloche_net::nft::{Allow, Proto};
 use cloche_world::network::NetSpec;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The pool the worlds' /30s come from.
+/// The pool the worlds' IPv4 /30s come from.
 pub const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 203, 0, 0), 16);
+/// The pool of their IPv6 /126s (a unique local prefix: "cloche" in hex).
+pub const POOL6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd63, 0x6c6f, 0x6368, 0x6500, 0, 0, 0, 0), 64);
 
 /// Parses `--net`: `None` for `none` (loopback only).
 pub fn parse(arg: &str) -> Result<Option<NetSpec>, String> {
@@ -53,33 +57,49 @@ fn spec(dests: &[&str]) -> Result<NetSpec, String> {
         Ok(u) if !u.is_empty() => Some(u.parse().map_err(|_| format!("CLOCHE_DNS_UPSTREAM {u:?}: expected IP:PORT"))?),
         _ => None,
     };
-    Ok(NetSpec { allow, names, upstream, pool: POOL })
+    Ok(NetSpec { allow, names, upstream, pool: POOL, pool6: POOL6 })
 }
 
 /// One destination, and its canonical name when it is a name.
 fn dest(d: &str) -> Result<(Allow, Option<String>), String> {
-    let (host, port) = match d.rsplit_once(':') {
-        Some((h, p)) => {
-            let port: u16 = p.parse().map_err(|_| format!("{d}: bad port {p:?}"))?;
-            if port == 0 {
-                return Err(format!("{d}: port 0"));
-            }
-            (h, Some(port))
+    // `[v6]:port`, `[v6/prefix]:port`; more than one colon without
+    // brackets is an IPv6 address or network without a port.
+    let (host, port) = if let Some(rest) = d.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or_else(|| format!("{d}: missing ]"))?;
+        let p = tail.strip_prefix(':').ok_or_else(|| format!("{d}: expected [IPv6]:PORT"))?;
+        if h.parse::<Ipv6Addr>().is_err() && h.split_once('/').is_none_or(|(a, _)| a.parse::<Ipv6Addr>().is_err()) {
+            return Err(format!("{d}: not an IPv6 address or network in brackets"));
         }
-        None => (d, None),
+        (h, Some(p))
+    } else if d.matches(':').count() > 1 {
+        (d, None)
+    } else {
+        match d.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (d, None),
+        }
     };
-    let any = Allow { net: Ipv4Addr::UNSPECIFIED, prefix: 32, port, proto: Proto::Any, set: None };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) => return Err(format!("{d}: port 0")),
+            Ok(n) => Some(n),
+            Err(_) => return Err(format!("{d}: bad port {p:?}")),
+        },
+    };
+    let any = Allow { net: Ipv4Addr::UNSPECIFIED.into(), prefix: 32, port, proto: Proto::Any, set: None };
     if let Some((ip, p)) = host.split_once('/') {
-        let prefix = p.parse::<u8>().ok().filter(|p| *p <= 32).ok_or_else(|| format!("{d}: bad prefix"))?;
-        let net = ip.parse().map_err(|_| format!("{d}: not an IPv4 network"))?;
+        let net: IpAddr = ip.parse().map_err(|_| format!("{d}: not an IP network"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{d}: bad prefix"))?;
         return Ok((Allow { net, prefix, ..any }, None));
     }
-    if let Ok(net) = host.parse::<Ipv4Addr>() {
-        return Ok((Allow { net, ..any }, None));
+    if let Ok(net) = host.parse::<IpAddr>() {
+        return Ok((Allow { net, prefix: if net.is_ipv4() { 32 } else { 128 }, ..any }, None));
     }
-    // All digits and dots is a mistyped address, not a name.
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("{d}: not an IPv4 address"));
+    // All digits and dots is a mistyped address, not a name; so is a colon.
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') || host.contains(':') {
+        return Err(format!("{d}: not an IP address"));
     }
     let name = cloche_net::dns::canonical(host).map_err(|e| format!("{d}: {e}"))?;
     Ok((any, Some(name)))
@@ -95,12 +115,29 @@ mod tests {
         let s = parse("allow=198.51.100.10:8080,198.51.100.0/24").unwrap().unwrap();
         assert_eq!(
             s.allow[0],
-            Allow { net: Ipv4Addr::new(198, 51, 100, 10), prefix: 32, port: Some(8080), proto: Proto::Any, set: None }
+            Allow {
+                net: Ipv4Addr::new(198, 51, 100, 10).into(),
+                prefix: 32,
+                port: Some(8080),
+                proto: Proto::Any,
+                set: None
+            }
         );
         assert_eq!((s.allow[1].prefix, s.allow[1].port), (24, None));
-        for bad in
-            ["all", "allow=", "allow=1.2.3.4:0", "allow=1.2.3.4:x", "allow=1.2.3.4/33", "allow=a b:1", "allow=1.2.3"]
-        {
+        for bad in [
+            "all",
+            "allow=",
+            "allow=1.2.3.4:0",
+            "allow=1.2.3.4:x",
+            "allow=1.2.3.4/33",
+            "allow=a b:1",
+            "allow=1.2.3",
+            "allow=[2001:db8::1]",
+            "allow=[2001:db8::1:80",
+            "allow=[svc.test]:80",
+            "allow=2001:db8::/129",
+            "allow=2001:db8::g",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         let s = parse("allow=Svc.Test.:443,*.registry.io,198.51.100.1").unwrap().unwrap();
@@ -109,5 +146,11 @@ mod tests {
             (s.allow[0].set, s.allow[0].port, s.allow[1].set, s.allow[2].set),
             (Some(0), Some(443), Some(1), None)
         );
+        let s = parse("allow=[2001:db8::10]:8080,2001:db8::/64,[2001:db8:1::/48]:53,bücher.example").unwrap().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        assert_eq!((s.allow[0].net, s.allow[0].prefix, s.allow[0].port), (v6, 128, Some(8080)));
+        assert_eq!((s.allow[1].prefix, s.allow[1].port), (64, None));
+        assert_eq!((s.allow[2].prefix, s.allow[2].port), (48, Some(53)));
+        assert_eq!(s.names, [("xn--bcher-kva.example".to_string(), 0)]);
     }
 }

@@ -1,6 +1,6 @@
-//! cloche's resolver for a world: a UDP DNS server on the world's gateway
-//! that answers **only** the allowed names. Each answer's IPv4 addresses go
-//! into the name's nft set in the world (with the record's TTL) before the
+//! cloche's resolver for a world: a DNS server (UDP and TCP) on the world's
+//! gateway addresses that answers **only** the allowed names. Each answer's
+//! addresses (A and AAAA records) go into the name's nft sets in the world (with the record's TTL) before the
 //! world sees the answer, so a connection to them is allowed from then on
 //! (DNS pinning). Any other name gets NXDOMAIN and is recorded as denied.
 //! The world's ruleset redirects every DNS query here, whatever server the
@@ -9,24 +9,39 @@
 use crate::nft;
 use std::io;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A name as cloche compares it: lowercase ASCII, no trailing dot. Refused:
-/// empty names or labels, labels over 63 bytes, names over 253, NUL,
-/// control characters, spaces, and non-ASCII (IDNA is not supported yet:
-/// give the `xn--` form).
+/// A name as cloche compares it: lowercase ASCII, one trailing dot
+/// stripped, an internationalized name in its IDNA (`xn--`) form (UTS #46
+/// mapping, so `Bücher.example` and `xn--bcher-kva.example` are one name).
+/// Refused: NUL, control characters and spaces anywhere, empty names or
+/// labels, labels over 63 bytes, names over 253, and what IDNA refuses.
+/// `*.` may start a pattern.
 pub fn canonical(name: &str) -> Result<String, String> {
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{name:?}: control characters or spaces in a name"));
+    }
     let n = name.strip_suffix('.').unwrap_or(name);
+    let ascii;
+    let n = if n.is_ascii() {
+        n
+    } else {
+        let (star, rest) = match n.strip_prefix("*.") {
+            Some(rest) => ("*.", rest),
+            None => ("", n),
+        };
+        let a =
+            idna::domain_to_ascii_strict(rest).map_err(|_| format!("{name:?}: not a valid internationalized name"))?;
+        ascii = format!("{star}{a}");
+        ascii.as_str()
+    };
     if n.is_empty() || n.len() > 253 {
         return Err(format!("{name:?}: not a host name"));
-    }
-    if !n.is_ascii() {
-        return Err(format!("{name:?}: non-ASCII names are not supported yet (give the xn-- form)"));
     }
     for (i, label) in n.split('.').enumerate() {
         let ok_chars =
@@ -54,7 +69,7 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
     pub denied: Vec<String>,
-    pub answered: Vec<(String, Vec<Ipv4Addr>)>,
+    pub answered: Vec<(String, Vec<IpAddr>)>,
 }
 
 /// A running resolver; stops (and joins its thread) when dropped.
@@ -65,34 +80,44 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Serves on `listen` (the gateway, port 53); asks `upstream`; pins into
-    /// the sets of `names` (pattern, set index) through `nft`, a netfilter
-    /// socket in the world's namespace.
+    /// Serves on each of `listen` (the gateway's addresses, port 53); asks
+    /// `upstream`; pins into the sets of `names` (pattern, set index)
+    /// through `nft`, a netfilter socket in the world's namespace.
     pub fn start(
-        listen: SocketAddrV4,
+        listen: &[SocketAddr],
         upstream: SocketAddr,
         names: Vec<(String, u16)>,
         nft: OwnedFd,
     ) -> io::Result<Resolver> {
-        let sock = UdpSocket::bind(listen)?;
-        sock.set_nonblocking(true)?;
-        // DNS over TCP too (large answers, and resolvers that prefer it).
-        let tcp = TcpListener::bind(listen)?;
-        tcp.set_nonblocking(true)?;
+        let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+        for at in listen {
+            let sock = UdpSocket::bind(at)?;
+            sock.set_nonblocking(true)?;
+            // DNS over TCP too (large answers, and resolvers that prefer it).
+            let l = TcpListener::bind(at)?;
+            l.set_nonblocking(true)?;
+            udp.push(sock);
+            tcp.push(l);
+        }
+        let fds: Vec<i32> = udp.iter().map(|s| s.as_raw_fd()).chain(tcp.iter().map(|l| l.as_raw_fd())).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (flag, log) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::Relaxed) {
-                wait_readable(&[sock.as_raw_fd(), tcp.as_raw_fd()], 50);
-                while let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    if let Some(reply) = answer(&buf[..n], upstream, &names, &nft, &log) {
-                        let _ = sock.send_to(&reply, from);
+                wait_readable(&fds, 50);
+                for sock in &udp {
+                    while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        if let Some(reply) = answer(&buf[..n], upstream, &names, &nft, &log) {
+                            let _ = sock.send_to(&reply, from);
+                        }
                     }
                 }
-                while let Ok((conn, _)) = tcp.accept() {
-                    let _ = serve_tcp(conn, upstream, &names, &nft, &log);
+                for l in &tcp {
+                    while let Ok((conn, _)) = l.accept() {
+                        let _ = serve_tcp(conn, upstream, &names, &nft, &log);
+                    }
                 }
             }
         });
@@ -161,7 +186,11 @@ fn question(q: &[u8]) -> Option<(String, usize)> {
         if len > 63 {
             return None; // no compression in a question
         }
-        labels.push(std::str::from_utf8(q.get(at..at + len)?).ok()?.to_string());
+        // ASCII only on the wire: a raw UTF-8 label is not the IDNA name
+        // it would map to, and must not match it.
+        let label = std::str::from_utf8(q.get(at..at + len)?).ok()?;
+        label.is_ascii().then_some(())?;
+        labels.push(label.to_string());
         at += len;
     }
     let end = at + 4; // type, class
@@ -178,8 +207,8 @@ fn nxdomain(q: &[u8], end: usize) -> Vec<u8> {
     r
 }
 
-/// The A records of a response: (address, ttl seconds).
-fn a_records(r: &[u8]) -> Vec<(Ipv4Addr, u32)> {
+/// The A and AAAA records of a response: (address, ttl seconds).
+fn a_records(r: &[u8]) -> Vec<(IpAddr, u32)> {
     let mut out = Vec::new();
     if r.len() < 12 {
         return out;
@@ -212,7 +241,10 @@ fn a_records(r: &[u8]) -> Vec<(Ipv4Addr, u32)> {
         );
         let Some(data) = r.get(a + 10..a + 10 + len) else { return out };
         if kind == 1 && len == 4 {
-            out.push((Ipv4Addr::new(data[0], data[1], data[2], data[3]), ttl));
+            out.push((Ipv4Addr::new(data[0], data[1], data[2], data[3]).into(), ttl));
+        }
+        if let (28, Ok(b)) = (kind, <[u8; 16]>::try_from(data)) {
+            out.push((Ipv6Addr::from(b).into(), ttl));
         }
         at = a + 10 + len;
     }
@@ -248,7 +280,7 @@ fn answer(
     let addrs = a_records(&reply);
     if !addrs.is_empty() {
         // Pinned before the world reads the answer: its connect then passes.
-        let elems: Vec<(Ipv4Addr, u64)> = addrs.iter().map(|(ip, ttl)| (*ip, u64::from(*ttl).max(1) * 1000)).collect();
+        let elems: Vec<(IpAddr, u64)> = addrs.iter().map(|(ip, ttl)| (*ip, u64::from(*ttl).max(1) * 1000)).collect();
         nft::send(nft_sock, &nft::set_add(set, &elems)).ok()?;
         if let Ok(mut s) = seen.lock() {
             s.answered.push((name, addrs.iter().map(|(ip, _)| *ip).collect()));
@@ -264,9 +296,26 @@ mod tests {
     #[test]
     fn names_are_canonical_and_wildcards_match_below_only() {
         assert_eq!(canonical("Svc.Test.").unwrap(), "svc.test");
-        for bad in ["", ".", "a..b", "a b", "a\0b", "ｒegistry.io", "a*.b", "x.*.y", &"a".repeat(64)] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a b",
+            "a\0b",
+            "b\u{00e4}d\u{0007}.x",
+            "a*.b",
+            "x.*.y",
+            &"a".repeat(64),
+            "a..",
+            "x\u{200b} y",
+        ] {
             assert!(canonical(bad).is_err(), "{bad:?}");
         }
+        // IDNA: mapped (fullwidth letters, case) and encoded.
+        assert_eq!(canonical("Bücher.Example.").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(canonical("*.bücher.example").unwrap(), "*.xn--bcher-kva.example");
+        assert_eq!(canonical("\u{ff52}egistry.io").unwrap(), "registry.io");
+        assert_eq!(canonical("xn--bcher-kva.example").unwrap(), canonical("bücher.example").unwrap());
         assert!(matches("*.example.com", "a.example.com") && matches("*.example.com", "x.y.example.com"));
         assert!(!matches("*.example.com", "example.com") && !matches("*.example.com", "badexample.com"));
         assert!(matches("svc.test", "svc.test") && !matches("svc.test", "a.svc.test"));
@@ -286,7 +335,15 @@ mod tests {
         r[3] = 0x80;
         r[7] = 1;
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 10]);
-        assert_eq!(a_records(&r), vec![(Ipv4Addr::new(198, 51, 100, 10), 60)]);
+        assert_eq!(a_records(&r), vec![(Ipv4Addr::new(198, 51, 100, 10).into(), 60)]);
+        let mut r6 = r.clone();
+        r6.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 30, 0, 16]);
+        r6.extend_from_slice(&"2001:db8::10".parse::<Ipv6Addr>().unwrap().octets());
+        r6[7] = 2;
+        assert_eq!(a_records(&r6)[1], ("2001:db8::10".parse().unwrap(), 30));
+        let mut raw = q.clone();
+        raw[13..16].copy_from_slice("sü".as_bytes());
+        assert_eq!(question(&raw), None, "a raw UTF-8 label is refused");
         assert!(a_records(&r[..r.len() - 2]).is_empty());
         assert_eq!(question(&r), None, "a response is not a question");
     }

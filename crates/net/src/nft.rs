@@ -5,23 +5,32 @@
 //! table inet cloche {
 //!   chain output { type filter hook output priority 0; policy drop;
 //!     oifname "lo" accept
+//!     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+//!     meta l4proto icmpv6 ip6 daddr ff02::/16 drop   # router solicitations, MLD reports
+//!     ip daddr NET [meta l4proto tcp|udp] [th dport PORT] counter accept    # one per allowed
+//!     ip6 daddr NET [meta l4proto tcp|udp] [th dport PORT] counter accept   # destination
 //!     ct state established,related accept
-//!     ip daddr NET [meta l4proto tcp|udp] [th dport PORT] counter accept   # one per allowed destination
+//!     meta nfproto ipv6 meta l4proto tcp counter log group G reject with tcp reset
 //!     counter log group G reject with icmpx admin-prohibited }
 //!   chain input { type filter hook input priority 0; policy drop;
 //!     iifname "lo" accept
+//!     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+//!     ct state established,related ip[6] saddr NET ... counter accept      # answers, counted
 //!     ct state established,related accept
 //!     counter drop }
 //! }
 //! ```
-//! Everything not listed is refused in both directions, IPv6 included (no
-//! v6 destination can be listed yet, so all v6 but loopback is refused).
-//! Refusals answer at once (`reject`), so a connect fails fast instead of
-//! waiting for a timeout, and are logged to NFLOG group `G`.
+//! Everything not listed is refused in both directions, over IPv4 and IPv6
+//! alike. Neighbour discovery is let through (without it no IPv6 packet
+//! leaves the link); the link-local chatter of a fresh interface (router
+//! solicitations, MLD reports) is dropped without being logged, so it never
+//! shows as an attempt. Refusals answer at once (`reject`), so a connect
+//! fails fast instead of waiting for a timeout, and are logged to NFLOG
+//! group `G`.
 
 use crate::msg::Msg;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -39,6 +48,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_APPEND: u16 = 0x800;
 pub(crate) const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 const NLMSG_ERROR: u16 = 2;
 
 // attributes (linux/netfilter/nf_tables.h)
@@ -80,15 +90,17 @@ pub enum Proto {
     Any,
 }
 
-/// One allowed IPv4 destination: a network, and a port or every port.
+/// One allowed destination: an IPv4 or IPv6 network, and a port or every
+/// port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allow {
-    pub net: Ipv4Addr,
+    pub net: IpAddr,
     pub prefix: u8,
     pub port: Option<u16>,
     pub proto: Proto,
-    /// A name's addresses instead of `net`: set `n<index>` of the world's
-    /// table, filled by the resolver as it answers ([`set_add`]).
+    /// A name's addresses instead of `net`: sets `n<index>` (IPv4) and
+    /// `m<index>` (IPv6) of the world's table, filled by the resolver as it
+    /// answers ([`set_add`]).
     pub set: Option<u16>,
 }
 
@@ -159,15 +171,37 @@ impl Rule {
         self.expr("lookup", |m| m.str(1, name).be32(2, REG1))
     }
 
-    /// `dnat ip to ADDR:PORT` (inet table, IPv4 packets).
-    fn dnat(self, addr: Ipv4Addr, port: u16) -> Rule {
+    /// `dnat ip|ip6 to ADDR:PORT` (inet table, packets of ADDR's family).
+    fn dnat(self, addr: IpAddr, port: u16) -> Rule {
         let imm = |reg: u32, v: &[u8]| {
             let v = v.to_vec();
             move |m: Msg| m.be32(1, reg).begin(2).attr(NFTA_DATA_VALUE, &v).end()
         };
-        self.expr("immediate", imm(1, &addr.octets()))
+        let family = u32::from(family(addr));
+        self.expr("immediate", imm(1, &octets(addr)))
             .expr("immediate", imm(2, &port.to_be_bytes()))
-            .expr("nat", |m| m.be32(1, 1).be32(2, u32::from(NFPROTO_IPV4)).be32(3, 1).be32(5, 2))
+            .expr("nat", |m| m.be32(1, 1).be32(2, family).be32(3, 1).be32(5, 2))
+    }
+
+    /// `meta nfproto ipv4|ipv6`.
+    fn family(self, nfproto: u8) -> Rule {
+        self.meta(META_NFPROTO).cmp(0, &[nfproto])
+    }
+
+    /// The packet's destination (`out`) or source address, of `nfproto`'s
+    /// family, into register 1.
+    fn addr(self, nfproto: u8, out: bool) -> Rule {
+        match (nfproto, out) {
+            (NFPROTO_IPV4, true) => self.payload(1, 16, 4),
+            (NFPROTO_IPV4, false) => self.payload(1, 12, 4),
+            (_, true) => self.payload(1, 24, 16),
+            (_, false) => self.payload(1, 8, 16),
+        }
+    }
+
+    /// ICMPv6 of type `kind` (neighbour discovery and such).
+    fn icmpv6(self, kind: u8) -> Rule {
+        self.family(NFPROTO_IPV6).meta(META_L4PROTO).cmp(0, &[IPPROTO_ICMPV6]).payload(2, 0, 1).cmp(0, &[kind])
     }
 
     fn counter(self) -> Rule {
@@ -202,9 +236,47 @@ impl Rule {
         self.expr("reject", |m| m.be32(1, 2).attr(2, &[3]))
     }
 
+    /// `reject with tcp reset`.
+    fn reset(self) -> Rule {
+        self.expr("reject", |m| m.be32(1, 1))
+    }
+
     fn finish(self) -> Vec<u8> {
         self.0.end().finish()
     }
+}
+
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// The netfilter family of an address.
+fn family(a: IpAddr) -> u8 {
+    if a.is_ipv4() {
+        NFPROTO_IPV4
+    } else {
+        NFPROTO_IPV6
+    }
+}
+
+/// The address in network order (4 or 16 bytes).
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The first `prefix` bits of `len` bytes set.
+fn mask(prefix: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let bits = usize::from(prefix).saturating_sub(i * 8).min(8);
+            if bits == 0 {
+                0
+            } else {
+                0xffu8 << (8 - bits)
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn nft(msg: u16) -> u16 {
@@ -223,28 +295,35 @@ const META_IIFNAME: u32 = 6;
 
 /// The whole ruleset of a world as one netlink batch.
 ///
-/// With `dns` (the world's gateway, where cloche's resolver listens), every
-/// DNS query the world sends, to whatever server, is redirected there, and
-/// the allowed names' addresses live in sets the resolver fills.
-pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: Option<Ipv4Addr>) -> Vec<u8> {
+/// With `dns` (the world's gateway addresses, where cloche's resolver
+/// listens), every DNS query the world sends, to whatever server, is
+/// redirected there (an IPv4 query to the IPv4 one, an IPv6 query to the
+/// IPv6 one), and the allowed names' addresses live in sets the resolver
+/// fills.
+pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: &[IpAddr]) -> Vec<u8> {
     let mut msgs: Vec<Vec<u8>> = Vec::new();
     msgs.push(
         Msg::new(nft(NFT_MSG_NEWTABLE), NLM_F_CREATE).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, TABLE).finish(),
     );
     for k in allow.iter().filter_map(|a| a.set) {
-        msgs.push(
-            Msg::new(nft(NFT_MSG_NEWSET), NLM_F_CREATE)
-                .bytes(&nfgen(NFPROTO_INET))
-                .str(1, TABLE) // NFTA_SET_TABLE
-                .str(2, &format!("n{k}")) // NFTA_SET_NAME
-                .be32(3, NFT_SET_TIMEOUT) // NFTA_SET_FLAGS
-                .be32(4, 7) // NFTA_SET_KEY_TYPE: ipv4_addr
-                .be32(5, 4) // NFTA_SET_KEY_LEN
-                .be32(10, u32::from(k) + 1) // NFTA_SET_ID
-                .finish(),
-        );
+        // (name, key type, key length, id): ipv4_addr is type 7, ipv6_addr 8.
+        for (name, kind, len, id) in
+            [(format!("n{k}"), 7, 4, 2 * u32::from(k) + 1), (format!("m{k}"), 8, 16, 2 * u32::from(k) + 2)]
+        {
+            msgs.push(
+                Msg::new(nft(NFT_MSG_NEWSET), NLM_F_CREATE)
+                    .bytes(&nfgen(NFPROTO_INET))
+                    .str(1, TABLE) // NFTA_SET_TABLE
+                    .str(2, &name) // NFTA_SET_NAME
+                    .be32(3, NFT_SET_TIMEOUT) // NFTA_SET_FLAGS
+                    .be32(4, kind) // NFTA_SET_KEY_TYPE
+                    .be32(5, len) // NFTA_SET_KEY_LEN
+                    .be32(10, id) // NFTA_SET_ID
+                    .finish(),
+            );
+        }
     }
-    if let Some(gw) = dns {
+    if !dns.is_empty() {
         msgs.push(
             Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
                 .bytes(&nfgen(NFPROTO_INET))
@@ -258,9 +337,11 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: Option<Ipv4Addr>) -> 
                 .str(NFTA_CHAIN_TYPE, "nat")
                 .finish(),
         );
-        for p in [libc::IPPROTO_UDP as u8, libc::IPPROTO_TCP as u8] {
-            let r = Rule::new("dns").meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).meta(META_L4PROTO).cmp(0, &[p]);
-            msgs.push(r.payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).dnat(gw, 53).finish());
+        for gw in dns {
+            for p in [libc::IPPROTO_UDP as u8, libc::IPPROTO_TCP as u8] {
+                let r = Rule::new("dns").family(family(*gw)).meta(META_L4PROTO).cmp(0, &[p]);
+                msgs.push(r.payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).dnat(*gw, 53).finish());
+            }
         }
     }
     for (name, hook) in [("output", NF_INET_LOCAL_OUT), ("input", NF_INET_LOCAL_IN)] {
@@ -278,20 +359,39 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: Option<Ipv4Addr>) -> 
                 .finish(),
         );
     }
+    // Neighbour solicitations and advertisements (ICMPv6 135, 136).
+    let nd = |chain: &str| [135u8, 136].map(|t| Rule::new(chain).icmpv6(t).verdict(NF_ACCEPT).finish());
     // The allow rules come before `established` so that their counters see
     // every packet of a flow, both ways (tagged alike, summed on read).
     msgs.push(Rule::new("output").ifname(META_OIFNAME, "lo").verdict(NF_ACCEPT).finish());
+    msgs.extend(nd("output"));
+    let ll_multicast = Rule::new("output").family(NFPROTO_IPV6).meta(META_L4PROTO).cmp(0, &[IPPROTO_ICMPV6]);
+    msgs.push(
+        ll_multicast
+            .addr(NFPROTO_IPV6, true)
+            .and(&mask(16, 16))
+            .cmp(0, &[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .verdict(NF_DROP)
+            .finish(),
+    );
     for (i, a) in allow.iter().enumerate() {
         msgs.extend(allow_rules(a, i as u32, Dir::Out));
     }
-    if let Some(gw) = dns {
+    for gw in dns {
         // Queries to cloche's resolver (after the redirect above).
-        let r = Rule::new("output").meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, 16, 4);
-        msgs.push(r.cmp(0, &gw.octets()).payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).verdict(NF_ACCEPT).finish());
+        let r = Rule::new("output").family(family(*gw)).addr(family(*gw), true).cmp(0, &octets(*gw));
+        msgs.push(r.payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).verdict(NF_ACCEPT).finish());
     }
     msgs.push(Rule::new("output").established().verdict(NF_ACCEPT).finish());
+    // A refused IPv6 TCP connect is answered with a reset: the ICMPv6 error
+    // reaches the socket while connect(2) still holds it, and the kernel
+    // then only notes it, so the caller would wait a second for the SYN's
+    // retransmission (measured here).
+    let tcp6 = Rule::new("output").family(NFPROTO_IPV6).meta(META_L4PROTO).cmp(0, &[libc::IPPROTO_TCP as u8]);
+    msgs.push(tcp6.counter().log_group(log_group).reset().finish());
     msgs.push(Rule::new("output").counter().log_group(log_group).reject().finish());
     msgs.push(Rule::new("input").ifname(META_IIFNAME, "lo").verdict(NF_ACCEPT).finish());
+    msgs.extend(nd("input"));
     for (i, a) in allow.iter().enumerate() {
         msgs.extend(allow_rules(a, i as u32, Dir::In));
     }
@@ -300,8 +400,6 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: Option<Ipv4Addr>) -> 
     batch(msgs)
 }
 
-/// The accept rules of one allowed destination: one per transport (a port
-/// with `Proto::Any` means TCP and UDP, which carry it at offset 2).
 /// Which way an allow rule looks: out, at the destination; in, at the
 /// source of answers (only on established flows: never a new one inbound).
 #[derive(Clone, Copy, PartialEq)]
@@ -310,62 +408,69 @@ enum Dir {
     In,
 }
 
+/// The accept rules of one allowed destination: one per family (a name
+/// has both: its IPv4 and its IPv6 set) and per transport (a port with
+/// `Proto::Any` means TCP and UDP, which carry it at offset 2).
 fn allow_rules(a: &Allow, tag: u32, dir: Dir) -> Vec<Vec<u8>> {
     let (tcp, udp) = (libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8);
-    let mask = if a.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(a.prefix.min(32))) };
-    let net = u32::from(a.net) & mask;
+    let families = match a.set {
+        Some(_) => vec![NFPROTO_IPV4, NFPROTO_IPV6],
+        None => vec![family(a.net)],
+    };
     let protos = match (a.proto, a.port) {
         (Proto::Tcp, _) => vec![Some(tcp)],
         (Proto::Udp, _) => vec![Some(udp)],
         (Proto::Any, Some(_)) => vec![Some(tcp), Some(udp)],
         (Proto::Any, None) => vec![None],
     };
-    protos
-        .into_iter()
-        .map(|proto| {
-            // ip daddr / th dport going out; ip saddr / th sport coming in.
-            let (chain, addr_at, port_at) = if dir == Dir::Out { ("output", 16, 2) } else { ("input", 12, 0) };
+    let mut out = Vec::new();
+    for fam in families {
+        for proto in &protos {
+            // daddr / th dport going out; saddr / th sport coming in.
+            let (chain, port_at) = if dir == Dir::Out { ("output", 2) } else { ("input", 0) };
             let mut r = Rule::tagged(chain, Some(tag));
             if dir == Dir::In {
                 r = r.established();
             }
-            r = r.meta(META_NFPROTO).cmp(0, &[NFPROTO_IPV4]).payload(1, addr_at, 4);
+            r = r.family(fam).addr(fam, dir == Dir::Out);
             if let Some(k) = a.set {
-                r = r.lookup(&format!("n{k}"));
+                r = r.lookup(&format!("{}{k}", if fam == NFPROTO_IPV4 { 'n' } else { 'm' }));
             } else {
-                if mask != u32::MAX {
-                    r = r.and(&mask.to_be_bytes());
+                let bytes = octets(a.net);
+                let m = mask(a.prefix, bytes.len());
+                let net: Vec<u8> = bytes.iter().zip(&m).map(|(b, m)| b & m).collect();
+                if m.iter().any(|b| *b != 0xff) {
+                    r = r.and(&m);
                 }
-                r = r.cmp(0, &net.to_be_bytes());
+                r = r.cmp(0, &net);
             }
             if let Some(p) = proto {
-                r = r.meta(META_L4PROTO).cmp(0, &[p]);
+                r = r.meta(META_L4PROTO).cmp(0, &[*p]);
             }
             if let Some(port) = a.port {
                 r = r.payload(2, port_at, 2).cmp(0, &port.to_be_bytes());
             }
-            r.counter().verdict(NF_ACCEPT).finish()
-        })
-        .collect()
+            out.push(r.counter().verdict(NF_ACCEPT).finish());
+        }
+    }
+    out
 }
 
-/// The host's side, made once for every world: table `ip cloche_nat` that
-/// masquerades what leaves the world pool `pool/prefix` for any interface
-/// but the worlds' own (`cl…`). Sent with `NLM_F_EXCL` on the table: if it
-/// exists the batch fails with `EEXIST` and changes nothing.
-pub fn host_nat(pool: Ipv4Addr, prefix: u8) -> Vec<u8> {
-    const NFPROTO_IPV4_TABLE: u8 = 2;
+/// The host's side, made once for every world: table `inet cloche_nat`
+/// that masquerades what leaves the world pools (`pools`: an IPv4 and an
+/// IPv6 network with their prefixes) for any interface but the worlds' own
+/// (`cl…`). Sent with `NLM_F_EXCL` on the table: if it exists the batch
+/// fails with `EEXIST` and changes nothing.
+pub fn host_nat(pools: &[(IpAddr, u8)]) -> Vec<u8> {
     const NF_INET_POST_ROUTING: u32 = 4;
-    let table = "cloche_nat";
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
-    let net = u32::from(pool) & mask;
-    let msgs = vec![
+    let table = HOST_TABLE;
+    let mut msgs = vec![
         Msg::new(nft(NFT_MSG_NEWTABLE), NLM_F_CREATE | NLM_F_EXCL)
-            .bytes(&nfgen(NFPROTO_IPV4_TABLE))
+            .bytes(&nfgen(NFPROTO_INET))
             .str(NFTA_TABLE_NAME, table)
             .finish(),
         Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
-            .bytes(&nfgen(NFPROTO_IPV4_TABLE))
+            .bytes(&nfgen(NFPROTO_INET))
             .str(NFTA_CHAIN_TABLE, table)
             .str(NFTA_CHAIN_NAME, "postrouting")
             .begin(NFTA_CHAIN_HOOK)
@@ -375,36 +480,56 @@ pub fn host_nat(pool: Ipv4Addr, prefix: u8) -> Vec<u8> {
             .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
             .str(NFTA_CHAIN_TYPE, "nat")
             .finish(),
-        Rule::at(NFPROTO_IPV4_TABLE, table, "postrouting", None)
-            .payload(1, 12, 4)
-            .and(&mask.to_be_bytes())
-            .cmp(0, &net.to_be_bytes())
-            .meta(META_OIFNAME)
-            .cmp(1, b"cl")
-            .expr("masq", |m| m)
-            .finish(),
     ];
+    for (net, prefix) in pools {
+        let bytes = octets(*net);
+        let m = mask(*prefix, bytes.len());
+        let net_bytes: Vec<u8> = bytes.iter().zip(&m).map(|(b, m)| b & m).collect();
+        msgs.push(
+            Rule::at(NFPROTO_INET, table, "postrouting", None)
+                .family(family(*net))
+                .addr(family(*net), false)
+                .and(&m)
+                .cmp(0, &net_bytes)
+                .meta(META_OIFNAME)
+                .cmp(1, b"cl")
+                .expr("masq", |m| m)
+                .finish(),
+        );
+    }
     batch(msgs)
 }
 
-/// Adds `addrs` to set `n<set>` of the world's table, each for `ttl_ms`
-/// (elements already there keep their own timeout).
-pub fn set_add(set: u16, addrs: &[(Ipv4Addr, u64)]) -> Vec<u8> {
-    let mut m = Msg::new(nft(NFT_MSG_NEWSETELEM), NLM_F_CREATE)
-        .bytes(&nfgen(NFPROTO_INET))
-        .str(1, TABLE) // NFTA_SET_ELEM_LIST_TABLE
-        .str(2, &format!("n{set}")) // NFTA_SET_ELEM_LIST_SET
-        .begin(3); // NFTA_SET_ELEM_LIST_ELEMENTS
-    for (ip, ttl_ms) in addrs {
-        m = m
-            .begin(NFTA_LIST_ELEM)
-            .begin(1) // NFTA_SET_ELEM_KEY
-            .attr(NFTA_DATA_VALUE, &ip.octets())
-            .end()
-            .attr(4, &(*ttl_ms).max(1000).to_be_bytes()) // NFTA_SET_ELEM_TIMEOUT (ms)
-            .end();
+/// The host's masquerade table (`inet` family).
+pub const HOST_TABLE: &str = "cloche_nat";
+
+/// Adds `addrs` to the sets of name `set` of the world's table (`n<set>`
+/// for IPv4, `m<set>` for IPv6), each for `ttl_ms` (elements already there
+/// keep their own timeout).
+pub fn set_add(set: u16, addrs: &[(IpAddr, u64)]) -> Vec<u8> {
+    let mut msgs = Vec::new();
+    for (fam, prefix) in [(NFPROTO_IPV4, 'n'), (NFPROTO_IPV6, 'm')] {
+        let these: Vec<&(IpAddr, u64)> = addrs.iter().filter(|(ip, _)| family(*ip) == fam).collect();
+        if these.is_empty() {
+            continue;
+        }
+        let mut m = Msg::new(nft(NFT_MSG_NEWSETELEM), NLM_F_CREATE)
+            .bytes(&nfgen(NFPROTO_INET))
+            .str(1, TABLE) // NFTA_SET_ELEM_LIST_TABLE
+            .str(2, &format!("{prefix}{set}")) // NFTA_SET_ELEM_LIST_SET
+            .begin(3); // NFTA_SET_ELEM_LIST_ELEMENTS
+        for (ip, ttl_ms) in these {
+            m = m
+                .begin(NFTA_LIST_ELEM)
+                .begin(1) // NFTA_SET_ELEM_KEY
+                .attr(NFTA_DATA_VALUE, &octets(*ip))
+                .end()
+                .attr(4, &(*ttl_ms).max(1000).to_be_bytes()) // NFTA_SET_ELEM_TIMEOUT (ms)
+                .end();
+        }
+        msgs.push(m.end().finish());
     }
-    batch(vec![m.end().finish()])
+    batch(msgs)
 }
 
 /// True if table `name` of IPv4 (`family` 2) or inet (1) exists: one plain
@@ -550,27 +675,32 @@ mod tests {
 
     #[test]
     fn a_batch_is_framed_and_numbered() {
-        let b = world_ruleset(
-            &[Allow {
-                net: Ipv4Addr::new(198, 51, 100, 10),
-                prefix: 32,
-                port: Some(8080),
-                proto: Proto::Tcp,
-                set: None,
-            }],
-            7,
-            None,
-        );
-        // begin, table, 2 chains, output: lo, allow, established, final;
-        // input: lo, allow, established, final; end
-        assert_eq!(count_msgs(&b), 13);
+        let one = |net: &str, prefix, port, proto| Allow { net: net.parse().unwrap(), prefix, port, proto, set: None };
+        let b = world_ruleset(&[one("198.51.100.10", 32, Some(8080), Proto::Tcp)], 7, &[]);
+        // begin, table, 2 chains; output: lo, 2 nd, link-local multicast,
+        // allow, established, IPv6 TCP reset, final; input: lo, 2 nd, allow, established,
+        // final; end
+        assert_eq!(count_msgs(&b), 19);
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), NFNL_MSG_BATCH_BEGIN);
-        let any = world_ruleset(
-            &[Allow { net: Ipv4Addr::new(198, 51, 100, 0), prefix: 24, port: Some(53), proto: Proto::Any, set: None }],
-            7,
-            None,
-        );
-        assert_eq!(count_msgs(&any), 15, "a port for any protocol is a TCP rule and a UDP rule, each way");
+        let any = world_ruleset(&[one("198.51.100.0", 24, Some(53), Proto::Any)], 7, &[]);
+        assert_eq!(count_msgs(&any), 21, "a port for any protocol is a TCP rule and a UDP rule, each way");
+        let v6 = world_ruleset(&[one("2001:db8::", 64, None, Proto::Any)], 7, &[]);
+        assert_eq!(count_msgs(&v6), 19);
+        // A name: two sets (IPv4, IPv6) and a rule per family each way; a
+        // resolver on two addresses: a nat chain, a redirect per family and
+        // transport, an accept per address.
+        let name = Allow { set: Some(0), ..one("0.0.0.0", 0, Some(443), Proto::Tcp) };
+        let dns: [IpAddr; 2] = ["10.203.0.1".parse().unwrap(), "fd63:6c6f:6368:6500::1".parse().unwrap()];
+        assert_eq!(count_msgs(&world_ruleset(&[name], 7, &dns)), 19 + 2 + 2 + 1 + 4 + 2);
         assert_eq!(count_msgs(&delete_ruleset()), 3);
+        assert_eq!(count_msgs(&set_add(0, &[(dns[0], 1000), (dns[1], 1000)])), 4);
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask(0, 4), [0, 0, 0, 0]);
+        assert_eq!(mask(20, 4), [255, 255, 0xf0, 0]);
+        assert_eq!(mask(32, 4), [255; 4]);
+        assert_eq!(mask(65, 16)[7..10], [255, 0x80, 0]);
     }
 }

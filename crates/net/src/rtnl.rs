@@ -5,7 +5,7 @@
 //! `linux/if_link.h`, `linux/veth.h`): no async runtime, no `ip` command.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::msg::Msg;
@@ -19,6 +19,7 @@ const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const IFA_F_NODAD: u8 = 0x02;
 const RTA_DST: u16 = 1;
 const RTA_GATEWAY: u16 = 5;
 const RTM_NEWLINK: u16 = 16;
@@ -179,29 +180,42 @@ impl Rtnl {
         self.request("delete link", Msg::new(RTM_DELLINK, 0).bytes(&ifinfo(index, 0, 0)).finish())
     }
 
-    /// Adds `addr/prefix` to interface `index`.
-    pub fn add_address(&self, index: i32, addr: Ipv4Addr, prefix: u8) -> Result<(), RtnlError> {
-        if prefix > 32 {
+    /// Adds `addr/prefix` to interface `index`. An IPv6 address is usable
+    /// at once: no duplicate address detection (the link is a veth pair
+    /// cloche made, with nobody else on it).
+    pub fn add_address(&self, index: i32, addr: impl Into<IpAddr>, prefix: u8) -> Result<(), RtnlError> {
+        let addr = addr.into();
+        let (family, max, flags) = match addr {
+            IpAddr::V4(_) => (libc::AF_INET as u8, 32, 0),
+            IpAddr::V6(_) => (libc::AF_INET6 as u8, 128, IFA_F_NODAD),
+        };
+        if prefix > max {
             return Err(RtnlError::Invalid { op: "add address", why: format!("prefix /{prefix}") });
         }
         let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
         // struct ifaddrmsg: family, prefixlen, flags, scope, index
-        m.buf.extend_from_slice(&[libc::AF_INET as u8, prefix, 0, 0]);
+        m.buf.extend_from_slice(&[family, prefix, flags, 0]);
         m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
-        let m = m.attr(IFA_LOCAL, &addr.octets()).attr(IFA_ADDRESS, &addr.octets());
+        let m = m.attr(IFA_LOCAL, &octets(addr)).attr(IFA_ADDRESS, &octets(addr));
         self.request("add address", m.finish())
     }
 
     /// Adds a route to `dst/prefix` (prefix 0: the default route) via
-    /// `gateway`.
-    pub fn add_route(&self, dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), RtnlError> {
-        if prefix > 32 {
+    /// `gateway`, of the same family.
+    pub fn add_route(&self, dst: impl Into<IpAddr>, prefix: u8, gateway: impl Into<IpAddr>) -> Result<(), RtnlError> {
+        let (dst, gateway) = (dst.into(), gateway.into());
+        let (family, max) = match (dst, gateway) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => (libc::AF_INET as u8, 32),
+            (IpAddr::V6(_), IpAddr::V6(_)) => (libc::AF_INET6 as u8, 128),
+            _ => return Err(RtnlError::Invalid { op: "add route", why: "mixed address families".into() }),
+        };
+        if prefix > max {
             return Err(RtnlError::Invalid { op: "add route", why: format!("prefix /{prefix}") });
         }
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
         // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
         m.buf.extend_from_slice(&[
-            libc::AF_INET as u8,
+            family,
             prefix,
             0,
             0,
@@ -211,11 +225,19 @@ impl Rtnl {
             libc::RTN_UNICAST,
         ]);
         m.buf.extend_from_slice(&0u32.to_ne_bytes());
-        let mut m = m.attr(RTA_GATEWAY, &gateway.octets());
+        let mut m = m.attr(RTA_GATEWAY, &octets(gateway));
         if prefix > 0 {
-            m = m.attr(RTA_DST, &dst.octets());
+            m = m.attr(RTA_DST, &octets(dst));
         }
         self.request("add route", m.finish())
+    }
+}
+
+/// The address in network order (4 or 16 bytes).
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::msg::Msg;
 use crate::nft::{nfgen, nft, NFPROTO_INET, NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA, TABLE};
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 const NFT_MSG_GETRULE: u16 = 7;
@@ -136,7 +136,7 @@ pub fn counters(sock: &OwnedFd) -> io::Result<BTreeMap<u32, (u64, u64)>> {
 /// One refused attempt, from an NFLOG packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Denied {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// TCP or UDP destination port (0 for other protocols).
     pub port: u16,
     /// IP protocol number.
@@ -193,23 +193,24 @@ pub fn drain(sock: &OwnedFd) -> io::Result<BTreeMap<Denied, u64>> {
                 continue;
             }
             let payload = attrs(body.get(4..).unwrap_or_default()).into_iter().find(|(t, _)| *t == NFULA_PAYLOAD);
-            if let Some(d) = payload.and_then(|(_, p)| parse_ipv4(p)) {
+            if let Some(d) = payload.and_then(|(_, p)| parse_ip(p)) {
                 *out.entry(d).or_insert(0) += 1;
             }
         }
     }
 }
 
-/// Destination, port and protocol of an IPv4 packet.
-fn parse_ipv4(p: &[u8]) -> Option<Denied> {
-    if p.len() < 20 || p[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let proto = p[9];
-    let ip = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+/// Destination, port and protocol of an IPv4 or IPv6 packet (for IPv6,
+/// the protocol is the first next header: a packet with extension headers
+/// is counted without its port).
+fn parse_ip(p: &[u8]) -> Option<Denied> {
+    let (ip, proto, l4): (IpAddr, u8, usize) = match p.first()? >> 4 {
+        4 if p.len() >= 20 => (Ipv4Addr::new(p[16], p[17], p[18], p[19]).into(), p[9], usize::from(p[0] & 0x0f) * 4),
+        6 if p.len() >= 40 => (Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).ok()?).into(), p[6], 40),
+        _ => return None,
+    };
     let port = match proto {
-        6 | 17 => p.get(ihl + 2..ihl + 4).map(|b| u16::from_be_bytes([b[0], b[1]])).unwrap_or(0),
+        6 | 17 => p.get(l4 + 2..l4 + 4).map(|b| u16::from_be_bytes([b[0], b[1]])).unwrap_or(0),
         _ => 0,
     };
     Some(Denied { ip, port, proto })
@@ -223,9 +224,16 @@ mod tests {
     fn ipv4_headers_are_parsed_and_junk_is_not() {
         let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 51, 100, 2, 169, 254, 169, 254];
         p.extend_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
-        assert_eq!(parse_ipv4(&p), Some(Denied { ip: Ipv4Addr::new(169, 254, 169, 254), port: 80, proto: 6 }));
-        assert_eq!(parse_ipv4(&p[..10]), None);
-        assert_eq!(parse_ipv4(&[0x60; 40]), None);
+        assert_eq!(parse_ip(&p), Some(Denied { ip: Ipv4Addr::new(169, 254, 169, 254).into(), port: 80, proto: 6 }));
+        assert_eq!(parse_ip(&p[..10]), None);
+        assert_eq!(parse_ip(&[0x60; 39]), None);
+        assert_eq!(parse_ip(&[]), None);
+        // IPv6, UDP to [2001:db8::10]:53
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        v6.extend_from_slice(&[0; 16]);
+        v6.extend_from_slice(&"2001:db8::10".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0x9c, 0x40, 0, 53]);
+        assert_eq!(parse_ip(&v6), Some(Denied { ip: "2001:db8::10".parse().unwrap(), port: 53, proto: 17 }));
         assert!(attrs(&[200, 0, 1, 0]).is_empty());
         assert!(messages(&[1, 0, 0, 0]).is_empty());
     }

@@ -6,7 +6,9 @@ use cloche_net::dns::Resolver;
 use cloche_net::nft::{self, Allow, Proto};
 use cloche_net::Netns;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+
+const AAAA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +30,9 @@ fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
     rt.set_up(rt.index("lo").unwrap()).unwrap();
     // The world's table with set n0 for the allowed name.
     let sock = ns.run(nft::socket).unwrap().unwrap();
-    let allow = [Allow { net: Ipv4Addr::UNSPECIFIED, prefix: 32, port: Some(80), proto: Proto::Any, set: Some(0) }];
-    nft::send(&sock, &nft::world_ruleset(&allow, 7, None)).unwrap();
+    let allow =
+        [Allow { net: Ipv4Addr::UNSPECIFIED.into(), prefix: 32, port: Some(80), proto: Proto::Any, set: Some(0) }];
+    nft::send(&sock, &nft::world_ruleset(&allow, 7, &[])).unwrap();
     // A fake upstream: svc.test is 198.51.100.10.
     let up = ns.run(|| UdpSocket::bind("127.0.0.1:0")).unwrap().unwrap();
     let upstream = up.local_addr().unwrap();
@@ -42,16 +45,20 @@ fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
             let mut r = b[..n].to_vec();
             r[2] = 0x81;
             r[3] = 0x80;
-            r[7] = 1;
+            r[7] = 2;
             r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 10]);
+            // and an AAAA record, pinned into the name's IPv6 set
+            r.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+            r.extend_from_slice(&AAAA.octets());
             let _ = up.send_to(&r, from);
         }
     });
     let pin = ns.run(nft::socket).unwrap().unwrap();
-    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53);
+    // On an IPv4 and an IPv6 address, like a world's gateway.
+    let listen: [SocketAddr; 2] = ["127.0.0.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
     let names = vec![("svc.test".to_string(), 0)];
-    let resolver = ns.run(move || Resolver::start(listen, upstream, names, pin)).unwrap().unwrap();
-    let (udp, tcp, other) = ns
+    let resolver = ns.run(move || Resolver::start(&listen, upstream, names, pin)).unwrap().unwrap();
+    let (udp, tcp, other, udp6) = ns
         .run(|| {
             let u = UdpSocket::bind("127.0.0.1:0").unwrap();
             u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -62,6 +69,11 @@ fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
             u.send_to(&query(2, "other.test"), "127.0.0.1:53").unwrap();
             let n = u.recv(&mut b).unwrap();
             let other = b[..n].to_vec();
+            let u6 = UdpSocket::bind("[::1]:0").unwrap();
+            u6.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            u6.send_to(&query(4, "svc.test"), "[::1]:53").unwrap();
+            let n = u6.recv(&mut b).unwrap();
+            let udp6 = b[..n].to_vec();
             let mut t = TcpStream::connect("127.0.0.1:53").unwrap();
             t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let q = query(3, "SVC.test.");
@@ -72,17 +84,18 @@ fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
             t.read_exact(&mut len).unwrap();
             let mut tcp = vec![0u8; usize::from(u16::from_be_bytes(len))];
             t.read_exact(&mut tcp).unwrap();
-            (udp, tcp, other)
+            (udp, tcp, other, udp6)
         })
         .unwrap();
-    for (r, id) in [(&udp, 1u16), (&tcp, 3)] {
+    for (r, id) in [(&udp, 1u16), (&tcp, 3), (&udp6, 4)] {
         assert_eq!(u16::from_be_bytes([r[0], r[1]]), id);
-        assert!(r.ends_with(&[198, 51, 100, 10]), "{r:?}");
+        assert!(r.ends_with(&AAAA.octets()), "{r:?}");
     }
     assert_eq!(other[3] & 0x0f, 3, "NXDOMAIN");
     let seen = resolver.seen();
     assert_eq!(seen.denied, ["other.test"]);
-    assert_eq!(seen.answered.len(), 2);
-    assert_eq!(*asked.lock().unwrap(), 2, "the refused name was never asked upstream: {seen:?}");
+    assert_eq!(seen.answered.len(), 3);
+    assert!(seen.answered[0].1.contains(&AAAA.into()), "{seen:?}");
+    assert_eq!(*asked.lock().unwrap(), 3, "the refused name was never asked upstream: {seen:?}");
     drop(resolver);
 }

@@ -6,12 +6,16 @@
 //!    peer, and with it the pair, dies with the namespace: no teardown on the
 //!    critical path);
 //! 2. a /30 from the pool: `.1` on the host end, `.2` on `eth0`, a default
-//!    route via `.1`;
+//!    route via `.1`; the same for IPv6, a /126 from the IPv6 pool whose low
+//!    32 bits are the IPv4 slot's (no duplicate address detection: nobody
+//!    else is on the link);
 //! 3. the world's nftables ruleset (default deny both ways, the allowed
 //!    destinations, refusals rejected and logged) sent into its namespace;
 //!    the world holds no CAP_NET_ADMIN and seccomp refuses netfilter netlink,
 //!    so it cannot change it;
-//! 4. once per host: IPv4 forwarding on, and masquerading of the pool.
+//! 4. once per host: forwarding on (IPv4 and IPv6; for IPv6 without
+//!    changing which interfaces accept router advertisements), and
+//!    masquerading of the pools.
 //!
 //! The namespace fd is kept until the world is done, so its counters and
 //! its NFLOG records can still be read after its last process exits.
@@ -20,11 +24,12 @@ use cloche_net::nft::{self, Allow};
 use cloche_net::scope;
 use cloche_net::Netns;
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 
-/// The host's masquerade table (`ip` family).
-const HOST_TABLE: &str = "cloche_nat";
+/// The host's masquerade table (`inet` family).
+const HOST_TABLE: &str = nft::HOST_TABLE;
+const INET: u8 = 1;
 
 /// NFLOG group of refused attempts (per namespace: no clash between worlds).
 const LOG_GROUP: u16 = 7;
@@ -41,6 +46,8 @@ pub struct NetSpec {
     pub upstream: Option<std::net::SocketAddr>,
     /// The pool of world addresses (a /30 each), e.g. 10.203.0.0/16.
     pub pool: (Ipv4Addr, u8),
+    /// The pool of IPv6 addresses (a /126 each; at most a /96).
+    pub pool6: (Ipv6Addr, u8),
 }
 
 /// A world's network while it runs.
@@ -52,6 +59,8 @@ pub struct WorldNet {
     names: Vec<(String, u16)>,
     resolver: Option<cloche_net::dns::Resolver>,
     pub address: Ipv4Addr,
+    /// Its IPv6 address (none when the host has IPv6 off).
+    pub address6: Option<Ipv6Addr>,
     /// The host end of its veth pair.
     host_if: String,
 }
@@ -94,7 +103,7 @@ impl Drop for WorldNet {
             return;
         }
         let Ok(sock) = nft::socket() else { return };
-        remove_in_background(&sock, &nft::delete_table(2, HOST_TABLE));
+        remove_in_background(&sock, &nft::delete_table(INET, HOST_TABLE));
         drop(lock); // the grandchild holds the same lock until it is done
     }
 }
@@ -133,6 +142,8 @@ fn remove_in_background(sock: &OwnedFd, msg: &[u8]) {
 pub struct NetScope {
     pub mode: &'static str,
     pub address: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub allowed: Vec<AllowedFlow>,
     pub denied: Vec<DeniedFlow>,
     /// Names the world asked for and was refused (NXDOMAIN).
@@ -154,7 +165,7 @@ pub struct AllowedFlow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DeniedFlow {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub proto: &'static str,
     pub attempts: u64,
@@ -175,6 +186,39 @@ fn slot(id: &str, pool: (Ipv4Addr, u8), attempt: u32) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(pool.0) & mask;
     let net = base | ((h % slots) << 2);
     (Ipv4Addr::from(net + 1), Ipv4Addr::from(net + 2))
+}
+
+/// The IPv6 /126 matching IPv4 slot `gw` (its offset in `pool` as the low
+/// 32 bits in `pool6`): the host end and the world end.
+fn slot6(gw: Ipv4Addr, pool: (Ipv4Addr, u8), pool6: (Ipv6Addr, u8)) -> (Ipv6Addr, Ipv6Addr) {
+    let mask = if pool.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(pool.1.min(30))) };
+    let offset = u128::from(u32::from(gw) & !mask); // the host end: slot * 4 + 1
+    let bits = 128 - u32::from(pool6.1.min(96));
+    let base = u128::from(pool6.0) & !((1u128 << bits) - 1);
+    (Ipv6Addr::from(base | offset), Ipv6Addr::from(base | (offset + 1)))
+}
+
+/// True if the host already routes to `a` through a route of its own (not
+/// the default route): read from /proc/net/ipv6_route.
+fn routed6(a: Ipv6Addr) -> bool {
+    let Ok(t) = std::fs::read_to_string("/proc/net/ipv6_route") else { return false };
+    t.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let dst = f.first().and_then(|s| u128::from_str_radix(s, 16).ok());
+        let len = f.get(1).and_then(|s| u32::from_str_radix(s, 16).ok());
+        match (dst, len) {
+            (Some(dst), Some(len)) if (1..=128).contains(&len) => {
+                let mask = u128::MAX << (128 - len);
+                u128::from(a) & mask == dst & mask
+            }
+            _ => false,
+        }
+    })
+}
+
+/// True when the host has IPv6 (new interfaces get it).
+fn host_has_ipv6() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/disable_ipv6").is_ok_and(|v| v.trim() == "0")
 }
 
 /// True if the host already routes to `a` (another world's /30, or a host
@@ -200,19 +244,28 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     // (so two worlds never pick the same one: the first's route is there
     // before the second looks), and while the host's set-up is checked (the
     // last world to leave removes that set-up under it).
+    let v6 = host_has_ipv6();
+    if !v6 && spec.allow.iter().any(|a| a.net.is_ipv6() && a.set.is_none()) {
+        return Err(err("IPv6")("an IPv6 destination is listed, but IPv6 is off on this host".into()));
+    }
     let _host = host_lock()?;
     let (mut gw, mut addr) = slot(id, spec.pool, 0);
     for attempt in 1..16 {
-        if !routed(gw) {
+        let taken = routed(gw) || (v6 && routed6(slot6(gw, spec.pool, spec.pool6).0));
+        if !taken {
             break;
         }
         (gw, addr) = slot(id, spec.pool, attempt);
     }
+    let (gw6, addr6) = slot6(gw, spec.pool, spec.pool6);
     crate::profile::mark("net: slot");
     host.add_veth(&name, "eth0", ns.as_fd()).map_err(|e| err("veth")(e.to_string()))?;
     crate::profile::mark("net: veth");
     let hi = host.index(&name).map_err(|e| err("veth")(e.to_string()))?;
     host.add_address(hi, gw, 30).map_err(|e| err("host address")(e.to_string()))?;
+    if v6 {
+        host.add_address(hi, gw6, 126).map_err(|e| err("host IPv6 address")(e.to_string()))?;
+    }
     host.set_up(hi).map_err(|e| err("host link")(e.to_string()))?;
     crate::profile::mark("net: host end");
     let w = ns.rtnl().map_err(|e| err("netlink in the world")(e.to_string()))?;
@@ -220,31 +273,39 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     w.add_address(wi, addr, 30).map_err(|e| err("world address")(e.to_string()))?;
     w.set_up(wi).map_err(|e| err("eth0 up")(e.to_string()))?;
     w.add_route(Ipv4Addr::UNSPECIFIED, 0, gw).map_err(|e| err("default route")(e.to_string()))?;
+    if v6 {
+        w.add_address(wi, addr6, 126).map_err(|e| err("world IPv6 address")(e.to_string()))?;
+        w.add_route(Ipv6Addr::UNSPECIFIED, 0, gw6).map_err(|e| err("IPv6 default route")(e.to_string()))?;
+    }
     crate::profile::mark("net: world end");
     let open = || ns.run(nft::socket).map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
     let nft_sock = open().map_err(err("nftables socket"))?;
     let log = open().map_err(err("nflog socket"))?;
     scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
     crate::profile::mark("net: sockets, nflog");
-    let dns = (!spec.names.is_empty()).then_some(gw);
-    nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP, dns))
+    let dns: Vec<IpAddr> = match (spec.names.is_empty(), v6) {
+        (true, _) => vec![],
+        (false, true) => vec![gw.into(), gw6.into()],
+        (false, false) => vec![gw.into()],
+    };
+    nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP, &dns))
         .map_err(|e| err("world ruleset")(e.to_string()))?;
-    let resolver = match dns {
-        None => None,
-        Some(gw) => {
+    let resolver = match dns.is_empty() {
+        true => None,
+        false => {
             let upstream = spec.upstream.or_else(host_nameserver).ok_or_else(|| {
                 err("resolver")("no upstream nameserver (host /etc/resolv.conf, or CLOCHE_DNS_UPSTREAM)".into())
             })?;
             let pin = open().map_err(err("resolver socket"))?;
-            let listen = std::net::SocketAddrV4::new(gw, 53);
+            let listen: Vec<SocketAddr> = dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
             Some(
-                cloche_net::dns::Resolver::start(listen, upstream, spec.names.clone(), pin)
+                cloche_net::dns::Resolver::start(&listen, upstream, spec.names.clone(), pin)
                     .map_err(|e| err("resolver")(e.to_string()))?,
             )
         }
     };
     crate::profile::mark("net: ruleset");
-    host_once(spec.pool)?;
+    host_once(spec.pool, v6.then_some(spec.pool6))?;
     crate::profile::mark("net: host once");
     Ok(WorldNet {
         ns,
@@ -254,6 +315,7 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
         names: spec.names.clone(),
         resolver,
         address: addr,
+        address6: v6.then_some(addr6),
         host_if: name,
     })
 }
@@ -268,22 +330,46 @@ fn host_nameserver() -> Option<std::net::SocketAddr> {
     })
 }
 
-/// IPv4 forwarding and the pool's masquerading, made once per host.
-fn host_once(pool: (Ipv4Addr, u8)) -> Result<(), crate::WorldError> {
+/// Forwarding and the pools' masquerading, made once per host.
+fn host_once(pool: (Ipv4Addr, u8), pool6: Option<(Ipv6Addr, u8)>) -> Result<(), crate::WorldError> {
     let fwd = "/proc/sys/net/ipv4/ip_forward";
     if std::fs::read_to_string(fwd).map(|v| v.trim() != "1").unwrap_or(true) {
         std::fs::write(fwd, "1").map_err(|e| err("enable IPv4 forwarding")(e.to_string()))?;
     }
+    if pool6.is_some() {
+        ipv6_forwarding().map_err(|e| err("enable IPv6 forwarding")(e.to_string()))?;
+    }
     let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
-    if nft::table_exists(&sock, 2, HOST_TABLE).map_err(|e| err("host nftables")(e.to_string()))? {
+    if nft::table_exists(&sock, INET, HOST_TABLE).map_err(|e| err("host nftables")(e.to_string()))? {
         return Ok(());
     }
     let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
-    match nft::send(&sock, &nft::host_nat(pool.0, pool.1)) {
+    let mut pools = vec![(IpAddr::from(pool.0), pool.1)];
+    pools.extend(pool6.map(|(n, p)| (IpAddr::from(n), p)));
+    match nft::send(&sock, &nft::host_nat(&pools)) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
         Err(e) => Err(err("host masquerade")(e.to_string())),
     }
+}
+
+/// Turns IPv6 forwarding on, once. Forwarding changes how an interface
+/// treats router advertisements: with `accept_ra` 1 it would stop taking
+/// them (and the host could lose its IPv6 default route), so each such
+/// interface, and the default for new ones, is moved to 2 first ("accept
+/// even when forwarding"): the host keeps learning routes as before.
+fn ipv6_forwarding() -> std::io::Result<()> {
+    let conf = std::path::Path::new("/proc/sys/net/ipv6/conf");
+    if std::fs::read_to_string(conf.join("all/forwarding"))?.trim() == "1" {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(conf)?.flatten() {
+        let ra = e.path().join("accept_ra");
+        if e.file_name() != "all" && std::fs::read_to_string(&ra).is_ok_and(|v| v.trim() == "1") {
+            std::fs::write(&ra, "2")?;
+        }
+    }
+    std::fs::write(conf.join("all/forwarding"), "1")
 }
 
 impl WorldNet {
@@ -300,6 +386,7 @@ impl WorldNet {
         NetScope {
             mode: "scoped",
             address: Some(self.address),
+            address6: self.address6,
             allowed: self
                 .allow
                 .iter()
@@ -362,6 +449,11 @@ mod tests {
                 assert_eq!(u32::from(gw) >> 16, u32::from(pool.0) >> 16, "{gw}");
                 assert_eq!(u32::from(gw) & 3, 1);
                 assert_eq!(u32::from(addr), u32::from(gw) + 1);
+                let pool6 = ("fd63:6c6f:6368:6500::".parse().unwrap(), 64);
+                let (gw6, addr6) = slot6(gw, pool, pool6);
+                assert_eq!(u128::from(gw6) >> 64, u128::from(pool6.0) >> 64);
+                assert_eq!(u128::from(gw6) as u32, u32::from(gw) & 0xffff);
+                assert_eq!(u128::from(addr6), u128::from(gw6) + 1);
             }
         }
     }
