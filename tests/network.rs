@@ -407,3 +407,66 @@ fn ipv6_destinations_work_when_listed_and_are_refused_otherwise() {
     th.finish("3");
     fx.finish();
 }
+
+/// `kill -9` of cloche while a world with a network runs: the world, its
+/// namespace and its veth die with it, but the host's masquerade table
+/// stays (nobody was left to remove it) until the next run's start-up
+/// sweep finds the crashed run and removes it.
+#[test]
+fn a_crashed_networked_run_leaves_nothing_after_the_next_start() {
+    let fx = Fixture::new();
+    let table = || cloche_net::nft::table_exists(&cloche_net::nft::socket().unwrap(), 1, "cloche_nat").unwrap();
+    let veths = || {
+        std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.len() == 14 && n.starts_with("cl") && !n.starts_with("clt"))
+            .count()
+    };
+    let mut cmd = fx.command();
+    cmd.args(fx.run_args(&["--net", "allow=198.51.100.10:80"], &["/bin/sh", "-c", "echo up; exec sleep 31.9"]));
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = HostChild::spawn(&mut cmd);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.0.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "up\n");
+    assert!(table() && veths() == 1, "the world's network is not there");
+    // SAFETY: kill with a pid and a signal.
+    unsafe { libc::kill(child.pid(), libc::SIGKILL) };
+    let _ = child.0.wait();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the crashed world's veth outlived it", &|| veths() == 0);
+    assert!(table(), "expected the host table to stay until the next run");
+    fx.run(&[] as &[&str], &["true"]).expect_code(0);
+    wait_for("the next run's sweep left the host table", &|| !table());
+    fx.finish();
+}
+
+/// A policy whose `[network]` cannot work is refused when it is set, with
+/// the bad value named, and nothing is bound.
+#[test]
+fn a_policy_with_a_bad_network_section_is_refused() {
+    let fx = Fixture::new();
+    for (bad, named) in [
+        ("allow = [\"1.2.3\"]", "1.2.3"),
+        ("allow = [\"[2001:db8::1\"]", "missing ]"),
+        ("allow = []\npool = \"10.0.0.0/31\"", "network.pool"),
+        ("allow = []\nupstream = \"resolver.example\"", "network.upstream"),
+    ] {
+        let file = fx.out.path().join("bad.toml");
+        std::fs::write(&file, policy_text(300, "").replace("allow = []", bad)).unwrap();
+        let o = fx.cloche(&["policy", "set", "--project", fx.dir().to_str().unwrap(), file.to_str().unwrap()]);
+        o.expect_code(125);
+        assert!(String::from_utf8_lossy(&o.stderr).contains(named), "{bad}: {}", o.describe());
+    }
+    let o = fx.cloche(&["policy", "list", "--json"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(fx.dir().to_str().unwrap()), "{}", o.describe());
+    fx.finish();
+}

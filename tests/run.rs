@@ -260,6 +260,12 @@ fn doctor_exits_zero_on_this_machine() {
     let o = fx.cloche(&["doctor"]);
     o.expect_code(0);
     assert!(!(o.stdout.is_empty() && o.stderr.is_empty()), "doctor must say what the machine offers\n{}", o.describe());
+    // Networking is checked for real (netlink, a veth pair in a namespace
+    // of its own, the pool against the host's routes, the resolver).
+    let out = String::from_utf8_lossy(&o.stdout);
+    for line in ["ok   nftables", "ok   veth", "ok   address pool", "ok   resolver", "ok   forwarding"] {
+        assert!(out.contains(line), "{line:?} missing\n{out}");
+    }
     fx.finish();
 }
 

@@ -103,17 +103,7 @@ fn run_checks() -> Vec<Check> {
             ),
         },
     });
-    let nft = Path::new("/sys/module/nf_tables").exists() || Path::new("/proc/net/netfilter").exists();
-    v.push(Check {
-        name: "nftables",
-        ok: nft,
-        required: false,
-        detail: if nft {
-            "nf_tables present (used by network allowlists)".into()
-        } else {
-            "nf_tables not loaded: modprobe nf_tables (needed for network allowlists later)".into()
-        },
-    });
+    network_checks(&mut v);
     let init = find_init();
     v.push(Check {
         name: "cloche-init",
@@ -125,4 +115,86 @@ fn run_checks() -> Vec<Check> {
         },
     });
     v
+}
+
+/// Scoped networks (`--net allow=`): none is needed by the default policy
+/// (loopback only), so these warn rather than fail.
+fn network_checks(v: &mut Vec<Check>) {
+    let check = |name, ok, detail: String| Check { name, ok, required: false, detail };
+    let nft = cloche_net::nft::socket().and_then(|s| cloche_net::nft::table_exists(&s, 1, "cloche_doctor"));
+    v.push(check(
+        "nftables",
+        nft.is_ok(),
+        match &nft {
+            Ok(_) => "nf_tables answers over netlink (world rulesets)".into(),
+            Err(e) => format!("nf_tables: {e} (modprobe nf_tables; needed by --net allow=)"),
+        },
+    ));
+    // A veth pair in a namespace of its own: the host is not touched.
+    let veth = cloche_net::Netns::create().map_err(|e| e.to_string()).and_then(|ns| {
+        use std::os::fd::AsFd;
+        let r = ns.rtnl().map_err(|e| e.to_string())?;
+        r.add_veth("cldoctor0", "cldoctor1", ns.as_fd()).map_err(|e| e.to_string())
+    });
+    v.push(check(
+        "veth",
+        veth.is_ok(),
+        match &veth {
+            Ok(()) => "veth pairs can be made (one per world with a network)".into(),
+            Err(e) => format!("veth: {e} (CONFIG_VETH; needed by --net allow=)"),
+        },
+    ));
+    // The policy of the current directory's project, or the built-in one.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let policy = crate::policy_store_cmd::resolve(&cwd.to_string_lossy())
+        .map(|(_, p)| p.network)
+        .unwrap_or_else(|_| Policy::builtin().network);
+    let pool = policy.pool.unwrap_or(crate::net_args::POOL);
+    let conflicts = cloche_world::network::pool_conflicts(pool);
+    v.push(check(
+        "address pool",
+        conflicts.is_empty(),
+        if conflicts.is_empty() {
+            format!("{}/{}: no host route overlaps it", pool.0, pool.1)
+        } else {
+            format!(
+                "{}/{} overlaps host routes ({}): worlds skip those slots; set [network] pool elsewhere",
+                pool.0,
+                pool.1,
+                conflicts.join(", ")
+            )
+        },
+    ));
+    let env = std::env::var("CLOCHE_DNS_UPSTREAM").ok().filter(|u| !u.is_empty());
+    let upstream = env
+        .map(|u| format!("{u} (CLOCHE_DNS_UPSTREAM)"))
+        .or(policy.upstream.map(|u| format!("{u} (policy)")))
+        .or(cloche_world::network::host_nameserver().map(|u| format!("{u} (/etc/resolv.conf)")));
+    v.push(check(
+        "resolver",
+        upstream.is_some(),
+        match upstream {
+            Some(u) => format!("allowed names are asked of {u}"),
+            None => "no upstream nameserver: names in allow lists cannot resolve (set [network] upstream)".into(),
+        },
+    ));
+    let v6 = cloche_world::network::host_has_ipv6();
+    let fwd = |p: &str| std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1");
+    let (f4, f6) = (fwd("/proc/sys/net/ipv4/ip_forward"), fwd("/proc/sys/net/ipv6/conf/all/forwarding"));
+    v.push(check(
+        "forwarding",
+        true,
+        format!(
+            "IPv4 {}, IPv6 {}{}",
+            if f4 { "on" } else { "off" },
+            if !v6 {
+                "unavailable: IPv6 destinations will be refused"
+            } else if f6 {
+                "on"
+            } else {
+                "off"
+            },
+            if f4 && (f6 || !v6) { "" } else { " (the first world with a network turns it on; it stays on)" },
+        ),
+    ));
 }

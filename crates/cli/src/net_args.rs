@@ -7,6 +7,7 @@
 //! resolver for the world, which pins the answers (A and AAAA).
 
 use cloche_net::nft::{Allow, Proto};
+use cloche_policy::NetworkSection;
 use cloche_world::network::NetSpec;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -15,29 +16,31 @@ pub const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 203, 0, 0), 16);
 /// The pool of their IPv6 /126s (a unique local prefix: "cloche" in hex).
 pub const POOL6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd63, 0x6c6f, 0x6368, 0x6500, 0, 0, 0, 0), 64);
 
-/// Parses `--net`: `None` for `none` (loopback only).
-pub fn parse(arg: &str) -> Result<Option<NetSpec>, String> {
+/// Parses `--net`: `None` for `none` (loopback only). The pools and the
+/// upstream come from the policy's `[network]`.
+pub fn parse(arg: &str, policy: &NetworkSection) -> Result<Option<NetSpec>, String> {
     if arg == "none" {
         return Ok(None);
     }
     let list =
         arg.strip_prefix("allow=").ok_or_else(|| format!("--net {arg}: expected none or allow=DEST[,DEST...]"))?;
     let dests: Vec<&str> = list.split(',').collect();
-    spec(&dests).map(Some).map_err(|e| format!("--net {arg}: {e}"))
+    spec(&dests, policy).map(Some).map_err(|e| format!("--net {arg}: {e}"))
 }
 
-/// The policy's `[network] allow` (None when empty: loopback only).
-pub fn from_policy(allow: &[String]) -> Result<Option<NetSpec>, String> {
-    if allow.is_empty() {
+/// The policy's `[network]` (None when `allow` is empty: loopback only).
+pub fn from_policy(policy: &NetworkSection) -> Result<Option<NetSpec>, String> {
+    if policy.allow.is_empty() {
         return Ok(None);
     }
-    let dests: Vec<&str> = allow.iter().map(String::as_str).collect();
-    spec(&dests).map(Some).map_err(|e| format!("policy network.allow: {e}"))
+    let dests: Vec<&str> = policy.allow.iter().map(String::as_str).collect();
+    spec(&dests, policy).map(Some).map_err(|e| format!("policy network.allow: {e}"))
 }
 
 /// The spec of a list of destinations: each name gets a set and cloche's
-/// resolver (upstream: `CLOCHE_DNS_UPSTREAM`, else the host's resolv.conf).
-fn spec(dests: &[&str]) -> Result<NetSpec, String> {
+/// resolver (upstream: `CLOCHE_DNS_UPSTREAM`, else the policy's
+/// `upstream`, else the host's resolv.conf).
+fn spec(dests: &[&str], policy: &NetworkSection) -> Result<NetSpec, String> {
     if dests.is_empty() || dests.iter().any(|d| d.is_empty()) {
         return Err("no destination".into());
     }
@@ -55,9 +58,9 @@ fn spec(dests: &[&str]) -> Result<NetSpec, String> {
     }
     let upstream = match std::env::var("CLOCHE_DNS_UPSTREAM") {
         Ok(u) if !u.is_empty() => Some(u.parse().map_err(|_| format!("CLOCHE_DNS_UPSTREAM {u:?}: expected IP:PORT"))?),
-        _ => None,
+        _ => policy.upstream,
     };
-    Ok(NetSpec { allow, names, upstream, pool: POOL, pool6: POOL6 })
+    Ok(NetSpec { allow, names, upstream, pool: policy.pool.unwrap_or(POOL), pool6: policy.pool6.unwrap_or(POOL6) })
 }
 
 /// One destination, and its canonical name when it is a name.
@@ -109,10 +112,28 @@ fn dest(d: &str) -> Result<(Allow, Option<String>), String> {
 mod tests {
     use super::*;
 
+    fn parse_default(arg: &str) -> Result<Option<NetSpec>, String> {
+        parse(arg, &NetworkSection::default())
+    }
+
+    #[test]
+    fn the_policy_gives_pools_and_upstream() {
+        let p = NetworkSection {
+            allow: vec!["svc.test:80".into()],
+            pool: Some(("10.77.0.0".parse().unwrap(), 20)),
+            pool6: None,
+            upstream: Some("198.51.100.53:53".parse().unwrap()),
+        };
+        let s = from_policy(&p).unwrap().unwrap();
+        assert_eq!((s.pool, s.pool6, s.names.len()), (p.pool.unwrap(), POOL6, 1));
+        assert_eq!(parse("allow=198.51.100.1", &p).unwrap().unwrap().pool, p.pool.unwrap());
+        assert!(from_policy(&NetworkSection { allow: vec!["1.2.3".into()], ..p }).is_err());
+    }
+
     #[test]
     fn destinations() {
-        assert!(parse("none").unwrap().is_none());
-        let s = parse("allow=198.51.100.10:8080,198.51.100.0/24").unwrap().unwrap();
+        assert!(parse_default("none").unwrap().is_none());
+        let s = parse_default("allow=198.51.100.10:8080,198.51.100.0/24").unwrap().unwrap();
         assert_eq!(
             s.allow[0],
             Allow {
@@ -138,15 +159,17 @@ mod tests {
             "allow=2001:db8::/129",
             "allow=2001:db8::g",
         ] {
-            assert!(parse(bad).is_err(), "{bad}");
+            assert!(parse_default(bad).is_err(), "{bad}");
         }
-        let s = parse("allow=Svc.Test.:443,*.registry.io,198.51.100.1").unwrap().unwrap();
+        let s = parse_default("allow=Svc.Test.:443,*.registry.io,198.51.100.1").unwrap().unwrap();
         assert_eq!(s.names, [("svc.test".to_string(), 0), ("*.registry.io".to_string(), 1)]);
         assert_eq!(
             (s.allow[0].set, s.allow[0].port, s.allow[1].set, s.allow[2].set),
             (Some(0), Some(443), Some(1), None)
         );
-        let s = parse("allow=[2001:db8::10]:8080,2001:db8::/64,[2001:db8:1::/48]:53,bücher.example").unwrap().unwrap();
+        let s = parse_default("allow=[2001:db8::10]:8080,2001:db8::/64,[2001:db8:1::/48]:53,bücher.example")
+            .unwrap()
+            .unwrap();
         let v6: IpAddr = "2001:db8::10".parse().unwrap();
         assert_eq!((s.allow[0].net, s.allow[0].prefix, s.allow[0].port), (v6, 128, Some(8080)));
         assert_eq!((s.allow[1].prefix, s.allow[1].port), (64, None));

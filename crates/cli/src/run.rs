@@ -116,7 +116,7 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     spec.expose = expose;
     spec.keep = args.keep;
     if let Some(n) = &args.net {
-        spec.net = crate::net_args::parse(n)?;
+        spec.net = crate::net_args::parse(n, &policy.network)?;
     }
     spec.hash = !args.no_hash;
     spec.validate().map_err(|e| e.to_string())?;
@@ -157,7 +157,7 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         keep: false,
         keep_interrupted: policy.retention.keep_interrupted,
         owner: None,
-        net: crate::net_args::from_policy(&policy.network.allow)?,
+        net: crate::net_args::from_policy(&policy.network)?,
         require: policy.layers.require.clone(),
         hash: true,
     })

@@ -9,7 +9,9 @@
 //! and decides allow, review or deny (docs/policy.md).
 
 mod classify;
+mod network;
 mod risk;
+pub use network::NetworkSection;
 mod rules;
 mod shell;
 mod size;
@@ -118,7 +120,7 @@ struct RawPolicy {
     #[serde(default)]
     commit: Option<RawCommit>,
     #[serde(default)]
-    network: Option<RawNetwork>,
+    network: Option<network::RawNetwork>,
     #[serde(default)]
     commands: Option<rules::RawCommands>,
 }
@@ -137,20 +139,6 @@ struct RawRetention {
     max_worlds: usize,
     max_age: u64,
     keep_interrupted: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNetwork {
-    allow: Vec<String>,
-}
-
-/// What worlds may reach (`[network]`): destinations as `--net allow=`
-/// takes them (checked by the CLI, which knows their syntax). Empty:
-/// loopback only.
-#[derive(Debug, Clone, Default)]
-pub struct NetworkSection {
-    pub allow: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -379,10 +367,7 @@ impl Policy {
                 CommitSection { roots: c.roots, refuse_setuid }
             }
         };
-        let network = NetworkSection { allow: raw.network.map(|n| n.allow).unwrap_or_default() };
-        if network.allow.iter().any(|d| d.is_empty() || d.contains(',') || d.chars().any(char::is_whitespace)) {
-            return Err(invalid("network.allow: one destination per string, without commas or spaces".into()));
-        }
+        let network = network::section(raw.network).map_err(invalid)?;
         Ok(Policy {
             origin: origin.to_string(),
             world,

@@ -176,7 +176,9 @@ pub(crate) fn launch(
     let wire = crate::plan_wire::encode(&crate::plan::build(&RealHost, &fs));
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
-    cgroup::sweep(layout, |id| state.is_live(id));
+    if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
+        crate::network::sweep_host(|prefix| state.is_live_prefix(prefix));
+    }
     state.sweep();
     crate::profile::mark("swept");
     if let Layout::V1 { .. } = layout {

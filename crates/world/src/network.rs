@@ -85,13 +85,35 @@ fn host_lock() -> Result<std::fs::File, crate::WorldError> {
     Ok(f)
 }
 
-/// True if another world's veth (`cl` + 12 hex digits) is on the host.
-fn other_worlds(own: &str) -> bool {
+/// True if another world's veth (`cl` + 12 hex digits) is on the host and
+/// `live` says its world (by the 12 digits) may still run.
+fn other_worlds(own: &str, live: impl Fn(&str) -> bool) -> bool {
     let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return true };
     dir.flatten().any(|e| {
         let n = e.file_name().to_string_lossy().to_string();
-        n != own && n.len() == 14 && n.starts_with("cl") && n[2..].bytes().all(|b| b.is_ascii_hexdigit())
+        n != own
+            && n.len() == 14
+            && n.starts_with("cl")
+            && n[2..].bytes().all(|b| b.is_ascii_hexdigit())
+            && live(&n[2..])
     })
+}
+
+/// The start-up sweep's part, after crashed runs were found: a crashed run
+/// may have been the last world with a network, and its host masquerade
+/// table would stay. Removed (in the background) when no live world has a
+/// veth. A crashed world's veth and its ruleset go with its namespace, and
+/// its resolver with its process: nothing else is left.
+pub fn sweep_host(live: impl Fn(&str) -> bool) {
+    let Ok(lock) = host_lock() else { return };
+    if other_worlds("", live) {
+        return;
+    }
+    let Ok(sock) = nft::socket() else { return };
+    if nft::table_exists(&sock, INET, HOST_TABLE).unwrap_or(false) {
+        remove_in_background(&sock, &nft::delete_table(INET, HOST_TABLE));
+    }
+    drop(lock);
 }
 
 impl Drop for WorldNet {
@@ -99,7 +121,7 @@ impl Drop for WorldNet {
     /// (IPv4 forwarding stays on: another tool may rely on it).
     fn drop(&mut self) {
         let Ok(lock) = host_lock() else { return };
-        if other_worlds(&self.host_if) {
+        if other_worlds(&self.host_if, |_| true) {
             return;
         }
         let Ok(sock) = nft::socket() else { return };
@@ -217,8 +239,28 @@ fn routed6(a: Ipv6Addr) -> bool {
 }
 
 /// True when the host has IPv6 (new interfaces get it).
-fn host_has_ipv6() -> bool {
+pub fn host_has_ipv6() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/disable_ipv6").is_ok_and(|v| v.trim() == "0")
+}
+
+/// The host's IPv4 routes that overlap `pool` (but cloche's own): as
+/// `NET/PREFIX dev IF`. Worlds skip the slots these cover; a route over the
+/// whole pool leaves them none.
+pub fn pool_conflicts(pool: (Ipv4Addr, u8)) -> Vec<String> {
+    let Ok(t) = std::fs::read_to_string("/proc/net/route") else { return vec![] };
+    let pmask = if pool.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(pool.1.min(32))) };
+    let pnet = u32::from(pool.0) & pmask;
+    t.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
+            let (dev, dst, mask) = (*f.first()?, hex(f.get(1)?)?, hex(f.get(7)?)?);
+            let overlap = mask != 0 && (dst & mask & pmask) == (pnet & mask);
+            let ours = dev.len() == 14 && dev.starts_with("cl") && dev[2..].bytes().all(|b| b.is_ascii_hexdigit());
+            (overlap && !ours).then(|| format!("{}/{} dev {dev}", Ipv4Addr::from(dst), mask.count_ones()))
+        })
+        .collect()
 }
 
 /// True if the host already routes to `a` (another world's /30, or a host
@@ -321,7 +363,7 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
 }
 
 /// The first nameserver of the host's /etc/resolv.conf, port 53.
-fn host_nameserver() -> Option<std::net::SocketAddr> {
+pub fn host_nameserver() -> Option<std::net::SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     text.lines().find_map(|l| {
         let mut w = l.split_whitespace();
