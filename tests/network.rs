@@ -348,7 +348,7 @@ fn allowed_names_resolve_through_cloches_resolver_and_others_do_not() {
 fn ipv6_destinations_work_when_listed_and_are_refused_otherwise() {
     let fx = Fixture::new();
     let th = TestHost::new("3");
-    let _asked = th.dns();
+    let asked = th.dns();
     let allowed = format!("[{TEST_HOST6}]:{}", th.port);
     let others = [
         format!("[{TEST_HOST6}]:{}", th.port + 1),
@@ -361,10 +361,13 @@ fn ipv6_destinations_work_when_listed_and_are_refused_otherwise() {
         script += &format!("; \"$PROBE\" connect-tcp {o}");
     }
     script += &format!("; \"$PROBE\" connect-name svc6.test:{}", th.port);
+    // DNS sent to any server, over IPv6 too, is answered by cloche's
+    // resolver (these servers do not exist: the query never leaves).
+    script += "; \"$PROBE\" dns-query [2001:db8::99]:53 svc.test; \"$PROBE\" dns-query [2001:db8::99]:53 other.test";
     let mut cmd = fx.command();
     cmd.env("CLOCHE_DNS_UPSTREAM", "198.51.100.10:53");
     let t = Instant::now();
-    let net = format!("allow={allowed},svc6.test:{}", th.port);
+    let net = format!("allow={allowed},svc6.test:{},svc.test:{}", th.port, th.port);
     let probe = format!("PROBE='{}'\n{script}", probe_bin().display());
     let o = fx.run_with(cmd, &["--net", &net], &["/bin/sh", "-c", &probe]);
     o.expect_code(0);
@@ -376,6 +379,9 @@ fn ipv6_destinations_work_when_listed_and_are_refused_otherwise() {
     let name = &lines[1 + others.len()];
     assert_eq!((name["resolved"].as_bool(), name["ok"].as_bool()), (Some(true), Some(true)), "{}", o.describe());
     assert_eq!(name["addr"], format!("[2001:db8::20]:{}", th.port));
+    let (ok, refused) = (&lines[2 + others.len()], &lines[3 + others.len()]);
+    assert_eq!((ok["rcode"].as_u64(), &ok["addrs"]), (Some(0), &serde_json::json!(["198.51.100.10"])), "{ok}");
+    assert_eq!(refused["rcode"], 3, "{refused}");
     assert!(t.elapsed() < Duration::from_secs(5), "refusals must be immediate, took {:?}", t.elapsed());
     let net = &o.report()["network"];
     assert!(net["address6"].as_str().is_some_and(|a| a.starts_with("fd63:6c6f:6368:6500:")), "{net:#}");
@@ -404,6 +410,8 @@ fn ipv6_destinations_work_when_listed_and_are_refused_otherwise() {
         assert!(denied.contains(dest), "{dest} not in the denied scope {denied:?}");
     }
     assert_eq!(denied.len(), others.len(), "only the attempts are reported: {denied:?}");
+    assert_eq!(net["denied_names"], serde_json::json!(["other.test"]), "{net:#}");
+    assert!(!asked.lock().unwrap().iter().any(|n| n == "other.test"), "a refused name was asked upstream");
     th.finish("3");
     fx.finish();
 }

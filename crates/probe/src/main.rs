@@ -14,6 +14,9 @@
 //!   connect-unix PATH           connect a stream socket to a path
 //!   connect-abstract NAME       connect a stream socket to an abstract name
 //!   connect-tcp ADDR:PORT       TCP connect (2 s timeout)
+//!   connect-name NAME:PORT      resolve (getaddrinfo) and TCP connect to the first address
+//!   listen-tcp ADDR SECS        listen, count the connections accepted
+//!   dns-query SERVER NAME       one A query over UDP to SERVER (IP:PORT): rcode, addresses
 //!   kill PID SIG                kill(2)
 //!   ps                          pids visible in /proc, with their argv; our pid and ppid
 //!   read PATH...                one line per PATH: contents (lossy text, at most 1 MiB) or errno
@@ -32,7 +35,10 @@
 //!   sleep-bg MARKER SECS        double-fork a detached child (argv holds MARKER) that ignores
 //!                               SIGTERM/SIGHUP, sleeps SECS, then writes the file MARKER
 
+mod net;
 mod sys;
+
+use net::{connect_name, connect_tcp, dns_query, listen_tcp};
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -69,6 +75,7 @@ fn main() {
         "connect-tcp" => emit(connect_tcp(arg(rest, 0))),
         "connect-name" => emit(connect_name(arg(rest, 0))),
         "listen-tcp" => emit(listen_tcp(arg(rest, 0), arg(rest, 1))),
+        "dns-query" => emit(dns_query(arg(rest, 0), arg(rest, 1))),
         "kill" => emit(kill(arg(rest, 0), arg(rest, 1))),
         "ps" => emit(ps()),
         "read" => rest.iter().for_each(|p| emit(read(p))),
@@ -345,49 +352,6 @@ fn connect_abstract(name: &str) -> Value {
     let r =
         SocketAddr::from_abstract_name(name.as_bytes()).and_then(|addr| UnixStream::connect_addr(&addr)).map(|_| ());
     outcome(json!({"name": name}), r)
-}
-
-fn connect_tcp(addr: &str) -> Value {
-    let r = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)))
-        .map(|_| ());
-    outcome(json!({"addr": addr}), r)
-}
-
-/// Listens on `ADDR` for `SECS` seconds and counts the connections accepted.
-/// Prints `{"listening": ADDR}` at once (flushed), then the count.
-fn listen_tcp(addr: &str, secs: &str) -> Value {
-    let secs: f64 = parse(secs);
-    let l = match std::net::TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => return outcome(json!({"listen": addr}), Err(e)),
-    };
-    emit(json!({"listening": addr}));
-    let _ = l.set_nonblocking(true);
-    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
-    let mut accepted = 0;
-    while std::time::Instant::now() < end {
-        match l.accept() {
-            Ok(_) => accepted += 1,
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-    json!({"listen": addr, "accepted": accepted})
-}
-
-/// Resolves `NAME:PORT` (getaddrinfo, as programs do) and connects to the
-/// first address: `resolved` says whether the name resolved at all.
-fn connect_name(target: &str) -> Value {
-    use std::net::ToSocketAddrs;
-    match target.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => {
-            let r = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(|_| ());
-            outcome(json!({"target": target, "resolved": true, "addr": a.to_string()}), r)
-        }
-        Ok(None) | Err(_) => json!({"target": target, "resolved": false, "ok": false}),
-    }
 }
 
 fn kill(pid: &str, sig: &str) -> Value {
