@@ -1,13 +1,15 @@
 //! cloche-net: the network of a world, configured from outside it.
 //!
-//! So far: [`rtnl`], a small synchronous rtnetlink client (links, veth pairs
-//! whose peer is created directly inside a world's network namespace,
-//! addresses, routes); [`nft`], a world's nftables ruleset (default deny both
-//! ways, listed IPv4 destinations and ports allowed with counters, refusals
-//! rejected at once and logged to an NFLOG group) sent as one netlink batch;
-//! and [`Netns`], a handle on a network namespace that opens sockets inside
-//! it. Not yet: wiring into worlds (addresses pool, host forwarding), the
-//! resolver, counters and NFLOG read-back, IPv6 destinations.
+//! [`rtnl`], a small synchronous rtnetlink client (links, veth pairs whose
+//! peer is created directly inside a world's network namespace, IPv4 and
+//! IPv6 addresses, routes); [`nft`], a world's nftables ruleset (default
+//! deny both ways, listed IPv4 and IPv6 destinations and ports allowed with
+//! counters, refusals answered at once and logged to an NFLOG group) sent as
+//! one netlink batch, and the host's masquerade table; [`scope`], counters
+//! and NFLOG read back; [`dns`], the resolver that answers only allowed
+//! names and pins their addresses; and [`Netns`], a handle on a network
+//! namespace that opens sockets inside it. The wiring into worlds (address
+//! pools, host forwarding, teardown) is `cloche_world::network`.
 
 pub mod dns;
 mod msg;
