@@ -282,14 +282,14 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     let ns = Netns::of_pid(pid).map_err(|e| err("open the world's netns")(e.to_string()))?;
     let host = cloche_net::Rtnl::open().map_err(|e| err("netlink")(e.to_string()))?;
     let name = format!("cl{}", id.get(..12).unwrap_or(id));
-    // Held while this world picks its /30 and its veth and address appear
-    // (so two worlds never pick the same one: the first's route is there
-    // before the second looks), and while the host's set-up is checked (the
-    // last world to leave removes that set-up under it).
     let v6 = host_has_ipv6();
     if !v6 && spec.allow.iter().any(|a| a.net.is_ipv6() && a.set.is_none()) {
         return Err(err("IPv6")("an IPv6 destination is listed, but IPv6 is off on this host".into()));
     }
+    // Held while this world picks its /30 and its veth and address appear
+    // (so two worlds never pick the same one: the first's route is there
+    // before the second looks), and while the host's set-up is checked (the
+    // last world to leave removes that set-up under it).
     let _host = host_lock()?;
     let (mut gw, mut addr) = slot(id, spec.pool, 0);
     for attempt in 1..16 {
@@ -336,7 +336,7 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
         true => None,
         false => {
             let upstream = spec.upstream.or_else(host_nameserver).ok_or_else(|| {
-                err("resolver")("no upstream nameserver (host /etc/resolv.conf, or CLOCHE_DNS_UPSTREAM)".into())
+                err("resolver")("no upstream nameserver (the policy's [network] upstream, CLOCHE_DNS_UPSTREAM, or the host's /etc/resolv.conf)".into())
             })?;
             let pin = open().map_err(err("resolver socket"))?;
             let listen: Vec<SocketAddr> = dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
