@@ -21,19 +21,28 @@ const MACHINE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 /// (198.51.100.1 here, .10 there; 2001:db8::1 here, ::10 and ::20 there),
 /// with a TCP server on `port` (IPv4 and IPv6) that greets and closes. Dropping it takes the namespace, and with it both veth ends.
 struct TestHost {
-    ns: Netns,
+    ns: Option<Netns>,
+    tag: String,
     port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    server: Option<std::thread::JoinHandle<()>>,
+    /// Its servers (TCP, and DNS once asked for).
+    servers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// Also when a test fails: the servers stop, so the namespace (and its veth
-/// pair) goes with the test host.
+/// Also when a test fails: the servers stop and the namespace closes, and
+/// the drop waits until its veth pair is gone, so the next test's test host
+/// (same addresses) never shares the machine with a stale one.
 impl Drop for TestHost {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(s) = self.server.take() {
+        for s in self.servers.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
             let _ = s.join();
+        }
+        drop(self.ns.take());
+        let gone = std::path::PathBuf::from(format!("/sys/class/net/clt-r{}", self.tag));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gone.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -80,18 +89,18 @@ impl TestHost {
                 }
             }
         });
-        TestHost { ns, port, stop, server: Some(server) }
+        TestHost { ns: Some(ns), tag: tag.to_string(), port, stop, servers: std::sync::Mutex::new(vec![server]) }
     }
 
-    /// Drops the namespace and waits until its veth pair is gone.
+    /// Drops the test host (see its `Drop`) and checks its veth pair went.
     fn finish(self, tag: &str) {
-        drop(self); // stops the servers, closes the namespace
+        drop(self);
         let gone = std::path::PathBuf::from(format!("/sys/class/net/clt-r{tag}"));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while gone.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
         assert!(!gone.exists(), "the test host's veth outlived its namespace");
+    }
+
+    fn ns(&self) -> &Netns {
+        self.ns.as_ref().expect("the test host's namespace")
     }
 }
 
@@ -255,11 +264,11 @@ impl TestHost {
     /// 2001:db8::20; anything else NXDOMAIN. Returns the names it was asked
     /// for.
     fn dns(&self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
-        let sock = self.ns.run(|| std::net::UdpSocket::bind((TEST_HOST, 53))).unwrap().unwrap();
+        let sock = self.ns().run(|| std::net::UdpSocket::bind((TEST_HOST, 53))).unwrap().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (log, stop) = (asked.clone(), self.stop.clone());
-        std::thread::spawn(move || {
+        let server = std::thread::spawn(move || {
             let mut b = [0u8; 512];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let Ok((n, from)) = sock.recv_from(&mut b) else { continue };
@@ -294,6 +303,7 @@ impl TestHost {
                 let _ = sock.send_to(&r, from);
             }
         });
+        self.servers.lock().unwrap().push(server);
         asked
     }
 }
@@ -308,7 +318,7 @@ fn allowed_names_resolve_through_cloches_resolver_and_others_do_not() {
     let th = TestHost::new("2");
     let asked = th.dns();
     let script = format!(
-        "PROBE='{}'\n\"$PROBE\" connect-name svc.test:{p}; \"$PROBE\" connect-name other.test:{p}",
+        "PROBE='{}'\n\"$PROBE\" connect-name svc.test:{p}; \"$PROBE\" connect-name other.test:{p}; \"$PROBE\" dns-query 127.0.0.53:53 svc.test",
         probe_bin().display(),
         p = th.port
     );
@@ -325,6 +335,9 @@ fn allowed_names_resolve_through_cloches_resolver_and_others_do_not() {
     );
     assert_eq!(lines[0]["addr"], format!("198.51.100.10:{}", th.port));
     assert_eq!(lines[1]["resolved"], false, "{}", o.describe());
+    // A resolv.conf naming a local stub (systemd-resolved's 127.0.0.53)
+    // works too: the query is answered by cloche's resolver.
+    assert_eq!((lines[2]["rcode"].as_u64(), &lines[2]["addrs"]), (Some(0), &serde_json::json!(["198.51.100.10"])));
     let net = &o.report()["network"];
     assert_eq!(
         (net["allowed"][0]["dst"].as_str(), net["allowed"][0]["ip"].as_str()),

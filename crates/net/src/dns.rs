@@ -1,5 +1,6 @@
-//! cloche's resolver for a world: a DNS server (UDP and TCP) on the world's
-//! gateway addresses that answers **only** the allowed names. Each answer's
+//! cloche's resolver for a world: a DNS server (UDP and TCP) listening on
+//! the world's loopback (sockets opened inside its namespace) that answers
+//! **only** the allowed names. Each answer's
 //! addresses (A and AAAA records) go into the name's nft sets in the world (with the record's TTL) before the
 //! world sees the answer, so a connection to them is allowed from then on
 //! (DNS pinning). Any other name gets NXDOMAIN and is recorded as denied.
@@ -79,26 +80,36 @@ pub struct Resolver {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Resolver {
-    /// Serves on each of `listen` (the gateway's addresses, port 53); asks
-    /// `upstream`; pins into the sets of `names` (pattern, set index)
-    /// through `nft`, a netfilter socket in the world's namespace.
-    pub fn start(
-        listen: &[SocketAddr],
-        upstream: SocketAddr,
-        names: Vec<(String, u16)>,
-        nft: OwnedFd,
-    ) -> io::Result<Resolver> {
+/// The resolver's listening sockets, UDP and TCP (large answers, and
+/// resolvers that prefer it) on each address. Bound in the namespace of
+/// the calling thread: a world's, while the resolver itself asks upstream
+/// from the host's.
+pub struct Listeners {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    pub fn bind(addrs: &[SocketAddr]) -> io::Result<Listeners> {
         let (mut udp, mut tcp) = (Vec::new(), Vec::new());
-        for at in listen {
+        for at in addrs {
             let sock = UdpSocket::bind(at)?;
             sock.set_nonblocking(true)?;
-            // DNS over TCP too (large answers, and resolvers that prefer it).
             let l = TcpListener::bind(at)?;
             l.set_nonblocking(true)?;
             udp.push(sock);
             tcp.push(l);
         }
+        Ok(Listeners { udp, tcp })
+    }
+}
+
+impl Resolver {
+    /// Serves on `listen`; asks `upstream` (from the namespace of the
+    /// calling thread); pins into the sets of `names` (pattern, set index)
+    /// through `nft`, a netfilter socket in the world's namespace.
+    pub fn start(listen: Listeners, upstream: SocketAddr, names: Vec<(String, u16)>, nft: OwnedFd) -> Resolver {
+        let Listeners { udp, tcp } = listen;
         let fds: Vec<i32> = udp.iter().map(|s| s.as_raw_fd()).chain(tcp.iter().map(|l| l.as_raw_fd())).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -121,7 +132,7 @@ impl Resolver {
                 }
             }
         });
-        Ok(Resolver { stop, seen, thread: Some(thread) })
+        Resolver { stop, seen, thread: Some(thread) }
     }
 
     /// What it saw so far.

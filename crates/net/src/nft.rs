@@ -9,6 +9,8 @@
 //!     meta l4proto icmpv6 ip6 daddr ff02::/16 drop   # router solicitations, MLD reports
 //!     ip daddr NET [meta l4proto tcp|udp] [th dport PORT] counter accept    # one per allowed
 //!     ip6 daddr NET [meta l4proto tcp|udp] [th dport PORT] counter accept   # destination
+//!     ip daddr 127.0.0.1 th dport 53 accept    # redirected DNS (with names;
+//!     ip6 daddr ::1 th dport 53 accept         # see chain dns)
 //!     ct state established,related accept
 //!     meta nfproto ipv6 meta l4proto tcp counter log group G reject with tcp reset
 //!     counter log group G reject with icmpx admin-prohibited }
@@ -18,6 +20,9 @@
 //!     ct state established,related ip[6] saddr NET ... counter accept      # answers, counted
 //!     ct state established,related accept
 //!     counter drop }
+//!   chain dns { type nat hook output priority -100;   # with allowed names only
+//!     udp|tcp dport 53 dnat ip to 127.0.0.1:53
+//!     udp|tcp dport 53 dnat ip6 to [::1]:53 }          # cloche's resolver
 //! }
 //! ```
 //! Everything not listed is refused in both directions, over IPv4 and IPv6
@@ -295,7 +300,7 @@ const META_IIFNAME: u32 = 6;
 
 /// The whole ruleset of a world as one netlink batch.
 ///
-/// With `dns` (the world's gateway addresses, where cloche's resolver
+/// With `dns` (the world's loopback addresses, where cloche's resolver
 /// listens), every DNS query the world sends, to whatever server, is
 /// redirected there (an IPv4 query to the IPv4 one, an IPv6 query to the
 /// IPv6 one), and the allowed names' addresses live in sets the resolver
@@ -377,10 +382,12 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: &[IpAddr]) -> Vec<u8>
     for (i, a) in allow.iter().enumerate() {
         msgs.extend(allow_rules(a, i as u32, Dir::Out));
     }
-    for gw in dns {
-        // Queries to cloche's resolver (after the redirect above).
-        let r = Rule::new("output").family(family(*gw)).addr(family(*gw), true).cmp(0, &octets(*gw));
-        msgs.push(r.payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).verdict(NF_ACCEPT).finish());
+    for r in dns {
+        // Queries to cloche's resolver, after the redirect: the filter hook
+        // still sees the interface of the route taken before it (`eth0`
+        // for a query to an outside server), so `lo` does not cover them.
+        let q = Rule::new("output").family(family(*r)).addr(family(*r), true).cmp(0, &octets(*r));
+        msgs.push(q.payload(2, 2, 2).cmp(0, &53u16.to_be_bytes()).verdict(NF_ACCEPT).finish());
     }
     msgs.push(Rule::new("output").established().verdict(NF_ACCEPT).finish());
     // A refused IPv6 TCP connect is answered with a reset: the ICMPv6 error
@@ -690,7 +697,7 @@ mod tests {
         // resolver on two addresses: a nat chain, a redirect per family and
         // transport, an accept per address.
         let name = Allow { set: Some(0), ..one("0.0.0.0", 0, Some(443), Proto::Tcp) };
-        let dns: [IpAddr; 2] = ["10.203.0.1".parse().unwrap(), "fd63:6c6f:6368:6500::1".parse().unwrap()];
+        let dns: [IpAddr; 2] = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         assert_eq!(count_msgs(&world_ruleset(&[name], 7, &dns)), 19 + 2 + 2 + 1 + 4 + 2);
         assert_eq!(count_msgs(&delete_ruleset()), 3);
         assert_eq!(count_msgs(&set_add(0, &[(dns[0], 1000), (dns[1], 1000)])), 4);

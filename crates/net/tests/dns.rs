@@ -2,7 +2,7 @@
 //! allowed name is asked upstream (a fake server of the test's) and pinned
 //! into its set; another gets NXDOMAIN without being asked.
 
-use cloche_net::dns::Resolver;
+use cloche_net::dns::{Listeners, Resolver};
 use cloche_net::nft::{self, Allow, Proto};
 use cloche_net::Netns;
 use std::io::{Read, Write};
@@ -57,7 +57,8 @@ fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
     // On an IPv4 and an IPv6 address, like a world's gateway.
     let listen: [SocketAddr; 2] = ["127.0.0.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
     let names = vec![("svc.test".to_string(), 0)];
-    let resolver = ns.run(move || Resolver::start(&listen, upstream, names, pin)).unwrap().unwrap();
+    let listeners = ns.run(move || Listeners::bind(&listen)).unwrap().unwrap();
+    let resolver = ns.run(move || Resolver::start(listeners, upstream, names, pin)).unwrap();
     let (udp, tcp, other, udp6) = ns
         .run(|| {
             let u = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -325,10 +325,15 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     let log = open().map_err(err("nflog socket"))?;
     scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
     crate::profile::mark("net: sockets, nflog");
+    // cloche's resolver listens on the world's own loopback (sockets opened
+    // in its namespace; `lo` is up before the child's go) and every DNS
+    // query is redirected there, whatever server it was sent to: a
+    // resolv.conf naming a stub on 127.0.0.53 works as well as one naming
+    // a server outside, and the world's files stay untouched.
     let dns: Vec<IpAddr> = match (spec.names.is_empty(), v6) {
         (true, _) => vec![],
-        (false, true) => vec![gw.into(), gw6.into()],
-        (false, false) => vec![gw.into()],
+        (false, true) => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+        (false, false) => vec![Ipv4Addr::LOCALHOST.into()],
     };
     nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP, &dns))
         .map_err(|e| err("world ruleset")(e.to_string()))?;
@@ -339,11 +344,14 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
                 err("resolver")("no upstream nameserver (the policy's [network] upstream, CLOCHE_DNS_UPSTREAM, or the host's /etc/resolv.conf)".into())
             })?;
             let pin = open().map_err(err("resolver socket"))?;
+            w.set_up(w.index("lo").map_err(|e| err("lo")(e.to_string()))?).map_err(|e| err("lo up")(e.to_string()))?;
             let listen: Vec<SocketAddr> = dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
-            Some(
-                cloche_net::dns::Resolver::start(&listen, upstream, spec.names.clone(), pin)
-                    .map_err(|e| err("resolver")(e.to_string()))?,
-            )
+            let listeners = ns
+                .run(move || cloche_net::dns::Listeners::bind(&listen))
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(err("resolver sockets"))?;
+            Some(cloche_net::dns::Resolver::start(listeners, upstream, spec.names.clone(), pin))
         }
     };
     crate::profile::mark("net: ruleset");
