@@ -19,7 +19,8 @@ const MACHINE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
 /// A test host: its own namespace, linked to the machine's by a veth pair
 /// (198.51.100.1 here, .10 there; 2001:db8::1 here, ::10 and ::20 there),
-/// with a TCP server on `port` (IPv4 and IPv6) that greets and closes. Dropping it takes the namespace, and with it both veth ends.
+/// with a TCP server on `port` (IPv4 and IPv6) that greets and closes, and
+/// a UDP server on the same port (IPv4) that answers "pong". Dropping it takes the namespace, and with it both veth ends.
 struct TestHost {
     ns: Option<Netns>,
     tag: String,
@@ -78,14 +79,28 @@ impl TestHost {
         let l6: Vec<TcpListener> =
             v6.iter().map(|&a| ns.run(move || TcpListener::bind((a, port))).unwrap().unwrap()).collect();
         l6.iter().for_each(|l| l.set_nonblocking(true).unwrap());
+        // UDP on the same port number: answers "pong".
+        let u = ns.run(move || std::net::UdpSocket::bind((TEST_HOST, port))).unwrap().unwrap();
+        u.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        // The listener holds the namespace: the server ends when asked.
+        // The sockets hold the namespace: the server ends when asked.
         let server = std::thread::spawn(move || {
+            let mut b = [0u8; 512];
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                match l.accept().or_else(|_| l6[0].accept()).or_else(|_| l6[1].accept()) {
-                    Ok((c, _)) => drop((&c).write_all(b"hello\n")),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                let mut idle = true;
+                for l in [&l, &l6[0], &l6[1]] {
+                    if let Ok((c, _)) = l.accept() {
+                        let _ = (&c).write_all(b"hello\n");
+                        idle = false;
+                    }
+                }
+                if let Ok((_, from)) = u.recv_from(&mut b) {
+                    let _ = u.send_to(b"pong", from);
+                    idle = false;
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
         });
@@ -120,6 +135,11 @@ fn only_the_allowed_destination_is_reachable_and_the_report_shows_the_scope() {
     for o in &others {
         script += &format!("; \"$PROBE\" connect-tcp {o}");
     }
+    // UDP to the allowed address and port (no protocol given: TCP and UDP)
+    // and to another port; TCP to the machine's end of the world's link.
+    let udp_other = format!("{TEST_HOST}:{}", th.port + 1);
+    script +=
+        &format!("; \"$PROBE\" udp-echo {allowed}; \"$PROBE\" udp-echo {udp_other}; \"$PROBE\" connect-tcp gateway:22");
     let t = Instant::now();
     let o = fx.sh(&["--net", &format!("allow={allowed}")], &script);
     o.expect_code(0);
@@ -128,6 +148,10 @@ fn only_the_allowed_destination_is_reachable_and_the_report_shows_the_scope() {
     for (i, dest) in others.iter().enumerate() {
         assert_eq!(lines[2 + i]["ok"], false, "{dest} was reachable");
     }
+    let n = 2 + others.len();
+    assert_eq!((lines[n]["ok"].as_bool(), lines[n]["reply"].as_str()), (Some(true), Some("pong")), "{}", o.describe());
+    assert_eq!(lines[n + 1]["ok"], false, "UDP to another port got an answer");
+    assert_eq!(lines[n + 2]["ok"], false, "the machine's end of the link was reachable");
     assert!(t.elapsed() < Duration::from_secs(5), "refusals must be immediate, took {:?}", t.elapsed());
     let interfaces = string_list(&lines[0]["interfaces"]);
     assert!(interfaces.contains(&"eth0".to_string()) && interfaces.contains(&"lo".to_string()), "{interfaces:?}");
@@ -143,6 +167,19 @@ fn only_the_allowed_destination_is_reachable_and_the_report_shows_the_scope() {
     for dest in &others[..4] {
         assert!(denied.contains(dest), "{dest} not in the denied scope {denied:?}");
     }
+    let protos = |ip: &str, port: u16| {
+        net["denied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["ip"] == ip && d["port"] == port)
+            .map(|d| d["proto"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(protos(&TEST_HOST.to_string(), th.port + 1), ["tcp", "udp"], "{net:#}");
+    let gateway =
+        net["address"].as_str().and_then(|a| a.parse::<Ipv4Addr>().ok()).map(|a| Ipv4Addr::from(u32::from(a) - 1));
+    assert_eq!(protos(&gateway.unwrap().to_string(), 22), ["tcp"], "{net:#}");
     // The last world with a network takes the host's masquerade table away
     // (in the background: allow it a moment).
     let deadline = Instant::now() + Duration::from_secs(2);

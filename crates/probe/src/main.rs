@@ -13,7 +13,8 @@
 //!   tiocsti                     TIOCSTI on fd 0, on /dev/tty, and on a pty made our controlling tty
 //!   connect-unix PATH           connect a stream socket to a path
 //!   connect-abstract NAME       connect a stream socket to an abstract name
-//!   connect-tcp ADDR:PORT       TCP connect (2 s timeout)
+//!   connect-tcp ADDR:PORT       TCP connect (2 s timeout); ADDR `gateway`: the default route's
+//!   udp-echo ADDR:PORT          send a datagram, wait 1 s for the answer
 //!   connect-name NAME:PORT      resolve (getaddrinfo) and TCP connect to the first address
 //!   listen-tcp ADDR SECS        listen, count the connections accepted
 //!   dns-query SERVER NAME       one A query over UDP to SERVER (IP:PORT): rcode, addresses
@@ -38,7 +39,7 @@
 mod net;
 mod sys;
 
-use net::{connect_name, connect_tcp, dns_query, listen_tcp};
+use net::{connect_name, connect_tcp, dns_query, listen_tcp, udp_echo};
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -76,6 +77,7 @@ fn main() {
         "connect-name" => emit(connect_name(arg(rest, 0))),
         "listen-tcp" => emit(listen_tcp(arg(rest, 0), arg(rest, 1))),
         "dns-query" => emit(dns_query(arg(rest, 0), arg(rest, 1))),
+        "udp-echo" => emit(udp_echo(arg(rest, 0))),
         "kill" => emit(kill(arg(rest, 0), arg(rest, 1))),
         "ps" => emit(ps()),
         "read" => rest.iter().for_each(|p| emit(read(p))),

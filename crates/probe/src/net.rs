@@ -4,13 +4,46 @@ use crate::{emit, outcome, parse};
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// `IP:PORT`, or `gateway:PORT` for the IPv4 default route's gateway (the
+/// host's end of a world's link).
+fn target(addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    if let Some(port) = addr.strip_prefix("gateway:") {
+        let port: u16 = port.parse().map_err(|_| invalid(format!("bad port in {addr}")))?;
+        let routes = std::fs::read_to_string("/proc/net/route")?;
+        let gw = routes.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"00000000")).then(|| u32::from_str_radix(f.get(2)?, 16).ok())?
+        });
+        let gw = gw.ok_or_else(|| invalid("no default route".into()))?;
+        return Ok((std::net::Ipv4Addr::from(u32::from_be(gw)), port).into());
+    }
+    addr.parse().map_err(|e: std::net::AddrParseError| invalid(e.to_string()))
+}
+
+/// TCP connect to `IP:PORT` or `gateway:PORT` (2 s timeout).
 pub fn connect_tcp(addr: &str) -> Value {
-    let r = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)))
-        .map(|_| ());
+    let r = target(addr).and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2))).map(|_| ());
     outcome(json!({"addr": addr}), r)
+}
+
+/// Sends a UDP datagram to `IP:PORT` (a connected socket, so a refusal
+/// comes back as an error) and waits up to 1 s for one back: `reply` is
+/// what came back.
+pub fn udp_echo(addr: &str) -> Value {
+    let r = target(addr).and_then(|a| {
+        let s = std::net::UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.connect(a)?;
+        s.send(b"ping")?;
+        let mut b = [0u8; 64];
+        let n = s.recv(&mut b)?;
+        Ok(String::from_utf8_lossy(&b[..n]).into_owned())
+    });
+    match r {
+        Ok(reply) => json!({"addr": addr, "ok": true, "reply": reply}),
+        Err(e) => outcome(json!({"addr": addr}), Err(e)),
+    }
 }
 
 /// Listens on `ADDR` for `SECS` seconds and counts the connections accepted.
