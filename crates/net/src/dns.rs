@@ -76,6 +76,9 @@ pub struct Seen {
 /// A running resolver; stops (and joins its thread) when dropped.
 pub struct Resolver {
     stop: Arc<AtomicBool>,
+    /// Wakes the thread's poll at once when dropped (a world's end must not
+    /// wait for a poll timeout).
+    wake: std::os::unix::net::UnixDatagram,
     seen: Arc<Mutex<Seen>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -108,16 +111,24 @@ impl Resolver {
     /// Serves on `listen`; asks `upstream` (from the namespace of the
     /// calling thread); pins into the sets of `names` (pattern, set index)
     /// through `nft`, a netfilter socket in the world's namespace.
-    pub fn start(listen: Listeners, upstream: SocketAddr, names: Vec<(String, u16)>, nft: OwnedFd) -> Resolver {
+    pub fn start(
+        listen: Listeners,
+        upstream: SocketAddr,
+        names: Vec<(String, u16)>,
+        nft: OwnedFd,
+    ) -> io::Result<Resolver> {
         let Listeners { udp, tcp } = listen;
-        let fds: Vec<i32> = udp.iter().map(|s| s.as_raw_fd()).chain(tcp.iter().map(|l| l.as_raw_fd())).collect();
+        let (wake, woken) = std::os::unix::net::UnixDatagram::pair()?;
+        let mut fds: Vec<i32> = udp.iter().map(|s| s.as_raw_fd()).chain(tcp.iter().map(|l| l.as_raw_fd())).collect();
+        fds.push(woken.as_raw_fd());
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (flag, log) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
+            let _woken = woken; // open while the thread polls it
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::Relaxed) {
-                wait_readable(&fds, 50);
+                wait_readable(&fds, 1000);
                 for sock in &udp {
                     while let Ok((n, from)) = sock.recv_from(&mut buf) {
                         if let Some(reply) = answer(&buf[..n], upstream, &names, &nft, &log) {
@@ -132,7 +143,7 @@ impl Resolver {
                 }
             }
         });
-        Resolver { stop, seen, thread: Some(thread) }
+        Ok(Resolver { stop, wake, seen, thread: Some(thread) })
     }
 
     /// What it saw so far.
@@ -144,6 +155,7 @@ impl Resolver {
 impl Drop for Resolver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.send(&[1]);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -58,7 +58,7 @@ fn allowed_names_are_answered_over_udp_and_tcp_and_others_refused() {
     let listen: [SocketAddr; 2] = ["127.0.0.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
     let names = vec![("svc.test".to_string(), 0)];
     let listeners = ns.run(move || Listeners::bind(&listen)).unwrap().unwrap();
-    let resolver = ns.run(move || Resolver::start(listeners, upstream, names, pin)).unwrap();
+    let resolver = ns.run(move || Resolver::start(listeners, upstream, names, pin)).unwrap().unwrap();
     let (udp, tcp, other, udp6) = ns
         .run(|| {
             let u = UdpSocket::bind("127.0.0.1:0").unwrap();

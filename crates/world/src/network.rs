@@ -351,7 +351,10 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
                 .map_err(err("resolver sockets"))?;
-            Some(cloche_net::dns::Resolver::start(listeners, upstream, spec.names.clone(), pin))
+            Some(
+                cloche_net::dns::Resolver::start(listeners, upstream, spec.names.clone(), pin)
+                    .map_err(|e| err("resolver")(e.to_string()))?,
+            )
         }
     };
     crate::profile::mark("net: ruleset");
