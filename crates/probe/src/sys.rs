@@ -415,6 +415,58 @@ pub fn link_down() -> Ret {
     r
 }
 
+/// A raw IP socket (forged packets): needs CAP_NET_RAW.
+pub fn raw_socket() -> Ret {
+    // SAFETY: plain socket(2).
+    close_if_fd(capture(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) } as i64))
+}
+
+/// A packet socket (frames below IP): needs CAP_NET_RAW.
+pub fn packet_socket() -> Ret {
+    // SAFETY: plain socket(2).
+    close_if_fd(capture(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64))
+}
+
+/// An address added over rtnetlink (RTM_NEWADDR 10.9.9.9/32 on `lo`, what
+/// `ip addr add` sends): the socket opens, the kernel's answer is the
+/// result (ret 0, or -1 with the errno it carries).
+pub fn rtnl_addr() -> Ret {
+    // SAFETY: plain socket(2).
+    let s = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) };
+    if s < 0 {
+        return capture(-1);
+    }
+    // nlmsghdr (16) + ifaddrmsg (8) + IFA_LOCAL attribute (8)
+    let mut m = Vec::with_capacity(32);
+    m.extend_from_slice(&32u32.to_ne_bytes());
+    m.extend_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE) as u16).to_ne_bytes());
+    m.extend_from_slice(&[0u8; 8]); // seq, pid
+    m.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0]);
+    m.extend_from_slice(&1u32.to_ne_bytes()); // lo
+    m.extend_from_slice(&8u16.to_ne_bytes());
+    m.extend_from_slice(&libc::IFA_LOCAL.to_ne_bytes());
+    m.extend_from_slice(&[10, 9, 9, 9]);
+    let mut ack = [0u8; 256];
+    // SAFETY: send and recv on the socket we opened, from and into our buffers.
+    let n = unsafe {
+        if libc::send(s, m.as_ptr().cast(), m.len(), 0) < 0 {
+            -1
+        } else {
+            libc::recv(s, ack.as_mut_ptr().cast(), ack.len(), 0)
+        }
+    };
+    let r = if n < 0 {
+        capture(-1)
+    } else {
+        let code = ack.get(16..20).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
+        Ret { ret: if code == 0 { 0 } else { -1 }, errno: -code }
+    };
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(s) };
+    r
+}
+
 /// ioctl(TIOCSTI) pushing one byte into the input of the terminal on `fd`.
 pub fn tiocsti(fd: libc::c_int, byte: u8) -> Ret {
     // SAFETY: TIOCSTI reads one byte through the pointer we pass.
