@@ -534,3 +534,46 @@ fn a_policy_with_a_bad_network_section_is_refused() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains(fx.dir().to_str().unwrap()), "{}", o.describe());
     fx.finish();
 }
+
+/// A policy gives its worlds addresses from its own pools, and the host
+/// masquerades those too while a world under the default pools holds the
+/// host table; the table still goes with the last world.
+#[test]
+fn a_policys_own_pools_give_the_addresses_and_are_masqueraded_too() {
+    let fx = Fixture::new();
+    let table = || cloche_net::nft::table_exists(&cloche_net::nft::socket().unwrap(), 1, "cloche_nat").unwrap();
+    let tags = || cloche_net::scope::rule_tags(&cloche_net::nft::socket().unwrap(), 1, "cloche_nat").unwrap();
+    let file = fx.out.path().join("pools.toml");
+    let network = "allow = [\"198.51.100.10:80\"]\npool = \"10.77.0.0/24\"\npool6 = \"fd77:77::/64\"";
+    std::fs::write(&file, policy_text(300, "").replace("allow = []", network)).unwrap();
+    // World A, under the built-in policy, holds the host table with the
+    // default pools while world B, under the file's, runs.
+    let mut cmd = fx.command();
+    cmd.args(["run", "--net", "allow=198.51.100.10:80", "--", "/bin/sh", "-c", "echo up; exec sleep 31.8"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut a = HostChild::spawn(&mut cmd);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(a.0.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "up\n");
+    assert_eq!(tags().len(), 2, "the default pools' rules");
+    let o = fx.run(&["--policy", file.to_str().unwrap()], &["true"]);
+    o.expect_code(0);
+    let net = &o.report()["network"];
+    assert!(net["address"].as_str().is_some_and(|a| a.starts_with("10.77.0.")), "{net:#}");
+    assert!(net["address6"].as_str().is_some_and(|a| a.starts_with("fd77:77::")), "{net:#}");
+    let have = tags();
+    for (pool, prefix) in [("10.77.0.0", 24), ("fd77:77::", 64)] {
+        let tag = cloche_net::nft::pool_tag(pool.parse().unwrap(), prefix);
+        assert!(have.contains(&tag), "no masquerade rule for {pool}/{prefix}: {have:?}");
+    }
+    assert!(table(), "world A still runs: the table stays");
+    // SAFETY: kill with a pid and a signal.
+    unsafe { libc::kill(a.pid(), libc::SIGTERM) };
+    let _ = a.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table() {
+        assert!(Instant::now() < deadline, "the last world left the host table");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fx.finish();
+}

@@ -154,6 +154,8 @@ pub struct HostSnapshot {
     netdevs: BTreeSet<String>,
     /// loop devices and their backing files.
     loops: BTreeSet<String>,
+    /// nftables tables of the host namespace (`inet cloche_nat`).
+    nft_tables: BTreeSet<String>,
 }
 
 fn proc_start_time(pid: i32) -> Option<u64> {
@@ -239,7 +241,12 @@ impl HostSnapshot {
             }
         }
 
-        HostSnapshot { mounts, cgroups, procs, netdevs, loops }
+        let nft_tables = cloche_net::nft::socket()
+            .and_then(|s| cloche_net::scope::tables(&s))
+            .map(|t| t.into_iter().collect())
+            .unwrap_or_default();
+
+        HostSnapshot { mounts, cgroups, procs, netdevs, loops, nft_tables }
     }
 
     /// Everything present now that was not in `before`, each with the text in
@@ -266,6 +273,9 @@ impl HostSnapshot {
         }
         for l in self.loops.difference(&before.loops) {
             push(format!("loop device: {l}"), l.clone());
+        }
+        for t in self.nft_tables.difference(&before.nft_tables) {
+            push(format!("nftables table: {t}"), t.clone());
         }
         leaks
     }

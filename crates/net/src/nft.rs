@@ -120,17 +120,18 @@ impl Rule {
     /// A rule carrying `tag` in its user data (read back with its counter:
     /// [`crate::scope::counters`]).
     fn tagged(chain: &str, tag: Option<u32>) -> Rule {
-        Rule::at(NFPROTO_INET, TABLE, chain, tag)
+        Rule::at(TABLE, chain, tag.map(|t| t.to_be_bytes().to_vec()))
     }
 
-    /// A rule of chain `chain` in table `table` of `family`.
-    fn at(family: u8, table: &str, chain: &str, tag: Option<u32>) -> Rule {
+    /// A rule of chain `chain` in inet table `table`, with `tag` as its
+    /// user data.
+    fn at(table: &str, chain: &str, tag: Option<Vec<u8>>) -> Rule {
         let mut m = Msg::new(nft(NFT_MSG_NEWRULE), NLM_F_CREATE | NLM_F_APPEND)
-            .bytes(&nfgen(family))
+            .bytes(&nfgen(NFPROTO_INET))
             .str(NFTA_RULE_TABLE, table)
             .str(NFTA_RULE_CHAIN, chain);
         if let Some(t) = tag {
-            m = m.attr(NFTA_RULE_USERDATA, &t.to_be_bytes());
+            m = m.attr(NFTA_RULE_USERDATA, &t);
         }
         Rule(m.begin(NFTA_RULE_EXPRESSIONS))
     }
@@ -467,7 +468,9 @@ fn allow_rules(a: &Allow, tag: u32, dir: Dir) -> Vec<Vec<u8>> {
 /// that masquerades what leaves the world pools (`pools`: an IPv4 and an
 /// IPv6 network with their prefixes) for any interface but the worlds' own
 /// (`cl…`). Sent with `NLM_F_EXCL` on the table: if it exists the batch
-/// fails with `EEXIST` and changes nothing.
+/// fails with `EEXIST` and changes nothing. Each rule carries its pool's
+/// [`pool_tag`], so a world whose policy names other pools adds its own
+/// ([`host_nat_rules`]).
 pub fn host_nat(pools: &[(IpAddr, u8)]) -> Vec<u8> {
     const NF_INET_POST_ROUTING: u32 = 4;
     let table = HOST_TABLE;
@@ -488,12 +491,31 @@ pub fn host_nat(pools: &[(IpAddr, u8)]) -> Vec<u8> {
             .str(NFTA_CHAIN_TYPE, "nat")
             .finish(),
     ];
+    msgs.extend(masquerade(pools));
+    batch(msgs)
+}
+
+/// The masquerade rules of more pools, for the existing host table.
+pub fn host_nat_rules(pools: &[(IpAddr, u8)]) -> Vec<u8> {
+    batch(masquerade(pools))
+}
+
+/// What identifies a pool's masquerade rule (its user data): the network's
+/// bytes and the prefix.
+pub fn pool_tag(net: IpAddr, prefix: u8) -> Vec<u8> {
+    let mut t = octets(net);
+    t.push(prefix);
+    t
+}
+
+fn masquerade(pools: &[(IpAddr, u8)]) -> Vec<Vec<u8>> {
+    let mut msgs = Vec::new();
     for (net, prefix) in pools {
         let bytes = octets(*net);
         let m = mask(*prefix, bytes.len());
         let net_bytes: Vec<u8> = bytes.iter().zip(&m).map(|(b, m)| b & m).collect();
         msgs.push(
-            Rule::at(NFPROTO_INET, table, "postrouting", None)
+            Rule::at(HOST_TABLE, "postrouting", Some(pool_tag(*net, *prefix)))
                 .family(family(*net))
                 .addr(family(*net), false)
                 .and(&m)
@@ -504,7 +526,7 @@ pub fn host_nat(pools: &[(IpAddr, u8)]) -> Vec<u8> {
                 .finish(),
         );
     }
-    batch(msgs)
+    msgs
 }
 
 /// The host's masquerade table (`inet` family).

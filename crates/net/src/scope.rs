@@ -88,15 +88,37 @@ fn send(sock: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Packets and bytes per allowed destination (the index in the ruleset's
-/// allow list), summed over its rules. `sock`: a netfilter netlink socket
-/// in the world's namespace ([`crate::nft::socket`]); read before the
-/// namespace goes.
-pub fn counters(sock: &OwnedFd) -> io::Result<BTreeMap<u32, (u64, u64)>> {
-    let req =
-        Msg::new(nft(NFT_MSG_GETRULE), NLM_F_DUMP).bytes(&nfgen(NFPROTO_INET)).str(NFTA_RULE_TABLE, TABLE).finish();
+/// Each rule of `table` (of netfilter `family`): its attributes, handed to
+/// `each` (a dump: one request, the replies until done).
+fn each_rule(sock: &OwnedFd, family: u8, table: &str, mut each: impl FnMut(&[(u16, &[u8])])) -> io::Result<()> {
+    let req = Msg::new(nft(NFT_MSG_GETRULE), NLM_F_DUMP).bytes(&nfgen(family)).str(NFTA_RULE_TABLE, table).finish();
     send(sock, &req)?;
-    let mut out: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = recv(sock, &mut buf, 0)?;
+        for (kind, body) in messages(&buf[..n]) {
+            match kind {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let code = body.get(..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                }
+                k if k == nft(NFT_MSG_NEWRULE) => each(&attrs(body.get(4..).unwrap_or_default())),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Every nftables table of the socket's namespace, as `FAMILY NAME`
+/// (`inet cloche_nat`): one dump of all families.
+pub fn tables(sock: &OwnedFd) -> io::Result<Vec<String>> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    const NFT_MSG_NEWTABLE: u16 = 0;
+    send(sock, &Msg::new(nft(NFT_MSG_GETTABLE), NLM_F_DUMP).bytes(&nfgen(0)).finish())?;
+    let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = recv(sock, &mut buf, 0)?;
@@ -109,28 +131,59 @@ pub fn counters(sock: &OwnedFd) -> io::Result<BTreeMap<u32, (u64, u64)>> {
                         return Err(io::Error::from_raw_os_error(-code));
                     }
                 }
-                k if k == nft(NFT_MSG_NEWRULE) => {
-                    let a = attrs(body.get(4..).unwrap_or_default());
-                    let tag = a.iter().find(|(t, _)| *t == NFTA_RULE_USERDATA).and_then(|(_, d)| d.get(..4));
-                    let Some(tag) = tag.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes) else { continue };
-                    for (_, exprs) in a.iter().filter(|(t, _)| *t == NFTA_RULE_EXPRESSIONS) {
-                        for (_, elem) in attrs(exprs).into_iter().filter(|(t, _)| *t == NFTA_LIST_ELEM) {
-                            let e = attrs(elem);
-                            let is_counter = e.iter().any(|(t, d)| *t == NFTA_EXPR_NAME && d.starts_with(b"counter"));
-                            let data = e.iter().find(|(t, _)| *t == NFTA_EXPR_DATA).map(|(_, d)| attrs(d));
-                            if let (true, Some(data)) = (is_counter, data) {
-                                let get = |k| data.iter().find(|(t, _)| *t == k).map(|(_, d)| be64(d)).unwrap_or(0);
-                                let slot = out.entry(tag).or_default();
-                                slot.0 += get(NFTA_COUNTER_PACKETS);
-                                slot.1 += get(NFTA_COUNTER_BYTES);
-                            }
-                        }
-                    }
+                k if k == nft(NFT_MSG_NEWTABLE) => {
+                    let family = match body.first() {
+                        Some(1) => "inet",
+                        Some(2) => "ip",
+                        Some(3) => "arp",
+                        Some(5) => "netdev",
+                        Some(7) => "bridge",
+                        Some(10) => "ip6",
+                        _ => "?",
+                    };
+                    let name = attrs(body.get(4..).unwrap_or_default()).into_iter().find(|(t, _)| *t == 1);
+                    let name = name.map(|(_, d)| String::from_utf8_lossy(d).trim_end_matches('\0').to_string());
+                    out.push(format!("{family} {}", name.unwrap_or_default()));
                 }
                 _ => {}
             }
         }
     }
+}
+
+/// The user data of each rule of `table` (rules without any are left out).
+pub fn rule_tags(sock: &OwnedFd, family: u8, table: &str) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    each_rule(sock, family, table, |a| {
+        out.extend(a.iter().find(|(t, _)| *t == NFTA_RULE_USERDATA).map(|(_, d)| d.to_vec()));
+    })?;
+    Ok(out)
+}
+
+/// Packets and bytes per allowed destination (the index in the ruleset's
+/// allow list), summed over its rules. `sock`: a netfilter netlink socket
+/// in the world's namespace ([`crate::nft::socket`]); read before the
+/// namespace goes.
+pub fn counters(sock: &OwnedFd) -> io::Result<BTreeMap<u32, (u64, u64)>> {
+    let mut out: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    each_rule(sock, NFPROTO_INET, TABLE, |a| {
+        let tag = a.iter().find(|(t, _)| *t == NFTA_RULE_USERDATA).and_then(|(_, d)| d.get(..4));
+        let Some(tag) = tag.and_then(|d| d.try_into().ok()).map(u32::from_be_bytes) else { return };
+        for (_, exprs) in a.iter().filter(|(t, _)| *t == NFTA_RULE_EXPRESSIONS) {
+            for (_, elem) in attrs(exprs).into_iter().filter(|(t, _)| *t == NFTA_LIST_ELEM) {
+                let e = attrs(elem);
+                let is_counter = e.iter().any(|(t, d)| *t == NFTA_EXPR_NAME && d.starts_with(b"counter"));
+                let data = e.iter().find(|(t, _)| *t == NFTA_EXPR_DATA).map(|(_, d)| attrs(d));
+                if let (true, Some(data)) = (is_counter, data) {
+                    let get = |k| data.iter().find(|(t, _)| *t == k).map(|(_, d)| be64(d)).unwrap_or(0);
+                    let slot = out.entry(tag).or_default();
+                    slot.0 += get(NFTA_COUNTER_PACKETS);
+                    slot.1 += get(NFTA_COUNTER_BYTES);
+                }
+            }
+        }
+    })?;
+    Ok(out)
 }
 
 /// One refused attempt, from an NFLOG packet.

@@ -118,10 +118,12 @@ pub fn sweep_host(live: impl Fn(&str) -> bool) {
 
 impl Drop for WorldNet {
     /// The last world with a network removes the host's masquerade table
-    /// (IPv4 forwarding stays on: another tool may rely on it).
+    /// (forwarding stays on: another tool may rely on it). "Last" by the
+    /// liveness locks: a world that just ended may still have its veth (its
+    /// namespace is freed asynchronously), and must not keep the table.
     fn drop(&mut self) {
         let Ok(lock) = host_lock() else { return };
-        if other_worlds(&self.host_if, |_| true) {
+        if other_worlds(&self.host_if, crate::state::live_prefix) {
             return;
         }
         let Ok(sock) = nft::socket() else { return };
@@ -392,13 +394,22 @@ fn host_once(pool: (Ipv4Addr, u8), pool6: Option<(Ipv6Addr, u8)>) -> Result<(), 
     if pool6.is_some() {
         ipv6_forwarding().map_err(|e| err("enable IPv6 forwarding")(e.to_string()))?;
     }
-    let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
-    if nft::table_exists(&sock, INET, HOST_TABLE).map_err(|e| err("host nftables")(e.to_string()))? {
-        return Ok(());
-    }
-    let sock = nft::socket().map_err(|e| err("host nftables")(e.to_string()))?;
+    let host_err = |e: std::io::Error| err("host masquerade")(e.to_string());
     let mut pools = vec![(IpAddr::from(pool.0), pool.1)];
     pools.extend(pool6.map(|(n, p)| (IpAddr::from(n), p)));
+    // A fresh socket per request: a plain get leaves its ack unread.
+    if nft::table_exists(&nft::socket().map_err(host_err)?, INET, HOST_TABLE).map_err(host_err)? {
+        // Made by an earlier world; a world under another policy may use
+        // other pools: their rules are added (never removed one by one: the
+        // table goes with the last world).
+        let have = scope::rule_tags(&nft::socket().map_err(host_err)?, INET, HOST_TABLE).map_err(host_err)?;
+        pools.retain(|(n, p)| !have.contains(&nft::pool_tag(*n, *p)));
+        if pools.is_empty() {
+            return Ok(());
+        }
+        return nft::send(&nft::socket().map_err(host_err)?, &nft::host_nat_rules(&pools)).map_err(host_err);
+    }
+    let sock = nft::socket().map_err(host_err)?;
     match nft::send(&sock, &nft::host_nat(&pools)) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),

@@ -114,11 +114,7 @@ impl StateDir {
     /// in its veth's name): one query over the 4096 bytes of live.lock
     /// that stand for such ids. Unsure counts as live.
     pub fn is_live_prefix(&self, prefix: &str) -> bool {
-        let Some(start) = prefix.get(..12).and_then(|p| i64::from_str_radix(p, 16).ok()) else { return true };
-        match ofd_lock_at(&self.query, libc::F_OFD_GETLK, libc::F_WRLCK as i16, start << 12, 1 << 12) {
-            Ok(l_type) => l_type != libc::F_UNLCK as i16,
-            Err(_) => true,
-        }
+        live_prefix_in(&self.query, prefix)
     }
 
     /// Path of kept world `id` (not checked).
@@ -226,6 +222,20 @@ fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
 /// /run tmpfs, gone at reboot with the cgroups) keeps liveness as global as
 /// the cgroups it guards.
 pub const LIVE_LOCK: &str = "/run/cloche/live.lock";
+
+/// [`StateDir::is_live_prefix`] without a state dir (the lock is the
+/// machine's).
+pub fn live_prefix(prefix: &str) -> bool {
+    open_lock_file().map(|f| live_prefix_in(&f, prefix)).unwrap_or(true)
+}
+
+fn live_prefix_in(f: &fs::File, prefix: &str) -> bool {
+    let Some(start) = prefix.get(..12).and_then(|p| i64::from_str_radix(p, 16).ok()) else { return true };
+    match ofd_lock_at(f, libc::F_OFD_GETLK, libc::F_WRLCK as i16, start << 12, 1 << 12) {
+        Ok(l_type) => l_type != libc::F_UNLCK as i16,
+        Err(_) => true,
+    }
+}
 
 fn open_lock_file() -> io::Result<fs::File> {
     let path = Path::new(LIVE_LOCK);
