@@ -19,17 +19,7 @@ pub fn host_nat(pools: &[(IpAddr, u8)]) -> Vec<u8> {
             .bytes(&nfgen(NFPROTO_INET))
             .str(NFTA_TABLE_NAME, table)
             .finish(),
-        Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
-            .bytes(&nfgen(NFPROTO_INET))
-            .str(NFTA_CHAIN_TABLE, table)
-            .str(NFTA_CHAIN_NAME, "postrouting")
-            .begin(NFTA_CHAIN_HOOK)
-            .be32(NFTA_HOOK_HOOKNUM, NF_INET_POST_ROUTING)
-            .be32(NFTA_HOOK_PRIORITY, 100)
-            .end()
-            .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-            .str(NFTA_CHAIN_TYPE, "nat")
-            .finish(),
+        chain(table, "postrouting", ("nat", NF_INET_POST_ROUTING, 100), NF_ACCEPT),
     ];
     msgs.extend(masquerade(pools));
     batch(msgs)

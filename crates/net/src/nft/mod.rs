@@ -114,6 +114,23 @@ pub struct Allow {
     pub set: Option<u16>,
 }
 
+/// A base chain of inet table `table`: `hook` is (type, hook number,
+/// priority); `policy` its verdict for what no rule decides.
+fn chain(table: &str, name: &str, hook: (&str, u32, i32), policy: u32) -> Vec<u8> {
+    let (kind, hooknum, priority) = hook;
+    Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
+        .bytes(&nfgen(NFPROTO_INET))
+        .str(NFTA_CHAIN_TABLE, table)
+        .str(NFTA_CHAIN_NAME, name)
+        .begin(NFTA_CHAIN_HOOK)
+        .be32(NFTA_HOOK_HOOKNUM, hooknum)
+        .be32(NFTA_HOOK_PRIORITY, priority as u32)
+        .end()
+        .be32(NFTA_CHAIN_POLICY, policy)
+        .str(NFTA_CHAIN_TYPE, kind)
+        .finish()
+}
+
 pub(crate) fn nft(msg: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | msg
 }
@@ -159,19 +176,7 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: &[IpAddr]) -> Vec<u8>
         }
     }
     if !dns.is_empty() {
-        msgs.push(
-            Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
-                .bytes(&nfgen(NFPROTO_INET))
-                .str(NFTA_CHAIN_TABLE, TABLE)
-                .str(NFTA_CHAIN_NAME, "dns")
-                .begin(NFTA_CHAIN_HOOK)
-                .be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT)
-                .be32(NFTA_HOOK_PRIORITY, (-100i32) as u32)
-                .end()
-                .be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-                .str(NFTA_CHAIN_TYPE, "nat")
-                .finish(),
-        );
+        msgs.push(chain(TABLE, "dns", ("nat", NF_INET_LOCAL_OUT, -100), NF_ACCEPT));
         for gw in dns {
             for p in [libc::IPPROTO_UDP as u8, libc::IPPROTO_TCP as u8] {
                 let r = Rule::new("dns").family(family(*gw)).meta(META_L4PROTO).cmp(0, &[p]);
@@ -180,19 +185,7 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: &[IpAddr]) -> Vec<u8>
         }
     }
     for (name, hook) in [("output", NF_INET_LOCAL_OUT), ("input", NF_INET_LOCAL_IN)] {
-        msgs.push(
-            Msg::new(nft(NFT_MSG_NEWCHAIN), NLM_F_CREATE)
-                .bytes(&nfgen(NFPROTO_INET))
-                .str(NFTA_CHAIN_TABLE, TABLE)
-                .str(NFTA_CHAIN_NAME, name)
-                .begin(NFTA_CHAIN_HOOK)
-                .be32(NFTA_HOOK_HOOKNUM, hook)
-                .be32(NFTA_HOOK_PRIORITY, 0)
-                .end()
-                .be32(NFTA_CHAIN_POLICY, NF_DROP)
-                .str(NFTA_CHAIN_TYPE, "filter")
-                .finish(),
-        );
+        msgs.push(chain(TABLE, name, ("filter", hook, 0), NF_DROP));
     }
     // Neighbour solicitations and advertisements (ICMPv6 135, 136).
     let nd = |chain: &str| [135u8, 136].map(|t| Rule::new(chain).icmpv6(t).verdict(NF_ACCEPT).finish());
