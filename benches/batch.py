@@ -6,12 +6,15 @@ Prints medians; asserts nothing.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from startup import cloche_arg, preflight  # noqa: E402  (shared by every bench)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ap.add_argument("--cloche", default=os.path.join(root, "target/release/cloche"))
+    cloche_arg(ap)
     a = ap.parse_args()
+    preflight(a.cloche)
     state = tempfile.mkdtemp(prefix="cloche-bench-state-")
     proj = tempfile.mkdtemp(prefix="cloche-bench-proj-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state)

@@ -16,13 +16,14 @@ routes and ruleset are set up either way (targets: under 15 ms, at most 2x
 import argparse, os, shutil, statistics, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from startup import timed  # noqa: E402  (one timer for every bench)
+from startup import cloche_arg, preflight, timed  # noqa: E402  (shared by every bench)
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=100)
-    ap.add_argument("--cloche", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "cloche"))
+    cloche_arg(ap)
     a = ap.parse_args()
+    preflight(a.cloche)
     state = tempfile.mkdtemp(prefix="cloche-bench-net-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state, CLOCHE_DNS_UPSTREAM="198.51.100.53:53")
     runs = [

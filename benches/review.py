@@ -19,6 +19,9 @@ the writeback of another. Prints medians and ratios; asserts nothing.
 """
 import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from startup import cloche_arg, preflight  # noqa: E402  (shared by every bench)
+
 def timed(cmd, env, cwd=None):
     """Wall time of one whole process in ms; exits if it fails."""
     t = time.perf_counter()
@@ -42,13 +45,9 @@ def main():
     ap.add_argument("--files", type=int, default=10000, help="new files in the world (default 10000)")
     ap.add_argument("--reps", type=int, default=5, help="commit repetitions, one world each (default 5)")
     ap.add_argument("--diff-runs", type=int, default=20, help="runs of each diff form (default 20)")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ap.add_argument("--cloche", default=os.path.join(root, "target/release/cloche"))
+    cloche_arg(ap)
     a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root")
-    if not os.path.exists(a.cloche):
-        sys.exit(f"{a.cloche} missing: cargo build --release -p cloche-cli -p cloche-init")
+    preflight(a.cloche)
     if a.files < 1 or a.reps < 1 or a.diff_runs < 1:
         sys.exit("--files, --reps and --diff-runs must be positive")
     # 100 directories of 100 files by default; fewer directories for small N.

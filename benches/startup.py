@@ -16,6 +16,19 @@ sees them. Nothing here is asserted: this is a measurement, not a test.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def cloche_arg(ap):
+    """`--cloche PATH`, the release build by default (every bench)."""
+    ap.add_argument("--cloche", default=os.path.join(ROOT, "target/release/cloche"))
+
+def preflight(cloche):
+    """Root and a built cloche, or a clear exit (every bench)."""
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    if not os.path.exists(cloche):
+        sys.exit(f"{cloche} missing: cargo build --release --workspace")
+
 def timed(cmd, env):
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -32,13 +45,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--sporadic", type=int, default=30)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ap.add_argument("--cloche", default=os.path.join(root, "target/release/cloche"))
+    cloche_arg(ap)
     a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root")
-    if not os.path.exists(a.cloche):
-        sys.exit(f"{a.cloche} missing: cargo build --release --workspace")
+    preflight(a.cloche)
     bwrap = shutil.which("bwrap")
     if not bwrap:
         sys.exit("bwrap missing: bash .ci/setup")

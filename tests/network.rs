@@ -577,3 +577,24 @@ fn a_policys_own_pools_give_the_addresses_and_are_masqueraded_too() {
     }
     fx.finish();
 }
+
+/// cloche's end leaves nothing holding the caller's pipes: the host table's
+/// removal, a moment later, runs in a process that keeps none of them (a
+/// pipeline would otherwise wait for it).
+#[test]
+fn a_networked_run_leaves_no_one_holding_its_output() {
+    use std::io::Read;
+    let fx = Fixture::new();
+    let mut cmd = fx.command();
+    cmd.args(["run", "--net", "allow=198.51.100.10:80", "--", "true"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+    let t = Instant::now();
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_end(&mut out).unwrap();
+    let open = t.elapsed();
+    assert!(open < Duration::from_millis(150), "its output stayed open {open:?} after cloche exited");
+    fx.finish();
+}

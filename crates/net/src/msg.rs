@@ -3,6 +3,14 @@
 //! `NLA_F_NESTED` and sized when closed).
 
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;
+
+/// An address in network order (4 or 16 bytes), as attributes carry it.
+pub(crate) fn octets(a: std::net::IpAddr) -> Vec<u8> {
+    match a {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 

@@ -8,7 +8,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::msg::Msg;
+use crate::msg::{octets, Msg};
 
 // uapi constants not all in libc
 const IFLA_IFNAME: u16 = 3;
@@ -230,14 +230,6 @@ impl Rtnl {
             m = m.attr(RTA_DST, &octets(dst));
         }
         self.request("add route", m.finish())
-    }
-}
-
-/// The address in network order (4 or 16 bytes).
-fn octets(a: IpAddr) -> Vec<u8> {
-    match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 

@@ -88,16 +88,15 @@ fn send(sock: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Each rule of `table` (of netfilter `family`): its attributes, handed to
-/// `each` (a dump: one request, the replies until done).
-fn each_rule(sock: &OwnedFd, family: u8, table: &str, mut each: impl FnMut(&[(u16, &[u8])])) -> io::Result<()> {
-    let req = Msg::new(nft(NFT_MSG_GETRULE), NLM_F_DUMP).bytes(&nfgen(family)).str(NFTA_RULE_TABLE, table).finish();
-    send(sock, &req)?;
+/// A dump: sends `req`, hands each answer of type `kind` to `each` (its
+/// netfilter family and attributes) until the kernel is done.
+fn dump(sock: &OwnedFd, req: &[u8], kind: u16, mut each: impl FnMut(u8, &[(u16, &[u8])])) -> io::Result<()> {
+    send(sock, req)?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = recv(sock, &mut buf, 0)?;
-        for (kind, body) in messages(&buf[..n]) {
-            match kind {
+        for (k, body) in messages(&buf[..n]) {
+            match k {
                 NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
                     let code = body.get(..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
@@ -105,11 +104,17 @@ fn each_rule(sock: &OwnedFd, family: u8, table: &str, mut each: impl FnMut(&[(u1
                         return Err(io::Error::from_raw_os_error(-code));
                     }
                 }
-                k if k == nft(NFT_MSG_NEWRULE) => each(&attrs(body.get(4..).unwrap_or_default())),
+                k if k == kind => each(body.first().copied().unwrap_or(0), &attrs(body.get(4..).unwrap_or_default())),
                 _ => {}
             }
         }
     }
+}
+
+/// Each rule of `table` (of netfilter `family`): its attributes.
+fn each_rule(sock: &OwnedFd, family: u8, table: &str, mut each: impl FnMut(&[(u16, &[u8])])) -> io::Result<()> {
+    let req = Msg::new(nft(NFT_MSG_GETRULE), NLM_F_DUMP).bytes(&nfgen(family)).str(NFTA_RULE_TABLE, table).finish();
+    dump(sock, &req, nft(NFT_MSG_NEWRULE), |_, a| each(a))
 }
 
 /// Every nftables table of the socket's namespace, as `FAMILY NAME`
@@ -117,38 +122,23 @@ fn each_rule(sock: &OwnedFd, family: u8, table: &str, mut each: impl FnMut(&[(u1
 pub fn tables(sock: &OwnedFd) -> io::Result<Vec<String>> {
     const NFT_MSG_GETTABLE: u16 = 1;
     const NFT_MSG_NEWTABLE: u16 = 0;
-    send(sock, &Msg::new(nft(NFT_MSG_GETTABLE), NLM_F_DUMP).bytes(&nfgen(0)).finish())?;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = recv(sock, &mut buf, 0)?;
-        for (kind, body) in messages(&buf[..n]) {
-            match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = body.get(..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
-                    if code != 0 {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                }
-                k if k == nft(NFT_MSG_NEWTABLE) => {
-                    let family = match body.first() {
-                        Some(1) => "inet",
-                        Some(2) => "ip",
-                        Some(3) => "arp",
-                        Some(5) => "netdev",
-                        Some(7) => "bridge",
-                        Some(10) => "ip6",
-                        _ => "?",
-                    };
-                    let name = attrs(body.get(4..).unwrap_or_default()).into_iter().find(|(t, _)| *t == 1);
-                    let name = name.map(|(_, d)| String::from_utf8_lossy(d).trim_end_matches('\0').to_string());
-                    out.push(format!("{family} {}", name.unwrap_or_default()));
-                }
-                _ => {}
-            }
-        }
-    }
+    let req = Msg::new(nft(NFT_MSG_GETTABLE), NLM_F_DUMP).bytes(&nfgen(0)).finish();
+    dump(sock, &req, nft(NFT_MSG_NEWTABLE), |family, a| {
+        let family = match family {
+            1 => "inet",
+            2 => "ip",
+            3 => "arp",
+            5 => "netdev",
+            7 => "bridge",
+            10 => "ip6",
+            _ => "?",
+        };
+        let name =
+            a.iter().find(|(t, _)| *t == 1).map(|(_, d)| String::from_utf8_lossy(d).trim_end_matches('\0').to_string());
+        out.push(format!("{family} {}", name.unwrap_or_default()));
+    })?;
+    Ok(out)
 }
 
 /// The user data of each rule of `table` (rules without any are left out).

@@ -177,7 +177,7 @@ pub(crate) fn launch(
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
-        crate::network::sweep_host(|prefix| state.is_live_prefix(prefix));
+        crate::net_host::remove_when_idle("");
     }
     state.sweep();
     crate::profile::mark("swept");

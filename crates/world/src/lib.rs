@@ -15,6 +15,7 @@ pub mod error;
 pub mod kept;
 pub mod launch;
 pub mod layers;
+mod net_host;
 pub mod network;
 pub mod plan;
 mod plan_wire;

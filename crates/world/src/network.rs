@@ -27,10 +27,6 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 
-/// The host's masquerade table (`inet` family).
-const HOST_TABLE: &str = nft::HOST_TABLE;
-const INET: u8 = 1;
-
 /// NFLOG group of refused attempts (per namespace: no clash between worlds).
 const LOG_GROUP: u16 = 7;
 
@@ -63,102 +59,6 @@ pub struct WorldNet {
     pub address6: Option<Ipv6Addr>,
     /// The host end of its veth pair.
     host_if: String,
-}
-
-/// The host's network set-up (masquerade table) is checked, made and
-/// removed under this lock (flock on /run/cloche/net.lock).
-fn host_lock() -> Result<std::fs::File, crate::WorldError> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = std::path::Path::new(crate::state::LIVE_LOCK).with_file_name("net.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| err("network lock")(e.to_string()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(err("network lock")(std::io::Error::last_os_error().to_string()));
-    }
-    Ok(f)
-}
-
-/// True if another world's veth (`cl` + 12 hex digits) is on the host and
-/// `live` says its world (by the 12 digits) may still run.
-fn other_worlds(own: &str, live: impl Fn(&str) -> bool) -> bool {
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return true };
-    dir.flatten().any(|e| {
-        let n = e.file_name().to_string_lossy().to_string();
-        n != own
-            && n.len() == 14
-            && n.starts_with("cl")
-            && n[2..].bytes().all(|b| b.is_ascii_hexdigit())
-            && live(&n[2..])
-    })
-}
-
-/// The start-up sweep's part, after crashed runs were found: a crashed run
-/// may have been the last world with a network, and its host masquerade
-/// table would stay. Removed (in the background) when no live world has a
-/// veth. A crashed world's veth and its ruleset go with its namespace, and
-/// its resolver with its process: nothing else is left.
-pub fn sweep_host(live: impl Fn(&str) -> bool) {
-    let Ok(lock) = host_lock() else { return };
-    if other_worlds("", live) {
-        return;
-    }
-    let Ok(sock) = nft::socket() else { return };
-    if nft::table_exists(&sock, INET, HOST_TABLE).unwrap_or(false) {
-        remove_in_background(&sock, &nft::delete_table(INET, HOST_TABLE));
-    }
-    drop(lock);
-}
-
-impl Drop for WorldNet {
-    /// The last world with a network removes the host's masquerade table
-    /// (forwarding stays on: another tool may rely on it). "Last" by the
-    /// liveness locks: a world that just ended may still have its veth (its
-    /// namespace is freed asynchronously), and must not keep the table.
-    fn drop(&mut self) {
-        let Ok(lock) = host_lock() else { return };
-        if other_worlds(&self.host_if, crate::state::live_prefix) {
-            return;
-        }
-        let Ok(sock) = nft::socket() else { return };
-        remove_in_background(&sock, &nft::delete_table(INET, HOST_TABLE));
-        drop(lock); // the grandchild holds the same lock until it is done
-    }
-}
-
-/// Sends `msg` on `sock` from a detached grandchild. The kernel commits an
-/// nftables batch inside send(2), and removing a hooked chain waits for an
-/// RCU grace period (9-13 ms measured here): cloche does not wait for it.
-/// The grandchild inherits the host lock, so the next world's set-up waits
-/// for the removal to be done; it is reparented, so nothing is left to reap.
-fn remove_in_background(sock: &OwnedFd, msg: &[u8]) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: between fork and _exit the children only call fork(2),
-    // send(2) and _exit(2) (async-signal-safe) on memory made before.
-    unsafe {
-        match libc::fork() {
-            0 => {
-                if libc::fork() == 0 {
-                    libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0);
-                }
-                libc::_exit(0);
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-            }
-            _ => {
-                // No child: do it here.
-                libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0);
-            }
-        }
-    }
 }
 
 /// The network scope of a finished world (report and spans).
@@ -195,8 +95,17 @@ pub struct DeniedFlow {
     pub attempts: u64,
 }
 
-fn err(step: &'static str) -> impl Fn(String) -> crate::WorldError {
+pub(crate) fn err(step: &'static str) -> impl Fn(String) -> crate::WorldError {
     move |e| crate::WorldError::Network(format!("{step}: {e}"))
+}
+
+/// The netmask of an IPv4 prefix.
+fn mask4(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
 }
 
 /// The /30 of world `id` in the pool: the host end and the world end.
@@ -206,7 +115,7 @@ fn slot(id: &str, pool: (Ipv4Addr, u8), attempt: u32) -> (Ipv4Addr, Ipv4Addr) {
     let h = u32::from_str_radix(id.get(..8).unwrap_or("0"), 16)
         .unwrap_or(0)
         .wrapping_add(attempt.wrapping_mul(2_654_435_761));
-    let mask = if pool.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(pool.1.min(30))) };
+    let mask = mask4(pool.1.min(30));
     let base = u32::from(pool.0) & mask;
     let net = base | ((h % slots) << 2);
     (Ipv4Addr::from(net + 1), Ipv4Addr::from(net + 2))
@@ -215,7 +124,7 @@ fn slot(id: &str, pool: (Ipv4Addr, u8), attempt: u32) -> (Ipv4Addr, Ipv4Addr) {
 /// The IPv6 /126 matching IPv4 slot `gw` (its offset in `pool` as the low
 /// 32 bits in `pool6`): the host end and the world end.
 fn slot6(gw: Ipv4Addr, pool: (Ipv4Addr, u8), pool6: (Ipv6Addr, u8)) -> (Ipv6Addr, Ipv6Addr) {
-    let mask = if pool.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(pool.1.min(30))) };
+    let mask = mask4(pool.1.min(30));
     let offset = u128::from(u32::from(gw) & !mask); // the host end: slot * 4 + 1
     let bits = 128 - u32::from(pool6.1.min(96));
     let base = u128::from(pool6.0) & !((1u128 << bits) - 1);
@@ -250,7 +159,7 @@ pub fn host_has_ipv6() -> bool {
 /// whole pool leaves them none.
 pub fn pool_conflicts(pool: (Ipv4Addr, u8)) -> Vec<String> {
     let Ok(t) = std::fs::read_to_string("/proc/net/route") else { return vec![] };
-    let pmask = if pool.1 == 0 { 0 } else { u32::MAX << (32 - u32::from(pool.1.min(32))) };
+    let pmask = mask4(pool.1);
     let pnet = u32::from(pool.0) & pmask;
     t.lines()
         .skip(1)
@@ -292,7 +201,7 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
     // (so two worlds never pick the same one: the first's route is there
     // before the second looks), and while the host's set-up is checked (the
     // last world to leave removes that set-up under it).
-    let _host = host_lock()?;
+    let _host = crate::net_host::lock()?;
     let (mut gw, mut addr) = slot(id, spec.pool, 0);
     for attempt in 1..16 {
         let taken = routed(gw) || (v6 && routed6(slot6(gw, spec.pool, spec.pool6).0));
@@ -360,7 +269,7 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
         }
     };
     crate::profile::mark("net: ruleset");
-    host_once(spec.pool, v6.then_some(spec.pool6))?;
+    crate::net_host::setup_once(spec.pool, v6.then_some(spec.pool6))?;
     crate::profile::mark("net: host once");
     Ok(WorldNet {
         ns,
@@ -385,55 +294,12 @@ pub fn host_nameserver() -> Option<std::net::SocketAddr> {
     })
 }
 
-/// Forwarding and the pools' masquerading, made once per host.
-fn host_once(pool: (Ipv4Addr, u8), pool6: Option<(Ipv6Addr, u8)>) -> Result<(), crate::WorldError> {
-    let fwd = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(fwd).map(|v| v.trim() != "1").unwrap_or(true) {
-        std::fs::write(fwd, "1").map_err(|e| err("enable IPv4 forwarding")(e.to_string()))?;
+impl Drop for WorldNet {
+    /// The host's masquerade table goes when no world with a network is
+    /// left (forwarding stays on: another tool may rely on it).
+    fn drop(&mut self) {
+        crate::net_host::remove_when_idle(&self.host_if);
     }
-    if pool6.is_some() {
-        ipv6_forwarding().map_err(|e| err("enable IPv6 forwarding")(e.to_string()))?;
-    }
-    let host_err = |e: std::io::Error| err("host masquerade")(e.to_string());
-    let mut pools = vec![(IpAddr::from(pool.0), pool.1)];
-    pools.extend(pool6.map(|(n, p)| (IpAddr::from(n), p)));
-    // A fresh socket per request: a plain get leaves its ack unread.
-    if nft::table_exists(&nft::socket().map_err(host_err)?, INET, HOST_TABLE).map_err(host_err)? {
-        // Made by an earlier world; a world under another policy may use
-        // other pools: their rules are added (never removed one by one: the
-        // table goes with the last world).
-        let have = scope::rule_tags(&nft::socket().map_err(host_err)?, INET, HOST_TABLE).map_err(host_err)?;
-        pools.retain(|(n, p)| !have.contains(&nft::pool_tag(*n, *p)));
-        if pools.is_empty() {
-            return Ok(());
-        }
-        return nft::send(&nft::socket().map_err(host_err)?, &nft::host_nat_rules(&pools)).map_err(host_err);
-    }
-    let sock = nft::socket().map_err(host_err)?;
-    match nft::send(&sock, &nft::host_nat(&pools)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        Err(e) => Err(err("host masquerade")(e.to_string())),
-    }
-}
-
-/// Turns IPv6 forwarding on, once. Forwarding changes how an interface
-/// treats router advertisements: with `accept_ra` 1 it would stop taking
-/// them (and the host could lose its IPv6 default route), so each such
-/// interface, and the default for new ones, is moved to 2 first ("accept
-/// even when forwarding"): the host keeps learning routes as before.
-fn ipv6_forwarding() -> std::io::Result<()> {
-    let conf = std::path::Path::new("/proc/sys/net/ipv6/conf");
-    if std::fs::read_to_string(conf.join("all/forwarding"))?.trim() == "1" {
-        return Ok(());
-    }
-    for e in std::fs::read_dir(conf)?.flatten() {
-        let ra = e.path().join("accept_ra");
-        if e.file_name() != "all" && std::fs::read_to_string(&ra).is_ok_and(|v| v.trim() == "1") {
-            std::fs::write(&ra, "2")?;
-        }
-    }
-    std::fs::write(conf.join("all/forwarding"), "1")
 }
 
 impl WorldNet {

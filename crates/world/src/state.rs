@@ -110,13 +110,6 @@ impl StateDir {
         }
     }
 
-    /// True if a live world's id starts with `prefix` (12 hex digits, as
-    /// in its veth's name): one query over the 4096 bytes of live.lock
-    /// that stand for such ids. Unsure counts as live.
-    pub fn is_live_prefix(&self, prefix: &str) -> bool {
-        live_prefix_in(&self.query, prefix)
-    }
-
     /// Path of kept world `id` (not checked).
     pub fn world_path(&self, id: &str) -> PathBuf {
         self.worlds.join(id)
@@ -223,21 +216,7 @@ fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
 /// the cgroups it guards.
 pub const LIVE_LOCK: &str = "/run/cloche/live.lock";
 
-/// [`StateDir::is_live_prefix`] without a state dir (the lock is the
-/// machine's).
-pub fn live_prefix(prefix: &str) -> bool {
-    open_lock_file().map(|f| live_prefix_in(&f, prefix)).unwrap_or(true)
-}
-
-fn live_prefix_in(f: &fs::File, prefix: &str) -> bool {
-    let Some(start) = prefix.get(..12).and_then(|p| i64::from_str_radix(p, 16).ok()) else { return true };
-    match ofd_lock_at(f, libc::F_OFD_GETLK, libc::F_WRLCK as i16, start << 12, 1 << 12) {
-        Ok(l_type) => l_type != libc::F_UNLCK as i16,
-        Err(_) => true,
-    }
-}
-
-fn open_lock_file() -> io::Result<fs::File> {
+pub(crate) fn open_lock_file() -> io::Result<fs::File> {
     let path = Path::new(LIVE_LOCK);
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
@@ -250,20 +229,21 @@ fn offset(id: &str) -> i64 {
     i64::from_str_radix(&id[..15], 16).unwrap_or(0)
 }
 
+/// The bytes of live.lock (start, length) that stand for the ids whose
+/// first 12 hex digits are `prefix` (a world's veth carries those 12).
+pub(crate) fn prefix_range(prefix: u64) -> (i64, i64) {
+    (((prefix & 0xffff_ffff_ffff) << 12) as i64, 1 << 12)
+}
+
 /// `fcntl(F_OFD_SETLK | F_OFD_GETLK)` on one byte; returns the lock type the
 /// kernel reports (GETLK) or the type set.
 fn ofd_lock(f: &fs::File, cmd: libc::c_int, l_type: i16, at: i64) -> io::Result<i16> {
-    ofd_lock_at(f, cmd, l_type, at, 1)
-}
-
-/// The same over `len` bytes from `at`.
-fn ofd_lock_at(f: &fs::File, cmd: libc::c_int, l_type: i16, at: i64, len: i64) -> io::Result<i16> {
     // SAFETY: flock is plain data; zeroed is valid (l_pid must be 0 for OFD locks).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = l_type;
     fl.l_whence = libc::SEEK_SET as i16;
     fl.l_start = at;
-    fl.l_len = len;
+    fl.l_len = 1;
     // SAFETY: fcntl with a pointer to the flock we own.
     if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) } < 0 {
         return Err(io::Error::last_os_error());
@@ -324,11 +304,11 @@ mod tests {
         // A second StateDir (another cloche process) sees the same.
         let other = StateDir::open(&sd.root).unwrap();
         assert!(other.is_live(&a.id));
-        assert!(other.is_live_prefix(&a.id[..12]));
         let a_id = a.id.clone();
         drop(a);
         assert!(!sd.is_live(&a_id));
-        assert!(a_id[..12] == b.id[..12] || !other.is_live_prefix(&a_id[..12]));
+        let (start, len) = prefix_range(u64::from_str_radix(&b.id[..12], 16).unwrap());
+        assert!((start..start + len).contains(&offset(&b.id)), "a veth's prefix covers its world's byte");
         assert!(!other.is_live(&a_id));
         assert!(sd.is_live(&b.id));
         assert!(!sd.is_live("../../etc/passwd"));

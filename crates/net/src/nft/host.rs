@@ -8,19 +8,24 @@ use super::*;
 /// that masquerades what leaves the world pools (`pools`: an IPv4 and an
 /// IPv6 network with their prefixes) for any interface but the worlds' own
 /// (`cl…`). Sent with `NLM_F_EXCL` on the table: if it exists the batch
-/// fails with `EEXIST` and changes nothing. Each rule carries its pool's
+/// fails with `EEXIST` and changes nothing, unless `replace` (the batch
+/// then removes it first: one transaction). Each rule carries its pool's
 /// [`pool_tag`], so a world whose policy names other pools adds its own
 /// ([`host_nat_rules`]).
-pub fn host_nat(pools: &[(IpAddr, u8)]) -> Vec<u8> {
+pub fn host_nat(pools: &[(IpAddr, u8)], replace: bool) -> Vec<u8> {
     const NF_INET_POST_ROUTING: u32 = 4;
     let table = HOST_TABLE;
-    let mut msgs = vec![
+    let mut msgs = Vec::new();
+    if replace {
+        msgs.push(Msg::new(nft(NFT_MSG_DELTABLE), 0).bytes(&nfgen(NFPROTO_INET)).str(NFTA_TABLE_NAME, table).finish());
+    }
+    msgs.extend([
         Msg::new(nft(NFT_MSG_NEWTABLE), NLM_F_CREATE | NLM_F_EXCL)
             .bytes(&nfgen(NFPROTO_INET))
             .str(NFTA_TABLE_NAME, table)
             .finish(),
         chain(table, "postrouting", ("nat", NF_INET_POST_ROUTING, 100), NF_ACCEPT),
-    ];
+    ]);
     msgs.extend(masquerade(pools));
     batch(msgs)
 }

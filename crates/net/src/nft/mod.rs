@@ -319,8 +319,7 @@ pub fn set_add(set: u16, addrs: &[(IpAddr, u64)]) -> Vec<u8> {
 /// get, no transaction (a batch that fails costs the kernel a grace
 /// period, several milliseconds in the init namespace).
 pub fn table_exists(sock: &OwnedFd, family: u8, name: &str) -> io::Result<bool> {
-    const NFT_MSG_GETTABLE: u16 = 1;
-    let req = Msg::new(nft(NFT_MSG_GETTABLE), 0).bytes(&nfgen(family)).str(NFTA_TABLE_NAME, name).finish();
+    let req = get_table(family, name);
     // SAFETY: send from our buffer.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
@@ -351,6 +350,13 @@ pub fn table_exists(sock: &OwnedFd, family: u8, name: &str) -> io::Result<bool> 
             c => Err(io::Error::from_raw_os_error(-c)),
         };
     }
+}
+
+/// The request for table `name` of `family` (answered by the table, or an
+/// error: `ENOENT` when there is none).
+pub fn get_table(family: u8, name: &str) -> Vec<u8> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    Msg::new(nft(NFT_MSG_GETTABLE), 0).bytes(&nfgen(family)).str(NFTA_TABLE_NAME, name).finish()
 }
 
 /// Removes the world's table (its chains, rules and counters with it).

@@ -158,13 +158,7 @@ pub(super) fn family(a: IpAddr) -> u8 {
     }
 }
 
-/// The address in network order (4 or 16 bytes).
-pub(super) fn octets(a: IpAddr) -> Vec<u8> {
-    match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
+pub(super) use crate::msg::octets;
 
 /// The first `prefix` bits of `len` bytes set.
 pub(super) fn mask(prefix: u8, len: usize) -> Vec<u8> {
