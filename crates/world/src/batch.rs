@@ -41,12 +41,11 @@ pub struct Entry {
     pub timeout: Option<Duration>,
 }
 
-/// Where an entry's stdio goes.
+/// Where an entry's stdio goes. (Never the caller's own descriptors: an
+/// open file reaches the world as the host's inode, see `stdio.rs`.)
 #[derive(Debug, Clone, Copy)]
 pub enum Io {
-    /// The caller's own stdin, stdout and stderr.
-    Inherit,
-    /// stdin from /dev/null; stdout and stderr captured, each up to `cap` bytes.
+    /// stdin empty; stdout and stderr captured, each up to `cap` bytes.
     Capture { cap: usize },
 }
 
@@ -181,23 +180,15 @@ impl<'a> World<'a> {
         let before = self.w.cg.0.as_ref().map(|c| c.limit_events()).unwrap_or_default();
         let control = self.w.control.as_ref().expect("serve mode has a control socket");
         let msg = request(e)?;
-        // stdio for the entry: ours, or /dev/null and two pipes we read.
-        let (mut out_r, mut err_r) = (None, None);
-        match io {
-            Io::Inherit => send(control, &msg, &[0, 1, 2])?,
-            Io::Capture { .. } => {
-                let null = std::fs::File::open("/dev/null").map_err(WorldError::state("open /dev/null"))?;
-                let (or, ow) = pipe()?;
-                let (er, ew) = pipe()?;
-                send(control, &msg, &[null.as_raw_fd(), ow.as_raw_fd(), ew.as_raw_fd()])?;
-                out_r = Some(or);
-                err_r = Some(er);
-            }
-        }
-        let cap = match io {
-            Io::Capture { cap } => cap,
-            Io::Inherit => 0,
-        };
+        // stdio for the entry: an empty pipe and two pipes we read (no
+        // host inode: not even /dev/null's).
+        let Io::Capture { cap } = io;
+        let null = crate::stdio::empty_stdin().map_err(WorldError::Stdio)?;
+        let (or, ow) = pipe()?;
+        let (er, ew) = pipe()?;
+        send(control, &msg, &[null.as_raw_fd(), ow.as_raw_fd(), ew.as_raw_fd()])?;
+        drop((null, ow, ew));
+        let (mut out_r, mut err_r) = (Some(or), Some(er));
         let mut out = Capture::new(cap);
         let mut err = Capture::new(cap);
         let deadline = e.timeout.map(|d| Instant::now() + d);

@@ -32,6 +32,9 @@ pub struct ChildPlan<'a> {
     pub envp: Vec<CString>,
     /// Serve mode: the control socket's fd, kept open across execve.
     pub keep_fd: Option<RawFd>,
+    /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
+    /// 0, 1 and 2. The caller's descriptors never reach the world.
+    pub stdio: crate::stdio::WorldEnds,
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -83,6 +86,8 @@ pub trait Sys {
     fn loopback_up(&mut self) -> io::Result<()>;
     fn set_rlimits(&mut self, nofile: u64) -> io::Result<()>;
     fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()>;
+    /// Puts the world's own descriptors on 0, 1 and 2.
+    fn set_stdio(&mut self, fds: [RawFd; 3]) -> io::Result<()>;
     fn setsid(&mut self) -> io::Result<()>;
     fn drop_caps(&mut self, last_cap: u32) -> io::Result<()>;
     fn no_new_privs(&mut self) -> io::Result<()>;
@@ -148,7 +153,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("loopback up", none, sys.loopback_up())?;
     at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
     at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
-    // 6. Privileges, last: no controlling tty, no capabilities, no way back.
+    // 6. Privileges, last: the world's own stdio (no host file, terminal or
+    //    device reaches it through a descriptor), no controlling tty, no
+    //    capabilities, no way back.
+    let stdio = [0, 1, 2].map(|i| std::os::fd::AsRawFd::as_raw_fd(&plan.stdio[i]));
+    at("stdio (the world's own pipes)", none, sys.set_stdio(stdio))?;
     at("setsid", none, sys.setsid())?;
     at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
     at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;
@@ -158,7 +167,7 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
         // close-on-exec at once, so no command of the world inherits it.
         at("keep the control socket", none, sys.keep_open(fd))?;
     }
-    at("sigprocmask", none, sys.unblock_signals())?;
+    at("signals (default dispositions, unblocked)", none, sys.unblock_signals())?;
     // 7. seccomp last; the next call is execve (which the profile allows).
     at("seccomp", none, sys.load_seccomp(plan.seccomp))?;
     Ok(())

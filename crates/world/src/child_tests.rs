@@ -95,6 +95,9 @@ impl Sys for Recorder {
     fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()> {
         self.call("chdir", cwd)
     }
+    fn set_stdio(&mut self, _: [RawFd; 3]) -> io::Result<()> {
+        self.call("stdio", Path::new(""))
+    }
     fn setsid(&mut self) -> io::Result<()> {
         self.call("setsid", Path::new(""))
     }
@@ -175,6 +178,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
         argv: vec![],
         envp: vec![],
         keep_fd: None,
+        stdio: [devnull(), devnull(), devnull()],
     };
     f(&plan)
 }
@@ -207,6 +211,7 @@ fn steps_run_in_the_audited_order() {
         "lo_up",
         "rlimits",
         "chdir /home/ann/proj",
+        "stdio",
         "setsid",
         "drop_caps",
         "nnp",

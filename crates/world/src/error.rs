@@ -21,6 +21,8 @@ pub enum WorldError {
     Init(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
+    #[error("the world's stdin/stdout/stderr pipes: {0}")]
+    Stdio(std::io::Error),
     #[error("clone3 (namespaces): {0}")]
     Clone(std::io::Error),
     #[error("{step}: {source}")]

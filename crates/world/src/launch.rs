@@ -49,6 +49,11 @@ pub(crate) struct Launched {
     pub control: Option<OwnedFd>,
     /// The scoped network (`spec.net`).
     pub net: Option<crate::network::WorldNet>,
+    /// One-shot: cloche's side of the world's stdin, stdout and stderr.
+    pub relay: Option<crate::stdio::Relay>,
+    /// Serve mode: the read end of the init's own stdout and stderr (kept
+    /// open, never read, so the init never meets a broken pipe).
+    pub _sink: Option<OwnedFd>,
 }
 
 /// Everything from the world's filesystem to the init's execve: the world
@@ -102,7 +107,20 @@ pub(crate) fn launch(
     if let Layout::V2 { .. } = layout {
         cg.0 = Some(WorldCgroup::create(layout, &claim.id, &spec.limits)?);
     }
-    crate::profile::mark("init opened, argv/env built");
+    // The world's own stdio: pipes cloche copies to and from the caller's
+    // descriptors (one-shot), or nothing to talk to (serve: each entry
+    // brings its own).
+    let (relay, sink, stdio) = match mode {
+        Mode::OneShot => {
+            let (relay, ends) = crate::stdio::Relay::new().map_err(WorldError::Stdio)?;
+            (Some(relay), None, ends)
+        }
+        Mode::Serve => {
+            let (sink, ends) = crate::stdio::detached().map_err(WorldError::Stdio)?;
+            (None, Some(sink), ends)
+        }
+    };
+    crate::profile::mark("init opened, argv/env built, stdio");
     let plan = ChildPlan {
         root: state.mount_point(),
         scratch,
@@ -116,6 +134,7 @@ pub(crate) fn launch(
         argv,
         envp,
         keep_fd: keep_fd.as_ref().map(|f| f.as_raw_fd()),
+        stdio,
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -153,6 +172,8 @@ pub(crate) fn launch(
     drop(go_r);
     drop(rep_w);
     drop(keep_fd);
+    // The world's ends of its stdio go with the rest of the plan: only the
+    // world holds them now (EOF and EPIPE work).
     let ChildPlan { scratch, .. } = plan;
     let kill = |e: WorldError| {
         let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
@@ -202,7 +223,7 @@ pub(crate) fn launch(
         return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
     crate::profile::mark("child exec'd init");
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink })
 }
 
 /// Removes the cgroup on error paths.

@@ -24,6 +24,7 @@ pub mod raw;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+mod stdio;
 mod sys;
 pub mod world;
 

@@ -194,3 +194,35 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: always sound; it does not return.
     unsafe { libc::_exit(code) }
 }
+
+/// `splice(2)` from `src` to `dst`, at most `len` bytes, without blocking on
+/// either pipe (`SPLICE_F_NONBLOCK`). `off_in`, when given, is the offset to
+/// read a regular file at (its file position is left alone) and is advanced.
+pub fn splice(src: RawFd, off_in: Option<&mut i64>, dst: RawFd, len: usize) -> io::Result<usize> {
+    let off = off_in.map_or(std::ptr::null_mut(), |o| o as *mut i64);
+    let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+    // SAFETY: `off` is null or points to a live i64 for the call's duration.
+    let n = unsafe { libc::splice(src, off, dst, std::ptr::null_mut(), len, flags) };
+    cvt(n as libc::c_long).map(|n| n as usize)
+}
+
+/// Whether descriptors `a` and `b` of this process are the same open file
+/// description (`kcmp(KCMP_FILE)`); `None` when the kernel cannot say.
+pub fn same_open_file(a: RawFd, b: RawFd) -> Option<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() } as libc::c_long;
+    // SAFETY: integer arguments only; both fds belong to this process.
+    match cvt(unsafe { libc::syscall(libc::SYS_kcmp, me, me, KCMP_FILE, a as libc::c_long, b as libc::c_long) }) {
+        Ok(r) => Some(r == 0),
+        Err(_) => None,
+    }
+}
+
+/// `ioctl(FIONREAD)`: bytes waiting in a pipe (or socket).
+pub fn unread(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) } as libc::c_long)?;
+    Ok(n.max(0) as usize)
+}

@@ -7,7 +7,7 @@ use crate::seccomp::Program;
 use nix::mount::{mount, MsFlags};
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -187,6 +187,27 @@ impl Sys for RealSys<'_> {
         Ok(())
     }
 
+    fn set_stdio(&mut self, fds: [RawFd; 3]) -> io::Result<()> {
+        // First above 2 (a pipe may itself be 0, 1 or 2 when cloche started
+        // with one of them closed, and dup2 onto itself would keep
+        // close-on-exec), then onto 0, 1, 2 (dup2 clears close-on-exec).
+        use nix::fcntl::{fcntl, FcntlArg};
+        let mut high = Vec::with_capacity(3);
+        for fd in fds {
+            // SAFETY: the plan's descriptors are open for the child's life.
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            high.push(fcntl(b, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nixerr)?);
+        }
+        // (The copies above 2 are close-on-exec: gone at execve.)
+        for (target, fd) in high.into_iter().enumerate() {
+            // SAFETY: dup2 onto a standard descriptor number; `fd` is open.
+            if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     fn setsid(&mut self) -> io::Result<()> {
         // A new session without a controlling terminal: the world cannot use
         // the host's tty to inject input (TIOCSTI is also refused by seccomp).
@@ -214,6 +235,16 @@ impl Sys for RealSys<'_> {
     }
 
     fn unblock_signals(&mut self) -> io::Result<()> {
+        // Every disposition back to its default: an ignored signal survives
+        // execve, and cloche's own (Rust ignores SIGPIPE; a caller under
+        // nohup ignores SIGHUP) must not become the world's (a writer to a
+        // closed pipe would see EPIPE instead of dying of SIGPIPE).
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // SAFETY: SIG_DFL for a valid signal number; no handler runs.
+                unsafe { libc::signal(sig, libc::SIG_DFL) };
+            }
+        }
         use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(nixerr)
     }

@@ -102,12 +102,17 @@ fn run_in(
     init_path: &Path,
     t0: Instant,
 ) -> Result<(Outcome, OwnedFd), WorldError> {
-    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, .. } =
+    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, .. } =
         launch(spec, layout, layers, claim, state, init_path, Mode::OneShot)?;
+    let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
 
-    // 5. Wait for init (the command's exit), a timeout, or a stop signal.
-    let (status, timed_out, interrupted) = wait_world(pid, &pidfd, &sigfd, spec.timeout)?;
+    // 5. Wait for init (the command's exit), a timeout, or a stop signal,
+    //    copying the world's stdio meanwhile; then deliver what its output
+    //    pipes still hold.
+    let (status, timed_out, interrupted) = wait_world(pid, &pidfd, &sigfd, spec.timeout, &mut relay)?;
+    relay.finish(!timed_out && interrupted.is_none(), sigfd.as_fd().as_raw_fd());
+    drop(relay);
     crate::profile::mark("world exited");
     let t_run = t0.elapsed();
     let mut limits_hit: Vec<String> =
@@ -153,26 +158,29 @@ fn run_in(
     Ok((outcome, scratch))
 }
 
-/// Waits for init to exit, the timeout, or a stop signal; kills the world in
-/// the latter two cases (SIGKILL to pid 1 takes the whole pid namespace).
+/// Waits for init to exit, the timeout, or a stop signal, serving the
+/// world's stdio meanwhile; kills the world in the latter two cases (SIGKILL
+/// to pid 1 takes the whole pid namespace).
 fn wait_world(
     pid: libc::pid_t,
     pidfd: &OwnedFd,
     sigfd: &nix::sys::signalfd::SignalFd,
     timeout: Option<Duration>,
+    relay: &mut crate::stdio::Relay,
 ) -> Result<(i32, bool, Option<i32>), WorldError> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    let mut fds = Vec::with_capacity(5);
     loop {
         let wait_ms = match deadline {
             None => -1,
             Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
         };
-        let mut fds = [
-            libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sigfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: two valid pollfd structs.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+        fds.clear();
+        fds.push(libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        fds.push(libc::pollfd { fd: sigfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        relay.pollfds(&mut fds);
+        // SAFETY: a valid array of pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -191,7 +199,8 @@ fn wait_world(
             }
             continue;
         }
-        if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        relay.serve(&fds[2..]);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
             let status = wait_exit(pid)?;
             return Ok((status, true, None));

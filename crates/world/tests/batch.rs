@@ -115,6 +115,11 @@ fn entries_share_one_world_and_each_has_its_status_and_output() {
     let mut e = entry(proj.path(), "true", None);
     e.cwd = "/nonexistent-cwd".into();
     assert_eq!(w.run_entry(&e, cap).unwrap().exit_code, 125);
+    // Its stdio are pipes of the world's own, not a host inode (not even
+    // /dev/null's); and the init's own, which no entry can open, likewise.
+    let g = w.run_entry(&entry(proj.path(), "readlink /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2", None), cap);
+    let g = String::from_utf8(g.unwrap().stdout).unwrap();
+    assert_eq!(g.lines().filter(|l| l.starts_with("pipe:")).count(), 3, "{g}");
     let out = w.finish().unwrap();
     let f = out.fs_diff.added.iter().find(|e| e.path.to_string_lossy().ends_with("/f")).expect("f in the final diff");
     assert_eq!(f.size, Some(8));

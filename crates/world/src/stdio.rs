@@ -1,0 +1,472 @@
+//! The world's stdin, stdout and stderr: pipes of its own, never the
+//! caller's descriptors.
+//!
+//! An inherited descriptor is the host's open file, and `/proc/self/fd/N`
+//! reopens its inode with a mode of the opener's choice: a world handed a
+//! host file as stdin could rewrite it in place (not in the overlay, not in
+//! the fs_diff), one whose stdout is appended to a log could read the log
+//! back, one on the caller's terminal could change its settings for good.
+//! So every world gets three fresh pipes, and cloche copies between them and
+//! the caller's descriptors while the world runs ([`Relay`]):
+//! - **stdin**: a regular file is read at explicit offsets, and when the
+//!   world ends the caller's file position is set just past what the world
+//!   read, as if it had read the file itself (a `while read` loop around
+//!   `cloche run` keeps its place). A pipe, socket or other device is copied
+//!   as it has data. A terminal, `/dev/null` or a closed descriptor gives the
+//!   world an empty stdin: cloche never reads the caller's terminal (a
+//!   background `cloche run` would be stopped by SIGTTIN, and keys typed
+//!   ahead for the shell would be taken).
+//! - **stdout, stderr**: copied as the world writes. When both are one open
+//!   file (a terminal, `>log 2>&1`) the world gets one pipe for both, so
+//!   their order is kept exactly.
+//!
+//! Copies use `splice` (no copy through user space) where one side is a
+//! pipe and the other a pipe, a file or `/dev/null`, and read/write
+//! otherwise (terminals, sockets, files open for append). The caller's
+//! descriptors are never made non-blocking (their open file is shared with
+//! the caller's shell): cloche writes to a terminal only when poll says it
+//! has room, at most [`TTY_CHUNK`] bytes at a time, and to a socket with
+//! `MSG_DONTWAIT`; so the world's timeout and stop signals are always served.
+
+use crate::raw;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Largest single splice or read.
+const CHUNK: usize = 1 << 20;
+/// Largest write to a terminal or an unknown device after one POLLOUT.
+const TTY_CHUNK: usize = 4096;
+/// Copy-mode buffer.
+const BUF: usize = 64 * 1024;
+/// Capacity of the pipes cloche copies through.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// What a descriptor of the caller is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Pipe,
+    File {
+        append: bool,
+    },
+    Socket,
+    Tty,
+    /// `/dev/null`.
+    Null,
+    /// Another character device, a directory, ...
+    Other,
+    /// Not open.
+    Closed,
+}
+
+/// The kind of the caller's descriptor `fd`, and its (dev, ino).
+fn kind(fd: RawFd) -> (Kind, (u64, u64)) {
+    // SAFETY: fstat writes one struct stat; a zeroed one is a valid start.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; `fd` is only inspected.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return (Kind::Closed, (0, 0));
+    }
+    let id = (st.st_dev, st.st_ino);
+    // SAFETY: F_GETFL on a descriptor we just stat'ed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let k = match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => Kind::Pipe,
+        libc::S_IFREG | libc::S_IFBLK => Kind::File { append: flags >= 0 && flags & libc::O_APPEND != 0 },
+        libc::S_IFSOCK => Kind::Socket,
+        libc::S_IFCHR if nix::unistd::isatty(unsafe_borrow(fd)).unwrap_or(false) => Kind::Tty,
+        libc::S_IFCHR if libc::major(st.st_rdev) == 1 && libc::minor(st.st_rdev) == 3 => Kind::Null,
+        _ => Kind::Other,
+    };
+    (k, id)
+}
+
+fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: used only for one isatty call on one of the caller's standard
+    // descriptors, which stay open for the life of the process.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// A pipe with close-on-exec ends: (read, write).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// A pipe for a stream cloche copies, with room for [`PIPE_SIZE`] bytes
+/// (fewer wake-ups of the world and of cloche for a large stream; pages
+/// are only taken as data arrives). Left at the default if refused.
+fn big_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe()?;
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    Ok((r, w))
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// One direction of copying: the caller's stdin into the world's, or the
+/// world's stdout or stderr out to the caller's.
+struct Pump {
+    /// Our end of the world's pipe; `None` once the pump is done.
+    own: Option<OwnedFd>,
+    /// The caller's descriptor (0, 1 or 2).
+    caller: RawFd,
+    kind: Kind,
+    /// stdin (the caller's side is read) or an output (it is written).
+    input: bool,
+    splice: bool,
+    /// stdin from a regular file: the next offset to read it at.
+    off: Option<i64>,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    /// Waiting for the destination to take more (else for the source).
+    wait_dst: bool,
+}
+
+/// Whether one step moved data or must wait for poll.
+enum Step {
+    Moved,
+    Blocked,
+}
+
+impl Pump {
+    fn new(own: OwnedFd, caller: RawFd, kind: Kind, input: bool) -> io::Result<Pump> {
+        set_nonblocking(&own)?;
+        let splice = match kind {
+            Kind::Pipe | Kind::Null => true,
+            Kind::File { append } => !append,
+            _ => false,
+        };
+        Ok(Pump {
+            own: Some(own),
+            caller,
+            kind,
+            input,
+            splice,
+            off: None,
+            buf: Vec::new(),
+            pos: 0,
+            len: 0,
+            wait_dst: false,
+        })
+    }
+
+    fn src_dst(&self, own: RawFd) -> (RawFd, RawFd) {
+        if self.input {
+            (self.caller, own)
+        } else {
+            (own, self.caller)
+        }
+    }
+
+    /// The descriptor and events to poll for (`fd` -1 when done).
+    fn pollfd(&self) -> libc::pollfd {
+        let Some(own) = &self.own else { return libc::pollfd { fd: -1, events: 0, revents: 0 } };
+        let (src, dst) = self.src_dst(own.as_raw_fd());
+        if self.wait_dst {
+            libc::pollfd { fd: dst, events: libc::POLLOUT, revents: 0 }
+        } else {
+            libc::pollfd { fd: src, events: libc::POLLIN, revents: 0 }
+        }
+    }
+
+    /// Whether the caller's side may block a call despite poll's readiness
+    /// (a terminal or an unknown device): one call per readiness then.
+    fn caller_may_block(&self) -> bool {
+        matches!(self.kind, Kind::Tty | Kind::Other)
+    }
+
+    /// Moves what can be moved without waiting (a bounded number of steps,
+    /// so one busy stream cannot starve the others or the stop signals).
+    /// Returns `Blocked` when it must wait (or is done), `Moved` when it
+    /// stopped only because of the bound.
+    fn run(&mut self) -> Step {
+        let rounds = if self.caller_may_block() { 1 } else { 64 };
+        for _ in 0..rounds {
+            if self.own.is_none() {
+                return Step::Blocked;
+            }
+            let step = if self.splice { self.splice_once() } else { self.copy_once() };
+            if let Step::Blocked = step {
+                return Step::Blocked;
+            }
+        }
+        Step::Moved
+    }
+
+    fn splice_once(&mut self) -> Step {
+        let own = self.own.as_ref().map(|o| o.as_raw_fd()).unwrap_or(-1);
+        let (src, dst) = self.src_dst(own);
+        match raw::splice(src, self.off.as_mut(), dst, CHUNK) {
+            Ok(0) => self.end(),
+            Ok(_) => {
+                self.wait_dst = false;
+                Step::Moved
+            }
+            Err(e) if errno(&e) == libc::EAGAIN => {
+                // Which side would block: the source is empty, or the
+                // destination full (a file source always has data).
+                let src_empty = match self.kind {
+                    Kind::File { .. } if self.input => false,
+                    _ => raw::unread(src).map(|n| n == 0).unwrap_or(true),
+                };
+                self.wait_dst = !src_empty;
+                Step::Blocked
+            }
+            Err(e) if errno(&e) == libc::EINTR => Step::Moved,
+            Err(e) if matches!(errno(&e), libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+                // This pair cannot be spliced (a file open for append, a
+                // filesystem without splice): read and write instead.
+                self.splice = false;
+                Step::Moved
+            }
+            Err(_) => self.end(),
+        }
+    }
+
+    fn copy_once(&mut self) -> Step {
+        if self.pos == self.len {
+            if self.buf.is_empty() {
+                self.buf = vec![0; BUF];
+            }
+            match self.read() {
+                Ok(0) => self.end(),
+                Ok(n) => {
+                    (self.pos, self.len) = (0, n);
+                    Step::Moved
+                }
+                Err(e) if errno(&e) == libc::EAGAIN => {
+                    self.wait_dst = false;
+                    Step::Blocked
+                }
+                Err(e) if errno(&e) == libc::EINTR => Step::Moved,
+                Err(_) => self.end(),
+            }
+        } else {
+            match self.write() {
+                Ok(n) => {
+                    self.pos += n;
+                    self.wait_dst = false;
+                    Step::Moved
+                }
+                Err(e) if errno(&e) == libc::EAGAIN => {
+                    self.wait_dst = true;
+                    Step::Blocked
+                }
+                Err(e) if errno(&e) == libc::EINTR => Step::Moved,
+                Err(_) => self.end(),
+            }
+        }
+    }
+
+    fn read(&mut self) -> io::Result<usize> {
+        let own = self.own.as_ref().map(|o| o.as_raw_fd()).unwrap_or(-1);
+        let buf = self.buf.as_mut_ptr() as *mut libc::c_void;
+        let n = self.buf.len();
+        // SAFETY: `buf` has `n` writable bytes; the descriptors are open.
+        let r = unsafe {
+            if !self.input {
+                libc::read(own, buf, n)
+            } else if self.kind == Kind::Socket {
+                libc::recv(self.caller, buf, n, libc::MSG_DONTWAIT)
+            } else if let Some(off) = self.off {
+                libc::pread(self.caller, buf, n, off)
+            } else {
+                libc::read(self.caller, buf, n)
+            }
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(off) = self.off.as_mut() {
+            *off += r as i64;
+        }
+        Ok(r as usize)
+    }
+
+    fn write(&mut self) -> io::Result<usize> {
+        let own = self.own.as_ref().map(|o| o.as_raw_fd()).unwrap_or(-1);
+        let mut n = self.len - self.pos;
+        if !self.input && self.kind == Kind::Closed {
+            return Ok(n); // nowhere to go: dropped
+        }
+        if !self.input && self.caller_may_block() {
+            n = n.min(TTY_CHUNK);
+        }
+        let data = self.buf[self.pos..].as_ptr() as *const libc::c_void;
+        // SAFETY: `data` has at least `n` readable bytes; the fds are open.
+        let r = unsafe {
+            if self.input {
+                libc::write(own, data, n)
+            } else if self.kind == Kind::Socket {
+                libc::send(self.caller, data, n, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            } else {
+                libc::write(self.caller, data, n)
+            }
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    /// The end of this stream (EOF, or the far side is gone): for stdin the
+    /// world reads EOF; for an output the world's next write fails (EPIPE).
+    fn end(&mut self) -> Step {
+        self.own = None;
+        Step::Blocked
+    }
+}
+
+/// The world's three descriptors, for the child to put on 0, 1 and 2.
+pub(crate) type WorldEnds = [OwnedFd; 3];
+
+/// cloche's side of a world's stdio.
+pub(crate) struct Relay {
+    /// stdin (maybe absent), stdout, stderr (absent when merged).
+    pumps: Vec<Pump>,
+    /// stdin from a regular file: where the caller's position was, and a
+    /// read end of the world's stdin pipe to count what it left unread.
+    file_in: Option<(i64, OwnedFd)>,
+}
+
+impl Relay {
+    /// Pipes for a world whose stdio is the caller's 0, 1 and 2.
+    pub(crate) fn new() -> io::Result<(Relay, WorldEnds)> {
+        let (k0, _) = kind(0);
+        let (k1, id1) = kind(1);
+        let (k2, id2) = kind(2);
+        let mut pumps = Vec::new();
+        let mut file_in = None;
+        let (in_r, in_w) = if matches!(k0, Kind::Tty | Kind::Null | Kind::Closed) { pipe()? } else { big_pipe()? };
+        match k0 {
+            // Never read: the world's stdin is empty (the write end closes).
+            Kind::Tty | Kind::Null | Kind::Closed => drop(in_w),
+            _ => {
+                let mut p = Pump::new(in_w, 0, k0, true)?;
+                if let Kind::File { .. } = k0 {
+                    // SAFETY: lseek on the caller's stdin, only to read its position.
+                    let pos = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
+                    if pos >= 0 {
+                        p.off = Some(pos);
+                        file_in = Some((pos, in_r.try_clone()?));
+                    }
+                }
+                pumps.push(p);
+            }
+        }
+        // One pipe for both when stdout and stderr are one open file.
+        let merged = k1 != Kind::Closed
+            && match raw::same_open_file(1, 2) {
+                Some(same) => same,
+                None => id1 == id2 && k1 == k2 && matches!(k1, Kind::Tty | Kind::Pipe | Kind::Socket),
+            };
+        let (out_r, out_w) = big_pipe()?;
+        pumps.push(Pump::new(out_r, 1, k1, false)?);
+        let err_w = if merged {
+            out_w.try_clone()?
+        } else {
+            let (err_r, err_w) = big_pipe()?;
+            pumps.push(Pump::new(err_r, 2, k2, false)?);
+            err_w
+        };
+        Ok((Relay { pumps, file_in }, [in_r, out_w, err_w]))
+    }
+
+    /// One pollfd per stream, in a fixed order (fd -1 for a finished one).
+    pub(crate) fn pollfds(&self, out: &mut Vec<libc::pollfd>) {
+        out.extend(self.pumps.iter().map(Pump::pollfd));
+    }
+
+    /// Serves the streams whose descriptors poll found ready (`ready` holds
+    /// the entries [`Relay::pollfds`] added, in order).
+    pub(crate) fn serve(&mut self, ready: &[libc::pollfd]) {
+        for (p, r) in self.pumps.iter_mut().zip(ready) {
+            if r.fd >= 0 && r.revents != 0 {
+                p.run();
+            }
+        }
+    }
+
+    /// After the world is gone: stops reading the caller's stdin (and sets a
+    /// regular file's position past what the world read), then delivers
+    /// what the world's stdout and stderr still hold. With `wait`, it waits
+    /// for a slow reader (a stop signal on `sigfd` ends the wait); without,
+    /// it delivers only what can be written at once (a world that timed out
+    /// or was stopped must not keep cloche waiting).
+    pub(crate) fn finish(&mut self, wait: bool, sigfd: RawFd) {
+        for p in self.pumps.iter_mut().filter(|p| p.input) {
+            let pending = (p.len - p.pos) as i64;
+            p.own = None;
+            if let (Some((start, peek)), Some(off)) = (&self.file_in, p.off) {
+                let unread = raw::unread(peek.as_raw_fd()).unwrap_or(0) as i64;
+                let read = (off - start - unread - pending).max(0);
+                // SAFETY: lseek on the caller's stdin, a regular file.
+                unsafe { libc::lseek(0, start + read, libc::SEEK_SET) };
+            }
+        }
+        self.file_in = None;
+        loop {
+            // Writers are all gone: a source has data or is at its end. (One
+            // that would block has a writer outside the world: impossible, and
+            // not waited for.)
+            for p in &mut self.pumps {
+                while p.own.is_some() && !p.wait_dst {
+                    if let Step::Blocked = p.run() {
+                        if !p.wait_dst {
+                            p.own = None;
+                        }
+                    }
+                }
+            }
+            if self.pumps.iter().all(|p| p.own.is_none()) {
+                return;
+            }
+            if !wait {
+                break;
+            }
+            let mut fds = vec![libc::pollfd { fd: sigfd, events: libc::POLLIN, revents: 0 }];
+            self.pollfds(&mut fds);
+            // SAFETY: a valid pollfd array.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+            if fds[0].revents != 0 {
+                break; // asked to stop
+            }
+            for (p, r) in self.pumps.iter_mut().zip(&fds[1..]) {
+                if r.fd >= 0 && r.revents != 0 {
+                    p.run();
+                }
+            }
+        }
+        for p in &mut self.pumps {
+            p.own = None;
+        }
+    }
+}
+
+/// Stdio for a world nobody talks to through it (a batch's init, which
+/// passes each entry its own): stdin empty, stdout and stderr into a pipe
+/// whose read end the caller keeps (and never reads: the init writes there
+/// only if it cannot start).
+pub(crate) fn detached() -> io::Result<(OwnedFd, WorldEnds)> {
+    let (in_r, _in_w) = pipe()?;
+    let (sink_r, sink_w) = pipe()?;
+    let sink_w2 = sink_w.try_clone()?;
+    Ok((sink_r, [in_r, sink_w, sink_w2]))
+}
+
+/// An empty stdin (a pipe whose write end is closed).
+pub(crate) fn empty_stdin() -> io::Result<OwnedFd> {
+    Ok(pipe()?.0)
+}
