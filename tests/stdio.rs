@@ -223,3 +223,159 @@ fn a_timed_out_world_does_not_wait_for_a_stalled_reader() {
     assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
     fx.finish();
 }
+
+/// A terminal the test drives: cloche runs on its slave side (as the
+/// session leader, as under a real terminal), the test reads and types on
+/// the master.
+struct Term {
+    master: fs::File,
+    slave: std::os::fd::OwnedFd,
+    child: std::process::Child,
+    seen: Vec<u8>,
+}
+
+impl Term {
+    fn start(fx: &Fixture, args: &[&str], rows: u16, cols: u16) -> Term {
+        use std::os::unix::process::CommandExt;
+        let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let mut c = fx.command();
+        let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+        c.args(args).stdin(slave()).stdout(slave()).stderr(slave());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = c.spawn().expect("start cloche on a pty");
+        Term { master: fs::File::from(pty.master), slave: pty.slave, child, seen: Vec::new() }
+    }
+
+    /// Reads until `what` has been seen (after everything seen so far
+    /// was consumed by earlier calls), or panics after 10 s.
+    fn expect(&mut self, what: &str) {
+        let start = Instant::now();
+        loop {
+            if let Some(i) = String::from_utf8_lossy(&self.seen).find(what) {
+                self.seen.drain(..i + what.len());
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "waited for {what:?}; the terminal showed {:?}",
+                String::from_utf8_lossy(&self.seen)
+            );
+            let mut pfd = libc::pollfd { fd: self.master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut buf = [0u8; 4096];
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } > 0 {
+                if let Ok(n) = self.master.read(&mut buf) {
+                    self.seen.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, keys: &str) {
+        use std::io::Write;
+        self.master.write_all(keys.as_bytes()).unwrap();
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            // Keep the terminal drained so cloche never blocks writing.
+            let mut buf = [0u8; 4096];
+            let mut pfd = libc::pollfd { fd: self.master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 20) } > 0 {
+                if let Ok(n) = self.master.read(&mut buf) {
+                    self.seen.extend_from_slice(&buf[..n]);
+                }
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!("cloche on a pty did not end: {:?}", String::from_utf8_lossy(&self.seen));
+            }
+        }
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn with_t_the_world_has_a_terminal_of_its_own_with_job_control() {
+    let fx = Fixture::new();
+    let mut t = Term::start(&fx, &["run", "-t", "--", "bash", "--norc", "--noprofile", "-i"], 33, 111);
+    let before = nix::sys::termios::tcgetattr(&t.slave).unwrap();
+    t.send("PS1='P''> '; stty size; tty; echo fds $(readlink /proc/self/fd/0)\n");
+    t.expect("33 111");
+    t.expect("/dev/pts/0");
+    t.expect("fds /dev/pts/0");
+    // The caller's terminal is raw while the world runs.
+    let during = nix::sys::termios::tcgetattr(&t.slave).unwrap();
+    assert!(!during.local_flags.contains(nix::sys::termios::LocalFlags::ICANON), "raw while the world runs");
+    // ^C reaches only the foreground job: the shell lives on.
+    t.send("sleep 100\n");
+    std::thread::sleep(Duration::from_millis(400));
+    t.send("\x03");
+    t.expect("P> ");
+    t.send("echo alive $?\n");
+    t.expect("alive 130");
+    // ^Z stops the foreground job; the shell has job control.
+    t.send("sleep 100\n");
+    std::thread::sleep(Duration::from_millis(400));
+    t.send("\x1a");
+    t.expect("Stopped");
+    t.send("kill %1; echo jobs-done\n");
+    t.expect("jobs-done");
+    // The window size follows the caller's.
+    let ws = nix::pty::Winsize { ws_row: 40, ws_col: 90, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize; the kernel signals SIGWINCH to
+    // the terminal's foreground group (cloche).
+    unsafe { libc::ioctl(t.slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    std::thread::sleep(Duration::from_millis(200));
+    t.send("stty size\n");
+    t.expect("40 90");
+    t.send("exit 3\n");
+    assert_eq!(t.wait().code(), Some(3));
+    let after = nix::sys::termios::tcgetattr(&t.slave).unwrap();
+    assert_eq!(after.local_flags, before.local_flags, "the caller's terminal settings are restored");
+    assert_eq!(after.input_flags, before.input_flags);
+    drop(t);
+    fx.finish();
+}
+
+#[test]
+fn the_callers_terminal_is_restored_however_the_world_ends() {
+    let fx = Fixture::new();
+    // Killed by its timeout, in the middle of changing its own terminal.
+    let mut t =
+        Term::start(&fx, &["run", "-t", "--timeout", "1", "--", "sh", "-c", "stty -echo -icanon; sleep 30"], 24, 80);
+    let before = nix::sys::termios::tcgetattr(&t.slave).unwrap();
+    assert_eq!(t.wait().code(), Some(124));
+    let after = nix::sys::termios::tcgetattr(&t.slave).unwrap();
+    assert_eq!(after.local_flags, before.local_flags, "the caller's terminal settings are restored");
+    // Stopped by SIGTERM to cloche.
+    let mut t = Term::start(&fx, &["run", "-t", "--", "sh", "-c", "echo started; sleep 30"], 24, 80);
+    t.expect("started");
+    // SAFETY: kill(2) of the cloche we started.
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGTERM) };
+    let st = t.wait();
+    assert!(st.code().is_some(), "cloche handles SIGTERM: {st:?}");
+    let after = nix::sys::termios::tcgetattr(&t.slave).unwrap();
+    assert_eq!(after.local_flags, before.local_flags, "the caller's terminal settings are restored");
+    drop(t);
+    fx.finish();
+}

@@ -5,7 +5,7 @@ use clap::Args;
 use cloche_policy::{parse_size, Policy};
 use cloche_world::bpf_cache::program_for;
 use cloche_world::cgroup::Limits;
-use cloche_world::spec::{build_env, parse_env_pair};
+use cloche_world::spec::{build_env, parse_env_pair, Terminal};
 use cloche_world::{Outcome, Spec, StateDir};
 use serde_json::json;
 use std::ffi::OsString;
@@ -52,6 +52,15 @@ pub struct RunArgs {
     /// Skip sha256 of changed files in the fs_diff.
     #[arg(long)]
     no_hash: bool,
+    /// Give the world a pseudo-terminal of its own (job control; ^C and ^Z
+    /// reach its foreground job; the window size follows). Your terminal is
+    /// raw while it runs and restored after.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Copy your terminal's input into the world's stdin (without -t the
+    /// world never reads your terminal: its stdin is then empty).
+    #[arg(short = 'i', long)]
+    interactive: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     cmd: Vec<OsString>,
@@ -119,6 +128,11 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
         spec.net = crate::net_args::parse(n, &policy.network)?;
     }
     spec.hash = !args.no_hash;
+    spec.terminal = match (args.tty, args.interactive) {
+        (true, _) => Terminal::Pty,
+        (false, true) => Terminal::Interactive,
+        (false, false) => Terminal::Pipes,
+    };
     spec.validate().map_err(|e| e.to_string())?;
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {
@@ -160,6 +174,7 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         net: crate::net_args::from_policy(&policy.network)?,
         require: policy.layers.require.clone(),
         hash: true,
+        terminal: Default::default(),
     })
 }
 

@@ -12,7 +12,9 @@
 //!    `/proc/1/exe`, `/proc/1/mem` or ptrace it;
 //! 2. forks and executes the command given as its arguments (PATH lookup in
 //!    the world's environment, as execvp does; a file without `#!` that the
-//!    kernel will not execute is run by /bin/sh);
+//!    kernel will not execute is run by /bin/sh); with `--tty`, the command
+//!    first gets a session whose controlling terminal is its fd 0 (the
+//!    world's own pseudo-terminal);
 //! 3. forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the
 //!    command (pid 1 ignores signals it has no handler for);
 //! 4. reaps every child and, when the command exits, exits with its status
@@ -77,8 +79,14 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
             }
         }
     }
-    // One-shot: cloche-init -- CMD [ARGS...]
-    let skip = if first == b"--" { 2 } else { 1 };
+    // One-shot: cloche-init [--tty] -- CMD [ARGS...]. With --tty, fds 0-2
+    // are a pseudo-terminal of the world's own and the command leads a
+    // session whose controlling terminal it is (job control, ^C and ^Z go
+    // to its foreground job, never to pid 1).
+    let tty = first == b"--tty";
+    // SAFETY: argv has argc entries.
+    let first = if tty && argc >= 3 { unsafe { cstr(*argv.add(2)) } } else { first };
+    let skip = usize::from(tty) + if first == b"--" { 2 } else { 1 };
     if argc <= skip {
         say(&[b"cloche-init: no command given\n"]);
         sys::exit(125);
@@ -94,6 +102,9 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
     if pid == 0 {
         for sig in FORWARDED {
             sys::sigaction(sig, sys::SIG_DFL);
+        }
+        if tty {
+            sys::take_terminal();
         }
         // SAFETY: argv[skip..] and envp come from the kernel, NULL-terminated.
         sys::exit(unsafe { exec_command(argv.add(skip), envp) });

@@ -124,6 +124,16 @@ pub fn dup2(old: usize, new: usize) -> isize {
     unsafe { syscall(292, [old, new, 0, 0, 0, 0]) }
 }
 
+/// setsid(2) then ioctl(0, TIOCSCTTY, 0): a session of its own whose
+/// controlling terminal is the pseudo-terminal on fd 0 (the world's own).
+pub fn take_terminal() {
+    // SAFETY: integer arguments only (setsid = 112, ioctl = 16, TIOCSCTTY).
+    unsafe {
+        syscall(112, [0; 6]);
+        syscall(16, [0, 0x540E, 0, 0, 0, 0]);
+    }
+}
+
 pub fn close(fd: usize) {
     // SAFETY: integer argument only.
     unsafe { syscall(3, [fd, 0, 0, 0, 0, 0]) };

@@ -8,6 +8,7 @@
 use crate::layers::HostMount;
 use crate::plan::Step;
 use crate::seccomp::Program;
+use crate::stdio::WorldStdio;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -34,7 +35,7 @@ pub struct ChildPlan<'a> {
     pub keep_fd: Option<RawFd>,
     /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
-    pub stdio: crate::stdio::WorldEnds,
+    pub stdio: crate::stdio::WorldStdio,
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -86,6 +87,9 @@ pub trait Sys {
     fn loopback_up(&mut self) -> io::Result<()>;
     fn set_rlimits(&mut self, nofile: u64) -> io::Result<()>;
     fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()>;
+    /// Opens a pseudo-terminal in the world's devpts (`ptmx`), sized
+    /// `size`, sends its master over `console`; returns its slave.
+    fn open_console(&mut self, ptmx: &Path, size: Option<libc::winsize>, console: RawFd) -> io::Result<OwnedFd>;
     /// Puts the world's own descriptors on 0, 1 and 2.
     fn set_stdio(&mut self, fds: [RawFd; 3]) -> io::Result<()>;
     fn setsid(&mut self) -> io::Result<()>;
@@ -156,8 +160,16 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     // 6. Privileges, last: the world's own stdio (no host file, terminal or
     //    device reaches it through a descriptor), no controlling tty, no
     //    capabilities, no way back.
-    let stdio = [0, 1, 2].map(|i| std::os::fd::AsRawFd::as_raw_fd(&plan.stdio[i]));
-    at("stdio (the world's own pipes)", none, sys.set_stdio(stdio))?;
+    use std::os::fd::AsRawFd;
+    let (stdio, _slave) = match &plan.stdio {
+        WorldStdio::Fds(f) => ([f[0].as_raw_fd(), f[1].as_raw_fd(), f[2].as_raw_fd()], None),
+        WorldStdio::Pty { console, size } => {
+            let ptmx = Path::new("/dev/pts/ptmx");
+            let slave = at("pseudo-terminal", ptmx, sys.open_console(ptmx, *size, console.as_raw_fd()))?;
+            ([slave.as_raw_fd(); 3], Some(slave))
+        }
+    };
+    at("stdio (the world's own)", none, sys.set_stdio(stdio))?;
     at("setsid", none, sys.setsid())?;
     at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
     at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;

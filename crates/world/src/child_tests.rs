@@ -95,6 +95,9 @@ impl Sys for Recorder {
     fn chdir_verified(&mut self, cwd: &Path) -> io::Result<()> {
         self.call("chdir", cwd)
     }
+    fn open_console(&mut self, _: &Path, _: Option<libc::winsize>, _: RawFd) -> io::Result<OwnedFd> {
+        self.call("console", Path::new("")).map(|_| devnull())
+    }
     fn set_stdio(&mut self, _: [RawFd; 3]) -> io::Result<()> {
         self.call("stdio", Path::new(""))
     }
@@ -178,7 +181,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
         argv: vec![],
         envp: vec![],
         keep_fd: None,
-        stdio: [devnull(), devnull(), devnull()],
+        stdio: crate::stdio::WorldStdio::Fds([devnull(), devnull(), devnull()]),
     };
     f(&plan)
 }

@@ -78,6 +78,9 @@ pub(crate) fn launch(
     let mut argv = vec![CString::new("cloche-init").expect("no NUL")];
     let (control, keep_fd) = match mode {
         Mode::OneShot => {
+            if spec.terminal == crate::spec::Terminal::Pty {
+                argv.push(CString::new("--tty").expect("no NUL"));
+            }
             argv.push(CString::new("--").expect("no NUL"));
             argv.extend(spec.argv.iter().map(|a| CString::new(a.as_bytes()).expect("validated: no NUL")));
             (None, None)
@@ -112,7 +115,7 @@ pub(crate) fn launch(
     // brings its own).
     let (relay, sink, stdio) = match mode {
         Mode::OneShot => {
-            let (relay, ends) = crate::stdio::Relay::new().map_err(WorldError::Stdio)?;
+            let (relay, ends) = crate::stdio::Relay::new(spec.terminal).map_err(WorldError::Stdio)?;
             (Some(relay), None, ends)
         }
         Mode::Serve => {
@@ -144,6 +147,9 @@ pub(crate) fn launch(
     let mut stop = SigSet::empty();
     for s in STOP_SIGNALS {
         stop.add(s);
+    }
+    if mode == Mode::OneShot && spec.terminal == crate::spec::Terminal::Pty {
+        stop.add(Signal::SIGWINCH); // not a stop: the window size to follow
     }
     let mut old_mask = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stop), Some(&mut old_mask))
@@ -223,6 +229,10 @@ pub(crate) fn launch(
         return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
     crate::profile::mark("child exec'd init");
+    let mut relay = relay;
+    if let Some(r) = relay.as_mut() {
+        r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
+    }
     Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink })
 }
 

@@ -49,6 +49,26 @@ pub struct Spec {
     pub require: Vec<String>,
     /// Hash regular files in the fs_diff.
     pub hash: bool,
+    /// What a one-shot world's stdio is (a batch's entries are captured).
+    pub terminal: Terminal,
+}
+
+/// A one-shot world's stdin, stdout and stderr. In every case they are the
+/// world's own (pipes or a pseudo-terminal that cloche copies to and from
+/// the caller's descriptors), never the caller's (`stdio.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Terminal {
+    /// Pipes; a caller's terminal on stdin is not read (the world's stdin
+    /// is then empty).
+    #[default]
+    Pipes,
+    /// Pipes, and a caller's terminal on stdin is read too (`-i`).
+    Interactive,
+    /// A pseudo-terminal of the world's own (`-t`): the command leads its
+    /// session, the caller's terminal is raw while the world runs (keys such
+    /// as ^C and ^Z reach the world's foreground job) and restored however
+    /// the world ends, and the window size follows the caller's.
+    Pty,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,12 +13,19 @@
 //!   read, as if it had read the file itself (a `while read` loop around
 //!   `cloche run` keeps its place). A pipe, socket or other device is copied
 //!   as it has data. A terminal, `/dev/null` or a closed descriptor gives the
-//!   world an empty stdin: cloche never reads the caller's terminal (a
-//!   background `cloche run` would be stopped by SIGTTIN, and keys typed
-//!   ahead for the shell would be taken).
+//!   world an empty stdin: cloche reads the caller's terminal only when asked
+//!   (`-i`, `-t`; otherwise a background `cloche run` would be stopped by
+//!   SIGTTIN, and keys typed ahead for the shell would be taken).
 //! - **stdout, stderr**: copied as the world writes. When both are one open
 //!   file (a terminal, `>log 2>&1`) the world gets one pipe for both, so
 //!   their order is kept exactly.
+//! - **`-t`** ([`Terminal::Pty`]): the world's 0, 1 and 2 are a
+//!   pseudo-terminal of its own, whose master cloche copies to and from the
+//!   caller (stdout and stderr are one stream, as on any terminal). The
+//!   caller's terminal is put in raw mode, so ^C, ^Z and the like are bytes
+//!   for the world's terminal (its foreground job gets the signal, not the
+//!   world), and its settings are restored when the relay is dropped; the
+//!   window size follows the caller's (SIGWINCH).
 //!
 //! Copies use `splice` (no copy through user space) where one side is a
 //! pipe and the other a pipe, a file or `/dev/null`, and read/write
@@ -29,6 +36,7 @@
 //! `MSG_DONTWAIT`; so the world's timeout and stop signals are always served.
 
 use crate::raw;
+use crate::spec::Terminal;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -81,8 +89,8 @@ fn kind(fd: RawFd) -> (Kind, (u64, u64)) {
 }
 
 fn unsafe_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: used only for one isatty call on one of the caller's standard
-    // descriptors, which stay open for the life of the process.
+    // SAFETY: used only for isatty and termios calls on the caller's
+    // standard descriptors, which stay open for the life of the process.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
@@ -131,6 +139,13 @@ struct Pump {
     wait_dst: bool,
 }
 
+/// Whether a failed read means the end of the stream: any error but
+/// EAGAIN/EINTR; for a pseudo-terminal's master, EIO is how the end of the
+/// world's side shows.
+fn is_retry(e: &io::Error) -> bool {
+    matches!(errno(e), libc::EAGAIN | libc::EINTR)
+}
+
 /// Whether one step moved data or must wait for poll.
 enum Step {
     Moved,
@@ -138,13 +153,16 @@ enum Step {
 }
 
 impl Pump {
-    fn new(own: OwnedFd, caller: RawFd, kind: Kind, input: bool) -> io::Result<Pump> {
+    /// `own` is our end of the world's pipe, or (`pty`) the master of its
+    /// pseudo-terminal, which cannot be spliced.
+    fn new(own: OwnedFd, caller: RawFd, kind: Kind, input: bool, pty: bool) -> io::Result<Pump> {
         set_nonblocking(&own)?;
-        let splice = match kind {
-            Kind::Pipe | Kind::Null => true,
-            Kind::File { append } => !append,
-            _ => false,
-        };
+        let splice = !pty
+            && match kind {
+                Kind::Pipe | Kind::Null => true,
+                Kind::File { append } => !append,
+                _ => false,
+            };
         Ok(Pump {
             own: Some(own),
             caller,
@@ -240,21 +258,22 @@ impl Pump {
             match self.read() {
                 Ok(0) => self.end(),
                 Ok(n) => {
-                    (self.pos, self.len) = (0, n);
+                    // Data in hand: what it waits for now is the destination.
+                    (self.pos, self.len, self.wait_dst) = (0, n, true);
                     Step::Moved
                 }
                 Err(e) if errno(&e) == libc::EAGAIN => {
                     self.wait_dst = false;
                     Step::Blocked
                 }
-                Err(e) if errno(&e) == libc::EINTR => Step::Moved,
-                Err(_) => self.end(),
+                Err(e) if !is_retry(&e) => self.end(),
+                Err(_) => Step::Moved,
             }
         } else {
             match self.write() {
                 Ok(n) => {
                     self.pos += n;
-                    self.wait_dst = false;
+                    self.wait_dst = self.pos < self.len;
                     Step::Moved
                 }
                 Err(e) if errno(&e) == libc::EAGAIN => {
@@ -329,56 +348,138 @@ impl Pump {
 /// The world's three descriptors, for the child to put on 0, 1 and 2.
 pub(crate) type WorldEnds = [OwnedFd; 3];
 
+/// What the child puts on 0, 1 and 2.
+pub enum WorldStdio {
+    /// Three descriptors (pipes).
+    Fds(WorldEnds),
+    /// A pseudo-terminal the child opens in the world's own devpts, sized
+    /// `size`; it sends the master over `console` to cloche.
+    Pty { console: OwnedFd, size: Option<libc::winsize> },
+}
+
 /// cloche's side of a world's stdio.
 pub(crate) struct Relay {
-    /// stdin (maybe absent), stdout, stderr (absent when merged).
+    /// stdin (maybe absent), stdout, stderr (absent when merged or a pty).
     pumps: Vec<Pump>,
     /// stdin from a regular file: where the caller's position was, and a
     /// read end of the world's stdin pipe to count what it left unread.
     file_in: Option<(i64, OwnedFd)>,
+    /// With a pseudo-terminal: its master (for the window size) and the
+    /// caller's terminal settings to restore (when its stdin is one).
+    pty: Option<OwnedFd>,
+    saved: Option<nix::sys::termios::Termios>,
+    /// Until [`Relay::attach_console`]: the socket the master comes over,
+    /// and what the caller's stdin and stdout are.
+    console: Option<(OwnedFd, Kind, Kind, bool)>,
 }
 
 impl Relay {
-    /// Pipes for a world whose stdio is the caller's 0, 1 and 2.
-    pub(crate) fn new() -> io::Result<(Relay, WorldEnds)> {
+    /// The world's stdio as `terminal` asks, and cloche's side of it.
+    pub(crate) fn new(terminal: Terminal) -> io::Result<(Relay, WorldStdio)> {
         let (k0, _) = kind(0);
         let (k1, id1) = kind(1);
         let (k2, id2) = kind(2);
-        let mut pumps = Vec::new();
-        let mut file_in = None;
-        let (in_r, in_w) = if matches!(k0, Kind::Tty | Kind::Null | Kind::Closed) { pipe()? } else { big_pipe()? };
-        match k0 {
-            // Never read: the world's stdin is empty (the write end closes).
-            Kind::Tty | Kind::Null | Kind::Closed => drop(in_w),
-            _ => {
-                let mut p = Pump::new(in_w, 0, k0, true)?;
-                if let Kind::File { .. } = k0 {
-                    // SAFETY: lseek on the caller's stdin, only to read its position.
-                    let pos = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
-                    if pos >= 0 {
-                        p.off = Some(pos);
-                        file_in = Some((pos, in_r.try_clone()?));
-                    }
-                }
-                pumps.push(p);
-            }
+        let read_stdin = match k0 {
+            Kind::Null | Kind::Closed => false,
+            Kind::Tty => terminal != Terminal::Pipes,
+            _ => true,
+        };
+        if terminal == Terminal::Pty {
+            return Relay::with_pty(k0, k1, read_stdin);
         }
-        // One pipe for both when stdout and stderr are one open file.
+        let mut relay = Relay { pumps: Vec::new(), file_in: None, pty: None, saved: None, console: None };
+        let (in_r, in_w) = if read_stdin { big_pipe()? } else { pipe()? };
+        if read_stdin {
+            let mut p = Pump::new(in_w, 0, k0, true, false)?;
+            if let Kind::File { .. } = k0 {
+                // SAFETY: lseek on the caller's stdin, only to read its position.
+                let pos = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
+                if pos >= 0 {
+                    p.off = Some(pos);
+                    relay.file_in = Some((pos, in_r.try_clone()?));
+                }
+            }
+            relay.pumps.push(p);
+        } // else the write end is gone: the world's stdin is empty.
+          // One pipe for both when stdout and stderr are one open file.
         let merged = k1 != Kind::Closed
             && match raw::same_open_file(1, 2) {
                 Some(same) => same,
                 None => id1 == id2 && k1 == k2 && matches!(k1, Kind::Tty | Kind::Pipe | Kind::Socket),
             };
         let (out_r, out_w) = big_pipe()?;
-        pumps.push(Pump::new(out_r, 1, k1, false)?);
+        relay.pumps.push(Pump::new(out_r, 1, k1, false, false)?);
         let err_w = if merged {
             out_w.try_clone()?
         } else {
             let (err_r, err_w) = big_pipe()?;
-            pumps.push(Pump::new(err_r, 2, k2, false)?);
+            relay.pumps.push(Pump::new(err_r, 2, k2, false, false)?);
             err_w
         };
-        Ok((Relay { pumps, file_in }, [in_r, out_w, err_w]))
+        Ok((relay, WorldStdio::Fds([in_r, out_w, err_w])))
+    }
+
+    /// A pseudo-terminal of the world's own: the child opens it in the
+    /// world's devpts (so it is `/dev/pts/0` there, and nothing of the
+    /// host's), sized as the caller's window, and sends its master back over
+    /// a socket ([`Relay::attach_console`]). The caller's terminal (if stdin
+    /// is one) is raw until the relay is dropped.
+    fn with_pty(k0: Kind, k1: Kind, read_stdin: bool) -> io::Result<(Relay, WorldStdio)> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use nix::sys::termios;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let mut relay = Relay {
+            pumps: Vec::new(),
+            file_in: None,
+            pty: None,
+            saved: None,
+            console: Some((ours, k0, k1, read_stdin)),
+        };
+        if k0 == Kind::Tty {
+            let stdin = unsafe_borrow(0);
+            let saved = termios::tcgetattr(stdin)?;
+            let mut raw = saved.clone();
+            termios::cfmakeraw(&mut raw);
+            termios::tcsetattr(stdin, termios::SetArg::TCSANOW, &raw)?;
+            relay.saved = Some(saved);
+        }
+        Ok((relay, WorldStdio::Pty { console: theirs, size: window_size() }))
+    }
+
+    /// With a pseudo-terminal: takes its master from the child (sent before
+    /// the init's execve) and starts copying through it.
+    pub(crate) fn attach_console(&mut self) -> io::Result<()> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let Some((sock, k0, k1, read_stdin)) = self.console.take() else { return Ok(()) };
+        let mut byte = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let mut master = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel just gave us this descriptor.
+                    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    master.get_or_insert(owned);
+                }
+            }
+        }
+        let master = master.ok_or_else(|| io::Error::other("no pseudo-terminal from the world"))?;
+        if read_stdin {
+            self.pumps.push(Pump::new(master.try_clone()?, 0, k0, true, true)?);
+        }
+        self.pumps.push(Pump::new(master.try_clone()?, 1, k1, false, true)?);
+        self.pty = Some(master);
+        Ok(())
+    }
+
+    /// The caller's window size changed (SIGWINCH): the world's follows.
+    pub(crate) fn resize(&self) {
+        if let (Some(master), Some(ws)) = (&self.pty, window_size()) {
+            // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+        }
     }
 
     /// One pollfd per stream, in a fixed order (fd -1 for a finished one).
@@ -455,15 +556,35 @@ impl Relay {
     }
 }
 
+impl Drop for Relay {
+    /// Gives the caller's terminal back its settings, however the world ended.
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            let _ = nix::sys::termios::tcsetattr(unsafe_borrow(0), nix::sys::termios::SetArg::TCSADRAIN, &saved);
+        }
+    }
+}
+
+/// The caller's window size (from its stdin, stdout or stderr, whichever is
+/// a terminal).
+fn window_size() -> Option<libc::winsize> {
+    (0..3).find_map(|fd| {
+        // SAFETY: winsize is plain data; TIOCGWINSZ writes one.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer; the fd is only inspected.
+        (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws as *mut libc::winsize) } == 0).then_some(ws)
+    })
+}
+
 /// Stdio for a world nobody talks to through it (a batch's init, which
 /// passes each entry its own): stdin empty, stdout and stderr into a pipe
 /// whose read end the caller keeps (and never reads: the init writes there
 /// only if it cannot start).
-pub(crate) fn detached() -> io::Result<(OwnedFd, WorldEnds)> {
+pub(crate) fn detached() -> io::Result<(OwnedFd, WorldStdio)> {
     let (in_r, _in_w) = pipe()?;
     let (sink_r, sink_w) = pipe()?;
     let sink_w2 = sink_w.try_clone()?;
-    Ok((sink_r, [in_r, sink_w, sink_w2]))
+    Ok((sink_r, WorldStdio::Fds([in_r, sink_w, sink_w2])))
 }
 
 /// An empty stdin (a pipe whose write end is closed).

@@ -187,6 +187,35 @@ impl Sys for RealSys<'_> {
         Ok(())
     }
 
+    fn open_console(&mut self, ptmx: &Path, size: Option<libc::winsize>, console: RawFd) -> io::Result<OwnedFd> {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let master = open(ptmx, flags, nix::sys::stat::Mode::empty()).map_err(nixerr)?;
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int; TIOCSWINSZ one winsize; TIOCGPTPEER
+        // takes open flags and returns a new descriptor of the slave (opened
+        // through the master, no path lookup).
+        let slave = unsafe {
+            if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(ws) = size {
+                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize);
+            }
+            let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags.bits());
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        };
+        let iov = [io::IoSlice::new(b"m")];
+        let fds = [master.as_raw_fd()];
+        sendmsg::<()>(console, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(nixerr)?;
+        Ok(slave)
+    }
+
     fn set_stdio(&mut self, fds: [RawFd; 3]) -> io::Result<()> {
         // First above 2 (a pipe may itself be 0, 1 or 2 when cloche started
         // with one of them closed, and dup2 onto itself would keep

@@ -193,6 +193,10 @@ fn wait_world(
         }
         if fds[1].revents != 0 {
             if let Ok(Some(info)) = sigfd.read_signal() {
+                if info.ssi_signo == libc::SIGWINCH as u32 {
+                    relay.resize();
+                    continue;
+                }
                 let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                 let status = wait_exit(pid)?;
                 return Ok((status, false, Some(info.ssi_signo as i32)));

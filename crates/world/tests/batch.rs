@@ -38,6 +38,7 @@ fn spec(cwd: &Path) -> Spec {
         net: None,
         require: vec![],
         hash: true,
+        terminal: Default::default(),
     }
 }
 
