@@ -120,6 +120,8 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     }
     spec.hash = !args.no_hash;
     spec.validate().map_err(|e| e.to_string())?;
+    // The cwd is exposed: never a secret, a home itself or `/`.
+    crate::project::check_world(&spec, &state, "cwd")?;
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {
             return Err("--cpus: a number of cores above 0".into());
