@@ -66,3 +66,14 @@ pub(crate) fn check_world(spec: &Spec, state: &StateDir, what: &str) -> Result<(
     }
     Ok(())
 }
+
+/// `cloche run`: says on stderr what its explicit exposures unmask (and
+/// refuses one in the state directory) before the world starts. The cwd
+/// itself is judged by the world's plan, built while the world's first
+/// mounts are made (off the critical path): nothing to do without exposures.
+pub(crate) fn note_exposures(spec: &Spec, state: &StateDir) -> Result<(), String> {
+    match spec.expose.is_empty() {
+        true => Ok(()),
+        false => check_world(spec, state, "cwd"),
+    }
+}
