@@ -122,6 +122,9 @@ impl BatchFile {
             }
         }
         self.project = normalize_abs(&self.project).map_err(|m| invalid("project", m))?;
+        if self.project == "/" {
+            return Err(invalid("project", "/ is the root directory: it would expose every path the masks hide"));
+        }
         if self.entries.is_empty() {
             return Err(invalid("entries", "a batch needs at least one entry"));
         }
@@ -241,6 +244,8 @@ mod tests {
         assert!(e.to_string().contains("agent"), "{e}");
         let e = json(r#"{"entries": [{"command": "ls"}]}"#).unwrap_err();
         assert!(e.to_string().contains("project"), "{e}");
+        let e = json(r#"{"project": "//.", "entries": [{"command": "ls"}]}"#).unwrap_err();
+        assert!(e.to_string().contains("project: / is the root directory"), "{e}");
     }
 
     #[test]

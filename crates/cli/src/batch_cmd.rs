@@ -229,7 +229,7 @@ fn submit(file: &std::path::Path, token: Option<String>, extra: Option<&std::pat
     // The entry limit is the project policy's, known once the file names its
     // project: parse with the most any policy allows, the broker checks again.
     let loose = Limits { max_entries: cloche_policy::MAX_BATCH_ENTRIES };
-    let batch = if file.as_os_str() == "-" {
+    let mut batch = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| format!("stdin: {e}"))?;
         let format =
@@ -238,7 +238,12 @@ fn submit(file: &std::path::Path, token: Option<String>, extra: Option<&std::pat
     } else {
         BatchFile::from_path(file, &loose).map_err(|e| format!("{}: {e}", file.display()))?
     };
+    // The project is judged where it really is (and the policy bound there
+    // applies): canonical, then against the masks of its world. A refusal
+    // records nothing.
+    crate::project::canonicalize(&mut batch)?;
     let (mut id, policy) = resolve(&batch.project)?;
+    crate::project::judge(&batch.project, &policy, &open_state()?)?;
     let mut policies = vec![policy.clone()];
     if let Some(f) = extra {
         let text = std::fs::read_to_string(f).map_err(|e| format!("--policy {}: {e}", f.display()))?;
@@ -407,7 +412,9 @@ fn run_started(
     let e = |e: cloche_broker::BrokerError| e.to_string();
     let id = view.id.as_str();
     let state = open_state()?;
-    let mut spec = policy_spec(policy, &state, PathBuf::from(&view.project))?;
+    let project = crate::project::recheck(&view.project)?;
+    let mut spec = policy_spec(policy, &state, project)?;
+    crate::project::check_world(&spec, &state, "project")?;
     spec.keep = true; // kept for review (diff, commit, discard)
     spec.owner = Some(format!("batch:{id}"));
     let init = find_init()?;
@@ -517,15 +524,23 @@ fn run_started(
     Ok(if failed { 1 } else { 0 })
 }
 
+/// Batches record their canonical project: so does autonomy (a path that
+/// does not exist is kept as given, so a removed project can be disabled).
+fn canonical_or_given(project: String) -> String {
+    std::fs::canonicalize(&project).ok().and_then(|p| p.to_str().map(String::from)).unwrap_or(project)
+}
+
 pub fn autonomy(cmd: AutonomyCommand) -> i32 {
     let r = (|| -> Result<(), String> {
         let mut broker = open_broker()?;
         match cmd {
             AutonomyCommand::Enable { project } => {
+                let project = canonical_or_given(project);
                 let token = broker.enable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;
                 println!("{token}");
             }
             AutonomyCommand::Disable { project } => {
+                let project = canonical_or_given(project);
                 broker.disable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;
             }
         }

@@ -11,6 +11,7 @@ mod doctor;
 mod net_args;
 mod policy_cmd;
 mod policy_store_cmd;
+mod project;
 mod review_cmd;
 mod run;
 mod worlds_cmd;

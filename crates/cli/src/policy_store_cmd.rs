@@ -19,7 +19,11 @@ pub(crate) fn open_store() -> Result<(Store, PathBuf), String> {
 
 /// A project directory as the broker and the bindings spell it.
 pub(crate) fn project_key(dir: &Path) -> Result<String, String> {
-    let abs = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Canonical when it exists, as batches record their project.
+    let abs = match std::fs::canonicalize(dir) {
+        Ok(c) => c,
+        Err(_) => std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?,
+    };
     let text = abs.to_str().ok_or_else(|| format!("{}: not UTF-8", abs.display()))?;
     cloche_broker::normalize_abs(text).map_err(|e| format!("{}: {e}", dir.display()))
 }

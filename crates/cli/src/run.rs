@@ -134,6 +134,9 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
         (false, false) => Terminal::Pipes,
     };
     spec.validate().map_err(|e| e.to_string())?;
+    // The cwd is exposed: the world's plan refuses it if it is `/`, a home
+    // itself or a secret. Exposures that unmask are said here.
+    crate::project::note_exposures(&spec, &state)?;
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {
             return Err("--cpus: a number of cores above 0".into());

@@ -494,7 +494,7 @@ mod tests {
             ("pids = 1024", "pids = 1", "limits.pids"),
             ("memory = \"4GiB\"", "memory = \"lots\"", "limits.memory"),
             ("hostname = \"cloche\"", "hostname = \"a b\"", "world.hostname"),
-            ("\"/root\",", "\"root\",", "absolute"),
+            ("\"/etc/shadow\",", "\"etc/shadow\",", "absolute"),
             ("\".ssh\",", "\"../x\",", "home_secrets"),
             ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
             ("max_entries = 10", "max_entries = 0", "max_entries"),

@@ -151,12 +151,13 @@ fn test_steps() -> Vec<Step> {
         cwd: "/home/ann/proj".into(),
         mask: vec!["/etc/shadow".into()],
         homes: vec!["/home/ann".into()],
+        mask_homes: true,
         home_secrets: vec![],
         expose: vec![],
-        state_dir: "/var/lib/cloche".into(),
+        state_dirs: vec!["/var/lib/cloche".into()],
         scratch_size: 1 << 20,
     };
-    crate::plan::build(&Host, &req)
+    crate::plan::build(&Host, &req).unwrap()
 }
 
 fn recorder(fail: Option<&'static str>) -> Recorder {

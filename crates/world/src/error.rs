@@ -9,6 +9,9 @@ pub enum WorldError {
     Spec(#[from] SpecError),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The cwd or an exposure would show what a mask hides.
+    #[error(transparent)]
+    Refused(#[from] crate::exposure::Refusal),
     #[error("required layer unavailable: {0}")]
     LayerUnavailable(String),
     #[error("state directory: {what}: {source}")]

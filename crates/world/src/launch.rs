@@ -191,16 +191,9 @@ pub(crate) fn launch(
     //    mount plan from host facts and send it; then sweep what crashed
     //    runs left and create the v1 cgroup, which the child joins after its
     //    go, before pivot_root.
-    let fs = FsRequest {
-        cwd: spec.cwd.clone(),
-        mask: spec.mask.clone(),
-        homes: if spec.mask_homes { crate::spec::home_dirs() } else { vec![] },
-        home_secrets: spec.home_secrets.clone(),
-        expose: spec.expose.clone(),
-        state_dir: state.root.clone(),
-        scratch_size: spec.upper_size,
-    };
-    let wire = crate::plan_wire::encode(&crate::plan::build(&RealHost, &fs));
+    let fs = FsRequest::of_spec(spec, &state.root);
+    let steps = crate::plan::build(&RealHost, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
+    let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {

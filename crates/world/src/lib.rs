@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod child;
 pub mod diff;
 pub mod error;
+pub mod exposure;
 pub mod kept;
 pub mod launch;
 pub mod layers;

@@ -5,23 +5,27 @@
 //! directory) and the request (masks, exposures, cwd), so its rules are unit
 //! tested without root. The child executes it step by step (`child.rs`).
 //!
-//! Rules:
+//! Rules (what may be exposed at all is `exposure.rs`'s):
 //! - fresh filesystems: /proc, /dev (tmpfs with device nodes, devpts, shm),
 //!   /sys read-only, tmpfs on /tmp, /var/tmp and /run (no host socket is
 //!   reachable by path);
 //! - masks hide a path: a directory becomes an empty read-only tmpfs, a file a
 //!   read-only bind of /dev/null;
+//! - the cwd must pass `Masks::judge_dir` (never `/`, a home itself, a
+//!   secret or inside one, nor containing a state dir); explicit exposures
+//!   never reach a state dir;
 //! - exposures (the cwd's subtree and `--expose` paths) stay visible through
 //!   any mask that contains them: they are grabbed from the overlay before any
-//!   mask and re-attached after the deepest mask containing them;
-//! - a mask is dropped only when an explicit `--expose` equals it or contains
-//!   it; the cwd never unmasks what lies below it (running from `/` must not
-//!   reveal /etc/shadow);
+//!   mask and re-attached after the deepest mounted mask containing them;
+//! - masks below an exposure stay in force, mounted after it is attached; a
+//!   mask is dropped only when an explicit `--expose` names it exactly;
 //! - secrets relative to home directories and to the cwd (`.ssh`, ...) are
 //!   masked wherever they would otherwise be visible;
 //! - paths are canonical host paths of the root filesystem (the overlay's
-//!   lower), so no symlink in the lower can redirect a mount.
+//!   lower), so no symlink in the lower can redirect a mount; the child
+//!   grabs and attaches exposures without following any symlink.
 
+use crate::exposure::{Masks, Refusal};
 use std::path::{Path, PathBuf};
 
 /// What the host says about a path of the root filesystem.
@@ -56,14 +60,17 @@ pub struct FsRequest {
     pub cwd: PathBuf,
     /// Paths to hide (policy `fs.mask`).
     pub mask: Vec<PathBuf>,
-    /// Home directories to hide (already listed by the caller).
+    /// Every home directory (listed by the caller: `spec::home_dirs`).
     pub homes: Vec<PathBuf>,
+    /// Mask the homes themselves (their secrets are masked regardless).
+    pub mask_homes: bool,
     /// Relative secret paths masked under each home and under the cwd.
     pub home_secrets: Vec<PathBuf>,
     /// Explicit exposures (`--expose` and policy `fs.expose`).
     pub expose: Vec<PathBuf>,
-    /// cloche's state directory (hidden from worlds).
-    pub state_dir: PathBuf,
+    /// cloche's state directories (this run's and the default one): hidden
+    /// from every world, never exposed.
+    pub state_dirs: Vec<PathBuf>,
     /// Size of the /tmp-like tmpfs mounts, in bytes.
     pub scratch_size: u64,
 }
@@ -112,98 +119,108 @@ const PROC_MASK_DIRS: &[&str] =
 /// /proc entries made read-only.
 const PROC_READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-#[derive(Debug, Clone, PartialEq)]
-struct Mask {
-    path: PathBuf,
-    dir: bool,
-    /// Fresh writable scratch (tmp, run) rather than a read-only mask.
-    scratch: Option<u32>,
+impl FsRequest {
+    /// The request of a world: its cwd, the policy's `[fs]` lists, every
+    /// home of this host and the state directories (`state_root` and the
+    /// default one).
+    pub fn new(
+        cwd: &Path,
+        mask: &[PathBuf],
+        mask_homes: bool,
+        home_secrets: &[PathBuf],
+        expose: &[PathBuf],
+        state_root: &Path,
+    ) -> FsRequest {
+        let mut state_dirs = vec![state_root.to_path_buf()];
+        if state_root != Path::new(crate::state::DEFAULT_STATE_DIR) {
+            state_dirs.push(PathBuf::from(crate::state::DEFAULT_STATE_DIR));
+        }
+        FsRequest {
+            cwd: cwd.to_path_buf(),
+            mask: mask.to_vec(),
+            homes: crate::spec::home_dirs(),
+            mask_homes,
+            home_secrets: home_secrets.to_vec(),
+            expose: expose.to_vec(),
+            state_dirs,
+            scratch_size: 0,
+        }
+    }
+
+    /// The request of a world of `spec` whose state dir is `state_root`.
+    pub fn of_spec(spec: &crate::Spec, state_root: &Path) -> FsRequest {
+        let mut r =
+            FsRequest::new(&spec.cwd, &spec.mask, spec.mask_homes, &spec.home_secrets, &spec.expose, state_root);
+        r.scratch_size = spec.upper_size;
+        r
+    }
 }
 
-/// Builds the plan.
-pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
-    let canon = |p: &Path| host.canonical(p);
-    let explicit: Vec<PathBuf> = req.expose.iter().filter_map(|p| canon(p)).collect();
-    let cwd = canon(&req.cwd).unwrap_or_else(|| req.cwd.clone());
-    let unmasked_by_expose = |m: &Path| explicit.iter().any(|e| m.starts_with(e));
-
-    // Every mask, canonical and de-duplicated, parents first.
-    let mut masks: Vec<Mask> = Vec::new();
-    let mut add = |path: PathBuf, dir: bool, scratch: Option<u32>| {
-        if !masks.iter().any(|m| m.path == path) {
-            masks.push(Mask { path, dir, scratch });
-        }
-    };
-    for (p, mode) in [("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/run", 0o755)] {
-        if let Some(c) = canon(Path::new(p)) {
-            if host.is_dir(&c) {
-                add(c, true, Some(mode));
-            }
+/// Builds the plan, or refuses the cwd or an exposure (one line naming the
+/// mask).
+pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal> {
+    let mut set = Masks::collect(host, req);
+    let cwd = host.canonical(&req.cwd).unwrap_or_else(|| req.cwd.clone());
+    set.judge_dir("cwd", &cwd)?;
+    let mut explicit: Vec<PathBuf> = Vec::new();
+    for e in &req.expose {
+        if let Some(c) = host.canonical(e) {
+            set.judge_exposure(&c)?;
+            explicit.push(c);
         }
     }
-    for p in req.mask.iter().chain(&req.homes).chain(std::iter::once(&req.state_dir)) {
-        if let Some(c) = canon(p) {
-            if c != Path::new("/") && !unmasked_by_expose(&c) {
-                let dir = host.is_dir(&c);
-                add(c, dir, None);
-            }
-        }
-    }
-    // Secrets under homes and the cwd.
-    let mut secret_roots: Vec<PathBuf> = req.homes.iter().filter_map(|h| canon(h)).collect();
-    secret_roots.push(cwd.clone());
-    for root in &secret_roots {
-        for s in &req.home_secrets {
-            let p = root.join(s);
-            if host.exists(&p) {
-                if let Some(c) = canon(&p) {
-                    // Only an exact `--expose` unmasks a secret.
-                    if !explicit.contains(&c) && c.starts_with(root) {
-                        let dir = host.is_dir(&c);
-                        add(c, dir, None);
-                    }
-                }
-            }
-        }
-    }
+    set.add_secrets_under(host, &cwd, &explicit);
+    // An explicit exposure of a mask itself unmasks it (a state dir cannot
+    // be exposed: refused above).
+    let mut masks = set.list;
+    masks.retain(|m| !explicit.contains(&m.path));
     masks.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut exposures = explicit;
+    exposures.push(cwd);
+    exposures.sort();
+    exposures.dedup();
 
-    // Exposures: the cwd (unless it is `/`) and explicit ones, canonical.
-    let mut exposures: Vec<PathBuf> = explicit.clone();
-    if cwd != Path::new("/") && !exposures.contains(&cwd) {
-        exposures.push(cwd.clone());
-    }
-    // A mask that is itself an exposure is not applied (cwd == /root, say).
-    masks.retain(|m| !exposures.contains(&m.path));
-    // Only those that lie strictly under some mask need grabbing; an exposure
-    // equal to a scratch/mask dir replaces it.
-    let deepest = |e: &Path| -> Option<usize> {
+    let depth = |p: &Path| p.components().count();
+    // The deepest directory mask strictly above `p` (index and depth).
+    let mask_above = |p: &Path, only: &dyn Fn(usize) -> bool| {
         masks
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.dir && e.starts_with(&m.path))
-            .max_by_key(|(_, m)| m.path.components().count())
-            .map(|(i, _)| i)
+            .filter(|(i, m)| m.dir && m.path != p && p.starts_with(&m.path) && only(*i))
+            .map(|(i, m)| (depth(&m.path), i))
+            .max()
     };
+    let exposure_above = |p: &Path, or_equal: bool| {
+        exposures.iter().filter(|e| p.starts_with(e) && (or_equal || p != e.as_path())).map(|e| depth(e)).max()
+    };
+    // A mask is mounted unless a deeper mask hides it (nothing exposed
+    // between them): masks below an exposure are mounted.
+    let mounted: Vec<bool> = masks
+        .iter()
+        .map(|m| match mask_above(&m.path, &|_| true) {
+            None => true,
+            Some((d, _)) => exposure_above(&m.path, true).is_some_and(|e| e > d),
+        })
+        .collect();
+    // An exposure under a mask (with no exposure in between) is grabbed
+    // before the masks and attached after the deepest mounted mask above it.
     let grabbed: Vec<(usize, PathBuf, usize)> = exposures
         .iter()
-        .filter_map(|e| deepest(e).map(|m| (m, e.clone())))
+        .filter(|e| match mask_above(e, &|_| true) {
+            None => false,
+            Some((d, _)) => exposure_above(e, false).is_none_or(|x| x < d),
+        })
+        .filter_map(|e| mask_above(e, &|i| mounted[i]).map(|(_, i)| (e.clone(), i)))
         .enumerate()
-        .map(|(slot, (m, e))| (slot, e, m))
+        .map(|(slot, (e, i))| (slot, e, i))
         .collect();
 
     let mut steps = Vec::new();
     for (slot, path, _) in &grabbed {
         steps.push(Step::Grab { slot: *slot, path: path.clone() });
     }
-    for (i, m) in masks.iter().enumerate() {
-        // A mask inside another mask that is not exposed is invisible anyway.
-        let hidden = masks[..i].iter().any(|o| o.dir && m.path.starts_with(&o.path))
-            && !grabbed.iter().any(|(_, e, _)| m.path.starts_with(e));
-        if hidden {
-            continue;
-        }
-        let mine: Vec<&(usize, PathBuf, usize)> = grabbed.iter().filter(|(_, _, d)| *d == i).collect();
+    for (i, m) in masks.iter().enumerate().filter(|(i, _)| mounted[*i]) {
+        let mine: Vec<&(usize, PathBuf, usize)> = grabbed.iter().filter(|(_, _, at)| *at == i).collect();
         match (m.dir, m.scratch) {
             (true, Some(mode)) => steps.push(Step::Mount {
                 path: m.path.clone(),
@@ -233,7 +250,7 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Vec<Step> {
         }
     }
     proc_masks(host, &mut steps);
-    steps
+    Ok(steps)
 }
 
 /// /proc, /sys, /dev: fresh instances, never the host's. They need no host
@@ -301,4 +318,4 @@ fn proc_masks(host: &dyn HostFacts, steps: &mut Vec<Step>) {
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
-mod tests;
+pub(crate) mod tests;

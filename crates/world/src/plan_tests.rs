@@ -57,21 +57,31 @@ fn host() -> Fake {
             "/srv",
             "/srv/app",
             "/tmp/p",
+            "/root/work",
+            "/root/work/app",
+            "/root/.ssh",
+            "/root/.aws",
+            "/srv/secret",
+            "/srv/secret/x",
+            "/srv/app/.aws",
+            "/var/lib/other-state",
+            "/var/lib/cloche/worlds",
         ],
-        &["/etc/shadow", "/proc/kcore", "/proc/sysrq-trigger", "/home/ann/.netrc"],
+        &["/etc/shadow", "/proc/kcore", "/proc/sysrq-trigger", "/home/ann/.netrc", "/root/.ssh/known_hosts"],
     );
     f.links.insert("/var/run".into(), "/run".into());
     f
 }
 
-fn req(cwd: &str) -> FsRequest {
+pub(crate) fn req(cwd: &str) -> FsRequest {
     FsRequest {
         cwd: cwd.into(),
         mask: vec!["/etc/shadow".into(), "/root".into(), "/var/run/secret".into()],
-        homes: vec!["/home/ann".into()],
+        homes: vec!["/home/ann".into(), "/root".into()],
+        mask_homes: true,
         home_secrets: vec![".ssh".into(), ".netrc".into(), ".aws".into()],
         expose: vec![],
-        state_dir: "/var/lib/cloche".into(),
+        state_dirs: vec!["/var/lib/cloche".into()],
         scratch_size: 1 << 20,
     }
 }
@@ -91,7 +101,7 @@ fn mounted(steps: &[Step]) -> Vec<String> {
 
 #[test]
 fn defaults_mask_secrets_homes_state_and_scratch() {
-    let steps = build(&host(), &req("/srv/app"));
+    let steps = build(&host(), &req("/srv/app")).unwrap();
     let m = mounted(&steps);
     for want in [
         "/etc/shadow file",
@@ -114,7 +124,7 @@ fn defaults_mask_secrets_homes_state_and_scratch() {
 
 #[test]
 fn cwd_inside_a_home_is_exposed_and_its_secrets_masked() {
-    let steps = build(&host(), &req("/home/ann/proj"));
+    let steps = build(&host(), &req("/home/ann/proj")).unwrap();
     let grab =
         steps.iter().position(|s| matches!(s, Step::Grab { path, .. } if path == Path::new("/home/ann/proj"))).unwrap();
     let mask =
@@ -135,17 +145,8 @@ fn cwd_inside_a_home_is_exposed_and_its_secrets_masked() {
 }
 
 #[test]
-fn cwd_at_root_unmasks_nothing() {
-    let steps = build(&host(), &req("/"));
-    let m = mounted(&steps);
-    assert!(m.contains(&"/etc/shadow file".to_string()));
-    assert!(m.contains(&"/home/ann ro".to_string()));
-    assert!(!steps.iter().any(|s| matches!(s, Step::Grab { .. })));
-}
-
-#[test]
 fn cwd_in_tmp_survives_the_fresh_tmp() {
-    let steps = build(&host(), &req("/tmp/p"));
+    let steps = build(&host(), &req("/tmp/p")).unwrap();
     assert!(steps.iter().any(|s| matches!(s, Step::Grab { path, .. } if path == Path::new("/tmp/p"))));
     assert!(steps.iter().any(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/tmp/p"))));
     // scratch stays writable
@@ -156,7 +157,7 @@ fn cwd_in_tmp_survives_the_fresh_tmp() {
 fn explicit_expose_unmasks() {
     let mut r = req("/srv/app");
     r.expose = vec!["/etc/shadow".into(), "/home/ann".into()];
-    let m = mounted(&build(&host(), &r));
+    let m = mounted(&build(&host(), &r).unwrap());
     assert!(!m.contains(&"/etc/shadow file".to_string()));
     assert!(!m.iter().any(|x| x.starts_with("/home/ann ")));
     // secrets inside an exposed home stay masked
@@ -170,7 +171,7 @@ fn symlinked_paths_are_canonicalized() {
     h.links.insert("/etc/link-to-root".into(), "/root".into());
     let mut r = req("/srv/app");
     r.mask = vec!["/etc/link-to-root".into()];
-    let m = mounted(&build(&h, &r));
+    let m = mounted(&build(&h, &r).unwrap());
     assert!(m.contains(&"/root ro".to_string()));
     assert!(!m.iter().any(|x| x.contains("link-to-root")));
 }
@@ -184,8 +185,82 @@ fn system_mounts_need_no_host_facts_and_masks_need_them() {
     assert!(sys.iter().any(|s| matches!(s, Step::Mount { fstype: "proc", .. })));
     assert!(sys.iter().any(|s| matches!(s, Step::Mknod { path, .. } if path == Path::new("/dev/null"))));
     assert!(sys.iter().all(|s| !matches!(s, Step::MaskFile { .. } | Step::Grab { .. })));
-    let steps = build(&host(), &req("/srv/app"));
+    let steps = build(&host(), &req("/srv/app")).unwrap();
     assert!(steps.iter().any(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/proc/kcore"))));
     assert!(steps.iter().any(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/etc/shadow"))));
     assert!(!steps.iter().any(|s| matches!(s, Step::Mount { fstype: "proc" | "sysfs" | "devpts", .. })));
+}
+
+#[test]
+fn masks_below_the_cwd_stay_in_force() {
+    // /etc as cwd: /etc/shadow stays masked (nothing to grab: /etc is under no mask).
+    let m = mounted(&build(&host(), &req("/etc")).unwrap());
+    assert!(m.contains(&"/etc/shadow file".to_string()), "{m:?}");
+    // /srv as cwd, with /srv/secret in fs.mask and /srv/app/.aws below: both masked.
+    let mut r = req("/srv");
+    r.mask.push("/srv/secret".into());
+    let m = mounted(&build(&host(), &r).unwrap());
+    assert!(m.contains(&"/srv/secret ro".to_string()), "{m:?}");
+    // A cwd inside a home: grabbed, attached, then the masks below it.
+    let steps = build(&host(), &req("/root/work")).unwrap();
+    let at = |want: &Step| steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want:?} in {steps:#?}"));
+    let attach = at(&Step::Attach { slot: 0, path: "/root/work".into() });
+    assert!(at(&Step::Grab { slot: 0, path: "/root/work".into() }) < attach);
+    assert!(attach < at(&Step::RemountRo { path: "/root".into() }));
+}
+
+#[test]
+fn the_state_dir_is_masked_under_every_exposure_and_never_exposed() {
+    // --expose of a parent of the state dir: it stays masked (today's code
+    // dropped every mask an exposure contained).
+    let mut r = req("/srv/app");
+    r.expose = vec!["/var/lib".into()];
+    let m = mounted(&build(&host(), &r).unwrap());
+    assert!(m.contains(&"/var/lib/cloche ro".to_string()), "{m:?}");
+    // --expose of the state dir or below: refused.
+    for e in ["/var/lib/cloche", "/var/lib/cloche/worlds"] {
+        let mut r = req("/srv/app");
+        r.expose = vec![e.into()];
+        let err = build(&host(), &r).unwrap_err();
+        assert!(err.to_string().contains("cloche's state directory"), "{err}");
+    }
+    // Every state dir listed (this run's and the default one) is masked.
+    let mut r = req("/srv/app");
+    r.state_dirs.push("/var/lib/other-state".into());
+    let m = mounted(&build(&host(), &r).unwrap());
+    assert!(m.contains(&"/var/lib/other-state ro".to_string()), "{m:?}");
+}
+
+#[test]
+fn explicit_exposures_unmask_only_what_they_name() {
+    // --expose /etc no longer unmasks /etc/shadow below it.
+    let mut r = req("/srv/app");
+    r.expose = vec!["/etc".into()];
+    assert!(mounted(&build(&host(), &r).unwrap()).contains(&"/etc/shadow file".to_string()));
+    // A file exposed inside a secret dir that the home mask hides: attached
+    // into the home's tmpfs (today's plan skipped the attach).
+    let mut r = req("/srv/app");
+    r.expose = vec!["/root/.ssh/known_hosts".into()];
+    let steps = build(&host(), &r).unwrap();
+    assert!(steps.contains(&Step::Grab { slot: 0, path: "/root/.ssh/known_hosts".into() }), "{steps:#?}");
+    assert!(steps.contains(&Step::Attach { slot: 0, path: "/root/.ssh/known_hosts".into() }), "{steps:#?}");
+    assert!(!mounted(&steps).contains(&"/root/.ssh ro".to_string()));
+}
+
+#[test]
+fn the_cwd_is_judged_before_anything_is_planned() {
+    for (cwd, want) in [
+        ("/", "root directory"),
+        ("/root", "home directory"),
+        ("/home/ann", "home directory"),
+        ("/root/.aws", "masked path /root/.aws (fs.home_secrets .aws)"),
+        ("/var/lib/cloche", "masked path /var/lib/cloche (cloche's state directory)"),
+        ("/var/lib", "contains cloche's state directory /var/lib/cloche"),
+        ("/tmp", "scratch directory"),
+        ("/run", "runtime directory"),
+    ] {
+        let err = build(&host(), &req(cwd)).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("cwd {cwd} ")), "{err}");
+        assert!(err.to_string().contains(want), "{cwd}: {err}");
+    }
 }

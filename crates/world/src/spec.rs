@@ -151,8 +151,10 @@ pub fn parse_env_pair(s: &OsStr) -> Option<(OsString, OsString)> {
     Some((OsStr::from_bytes(&b[..eq]).to_owned(), OsStr::from_bytes(&b[eq + 1..]).to_owned()))
 }
 
-/// Home directories to mask: /root, every directory in /home, and the homes
-/// of users with uid >= 1000 in /etc/passwd that are not system directories.
+/// Home directories: /root, every directory in /home, and the homes in
+/// /etc/passwd of uid 0 and of users with uid >= 1000 that are not system
+/// directories. Masked as a whole (`fs.mask_homes`), their secrets always;
+/// a project may lie inside one, never be one.
 pub fn home_dirs() -> Vec<PathBuf> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let mut homes = vec![PathBuf::from("/root")];
@@ -169,7 +171,7 @@ pub fn home_dirs() -> Vec<PathBuf> {
     homes
 }
 
-/// Homes of ordinary users listed in passwd text.
+/// Homes of uid 0 and of ordinary users listed in passwd text.
 pub fn passwd_homes(passwd: &str) -> Vec<PathBuf> {
     const SYSTEM: &[&str] = &[
         "/",
@@ -200,7 +202,8 @@ pub fn passwd_homes(passwd: &str) -> Vec<PathBuf> {
                 || ["/usr/", "/etc/", "/proc/", "/sys/", "/dev/", "/run/", "/bin/", "/sbin/", "/lib/"]
                     .iter()
                     .any(|p| home.starts_with(p));
-            (uid >= 1000 && uid != 65534 && home.is_absolute() && !system).then(|| home.to_path_buf())
+            let user = uid == 0 || (uid >= 1000 && uid != 65534);
+            (user && home.is_absolute() && !system).then(|| home.to_path_buf())
         })
         .collect()
 }
@@ -248,6 +251,11 @@ mod tests {
                     odd:x:1002:1002::/usr/local/odd:/bin/sh\n\
                     nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n\
                     broken line\n";
-        assert_eq!(passwd_homes(text), vec![PathBuf::from("/home/ann"), PathBuf::from("/srv/svc")]);
+        assert_eq!(
+            passwd_homes(text),
+            vec![PathBuf::from("/root"), PathBuf::from("/home/ann"), PathBuf::from("/srv/svc")]
+        );
+        // uid 0 with `/` as its home: a system directory, not a home.
+        assert!(passwd_homes("root:x:0:0:root:/:/bin/sh\n").is_empty());
     }
 }

@@ -7,7 +7,7 @@ use crate::seccomp::Program;
 use nix::mount::{mount, MsFlags};
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -24,6 +24,18 @@ fn cpath(p: &Path) -> io::Result<CString> {
 
 fn nixerr(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
+}
+
+/// An `O_PATH` descriptor of `path`, resolved without following any
+/// symlink or magic link on the way, the last component included (ELOOP if
+/// there is one). Not `O_NOFOLLOW`: with `O_PATH` that would return the
+/// symlink itself.
+fn open_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(nix::fcntl::AT_FDCWD, path, how).map_err(nixerr)
 }
 
 impl Sys for RealSys<'_> {
@@ -99,7 +111,10 @@ impl Sys for RealSys<'_> {
     }
 
     fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
-        raw::open_tree_clone(libc::AT_FDCWD, &cpath(path)?, true)
+        // The exposure is the path the plan judged: a symlink swapped in
+        // since (anywhere on the way) fails the world instead of cloning
+        // what it points to.
+        raw::open_tree_clone_fd(open_nofollow(path)?.as_fd())
     }
 
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
@@ -148,8 +163,7 @@ impl Sys for RealSys<'_> {
     }
 
     fn attach(&mut self, tree: OwnedFd, path: &Path) -> io::Result<()> {
-        use std::os::fd::AsFd;
-        raw::move_mount_to(tree.as_fd(), &cpath(path)?)
+        raw::move_mount_onto_fd(tree.as_fd(), open_nofollow(path)?.as_fd())
     }
 
     fn pivot_root(&mut self, root: &Path) -> io::Result<()> {

@@ -1,0 +1,79 @@
+//! Projects the operator allowed: a batch's project (at submit and again at
+//! run) and `cloche run`'s cwd are judged against the masks their world
+//! would get (`cloche_world::exposure`); the world judges once more when it
+//! builds its mounts, on the paths it really mounts.
+
+use cloche_broker::BatchFile;
+use cloche_policy::Policy;
+use cloche_world::exposure;
+use cloche_world::plan::{FsRequest, RealHost};
+use cloche_world::{Spec, StateDir};
+use std::path::{Path, PathBuf};
+
+/// Makes a submitted batch's project canonical (an existing directory, no
+/// symlink on the way), its entries' cwds re-based onto it. The broker then
+/// records the canonical path, which `batch run` checks again.
+pub(crate) fn canonicalize(batch: &mut BatchFile) -> Result<(), String> {
+    let given = batch.project.clone();
+    let canon = std::fs::canonicalize(&given).map_err(|e| format!("project {given}: {e}"))?;
+    if !canon.is_dir() {
+        return Err(format!("project {given}: not a directory"));
+    }
+    let canon = canon.to_str().ok_or_else(|| format!("project {given}: its canonical path is not UTF-8"))?;
+    if canon == given {
+        return Ok(());
+    }
+    for e in &mut batch.entries {
+        if let Some(cwd) = &e.cwd {
+            // Validated lexically inside the project: `given` or `given/...`.
+            let rest = cwd.strip_prefix(given.as_str()).unwrap_or_default();
+            e.cwd = Some(format!("{}{rest}", canon.trim_end_matches('/')));
+        }
+    }
+    batch.project = canon.to_string();
+    Ok(())
+}
+
+/// Judges a (canonical) project against the masks of a world of `policy`.
+pub(crate) fn judge(project: &str, policy: &Policy, state: &StateDir) -> Result<(), String> {
+    let fs = &policy.fs;
+    let req = FsRequest::new(Path::new(project), &fs.mask, fs.mask_homes, &fs.home_secrets, &fs.expose, &state.root);
+    exposure::check(&RealHost, &req, "project").map(drop).map_err(|e| e.to_string())
+}
+
+/// At `batch run`: the recorded project must still be the very directory
+/// that was judged at submit (a symlink swapped in since is refused), and
+/// is judged again.
+pub(crate) fn recheck(project: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(project);
+    match std::fs::canonicalize(&p) {
+        Ok(c) if c == p => Ok(p),
+        Ok(c) => Err(format!(
+            "project {project} now resolves to {}; a project must stay the directory that was submitted",
+            c.display()
+        )),
+        Err(e) => Err(format!("project {project}: {e}")),
+    }
+}
+
+/// Judges a world's cwd (`what`: "cwd", "project") and exposures as its
+/// plan will, and says on stderr what an explicit exposure unmasks (the
+/// operator's relaxation, allowed except for the state directory).
+pub(crate) fn check_world(spec: &Spec, state: &StateDir, what: &str) -> Result<(), String> {
+    let req = FsRequest::of_spec(spec, &state.root);
+    for r in exposure::check(&RealHost, &req, what).map_err(|e| e.to_string())? {
+        eprintln!("cloche: note: {r}");
+    }
+    Ok(())
+}
+
+/// `cloche run`: says on stderr what its explicit exposures unmask (and
+/// refuses one in the state directory) before the world starts. The cwd
+/// itself is judged by the world's plan, built while the world's first
+/// mounts are made (off the critical path): nothing to do without exposures.
+pub(crate) fn note_exposures(spec: &Spec, state: &StateDir) -> Result<(), String> {
+    match spec.expose.is_empty() {
+        true => Ok(()),
+        false => check_world(spec, state, "cwd"),
+    }
+}

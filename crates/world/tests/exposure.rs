@@ -1,0 +1,27 @@
+//! The child grabs and attaches an exposure on the path the plan judged:
+//! never through a symlink swapped in since (root: open_tree needs
+//! CAP_SYS_ADMIN; the clone it makes is detached and dropped at once, so the
+//! host's mount table does not change).
+
+use cloche_world::child::{RealSys, Sys};
+use std::os::unix::fs::symlink;
+
+#[test]
+fn grabbing_an_exposure_never_follows_a_symlink() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let real = root.join("real");
+    let secret = root.join("secret");
+    std::fs::create_dir_all(real.join("sub")).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    symlink(&secret, root.join("swapped")).unwrap();
+    symlink(&root, root.join("up")).unwrap();
+    let (go, _w) = nix::unistd::pipe().unwrap();
+    let mut sys = RealSys { go: &go, cgroup_tasks: vec![] };
+    assert!(sys.grab(&real).is_ok(), "a real directory is grabbed");
+    assert!(sys.grab(&real.join("sub")).is_ok());
+    for p in [root.join("swapped"), root.join("up/real"), root.join("up/secret")] {
+        let err = sys.grab(&p).err().unwrap_or_else(|| panic!("{} was grabbed through a symlink", p.display()));
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{}: {err}", p.display());
+    }
+}
