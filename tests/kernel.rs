@@ -1,6 +1,7 @@
-//! Which kinds of socket a world can make: an allowlist, checked by walking
-//! every family from inside a real world, with a control that shows the same
-//! walk makes more without cloche (so that the test can fail).
+//! What a world learns of the host's kernel, and which kinds of socket it can
+//! make: both are allowlists, checked by walking everything from inside a
+//! real world, with controls that show the same walk finds more without
+//! cloche (so that these tests can fail).
 
 mod common;
 
@@ -94,5 +95,92 @@ fn every_socket_family_and_protocol_outside_the_allowlist_is_refused() {
         let a = (call.to_string(), family, ty, protocol);
         assert!(world.contains(&a), "{a:?} must work in a world\n{}", o.describe());
     }
+    fx.finish();
+}
+
+/// Files under the walked roots that a world may read. Everything else
+/// there must read empty (masked) or not at all.
+const READABLE: &[&str] = &[
+    "/proc/cpuinfo",     // CPU count and features: runtimes, JITs, lscpu
+    "/proc/meminfo",     // memory size: free, runtimes, allocators
+    "/proc/stat",        // boot time and CPU times: ps, top
+    "/proc/uptime",      // uptime, process ages
+    "/proc/loadavg",     // uptime, top, make -l
+    "/proc/version",     // what uname(2) tells anyway
+    "/proc/vmstat",      // vmstat, psutil's swap counters
+    "/proc/filesystems", // mount, libmount
+    "/proc/cgroups",     // cgroup version detection (the JVM)
+    "/proc/execdomains", // a fixed table of the kernel's personalities
+    "/proc/tty/drivers", // ps maps terminal numbers to names
+    "/proc/tty/ldiscs",
+];
+
+/// Walked in the world: all of /proc but the processes (pid directories,
+/// self), the world's own network namespace and IPC, and /proc/sys (read-only
+/// sysctls, tested in isolation.rs); and the /sys trees about the kernel,
+/// its modules, firmware and machine.
+const ROOTS: &[&str] = &[
+    "/proc",
+    "/sys/kernel",
+    "/sys/module",
+    "/sys/firmware",
+    "/sys/hypervisor",
+    "/sys/devices/virtual/dmi",
+    "/sys/devices/virtual/powercap",
+    "/sys/devices/system/cpu/vulnerabilities",
+];
+const SKIP: &[&str] = &["/proc/self", "/proc/thread-self", "/proc/net", "/proc/sys", "/proc/sysvipc"];
+
+/// Found readable on the host (by this test, as root): the kinds of file the
+/// walk must catch. Per-host addresses and layout, slab, page and key
+/// statistics, the boot command line, host-wide pressure, build facts.
+const HOST_CONTROLS: &[&str] = &[
+    "/proc/cmdline",
+    "/proc/slabinfo",
+    "/proc/key-users",
+    "/proc/kallsyms",
+    "/proc/vmallocinfo",
+    "/proc/zoneinfo",
+    "/proc/buddyinfo",
+    "/proc/interrupts",
+    "/proc/pressure/cpu",
+    "/proc/config.gz",
+    "/sys/kernel/vmcoreinfo",
+    "/sys/kernel/notes",
+    "/sys/kernel/btf/vmlinux",
+];
+
+#[test]
+fn a_world_reads_only_the_allowlisted_kernel_files() {
+    let fx = Fixture::new();
+    // Control: what the walk must catch exists here, non-empty, outside a world.
+    let on_host: Vec<&str> =
+        HOST_CONTROLS.iter().copied().filter(|p| std::fs::read(p).map(|b| !b.is_empty()).unwrap_or(false)).collect();
+    println!("readable on the host: {on_host:?}");
+    assert!(on_host.len() >= 5, "control: only {on_host:?} of {HOST_CONTROLS:?} are readable on the host");
+
+    let mut args: Vec<&str> = vec!["read-tree"];
+    for s in SKIP {
+        args.extend(["--skip", s]);
+    }
+    args.extend(ROOTS);
+    let o = fx.probe::<&str, _>(&[], &args);
+    o.expect_code(0);
+    let lines = o.lines();
+    let read = |l: &Value| l["ok"] == true && l["len"].as_u64().unwrap_or(0) > 0;
+    let path = |l: &Value| l["path"].as_str().unwrap_or("").to_string();
+    let leaks: Vec<String> =
+        lines.iter().filter(|l| read(l) && !READABLE.contains(&path(l).as_str())).map(|l| format!("{l}")).collect();
+    assert!(leaks.is_empty(), "readable in a world, not on the allowlist:\n  {}", leaks.join("\n  "));
+    // A mask is /dev/null, where writes vanish; nothing else may take one.
+    let writable: Vec<String> = lines.iter().filter(|l| l["writable"] == true && l["null"] != true).map(path).collect();
+    assert!(writable.is_empty(), "writable in a world: {writable:?}");
+    // Not vacuous: the walk saw /proc's files, and what a world needs reads.
+    assert!(lines.len() > 30, "the walk saw only {} files\n{}", lines.len(), o.describe());
+    for need in ["/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/uptime", "/proc/loadavg", "/proc/version"] {
+        assert!(lines.iter().any(|l| path(l) == need && read(l)), "{need} must be readable in a world");
+    }
+    let unreadable: Vec<String> = lines.iter().filter(|l| l["ok"] == false).map(path).collect();
+    println!("unreadable in the world (refused by the kernel): {unreadable:?}");
     fx.finish();
 }
