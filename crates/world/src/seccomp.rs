@@ -70,7 +70,7 @@
 //! binary-tree layout, so a syscall is found in ~9 comparisons rather than a
 //! scan of ~350). Compiling the exceptions as complements in one filter made
 //! it about 760 instructions whose load took 0.35-0.5 ms in a world; the two
-//! filters load in about 0.15-0.2 ms. Parse + compile takes about 3-4 ms,
+//! filters load in about 0.25 ms. Parse + compile takes about 3-4 ms,
 //! almost all of it in libseccomp; the program is deterministic, so compile
 //! once per profile and reuse or cache it (`bpf_cache`).
 
