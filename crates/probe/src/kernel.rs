@@ -46,6 +46,22 @@ pub fn socket_walk(max_family: i32, emit: &mut dyn FnMut(Value)) {
     }
 }
 
+/// `read-tree [--skip PATH]... ROOT...`
+pub fn read_tree_args(args: &[String], emit: &mut dyn FnMut(Value)) {
+    let (mut skip, mut roots) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--skip" => skip.push(it.next().unwrap_or_else(|| crate::usage("--skip needs a PATH")).clone()),
+            _ => roots.push(a.clone()),
+        }
+    }
+    if roots.is_empty() {
+        crate::usage("read-tree needs at least one ROOT");
+    }
+    read_tree(&roots, &skip, emit)
+}
+
 /// Reads every file under `roots` (not following symlinks, not descending
 /// into `skip` paths nor into the numeric pid directories right under
 /// `/proc`). One line per file: `{"path", "ok", "len", "writable", "null"}`

@@ -104,20 +104,7 @@ fn main() {
         "bg-fork" => bg_fork(arg(rest, 0), arg(rest, 1)),
         "bg-child" => bg_child(arg(rest, 0), arg(rest, 1)),
         "socket-walk" => kernel::socket_walk(parse(arg(rest, 0)), &mut emit),
-        "read-tree" => {
-            let (mut skip, mut roots) = (Vec::new(), Vec::new());
-            let mut it = rest.iter();
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--skip" => skip.push(it.next().unwrap_or_else(|| usage("--skip needs a PATH")).clone()),
-                    _ => roots.push(a.clone()),
-                }
-            }
-            if roots.is_empty() {
-                usage("read-tree needs at least one ROOT");
-            }
-            kernel::read_tree(&roots, &skip, &mut emit)
-        }
+        "read-tree" => kernel::read_tree_args(rest, &mut emit),
         other => usage(&format!("unknown subcommand {other:?}")),
     }
 }
