@@ -35,7 +35,14 @@
 //!   sleep SECS [--ignore-term]  sleep, optionally ignoring SIGTERM
 //!   sleep-bg MARKER SECS        double-fork a detached child (argv holds MARKER) that ignores
 //!                               SIGTERM/SIGHUP, sleeps SECS, then writes the file MARKER
+//!   socket-walk MAX_FAMILY      one line per socket()/socketpair() of every family 0..=MAX_FAMILY
+//!                               (and a few far ones) with the common types, every netlink
+//!                               protocol 0..=33, and IP protocols (see kernel.rs)
+//!   read-tree [--skip PATH]... ROOT...
+//!                               one line per file under the ROOTs: bytes one read returned, or
+//!                               errno (symlinks and pid dirs under /proc not followed)
 
+mod kernel;
 mod net;
 mod sys;
 
@@ -96,6 +103,8 @@ fn main() {
         "sleep-bg" => emit(sleep_bg(arg(rest, 0), arg(rest, 1))),
         "bg-fork" => bg_fork(arg(rest, 0), arg(rest, 1)),
         "bg-child" => bg_child(arg(rest, 0), arg(rest, 1)),
+        "socket-walk" => kernel::socket_walk(parse(arg(rest, 0)), &mut emit),
+        "read-tree" => kernel::read_tree_args(rest, &mut emit),
         other => usage(&format!("unknown subcommand {other:?}")),
     }
 }

@@ -390,6 +390,28 @@ pub fn chroot() -> Ret {
     capture(unsafe { libc::chroot(c"/".as_ptr()) } as i64)
 }
 
+/// socket(2) of any family, type and protocol (closed at once): ret 0 when made.
+pub fn socket(family: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> Ret {
+    // SAFETY: plain socket(2) with integer arguments.
+    let r = close_if_fd(capture(unsafe { libc::socket(family, ty, protocol) } as i64));
+    Ret { ret: r.ret.min(0), errno: r.errno }
+}
+
+/// socketpair(2) of any family, type and protocol (both ends closed at once).
+pub fn socketpair(family: libc::c_int, ty: libc::c_int, protocol: libc::c_int) -> Ret {
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair(2) writes two descriptors into the array we own.
+    let r = capture(unsafe { libc::socketpair(family, ty, protocol, fds.as_mut_ptr()) } as i64);
+    if r.ret == 0 {
+        // SAFETY: both descriptors were just made for us and nothing else owns them.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+    r
+}
+
 /// A netfilter netlink socket (nftables, iptables-nft, NFLOG).
 pub fn nfnetlink() -> Ret {
     // SAFETY: plain socket(2).

@@ -189,6 +189,7 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
 fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError> {
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
     let mut masked_file: Option<PathBuf> = None;
+    let mut masked_dir: Option<PathBuf> = None;
     for step in steps {
         match step {
             Step::Grab { slot, path } => {
@@ -217,6 +218,22 @@ fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError
                         masked_file = Some(target);
                     }
                     Some(first) => at("mask (bind read-only null)", path, sys.bind(first, &target))?,
+                }
+            }
+            Step::MaskDir { path } => {
+                // Same idea for directories: one empty read-only tmpfs, bound
+                // read-only everywhere else (a bind is cheaper than a mount).
+                let target = under(root, path);
+                match &masked_dir {
+                    None => {
+                        let flags = crate::plan::MS_NOSUID
+                            | crate::plan::MS_NODEV
+                            | crate::plan::MS_NOEXEC
+                            | crate::plan::MS_RDONLY;
+                        at("mask (empty tmpfs)", path, sys.mount(&target, "tmpfs", flags, "mode=555,size=4k"))?;
+                        masked_dir = Some(target);
+                    }
+                    Some(first) => at("mask (bind empty dir)", path, sys.bind(first, &target))?,
                 }
             }
             Step::ReadOnly { path } => {

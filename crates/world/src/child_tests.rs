@@ -259,3 +259,16 @@ fn masked_files_are_bound_then_made_read_only() {
     let b = pos(&r.calls, "bind /state/w/root/etc/shadow");
     assert_eq!(r.calls[b + 1], "remount_ro /state/w/root/etc/shadow");
 }
+
+#[test]
+fn masked_dirs_are_one_empty_tmpfs_then_binds_of_it() {
+    let mut r = recorder(None);
+    r.plan = vec![
+        Step::MaskDir { path: "/proc/pressure".into() },
+        Step::MaskDir { path: "/sys/kernel".into() },
+        Step::MaskDir { path: "/sys/module".into() },
+    ];
+    with_plan(|p| setup(&mut r, p)).unwrap();
+    let first = pos(&r.calls, "mount /state/w/root/proc/pressure");
+    assert_eq!(r.calls[first + 1..first + 3], ["bind /state/w/root/sys/kernel", "bind /state/w/root/sys/module"]);
+}

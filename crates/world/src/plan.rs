@@ -93,6 +93,9 @@ pub enum Step {
     Symlink { path: PathBuf, target: PathBuf },
     /// Read-only bind of the world's /dev/null over a file.
     MaskFile { path: PathBuf },
+    /// Mask a directory with an empty read-only one: the first such step
+    /// mounts a tiny read-only tmpfs, later ones bind it.
+    MaskDir { path: PathBuf },
     /// Bind `path` onto itself, then make it read-only (nosuid, nodev, noexec).
     ReadOnly { path: PathBuf },
     /// Attach grabbed slot `slot` at `path`.
@@ -109,15 +112,100 @@ pub const MS_NOEXEC: u64 = 8;
 
 const SAFE: u64 = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-/// /proc files hidden by a /dev/null bind (when present). kallsyms and kmsg
-/// need CAP_SYSLOG, which no world holds.
-const PROC_MASK_FILES: &[&str] =
-    &["/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug"];
-/// /proc and /sys directories hidden by an empty tmpfs.
-const PROC_MASK_DIRS: &[&str] =
-    &["/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
-/// /proc entries made read-only.
-const PROC_READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+/// /proc files masked with a read-only bind of /dev/null (when present):
+/// reads are empty, writes fail. What a world may read at the top of /proc
+/// is an allowlist (docs/security.md, `tests/kernel.rs`); everything else
+/// there is here, in `PROC_MASK_DIRS` or unreadable without a capability
+/// the kernel checks at open (`mtrr`: CAP_SYS_ADMIN).
+const PROC_MASK_FILES: &[&str] = &[
+    // Kernel addresses and layout (kallsyms shows real addresses when the
+    // host's kptr_restrict and perf_event_paranoid allow it; vmallocinfo
+    // physical addresses whatever they say).
+    "/proc/kallsyms",
+    "/proc/kcore",
+    "/proc/modules",
+    "/proc/vmallocinfo",
+    "/proc/iomem",
+    "/proc/ioports",
+    "/proc/dma",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/vmcore",
+    // The kernel log (opening it also needs CAP_SYSLOG).
+    "/proc/kmsg",
+    // Slab, page, lock and key statistics of the whole host.
+    "/proc/slabinfo",
+    "/proc/pagetypeinfo",
+    "/proc/zoneinfo",
+    "/proc/buddyinfo",
+    "/proc/kpageflags",
+    "/proc/kpagecount",
+    "/proc/kpagecgroup",
+    "/proc/allocinfo",
+    "/proc/lock_stat",
+    "/proc/keys",
+    "/proc/key-users",
+    // Boot command line, build configuration, drivers and devices.
+    "/proc/cmdline",
+    "/proc/bootconfig",
+    "/proc/config.gz",
+    "/proc/consoles",
+    "/proc/devices",
+    "/proc/misc",
+    "/proc/crypto",
+    "/proc/fb",
+    "/proc/mdstat",
+    "/proc/mtd",
+    "/proc/i8k",
+    // Host-wide activity (interrupt counts are a keystroke side channel),
+    // disks, swap and the host's file locks.
+    "/proc/interrupts",
+    "/proc/softirqs",
+    "/proc/schedstat",
+    "/proc/diskstats",
+    "/proc/partitions",
+    "/proc/swaps",
+    "/proc/locks",
+    // Write-only; a mask refuses writes in one mount where a read-only
+    // bind takes two.
+    "/proc/sysrq-trigger",
+];
+/// /proc and /sys directories masked with an empty read-only directory
+/// (when present): the first is a tmpfs, the others binds of it.
+const PROC_MASK_DIRS: &[&str] = &[
+    // host-wide pressure stall information
+    "/proc/pressure",
+    // hardware, drivers and their settings (several writable by root
+    // without a capability: /proc/acpi/wakeup, /proc/dynamic_debug/control)
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/driver",
+    "/proc/dynamic_debug",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/scsi",
+    "/proc/tty/driver",
+    // addresses, layout, build ids, BTF, vmcoreinfo, boot parameters, slab
+    // and mm statistics, and the mount points of debugfs, tracefs and
+    // securityfs
+    "/sys/kernel",
+    // module parameters (the host's kernel configuration) and sections
+    "/sys/module",
+    // ACPI tables, DMI, the physical memory map, EFI variables
+    "/sys/firmware",
+    "/sys/hypervisor",
+    // serial numbers and UUIDs of the machine
+    "/sys/devices/virtual/dmi",
+    // energy counters (a side channel)
+    "/sys/devices/virtual/powercap",
+    // which CPU mitigations the host runs without
+    "/sys/devices/system/cpu/vulnerabilities",
+];
+/// /proc entries made read-only (the sysctls a world may read).
+const PROC_READONLY: &[&str] = &["/proc/sys"];
 
 impl FsRequest {
     /// The request of a world: its cwd, the policy's `[fs]` lists, every
@@ -301,12 +389,7 @@ fn proc_masks(host: &dyn HostFacts, steps: &mut Vec<Step>) {
     }
     for d in PROC_MASK_DIRS {
         if host.is_dir(Path::new(d)) {
-            steps.push(Step::Mount {
-                path: PathBuf::from(d),
-                fstype: "tmpfs",
-                flags: SAFE | MS_RDONLY,
-                data: "mode=755,size=4k".into(),
-            });
+            steps.push(Step::MaskDir { path: PathBuf::from(d) });
         }
     }
     for r in PROC_READONLY {

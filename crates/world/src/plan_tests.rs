@@ -264,3 +264,29 @@ fn the_cwd_is_judged_before_anything_is_planned() {
         assert!(err.to_string().contains(want), "{cwd}: {err}");
     }
 }
+
+#[test]
+fn kernel_files_and_dirs_are_masked_where_the_host_has_them() {
+    let h = Fake::new(
+        &["/proc", "/proc/sys", "/proc/pressure", "/proc/bus", "/sys", "/sys/kernel", "/sys/module", "/var/lib"],
+        &["/proc/kallsyms", "/proc/kmsg", "/proc/cmdline", "/proc/slabinfo", "/proc/sysrq-trigger", "/proc/meminfo"],
+    );
+    let steps = build(&h, &FsRequest { cwd: "/srv/app".into(), scratch_size: 1 << 20, ..FsRequest::default() }).unwrap();
+    let files: Vec<&Path> = steps
+        .iter()
+        .filter_map(|s| if let Step::MaskFile { path } = s { Some(path.as_path()) } else { None })
+        .collect();
+    let dirs: Vec<&Path> =
+        steps.iter().filter_map(|s| if let Step::MaskDir { path } = s { Some(path.as_path()) } else { None }).collect();
+    fn p<'a>(v: &[&'a str]) -> Vec<&'a Path> {
+        v.iter().map(|s| Path::new(*s)).collect()
+    }
+    assert_eq!(files, p(&["/proc/kallsyms", "/proc/kmsg", "/proc/slabinfo", "/proc/cmdline", "/proc/sysrq-trigger"]));
+    assert_eq!(dirs, p(&["/proc/pressure", "/proc/bus", "/sys/kernel", "/sys/module"]));
+    // /proc/sys stays readable, read-only; what the host lacks gets no step.
+    let ro: Vec<&Step> = steps.iter().filter(|s| matches!(s, Step::ReadOnly { .. })).collect();
+    assert_eq!(ro, [&Step::ReadOnly { path: "/proc/sys".into() }]);
+    // The whole plan survives the wire.
+    let wire = crate::plan_wire::encode(&steps);
+    assert_eq!(crate::plan_wire::decode(&wire[4..]).unwrap(), steps);
+}

@@ -66,6 +66,10 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
                 b.push(10);
                 bytes(&mut b, path);
             }
+            Step::MaskDir { path } => {
+                b.push(11);
+                bytes(&mut b, path);
+            }
         }
     }
     let len = (b.len() - 4) as u32;
@@ -106,6 +110,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
             8 => Step::ReadOnly { path: r.path()? },
             9 => Step::Attach { slot: r.u32()? as usize, path: r.path()? },
             10 => Step::RemountRo { path: r.path()? },
+            11 => Step::MaskDir { path: r.path()? },
             t => return Err(format!("unknown step tag {t}")),
         });
     }

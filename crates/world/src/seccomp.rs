@@ -17,17 +17,23 @@
 //!   2.5.4 cannot take this as written: an unconditional rule swallows every
 //!   conditional rule of the syscall (the filter allowed TIOCSTI), a rule
 //!   whose action equals the default action is refused with EACCES, and a rule
-//!   may compare an argument only once (EINVAL). So when the fallback is
-//!   ALLOW and every exception is stricter (ERRNO, TRAP, KILL), the syscall is
-//!   allowed outright in the main filter and the exceptions go into a second,
-//!   small filter whose default is ALLOW; the kernel runs both and keeps the
-//!   stricter answer. Otherwise the fallback is compiled as rules for the
-//!   complement of the exceptions (see `conds`). runc and crun hand such a
-//!   profile to libseccomp unchanged and would allow TIOCSTI.
+//!   may compare an argument only once (EINVAL). So when every action of
+//!   the syscall is ALLOW or a refusal (ERRNO, TRAP, KILL), the syscall is
+//!   allowed outright in the main filter and its refusals go into a second,
+//!   small filter whose default is ALLOW: the refusing exceptions, and the
+//!   fallback (when it refuses) on the complement of all the exceptions.
+//!   The kernel runs both and keeps the stricter answer. `socket` ERRNO
+//!   plus `socket` ALLOW when `family == AF_UNIX` (…) is thus an allowlist
+//!   of argument values. Otherwise the fallback is compiled as rules for the
+//!   complement of the exceptions in the main filter (see `conds`, which
+//!   complements an allowlist of values in a few ranges and aligned
+//!   blocks). runc and crun hand such a profile to libseccomp unchanged and
+//!   would allow TIOCSTI.
 //! * Two unconditional rules with different actions for one syscall, or two
 //!   conditional rules with identical conditions and different actions, are a
-//!   conflict. Overlapping conditional rules with different actions should be
-//!   avoided: libseccomp decides which one wins.
+//!   conflict. Where conditional rules of different actions overlap, the
+//!   stricter wins in the two-filter form; otherwise libseccomp decides:
+//!   avoid it.
 //! * Two comparisons of the same argument in one rule are refused (runc ORs
 //!   them, libseccomp refuses them; write separate rules to OR).
 //! * Architectures: x86_64 only (`SCMP_ARCH_X86_64` or `SCMP_ARCH_NATIVE`).
@@ -50,19 +56,23 @@
 //!   unconditional one.
 //! * Arguments the kernel reads as `int` (ioctl's request, socket's domain
 //!   and protocol, clone's flags, personality) must be compared on their low
-//!   32 bits (`SCMP_CMP_MASKED_EQ` with mask `0xffffffff`): libseccomp
-//!   compares all 64 bits, so `EQ`/`NE` on them can be dodged by setting the
-//!   upper half, which the kernel then ignores. The default profile does this.
+//!   32 bits (`SCMP_CMP_MASKED_EQ` with mask `0xffffffff`) where a match
+//!   refuses: libseccomp compares all 64 bits, so `EQ`/`NE` on them can be
+//!   dodged by setting the upper half, which the kernel then ignores. Where
+//!   a match allows (socket's allowlist), `EQ` on all 64 bits is the safe
+//!   side: garbage in the upper half is refused. The default profile does
+//!   both.
 //!
 //! # Cost
-//! The default profile compiles to two filters: exceptions (ioctl, socket)
-//! and an allowlist of about 450 instructions (libseccomp's binary-tree
-//! layout, so a syscall is found in ~9 comparisons rather than a scan of
-//! ~350). Compiling the exceptions as complements instead made one filter of
-//! about 760 instructions whose load took 0.35-0.5 ms in a world; the two
-//! filters load in about 0.15 ms. Parse + compile takes about 3-4 ms, almost
-//! all of it in libseccomp; the program is deterministic, so compile once per
-//! profile and reuse or cache it (`bpf_cache`).
+//! The default profile compiles to two filters: refusals (ioctl's two, the
+//! complement of socket's and socketpair's allowlists: about 160
+//! instructions) and an allowlist of about 470 instructions (libseccomp's
+//! binary-tree layout, so a syscall is found in ~9 comparisons rather than a
+//! scan of ~350). Compiling the exceptions as complements in one filter made
+//! it about 760 instructions whose load took 0.35-0.5 ms in a world; the two
+//! filters load in about 0.25 ms. Parse + compile takes about 3-4 ms,
+//! almost all of it in libseccomp; the program is deterministic, so compile
+//! once per profile and reuse or cache it (`bpf_cache`).
 
 mod conds;
 mod profile;

@@ -28,6 +28,15 @@ mod seccomp {
     const NETLINK_ROUTE: u64 = 0;
     const NETLINK_NETFILTER: u64 = 12;
     const SOCK_RAW: u64 = 3;
+    const SOCK_STREAM: u64 = 1;
+    const SOCK_DGRAM: u64 = 2;
+    const SOCK_PACKET: u64 = 10;
+    const SOCK_CLOEXEC: u64 = 0x80000;
+    const AF_INET: u64 = 2;
+    const AF_INET6: u64 = 10;
+    const AF_PACKET: u64 = 17;
+    const AF_VSOCK: u64 = 40;
+    const IPPROTO_MPTCP: u64 = 262;
     const TIOCSTI: u64 = 0x5412;
     const TIOCLINUX: u64 = 0x541c;
     const FIONREAD: u64 = 0x541b;
@@ -203,6 +212,7 @@ mod seccomp {
     }
 
     const EPERM: Expect = Expect::Err(Errno::EPERM);
+    const EAFNOSUPPORT: Expect = Expect::Err(Errno::EAFNOSUPPORT);
 
     #[test]
     fn seccomp_kernel_refuses_namespaces_mounts_and_kernel_interfaces() {
@@ -309,7 +319,11 @@ mod seccomp {
         let int_out: Box<i32> = Box::new(-1);
         let winsize = [0u16; 4];
         let rand = [0u8; 16];
+        let pair = [0i32; 2];
         let ptr = |p: *const u8| p as u64;
+        let sock = |what, [family, ty, protocol]: [u64; 3], expect| {
+            check(what, libc::SYS_socket, [family, ty, protocol, 0, 0, 0], expect)
+        };
         let (pts, prd) = (pts.as_raw_fd() as u64, pipe_rd.as_raw_fd() as u64);
         let mut fionread = check(
             "ioctl(pipe, FIONREAD)",
@@ -340,17 +354,33 @@ mod seccomp {
                 Expect::Ok,
             ),
             fionread,
+            sock("socket(NETLINK, RAW, NETFILTER)", [AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER], EAFNOSUPPORT),
+            sock(
+                "socket(HIGH|NETLINK, RAW, HIGH|NETFILTER)",
+                [HIGH | AF_NETLINK, SOCK_RAW, HIGH | NETLINK_NETFILTER],
+                EAFNOSUPPORT,
+            ),
+            sock("socket(NETLINK, RAW, AUDIT)", [AF_NETLINK, SOCK_RAW, 9], EAFNOSUPPORT),
+            sock("socket(NETLINK, DGRAM, KOBJECT_UEVENT)", [AF_NETLINK, SOCK_DGRAM, 15], EAFNOSUPPORT),
+            sock("socket(NETLINK, RAW, GENERIC)", [AF_NETLINK, SOCK_RAW, 16], EAFNOSUPPORT),
+            sock("socket(NETLINK, RAW, SOCK_DIAG)", [AF_NETLINK, SOCK_RAW, 4], Expect::Ok),
+            sock("socket(VSOCK, STREAM, 0)", [AF_VSOCK, SOCK_STREAM, 0], EAFNOSUPPORT),
+            sock("socket(PACKET, RAW, 0)", [AF_PACKET, SOCK_RAW, 0], EAFNOSUPPORT),
+            sock("socket(INET, SOCK_PACKET, 0)", [AF_INET, SOCK_PACKET, 0], EAFNOSUPPORT),
+            sock("socket(INET, STREAM, MPTCP)", [AF_INET, SOCK_STREAM, IPPROTO_MPTCP], EAFNOSUPPORT),
+            sock("socket(HIGH|INET, STREAM, 0)", [HIGH | AF_INET, SOCK_STREAM, 0], EAFNOSUPPORT),
+            sock("socket(INET6, DGRAM|CLOEXEC, UDP)", [AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 17], Expect::Ok),
             check(
-                "socket(NETLINK, RAW, NETFILTER)",
-                libc::SYS_socket,
-                [AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER, 0, 0, 0],
-                EPERM,
+                "socketpair(VSOCK, STREAM, 0)",
+                libc::SYS_socketpair,
+                [AF_VSOCK, SOCK_STREAM, 0, ptr(pair.as_ptr().cast()), 0, 0],
+                EAFNOSUPPORT,
             ),
             check(
-                "socket(HIGH|NETLINK, RAW, HIGH|NETFILTER)",
-                libc::SYS_socket,
-                [HIGH | AF_NETLINK, SOCK_RAW, HIGH | NETLINK_NETFILTER, 0, 0, 0],
-                EPERM,
+                "socketpair(UNIX, STREAM, 0)",
+                libc::SYS_socketpair,
+                [libc::AF_UNIX as u64, SOCK_STREAM, 0, ptr(pair.as_ptr().cast()), 0, 0],
+                Expect::Ok,
             ),
             check(
                 "socket(NETLINK, RAW, ROUTE)",

@@ -255,6 +255,127 @@ fn simplify(mut terms: Vec<Term>) -> Vec<Term> {
 /// of terms. An empty result never matches; a result holding an empty term
 /// always matches.
 pub(crate) fn complement(rules: &[Term]) -> Result<Vec<Term>, ComplementError> {
+    let terms = match split(rules)? {
+        Some(terms) => simplify(terms),
+        None => negate_each(rules)?,
+    };
+    if terms.len() > MAX_TERMS {
+        return Err(ComplementError::TooManyTerms);
+    }
+    Ok(terms)
+}
+
+/// The complement by cases on the lowest argument the rules compare, when
+/// each rule compares it with EQ (or leaves it free), or every rule that
+/// compares it uses one same comparison. With V the values compared, R_v the
+/// rest of the rules that ask for v and W the rules that leave it free:
+///
+///   ¬(R ∨ W) = (arg ∉ V ∧ ¬W) ∨ ⋁_{v ∈ V} (arg = v ∧ ¬(R_v ∨ W))
+///
+/// "arg ∉ V" is a few ranges and aligned blocks ([`outside`]), so an
+/// allowlist of values (socket families, then protocols) costs a handful
+/// of rules, where negating each rule in turn (`negate_each`) would multiply
+/// 64-way splits of every `NE`. `None`: the rules have another shape.
+fn split(rules: &[Term]) -> Result<Option<Vec<Term>>, ComplementError> {
+    if rules.iter().any(|r| r.is_empty()) {
+        return Ok(Some(Vec::new()));
+    }
+    let Some(arg) = rules.iter().flatten().map(|c| c.arg).min() else {
+        return Ok(Some(vec![Vec::new()])); // no rule: everything
+    };
+    let on = |r: &Term| r.iter().find(|c| c.arg == arg).map(|c| c.op);
+    let rest = |r: &Term| -> Term { r.iter().filter(|c| c.arg != arg).copied().collect() };
+    let free: Vec<Term> = rules.iter().filter(|r| on(r).is_none()).cloned().collect();
+    let ops: Vec<Op> = rules.iter().filter_map(on).collect();
+    // (comparisons of `arg` whose union is one case, the rules left in that case)
+    let mut cases: Vec<(Vec<Op>, Vec<Term>)> = Vec::new();
+    if ops.iter().all(|o| o.point().is_some()) {
+        let mut values: Vec<u64> = ops.iter().filter_map(|o| o.point()).collect();
+        values.sort_unstable();
+        values.dedup();
+        cases.push((outside(&values), free.clone()));
+        for v in values {
+            let mut left = free.clone();
+            left.extend(rules.iter().filter(|r| on(r).and_then(Op::point) == Some(v)).map(rest));
+            cases.push((vec![Op::Eq(v)], left));
+        }
+    } else if ops.iter().all(|o| *o == ops[0]) {
+        let mut left = free.clone();
+        left.extend(rules.iter().filter(|r| on(r).is_some()).map(rest));
+        cases.push((ops[0].negate(), free.clone()));
+        cases.push((vec![ops[0]], left));
+    } else {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for (ops, left) in cases {
+        // `left` compares only arguments above `arg`: prefixing is conjoining.
+        let tail = complement(&left)?;
+        for op in ops.into_iter().filter(|o| !o.is_never()) {
+            for t in &tail {
+                let mut t = t.clone();
+                if !op.is_always() {
+                    t.push(Cond { arg, op });
+                    t.sort();
+                }
+                out.push(t);
+                if out.len() > MAX_TERMS {
+                    return Err(ComplementError::TooManyTerms);
+                }
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The values that are none of `sorted` (ascending, distinct), as comparisons.
+pub(crate) fn outside(sorted: &[u64]) -> Vec<Op> {
+    let mut out = Vec::new();
+    let mut next = 0u64; // lowest value not yet covered
+    for &v in sorted {
+        if v > next {
+            out.extend(range(next, v - 1));
+        }
+        match v.checked_add(1) {
+            Some(n) => next = n,
+            None => return out,
+        }
+    }
+    out.extend(range(next, u64::MAX));
+    out
+}
+
+/// `lo..=hi` as comparisons: `LE`/`GE` when it reaches an end of the u64
+/// range, else aligned power-of-two blocks (masked equalities), largest first.
+fn range(lo: u64, hi: u64) -> Vec<Op> {
+    match (lo, hi) {
+        _ if lo == hi => vec![Op::Eq(lo)],
+        (0, u64::MAX) => vec![ALWAYS],
+        (0, _) => vec![Op::Le(hi)],
+        (_, u64::MAX) => vec![Op::Ge(lo)],
+        _ => {
+            let mut out = Vec::new();
+            let mut x = lo;
+            loop {
+                // The largest block that starts at x (aligned) and ends by hi.
+                let mut bits = x.trailing_zeros().min(63);
+                while bits > 0 && x.checked_add((1u64 << bits) - 1).is_none_or(|end| end > hi) {
+                    bits -= 1;
+                }
+                let size = (1u64 << bits) - 1;
+                out.push(if bits == 0 { Op::Eq(x) } else { Op::MaskedEq { mask: !size, value: x } });
+                let end = x + size;
+                if end >= hi {
+                    return out;
+                }
+                x = end + 1;
+            }
+        }
+    }
+}
+
+/// The complement by negating one rule after the other and distributing.
+fn negate_each(rules: &[Term]) -> Result<Vec<Term>, ComplementError> {
     let mut acc: Vec<Term> = vec![Vec::new()];
     for rule in rules {
         // ¬(c₁ ∧ … ∧ cₖ) = ¬c₁ ∨ … ∨ ¬cₖ
@@ -338,6 +459,53 @@ mod tests {
         // Ranges mixed with masks on the same argument are refused, not guessed.
         let mixed = [vec![Cond { arg: 0, op: Op::Lt(10) }], vec![masked(0, 0xff, 3)]];
         assert!(matches!(complement(&mixed), Err(ComplementError::NotRepresentable(..))));
+    }
+
+    #[test]
+    fn seccomp_allowlist_complements_are_exact_and_small() {
+        // outside(): no value of the set, every value not in it, at the
+        // edges of u64 too.
+        for set in [vec![], vec![0], vec![u64::MAX], vec![0, u64::MAX], vec![1, 2, 10, 16], vec![3, 4, 5, 1 << 40]] {
+            let ops = outside(&set);
+            let mut probes: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
+            for &v in &set {
+                probes.extend([v.wrapping_sub(1), v, v.wrapping_add(1)]);
+            }
+            for x in probes {
+                assert_eq!(ops.iter().any(|o| o.matches(x)), !set.contains(&x), "{x:#x} against {set:?}: {ops:?}");
+            }
+        }
+        // The socket allowlist of the default profile: a family, then a
+        // type mask and a protocol.
+        let eq = |arg, v| Cond { arg, op: Op::Eq(v) };
+        let mut rules: Vec<Term> = vec![vec![eq(0, 1)]];
+        for family in [2, 10] {
+            for protocol in [0, 1, 6, 17, 58] {
+                rules.push(vec![eq(0, family), masked(1, 0xc, 0), eq(2, protocol)]);
+            }
+        }
+        rules.extend([vec![eq(0, 16), eq(2, 0)], vec![eq(0, 16), eq(2, 4)]]);
+        let interesting = [0, 1, 2, 3, 4, 6, 10, 12, 16, 17, 40, 58, 262, 0xffff_ffff, u64::MAX, 1 << 32 | 2];
+        let mut rng = Rng(5);
+        let samples: Vec<[u64; 6]> = (0..50_000).map(|_| std::array::from_fn(|_| rng.value(&interesting))).collect();
+        let n = check(&rules, &samples);
+        assert!(n <= 40, "the socket allowlist's complement takes {n} rules");
+        // Random allowlists: points on a first argument, then points or one
+        // shared comparison on later ones, some rules leaving them free.
+        for _ in 0..300 {
+            let rules: Vec<Term> = (0..1 + rng.next() % 5)
+                .map(|_| {
+                    let mut t = vec![eq(0, interesting[(rng.next() % 8) as usize])];
+                    match rng.next() % 3 {
+                        0 => t.push(eq(2, rng.next() % 4)),
+                        1 => t.push(masked(1, 0xc, 0)),
+                        _ => {}
+                    }
+                    t
+                })
+                .collect();
+            check(&rules, &samples[..5_000]);
+        }
     }
 
     #[test]

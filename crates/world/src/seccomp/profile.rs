@@ -301,38 +301,39 @@ fn plan_syscall(
         }
     }
 
-    // "Allow, except when ...": the main filter allows the syscall outright
-    // and a second, small filter (default ALLOW) refuses the exceptions. The
-    // kernel runs both and takes the stricter answer, which is exactly the
-    // rule as written when every exception is stricter than ALLOW. This
-    // avoids compiling the complement of the exceptions (dozens of rules for
-    // ioctl and socket) into the main filter, which tripled its load time.
+    // Every action ALLOW or a refusal: the main filter allows the syscall
+    // outright and a second, small filter (default ALLOW) holds the
+    // refusals: the refusing exceptions, and the fallback (when it refuses)
+    // on the complement of all the exceptions. The kernel runs both and
+    // takes the stricter answer: exactly the rules as written, where an
+    // ALLOW exception overlapping a refusing one loses to it. This keeps
+    // complements (dozens of rules for socket's allowlist) out of the main
+    // filter, whose load time they tripled, and needs none at all for
+    // "allow, except when ..." (ioctl).
     let stricter = |a: &ScmpAction| {
         matches!(a, ScmpAction::Errno(_) | ScmpAction::KillProcess | ScmpAction::KillThread | ScmpAction::Trap)
     };
-    if fallback == ScmpAction::Allow
+    if default != ScmpAction::Allow
         && fallback != default
+        && (fallback == ScmpAction::Allow || stricter(&fallback))
         && !exceptions.is_empty()
-        && exceptions.iter().all(|(a, _, _)| stricter(a))
+        && exceptions.iter().all(|(a, _, _)| *a == ScmpAction::Allow || stricter(a))
     {
         let mut out = vec![(ScmpAction::Allow, Vec::new(), Layer::Main)];
-        out.extend(exceptions.iter().map(|(a, t, _)| (*a, (*t).clone(), Layer::Exceptions)));
+        let refusing = exceptions.iter().filter(|(a, _, _)| stricter(a));
+        out.extend(refusing.map(|(a, t, _)| (*a, (*t).clone(), Layer::Exceptions)));
+        if fallback != ScmpAction::Allow {
+            let terms: Vec<Term> = exceptions.iter().map(|(_, t, _)| (*t).clone()).collect();
+            let rest = conds::complement(&terms).map_err(|e| complement_error(&conflict, fallback, e))?;
+            out.extend(rest.into_iter().map(|t| (fallback, t, Layer::Exceptions)));
+        }
         return Ok(out);
     }
     let mut out: Vec<(ScmpAction, Term, Layer)> =
         exceptions.iter().filter(|(a, _, _)| *a != default).map(|(a, t, _)| (*a, (*t).clone(), Layer::Main)).collect();
     if fallback != default {
         let terms: Vec<Term> = exceptions.iter().map(|(_, t, _)| (*t).clone()).collect();
-        let rest = conds::complement(&terms).map_err(|e| match e {
-            ComplementError::NotRepresentable(a, b) => conflict(format!(
-                "the exceptions to {fallback:?} cannot be compiled: {a:?} and {b:?} compare argument {} in ways libseccomp cannot combine",
-                a.arg
-            )),
-            ComplementError::TooManyTerms => conflict(format!(
-                "the exceptions to {fallback:?} would need more than {} rules",
-                conds::MAX_TERMS
-            )),
-        })?;
+        let rest = conds::complement(&terms).map_err(|e| complement_error(&conflict, fallback, e))?;
         if rest.iter().any(|t| t.is_empty()) {
             // The exceptions can never match: the fallback applies to all calls.
             out = vec![(fallback, Vec::new(), Layer::Main)];
@@ -341,6 +342,22 @@ fn plan_syscall(
         }
     }
     Ok(out)
+}
+
+fn complement_error(
+    conflict: &dyn Fn(String) -> SeccompError,
+    fallback: ScmpAction,
+    e: ComplementError,
+) -> SeccompError {
+    match e {
+        ComplementError::NotRepresentable(a, b) => conflict(format!(
+            "the exceptions to {fallback:?} cannot be compiled: {a:?} and {b:?} compare argument {} in ways libseccomp cannot combine",
+            a.arg
+        )),
+        ComplementError::TooManyTerms => {
+            conflict(format!("the exceptions to {fallback:?} would need more than {} rules", conds::MAX_TERMS))
+        }
+    }
 }
 
 /// Check the strings oci-spec would reject with a generic message, and keys

@@ -21,6 +21,19 @@ const RET_ERRNO: u32 = 0x0005_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
 const EPERM: u32 = RET_ERRNO | 1;
 const ENOSYS: u32 = RET_ERRNO | 38;
+const EAFNOSUPPORT: u32 = RET_ERRNO | 97;
+
+/// What the default profile allows of socket(family, type, protocol) (all
+/// 64 bits compared, except type, whose low nibble alone is checked).
+fn socket_allowed(args: [u64; 6]) -> bool {
+    let [family, ty, protocol, ..] = args;
+    match family {
+        1 => true,
+        2 | 10 => ty & 0xc == 0 && matches!(protocol, 0 | 1 | 6 | 17 | 58),
+        16 => matches!(protocol, 0 | 4),
+        _ => false,
+    }
+}
 
 /// Run every filter of a program on one `struct seccomp_data` and combine
 /// the answers as the kernel does: the lowest action value (as i32) wins.
@@ -159,21 +172,24 @@ fn names_with(profile: &Profile, action: LinuxSeccompAction, conditional: bool) 
 fn seccomp_default_profile_decisions() {
     let (profile, prog) = default_program();
     assert!(prog.len() > 100 && prog.len() < MAX_INSTRUCTIONS, "{} instructions", prog.len());
+    println!("filters: {:?} instructions", prog.filters().map(<[_]>::len).collect::<Vec<_>>());
     assert_eq!(profile.absent_syscalls(), ["stime"]);
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    let focus = [0, 1, 8, 12, 16, 0x5412, 0x541c, 0x20000, 0xffff_ffff, 0x1000_0000, 0x7e02_0080];
+    let focus =
+        [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 17, 40, 58, 0x5412, 0x541c, 0x20000, 0xffff_ffff, 0x1000_0000, 0x7e02_0080];
     let x86 = |nr: u32, args: [u64; 6]| run(&prog, AUDIT_ARCH_X86_64, nr, args);
 
     let allowed = names_with(&profile, LinuxSeccompAction::ScmpActAllow, false);
     assert!(allowed.len() > 250, "{} allowed", allowed.len());
-    let with_exceptions = ["ioctl", "socket"];
+    let with_exceptions = ["ioctl"];
     for name in allowed.iter().filter(|n| !with_exceptions.contains(&n.as_str())) {
         for _ in 0..20 {
             assert_eq!(x86(nr(name), rng.args(&focus)), RET_ALLOW, "{name}");
         }
     }
     let refused = names_with(&profile, LinuxSeccompAction::ScmpActErrno, false);
-    for name in refused.iter().filter(|n| !matches!(n.as_str(), "stime" | "clone3")) {
+    let own_errno = ["stime", "clone3", "socket", "socketpair"];
+    for name in refused.iter().filter(|n| !own_errno.contains(&n.as_str())) {
         assert!(!allowed.contains(name), "{name} both allowed and refused");
         for _ in 0..20 {
             assert_eq!(x86(nr(name), rng.args(&focus)), EPERM, "{name}");
@@ -193,6 +209,17 @@ fn seccomp_default_profile_decisions() {
         assert_eq!(x86(n, [0; 6]), ENOSYS, "future syscall {n}");
     }
     assert_eq!(x86(512, [0; 6]), EPERM);
+    // Every family number a 32-bit int can hold near the allowlist, with the
+    // common types: exactly the allowlist passes.
+    for family in (0..=1024).chain([u32::MAX as u64, 1 << 32 | 1, u64::MAX]) {
+        for ty in [1, 2, 3, 5, 10, 0x80801] {
+            for protocol in 0..=300 {
+                let args = [family, ty, protocol, 0, 0, 0];
+                let want = if socket_allowed(args) { RET_ALLOW } else { EAFNOSUPPORT };
+                assert_eq!(x86(nr("socket"), args), want, "socket {args:x?}");
+            }
+        }
+    }
 
     for _ in 0..50_000 {
         let args = rng.args(&focus);
@@ -201,8 +228,9 @@ fn seccomp_default_profile_decisions() {
         assert_eq!(x86(nr("clone"), args) == RET_ALLOW, clone_ok, "clone {args:x?}");
         let ioctl_refused = matches!(lo(1), 0x5412 | 0x541c);
         assert_eq!(x86(nr("ioctl"), args), if ioctl_refused { EPERM } else { RET_ALLOW }, "ioctl {args:x?}");
-        let socket_refused = lo(0) == 16 && lo(2) == 12;
-        assert_eq!(x86(nr("socket"), args), if socket_refused { EPERM } else { RET_ALLOW }, "socket {args:x?}");
+        let want = |ok: bool| if ok { RET_ALLOW } else { EAFNOSUPPORT };
+        assert_eq!(x86(nr("socket"), args), want(socket_allowed(args)), "socket {args:x?}");
+        assert_eq!(x86(nr("socketpair"), args), want(args[0] == 1), "socketpair {args:x?}");
         let pers_ok = matches!(lo(0), 0 | 8 | 0x20000 | 0x20008 | 0xffff_ffff);
         assert_eq!(x86(nr("personality"), args) == RET_ALLOW, pers_ok, "personality {args:x?}");
     }
@@ -211,8 +239,11 @@ fn seccomp_default_profile_decisions() {
         assert_eq!(x86(nr("ioctl"), [0, hi | 0x5412, 0, 0, 0, 0]), EPERM);
         assert_eq!(x86(nr("ioctl"), [0, hi | 0x541c, 0, 0, 0, 0]), EPERM);
         assert_eq!(x86(nr("ioctl"), [0, hi | 0x541b, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(x86(nr("socket"), [hi | 16, 3, hi | 12, 0, 0, 0]), EPERM);
-        assert_eq!(x86(nr("socket"), [hi | 16, 3, hi, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(x86(nr("socket"), [hi | 16, 3, hi | 12, 0, 0, 0]), EAFNOSUPPORT);
+        assert_eq!(x86(nr("socket"), [hi | 40, 1, 0, 0, 0, 0]), EAFNOSUPPORT);
+        assert_eq!(x86(nr("socket"), [16, 3, hi, 0, 0, 0]), if hi == 0 { RET_ALLOW } else { EAFNOSUPPORT });
+        assert_eq!(x86(nr("socket"), [2, hi | 0x80801, 6, 0, 0, 0]), RET_ALLOW, "type flags and upper half");
+        assert_eq!(x86(nr("socket"), [2, hi | 10, 0, 0, 0, 0]), EAFNOSUPPORT, "SOCK_PACKET");
         assert_eq!(x86(nr("clone"), [hi | 0x1000_0011, 0, 0, 0, 0, 0]), EPERM);
         assert_eq!(x86(nr("clone"), [hi | 0x0001_0f11, 0, 0, 0, 0, 0]), RET_ALLOW);
     }
