@@ -20,6 +20,7 @@
 //!   dns-query SERVER NAME       one A query over UDP to SERVER (IP:PORT): rcode, TC, addresses, ms
 //!   dns-query-tcp SERVER NAME   the same over TCP
 //!   dns-flood SERVER N          N A queries over UDP for N names of their own, one at a time
+//!   udp-spray IP FROM TO        one datagram to each port FROM..=TO of IP
 //!   kill PID SIG                kill(2)
 //!   ps                          pids visible in /proc, with their argv; our pid and ppid
 //!   read PATH...                one line per PATH: contents (lossy text, at most 1 MiB) or errno
@@ -41,7 +42,7 @@
 mod net;
 mod sys;
 
-use net::{connect_name, connect_tcp, dns_flood, dns_query, listen_tcp, udp_echo};
+use net::{connect_name, connect_tcp, dns_flood, dns_query, listen_tcp, udp_echo, udp_spray};
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -81,6 +82,7 @@ fn main() {
         "dns-query" => emit(dns_query(arg(rest, 0), arg(rest, 1), false)),
         "dns-query-tcp" => emit(dns_query(arg(rest, 0), arg(rest, 1), true)),
         "dns-flood" => emit(dns_flood(arg(rest, 0), arg(rest, 1))),
+        "udp-spray" => emit(udp_spray(arg(rest, 0), arg(rest, 1), arg(rest, 2))),
         "udp-echo" => emit(udp_echo(arg(rest, 0))),
         "kill" => emit(kill(arg(rest, 0), arg(rest, 1))),
         "ps" => emit(ps()),

@@ -204,3 +204,19 @@ pub fn dns_flood(server: &str, n: &str) -> Value {
         Err(e) => outcome(base, Err(e)),
     }
 }
+
+/// Sends one datagram to each port of `ip` from `from` to `to` (one
+/// socket, not connected) and counts the sends tried and refused (a send
+/// a firewall refuses fails with EPERM; the next one is tried all the same).
+pub fn udp_spray(ip: &str, from: &str, to: &str) -> Value {
+    let (from, to): (u16, u16) = (parse(from), parse(to));
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return json!({"ip": ip, "ok": false}) };
+    let r = std::net::UdpSocket::bind(if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map(|s| {
+        let refused = (from..=to).filter(|p| s.send_to(b"x", (ip, *p)).is_err()).count();
+        (usize::from(to - from) + 1, refused)
+    });
+    match r {
+        Ok((tried, refused)) => json!({"ip": ip, "ok": true, "tried": tried, "refused": refused}),
+        Err(e) => outcome(json!({"ip": ip}), Err(e)),
+    }
+}

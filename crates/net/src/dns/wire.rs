@@ -11,6 +11,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::svcb::SvcParamKey;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// The largest DNS message (over TCP, its length is 2 bytes).
@@ -214,7 +215,10 @@ pub fn filter(q: &Question, up: Message, judge: impl Fn(IpAddr) -> Option<Refusa
             break;
         }
     }
-    let (mut pins, mut refused, mut left_out) = (Vec::new(), Vec::new(), false);
+    let (mut pins, mut refused, mut left_out): (Vec<(IpAddr, u32)>, _, _) = (Vec::new(), Vec::new(), false);
+    // Each address judged once, however often the answer repeats it.
+    let mut verdicts: HashMap<IpAddr, Option<Refusal>> = HashMap::new();
+    let mut pinned: HashMap<IpAddr, usize> = HashMap::new();
     let mut answers = Vec::new();
     for mut r in up.answers {
         if r.dns_class != DNSClass::IN || !linked(&chain, &r.name) {
@@ -222,15 +226,25 @@ pub fn filter(q: &Question, up: Message, judge: impl Fn(IpAddr) -> Option<Refusa
             continue;
         }
         if let Some(ip) = address(&r) {
-            match judge(ip) {
+            let first = !verdicts.contains_key(&ip);
+            let verdict = *verdicts.entry(ip).or_insert_with(|| judge(ip));
+            match verdict {
                 Some(why) => {
-                    refused.push((ip, why));
+                    if first {
+                        refused.push((ip, why));
+                    }
                     left_out = true;
                     continue;
                 }
                 None => {
                     r.ttl = r.ttl.min(MAX_PIN_TTL);
-                    pins.push((ip, r.ttl));
+                    match pinned.get(&ip) {
+                        Some(&at) => pins[at].1 = u32::max(pins[at].1, r.ttl),
+                        None => {
+                            pinned.insert(ip, pins.len());
+                            pins.push((ip, r.ttl));
+                        }
+                    }
                 }
             }
         }
