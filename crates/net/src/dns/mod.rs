@@ -182,8 +182,10 @@ fn serve(listen: Listeners, ctx: Arc<Ctx>) {
     fds.push(ctx.stop.as_raw_fd());
     let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut buf = vec![0u8; wire::MAX_MESSAGE];
-    while wait_readable(&fds) {
-        for sock in &udp {
+    while let Some(ready) = wait_readable(&fds) {
+        // Only the sockets poll named: an accept or a read on an idle one
+        // costs the kernel as much as a busy one.
+        for sock in udp.iter().zip(&ready).filter(|(_, r)| **r).map(|(s, _)| s) {
             // At most a round's worth per socket: a flood on one never
             // starves the others, nor the stop.
             for _ in 0..ROUND {
@@ -210,7 +212,7 @@ fn serve(listen: Listeners, ctx: Arc<Ctx>) {
                 workers.extend(spawned);
             }
         }
-        for l in &tcp {
+        for l in tcp.iter().zip(&ready[udp.len()..]).filter(|(_, r)| **r).map(|(l, _)| l) {
             for _ in 0..ROUND {
                 let Ok((conn, _)) = l.accept() else { break };
                 // Past the cap the connection is closed at once.
@@ -240,17 +242,21 @@ fn spawn(f: impl FnOnce() + Send + 'static) -> Option<std::thread::JoinHandle<()
     std::thread::Builder::new().name("cloche-dns-q".into()).stack_size(256 << 10).spawn(f).ok()
 }
 
-/// Waits until one of `fds` is readable: false once the last one (the stop
-/// pipe) is readable or hung up.
-fn wait_readable(fds: &[i32]) -> bool {
+/// Waits until one of `fds` is readable: which ones are, or none once the
+/// last one (the stop pipe) is readable or hung up.
+fn wait_readable(fds: &[i32]) -> Option<Vec<bool>> {
     let mut p: Vec<libc::pollfd> =
         fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     loop {
         // SAFETY: poll on our own array of pollfd.
         let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, -1) };
-        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return n > 0 && p.last().is_some_and(|s| s.revents == 0);
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
         }
+        if n <= 0 || p.last().map_or(true, |s| s.revents != 0) {
+            return None;
+        }
+        return Some(p.iter().map(|s| s.revents != 0).collect());
     }
 }
 
