@@ -288,10 +288,12 @@ impl TestHost {
                     continue;
                 };
                 let (log, f) = (log.clone(), fake.clone());
-                // One thread per connection: a silent answer holds up no other.
+                // One thread per connection: a silent answer holds up no
+                // other. It ends when the resolver closes the connection, or
+                // after 2 s of silence (its socket holds the namespace).
                 std::thread::spawn(move || {
                     let _ = c.set_nonblocking(false);
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
                     let mut len = [0u8; 2];
                     while c.read_exact(&mut len).is_ok() {
                         let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
