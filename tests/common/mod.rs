@@ -18,6 +18,7 @@
 mod batch;
 mod fixture;
 mod host;
+mod testhost;
 mod tree;
 
 // Everything is re-exported, so `use common::*;` sees one flat harness; a test
@@ -28,6 +29,8 @@ pub use batch::*;
 pub use fixture::*;
 #[allow(unused_imports)]
 pub use host::*;
+#[allow(unused_imports)]
+pub use testhost::*;
 #[allow(unused_imports)]
 pub use tree::*;
 

@@ -12,9 +12,9 @@ use cloche_world::network::NetSpec;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The pool the worlds' IPv4 /30s come from.
-pub const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 203, 0, 0), 16);
-/// The pool of their IPv6 /126s (a unique local prefix: "cloche" in hex).
-pub const POOL6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd63, 0x6c6f, 0x6368, 0x6500, 0, 0, 0, 0), 64);
+pub const POOL: (Ipv4Addr, u8) = cloche_world::network::DEFAULT_POOL;
+/// The pool of their IPv6 /126s.
+pub const POOL6: (Ipv6Addr, u8) = cloche_world::network::DEFAULT_POOL6;
 
 /// Parses `--net`: `None` for `none` (loopback only). The pools and the
 /// upstream come from the policy's `[network]`.

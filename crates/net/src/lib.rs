@@ -7,7 +7,8 @@
 //! counters, refusals answered at once and logged to an NFLOG group) sent as
 //! one netlink batch, and the host's masquerade table; [`scope`], counters
 //! and NFLOG read back; [`dns`], the resolver that answers only allowed
-//! names and pins their addresses; and [`Netns`], a handle on a network
+//! names and pins the addresses of their answers that its judge lets
+//! through; and [`Netns`], a handle on a network
 //! namespace that opens sockets inside it. The wiring into worlds (address
 //! pools, host forwarding, teardown) is `cloche_world::network`.
 

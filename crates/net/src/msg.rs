@@ -11,6 +11,35 @@ pub(crate) fn octets(a: std::net::IpAddr) -> Vec<u8> {
         std::net::IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
+/// The attributes of a netlink payload: (type without flags, data).
+pub(crate) fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((kind, &b[4..len]));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
+/// Each netlink message of a datagram: (type, payload after the header).
+pub(crate) fn messages(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 16 || len > b.len() {
+            break;
+        }
+        out.push((u16::from_ne_bytes([b[4], b[5]]), &b[16..len]));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 

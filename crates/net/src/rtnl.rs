@@ -8,7 +8,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::msg::{octets, Msg};
+use crate::msg::{attrs, messages, octets, Msg};
 
 // uapi constants not all in libc
 const IFLA_IFNAME: u16 = 3;
@@ -26,6 +26,12 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const RTM_GETADDR: u16 = 22;
+const IFA_BROADCAST: u16 = 4;
+const RTA_OIF: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
@@ -231,6 +237,145 @@ impl Rtnl {
         }
         self.request("add route", m.finish())
     }
+}
+
+/// What the host's routing table makes of an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Through an interface (its name with the route).
+    Unicast,
+    /// One of the host's own addresses.
+    Local,
+    Broadcast,
+    Multicast,
+    /// Anything else (unreachable, prohibit, blackhole, anycast, ...).
+    Other,
+}
+
+impl Rtnl {
+    /// Sends `msg`, hands every answer that is neither an error nor the end
+    /// of a dump to `each` (type, body after the netlink header), until the
+    /// kernel is done (`NLMSG_DONE`, or the acknowledgement).
+    fn ask(&self, op: &'static str, msg: Vec<u8>, mut each: impl FnMut(u16, &[u8])) -> Result<(), RtnlError> {
+        // SAFETY: send from our buffer.
+        if unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+            return Err(RtnlError::Refused { op, source: io::Error::last_os_error() });
+        }
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            // SAFETY: recv into our buffer.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(RtnlError::Refused { op, source: e });
+            }
+            for (kind, body) in messages(&buf[..n as usize]) {
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let code = body.get(..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(0);
+                        return match code {
+                            0 => Ok(()),
+                            c => Err(RtnlError::Refused { op, source: io::Error::from_raw_os_error(-c) }),
+                        };
+                    }
+                    k => each(k, body),
+                }
+            }
+        }
+    }
+
+    /// Every address on this namespace's interfaces, IPv4 and IPv6, with
+    /// the broadcast addresses of their networks.
+    pub fn addresses(&self) -> Result<Vec<IpAddr>, RtnlError> {
+        // struct ifaddrmsg: family, prefixlen, flags, scope, index
+        let req = Msg::new(RTM_GETADDR, NLM_F_DUMP).bytes(&[libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0]).finish();
+        let mut out = Vec::new();
+        self.ask("list addresses", req, |kind, body| {
+            if kind == RTM_NEWADDR {
+                let found = attrs(body.get(8..).unwrap_or_default()).into_iter();
+                let found = found.filter(|(t, _)| matches!(*t, IFA_ADDRESS | IFA_LOCAL | IFA_BROADCAST));
+                out.extend(found.filter_map(|(_, d)| ip(d)));
+            }
+        })?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The networks of the main table's routes whose interface `dev`
+    /// accepts (by name).
+    pub fn routes_to(&self, dev: impl Fn(&str) -> bool) -> Result<Vec<(IpAddr, u8)>, RtnlError> {
+        let req = Msg::new(RTM_GETROUTE, NLM_F_DUMP).bytes(&[libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut out = Vec::new();
+        self.ask("list routes", req.finish(), |kind, body| {
+            if kind != RTM_NEWROUTE || body.len() < 12 || body[4] != libc::RT_TABLE_MAIN {
+                return;
+            }
+            let a = attrs(&body[12..]);
+            let dst = a.iter().find(|(t, _)| *t == RTA_DST).and_then(|(_, d)| ip(d));
+            let oif =
+                a.iter().find(|(t, _)| *t == RTA_OIF).and_then(|(_, d)| (*d).try_into().ok()).map(u32::from_ne_bytes);
+            if let (Some(dst), Some(name)) = (dst, oif.and_then(if_name)) {
+                if dev(&name) {
+                    out.push((dst, body[1]));
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// How this namespace would route a packet to `to`: the kind of route,
+    /// and the name of its interface.
+    pub fn route_get(&self, to: IpAddr) -> Result<(RouteKind, Option<String>), RtnlError> {
+        let (family, len) = match to {
+            IpAddr::V4(_) => (libc::AF_INET as u8, 32),
+            IpAddr::V6(_) => (libc::AF_INET6 as u8, 128),
+        };
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+        let req =
+            Msg::new(RTM_GETROUTE, 0).bytes(&[family, len, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).attr(RTA_DST, &octets(to));
+        let mut found = None;
+        self.ask("route lookup", req.finish(), |kind, body| {
+            if kind == RTM_NEWROUTE && body.len() >= 12 {
+                let kind = match body[7] {
+                    1 => RouteKind::Unicast,
+                    2 => RouteKind::Local,
+                    3 => RouteKind::Broadcast,
+                    5 => RouteKind::Multicast,
+                    _ => RouteKind::Other,
+                };
+                let oif = attrs(&body[12..]).into_iter().find(|(t, _)| *t == RTA_OIF);
+                let dev = oif.and_then(|(_, d)| d.try_into().ok()).map(u32::from_ne_bytes).and_then(if_name);
+                found = Some((kind, dev));
+            }
+        })?;
+        found.ok_or(RtnlError::Invalid { op: "route lookup", why: "no route in the answer".into() })
+    }
+}
+
+/// An address attribute (4 or 16 bytes).
+fn ip(d: &[u8]) -> Option<IpAddr> {
+    match d.len() {
+        4 => <[u8; 4]>::try_from(d).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(d).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// The name of interface `index` in the calling thread's namespace.
+fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into buf.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! ruleset's `log group`, read from a socket opened inside its namespace:
 //! a plain `log` would print nothing outside the init namespace).
 
-use crate::msg::Msg;
+use crate::msg::{attrs, messages, Msg};
 use crate::nft::{nfgen, nft, NFPROTO_INET, NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA, TABLE};
 use std::collections::BTreeMap;
 use std::io;
@@ -32,35 +32,6 @@ const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_PAYLOAD: u16 = 9;
-
-/// The attributes of a netlink payload: (type without flags, data).
-fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            break;
-        }
-        out.push((kind, &b[4..len]));
-        b = &b[((len + 3) & !3).min(b.len())..];
-    }
-    out
-}
-
-/// Each netlink message of a datagram: (type, payload after the header).
-fn messages(mut b: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 16 {
-        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if len < 16 || len > b.len() {
-            break;
-        }
-        out.push((u16::from_ne_bytes([b[4], b[5]]), &b[16..len]));
-        b = &b[((len + 3) & !3).min(b.len())..];
-    }
-    out
-}
 
 fn be64(b: &[u8]) -> u64 {
     b.get(..8).and_then(|x| x.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
@@ -217,10 +188,17 @@ pub fn listen(sock: &OwnedFd, group: u16) -> io::Result<()> {
     Ok(())
 }
 
+/// Refused destinations listed per reading ([`drain`]).
+pub const DENIED_FLOWS_CAP: usize = 256;
+
 /// Reads every NFLOG packet waiting on `sock` (never blocks): the refused
-/// attempts, counted per (destination, port, protocol).
+/// attempts, counted per (destination, port, protocol), at most
+/// [`DENIED_FLOWS_CAP`] of them (attempts to others are read and not
+/// listed). The socket's buffer bounds what waits: packets the kernel could
+/// not queue are lost, and counted by the refusing rules' counters
+/// ([`crate::nft::REFUSED_TAG`]).
 pub fn drain(sock: &OwnedFd) -> io::Result<BTreeMap<Denied, u64>> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<Denied, u64> = BTreeMap::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = match recv(sock, &mut buf, libc::MSG_DONTWAIT) {
@@ -236,8 +214,14 @@ pub fn drain(sock: &OwnedFd) -> io::Result<BTreeMap<Denied, u64>> {
                 continue;
             }
             let payload = attrs(body.get(4..).unwrap_or_default()).into_iter().find(|(t, _)| *t == NFULA_PAYLOAD);
-            if let Some(d) = payload.and_then(|(_, p)| parse_ip(p)) {
-                *out.entry(d).or_insert(0) += 1;
+            let Some(d) = payload.and_then(|(_, p)| parse_ip(p)) else { continue };
+            let full = out.len() >= DENIED_FLOWS_CAP;
+            match out.get_mut(&d) {
+                Some(n) => *n += 1,
+                None if !full => {
+                    out.insert(d, 1);
+                }
+                None => {}
             }
         }
     }

@@ -17,7 +17,10 @@
 //!   udp-echo ADDR:PORT          send a datagram, wait 1 s for the answer
 //!   connect-name NAME:PORT      resolve (getaddrinfo) and TCP connect to the first address
 //!   listen-tcp ADDR SECS        listen, count the connections accepted
-//!   dns-query SERVER NAME       one A query over UDP to SERVER (IP:PORT): rcode, addresses
+//!   dns-query SERVER NAME       one A query over UDP to SERVER (IP:PORT): rcode, TC, addresses, ms
+//!   dns-query-tcp SERVER NAME   the same over TCP
+//!   dns-flood SERVER N          N A queries over UDP for N names of their own, one at a time
+//!   udp-spray IP FROM TO        one datagram to each port FROM..=TO of IP
 //!   kill PID SIG                kill(2)
 //!   ps                          pids visible in /proc, with their argv; our pid and ppid
 //!   read PATH...                one line per PATH: contents (lossy text, at most 1 MiB) or errno
@@ -46,7 +49,7 @@ mod kernel;
 mod net;
 mod sys;
 
-use net::{connect_name, connect_tcp, dns_query, listen_tcp, udp_echo};
+use net::{connect_name, connect_tcp, dns_flood, dns_query, listen_tcp, udp_echo, udp_spray};
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -83,7 +86,10 @@ fn main() {
         "connect-tcp" => emit(connect_tcp(arg(rest, 0))),
         "connect-name" => emit(connect_name(arg(rest, 0))),
         "listen-tcp" => emit(listen_tcp(arg(rest, 0), arg(rest, 1))),
-        "dns-query" => emit(dns_query(arg(rest, 0), arg(rest, 1))),
+        "dns-query" => emit(dns_query(arg(rest, 0), arg(rest, 1), false)),
+        "dns-query-tcp" => emit(dns_query(arg(rest, 0), arg(rest, 1), true)),
+        "dns-flood" => emit(dns_flood(arg(rest, 0), arg(rest, 1))),
+        "udp-spray" => emit(udp_spray(arg(rest, 0), arg(rest, 1), arg(rest, 2))),
         "udp-echo" => emit(udp_echo(arg(rest, 0))),
         "kill" => emit(kill(arg(rest, 0), arg(rest, 1))),
         "ps" => emit(ps()),

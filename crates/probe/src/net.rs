@@ -80,44 +80,143 @@ pub fn connect_name(target: &str) -> Value {
     }
 }
 
-/// Sends one A query for `name` over UDP to `server` (whatever the world's
-/// resolv.conf says) and reports the answer's rcode and IPv4 addresses.
-pub fn dns_query(server: &str, name: &str) -> Value {
-    let base = json!({"server": server, "name": name});
-    let Ok(server) = server.parse::<std::net::SocketAddr>() else { return json!({"server": server, "ok": false}) };
-    let mut q = vec![0x4b, 0x1d, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+/// An A query for `name` with ID `id` (RD set).
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     for l in name.split('.').filter(|l| !l.is_empty()) {
         q.push(l.len().min(63) as u8);
         q.extend_from_slice(&l.as_bytes()[..l.len().min(63)]);
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let bind = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let sent = std::net::UdpSocket::bind(bind).and_then(|s| {
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.send_to(&q, server)?;
-        let mut b = [0u8; 1500];
-        let n = s.recv(&mut b)?;
-        Ok(b[..n].to_vec())
-    });
-    let r = match sent {
+    q
+}
+
+/// Where the name at `at` of message `r` ends (labels, or a pointer).
+fn skip_name(r: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let b = *r.get(at)?;
+        match b {
+            0 => return Some(at + 1),
+            b if b & 0xc0 == 0xc0 => return Some(at + 2),
+            b => at += 1 + usize::from(b),
+        }
+    }
+}
+
+/// The A and AAAA addresses of the answer section of `r` (one question).
+fn answer_addrs(r: &[u8]) -> Vec<String> {
+    let mut addrs = Vec::new();
+    let count = u16::from_be_bytes([r[6], r[7]]);
+    let Some(mut at) = skip_name(r, 12).map(|a| a + 4) else { return addrs };
+    for _ in 0..count {
+        let Some(a) = skip_name(r, at) else { break };
+        let Some(h) = r.get(a..a + 10) else { break };
+        let (kind, len) = (u16::from_be_bytes([h[0], h[1]]), usize::from(u16::from_be_bytes([h[8], h[9]])));
+        let Some(d) = r.get(a + 10..a + 10 + len) else { break };
+        if let (1, Ok(b)) = (kind, <[u8; 4]>::try_from(d)) {
+            addrs.push(std::net::Ipv4Addr::from(b).to_string());
+        }
+        if let (28, Ok(b)) = (kind, <[u8; 16]>::try_from(d)) {
+            addrs.push(std::net::Ipv6Addr::from(b).to_string());
+        }
+        at = a + 10 + len;
+    }
+    addrs
+}
+
+/// One exchange with a DNS server, over UDP or TCP (2 s timeout).
+fn exchange(server: std::net::SocketAddr, q: &[u8], tcp: bool) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    if tcp {
+        let mut c = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(q);
+        c.write_all(&framed)?;
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len)?;
+        let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        c.read_exact(&mut r)?;
+        return Ok(r);
+    }
+    let s = std::net::UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.send_to(q, server)?;
+    let mut b = vec![0u8; 65536];
+    let n = s.recv(&mut b)?;
+    b.truncate(n);
+    Ok(b)
+}
+
+/// Sends one A query for `name` to `server` (whatever the world's
+/// resolv.conf says), over UDP or TCP, and reports the answer: rcode,
+/// TC, the answer section's A and AAAA addresses, its size, and how long it
+/// took (ms).
+pub fn dns_query(server: &str, name: &str, tcp: bool) -> Value {
+    let base = json!({"server": server, "name": name});
+    let Ok(server) = server.parse::<std::net::SocketAddr>() else { return json!({"server": server, "ok": false}) };
+    let q = a_query(0x4b1d, name);
+    let t = std::time::Instant::now();
+    let r = match exchange(server, &q, tcp) {
         Ok(r) if r.len() >= 12 && r[..2] == q[..2] => r,
         Ok(_) => return outcome(base, Err(std::io::Error::other("not an answer to the query"))),
         Err(e) => return outcome(base, Err(e)),
     };
-    // The answer's A records, after the question (copied back first); each
-    // record's name is taken to be a 2-byte pointer to the question's, as
-    // in answers to one question.
-    let mut addrs = Vec::new();
-    let mut at = q.len();
-    while at + 12 <= r.len() {
-        let len = usize::from(u16::from_be_bytes([r[at + 10], r[at + 11]]));
-        if r[at + 2..at + 4] == [0, 1] && len == 4 && at + 16 <= r.len() {
-            addrs.push(std::net::Ipv4Addr::new(r[at + 12], r[at + 13], r[at + 14], r[at + 15]).to_string());
-        }
-        at += 12 + len;
-    }
     let mut v = outcome(base, Ok(()));
+    v["ms"] = json!(t.elapsed().as_millis() as u64);
     v["rcode"] = json!(r[3] & 0x0f);
-    v["addrs"] = json!(addrs);
+    v["tc"] = json!(r[2] & 0x02 != 0);
+    v["size"] = json!(r.len());
+    v["addrs"] = json!(answer_addrs(&r));
     v
+}
+
+/// Sends `n` A queries over UDP to `server`, each for a name of its own
+/// (`f<i>.flood.test`), one after the other (1 s for each answer), and
+/// counts the answers and the NXDOMAINs.
+pub fn dns_flood(server: &str, n: &str) -> Value {
+    let n: u32 = parse(n);
+    let base = json!({"server": server, "sent": n});
+    let Ok(server) = server.parse::<std::net::SocketAddr>() else { return json!({"server": server, "ok": false}) };
+    let r = std::net::UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).and_then(|s| {
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.connect(server)?;
+        let (mut answered, mut nx) = (0u32, 0u32);
+        let mut b = [0u8; 1500];
+        for i in 0..n {
+            let q = a_query(i as u16, &format!("f{i}.flood.test"));
+            s.send(&q)?;
+            if let Ok(len) = s.recv(&mut b) {
+                answered += 1;
+                nx += u32::from(len >= 4 && b[3] & 0x0f == 3);
+            }
+        }
+        Ok((answered, nx))
+    });
+    match r {
+        Ok((answered, nx)) => {
+            let mut v = outcome(base, Ok(()));
+            v["answered"] = json!(answered);
+            v["nxdomain"] = json!(nx);
+            v
+        }
+        Err(e) => outcome(base, Err(e)),
+    }
+}
+
+/// Sends one datagram to each port of `ip` from `from` to `to` (one
+/// socket, not connected) and counts the sends tried and refused (a send
+/// a firewall refuses fails with EPERM; the next one is tried all the same).
+pub fn udp_spray(ip: &str, from: &str, to: &str) -> Value {
+    let (from, to): (u16, u16) = (parse(from), parse(to));
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return json!({"ip": ip, "ok": false}) };
+    let r = std::net::UdpSocket::bind(if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map(|s| {
+        let refused = (from..=to).filter(|p| s.send_to(b"x", (ip, *p)).is_err()).count();
+        (usize::from(to - from) + 1, refused)
+    });
+    match r {
+        Ok((tried, refused)) => json!({"ip": ip, "ok": true, "tried": tried, "refused": refused}),
+        Err(e) => outcome(json!({"ip": ip}), Err(e)),
+    }
 }

@@ -17,6 +17,7 @@ pub mod kept;
 pub mod launch;
 pub mod layers;
 mod net_host;
+mod net_scope;
 pub mod network;
 pub mod plan;
 mod plan_wire;

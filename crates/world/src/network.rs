@@ -20,12 +20,19 @@
 //! The namespace fd is kept until the world is done, so its counters and
 //! its NFLOG records can still be read after its last process exits.
 
+pub use crate::net_scope::{AllowedFlow, DeniedFlow, DeniedName, Dropped, NetScope};
 use cloche_net::nft::{self, Allow};
 use cloche_net::scope;
 use cloche_net::Netns;
-use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::AtomicU64;
+
+/// The default pool of the worlds' IPv4 /30s.
+pub const DEFAULT_POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 203, 0, 0), 16);
+/// The default pool of their IPv6 /126s (a unique local prefix: "cloche" in
+/// hex).
+pub const DEFAULT_POOL6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd63, 0x6c6f, 0x6368, 0x6500, 0, 0, 0, 0), 64);
 
 /// NFLOG group of refused attempts (per namespace: no clash between worlds).
 const LOG_GROUP: u16 = 7;
@@ -49,50 +56,18 @@ pub struct NetSpec {
 /// A world's network while it runs.
 pub struct WorldNet {
     ns: Netns,
-    nft: OwnedFd,
-    log: OwnedFd,
-    allow: Vec<Allow>,
-    names: Vec<(String, u16)>,
-    resolver: Option<cloche_net::dns::Resolver>,
+    pub(crate) nft: OwnedFd,
+    pub(crate) log: OwnedFd,
+    pub(crate) allow: Vec<Allow>,
+    pub(crate) names: Vec<(String, u16)>,
+    pub(crate) resolver: Option<cloche_net::dns::Resolver>,
+    /// The refusing rules' packet count at the last reading of the scope.
+    pub(crate) refused: AtomicU64,
     pub address: Ipv4Addr,
     /// Its IPv6 address (none when the host has IPv6 off).
     pub address6: Option<Ipv6Addr>,
     /// The host end of its veth pair.
     host_if: String,
-}
-
-/// The network scope of a finished world (report and spans).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct NetScope {
-    pub mode: &'static str,
-    pub address: Option<Ipv4Addr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address6: Option<Ipv6Addr>,
-    pub allowed: Vec<AllowedFlow>,
-    pub denied: Vec<DeniedFlow>,
-    /// Names the world asked for and was refused (NXDOMAIN).
-    pub denied_names: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AllowedFlow {
-    /// The allowed name, for a name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<String>,
-    /// The network, or for a name the addresses the resolver answered.
-    pub ip: String,
-    pub port: Option<u16>,
-    pub proto: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeniedFlow {
-    pub ip: IpAddr,
-    pub port: u16,
-    pub proto: &'static str,
-    pub attempts: u64,
 }
 
 pub(crate) fn err(step: &'static str) -> impl Fn(String) -> crate::WorldError {
@@ -262,10 +237,8 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
                 .map_err(err("resolver sockets"))?;
-            Some(
-                cloche_net::dns::Resolver::start(listeners, upstream, spec.names.clone(), pin)
-                    .map_err(|e| err("resolver")(e.to_string()))?,
-            )
+            let config = cloche_net::dns::Config { upstream, names: spec.names.clone(), guard: guard(spec)? };
+            Some(cloche_net::dns::Resolver::start(listeners, config, pin).map_err(|e| err("resolver")(e.to_string()))?)
         }
     };
     crate::profile::mark("net: ruleset");
@@ -278,10 +251,27 @@ pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Worl
         allow: spec.allow.clone(),
         names: spec.names.clone(),
         resolver,
+        refused: AtomicU64::new(0),
         address: addr,
         address6: v6.then_some(addr6),
         host_if: name,
     })
+}
+
+/// The judge of the resolver's answers: the policy's own destinations pass
+/// whatever their kind; the worlds' pools (this policy's and the defaults)
+/// are refused like the host's addresses and the rest
+/// ([`cloche_net::dns::Guard`]). Read in the host's namespace.
+fn guard(spec: &NetSpec) -> Result<cloche_net::dns::Guard, crate::WorldError> {
+    let listed = spec.allow.iter().filter(|a| a.set.is_none()).map(|a| (a.net, a.prefix)).collect();
+    let mut pools: Vec<(IpAddr, u8)> = vec![
+        (spec.pool.0.into(), spec.pool.1),
+        (spec.pool6.0.into(), spec.pool6.1),
+        (DEFAULT_POOL.0.into(), DEFAULT_POOL.1),
+        (DEFAULT_POOL6.0.into(), DEFAULT_POOL6.1),
+    ];
+    pools.dedup();
+    cloche_net::dns::Guard::for_host(listed, pools).map_err(|e| err("resolver: the host's addresses")(e.to_string()))
 }
 
 /// The first nameserver of the host's /etc/resolv.conf, port 53.
@@ -303,63 +293,6 @@ impl Drop for WorldNet {
 }
 
 impl WorldNet {
-    /// The scope: counters of each allowed destination, refused attempts.
-    pub fn scope(&self) -> NetScope {
-        let counted = scope::counters(&self.nft).unwrap_or_default();
-        let seen = self.resolver.as_ref().map(|r| r.seen()).unwrap_or_default();
-        let denied = scope::drain(&self.log).unwrap_or_default();
-        let proto = |p: nft::Proto| match p {
-            nft::Proto::Tcp => "tcp",
-            nft::Proto::Udp => "udp",
-            nft::Proto::Any => "any",
-        };
-        NetScope {
-            mode: "scoped",
-            address: Some(self.address),
-            address6: self.address6,
-            allowed: self
-                .allow
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    let (packets, bytes) = counted.get(&(i as u32)).copied().unwrap_or((0, 0));
-                    let name = a.set.and_then(|k| self.names.iter().find(|(_, s)| *s == k)).map(|(n, _)| n.clone());
-                    let ip = match &name {
-                        // The addresses the resolver answered for it.
-                        Some(n) => {
-                            let mut ips: Vec<String> = seen
-                                .answered
-                                .iter()
-                                .filter(|(q, _)| cloche_net::dns::matches(n, q))
-                                .flat_map(|(_, a)| a.iter().map(|ip| ip.to_string()))
-                                .collect();
-                            ips.sort();
-                            ips.dedup();
-                            ips.join(",")
-                        }
-                        None => format!("{}/{}", a.net, a.prefix),
-                    };
-                    AllowedFlow { dst: name, ip, port: a.port, proto: proto(a.proto), packets, bytes }
-                })
-                .collect(),
-            denied: denied
-                .into_iter()
-                .map(|(d, n)| DeniedFlow {
-                    ip: d.ip,
-                    port: d.port,
-                    proto: match d.proto {
-                        6 => "tcp",
-                        17 => "udp",
-                        1 => "icmp",
-                        _ => "other",
-                    },
-                    attempts: n,
-                })
-                .collect(),
-            denied_names: seen.denied,
-        }
-    }
-
     /// Keeps the namespace open (its counters) until dropped.
     pub fn netns(&self) -> &Netns {
         &self.ns

@@ -91,6 +91,15 @@ const REG1: u32 = 1;
 /// The table every world's rules live in.
 pub const TABLE: &str = "cloche";
 
+/// The user data tag of the rules that refuse (and log) what leaves a world:
+/// their counters give the number of refused packets, logged or not.
+pub const REFUSED_TAG: u32 = u32::MAX;
+
+/// Elements a name's set holds at most (each pinned address until its TTL
+/// ends): past it the kernel refuses the pin, and the resolver answers
+/// SERVFAIL.
+pub const SET_SIZE: u32 = 4096;
+
 /// The transport a destination is allowed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -170,6 +179,9 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: &[IpAddr]) -> Vec<u8>
                     .be32(3, NFT_SET_TIMEOUT) // NFTA_SET_FLAGS
                     .be32(4, kind) // NFTA_SET_KEY_TYPE
                     .be32(5, len) // NFTA_SET_KEY_LEN
+                    .begin(9) // NFTA_SET_DESC
+                    .be32(1, SET_SIZE) // NFTA_SET_DESC_SIZE
+                    .end()
                     .be32(10, id) // NFTA_SET_ID
                     .finish(),
             );
@@ -217,9 +229,10 @@ pub fn world_ruleset(allow: &[Allow], log_group: u16, dns: &[IpAddr]) -> Vec<u8>
     // reaches the socket while connect(2) still holds it, and the kernel
     // then only notes it, so the caller would wait a second for the SYN's
     // retransmission (measured here).
-    let tcp6 = Rule::new("output").family(NFPROTO_IPV6).meta(META_L4PROTO).cmp(0, &[libc::IPPROTO_TCP as u8]);
+    let refused = || Rule::tagged("output", Some(REFUSED_TAG));
+    let tcp6 = refused().family(NFPROTO_IPV6).meta(META_L4PROTO).cmp(0, &[libc::IPPROTO_TCP as u8]);
     msgs.push(tcp6.counter().log_group(log_group).reset().finish());
-    msgs.push(Rule::new("output").counter().log_group(log_group).reject().finish());
+    msgs.push(refused().counter().log_group(log_group).reject().finish());
     msgs.push(Rule::new("input").ifname(META_IIFNAME, "lo").verdict(NF_ACCEPT).finish());
     msgs.extend(nd("input"));
     for (i, a) in allow.iter().enumerate() {
