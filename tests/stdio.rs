@@ -194,6 +194,11 @@ fn streams_keep_their_meaning() {
     c.arg("-c").arg("\"$0\" run -- yes | head -c 2 >/dev/null; echo ${PIPESTATUS[0]}").arg(cloche_bin());
     let o = run_cmd(&mut c, DEADLINE);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "141", "yes must die of SIGPIPE\n{}", o.describe());
+
+    // Output that cannot be delivered (a full disk) is never a success.
+    let o = run_redirected(&fx, ">/dev/full", "echo hi");
+    o.expect_code(125);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cut short: stdout"), "{}", o.describe());
     fx.finish();
 }
 

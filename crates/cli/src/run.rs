@@ -214,6 +214,7 @@ fn finish(args: &RunArgs, spec: &Spec, o: &Outcome) -> i32 {
             "limits_hit": o.limits_hit,
             "timings": o.timings,
             "kept": o.kept,
+            "output_error": o.output_error,
         });
         if let Err(e) = write_report(path, &report) {
             return fail(format!("--report {}: {e}", path.display()));
@@ -230,8 +231,13 @@ fn finish(args: &RunArgs, spec: &Spec, o: &Outcome) -> i32 {
     if o.timed_out {
         eprintln!("cloche: timed out; world killed");
     }
+    if let Some(e) = &o.output_error {
+        eprintln!("cloche: the world's output was cut short: {e}");
+    }
     match o.interrupted {
         Some(sig) => 128 + sig,
+        // Never report success for output that did not all arrive.
+        None if o.exit_code == 0 && o.output_error.is_some() => 125,
         None => o.exit_code,
     }
 }

@@ -271,7 +271,8 @@ fn kernel_files_and_dirs_are_masked_where_the_host_has_them() {
         &["/proc", "/proc/sys", "/proc/pressure", "/proc/bus", "/sys", "/sys/kernel", "/sys/module", "/var/lib"],
         &["/proc/kallsyms", "/proc/kmsg", "/proc/cmdline", "/proc/slabinfo", "/proc/sysrq-trigger", "/proc/meminfo"],
     );
-    let steps = build(&h, &FsRequest { cwd: "/srv/app".into(), scratch_size: 1 << 20, ..FsRequest::default() }).unwrap();
+    let steps =
+        build(&h, &FsRequest { cwd: "/srv/app".into(), scratch_size: 1 << 20, ..FsRequest::default() }).unwrap();
     let files: Vec<&Path> = steps
         .iter()
         .filter_map(|s| if let Step::MaskFile { path } = s { Some(path.as_path()) } else { None })

@@ -137,6 +137,8 @@ struct Pump {
     len: usize,
     /// Waiting for the destination to take more (else for the source).
     wait_dst: bool,
+    /// An output the caller's descriptor refused (see [`Pump::fail`]).
+    failed: Option<io::Error>,
 }
 
 /// Whether a failed read means the end of the stream: any error but
@@ -174,6 +176,7 @@ impl Pump {
             pos: 0,
             len: 0,
             wait_dst: false,
+            failed: None,
         })
     }
 
@@ -246,7 +249,7 @@ impl Pump {
                 self.splice = false;
                 Step::Moved
             }
-            Err(_) => self.end(),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -281,7 +284,7 @@ impl Pump {
                     Step::Blocked
                 }
                 Err(e) if errno(&e) == libc::EINTR => Step::Moved,
-                Err(_) => self.end(),
+                Err(e) => self.fail(e),
             }
         }
     }
@@ -339,6 +342,17 @@ impl Pump {
 
     /// The end of this stream (EOF, or the far side is gone): for stdin the
     /// world reads EOF; for an output the world's next write fails (EPIPE).
+    /// The end of an output because the caller's side refused it (a full
+    /// disk, an I/O error; a reader that went away is not a failure): the
+    /// world's next write gets EPIPE, and the failure is kept for cloche
+    /// to report (what the world wrote already is lost).
+    fn fail(&mut self, e: io::Error) -> Step {
+        if !self.input && errno(&e) != libc::EPIPE {
+            self.failed.get_or_insert(e);
+        }
+        self.end()
+    }
+
     fn end(&mut self) -> Step {
         self.own = None;
         Step::Blocked
@@ -472,6 +486,15 @@ impl Relay {
         self.pumps.push(Pump::new(master.try_clone()?, 1, k1, false, true)?);
         self.pty = Some(master);
         Ok(())
+    }
+
+    /// Why the world's output could not all be delivered (e.g. "stdout: No
+    /// space left on device"), if so.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.pumps.iter().find_map(|p| {
+            let name = if p.caller == 1 { "stdout" } else { "stderr" };
+            p.failed.as_ref().map(|e| format!("{name}: {e}"))
+        })
     }
 
     /// The caller's window size changed (SIGWINCH): the world's follows.

@@ -45,6 +45,9 @@ pub struct Outcome {
     pub kept: Option<PathBuf>,
     /// The network scope (`None`: loopback only).
     pub network: Option<crate::network::NetScope>,
+    /// Why the world's output could not all be delivered to the caller's
+    /// stdout or stderr (a full disk, an I/O error), if so.
+    pub output_error: Option<String>,
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -112,6 +115,7 @@ fn run_in(
     //    pipes still hold.
     let (status, timed_out, interrupted) = wait_world(pid, &pidfd, &sigfd, spec.timeout, &mut relay)?;
     relay.finish(!timed_out && interrupted.is_none(), sigfd.as_fd().as_raw_fd());
+    let output_error = relay.failure();
     drop(relay);
     crate::profile::mark("world exited");
     let t_run = t0.elapsed();
@@ -154,6 +158,7 @@ fn run_in(
         timings,
         kept: None,
         network,
+        output_error,
     };
     Ok((outcome, scratch))
 }
