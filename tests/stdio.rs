@@ -73,6 +73,32 @@ fn stdout_and_stderr_logs_cannot_be_read_back_or_truncated() {
     fx.finish();
 }
 
+/// Puts the host's /dev/null back as it was (a world given the caller's own
+/// /dev/null could chmod it: uid 0 owns it).
+struct DevNullMode(u32);
+impl Drop for DevNullMode {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions("/dev/null", fs::Permissions::from_mode(self.0));
+    }
+}
+
+#[test]
+fn a_callers_dev_null_is_the_worlds_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let mode = fs::metadata("/dev/null").unwrap().permissions().mode() & 0o7777;
+    let _restore = DevNullMode(mode);
+    let script = "chmod 600 /proc/self/fd/0 /proc/self/fd/1 2>&1; touch -d 2001-01-01 /proc/self/fd/1; \
+                  exec 3>&1; readlink /proc/self/fd/0 /proc/self/fd/3 >&2";
+    let o = run_redirected(&fx, "</dev/null >/dev/null", script);
+    let now = fs::metadata("/dev/null").unwrap();
+    assert_eq!(now.permissions().mode() & 0o7777, mode, "the world chmod'ed the host's /dev/null\n{}", o.describe());
+    assert!(now.modified().unwrap() > std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "/dev/null\n/dev/null\n", "{}", o.describe());
+    fx.finish();
+}
+
 #[test]
 fn a_host_directory_as_stdin_is_not_reachable() {
     let fx = Fixture::new();

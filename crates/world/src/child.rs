@@ -91,7 +91,8 @@ pub trait Sys {
     /// `size`, sends its master over `console`; returns its slave.
     fn open_console(&mut self, ptmx: &Path, size: Option<libc::winsize>, console: RawFd) -> io::Result<OwnedFd>;
     /// Puts the world's own descriptors on 0, 1 and 2.
-    fn set_stdio(&mut self, fds: [RawFd; 3]) -> io::Result<()>;
+    /// (`None`: the world's own `/dev/null`.)
+    fn set_stdio(&mut self, fds: [Option<RawFd>; 3]) -> io::Result<()>;
     fn setsid(&mut self) -> io::Result<()>;
     fn drop_caps(&mut self, last_cap: u32) -> io::Result<()>;
     fn no_new_privs(&mut self) -> io::Result<()>;
@@ -162,11 +163,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     //    capabilities, no way back.
     use std::os::fd::AsRawFd;
     let (stdio, _slave) = match &plan.stdio {
-        WorldStdio::Fds(f) => ([f[0].as_raw_fd(), f[1].as_raw_fd(), f[2].as_raw_fd()], None),
+        WorldStdio::Fds(f) => (f.each_ref().map(|o| o.as_ref().map(|fd| fd.as_raw_fd())), None),
         WorldStdio::Pty { console, size } => {
             let ptmx = Path::new("/dev/pts/ptmx");
             let slave = at("pseudo-terminal", ptmx, sys.open_console(ptmx, *size, console.as_raw_fd()))?;
-            ([slave.as_raw_fd(); 3], Some(slave))
+            ([Some(slave.as_raw_fd()); 3], Some(slave))
         }
     };
     at("stdio (the world's own)", none, sys.set_stdio(stdio))?;

@@ -98,7 +98,7 @@ impl Sys for Recorder {
     fn open_console(&mut self, _: &Path, _: Option<libc::winsize>, _: RawFd) -> io::Result<OwnedFd> {
         self.call("console", Path::new("")).map(|_| devnull())
     }
-    fn set_stdio(&mut self, _: [RawFd; 3]) -> io::Result<()> {
+    fn set_stdio(&mut self, _: [Option<RawFd>; 3]) -> io::Result<()> {
         self.call("stdio", Path::new(""))
     }
     fn setsid(&mut self) -> io::Result<()> {
@@ -182,7 +182,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
         argv: vec![],
         envp: vec![],
         keep_fd: None,
-        stdio: crate::stdio::WorldStdio::Fds([devnull(), devnull(), devnull()]),
+        stdio: crate::stdio::WorldStdio::Fds([Some(devnull()), None, Some(devnull())]),
     };
     f(&plan)
 }

@@ -16,6 +16,10 @@
 //!   world an empty stdin: cloche reads the caller's terminal only when asked
 //!   (`-i`, `-t`; otherwise a background `cloche run` would be stopped by
 //!   SIGTTIN, and keys typed ahead for the shell would be taken).
+//! - A caller's `/dev/null` (on any of the three) becomes the world's own
+//!   `/dev/null`, opened by the child in the world's `/dev`: nothing to
+//!   copy, and no host inode (a host `/dev/null` reopened through
+//!   `/proc/self/fd` could be chmod'ed by the world's uid 0, its owner).
 //! - **stdout, stderr**: copied as the world writes. When both are one open
 //!   file (a terminal, `>log 2>&1`) the world gets one pipe for both, so
 //!   their order is kept exactly.
@@ -360,11 +364,11 @@ impl Pump {
 }
 
 /// The world's three descriptors, for the child to put on 0, 1 and 2.
-pub(crate) type WorldEnds = [OwnedFd; 3];
+pub(crate) type WorldEnds = [Option<OwnedFd>; 3];
 
 /// What the child puts on 0, 1 and 2.
 pub enum WorldStdio {
-    /// Three descriptors (pipes).
+    /// Three descriptors (pipes); `None`: the world's own `/dev/null`.
     Fds(WorldEnds),
     /// A pseudo-terminal the child opens in the world's own devpts, sized
     /// `size`; it sends the master over `console` to cloche.
@@ -402,8 +406,12 @@ impl Relay {
             return Relay::with_pty(k0, k1, read_stdin);
         }
         let mut relay = Relay { pumps: Vec::new(), file_in: None, pty: None, saved: None, console: None };
-        let (in_r, in_w) = if read_stdin { big_pipe()? } else { pipe()? };
-        if read_stdin {
+        // The caller's /dev/null is given as the world's own /dev/null
+        // (nothing to copy); a stdin never read is an empty pipe.
+        let stdin = if k0 == Kind::Null {
+            None
+        } else if read_stdin {
+            let (in_r, in_w) = big_pipe()?;
             let mut p = Pump::new(in_w, 0, k0, true, false)?;
             if let Kind::File { .. } = k0 {
                 // SAFETY: lseek on the caller's stdin, only to read its position.
@@ -414,23 +422,30 @@ impl Relay {
                 }
             }
             relay.pumps.push(p);
-        } // else the write end is gone: the world's stdin is empty.
-          // One pipe for both when stdout and stderr are one open file.
-        let merged = k1 != Kind::Closed
+            Some(in_r)
+        } else {
+            Some(pipe()?.0) // the write end is gone: the world's stdin is empty
+        };
+        // One pipe for both when stdout and stderr are one open file.
+        let merged = !matches!(k1, Kind::Closed | Kind::Null)
             && match raw::same_open_file(1, 2) {
                 Some(same) => same,
                 None => id1 == id2 && k1 == k2 && matches!(k1, Kind::Tty | Kind::Pipe | Kind::Socket),
             };
-        let (out_r, out_w) = big_pipe()?;
-        relay.pumps.push(Pump::new(out_r, 1, k1, false, false)?);
-        let err_w = if merged {
-            out_w.try_clone()?
-        } else {
-            let (err_r, err_w) = big_pipe()?;
-            relay.pumps.push(Pump::new(err_r, 2, k2, false, false)?);
-            err_w
+        let mut output = |fd: RawFd, k: Kind| -> io::Result<Option<OwnedFd>> {
+            if k == Kind::Null {
+                return Ok(None);
+            }
+            let (r, w) = big_pipe()?;
+            relay.pumps.push(Pump::new(r, fd, k, false, false)?);
+            Ok(Some(w))
         };
-        Ok((relay, WorldStdio::Fds([in_r, out_w, err_w])))
+        let stdout = output(1, k1)?;
+        let stderr = match (&stdout, merged) {
+            (Some(w), true) => Some(w.try_clone()?),
+            _ => output(2, k2)?,
+        };
+        Ok((relay, WorldStdio::Fds([stdin, stdout, stderr])))
     }
 
     /// A pseudo-terminal of the world's own: the child opens it in the
@@ -607,7 +622,7 @@ pub(crate) fn detached() -> io::Result<(OwnedFd, WorldStdio)> {
     let (in_r, _in_w) = pipe()?;
     let (sink_r, sink_w) = pipe()?;
     let sink_w2 = sink_w.try_clone()?;
-    Ok((sink_r, WorldStdio::Fds([in_r, sink_w, sink_w2])))
+    Ok((sink_r, WorldStdio::Fds([Some(in_r), Some(sink_w), Some(sink_w2)])))
 }
 
 /// An empty stdin (a pipe whose write end is closed).

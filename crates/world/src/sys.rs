@@ -230,16 +230,26 @@ impl Sys for RealSys<'_> {
         Ok(slave)
     }
 
-    fn set_stdio(&mut self, fds: [RawFd; 3]) -> io::Result<()> {
+    fn set_stdio(&mut self, fds: [Option<RawFd>; 3]) -> io::Result<()> {
         // First above 2 (a pipe may itself be 0, 1 or 2 when cloche started
         // with one of them closed, and dup2 onto itself would keep
         // close-on-exec), then onto 0, 1, 2 (dup2 clears close-on-exec).
-        use nix::fcntl::{fcntl, FcntlArg};
+        // `None` is the world's own /dev/null (a world path: after pivot_root).
+        use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
         let mut high = Vec::with_capacity(3);
         for fd in fds {
-            // SAFETY: the plan's descriptors are open for the child's life.
-            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            high.push(fcntl(b, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nixerr)?);
+            let h = match fd {
+                // SAFETY: the plan's descriptors are open for the child's life.
+                Some(fd) => {
+                    fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nixerr)?
+                }
+                None => {
+                    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                        .map_err(nixerr)?;
+                    fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nixerr)?
+                }
+            };
+            high.push(h);
         }
         // (The copies above 2 are close-on-exec: gone at execve.)
         for (target, fd) in high.into_iter().enumerate() {
