@@ -316,6 +316,49 @@ pub(crate) fn find_exec(words: &[Word]) -> Vec<(usize, usize)> {
     out
 }
 
+/// The directory `env -C DIR`/`--chdir=DIR` runs its command in.
+pub(crate) fn env_chdir(own: &[Word]) -> Option<&Word> {
+    let mut k = 1;
+    while k < own.len() {
+        let t = own[k].text.as_str();
+        if t == "-C" || t == "--chdir" {
+            return own.get(k + 1);
+        }
+        if let Some(rest) = t.strip_prefix("--chdir=").or_else(|| t.strip_prefix("-C").filter(|r| !r.is_empty())) {
+            let _ = rest;
+            return Some(&own[k]);
+        }
+        k += 1;
+    }
+    None
+}
+
+/// The command xargs runs: its words, with the input appended (a word
+/// only known at run time) or, with `-I R`/`-i`/`--replace`, put where `R`
+/// is.
+pub(crate) fn xargs_inner(own: &[Word], cmd: &[Word]) -> Vec<Word> {
+    let mut replace = None;
+    for (i, w) in own.iter().enumerate().skip(1) {
+        let t = w.text.as_str();
+        replace = match t {
+            "-I" => own.get(i + 1).map(|r| r.text.clone()),
+            "-i" | "--replace" => Some("{}".into()),
+            _ if t.starts_with("-I") => Some(t[2..].to_string()),
+            _ if t.starts_with("--replace=") => Some(t["--replace=".len()..].to_string()),
+            _ if t.starts_with("-i") && !t.starts_with("--") => Some(t[2..].to_string()),
+            _ => replace,
+        };
+    }
+    match replace.filter(|r| !r.is_empty()) {
+        Some(r) => cmd.iter().map(|w| w.with_runtime(&r)).collect(),
+        None => {
+            let mut v = cmd.to_vec();
+            v.push(Word::runtime("(input)"));
+            v
+        }
+    }
+}
+
 /// The command name: basename of a fully known first word.
 pub(crate) fn basename(t: &str) -> &str {
     t.rsplit('/').next().unwrap_or(t)

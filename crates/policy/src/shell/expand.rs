@@ -19,10 +19,18 @@ impl Parser<'_> {
                 }
                 w.unknown(self.slice(start, self.i));
             }
+            b'[' => {
+                // `$[…]`: bash's old arithmetic expansion.
+                self.i += 2;
+                self.note_eval("arithmetic $[…]");
+                self.bracket_arith();
+                w.unknown(self.slice(start, self.i));
+            }
             b'{' => {
                 self.i += 2;
                 let closed = self.param();
                 let inner = if closed { self.slice(start + 2, self.i - 1) } else { "" };
+                self.param_kind(inner);
                 if inner == "HOME" && w.is_empty() {
                     w.home(self.slice(start, self.i));
                 } else {
@@ -113,8 +121,70 @@ impl Parser<'_> {
         }
     }
 
+    pub(super) fn note_eval(&mut self, what: &'static str) {
+        if !self.out.evals.contains(&what) {
+            self.out.evals.push(what);
+        }
+    }
+
+    /// What a `${…}` does with a value (its text between the braces).
+    fn param_kind(&mut self, inner: &str) {
+        if inner.starts_with('!') && inner.len() > 1 {
+            self.note_eval("indirect expansion ${!…}");
+        }
+        let name_end = inner.bytes().position(|c| !(c.is_ascii_alphanumeric() || c == b'_')).unwrap_or(inner.len());
+        let rest = &inner[name_end..];
+        if rest.starts_with('[') {
+            self.note_eval("an array subscript");
+        }
+        if let Some(op) = rest.strip_prefix(':') {
+            if !op.starts_with(['-', '=', '?', '+']) {
+                self.note_eval("a substring offset ${x:…}");
+            }
+        }
+        if rest.contains("@P") {
+            self.note_eval("prompt expansion ${x@P}");
+        }
+        if name_end > 0 && (rest.starts_with(":=") || rest.starts_with('=')) {
+            self.out.set_names.push(inner[..name_end].to_string());
+        }
+    }
+
+    /// After `$[`: up to the matching `]`.
+    fn bracket_arith(&mut self) {
+        if self.nest >= MAX_NEST {
+            return self.abort("nested too deeply");
+        }
+        self.nest += 1;
+        let mut depth = 0u32;
+        let mut scratch = WordBuf::default();
+        loop {
+            if self.eof() {
+                self.err("missing ]");
+                break;
+            }
+            match self.peek() {
+                b'[' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b']' if depth > 0 => {
+                    depth -= 1;
+                    self.i += 1;
+                }
+                b']' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => self.skip_inner(&mut scratch),
+            }
+        }
+        self.nest -= 1;
+    }
+
     /// After `((` or `$((`: up to the matching `))`.
     pub(super) fn arith(&mut self) {
+        self.note_eval("arithmetic");
         if self.nest >= MAX_NEST {
             return self.abort("nested too deeply");
         }
