@@ -4,6 +4,10 @@
 
 use cloche_policy::{Effect, Policy};
 
+#[path = "classify_table/unseen.rs"]
+mod unseen;
+use unseen::UNSEEN;
+
 /// (command line, expected effect, expected deciding rule or "").
 const TABLE: &[(&str, &str, &str)] = &[
     // ---- inspection: allow
@@ -11,7 +15,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("ls -la /tmp", "allow", "inspect"),
     ("cat README.md", "allow", "inspect"),
     ("cat /etc/passwd", "allow", "inspect"),
-    ("cat ~/.aws/config", "allow", "inspect"),
+    ("cat ~/.aws/config", "review", "secret-path"),
     ("head -n 20 Cargo.toml", "allow", "inspect"),
     ("tail -f /var/log/syslog", "allow", "inspect"),
     ("wc -l src/*.rs", "allow", "inspect"),
@@ -20,47 +24,48 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("stat Cargo.lock", "allow", "inspect"),
     ("du -sh target", "allow", "inspect"),
     ("df -h", "allow", "inspect"),
-    ("pwd", "allow", "inspect"),
-    ("echo hello", "allow", "inspect"),
-    ("echo $PATH", "allow", "inspect"),
-    ("printf '%s\\n' \"$HOME\"", "allow", "inspect"),
-    ("which cargo", "allow", "inspect"),
-    ("type -a ls", "allow", "inspect"),
+    ("pwd", "allow", "print"),
+    ("echo hello", "allow", "print"),
+    ("echo $PATH", "allow", "print"),
+    ("printf '%s\\n' \"$HOME\"", "allow", "print"),
+    ("which cargo", "allow", "print"),
+    ("type -a ls", "allow", "print"),
     ("cat package.json | jq '.dependencies'", "allow", "inspect"),
     ("ls -la | grep foo | sort | uniq -c | sort -rn | head", "allow", "inspect"),
     ("diff <(ls a) <(ls b)", "allow", "inspect"),
-    ("echo x >/dev/null 2>&1", "allow", "inspect"),
+    ("echo x >/dev/null 2>&1", "allow", "print"),
     ("ls &>/dev/null", "allow", "inspect"),
-    ("test -d target || echo missing", "allow", "inspect"),
-    ("[ -f Cargo.toml ] && echo yes", "allow", "inspect"),
-    ("for i in 1 2 3; do echo $i; done", "allow", "inspect"),
-    ("if [ -n \"$CI\" ]; then echo ci; fi", "allow", "inspect"),
+    ("test -d target || echo missing", "allow", "print"),
+    ("[ -f Cargo.toml ] && echo yes", "allow", "print"),
+    ("for i in 1 2 3; do echo $i; done", "allow", "print"),
+    ("if [ -n \"$CI\" ]; then echo ci; fi", "allow", "print"),
     ("ls # rm -rf /", "allow", "inspect"),
-    ("echo 'rm -rf /'", "allow", "inspect"),
+    ("echo 'rm -rf /'", "allow", "print"),
     ("cat <<'END'\n$(rm -rf /)\nEND", "allow", "inspect"),
-    ("cat ~/.ssh/known_hosts", "allow", "inspect"),
-    ("ls ~/.ssh", "allow", "inspect"),
+    ("cat ~/.ssh/known_hosts", "review", "secret-path"),
+    ("ls ~/.ssh", "review", "secret-path"),
     ("date +%s", "allow", "date"),
     ("sort -u names.txt", "allow", "sort"),
     ("uniq -c", "allow", "uniq"),
     ("find . -name '*.rs'", "allow", "search"),
-    ("find . -type f -name '*.py' | xargs grep -l import", "allow", "search"),
+    ("find . -type f -name '*.py' | xargs grep -l import", "review", "runtime-path"),
     ("rg -n 'fn main' src", "allow", "search"),
     ("cd src && ls", "allow", "shell-builtins"),
-    ("export RUST_LOG=debug", "allow", "shell-builtins"),
-    ("set -euo pipefail", "allow", "shell-builtins"),
-    ("history", "allow", "shell-builtins"),
+    ("export RUST_LOG=debug", "allow", "shell-variables"),
+    ("set -euo pipefail", "allow", "shell-variables"),
+    ("history", "allow", "shell-variables"),
     ("git status", "allow", "git-read"),
     ("git log --oneline | head -20", "allow", "git-read"),
     ("git diff HEAD~1", "allow", "git-read"),
     ("git show HEAD:Cargo.toml", "allow", "git-read"),
     ("git branch", "allow", "git-read"),
     ("git --no-pager log -n 3", "allow", "git-read"),
-    ("cargo metadata --format-version 1", "allow", "cargo-read"),
-    ("cargo tree", "allow", "cargo-read"),
+    ("cargo metadata --format-version 1", "review", "cargo-resolve"),
+    ("cargo tree", "review", "cargo-resolve"),
     ("rustc --version", "allow", "toolchain-version"),
     ("python3 --version", "allow", "toolchain-version"),
-    ("pip list", "allow", "pkg-list"),
+    ("pip freeze", "allow", "pkg-list"),
+    ("pip list", "review", "pkg-list-update-check"),
     ("timeout 10 ls", "allow", "wrappers"),
     ("env FOO=1 ls", "allow", "wrappers"),
     ("command -v git", "allow", "wrappers"),
@@ -360,15 +365,16 @@ fn parse_effect(s: &str) -> Effect {
 #[test]
 fn table() {
     assert!(TABLE.len() >= 150, "{} entries", TABLE.len());
+    assert!(UNSEEN.len() >= 250, "{} entries", UNSEEN.len());
     let p = Policy::builtin();
     let mut wrong = Vec::new();
-    for &(cmd, effect, rule) in TABLE {
+    for &(cmd, effect, rule) in TABLE.iter().chain(UNSEEN) {
         let d = p.classify(cmd);
         if d.effect != parse_effect(effect) || (!rule.is_empty() && d.rule != rule) {
             wrong.push(format!("{cmd:?}: want {effect} {rule}, got {} {} ({})", d.effect, d.rule, d.reason));
         }
     }
-    assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), TABLE.len(), wrong.join("\n"));
+    assert!(wrong.is_empty(), "{} of {} wrong:\n{}", wrong.len(), TABLE.len() + UNSEEN.len(), wrong.join("\n"));
 }
 
 #[test]
@@ -438,7 +444,8 @@ fn the_default_policys_examples_hold() {
 #[test]
 fn every_default_rule_fires_in_the_table() {
     let p = Policy::builtin();
-    let fired: std::collections::HashSet<String> = TABLE.iter().map(|(c, _, _)| p.classify(c).rule).collect();
+    let fired: std::collections::HashSet<String> =
+        TABLE.iter().chain(UNSEEN).map(|(c, _, _)| p.classify(c).rule).collect();
     let missing: Vec<&str> =
         p.commands.rules().iter().map(|r| r.name.as_str()).filter(|n| !fired.contains(*n)).collect();
     // The few left out are covered by their own examples.

@@ -37,6 +37,15 @@ pub(super) fn holds_code(s: &str) -> bool {
     s.contains("$(") || s.contains('`')
 }
 
+/// `$(…)` (not `$((…))`), `` `…` `` or `<(…)` in a word's source text.
+fn command_substitution(t: &str) -> bool {
+    let b = t.as_bytes();
+    t.contains('`')
+        || t.contains("<(")
+        || b.windows(3).any(|w| w[0] == b'$' && w[1] == b'(' && w[2] != b'(')
+        || t.ends_with("$(")
+}
+
 /// The `$(…)`-holding argument of an evaluating builtin, as a reason.
 pub(super) fn quoted_code(prog: &str, words: &[Word]) -> Option<String> {
     let w = words[1..].iter().find(|w| holds_code(w.subject()))?;
@@ -44,6 +53,59 @@ pub(super) fn quoted_code(prog: &str, words: &[Word]) -> Option<String> {
         "{prog} evaluates array subscripts and arithmetic in its arguments, which runs the command in {:?}",
         w.text
     ))
+}
+
+/// Builtins whose arguments name variables or options: one only known at
+/// run time may be `PATH=…`, `-v PATH`, `-p` or `-k`.
+pub(super) const NAME_TAKING: &[&str] = &[
+    "export",
+    "declare",
+    "typeset",
+    "local",
+    "readonly",
+    "read",
+    "unset",
+    "getopts",
+    "mapfile",
+    "readarray",
+    "set",
+    "shopt",
+    "hash",
+    "history",
+    "let",
+    "printf",
+];
+
+/// Why a name-taking builtin's run-time argument is unresolved.
+pub(super) fn runtime_name(prog: &str, words: &[Word]) -> Option<String> {
+    let args = &words[1..];
+    if prog == "printf" {
+        let first = args.iter().find(|a| !(a.literal() && a.text == "--")).is_some_and(|a| a.dynamic);
+        let v_value = args.windows(2).any(|p| p[0].literal() && p[0].text == "-v" && p[1].dynamic);
+        return (first || v_value).then(|| {
+            "printf's first argument or -v name is only known at run time: it may be -v NAME, which sets a variable \
+             such as PATH"
+                .to_string()
+        });
+    }
+    let until = if prog == "set" { args.iter().position(|a| a.literal() && a.text == "--") } else { None };
+    let bad = args[..until.unwrap_or(args.len())].iter().find(|a| a.dynamic && !known_name(a))?;
+    Some(format!(
+        "{prog} {} : an argument only known at run time may be an option or a variable name (PATH=…, -p, -k)",
+        bad.text
+    ))
+}
+
+/// `NAME=…` (or `NAME+=…`) whose name is known.
+fn known_name(w: &Word) -> bool {
+    let s = w.subject();
+    match s.find('=') {
+        Some(eq) => {
+            let name = s[..eq].trim_end_matches('+');
+            is_name(name)
+        }
+        None => false,
+    }
 }
 
 /// A variable name (what bash accepts from the environment as one).
@@ -67,14 +129,11 @@ pub(super) fn cd_operand(args: &[Word]) -> Option<&Word> {
 /// The action of `trap [--] ACTION SIGNAL…` (none for `trap -p`, `trap -l`,
 /// `trap - SIG`, `trap '' SIG`).
 pub(super) fn trap_action(args: &[Word]) -> Option<&Word> {
-    let mut it = args.iter();
-    let action = loop {
-        match it.next() {
-            Some(w) if w.literal() && w.text == "--" => break it.next(),
-            Some(w) if w.literal() && w.text.len() > 1 && w.text.starts_with('-') => return None,
-            other => break other,
-        }
-    }?;
+    let action = match args.first()? {
+        w if w.literal() && w.text == "--" => args.get(1)?,
+        w if w.literal() && w.text.len() > 1 && w.text.starts_with('-') => return None,
+        w => w,
+    };
     (!(action.literal() && (action.text == "-" || action.text.is_empty()))).then_some(action)
 }
 
@@ -113,7 +172,7 @@ pub(super) fn runtime_source(
     if redirs.iter().any(|r| r.target.quoted && r.body.as_deref().is_some_and(holds_code)) {
         return Some("a here-document holding $(…) or `…`");
     }
-    let output = |w: &Word| w.dynamic && (w.text.contains("$(") || w.text.contains('`') || w.text.contains("<("));
+    let output = |w: &Word| w.dynamic && command_substitution(&w.text);
     if all().any(output) {
         return Some("command output");
     }

@@ -211,8 +211,9 @@ impl<'r> Run<'r> {
                 self.evals.push(e);
             }
         }
-        if s.loop_values {
-            self.runtime.get_or_insert("a loop over values only known at run time");
+        if s.runtime_values {
+            self.runtime
+                .get_or_insert("values only known at run time (a loop over them, command output in arithmetic)");
         }
         for f in &s.funcs {
             let bomb =
@@ -586,7 +587,8 @@ fn structural_reason(prog: &str, words: &[Word], redirs: &[Redir]) -> Option<Str
         "source" | "." => Some(format!("{prog} runs a script file cloche cannot read")),
         "alias" if words.len() > 1 => Some("an alias changes what later command names mean".into()),
         "hash" if code::hash_p(words) => Some("hash -p makes a command name run another program".into()),
-        p if code::EVALUATING_BUILTINS.contains(&p) => code::quoted_code(p, words),
+        p if code::EVALUATING_BUILTINS.contains(&p) || code::NAME_TAKING.contains(&p) => code::quoted_code(p, words)
+            .or_else(|| code::NAME_TAKING.contains(&p).then(|| code::runtime_name(p, words)).flatten()),
         p if wrappers::SHELLS.contains(&p) => match wrappers::shell_mode(words) {
             ShellMode::Stdin if redirs.iter().any(Redir::feeds_stdin) => {
                 Some(format!("a here-document or here-string feeds commands to {p}"))

@@ -152,6 +152,14 @@ fn is_assignment(t: &str) -> bool {
 
 /// If `prog` (the basename of `words[0]`) wraps a command, where that is.
 pub(crate) fn unwrap(prog: &str, words: &[Word]) -> Option<Unwrapped> {
+    if prog == "jobs" {
+        // `jobs -x CMD ARGS` runs CMD.
+        if !words.get(1).is_some_and(|w| w.literal() && w.text == "-x") {
+            return None;
+        }
+        let inner = if words.len() > 2 { Inner::Words { at: 2, assigns: (2, 2) } } else { Inner::None };
+        return Some(Unwrapped { own: 2, inner });
+    }
     let spec = WRAPPERS.iter().find(|s| s.names.contains(&prog))?;
     let len = words.len();
     let all = |inner| Some(Unwrapped { own: len, inner });

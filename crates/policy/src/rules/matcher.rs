@@ -80,6 +80,7 @@ pub(crate) struct Conds {
     pub contains_any: Vec<Glob>,
     pub targets_any: Vec<Glob>,
     pub runtime_args: bool,
+    pub glob_options: bool,
 }
 
 /// A compiled rule matcher.
@@ -127,6 +128,7 @@ impl Conds {
             && self.contains_any.is_empty()
             && self.targets_any.is_empty()
             && !self.runtime_args
+            && !self.glob_options
     }
 
     /// In `Possible` and `Wide` mode a condition holds if some run-time
@@ -169,7 +171,13 @@ impl Conds {
             return false;
         }
         if self.runtime_args
-            && !(v.args.iter().any(|a| a.dynamic) || v.redirs.iter().any(|r| r.target.dynamic && !r.feeds_stdin()))
+            && !(v.args.iter().any(|a| a.dynamic && !a.procsubst())
+                || v.redirs.iter().any(|r| r.target.dynamic && !r.feeds_stdin()))
+        {
+            return false;
+        }
+        if self.glob_options
+            && !v.args.iter().take_while(|a| !(a.literal() && a.text == "--")).any(super::paths::may_be_option)
         {
             return false;
         }
@@ -193,9 +201,10 @@ impl Matcher {
         if mode == Mode::Sure {
             // Allow needs every redirection target known, and every argument
             // unless the rule says unknown arguments are harmless.
-            if v.redirs.iter().any(|r| !r.target.literal())
-                || (!self.dynamic_args && v.args.iter().any(|a| !a.literal()))
-            {
+            // Globs are let through: what they may expand to is checked by
+            // review rules (secret paths, file names read as options).
+            let runtime = |a: &Word| a.dynamic && !a.procsubst();
+            if v.redirs.iter().any(|r| !r.target.literal()) || (!self.dynamic_args && v.args.iter().any(runtime)) {
                 return false;
             }
         }
@@ -313,7 +322,7 @@ fn assign_name(w: &Word) -> &str {
 }
 
 /// Builtins whose operands name variables they set at run time.
-const SETTERS: &[&str] = &["read", "mapfile", "readarray", "getopts", "wait"];
+const SETTERS: &[&str] = &["read", "mapfile", "readarray", "getopts", "wait", "let"];
 
 fn assigns(v: &View, globs: &[Glob]) -> bool {
     let hit = |name: &str| globs.iter().any(|g| g.matches(name));

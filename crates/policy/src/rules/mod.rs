@@ -62,6 +62,9 @@ pub struct Conditions {
     /// An argument or redirection target is only known at run time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub runtime_args: bool,
+    /// A glob argument (before `--`) may expand to a name starting with `-`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub glob_options: bool,
 }
 
 /// One compiled command rule.
@@ -255,6 +258,8 @@ struct RawRule {
     #[serde(default)]
     runtime_args: bool,
     #[serde(default)]
+    glob_options: bool,
+    #[serde(default)]
     unless: Vec<Conditions>,
     #[serde(default)]
     ignore_case: bool,
@@ -366,6 +371,7 @@ fn conds(c: &Conditions, ic: bool, secrets: &[String]) -> Result<Conds, String> 
         contains_any: globs(&c.contains_any, ic, "contains_any", secrets)?,
         targets_any: globs(&c.targets_any, ic, "targets_any", secrets)?,
         runtime_args: c.runtime_args,
+        glob_options: c.glob_options,
     })
 }
 
@@ -457,6 +463,7 @@ fn compile_rules(raw: Option<RawCommands>, text: &str, secrets: &[String]) -> Re
             contains_any: r.contains_any,
             targets_any: r.targets_any,
             runtime_args: r.runtime_args,
+            glob_options: r.glob_options,
         };
         let ic = r.ignore_case;
         let mut matcher = Matcher {

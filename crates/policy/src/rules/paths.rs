@@ -79,19 +79,26 @@ pub(crate) fn subjects(w: &Word, mode: Mode, cwd: &Cwd) -> Vec<PathSubject> {
     for base in alternatives(w) {
         let base = user_home(&base).map_or(base, Cow::Owned);
         let n = normalize(&base);
+        if n != base {
+            // As written, too (for patterns that are not paths).
+            out.push(PathSubject { subject: base.to_string(), outside: false });
+        }
         if n.starts_with('/') || n.starts_with('~') {
             absolute(&n, mode, &mut out);
             continue;
         }
         out.push(PathSubject { subject: n.to_string(), outside: false });
-        if n.starts_with('-') {
+        // A word starting with a run-time value may be anything (programs
+        // that open such a word are review: `runtime_args`); it is not taken
+        // as a path here, so that `echo $X` stays printing.
+        if n.starts_with('-') || (w.dynamic && n.starts_with('*')) {
             continue;
         }
         if let Some(d) = &cwd.dir {
             absolute(&normalize(&format!("{d}/{n}")), mode, &mut out);
         } else if mode == Mode::Wide {
             if cwd.lost || escapes(&n) {
-                out.push(PathSubject { subject: anywhere(&n), outside: true });
+                anywhere(&n, &mut out);
             } else {
                 out.push(PathSubject { subject: format!("~/{n}"), outside: false });
             }
@@ -106,7 +113,7 @@ fn absolute(n: &str, mode: Mode, out: &mut Vec<PathSubject>) {
         out.push(PathSubject { subject: h, outside: true });
     }
     if mode == Mode::Wide && escapes(n) {
-        out.push(PathSubject { subject: anywhere(n), outside: true });
+        anywhere(n, out);
     }
 }
 
@@ -116,18 +123,32 @@ fn escapes(n: &str) -> bool {
     n.split('/').any(|seg| seg == "..")
 }
 
-/// Any path ending in what follows the last `..` of `n`.
-fn anywhere(n: &str) -> String {
+/// Any absolute path ending in what follows the last `..` of `n`.
+fn anywhere(n: &str, out: &mut Vec<PathSubject>) {
     let segs: Vec<&str> = n.split('/').collect();
     let tail = match segs.iter().rposition(|s| *s == "..") {
         Some(i) => segs[i + 1..].join("/"),
         None => n.to_string(),
     };
     if tail.is_empty() {
-        "/**".into()
+        out.push(PathSubject { subject: "/**".into(), outside: true });
     } else {
-        format!("/**/{tail}")
+        out.push(PathSubject { subject: format!("/{tail}"), outside: true });
+        out.push(PathSubject { subject: format!("/**/{tail}"), outside: true });
     }
+}
+
+/// A glob word before `--` whose expansion may start with `-`, so that
+/// the program reads a file name as an option.
+pub(crate) fn may_be_option(w: &Word) -> bool {
+    if !w.glob || w.dynamic {
+        return false;
+    }
+    let mut alts = Vec::new();
+    if !w.text.contains('{') || !expand_braces(&w.text, &mut alts) {
+        alts = vec![w.text.clone()];
+    }
+    alts.iter().any(|a| a.starts_with(['-', '*', '?', '[']))
 }
 
 /// `~root/x` → `/root/x`, `~al/x` → `/home/al/x`, `~+/x` → `x`; `~-`
@@ -256,14 +277,14 @@ mod tests {
         assert_eq!(subj("/etc/{shadow,passwd}", Mode::Possible, &here), ["/etc/shadow", "/etc/passwd"]);
         assert_eq!(subj("/etc/sha[d]ow", Mode::Possible, &here), ["/etc/sha?ow"]);
         assert_eq!(subj("../../etc/shadow", Mode::Possible, &here), ["../../etc/shadow"]);
-        assert_eq!(subj("../../etc/shadow", Mode::Wide, &here), ["../../etc/shadow", "/**/etc/shadow"]);
+        assert_eq!(subj("../../etc/shadow", Mode::Wide, &here), ["../../etc/shadow", "/etc/shadow", "/**/etc/shadow"]);
         assert_eq!(subj(".aws/config", Mode::Wide, &here), [".aws/config", "~/.aws/config"]);
-        assert_eq!(subj("shadow", Mode::Wide, &Cwd::lost()), ["shadow", "/**/shadow"]);
+        assert_eq!(subj("shadow", Mode::Wide, &Cwd::lost()), ["shadow", "/shadow", "/**/shadow"]);
         let etc = here.after_cd(Some(&Word::plain("/etc")));
         assert_eq!(subj("shadow", Mode::Possible, &etc), ["shadow", "/etc/shadow"]);
         assert_eq!(here.after_cd(Some(&Word::plain(".."))), Cwd::lost());
         assert_eq!(here.after_cd(Some(&Word::plain("src"))), here);
         assert_eq!(here.after_cd(None).dir.as_deref(), Some("~"));
-        assert_eq!(anywhere(".."), "/**");
+        assert_eq!(subj("..", Mode::Wide, &here), ["..", "/**"]);
     }
 }

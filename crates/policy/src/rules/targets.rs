@@ -65,10 +65,8 @@ pub(super) fn targets(v: &View) -> Vec<Word> {
                 out.push(last);
             }
         }
-        p if COMPRESSORS.contains(&p) => {
-            if !(short('c') || short('k') || has(&["--stdout", "--to-stdout", "--keep"])) {
-                out.extend(operands());
-            }
+        p if COMPRESSORS.contains(&p) && !(short('c') || short('k') || has(&["--stdout", "--to-stdout", "--keep"])) => {
+            out.extend(operands())
         }
         "tee" if !(short('a') || has(&["--append"])) => out.extend(operands()),
         "sed" | "perl" if short('i') || v.args.iter().any(|a| a.text.starts_with("--in-place")) => {

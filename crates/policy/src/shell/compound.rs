@@ -51,12 +51,12 @@ impl Parser<'_> {
                 }
                 let w = self.word(false);
                 if !w.literal() {
-                    self.out.loop_values = true;
+                    self.out.runtime_values = true;
                 }
             }
         } else if named {
             // `for x; do`: the positional parameters.
-            self.out.loop_values = true;
+            self.out.runtime_values = true;
         }
         self.skip_blanks();
         if self.peek() == b';' {

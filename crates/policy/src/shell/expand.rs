@@ -15,6 +15,9 @@ impl Parser<'_> {
                     self.arith();
                 } else {
                     self.i += 2;
+                    if self.in_arith > 0 {
+                        self.out.runtime_values = true;
+                    }
                     self.nested_list(self.cur_cmd.map(|c| (c, Flow::Subst)), "unterminated $(");
                 }
                 w.unknown(self.slice(start, self.i));
@@ -78,6 +81,7 @@ impl Parser<'_> {
             return false;
         }
         self.nest += 1;
+        self.in_arith += 1;
         let mut depth = 1u32;
         let mut scratch = WordBuf::default();
         while !self.eof() {
@@ -86,6 +90,7 @@ impl Parser<'_> {
                     self.i += 1;
                     depth -= 1;
                     if depth == 0 {
+                        self.in_arith -= 1;
                         self.nest -= 1;
                         return true;
                     }
@@ -97,6 +102,7 @@ impl Parser<'_> {
                 _ => self.skip_inner(&mut scratch),
             }
         }
+        self.in_arith -= 1;
         self.nest -= 1;
         self.err("unterminated ${");
         false
@@ -156,6 +162,7 @@ impl Parser<'_> {
             return self.abort("nested too deeply");
         }
         self.nest += 1;
+        self.in_arith += 1;
         let mut depth = 0u32;
         let mut scratch = WordBuf::default();
         loop {
@@ -179,6 +186,7 @@ impl Parser<'_> {
                 _ => self.skip_inner(&mut scratch),
             }
         }
+        self.in_arith -= 1;
         self.nest -= 1;
     }
 
@@ -189,6 +197,7 @@ impl Parser<'_> {
             return self.abort("nested too deeply");
         }
         self.nest += 1;
+        self.in_arith += 1;
         let mut depth = 0u32;
         let mut scratch = WordBuf::default();
         loop {
@@ -217,12 +226,16 @@ impl Parser<'_> {
                 _ => self.skip_inner(&mut scratch),
             }
         }
+        self.in_arith -= 1;
         self.nest -= 1;
     }
 
     /// At a backtick: its body is unescaped and parsed as a script.
     pub(super) fn backtick(&mut self, w: &mut WordBuf, in_dq: bool) {
         let start = self.i;
+        if self.in_arith > 0 {
+            self.out.runtime_values = true;
+        }
         self.i += 1;
         let mut body = Vec::new();
         let mut closed = false;

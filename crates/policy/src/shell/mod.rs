@@ -77,6 +77,12 @@ impl Word {
         Word { subj: Some(subj), dynamic: true, ..self.clone() }
     }
 
+    /// A process substitution `<(…)`/`>(…)`: a `/dev/fd` path whose
+    /// command is classified on its own.
+    pub fn procsubst(&self) -> bool {
+        self.dynamic && (self.text.starts_with("<(") || self.text.starts_with(">(")) && self.subject() == "*"
+    }
+
     /// A word only known at run time.
     pub fn runtime(text: &str) -> Word {
         Word { text: text.to_string(), subj: Some("*".into()), dynamic: true, ..Word::default() }
@@ -226,9 +232,10 @@ pub(crate) struct Script {
     /// Variables given values the line does not spell out: `for`/`select`
     /// loop variables and `${NAME:=…}` defaults.
     pub set_names: Vec<String>,
-    /// A `for`/`select` loop runs over values only known at run time
-    /// (globs, substitutions, the positional parameters).
-    pub loop_values: bool,
+    /// Values only known at run time reach a variable or an evaluation:
+    /// a `for`/`select` loop over globs, substitutions or the positional
+    /// parameters, or command output inside arithmetic.
+    pub runtime_values: bool,
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl Parser<'_> {
             self.note_eval(e);
         }
         self.out.set_names.append(&mut p.out.set_names);
-        self.out.loop_values |= p.out.loop_values;
+        self.out.runtime_values |= p.out.runtime_values;
         for e in p.out.errors {
             self.err(e);
         }
