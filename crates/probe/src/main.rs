@@ -35,9 +35,13 @@
 //!   sleep SECS [--ignore-term]  sleep, optionally ignoring SIGTERM
 //!   sleep-bg MARKER SECS        double-fork a detached child (argv holds MARKER) that ignores
 //!                               SIGTERM/SIGHUP, sleeps SECS, then writes the file MARKER
+//!   exec-trace FILE MS [JOBS]   run each command line of FILE (JSON strings, one a line) as
+//!                               `sh -c` under ptrace, JOBS at once; one line per command
+//!                               line: every exec (see trace.rs)
 
 mod net;
 mod sys;
+mod trace;
 
 use net::{connect_name, connect_tcp, dns_query, listen_tcp, udp_echo};
 
@@ -96,11 +100,12 @@ fn main() {
         "sleep-bg" => emit(sleep_bg(arg(rest, 0), arg(rest, 1))),
         "bg-fork" => bg_fork(arg(rest, 0), arg(rest, 1)),
         "bg-child" => bg_child(arg(rest, 0), arg(rest, 1)),
+        "exec-trace" => trace::exec_trace(arg(rest, 0), parse(arg(rest, 1)), rest.get(2).map_or(1, |j| parse(j))),
         other => usage(&format!("unknown subcommand {other:?}")),
     }
 }
 
-fn usage(why: &str) -> ! {
+pub(crate) fn usage(why: &str) -> ! {
     eprintln!("cloche-probe: {why} (see the top of crates/probe/src/main.rs)");
     std::process::exit(2);
 }
@@ -117,7 +122,7 @@ fn parse<T: std::str::FromStr>(s: &str) -> T {
 }
 
 /// Prints one JSON line and flushes it (children may leave through _exit).
-fn emit(v: Value) {
+pub(crate) fn emit(v: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();

@@ -165,13 +165,14 @@ impl CommandRules {
             evals: Vec::new(),
             runtime: None,
         };
-        run.environment(env);
         if line.len() > MAX_LINE {
             run.unresolved("the command line is too long to classify (over 1 MiB)");
         } else {
             let script = shell::parse(line);
             run.script(&script, &[], &[], Cwd::default(), 0);
         }
+        // After the line, so that a tie names the line's own rule.
+        run.environment(env);
         if let (Some(what), Some(value)) = (run.evals.first(), run.runtime) {
             run.unresolved(&format!(
                 "bash evaluates a variable's value as code in {what}, and the line holds {value}: a $(…) in that \
@@ -594,6 +595,11 @@ fn structural_reason(prog: &str, words: &[Word], redirs: &[Redir]) -> Option<Str
                 Some(format!("a here-document or here-string feeds commands to {p}"))
             }
             ShellMode::MissingCommand => Some(format!("{p} -c without a command string")),
+            // Options end at the first operand: `sh -e ./x.sh -c ls` runs
+            // ./x.sh with the arguments "-c ls".
+            ShellMode::Script if words.iter().skip(1).any(|w| !w.literal() || w.text == "-c") => {
+                Some(format!("{p} runs a script file: options after its name, -c included, are the script's arguments"))
+            }
             _ => None,
         },
         _ => None,
