@@ -473,6 +473,7 @@ impl<'r> Run<'r> {
             redirs: e.redirs,
             cwd: e.cwd,
             downstream,
+            cache: Default::default(),
         };
         let (mut risk, mut risks, mut named) = (0u8, RiskProfile::default(), false);
         let mut best: Option<Cand> = None;

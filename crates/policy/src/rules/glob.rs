@@ -68,6 +68,14 @@ impl<'a> Subject<'a> {
         Subject::of(s, false)
     }
 
+    /// The same subject, owning its text.
+    pub fn into_owned(self) -> Subject<'static> {
+        match self {
+            Subject::Known(t) => Subject::Known(Cow::Owned(t.into_owned())),
+            Subject::Glob { toks, dynamic } => Subject::Glob { toks, dynamic },
+        }
+    }
+
     /// From the escaped form of a word that may hold run-time values.
     pub fn of(s: &'a str, dynamic: bool) -> Subject<'a> {
         if has_wildcard(s) {
@@ -211,6 +219,18 @@ impl Glob {
             Subject::Glob { toks: st, dynamic } => {
                 if !possible {
                     return false;
+                }
+                // Quick reject: the literal starts differ.
+                for (x, y) in self.toks.iter().zip(st) {
+                    match (x, y) {
+                        (Tok::Lit(x), Tok::Lit(y))
+                            if *x != if self.ignore_case { y.to_ascii_lowercase() } else { *y } =>
+                        {
+                            return false
+                        }
+                        (Tok::Lit(_), Tok::Lit(_)) => {}
+                        _ => break,
+                    }
                 }
                 // A value whose start is unknown only matches a pattern that
                 // accepts anything: `$X` is not "possibly /etc/passwd", and

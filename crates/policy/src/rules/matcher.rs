@@ -93,6 +93,21 @@ pub(crate) struct Matcher {
     pub dynamic_args: bool,
 }
 
+/// A word's path subjects, prepared for matching.
+pub(crate) struct Prepared {
+    pub subject: String,
+    pub outside: bool,
+    pub prepared: Subject<'static>,
+}
+
+/// Path subjects of a command's own words, computed once per mode for all
+/// the rules tested against the command.
+#[derive(Default)]
+pub(crate) struct PathCache(std::cell::RefCell<Vec<(usize, Mode, std::rc::Rc<Vec<Prepared>>)>>);
+
+/// Words cached per command (past this, a long command is not worth it).
+const CACHED_WORDS: usize = 64;
+
 /// The simple command a rule is tested against.
 pub(crate) struct View<'a> {
     /// The command name (basename), "" when there is none or it is unknown.
@@ -104,6 +119,41 @@ pub(crate) struct View<'a> {
     pub cwd: &'a Cwd,
     /// Programs that read this command's output.
     pub downstream: &'a [String],
+    pub cache: PathCache,
+}
+
+impl View<'_> {
+    /// The path subjects of `w` (cached when `w` is one of the command's
+    /// own words).
+    pub fn paths(&self, w: &Word, mode: Mode) -> std::rc::Rc<Vec<Prepared>> {
+        let make = || {
+            let v = subjects(w, mode, self.cwd)
+                .into_iter()
+                .map(|p| {
+                    let prepared = Subject::of(&p.subject, w.dynamic).into_owned();
+                    Prepared { subject: p.subject, outside: p.outside, prepared }
+                })
+                .collect();
+            std::rc::Rc::new(v)
+        };
+        let addr = w as *const Word as usize;
+        let within = |s: &[Word]| s.as_ptr_range().contains(&(w as *const Word));
+        let own = within(self.args)
+            || self.assigns.iter().any(|a| within(a))
+            || self.redirs.iter().any(|r| std::ptr::eq(&r.target, w));
+        if !own {
+            return make();
+        }
+        let mut c = self.cache.0.borrow_mut();
+        if let Some((_, _, p)) = c.iter().find(|(a, m, _)| *a == addr && *m == mode) {
+            return p.clone();
+        }
+        let p = make();
+        if c.len() < CACHED_WORDS {
+            c.push((addr, mode, p.clone()));
+        }
+        p
+    }
 }
 
 const SINKS: &[&str] = &["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "/dev/zero", "/dev/full"];
@@ -153,7 +203,7 @@ impl Conds {
         if !self.flags_any.is_empty() && !self.flags_any.iter().any(|f| f.present(v.args, possible)) {
             return false;
         }
-        if !self.args_any.is_empty() && !any_operand(v, skip, |w| any_glob(&self.args_any, w, mode, v.cwd)) {
+        if !self.args_any.is_empty() && !any_operand(v, skip, |w| any_glob(&self.args_any, w, mode, v)) {
             return false;
         }
         if !self.mentions_any.is_empty() && !mentions(v, &self.mentions_any, mode) {
@@ -166,7 +216,7 @@ impl Conds {
             return false;
         }
         if !self.targets_any.is_empty()
-            && !super::targets::targets(v).iter().any(|w| !is_sink(w) && any_glob(&self.targets_any, w, mode, v.cwd))
+            && !super::targets::targets(v).iter().any(|w| !is_sink(w) && any_glob(&self.targets_any, w, mode, v))
         {
             return false;
         }
@@ -245,14 +295,11 @@ pub(super) fn any_operand(v: &View, skip: usize, mut f: impl FnMut(&Word) -> boo
 }
 
 /// A word against patterns, as a path too (see `paths`).
-pub(super) fn any_glob(globs: &[Glob], w: &Word, mode: Mode, cwd: &Cwd) -> bool {
+pub(super) fn any_glob(globs: &[Glob], w: &Word, mode: Mode, v: &View) -> bool {
     if mode == Mode::Sure && !w.literal() {
         return false;
     }
-    subjects(w, mode, cwd).iter().any(|p| {
-        let subj = Subject::of(&p.subject, w.dynamic);
-        globs.iter().any(|g| g.matches_subject(&subj, mode.possible()))
-    })
+    v.paths(w, mode).iter().any(|p| globs.iter().any(|g| g.matches_subject(&p.prepared, mode.possible())))
 }
 
 /// The part of a short-option word that may be an attached path:
@@ -268,9 +315,9 @@ fn attached(w: &Word) -> Option<Word> {
 
 fn mentions(v: &View, globs: &[Glob], mode: Mode) -> bool {
     let test = |w: &Word| {
-        any_glob(globs, w, mode, v.cwd)
-            || (w.text.contains('=') && w.value_after_eq().is_some_and(|val| any_glob(globs, &val, mode, v.cwd)))
-            || (mode.possible() && attached(w).is_some_and(|val| any_glob(globs, &val, mode, v.cwd)))
+        any_glob(globs, w, mode, v)
+            || (w.text.contains('=') && w.value_after_eq().is_some_and(|val| any_glob(globs, &val, mode, v)))
+            || (mode.possible() && attached(w).is_some_and(|val| any_glob(globs, &val, mode, v)))
     };
     v.args.iter().any(test)
         || v.assigns.iter().any(|a| a.iter().any(test))
@@ -297,20 +344,19 @@ fn contains(v: &View, skip: usize, globs: &[Glob], mode: Mode) -> bool {
     };
     cwd_hit
         || any_operand(v, skip, |w| {
-            (mode.possible() || w.literal())
-                && subjects(w, mode, v.cwd).iter().any(|p| p.outside && hit(&p.subject, w.dynamic))
+            (mode.possible() || w.literal()) && v.paths(w, mode).iter().any(|p| p.outside && hit(&p.subject, w.dynamic))
         })
 }
 
 fn writes(v: &View, globs: &[Glob], mode: Mode) -> bool {
-    if v.redirs.iter().any(|r| r.writes_file() && !is_sink(&r.target) && any_glob(globs, &r.target, mode, v.cwd)) {
+    if v.redirs.iter().any(|r| r.writes_file() && !is_sink(&r.target) && any_glob(globs, &r.target, mode, v)) {
         return true;
     }
     match v.program {
-        "tee" => any_operand(v, 0, |w| !is_sink(w) && any_glob(globs, w, mode, v.cwd)),
+        "tee" => any_operand(v, 0, |w| !is_sink(w) && any_glob(globs, w, mode, v)),
         "dd" => v.args.iter().any(|a| {
             a.text.starts_with("of=")
-                && a.value_after_eq().is_some_and(|w| !is_sink(&w) && any_glob(globs, &w, mode, v.cwd))
+                && a.value_after_eq().is_some_and(|w| !is_sink(&w) && any_glob(globs, &w, mode, v))
         }),
         _ => false,
     }
