@@ -103,7 +103,10 @@ pub(crate) struct Prepared {
 /// Path subjects of a command's own words, computed once per mode for all
 /// the rules tested against the command.
 #[derive(Default)]
-pub(crate) struct PathCache(std::cell::RefCell<Vec<(usize, Mode, std::rc::Rc<Vec<Prepared>>)>>);
+pub(crate) struct PathCache(std::cell::RefCell<Vec<Cached>>);
+
+/// A word (by address) in a mode, and its subjects.
+type Cached = (usize, Mode, std::rc::Rc<Vec<Prepared>>);
 
 /// Words cached per command (past this, a long command is not worth it).
 const CACHED_WORDS: usize = 64;
