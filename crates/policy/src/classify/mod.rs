@@ -311,7 +311,7 @@ impl<'r> Run<'r> {
                 Inner::Words { at, assigns: (a0, a1) } => {
                     if p == "env" {
                         if let Some(dir) = wrappers::env_chdir(&words[..at]) {
-                            cwd = cwd.after_cd(Some(dir));
+                            cwd = cwd.after_cd(Some(&dir));
                         }
                     }
                     assigns = [&[], &words[a0..a1]];

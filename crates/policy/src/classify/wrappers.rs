@@ -94,7 +94,11 @@ static WRAPPERS: &[Spec] = &[
         shell_only: true,
         ..spec(&["su"], &["-s", "--shell", "-g", "--group", "-G", "--supp-group", "-w", "--whitelist-environment"])
     },
-    Spec { assigns: true, shell: &["-S", "--split-string"], ..spec(&["env"], &["-u", "--unset", "-C", "--chdir"]) },
+    Spec {
+        assigns: true,
+        shell: &["-S", "--split-string"],
+        ..spec(&["env"], &["-u", "--unset", "-C", "--chdir", "-a", "--argv0"])
+    },
     spec(&["nice"], &["-n", "--adjustment"]),
     Spec { operands: 1, ..spec(&["timeout"], &["-s", "--signal", "-k", "--kill-after"]) },
     spec(&["nohup", "builtin", "setsid", "unbuffer", "busybox", "toybox"], &[]),
@@ -325,18 +329,18 @@ pub(crate) fn find_exec(words: &[Word]) -> Vec<(usize, usize)> {
 }
 
 /// The directory `env -C DIR`/`--chdir=DIR` runs its command in.
-pub(crate) fn env_chdir(own: &[Word]) -> Option<&Word> {
-    let mut k = 1;
-    while k < own.len() {
-        let t = own[k].text.as_str();
+pub(crate) fn env_chdir(own: &[Word]) -> Option<Word> {
+    for (k, w) in own.iter().enumerate().skip(1) {
+        let t = w.text.as_str();
         if t == "-C" || t == "--chdir" {
-            return own.get(k + 1);
+            return own.get(k + 1).cloned();
         }
-        if let Some(rest) = t.strip_prefix("--chdir=").or_else(|| t.strip_prefix("-C").filter(|r| !r.is_empty())) {
-            let _ = rest;
-            return Some(&own[k]);
+        if t.starts_with("--chdir=") {
+            return w.value_after_eq();
         }
-        k += 1;
+        if t.len() > 2 && t.starts_with("-C") {
+            return Some(w.with_subject(&w.subject()[2..]));
+        }
     }
     None
 }

@@ -219,7 +219,7 @@ impl Conds {
             return false;
         }
         if !self.targets_any.is_empty()
-            && !super::targets::targets(v).iter().any(|w| !is_sink(w) && any_glob(&self.targets_any, w, mode, v))
+            && !super::targets::targets(v).iter().any(|w| any_glob(&self.targets_any, w, mode, v))
         {
             return false;
         }

@@ -2,7 +2,7 @@
 //! (`targets_any`): program knowledge, over-approximated where an option's
 //! value cannot be told from an operand.
 
-use super::matcher::{any_operand, View};
+use super::matcher::{any_operand, is_sink, View};
 use crate::shell::{RedirOp, Word};
 
 /// Every operand is a target.
@@ -39,6 +39,8 @@ pub(super) fn targets(v: &View) -> Vec<Word> {
             matches!(r.op, RedirOp::Out | RedirOp::Clobber | RedirOp::OutErr)
                 || (r.op == RedirOp::DupOut && r.writes_file())
         })
+        // Writing /dev/null writes nothing (deleting it is another matter).
+        .filter(|r| !is_sink(&r.target))
         .map(|r| r.target.clone())
         .collect();
     let operands = || {
@@ -68,12 +70,19 @@ pub(super) fn targets(v: &View) -> Vec<Word> {
         p if COMPRESSORS.contains(&p) && !(short('c') || short('k') || has(&["--stdout", "--to-stdout", "--keep"])) => {
             out.extend(operands())
         }
-        "tee" if !(short('a') || has(&["--append"])) => out.extend(operands()),
+        "tee" if !(short('a') || has(&["--append"])) => out.extend(operands().into_iter().filter(|w| !is_sink(w))),
+        "zstd" | "unzstd" if has(&["--rm"]) => out.extend(operands()),
         "sed" | "perl" if short('i') || v.args.iter().any(|a| a.text.starts_with("--in-place")) => {
             out.extend(operands())
         }
         "find" if has(&["-delete"]) => out.extend(operands()),
-        "dd" => out.extend(v.args.iter().filter(|a| a.text.starts_with("of=")).filter_map(Word::value_after_eq)),
+        "dd" => out.extend(
+            v.args
+                .iter()
+                .filter(|a| a.text.starts_with("of="))
+                .filter_map(Word::value_after_eq)
+                .filter(|w| !is_sink(w)),
+        ),
         "sort" => out.extend(option_values(v.args, "-o", "--output")),
         "uniq" => out.extend(operands().into_iter().nth(1)),
         "curl" => out.extend(option_values(v.args, "-o", "--output")),
