@@ -53,6 +53,54 @@ pub(crate) struct Glob {
     path: bool,
 }
 
+/// The patterns of one condition, with the first bytes a match can start
+/// with (so that most words skip a long list at once).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GlobSet {
+    globs: Vec<Glob>,
+    firsts: [u64; 4],
+    /// Some pattern starts with a wildcard.
+    wild_first: bool,
+}
+
+impl GlobSet {
+    pub fn new(globs: Vec<Glob>) -> GlobSet {
+        let mut s = GlobSet { globs, ..GlobSet::default() };
+        for g in &s.globs {
+            match g.first {
+                Some(b) => {
+                    for b in [b, b.to_ascii_uppercase()] {
+                        s.firsts[usize::from(b / 64)] |= 1 << (b % 64);
+                    }
+                }
+                None => s.wild_first = true,
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.globs.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Glob> {
+        self.globs.iter()
+    }
+
+    /// Whether a subject starting with `first` (`None`: unknown) may match
+    /// some pattern.
+    pub fn may_start(&self, first: Option<u8>) -> bool {
+        match first {
+            Some(b) if !self.wild_first => {
+                let b = b.to_ascii_lowercase();
+                let hit = |b: u8| self.firsts[usize::from(b / 64)] & (1 << (b % 64)) != 0;
+                hit(b) || hit(b.to_ascii_uppercase())
+            }
+            _ => true,
+        }
+    }
+}
+
 /// A word's subject prepared once for matching against many patterns.
 pub(crate) enum Subject<'a> {
     /// Fully known, unescaped.
@@ -63,6 +111,17 @@ pub(crate) enum Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
+    /// Its first byte, when known.
+    pub fn first(&self) -> Option<u8> {
+        match self {
+            Subject::Known(t) => t.bytes().next(),
+            Subject::Glob { toks, .. } => match toks.first() {
+                Some(Tok::Lit(b)) => Some(*b),
+                _ => None,
+            },
+        }
+    }
+
     /// From the escaped form (see the module doc).
     pub fn new(s: &'a str) -> Subject<'a> {
         Subject::of(s, false)

@@ -1,6 +1,6 @@
 //! Rule conditions, compiled, and how they test one simple command.
 
-use super::glob::{Glob, Subject};
+use super::glob::{Glob, GlobSet, Subject};
 use super::paths::{subjects, Cwd, Mode};
 use crate::shell::{Redir, Word};
 
@@ -67,18 +67,18 @@ impl Flag {
 /// A set of conditions; all the non-empty ones must hold.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Conds {
-    pub subcommands: Vec<Glob>,
+    pub subcommands: GlobSet,
     /// Flags that may come before the subcommand (`git --no-pager log`).
     pub leading_flags: Vec<String>,
     pub flags_all: Vec<Vec<Flag>>,
     pub flags_any: Vec<Flag>,
-    pub args_any: Vec<Glob>,
-    pub mentions_any: Vec<Glob>,
-    pub writes_any: Vec<Glob>,
-    pub piped_into: Vec<Glob>,
-    pub assigns_any: Vec<Glob>,
-    pub contains_any: Vec<Glob>,
-    pub targets_any: Vec<Glob>,
+    pub args_any: GlobSet,
+    pub mentions_any: GlobSet,
+    pub writes_any: GlobSet,
+    pub piped_into: GlobSet,
+    pub assigns_any: GlobSet,
+    pub contains_any: GlobSet,
+    pub targets_any: GlobSet,
     pub runtime_args: bool,
     pub glob_options: bool,
 }
@@ -298,11 +298,13 @@ pub(super) fn any_operand(v: &View, skip: usize, mut f: impl FnMut(&Word) -> boo
 }
 
 /// A word against patterns, as a path too (see `paths`).
-pub(super) fn any_glob(globs: &[Glob], w: &Word, mode: Mode, v: &View) -> bool {
+pub(super) fn any_glob(globs: &GlobSet, w: &Word, mode: Mode, v: &View) -> bool {
     if mode == Mode::Sure && !w.literal() {
         return false;
     }
-    v.paths(w, mode).iter().any(|p| globs.iter().any(|g| g.matches_subject(&p.prepared, mode.possible())))
+    v.paths(w, mode).iter().any(|p| {
+        globs.may_start(p.prepared.first()) && globs.iter().any(|g| g.matches_subject(&p.prepared, mode.possible()))
+    })
 }
 
 /// The part of a short-option word that may be an attached path:
@@ -316,7 +318,7 @@ fn attached(w: &Word) -> Option<Word> {
     Some(w.with_subject(&t[at..]))
 }
 
-fn mentions(v: &View, globs: &[Glob], mode: Mode) -> bool {
+fn mentions(v: &View, globs: &GlobSet, mode: Mode) -> bool {
     let test = |w: &Word| {
         any_glob(globs, w, mode, v)
             || (w.text.contains('=') && w.value_after_eq().is_some_and(|val| any_glob(globs, &val, mode, v)))
@@ -332,12 +334,12 @@ fn mentions(v: &View, globs: &[Glob], mode: Mode) -> bool {
 /// An operand (or the working directory, when the line set it) may be a
 /// directory holding a path that matches: a recursive read of it reaches
 /// that path. Paths inside the working directory are not tested.
-fn contains(v: &View, skip: usize, globs: &[Glob], mode: Mode) -> bool {
+fn contains(v: &View, skip: usize, globs: &GlobSet, mode: Mode) -> bool {
     let hit = |s: &str, dynamic: bool| {
         let below = if s.ends_with('/') { format!("{s}**") } else { format!("{s}/**") };
         [s, below.as_str()].iter().any(|s| {
             let subj = Subject::of(s, dynamic);
-            globs.iter().any(|g| g.matches_subject(&subj, mode.possible()))
+            globs.may_start(subj.first()) && globs.iter().any(|g| g.matches_subject(&subj, mode.possible()))
         })
     };
     let cwd_hit = match (&v.cwd.dir, v.cwd.lost && mode == Mode::Wide) {
@@ -351,7 +353,7 @@ fn contains(v: &View, skip: usize, globs: &[Glob], mode: Mode) -> bool {
         })
 }
 
-fn writes(v: &View, globs: &[Glob], mode: Mode) -> bool {
+fn writes(v: &View, globs: &GlobSet, mode: Mode) -> bool {
     if v.redirs.iter().any(|r| r.writes_file() && !is_sink(&r.target) && any_glob(globs, &r.target, mode, v)) {
         return true;
     }
@@ -373,7 +375,7 @@ fn assign_name(w: &Word) -> &str {
 /// Builtins whose operands name variables they set at run time.
 const SETTERS: &[&str] = &["read", "mapfile", "readarray", "getopts", "wait", "let"];
 
-fn assigns(v: &View, globs: &[Glob]) -> bool {
+fn assigns(v: &View, globs: &GlobSet) -> bool {
     let hit = |name: &str| globs.iter().any(|g| g.matches(name));
     if v.assigns.iter().any(|a| a.iter().any(|w| hit(assign_name(w)))) {
         return true;

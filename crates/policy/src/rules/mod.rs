@@ -7,7 +7,7 @@ pub(crate) mod paths;
 mod targets;
 
 use crate::risk::{Effect, RiskProfile};
-use glob::Glob;
+use glob::{Glob, GlobSet};
 use matcher::{Conds, Flag, Matcher};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -286,7 +286,7 @@ impl Lines {
 
 /// The patterns of a list, `@secrets` replaced by the policy's secret
 /// locations.
-fn globs(list: &[String], ic: bool, what: &str, secrets: &[String]) -> Result<Vec<Glob>, String> {
+fn globs(list: &[String], ic: bool, what: &str, secrets: &[String]) -> Result<GlobSet, String> {
     let mut out = Vec::new();
     for p in list {
         if p == SECRETS {
@@ -299,7 +299,7 @@ fn globs(list: &[String], ic: bool, what: &str, secrets: &[String]) -> Result<Ve
             out.push(Glob::new(p, ic).map_err(|e| format!("{what}: {e}"))?);
         }
     }
-    Ok(out)
+    Ok(GlobSet::new(out))
 }
 
 /// In a pattern list: the policy's secret locations (docs/policy.md).
