@@ -307,6 +307,14 @@ impl<'r> Run<'r> {
                 Entry { words: &words[..u.own], assigns, redirs: own_redirs, via: &via, cwd: cwd_ref },
                 Some(down),
             );
+            let own = &words[1..u.own.min(words.len())];
+            if let Some(w) = own.iter().find(|w| w.dynamic && !w.quoted && !w.procsubst()) {
+                self.unresolved(&format!(
+                    "{p}'s argument {} is only known at run time and unquoted: it may split into options that change \
+                     what {p} runs (quote it)",
+                    w.text
+                ));
+            }
             match u.inner {
                 Inner::Words { at, assigns: (a0, a1) } => {
                     if p == "env" {

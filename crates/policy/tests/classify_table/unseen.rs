@@ -343,4 +343,7 @@ pub const UNSEEN: &[(&str, &str, &str)] = &[
     ("ls ~/", "allow", "inspect"),
     ("find ~ -type f", "allow", "search"),
     ("cat ~/*", "allow", "inspect"),
+    ("env -u $X ls", "review", "unresolved"),
+    ("timeout $T ls", "review", "unresolved"),
+    ("timeout \"$T\" ls", "allow", "wrappers"),
 ];
