@@ -4,6 +4,7 @@
 //! evaluate subscripts in them; `hash -p` renames programs; `trap` runs its
 //! action later.
 
+use super::wrappers::{self, ShellMode};
 use crate::shell::{Redir, Word};
 
 /// Builtins that evaluate subscripts or arithmetic in their arguments.
@@ -188,4 +189,30 @@ pub(super) fn runtime_source(
         return Some("the positional parameters");
     }
     None
+}
+
+/// Commands cloche cannot see through, whatever the rules say.
+pub(super) fn structural_reason(prog: &str, words: &[Word], redirs: &[Redir]) -> Option<String> {
+    match prog {
+        "eval" => Some("eval runs its arguments as a command".into()),
+        "source" | "." => Some(format!("{prog} runs a script file cloche cannot read")),
+        "alias" if words.len() > 1 => Some("an alias changes what later command names mean".into()),
+        "hash" if hash_p(words) => Some("hash -p makes a command name run another program".into()),
+        p if EVALUATING_BUILTINS.contains(&p) || NAME_TAKING.contains(&p) => {
+            quoted_code(p, words).or_else(|| NAME_TAKING.contains(&p).then(|| runtime_name(p, words)).flatten())
+        }
+        p if wrappers::SHELLS.contains(&p) => match wrappers::shell_mode(words) {
+            ShellMode::Stdin if redirs.iter().any(Redir::feeds_stdin) => {
+                Some(format!("a here-document or here-string feeds commands to {p}"))
+            }
+            ShellMode::MissingCommand => Some(format!("{p} -c without a command string")),
+            // Options end at the first operand: `sh -e ./x.sh -c ls` runs
+            // ./x.sh with the arguments "-c ls".
+            ShellMode::Script if words.iter().skip(1).any(|w| !w.literal() || w.text == "-c") => {
+                Some(format!("{p} runs a script file: options after its name, -c included, are the script's arguments"))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -444,7 +444,7 @@ impl<'r> Run<'r> {
                     structural = Some(format!("the command name {name:?} has unusual characters (a look-alike?)"));
                 } else {
                     prog = name;
-                    structural = structural_reason(name, e.words, e.redirs);
+                    structural = code::structural_reason(name, e.words, e.redirs);
                 }
             }
         }
@@ -588,29 +588,4 @@ fn echoed_into(s: &Script, ci: usize) -> Option<(&'static str, String)> {
     };
     let args = c.words[1..].iter().map(|w| w.text.as_str()).skip_while(|a| name == "echo" && a.starts_with('-'));
     Some((name, args.collect::<Vec<_>>().join(" ")))
-}
-
-/// Commands cloche cannot see through, whatever the rules say.
-fn structural_reason(prog: &str, words: &[Word], redirs: &[Redir]) -> Option<String> {
-    match prog {
-        "eval" => Some("eval runs its arguments as a command".into()),
-        "source" | "." => Some(format!("{prog} runs a script file cloche cannot read")),
-        "alias" if words.len() > 1 => Some("an alias changes what later command names mean".into()),
-        "hash" if code::hash_p(words) => Some("hash -p makes a command name run another program".into()),
-        p if code::EVALUATING_BUILTINS.contains(&p) || code::NAME_TAKING.contains(&p) => code::quoted_code(p, words)
-            .or_else(|| code::NAME_TAKING.contains(&p).then(|| code::runtime_name(p, words)).flatten()),
-        p if wrappers::SHELLS.contains(&p) => match wrappers::shell_mode(words) {
-            ShellMode::Stdin if redirs.iter().any(Redir::feeds_stdin) => {
-                Some(format!("a here-document or here-string feeds commands to {p}"))
-            }
-            ShellMode::MissingCommand => Some(format!("{p} -c without a command string")),
-            // Options end at the first operand: `sh -e ./x.sh -c ls` runs
-            // ./x.sh with the arguments "-c ls".
-            ShellMode::Script if words.iter().skip(1).any(|w| !w.literal() || w.text == "-c") => {
-                Some(format!("{p} runs a script file: options after its name, -c included, are the script's arguments"))
-            }
-            _ => None,
-        },
-        _ => None,
-    }
 }
