@@ -346,4 +346,5 @@ pub const UNSEEN: &[(&str, &str, &str)] = &[
     ("env -u $X ls", "review", "unresolved"),
     ("timeout $T ls", "review", "unresolved"),
     ("timeout \"$T\" ls", "allow", "wrappers"),
+    ("curl -v https://example.com", "review", "network-fetch"),
 ];
