@@ -258,7 +258,14 @@ impl Broker {
     pub fn submit(&mut self, batch: &BatchFile, actor: &str, token: Option<&str>) -> Result<BatchView, BrokerError> {
         check_actor(actor)?;
         let batch = batch.clone().validate(&self.config.limits())?;
-        let decisions: Vec<_> = batch.entries.iter().map(|e| self.classifier.classify(&e.command)).collect();
+        let decisions: Vec<_> = batch
+            .entries
+            .iter()
+            .map(|e| {
+                let env: Vec<(String, String)> = e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                self.classifier.classify_entry(&e.command, &env)
+            })
+            .collect();
         let decision = decisions.iter().map(|d| d.effect).max().unwrap_or(Effect::Deny);
         let source = serde_json::to_vec(&batch).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let id = random_hex(8).map_err(BrokerError::io("getrandom"))?;

@@ -50,6 +50,13 @@ pub struct Decision {
 /// caller adapts its classifier to this trait (a closure also works).
 pub trait Classifier {
     fn classify(&self, command: &str) -> Decision;
+    /// Classifies a batch entry: its command run with its `env` added (a
+    /// variable such as `PAGER` changes what an allowed command runs).
+    /// The default ignores the environment.
+    fn classify_entry(&self, command: &str, env: &[(String, String)]) -> Decision {
+        let _ = env;
+        self.classify(command)
+    }
     /// The id of the policy version that decides (recorded with the batch,
     /// which later runs with that version).
     fn policy_id(&self) -> String {

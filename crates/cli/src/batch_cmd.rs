@@ -179,10 +179,14 @@ struct PolicyClassifier {
 
 impl Classifier for PolicyClassifier {
     fn classify(&self, command: &str) -> Decision {
+        self.classify_entry(command, &[])
+    }
+
+    fn classify_entry(&self, command: &str, env: &[(String, String)]) -> Decision {
         let d = self
             .policies
             .iter()
-            .map(|p| p.classify(command))
+            .map(|p| p.commands.classify_with_env(command, env))
             .reduce(|a, b| if (b.effect, b.risk) > (a.effect, a.risk) { b } else { a })
             .expect("at least one policy");
         let effect = match d.effect {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use classify::{Decision, Redirect, SimpleCommand, MAX_DEPTH, MAX_LINE};
 pub use risk::{Effect, Level, RiskProfile};
-pub use rules::{CommandRules, Conditions, Fallback, Rule, RESERVED_NAMES};
+pub use rules::{secret_locations, CommandRules, Conditions, Fallback, Rule, RESERVED_NAMES, SECRETS};
 pub use size::{parse_size, SizeError};
 
 /// The default policy, compiled in.
@@ -267,7 +267,7 @@ impl Policy {
         let (head, commands) = DEFAULT_POLICY.split_at(split);
         let mut p = Policy::parse(head, "builtin", Seccomp::Beside(None), false)
             .expect("the compiled-in default policy is valid (checked by a unit test)");
-        p.commands = CommandRules::lazy(commands);
+        p.commands = CommandRules::lazy(commands, secret_locations(&p.fs.mask, &p.fs.home_secrets));
         p
     }
 
@@ -320,7 +320,8 @@ impl Policy {
         };
         let layers = Layers { require: raw.layers.require };
         validate(&world, &limits, &fs, &layers).map_err(invalid)?;
-        let commands = rules::compile(raw.commands, text, check_examples).map_err(invalid)?;
+        let secrets = secret_locations(&fs.mask, &fs.home_secrets);
+        let commands = rules::compile(raw.commands, text, check_examples, &secrets).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
             "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
             p => match seccomp {

@@ -44,10 +44,14 @@
 //!   read-tree [--skip PATH]... ROOT...
 //!                               one line per file under the ROOTs: bytes one read returned, or
 //!                               errno (symlinks and pid dirs under /proc not followed)
+//!   exec-trace FILE MS [JOBS]   run each command line of FILE (JSON strings, one a line) as
+//!                               `sh -c` under ptrace, JOBS at once; one line per command
+//!                               line: every exec (see trace.rs)
 
 mod kernel;
 mod net;
 mod sys;
+mod trace;
 
 use net::{connect_name, connect_tcp, dns_flood, dns_query, listen_tcp, udp_echo, udp_spray};
 
@@ -111,11 +115,12 @@ fn main() {
         "bg-child" => bg_child(arg(rest, 0), arg(rest, 1)),
         "socket-walk" => kernel::socket_walk(parse(arg(rest, 0)), &mut emit),
         "read-tree" => kernel::read_tree_args(rest, &mut emit),
+        "exec-trace" => trace::exec_trace(arg(rest, 0), parse(arg(rest, 1)), rest.get(2).map_or(1, |j| parse(j))),
         other => usage(&format!("unknown subcommand {other:?}")),
     }
 }
 
-fn usage(why: &str) -> ! {
+pub(crate) fn usage(why: &str) -> ! {
     eprintln!("cloche-probe: {why} (see the top of crates/probe/src/main.rs)");
     std::process::exit(2);
 }
@@ -132,7 +137,7 @@ fn parse<T: std::str::FromStr>(s: &str) -> T {
 }
 
 /// Prints one JSON line and flushes it (children may leave through _exit).
-fn emit(v: Value) {
+pub(crate) fn emit(v: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();

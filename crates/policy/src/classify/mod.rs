@@ -1,11 +1,12 @@
 //! Classification: a command line → the simple commands it could run →
 //! the rules that match each → one decision, the strictest.
 
+mod code;
 mod wrappers;
 
 use crate::risk::{Effect, Level, RiskProfile};
-use crate::rules::glob::normalize;
 use crate::rules::matcher::View;
+use crate::rules::paths::{Cwd, Mode};
 use crate::rules::{CommandRules, Compiled};
 use crate::shell::{self, Flow, Redir, Script, Word};
 use serde::Serialize;
@@ -80,6 +81,11 @@ struct Run<'r> {
     scratch: Vec<u16>,
     /// Functions defined by the script being classified.
     funcs: Vec<String>,
+    /// Where bash evaluates values as code on this line (see `code`).
+    evals: Vec<&'static str>,
+    /// The line holds values only known at run time that could reach one
+    /// of those places (what, for the reason).
+    runtime: Option<&'static str>,
 }
 
 /// One entry to judge.
@@ -88,7 +94,7 @@ struct Entry<'a> {
     assigns: [&'a [Word]; 2],
     redirs: &'a [Redir],
     via: &'a [String],
-    cwd: Option<&'a str>,
+    cwd: &'a Cwd,
 }
 
 /// The programs reading a command's output, computed when a rule asks.
@@ -139,6 +145,15 @@ fn downstream(s: &Script, ci: usize, outer: &[String]) -> Vec<String> {
 impl CommandRules {
     /// Classifies a command line parsed as shell.
     pub fn classify(&self, line: &str) -> Decision {
+        self.classify_with_env(line, &[])
+    }
+
+    /// Classifies a command line run with these environment variables
+    /// added (a batch entry's `env`): each is judged as an assignment made
+    /// before the line (`PAGER=…` is `env-hijack`), and a name that is not
+    /// a variable name (`BASH_FUNC_ls%%`, an exported function) is
+    /// `unresolved`.
+    pub fn classify_with_env(&self, line: &str, env: &[(String, String)]) -> Decision {
         let mut run = Run {
             rules: self.get(),
             commands: Vec::new(),
@@ -147,12 +162,22 @@ impl CommandRules {
             risks: RiskProfile::default(),
             scratch: Vec::new(),
             funcs: Vec::new(),
+            evals: Vec::new(),
+            runtime: None,
         };
         if line.len() > MAX_LINE {
             run.unresolved("the command line is too long to classify (over 1 MiB)");
         } else {
             let script = shell::parse(line);
-            run.script(&script, &[], &[], None, 0);
+            run.script(&script, &[], &[], Cwd::default(), 0);
+        }
+        // After the line, so that a tie names the line's own rule.
+        run.environment(env);
+        if let (Some(what), Some(value)) = (run.evals.first(), run.runtime) {
+            run.unresolved(&format!(
+                "bash evaluates a variable's value as code in {what}, and the line holds {value}: a $(…) in that \
+                 value would run (use literal numbers, or no run-time values)"
+            ));
         }
         let (effect, rule, reason) = match run.best {
             Some((e, _, rule, reason)) => (e, rule, reason),
@@ -178,9 +203,18 @@ impl<'r> Run<'r> {
         self.consider(effect, risk, "unresolved", reason, risks);
     }
 
-    fn script(&mut self, s: &Script, via: &[String], outer_down: &[String], cwd: Option<String>, depth: u32) {
+    fn script(&mut self, s: &Script, via: &[String], outer_down: &[String], cwd: Cwd, depth: u32) {
         for e in &s.errors {
             self.unresolved(&format!("cannot parse: {e}"));
+        }
+        for e in &s.evals {
+            if !self.evals.contains(e) {
+                self.evals.push(e);
+            }
+        }
+        if s.runtime_values {
+            self.runtime
+                .get_or_insert("values only known at run time (a loop over them, command output in arithmetic)");
         }
         for f in &s.funcs {
             let bomb =
@@ -199,17 +233,54 @@ impl<'r> Run<'r> {
         for ci in 0..s.cmds.len() {
             let c = &s.cmds[ci];
             let mut down = Down { script: s, ci, outer: outer_down, cache: None };
-            let ctx = (via, cwd.as_deref(), depth);
+            let ctx = (via, &cwd, depth);
             let last = self.words(&c.words, [&c.assigns, &[]], &c.redirs, ctx, &mut down);
             if let Some(last) = last {
                 if let Some(w0) = last.first().filter(|w| w.literal()) {
-                    if matches!(wrappers::basename(&w0.text), "cd" | "pushd") {
-                        cwd = cd_target(&last[1..], cwd.as_deref());
+                    match wrappers::basename(&w0.text) {
+                        "cd" | "pushd" => cwd = cwd.after_cd(code::cd_operand(&last[1..])),
+                        "popd" => cwd = Cwd::lost(),
+                        _ => {}
                     }
                 }
             }
         }
+        if !s.set_names.is_empty() {
+            // Variables the line sets without spelling out the value.
+            let names: Vec<Word> = s.set_names.iter().map(|n| Word::assignment(n, "")).collect();
+            self.hidden(&names, via, &cwd);
+        }
         self.funcs.truncate(funcs_before);
+    }
+
+    /// The environment a batch entry adds.
+    fn environment(&mut self, env: &[(String, String)]) {
+        if env.is_empty() {
+            return;
+        }
+        for (k, v) in env {
+            if !code::is_name(k) {
+                self.unresolved(&format!(
+                    "the environment variable {k:?} is not a variable name (bash imports BASH_FUNC_… as functions)"
+                ));
+            }
+            if code::holds_code(v) {
+                self.runtime.get_or_insert("an environment value holding $(…) or `…`");
+            }
+        }
+        let words: Vec<Word> = env.iter().map(|(k, v)| Word::assignment(k, v)).collect();
+        let via = ["environment".to_string()];
+        self.entry(Entry { words: &[], assigns: [&words, &[]], redirs: &[], via: &via, cwd: &Cwd::default() }, None);
+    }
+
+    /// Assignments the line makes without spelling them out: judged, and
+    /// listed only when not allowed.
+    fn hidden(&mut self, names: &[Word], via: &[String], cwd: &Cwd) {
+        let n = self.commands.len();
+        self.entry(Entry { words: &[], assigns: [names, &[]], redirs: &[], via, cwd }, None);
+        if self.commands.len() > n && self.commands[n].effect == Effect::Allow {
+            self.commands.truncate(n);
+        }
     }
 
     /// Classifies a command given as words, through its wrappers. Returns
@@ -219,22 +290,46 @@ impl<'r> Run<'r> {
         words: &'w [Word],
         assigns: [&'w [Word]; 2],
         redirs: &'w [Redir],
-        (via, cwd, depth): (&[String], Option<&str>, u32),
+        (via, cwd, depth): (&[String], &Cwd, u32),
         down: &mut Down,
     ) -> Option<&'w [Word]> {
         let mut via = via.to_vec();
         let mut words = words;
         let mut assigns = assigns;
+        let mut cwd = cwd.clone();
         for _ in 0..32 {
             let prog = words.first().filter(|w| w.literal()).map(|w| wrappers::basename(&w.text));
             let Some(u) = prog.and_then(|p| wrappers::unwrap(p, words)) else { break };
             let p = prog.unwrap_or_default().to_string();
             let own_redirs = if matches!(u.inner, Inner::Words { .. }) { &[][..] } else { redirs };
-            self.entry(Entry { words: &words[..u.own], assigns, redirs: own_redirs, via: &via, cwd }, down);
+            let cwd_ref = &cwd;
+            self.entry(
+                Entry { words: &words[..u.own], assigns, redirs: own_redirs, via: &via, cwd: cwd_ref },
+                Some(down),
+            );
+            let own = &words[1..u.own.min(words.len())];
+            if let Some(w) = own.iter().find(|w| w.dynamic && !w.quoted && !w.procsubst()) {
+                self.unresolved(&format!(
+                    "{p}'s argument {} is only known at run time and unquoted: it may split into options that change \
+                     what {p} runs (quote it)",
+                    w.text
+                ));
+            }
             match u.inner {
                 Inner::Words { at, assigns: (a0, a1) } => {
+                    if p == "env" {
+                        if let Some(dir) = wrappers::env_chdir(&words[..at]) {
+                            cwd = cwd.after_cd(Some(&dir));
+                        }
+                    }
                     assigns = [&[], &words[a0..a1]];
-                    via.push(p);
+                    via.push(p.clone());
+                    if p == "xargs" {
+                        // Its input becomes arguments (or replaces `-I` text).
+                        let inner = wrappers::xargs_inner(&words[..at], &words[at..]);
+                        self.words(&inner, assigns, &[], (&via, &cwd, depth), down);
+                        return None;
+                    }
                     words = &words[at..];
                 }
                 Inner::Shell(k) => {
@@ -242,34 +337,26 @@ impl<'r> Run<'r> {
                     let text =
                         if w.text.starts_with("--") { w.text.split_once('=').map_or("", |x| x.1) } else { &w.text };
                     let lit = w.literal();
-                    self.string(text, lit, &format!("{p} {}", "-c"), &via, down, cwd, depth);
+                    self.string(text, lit, &format!("{p} {}", "-c"), &via, down, &cwd, depth);
                     return None;
                 }
                 Inner::Joined(k) => {
                     let lit = words[k..].iter().all(Word::literal);
                     let text = words[k..].iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ");
-                    self.string(&text, lit, &p, &via, down, cwd, depth);
+                    self.string(&text, lit, &p, &via, down, &cwd, depth);
                     return None;
                 }
                 Inner::None => return None,
             }
         }
-        self.entry(Entry { words, assigns, redirs, via: &via, cwd }, down);
-        self.follow(words, redirs, &via, cwd, depth, down);
+        self.entry(Entry { words, assigns, redirs, via: &via, cwd: &cwd }, Some(down));
+        self.follow(words, redirs, &via, &cwd, depth, down);
         Some(words)
     }
 
     /// Runs what a final command runs in turn: shell strings, eval, alias
     /// values, trap actions, here-documents fed to a shell, find -exec.
-    fn follow(
-        &mut self,
-        words: &[Word],
-        redirs: &[Redir],
-        via: &[String],
-        cwd: Option<&str>,
-        depth: u32,
-        down: &mut Down,
-    ) {
+    fn follow(&mut self, words: &[Word], redirs: &[Redir], via: &[String], cwd: &Cwd, depth: u32, down: &mut Down) {
         let Some(prog) = words.first().filter(|w| w.literal()).map(|w| wrappers::basename(&w.text)) else { return };
         let lit_args = words[1..].iter().all(Word::literal);
         match prog {
@@ -301,7 +388,7 @@ impl<'r> Run<'r> {
                 }
             }
             "trap" => {
-                if let Some(action) = words.get(1).filter(|w| !w.text.starts_with('-')) {
+                if let Some(action) = code::trap_action(&words[1..]) {
                     self.string(&action.text, action.literal(), "trap", via, down, cwd, depth);
                 }
             }
@@ -309,7 +396,9 @@ impl<'r> Run<'r> {
                 let mut v = via.to_vec();
                 v.push("find -exec".into());
                 for (a, b) in wrappers::find_exec(words) {
-                    self.words(&words[a..b], [&[], &[]], &[], (&v, cwd, depth), down);
+                    // `{}` is a file name only known at run time.
+                    let inner: Vec<Word> = words[a..b].iter().map(|w| w.with_runtime("{}")).collect();
+                    self.words(&inner, [&[], &[]], &[], (&v, cwd, depth), down);
                 }
             }
             _ => {}
@@ -325,7 +414,7 @@ impl<'r> Run<'r> {
         label: &str,
         via: &[String],
         down: &mut Down,
-        cwd: Option<&str>,
+        cwd: &Cwd,
         depth: u32,
     ) {
         if !literal {
@@ -338,10 +427,10 @@ impl<'r> Run<'r> {
         v.push(label.to_string());
         let outer = down.get().to_vec();
         let script = shell::parse(text);
-        self.script(&script, &v, &outer, cwd.map(str::to_string), depth + 1);
+        self.script(&script, &v, &outer, cwd.clone(), depth + 1);
     }
 
-    fn entry(&mut self, e: Entry, down: &mut Down) {
+    fn entry(&mut self, e: Entry, down: Option<&mut Down>) {
         let rules: &'r Compiled = self.rules;
         let w0 = e.words.first();
         let mut structural: Option<String> = None;
@@ -355,8 +444,16 @@ impl<'r> Run<'r> {
                     structural = Some(format!("the command name {name:?} has unusual characters (a look-alike?)"));
                 } else {
                     prog = name;
-                    structural = structural_reason(name, e.words, e.redirs);
+                    structural = code::structural_reason(name, e.words, e.redirs);
                 }
+            }
+        }
+        if let Some(what) = code::runtime_source(prog, e.words, e.assigns, e.redirs) {
+            self.runtime.get_or_insert(what);
+        }
+        if let Some(what) = code::eval_context(prog, e.words) {
+            if !self.evals.contains(&what) {
+                self.evals.push(what);
             }
         }
         // Candidate rules: by program name, by program pattern, and rules
@@ -373,7 +470,10 @@ impl<'r> Run<'r> {
         }
         cands.extend_from_slice(&rules.aspects);
         let needs_down = cands.iter().any(|&i| !rules.rules[i as usize].matcher.conds.piped_into.is_empty());
-        let downstream: &[String] = if needs_down { down.get() } else { &[] };
+        let downstream: &[String] = match down {
+            Some(d) if needs_down => d.get(),
+            _ => &[],
+        };
         let view = View {
             program: prog,
             args: e.words.get(1..).unwrap_or(&[]),
@@ -381,6 +481,7 @@ impl<'r> Run<'r> {
             redirs: e.redirs,
             cwd: e.cwd,
             downstream,
+            cache: Default::default(),
         };
         let (mut risk, mut risks, mut named) = (0u8, RiskProfile::default(), false);
         let mut best: Option<Cand> = None;
@@ -392,7 +493,12 @@ impl<'r> Run<'r> {
         };
         for &i in &cands {
             let r = &rules.rules[i as usize];
-            if !r.matcher.matches(&view, r.effect != Effect::Allow) {
+            let mode = match r.effect {
+                Effect::Allow => Mode::Sure,
+                Effect::Review => Mode::Wide,
+                Effect::Deny => Mode::Possible,
+            };
+            if !r.matcher.matches(&view, mode) {
                 continue;
             }
             named |= !r.matcher.programs.is_empty() || !r.matcher.program_globs.is_empty();
@@ -482,36 +588,4 @@ fn echoed_into(s: &Script, ci: usize) -> Option<(&'static str, String)> {
     };
     let args = c.words[1..].iter().map(|w| w.text.as_str()).skip_while(|a| name == "echo" && a.starts_with('-'));
     Some((name, args.collect::<Vec<_>>().join(" ")))
-}
-
-/// Commands cloche cannot see through, whatever the rules say.
-fn structural_reason(prog: &str, words: &[Word], redirs: &[Redir]) -> Option<String> {
-    match prog {
-        "eval" => Some("eval runs its arguments as a command".into()),
-        "source" | "." => Some(format!("{prog} runs a script file cloche cannot read")),
-        "alias" if words.len() > 1 => Some("an alias changes what later command names mean".into()),
-        p if wrappers::SHELLS.contains(&p) => match wrappers::shell_mode(words) {
-            ShellMode::Stdin if redirs.iter().any(Redir::feeds_stdin) => {
-                Some(format!("a here-document or here-string feeds commands to {p}"))
-            }
-            ShellMode::MissingCommand => Some(format!("{p} -c without a command string")),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// The working directory after `cd ARGS`, when it is known.
-fn cd_target(args: &[Word], cwd: Option<&str>) -> Option<String> {
-    let operand = args.iter().find(|a| !a.text.starts_with('-') || a.text == "-");
-    let Some(a) = operand else { return Some("~".into()) };
-    if !a.literal() || a.text == "-" {
-        return None;
-    }
-    let s = a.subject();
-    if s.starts_with('/') || s.starts_with('~') {
-        Some(normalize(s).into_owned())
-    } else {
-        cwd.map(|c| normalize(&format!("{c}/{s}")).into_owned())
-    }
 }

@@ -94,7 +94,11 @@ static WRAPPERS: &[Spec] = &[
         shell_only: true,
         ..spec(&["su"], &["-s", "--shell", "-g", "--group", "-G", "--supp-group", "-w", "--whitelist-environment"])
     },
-    Spec { assigns: true, shell: &["-S", "--split-string"], ..spec(&["env"], &["-u", "--unset", "-C", "--chdir"]) },
+    Spec {
+        assigns: true,
+        shell: &["-S", "--split-string"],
+        ..spec(&["env"], &["-u", "--unset", "-C", "--chdir", "-a", "--argv0"])
+    },
     spec(&["nice"], &["-n", "--adjustment"]),
     Spec { operands: 1, ..spec(&["timeout"], &["-s", "--signal", "-k", "--kill-after"]) },
     spec(&["nohup", "builtin", "setsid", "unbuffer", "busybox", "toybox"], &[]),
@@ -152,6 +156,14 @@ fn is_assignment(t: &str) -> bool {
 
 /// If `prog` (the basename of `words[0]`) wraps a command, where that is.
 pub(crate) fn unwrap(prog: &str, words: &[Word]) -> Option<Unwrapped> {
+    if prog == "jobs" {
+        // `jobs -x CMD ARGS` runs CMD.
+        if !words.get(1).is_some_and(|w| w.literal() && w.text == "-x") {
+            return None;
+        }
+        let inner = if words.len() > 2 { Inner::Words { at: 2, assigns: (2, 2) } } else { Inner::None };
+        return Some(Unwrapped { own: 2, inner });
+    }
     let spec = WRAPPERS.iter().find(|s| s.names.contains(&prog))?;
     let len = words.len();
     let all = |inner| Some(Unwrapped { own: len, inner });
@@ -314,6 +326,49 @@ pub(crate) fn find_exec(words: &[Word]) -> Vec<(usize, usize)> {
         k += 1;
     }
     out
+}
+
+/// The directory `env -C DIR`/`--chdir=DIR` runs its command in.
+pub(crate) fn env_chdir(own: &[Word]) -> Option<Word> {
+    for (k, w) in own.iter().enumerate().skip(1) {
+        let t = w.text.as_str();
+        if t == "-C" || t == "--chdir" {
+            return own.get(k + 1).cloned();
+        }
+        if t.starts_with("--chdir=") {
+            return w.value_after_eq();
+        }
+        if t.len() > 2 && t.starts_with("-C") {
+            return Some(w.with_subject(&w.subject()[2..]));
+        }
+    }
+    None
+}
+
+/// The command xargs runs: its words, with the input appended (a word
+/// only known at run time) or, with `-I R`/`-i`/`--replace`, put where `R`
+/// is.
+pub(crate) fn xargs_inner(own: &[Word], cmd: &[Word]) -> Vec<Word> {
+    let mut replace = None;
+    for (i, w) in own.iter().enumerate().skip(1) {
+        let t = w.text.as_str();
+        replace = match t {
+            "-I" => own.get(i + 1).map(|r| r.text.clone()),
+            "-i" | "--replace" => Some("{}".into()),
+            _ if t.starts_with("-I") => Some(t[2..].to_string()),
+            _ if t.starts_with("--replace=") => Some(t["--replace=".len()..].to_string()),
+            _ if t.starts_with("-i") && !t.starts_with("--") => Some(t[2..].to_string()),
+            _ => replace,
+        };
+    }
+    match replace.filter(|r| !r.is_empty()) {
+        Some(r) => cmd.iter().map(|w| w.with_runtime(&r)).collect(),
+        None => {
+            let mut v = cmd.to_vec();
+            v.push(Word::runtime("(input)"));
+            v
+        }
+    }
 }
 
 /// The command name: basename of a fully known first word.

@@ -12,6 +12,12 @@
 //! **/id_rsa"), and do not start a hidden name (`~/*` is not "maybe
 //! ~/.netrc");
 //! and a word whose start is unknown only matches catch-all patterns.
+//!
+//! Path patterns (starting with `/` or `~`) are tested strictly instead:
+//! a subject possibly matches one when some expansion of it does, as the
+//! shell expands globs (`/etc/shado?`, `~/.ss*/id_*`): a glob wildcard
+//! never starts a hidden name, and a run-time part (a variable) may stand
+//! for anything, `/` and a leading dot included.
 
 use std::borrow::Cow;
 
@@ -43,21 +49,96 @@ pub(crate) struct Glob {
     first: Option<u8>,
     last: Option<u8>,
     ignore_case: bool,
+    /// Starts with `/` or `~`: possible matches are strict (module doc).
+    path: bool,
+}
+
+/// The patterns of one condition, with the first bytes a match can start
+/// with (so that most words skip a long list at once).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GlobSet {
+    globs: Vec<Glob>,
+    firsts: [u64; 4],
+    /// Some pattern starts with a wildcard.
+    wild_first: bool,
+}
+
+impl GlobSet {
+    pub fn new(globs: Vec<Glob>) -> GlobSet {
+        let mut s = GlobSet { globs, ..GlobSet::default() };
+        for g in &s.globs {
+            match g.first {
+                Some(b) => {
+                    for b in [b, b.to_ascii_uppercase()] {
+                        s.firsts[usize::from(b / 64)] |= 1 << (b % 64);
+                    }
+                }
+                None => s.wild_first = true,
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.globs.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Glob> {
+        self.globs.iter()
+    }
+
+    /// Whether a subject starting with `first` (`None`: unknown) may match
+    /// some pattern.
+    pub fn may_start(&self, first: Option<u8>) -> bool {
+        match first {
+            Some(b) if !self.wild_first => {
+                let b = b.to_ascii_lowercase();
+                let hit = |b: u8| self.firsts[usize::from(b / 64)] & (1 << (b % 64)) != 0;
+                hit(b) || hit(b.to_ascii_uppercase())
+            }
+            _ => true,
+        }
+    }
 }
 
 /// A word's subject prepared once for matching against many patterns.
 pub(crate) enum Subject<'a> {
     /// Fully known, unescaped.
     Known(Cow<'a, str>),
-    /// Partly unknown.
-    Glob(Vec<Tok>),
+    /// Partly unknown; `dynamic`: some unknown part is a run-time value
+    /// (it may hold `/` and start a hidden name), not only a glob.
+    Glob { toks: Vec<Tok>, dynamic: bool },
 }
 
 impl<'a> Subject<'a> {
+    /// Its first byte, when known.
+    pub fn first(&self) -> Option<u8> {
+        match self {
+            Subject::Known(t) => t.bytes().next(),
+            Subject::Glob { toks, .. } => match toks.first() {
+                Some(Tok::Lit(b)) => Some(*b),
+                _ => None,
+            },
+        }
+    }
+
     /// From the escaped form (see the module doc).
     pub fn new(s: &'a str) -> Subject<'a> {
+        Subject::of(s, false)
+    }
+
+    /// The same subject, owning its text.
+    pub fn into_owned(self) -> Subject<'static> {
+        match self {
+            Subject::Known(t) => Subject::Known(Cow::Owned(t.into_owned())),
+            Subject::Glob { toks, dynamic } => Subject::Glob { toks, dynamic },
+        }
+    }
+
+    /// From the escaped form of a word that may hold run-time values.
+    pub fn of(s: &'a str, dynamic: bool) -> Subject<'a> {
         if has_wildcard(s) {
-            return Subject::Glob(tokens(s, false));
+            return Subject::Glob { toks: tokens(s, false), dynamic };
         }
         if !s.contains('\\') {
             return Subject::Known(Cow::Borrowed(s));
@@ -132,7 +213,8 @@ impl Glob {
         });
         let lit = |t: Option<&Tok>| if let Some(Tok::Lit(b)) = t { Some(*b) } else { None };
         let (first, last) = (lit(toks.first()), lit(toks.last()));
-        Ok(Glob { toks, star_mask, anchored, all_wild, exact, first, last, ignore_case })
+        let path = matches!(first, Some(b'/' | b'~'));
+        Ok(Glob { toks, star_mask, anchored, all_wild, exact, first, last, ignore_case, path })
     }
 
     fn closure(&self, mut s: u64) -> u64 {
@@ -193,15 +275,30 @@ impl Glob {
                 };
                 eq(self.first, b.first()) && eq(self.last, b.last()) && self.matches(t)
             }
-            Subject::Glob(st) => {
+            Subject::Glob { toks: st, dynamic } => {
                 if !possible {
                     return false;
+                }
+                // Quick reject: the literal starts differ.
+                for (x, y) in self.toks.iter().zip(st) {
+                    match (x, y) {
+                        (Tok::Lit(x), Tok::Lit(y))
+                            if *x != if self.ignore_case { y.to_ascii_lowercase() } else { *y } =>
+                        {
+                            return false
+                        }
+                        (Tok::Lit(_), Tok::Lit(_)) => {}
+                        _ => break,
+                    }
                 }
                 // A value whose start is unknown only matches a pattern that
                 // accepts anything: `$X` is not "possibly /etc/passwd", and
                 // `*.rs` is not "possibly HISTFILE=x.rs".
                 if !matches!(st.first(), Some(Tok::Lit(_))) {
                     return self.all_wild;
+                }
+                if self.path {
+                    return self.intersects_strictly(st, *dynamic);
                 }
                 self.intersects(st)
             }
@@ -265,6 +362,62 @@ impl Glob {
                 let nj = if wild(q[j]) { j } else { j + 1 };
                 if (ni, nj) != (i, j) {
                     stack.push((ni, nj));
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Glob {
+    /// Whether some expansion of subject `q` matches the pattern: globs as
+    /// the shell expands them (a wildcard does not start a hidden name), a
+    /// run-time part (`dynamic`) anything, `/` and a leading dot included.
+    fn intersects_strictly(&self, q: &[Tok], dynamic: bool) -> bool {
+        let p = &self.toks;
+        let (n, m) = (p.len(), q.len());
+        let w = m + 1;
+        // States (pattern position, subject position, whether the subject's
+        // wildcard at that position has produced a character yet).
+        let mut seen = vec![false; (n + 1) * w * 2];
+        let mut stack = vec![(0usize, 0usize, false)];
+        let wild = |t: Tok| matches!(t, Tok::Star | Tok::Any);
+        let sub = |j: usize| if dynamic && q[j] == Tok::Star { Tok::Any } else { q[j] };
+        let fold = |b: u8| if self.ignore_case { b.to_ascii_lowercase() } else { b };
+        while let Some((i, j, k)) = stack.pop() {
+            let at = (i * w + j) * 2 + usize::from(k);
+            if seen[at] {
+                continue;
+            }
+            seen[at] = true;
+            if i == n && j == m {
+                return true;
+            }
+            if i < n && wild(p[i]) {
+                stack.push((i + 1, j, k));
+            }
+            if j < m && wild(sub(j)) {
+                stack.push((i, j + 1, false));
+            }
+            if i >= n || j >= m {
+                continue;
+            }
+            let (a, b) = (p[i], sub(j));
+            // The subject's wildcard would produce the first character of a
+            // path component.
+            let starts = !k && (j == 0 || q[j - 1] == Tok::Lit(b'/'));
+            let ok = match (a, b) {
+                (Tok::Lit(x), Tok::Lit(y)) => x == fold(y),
+                (Tok::Lit(x), Tok::One | Tok::Star) => x != b'/' && (dynamic || x != b'.' || !starts),
+                (Tok::One | Tok::Star, Tok::Lit(y)) => y != b'/',
+                _ => true,
+            };
+            if ok {
+                let ni = if wild(a) { i } else { i + 1 };
+                let nj = if wild(b) { j } else { j + 1 };
+                let nk = wild(b) && nj == j;
+                if (ni, nj, nk) != (i, j, k) {
+                    stack.push((ni, nj, nk));
                 }
             }
         }
@@ -366,7 +519,19 @@ mod tests {
         assert!(!g("/").ms("*", true));
         assert!(g("**").ms("*", true));
         assert!(g("~/.ssh/id_*").ms("~/.ssh/*", true));
-        assert!(!g("~/.ssh/id_*").ms("~/.s*/id*", true));
+        // Path patterns are strict: a glob may be any of its expansions.
+        assert!(g("~/.ssh/id_*").ms("~/.s*/id*", true));
+        assert!(g("/etc/shadow").ms("/etc/shado?", true));
+        assert!(g("/etc/shadow").ms("/etc/sha*", true));
+        assert!(g("~/.ssh/**").ms("~/.ss?/id_*", true));
+        // … but a glob wildcard does not start a hidden name, while a
+        // run-time value may.
+        assert!(!g("~/.aws/**").ms("~/*/credentials", true));
+        let dynamic = |s| Subject::of(s, true);
+        assert!(g("~/.aws/**").matches_subject(&dynamic("~/*/credentials"), true));
+        assert!(g("/etc/ssh/ssh_host_*_key").matches_subject(&dynamic("/etc/*"), true));
+        assert!(!g("/etc/ssh/ssh_host_*_key").ms("/etc/*", true));
+        assert!(!g("/etc/**").ms("/tmp/*", true));
         assert!(g("/etc/passwd").ms("/etc/*", true));
         assert!(!g("~/.netrc").ms("~/*", true));
         assert!(!g("**.pem").ms("~/*", true));

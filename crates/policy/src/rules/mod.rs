@@ -3,9 +3,11 @@
 
 pub(crate) mod glob;
 pub(crate) mod matcher;
+pub(crate) mod paths;
+mod targets;
 
 use crate::risk::{Effect, RiskProfile};
-use glob::Glob;
+use glob::{Glob, GlobSet};
 use matcher::{Conds, Flag, Matcher};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -50,6 +52,19 @@ pub struct Conditions {
     /// An assigned variable: `NAME=v cmd`, `env NAME=v`, `export NAME=v`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assigns_any: Vec<String>,
+    /// An operand may be a directory holding a matching path (a recursive
+    /// read of it reaches that path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contains_any: Vec<String>,
+    /// A path the command deletes, overwrites, moves or changes matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets_any: Vec<String>,
+    /// An argument or redirection target is only known at run time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_args: bool,
+    /// A glob argument (before `--`) may expand to a name starting with `-`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub glob_options: bool,
 }
 
 /// One compiled command rule.
@@ -89,8 +104,9 @@ pub struct Fallback {
 pub struct CommandRules {
     compiled: Arc<OnceLock<Compiled>>,
     /// The compiled-in `[commands]` text, parsed and compiled on first use
-    /// so that `Policy::builtin()` (every `cloche run`) stays fast.
-    lazy: Option<&'static str>,
+    /// so that `Policy::builtin()` (every `cloche run`) stays fast, with
+    /// what `@secrets` stands for.
+    lazy: Option<(&'static str, Arc<Vec<String>>)>,
 }
 
 #[derive(Debug)]
@@ -141,16 +157,18 @@ impl CommandRules {
     /// Rules compiled from `text` (a TOML document whose only table is
     /// `[commands]`) when first used. For the compiled-in policy only: its
     /// validity and examples are checked by this crate's tests.
-    pub(crate) fn lazy(text: &'static str) -> CommandRules {
-        CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some(text) }
+    pub(crate) fn lazy(text: &'static str, secrets: Vec<String>) -> CommandRules {
+        CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some((text, Arc::new(secrets))) }
     }
 
     pub(crate) fn get(&self) -> &Compiled {
         self.compiled.get_or_init(|| {
-            let Some(text) = self.lazy else { return Compiled::empty() };
+            let Some((text, secrets)) = &self.lazy else { return Compiled::empty() };
             let doc: CommandsDoc =
                 toml::from_str(text).expect("the compiled-in [commands] section parses (unit tests)");
-            compile_rules(doc.commands, text).expect("the compiled-in [commands] section is valid (unit tests)").0
+            compile_rules(doc.commands, text, secrets)
+                .expect("the compiled-in [commands] section is valid (unit tests)")
+                .0
         })
     }
 }
@@ -234,6 +252,14 @@ struct RawRule {
     #[serde(default)]
     assigns_any: Vec<String>,
     #[serde(default)]
+    contains_any: Vec<String>,
+    #[serde(default)]
+    targets_any: Vec<String>,
+    #[serde(default)]
+    runtime_args: bool,
+    #[serde(default)]
+    glob_options: bool,
+    #[serde(default)]
     unless: Vec<Conditions>,
     #[serde(default)]
     ignore_case: bool,
@@ -258,26 +284,94 @@ impl Lines {
     }
 }
 
-fn globs(list: &[String], ic: bool, what: &str) -> Result<Vec<Glob>, String> {
-    list.iter().map(|p| Glob::new(p, ic).map_err(|e| format!("{what}: {e}"))).collect()
+/// The patterns of a list, `@secrets` replaced by the policy's secret
+/// locations.
+fn globs(list: &[String], ic: bool, what: &str, secrets: &[String]) -> Result<GlobSet, String> {
+    let mut out = Vec::new();
+    for p in list {
+        if p == SECRETS {
+            for s in secrets {
+                out.push(Glob::new(s, ic).map_err(|e| format!("{what}: @secrets: {e}"))?);
+            }
+        } else if p.starts_with('@') {
+            return Err(format!("{what}: unknown name {p:?} (the only one is {SECRETS})"));
+        } else {
+            out.push(Glob::new(p, ic).map_err(|e| format!("{what}: {e}"))?);
+        }
+    }
+    Ok(GlobSet::new(out))
 }
 
-fn conds(c: &Conditions, ic: bool) -> Result<Conds, String> {
+/// In a pattern list: the policy's secret locations (docs/policy.md).
+pub const SECRETS: &str = "@secrets";
+
+/// What `@secrets` stands for: every `[fs] mask` path, every home secret
+/// below `~`, `/home/*` and `/root`, and cloche's state directory
+/// (`/var/lib/cloche` and `$CLOCHE_STATE_DIR`), each with what is below it.
+pub fn secret_locations(mask: &[std::path::PathBuf], home_secrets: &[std::path::PathBuf]) -> Vec<String> {
+    let lit = |p: &str| {
+        let mut s = String::with_capacity(p.len());
+        for c in p.chars() {
+            if matches!(c, '*' | '?' | '\\') {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s
+    };
+    let mut roots: Vec<String> = mask.iter().map(|m| lit(&m.to_string_lossy())).collect();
+    for h in home_secrets {
+        let h = lit(&h.to_string_lossy());
+        roots.extend([format!("~/{h}"), format!("/home/*/{h}"), format!("/root/{h}")]);
+    }
+    roots.push("/var/lib/cloche".into());
+    if let Some(d) = std::env::var_os("CLOCHE_STATE_DIR") {
+        let d = d.to_string_lossy();
+        if d.starts_with('/') && d.len() > 1 {
+            roots.push(lit(d.trim_end_matches('/')));
+        }
+    }
+    let mut out = Vec::new();
+    for r in roots {
+        // A location too long for a pattern is cut to a prefix (which still
+        // covers it).
+        let r = if r.len() > glob::MAX_TOKENS - 4 {
+            let mut cut = glob::MAX_TOKENS - 6;
+            while !r.is_char_boundary(cut) || r[..cut].ends_with('\\') {
+                cut -= 1;
+            }
+            format!("{}**", &r[..cut])
+        } else {
+            r
+        };
+        out.push(format!("{r}/**"));
+        out.push(r);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn conds(c: &Conditions, ic: bool, secrets: &[String]) -> Result<Conds, String> {
     let flag_list = |l: &[String], what: &str| -> Result<Vec<Vec<Flag>>, String> {
         l.iter()
             .map(|e| e.split('|').map(Flag::parse).collect::<Result<Vec<_>, _>>().map_err(|m| format!("{what}: {m}")))
             .collect()
     };
     Ok(Conds {
-        subcommands: globs(&c.subcommands, false, "subcommands")?,
+        subcommands: globs(&c.subcommands, false, "subcommands", secrets)?,
         leading_flags: c.leading_flags.clone(),
         flags_all: flag_list(&c.flags_all, "flags_all")?,
         flags_any: flag_list(&c.flags_any, "flags_any")?.into_iter().flatten().collect(),
-        args_any: globs(&c.args_any, ic, "args_any")?,
-        mentions_any: globs(&c.mentions_any, ic, "mentions_any")?,
-        writes_any: globs(&c.writes_any, ic, "writes_any")?,
-        piped_into: globs(&c.piped_into, false, "piped_into")?,
-        assigns_any: globs(&c.assigns_any, false, "assigns_any")?,
+        args_any: globs(&c.args_any, ic, "args_any", secrets)?,
+        mentions_any: globs(&c.mentions_any, ic, "mentions_any", secrets)?,
+        writes_any: globs(&c.writes_any, ic, "writes_any", secrets)?,
+        piped_into: globs(&c.piped_into, false, "piped_into", secrets)?,
+        assigns_any: globs(&c.assigns_any, false, "assigns_any", secrets)?,
+        contains_any: globs(&c.contains_any, ic, "contains_any", secrets)?,
+        targets_any: globs(&c.targets_any, ic, "targets_any", secrets)?,
+        runtime_args: c.runtime_args,
+        glob_options: c.glob_options,
     })
 }
 
@@ -309,8 +403,13 @@ fn valid_name(n: &str) -> bool {
 /// Compiles the `[commands]` section. `text` is the whole file (for line
 /// numbers). With `check_examples`, every rule's examples are classified and
 /// must come out decided by that rule, and its counterexamples must not.
-pub(crate) fn compile(raw: Option<RawCommands>, text: &str, check_examples: bool) -> Result<CommandRules, String> {
-    let (compiled, spans) = compile_rules(raw, text)?;
+pub(crate) fn compile(
+    raw: Option<RawCommands>,
+    text: &str,
+    check_examples: bool,
+    secrets: &[String],
+) -> Result<CommandRules, String> {
+    let (compiled, spans) = compile_rules(raw, text, secrets)?;
     let out = CommandRules::ready(compiled);
     if check_examples {
         check(&out, &spans)?;
@@ -321,7 +420,7 @@ pub(crate) fn compile(raw: Option<RawCommands>, text: &str, check_examples: bool
 /// Example and counterexample lines of each rule.
 type Spans = Vec<(Vec<usize>, Vec<usize>)>;
 
-fn compile_rules(raw: Option<RawCommands>, text: &str) -> Result<(Compiled, Spans), String> {
+fn compile_rules(raw: Option<RawCommands>, text: &str, secrets: &[String]) -> Result<(Compiled, Spans), String> {
     let raw = raw.unwrap_or_default();
     let lines = Lines::new(text);
     let mut out = Compiled::empty();
@@ -361,10 +460,17 @@ fn compile_rules(raw: Option<RawCommands>, text: &str) -> Result<(Compiled, Span
             writes_any: r.writes_any,
             piped_into: r.piped_into,
             assigns_any: r.assigns_any,
+            contains_any: r.contains_any,
+            targets_any: r.targets_any,
+            runtime_args: r.runtime_args,
+            glob_options: r.glob_options,
         };
         let ic = r.ignore_case;
-        let mut matcher =
-            Matcher { conds: conds(&conditions, ic).map_err(bad)?, dynamic_args: r.dynamic_args, ..Matcher::default() };
+        let mut matcher = Matcher {
+            conds: conds(&conditions, ic, secrets).map_err(bad)?,
+            dynamic_args: r.dynamic_args,
+            ..Matcher::default()
+        };
         for p in &conditions.programs {
             if p.is_empty() {
                 return Err(bad("programs: empty name".into()));
@@ -382,7 +488,7 @@ fn compile_rules(raw: Option<RawCommands>, text: &str) -> Result<(Compiled, Span
             if !u.programs.is_empty() {
                 return Err(bad("unless: programs belong to the rule, not to an exception".into()));
             }
-            let c = conds(u, ic).map_err(|m| bad(format!("unless: {m}")))?;
+            let c = conds(u, ic, secrets).map_err(|m| bad(format!("unless: {m}")))?;
             if c.is_empty() {
                 return Err(bad("unless: an exception needs at least one condition".into()));
             }

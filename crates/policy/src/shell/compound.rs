@@ -33,11 +33,14 @@ impl Parser<'_> {
 
     pub(super) fn for_clause(&mut self) {
         self.skip_blanks();
+        let mut named = false;
         if self.peek() == b'(' && self.peek_at(1) == b'(' {
             self.i += 2;
             self.arith();
         } else if !self.eof() && !is_delim(self.peek()) {
-            self.word(false);
+            let name = self.word(false);
+            self.out.set_names.push(name.text);
+            named = true;
         }
         self.skip_space_nl();
         if self.eat_kw(Kw::In) {
@@ -46,8 +49,14 @@ impl Parser<'_> {
                 if self.eof() || is_delim(self.peek()) {
                     break;
                 }
-                self.word(false);
+                let w = self.word(false);
+                if !w.literal() {
+                    self.out.runtime_values = true;
+                }
             }
+        } else if named {
+            // `for x; do`: the positional parameters.
+            self.out.runtime_values = true;
         }
         self.skip_blanks();
         if self.peek() == b';' {

@@ -15,14 +15,25 @@ impl Parser<'_> {
                     self.arith();
                 } else {
                     self.i += 2;
+                    if self.in_arith > 0 {
+                        self.out.runtime_values = true;
+                    }
                     self.nested_list(self.cur_cmd.map(|c| (c, Flow::Subst)), "unterminated $(");
                 }
+                w.unknown(self.slice(start, self.i));
+            }
+            b'[' => {
+                // `$[…]`: bash's old arithmetic expansion.
+                self.i += 2;
+                self.note_eval("arithmetic $[…]");
+                self.bracket_arith();
                 w.unknown(self.slice(start, self.i));
             }
             b'{' => {
                 self.i += 2;
                 let closed = self.param();
                 let inner = if closed { self.slice(start + 2, self.i - 1) } else { "" };
+                self.param_kind(inner);
                 if inner == "HOME" && w.is_empty() {
                     w.home(self.slice(start, self.i));
                 } else {
@@ -70,6 +81,7 @@ impl Parser<'_> {
             return false;
         }
         self.nest += 1;
+        self.in_arith += 1;
         let mut depth = 1u32;
         let mut scratch = WordBuf::default();
         while !self.eof() {
@@ -78,6 +90,7 @@ impl Parser<'_> {
                     self.i += 1;
                     depth -= 1;
                     if depth == 0 {
+                        self.in_arith -= 1;
                         self.nest -= 1;
                         return true;
                     }
@@ -89,6 +102,7 @@ impl Parser<'_> {
                 _ => self.skip_inner(&mut scratch),
             }
         }
+        self.in_arith -= 1;
         self.nest -= 1;
         self.err("unterminated ${");
         false
@@ -113,12 +127,77 @@ impl Parser<'_> {
         }
     }
 
-    /// After `((` or `$((`: up to the matching `))`.
-    pub(super) fn arith(&mut self) {
+    pub(super) fn note_eval(&mut self, what: &'static str) {
+        if !self.out.evals.contains(&what) {
+            self.out.evals.push(what);
+        }
+    }
+
+    /// What a `${…}` does with a value (its text between the braces).
+    fn param_kind(&mut self, inner: &str) {
+        if inner.starts_with('!') && inner.len() > 1 {
+            self.note_eval("indirect expansion ${!…}");
+        }
+        let name_end = inner.bytes().position(|c| !(c.is_ascii_alphanumeric() || c == b'_')).unwrap_or(inner.len());
+        let rest = &inner[name_end..];
+        if rest.starts_with('[') {
+            self.note_eval("an array subscript");
+        }
+        if let Some(op) = rest.strip_prefix(':') {
+            if !op.starts_with(['-', '=', '?', '+']) {
+                self.note_eval("a substring offset ${x:…}");
+            }
+        }
+        if rest.contains("@P") {
+            self.note_eval("prompt expansion ${x@P}");
+        }
+        if name_end > 0 && (rest.starts_with(":=") || rest.starts_with('=')) {
+            self.out.set_names.push(inner[..name_end].to_string());
+        }
+    }
+
+    /// After `$[`: up to the matching `]`.
+    fn bracket_arith(&mut self) {
         if self.nest >= MAX_NEST {
             return self.abort("nested too deeply");
         }
         self.nest += 1;
+        self.in_arith += 1;
+        let mut depth = 0u32;
+        let mut scratch = WordBuf::default();
+        loop {
+            if self.eof() {
+                self.err("missing ]");
+                break;
+            }
+            match self.peek() {
+                b'[' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b']' if depth > 0 => {
+                    depth -= 1;
+                    self.i += 1;
+                }
+                b']' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => self.skip_inner(&mut scratch),
+            }
+        }
+        self.in_arith -= 1;
+        self.nest -= 1;
+    }
+
+    /// After `((` or `$((`: up to the matching `))`.
+    pub(super) fn arith(&mut self) {
+        self.note_eval("arithmetic");
+        if self.nest >= MAX_NEST {
+            return self.abort("nested too deeply");
+        }
+        self.nest += 1;
+        self.in_arith += 1;
         let mut depth = 0u32;
         let mut scratch = WordBuf::default();
         loop {
@@ -147,12 +226,16 @@ impl Parser<'_> {
                 _ => self.skip_inner(&mut scratch),
             }
         }
+        self.in_arith -= 1;
         self.nest -= 1;
     }
 
     /// At a backtick: its body is unescaped and parsed as a script.
     pub(super) fn backtick(&mut self, w: &mut WordBuf, in_dq: bool) {
         let start = self.i;
+        if self.in_arith > 0 {
+            self.out.runtime_values = true;
+        }
         self.i += 1;
         let mut body = Vec::new();
         let mut closed = false;

@@ -60,6 +60,44 @@ impl Word {
         w.finish()
     }
 
+    /// `NAME=value` as an assignment word of known text.
+    pub fn assignment(name: &str, value: &str) -> Word {
+        let mut w = Word::plain(&format!("{name}={value}"));
+        w.assign = Some(name.len());
+        w
+    }
+
+    /// The same word with every `marker` in it replaced at run time (the
+    /// `{}` of `find -exec` and `xargs -I`).
+    pub fn with_runtime(&self, marker: &str) -> Word {
+        if !self.text.contains(marker) {
+            return self.clone();
+        }
+        let subj = self.subject().replace(marker, "*");
+        Word { subj: Some(subj), dynamic: true, ..self.clone() }
+    }
+
+    /// A process substitution `<(…)`/`>(…)`: a `/dev/fd` path whose
+    /// command is classified on its own.
+    pub fn procsubst(&self) -> bool {
+        self.dynamic && (self.text.starts_with("<(") || self.text.starts_with(">(")) && self.subject() == "*"
+    }
+
+    /// A word only known at run time.
+    pub fn runtime(text: &str) -> Word {
+        Word { text: text.to_string(), subj: Some("*".into()), dynamic: true, ..Word::default() }
+    }
+
+    /// The same word reduced to a tail of its subject (an attached option
+    /// value such as the `/etc/x` of `-f/etc/x`), for matching.
+    pub fn with_subject(&self, subject: &str) -> Word {
+        let text = match &self.subj {
+            None => subject.to_string(),
+            Some(_) => self.text.get(self.text.len().saturating_sub(subject.len())..).unwrap_or("").to_string(),
+        };
+        Word { text, subj: Some(subject.to_string()), ..self.clone() }
+    }
+
     /// The value after `=` of an assignment, or of `--opt=value`/`key=value`.
     pub fn value_after_eq(&self) -> Option<Word> {
         let eq = self.text.find('=')?;
@@ -186,6 +224,18 @@ pub(crate) struct Script {
     pub funcs: Vec<Func>,
     /// What could not be parsed; parsing went on past each.
     pub errors: Vec<String>,
+    /// Places where bash evaluates a variable's value as code: arithmetic
+    /// (`$((…))`, `((…))`, `$[…]`, array subscripts, `${x:1:2}`),
+    /// indirection (`${!x}`) and prompt expansion (`${x@P}`). Their
+    /// description, for the reason.
+    pub evals: Vec<&'static str>,
+    /// Variables given values the line does not spell out: `for`/`select`
+    /// loop variables and `${NAME:=…}` defaults.
+    pub set_names: Vec<String>,
+    /// Values only known at run time reach a variable or an evaluation:
+    /// a `for`/`select` loop over globs, substitutions or the positional
+    /// parameters, or command output inside arithmetic.
+    pub runtime_values: bool,
 }
 
 #[cfg(test)]

@@ -89,6 +89,8 @@ pub(super) struct Parser<'a> {
     pub(super) cur_cmd: Option<u32>,
     pub(super) nest: u32,
     pub(super) pending: Vec<Pending>,
+    /// Inside an arithmetic context (its command output is evaluated).
+    pub(super) in_arith: u32,
 }
 
 pub(super) fn is_delim(c: u8) -> bool {
@@ -109,6 +111,7 @@ impl<'a> Parser<'a> {
             cur_cmd: None,
             nest: 0,
             pending: Vec::new(),
+            in_arith: 0,
         }
     }
 

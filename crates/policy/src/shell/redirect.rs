@@ -117,6 +117,11 @@ impl Parser<'_> {
         self.next_pipe = p.next_pipe;
         self.out.cmds.append(&mut p.out.cmds);
         self.out.funcs.append(&mut p.out.funcs);
+        for e in p.out.evals {
+            self.note_eval(e);
+        }
+        self.out.set_names.append(&mut p.out.set_names);
+        self.out.runtime_values |= p.out.runtime_values;
         for e in p.out.errors {
             self.err(e);
         }
