@@ -179,7 +179,7 @@ pub const UNSEEN: &[(&str, &str, &str)] = &[
     ("xargs echo", "allow", "wrappers"),
     ("env -S 'sh -c id'", "allow", "wrappers"),
     ("env -C /etc cat shadow", "deny", "secrets"),
-    ("env -C /root cat .bashrc", "review", "secret-path"),
+    ("env -C /root cat .aws/config", "review", "secret-path"),
     ("jq --rawfile k ~/.ssh/id_rsa -n '$k'", "deny", "secrets"),
     ("jq --rawfile k ~/.aws/config -n '$k'", "review", "secret-path"),
     ("jq -n 'input_filename'", "allow", "inspect"),
