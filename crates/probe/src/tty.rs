@@ -90,4 +90,3 @@ impl NoCtty for std::fs::OpenOptions {
         self.custom_flags(libc::O_NOCTTY)
     }
 }
-

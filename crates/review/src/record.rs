@@ -240,7 +240,7 @@ fn append_lines<T: Serialize>(path: &Path, lines: &[T]) -> io::Result<()> {
 
 fn unhex(s: &str) -> io::Result<Vec<u8>> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad hex in a world record");
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(bad());
     }
     (0..s.len())

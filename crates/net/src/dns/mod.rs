@@ -253,7 +253,7 @@ fn wait_readable(fds: &[i32]) -> Option<Vec<bool>> {
         if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
             continue;
         }
-        if n <= 0 || p.last().map_or(true, |s| s.revents != 0) {
+        if n <= 0 || p.last().is_none_or(|s| s.revents != 0) {
             return None;
         }
         return Some(p.iter().map(|s| s.revents != 0).collect());

@@ -191,7 +191,7 @@ impl<'r> Run<'r> {
     fn consider(&mut self, effect: Effect, risk: u8, rule: &str, reason: &str, risks: RiskProfile) {
         self.risk = self.risk.max(risk);
         self.risks = self.risks.max(risks);
-        if self.best.as_ref().map_or(true, |b| (effect, risk) > (b.0, b.1)) {
+        if self.best.as_ref().is_none_or(|b| (effect, risk) > (b.0, b.1)) {
             self.best = Some((effect, risk, rule.to_string(), reason.to_string()));
         }
     }
@@ -487,7 +487,7 @@ impl<'r> Run<'r> {
         let mut best: Option<Cand> = None;
         let offer = |c: Cand<'r>, best: &mut Option<Cand<'r>>| {
             let key = |c: &Cand| (c.effect, c.risk, std::cmp::Reverse(c.order));
-            if best.as_ref().map_or(true, |b| key(&c) > key(b)) {
+            if best.as_ref().is_none_or(|b| key(&c) > key(b)) {
                 *best = Some(c);
             }
         };

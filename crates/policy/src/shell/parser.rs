@@ -179,10 +179,10 @@ impl<'a> Parser<'a> {
             return None;
         }
         let after = rest.get(n).copied();
-        if !after.map_or(true, is_delim) {
+        if !after.is_none_or(is_delim) {
             return None;
         }
-        let blank_after = after.map_or(true, |c| matches!(c, b' ' | b'\t' | b'\n'));
+        let blank_after = after.is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n'));
         let kw = match &rest[..n] {
             b"if" => Kw::If,
             b"then" => Kw::Then,
