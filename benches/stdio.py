@@ -12,7 +12,9 @@ Prints medians (and ratios to bwrap) of whole-process wall-clock times for:
   3. a 1 GiB stream in: `cat >/dev/null` reading a host file as stdin, and
      reading a host pipe (`head -c SIZE /dev/zero | ... cat`). (Not `wc -c`:
      given a regular file it only asks its size.)
-Runs are interleaved (cloche, bwrap, cloche, ...). Nothing is asserted.
+Runs are interleaved (cloche, bwrap, cloche, ...). A last line measures, without
+any world, what one more process copying a pipe costs (`| cat | cat` against
+`| cat`): the floor of any relay. Nothing is asserted.
 """
 import argparse, os, shutil, subprocess, sys, tempfile, time
 
@@ -77,6 +79,15 @@ def main():
                     into.append(dt)
             (cm, _), (bm, _) = stats(xs), stats(ys)
             print(f"{name:28} {cm:12.1f} {bm:12.1f} {cm / bm:7.2f}")
+        # What one more process copying a pipe costs without any world: the
+        # floor for a relay (bwrap passes the caller's descriptors as they are).
+        xs, ys = [], []
+        for _ in range(a.runs):
+            xs.append(timed_sh(f"head -c {n} /dev/zero | cat | cat >/dev/null", env, work)[0])
+            ys.append(timed_sh(f"head -c {n} /dev/zero | cat >/dev/null", env, work)[0])
+        (cm, _), (bm, _) = stats(xs), stats(ys)
+        print(f"{'reference, no world:':28} {cm:12.1f} {bm:12.1f} {cm / bm:7.2f}"
+              "   (`| cat | cat` against `| cat`: one more pipe hop)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
