@@ -29,6 +29,13 @@ def preflight(cloche):
     if not os.path.exists(cloche):
         sys.exit(f"{cloche} missing: cargo build --release --workspace")
 
+def bwrap_path():
+    """bubblewrap's path, or a clear exit (benches against it)."""
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        sys.exit("bwrap missing: bash .ci/setup")
+    return bwrap
+
 def timed(cmd, env):
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -48,9 +55,7 @@ def main():
     cloche_arg(ap)
     a = ap.parse_args()
     preflight(a.cloche)
-    bwrap = shutil.which("bwrap")
-    if not bwrap:
-        sys.exit("bwrap missing: bash .ci/setup")
+    bwrap = bwrap_path()
     state = tempfile.mkdtemp(prefix="cloche-bench-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state)
     cloche = [a.cloche, "run", "--", "true"]

@@ -20,7 +20,7 @@ import argparse, os, shutil, subprocess, sys, tempfile, time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from startup import cloche_arg, preflight, stats  # noqa: E402
+from startup import bwrap_path, cloche_arg, preflight, stats  # noqa: E402
 
 
 def timed_sh(script, env, cwd):
@@ -40,9 +40,7 @@ def main():
     cloche_arg(ap)
     a = ap.parse_args()
     preflight(a.cloche)
-    bwrap = shutil.which("bwrap")
-    if not bwrap:
-        sys.exit("bwrap missing: bash .ci/setup")
+    bwrap = bwrap_path()
     work = tempfile.mkdtemp(prefix="cloche-bench-stdio-")
     state = tempfile.mkdtemp(prefix="cloche-bench-state-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state)

@@ -100,36 +100,10 @@ impl Rtnl {
         Ok(Rtnl { fd })
     }
 
-    /// Sends one request and waits for its acknowledgement.
+    /// Sends one request and waits for its acknowledgement (anything else
+    /// that arrives, a notification, is not ours).
     fn request(&self, op: &'static str, msg: Vec<u8>) -> Result<(), RtnlError> {
-        // SAFETY: send from our buffer.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(RtnlError::Refused { op, source: io::Error::last_os_error() });
-        }
-        let mut buf = [0u8; 8192];
-        loop {
-            // SAFETY: recv into our buffer.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(RtnlError::Refused { op, source: e });
-            }
-            let got = &buf[..n as usize];
-            // The answer to a request with NLM_F_ACK is one NLMSG_ERROR:
-            // header (16 bytes), then the error code (0: done).
-            if got.len() >= 20 && u16::from_ne_bytes([got[4], got[5]]) == NLMSG_ERROR {
-                let code = i32::from_ne_bytes([got[16], got[17], got[18], got[19]]);
-                return match code {
-                    0 => Ok(()),
-                    c => Err(RtnlError::Refused { op, source: io::Error::from_raw_os_error(-c) }),
-                };
-            }
-            // Anything else (a notification) is not ours: read on.
-        }
+        self.ask(op, msg, |_, _| {})
     }
 
     /// Creates a veth pair: `host` here, `peer` directly inside the network

@@ -158,41 +158,19 @@ impl Parser<'_> {
 
     /// After `$[`: up to the matching `]`.
     fn bracket_arith(&mut self) {
-        if self.nest >= MAX_NEST {
-            return self.abort("nested too deeply");
-        }
-        self.nest += 1;
-        self.in_arith += 1;
-        let mut depth = 0u32;
-        let mut scratch = WordBuf::default();
-        loop {
-            if self.eof() {
-                self.err("missing ]");
-                break;
-            }
-            match self.peek() {
-                b'[' => {
-                    depth += 1;
-                    self.i += 1;
-                }
-                b']' if depth > 0 => {
-                    depth -= 1;
-                    self.i += 1;
-                }
-                b']' => {
-                    self.i += 1;
-                    break;
-                }
-                _ => self.skip_inner(&mut scratch),
-            }
-        }
-        self.in_arith -= 1;
-        self.nest -= 1;
+        self.arith_body(b'[', b']', false);
     }
 
     /// After `((` or `$((`: up to the matching `))`.
     pub(super) fn arith(&mut self) {
         self.note_eval("arithmetic");
+        self.arith_body(b'(', b')', true);
+    }
+
+    /// An arithmetic body up to the `close` that matches (`close` twice when
+    /// `double`), nested `open`/`close` pairs and expansions skipped.
+    fn arith_body(&mut self, open: u8, close: u8, double: bool) {
+        let missing = if double { "missing ))" } else { "missing ]" };
         if self.nest >= MAX_NEST {
             return self.abort("nested too deeply");
         }
@@ -202,28 +180,26 @@ impl Parser<'_> {
         let mut scratch = WordBuf::default();
         loop {
             if self.eof() {
-                self.err("missing ))");
+                self.err(missing);
                 break;
             }
-            match self.peek() {
-                b'(' => {
-                    depth += 1;
+            let c = self.peek();
+            if c == open {
+                depth += 1;
+                self.i += 1;
+            } else if c == close && depth > 0 {
+                depth -= 1;
+                self.i += 1;
+            } else if c == close {
+                if !double || self.peek_at(1) == close {
+                    self.i += 1 + usize::from(double);
+                } else {
+                    self.err(missing);
                     self.i += 1;
                 }
-                b')' if depth > 0 => {
-                    depth -= 1;
-                    self.i += 1;
-                }
-                b')' => {
-                    if self.peek_at(1) == b')' {
-                        self.i += 2;
-                    } else {
-                        self.err("missing ))");
-                        self.i += 1;
-                    }
-                    break;
-                }
-                _ => self.skip_inner(&mut scratch),
+                break;
+            } else {
+                self.skip_inner(&mut scratch);
             }
         }
         self.in_arith -= 1;
