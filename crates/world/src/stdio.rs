@@ -344,8 +344,6 @@ impl Pump {
         Ok(r as usize)
     }
 
-    /// The end of this stream (EOF, or the far side is gone): for stdin the
-    /// world reads EOF; for an output the world's next write fails (EPIPE).
     /// The end of an output because the caller's side refused it (a full
     /// disk, an I/O error; a reader that went away is not a failure): the
     /// world's next write gets EPIPE, and the failure is kept for cloche
@@ -357,6 +355,8 @@ impl Pump {
         self.end()
     }
 
+    /// The end of this stream (EOF, or the far side is gone): for stdin the
+    /// world reads EOF; for an output the world's next write fails (EPIPE).
     fn end(&mut self) -> Step {
         self.own = None;
         Step::Blocked
