@@ -77,3 +77,33 @@ pub(crate) fn note_exposures(spec: &Spec, state: &StateDir) -> Result<(), String
         false => check_world(spec, state, "cwd"),
     }
 }
+
+/// `cloche run`: says once on stderr which PATH entries its world hides
+/// (directories on the host that a mask covers and no toolchain, project or
+/// exposure shows), with the `--expose` that shows each. Nothing when the
+/// plan would refuse the world: the world says why.
+pub(crate) fn note_hidden_path(spec: &Spec, state: &StateDir) {
+    let req = FsRequest::of_spec(spec, &state.root);
+    let Ok(hidden) = cloche_world::view::hidden_path_entries(&RealHost, &req) else { return };
+    if hidden.is_empty() {
+        return;
+    }
+    let names: Vec<String> = hidden.iter().map(|(e, _)| shell_word(e)).collect();
+    let fix: Vec<String> = hidden.iter().filter_map(|(_, f)| f.as_ref()).map(|f| format!("--expose {}", shell_word(f))).collect();
+    let (entry, it) = if hidden.len() == 1 { ("entry", "it") } else { ("entries", "them") };
+    let fix = match fix.is_empty() {
+        true => String::new(),
+        false => format!("; {} shows {it}", fix.join(" ")),
+    };
+    eprintln!("cloche: note: PATH {entry} {} hidden in the world{fix}", names.join(", "));
+}
+
+/// A path as one shell word (single-quoted unless plain).
+fn shell_word(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}

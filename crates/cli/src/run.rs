@@ -137,6 +137,8 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     // The cwd is exposed: the world's plan refuses it if it is `/`, a home
     // itself or a secret. Exposures that unmask are said here.
     crate::project::note_exposures(&spec, &state)?;
+    crate::project::note_hidden_path(&spec, &state);
+    cloche_world::profile::mark("cli: exposures and PATH judged");
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {
             return Err("--cpus: a number of cores above 0".into());
@@ -170,6 +172,7 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         mask_homes: policy.fs.mask_homes,
         home_secrets: policy.fs.home_secrets.clone(),
         expose: policy.fs.expose.clone(),
+        toolchains: policy.fs.toolchains.clone(),
         seccomp,
         keep: false,
         keep_interrupted: policy.retention.keep_interrupted,

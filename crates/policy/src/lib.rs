@@ -90,6 +90,10 @@ pub struct FsPolicy {
     pub mask_homes: bool,
     pub home_secrets: Vec<PathBuf>,
     pub expose: Vec<PathBuf>,
+    /// Toolchains under a home, relative to it: each group is shown
+    /// read-only when the world's PATH names a directory inside its first
+    /// path (the others come along). Absent: none.
+    pub toolchains: Vec<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +221,17 @@ struct RawFs {
     mask_homes: bool,
     home_secrets: Vec<PathBuf>,
     expose: Vec<PathBuf>,
+    #[serde(default)]
+    toolchains: Vec<RawToolchain>,
+}
+
+/// One `fs.toolchains` entry: a path, or a list whose first path is the one
+/// PATH must name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawToolchain {
+    One(PathBuf),
+    Group(Vec<PathBuf>),
 }
 
 #[derive(Deserialize)]
@@ -317,6 +332,13 @@ impl Policy {
             mask_homes: raw.fs.mask_homes,
             home_secrets: raw.fs.home_secrets,
             expose: raw.fs.expose,
+            toolchains: raw.fs.toolchains
+                .into_iter()
+                .map(|t| match t {
+                    RawToolchain::One(p) => vec![p],
+                    RawToolchain::Group(g) => g,
+                })
+                .collect(),
         };
         let layers = Layers { require: raw.layers.require };
         validate(&world, &limits, &fs, &layers).map_err(invalid)?;
@@ -425,9 +447,22 @@ fn validate(world: &WorldSection, limits: &Limits, fs: &FsPolicy, layers: &Layer
     for p in fs.mask.iter().chain(&fs.expose) {
         check_absolute(p)?;
     }
+    let relative = |p: &Path| {
+        p.components().next().is_some() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+    };
     for p in &fs.home_secrets {
-        if p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if !relative(p) {
             return Err(format!("fs.home_secrets: {} must be relative, without '..'", p.display()));
+        }
+    }
+    for g in &fs.toolchains {
+        if g.is_empty() {
+            return Err("fs.toolchains: an empty list".into());
+        }
+        for p in g {
+            if !relative(p) {
+                return Err(format!("fs.toolchains: {} must be relative to a home, without '.' or '..'", p.display()));
+            }
         }
     }
     for l in &layers.require {
@@ -497,6 +532,9 @@ mod tests {
             ("hostname = \"cloche\"", "hostname = \"a b\"", "world.hostname"),
             ("\"/etc/shadow\",", "\"etc/shadow\",", "absolute"),
             ("\".ssh\",", "\"../x\",", "home_secrets"),
+            ("\".pyenv\",", "\"/opt/pyenv\",", "fs.toolchains: /opt/pyenv must be relative"),
+            ("\".pyenv\",", "[],", "fs.toolchains: an empty list"),
+            ("\".pyenv\",", "\".pyenv/../.ssh\",", "fs.toolchains"),
             ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
             ("max_entries = 10", "max_entries = 0", "max_entries"),
             ("output_cap = \"1MiB\"", "output_cap = \"huge\"", "batch.output_cap"),

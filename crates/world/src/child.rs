@@ -73,7 +73,15 @@ pub trait Sys {
     fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: &Path, target: &Path) -> io::Result<()>;
     /// Read-only, nosuid, nodev bind of a host mount (exec stays allowed).
     fn bind_ro(&mut self, src: &Path, dst: &Path) -> io::Result<()>;
-    fn grab(&mut self, path: &Path) -> io::Result<OwnedFd>;
+    /// A detached recursive clone of the mount tree at `path` (no symlink
+    /// followed on the way), made read-only when `read_only`.
+    fn grab(&mut self, path: &Path, read_only: bool) -> io::Result<OwnedFd>;
+    /// Makes the overlay copy `path` (no symlink followed) up to its upper
+    /// layer, changing nothing else.
+    fn copy_up(&mut self, path: &Path) -> io::Result<()>;
+    /// Binds the directory `dir` of `scratch` (no symlink followed) onto
+    /// `target`: nosuid, nodev, exec allowed.
+    fn bind_upper(&mut self, scratch: BorrowedFd<'_>, dir: &Path, target: &Path) -> io::Result<()>;
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
     fn touch(&mut self, path: &Path) -> io::Result<()>;
@@ -142,9 +150,9 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     }
     // /proc, /sys, /dev need no host facts: mounted while the parent builds
     // the rest of the plan (exposures, scratch, masks) and sends it.
-    apply(sys, root, &crate::plan::system_steps())?;
+    apply(sys, plan, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;
-    apply(sys, root, &steps)?;
+    apply(sys, plan, &steps)?;
     // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
     //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
     //    rooted at it. No code of the world has run yet.
@@ -186,15 +194,16 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Executes mount-plan steps under `root`, in order.
-fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError> {
+/// Executes mount-plan steps under the new root, in order.
+fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, steps: &[Step]) -> Result<(), StepError> {
+    let root = plan.root.as_path();
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
     let mut masked_file: Option<PathBuf> = None;
     let mut masked_dir: Option<PathBuf> = None;
     for step in steps {
         match step {
-            Step::Grab { slot, path } => {
-                let fd = at("open_tree (expose)", path, sys.grab(&under(root, path)))?;
+            Step::Grab { slot, path, read_only } => {
+                let fd = at("open_tree (expose)", path, sys.grab(&under(root, path), *read_only))?;
                 if slots.len() <= *slot {
                     slots.resize_with(slot + 1, || None);
                 }
@@ -248,9 +257,29 @@ fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError
                 at("move_mount (expose)", path, sys.attach(fd, &under(root, path)))?;
             }
             Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
+            Step::CopyUp { path } => at("copy up (mount point in a home)", path, sys.copy_up(&under(root, path)))?,
+            Step::Home { path } => {
+                let dir = upper_dir(&plan.layers, path)
+                    .ok_or_else(|| io::Error::other("under a read-only host mount: no upper layer"));
+                let dir = at("writable home", path, dir)?;
+                at("bind the home's upper directory", path, sys.bind_upper(borrow(&plan.scratch), &dir, &under(root, path)))?
+            }
         }
     }
     Ok(())
+}
+
+/// The directory of the scratch that holds the upper layer's copy of world
+/// path `p`: under `upper/`, or under `layers/<k>/upper/` when `p` lies on
+/// host data mount `k` (the deepest one holding it). None when that mount is
+/// carried read-only (it has no upper).
+fn upper_dir(layers: &[HostMount], p: &Path) -> Option<PathBuf> {
+    let owner = layers.iter().enumerate().filter(|(_, m)| p.starts_with(&m.path)).max_by_key(|(_, m)| m.path.as_os_str().len());
+    match owner {
+        Some((_, m)) if m.read_only => None,
+        Some((k, m)) => Some(PathBuf::from(format!("layers/{k}/upper")).join(p.strip_prefix(&m.path).ok()?)),
+        None => Some(Path::new("upper").join(p.strip_prefix("/").ok()?)),
+    }
 }
 
 fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {

@@ -53,8 +53,14 @@ impl Sys for Recorder {
     fn bind_ro(&mut self, _: &Path, dst: &Path) -> io::Result<()> {
         self.call("bind_ro", dst)
     }
-    fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
-        self.call("grab", path).map(|_| devnull())
+    fn grab(&mut self, path: &Path, read_only: bool) -> io::Result<OwnedFd> {
+        self.call(if read_only { "grab_ro" } else { "grab" }, path).map(|_| devnull())
+    }
+    fn copy_up(&mut self, path: &Path) -> io::Result<()> {
+        self.call("copy_up", path)
+    }
+    fn bind_upper(&mut self, _: BorrowedFd<'_>, dir: &Path, target: &Path) -> io::Result<()> {
+        self.call("bind_upper", &target.join(format!("<-{}", dir.display())))
     }
     fn mount(&mut self, target: &Path, _: &str, _: u64, _: &str) -> io::Result<()> {
         self.call("mount", target)
@@ -156,6 +162,7 @@ fn test_steps() -> Vec<Step> {
         expose: vec![],
         state_dirs: vec!["/var/lib/cloche".into()],
         scratch_size: 1 << 20,
+        ..FsRequest::default()
     };
     crate::plan::build(&Host, &req).unwrap()
 }
@@ -204,8 +211,11 @@ fn steps_run_in_the_audited_order() {
         "bind_ro /state/w/root/mnt/ro",
         "mount /state/w/root/proc",
         "receive_plan",
+        "copy_up /state/w/root/home/ann",
+        "copy_up /state/w/root/home/ann/proj",
         "grab /state/w/root/home/ann/proj",
-        "mount /state/w/root/home/ann",
+        // the home's own directory in the upper of the /home layer (0)
+        "bind_upper /state/w/root/home/ann/<-layers/0/upper/ann",
         "attach /state/w/root/home/ann/proj",
         "await",
         "join_cgroups",
@@ -232,8 +242,23 @@ fn steps_run_in_the_audited_order() {
     // every mount target lies under the new root.
     assert!(c
         .iter()
-        .filter(|x| x.starts_with("mount ") || x.starts_with("bind "))
+        .filter(|x| x.starts_with("mount ") || x.starts_with("bind"))
         .all(|x| x.contains(" /state/w/root/")));
+}
+
+#[test]
+fn a_home_binds_the_upper_of_the_mount_it_lies_on() {
+    let mut r = recorder(None);
+    r.plan = vec![Step::Home { path: "/root".into() }, Step::Home { path: "/home/ann/x".into() }];
+    with_plan(|p| setup(&mut r, p)).unwrap();
+    pos(&r.calls, "bind_upper /state/w/root/root/<-upper/root");
+    pos(&r.calls, "bind_upper /state/w/root/home/ann/x/<-layers/0/upper/ann/x");
+    // A home on a read-only host mount has no upper: the world fails closed.
+    let mut r = recorder(None);
+    r.plan = vec![Step::Home { path: "/mnt/ro/u".into() }];
+    let err = with_plan(|p| setup(&mut r, p)).unwrap_err();
+    assert_eq!(err.step, "writable home");
+    assert!(err.to_string().contains("read-only host mount"), "{err}");
 }
 
 #[test]

@@ -156,6 +156,11 @@ impl Masks {
         m
     }
 
+    /// Every home (canonical), masked or not.
+    pub fn homes(&self) -> &[PathBuf] {
+        &self.homes
+    }
+
     fn add(&mut self, path: PathBuf, dir: bool, scratch: Option<u32>, origin: Origin) {
         if !self.list.iter().any(|m| m.path == path) {
             self.list.push(Mask { path, dir, scratch, origin });

@@ -191,7 +191,8 @@ pub(crate) fn launch(
     //    mount plan from host facts and send it; then sweep what crashed
     //    runs left and create the v1 cgroup, which the child joins after its
     //    go, before pivot_root.
-    let fs = FsRequest::of_spec(spec, &state.root);
+    let mut fs = FsRequest::of_spec(spec, &state.root);
+    fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
     let steps = crate::plan::build(&RealHost, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
     let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;

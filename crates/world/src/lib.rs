@@ -28,6 +28,7 @@ pub mod spec;
 pub mod state;
 mod stdio;
 mod sys;
+pub mod view;
 pub mod world;
 
 pub use error::WorldError;

@@ -25,7 +25,8 @@
 //!   lower), so no symlink in the lower can redirect a mount; the child
 //!   grabs and attaches exposures without following any symlink.
 
-use crate::exposure::{Masks, Refusal};
+use crate::exposure::Refusal;
+use crate::view::{Cover, Kind, View};
 use std::path::{Path, PathBuf};
 
 /// What the host says about a path of the root filesystem.
@@ -73,14 +74,29 @@ pub struct FsRequest {
     pub state_dirs: Vec<PathBuf>,
     /// Size of the /tmp-like tmpfs mounts, in bytes.
     pub scratch_size: u64,
+    /// The world's PATH (toolchains are shown when it names them).
+    pub path: Option<std::ffi::OsString>,
+    /// Policy `fs.toolchains`: groups of paths relative to a home.
+    pub toolchains: Vec<Vec<PathBuf>>,
+    /// Host data mounts the world carries (`layers.rs`), and whether each
+    /// is read-only: a home under a read-only one, or holding one, cannot
+    /// be a writable home.
+    pub data_mounts: Vec<(PathBuf, bool)>,
 }
 
 /// One step of the plan. Paths are absolute paths inside the world; the child
 /// prefixes them with the new root before pivot_root.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Clone (recursively) the overlay's view of `path` into slot `slot`.
-    Grab { slot: usize, path: PathBuf },
+    /// Clone (recursively) the overlay's view of `path` into slot `slot`,
+    /// made read-only when `read_only`.
+    Grab { slot: usize, path: PathBuf, read_only: bool },
+    /// Make the overlay copy `path` (and its parents) up to its upper layer
+    /// as it is on the host: a mount point inside a writable home.
+    CopyUp { path: PathBuf },
+    /// A writable home: bind the home's own directory of the upper layer
+    /// (copied up first) onto `path`, nosuid and nodev.
+    Home { path: PathBuf },
     /// Mount a new filesystem.
     Mount { path: PathBuf, fstype: &'static str, flags: u64, data: String },
     /// Create a directory (and parents) with `mode`.
@@ -232,6 +248,9 @@ impl FsRequest {
             expose: expose.to_vec(),
             state_dirs,
             scratch_size: 0,
+            path: None,
+            toolchains: Vec::new(),
+            data_mounts: Vec::new(),
         }
     }
 
@@ -240,6 +259,8 @@ impl FsRequest {
         let mut r =
             FsRequest::new(&spec.cwd, &spec.mask, spec.mask_homes, &spec.home_secrets, &spec.expose, state_root);
         r.scratch_size = spec.upper_size;
+        r.path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+        r.toolchains = spec.toolchains.clone();
         r
     }
 }
@@ -247,94 +268,78 @@ impl FsRequest {
 /// Builds the plan, or refuses the cwd or an exposure (one line naming the
 /// mask).
 pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal> {
-    let mut set = Masks::collect(host, req);
-    let cwd = host.canonical(&req.cwd).unwrap_or_else(|| req.cwd.clone());
-    set.judge_dir("cwd", &cwd)?;
-    let mut explicit: Vec<PathBuf> = Vec::new();
-    for e in &req.expose {
-        if let Some(c) = host.canonical(e) {
-            set.judge_exposure(&c)?;
-            explicit.push(c);
+    let view = View::new(host, req)?;
+    let nodes = &view.nodes;
+    let kids = |i: usize| nodes.iter().enumerate().filter(move |(_, n)| n.parent == Some(i));
+    let mut steps = Vec::new();
+    // Mount points inside a writable home, and the home itself, are copied
+    // up by the overlay (the host's modes, owners and times; a file's
+    // content) before anything is grabbed, so the overlay's view and the
+    // upper agree on them.
+    for (i, n) in nodes.iter().enumerate() {
+        if matches!(n.kind, Kind::Mask { cover: Cover::Home, .. }) {
+            steps.push(Step::CopyUp { path: n.path.clone() });
+            for (_, k) in kids(i) {
+                steps.push(Step::CopyUp { path: k.path.clone() });
+            }
         }
     }
-    set.add_secrets_under(host, &cwd, &explicit);
-    // An explicit exposure of a mask itself unmasks it (a state dir cannot
-    // be exposed: refused above).
-    let mut masks = set.list;
-    masks.retain(|m| !explicit.contains(&m.path));
-    masks.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut exposures = explicit;
-    exposures.push(cwd);
-    exposures.sort();
-    exposures.dedup();
-
-    let depth = |p: &Path| p.components().count();
-    // The deepest directory mask strictly above `p` (index and depth).
-    let mask_above = |p: &Path, only: &dyn Fn(usize) -> bool| {
-        masks
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| m.dir && m.path != p && p.starts_with(&m.path) && only(*i))
-            .map(|(i, m)| (depth(&m.path), i))
-            .max()
-    };
-    let exposure_above = |p: &Path, or_equal: bool| {
-        exposures.iter().filter(|e| p.starts_with(e) && (or_equal || p != e.as_path())).map(|e| depth(e)).max()
-    };
-    // A mask is mounted unless a deeper mask hides it (nothing exposed
-    // between them): masks below an exposure are mounted.
-    let mounted: Vec<bool> = masks
-        .iter()
-        .map(|m| match mask_above(&m.path, &|_| true) {
-            None => true,
-            Some((d, _)) => exposure_above(&m.path, true).is_some_and(|e| e > d),
-        })
-        .collect();
-    // An exposure under a mask (with no exposure in between) is grabbed
-    // before the masks and attached after the deepest mounted mask above it.
-    let grabbed: Vec<(usize, PathBuf, usize)> = exposures
-        .iter()
-        .filter(|e| match mask_above(e, &|_| true) {
-            None => false,
-            Some((d, _)) => exposure_above(e, false).is_none_or(|x| x < d),
-        })
-        .filter_map(|e| mask_above(e, &|i| mounted[i]).map(|(_, i)| (e.clone(), i)))
-        .enumerate()
-        .map(|(slot, (e, i))| (slot, e, i))
-        .collect();
-
-    let mut steps = Vec::new();
-    for (slot, path, _) in &grabbed {
-        steps.push(Step::Grab { slot: *slot, path: path.clone() });
+    // Every exposure is grabbed from the overlay before any mask is mounted.
+    let mut slots: Vec<Option<usize>> = vec![None; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        if let Kind::Expose { read_only } = n.kind {
+            let slot = steps.iter().filter(|s| matches!(s, Step::Grab { .. })).count();
+            slots[i] = Some(slot);
+            steps.push(Step::Grab { slot, path: n.path.clone(), read_only });
+        }
     }
-    for (i, m) in masks.iter().enumerate().filter(|(i, _)| mounted[*i]) {
-        let mine: Vec<&(usize, PathBuf, usize)> = grabbed.iter().filter(|(_, _, at)| *at == i).collect();
-        match (m.dir, m.scratch) {
-            (true, Some(mode)) => steps.push(Step::Mount {
-                path: m.path.clone(),
+    let attach = |steps: &mut Vec<Step>, k: usize| {
+        let slot = slots[k].expect("an exposure has a slot");
+        steps.push(Step::Attach { slot, path: nodes[k].path.clone() });
+    };
+    // Parents first: each mask, then the exposures right below it; an
+    // exposure below an exposure of the other kind, and a mask below an
+    // exposure, at its place in path order (after its parent's attach).
+    for (i, n) in nodes.iter().enumerate() {
+        let cover = match &n.kind {
+            Kind::Mask { cover, .. } => *cover,
+            Kind::Expose { .. } => {
+                if n.parent.is_some_and(|p| !nodes[p].is_mask()) {
+                    attach(&mut steps, i);
+                }
+                continue;
+            }
+        };
+        let mine: Vec<usize> = kids(i).filter(|(_, k)| !k.is_mask()).map(|(k, _)| k).collect();
+        steps.push(match cover {
+            Cover::Scratch(mode) => Step::Mount {
+                path: n.path.clone(),
                 fstype: "tmpfs",
                 flags: MS_NOSUID | MS_NODEV,
                 data: format!("mode={mode:o},size={}", req.scratch_size),
-            }),
+            },
             // Read-only from the start unless exposures must be attached inside.
-            (true, None) => steps.push(Step::Mount {
-                path: m.path.clone(),
+            Cover::Empty => Step::Mount {
+                path: n.path.clone(),
                 fstype: "tmpfs",
                 flags: if mine.is_empty() { SAFE | MS_RDONLY } else { SAFE },
                 data: "mode=755,size=64k".into(),
-            }),
-            (false, _) => steps.push(Step::MaskFile { path: m.path.clone() }),
-        }
-        for (slot, e, _) in &mine {
-            if host.is_dir(e) {
-                steps.push(Step::Mkdir { path: e.clone(), mode: 0o755 });
-            } else {
-                steps.push(Step::Touch { path: e.clone() });
+            },
+            Cover::Home => Step::Home { path: n.path.clone() },
+            Cover::File => Step::MaskFile { path: n.path.clone() },
+        });
+        for &k in &mine {
+            // In a home the mount points were copied up.
+            if cover != Cover::Home {
+                steps.push(match nodes[k].dir {
+                    true => Step::Mkdir { path: nodes[k].path.clone(), mode: 0o755 },
+                    false => Step::Touch { path: nodes[k].path.clone() },
+                });
             }
-            steps.push(Step::Attach { slot: *slot, path: e.clone() });
+            attach(&mut steps, k);
         }
-        if m.dir && m.scratch.is_none() && !mine.is_empty() {
-            steps.push(Step::RemountRo { path: m.path.clone() });
+        if cover == Cover::Empty && !mine.is_empty() {
+            steps.push(Step::RemountRo { path: n.path.clone() });
         }
     }
     proc_masks(host, &mut steps);

@@ -2,13 +2,13 @@ use super::*;
 use std::collections::BTreeMap;
 
 /// A fake root filesystem: path -> is_dir. Symlinks map to their target.
-struct Fake {
-    entries: BTreeMap<PathBuf, bool>,
-    links: BTreeMap<PathBuf, PathBuf>,
+pub(crate) struct Fake {
+    pub(crate) entries: BTreeMap<PathBuf, bool>,
+    pub(crate) links: BTreeMap<PathBuf, PathBuf>,
 }
 
 impl Fake {
-    fn new(dirs: &[&str], files: &[&str]) -> Fake {
+    pub(crate) fn new(dirs: &[&str], files: &[&str]) -> Fake {
         let mut entries = BTreeMap::new();
         for d in dirs {
             entries.insert(PathBuf::from(d), true);
@@ -35,7 +35,7 @@ impl HostFacts for Fake {
     }
 }
 
-fn host() -> Fake {
+pub(crate) fn host() -> Fake {
     let mut f = Fake::new(
         &[
             "/tmp",
@@ -83,10 +83,11 @@ pub(crate) fn req(cwd: &str) -> FsRequest {
         expose: vec![],
         state_dirs: vec!["/var/lib/cloche".into()],
         scratch_size: 1 << 20,
+        ..FsRequest::default()
     }
 }
 
-fn mounted(steps: &[Step]) -> Vec<String> {
+pub(crate) fn mounted(steps: &[Step]) -> Vec<String> {
     steps
         .iter()
         .filter_map(|s| match s {
@@ -94,6 +95,7 @@ fn mounted(steps: &[Step]) -> Vec<String> {
                 Some(format!("{}{}", path.display(), if flags & MS_RDONLY != 0 { " ro" } else { "" }))
             }
             Step::MaskFile { path } => Some(format!("{} file", path.display())),
+            Step::Home { path } => Some(format!("{} home", path.display())),
             _ => None,
         })
         .collect()
@@ -105,8 +107,8 @@ fn defaults_mask_secrets_homes_state_and_scratch() {
     let m = mounted(&steps);
     for want in [
         "/etc/shadow file",
-        "/root ro",
-        "/home/ann ro",
+        "/root home",
+        "/home/ann home",
         "/var/lib/cloche ro",
         "/tmp",
         "/var/tmp",
@@ -127,21 +129,25 @@ fn cwd_inside_a_home_is_exposed_and_its_secrets_masked() {
     let steps = build(&host(), &req("/home/ann/proj")).unwrap();
     let grab =
         steps.iter().position(|s| matches!(s, Step::Grab { path, .. } if path == Path::new("/home/ann/proj"))).unwrap();
-    let mask =
-        steps.iter().position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/home/ann"))).unwrap();
+    let copy = |p: &str| steps.iter().position(|s| matches!(s, Step::CopyUp { path } if path == Path::new(p))).unwrap();
+    let home = steps.iter().position(|s| matches!(s, Step::Home { path } if path == Path::new("/home/ann"))).unwrap();
     let attach = steps
         .iter()
         .position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/home/ann/proj")))
         .unwrap();
-    let ro =
-        steps.iter().position(|s| matches!(s, Step::RemountRo { path } if path == Path::new("/home/ann"))).unwrap();
     let secret = steps
         .iter()
         .position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/home/ann/proj/.ssh")))
         .unwrap();
-    assert!(grab < mask && mask < attach && attach < ro && attach < secret, "{steps:#?}");
-    // the home's own .ssh stays hidden by the home mask: no separate mount.
-    assert!(!mounted(&steps).contains(&"/home/ann/.ssh ro".to_string()));
+    // mount points copied up, the cwd grabbed, the home bound, the cwd
+    // attached in it, then the masks below the cwd.
+    assert!(copy("/home/ann") < copy("/home/ann/proj") && copy("/home/ann/proj") < grab, "{steps:#?}");
+    assert!(grab < home && home < attach && attach < secret, "{steps:#?}");
+    // a writable home is never made read-only, and nothing is created in it
+    // but by copy-up.
+    assert!(!steps.iter().any(|s| matches!(s, Step::RemountRo { .. } | Step::Mkdir { .. } | Step::Touch { .. })));
+    // the home's own .ssh stays hidden by the home: no separate mount.
+    assert!(!mounted(&steps).iter().any(|m| m.starts_with("/home/ann/.ssh")), "{steps:#?}");
 }
 
 #[test]
@@ -172,7 +178,7 @@ fn symlinked_paths_are_canonicalized() {
     let mut r = req("/srv/app");
     r.mask = vec!["/etc/link-to-root".into()];
     let m = mounted(&build(&h, &r).unwrap());
-    assert!(m.contains(&"/root ro".to_string()));
+    assert!(m.contains(&"/root home".to_string()));
     assert!(!m.iter().any(|x| x.contains("link-to-root")));
 }
 
@@ -205,8 +211,9 @@ fn masks_below_the_cwd_stay_in_force() {
     let steps = build(&host(), &req("/root/work")).unwrap();
     let at = |want: &Step| steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want:?} in {steps:#?}"));
     let attach = at(&Step::Attach { slot: 0, path: "/root/work".into() });
-    assert!(at(&Step::Grab { slot: 0, path: "/root/work".into() }) < attach);
-    assert!(attach < at(&Step::RemountRo { path: "/root".into() }));
+    let grab = at(&Step::Grab { slot: 0, path: "/root/work".into(), read_only: false });
+    assert!(at(&Step::CopyUp { path: "/root/work".into() }) < grab && grab < attach);
+    assert!(at(&Step::Home { path: "/root".into() }) < attach);
 }
 
 #[test]
@@ -237,12 +244,16 @@ fn explicit_exposures_unmask_only_what_they_name() {
     let mut r = req("/srv/app");
     r.expose = vec!["/etc".into()];
     assert!(mounted(&build(&host(), &r).unwrap()).contains(&"/etc/shadow file".to_string()));
-    // A file exposed inside a secret dir that the home mask hides: attached
-    // into the home's tmpfs (today's plan skipped the attach).
+    // A file exposed inside a secret dir that the home hides: copied up and
+    // attached in the home.
     let mut r = req("/srv/app");
     r.expose = vec!["/root/.ssh/known_hosts".into()];
     let steps = build(&host(), &r).unwrap();
-    assert!(steps.contains(&Step::Grab { slot: 0, path: "/root/.ssh/known_hosts".into() }), "{steps:#?}");
+    assert!(steps.contains(&Step::CopyUp { path: "/root/.ssh/known_hosts".into() }), "{steps:#?}");
+    assert!(
+        steps.contains(&Step::Grab { slot: 0, path: "/root/.ssh/known_hosts".into(), read_only: false }),
+        "{steps:#?}"
+    );
     assert!(steps.contains(&Step::Attach { slot: 0, path: "/root/.ssh/known_hosts".into() }), "{steps:#?}");
     assert!(!mounted(&steps).contains(&"/root/.ssh ro".to_string()));
 }

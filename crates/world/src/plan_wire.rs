@@ -17,10 +17,11 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
     b.extend_from_slice(&[0; 4]);
     for s in steps {
         match s {
-            Step::Grab { slot, path } => {
+            Step::Grab { slot, path, read_only } => {
                 b.push(1);
                 u32s(&mut b, *slot as u32);
                 bytes(&mut b, path);
+                b.push(*read_only as u8);
             }
             Step::Mount { path, fstype, flags, data } => {
                 b.push(2);
@@ -70,6 +71,14 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
                 b.push(11);
                 bytes(&mut b, path);
             }
+            Step::CopyUp { path } => {
+                b.push(12);
+                bytes(&mut b, path);
+            }
+            Step::Home { path } => {
+                b.push(13);
+                bytes(&mut b, path);
+            }
         }
     }
     let len = (b.len() - 4) as u32;
@@ -94,7 +103,15 @@ pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
     while r.at < body.len() {
         let tag = r.u8()?;
         steps.push(match tag {
-            1 => Step::Grab { slot: r.u32()? as usize, path: r.path()? },
+            1 => Step::Grab {
+                slot: r.u32()? as usize,
+                path: r.path()?,
+                read_only: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err("bad read-only flag".into()),
+                },
+            },
             2 => {
                 let path = r.path()?;
                 let fstype = *FSTYPES.get(r.u8()? as usize).ok_or("unknown fstype")?;
@@ -111,6 +128,8 @@ pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
             9 => Step::Attach { slot: r.u32()? as usize, path: r.path()? },
             10 => Step::RemountRo { path: r.path()? },
             11 => Step::MaskDir { path: r.path()? },
+            12 => Step::CopyUp { path: r.path()? },
+            13 => Step::Home { path: r.path()? },
             t => return Err(format!("unknown step tag {t}")),
         });
     }
@@ -149,7 +168,10 @@ mod tests {
     fn every_step_round_trips_losslessly() {
         let odd = PathBuf::from(OsString::from_vec(b"/home/\xff\xfe proj".to_vec()));
         let steps = vec![
-            Step::Grab { slot: 3, path: odd.clone() },
+            Step::Grab { slot: 3, path: odd.clone(), read_only: false },
+            Step::Grab { slot: 4, path: "/root/.cargo".into(), read_only: true },
+            Step::CopyUp { path: odd.clone() },
+            Step::Home { path: "/root".into() },
             Step::Mount { path: "/tmp".into(), fstype: "tmpfs", flags: 6, data: "mode=1777,size=10".into() },
             Step::Mkdir { path: odd.clone(), mode: 0o755 },
             Step::Touch { path: "/x".into() },
@@ -159,6 +181,7 @@ mod tests {
             Step::ReadOnly { path: "/proc/sys".into() },
             Step::Attach { slot: 3, path: odd },
             Step::RemountRo { path: "/root".into() },
+            Step::MaskDir { path: "/sys/kernel".into() },
         ];
         let wire = encode(&steps);
         let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize;

@@ -105,6 +105,34 @@ pub fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+/// `mount_setattr(2)` on the mount tree open at `tree` (`AT_EMPTY_PATH`,
+/// `AT_RECURSIVE`): sets `set` and clears `clear` (MOUNT_ATTR_* flags).
+pub fn mount_setattr_tree(tree: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    /// `struct mount_attr` (linux/mount.h, version 0: 32 bytes).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH, and a
+    // pointer to an attribute struct of the size passed, alive for the call.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
 /// `move_mount(2)` of a detached mount (`from`) onto the object open at `to`.
 pub fn move_mount_onto_fd(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
     let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;

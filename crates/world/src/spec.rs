@@ -35,6 +35,9 @@ pub struct Spec {
     pub home_secrets: Vec<PathBuf>,
     /// Paths kept visible through masks.
     pub expose: Vec<PathBuf>,
+    /// Toolchains under a home shown read-only when the world's PATH names
+    /// them (policy `fs.toolchains`: groups of paths relative to a home).
+    pub toolchains: Vec<Vec<PathBuf>>,
     pub seccomp: Program,
     /// Keep the world after the run instead of discarding it.
     pub keep: bool,

@@ -110,11 +110,42 @@ impl Sys for RealSys<'_> {
         mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(nixerr)
     }
 
-    fn grab(&mut self, path: &Path) -> io::Result<OwnedFd> {
+    fn grab(&mut self, path: &Path, read_only: bool) -> io::Result<OwnedFd> {
         // The exposure is the path the plan judged: a symlink swapped in
         // since (anywhere on the way) fails the world instead of cloning
         // what it points to.
-        raw::open_tree_clone_fd(open_nofollow(path)?.as_fd())
+        let tree = raw::open_tree_clone_fd(open_nofollow(path)?.as_fd())?;
+        if read_only {
+            // The whole detached tree, before it is attached (exec stays).
+            raw::mount_setattr_tree(tree.as_fd(), libc::MOUNT_ATTR_RDONLY as u64, 0)?;
+        }
+        Ok(tree)
+    }
+
+    fn copy_up(&mut self, path: &Path) -> io::Result<()> {
+        // A change of owner to the same owner (-1, -1) is a metadata change
+        // for the overlay: it copies the object and its parents up (modes,
+        // owners, times, a file's content, the parents' times kept) and
+        // changes nothing else.
+        let fd = open_nofollow(path)?;
+        nix::unistd::fchownat(&fd, "", None, None, nix::fcntl::AtFlags::AT_EMPTY_PATH).map_err(nixerr)
+    }
+
+    fn bind_upper(&mut self, scratch: BorrowedFd<'_>, dir: &Path, target: &Path) -> io::Result<()> {
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+        let fd = openat2(scratch, dir, how).map_err(nixerr)?;
+        let tree = raw::open_tree_clone_fd(fd.as_fd())?;
+        // The scratch is noexec; a home holds programs (`pip install
+        // --user`, `cargo install`).
+        let (set, clear) = (libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV, libc::MOUNT_ATTR_NOEXEC);
+        raw::mount_setattr_tree(tree.as_fd(), set as u64, clear as u64)?;
+        raw::move_mount_onto_fd(tree.as_fd(), open_nofollow(target)?.as_fd())
     }
 
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()> {

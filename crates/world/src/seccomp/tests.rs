@@ -176,12 +176,12 @@ fn seccomp_default_profile_decisions() {
     assert_eq!(profile.absent_syscalls(), ["stime"]);
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let focus =
-        [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 17, 40, 58, 0x5412, 0x541c, 0x20000, 0xffff_ffff, 0x1000_0000, 0x7e02_0080];
+        [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 17, 40, 58, 0x5412, 0x541c, 0x20000, 0xffff_ffff, 0x1000_0000, 0x7e02_0080, 0o020644, 0o010644, 0o060600];
     let x86 = |nr: u32, args: [u64; 6]| run(&prog, AUDIT_ARCH_X86_64, nr, args);
 
     let allowed = names_with(&profile, LinuxSeccompAction::ScmpActAllow, false);
     assert!(allowed.len() > 250, "{} allowed", allowed.len());
-    let with_exceptions = ["ioctl"];
+    let with_exceptions = ["ioctl", "mknod", "mknodat", "renameat2"];
     for name in allowed.iter().filter(|n| !with_exceptions.contains(&n.as_str())) {
         for _ in 0..20 {
             assert_eq!(x86(nr(name), rng.args(&focus)), RET_ALLOW, "{name}");
@@ -231,6 +231,13 @@ fn seccomp_default_profile_decisions() {
         let want = |ok: bool| if ok { RET_ALLOW } else { EAFNOSUPPORT };
         assert_eq!(x86(nr("socket"), args), want(socket_allowed(args)), "socket {args:x?}");
         assert_eq!(x86(nr("socketpair"), args), want(args[0] == 1), "socketpair {args:x?}");
+        // Character devices (whiteouts, all a world could make) and
+        // RENAME_WHITEOUT refused; files, fifos and sockets made.
+        let chr = |m: u64| m & 0o170000 == 0o020000;
+        assert_eq!(x86(nr("mknod"), args), if chr(args[1]) { EPERM } else { RET_ALLOW }, "mknod {args:x?}");
+        assert_eq!(x86(nr("mknodat"), args), if chr(args[2]) { EPERM } else { RET_ALLOW }, "mknodat {args:x?}");
+        let whiteout = args[4] & 4 != 0;
+        assert_eq!(x86(nr("renameat2"), args), if whiteout { EPERM } else { RET_ALLOW }, "renameat2 {args:x?}");
         let pers_ok = matches!(lo(0), 0 | 8 | 0x20000 | 0x20008 | 0xffff_ffff);
         assert_eq!(x86(nr("personality"), args) == RET_ALLOW, pers_ok, "personality {args:x?}");
     }
@@ -246,6 +253,10 @@ fn seccomp_default_profile_decisions() {
         assert_eq!(x86(nr("socket"), [2, hi | 10, 0, 0, 0, 0]), EAFNOSUPPORT, "SOCK_PACKET");
         assert_eq!(x86(nr("clone"), [hi | 0x1000_0011, 0, 0, 0, 0, 0]), EPERM);
         assert_eq!(x86(nr("clone"), [hi | 0x0001_0f11, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(x86(nr("mknodat"), [0, 0, hi | 0o020644, 0, 0, 0]), EPERM, "whiteout");
+        assert_eq!(x86(nr("mknodat"), [0, 0, hi | 0o010644, 0, 0, 0]), RET_ALLOW, "fifo");
+        assert_eq!(x86(nr("renameat2"), [0, 0, 0, 0, hi | 4, 0]), EPERM, "RENAME_WHITEOUT");
+        assert_eq!(x86(nr("renameat2"), [0, 0, 0, 0, hi | 3, 0]), RET_ALLOW, "NOREPLACE, EXCHANGE");
     }
 
     // Other ABIs are killed whatever the number.

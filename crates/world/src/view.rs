@@ -1,0 +1,241 @@
+//! What a world shows of the host's tree: the masks and exposures that
+//! change what the overlay would show, each with the nearest one above it.
+//! The mount plan (`plan.rs`) mounts them; `cloche run` asks it which PATH
+//! entries a world hides.
+//!
+//! Kinds of masks (`exposure.rs` says which paths are masked, and why):
+//! - **scratch**: a fresh writable tmpfs (/tmp, /var/tmp, /run);
+//! - **home**: a home directory starts empty and is writable: it is the
+//!   home's own directory in the overlay's upper layer, bound in place, so
+//!   the world's writes there land in the upper (and the fs_diff) and none
+//!   of the host's files in it is shown. A home under a read-only host mount,
+//!   or holding a host mount of its own, is an *empty* mask instead;
+//! - **empty**: an empty read-only directory;
+//! - **file**: a read-only bind of /dev/null.
+//!
+//! Kinds of exposures: copy-on-write (the cwd's subtree, `--expose`,
+//! `fs.expose`: the overlay's view, writes land in the upper) and read-only
+//! (toolchains under a home that the world's PATH names, `fs.toolchains`).
+//!
+//! A mask or exposure is *needed* when it changes what its nearest needed
+//! ancestor shows:
+//! - a mask is needed under nothing or under an exposure; under an empty or
+//!   scratch mask it is hidden anyway; under a home only cloche's state
+//!   directories are (so a world cannot even write a look-alike there): the
+//!   home hides the host's files below it already, secrets included, and
+//!   what the world writes there is its own;
+//! - an exposure is needed under a mask, and under an exposure of the other
+//!   kind (a copy-on-write cwd inside a read-only toolchain); a toolchain
+//!   under nothing is already shown, copy-on-write like the rest.
+
+use crate::exposure::{Masks, Origin, Refusal};
+use crate::plan::{FsRequest, HostFacts};
+use std::path::{Component, Path, PathBuf};
+
+/// How a mask hides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cover {
+    /// A fresh writable tmpfs with this mode.
+    Scratch(u32),
+    /// The home's own directory in the upper layer.
+    Home,
+    /// An empty read-only directory.
+    Empty,
+    /// A read-only bind of /dev/null.
+    File,
+}
+
+/// A needed mask or exposure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Mask { cover: Cover, origin: Origin },
+    Expose { read_only: bool },
+}
+
+/// One needed mask or exposure (canonical host path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub path: PathBuf,
+    /// A directory (else a file).
+    pub dir: bool,
+    pub kind: Kind,
+    /// Index of the nearest needed ancestor in [`View::nodes`].
+    pub parent: Option<usize>,
+}
+
+impl Node {
+    pub fn is_mask(&self) -> bool {
+        matches!(self.kind, Kind::Mask { .. })
+    }
+}
+
+/// The needed masks and exposures of a world, sorted by path (parents
+/// first).
+#[derive(Debug, Clone)]
+pub struct View {
+    pub nodes: Vec<Node>,
+    /// cloche's state directories (canonical): no exposure reaches them.
+    pub state_dirs: Vec<PathBuf>,
+}
+
+impl View {
+    /// The view of a world of `req`, or the refusal of its cwd or of an
+    /// explicit exposure (one line naming the mask).
+    pub fn new(host: &dyn HostFacts, req: &FsRequest) -> Result<View, Refusal> {
+        let mut set = Masks::collect(host, req);
+        let cwd = host.canonical(&req.cwd).unwrap_or_else(|| req.cwd.clone());
+        set.judge_dir("cwd", &cwd)?;
+        let mut writable: Vec<PathBuf> = Vec::new();
+        for e in &req.expose {
+            if let Some(c) = host.canonical(e) {
+                set.judge_exposure(&c)?;
+                writable.push(c);
+            }
+        }
+        set.add_secrets_under(host, &cwd, &writable);
+        // Toolchains never unmask anything: one that is (or lies in) a
+        // secret or a state directory is left out.
+        let mut read_only: Vec<PathBuf> = toolchains(host, req, set.homes())
+            .into_iter()
+            .filter(|t| matches!(set.judge_exposure(t), Ok(None)))
+            .collect();
+        // An explicit exposure of a mask itself unmasks it (a state dir
+        // cannot be exposed: refused above).
+        let state_dirs = set.list.iter().filter(|m| m.origin == Origin::State).map(|m| m.path.clone()).collect();
+        let mut masks = set.list;
+        masks.retain(|m| !writable.contains(&m.path));
+        writable.push(cwd);
+        read_only.retain(|t| !writable.contains(t));
+
+        let mut cands: Vec<(PathBuf, bool, Kind)> = Vec::new();
+        for m in masks {
+            let cover = match (m.dir, m.scratch) {
+                (true, Some(mode)) => Cover::Scratch(mode),
+                (true, None) if m.origin == Origin::Home && home_is_writable(&m.path, &req.data_mounts) => Cover::Home,
+                (true, None) => Cover::Empty,
+                (false, _) => Cover::File,
+            };
+            cands.push((m.path, m.dir, Kind::Mask { cover, origin: m.origin }));
+        }
+        for (list, ro) in [(writable, false), (read_only, true)] {
+            for p in list {
+                let dir = host.is_dir(&p);
+                cands.push((p, dir, Kind::Expose { read_only: ro }));
+            }
+        }
+        cands.sort_by(|a, b| a.0.cmp(&b.0));
+        // Equal paths: masks were dropped where exposed; a copy-on-write
+        // exposure (pushed first) wins over a read-only one.
+        cands.dedup_by(|later, earlier| later.0 == earlier.0);
+
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut above: Vec<usize> = Vec::new();
+        for (path, dir, kind) in cands {
+            while above.last().is_some_and(|&i| !path.starts_with(&nodes[i].path)) {
+                above.pop();
+            }
+            let parent = above.last().copied();
+            let needed = match (&kind, parent.map(|i| &nodes[i].kind)) {
+                (Kind::Mask { .. }, None | Some(Kind::Expose { .. })) => true,
+                (Kind::Mask { origin, .. }, Some(Kind::Mask { cover: Cover::Home, .. })) => *origin == Origin::State,
+                (Kind::Mask { .. }, Some(Kind::Mask { .. })) => false,
+                (Kind::Expose { .. }, None) => false,
+                (Kind::Expose { .. }, Some(Kind::Mask { .. })) => true,
+                (Kind::Expose { read_only }, Some(Kind::Expose { read_only: above })) => read_only != above,
+            };
+            if needed {
+                if dir {
+                    above.push(nodes.len());
+                }
+                nodes.push(Node { path, dir, kind, parent });
+            }
+        }
+        Ok(View { nodes, state_dirs })
+    }
+
+    /// The nearest needed mask or exposure at or above `p` (canonical).
+    pub fn cover_of(&self, p: &Path) -> Option<&Node> {
+        self.nodes.iter().filter(|n| p.starts_with(&n.path)).max_by_key(|n| n.path.components().count())
+    }
+
+    /// True if the host's `p` (canonical) is shown in the world.
+    pub fn shows(&self, p: &Path) -> bool {
+        self.cover_of(p).is_none_or(|n| !n.is_mask())
+    }
+}
+
+/// A home is writable (its own directory in the upper layer) unless it lies
+/// under a read-only host mount, whose world view has no upper, or holds a
+/// host mount of its own, which would lie on another layer.
+fn home_is_writable(home: &Path, data_mounts: &[(PathBuf, bool)]) -> bool {
+    let owner = data_mounts.iter().filter(|(m, _)| home.starts_with(m)).max_by_key(|(m, _)| m.components().count());
+    let read_only = owner.is_some_and(|(_, ro)| *ro);
+    let holds_one = data_mounts.iter().any(|(m, _)| m.starts_with(home) && m != home);
+    !read_only && !holds_one
+}
+
+/// The toolchains of `req` (canonical, existing) that the world's PATH
+/// names: for each home and each `fs.toolchains` group, the group's paths
+/// when a PATH entry lies inside its first one.
+pub fn toolchains(host: &dyn HostFacts, req: &FsRequest, homes: &[PathBuf]) -> Vec<PathBuf> {
+    let entries = path_entries(host, req);
+    let mut out = Vec::new();
+    for h in homes {
+        for group in &req.toolchains {
+            let Some(first) = group.first() else { continue };
+            let first = h.join(first);
+            let canon = host.canonical(&first);
+            let named = entries.iter().any(|(e, c)| {
+                [Some(e), c.as_ref()].into_iter().flatten().any(|e| {
+                    e.starts_with(&first) || canon.as_ref().is_some_and(|c| e.starts_with(c))
+                })
+            });
+            if named {
+                out.extend(group.iter().filter_map(|p| host.canonical(&h.join(p))));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The world's PATH entries that are absolute and plain (no `.` or `..`),
+/// each with its canonical path when it exists.
+fn path_entries(host: &dyn HostFacts, req: &FsRequest) -> Vec<(PathBuf, Option<PathBuf>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(path) = &req.path else { return Vec::new() };
+    path.as_bytes()
+        .split(|b| *b == b':')
+        .map(|e| PathBuf::from(std::ffi::OsStr::from_bytes(e)))
+        .filter(|e| {
+            e.is_absolute() && e.components().skip(1).all(|c| matches!(c, Component::Normal(_)))
+        })
+        .map(|e| {
+            let c = host.canonical(&e);
+            (e, c)
+        })
+        .collect()
+}
+
+/// The world's PATH entries (as written) that are directories on the host
+/// but hidden in the world, each with the path an `--expose` of which shows
+/// it (its canonical path), or none when nothing may show it (cloche's
+/// state directory).
+pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<(PathBuf, Option<PathBuf>)>, Refusal> {
+    let view = View::new(host, req)?;
+    let mut out: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    for (entry, canon) in path_entries(host, req) {
+        let Some(c) = canon.filter(|c| host.is_dir(c)) else { continue };
+        if view.shows(&c) || out.iter().any(|(e, _)| *e == entry) {
+            continue;
+        }
+        let fix = (!view.state_dirs.iter().any(|s| c.starts_with(s))).then_some(c);
+        out.push((entry, fix));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "view_tests.rs"]
+mod tests;

@@ -1,0 +1,160 @@
+use super::*;
+use crate::plan::tests::{host, mounted, req, Fake};
+use crate::plan::{build, Step};
+
+/// The test host plus a user's toolchains under /root.
+fn toolchain_host() -> Fake {
+    let mut h = host();
+    for d in [
+        "/root/.cargo",
+        "/root/.cargo/bin",
+        "/root/.cargo/registry",
+        "/root/.cargo/registry/src",
+        "/root/.rustup",
+        "/root/.pyenv",
+        "/root/.pyenv/shims",
+        "/root/bin",
+        "/root/.local",
+        "/root/.local/state",
+        "/root/.local/state/cloche",
+        "/root/.ssh/bin",
+        "/tmp/x",
+        "/tmp/x/bin",
+        "/usr",
+        "/usr/bin",
+    ] {
+        h.entries.insert(d.into(), true);
+    }
+    h.entries.insert("/root/.cargo/credentials.toml".into(), false);
+    h
+}
+
+fn toolchain_req(cwd: &str, path: &str) -> FsRequest {
+    let mut r = req(cwd);
+    r.home_secrets.push(".cargo/credentials.toml".into());
+    r.toolchains = vec![vec![".cargo".into(), ".rustup".into()], vec![".pyenv".into()], vec![".ssh".into()]];
+    r.path = Some(path.into());
+    r
+}
+
+fn grabs(steps: &[Step]) -> Vec<(String, bool)> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Grab { path, read_only, .. } => Some((path.display().to_string(), *read_only)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn at(steps: &[Step], want: &Step) -> usize {
+    steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want:?} missing from {steps:#?}"))
+}
+
+#[test]
+fn toolchains_the_path_names_are_read_only_and_their_secrets_masked() {
+    let steps = build(&toolchain_host(), &toolchain_req("/srv/app", "/root/.cargo/bin:/usr/bin")).unwrap();
+    // rustup's proxies come with ~/.rustup; ~/.pyenv is not on PATH.
+    assert_eq!(grabs(&steps), [("/root/.cargo".into(), true), ("/root/.rustup".into(), true)]);
+    let cargo = at(&steps, &Step::CopyUp { path: "/root/.cargo".into() });
+    assert!(cargo < at(&steps, &Step::Grab { slot: 0, path: "/root/.cargo".into(), read_only: true }));
+    let home = at(&steps, &Step::Home { path: "/root".into() });
+    let attach = at(&steps, &Step::Attach { slot: 0, path: "/root/.cargo".into() });
+    let cred = at(&steps, &Step::MaskFile { path: "/root/.cargo/credentials.toml".into() });
+    assert!(home < attach && attach < cred, "{steps:#?}");
+    // The same PATH through a symlinked entry names the same toolchain.
+    let mut h = toolchain_host();
+    h.links.insert("/opt/cargo-bin".into(), "/root/.cargo/bin".into());
+    let steps = build(&h, &toolchain_req("/srv/app", "/opt/cargo-bin")).unwrap();
+    assert_eq!(grabs(&steps).len(), 2, "{steps:#?}");
+    // Not named: nothing shown; relative, `..` and missing entries name nothing.
+    let steps = build(&toolchain_host(), &toolchain_req("/srv/app", "/usr/bin:.cargo/bin:/root/x/../.cargo/bin")).unwrap();
+    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+}
+
+#[test]
+fn a_toolchain_never_unmasks_a_secret() {
+    // ~/.ssh is in the test policy's toolchains, and PATH names ~/.ssh/bin.
+    let steps = build(&toolchain_host(), &toolchain_req("/srv/app", "/root/.ssh/bin")).unwrap();
+    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+    let view = View::new(&toolchain_host(), &toolchain_req("/srv/app", "/root/.ssh/bin")).unwrap();
+    assert!(!view.shows(Path::new("/root/.ssh/bin")));
+}
+
+#[test]
+fn a_cwd_inside_a_toolchain_is_writable_there() {
+    let cwd = "/root/.cargo/registry/src";
+    let steps = build(&toolchain_host(), &toolchain_req(cwd, "/root/.cargo/bin")).unwrap();
+    assert!(grabs(&steps).contains(&(cwd.into(), false)), "{steps:#?}");
+    let outer = at(&steps, &Step::Attach { slot: 0, path: "/root/.cargo".into() });
+    let inner = steps.iter().position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new(cwd))).unwrap();
+    assert!(outer < inner, "{steps:#?}");
+    // Its mount point lies in the toolchain, not in the home: not copied up.
+    assert!(!steps.contains(&Step::CopyUp { path: cwd.into() }), "{steps:#?}");
+}
+
+#[test]
+fn homes_on_read_only_mounts_or_holding_mounts_are_empty_masks() {
+    let mut r = req("/srv/app");
+    r.data_mounts = vec![("/home".into(), true)];
+    let m = mounted(&build(&host(), &r).unwrap());
+    assert!(m.contains(&"/home/ann ro".to_string()) && m.contains(&"/root home".to_string()), "{m:?}");
+    let mut r = req("/home/ann/proj");
+    r.data_mounts = vec![("/home/ann/proj".into(), false)];
+    let steps = build(&host(), &r).unwrap();
+    assert!(mounted(&steps).contains(&"/home/ann".to_string()), "{steps:#?}");
+    assert!(steps.contains(&Step::Mkdir { path: "/home/ann/proj".into(), mode: 0o755 }), "{steps:#?}");
+    assert!(steps.contains(&Step::RemountRo { path: "/home/ann".into() }), "{steps:#?}");
+    // A rw mount holding the home (a separate /home) keeps it writable.
+    let mut r = req("/srv/app");
+    r.data_mounts = vec![("/home".into(), false)];
+    assert!(mounted(&build(&host(), &r).unwrap()).contains(&"/home/ann home".to_string()));
+}
+
+#[test]
+fn a_state_dir_inside_a_home_stays_masked_and_secrets_there_are_hidden_by_the_home() {
+    let mut r = toolchain_req("/srv/app", "/usr/bin");
+    r.state_dirs = vec!["/root/.local/state/cloche".into()];
+    let steps = build(&toolchain_host(), &r).unwrap();
+    let copy = at(&steps, &Step::CopyUp { path: "/root/.local/state/cloche".into() });
+    let home = at(&steps, &Step::Home { path: "/root".into() });
+    let mask = steps
+        .iter()
+        .position(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/root/.local/state/cloche")))
+        .unwrap();
+    assert!(copy < home && home < mask, "{steps:#?}");
+    // ~/.ssh, ~/.aws: no mount of their own (the home shows none of the host's files).
+    let m = mounted(&steps);
+    assert!(!m.iter().any(|m| m.starts_with("/root/.") && !m.starts_with("/root/.local/state/cloche")), "{m:?}");
+    // A toolchain holding the state dir is shown, the state dir masked in it.
+    let mut r = toolchain_req("/srv/app", "/root/.local/bin");
+    r.toolchains.push(vec![".local".into()]);
+    r.state_dirs = vec!["/root/.local/state/cloche".into()];
+    let steps = build(&toolchain_host(), &r).unwrap();
+    let attach = steps.iter().position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/root/.local"))).unwrap();
+    assert!(attach < steps.iter().rposition(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/root/.local/state/cloche"))).unwrap());
+}
+
+#[test]
+fn homes_not_masked_show_toolchains_as_they_are() {
+    let mut r = toolchain_req("/srv/app", "/root/.cargo/bin");
+    r.mask_homes = false;
+    r.mask.retain(|m| m != Path::new("/root"));
+    let steps = build(&toolchain_host(), &r).unwrap();
+    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+    assert!(mounted(&steps).contains(&"/root/.cargo/credentials.toml file".to_string()), "{steps:#?}");
+}
+
+#[test]
+fn hidden_path_entries_name_the_exposure_that_shows_them() {
+    let mut r = toolchain_req("/srv/app", "/root/bin:/root/.cargo/bin:/tmp/x/bin:/usr/bin:/nope:rel:/root/bin");
+    r.state_dirs.push("/tmp/x".into());
+    let got = hidden_path_entries(&toolchain_host(), &r).unwrap();
+    assert_eq!(got, [(PathBuf::from("/root/bin"), Some(PathBuf::from("/root/bin"))), ("/tmp/x/bin".into(), None)]);
+    // With the exposure, nothing is hidden.
+    let mut r = toolchain_req("/srv/app", "/root/bin:/usr/bin");
+    r.expose = vec!["/root/bin".into()];
+    assert!(hidden_path_entries(&toolchain_host(), &r).unwrap().is_empty());
+    // A cwd the plan refuses: the refusal, not a note.
+    assert!(hidden_path_entries(&toolchain_host(), &toolchain_req("/root", "/root/bin")).is_err());
+}
