@@ -28,7 +28,7 @@ use std::process::Command;
 
 use cloche_policy::{Effect, Policy};
 use common::*;
-use corpus::{BASES, ENVS, HELPERS, KNOWN, OPTIONS, PREFIXES};
+use corpus::{BASES, ENVS, HELPERS, KNOWN, OPTIONS, PREFIXES, SHIM_HELPERS};
 use serde_json::{json, Value};
 
 /// Lines per world (each world must finish well within the harness deadline).
@@ -188,6 +188,25 @@ fn identity(e: &Value, dir: &Path) -> PathBuf {
     exe.canonicalize().unwrap_or(exe)
 }
 
+/// A program found in a toolchain under a home (policy `fs.toolchains`,
+/// shown read-only in a world whose PATH names it) is a version manager's
+/// proxy or shim: rustup's run the selected toolchain's binary, pyenv's run
+/// pyenv's own scripts and then the selected version. What it may run: the
+/// programs of its toolchain group (the roots returned) and the utilities
+/// shims use ([`SHIM_HELPERS`]).
+fn toolchain_roots(program: &Path, policy: &Policy) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for h in cloche_world::spec::home_dirs() {
+        for group in &policy.fs.toolchains {
+            let paths: Vec<PathBuf> = group.iter().filter_map(|p| h.join(p).canonicalize().ok()).collect();
+            if paths.iter().any(|p| program.starts_with(p)) {
+                out.extend(paths);
+            }
+        }
+    }
+    out
+}
+
 /// The programs a classified line may run: `sh` (the line's own shell),
 /// every command the classifier found, and their helpers.
 fn expected(commands: &[cloche_policy::SimpleCommand], dir: &Path, git_exec: &Path) -> (BTreeSet<PathBuf>, bool) {
@@ -205,6 +224,10 @@ fn expected(commands: &[cloche_policy::SimpleCommand], dir: &Path, git_exec: &Pa
         }
     }
     let mut out: BTreeSet<PathBuf> = names.iter().flat_map(|n| resolve_all(n, dir)).collect();
+    let policy = policy();
+    if out.iter().any(|p| !toolchain_roots(p, &policy).is_empty()) {
+        out.extend(SHIM_HELPERS.iter().flat_map(|n| resolve_all(n, dir)));
+    }
     if git {
         out.insert(git_exec.to_path_buf());
     }
@@ -266,9 +289,11 @@ fn allowed_command_lines_run_only_what_they_name() {
         assert!(r.get("error").is_none(), "{line:?}: tracer error {r}");
         timed_out += usize::from(r["timed_out"] == true);
         let (want, git) = expected(&d.commands, &dir, &git_exec);
+        let tools: Vec<PathBuf> = want.iter().flat_map(|p| toolchain_roots(p, &policy)).collect();
         for e in r["execs"].as_array().unwrap() {
             let id = identity(e, &dir);
-            let ok = want.contains(&id) || (git && id.starts_with(&git_exec));
+            let ok =
+                want.contains(&id) || (git && id.starts_with(&git_exec)) || tools.iter().any(|t| id.starts_with(t));
             if !ok {
                 violations.entry(line.clone()).or_default().push(format!("{} {}", id.display(), e["argv"]));
             }

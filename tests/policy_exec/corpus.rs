@@ -299,3 +299,8 @@ pub const HELPERS: &[(&str, &[&str])] = &[
     ("xargs", &["echo"]),
     ("cargo", &["rustc"]),
 ];
+
+/// What a version manager's shim in a home toolchain runs besides the
+/// toolchain's own programs: pyenv's shims are bash scripts started through
+/// `env`, which resolve the version with these.
+pub const SHIM_HELPERS: &[&str] = &["env", "bash", "readlink", "basename", "dirname"];

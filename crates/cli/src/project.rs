@@ -7,6 +7,7 @@ use cloche_broker::BatchFile;
 use cloche_policy::Policy;
 use cloche_world::exposure;
 use cloche_world::plan::{FsRequest, RealHost};
+use cloche_world::view::HiddenEntry;
 use cloche_world::{Spec, StateDir};
 use std::path::{Path, PathBuf};
 
@@ -78,24 +79,45 @@ pub(crate) fn note_exposures(spec: &Spec, state: &StateDir) -> Result<(), String
     }
 }
 
-/// `cloche run`: says once on stderr which PATH entries its world hides
-/// (directories on the host that a mask covers and no toolchain, project or
-/// exposure shows), with the `--expose` that shows each. Nothing when the
-/// plan would refuse the world: the world says why.
+/// `cloche run`: says once on stderr (one line) which PATH entries its
+/// world hides (directories on the host that a mask covers and no
+/// toolchain, project or exposure shows), with the `--expose` that shows
+/// each, or why none is suggested (a secret, a home itself, cloche's state
+/// directory). Nothing when the plan would refuse the world: the world says
+/// why.
 pub(crate) fn note_hidden_path(spec: &Spec, state: &StateDir) {
     let req = FsRequest::of_spec(spec, &state.root);
     let Ok(hidden) = cloche_world::view::hidden_path_entries(&RealHost, &req) else { return };
-    if hidden.is_empty() {
-        return;
+    if let Some(line) = hidden_path_note(&hidden) {
+        eprintln!("{line}");
     }
-    let names: Vec<String> = hidden.iter().map(|(e, _)| shell_word(e)).collect();
-    let fix: Vec<String> = hidden.iter().filter_map(|(_, f)| f.as_ref()).map(|f| format!("--expose {}", shell_word(f))).collect();
-    let (entry, it) = if hidden.len() == 1 { ("entry", "it") } else { ("entries", "them") };
-    let fix = match fix.is_empty() {
-        true => String::new(),
-        false => format!("; {} shows {it}", fix.join(" ")),
-    };
-    eprintln!("cloche: note: PATH {entry} {} hidden in the world{fix}", names.join(", "));
+}
+
+/// The one line of [`note_hidden_path`], if any entry is hidden.
+fn hidden_path_note(hidden: &[HiddenEntry]) -> Option<String> {
+    if hidden.is_empty() {
+        return None;
+    }
+    let (fixed, kept): (Vec<&HiddenEntry>, Vec<&HiddenEntry>) = hidden.iter().partition(|h| h.fix.is_ok());
+    let names: Vec<String> = hidden.iter().map(|h| shell_word(&h.entry)).collect();
+    let (entry, are) = if hidden.len() == 1 { ("entry", "is") } else { ("entries", "are") };
+    let mut line = format!("cloche: note: PATH {entry} {} {are} hidden in the world", names.join(", "));
+    if !fixed.is_empty() {
+        let fix: Vec<String> =
+            fixed.iter().filter_map(|h| h.fix.as_ref().ok()).map(|f| format!("--expose {}", shell_word(f))).collect();
+        let which = match (kept.is_empty(), fixed.len()) {
+            (true, 1) => "it".to_string(),
+            (true, _) => "them".to_string(),
+            (false, _) => fixed.iter().map(|h| shell_word(&h.entry)).collect::<Vec<_>>().join(", "),
+        };
+        line += &format!("; {} shows {which}", fix.join(" "));
+    }
+    for h in kept {
+        if let Err(why) = &h.fix {
+            line += &format!("; {} stays hidden: it {why}", shell_word(&h.entry));
+        }
+    }
+    Some(line)
 }
 
 /// A path as one shell word (single-quoted unless plain).
@@ -105,5 +127,41 @@ fn shell_word(p: &Path) -> String {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hidden(entry: &str, fix: Result<&str, &str>) -> HiddenEntry {
+        HiddenEntry { entry: entry.into(), fix: fix.map(PathBuf::from).map_err(str::to_string) }
+    }
+
+    #[test]
+    fn the_hidden_path_note_is_one_line_with_the_fix() {
+        assert_eq!(hidden_path_note(&[]), None);
+        assert_eq!(
+            hidden_path_note(&[hidden("/root/bin", Ok("/root/bin"))]).unwrap(),
+            "cloche: note: PATH entry /root/bin is hidden in the world; --expose /root/bin shows it"
+        );
+        let two = [hidden("/root/my bin", Ok("/root/my bin")), hidden("/home/a/link", Ok("/home/a/real"))];
+        assert_eq!(
+            hidden_path_note(&two).unwrap(),
+            "cloche: note: PATH entries '/root/my bin', /home/a/link are hidden in the world; \
+             --expose '/root/my bin' --expose /home/a/real shows them"
+        );
+        let mixed = [
+            hidden("/root/bin", Ok("/root/bin")),
+            hidden("/root/.ssh/bin", Err("lies inside the masked path /root/.ssh (fs.home_secrets .ssh)")),
+        ];
+        let line = hidden_path_note(&mixed).unwrap();
+        assert_eq!(
+            line,
+            "cloche: note: PATH entries /root/bin, /root/.ssh/bin are hidden in the world; --expose /root/bin \
+             shows /root/bin; /root/.ssh/bin stays hidden: it lies inside the masked path /root/.ssh \
+             (fs.home_secrets .ssh)"
+        );
+        assert_eq!(line.lines().count(), 1);
     }
 }

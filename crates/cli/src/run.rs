@@ -172,7 +172,10 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         mask_homes: policy.fs.mask_homes,
         home_secrets: policy.fs.home_secrets.clone(),
         expose: policy.fs.expose.clone(),
-        toolchains: policy.fs.toolchains.clone(),
+        toolchains: cloche_world::spec::Toolchains {
+            groups: policy.fs.toolchains.clone(),
+            writable: policy.fs.toolchain_writable.clone(),
+        },
         seccomp,
         keep: false,
         keep_interrupted: policy.retention.keep_interrupted,

@@ -91,9 +91,13 @@ pub struct FsPolicy {
     pub home_secrets: Vec<PathBuf>,
     pub expose: Vec<PathBuf>,
     /// Toolchains under a home, relative to it: each group is shown
-    /// read-only when the world's PATH names a directory inside its first
-    /// path (the others come along). Absent: none.
+    /// read-only when the world's PATH names a directory inside one of its
+    /// paths (the others come along). Absent: none.
     pub toolchains: Vec<Vec<PathBuf>>,
+    /// Paths inside toolchains, relative to a home, that their tools write
+    /// (shims, download caches): copy-on-write where the toolchain holding
+    /// them is shown. Absent: none.
+    pub toolchain_writable: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,10 +227,11 @@ struct RawFs {
     expose: Vec<PathBuf>,
     #[serde(default)]
     toolchains: Vec<RawToolchain>,
+    #[serde(default)]
+    toolchain_writable: Vec<PathBuf>,
 }
 
-/// One `fs.toolchains` entry: a path, or a list whose first path is the one
-/// PATH must name.
+/// One `fs.toolchains` entry: a path, or a list of paths shown together.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawToolchain {
@@ -332,13 +337,16 @@ impl Policy {
             mask_homes: raw.fs.mask_homes,
             home_secrets: raw.fs.home_secrets,
             expose: raw.fs.expose,
-            toolchains: raw.fs.toolchains
+            toolchains: raw
+                .fs
+                .toolchains
                 .into_iter()
                 .map(|t| match t {
                     RawToolchain::One(p) => vec![p],
                     RawToolchain::Group(g) => g,
                 })
                 .collect(),
+            toolchain_writable: raw.fs.toolchain_writable,
         };
         let layers = Layers { require: raw.layers.require };
         validate(&world, &limits, &fs, &layers).map_err(invalid)?;
@@ -465,6 +473,14 @@ fn validate(world: &WorldSection, limits: &Limits, fs: &FsPolicy, layers: &Layer
             }
         }
     }
+    for p in &fs.toolchain_writable {
+        if !relative(p) {
+            return Err(format!(
+                "fs.toolchain_writable: {} must be relative to a home, without '.' or '..'",
+                p.display()
+            ));
+        }
+    }
     for l in &layers.require {
         if !KNOWN_LAYERS.contains(&l.as_str()) {
             return Err(format!("layers.require: unknown layer {l:?} (known: {})", KNOWN_LAYERS.join(" ")));
@@ -535,6 +551,7 @@ mod tests {
             ("\".pyenv\",", "\"/opt/pyenv\",", "fs.toolchains: /opt/pyenv must be relative"),
             ("\".pyenv\",", "[],", "fs.toolchains: an empty list"),
             ("\".pyenv\",", "\".pyenv/../.ssh\",", "fs.toolchains"),
+            ("\".pyenv/shims\",", "\"/x\",", "fs.toolchain_writable: /x must be relative"),
             ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
             ("max_entries = 10", "max_entries = 0", "max_entries"),
             ("output_cap = \"1MiB\"", "output_cap = \"huge\"", "batch.output_cap"),

@@ -262,7 +262,11 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, steps: &[Step]) -> Result<(), 
                 let dir = upper_dir(&plan.layers, path)
                     .ok_or_else(|| io::Error::other("under a read-only host mount: no upper layer"));
                 let dir = at("writable home", path, dir)?;
-                at("bind the home's upper directory", path, sys.bind_upper(borrow(&plan.scratch), &dir, &under(root, path)))?
+                at(
+                    "bind the home's upper directory",
+                    path,
+                    sys.bind_upper(borrow(&plan.scratch), &dir, &under(root, path)),
+                )?
             }
         }
     }
@@ -274,7 +278,8 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, steps: &[Step]) -> Result<(), 
 /// host data mount `k` (the deepest one holding it). None when that mount is
 /// carried read-only (it has no upper).
 fn upper_dir(layers: &[HostMount], p: &Path) -> Option<PathBuf> {
-    let owner = layers.iter().enumerate().filter(|(_, m)| p.starts_with(&m.path)).max_by_key(|(_, m)| m.path.as_os_str().len());
+    let owner =
+        layers.iter().enumerate().filter(|(_, m)| p.starts_with(&m.path)).max_by_key(|(_, m)| m.path.as_os_str().len());
     match owner {
         Some((_, m)) if m.read_only => None,
         Some((k, m)) => Some(PathBuf::from(format!("layers/{k}/upper")).join(p.strip_prefix(&m.path).ok()?)),

@@ -76,8 +76,8 @@ pub struct FsRequest {
     pub scratch_size: u64,
     /// The world's PATH (toolchains are shown when it names them).
     pub path: Option<std::ffi::OsString>,
-    /// Policy `fs.toolchains`: groups of paths relative to a home.
-    pub toolchains: Vec<Vec<PathBuf>>,
+    /// Policy `fs.toolchains` and `fs.toolchain_writable`.
+    pub toolchains: crate::spec::Toolchains,
     /// Host data mounts the world carries (`layers.rs`), and whether each
     /// is read-only: a home under a read-only one, or holding one, cannot
     /// be a writable home.
@@ -249,7 +249,7 @@ impl FsRequest {
             state_dirs,
             scratch_size: 0,
             path: None,
-            toolchains: Vec::new(),
+            toolchains: Default::default(),
             data_mounts: Vec::new(),
         }
     }

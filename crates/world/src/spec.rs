@@ -35,9 +35,8 @@ pub struct Spec {
     pub home_secrets: Vec<PathBuf>,
     /// Paths kept visible through masks.
     pub expose: Vec<PathBuf>,
-    /// Toolchains under a home shown read-only when the world's PATH names
-    /// them (policy `fs.toolchains`: groups of paths relative to a home).
-    pub toolchains: Vec<Vec<PathBuf>>,
+    /// Toolchains under a home, shown when the world's PATH names them.
+    pub toolchains: Toolchains,
     pub seccomp: Program,
     /// Keep the world after the run instead of discarding it.
     pub keep: bool,
@@ -54,6 +53,18 @@ pub struct Spec {
     pub hash: bool,
     /// What a one-shot world's stdio is (a batch's entries are captured).
     pub terminal: Terminal,
+}
+
+/// Toolchains installed under a home (policy `fs.toolchains` and
+/// `fs.toolchain_writable`), all paths relative to a home.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Toolchains {
+    /// Groups: a group is shown read-only when the world's PATH names a
+    /// directory inside one of its paths (the others come along).
+    pub groups: Vec<Vec<PathBuf>>,
+    /// Paths inside a toolchain that its tools write (shims, download
+    /// caches): copy-on-write where their toolchain is shown.
+    pub writable: Vec<PathBuf>,
 }
 
 /// A one-shot world's stdin, stdout and stderr. In every case they are the

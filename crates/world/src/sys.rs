@@ -117,7 +117,7 @@ impl Sys for RealSys<'_> {
         let tree = raw::open_tree_clone_fd(open_nofollow(path)?.as_fd())?;
         if read_only {
             // The whole detached tree, before it is attached (exec stays).
-            raw::mount_setattr_tree(tree.as_fd(), libc::MOUNT_ATTR_RDONLY as u64, 0)?;
+            raw::mount_setattr_tree(tree.as_fd(), libc::MOUNT_ATTR_RDONLY, 0)?;
         }
         Ok(tree)
     }
@@ -144,7 +144,7 @@ impl Sys for RealSys<'_> {
         // The scratch is noexec; a home holds programs (`pip install
         // --user`, `cargo install`).
         let (set, clear) = (libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV, libc::MOUNT_ATTR_NOEXEC);
-        raw::mount_setattr_tree(tree.as_fd(), set as u64, clear as u64)?;
+        raw::mount_setattr_tree(tree.as_fd(), set, clear)?;
         raw::move_mount_onto_fd(tree.as_fd(), open_nofollow(target)?.as_fd())
     }
 

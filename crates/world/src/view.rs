@@ -94,10 +94,14 @@ impl View {
         }
         set.add_secrets_under(host, &cwd, &writable);
         // Toolchains never unmask anything: one that is (or lies in) a
-        // secret or a state directory is left out.
-        let mut read_only: Vec<PathBuf> = toolchains(host, req, set.homes())
+        // secret or a state directory is left out, and so are the writable
+        // paths inside them.
+        let shown = |p: &PathBuf| matches!(set.judge_exposure(p), Ok(None));
+        let (tools, tool_writes) = toolchains(host, req, set.homes());
+        let mut read_only: Vec<PathBuf> = tools.into_iter().filter(shown).collect();
+        let mut cow: Vec<PathBuf> = tool_writes
             .into_iter()
-            .filter(|t| matches!(set.judge_exposure(t), Ok(None)))
+            .filter(|w| shown(w) && read_only.iter().any(|t| w.starts_with(t) && w != t))
             .collect();
         // An explicit exposure of a mask itself unmasks it (a state dir
         // cannot be exposed: refused above).
@@ -105,6 +109,7 @@ impl View {
         let mut masks = set.list;
         masks.retain(|m| !writable.contains(&m.path));
         writable.push(cwd);
+        writable.append(&mut cow);
         read_only.retain(|t| !writable.contains(t));
 
         let mut cands: Vec<(PathBuf, bool, Kind)> = Vec::new();
@@ -175,29 +180,39 @@ fn home_is_writable(home: &Path, data_mounts: &[(PathBuf, bool)]) -> bool {
 }
 
 /// The toolchains of `req` (canonical, existing) that the world's PATH
-/// names: for each home and each `fs.toolchains` group, the group's paths
-/// when a PATH entry lies inside its first one.
-pub fn toolchains(host: &dyn HostFacts, req: &FsRequest, homes: &[PathBuf]) -> Vec<PathBuf> {
+/// names, and the writable paths inside them (`fs.toolchain_writable`,
+/// canonical, existing): for each home and each `fs.toolchains` group, the
+/// group's paths when a PATH entry lies inside one of them. A toolchain
+/// path (or writable path) must lie inside its home after symlinks are
+/// resolved: one that leads elsewhere (another home, a secret, the home
+/// itself) is not shown by this rule.
+pub fn toolchains(host: &dyn HostFacts, req: &FsRequest, homes: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let entries = path_entries(host, req);
-    let mut out = Vec::new();
+    let (mut tools, mut writes) = (Vec::new(), Vec::new());
     for h in homes {
-        for group in &req.toolchains {
-            let Some(first) = group.first() else { continue };
-            let first = h.join(first);
-            let canon = host.canonical(&first);
-            let named = entries.iter().any(|(e, c)| {
-                [Some(e), c.as_ref()].into_iter().flatten().any(|e| {
-                    e.starts_with(&first) || canon.as_ref().is_some_and(|c| e.starts_with(c))
+        let inside = |rel: &PathBuf| host.canonical(&h.join(rel)).filter(|c| c.starts_with(h) && c != h);
+        for group in &req.toolchains.groups {
+            let named = group.iter().any(|rel| {
+                let Some(canon) = inside(rel) else { return false };
+                let written = h.join(rel);
+                entries.iter().any(|(e, c)| {
+                    [Some(e), c.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|e| e.starts_with(&written) || e.starts_with(&canon))
                 })
             });
             if named {
-                out.extend(group.iter().filter_map(|p| host.canonical(&h.join(p))));
+                tools.extend(group.iter().filter_map(inside));
             }
         }
+        writes.extend(req.toolchains.writable.iter().filter_map(inside));
     }
-    out.sort();
-    out.dedup();
-    out
+    for v in [&mut tools, &mut writes] {
+        v.sort();
+        v.dedup();
+    }
+    (tools, writes)
 }
 
 /// The world's PATH entries that are absolute and plain (no `.` or `..`),
@@ -208,9 +223,7 @@ fn path_entries(host: &dyn HostFacts, req: &FsRequest) -> Vec<(PathBuf, Option<P
     path.as_bytes()
         .split(|b| *b == b':')
         .map(|e| PathBuf::from(std::ffi::OsStr::from_bytes(e)))
-        .filter(|e| {
-            e.is_absolute() && e.components().skip(1).all(|c| matches!(c, Component::Normal(_)))
-        })
+        .filter(|e| e.is_absolute() && e.components().skip(1).all(|c| matches!(c, Component::Normal(_))))
         .map(|e| {
             let c = host.canonical(&e);
             (e, c)
@@ -218,20 +231,38 @@ fn path_entries(host: &dyn HostFacts, req: &FsRequest) -> Vec<(PathBuf, Option<P
         .collect()
 }
 
-/// The world's PATH entries (as written) that are directories on the host
-/// but hidden in the world, each with the path an `--expose` of which shows
-/// it (its canonical path), or none when nothing may show it (cloche's
-/// state directory).
-pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<(PathBuf, Option<PathBuf>)>, Refusal> {
+/// A PATH entry that is a directory on the host but hidden in the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenEntry {
+    /// The entry as PATH writes it.
+    pub entry: PathBuf,
+    /// The path whose `--expose` shows it (its canonical path), or why none
+    /// is suggested: it is or lies inside a secret (an exposure would
+    /// unmask it), is a home or scratch directory itself, or lies in
+    /// cloche's state directory.
+    pub fix: Result<PathBuf, String>,
+}
+
+/// The world's PATH entries that are directories on the host but hidden in
+/// the world, each once, in PATH order.
+pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<HiddenEntry>, Refusal> {
     let view = View::new(host, req)?;
-    let mut out: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    let masks = Masks::collect(host, req);
+    let mut out: Vec<HiddenEntry> = Vec::new();
     for (entry, canon) in path_entries(host, req) {
         let Some(c) = canon.filter(|c| host.is_dir(c)) else { continue };
-        if view.shows(&c) || out.iter().any(|(e, _)| *e == entry) {
+        if view.shows(&c) || out.iter().any(|h| h.entry == entry) {
             continue;
         }
-        let fix = (!view.state_dirs.iter().any(|s| c.starts_with(s))).then_some(c);
-        out.push((entry, fix));
+        let fix = match masks.judge_exposure(&c) {
+            Ok(None) => Ok(c),
+            Ok(Some(r)) => {
+                let how = if r.mask == c { "is" } else { "lies inside" };
+                Err(format!("{how} the masked path {} ({})", r.mask.display(), r.origin))
+            }
+            Err(refusal) => Err(refusal.reason),
+        };
+        out.push(HiddenEntry { entry, fix });
     }
     Ok(out)
 }

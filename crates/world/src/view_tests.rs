@@ -32,7 +32,7 @@ fn toolchain_host() -> Fake {
 fn toolchain_req(cwd: &str, path: &str) -> FsRequest {
     let mut r = req(cwd);
     r.home_secrets.push(".cargo/credentials.toml".into());
-    r.toolchains = vec![vec![".cargo".into(), ".rustup".into()], vec![".pyenv".into()], vec![".ssh".into()]];
+    r.toolchains.groups = vec![vec![".cargo".into(), ".rustup".into()], vec![".pyenv".into()], vec![".ssh".into()]];
     r.path = Some(path.into());
     r
 }
@@ -67,8 +67,15 @@ fn toolchains_the_path_names_are_read_only_and_their_secrets_masked() {
     h.links.insert("/opt/cargo-bin".into(), "/root/.cargo/bin".into());
     let steps = build(&h, &toolchain_req("/srv/app", "/opt/cargo-bin")).unwrap();
     assert_eq!(grabs(&steps).len(), 2, "{steps:#?}");
+    // A PATH entry inside another path of the group names it too.
+    let mut h = toolchain_host();
+    h.entries.insert("/root/.rustup/toolchains".into(), true);
+    h.entries.insert("/root/.rustup/toolchains/stable".into(), true);
+    let steps = build(&h, &toolchain_req("/srv/app", "/root/.rustup/toolchains/stable")).unwrap();
+    assert_eq!(grabs(&steps), [("/root/.cargo".into(), true), ("/root/.rustup".into(), true)]);
     // Not named: nothing shown; relative, `..` and missing entries name nothing.
-    let steps = build(&toolchain_host(), &toolchain_req("/srv/app", "/usr/bin:.cargo/bin:/root/x/../.cargo/bin")).unwrap();
+    let steps =
+        build(&toolchain_host(), &toolchain_req("/srv/app", "/usr/bin:.cargo/bin:/root/x/../.cargo/bin")).unwrap();
     assert!(grabs(&steps).is_empty(), "{steps:#?}");
 }
 
@@ -128,11 +135,18 @@ fn a_state_dir_inside_a_home_stays_masked_and_secrets_there_are_hidden_by_the_ho
     assert!(!m.iter().any(|m| m.starts_with("/root/.") && !m.starts_with("/root/.local/state/cloche")), "{m:?}");
     // A toolchain holding the state dir is shown, the state dir masked in it.
     let mut r = toolchain_req("/srv/app", "/root/.local/bin");
-    r.toolchains.push(vec![".local".into()]);
+    r.toolchains.groups.push(vec![".local".into()]);
     r.state_dirs = vec!["/root/.local/state/cloche".into()];
     let steps = build(&toolchain_host(), &r).unwrap();
-    let attach = steps.iter().position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/root/.local"))).unwrap();
-    assert!(attach < steps.iter().rposition(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/root/.local/state/cloche"))).unwrap());
+    let attach =
+        steps.iter().position(|s| matches!(s, Step::Attach { path, .. } if path == Path::new("/root/.local"))).unwrap();
+    assert!(
+        attach
+            < steps
+                .iter()
+                .rposition(|s| matches!(s, Step::Mount { path, .. } if path == Path::new("/root/.local/state/cloche")))
+                .unwrap()
+    );
 }
 
 #[test]
@@ -147,14 +161,82 @@ fn homes_not_masked_show_toolchains_as_they_are() {
 
 #[test]
 fn hidden_path_entries_name_the_exposure_that_shows_them() {
-    let mut r = toolchain_req("/srv/app", "/root/bin:/root/.cargo/bin:/tmp/x/bin:/usr/bin:/nope:rel:/root/bin");
+    let mut r = toolchain_req(
+        "/srv/app",
+        "/root/bin:/root/.cargo/bin:/tmp/x/bin:/usr/bin:/nope:rel:/root/bin:/root/.ssh/bin:/root",
+    );
     r.state_dirs.push("/tmp/x".into());
     let got = hidden_path_entries(&toolchain_host(), &r).unwrap();
-    assert_eq!(got, [(PathBuf::from("/root/bin"), Some(PathBuf::from("/root/bin"))), ("/tmp/x/bin".into(), None)]);
+    let want = [
+        ("/root/bin", Ok("/root/bin")),
+        ("/tmp/x/bin", Err("lies inside the masked path /tmp/x (cloche's state directory); no exposure reaches it")),
+        ("/root/.ssh/bin", Err("lies inside the masked path /root/.ssh (fs.home_secrets .ssh)")),
+        ("/root", Err("is the masked path /root (a home directory)")),
+    ];
+    let want: Vec<HiddenEntry> = want
+        .into_iter()
+        .map(|(e, f)| HiddenEntry { entry: e.into(), fix: f.map(PathBuf::from).map_err(str::to_string) })
+        .collect();
+    assert_eq!(got, want);
     // With the exposure, nothing is hidden.
     let mut r = toolchain_req("/srv/app", "/root/bin:/usr/bin");
     r.expose = vec!["/root/bin".into()];
     assert!(hidden_path_entries(&toolchain_host(), &r).unwrap().is_empty());
     // A cwd the plan refuses: the refusal, not a note.
     assert!(hidden_path_entries(&toolchain_host(), &toolchain_req("/root", "/root/bin")).is_err());
+}
+
+#[test]
+fn a_toolchain_that_leads_out_of_its_home_is_not_shown() {
+    // ~/.pyenv is a symlink into another home, ~/.cargo to the home
+    // itself: PATH names them, neither is shown.
+    let mut h = toolchain_host();
+    h.entries.remove(Path::new("/root/.pyenv"));
+    h.entries.remove(Path::new("/root/.pyenv/shims"));
+    h.links.insert("/root/.pyenv".into(), "/home/ann/proj".into());
+    let steps = build(&h, &toolchain_req("/srv/app", "/root/.pyenv/shims")).unwrap();
+    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+    let mut h = toolchain_host();
+    for d in ["/root/.cargo", "/root/.cargo/bin", "/root/.cargo/registry", "/root/.cargo/registry/src"] {
+        h.entries.remove(Path::new(d));
+    }
+    h.entries.remove(Path::new("/root/.cargo/credentials.toml"));
+    h.links.insert("/root/.cargo".into(), "/root".into());
+    let steps = build(&h, &toolchain_req("/srv/app", "/root/.cargo/bin")).unwrap();
+    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+    // One that leads out of every home is shown by the host tree already.
+    let mut h = toolchain_host();
+    h.entries.remove(Path::new("/root/.pyenv"));
+    h.entries.remove(Path::new("/root/.pyenv/shims"));
+    h.entries.insert("/opt/pyenv".into(), true);
+    h.entries.insert("/opt/pyenv/shims".into(), true);
+    h.links.insert("/root/.pyenv".into(), "/opt/pyenv".into());
+    let r = toolchain_req("/srv/app", "/root/.pyenv/shims");
+    assert!(grabs(&build(&h, &r).unwrap()).is_empty());
+    assert!(hidden_path_entries(&h, &r).unwrap().is_empty());
+}
+
+#[test]
+fn writable_paths_inside_a_shown_toolchain_are_copy_on_write() {
+    let mut r = toolchain_req("/srv/app", "/root/.cargo/bin");
+    // registry exists and its toolchain is shown; ~/.pyenv/shims exists but
+    // ~/.pyenv is not on PATH; ~/.cargo/git does not exist; ~/.ssh/bin
+    // lies in a secret.
+    r.toolchains.writable =
+        vec![".cargo/registry".into(), ".pyenv/shims".into(), ".cargo/git".into(), ".ssh/bin".into(), ".cargo".into()];
+    let steps = build(&toolchain_host(), &r).unwrap();
+    assert_eq!(
+        grabs(&steps),
+        [("/root/.cargo".into(), true), ("/root/.cargo/registry".into(), false), ("/root/.rustup".into(), true)]
+    );
+    let outer = at(&steps, &Step::Attach { slot: 0, path: "/root/.cargo".into() });
+    let inner = at(&steps, &Step::Attach { slot: 1, path: "/root/.cargo/registry".into() });
+    assert!(outer < inner, "{steps:#?}");
+    // A secret inside a writable path stays masked after it is attached.
+    let mut h = toolchain_host();
+    h.entries.insert("/root/.cargo/registry/.npmrc".into(), false);
+    r.home_secrets.push(".cargo/registry/.npmrc".into());
+    let steps = build(&h, &r).unwrap();
+    let inner = at(&steps, &Step::Attach { slot: 1, path: "/root/.cargo/registry".into() });
+    assert!(inner < at(&steps, &Step::MaskFile { path: "/root/.cargo/registry/.npmrc".into() }), "{steps:#?}");
 }

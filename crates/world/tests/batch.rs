@@ -30,7 +30,7 @@ fn spec(cwd: &Path) -> Spec {
         mask: vec!["/etc/shadow".into()],
         mask_homes: true,
         home_secrets: vec![".ssh".into()],
-        toolchains: vec![],
+        toolchains: Default::default(),
         expose: vec![],
         seccomp: Program::compile(&Profile::builtin_default().unwrap()).unwrap(),
         keep: false,

@@ -18,10 +18,25 @@ fn grabbing_an_exposure_never_follows_a_symlink() {
     symlink(&root, root.join("up")).unwrap();
     let (go, _w) = nix::unistd::pipe().unwrap();
     let mut sys = RealSys { go: &go, cgroup_tasks: vec![] };
-    assert!(sys.grab(&real).is_ok(), "a real directory is grabbed");
-    assert!(sys.grab(&real.join("sub")).is_ok());
-    for p in [root.join("swapped"), root.join("up/real"), root.join("up/secret")] {
-        let err = sys.grab(&p).err().unwrap_or_else(|| panic!("{} was grabbed through a symlink", p.display()));
+    assert!(sys.grab(&real, false).is_ok(), "a real directory is grabbed");
+    assert!(sys.grab(&real.join("sub"), false).is_ok());
+    for (p, ro) in [(root.join("swapped"), false), (root.join("up/real"), true), (root.join("up/secret"), false)] {
+        let err = sys.grab(&p, ro).err().unwrap_or_else(|| panic!("{} was grabbed through a symlink", p.display()));
         assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{}: {err}", p.display());
     }
+}
+
+/// A toolchain is grabbed read-only: the detached clone itself is a
+/// read-only mount (statvfs on it says so) before it is attached anywhere;
+/// a copy-on-write exposure is not.
+#[test]
+fn a_read_only_grab_is_a_read_only_mount() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let (go, _w) = nix::unistd::pipe().unwrap();
+    let mut sys = RealSys { go: &go, cgroup_tasks: vec![] };
+    let ro = |fd: std::os::fd::OwnedFd| {
+        nix::sys::statvfs::fstatvfs(&fd).unwrap().flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    };
+    assert!(ro(sys.grab(dir.path(), true).unwrap()), "grab(read_only) gave a writable mount");
+    assert!(!ro(sys.grab(dir.path(), false).unwrap()), "grab gave a read-only mount");
 }

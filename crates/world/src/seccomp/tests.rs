@@ -175,8 +175,30 @@ fn seccomp_default_profile_decisions() {
     println!("filters: {:?} instructions", prog.filters().map(<[_]>::len).collect::<Vec<_>>());
     assert_eq!(profile.absent_syscalls(), ["stime"]);
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    let focus =
-        [0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 17, 40, 58, 0x5412, 0x541c, 0x20000, 0xffff_ffff, 0x1000_0000, 0x7e02_0080, 0o020644, 0o010644, 0o060600];
+    let focus = [
+        0,
+        1,
+        2,
+        3,
+        4,
+        6,
+        8,
+        10,
+        12,
+        16,
+        17,
+        40,
+        58,
+        0x5412,
+        0x541c,
+        0x20000,
+        0xffff_ffff,
+        0x1000_0000,
+        0x7e02_0080,
+        0o020644,
+        0o010644,
+        0o060600,
+    ];
     let x86 = |nr: u32, args: [u64; 6]| run(&prog, AUDIT_ARCH_X86_64, nr, args);
 
     let allowed = names_with(&profile, LinuxSeccompAction::ScmpActAllow, false);
