@@ -308,3 +308,48 @@ fn the_machines_home_toolchains_run_as_on_the_host() {
     eprintln!("home toolchains compared with the host: {ran}");
     fx.finish();
 }
+
+/// What a world writes in its home is reviewed like any other path: outside
+/// the commit roots by default (flagged, never committed), committed once
+/// the policy's `[commit] roots` hold the home.
+#[test]
+fn home_writes_are_committed_only_inside_the_commit_roots() {
+    let fx = Fixture::new();
+    let home = Home::new(&fx);
+    home.write(".gitconfig", b"[user]\n\tname = host\n", 0o644);
+    let before = home.snapshot();
+    let o =
+        run_in(&fx, &home, None, &["--keep"], "mkdir -p ~/.cache/x && echo c > ~/.cache/x/f && echo w > ~/.gitconfig");
+    o.expect_code(0);
+    let id = fx.worlds().pop().expect("a kept world");
+
+    let d = fx.cloche(&["diff", &id, "--json"]);
+    d.expect_code(0);
+    let d: Value = serde_json::from_slice(&d.stdout).unwrap();
+    for rel in [".cache/x/f", ".gitconfig"] {
+        let p = home.at(rel);
+        let flagged = d["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"].as_str() == p.to_str() && f["why"] == "outside the commit roots");
+        assert!(flagged, "{rel} is not flagged outside the commit roots: {d:#}");
+    }
+    let c = fx.cloche(&["commit", "--json", &id]);
+    c.expect_code(0);
+    let v: Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(v["applied"].as_array().map(Vec::len), Some(0), "{v:#}");
+    home.assert_unchanged(&before);
+
+    // The home among the roots: the same world's writes are committed.
+    let policy = fx.out.path().join("roots.toml");
+    let text = policy_text(300, "").replace("roots = []", &format!("roots = [{:?}]", home.path()));
+    fs::write(&policy, text).unwrap();
+    fx.cloche(&["policy", "set", policy.to_str().unwrap()]).expect_code(0);
+    let c = fx.cloche(&["commit", "--json", &id]);
+    c.expect_code(0);
+    assert_eq!(fs::read_to_string(home.at(".cache/x/f")).unwrap(), "c\n", "{}", c.describe());
+    assert_eq!(fs::read_to_string(home.at(".gitconfig")).unwrap(), "w\n");
+    fx.cloche(&["discard", &id]).expect_code(0);
+    fx.finish();
+}
