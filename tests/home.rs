@@ -228,6 +228,10 @@ fn a_home_toolchain_on_path_runs_read_only_with_its_credentials_masked() {
     home.write(".rustup/settings.toml", b"version = \"12\"\n", 0o644);
     home.write(".pyenv/shims/python", b"#!/bin/sh\necho pyenv\n", 0o755);
     home.write("bin/hello", b"#!/bin/sh\necho hello-from-bin\n", 0o755);
+    // ~/.nvm is a symlink to a directory the world shows (here inside the
+    // project): the world's home gets the link.
+    let nvm = fx.write("nvm-real/bin/nvm-hello", b"#!/bin/sh\necho hello-from-nvm\n", 0o755);
+    std::os::unix::fs::symlink(nvm.parent().unwrap().parent().unwrap(), home.at(".nvm")).unwrap();
     home.write(".gitconfig", secret.as_bytes(), 0o644);
     let before = home.snapshot();
     let want = Command::new(&cargo).arg("--version").output().unwrap();
@@ -235,7 +239,7 @@ fn a_home_toolchain_on_path_runs_read_only_with_its_credentials_masked() {
     let want = String::from_utf8_lossy(&want.stdout).trim().to_string();
 
     let h = home.path().display().to_string();
-    let path = format!("{h}/.cargo/bin:{h}/bin:{h}/bin:/usr/local/bin:/usr/bin:/bin");
+    let path = format!("{h}/.cargo/bin:{h}/bin:{h}/.nvm/bin:{h}/bin:/usr/local/bin:/usr/bin:/bin");
     let script = r#"
         echo "version: $(cargo --version)"
         echo "which: $(command -v cargo)"
@@ -248,6 +252,7 @@ fn a_home_toolchain_on_path_runs_read_only_with_its_credentials_masked() {
         touch ~/.cargo/bin/x 2>/dev/null && echo "bin: written" || echo "bin: read-only"
         echo x > ~/.cargo/credentials.toml 2>/dev/null; echo "after: [$(cat ~/.cargo/credentials.toml)]"
         hello 2>/dev/null || echo "hello: not found"
+        nvm-hello
     "#;
     let o = run_in(&fx, &home, Some(&path), &[], script);
     o.expect_code(0);
@@ -262,7 +267,8 @@ fn a_home_toolchain_on_path_runs_read_only_with_its_credentials_masked() {
     assert!(out.contains("credentials.toml: []") && out.contains("credentials: []"), "{out}");
     assert!(out.contains("config: [term]"), "the toolchain's own files are shown\n{out}");
     assert!(out.contains("rustup: settings.toml"), "~/.rustup comes along with ~/.cargo\n{out}");
-    assert!(out.contains("listing: .cargo .rustup own "), "only the toolchains and the world's own files\n{out}");
+    assert!(out.contains("listing: .cargo .nvm .rustup own "), "only the toolchains and the world's own files\n{out}");
+    assert!(out.contains("hello-from-nvm\n"), "a toolchain through a symlink of the home\n{out}");
     assert!(out.contains("bin: read-only"), "the toolchain is writable\n{out}");
     assert!(out.contains("after: []"), "{out}");
     assert!(out.contains("hello: not found"), "~/bin is not a toolchain\n{out}");

@@ -37,6 +37,11 @@ pub trait HostFacts {
     fn is_dir(&self, p: &Path) -> bool;
     /// True if `p` exists (not following a final symlink).
     fn exists(&self, p: &Path) -> bool;
+    /// The target of symbolic link `p` as written in it (None: not a link,
+    /// or unknown).
+    fn read_link(&self, _p: &Path) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// The host itself.
@@ -51,6 +56,9 @@ impl HostFacts for RealHost {
     }
     fn exists(&self, p: &Path) -> bool {
         std::fs::symlink_metadata(p).is_ok()
+    }
+    fn read_link(&self, p: &Path) -> Option<PathBuf> {
+        std::fs::read_link(p).ok()
     }
 }
 
@@ -283,6 +291,11 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal
                 steps.push(Step::CopyUp { path: k.path.clone() });
             }
         }
+    }
+    // Links in a writable home that lead to a toolchain are copied up as
+    // they are (before anything is grabbed, like the mount points).
+    for l in &view.links {
+        steps.push(Step::CopyUp { path: l.clone() });
     }
     // Every exposure is grabbed from the overlay before any mask is mounted.
     let mut slots: Vec<Option<usize>> = vec![None; nodes.len()];

@@ -22,10 +22,21 @@ impl Fake {
 
 impl HostFacts for Fake {
     fn canonical(&self, p: &Path) -> Option<PathBuf> {
-        if let Some(t) = self.links.get(p) {
-            return self.canonical(t);
+        // Component by component, as the kernel resolves (targets are
+        // absolute).
+        let mut at = PathBuf::from("/");
+        for c in p.components().skip(1) {
+            at.push(c);
+            if let Some(t) = self.links.get(&at) {
+                at = self.canonical(t)?;
+            } else if !self.entries.contains_key(&at) {
+                return None;
+            }
         }
-        (p == Path::new("/") || self.entries.contains_key(p)).then(|| p.to_path_buf())
+        Some(at)
+    }
+    fn read_link(&self, p: &Path) -> Option<PathBuf> {
+        self.links.get(p).cloned()
     }
     fn is_dir(&self, p: &Path) -> bool {
         p == Path::new("/") || self.entries.get(p) == Some(&true)

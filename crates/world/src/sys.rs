@@ -125,10 +125,17 @@ impl Sys for RealSys<'_> {
     fn copy_up(&mut self, path: &Path) -> io::Result<()> {
         // A change of owner to the same owner (-1, -1) is a metadata change
         // for the overlay: it copies the object and its parents up (modes,
-        // owners, times, a file's content, the parents' times kept) and
-        // changes nothing else.
-        let fd = open_nofollow(path)?;
-        nix::unistd::fchownat(&fd, "", None, None, nix::fcntl::AtFlags::AT_EMPTY_PATH).map_err(nixerr)
+        // owners, times, a file's content, a link's target; the parents'
+        // times kept) and changes nothing else. A final symlink is the
+        // object itself (O_NOFOLLOW: an O_PATH fd of the link); a symlink
+        // on the way fails.
+        use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(nix::fcntl::AT_FDCWD, path, how).map_err(nixerr)?;
+        let flags = AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW;
+        nix::unistd::fchownat(&fd, "", None, None, flags).map_err(nixerr)
     }
 
     fn bind_upper(&mut self, scratch: BorrowedFd<'_>, dir: &Path, target: &Path) -> io::Result<()> {

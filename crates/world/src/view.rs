@@ -76,6 +76,10 @@ pub struct View {
     pub nodes: Vec<Node>,
     /// cloche's state directories (canonical): no exposure reaches them.
     pub state_dirs: Vec<PathBuf>,
+    /// Symbolic links in writable homes that lead to a toolchain the PATH
+    /// names (`~/.cargo -> /opt/cargo`): the world's home gets them too
+    /// (copied up as they are), so the PATH resolves as on the host.
+    pub links: Vec<PathBuf>,
 }
 
 impl View {
@@ -97,9 +101,10 @@ impl View {
         // secret or a state directory is left out, and so are the writable
         // paths inside them.
         let shown = |p: &PathBuf| matches!(set.judge_exposure(p), Ok(None));
-        let (tools, tool_writes) = toolchains(host, req, set.homes());
-        let mut read_only: Vec<PathBuf> = tools.into_iter().filter(shown).collect();
-        let mut cow: Vec<PathBuf> = tool_writes
+        let found = toolchains(host, req, set.homes());
+        let mut read_only: Vec<PathBuf> = found.tools.into_iter().filter(shown).collect();
+        let mut cow: Vec<PathBuf> = found
+            .writes
             .into_iter()
             .filter(|w| shown(w) && read_only.iter().any(|t| w.starts_with(t) && w != t))
             .collect();
@@ -155,7 +160,16 @@ impl View {
                 nodes.push(Node { path, dir, kind, parent });
             }
         }
-        Ok(View { nodes, state_dirs })
+        let mut view = View { nodes, state_dirs, links: Vec::new() };
+        // A link is recreated where the world would otherwise not have it
+        // (in a writable home) and where what it leads to is shown.
+        view.links = found
+            .links
+            .into_iter()
+            .filter(|l| matches!(view.cover_of(l).map(|n| &n.kind), Some(Kind::Mask { cover: Cover::Home, .. })))
+            .filter(|l| host.canonical(l).is_some_and(|c| view.shows(&c)))
+            .collect();
+        Ok(view)
     }
 
     /// The nearest needed mask or exposure at or above `p` (canonical).
@@ -179,40 +193,86 @@ fn home_is_writable(home: &Path, data_mounts: &[(PathBuf, bool)]) -> bool {
     !read_only && !holds_one
 }
 
-/// The toolchains of `req` (canonical, existing) that the world's PATH
-/// names, and the writable paths inside them (`fs.toolchain_writable`,
-/// canonical, existing): for each home and each `fs.toolchains` group, the
-/// group's paths when a PATH entry lies inside one of them. A toolchain
-/// path (or writable path) must lie inside its home after symlinks are
-/// resolved: one that leads elsewhere (another home, a secret, the home
-/// itself) is not shown by this rule.
-pub fn toolchains(host: &dyn HostFacts, req: &FsRequest, homes: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+/// What the world's PATH names of the toolchains under the homes.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Toolchain paths (canonical, existing) inside their home.
+    pub tools: Vec<PathBuf>,
+    /// `fs.toolchain_writable` paths (canonical, existing) inside their
+    /// home; the caller keeps those inside a shown toolchain.
+    pub writes: Vec<PathBuf>,
+    /// For a named toolchain path that leads through a symbolic link below
+    /// its home, the first such link, if it leads straight (its target
+    /// names no further link) to the toolchain.
+    pub links: Vec<PathBuf>,
+}
+
+/// The toolchains of `req` that the world's PATH names: for each home and
+/// each `fs.toolchains` group, the group's paths when a PATH entry lies
+/// inside one of them (as written or with symlinks resolved). A toolchain
+/// path (or writable path) is shown only where it lies inside its home
+/// after symlinks are resolved: one that leads elsewhere (another home, a
+/// secret, the home itself) is not shown by this rule; the symlink that
+/// leads there is recreated instead when what it leads to is shown.
+pub fn toolchains(host: &dyn HostFacts, req: &FsRequest, homes: &[PathBuf]) -> Found {
     let entries = path_entries(host, req);
-    let (mut tools, mut writes) = (Vec::new(), Vec::new());
+    let mut found = Found::default();
     for h in homes {
         let inside = |rel: &PathBuf| host.canonical(&h.join(rel)).filter(|c| c.starts_with(h) && c != h);
         for group in &req.toolchains.groups {
             let named = group.iter().any(|rel| {
-                let Some(canon) = inside(rel) else { return false };
                 let written = h.join(rel);
+                let canon = host.canonical(&written);
                 entries.iter().any(|(e, c)| {
                     [Some(e), c.as_ref()]
                         .into_iter()
                         .flatten()
-                        .any(|e| e.starts_with(&written) || e.starts_with(&canon))
+                        .any(|e| e.starts_with(&written) || canon.as_ref().is_some_and(|c| e.starts_with(c)))
                 })
             });
-            if named {
-                tools.extend(group.iter().filter_map(inside));
+            if !named {
+                continue;
             }
+            found.tools.extend(group.iter().filter_map(inside));
+            found.links.extend(group.iter().filter_map(|rel| straight_link(host, h, &h.join(rel))));
         }
-        writes.extend(req.toolchains.writable.iter().filter_map(inside));
+        found.writes.extend(req.toolchains.writable.iter().filter_map(inside));
     }
-    for v in [&mut tools, &mut writes] {
+    for v in [&mut found.tools, &mut found.writes, &mut found.links] {
         v.sort();
         v.dedup();
     }
-    (tools, writes)
+    found
+}
+
+/// The first symbolic link on the way from `home` (canonical) to `p`, if
+/// `p` exists and the link's target, read as a path from the link's
+/// directory, is already canonical (no further link, no `..` through one).
+fn straight_link(host: &dyn HostFacts, home: &Path, p: &Path) -> Option<PathBuf> {
+    host.canonical(p)?;
+    let mut at = home.to_path_buf();
+    for c in p.strip_prefix(home).ok()?.components() {
+        let Component::Normal(name) = c else { return None };
+        at.push(name);
+        let canon = host.canonical(&at)?;
+        if canon == at {
+            continue;
+        }
+        let target = host.read_link(&at)?;
+        let parent = at.parent()?;
+        let mut lexical = PathBuf::new();
+        for t in parent.join(target).components() {
+            match t {
+                Component::ParentDir => {
+                    lexical.pop();
+                }
+                Component::CurDir => {}
+                other => lexical.push(other),
+            }
+        }
+        return (lexical == canon).then_some(at);
+    }
+    None
 }
 
 /// The world's PATH entries that are absolute and plain (no `.` or `..`),
@@ -251,20 +311,45 @@ pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<
     let mut out: Vec<HiddenEntry> = Vec::new();
     for (entry, canon) in path_entries(host, req) {
         let Some(c) = canon.filter(|c| host.is_dir(c)) else { continue };
-        if view.shows(&c) || out.iter().any(|h| h.entry == entry) {
+        if out.iter().any(|h| h.entry == entry) {
             continue;
         }
-        let fix = match masks.judge_exposure(&c) {
-            Ok(None) => Ok(c),
-            Ok(Some(r)) => {
-                let how = if r.mask == c { "is" } else { "lies inside" };
-                Err(format!("{how} the masked path {} ({})", r.mask.display(), r.origin))
+        let fix = if !view.shows(&c) {
+            match masks.judge_exposure(&c) {
+                Ok(None) => Ok(c),
+                Ok(Some(r)) => {
+                    let how = if r.mask == c { "is" } else { "lies inside" };
+                    Err(format!("{how} the masked path {} ({})", r.mask.display(), r.origin))
+                }
+                Err(refusal) => Err(refusal.reason),
             }
-            Err(refusal) => Err(refusal.reason),
+        } else if let Some(link) = missing_link(host, &view, &entry) {
+            Err(format!(
+                "leads through the symbolic link {}, which the world does not have; name {} in PATH instead",
+                link.display(),
+                c.display()
+            ))
+        } else {
+            continue;
         };
         out.push(HiddenEntry { entry, fix });
     }
     Ok(out)
+}
+
+/// The first symbolic link on the way to `entry` (as PATH writes it), if
+/// the world does not have it: it lies where the world shows none of the
+/// host's files (a home) and was not recreated there. What lies past it is
+/// judged on the canonical path.
+fn missing_link(host: &dyn HostFacts, view: &View, entry: &Path) -> Option<PathBuf> {
+    let mut at = PathBuf::from("/");
+    for c in entry.components().skip(1) {
+        at.push(c);
+        if host.canonical(&at)? != at {
+            return (!view.shows(&at) && !view.links.contains(&at)).then_some(at);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ fn toolchain_host() -> Fake {
         "/root/.ssh/bin",
         "/tmp/x",
         "/tmp/x/bin",
+        "/opt",
         "/usr",
         "/usr/bin",
     ] {
@@ -188,14 +189,22 @@ fn hidden_path_entries_name_the_exposure_that_shows_them() {
 
 #[test]
 fn a_toolchain_that_leads_out_of_its_home_is_not_shown() {
-    // ~/.pyenv is a symlink into another home, ~/.cargo to the home
-    // itself: PATH names them, neither is shown.
+    let copied = |steps: &[Step], p: &str| steps.contains(&Step::CopyUp { path: p.into() });
+    // ~/.pyenv is a symlink into another home: PATH names it, it is not
+    // shown, and the link is not made either (it would lead to a hidden
+    // path).
     let mut h = toolchain_host();
     h.entries.remove(Path::new("/root/.pyenv"));
     h.entries.remove(Path::new("/root/.pyenv/shims"));
+    h.entries.insert("/home/ann/proj/shims".into(), true);
     h.links.insert("/root/.pyenv".into(), "/home/ann/proj".into());
-    let steps = build(&h, &toolchain_req("/srv/app", "/root/.pyenv/shims")).unwrap();
-    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+    let r = toolchain_req("/srv/app", "/root/.pyenv/shims");
+    let steps = build(&h, &r).unwrap();
+    assert!(grabs(&steps).is_empty() && !copied(&steps, "/root/.pyenv"), "{steps:#?}");
+    let hidden = hidden_path_entries(&h, &r).unwrap();
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    // ~/.cargo is a symlink to the home itself: not shown (its group's
+    // ~/.rustup, inside the home, is).
     let mut h = toolchain_host();
     for d in ["/root/.cargo", "/root/.cargo/bin", "/root/.cargo/registry", "/root/.cargo/registry/src"] {
         h.entries.remove(Path::new(d));
@@ -203,8 +212,11 @@ fn a_toolchain_that_leads_out_of_its_home_is_not_shown() {
     h.entries.remove(Path::new("/root/.cargo/credentials.toml"));
     h.links.insert("/root/.cargo".into(), "/root".into());
     let steps = build(&h, &toolchain_req("/srv/app", "/root/.cargo/bin")).unwrap();
-    assert!(grabs(&steps).is_empty(), "{steps:#?}");
-    // One that leads out of every home is shown by the host tree already.
+    assert_eq!(grabs(&steps), [("/root/.rustup".into(), true)], "{steps:#?}");
+    assert!(!copied(&steps, "/root/.cargo"), "{steps:#?}");
+    // One that leads out of every home to a shown path: the link is made
+    // in the world's home (copied up as it is), nothing grabbed, nothing
+    // said.
     let mut h = toolchain_host();
     h.entries.remove(Path::new("/root/.pyenv"));
     h.entries.remove(Path::new("/root/.pyenv/shims"));
@@ -212,7 +224,24 @@ fn a_toolchain_that_leads_out_of_its_home_is_not_shown() {
     h.entries.insert("/opt/pyenv/shims".into(), true);
     h.links.insert("/root/.pyenv".into(), "/opt/pyenv".into());
     let r = toolchain_req("/srv/app", "/root/.pyenv/shims");
-    assert!(grabs(&build(&h, &r).unwrap()).is_empty());
+    let steps = build(&h, &r).unwrap();
+    assert!(grabs(&steps).is_empty(), "{steps:#?}");
+    let link = at(&steps, &Step::CopyUp { path: "/root/.pyenv".into() });
+    assert!(link < at(&steps, &Step::Home { path: "/root".into() }), "{steps:#?}");
+    assert!(hidden_path_entries(&h, &r).unwrap().is_empty());
+    // A link whose target is itself a link, or goes through one, is not
+    // made (the world would not have the second one).
+    h.links.insert("/root/.pyenv".into(), "/opt/link-to-pyenv".into());
+    h.links.insert("/opt/link-to-pyenv".into(), "/opt/pyenv".into());
+    let steps = build(&h, &r).unwrap();
+    assert!(!copied(&steps, "/root/.pyenv"), "{steps:#?}");
+    // ... and the PATH note says why the entry is hidden and what to name.
+    let why = "leads through the symbolic link /root/.pyenv, which the world does not have; \
+               name /opt/pyenv/shims in PATH instead";
+    let want = HiddenEntry { entry: "/root/.pyenv/shims".into(), fix: Err(why.into()) };
+    assert_eq!(hidden_path_entries(&h, &r).unwrap(), [want]);
+    // A link the host shows anyway is no matter (/opt is not hidden).
+    let r = toolchain_req("/srv/app", "/opt/link-to-pyenv/shims");
     assert!(hidden_path_entries(&h, &r).unwrap().is_empty());
 }
 
