@@ -83,12 +83,10 @@ pub(crate) fn note_exposures(spec: &Spec, state: &StateDir) -> Result<(), String
 /// world hides (directories on the host that a mask covers and no
 /// toolchain, project or exposure shows), with the `--expose` that shows
 /// each, or why none is suggested (a secret, a home itself, cloche's state
-/// directory). Nothing when the plan would refuse the world: the world says
-/// why.
-pub(crate) fn note_hidden_path(spec: &Spec, state: &StateDir) {
-    let req = FsRequest::of_spec(spec, &state.root);
-    let Ok(hidden) = cloche_world::view::hidden_path_entries(&RealHost, &req) else { return };
-    if let Some(line) = hidden_path_note(&hidden) {
+/// directory, a symbolic link the world does not have). Called by the
+/// world's parent before the world runs anything (`Spec::path_note`).
+pub(crate) fn note_hidden_path(hidden: &[HiddenEntry]) {
+    if let Some(line) = hidden_path_note(hidden) {
         eprintln!("{line}");
     }
 }

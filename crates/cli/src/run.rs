@@ -137,8 +137,9 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     // The cwd is exposed: the world's plan refuses it if it is `/`, a home
     // itself or a secret. Exposures that unmask are said here.
     crate::project::note_exposures(&spec, &state)?;
-    crate::project::note_hidden_path(&spec, &state);
-    cloche_world::profile::mark("cli: exposures and PATH judged");
+    // The PATH entries the world hides are said by the world's parent,
+    // from the view its mount plan is built from, off the critical path.
+    spec.path_note = Some(crate::project::note_hidden_path);
     if let Some(c) = args.cpus {
         if !(c.is_finite() && c > 0.0) {
             return Err("--cpus: a number of cores above 0".into());
@@ -176,6 +177,7 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
             groups: policy.fs.toolchains.clone(),
             writable: policy.fs.toolchain_writable.clone(),
         },
+        path_note: None,
         seccomp,
         keep: false,
         keep_interrupted: policy.retention.keep_interrupted,

@@ -193,10 +193,15 @@ pub(crate) fn launch(
     //    go, before pivot_root.
     let mut fs = FsRequest::of_spec(spec, &state.root);
     fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
-    let steps = crate::plan::build(&RealHost, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
+    let view = crate::view::View::new(&RealHost, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
+    let steps = crate::plan::steps(&RealHost, &view, &fs);
     let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
+    if let Some(note) = spec.path_note {
+        note(&crate::view::hidden_path_entries(&RealHost, &fs, &view));
+        crate::profile::mark("PATH judged");
+    }
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
         crate::net_host::remove_when_idle("");
     }

@@ -276,7 +276,11 @@ impl FsRequest {
 /// Builds the plan, or refuses the cwd or an exposure (one line naming the
 /// mask).
 pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal> {
-    let view = View::new(host, req)?;
+    Ok(steps(host, &View::new(host, req)?, req))
+}
+
+/// The plan of a world whose view of the host is `view` (of `req`).
+pub fn steps(host: &dyn HostFacts, view: &View, req: &FsRequest) -> Vec<Step> {
     let nodes = &view.nodes;
     let kids = |i: usize| nodes.iter().enumerate().filter(move |(_, n)| n.parent == Some(i));
     let mut steps = Vec::new();
@@ -356,7 +360,7 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal
         }
     }
     proc_masks(host, &mut steps);
-    Ok(steps)
+    steps
 }
 
 /// /proc, /sys, /dev: fresh instances, never the host's. They need no host

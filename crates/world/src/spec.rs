@@ -37,6 +37,12 @@ pub struct Spec {
     pub expose: Vec<PathBuf>,
     /// Toolchains under a home, shown when the world's PATH names them.
     pub toolchains: Toolchains,
+    /// Called once, before the world runs anything, with the PATH entries
+    /// that are directories on the host but hidden in the world (none: an
+    /// empty list). It runs in the parent while the child makes its
+    /// mounts, from the view the mount plan is built from (`cloche run`
+    /// says them on stderr).
+    pub path_note: Option<fn(&[crate::view::HiddenEntry])>,
     pub seccomp: Program,
     /// Keep the world after the run instead of discarding it.
     pub keep: bool,

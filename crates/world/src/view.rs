@@ -80,6 +80,8 @@ pub struct View {
     /// names (`~/.cargo -> /opt/cargo`): the world's home gets them too
     /// (copied up as they are), so the PATH resolves as on the host.
     pub links: Vec<PathBuf>,
+    /// The masks it was built from, to judge an exposure as the plan would.
+    pub masks: Masks,
 }
 
 impl View {
@@ -111,6 +113,7 @@ impl View {
         // An explicit exposure of a mask itself unmasks it (a state dir
         // cannot be exposed: refused above).
         let state_dirs = set.list.iter().filter(|m| m.origin == Origin::State).map(|m| m.path.clone()).collect();
+        let judge = set.clone();
         let mut masks = set.list;
         masks.retain(|m| !writable.contains(&m.path));
         writable.push(cwd);
@@ -160,7 +163,7 @@ impl View {
                 nodes.push(Node { path, dir, kind, parent });
             }
         }
-        let mut view = View { nodes, state_dirs, links: Vec::new() };
+        let mut view = View { nodes, state_dirs, links: Vec::new(), masks: judge };
         // A link is recreated where the world would otherwise not have it
         // (in a writable home) and where what it leads to is shown.
         view.links = found
@@ -222,6 +225,10 @@ pub fn toolchains(host: &dyn HostFacts, req: &FsRequest, homes: &[PathBuf]) -> F
         for group in &req.toolchains.groups {
             let named = group.iter().any(|rel| {
                 let written = h.join(rel);
+                // Most listed toolchains are absent: one lstat each.
+                if !host.exists(&written) {
+                    return false;
+                }
                 let canon = host.canonical(&written);
                 entries.iter().any(|(e, c)| {
                     [Some(e), c.as_ref()]
@@ -303,11 +310,9 @@ pub struct HiddenEntry {
     pub fix: Result<PathBuf, String>,
 }
 
-/// The world's PATH entries that are directories on the host but hidden in
-/// the world, each once, in PATH order.
-pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<HiddenEntry>, Refusal> {
-    let view = View::new(host, req)?;
-    let masks = Masks::collect(host, req);
+/// The PATH entries of `req` that are directories on the host but hidden
+/// in its world (of `view`), each once, in PATH order.
+pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest, view: &View) -> Vec<HiddenEntry> {
     let mut out: Vec<HiddenEntry> = Vec::new();
     for (entry, canon) in path_entries(host, req) {
         let Some(c) = canon.filter(|c| host.is_dir(c)) else { continue };
@@ -315,7 +320,7 @@ pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<
             continue;
         }
         let fix = if !view.shows(&c) {
-            match masks.judge_exposure(&c) {
+            match view.masks.judge_exposure(&c) {
                 Ok(None) => Ok(c),
                 Ok(Some(r)) => {
                     let how = if r.mask == c { "is" } else { "lies inside" };
@@ -323,7 +328,7 @@ pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<
                 }
                 Err(refusal) => Err(refusal.reason),
             }
-        } else if let Some(link) = missing_link(host, &view, &entry) {
+        } else if let Some(link) = missing_link(host, view, &entry) {
             Err(format!(
                 "leads through the symbolic link {}, which the world does not have; name {} in PATH instead",
                 link.display(),
@@ -334,7 +339,7 @@ pub fn hidden_path_entries(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<
         };
         out.push(HiddenEntry { entry, fix });
     }
-    Ok(out)
+    out
 }
 
 /// The first symbolic link on the way to `entry` (as PATH writes it), if

@@ -48,6 +48,11 @@ fn grabs(steps: &[Step]) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The PATH entries a world of `r` hides (the refusal of its plan, if any).
+fn hidden_path_entries(h: &dyn HostFacts, r: &FsRequest) -> Result<Vec<HiddenEntry>, Refusal> {
+    Ok(super::hidden_path_entries(h, r, &View::new(h, r)?))
+}
+
 fn at(steps: &[Step], want: &Step) -> usize {
     steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want:?} missing from {steps:#?}"))
 }

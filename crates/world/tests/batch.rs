@@ -31,6 +31,7 @@ fn spec(cwd: &Path) -> Spec {
         mask_homes: true,
         home_secrets: vec![".ssh".into()],
         toolchains: Default::default(),
+        path_note: None,
         expose: vec![],
         seccomp: Program::compile(&Profile::builtin_default().unwrap()).unwrap(),
         keep: false,
