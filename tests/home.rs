@@ -182,6 +182,9 @@ fn pip_install_user_installs_into_the_worlds_home() {
     assert!(on_path("pip") && on_path("python3"), "pip and python3 are needed (bash .ci/setup installs them)");
     let fx = Fixture::new();
     let home = Home::new(&fx);
+    // ~/.local/bin exists and is on PATH: a toolchain, shown, and pip's
+    // programs go there (copy-on-write: `fs.toolchain_writable`).
+    home.write(".local/bin/host-tool", b"#!/bin/sh\necho host-tool\n", 0o755);
     let before = home.snapshot();
     let name = format!("clochetest{}", fx.tag.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
     let marker = format!("installed-{}", fx.tag);
@@ -192,14 +195,16 @@ fn pip_install_user_installs_into_the_worlds_home() {
     // pip wants PIP_BREAK_SYSTEM_PACKAGES for --user.
     let script = format!(
         "set -e; pip install --user --no-index --no-deps -q {wheel}; \
-         ~/.local/bin/{name}-hello; python3 -c 'import {name}; print({name}.__file__)'",
+         {name}-hello; host-tool; python3 -c 'import {name}; print({name}.__file__)'",
         wheel = wheel.display()
     );
     let env = ["--env", "PIP_BREAK_SYSTEM_PACKAGES=1", "--env", "PIP_DISABLE_PIP_VERSION_CHECK=1"];
-    let o = run_in(&fx, &home, None, &env, &script);
+    let path = format!("{}/.local/bin:{}", home.path().display(), std::env::var("PATH").unwrap());
+    let o = run_in(&fx, &home, Some(&path), &env, &script);
     o.expect_code(0);
     let out = stdout(&o);
     assert!(out.contains(&marker), "the console script ran\n{}", o.describe());
+    assert!(out.contains("host-tool\n"), "the host's ~/.local/bin is shown\n{out}");
     assert!(out.contains(&format!("{}/.local/lib/python", home.path().display())), "imported from ~/.local\n{out}");
 
     let added = changed_under(&o.report(), "added", home.path());

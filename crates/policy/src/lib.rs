@@ -94,8 +94,9 @@ pub struct FsPolicy {
     /// read-only when the world's PATH names a directory inside one of its
     /// paths (the others come along). Absent: none.
     pub toolchains: Vec<Vec<PathBuf>>,
-    /// Paths inside toolchains, relative to a home, that their tools write
-    /// (shims, download caches): copy-on-write where the toolchain holding
+    /// Paths inside toolchains (or toolchains themselves), relative to a
+    /// home, that their tools write (shims, download caches, programs
+    /// installed for the user): copy-on-write where the toolchain holding
     /// them is shown. Absent: none.
     pub toolchain_writable: Vec<PathBuf>,
 }

@@ -68,8 +68,9 @@ pub struct Toolchains {
     /// Groups: a group is shown read-only when the world's PATH names a
     /// directory inside one of its paths (the others come along).
     pub groups: Vec<Vec<PathBuf>>,
-    /// Paths inside a toolchain that its tools write (shims, download
-    /// caches): copy-on-write where their toolchain is shown.
+    /// Paths inside a toolchain (or a toolchain itself) that its tools
+    /// write (shims, download caches, `~/.local/bin`): copy-on-write where
+    /// their toolchain is shown.
     pub writable: Vec<PathBuf>,
 }
 

@@ -105,11 +105,8 @@ impl View {
         let shown = |p: &PathBuf| matches!(set.judge_exposure(p), Ok(None));
         let found = toolchains(host, req, set.homes());
         let mut read_only: Vec<PathBuf> = found.tools.into_iter().filter(shown).collect();
-        let mut cow: Vec<PathBuf> = found
-            .writes
-            .into_iter()
-            .filter(|w| shown(w) && read_only.iter().any(|t| w.starts_with(t) && w != t))
-            .collect();
+        let mut cow: Vec<PathBuf> =
+            found.writes.into_iter().filter(|w| shown(w) && read_only.iter().any(|t| w.starts_with(t))).collect();
         // An explicit exposure of a mask itself unmasks it (a state dir
         // cannot be exposed: refused above).
         let state_dirs = set.list.iter().filter(|m| m.origin == Origin::State).map(|m| m.path.clone()).collect();

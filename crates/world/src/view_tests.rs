@@ -257,7 +257,7 @@ fn writable_paths_inside_a_shown_toolchain_are_copy_on_write() {
     // ~/.pyenv is not on PATH; ~/.cargo/git does not exist; ~/.ssh/bin
     // lies in a secret.
     r.toolchains.writable =
-        vec![".cargo/registry".into(), ".pyenv/shims".into(), ".cargo/git".into(), ".ssh/bin".into(), ".cargo".into()];
+        vec![".cargo/registry".into(), ".pyenv/shims".into(), ".cargo/git".into(), ".ssh/bin".into()];
     let steps = build(&toolchain_host(), &r).unwrap();
     assert_eq!(
         grabs(&steps),
@@ -273,4 +273,10 @@ fn writable_paths_inside_a_shown_toolchain_are_copy_on_write() {
     let steps = build(&h, &r).unwrap();
     let inner = at(&steps, &Step::Attach { slot: 1, path: "/root/.cargo/registry".into() });
     assert!(inner < at(&steps, &Step::MaskFile { path: "/root/.cargo/registry/.npmrc".into() }), "{steps:#?}");
+    // A toolchain listed as writable itself is shown copy-on-write (its
+    // secrets still masked); ~/.rustup, of its group, stays read-only.
+    r.toolchains.writable = vec![".cargo".into()];
+    let steps = build(&h, &r).unwrap();
+    assert_eq!(grabs(&steps), [("/root/.cargo".into(), false), ("/root/.rustup".into(), true)]);
+    assert!(steps.contains(&Step::MaskFile { path: "/root/.cargo/credentials.toml".into() }), "{steps:#?}");
 }
