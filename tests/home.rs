@@ -328,16 +328,30 @@ fn home_writes_are_committed_only_inside_the_commit_roots() {
     let fx = Fixture::new();
     let home = Home::new(&fx);
     home.write(".gitconfig", b"[user]\n\tname = host\n", 0o644);
+    let token = format!("token-{}", fx.tag);
+    home.write(".npmrc", format!("//registry.example/:_authToken={token}\n").as_bytes(), 0o600);
     let before = home.snapshot();
-    let o =
-        run_in(&fx, &home, None, &["--keep"], "mkdir -p ~/.cache/x && echo c > ~/.cache/x/f && echo w > ~/.gitconfig");
+    let script = "mkdir -p ~/.cache/x && echo c > ~/.cache/x/f && echo w > ~/.gitconfig && echo fund=false > ~/.npmrc";
+    let o = run_in(&fx, &home, None, &["--keep"], script);
     o.expect_code(0);
     let id = fx.worlds().pop().expect("a kept world");
+
+    // The review shows what the world wrote over a secret of the host's
+    // home, never what the host's holds.
+    for args in [vec!["diff", &id], vec!["diff", "--stat", &id], vec!["diff", "--json", &id]] {
+        let d = fx.cloche(&args);
+        d.expect_code(0);
+        let out = String::from_utf8_lossy(&d.stdout);
+        assert!(!out.contains(&token), "{args:?} shows the host's ~/.npmrc\n{}", d.describe());
+    }
+    let full = stdout(&fx.cloche(&["diff", &id]));
+    assert!(full.contains("+fund=false") && full.contains("the host's version is a secret: not shown"), "{full}");
+    assert!(full.contains("-\tname = host"), "the host's ~/.gitconfig (no secret) is diffed as usual\n{full}");
 
     let d = fx.cloche(&["diff", &id, "--json"]);
     d.expect_code(0);
     let d: Value = serde_json::from_slice(&d.stdout).unwrap();
-    for rel in [".cache/x/f", ".gitconfig"] {
+    for rel in [".cache/x/f", ".gitconfig", ".npmrc"] {
         let p = home.at(rel);
         let flagged = d["flags"]
             .as_array()

@@ -56,6 +56,9 @@ struct Target {
     batch: Option<BatchView>,
     roots: Vec<PathBuf>,
     refuse_setuid: bool,
+    /// The host's secret locations under the policy: a review never shows
+    /// what they hold on the host.
+    secrets: Vec<PathBuf>,
 }
 
 fn target(broker: &Broker, id: &str) -> Result<Target, String> {
@@ -87,7 +90,26 @@ fn target(broker: &Broker, id: &str) -> Result<Target, String> {
     };
     let mut roots: Vec<PathBuf> = project.into_iter().map(PathBuf::from).collect();
     roots.extend(policy.commit.roots.iter().cloned());
-    Ok(Target { world, batch, roots, refuse_setuid: policy.commit.refuse_setuid })
+    let secrets = secret_paths(&policy, &state.root);
+    Ok(Target { world, batch, roots, refuse_setuid: policy.commit.refuse_setuid, secrets })
+}
+
+/// Where the host keeps secrets under `policy`: its `fs.mask` paths, its
+/// `fs.home_secrets` under every home (as written and with symlinks
+/// resolved), cloche's state directories and `/run`. A world writes its own
+/// `~/.npmrc` over the host's (its home starts empty): the review shows the
+/// world's, never the host's.
+fn secret_paths(policy: &cloche_policy::Policy, state_root: &std::path::Path) -> Vec<PathBuf> {
+    use cloche_world::plan::{FsRequest, RealHost};
+    let fs = &policy.fs;
+    let req = FsRequest::new(std::path::Path::new("/"), &fs.mask, fs.mask_homes, &fs.home_secrets, &[], state_root);
+    let masks = cloche_world::exposure::Masks::collect(&RealHost, &req);
+    let mut out: Vec<PathBuf> =
+        masks.list.into_iter().filter(|m| m.origin.is_secret()).map(|m| m.path).chain(fs.mask.clone()).collect();
+    for h in &req.homes {
+        out.extend(fs.home_secrets.iter().map(|s| h.join(s)));
+    }
+    out
 }
 
 /// The world's fs_diff, recomputed from its uppers (never truncated below
@@ -127,7 +149,8 @@ pub fn diff(a: DiffArgs) -> i32 {
         };
         let opts = RenderOptions { format, color: tty, paths, ..RenderOptions::default() };
         let mut out = Vec::new();
-        render::render(&mut out, &review, &WorldContents::new(&t.world), &opts).map_err(|e| e.to_string())?;
+        render::render(&mut out, &review, &WorldContents::new(&t.world, &t.secrets), &opts)
+            .map_err(|e| e.to_string())?;
         page(&out, tty).map_err(|e| format!("stdout: {e}"))
     })();
     r.map_or_else(crate::fail, |()| 0)
@@ -204,16 +227,18 @@ struct WorldContents<'w> {
     world: &'w KeptWorld,
     uppers: Vec<Option<std::os::fd::OwnedFd>>,
     root: Option<std::os::fd::OwnedFd>,
+    /// Paths whose base is never read (the host's secrets).
+    secrets: &'w [PathBuf],
 }
 
 impl<'w> WorldContents<'w> {
-    fn new(world: &'w KeptWorld) -> WorldContents<'w> {
+    fn new(world: &'w KeptWorld, secrets: &'w [PathBuf]) -> WorldContents<'w> {
         let open = |p: &std::path::Path| {
             nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
                 .ok()
         };
         let uppers = world.uppers.iter().map(|u| open(&u.upper)).collect();
-        WorldContents { world, uppers, root: open(std::path::Path::new("/")) }
+        WorldContents { world, uppers, root: open(std::path::Path::new("/")), secrets }
     }
 }
 
@@ -242,7 +267,16 @@ impl Contents for WorldContents<'_> {
         }
     }
 
+    fn withheld(&self, path: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+        self.secrets.iter().any(|s| p.starts_with(s))
+    }
+
     fn base(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        if self.withheld(path) {
+            return Ok(None);
+        }
         let Some(root) = self.root.as_ref() else { return Err(std::io::Error::other("cannot open /")) };
         match fsx::open_beneath(
             root.as_fd(),

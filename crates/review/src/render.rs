@@ -25,7 +25,16 @@ pub trait Contents: Sync {
     fn world(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>>;
     /// Bytes of regular file `path` on the host (the base), same rules.
     fn base(&self, path: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>>;
+    /// True when the base of `path` is a secret of the host (a home's
+    /// `.npmrc` the world wrote its own of): its content is never read nor
+    /// shown, the world's side is shown as if the host had none.
+    fn withheld(&self, _path: &[u8]) -> bool {
+        false
+    }
 }
+
+/// The line a withheld base gets in the full listing.
+pub const WITHHELD: &str = "the host's version is a secret: not shown";
 
 /// What [`render`] prints after the summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +273,9 @@ fn sides(r: &Row, contents: &dyn Contents, max: u64) -> io::Result<Content> {
     };
     // `None`: no regular file of at most `max` bytes on the host.
     let base = || -> io::Result<Option<Side>> {
+        if contents.withheld(path) {
+            return Ok(Some(Side::Empty));
+        }
         Ok(match contents.base(path, max)? {
             Some(b) if b.len() as u64 <= max => Some(Side::Bytes(b)),
             Some(b) => Some(Side::Unread(Some(b.len() as u64))),
@@ -450,6 +462,9 @@ fn full(
     }
     if let Some(ids) = review.attribution.get(e.path.as_bytes()) {
         meta.push(format!("changed by entry {}", escape_path(ids.join(", ").as_bytes())));
+    }
+    if r.list != "added" && contents.withheld(e.path.as_bytes()) {
+        meta.push(WITHHELD.to_owned());
     }
     for m in &meta {
         p.line(out, BOLD, m)?;

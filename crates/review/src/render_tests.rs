@@ -13,6 +13,7 @@ struct Mem {
     world: HashMap<Vec<u8>, Vec<u8>>,
     base: HashMap<Vec<u8>, Vec<u8>>,
     fail: Vec<u8>,
+    secret: Vec<Vec<u8>>,
 }
 
 impl Mem {
@@ -38,6 +39,9 @@ impl Contents for Mem {
     }
     fn base(&self, path: &[u8], limit: u64) -> io::Result<Option<Vec<u8>>> {
         self.get(&self.base, path, limit)
+    }
+    fn withheld(&self, path: &[u8]) -> bool {
+        self.secret.iter().any(|s| s.as_slice() == path)
     }
 }
 
@@ -256,4 +260,19 @@ fn summary_text() {
     assert_eq!(String::from_utf8(out).unwrap(), want);
     assert_eq!((human(0), human(1023), human(5 << 30)), ("0 B".into(), "1023 B".into(), "5.0 GiB".into()));
     assert_eq!(status_letter("nope", &r.diff.added[0]), '?');
+}
+
+#[test]
+fn a_withheld_base_is_never_shown() {
+    // The world wrote its own ~/.npmrc over the host's secret one: the
+    // world's side is shown whole, the host's not at all, in every format.
+    let r = review(vec![], vec![file("/root/.npmrc", 11, &[Change::Content])], vec![]);
+    let mut mem = Mem::default().base("/root/.npmrc", b"_authToken=s3cret\n").world("/root/.npmrc", b"fund=false\n");
+    mem.secret.push(b"/root/.npmrc".to_vec());
+    let want =
+        "diff --cloche a/root/.npmrc b/root/.npmrc\nchanged: content\nthe host's version is a secret: not shown\n\
+                --- a/root/.npmrc\n+++ b/root/.npmrc\n@@ -0,0 +1 @@\n+fund=false\n";
+    assert_eq!(full(&r, &mem), want);
+    let stat = body(&r, &mem, &RenderOptions { format: Format::Stat, ..RenderOptions::default() });
+    assert!(!stat.contains("s3cret") && stat.contains("/root/.npmrc"), "{stat}");
 }
