@@ -103,6 +103,7 @@ fn run_checks() -> Vec<Check> {
             ),
         },
     });
+    upper_checks(&mut v);
     network_checks(&mut v);
     let init = find_init();
     v.push(Check {
@@ -115,6 +116,97 @@ fn run_checks() -> Vec<Check> {
         },
     });
     v
+}
+
+/// Worlds' upper layers on disk (the state directory's pool, `[world]
+/// upper = "disk"`, the default): btrfs, loop devices, `mkfs.btrfs` until
+/// the pool exists, the pool writable, room on its filesystem. Required when
+/// the current project's policy puts uppers on disk.
+fn upper_checks(v: &mut Vec<Check>) {
+    use cloche_world::pool;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let policy = crate::policy_store_cmd::resolve(&cwd.to_string_lossy())
+        .map(|(_, p)| p.world)
+        .unwrap_or_else(|_| Policy::builtin().world);
+    let required = policy.upper == cloche_policy::UpperStore::Disk;
+    let hint = " (or set [world] upper = \"tmpfs\", or run with --upper tmpfs)";
+    let mut check = |name, ok: bool, detail: String| {
+        let detail = if ok || !required { detail } else { format!("{detail}{hint}") };
+        v.push(Check { name, ok, required, detail })
+    };
+    let state = cloche_world::state::state_dir_from_env();
+    let st = pool::status(&state);
+    let btrfs = cloche_world::raw::fsopen("btrfs");
+    check(
+        "btrfs",
+        btrfs.is_ok(),
+        match &btrfs {
+            Ok(_) => "available (the disk pool's filesystem: a subvolume and a quota per world)".into(),
+            Err(e) => format!("btrfs: {e} (CONFIG_BTRFS_FS, modprobe btrfs)"),
+        },
+    );
+    let loopdev = std::path::Path::new("/dev/loop-control").exists();
+    check(
+        "loop devices",
+        loopdev,
+        if loopdev {
+            "/dev/loop-control (the pool's image is mounted through one)".into()
+        } else {
+            "/dev/loop-control missing (CONFIG_BLK_DEV_LOOP, modprobe loop)".into()
+        },
+    );
+    if st.size.is_none() {
+        let mkfs = pool::mkfs_path();
+        check(
+            "mkfs.btrfs",
+            mkfs.is_some(),
+            match &mkfs {
+                Some(p) => format!("{} (makes the pool on first use)", p.display()),
+                None => "not found: install btrfs-progs (it makes the pool on first use)".into(),
+            },
+        );
+    }
+    let (ok, detail) = match (st.size, st.mounted, st.read_only) {
+        (None, _, _) => (true, format!("{} not made yet (the first world on disk makes it)", st.image.display())),
+        (Some(_), _, true) => (
+            false,
+            format!(
+                "{} is mounted read-only (a write error: the host disk filled?); unmount {} and retry",
+                st.image.display(),
+                state.join("worlds").display()
+            ),
+        ),
+        (Some(size), mounted, false) => (
+            true,
+            format!(
+                "{}: {:.1} GiB on disk of {} GiB, {}",
+                st.image.display(),
+                st.allocated as f64 / (1u64 << 30) as f64,
+                size >> 30,
+                if mounted { "mounted on worlds/" } else { "not mounted (the next world mounts it)" }
+            ),
+        ),
+    };
+    check("disk pool", ok, detail);
+    let in_ram = st.host_fs == libc::TMPFS_MAGIC as i64 || st.host_fs == 0x858458f6 /* ramfs */;
+    let room = st.host_free > pool::RESERVE + pool::MIN_CAP;
+    check(
+        "pool room",
+        room && !in_ram,
+        if in_ram {
+            format!(
+                "{} is in memory (tmpfs): uppers on disk would take RAM; use a disk-backed state dir",
+                state.display()
+            )
+        } else {
+            format!(
+                "{:.1} GiB free beside the pool; each world is capped at min(world.upper_size = {} GiB, free - {} GiB)",
+                st.host_free as f64 / (1u64 << 30) as f64,
+                policy.upper_size >> 30,
+                pool::RESERVE >> 30
+            )
+        },
+    );
 }
 
 /// Scoped networks (`--net allow=`): none is needed by the default policy

@@ -5,7 +5,7 @@ use clap::Args;
 use cloche_policy::{parse_size, Policy};
 use cloche_world::bpf_cache::program_for;
 use cloche_world::cgroup::Limits;
-use cloche_world::spec::{build_env, parse_env_pair, Terminal};
+use cloche_world::spec::{build_env, parse_env_pair, Terminal, UpperStore};
 use cloche_world::{Outcome, Spec, StateDir};
 use serde_json::json;
 use std::ffi::OsString;
@@ -46,6 +46,11 @@ pub struct RunArgs {
     /// Keep the world for inspection (its id is printed on stderr).
     #[arg(long)]
     keep: bool,
+    /// Where the world's writes live: `disk` (a capped subvolume of the
+    /// state directory's pool) or `tmpfs` (in memory, counted against
+    /// --memory); default: the policy's `[world] upper` (disk).
+    #[arg(long, value_name = "disk|tmpfs")]
+    upper: Option<String>,
     /// Policy file (default: the built-in policies/default.toml).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -124,6 +129,9 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
     spec.timeout = timeout;
     spec.expose = expose;
     spec.keep = args.keep;
+    if let Some(u) = &args.upper {
+        spec.upper = u.parse().map_err(|e| format!("--upper {e}"))?;
+    }
     if let Some(n) = &args.net {
         spec.net = crate::net_args::parse(n, &policy.network)?;
     }
@@ -163,6 +171,10 @@ pub(crate) fn policy_spec(policy: &Policy, state: &StateDir, cwd: PathBuf) -> Re
         cwd,
         limits: Limits { memory: policy.limits.memory, pids: policy.limits.pids, cpus: policy.limits.cpus },
         timeout: (policy.limits.timeout > 0).then(|| Duration::from_secs(policy.limits.timeout)),
+        upper: match policy.world.upper {
+            cloche_policy::UpperStore::Disk => UpperStore::Disk,
+            cloche_policy::UpperStore::Tmpfs => UpperStore::Tmpfs,
+        },
         upper_size: policy.world.upper_size,
         hostname: policy.world.hostname.clone(),
         nofile: policy.limits.nofile,

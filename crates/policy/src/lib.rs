@@ -71,7 +71,26 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct WorldSection {
     pub hostname: String,
+    /// Where worlds' upper layers live (`upper`, default disk).
+    pub upper: UpperStore,
     pub upper_size: u64,
+}
+
+/// `[world] upper`: the state directory's disk pool, or a tmpfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperStore {
+    Disk,
+    Tmpfs,
+}
+
+impl UpperStore {
+    pub fn parse(s: &str) -> Result<UpperStore, String> {
+        match s {
+            "disk" => Ok(UpperStore::Disk),
+            "tmpfs" => Ok(UpperStore::Tmpfs),
+            _ => Err(format!("{s:?}: expected \"disk\" or \"tmpfs\"")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +216,8 @@ impl Default for BatchSection {
 #[serde(deny_unknown_fields)]
 struct RawWorld {
     hostname: String,
+    #[serde(default)]
+    upper: Option<String>,
     upper_size: SizeValue,
 }
 
@@ -303,6 +324,10 @@ impl Policy {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
         let world = WorldSection {
             hostname: raw.world.hostname,
+            upper: match &raw.world.upper {
+                None => UpperStore::Disk,
+                Some(u) => UpperStore::parse(u).map_err(|e| invalid(format!("world.upper: {e}")))?,
+            },
             upper_size: raw.world.upper_size.bytes("world.upper_size").map_err(invalid)?,
         };
         let limits = Limits {
@@ -474,7 +499,8 @@ mod tests {
     #[test]
     fn builtin_policy_is_valid() {
         let p = Policy::builtin();
-        assert_eq!(p.world.upper_size, 4 << 30);
+        assert_eq!(p.world.upper_size, 16 << 30);
+        assert_eq!(p.world.upper, UpperStore::Disk);
         assert!(p.fs.mask.iter().any(|m| m == Path::new("/etc/shadow")));
         assert!(p.layers.requires("seccomp"));
         assert_eq!((p.batch.max_entries, p.batch.output_cap, p.batch.approval_ttl), (10, 1 << 20, 300));
@@ -495,6 +521,7 @@ mod tests {
             ("pids = 1024", "pids = 1", "limits.pids"),
             ("memory = \"4GiB\"", "memory = \"lots\"", "limits.memory"),
             ("hostname = \"cloche\"", "hostname = \"a b\"", "world.hostname"),
+            ("upper = \"disk\"", "upper = \"ramdisk\"", "world.upper"),
             ("\"/etc/shadow\",", "\"etc/shadow\",", "absolute"),
             ("\".ssh\",", "\"../x\",", "home_secrets"),
             ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
@@ -507,6 +534,15 @@ mod tests {
             let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
             assert!(err.contains(want), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn upper_is_disk_unless_tmpfs_is_asked() {
+        let tmpfs = DEFAULT_POLICY.replacen("upper = \"disk\"", "upper = \"tmpfs\"", 1);
+        assert_eq!(Policy::from_toml(&tmpfs, "t", None).unwrap().world.upper, UpperStore::Tmpfs);
+        // A policy written before `upper` existed: disk.
+        let old = DEFAULT_POLICY.replacen("upper = \"disk\"\n", "", 1);
+        assert_eq!(Policy::from_toml(&old, "t", None).unwrap().world.upper, UpperStore::Disk);
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub(crate) struct Launched {
     /// The world's init (host pid) and its pidfd.
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
-    /// The tmpfs with the uppers.
-    pub scratch: OwnedFd,
+    /// The world's upper directories (disk pool or tmpfs).
+    pub scratch: crate::upper::Upper,
     pub cg: CgroupGuard,
     /// Stop signals (blocked while the world runs).
     pub sigfd: nix::sys::signalfd::SignalFd,
@@ -67,10 +67,10 @@ pub(crate) fn launch(
     init_path: &Path,
     mode: Mode,
 ) -> Result<Launched, WorldError> {
-    // Upper and work on a size-capped tmpfs that is never attached to the
-    // host's tree while the world runs: it vanishes with its last fd.
-    let scratch = make_scratch(spec.upper_size, layers.len()).map_err(WorldError::Scratch)?;
-    crate::profile::mark("scratch tmpfs made");
+    // Upper and work: a capped subvolume of the disk pool, or a capped
+    // tmpfs (upper.rs). The child gets its own descriptor of their directory.
+    let scratch = crate::upper::Upper::make(spec, state, &claim.id, layers.len())?;
+    crate::profile::mark("upper made");
     let init =
         std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
     // One-shot: `cloche-init -- CMD...`; serve: `cloche-init --serve FD`,
@@ -126,7 +126,7 @@ pub(crate) fn launch(
     crate::profile::mark("init opened, argv/env built, stdio");
     let plan = ChildPlan {
         root: state.mount_point(),
-        scratch,
+        scratch: scratch.fd().try_clone().map_err(WorldError::Scratch)?,
         layers: layers.to_vec(),
         hostname: spec.hostname.clone(),
         cwd: spec.cwd.clone(),
@@ -180,7 +180,7 @@ pub(crate) fn launch(
     drop(keep_fd);
     // The world's ends of its stdio go with the rest of the plan: only the
     // world holds them now (EOF and EPIPE work).
-    let ChildPlan { scratch, .. } = plan;
+    drop(plan);
     let kill = |e: WorldError| {
         let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
         let _ = wait_exit(pid);
@@ -245,29 +245,6 @@ impl Drop for MaskGuard {
     fn drop(&mut self) {
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
     }
-}
-
-/// A detached tmpfs (nosuid, nodev, noexec) with `upper/` and `work/`, and
-/// `layers/<k>/{upper,work}` for each host data mount.
-fn make_scratch(size: u64, layers: usize) -> std::io::Result<OwnedFd> {
-    let fs = raw::fsopen("tmpfs")?;
-    raw::fsconfig_str(fs.as_fd(), "size", &size.to_string())?;
-    raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
-    raw::fsconfig_create(fs.as_fd())?;
-    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    let mnt = raw::fsmount(fs.as_fd(), attrs)?;
-    let mut dirs = vec!["upper".to_string(), "work".to_string()];
-    if layers > 0 {
-        dirs.push("layers".into());
-    }
-    for k in 0..layers {
-        dirs.extend([format!("layers/{k}"), format!("layers/{k}/upper"), format!("layers/{k}/work")]);
-    }
-    for d in &dirs {
-        nix::sys::stat::mkdirat(&mnt, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755))
-            .map_err(std::io::Error::from)?;
-    }
-    Ok(mnt)
 }
 
 pub(crate) fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> nix::Result<()> {

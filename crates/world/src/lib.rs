@@ -21,6 +21,7 @@ mod net_scope;
 pub mod network;
 pub mod plan;
 mod plan_wire;
+pub mod pool;
 pub mod profile;
 pub mod raw;
 pub mod seccomp;
@@ -28,6 +29,7 @@ pub mod spec;
 pub mod state;
 mod stdio;
 mod sys;
+mod upper;
 pub mod world;
 
 pub use error::WorldError;

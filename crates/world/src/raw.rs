@@ -105,6 +105,15 @@ pub fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+/// `open_tree(2)` of the directory open at `fd` (`AT_EMPTY_PATH`): a
+/// detached bind mount of it alone (no submounts), close-on-exec.
+pub fn open_tree_clone_dir(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) })?;
+    Ok(owned(fd))
+}
+
 /// `move_mount(2)` of a detached mount (`from`) onto the object open at `to`.
 pub fn move_mount_onto_fd(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
     let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;

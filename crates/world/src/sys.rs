@@ -79,9 +79,17 @@ impl Sys for RealSys<'_> {
 
     fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: &Path, target: &Path) -> io::Result<()> {
         // Lower: a host filesystem (read-only to the world: writes copy up).
-        // Upper/work on the world's size-capped tmpfs. Features that would
-        // put data outside the upper (redirect_dir, metacopy, index, xino)
-        // are off, so the upper alone describes the change.
+        // Upper/work: the world's capped upper (disk pool or tmpfs).
+        // index=on: a copied-up file keeps its lower inode number, so a
+        // hard link made in the world is the same inode as its source
+        // (`git clone` of a local repo, `cp -al`, tar and rsync hard-link
+        // detection), and a file with several lower names stays one inode.
+        // Off: redirect_dir and metacopy (an upper entry would then mean
+        // "see elsewhere"; the fs_diff reads the upper as the content),
+        // xino (every lower inode number would get bit 63 set: past 2^53,
+        // a JavaScript number, and Node's realpath cache keyed by it, can
+        // no longer tell inodes apart). The kernel turns index off by
+        // itself (with a warning) on a lower filesystem without file handles.
         let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
         let fsb = {
@@ -91,7 +99,7 @@ impl Sys for RealSys<'_> {
         raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(lower)?)?;
         raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
         raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
-        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
             raw::fsconfig_str(fsb, k, v)?;
         }
         raw::fsconfig_create(fsb)?;

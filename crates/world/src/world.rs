@@ -10,6 +10,7 @@ use crate::layers::HostMount;
 use crate::raw;
 use crate::spec::Spec;
 use crate::state::StateDir;
+use crate::upper::Upper;
 use serde::Serialize;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -63,12 +64,12 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     let (layout, layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    let (mut outcome, scratch) = run_in(spec, &layout, &layers, &claim, state, init_path, t0)?;
+    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, init_path, t0)?;
     let t = Instant::now();
     if spec.keep {
-        outcome.kept = Some(keep_world(state, &claim, scratch, &layers, &outcome, spec)?);
+        outcome.kept = Some(keep_world(state, &claim, upper, &layers, &outcome, spec)?);
     } else {
-        drop(scratch); // the last fd: the tmpfs and the upper go away
+        drop(upper); // the subvolume is deleted, or the tmpfs' last fd closed
     }
     crate::profile::mark("teardown done");
     outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
@@ -104,7 +105,7 @@ fn run_in(
     state: &StateDir,
     init_path: &Path,
     t0: Instant,
-) -> Result<(Outcome, OwnedFd), WorldError> {
+) -> Result<(Outcome, Upper), WorldError> {
     let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, .. } =
         launch(spec, layout, layers, claim, state, init_path, Mode::OneShot)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
@@ -130,7 +131,7 @@ fn run_in(
     drop(net);
 
     // 6. fs_diff from the upper layer against the host root filesystem.
-    let fs_diff = collect_diff(&scratch, layers, spec.hash)?;
+    let fs_diff = collect_diff(scratch.fd(), layers, spec.hash)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
     let cgroup_name = layout.name();
@@ -296,22 +297,19 @@ pub(crate) fn world_meta(
     })
 }
 
-/// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec as made) at
-/// `worlds/<id>/fs`, its description written next to it.
+/// Keeps a world at `worlds/<id>`: its upper is there (a disk upper is
+/// that directory's `fs/`; a tmpfs is attached on it, nosuid, nodev,
+/// noexec as made), its description next to it.
 pub(crate) fn keep_world(
     state: &StateDir,
     claim: &crate::state::Claim,
-    scratch: OwnedFd,
+    mut upper: Upper,
     layers: &[HostMount],
     outcome: &Outcome,
     spec: &Spec,
 ) -> Result<PathBuf, WorldError> {
     let meta = world_meta(claim, spec, layers, "kept", Some(outcome.exit_code));
-    state
-        .keep(claim, &meta, |fsdir| {
-            let target =
-                CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
-            raw::move_mount_to(scratch.as_fd(), &target)
-        })
-        .map_err(WorldError::state("keep the world"))
+    let path = state.keep(claim, &meta, |fsdir| upper.place(fsdir)).map_err(WorldError::state("keep the world"))?;
+    upper.hand_over();
+    Ok(path)
 }
