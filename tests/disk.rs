@@ -3,11 +3,13 @@
 //! - Hard links and inode identity: a local `git clone`, `cp -al`, `ln` of a
 //!   base file, tar's (and rsync's) hard-link detection, a write through one
 //!   name of a base file seen through its other names (overlay `index=on`).
-//! - The upper layer on disk (the state directory's pool): a world that
-//!   writes gigabytes and then allocates memory is not killed for its files,
-//!   which do not take the host's RAM; the upper's own cap stops it, not the
-//!   memory limit; a killed run's world is swept by the next run; `--upper
-//!   tmpfs` keeps the old way.
+//! - The upper layer on disk (the state directory's pool), `/tmp` and
+//!   `/var/tmp` with it: a world that writes gigabytes and then allocates
+//!   memory is not killed for its files, which do not take the host's RAM;
+//!   the upper's own cap stops it, not the memory limit; a killed run's
+//!   world is swept by the next run; a discarded world's subvolume is gone
+//!   by the end of the next run; another state directory's pool is not
+//!   visible in a world; `--upper tmpfs` keeps the old way.
 
 mod common;
 
@@ -130,12 +132,14 @@ fn meminfo() -> BTreeMap<String, u64> {
 fn a_world_writing_gigabytes_then_allocating_fits_the_default_limits() {
     let fx = Fixture::new();
     let before = meminfo();
-    // 3 GiB written (2.5 GiB allocated at once, 512 MiB of real data), then
-    // 1.5 GiB of memory, under the default 4 GiB memory limit.
+    // 3 GiB written (2.5 GiB allocated at once, 512 MiB of real data; in
+    // the project, /tmp and /var/tmp), then 1.5 GiB of memory, under the
+    // default 4 GiB memory limit.
     let o = fx.sh(
         &["--keep"],
-        "fallocate -l 2560M big && dd if=/dev/zero of=data bs=16M count=32 status=none && \
-         du -sm big data >&2 && exec \"$PROBE\" alloc 1536",
+        "fallocate -l 1536M big && fallocate -l 1024M /tmp/big && \
+         dd if=/dev/zero of=/var/tmp/data bs=16M count=32 status=none && \
+         du -sm big /tmp/big /var/tmp/data >&2 && exec \"$PROBE\" alloc 1536",
     );
     let kept = meminfo();
     let id = o.report()["world"].as_str().map(str::to_string);
@@ -184,10 +188,12 @@ fn the_upper_cap_stops_a_world_not_the_memory_limit() {
     let policy = fx.out.path().join("small-upper.toml");
     std::fs::write(&policy, default_policy.replace(line, "upper_size = \"1GiB\"")).unwrap();
     let policy = policy.to_str().unwrap();
+    // The cap counts the world's /tmp and /var/tmp with its upper.
     let o = fx.sh(
         &["--policy", policy, "--memory", "256M"],
-        "fallocate -l 700M a && dd if=/dev/zero of=b bs=1M count=200 status=none && echo fits\n\
-         fallocate -l 400M c 2>&1; echo over $?\n\
+        "fallocate -l 500M a && fallocate -l 200M /tmp/t && \
+         dd if=/dev/zero of=b bs=1M count=200 status=none && echo fits\n\
+         fallocate -l 400M /var/tmp/c 2>&1; echo over $?\n\
          dd if=/dev/zero of=e bs=1M count=400 status=none 2>&1; echo dd $?",
     );
     let f = fields(&o);
@@ -235,9 +241,64 @@ fn upper_tmpfs_keeps_writes_in_memory_and_makes_no_pool() {
     let o = fx.sh(&["--upper", "tmpfs"], "echo hi > note; df -P . | tail -1");
     o.expect_code(0);
     assert!(find_entry(&o.report(), "added", &fx.dir().join("note")).is_some(), "{}", o.describe());
-    assert!(!fx.state.path().join("pool.img").exists(), "a tmpfs world made the disk pool");
+    assert!(!mount_points().contains(&fx.worlds_dir()), "a tmpfs world made the disk pool");
     let o = fx.cloche(&["run", "--upper", "ram", "--", "true"]);
     assert_eq!(o.code, Some(125), "{}", o.describe());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--upper"), "{}", o.describe());
+    fx.finish();
+}
+
+#[test]
+fn a_discarded_world_is_gone_from_the_pool_by_the_end_of_the_next_run() {
+    let fx = Fixture::new();
+    let trash =
+        |fx: &Fixture| -> Vec<String> { fx.pool_entries().into_iter().filter(|n| n.starts_with(".trash-")).collect() };
+    // A world that wrote 64 MiB, in its upper and its /tmp.
+    let o = fx.sh(&[] as &[&str], "head -c 32M /dev/urandom > f && head -c 32M /dev/urandom > /tmp/g");
+    o.expect_code(0);
+    let first = o.report()["world"].as_str().unwrap().to_string();
+    // Moved aside when it ended (its deletion is not on the run's path)...
+    assert_eq!(trash(&fx), vec![format!(".trash-{first}")], "{:?}", fx.pool_entries());
+    // ...and deleted by the next run, which leaves only its own.
+    let o = fx.run(&[] as &[&str], &["true"]);
+    o.expect_code(0);
+    let second = o.report()["world"].as_str().unwrap().to_string();
+    assert_eq!(trash(&fx), vec![format!(".trash-{second}")], "{:?}", fx.pool_entries());
+    // `worlds gc` empties the trash at once.
+    fx.cloche(&["worlds", "gc"]).expect_code(0);
+    assert!(trash(&fx).is_empty(), "{:?}", fx.pool_entries());
+    // Housekeeping never looks like a world.
+    fx.cloche(&["worlds", "list", "--json"]).expect_code(0);
+    assert!(fx.worlds().is_empty(), "{:?}", fx.pool_entries());
+    fx.finish();
+}
+
+#[test]
+fn another_state_directorys_worlds_are_not_visible_in_a_world() {
+    let fx = Fixture::new();
+    // Another state directory, inside this project (so inside the world's
+    // view), with a world kept on disk that wrote a secret.
+    let other = fx.mkdir("other-state");
+    let elsewhere = fx.out.path();
+    let mut cmd = fx.command();
+    cmd.env("CLOCHE_STATE_DIR", &other).current_dir(elsewhere);
+    cmd.args(["run", "--keep", "--", "sh", "-c", "echo other-secret-8c1f > note; echo other-secret-8c1f > /tmp/t"]);
+    let kept = run_cmd(&mut cmd, DEADLINE);
+    kept.expect_code(0);
+    let discard = || {
+        let mut c = fx.command();
+        c.env("CLOCHE_STATE_DIR", &other).args(["worlds", "list", "--json"]);
+        let listed: serde_json::Value = serde_json::from_slice(&run_cmd(&mut c, DEADLINE).stdout).unwrap();
+        for w in listed.as_array().cloned().unwrap_or_default() {
+            let mut c = fx.command();
+            c.env("CLOCHE_STATE_DIR", &other).args(["discard", w["id"].as_str().unwrap()]);
+            run_cmd(&mut c, DEADLINE).expect_code(0);
+        }
+    };
+    let o = fx.sh(&[] as &[&str], "grep -rs other-secret-8c1f other-state | wc -l; ls -A other-state/worlds | wc -l");
+    discard();
+    o.expect_code(0);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0"], "{}", o.describe());
     fx.finish();
 }

@@ -155,7 +155,7 @@ fn upper_checks(v: &mut Vec<Check>) {
             "/dev/loop-control missing (CONFIG_BLK_DEV_LOOP, modprobe loop)".into()
         },
     );
-    if st.size.is_none() {
+    if !st.mounted {
         let mkfs = pool::mkfs_path();
         check(
             "mkfs.btrfs",
@@ -166,29 +166,29 @@ fn upper_checks(v: &mut Vec<Check>) {
             },
         );
     }
-    let (ok, detail) = match (st.size, st.mounted, st.read_only) {
-        (None, _, _) => (true, format!("{} not made yet (the first world on disk makes it)", st.image.display())),
-        (Some(_), _, true) => (
+    let worlds = state.join("worlds");
+    let (ok, detail) = match (st.mounted, st.read_only) {
+        (false, _) => (true, format!("not made yet: the first world on disk makes it on {}", worlds.display())),
+        (true, true) => (
             false,
             format!(
-                "{} is mounted read-only (a write error: the host disk filled?); unmount {} and retry",
-                st.image.display(),
-                state.join("worlds").display()
+                "{} is mounted read-only (a write error: the host disk filled?); `umount {}` (its worlds are lost) \
+                 and the next world makes a new pool",
+                worlds.display(),
+                worlds.display()
             ),
         ),
-        (Some(size), mounted, false) => (
+        (true, false) => (
             true,
             format!(
-                "{}: {:.1} GiB on disk of {} GiB, {}",
-                st.image.display(),
-                st.allocated as f64 / (1u64 << 30) as f64,
-                size >> 30,
-                if mounted { "mounted on worlds/" } else { "not mounted (the next world mounts it)" }
+                "mounted on {}, worlds there take {:.2} GiB",
+                worlds.display(),
+                st.used as f64 / (1u64 << 30) as f64
             ),
         ),
     };
     check("disk pool", ok, detail);
-    let in_ram = st.host_fs == libc::TMPFS_MAGIC as i64 || st.host_fs == 0x858458f6 /* ramfs */;
+    let in_ram = st.host_fs == libc::TMPFS_MAGIC || st.host_fs == 0x858458f6 /* ramfs */;
     let room = st.host_free > pool::RESERVE + pool::MIN_CAP;
     check(
         "pool room",

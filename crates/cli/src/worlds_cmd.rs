@@ -64,6 +64,11 @@ pub fn main(cmd: WorldsCommand) -> i32 {
                 for (id, why) in gc(&state, &mut broker, r, dry_run)? {
                     println!("{} {id} ({why})", if dry_run { "would discard" } else { "discarded" });
                 }
+                if !dry_run {
+                    // Discarded worlds' subvolumes, deleted now rather than
+                    // by the next run.
+                    cloche_world::pool::tidy(&state);
+                }
             }
         }
         Ok(())

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 pub struct ChildPlan<'a> {
     /// Host path of the directory the overlay is mounted on (the new root).
     pub root: PathBuf,
-    /// Detached tmpfs holding `upper/` and `work/` (and `layers/<k>/...`).
-    pub scratch: OwnedFd,
+    /// The world's upper store, holding `upper/`, `work/`, `scratch/` (and
+    /// `layers/<k>/...`).
+    pub scratch: Store,
     /// Host data mounts below `/` carried into the world (layers.rs).
     pub layers: Vec<HostMount>,
     pub hostname: String,
@@ -36,6 +37,18 @@ pub struct ChildPlan<'a> {
     /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
     pub stdio: crate::stdio::WorldStdio,
+}
+
+/// Where the child finds the world's upper store.
+pub enum Store {
+    /// A detached tmpfs, by its descriptor.
+    Mount(OwnedFd),
+    /// A directory on a mount that the child's namespace has its own copy
+    /// of (the world's subvolume in the disk pool, `<state>/worlds/<id>/fs`):
+    /// the child opens it there. A mount can only be bound again (a scratch
+    /// directory) by a namespace it belongs to, or from a detached mount
+    /// that no namespace made, as a tmpfs is.
+    Path(PathBuf),
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -75,6 +88,11 @@ pub trait Sys {
     fn bind_ro(&mut self, src: &Path, dst: &Path) -> io::Result<()>;
     fn grab(&mut self, path: &Path) -> io::Result<OwnedFd>;
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
+    /// Opens the upper store at `path` (no symlink on the way).
+    fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd>;
+    /// Makes `scratch/<index>` in the upper store `scratch` (empty, `mode`)
+    /// and binds it at `target`: nosuid, nodev, exec allowed.
+    fn bind_scratch(&mut self, scratch: BorrowedFd<'_>, index: u32, mode: u32, target: &Path) -> io::Result<()>;
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
     fn touch(&mut self, path: &Path) -> io::Result<()>;
     fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
@@ -124,7 +142,15 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
-    at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), "", Path::new("/"), root))?;
+    let opened;
+    let scratch = match &plan.scratch {
+        Store::Mount(fd) => borrow(fd),
+        Store::Path(p) => {
+            opened = at("open the upper store", p, sys.open_store(p))?;
+            borrow(&opened)
+        }
+    };
+    at("mount overlay", root, sys.mount_overlay(scratch, "", Path::new("/"), root))?;
     // Host data mounts below / (parents first): an overlay each, or a
     // read-only bind when the host has them read-only.
     for (k, m) in plan.layers.iter().enumerate() {
@@ -133,18 +159,14 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             at("bind read-only (host mount)", &m.path, sys.bind_ro(&m.path, &target))?;
         } else {
             let dir = format!("layers/{k}/");
-            at(
-                "mount overlay (host mount)",
-                &m.path,
-                sys.mount_overlay(borrow(&plan.scratch), &dir, &m.path, &target),
-            )?;
+            at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, &m.path, &target))?;
         }
     }
     // /proc, /sys, /dev need no host facts: mounted while the parent builds
     // the rest of the plan (exposures, scratch, masks) and sends it.
-    apply(sys, root, &crate::plan::system_steps())?;
+    apply(sys, root, scratch, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;
-    apply(sys, root, &steps)?;
+    apply(sys, root, scratch, &steps)?;
     // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
     //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
     //    rooted at it. No code of the world has run yet.
@@ -186,8 +208,9 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Executes mount-plan steps under `root`, in order.
-fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError> {
+/// Executes mount-plan steps under `root`, in order (`scratch`: the upper
+/// store, for [`Step::Scratch`]).
+fn apply(sys: &mut dyn Sys, root: &Path, scratch: BorrowedFd<'_>, steps: &[Step]) -> Result<(), StepError> {
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
     let mut masked_file: Option<PathBuf> = None;
     let mut masked_dir: Option<PathBuf> = None;
@@ -202,6 +225,9 @@ fn apply(sys: &mut dyn Sys, root: &Path, steps: &[Step]) -> Result<(), StepError
             }
             Step::Mount { path, fstype, flags, data } => {
                 at("mount", path, sys.mount(&under(root, path), fstype, *flags, data))?
+            }
+            Step::Scratch { path, mode, index } => {
+                at("scratch (bind)", path, sys.bind_scratch(scratch, *index, *mode, &under(root, path)))?
             }
             Step::Mkdir { path, mode } => at("mkdir", path, sys.mkdir_all(&under(root, path), *mode))?,
             Step::Touch { path } => at("create mount point", path, sys.touch(&under(root, path)))?,

@@ -59,6 +59,12 @@ impl Sys for Recorder {
     fn mount(&mut self, target: &Path, _: &str, _: u64, _: &str) -> io::Result<()> {
         self.call("mount", target)
     }
+    fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        self.call("open_store", path).map(|_| devnull())
+    }
+    fn bind_scratch(&mut self, _: BorrowedFd<'_>, _: u32, _: u32, target: &Path) -> io::Result<()> {
+        self.call("bind_scratch", target)
+    }
     fn mkdir_all(&mut self, path: &Path, _: u32) -> io::Result<()> {
         self.call("mkdir", path)
     }
@@ -155,7 +161,6 @@ fn test_steps() -> Vec<Step> {
         home_secrets: vec![],
         expose: vec![],
         state_dirs: vec!["/var/lib/cloche".into()],
-        scratch_size: 1 << 20,
     };
     crate::plan::build(&Host, &req).unwrap()
 }
@@ -168,7 +173,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
     let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),
-        scratch: devnull(),
+        scratch: Store::Mount(devnull()),
         layers: vec![
             HostMount { path: "/home".into(), fstype: "ext4".into(), read_only: false },
             HostMount { path: "/mnt/ro".into(), fstype: "tmpfs".into(), read_only: true },

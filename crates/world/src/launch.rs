@@ -126,7 +126,7 @@ pub(crate) fn launch(
     crate::profile::mark("init opened, argv/env built, stdio");
     let plan = ChildPlan {
         root: state.mount_point(),
-        scratch: scratch.fd().try_clone().map_err(WorldError::Scratch)?,
+        scratch: scratch.for_child().map_err(WorldError::Scratch)?,
         layers: layers.to_vec(),
         hostname: spec.hostname.clone(),
         cwd: spec.cwd.clone(),
@@ -212,9 +212,12 @@ pub(crate) fn launch(
         None => None,
     };
     crate::profile::mark("network");
-    // 5. Release the child.
+    // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
+    //    privileges), the pool's housekeeping for later runs.
     let _ = nix::unistd::write(&go_w, b"g");
     drop(go_w);
+    scratch.housekeep(&claim.id, state);
+    crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.
     let mut msg = Vec::new();
     read_all(&rep_r, &mut msg);

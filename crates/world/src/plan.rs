@@ -7,8 +7,9 @@
 //!
 //! Rules (what may be exposed at all is `exposure.rs`'s):
 //! - fresh filesystems: /proc, /dev (tmpfs with device nodes, devpts, shm),
-//!   /sys read-only, tmpfs on /tmp, /var/tmp and /run (no host socket is
-//!   reachable by path);
+//!   /sys read-only; /tmp, /var/tmp and /run fresh and empty, directories
+//!   of the world's own upper store (on disk or a tmpfs, under its cap: no
+//!   host socket is reachable by path);
 //! - masks hide a path: a directory becomes an empty read-only tmpfs, a file a
 //!   read-only bind of /dev/null;
 //! - the cwd must pass `Masks::judge_dir` (never `/`, a home itself, a
@@ -71,8 +72,6 @@ pub struct FsRequest {
     /// cloche's state directories (this run's and the default one): hidden
     /// from every world, never exposed.
     pub state_dirs: Vec<PathBuf>,
-    /// Size of the /tmp-like tmpfs mounts, in bytes.
-    pub scratch_size: u64,
 }
 
 /// One step of the plan. Paths are absolute paths inside the world; the child
@@ -83,6 +82,11 @@ pub enum Step {
     Grab { slot: usize, path: PathBuf },
     /// Mount a new filesystem.
     Mount { path: PathBuf, fstype: &'static str, flags: u64, data: String },
+    /// Bind scratch directory `index` of the world's upper store (made
+    /// empty with `mode`) at `path`: nosuid, nodev. Its files count
+    /// against the world's upper cap, and live where its upper does (on
+    /// disk by default), never in the fs_diff.
+    Scratch { path: PathBuf, mode: u32, index: u32 },
     /// Create a directory (and parents) with `mode`.
     Mkdir { path: PathBuf, mode: u32 },
     /// Create an empty file (parents too) to mount a file on.
@@ -231,16 +235,12 @@ impl FsRequest {
             home_secrets: home_secrets.to_vec(),
             expose: expose.to_vec(),
             state_dirs,
-            scratch_size: 0,
         }
     }
 
     /// The request of a world of `spec` whose state dir is `state_root`.
     pub fn of_spec(spec: &crate::Spec, state_root: &Path) -> FsRequest {
-        let mut r =
-            FsRequest::new(&spec.cwd, &spec.mask, spec.mask_homes, &spec.home_secrets, &spec.expose, state_root);
-        r.scratch_size = spec.upper_size;
-        r
+        FsRequest::new(&spec.cwd, &spec.mask, spec.mask_homes, &spec.home_secrets, &spec.expose, state_root)
     }
 }
 
@@ -304,18 +304,17 @@ pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal
         .collect();
 
     let mut steps = Vec::new();
+    let mut scratch = 0;
     for (slot, path, _) in &grabbed {
         steps.push(Step::Grab { slot: *slot, path: path.clone() });
     }
     for (i, m) in masks.iter().enumerate().filter(|(i, _)| mounted[*i]) {
         let mine: Vec<&(usize, PathBuf, usize)> = grabbed.iter().filter(|(_, _, at)| *at == i).collect();
         match (m.dir, m.scratch) {
-            (true, Some(mode)) => steps.push(Step::Mount {
-                path: m.path.clone(),
-                fstype: "tmpfs",
-                flags: MS_NOSUID | MS_NODEV,
-                data: format!("mode={mode:o},size={}", req.scratch_size),
-            }),
+            (true, Some(mode)) => {
+                steps.push(Step::Scratch { path: m.path.clone(), mode, index: scratch });
+                scratch += 1;
+            }
             // Read-only from the start unless exposures must be attached inside.
             (true, None) => steps.push(Step::Mount {
                 path: m.path.clone(),

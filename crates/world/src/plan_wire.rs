@@ -70,6 +70,12 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
                 b.push(11);
                 bytes(&mut b, path);
             }
+            Step::Scratch { path, mode, index } => {
+                b.push(12);
+                bytes(&mut b, path);
+                u32s(&mut b, *mode);
+                u32s(&mut b, *index);
+            }
         }
     }
     let len = (b.len() - 4) as u32;
@@ -111,6 +117,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
             9 => Step::Attach { slot: r.u32()? as usize, path: r.path()? },
             10 => Step::RemountRo { path: r.path()? },
             11 => Step::MaskDir { path: r.path()? },
+            12 => Step::Scratch { path: r.path()?, mode: r.u32()?, index: r.u32()? },
             t => return Err(format!("unknown step tag {t}")),
         });
     }
@@ -159,6 +166,8 @@ mod tests {
             Step::ReadOnly { path: "/proc/sys".into() },
             Step::Attach { slot: 3, path: odd },
             Step::RemountRo { path: "/root".into() },
+            Step::MaskDir { path: "/home".into() },
+            Step::Scratch { path: "/var/tmp".into(), mode: 0o1777, index: 1 },
         ];
         let wire = encode(&steps);
         let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize;

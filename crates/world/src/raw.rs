@@ -105,13 +105,23 @@ pub fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
-/// `open_tree(2)` of the directory open at `fd` (`AT_EMPTY_PATH`): a
-/// detached bind mount of it alone (no submounts), close-on-exec.
-pub fn open_tree_clone_dir(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as libc::c_uint;
-    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH.
-    let fd = cvt(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) })?;
-    Ok(owned(fd))
+/// `mount_setattr(2)` of the mount open at `fd` alone (not recursive):
+/// sets the `MOUNT_ATTR_*` bits `set`, clears `clear`.
+pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    let attr = libc::mount_attr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH, a
+    // pointer to a mount_attr we own and its size.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })?;
+    Ok(())
 }
 
 /// `move_mount(2)` of a detached mount (`from`) onto the object open at `to`.

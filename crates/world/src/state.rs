@@ -6,19 +6,21 @@
 //!                     its own private mount namespace, so it stays empty on
 //!                     the host and is shared by all worlds
 //!   cache/            compiled seccomp programs
-//!   pool.img          the disk pool (`pool/`): a sparse btrfs image, made
+//!   pool.lock         taken while the disk pool (`pool/`) is made
+//!   worlds/           the pool's mount point (nosuid, nodev, noexec): a
+//!                     btrfs filesystem on an unnamed sparse image, made
 //!                     by the first world whose upper is on disk
-//!   worlds/           the pool's mount point (nosuid, nodev, noexec)
 //!   worlds/<id>/      one world: a subvolume of the pool with `fs/`
-//!                     (upper/, work/) while it runs and, once kept, `kept`
-//!                     and `world.json`; a world whose upper is a tmpfs
-//!                     gets a plain directory only when kept, with the
-//!                     tmpfs attached on `fs/`
+//!                     (upper/, work/, scratch/) while it runs and, once
+//!                     kept, `kept` and `world.json`; a world whose upper
+//!                     is a tmpfs gets a plain directory only when kept,
+//!                     with the tmpfs attached on `fs/`
+//!   worlds/.spare-*, .trash-*   the pool's housekeeping (`pool/subvol.rs`)
 //! ```
 //!
 //! A running world creates nothing else on the host filesystem: its mounts
-//! live in its own namespace, and a world on disk is one subvolume, deleted
-//! when it ends (a crashed run's is swept, below). What it does own on the
+//! live in its own namespace, and a world on disk is one subvolume, moved
+//! to the pool's trash when it ends (a crashed run's is swept, below). What it does own on the
 //! host is its cgroup. To tell a live world's cgroup from a crashed run's,
 //! each run holds an open-file-description lock (`F_OFD_SETLK`) on one byte
 //! of [`LIVE_LOCK`] (one file for the machine, like the cgroups), at an
@@ -82,11 +84,6 @@ impl StateDir {
             }
         }
         let query = open_lock_file()?;
-        // After a reboot: the pool (and the worlds kept in it) back on
-        // `worlds/`. A failure here is reported by the next world on disk.
-        if root.join(crate::pool::IMAGE).exists() && !crate::pool::is_mounted(&worlds) {
-            let _ = crate::pool::ensure(&root);
-        }
         Ok(StateDir { root, worlds, query })
     }
 

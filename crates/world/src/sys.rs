@@ -131,6 +131,27 @@ impl Sys for RealSys<'_> {
         mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
     }
 
+    fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        open_nofollow(path)
+    }
+
+    fn bind_scratch(&mut self, scratch: BorrowedFd<'_>, index: u32, mode: u32, target: &Path) -> io::Result<()> {
+        use nix::sys::stat::{fchmodat, mkdirat, FchmodatFlags, Mode};
+        let name = format!("scratch/{index}");
+        let mode = Mode::from_bits_truncate(mode);
+        mkdirat(scratch, name.as_str(), mode).map_err(nixerr)?;
+        // Exactly `mode` (1777 for /tmp), whatever the umask.
+        fchmodat(scratch, name.as_str(), mode, FchmodatFlags::FollowSymlink).map_err(nixerr)?;
+        let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let tree = raw::open_tree_clone(scratch.as_raw_fd(), &c, false)?;
+        // The store's mount is noexec (the pool's is: kept worlds' files
+        // sit there on the host); the world's /tmp keeps exec, as its tmpfs
+        // had.
+        let attr = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        raw::mount_setattr(tree.as_fd(), attr, libc::MOUNT_ATTR_NOEXEC)?;
+        raw::move_mount_onto_fd(tree.as_fd(), open_nofollow(target)?.as_fd())
+    }
+
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
         std::fs::create_dir_all(path)?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))

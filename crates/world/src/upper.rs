@@ -4,12 +4,14 @@
 //! - **disk** (the default): a subvolume of the state directory's disk pool
 //!   (`pool/`), capped at `upper_size` by a quota of its own, so that a
 //!   world's files take neither its memory limit nor the host's RAM.
-//!   Deleted when the world ends, unless it is kept.
+//!   Discarded when the world ends (moved to the pool's trash, emptied by
+//!   the next run off its critical path: `pool/subvol.rs`), unless kept.
 //! - **tmpfs**: a detached tmpfs capped at `upper_size` (its pages are
 //!   charged to the world's memory limit), never attached to the host's
 //!   tree while the world runs: it vanishes with its last descriptor, even
 //!   if cloche is killed.
 
+use crate::child::Store;
 use crate::error::WorldError;
 use crate::pool;
 use crate::raw;
@@ -21,8 +23,9 @@ use std::path::Path;
 
 /// A world's upper directories.
 pub(crate) struct Upper {
-    /// The directory holding `upper/`, `work/` and `layers/`: a detached
-    /// mount of the tmpfs, or of the subvolume's `fs/`.
+    /// The directory holding `upper/`, `work/`, `scratch/` and `layers/`:
+    /// the detached tmpfs, or the subvolume's `fs/` (the child opens that
+    /// again in its own mount namespace: `child::Store`).
     fd: OwnedFd,
     disk: Option<Disk>,
 }
@@ -31,6 +34,8 @@ pub(crate) struct Upper {
 struct Disk {
     pool: OwnedFd,
     id: String,
+    /// `<state>/worlds/<id>/fs`.
+    path: std::path::PathBuf,
     /// Handed over to `worlds/<id>` (kept, or attached for review): no
     /// longer deleted on drop.
     handed_over: bool,
@@ -47,21 +52,31 @@ impl Upper {
                 crate::profile::mark("pool mounted");
                 let cap = pool::cap(&state.root, spec.upper_size)?;
                 let p = pool::open(&state.worlds_dir()).map_err(WorldError::state("open the disk pool"))?;
-                let dir = pool::create_world(p.as_fd(), id, cap)?;
-                let disk = Some(Disk { pool: p, id: id.to_string(), handed_over: false });
-                // The child's overlay needs its upper on a mount of its own
-                // namespace or a detached one: a detached bind of `fs/`.
-                match raw::open_tree_clone_dir(dir.as_fd()) {
-                    Ok(fd) => Upper { fd, disk },
-                    Err(e) => {
-                        drop(Upper { fd: dir, disk });
-                        return Err(WorldError::Scratch(e));
-                    }
-                }
+                // A spare subvolume if there is one (`fs/` and its
+                // directories made already), else a new one.
+                let fd = pool::create_world(p.as_fd(), id, cap)?;
+                let path = state.world_path(id).join("fs");
+                Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, handed_over: false }) }
             }
         };
-        dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
+        dirs(&upper.fd, upper.disk.is_none(), layers).map_err(WorldError::Scratch)?;
         Ok(upper)
+    }
+
+    /// Off the critical path (the world released, its child finishing its
+    /// setup): makes the pool's spares again and empties its trash.
+    pub(crate) fn housekeep(&self, me: &str, state: &StateDir) {
+        if let Some(d) = &self.disk {
+            pool::housekeep(d.pool.as_fd(), &state.root, Some(me), &|id| state.is_live(id));
+        }
+    }
+
+    /// The store as the world's child reaches it.
+    pub(crate) fn for_child(&self) -> io::Result<Store> {
+        Ok(match &self.disk {
+            Some(d) => Store::Path(d.path.clone()),
+            None => Store::Mount(self.fd.try_clone()?),
+        })
     }
 
     /// The directory holding `upper/` and `work/`.
@@ -91,11 +106,12 @@ impl Upper {
 }
 
 impl Drop for Upper {
-    /// A disk upper not handed over is deleted (a tmpfs goes with its fd).
+    /// A disk upper not handed over goes to the pool's trash (a tmpfs goes
+    /// with its fd).
     fn drop(&mut self) {
         if let Some(d) = &self.disk {
             if !d.handed_over {
-                let _ = pool::destroy(d.pool.as_fd(), &d.id);
+                let _ = pool::discard(d.pool.as_fd(), &d.id);
             }
         }
     }
@@ -111,10 +127,13 @@ fn tmpfs(size: u64) -> io::Result<OwnedFd> {
     raw::fsmount(fs.as_fd(), attrs)
 }
 
-/// `upper/` and `work/`, and `layers/<k>/{upper,work}` for each host data
-/// mount.
-fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
-    let mut dirs = vec!["upper".to_string(), "work".to_string()];
+/// `upper/`, `work/` and `scratch/` (`fresh`: a disk upper has them from
+/// the pool), and `layers/<k>/{upper,work}` for each host data mount.
+fn dirs(at: &OwnedFd, fresh: bool, layers: usize) -> io::Result<()> {
+    let mut dirs: Vec<String> = Vec::new();
+    if fresh {
+        dirs.extend(pool::FS_DIRS.map(String::from));
+    }
     if layers > 0 {
         dirs.push("layers".into());
     }

@@ -24,6 +24,7 @@ fn spec(cwd: &Path) -> Spec {
         cwd: cwd.to_path_buf(),
         limits: Limits { memory: 512 << 20, pids: 256, cpus: 1.0 },
         timeout: None,
+        upper: Default::default(), // on disk: the state dir's pool
         upper_size: 256 << 20,
         hostname: "cloche".into(),
         nofile: 1024,
@@ -81,6 +82,16 @@ impl Fixture {
         let state = StateDir::open(state_dir.path()).unwrap();
         let spec = spec(proj.path());
         Fixture { proj, _state_dir: state_dir, state, spec, _lock: lock }
+    }
+}
+
+impl Drop for Fixture {
+    /// The state dir's disk pool (mounted on `worlds/`) goes with it: its
+    /// loop device and image follow the mount.
+    fn drop(&mut self) {
+        let worlds = std::ffi::CString::new(self.state.worlds_dir().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(worlds.as_ptr(), libc::MNT_DETACH) };
     }
 }
 

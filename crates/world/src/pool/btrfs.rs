@@ -12,12 +12,57 @@ const QUOTA_ENABLE: u64 = 1;
 const QUOTA_ENABLE_SIMPLE: u64 = 4;
 const LIMIT_MAX_RFER: u64 = 1 << 0;
 const LIMIT_MAX_EXCL: u64 = 1 << 1;
+/// `BTRFS_SUBVOL_QGROUP_INHERIT`.
+const SUBVOL_QGROUP_INHERIT: u64 = 1 << 2;
+/// Qgroup `1/0`: every world's subvolume is in it, so its limit bounds
+/// what all worlds together hold.
+pub const ALL_WORLDS: u64 = 1 << 48;
 
 /// `struct btrfs_ioctl_vol_args`.
 #[repr(C)]
 struct VolArgs {
     fd: i64,
     name: [u8; 4088],
+}
+
+/// `struct btrfs_ioctl_vol_args_v2` (its first union as `size` and
+/// `qgroup_inherit`, its second as `name`).
+#[repr(C)]
+struct VolArgsV2 {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    size: u64,
+    qgroup_inherit: *const Inherit,
+    unused: [u64; 2],
+    name: [u8; 4040],
+}
+
+/// `struct btrfs_qgroup_inherit` with one qgroup.
+#[repr(C)]
+struct Inherit {
+    flags: u64,
+    num_qgroups: u64,
+    num_ref_copies: u64,
+    num_excl_copies: u64,
+    lim: [u64; 5],
+    qgroups: [u64; 1],
+}
+
+/// `struct btrfs_ioctl_qgroup_create_args`.
+#[repr(C)]
+struct QgroupCreate {
+    create: u64,
+    qgroupid: u64,
+}
+
+/// `struct btrfs_ioctl_fs_info_args`.
+#[repr(C)]
+struct FsInfo {
+    max_id: u64,
+    num_devices: u64,
+    fsid: [u8; 16],
+    rest: [u8; 992],
 }
 
 /// `struct btrfs_ioctl_ino_lookup_args`.
@@ -46,7 +91,9 @@ struct QuotaCtl {
     status: u64,
 }
 
-nix::ioctl_write_ptr!(ioc_subvol_create, MAGIC, 14, VolArgs);
+nix::ioctl_write_ptr!(ioc_subvol_create_v2, MAGIC, 24, VolArgsV2);
+nix::ioctl_read!(ioc_fs_info, MAGIC, 31, FsInfo);
+nix::ioctl_write_ptr!(ioc_qgroup_create, MAGIC, 42, QgroupCreate);
 nix::ioctl_write_ptr!(ioc_snap_destroy, MAGIC, 15, VolArgs);
 nix::ioctl_readwrite!(ioc_ino_lookup, MAGIC, 18, InoLookup);
 nix::ioctl_readwrite!(ioc_quota_ctl, MAGIC, 40, QuotaCtl);
@@ -66,11 +113,47 @@ fn errno(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Creates subvolume `name` in directory `dir`.
+/// Creates subvolume `name` in directory `dir`, in qgroup [`ALL_WORLDS`]
+/// from its birth.
 pub fn subvol_create(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
-    let a = vol_args(name)?;
-    // SAFETY: a valid fd and a pointer to an initialised vol_args we own.
-    unsafe { ioc_subvol_create(dir.as_raw_fd(), &*a) }.map(drop).map_err(errno)
+    let b = vol_args(name)?.name;
+    let inherit =
+        Inherit { flags: 0, num_qgroups: 1, num_ref_copies: 0, num_excl_copies: 0, lim: [0; 5], qgroups: [ALL_WORLDS] };
+    let mut a = Box::new(VolArgsV2 {
+        fd: 0,
+        transid: 0,
+        flags: SUBVOL_QGROUP_INHERIT,
+        size: std::mem::size_of::<Inherit>() as u64,
+        qgroup_inherit: &inherit,
+        unused: [0; 2],
+        name: [0; 4040],
+    });
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    if n >= 4040 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    a.name[..n].copy_from_slice(&b[..n]);
+    // SAFETY: a valid fd and a pointer to a vol_args_v2 we own, whose
+    // qgroup_inherit points to `inherit` (alive until the call returns)
+    // with `size` its size.
+    unsafe { ioc_subvol_create_v2(dir.as_raw_fd(), &*a) }.map(drop).map_err(errno)
+}
+
+/// Creates qgroup `id` (e.g. [`ALL_WORLDS`]).
+pub fn qgroup_create(fs: BorrowedFd<'_>, id: u64) -> io::Result<()> {
+    let a = QgroupCreate { create: 1, qgroupid: id };
+    // SAFETY: a valid fd and a pointer to a qgroup_create_args we own.
+    unsafe { ioc_qgroup_create(fs.as_raw_fd(), &a) }.map(drop).map_err(errno)
+}
+
+/// The filesystem's UUID, as `/sys/fs/btrfs/<uuid>` names it.
+pub fn fsid(fs: BorrowedFd<'_>) -> io::Result<String> {
+    let mut a = Box::new(FsInfo { max_id: 0, num_devices: 0, fsid: [0; 16], rest: [0; 992] });
+    // SAFETY: a valid fd and a pointer to an fs_info_args we own (flags 0:
+    // the kernel fills the base fields only).
+    unsafe { ioc_fs_info(fs.as_raw_fd(), &mut *a) }.map_err(errno)?;
+    let h: String = a.fsid.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
 }
 
 /// Deletes subvolume `name` of directory `dir`, whatever it holds (its
@@ -90,7 +173,8 @@ pub fn subvol_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(a.treeid)
 }
 
-/// Caps the bytes subvolume `id` may hold (its qgroup `0/id`).
+/// Caps the bytes qgroup `id` may hold (a subvolume's id is its qgroup
+/// `0/id`).
 pub fn limit(fs: BorrowedFd<'_>, id: u64, bytes: u64) -> io::Result<()> {
     let mut a = QgroupLimit {
         qgroupid: id,
@@ -131,6 +215,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<InoLookup>(), 4096);
         assert_eq!(std::mem::size_of::<QgroupLimit>(), 48);
         assert_eq!(std::mem::size_of::<QuotaCtl>(), 16);
+        assert_eq!(std::mem::size_of::<VolArgsV2>(), 4096);
+        assert_eq!(std::mem::size_of::<Inherit>(), 80);
+        assert_eq!(std::mem::size_of::<QgroupCreate>(), 16);
+        assert_eq!(std::mem::size_of::<FsInfo>(), 1024);
     }
 
     #[test]

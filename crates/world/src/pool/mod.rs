@@ -1,38 +1,48 @@
 //! The disk pool: where worlds' upper layers live by default.
 //!
-//! One btrfs filesystem per state directory, in a sparse image file
-//! (`<state>/pool.img`) on the state directory's own filesystem, bound to a
-//! loop device and mounted (nosuid, nodev, noexec) on `<state>/worlds`.
-//! Each world is a subvolume there, `worlds/<id>`, whose `fs/` holds its
-//! `upper/` and `work/` directories; a btrfs quota group caps the bytes the
-//! subvolume may hold (`EDQUOT` in the world past it), independently of the
-//! world's memory limit. A subvolume is deleted in one call whatever it
-//! holds (the kernel frees its extents afterwards), so a world that wrote
-//! 10,000 files costs no more to discard than one that wrote none.
+//! One btrfs filesystem per state directory, in a sparse image on the state
+//! directory's own filesystem, bound to a loop device and mounted (nosuid,
+//! nodev, noexec) on `<state>/worlds`. Each world is a subvolume there,
+//! `worlds/<id>`, whose `fs/` holds its `upper/`, `work/` and `scratch/`
+//! directories; a btrfs quota group caps the bytes the subvolume may hold
+//! (`EDQUOT` in the world past it), independently of the world's memory
+//! limit. A subvolume is deleted in one call whatever it holds (the kernel
+//! frees its extents afterwards), so a world that wrote 10,000 files costs
+//! no more to discard than one that wrote none.
+//!
+//! The image has no name: it is made with `O_TMPFILE` in the state
+//! directory and held only by its loop device, which the mounted pool holds.
+//! No path reaches it, so no world (whatever its state directory, whatever
+//! it exposes) can read other worlds' files through it; it cannot be left
+//! behind, and its blocks go back to the host when the pool is unmounted,
+//! at the latest at reboot. Like the tmpfs uppers before it, the pool, and
+//! the worlds kept in it, do not outlive a reboot.
 //!
 //! Why a pool of our own: per-directory caps need quotas, and the state
 //! directory's filesystem may have none (ext4 mounted without `prjquota`,
 //! a kernel without `QFMT_V2`); a loop-mounted filesystem per world costs
 //! 20 ms to mount and 60 ms to unmount here, a subvolume 0.1 ms.
 //!
-//! The pool is made on first use (`mkfs.btrfs`, about 0.2 s) and mounted
-//! again by the next cloche after a reboot. Its image is sized as the
-//! filesystem it lives on (sparse: it takes only what worlds write, and
-//! btrfs' discard gives freed space back to that filesystem).
+//! The pool is made by the first world on disk (`mkfs.btrfs`, about 0.2 s).
+//! Its image is sized as the filesystem it lives on (sparse: it takes only
+//! what worlds write, and btrfs' discard gives freed space back to that
+//! filesystem); the per-world caps, not the image's size, bound what
+//! worlds may write.
 
 pub(crate) mod btrfs;
 mod loopdev;
+mod subvol;
+
+pub use subvol::{create_world, destroy, destroy_path, discard, housekeep, open, FS_DIRS};
 
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// The pool's image, in the state directory.
-pub const IMAGE: &str = "pool.img";
 /// Taken while the pool is being made or mounted.
 const LOCK: &str = "pool.lock";
 /// Free space on the state directory's filesystem that worlds leave alone.
@@ -135,51 +145,68 @@ pub fn ensure(root: &Path) -> Result<(), PoolError> {
         );
         return Err(PoolError { step: "mount the pool".into(), source: io::Error::other(msg) });
     }
-    let image_path = root.join(IMAGE);
-    let fresh = !image_path.exists();
-    if fresh {
-        make_image(root, &image_path)?;
-    }
-    let mounted = mount(&image_path, &worlds, fresh);
-    if mounted.is_err() && fresh {
-        let _ = fs::remove_file(&image_path);
-    }
-    mounted
+    make_and_mount(root, &worlds)
 }
 
-/// Creates the sparse image, sized as the filesystem it lives on, and
-/// formats it (single copies of data and metadata: a world's upper is
-/// disposable).
-fn make_image(root: &Path, image_path: &Path) -> Result<(), PoolError> {
+/// Makes the image (unnamed, sparse, sized as the filesystem it lives on),
+/// binds it to a loop device, formats it (single copies of data and
+/// metadata: a world's upper is disposable), turns quotas on and mounts it
+/// on `worlds`.
+fn make_and_mount(root: &Path, worlds: &Path) -> Result<(), PoolError> {
+    use crate::raw;
     let st = statfs(root).map_err(at("statfs the state directory"))?;
     let size = (st.f_blocks as u64 * st.f_frsize as u64).max(MIN_IMAGE);
-    let f = fs::OpenOptions::new()
-        .create_new(true)
+    let image = fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(image_path)
-        .map_err(at("create pool.img"))?;
-    let made = f.set_len(size).map_err(at("size pool.img")).and_then(|()| {
-        let mkfs = mkfs_path().ok_or_else(|| {
-            at("mkfs.btrfs")(io::Error::new(io::ErrorKind::NotFound, "not found: install btrfs-progs"))
-        })?;
-        let out = std::process::Command::new(&mkfs)
-            .args(["-q", "-f", "-m", "single", "-d", "single", "-K", "-L", "cloche-pool"])
-            .arg(image_path)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(at("run mkfs.btrfs"))?;
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(at("mkfs.btrfs")(io::Error::other(msg)));
-        }
-        Ok(())
-    });
-    if made.is_err() {
-        let _ = fs::remove_file(image_path);
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(root)
+        .map_err(at("create the pool's image (O_TMPFILE)"))?;
+    image.set_len(size).map_err(at("size the pool's image"))?;
+    let name = format!("cloche pool of {}", root.display());
+    // From here the loop device holds the image; our descriptor of the
+    // device keeps it until the mount does (it detaches itself when the
+    // pool is unmounted, or if we die first).
+    let (dev, devfd) = loopdev::attach(&image, &name).map_err(at("bind the pool's image to a loop device"))?;
+    drop(image);
+    mkfs(&dev)?;
+    let fsfd = raw::fsopen("btrfs").map_err(at("btrfs (fsopen)"))?;
+    raw::fsconfig_str(fsfd.as_fd(), "source", &dev.to_string_lossy()).map_err(at("btrfs source"))?;
+    raw::fsconfig_create(fsfd.as_fd()).map_err(at(format!("mount {} (btrfs)", dev.display())))?;
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    let mnt = raw::fsmount(fsfd.as_fd(), attrs).map_err(at("fsmount the pool"))?;
+    drop(devfd);
+    let top = nix::fcntl::openat(&mnt, ".", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY, {
+        nix::sys::stat::Mode::empty()
+    })
+    .map_err(|e| at("open the pool")(io::Error::from(e)))?;
+    btrfs::enable_quota(top.as_fd()).map_err(at("enable btrfs quotas"))?;
+    btrfs::qgroup_create(top.as_fd(), btrfs::ALL_WORLDS).map_err(at("create the worlds' qgroup"))?;
+    bound_all(top.as_fd(), root).map_err(at("cap all worlds (btrfs qgroup)"))?;
+    // SAFETY: fchmod on a descriptor we own.
+    if unsafe { libc::fchmod(top.as_raw_fd(), 0o700) } != 0 {
+        return Err(at("chmod the pool")(io::Error::last_os_error()));
     }
-    made
+    raw::move_mount_to(mnt.as_fd(), &cpath(worlds).map_err(at("pool path"))?)
+        .map_err(at(format!("attach the pool on {}", worlds.display())))
+}
+
+/// `mkfs.btrfs` of the pool's loop device.
+fn mkfs(dev: &Path) -> Result<(), PoolError> {
+    let mkfs = mkfs_path()
+        .ok_or_else(|| at("mkfs.btrfs")(io::Error::new(io::ErrorKind::NotFound, "not found: install btrfs-progs")))?;
+    let out = std::process::Command::new(&mkfs)
+        .args(["-q", "-f", "-m", "single", "-d", "single", "-K", "-L", "cloche-pool"])
+        .arg(dev)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(at("run mkfs.btrfs"))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(at("mkfs.btrfs")(io::Error::other(msg)));
+    }
+    Ok(())
 }
 
 /// `mkfs.btrfs` on PATH or in the usual sbin directories.
@@ -191,38 +218,27 @@ pub fn mkfs_path() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Binds the image to a loop device and mounts it on `worlds`.
-fn mount(image_path: &Path, worlds: &Path, fresh: bool) -> Result<(), PoolError> {
-    use crate::raw;
-    let image = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(image_path)
-        .map_err(at("open pool.img"))?;
-    let (dev, devfd) =
-        loopdev::attach(&image, &image_path.to_string_lossy()).map_err(at("bind pool.img to a loop device"))?;
-    let fsfd = raw::fsopen("btrfs").map_err(at("btrfs (fsopen)"))?;
-    raw::fsconfig_str(fsfd.as_fd(), "source", &dev.to_string_lossy()).map_err(at("btrfs source"))?;
-    raw::fsconfig_create(fsfd.as_fd()).map_err(at(format!("mount {} (btrfs)", dev.display())))?;
-    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    let mnt = raw::fsmount(fsfd.as_fd(), attrs).map_err(at("fsmount the pool"))?;
-    // The mounted filesystem holds the device now: ours can go (the device
-    // detaches itself when the pool is unmounted).
-    drop((devfd, image));
-    let root = nix::fcntl::openat(&mnt, ".", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY, {
-        nix::sys::stat::Mode::empty()
-    })
-    .map_err(|e| at("open the pool")(io::Error::from(e)))?;
-    if fresh {
-        btrfs::enable_quota(root.as_fd()).map_err(at("enable btrfs quotas"))?;
+/// Caps what all worlds of the pool hold together (running, kept and in
+/// the trash: qgroup [`btrfs::ALL_WORLDS`]) at what they hold now plus
+/// what the state directory's filesystem has free beyond [`RESERVE`]:
+/// worlds started together, each under its own cap, still cannot fill the
+/// host's disk. Refreshed by every run's housekeeping.
+pub fn bound_all(pool: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
+    let st = statfs(root)?;
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    let usage = format!("/sys/fs/btrfs/{}/qgroups/1_0/referenced", btrfs::fsid(pool)?);
+    let used: u64 = fs::read_to_string(&usage)?.trim().parse().map_err(io::Error::other)?;
+    btrfs::limit(pool, btrfs::ALL_WORLDS, used.saturating_add(free.saturating_sub(RESERVE)))
+}
+
+/// The pool's housekeeping outside a run (`cloche worlds gc`): the trash
+/// emptied, the bound on all worlds refreshed. Nothing to
+/// do when the pool is not mounted.
+pub fn tidy(state: &crate::state::StateDir) {
+    let worlds = state.worlds_dir();
+    if let (true, Ok(pool)) = (is_mounted(&worlds), subvol::open(&worlds)) {
+        housekeep(pool.as_fd(), &state.root, None, &|id| state.is_live(id));
     }
-    // SAFETY: fchmod on a descriptor we own.
-    if unsafe { libc::fchmod(root.as_raw_fd(), 0o700) } != 0 {
-        return Err(at("chmod the pool")(io::Error::last_os_error()));
-    }
-    raw::move_mount_to(mnt.as_fd(), &cpath(worlds).map_err(at("pool path"))?)
-        .map_err(at(format!("attach the pool on {}", worlds.display())))
 }
 
 /// The cap of a new world: `want`, or less when the state directory's
@@ -245,70 +261,14 @@ pub fn cap(root: &Path, want: u64) -> Result<u64, PoolError> {
     Ok(cap)
 }
 
-fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
-    use nix::fcntl::OFlag;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()).map_err(io::Error::from)
-}
-
-/// Opens the mounted pool (`<state>/worlds`).
-pub fn open(worlds: &Path) -> io::Result<OwnedFd> {
-    let c = cpath(worlds)?;
-    // SAFETY: a NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor we just opened.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Makes world `id`'s subvolume, capped at `cap` bytes, with an empty
-/// `fs/` (0700) in it; returns `fs/` opened. Nothing is left on error.
-pub fn create_world(pool: BorrowedFd<'_>, id: &str, cap: u64) -> Result<OwnedFd, PoolError> {
-    btrfs::subvol_create(pool, id).map_err(at("create the world's subvolume"))?;
-    let made = (|| {
-        let world = open_dir_at(pool, id).map_err(at("open the world's subvolume"))?;
-        // SAFETY: fchmod on a descriptor we own.
-        if unsafe { libc::fchmod(world.as_raw_fd(), 0o700) } != 0 {
-            return Err(at("chmod the world's subvolume")(io::Error::last_os_error()));
-        }
-        let sid = btrfs::subvol_id(world.as_fd()).map_err(at("the world's subvolume id"))?;
-        btrfs::limit(world.as_fd(), sid, cap).map_err(at("cap the world's subvolume (btrfs qgroup)"))?;
-        nix::sys::stat::mkdirat(&world, "fs", nix::sys::stat::Mode::from_bits_truncate(0o700))
-            .map_err(|e| at("mkdir fs")(io::Error::from(e)))?;
-        open_dir_at(world.as_fd(), "fs").map_err(at("open fs"))
-    })();
-    if made.is_err() {
-        let _ = btrfs::subvol_destroy(pool, id);
-    }
-    made
-}
-
-/// Deletes world `id`'s subvolume.
-pub fn destroy(pool: BorrowedFd<'_>, id: &str) -> io::Result<()> {
-    btrfs::subvol_destroy(pool, id)
-}
-
-/// Deletes the subvolume at `path` (a world directory in the pool).
-pub fn destroy_path(path: &Path) -> io::Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    let dir = open(parent)?;
-    btrfs::subvol_destroy(dir.as_fd(), &name.to_string_lossy())
-}
-
 /// What `cloche doctor` says of a state directory's pool.
 #[derive(Debug)]
 pub struct Status {
-    pub image: PathBuf,
-    /// The image's apparent size, if it exists.
-    pub size: Option<u64>,
-    /// Bytes the image takes on disk.
-    pub allocated: u64,
+    /// The pool is mounted on `worlds/`.
     pub mounted: bool,
     pub read_only: bool,
+    /// Bytes the pool's worlds take (when mounted).
+    pub used: u64,
     /// Free bytes on the state directory's filesystem.
     pub host_free: u64,
     /// That filesystem's type (statfs magic).
@@ -316,21 +276,17 @@ pub struct Status {
 }
 
 pub fn status(root: &Path) -> Status {
-    use std::os::unix::fs::MetadataExt;
-    let image = root.join(IMAGE);
-    let meta = fs::metadata(&image).ok();
     let worlds = root.join("worlds");
     let mounted = is_mounted(&worlds);
-    let read_only = mounted
-        && nix::sys::statvfs::statvfs(&worlds).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    let pool = if mounted { statfs(&worlds).ok() } else { None };
     let host = statfs(root).ok();
     Status {
-        size: meta.as_ref().map(|m| m.len()),
-        allocated: meta.as_ref().map(|m| m.blocks() * 512).unwrap_or(0),
-        image,
         mounted,
-        read_only,
-        host_free: host.map(|s| s.f_bavail as u64 * s.f_frsize as u64).unwrap_or(0),
+        read_only: mounted
+            && nix::sys::statvfs::statvfs(&worlds)
+                .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
+        used: pool.map(|s| (s.f_blocks - s.f_bfree).saturating_mul(s.f_bsize as u64)).unwrap_or(0),
+        host_free: host.map(|s| s.f_bavail.saturating_mul(s.f_frsize as u64)).unwrap_or(0),
         host_fs: host.map(|s| s.f_type).unwrap_or(0),
     }
 }
