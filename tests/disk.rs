@@ -302,3 +302,30 @@ fn another_state_directorys_worlds_are_not_visible_in_a_world() {
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0"], "{}", o.describe());
     fx.finish();
 }
+
+#[test]
+fn the_root_overlay_keeps_inodes_and_never_syncs_its_disk_upper() {
+    let fx = Fixture::new();
+    // 200 base files changed: each copy-up on disk would fsync without
+    // `volatile` (4-8 ms each here, benches/overlay.py).
+    for i in 0..200 {
+        fx.write(&format!("base/f{i}"), b"x\n", 0o644);
+    }
+    let o = fx.sh(
+        &[] as &[&str],
+        "for f in base/*; do echo y >> \"$f\"; done\n\
+         grep ' / / .* - overlay ' /proc/self/mountinfo | head -n 1 | awk '{print \"root\", $NF}'",
+    );
+    o.expect_code(0);
+    let f = fields(&o);
+    let opts: Vec<&str> = f.get("root").and_then(|v| v.first()).map(|s| s.split(',').collect()).unwrap_or_default();
+    // index=on: links keep inodes; fsync=volatile: no sync to the pool (a
+    // world's upper is disposable); no xino (inode numbers stay the lower
+    // filesystem's).
+    for want in ["index=on", "fsync=volatile"] {
+        assert!(opts.contains(&want), "{want} missing from the root overlay's options {opts:?}\n{}", o.describe());
+    }
+    assert!(!opts.iter().any(|o| o.starts_with("xino=on")), "{opts:?}");
+    assert_eq!(o.report()["fs_diff"]["totals"]["modified"], 200, "{}", o.describe());
+    fx.finish();
+}

@@ -43,6 +43,23 @@ pub fn fsconfig_str(fs: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()
     Ok(())
 }
 
+/// `fsconfig(FSCONFIG_SET_FLAG)`: one option without a value.
+pub fn fsconfig_flag(fs: BorrowedFd<'_>, key: &str) -> io::Result<()> {
+    let k = cstr(key)?;
+    // SAFETY: valid fd and NUL-terminated key; value NULL and aux 0 for SET_FLAG.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_SET_FLAG,
+            k.as_ptr(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
 /// `fsconfig(FSCONFIG_CMD_CREATE)`: creates the superblock.
 pub fn fsconfig_create(fs: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: valid fd; key and value must be NULL for CMD_CREATE.

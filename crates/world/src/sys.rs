@@ -90,6 +90,10 @@ impl Sys for RealSys<'_> {
         // a JavaScript number, and Node's realpath cache keyed by it, can
         // no longer tell inodes apart). The kernel turns index off by
         // itself (with a warning) on a lower filesystem without file handles.
+        // volatile: no sync of the upper, ever (an upper on disk would
+        // otherwise fsync each file it copies up: 4-8 ms a file here, and
+        // the whole pool at unmount); a world's upper is disposable, and
+        // none is mounted twice, which is all volatile asks.
         let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
         let fsb = {
@@ -102,6 +106,7 @@ impl Sys for RealSys<'_> {
         for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
             raw::fsconfig_str(fsb, k, v)?;
         }
+        raw::fsconfig_flag(fsb, "volatile")?;
         raw::fsconfig_create(fsb)?;
         let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
         let m = {
