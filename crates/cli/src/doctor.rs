@@ -145,6 +145,18 @@ fn upper_checks(v: &mut Vec<Check>) {
             Err(e) => format!("btrfs: {e} (CONFIG_BTRFS_FS, modprobe btrfs)"),
         },
     );
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let mut v = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let simple = (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 7);
+    check(
+        "btrfs quotas",
+        true,
+        if simple {
+            format!("simple quotas (kernel {release}): each world's cap is a quota group")
+        } else {
+            format!("full qgroups (kernel {release} predates simple quotas, 6.7): same caps, slower deletes")
+        },
+    );
     let loopdev = std::path::Path::new("/dev/loop-control").exists();
     check(
         "loop devices",
