@@ -8,9 +8,9 @@
 //! agent. Local root can always act as a reviewer; per-caller identity
 //! (SO_PEERCRED) comes with `cloched`.
 
+use crate::fail;
 use crate::policy_store_cmd::{load_version, open_store, resolve, uid_actor};
 use crate::run::{open_state, policy_spec};
-use crate::{fail, find_init};
 use clap::Subcommand;
 use cloche_broker::{categorize, BatchFile, BatchState, Broker, Classifier, Config, Decision, EntryResult, Limits};
 use cloche_policy::store::BUILTIN;
@@ -421,8 +421,7 @@ fn run_started(
     crate::project::check_world(&spec, &state, "project")?;
     spec.keep = true; // kept for review (diff, commit, discard)
     spec.owner = Some(format!("batch:{id}"));
-    let init = find_init()?;
-    let mut world = World::start(&spec, &state, &init).map_err(|err| format!("world: {err}"))?;
+    let mut world = World::start(&spec, &state).map_err(|err| format!("world: {err}"))?;
     broker.world_started(id, world.id(), &world.layers()).map_err(e)?;
     // Per entry: which paths it changed, and the host state of each path the
     // first time (conflict detection at commit).

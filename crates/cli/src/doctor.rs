@@ -1,6 +1,5 @@
 //! `cloche doctor`: what this machine offers, what is missing, how to fix it.
 
-use crate::find_init;
 use cloche_policy::Policy;
 use cloche_world::cgroup::Layout;
 use cloche_world::seccomp::{Profile, Program};
@@ -104,16 +103,28 @@ fn run_checks() -> Vec<Check> {
         },
     });
     network_checks(&mut v);
-    let init = find_init();
+    // The init is embedded; a world executes it from a sealed memfd (which
+    // vm.memfd_noexec=2 would forbid).
+    let init = cloche_world::init::memfd();
     v.push(Check {
         name: "cloche-init",
         ok: init.is_ok(),
         required: true,
         detail: match &init {
-            Ok(p) => p.display().to_string(),
-            Err(e) => e.clone(),
+            Ok(_) => format!("embedded ({} bytes), executed from a sealed memfd", cloche_world::init::INIT.len()),
+            Err(e) => format!("cannot make its memfd: {e}"),
         },
     });
+    if let Ok(v2) = std::fs::read_to_string("/proc/sys/vm/memfd_noexec") {
+        if v2.trim() == "2" {
+            v.push(Check {
+                name: "memfd exec",
+                ok: false,
+                required: true,
+                detail: "vm.memfd_noexec=2 forbids executing the init from a memfd (set it to 0 or 1)".into(),
+            });
+        }
+    }
     v
 }
 

@@ -111,17 +111,3 @@ pub fn fail(message: impl std::fmt::Display) -> i32 {
     eprintln!("cloche: {message}");
     EXIT_CLOCHE
 }
-
-/// The init binary: `cloche-init` next to this executable, or in
-/// /usr/local/lib/cloche or /usr/lib/cloche.
-pub fn find_init() -> Result<std::path::PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the cloche executable: {e}"))?;
-    let candidates = [
-        exe.with_file_name("cloche-init"),
-        "/usr/local/lib/cloche/cloche-init".into(),
-        "/usr/lib/cloche/cloche-init".into(),
-    ];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        format!("cloche-init not found next to {} (build the whole workspace: cargo build --workspace)", exe.display())
-    })
-}

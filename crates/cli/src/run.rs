@@ -1,6 +1,6 @@
 //! `cloche run`: one world, one command.
 
-use crate::{fail, find_init};
+use crate::fail;
 use clap::Args;
 use cloche_policy::{parse_size, Policy};
 use cloche_world::bpf_cache::program_for;
@@ -71,7 +71,7 @@ pub fn main(args: RunArgs) -> i32 {
     cloche_world::profile::mark("cli: arguments parsed");
     match prepare(&args) {
         Err(msg) => fail(msg),
-        Ok((spec, state, init)) => match cloche_world::run(&spec, &state, &init) {
+        Ok((spec, state)) => match cloche_world::run(&spec, &state) {
             Err(e) => fail(e),
             Ok(outcome) => finish(&args, &spec, &outcome),
         },
@@ -79,7 +79,7 @@ pub fn main(args: RunArgs) -> i32 {
 }
 
 /// Turns arguments and policy into a validated world spec.
-fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
+fn prepare(args: &RunArgs) -> Result<(Spec, StateDir), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("cloche run needs root (rootless worlds are not supported yet)".into());
@@ -142,8 +142,7 @@ fn prepare(args: &RunArgs) -> Result<(Spec, StateDir, PathBuf), String> {
             return Err("--cpus: a number of cores above 0".into());
         }
     }
-    let init = find_init()?;
-    Ok((spec, state, init))
+    Ok((spec, state))
 }
 
 /// The state directory (`CLOCHE_STATE_DIR` or /var/lib/cloche), created.

@@ -14,7 +14,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 /// Namespaces a world is cloned into (the cgroup namespace is entered by the
 /// child after it joined its cgroup, so that it is rooted there).
@@ -64,15 +63,13 @@ pub(crate) fn launch(
     layers: &[HostMount],
     claim: &crate::state::Claim,
     state: &StateDir,
-    init_path: &Path,
     mode: Mode,
 ) -> Result<Launched, WorldError> {
     // Upper and work on a size-capped tmpfs that is never attached to the
     // host's tree while the world runs: it vanishes with its last fd.
     let scratch = make_scratch(spec.upper_size, layers.len()).map_err(WorldError::Scratch)?;
     crate::profile::mark("scratch tmpfs made");
-    let init =
-        std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
+    let init = crate::init::memfd().map_err(|e| WorldError::Init(format!("the embedded init into a memfd: {e}")))?;
     // One-shot: `cloche-init -- CMD...`; serve: `cloche-init --serve FD`,
     // FD being the child's end of a SOCK_SEQPACKET pair kept across execve.
     let mut argv = vec![CString::new("cloche-init").expect("no NUL")];
