@@ -16,7 +16,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-/// `cloche diff ID [--stat] [--name-status] [--json] [PATH...]`.
+/// `cloche diff ID [--stat] [--name-status] [--touched] [--json] [PATH...]`.
 #[derive(clap::Args)]
 pub struct DiffArgs {
     /// A kept world's id, or a batch id (its world).
@@ -25,6 +25,10 @@ pub struct DiffArgs {
     stat: bool,
     #[arg(long, conflicts_with = "json")]
     name_status: bool,
+    /// Also list the touched paths: written by the world but as the base has
+    /// them (never committed; `--json` always lists them).
+    #[arg(long)]
+    touched: bool,
     /// The fs_diff object with review flags and, per path, the entries that changed it.
     #[arg(long)]
     json: bool,
@@ -125,7 +129,7 @@ pub fn diff(a: DiffArgs) -> i32 {
         } else {
             Format::Full
         };
-        let opts = RenderOptions { format, color: tty, paths, ..RenderOptions::default() };
+        let opts = RenderOptions { format, color: tty, paths, touched: a.touched, ..RenderOptions::default() };
         let mut out = Vec::new();
         render::render(&mut out, &review, &WorldContents::new(&t.world), &opts).map_err(|e| e.to_string())?;
         page(&out, tty).map_err(|e| format!("stdout: {e}"))
@@ -137,7 +141,7 @@ pub fn diff(a: DiffArgs) -> i32 {
 fn diff_json(t: &Target, review: &Review, paths: &[Vec<u8>]) -> Result<Value, String> {
     let mut v = serde_json::to_value(&review.diff).map_err(|e| e.to_string())?;
     let keep = |p: &[u8]| paths.is_empty() || paths.iter().any(|x| cloche_review::at_or_below(p, x));
-    for list in ["added", "modified", "deleted"] {
+    for list in ["added", "modified", "deleted", "touched"] {
         let entries: Vec<Value> = review_list(&review.diff, list)
             .iter()
             .zip(v[list].as_array().cloned().unwrap_or_default())
@@ -162,6 +166,7 @@ fn review_list<'d>(d: &'d cloche_world::diff::FsDiff, list: &str) -> &'d [cloche
     match list {
         "added" => &d.added,
         "modified" => &d.modified,
+        "touched" => &d.touched,
         _ => &d.deleted,
     }
 }
