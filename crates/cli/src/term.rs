@@ -18,7 +18,9 @@ pub enum ColorWhen {
     /// Colour when the output is a terminal and NO_COLOR is not set.
     #[default]
     Auto,
+    /// Colour, even into a pipe or a file.
     Always,
+    /// No colour.
     Never,
 }
 
@@ -72,7 +74,7 @@ fn rows_of(text: &str, width: usize) -> usize {
 }
 
 /// Writes `text` to stdout, through the pager when stdout is a terminal
-/// taller than... shorter than the text. A reader that goes away is not an
+/// with fewer rows than the text takes. A reader that goes away is not an
 /// error.
 pub fn page(text: &[u8]) -> std::io::Result<()> {
     let stdout = std::io::stdout();
