@@ -227,7 +227,11 @@ fn schema_errors(name: &str, doc: &Value) -> Vec<String> {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&serde_json::to_vec(doc).unwrap()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the validator failed (is jsonschema installed? bash .ci/setup): {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the validator failed (is jsonschema installed? bash .ci/setup): {}",
+        text(&out.stderr)
+    );
     text(&out.stdout).lines().map(|l| format!("{name}: {l}")).collect()
 }
 
@@ -481,7 +485,8 @@ fn completions_man_page_help_and_environment() {
     let o = fx.cloche(&["--help"]);
     o.expect_code(0);
     let help = text(&o.stdout);
-    for var in ["CLOCHE_STATE_DIR", "CLOCHE_AUTONOMY_TOKEN", "CLOCHE_DNS_UPSTREAM", "CLOCHE_PROFILE", "NO_COLOR", "PAGER"]
+    for var in
+        ["CLOCHE_STATE_DIR", "CLOCHE_AUTONOMY_TOKEN", "CLOCHE_DNS_UPSTREAM", "CLOCHE_PROFILE", "NO_COLOR", "PAGER"]
     {
         assert!(help.contains(var), "{var} not in --help:\n{help}");
     }

@@ -73,10 +73,8 @@ fn verify(path: &std::path::Path, json: bool) -> i32 {
         why: None,
     };
     match audit::verify(path) {
-        Ok(r) if json => {
-            crate::output::emit(&AuditVerify { entries: Some(r.lines), head: Some(r.head), ..doc(true) })
-                .map_or_else(crate::fail, |()| 0)
-        }
+        Ok(r) if json => crate::output::emit(&AuditVerify { entries: Some(r.lines), head: Some(r.head), ..doc(true) })
+            .map_or_else(crate::fail, |()| 0),
         Ok(r) => {
             println!("ok: {} entries", r.lines);
             println!("head: {}", r.head);

@@ -9,8 +9,8 @@ use cloche_world::spec::{build_env, parse_env_pair, Terminal};
 use cloche_world::{Outcome, Spec, StateDir};
 use serde_json::json;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -258,9 +258,9 @@ fn env_options(
         if v.as_ref().is_some_and(|v| v.as_encoded_bytes().contains(&0)) {
             return Err(format!("{}: the value contains a NUL byte", what()));
         }
-        match v.or_else(|| lookup(&k)) {
-            Some(v) => out.push((k, v)),
-            None => {} // `K` that the caller does not have: not set, as in Docker
+        // `K` that the caller does not have: not set, as in Docker.
+        if let Some(v) = v.or_else(|| lookup(&k)) {
+            out.push((k, v));
         }
         Ok(())
     };
