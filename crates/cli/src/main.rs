@@ -8,6 +8,7 @@ mod audit_cmd;
 mod batch_cmd;
 mod batch_net;
 mod doctor;
+mod history_cmd;
 mod net_args;
 mod output;
 mod policy_cmd;
@@ -80,9 +81,9 @@ enum Command {
     Autonomy(batch_cmd::AutonomyCommand),
     /// Trace spans of batches.
     #[command(subcommand)]
-    Trace(batch_cmd::TraceCommand),
+    Trace(history_cmd::TraceCommand),
     /// Search past commands; per-command statistics.
-    History(batch_cmd::HistoryArgs),
+    History(history_cmd::HistoryArgs),
     /// Kept worlds: list, show, collect by the retention limit.
     #[command(subcommand)]
     Worlds(worlds_cmd::WorldsCommand),
@@ -156,8 +157,8 @@ fn main() {
         Command::Audit(c) => audit_cmd::main(c),
         Command::Batch(c) => batch_cmd::main(c),
         Command::Autonomy(c) => batch_cmd::autonomy(c),
-        Command::Trace(c) => batch_cmd::trace(c),
-        Command::History(a) => batch_cmd::history(a),
+        Command::Trace(c) => history_cmd::trace(c),
+        Command::History(a) => history_cmd::history(a),
         Command::Worlds(c) => worlds_cmd::main(c),
         Command::Discard(a) => worlds_cmd::discard(a),
         Command::Diff(a) => review_cmd::diff(a),
