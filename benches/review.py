@@ -155,7 +155,7 @@ def main():
         # Discard every world still kept (this unmounts its tmpfs) ...
         try:
             r = subprocess.run([a.cloche, "worlds", "list", "--json"], env=env, capture_output=True)
-            for w in json.loads(r.stdout or b"[]"):
+            for w in json.loads(r.stdout or b'{"worlds": []}')["worlds"]:
                 discard(w["id"])
         except (ValueError, KeyError, TypeError) as e:
             print(f"warning: cannot list worlds: {e}", file=sys.stderr)

@@ -156,7 +156,7 @@ fn a_world_writing_gigabytes_then_allocating_fits_the_default_limits() {
     let w = fx.cloche(&["worlds", "list", "--json"]);
     w.expect_code(0);
     let listed: serde_json::Value = serde_json::from_slice(&w.stdout).unwrap();
-    let size = listed
+    let size = listed["worlds"]
         .as_array()
         .and_then(|a| a.iter().find(|x| x["id"].as_str() == id.as_deref()))
         .and_then(|x| x["size"].as_u64())
@@ -289,7 +289,9 @@ fn another_state_directorys_worlds_are_not_visible_in_a_world() {
         let mut c = fx.command();
         c.env("CLOCHE_STATE_DIR", &other).args(["worlds", "list", "--json"]);
         let listed: serde_json::Value = serde_json::from_slice(&run_cmd(&mut c, DEADLINE).stdout).unwrap();
-        for w in listed.as_array().cloned().unwrap_or_default() {
+        let worlds = listed["worlds"].as_array().cloned().expect("worlds list --json: {\"worlds\": [...]}");
+        assert_eq!(worlds.len(), 1, "{listed}");
+        for w in worlds {
             let mut c = fx.command();
             c.env("CLOCHE_STATE_DIR", &other).args(["discard", w["id"].as_str().unwrap()]);
             run_cmd(&mut c, DEADLINE).expect_code(0);

@@ -1,6 +1,5 @@
 //! `cloche doctor`: what this machine offers, what is missing, how to fix it.
 
-use crate::find_init;
 use cloche_policy::Policy;
 use cloche_world::cgroup::Layout;
 use cloche_world::seccomp::{Profile, Program};
@@ -14,27 +13,51 @@ struct Check {
     detail: String,
 }
 
-pub fn main() -> i32 {
+/// `cloche doctor [--json]`.
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// Print the checks as one JSON document (docs/schemas/doctor.json).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: DoctorArgs) -> i32 {
     let checks = run_checks();
-    let mut failed = 0;
-    for c in &checks {
-        let mark = match (c.ok, c.required) {
-            (true, _) => "ok  ",
-            (false, true) => "FAIL",
-            (false, false) => "warn",
+    let failed = checks.iter().filter(|c| !c.ok && c.required).count();
+    let code = if failed == 0 { 0 } else { 1 };
+    if args.json {
+        let doc = crate::output::Doctor {
+            schema_version: crate::output::Version,
+            ok: failed == 0,
+            failed,
+            checks: checks
+                .iter()
+                .map(|c| crate::output::DoctorCheck {
+                    name: c.name.to_string(),
+                    ok: c.ok,
+                    required: c.required,
+                    detail: c.detail.clone(),
+                })
+                .collect(),
         };
-        println!("{mark} {:<14} {}", c.name, c.detail);
-        if !c.ok && c.required {
-            failed += 1;
-        }
+        return crate::output::emit(&doc).map_or_else(crate::fail, |()| code);
+    }
+    use anstyle::{AnsiColor, Style};
+    let style = |c: AnsiColor| Style::new().fg_color(Some(c.into())).bold();
+    for c in &checks {
+        let (mark, s) = match (c.ok, c.required) {
+            (true, _) => ("ok  ", style(AnsiColor::Green)),
+            (false, true) => ("FAIL", style(AnsiColor::Red)),
+            (false, false) => ("warn", style(AnsiColor::Yellow)),
+        };
+        anstream::println!("{s}{mark}{s:#} {:<14} {}", c.name, c.detail);
     }
     if failed == 0 {
         println!("cloche can run worlds here.");
-        0
     } else {
         println!("{failed} required check(s) failed: `cloche run` will refuse to start.");
-        1
     }
+    code
 }
 
 fn run_checks() -> Vec<Check> {
@@ -105,16 +128,28 @@ fn run_checks() -> Vec<Check> {
     });
     upper_checks(&mut v);
     network_checks(&mut v);
-    let init = find_init();
+    // The init is embedded; a world executes it from a sealed memfd (which
+    // vm.memfd_noexec=2 would forbid).
+    let init = cloche_world::init::memfd();
     v.push(Check {
         name: "cloche-init",
         ok: init.is_ok(),
         required: true,
         detail: match &init {
-            Ok(p) => p.display().to_string(),
-            Err(e) => e.clone(),
+            Ok(_) => format!("embedded ({} bytes), executed from a sealed memfd", cloche_world::init::INIT.len()),
+            Err(e) => format!("cannot make its memfd: {e}"),
         },
     });
+    if let Ok(v2) = std::fs::read_to_string("/proc/sys/vm/memfd_noexec") {
+        if v2.trim() == "2" {
+            v.push(Check {
+                name: "memfd exec",
+                ok: false,
+                required: true,
+                detail: "vm.memfd_noexec=2 forbids executing the init from a memfd (set it to 0 or 1)".into(),
+            });
+        }
+    }
     v
 }
 

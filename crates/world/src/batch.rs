@@ -27,7 +27,7 @@ use crate::world::{collect_diff, ms, Outcome, Timings};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// One command of a batch.
@@ -115,11 +115,11 @@ impl Drop for World<'_> {
 
 impl<'a> World<'a> {
     /// Builds and starts a world (`spec.argv` is not used).
-    pub fn start(spec: &'a Spec, state: &'a StateDir, init_path: &Path) -> Result<World<'a>, WorldError> {
+    pub fn start(spec: &'a Spec, state: &'a StateDir) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
         let (layout, layers) = crate::world::host_facts(spec, state)?;
         let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-        let mut w = launch(spec, &layout, &layers, &claim, state, init_path, Mode::Serve)?;
+        let mut w = launch(spec, &layout, &layers, &claim, state, Mode::Serve)?;
         // A kept world is attached on the host from the start: its upper
         // outlives a runner that dies, for review (or the sweep).
         let attached = if spec.keep {

@@ -14,7 +14,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 /// Namespaces a world is cloned into (the cgroup namespace is entered by the
 /// child after it joined its cgroup, so that it is rooted there).
@@ -64,15 +63,13 @@ pub(crate) fn launch(
     layers: &[HostMount],
     claim: &crate::state::Claim,
     state: &StateDir,
-    init_path: &Path,
     mode: Mode,
 ) -> Result<Launched, WorldError> {
     // Upper and work: a capped subvolume of the disk pool, or a capped
-    // tmpfs (upper.rs). The child gets its own descriptor of their directory.
+    // tmpfs (upper.rs). The child opens the subvolume in its own namespace.
     let scratch = crate::upper::Upper::make(spec, state, &claim.id, layers.len())?;
     crate::profile::mark("upper made");
-    let init =
-        std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
+    let init = crate::init::memfd().map_err(|e| WorldError::Init(format!("the embedded init into a memfd: {e}")))?;
     // One-shot: `cloche-init -- CMD...`; serve: `cloche-init --serve FD`,
     // FD being the child's end of a SOCK_SEQPACKET pair kept across execve.
     let mut argv = vec![CString::new("cloche-init").expect("no NUL")];

@@ -13,6 +13,7 @@ pub mod child;
 pub mod diff;
 pub mod error;
 pub mod exposure;
+pub mod init;
 pub mod kept;
 pub mod launch;
 pub mod layers;

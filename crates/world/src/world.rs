@@ -1,5 +1,5 @@
 //! The parent side of a world: prepare, clone, release, wait, collect the
-//! fs_diff, tear down. One function, [`run`], in the order of DESIGN.md.
+//! fs_diff, tear down. One function, [`run`], in the order of docs/design.md.
 
 use crate::cgroup::Layout;
 use crate::child;
@@ -56,7 +56,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 /// Runs one world to completion.
-pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, WorldError> {
+pub fn run(spec: &Spec, state: &StateDir) -> Result<Outcome, WorldError> {
     let t0 = Instant::now();
     spec.validate()?;
     // 1. Where the controllers are; claim an id (a lock, nothing on disk).
@@ -64,12 +64,12 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     let (layout, layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, init_path, t0)?;
+    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, t0)?;
     let t = Instant::now();
     if spec.keep {
         outcome.kept = Some(keep_world(state, &claim, upper, &layers, &outcome, spec)?);
     } else {
-        drop(upper); // the subvolume is deleted, or the tmpfs' last fd closed
+        drop(upper); // the subvolume goes to the pool's trash, or the tmpfs' last fd closes
     }
     crate::profile::mark("teardown done");
     outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
@@ -103,11 +103,10 @@ fn run_in(
     layers: &[HostMount],
     claim: &crate::state::Claim,
     state: &StateDir,
-    init_path: &Path,
     t0: Instant,
 ) -> Result<(Outcome, Upper), WorldError> {
     let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, .. } =
-        launch(spec, layout, layers, claim, state, init_path, Mode::OneShot)?;
+        launch(spec, layout, layers, claim, state, Mode::OneShot)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
 
