@@ -36,6 +36,8 @@ struct Disk {
     id: String,
     /// `<state>/worlds/<id>/fs`.
     path: std::path::PathBuf,
+    /// Host data mounts (spares are made with as many layer directories).
+    layers: usize,
     /// Handed over to `worlds/<id>` (kept, or attached for review): no
     /// longer deleted on drop.
     handed_over: bool,
@@ -54,12 +56,12 @@ impl Upper {
                 let p = pool::open(&state.worlds_dir()).map_err(WorldError::state("open the disk pool"))?;
                 // A spare subvolume if there is one (`fs/` and its
                 // directories made already), else a new one.
-                let fd = pool::create_world(p.as_fd(), id, cap)?;
+                let fd = pool::create_world(p.as_fd(), id, cap, layers)?;
                 let path = state.world_path(id).join("fs");
-                Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, handed_over: false }) }
+                Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: false }) }
             }
         };
-        dirs(&upper.fd, upper.disk.is_none(), layers).map_err(WorldError::Scratch)?;
+        dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
         Ok(upper)
     }
 
@@ -67,7 +69,7 @@ impl Upper {
     /// setup): makes the pool's spares again and empties its trash.
     pub(crate) fn housekeep(&self, me: &str, state: &StateDir) {
         if let Some(d) = &self.disk {
-            pool::housekeep(d.pool.as_fd(), &state.root, Some(me), &|id| state.is_live(id));
+            pool::housekeep(d.pool.as_fd(), &state.root, Some(me), d.layers, &|id| state.is_live(id));
         }
     }
 
@@ -127,22 +129,15 @@ fn tmpfs(size: u64) -> io::Result<OwnedFd> {
     raw::fsmount(fs.as_fd(), attrs)
 }
 
-/// `upper/`, `work/` and `scratch/` (`fresh`: a disk upper has them from
-/// the pool), and `layers/<k>/{upper,work}` for each host data mount.
-fn dirs(at: &OwnedFd, fresh: bool, layers: usize) -> io::Result<()> {
-    let mut dirs: Vec<String> = Vec::new();
-    if fresh {
-        dirs.extend(pool::FS_DIRS.map(String::from));
-    }
-    if layers > 0 {
-        dirs.push("layers".into());
-    }
-    for k in 0..layers {
-        dirs.extend([format!("layers/{k}"), format!("layers/{k}/upper"), format!("layers/{k}/work")]);
-    }
-    for d in &dirs {
-        nix::sys::stat::mkdirat(at, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755))
-            .map_err(io::Error::from)?;
+/// The store's directories for `layers` host data mounts (`pool::fs_dirs`):
+/// all of them in a fresh tmpfs; in a subvolume, those its spare was not
+/// made with (another count of host data mounts).
+fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
+    for d in pool::fs_dirs(layers) {
+        match nix::sys::stat::mkdirat(at, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

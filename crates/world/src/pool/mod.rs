@@ -33,7 +33,7 @@ pub(crate) mod btrfs;
 mod loopdev;
 mod subvol;
 
-pub use subvol::{create_world, destroy, destroy_path, discard, housekeep, open, FS_DIRS};
+pub use subvol::{create_world, destroy, destroy_path, discard, fs_dirs, housekeep, open};
 
 use std::ffi::CString;
 use std::fs;
@@ -237,7 +237,7 @@ pub fn bound_all(pool: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
 pub fn tidy(state: &crate::state::StateDir) {
     let worlds = state.worlds_dir();
     if let (true, Ok(pool)) = (is_mounted(&worlds), subvol::open(&worlds)) {
-        housekeep(pool.as_fd(), &state.root, None, &|id| state.is_live(id));
+        housekeep(pool.as_fd(), &state.root, None, 0, &|id| state.is_live(id));
     }
 }
 

@@ -32,10 +32,20 @@ const SPARE: &str = ".spare-";
 const TRASH: &str = ".trash-";
 const MAKING: &str = ".making-";
 
-/// Directories every world's `fs/` starts with: the upper and work
-/// directories of its root overlay, and its scratch directories (`/tmp`,
-/// `/var/tmp`, `/run`: `plan.rs`).
-pub const FS_DIRS: [&str; 3] = ["upper", "work", "scratch"];
+/// Directories a world's `fs/` starts with, parents first: the upper and
+/// work directories of its root overlay, its scratch directories (`/tmp`,
+/// `/var/tmp`, `/run`: `plan.rs`), and `layers/<k>/{upper,work}` for each
+/// of `layers` host data mounts.
+pub fn fs_dirs(layers: usize) -> Vec<String> {
+    let mut dirs: Vec<String> = ["upper", "work", "scratch"].map(String::from).to_vec();
+    if layers > 0 {
+        dirs.push("layers".into());
+    }
+    for k in 0..layers {
+        dirs.extend([format!("layers/{k}"), format!("layers/{k}/upper"), format!("layers/{k}/work")]);
+    }
+    dirs
+}
 
 fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -55,8 +65,9 @@ pub fn open(worlds: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Makes subvolume `name` as a world starts it: 0700, with `fs/` (0700)
-/// and the [`FS_DIRS`] in it. Nothing is left on error.
-fn make(pool: BorrowedFd<'_>, name: &str) -> Result<(), PoolError> {
+/// and its [`fs_dirs`] for `layers` host data mounts. Nothing is left on
+/// error.
+fn make(pool: BorrowedFd<'_>, name: &str, layers: usize) -> Result<(), PoolError> {
     btrfs::subvol_create(pool, name).map_err(at("create the world's subvolume"))?;
     let made = (|| {
         let world = open_dir_at(pool, name).map_err(at("open the world's subvolume"))?;
@@ -66,8 +77,9 @@ fn make(pool: BorrowedFd<'_>, name: &str) -> Result<(), PoolError> {
         }
         mkdirat(&world, "fs", Mode::from_bits_truncate(0o700)).map_err(|e| at("mkdir fs")(e.into()))?;
         let fs = open_dir_at(world.as_fd(), "fs").map_err(at("open fs"))?;
-        for d in FS_DIRS {
-            mkdirat(&fs, d, Mode::from_bits_truncate(0o755)).map_err(|e| at(format!("mkdir fs/{d}"))(e.into()))?;
+        for d in fs_dirs(layers) {
+            mkdirat(&fs, d.as_str(), Mode::from_bits_truncate(0o755))
+                .map_err(|e| at(format!("mkdir fs/{d}"))(e.into()))?;
         }
         Ok(())
     })();
@@ -78,16 +90,17 @@ fn make(pool: BorrowedFd<'_>, name: &str) -> Result<(), PoolError> {
 }
 
 /// Gives world `id` its subvolume, capped at `cap` bytes: a spare renamed
-/// to `id` if there is one, else a new one. Returns its `fs/`, opened.
-/// Nothing is left on error.
-pub fn create_world(pool: BorrowedFd<'_>, id: &str, cap: u64) -> Result<OwnedFd, PoolError> {
+/// to `id` if there is one, else a new one (with the directories for
+/// `layers` host data mounts). Returns its `fs/`, opened. Nothing is left
+/// on error.
+pub fn create_world(pool: BorrowedFd<'_>, id: &str, cap: u64, layers: usize) -> Result<OwnedFd, PoolError> {
     let taken = (0..SPARES).any(|k| {
         // RENAME_NOREPLACE: a world id is never overwritten. ENOENT: that
         // spare was taken (by another run) or is not made yet.
         renameat2(pool, format!("{SPARE}{k}").as_str(), pool, id, RenameFlags::RENAME_NOREPLACE).is_ok()
     });
     if !taken {
-        make(pool, id)?;
+        make(pool, id, layers)?;
     }
     let fs = (|| {
         let world = open_dir_at(pool, id).map_err(at("open the world's subvolume"))?;
@@ -126,12 +139,14 @@ pub fn destroy_path(path: &Path) -> io::Result<()> {
 }
 
 /// Makes the missing spares (with `me`, the calling run's world id: as
-/// `.making-<me>`, renamed into place, so a spare is never seen half made),
+/// `.making-<me>`, renamed into place, so a spare is never seen half made;
+/// with the directories for `layers` host data mounts, as the next run on
+/// this host will most likely have),
 /// empties the trash and refreshes the bound on all worlds
 /// ([`super::bound_all`], `root`: the state directory). `is_live` tells
 /// whether a run is alive (a dead run's `.making-` is removed). Errors are
 /// left for a later run: nothing here is needed by the world that calls it.
-pub fn housekeep(pool: BorrowedFd<'_>, root: &Path, me: Option<&str>, is_live: &dyn Fn(&str) -> bool) {
+pub fn housekeep(pool: BorrowedFd<'_>, root: &Path, me: Option<&str>, layers: usize, is_live: &dyn Fn(&str) -> bool) {
     let making = me.map(|id| format!("{MAKING}{id}"));
     for k in 0..SPARES {
         let Some(making) = &making else { break };
@@ -139,7 +154,7 @@ pub fn housekeep(pool: BorrowedFd<'_>, root: &Path, me: Option<&str>, is_live: &
         if nix::sys::stat::fstatat(pool, spare.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
             continue;
         }
-        if make(pool, making).is_err() {
+        if make(pool, making, layers).is_err() {
             break;
         }
         if renameat2(pool, making.as_str(), pool, spare.as_str(), RenameFlags::RENAME_NOREPLACE).is_err() {
