@@ -99,7 +99,12 @@ pub fn main(args: RunArgs) -> i32 {
         Err(msg) => fail(msg),
         Ok((spec, state)) => match cloche_world::run(&spec, &state) {
             Err(e) => fail(e),
-            Ok(outcome) => finish(&args, &spec, &outcome),
+            Ok(mut outcome) => {
+                // Nothing after this clones a world: the world's mounts go
+                // away on a thread of their own while the report is written.
+                std::mem::take(&mut outcome.teardown).in_background();
+                finish(&args, &spec, &outcome)
+            }
         },
     }
 }

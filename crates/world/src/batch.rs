@@ -317,6 +317,7 @@ impl<'a> World<'a> {
             kept: None,
             network: self.w.net.as_ref().map(|n| n.scope()),
             output_error: None,
+            teardown: Default::default(),
         };
         if let Some(mut meta) = self.attached.take() {
             meta["state"] = "kept".into();

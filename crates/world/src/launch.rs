@@ -53,6 +53,8 @@ pub(crate) struct Launched {
     /// Serve mode: the read end of the init's own stdout and stderr (kept
     /// open, never read, so the init never meets a broken pipe).
     pub _sink: Option<OwnedFd>,
+    /// One-shot: the world's mount namespace (see `world::Teardown`).
+    pub mounts: Option<OwnedFd>,
 }
 
 /// Everything from the world's filesystem to the init's execve: the world
@@ -172,6 +174,12 @@ pub(crate) fn launch(
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     crate::profile::mark("cloned");
+    // One-shot: hold the world's mount namespace, so that the init's exit
+    // does not wait for its mounts to be torn down (world::Teardown).
+    let mounts = match mode {
+        Mode::OneShot => std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from),
+        Mode::Serve => None,
+    };
     drop(go_r);
     drop(rep_w);
     drop(keep_fd);
@@ -226,7 +234,7 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts })
 }
 
 /// Removes the cgroup on error paths.

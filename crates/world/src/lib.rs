@@ -36,4 +36,4 @@ pub mod world;
 pub use error::WorldError;
 pub use spec::Spec;
 pub use state::StateDir;
-pub use world::{run, Outcome, Timings};
+pub use world::{run, Outcome, Teardown, Timings};

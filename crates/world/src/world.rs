@@ -49,6 +49,33 @@ pub struct Outcome {
     /// Why the world's output could not all be delivered to the caller's
     /// stdout or stderr (a full disk, an I/O error), if so.
     pub output_error: Option<String>,
+    /// The world's mounts, still to be released.
+    #[serde(skip)]
+    pub teardown: Teardown,
+}
+
+/// The mount namespace of a world whose processes are all gone, held by
+/// cloche. Were the world's init the last holder, its exit would unmount
+/// every mount of the world, and each overlay's teardown waits for an RCU
+/// grace period: about 1 ms between the command's exit and cloche learning
+/// of it. Held here, the init exits at once; dropping this releases the
+/// mounts (synchronously), and `in_background` releases them on a thread
+/// of their own while the caller writes its report and exits (the process
+/// only ends once the thread is done, so nothing outlives cloche).
+#[derive(Debug, Default)]
+pub struct Teardown(Option<OwnedFd>);
+
+impl Teardown {
+    /// Releases the world's mounts on a new thread and returns at once.
+    /// Only for a process that will not clone another world afterwards
+    /// (worlds are cloned from single-threaded processes only).
+    pub fn in_background(self) {
+        if let Some(fd) = self.0 {
+            // If no thread can be started, the closure (and the fd) is
+            // dropped here: the mounts are released now instead.
+            let _ = std::thread::Builder::new().name("world teardown".into()).spawn(move || drop(fd));
+        }
+    }
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -105,7 +132,7 @@ fn run_in(
     state: &StateDir,
     t0: Instant,
 ) -> Result<(Outcome, Upper), WorldError> {
-    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, .. } =
+    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
         launch(spec, layout, layers, claim, state, Mode::OneShot)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
@@ -159,6 +186,7 @@ fn run_in(
         kept: None,
         network,
         output_error,
+        teardown: Teardown(mounts),
     };
     Ok((outcome, scratch))
 }
