@@ -7,7 +7,7 @@ Prints medians; asserts nothing.
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from startup import cloche_arg, preflight  # noqa: E402  (shared by every bench)
+from startup import cloche_arg, preflight, remove_state  # noqa: E402  (shared by every bench)
 
 def main():
     ap = argparse.ArgumentParser()
@@ -47,7 +47,7 @@ def main():
         print(f"10 x cloche run -- true:                          median {rm:.1f} ms")
         print(f"ratio batch/runs: {bm / rm:.2f}x")
     finally:
-        shutil.rmtree(state, ignore_errors=True)
+        remove_state(state)
         shutil.rmtree(proj, ignore_errors=True)
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ routes and ruleset are set up either way (targets: under 15 ms, at most 2x
 import argparse, os, shutil, statistics, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from startup import cloche_arg, preflight, timed  # noqa: E402  (shared by every bench)
+from startup import cloche_arg, preflight, remove_state, timed  # noqa: E402  (shared by every bench)
 
 def main():
     ap = argparse.ArgumentParser()
@@ -41,7 +41,7 @@ def main():
             for label, cmd in runs:
                 times[label].append(timed(cmd, env))
     finally:
-        shutil.rmtree(state, ignore_errors=True)
+        remove_state(state)
     p90 = lambda v: sorted(v)[int(0.9 * (len(v) - 1))]
     base = statistics.median(times["--net none"])
     print(f"{'cloche run ... -- true':40} {'median':>8} {'p90':>8}")

@@ -20,7 +20,7 @@ the writeback of another. Prints medians and ratios; asserts nothing.
 import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from startup import cloche_arg, preflight  # noqa: E402  (shared by every bench)
+from startup import cloche_arg, preflight, remove_state  # noqa: E402  (shared by every bench)
 
 def timed(cmd, env, cwd=None):
     """Wall time of one whole process in ms; exits if it fails."""
@@ -155,7 +155,7 @@ def main():
         # Discard every world still kept (this unmounts its tmpfs) ...
         try:
             r = subprocess.run([a.cloche, "worlds", "list", "--json"], env=env, capture_output=True)
-            for w in json.loads(r.stdout or b"[]"):
+            for w in json.loads(r.stdout or b'{"worlds": []}')["worlds"]:
                 discard(w["id"])
         except (ValueError, KeyError, TypeError) as e:
             print(f"warning: cannot list worlds: {e}", file=sys.stderr)
@@ -166,7 +166,7 @@ def main():
         if left:
             print(f"warning: still mounted, {state} left in place: {left}", file=sys.stderr)
         else:
-            shutil.rmtree(state, ignore_errors=True)
+            remove_state(state)
         for d in temps:
             shutil.rmtree(d, ignore_errors=True)
 

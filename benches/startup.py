@@ -5,12 +5,18 @@ Usage (as root, after `cargo build --release --workspace`):
     python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH]
 
 Prints medians and ratios:
-  1. back to back: `cloche run -- true` vs `bwrap --ro-bind / / --dev /dev
+  1. back to back: `cloche run -- true` with its upper on disk (the
+     default), with `--upper tmpfs`, and `bwrap --ro-bind / / --dev /dev
      --proc /proc --unshare-all --die-with-parent true`, interleaved;
   2. sporadic: the same with 300 ms idle before each run (where cgroup
      attaches and other RCU waits would show);
   3. fs_diff of an upper holding 10,000 new files, with and without hashing
-     (the engine's own diff timing from the report).
+     (the engine's own diff timing from the report), on disk and on tmpfs;
+  4. a world that writes 1 GiB (`dd`), on disk and on tmpfs: the whole run,
+     and the engine's own timings;
+  5. fs_diff of 10,000 content-identical rewrites (`sed -i` that changes
+     nothing, on files of 4 KiB in 100 dirs): every file is compared with
+     its base and listed as touched.
 Figures are wall-clock times of whole processes (fork+exec+wait), as a user
 sees them. Nothing here is asserted: this is a measurement, not a test.
 """
@@ -36,6 +42,14 @@ def bwrap_path():
         sys.exit("bwrap missing: bash .ci/setup")
     return bwrap
 
+def remove_state(state):
+    """Removes a state directory made for a bench: its disk pool (mounted on
+    `worlds/`) is unmounted first, and its loop device detaches itself."""
+    worlds = os.path.join(state, "worlds")
+    if os.path.ismount(worlds):
+        subprocess.run(["umount", "-l", worlds], check=False)
+    shutil.rmtree(state, ignore_errors=True)
+
 def timed(cmd, env):
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -58,42 +72,80 @@ def main():
     bwrap = bwrap_path()
     state = tempfile.mkdtemp(prefix="cloche-bench-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state)
-    cloche = [a.cloche, "run", "--", "true"]
-    bw = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "--die-with-parent", "true"]
+    tools = [
+        ("cloche run -- true (disk)", [a.cloche, "run", "--", "true"]),
+        ("cloche run --upper tmpfs -- true", [a.cloche, "run", "--upper", "tmpfs", "--", "true"]),
+        ("bwrap ... true", [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
+                            "--die-with-parent", "true"]),
+    ]
+    def compare(title, n, idle):
+        times = {label: [] for label, _ in tools}
+        for _ in range(n):
+            for label, cmd in tools:
+                time.sleep(idle)
+                times[label].append(timed(cmd, env))
+        print(title)
+        bm = stats(times["bwrap ... true"])[0]
+        for label, _ in tools:
+            m, p = stats(times[label])
+            print(f"  {label:34} median {m:6.2f} ms  p90 {p:6.2f} ms  {m / bm:.2f}x bwrap")
     try:
-        for _ in range(5):  # warm caches (and the seccomp program cache)
-            timed(cloche, env); timed(bw, env)
-        c, b = [], []
-        for _ in range(a.runs):
-            c.append(timed(cloche, env)); b.append(timed(bw, env))
-        (cm, cp), (bm, bp) = stats(c), stats(b)
-        print(f"back to back ({a.runs} runs each, interleaved)")
-        print(f"  cloche run -- true   median {cm:6.2f} ms  p90 {cp:6.2f} ms")
-        print(f"  bwrap ... true       median {bm:6.2f} ms  p90 {bp:6.2f} ms")
-        print(f"  ratio cloche/bwrap   {cm / bm:.2f}x")
-        c, b = [], []
-        for _ in range(a.sporadic):
-            time.sleep(0.3); c.append(timed(cloche, env))
-            time.sleep(0.3); b.append(timed(bw, env))
-        (cm, cp), (bm, bp) = stats(c), stats(b)
-        print(f"sporadic (300 ms idle before each, {a.sporadic} runs each)")
-        print(f"  cloche run -- true   median {cm:6.2f} ms  p90 {cp:6.2f} ms")
-        print(f"  bwrap ... true       median {bm:6.2f} ms  p90 {bp:6.2f} ms")
-        print(f"  ratio cloche/bwrap   {cm / bm:.2f}x")
+        for _ in range(5):  # warm caches (the seccomp program cache, the disk pool)
+            for _, cmd in tools:
+                timed(cmd, env)
+        compare(f"back to back ({a.runs} runs each, interleaved)", a.runs, 0)
+        compare(f"sporadic (300 ms idle before each, {a.sporadic} runs each)", a.sporadic, 0.3)
         with tempfile.TemporaryDirectory(prefix="cloche-bench-proj-") as proj:
+            rep = os.path.join(state, "report.json")
+            def world(extra, script):
+                t = time.perf_counter()
+                subprocess.run([a.cloche, "run", *extra, "--report", rep, "--", "sh", "-c", script],
+                               env=env, cwd=proj, check=True, stdout=subprocess.DEVNULL)
+                return (time.perf_counter() - t) * 1000, json.load(open(rep))
             make = "for d in $(seq 100); do mkdir d$d; (cd d$d && seq 100 | xargs touch); done"
-            for label, extra in [("without hashing", ["--no-hash"]), ("with sha256", [])]:
-                xs = []
-                for _ in range(5):
-                    rep = os.path.join(state, "report.json")
-                    subprocess.run([a.cloche, "run", *extra, "--report", rep, "--", "sh", "-c", make],
-                                   env=env, cwd=proj, check=True)
-                    r = json.load(open(rep))
-                    assert r["fs_diff"]["totals"]["added"] == 10100, r["fs_diff"]["totals"]
-                    xs.append(r["timings"]["diff_ms"])
-                print(f"fs_diff of 10,000 new files in 100 dirs, {label}: median {statistics.median(xs):.2f} ms")
+            for upper in ["disk", "tmpfs"]:
+                for label, extra in [("without hashing", ["--no-hash"]), ("with sha256", [])]:
+                    xs = []
+                    for _ in range(5):
+                        _, r = world(["--upper", upper, *extra], make)
+                        assert r["fs_diff"]["totals"]["added"] == 10100, r["fs_diff"]["totals"]
+                        xs.append(r["timings"]["diff_ms"])
+                    print(f"fs_diff of 10,000 new files in 100 dirs, {upper}, {label}: "
+                          f"median {statistics.median(xs):.2f} ms")
+            big = "dd if=/dev/zero of=big bs=1M count=1024 status=none"
+            for upper in ["disk", "tmpfs"]:
+                runs = [world(["--upper", upper, "--no-hash"], big) for _ in range(5)]
+                wall = statistics.median(w for w, _ in runs)
+                tm = {k: statistics.median(r["timings"][k] for _, r in runs)
+                      for k in ["run_ms", "diff_ms", "teardown_ms"]}
+                print(f"1 GiB written (dd), {upper}: whole run median {wall:.0f} ms "
+                      f"(command {tm['run_ms']:.0f} ms, fs_diff {tm['diff_ms']:.1f} ms, "
+                      f"teardown {tm['teardown_ms']:.1f} ms)")
+        rewrites(a.cloche, env, state)
     finally:
-        shutil.rmtree(state, ignore_errors=True)
+        remove_state(state)
+
+def rewrites(cloche, env, state):
+    """fs_diff timing of 10,000 files rewritten as they were."""
+    with tempfile.TemporaryDirectory(prefix="cloche-bench-proj-") as proj:
+        for d in range(100):
+            os.mkdir(os.path.join(proj, f"d{d}"))
+            for f in range(100):
+                with open(os.path.join(proj, f"d{d}", f"f{f}"), "w") as fh:
+                    fh.write((f"x line of file {d}/{f}\n" * 200)[:4096])
+        same = "find . -type f -exec sed -i s/x/x/ {} +"
+        for label, extra in [("without hashing", ["--no-hash"]), ("with sha256", [])]:
+            xs = []
+            for _ in range(5):
+                rep = os.path.join(state, "report.json")
+                subprocess.run([cloche, "run", *extra, "--report", rep, "--", "sh", "-c", same],
+                               env=env, cwd=proj, check=True)
+                t = json.load(open(rep))["fs_diff"]["totals"]
+                # touched (or, before the touched list, modified with mtime only)
+                assert t.get("touched", 0) + t["modified"] == 10000 and t["added"] == 0, t
+                xs.append(json.load(open(rep))["timings"]["diff_ms"])
+            print(f"fs_diff of 10,000 identical rewrites (4 KiB) in 100 dirs, {label}: "
+                  f"median {statistics.median(xs):.2f} ms (touched {t.get('touched', 0)}, modified {t['modified']})")
 
 if __name__ == "__main__":
     main()

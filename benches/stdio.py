@@ -20,7 +20,7 @@ import argparse, os, shutil, subprocess, sys, tempfile, time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from startup import bwrap_path, cloche_arg, preflight, stats  # noqa: E402
+from startup import bwrap_path, cloche_arg, preflight, remove_state, stats  # noqa: E402
 
 
 def timed_sh(script, env, cwd):
@@ -88,7 +88,7 @@ def main():
               "   (`| cat | cat` against `| cat`: one more pipe hop)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
+        remove_state(state)
 
 
 if __name__ == "__main__":

@@ -100,10 +100,13 @@ fn verify_a_sound_log_and_every_tampering() {
 
 #[test]
 fn missing_log_and_file_option() {
+    // A missing log is not an empty one: nothing was verified (125, one line).
     let state = tempfile::tempdir().unwrap();
     let out = cloche(state.path(), &["audit", "verify"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).starts_with("ok: 0 entries (there is no audit log at "), "{}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).starts_with("cloche: there is no audit log at "), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).lines().count(), 1);
 
     let (other, path) = state_with(3);
     let out = cloche(state.path(), &["audit", "verify", "--file", path.to_str().unwrap()]);

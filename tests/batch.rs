@@ -70,6 +70,7 @@ fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alo
     let o = fx.cloche(&["history", "cat a.txt", "--json"]);
     o.expect_code(0);
     let hits: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hits = &hits["entries"];
     assert_eq!(hits.as_array().map(Vec::len), Some(1), "{hits:#}");
     assert_eq!(hits[0]["command"], "echo new > b.txt && cat a.txt");
     let o = fx.cloche(&["history", "rm -rf", "--json"]); // query syntax characters are text
@@ -77,6 +78,7 @@ fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alo
     let o = fx.cloche(&["history", "--stats", "--json"]);
     o.expect_code(0);
     let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stats = &stats["commands"];
     let ls = stats.as_array().unwrap().iter().find(|s| s["command"] == "ls").expect("ls in the stats");
     assert_eq!((ls["runs"].as_u64(), ls["success_rate"].as_f64()), (Some(1), Some(1.0)), "{stats:#}");
     // Spans: the batch and each entry that ran, with decision, exit and diff.
@@ -182,7 +184,7 @@ fn a_batch_whose_runner_is_killed_is_failed_as_interrupted() {
     let o = fx.cloche(&["worlds", "list", "--json"]);
     o.expect_code(0);
     let worlds: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let w = &worlds[0];
+    let w = &worlds["worlds"][0];
     assert_eq!((w["state"].as_str(), w["owner"].as_str()), (Some("interrupted"), Some(format!("batch:{id}").as_str())));
     let upper = fx.worlds_dir().join(w["id"].as_str().unwrap()).join("fs/upper");
     let first = upper.join(fx.dir().strip_prefix("/").unwrap()).join("first.txt");
@@ -259,7 +261,7 @@ fn kept_batch_worlds_are_held_to_the_retention_limit() {
     }
     let o = fx.cloche(&["worlds", "list", "--json"]);
     let worlds: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let owners: Vec<&str> = worlds.as_array().unwrap().iter().map(|w| w["owner"].as_str().unwrap()).collect();
+    let owners: Vec<&str> = worlds["worlds"].as_array().unwrap().iter().map(|w| w["owner"].as_str().unwrap()).collect();
     assert_eq!(owners, [format!("batch:{}", batches[1]), format!("batch:{}", batches[2])], "{worlds:#}");
     let gone = audit_events(&fx, "discarded");
     assert_eq!(gone.len(), 1, "{gone:#?}");
@@ -300,7 +302,7 @@ fn malformed_batch_files_are_refused_with_their_position_and_change_nothing() {
     let o = fx.cloche(&["batch", "list", "--json"]);
     o.expect_code(0);
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list:#}");
+    assert_eq!(list["batches"].as_array().map(Vec::len), Some(0), "{list:#}");
     assert!(
         !fx.state.path().join("audit.jsonl").exists()
             || std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap().is_empty()
@@ -446,7 +448,7 @@ fn a_bad_policy_file_is_refused_and_changes_nothing() {
     assert_eq!(o.code, Some(125), "{}", o.describe());
     let o = fx.cloche(&["policy", "list", "--json"]);
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(list, serde_json::json!({"default": "builtin", "projects": {}}));
+    assert_eq!(list, serde_json::json!({"schema_version": 1, "default": "builtin", "projects": {}}));
     assert!(audit_events(&fx, "policy_changed").is_empty());
     let o = fx.cloche(&["policy", "unset"]);
     assert_eq!(o.code, Some(125), "nothing to unset: {}", o.describe());

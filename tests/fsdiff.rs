@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -29,9 +29,17 @@ fn run_case(fx: &Fixture, script: &str) -> Value {
 }
 
 /// Every entry: an absolute path (or path_b64), a known kind, a 4-digit octal
-/// mode when given, sha256 and size for files that exist in the world; totals
+/// mode when given, sha256 and size for files that exist in the world
+/// (touched entries: path, kind and at most `changes: ["mtime"]`); totals
 /// that match the lists.
 fn check_shape(r: &Value) {
+    for e in diff_list(r, "touched") {
+        assert!(entry_path(e).starts_with(b"/"), "touched: path not absolute: {e}");
+        assert!(KINDS.contains(&e["kind"].as_str().unwrap_or("")), "touched: bad kind: {e}");
+        let keys: BTreeSet<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+        assert!(keys.is_subset(&["path", "path_b64", "kind", "changes"].into()), "touched: unexpected fields: {e}");
+        assert!(string_list(&e["changes"]).iter().all(|c| c == "mtime"), "touched: {e}");
+    }
     for list in ["added", "modified", "deleted"] {
         for e in diff_list(r, list) {
             let p = entry_path(e);
@@ -59,7 +67,7 @@ fn check_shape(r: &Value) {
     }
     let d = &r["fs_diff"];
     if d["truncated"] == false {
-        for list in ["added", "modified", "deleted"] {
+        for list in ["added", "modified", "deleted", "touched"] {
             assert_eq!(
                 d["totals"][list].as_u64(),
                 Some(diff_list(r, list).len() as u64),
@@ -201,16 +209,72 @@ fn chmod_only_is_a_mode_change() {
     fx.finish();
 }
 
+/// The paths of the `touched` list, with their `changes`.
+fn touched_of(r: &Value) -> BTreeMap<PathBuf, Vec<String>> {
+    diff_list(r, "touched").iter().map(|e| (PathBuf::from(OsStr::from_bytes(&entry_path(e))), changes(e))).collect()
+}
+
+/// Content-identical rewrites (`sed -i` that changes nothing, `cp -p` of a
+/// file over itself, `git checkout` rewriting identical files, `touch`,
+/// `chmod` to the same mode, a directory whose only change is its mtime,
+/// a symlink made again with its target) are not `modified`: each is in
+/// `touched`, with `mtime` when its mtime moved; real changes next to them
+/// still are modified.
 #[test]
-fn touch_only_is_an_mtime_change() {
+fn content_identical_rewrites_are_touched_not_modified() {
     let fx = Fixture::new();
+    fx.write("sed.txt", b"x = 1\n", 0o644);
+    fx.write("cp.txt", b"copy\n", 0o644);
     fx.write("t.txt", b"same\n", 0o644);
-    let r = run_case(&fx, "touch -d '2001-02-03 04:05:06' t.txt");
-    let p = fx.dir().join("t.txt");
-    assert_exact(&r, &[("modified", p.clone())]);
-    let e = entry(&r, "modified", &p);
-    assert_eq!(changes(e), vec!["mtime"], "{e}");
-    assert_eq!(e["sha256"], sha256_hex(b"same\n"), "{e}");
+    fx.write("m.txt", b"mode\n", 0o644);
+    fx.write("stamp/keep", b"k\n", 0o644);
+    fx.write("real.txt", b"real\n", 0o644);
+    fx.write("repo/a.txt", b"a\n", 0o644);
+    fx.write("repo/src/b.txt", b"b\n", 0o644);
+    std::os::unix::fs::symlink("t.txt", fx.dir().join("link")).unwrap();
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(fx.dir().join("repo"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "base"]);
+    let r = run_case(
+        &fx,
+        "sed -i s/x/x/ sed.txt\n\
+         cp -p cp.txt /tmp/cp.txt && cp -p /tmp/cp.txt cp.txt\n\
+         touch t.txt\n\
+         chmod 644 m.txt\n\
+         touch stamp\n\
+         ln -sfn t.txt link\n\
+         (cd repo && git ls-files -z | xargs -0 rm -f && git checkout -q -- . && git status --porcelain)\n\
+         echo more >> real.txt",
+    );
+    let d = fx.dir();
+    let mtime = || vec!["mtime".to_string()];
+    let want: BTreeMap<PathBuf, Vec<String>> = [
+        (d.join("cp.txt"), vec![]), // cp -p keeps the mtime
+        (d.join("link"), mtime()),
+        (d.join("m.txt"), vec![]),
+        (d.join("repo/a.txt"), mtime()),
+        (d.join("repo/src/b.txt"), mtime()),
+        (d.join("sed.txt"), mtime()),
+        (d.join("stamp"), mtime()),
+        (d.join("t.txt"), mtime()),
+    ]
+    .into();
+    assert_eq!(touched_of(&r), want, "{:#}", r["fs_diff"]);
+    // git rewrote its index (new stat data): a real change, and the only one
+    // besides real.txt
+    assert_exact(&r, &[("modified", d.join("real.txt")), ("modified", d.join("repo/.git/index"))]);
+    assert_eq!(changes(entry(&r, "modified", &d.join("real.txt"))), vec!["content"]);
+    assert_eq!(r["fs_diff"]["totals"]["touched"], 8);
     fx.finish();
 }
 

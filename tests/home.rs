@@ -284,6 +284,17 @@ fn a_home_toolchain_on_path_runs_read_only_with_its_credentials_masked() {
     let n = notes.iter().filter(|l| l.starts_with("cloche: note: PATH")).count();
     assert!(notes.contains(&note.as_str()) && n == 1, "want once: {note}\n{}", o.describe());
 
+    // What cloche itself copies up for the plan (the home, the toolchains'
+    // mount points, the ~/.nvm link) is no change of the world's: a world
+    // that writes nothing has nothing under the home in any list, touched
+    // included.
+    let o = run_in(&fx, &home, Some(&path), &[], "true");
+    o.expect_code(0);
+    let r = o.report();
+    for list in ["added", "modified", "deleted", "touched"] {
+        assert_eq!(changed_under(&r, list, home.path()), Vec::<PathBuf>::new(), "{list}: {:#}", r["fs_diff"]);
+    }
+
     // What it says works: ~/bin is shown (and then no note).
     let o = run_in(&fx, &home, Some(&path), &["--expose", &format!("{h}/bin")], "hello");
     o.expect_code(0);

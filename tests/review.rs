@@ -320,3 +320,95 @@ fn a_commit_that_runs_out_of_space_applies_nothing() {
     drop(_mounted);
     fx.finish();
 }
+
+/// Paths a batch only wrote as they were (a `sed -i` that changes nothing,
+/// `cp -p` over itself, `touch`, `chmod` to the same mode, a directory whose
+/// only change is its mtime, a symlink made again) are not changes: `cloche
+/// diff` leaves them out (a summary line counts them, `--touched` lists
+/// them) and `cloche commit` never applies them: the host files keep their
+/// inode and times. Real changes next to them (content, mode, symlink
+/// target, and a file one entry touched and the next changed, attributed to
+/// the latter) are reviewed and committed. A touched file the host edited
+/// since is a conflict, as for any change.
+#[test]
+fn touched_paths_are_neither_shown_nor_committed() {
+    let fx = Fixture::new();
+    for (p, c) in [
+        ("same.txt", "x = 1\n"),
+        ("cp.txt", "c\n"),
+        ("t.txt", "t\n"),
+        ("m.txt", "m\n"),
+        ("h.txt", "h\n"),
+        ("stamp/keep", "k\n"),
+        ("c.txt", "one\n"),
+        ("x.sh", "#!/bin/sh\n"),
+        ("later.txt", "l\n"),
+    ] {
+        fx.write(p, c.as_bytes(), 0o644);
+    }
+    std::os::unix::fs::symlink("t.txt", fx.dir().join("link")).unwrap();
+    std::os::unix::fs::symlink("t.txt", fx.dir().join("link2")).unwrap();
+    let id = run_batch(
+        &fx,
+        &[
+            "sed -i s/x/x/ same.txt && cp -p cp.txt /tmp/c && cp -p /tmp/c cp.txt && touch t.txt later.txt \
+             && chmod 644 m.txt h.txt && touch stamp && ln -sfn t.txt link",
+            "echo two >> c.txt && chmod 755 x.sh && ln -sfn c.txt link2 && echo more >> later.txt",
+        ],
+    );
+    assert_eq!(show(&fx, &id)["state"], "completed", "{:#}", show(&fx, &id));
+    let p = |rel: &str| format!("{}/{rel}", fx.dir().display());
+    let touched = ["cp.txt", "h.txt", "link", "m.txt", "same.txt", "stamp", "t.txt"].map(p);
+    let d = diff_json(&fx, &id);
+    assert_eq!(paths_of(&d, "modified"), ["c.txt", "later.txt", "link2", "x.sh"].map(p), "{d:#}");
+    assert!(paths_of(&d, "added").is_empty() && paths_of(&d, "deleted").is_empty(), "{d:#}");
+    assert_eq!(paths_of(&d, "touched"), touched, "{d:#}");
+    assert_eq!(d["totals"]["touched"], 7);
+    let entry_ids: Vec<String> =
+        show(&fx, &id)["entries"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().into()).collect();
+    let later = d["modified"].as_array().unwrap().iter().find(|e| e["path"] == p("later.txt")).unwrap();
+    assert_eq!(later["entries"], serde_json::json!([entry_ids[1]]), "changed by the second entry only");
+    // The text views: counted, not listed, unless asked for.
+    for args in [vec!["diff", &id], vec!["diff", &id, "--name-status"], vec!["diff", &id, "--stat"]] {
+        let o = fx.cloche(&args);
+        o.expect_code(0);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("touched: 7 paths written as the base has them"), "{args:?}: {text}");
+        for t in &touched {
+            let shown = text.lines().any(|l| l.split(['\t', ' ']).any(|w| w == t.as_str() || w == format!("a{t}")));
+            assert!(!shown, "{args:?} shows touched {t}:\n{text}");
+        }
+        assert!(text.contains(&p("c.txt")), "{text}");
+    }
+    let o = fx.cloche(&["diff", &id, "--name-status", "--touched"]);
+    o.expect_code(0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("=\t{}\t{}", p("same.txt"), entry_ids[0])), "{text}");
+
+    // The host edits a touched file: the world's copy is now older than the
+    // host's, a conflict; nothing is applied.
+    std::fs::write(fx.dir().join("h.txt"), b"host edit\n").unwrap();
+    let nodes = || touched.iter().map(|t| node_of(Path::new(t))).collect::<Vec<_>>();
+    let before = nodes();
+    let (code, v, err) = commit_json(&fx, &[&id]);
+    assert_eq!(code, Some(1), "{err}\n{v:#}");
+    assert_eq!(v["conflicts"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(v["conflicts"][0]["path"], p("h.txt"), "{v:#}");
+    assert_eq!(std::fs::read(fx.dir().join("c.txt")).unwrap(), b"one\n", "nothing applied");
+    // Without it: exactly the real changes; touched host files untouched
+    // (same inode, mtime, ctime, content).
+    let (code, v, err) = commit_json(&fx, &[&id, "--exclude", &p("h.txt")]);
+    assert_eq!(code, Some(0), "{err}\n{v:#}");
+    let mut applied: Vec<String> =
+        v["applied"].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap().to_string()).collect();
+    applied.sort();
+    assert_eq!(applied, ["c.txt", "later.txt", "link2", "x.sh"].map(p), "{v:#}");
+    assert_eq!(nodes(), before, "a touched path reached the host");
+    assert_eq!(std::fs::read(fx.dir().join("h.txt")).unwrap(), b"host edit\n");
+    assert_eq!(std::fs::read(fx.dir().join("c.txt")).unwrap(), b"one\ntwo\n");
+    assert_eq!(std::fs::read(fx.dir().join("later.txt")).unwrap(), b"l\nmore\n");
+    assert_eq!(std::fs::metadata(fx.dir().join("x.sh")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(std::fs::read_link(fx.dir().join("link2")).unwrap(), Path::new("c.txt"));
+    fx.cloche(&["discard", &id]).expect_code(0);
+    fx.finish();
+}

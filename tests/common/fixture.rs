@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{cloche_bin, json_lines, lossy_head, probe_bin, probe_needs_expose, unique_tag, DEADLINE};
-use super::{strict_leaks, HostSnapshot, Leak, Scratch, TestLock};
+use super::{mount_points, strict_leaks, HostSnapshot, Leak, Scratch, TestLock};
 
 // ---------------------------------------------------------------------------
 // Running cloche
@@ -179,8 +179,16 @@ impl Fixture {
         self.state.path().join("worlds")
     }
 
-    /// Entries of `$STATE/worlds` (none when it does not exist).
+    /// Worlds in `$STATE/worlds` (none when it does not exist): every entry
+    /// but the disk pool's own (`.spare-*`, `.trash-*`: `pool_entries`).
     pub fn worlds(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.pool_entries().into_iter().filter(|n| !n.starts_with('.')).collect();
+        v.sort();
+        v
+    }
+
+    /// Every entry of `$STATE/worlds`, the disk pool's housekeeping included.
+    pub fn pool_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.worlds_dir())
             .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
@@ -256,6 +264,7 @@ impl Fixture {
     pub fn finish(self) {
         let worlds = self.worlds();
         assert!(worlds.is_empty(), "world state dirs left in {}: {worlds:?}", self.worlds_dir().display());
+        self.release_pools();
         // A process that is exiting (its memory already gone, its namespaces
         // not yet) is transient: give such things a moment before judging.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -265,6 +274,22 @@ impl Fixture {
             ours = self.leaks();
         }
         assert!(ours.is_empty(), "the host has new things the worlds left behind:\n  {}", ours.join("\n  "));
+    }
+
+    /// Unmounts the disk pools (`<state>/worlds`) of the state dirs under this
+    /// fixture's dirs, as removing a state dir takes: a pool outlives every
+    /// world by design (its loop device and unnamed image go with its
+    /// mount), a test's state dir does not outlive the test.
+    pub fn release_pools(&self) {
+        let roots = [self.state.path(), self.out.path(), self.project.path()];
+        for m in mount_points() {
+            let is_pool = m.file_name().is_some_and(|n| n == "worlds");
+            if is_pool && roots.iter().any(|r| m.starts_with(r)) {
+                let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str())).unwrap();
+                // SAFETY: a valid NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
     }
 
     /// What is new on the host since the fixture was made and counts as this

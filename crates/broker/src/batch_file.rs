@@ -129,7 +129,11 @@ impl BatchFile {
             return Err(invalid("entries", "a batch needs at least one entry"));
         }
         if self.entries.len() > limits.max_entries {
-            let msg = format!("{} entries; at most {} are allowed", self.entries.len(), limits.max_entries);
+            let msg = format!(
+                "{} entries; at most {} are allowed (the policy's [batch] max_entries)",
+                self.entries.len(),
+                limits.max_entries
+            );
             return Err(invalid("entries", msg));
         }
         for (i, e) in self.entries.iter_mut().enumerate() {

@@ -2,17 +2,28 @@
 
 use std::path::PathBuf;
 
+use crate::output::{AuditVerify, Version};
 use clap::{Args, Subcommand};
 use cloche_trace::{audit, VerifyError};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of the audit log; exit 1 naming the first bad line.
-    Verify(FileArg),
+    /// Check the hash chain of the audit log; exit 1 naming the first bad line, 125 when there
+    /// is no log to check.
+    Verify(VerifyArgs),
     /// Print the last records of the audit log.
     Tail(TailArgs),
     /// Set aside a torn last line left by a crash, and record that it was done.
-    Recover(FileArg),
+    Recover(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Print the result as one JSON document (docs/schemas/audit-verify.json, audit-recover.json).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    file: FileArg,
 }
 
 #[derive(Args)]
@@ -25,9 +36,11 @@ pub struct FileArg {
 #[derive(Args)]
 pub struct TailArgs {
     /// How many records.
-    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10)]
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10,
+          allow_hyphen_values = true, value_parser = crate::whole_number)]
     n: usize,
-    /// One canonical JSON record per line, as in the log.
+    /// One canonical JSON record per line, as in the log (JSON Lines, no schema_version:
+    /// docs/audit.md).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -43,18 +56,25 @@ fn log_path(arg: &FileArg) -> PathBuf {
 
 pub fn main(cmd: AuditCommand) -> i32 {
     match cmd {
-        AuditCommand::Verify(f) => verify(&log_path(&f)),
+        AuditCommand::Verify(a) => verify(&log_path(&a.file), a.json),
         AuditCommand::Tail(t) => tail(&log_path(&t.file), t.n, t.json),
-        AuditCommand::Recover(f) => recover(&log_path(&f)),
+        AuditCommand::Recover(a) => recover(&log_path(&a.file), a.json),
     }
 }
 
-fn verify(path: &std::path::Path) -> i32 {
+fn verify(path: &std::path::Path, json: bool) -> i32 {
+    let doc = |ok| AuditVerify {
+        schema_version: Version,
+        log: path.display().to_string(),
+        ok,
+        entries: None,
+        head: None,
+        line: None,
+        why: None,
+    };
     match audit::verify(path) {
-        Ok(r) if !r.exists => {
-            println!("ok: 0 entries (there is no audit log at {})", path.display());
-            0
-        }
+        Ok(r) if json => crate::output::emit(&AuditVerify { entries: Some(r.lines), head: Some(r.head), ..doc(true) })
+            .map_or_else(crate::fail, |()| 0),
         Ok(r) => {
             println!("ok: {} entries", r.lines);
             println!("head: {}", r.head);
@@ -62,7 +82,18 @@ fn verify(path: &std::path::Path) -> i32 {
         }
         Err(VerifyError::Bad(b)) => {
             eprintln!("cloche: {} line {}: {}", path.display(), b.line, one_line(&b.why));
+            if json {
+                let d = AuditVerify { line: Some(b.line), why: Some(one_line(&b.why)), ..doc(false) };
+                if let Err(e) = crate::output::emit(&d) {
+                    return crate::fail(e);
+                }
+            }
             EXIT_BROKEN
+        }
+        // Nothing was verified: a log that is not there (never written, or
+        // removed) is no proof of anything.
+        Err(VerifyError::Io(e)) if e.is_not_found() => {
+            crate::fail(format!("there is no audit log at {}: nothing to verify", path.display()))
         }
         Err(VerifyError::Io(e)) => crate::fail(one_line(&e.to_string())),
     }
@@ -100,10 +131,19 @@ fn tail(path: &std::path::Path, n: usize, json: bool) -> i32 {
     0
 }
 
-fn recover(path: &std::path::Path) -> i32 {
+fn recover(path: &std::path::Path, json: bool) -> i32 {
     // SAFETY: getuid cannot fail and touches no memory.
     let actor = format!("uid:{}", unsafe { libc::getuid() });
     match audit::recover(path, &actor) {
+        Ok(r) if json => crate::output::emit(&crate::output::AuditRecover {
+            schema_version: Version,
+            log: path.display().to_string(),
+            torn_bytes: r.torn_bytes,
+            torn_line: r.record.details["torn_line"].as_u64().unwrap_or_default(),
+            saved_to: r.saved_to.display().to_string(),
+            seq: r.record.seq,
+        })
+        .map_or_else(crate::fail, |()| 0),
         Ok(r) => {
             println!(
                 "recovered: {} torn bytes of line {} saved to {}; record {} appended",

@@ -8,9 +8,10 @@
 //! agent. Local root can always act as a reviewer; per-caller identity
 //! (SO_PEERCRED) comes with `cloched`.
 
+use crate::fail;
+use crate::output::{emit, Autonomy, DryRun, DryRunEntry, Version};
 use crate::policy_store_cmd::{load_version, open_store, resolve, uid_actor};
 use crate::run::{open_state, policy_spec};
-use crate::{fail, find_init};
 use clap::Subcommand;
 use cloche_broker::{categorize, BatchFile, BatchState, Broker, Classifier, Config, Decision, EntryResult, Limits};
 use cloche_policy::store::BUILTIN;
@@ -27,146 +28,95 @@ use std::time::Duration;
 pub enum BatchCommand {
     /// Submit a batch file (JSON or TOML; `-` reads stdin); prints its id.
     Submit {
+        /// The batch file: `.toml` is TOML, anything else JSON; `-` reads stdin (either).
         file: PathBuf,
-        /// Autonomy token of the project (or CLOCHE_AUTONOMY_TOKEN).
-        #[arg(long)]
+        /// Autonomy token of the project.
+        #[arg(long, env = "CLOCHE_AUTONOMY_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// A further policy that can only tighten: each entry gets the
         /// stricter decision of the project's policy and this one.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Print the new batch as JSON instead of its id (docs/schemas/batch.json).
+        #[arg(long)]
+        json: bool,
     },
-    /// List batches.
+    /// List batches, newest first.
     List {
+        /// Print them as one JSON document (docs/schemas/batch-list.json).
         #[arg(long)]
         json: bool,
     },
     /// Show one batch and its entries.
     Show {
+        /// The batch id.
         id: String,
+        /// Print it as one JSON document (docs/schemas/batch.json).
         #[arg(long)]
         json: bool,
     },
     /// Approve a batch (all allowed and reviewable entries, or those listed).
     Approve {
+        /// The batch id.
         id: String,
         /// Comma-separated entry ids.
         #[arg(long, value_delimiter = ',')]
         entries: Option<Vec<String>>,
+        /// Print the batch as it is now as JSON (docs/schemas/batch.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Reject a batch.
     Reject {
+        /// The batch id.
         id: String,
+        /// Why (recorded in the batch and the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Print the batch as it is now as JSON (docs/schemas/batch.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Run an approved batch in one world (kept afterwards for review).
     Run {
+        /// The batch id.
         id: String,
         /// Show what would run, run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print the batch as it is after the run as JSON (docs/schemas/batch.json; with
+        /// --dry-run batch-dry-run.json); the entries' output then goes to stderr.
+        #[arg(long)]
+        json: bool,
     },
     /// Kill switch: stop a batch; its running entry is killed at once.
-    Cancel { id: String },
-}
-
-/// `cloche history [QUERY] [--stats] [--json]`.
-#[derive(clap::Args)]
-pub struct HistoryArgs {
-    /// Words to search for in past commands (full-text, in order).
-    query: Option<String>,
-    /// Per-command statistics: runs, success rate, mean duration.
-    #[arg(long)]
-    stats: bool,
-    #[arg(long)]
-    json: bool,
-    #[arg(long, default_value_t = 50)]
-    limit: usize,
-}
-
-pub fn history(a: HistoryArgs) -> i32 {
-    let r = (|| -> Result<(), String> {
-        let broker = open_broker()?;
-        let e = |e: cloche_broker::BrokerError| e.to_string();
-        if a.stats {
-            let stats = broker.command_stats(a.limit).map_err(e)?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?);
-            }
-            for s in stats.iter().filter(|_| !a.json) {
-                let mean = s.mean_duration_ms.map(|m| format!("{m:.0} ms")).unwrap_or_else(|| "-".into());
-                println!("{:>5} runs  {:>5.1}% ok  {:>9}  {}", s.runs, s.success_rate * 100.0, mean, s.command);
-            }
-            return Ok(());
-        }
-        let items = broker.history(a.query.as_deref().unwrap_or(""), a.limit).map_err(e)?;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&items).map_err(|e| e.to_string())?);
-        }
-        for i in items.iter().filter(|_| !a.json) {
-            let code = i.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-            println!("{} {} {:<10} exit {:<4} {}", i.batch, i.entry, i.state, code, i.command);
-        }
-        Ok(())
-    })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => fail(e),
-    }
-}
-
-#[derive(Subcommand)]
-pub enum TraceCommand {
-    /// The spans of a batch (one batch span, one per entry).
-    Show {
-        batch: String,
+    Cancel {
+        /// The batch id.
+        id: String,
+        /// Print the batch as it is now as JSON (docs/schemas/batch.json).
         #[arg(long)]
         json: bool,
     },
 }
 
-pub fn trace(cmd: TraceCommand) -> i32 {
-    let TraceCommand::Show { batch, json } = cmd;
-    let r = (|| -> Result<(), String> {
-        let state = open_state()?;
-        let got = cloche_trace::span::read_batch(&state.root.join("spans.jsonl"), &batch).map_err(|e| e.to_string())?;
-        if got.spans.is_empty() {
-            return Err(format!("no spans for batch {batch}"));
-        }
-        for s in &got.spans {
-            if json {
-                println!("{}", serde_json::to_string(s).map_err(|e| e.to_string())?);
-            } else {
-                let totals = s
-                    .fs_diff
-                    .as_ref()
-                    .map(|d| format!("+{} ~{} -{}", d.totals.added, d.totals.modified, d.totals.deleted));
-                println!(
-                    "{:<5} {} {} exit {} {} {}",
-                    format!("{:?}", s.kind).to_lowercase(),
-                    s.entry.as_deref().unwrap_or(&batch),
-                    s.policy.as_ref().map(|p| p.decision.as_str()).unwrap_or("-"),
-                    s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                    totals.unwrap_or_default(),
-                    s.cmd.as_deref().unwrap_or("")
-                );
-            }
-        }
-        Ok(())
-    })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => fail(e),
-    }
-}
-
 #[derive(Subcommand)]
 pub enum AutonomyCommand {
     /// Auto-approve all-allow batches of PROJECT; prints the token once.
-    Enable { project: String },
+    Enable {
+        /// The project directory.
+        project: String,
+        /// Print the project and the token as JSON (docs/schemas/autonomy.json).
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop auto-approving for PROJECT.
-    Disable { project: String },
+    Disable {
+        /// The project directory.
+        project: String,
+        /// Print the result as JSON (docs/schemas/autonomy.json).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The policies that classify a batch, as the broker sees them: the
@@ -229,10 +179,15 @@ fn batch_policy(id: &str) -> Result<Policy, String> {
 
 /// Parses a batch file, then opens the broker with the policy of its project
 /// (and a tightening `extra` policy file).
-fn submit(file: &std::path::Path, token: Option<String>, extra: Option<&std::path::Path>) -> Result<String, String> {
-    // The entry limit is the project policy's, known once the file names its
-    // project: parse with the most any policy allows, the broker checks again.
-    let loose = Limits { max_entries: cloche_policy::MAX_BATCH_ENTRIES };
+fn submit(
+    file: &std::path::Path,
+    token: Option<String>,
+    extra: Option<&std::path::Path>,
+) -> Result<cloche_broker::BatchView, String> {
+    // The entry limit is the project policy's `[batch] max_entries`, known
+    // once the file names its project: the broker checks it (the one place
+    // that states it), so the file is parsed without a count limit here.
+    let loose = Limits { max_entries: usize::MAX };
     let mut batch = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| format!("stdin: {e}"))?;
@@ -259,9 +214,7 @@ fn submit(file: &std::path::Path, token: Option<String>, extra: Option<&std::pat
     }
     let mut broker = open_broker_with(&policy, PolicyClassifier { id, policies })?;
     let actor = batch.agent.as_ref().map(|a| format!("agent:{a}")).unwrap_or_else(uid_actor);
-    let token = token.or_else(|| std::env::var("CLOCHE_AUTONOMY_TOKEN").ok());
-    let view = broker.submit(&batch, &actor, token.as_deref()).map_err(|e| e.to_string())?;
-    Ok(view.id)
+    broker.submit(&batch, &actor, token.as_deref()).map_err(|e| e.to_string())
 }
 
 pub fn main(cmd: BatchCommand) -> i32 {
@@ -272,8 +225,12 @@ pub fn main(cmd: BatchCommand) -> i32 {
 }
 
 fn run(cmd: BatchCommand) -> Result<i32, String> {
-    if let BatchCommand::Submit { file, token, policy } = &cmd {
-        println!("{}", submit(file, token.clone(), policy.as_deref())?);
+    if let BatchCommand::Submit { file, token, policy, json } = &cmd {
+        let view = submit(file, token.clone(), policy.as_deref())?;
+        match json {
+            true => crate::output::emit(&view)?,
+            false => println!("{}", view.id),
+        }
         return Ok(0);
     }
     let mut broker = open_broker()?;
@@ -283,7 +240,7 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
         BatchCommand::List { json } => {
             let list = broker.list(&Default::default()).map_err(e)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
+                crate::output::emit(&serde_json::json!({ "batches": list }))?;
             } else {
                 for b in list {
                     let v = serde_json::to_value(&b).unwrap_or_default();
@@ -299,7 +256,7 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
         BatchCommand::Show { id, json } => {
             let v = broker.get(&id).map_err(e)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                crate::output::emit(&v)?;
             } else {
                 println!("batch {}  {:?}  decision {}  project {}", v.id, v.state, v.decision, v.project);
                 for en in &v.entries {
@@ -315,14 +272,20 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
                 }
             }
         }
-        BatchCommand::Approve { id, entries } => {
+        BatchCommand::Approve { id, entries, json } => {
             let v = broker.approve(&id, entries, &uid_actor()).map_err(e)?;
-            eprintln!("cloche: batch {} {:?}", v.id, v.state);
+            eprintln!("cloche: batch {} {}", v.id, v.state);
+            if json {
+                crate::output::emit(&v)?;
+            }
         }
-        BatchCommand::Reject { id, reason } => {
+        BatchCommand::Reject { id, reason, json } => {
             broker.reject(&id, &uid_actor(), reason.as_deref()).map_err(e)?;
+            if json {
+                crate::output::emit(&broker.get(&id).map_err(e)?)?;
+            }
         }
-        BatchCommand::Cancel { id } => {
+        BatchCommand::Cancel { id, json } => {
             let before = broker.get(&id).map_err(e)?;
             broker.cancel(&id, &uid_actor()).map_err(e)?;
             // The runner kills its world on SIGTERM (its stop signals).
@@ -330,8 +293,17 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
                 // SAFETY: kill with a pid and a signal.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
+            if json {
+                crate::output::emit(&broker.get(&id).map_err(e)?)?;
+            }
         }
-        BatchCommand::Run { id, dry_run } => return run_batch(&mut broker, &id, dry_run),
+        BatchCommand::Run { id, dry_run, json } => {
+            let code = run_batch(&mut broker, &id, dry_run, json)?;
+            if json && !dry_run {
+                crate::output::emit(&broker.get(&id).map_err(e)?)?;
+            }
+            return Ok(code);
+        }
     }
     Ok(0)
 }
@@ -384,14 +356,24 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Runs an approved batch: one world, entries in order.
-fn run_batch(broker: &mut Broker, id: &str, dry_run: bool) -> Result<i32, String> {
+fn run_batch(broker: &mut Broker, id: &str, dry_run: bool, json: bool) -> Result<i32, String> {
     let e = |e: cloche_broker::BrokerError| e.to_string();
     if dry_run {
         let v = broker.get(id).map_err(e)?;
+        let runs = |en: &cloche_broker::EntryView| {
+            matches!(en.state, cloche_broker::EntryState::Pending) && en.decision.effect != cloche_broker::Effect::Deny
+        };
+        if json {
+            let entries = v
+                .entries
+                .iter()
+                .map(|en| DryRunEntry { id: en.id.clone(), command: en.command.clone(), runs: runs(en) })
+                .collect();
+            crate::output::emit(&DryRun { schema_version: Version, batch: v.id.clone(), entries })?;
+            return Ok(0);
+        }
         for en in &v.entries {
-            let runs = matches!(en.state, cloche_broker::EntryState::Pending)
-                && en.decision.effect != cloche_broker::Effect::Deny;
-            println!("{} {} {}", if runs { "would run" } else { "skipped  " }, en.id, en.command);
+            println!("{} {} {}", if runs(en) { "would run" } else { "skipped  " }, en.id, en.command);
         }
         return Ok(0);
     }
@@ -401,7 +383,7 @@ fn run_batch(broker: &mut Broker, id: &str, dry_run: bool) -> Result<i32, String
     let runnable = broker.start_run(id).map_err(e)?;
     // From here on the batch is `running`: any failure ends it as failed,
     // with the reason, instead of leaving it to the next start's recovery.
-    run_started(broker, &policy, &view, &runnable).inspect_err(|msg| {
+    run_started(broker, &policy, &view, &runnable, json).inspect_err(|msg| {
         let _ = broker.finish_run(id, BatchState::Failed, Some(msg));
     })
 }
@@ -412,6 +394,7 @@ fn run_started(
     policy: &Policy,
     view: &cloche_broker::BatchView,
     runnable: &[cloche_broker::RunnableEntry],
+    json: bool,
 ) -> Result<i32, String> {
     let e = |e: cloche_broker::BrokerError| e.to_string();
     let id = view.id.as_str();
@@ -421,8 +404,7 @@ fn run_started(
     crate::project::check_world(&spec, &state, "project")?;
     spec.keep = true; // kept for review (diff, commit, discard)
     spec.owner = Some(format!("batch:{id}"));
-    let init = find_init()?;
-    let mut world = World::start(&spec, &state, &init).map_err(|err| format!("world: {err}"))?;
+    let mut world = World::start(&spec, &state).map_err(|err| format!("world: {err}"))?;
     broker.world_started(id, world.id(), &world.layers()).map_err(e)?;
     // Per entry: which paths it changed, and the host state of each path the
     // first time (conflict detection at commit).
@@ -456,7 +438,11 @@ fn run_started(
             timeout: en.timeout.map(Duration::from_secs),
         };
         let out = world.run_entry(&entry, Io::Capture { cap }).map_err(|e| e.to_string())?;
-        let _ = std::io::stdout().write_all(&out.stdout);
+        // With --json, stdout carries the document alone.
+        let _ = match json {
+            true => std::io::stderr().write_all(&out.stdout),
+            false => std::io::stdout().write_all(&out.stdout),
+        };
         let _ = std::io::stderr().write_all(&out.stderr);
         if out.interrupted.is_some() || broker.state(id).map_err(e)? == BatchState::Cancelled {
             cancelled = true;
@@ -538,14 +524,20 @@ pub fn autonomy(cmd: AutonomyCommand) -> i32 {
     let r = (|| -> Result<(), String> {
         let mut broker = open_broker()?;
         match cmd {
-            AutonomyCommand::Enable { project } => {
+            AutonomyCommand::Enable { project, json } => {
                 let project = canonical_or_given(project);
                 let token = broker.enable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;
-                println!("{token}");
+                match json {
+                    true => emit(&Autonomy { schema_version: Version, project, enabled: true, token: Some(token) })?,
+                    false => println!("{token}"),
+                }
             }
-            AutonomyCommand::Disable { project } => {
+            AutonomyCommand::Disable { project, json } => {
                 let project = canonical_or_given(project);
                 broker.disable_autonomy(&project, &uid_actor()).map_err(|e| e.to_string())?;
+                if json {
+                    emit(&Autonomy { schema_version: Version, project, enabled: false, token: None })?;
+                }
             }
         }
         Ok(())

@@ -1,6 +1,5 @@
 //! `cloche doctor`: what this machine offers, what is missing, how to fix it.
 
-use crate::find_init;
 use cloche_policy::Policy;
 use cloche_world::cgroup::Layout;
 use cloche_world::seccomp::{Profile, Program};
@@ -14,27 +13,51 @@ struct Check {
     detail: String,
 }
 
-pub fn main() -> i32 {
+/// `cloche doctor [--json]`.
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// Print the checks as one JSON document (docs/schemas/doctor.json).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: DoctorArgs) -> i32 {
     let checks = run_checks();
-    let mut failed = 0;
-    for c in &checks {
-        let mark = match (c.ok, c.required) {
-            (true, _) => "ok  ",
-            (false, true) => "FAIL",
-            (false, false) => "warn",
+    let failed = checks.iter().filter(|c| !c.ok && c.required).count();
+    let code = if failed == 0 { 0 } else { 1 };
+    if args.json {
+        let doc = crate::output::Doctor {
+            schema_version: crate::output::Version,
+            ok: failed == 0,
+            failed,
+            checks: checks
+                .iter()
+                .map(|c| crate::output::DoctorCheck {
+                    name: c.name.to_string(),
+                    ok: c.ok,
+                    required: c.required,
+                    detail: c.detail.clone(),
+                })
+                .collect(),
         };
-        println!("{mark} {:<14} {}", c.name, c.detail);
-        if !c.ok && c.required {
-            failed += 1;
-        }
+        return crate::output::emit(&doc).map_or_else(crate::fail, |()| code);
+    }
+    use anstyle::{AnsiColor, Style};
+    let style = |c: AnsiColor| Style::new().fg_color(Some(c.into())).bold();
+    for c in &checks {
+        let (mark, s) = match (c.ok, c.required) {
+            (true, _) => ("ok  ", style(AnsiColor::Green)),
+            (false, true) => ("FAIL", style(AnsiColor::Red)),
+            (false, false) => ("warn", style(AnsiColor::Yellow)),
+        };
+        anstream::println!("{s}{mark}{s:#} {:<14} {}", c.name, c.detail);
     }
     if failed == 0 {
         println!("cloche can run worlds here.");
-        0
     } else {
         println!("{failed} required check(s) failed: `cloche run` will refuse to start.");
-        1
     }
+    code
 }
 
 fn run_checks() -> Vec<Check> {
@@ -103,18 +126,134 @@ fn run_checks() -> Vec<Check> {
             ),
         },
     });
+    upper_checks(&mut v);
     network_checks(&mut v);
-    let init = find_init();
+    // The init is embedded; a world executes it from a sealed memfd (which
+    // vm.memfd_noexec=2 would forbid).
+    let init = cloche_world::init::memfd();
     v.push(Check {
         name: "cloche-init",
         ok: init.is_ok(),
         required: true,
         detail: match &init {
-            Ok(p) => p.display().to_string(),
-            Err(e) => e.clone(),
+            Ok(_) => format!("embedded ({} bytes), executed from a sealed memfd", cloche_world::init::INIT.len()),
+            Err(e) => format!("cannot make its memfd: {e}"),
         },
     });
+    if let Ok(v2) = std::fs::read_to_string("/proc/sys/vm/memfd_noexec") {
+        if v2.trim() == "2" {
+            v.push(Check {
+                name: "memfd exec",
+                ok: false,
+                required: true,
+                detail: "vm.memfd_noexec=2 forbids executing the init from a memfd (set it to 0 or 1)".into(),
+            });
+        }
+    }
     v
+}
+
+/// Worlds' upper layers on disk (the state directory's pool, `[world]
+/// upper = "disk"`, the default): btrfs, loop devices, `mkfs.btrfs` until
+/// the pool exists, the pool writable, room on its filesystem. Required when
+/// the current project's policy puts uppers on disk.
+fn upper_checks(v: &mut Vec<Check>) {
+    use cloche_world::pool;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let policy = crate::policy_store_cmd::resolve(&cwd.to_string_lossy())
+        .map(|(_, p)| p.world)
+        .unwrap_or_else(|_| Policy::builtin().world);
+    let required = policy.upper == cloche_policy::UpperStore::Disk;
+    let hint = " (or set [world] upper = \"tmpfs\", or run with --upper tmpfs)";
+    let mut check = |name, ok: bool, detail: String| {
+        let detail = if ok || !required { detail } else { format!("{detail}{hint}") };
+        v.push(Check { name, ok, required, detail })
+    };
+    let state = cloche_world::state::state_dir_from_env();
+    let st = pool::status(&state);
+    let btrfs = cloche_world::raw::fsopen("btrfs");
+    check(
+        "btrfs",
+        btrfs.is_ok(),
+        match &btrfs {
+            Ok(_) => "available (the disk pool's filesystem: a subvolume and a quota per world)".into(),
+            Err(e) => format!("btrfs: {e} (CONFIG_BTRFS_FS, modprobe btrfs)"),
+        },
+    );
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let mut v = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let simple = (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 7);
+    check(
+        "btrfs quotas",
+        true,
+        if simple {
+            format!("simple quotas (kernel {release}): each world's cap is a quota group")
+        } else {
+            format!("full qgroups (kernel {release} predates simple quotas, 6.7): same caps, slower deletes")
+        },
+    );
+    let loopdev = std::path::Path::new("/dev/loop-control").exists();
+    check(
+        "loop devices",
+        loopdev,
+        if loopdev {
+            "/dev/loop-control (the pool's image is mounted through one)".into()
+        } else {
+            "/dev/loop-control missing (CONFIG_BLK_DEV_LOOP, modprobe loop)".into()
+        },
+    );
+    if !st.mounted {
+        let mkfs = pool::mkfs_path();
+        check(
+            "mkfs.btrfs",
+            mkfs.is_some(),
+            match &mkfs {
+                Some(p) => format!("{} (makes the pool on first use)", p.display()),
+                None => "not found: install btrfs-progs (it makes the pool on first use)".into(),
+            },
+        );
+    }
+    let worlds = state.join("worlds");
+    let (ok, detail) = match (st.mounted, st.read_only) {
+        (false, _) => (true, format!("not made yet: the first world on disk makes it on {}", worlds.display())),
+        (true, true) => (
+            false,
+            format!(
+                "{} is mounted read-only (a write error: the host disk filled?); `umount {}` (its worlds are lost) \
+                 and the next world makes a new pool",
+                worlds.display(),
+                worlds.display()
+            ),
+        ),
+        (true, false) => (
+            true,
+            format!(
+                "mounted on {}, worlds there take {:.2} GiB",
+                worlds.display(),
+                st.used as f64 / (1u64 << 30) as f64
+            ),
+        ),
+    };
+    check("disk pool", ok, detail);
+    let in_ram = st.host_fs == libc::TMPFS_MAGIC || st.host_fs == 0x858458f6 /* ramfs */;
+    let room = st.host_free > pool::RESERVE + pool::MIN_CAP;
+    check(
+        "pool room",
+        room && !in_ram,
+        if in_ram {
+            format!(
+                "{} is in memory (tmpfs): uppers on disk would take RAM; use a disk-backed state dir",
+                state.display()
+            )
+        } else {
+            format!(
+                "{:.1} GiB free beside the pool; each world is capped at min(world.upper_size = {} GiB, free - {} GiB)",
+                st.host_free as f64 / (1u64 << 30) as f64,
+                policy.upper_size >> 30,
+                pool::RESERVE >> 30
+            )
+        },
+    );
 }
 
 /// Scoped networks (`--net allow=`): none is needed by the default policy

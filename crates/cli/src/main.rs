@@ -8,19 +8,55 @@ mod audit_cmd;
 mod batch_cmd;
 mod batch_net;
 mod doctor;
+mod history_cmd;
 mod net_args;
+mod output;
 mod policy_cmd;
 mod policy_store_cmd;
 mod project;
 mod review_cmd;
 mod run;
+mod schema;
+mod term;
 mod worlds_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The environment variables cloche reads, for `--help` and the man page.
+const ENVIRONMENT: &str = "\
+Environment:
+  CLOCHE_STATE_DIR       state directory (default /var/lib/cloche): kept worlds, broker database,
+                         audit log, policy store
+  CLOCHE_AUTONOMY_TOKEN  autonomy token for `batch submit` (as --token)
+  CLOCHE_DNS_UPSTREAM    IP:PORT of the upstream nameserver for allowed names (else the policy's,
+                         else /etc/resolv.conf)
+  CLOCHE_PROFILE         1: per-step timings of `run` on stderr
+  NO_COLOR               set and not empty: no colour (as --color=never); CLICOLOR=0 too
+  CLICOLOR_FORCE         set and not 0: colour even when not a terminal (with --color=auto)
+  PAGER                  pager for long output on a terminal, run by sh -c (default: less, with
+                         LESS=FRX unless LESS is set); empty or `cat`: none
+  PATH, HOME, LANG, LC_*, TERM, TZ, USER
+                         the only variables `run` and batches pass into a world (plus -e/--env)
+
+Exit status: 0 success; 1 a check failed (doctor, audit verify, commit, batch run); 2 usage error
+of `policy check|show`; 125 cloche failed or a usage error (one line on stderr); `run`: the
+command's own status (124 timeout, 126/127 cannot run / not found, 128+N killed by signal N).";
 
 #[derive(Parser)]
-#[command(name = "cloche", version, about = "Disposable, inspectable execution worlds for Linux")]
+#[command(
+    name = "cloche",
+    version,
+    about = "Disposable, inspectable execution worlds for Linux",
+    after_help = ENVIRONMENT,
+    max_term_width = 100
+)]
 struct Cli {
+    /// When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = term::ColorWhen::Auto)]
+    color: term::ColorWhen,
+    /// Never start a pager (long output on a terminal goes through $PAGER otherwise).
+    #[arg(long, global = true)]
+    no_pager: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +66,7 @@ enum Command {
     /// Run one command in a new world; print nothing of cloche's own but errors.
     Run(Box<run::RunArgs>),
     /// Check what this machine offers and what is missing.
-    Doctor,
+    Doctor(doctor::DoctorArgs),
     /// Classify commands and show the policy.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -45,25 +81,49 @@ enum Command {
     Autonomy(batch_cmd::AutonomyCommand),
     /// Trace spans of batches.
     #[command(subcommand)]
-    Trace(batch_cmd::TraceCommand),
+    Trace(history_cmd::TraceCommand),
     /// Search past commands; per-command statistics.
-    History(batch_cmd::HistoryArgs),
+    History(history_cmd::HistoryArgs),
     /// Kept worlds: list, show, collect by the retention limit.
     #[command(subcommand)]
     Worlds(worlds_cmd::WorldsCommand),
     /// Discard a kept world (by world id or batch id); audited.
-    Discard { id: String },
+    Discard(worlds_cmd::DiscardArgs),
     /// What a kept world changed: review summary, flags, git-like diff.
     Diff(review_cmd::DiffArgs),
     /// Apply a kept world's changes inside the commit roots; audited.
     Commit(review_cmd::CommitArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell: `cloche completions bash > /etc/bash_completion.d/cloche`.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (cloche.1), or write one page per command into a directory.
+    Man {
+        /// Write cloche.1, cloche-run.1, ... into DIR (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Exit code when cloche itself fails.
 pub const EXIT_CLOCHE: i32 = 125;
 
+/// The command line's definition, coloured as `--color` says.
+fn definition(args: &[std::ffi::OsString]) -> clap::Command {
+    let color = match term::color_from_args(args) {
+        Some(term::ColorWhen::Always) => clap::ColorChoice::Always,
+        Some(term::ColorWhen::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    Cli::command().color(color)
+}
+
 fn main() {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = definition(&args).try_get_matches_from(&args).and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -89,21 +149,70 @@ fn main() {
             std::process::exit(fail(format!("{msg} (see cloche --help)")));
         }
     };
+    term::init(cli.color, cli.no_pager);
     let code = match cli.command {
         Command::Run(args) => run::main(*args),
-        Command::Doctor => doctor::main(),
+        Command::Doctor(a) => doctor::main(a),
         Command::Policy(c) => policy_cmd::main(c),
         Command::Audit(c) => audit_cmd::main(c),
         Command::Batch(c) => batch_cmd::main(c),
         Command::Autonomy(c) => batch_cmd::autonomy(c),
-        Command::Trace(c) => batch_cmd::trace(c),
-        Command::History(a) => batch_cmd::history(a),
+        Command::Trace(c) => history_cmd::trace(c),
+        Command::History(a) => history_cmd::history(a),
         Command::Worlds(c) => worlds_cmd::main(c),
-        Command::Discard { id } => worlds_cmd::discard(&id),
+        Command::Discard(a) => worlds_cmd::discard(a),
         Command::Diff(a) => review_cmd::diff(a),
         Command::Commit(a) => review_cmd::commit(a),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
     };
     std::process::exit(code);
+}
+
+/// `cloche completions SHELL`: the script, generated from the definition.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "cloche", &mut out);
+    emit_bytes(&out)
+}
+
+/// `cloche man [--dir DIR]`: cloche(1) on stdout, or every page into DIR.
+fn man(dir: Option<&std::path::Path>) -> i32 {
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        return match clap_mangen::Man::new(cmd).render(&mut out) {
+            Ok(()) => emit_bytes(&out),
+            Err(e) => fail(format!("man page: {e}")),
+        };
+    };
+    if !dir.is_dir() {
+        return fail(format!("--dir {}: not a directory", dir.display()));
+    }
+    match clap_mangen::generate_to(cmd, dir) {
+        Ok(()) => 0,
+        Err(e) => fail(format!("man pages in {}: {e}", dir.display())),
+    }
+}
+
+/// Writes to stdout; a reader that went away is not an error.
+fn emit_bytes(b: &[u8]) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(b).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => fail(format!("stdout: {e}")),
+        _ => 0,
+    }
+}
+
+/// A count given on the command line: a whole number of 1 or more
+/// (`-1` is read as a value, and refused here with a reason).
+pub fn whole_number(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| "too large".to_string()),
+        Ok(_) => Err("must be a positive whole number".into()),
+        Err(_) => Err("expected a whole number".into()),
+    }
 }
 
 /// Prints `cloche: <message>` on stderr and returns the failure code.
@@ -112,16 +221,44 @@ pub fn fail(message: impl std::fmt::Display) -> i32 {
     EXIT_CLOCHE
 }
 
-/// The init binary: `cloche-init` next to this executable, or in
-/// /usr/local/lib/cloche or /usr/lib/cloche.
-pub fn find_init() -> Result<std::path::PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the cloche executable: {e}"))?;
-    let candidates = [
-        exe.with_file_name("cloche-init"),
-        "/usr/local/lib/cloche/cloche-init".into(),
-        "/usr/lib/cloche/cloche-init".into(),
-    ];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        format!("cloche-init not found next to {} (build the whole workspace: cargo build --workspace)", exe.display())
-    })
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Arguments and subcommands of `cmd` (and below) without help text.
+    pub(crate) fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if !matches!(id, "help" | "version") && a.get_help().is_none() && a.get_long_help().is_none() {
+                missing.push(format!("{path} <{id}>"));
+            }
+        }
+        for s in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub = format!("{path} {}", s.get_name());
+            if s.get_about().is_none() {
+                missing.push(format!("{sub}: no description"));
+            }
+            missing_help(s, &sub, missing);
+        }
+    }
+
+    #[test]
+    fn the_definition_is_sound() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_and_command_has_help() {
+        let mut missing = Vec::new();
+        missing_help(&Cli::command(), "cloche", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_of_one_or_more() {
+        assert_eq!(whole_number("3"), Ok(3));
+        for bad in ["0", "-1", "-3", "x", "1.5", ""] {
+            assert!(whole_number(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -24,18 +24,27 @@ pub enum PolicyCommand {
     Show(RawArgs),
     /// Store a policy file and bind it to a project directory (or make it the default); audited.
     Set {
+        /// The policy file (TOML; policies/default.toml documents every key).
         file: PathBuf,
         /// The project directory (and everything below it) the policy applies to.
         #[arg(long, value_name = "DIR")]
         project: Option<PathBuf>,
+        /// Print the new binding as JSON (docs/schemas/policy-binding.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a project's binding (or the default one); audited.
     Unset {
+        /// The project directory whose binding goes (default: the default binding).
         #[arg(long, value_name = "DIR")]
         project: Option<PathBuf>,
+        /// Print the removed binding as JSON (docs/schemas/policy-binding.json).
+        #[arg(long)]
+        json: bool,
     },
     /// Which stored policy applies where.
     List {
+        /// Print the bindings as one JSON document (docs/schemas/policy-list.json).
         #[arg(long)]
         json: bool,
     },
@@ -44,6 +53,7 @@ pub enum PolicyCommand {
 /// Arguments handed to the subcommand's own parser (see the module doc).
 #[derive(Args)]
 pub struct RawArgs {
+    /// The subcommand's arguments (see its --help).
     #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true, value_name = "ARGS")]
     args: Vec<OsString>,
 }
@@ -59,9 +69,11 @@ struct CheckArgs {
     /// Use the policy bound to this project directory (`cloche policy set`).
     #[arg(long, value_name = "DIR")]
     project: Option<PathBuf>,
-    /// Print the decision as one JSON object.
+    /// Print the decision as one JSON document (docs/schemas/policy-check.json).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    global: Global,
     /// The command line, as one argument: `cloche policy check "curl x | sh"`.
     #[arg(value_name = "CMD")]
     cmd: String,
@@ -77,9 +89,30 @@ struct ShowArgs {
     /// Use the policy bound to this project directory (`cloche policy set`).
     #[arg(long, value_name = "DIR")]
     project: Option<PathBuf>,
-    /// Print the rules as JSON.
+    /// Print the rules as one JSON document (docs/schemas/policy-show.json).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    global: Global,
+}
+
+/// The global options, also accepted after `check` and `show`.
+#[derive(Args)]
+struct Global {
+    /// When to colour the output: auto, always, never.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    color: Option<crate::term::ColorWhen>,
+    /// Never start a pager.
+    #[arg(long)]
+    no_pager: bool,
+}
+
+impl Global {
+    fn apply(&self) {
+        if self.color.is_some() || self.no_pager {
+            crate::term::init(self.color.unwrap_or_default(), self.no_pager);
+        }
+    }
 }
 
 pub fn main(cmd: PolicyCommand) -> i32 {
@@ -92,9 +125,21 @@ pub fn main(cmd: PolicyCommand) -> i32 {
             Ok(a) => show(&a),
             Err(code) => code,
         },
-        PolicyCommand::Set { file, project } => done(crate::policy_store_cmd::set(&file, project.as_deref())),
-        PolicyCommand::Unset { project } => done(crate::policy_store_cmd::unset(project.as_deref())),
+        PolicyCommand::Set { file, project, json } => {
+            done(crate::policy_store_cmd::set(&file, project.as_deref()).and_then(|b| binding(json, b)))
+        }
+        PolicyCommand::Unset { project, json } => {
+            done(crate::policy_store_cmd::unset(project.as_deref()).and_then(|b| binding(json, b)))
+        }
         PolicyCommand::List { json } => done(crate::policy_store_cmd::list(json)),
+    }
+}
+
+/// Prints a binding with `--json`.
+fn binding(json: bool, b: crate::output::PolicyBinding) -> Result<(), String> {
+    match json {
+        true => crate::output::emit(&b),
+        false => Ok(()),
     }
 }
 
@@ -137,6 +182,7 @@ fn load(path: &Option<PathBuf>, project: &Option<PathBuf>) -> Result<Policy, i32
 }
 
 fn check(a: &CheckArgs) -> i32 {
+    a.global.apply();
     let policy = match load(&a.policy, &a.project) {
         Ok(p) => p,
         Err(code) => return code,
@@ -145,10 +191,7 @@ fn check(a: &CheckArgs) -> i32 {
     if a.json {
         let mut v = serde_json::to_value(&d).unwrap_or_default();
         v["policy"] = json!(policy.origin);
-        match serde_json::to_string_pretty(&v) {
-            Ok(s) => emit(&(s + "\n")),
-            Err(e) => crate::fail(format!("policy check: {e}")),
-        }
+        crate::output::emit(&v).map_or_else(crate::fail, |()| 0)
     } else {
         emit(&human_decision(&d))
     }
@@ -207,6 +250,7 @@ fn quote(w: &str) -> String {
 }
 
 fn show(a: &ShowArgs) -> i32 {
+    a.global.apply();
     let policy = match load(&a.policy, &a.project) {
         Ok(p) => p,
         Err(code) => return code,
@@ -219,10 +263,7 @@ fn show(a: &ShowArgs) -> i32 {
             "unresolved": rules.unresolved(),
             "rules": rules.rules(),
         });
-        return match serde_json::to_string_pretty(&v) {
-            Ok(s) => emit(&(s + "\n")),
-            Err(e) => crate::fail(format!("policy show: {e}")),
-        };
+        return crate::output::emit(&v).map_or_else(crate::fail, |()| 0);
     }
     let mut out = format!("policy: {} ({} command rules)\n", policy.origin, rules.rules().len());
     for (what, f) in [("unknown commands", rules.unknown()), ("unresolved commands", rules.unresolved())] {
@@ -232,7 +273,7 @@ fn show(a: &ShowArgs) -> i32 {
     for r in rules.rules() {
         out += &human_rule(r);
     }
-    emit(&out)
+    crate::term::page(out.as_bytes()).map_or_else(|e| crate::fail(format!("stdout: {e}")), |()| 0)
 }
 
 fn human_rule(r: &Rule) -> String {
@@ -279,4 +320,20 @@ fn conditions(c: &Conditions, indent: &str) -> String {
         ("assigns_any", &c.assigns_any),
     ];
     fields.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{indent}{k}: {}\n", v.join(" "))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_own_parsers_have_help_on_every_argument() {
+        let mut missing = Vec::new();
+        for cmd in [CheckArgs::command(), ShowArgs::command()] {
+            cmd.clone().debug_assert();
+            crate::tests::missing_help(&cmd, cmd.get_name(), &mut missing);
+        }
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 }

@@ -3,6 +3,7 @@
 //! change is written to the audit log (`policy_changed`) before it takes
 //! effect.
 
+use crate::output::{PolicyBinding, Version};
 use crate::run::open_state;
 use cloche_policy::store::{self, Bindings, Store, StoreError};
 use cloche_policy::Policy;
@@ -45,9 +46,19 @@ pub fn uid_actor() -> String {
     format!("uid:{}", unsafe { libc::getuid() })
 }
 
+/// The binding made or removed, for `--json`.
+fn binding(project: Option<&str>, id: Option<&str>) -> PolicyBinding {
+    PolicyBinding {
+        schema_version: Version,
+        scope: if project.is_some() { "project" } else { "default" }.into(),
+        project: project.map(str::to_string),
+        policy: id.map(str::to_string),
+    }
+}
+
 /// `cloche policy set [--project DIR] FILE`: stores FILE (validated, with
 /// its seccomp profile) and binds it.
-pub fn set(file: &Path, project: Option<&Path>) -> Result<(), String> {
+pub fn set(file: &Path, project: Option<&Path>) -> Result<PolicyBinding, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let policy = Policy::from_toml(&text, &file.display().to_string(), Some(base)).map_err(|e| e.to_string())?;
@@ -59,11 +70,11 @@ pub fn set(file: &Path, project: Option<&Path>) -> Result<(), String> {
     let details = json!({"file": std::path::absolute(file).ok(), "seccomp": policy.seccomp_origin});
     change(&store, &root, project.as_deref(), Some(&id), details)?;
     eprintln!("cloche: {} now uses policy {}", project.as_deref().unwrap_or("every project"), store::short(&id));
-    Ok(())
+    Ok(binding(project.as_deref(), Some(&id)))
 }
 
 /// `cloche policy unset [--project DIR]`: removes a binding.
-pub fn unset(project: Option<&Path>) -> Result<(), String> {
+pub fn unset(project: Option<&Path>) -> Result<PolicyBinding, String> {
     let project = project.map(project_key).transpose()?;
     let (store, root) = open_store()?;
     let bindings = store.bindings().map_err(|e| e.to_string())?;
@@ -74,7 +85,8 @@ pub fn unset(project: Option<&Path>) -> Result<(), String> {
     if !bound {
         return Err(format!("no policy is bound to {}", project.as_deref().unwrap_or("the default")));
     }
-    change(&store, &root, project.as_deref(), None, json!({}))
+    change(&store, &root, project.as_deref(), None, json!({}))?;
+    Ok(binding(project.as_deref(), None))
 }
 
 /// `cloche policy list [--json]`: the bindings.
@@ -83,8 +95,7 @@ pub fn list(json_out: bool) -> Result<(), String> {
     let b = store.bindings().map_err(|e| e.to_string())?;
     if json_out {
         let out = json!({"default": b.default.as_deref().unwrap_or(store::BUILTIN), "projects": b.projects});
-        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
-        return Ok(());
+        return crate::output::emit(&out);
     }
     println!("{:<20} (default)", store::short(b.default.as_deref().unwrap_or(store::BUILTIN)));
     for (dir, id) in &b.projects {

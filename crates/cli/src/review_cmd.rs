@@ -12,20 +12,27 @@ use cloche_world::diff::DiffOptions;
 use cloche_world::kept::{self, KeptWorld};
 use nix::fcntl::OFlag;
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-/// `cloche diff ID [--stat] [--name-status] [--json] [PATH...]`.
+/// `cloche diff ID [--stat] [--name-status] [--touched] [--json] [PATH...]`.
 #[derive(clap::Args)]
 pub struct DiffArgs {
     /// A kept world's id, or a batch id (its world).
     id: String,
+    /// Per path the lines added and removed, and totals.
     #[arg(long, conflicts_with_all = ["name_status", "json"])]
     stat: bool,
+    /// Per path a status letter (A, M, D, T) and the entries that changed it.
     #[arg(long, conflicts_with = "json")]
     name_status: bool,
-    /// The fs_diff object with review flags and, per path, the entries that changed it.
+    /// Also list the touched paths: written by the world but as the base has
+    /// them (never committed; `--json` always lists them).
+    #[arg(long)]
+    touched: bool,
+    /// The fs_diff object with review flags and, per path, the entries that changed it
+    /// (docs/schemas/diff.json).
     #[arg(long)]
     json: bool,
     /// Only these paths (and below).
@@ -35,6 +42,7 @@ pub struct DiffArgs {
 /// `cloche commit ID [--path P]... [--exclude P]... [--force] [--json]`.
 #[derive(clap::Args)]
 pub struct CommitArgs {
+    /// A kept world's id, or a batch id (its world).
     id: String,
     /// Commit only this path and what is below it (repeatable).
     #[arg(long = "path", value_name = "P")]
@@ -45,6 +53,7 @@ pub struct CommitArgs {
     /// Apply over conflicts (each one is audited).
     #[arg(long)]
     force: bool,
+    /// Print what was applied, refused or left as JSON (docs/schemas/commit.json).
     #[arg(long)]
     json: bool,
 }
@@ -136,10 +145,8 @@ pub fn diff(a: DiffArgs) -> i32 {
         let paths: Vec<Vec<u8>> = a.paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?;
         if a.json {
             let v = diff_json(&t, &review, &paths)?;
-            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
-            return Ok(());
+            return crate::output::emit(&v);
         }
-        let tty = std::io::stdout().is_terminal();
         let format = if a.stat {
             Format::Stat
         } else if a.name_status {
@@ -147,11 +154,17 @@ pub fn diff(a: DiffArgs) -> i32 {
         } else {
             Format::Full
         };
-        let opts = RenderOptions { format, color: tty, paths, ..RenderOptions::default() };
+        let opts = RenderOptions {
+            format,
+            color: crate::term::color_stdout(),
+            paths,
+            touched: a.touched,
+            ..RenderOptions::default()
+        };
         let mut out = Vec::new();
         render::render(&mut out, &review, &WorldContents::new(&t.world, &t.secrets), &opts)
             .map_err(|e| e.to_string())?;
-        page(&out, tty).map_err(|e| format!("stdout: {e}"))
+        crate::term::page(&out).map_err(|e| format!("stdout: {e}"))
     })();
     r.map_or_else(crate::fail, |()| 0)
 }
@@ -160,7 +173,7 @@ pub fn diff(a: DiffArgs) -> i32 {
 fn diff_json(t: &Target, review: &Review, paths: &[Vec<u8>]) -> Result<Value, String> {
     let mut v = serde_json::to_value(&review.diff).map_err(|e| e.to_string())?;
     let keep = |p: &[u8]| paths.is_empty() || paths.iter().any(|x| cloche_review::at_or_below(p, x));
-    for list in ["added", "modified", "deleted"] {
+    for list in ["added", "modified", "deleted", "touched"] {
         let entries: Vec<Value> = review_list(&review.diff, list)
             .iter()
             .zip(v[list].as_array().cloned().unwrap_or_default())
@@ -185,6 +198,7 @@ fn review_list<'d>(d: &'d cloche_world::diff::FsDiff, list: &str) -> &'d [cloche
     match list {
         "added" => &d.added,
         "modified" => &d.modified,
+        "touched" => &d.touched,
         _ => &d.deleted,
     }
 }
@@ -193,31 +207,6 @@ fn abs_bytes(p: &std::path::Path) -> Result<Vec<u8>, String> {
     let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let s = abs.to_str().ok_or_else(|| format!("{}: not UTF-8", abs.display()))?;
     Ok(cloche_broker::normalize_abs(s).map_err(|e| format!("{}: {e}", p.display()))?.into_bytes())
-}
-
-/// Writes to stdout, through a pager like git's when it is a terminal and
-/// the text is longer than the screen.
-fn page(text: &[u8], tty: bool) -> std::io::Result<()> {
-    let rows = std::env::var("LINES").ok().and_then(|l| l.parse::<usize>().ok()).unwrap_or(40);
-    if tty && text.iter().filter(|&&b| b == b'\n').count() > rows {
-        let pager = std::env::var("PAGER").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "less".into());
-        let mut cmd = std::process::Command::new(&pager);
-        if pager == "less" {
-            cmd.arg("-FRX");
-        }
-        if let Ok(mut child) = cmd.stdin(std::process::Stdio::piped()).spawn() {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(text);
-            }
-            child.wait()?;
-            return Ok(());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r,
-    }
 }
 
 /// File contents for the text diff: the world's from its upper, the base
@@ -391,6 +380,8 @@ fn commit_inner(a: &CommitArgs) -> Result<i32, String> {
 
 fn print_json(on: bool, v: &Value) {
     if on {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        if let Err(e) = crate::output::emit(v) {
+            eprintln!("cloche: {e}");
+        }
     }
 }

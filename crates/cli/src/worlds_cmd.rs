@@ -3,6 +3,7 @@
 //! before the world goes.
 
 use crate::batch_cmd::open_broker;
+use crate::output::{Discard, Discarded, Gc, Version};
 use crate::policy_store_cmd::{open_store, uid_actor};
 use crate::run::open_state;
 use clap::Subcommand;
@@ -17,12 +18,15 @@ pub const RETENTION_ACTOR: &str = "policy:retention";
 pub enum WorldsCommand {
     /// Kept worlds, oldest first: id, state, age, size, owner.
     List {
+        /// Print them as one JSON document (docs/schemas/worlds.json).
         #[arg(long)]
         json: bool,
     },
     /// One kept world.
     Show {
+        /// The world's id.
         id: String,
+        /// Print it as one JSON document (docs/schemas/world.json).
         #[arg(long)]
         json: bool,
     },
@@ -31,7 +35,20 @@ pub enum WorldsCommand {
         /// Show what would be discarded, discard nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print what was (or would be) discarded as JSON (docs/schemas/worlds-gc.json).
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// `cloche discard ID [--json]`.
+#[derive(clap::Args)]
+pub struct DiscardArgs {
+    /// A kept world's id, or a batch id (its world).
+    id: String,
+    /// Print what was discarded as JSON (docs/schemas/discard.json).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn main(cmd: WorldsCommand) -> i32 {
@@ -42,7 +59,7 @@ pub fn main(cmd: WorldsCommand) -> i32 {
             WorldsCommand::List { json } => {
                 let worlds = kept::list(&state);
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&worlds).map_err(|e| e.to_string())?);
+                    crate::output::emit(&serde_json::json!({ "worlds": worlds }))?;
                 }
                 for w in worlds.iter().filter(|_| !json) {
                     println!("{}", line(w, now()));
@@ -51,17 +68,28 @@ pub fn main(cmd: WorldsCommand) -> i32 {
             WorldsCommand::Show { id, json } => {
                 let w = kept::get(&state, &id).ok_or_else(|| format!("no kept world {id}"))?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&w).map_err(|e| e.to_string())?);
+                    crate::output::emit(&w)?;
                 } else {
                     println!("{}\n  path {}\n  argv {:?}", line(&w, now()), w.path.display(), w.argv);
                 }
             }
-            WorldsCommand::Gc { dry_run } => {
+            WorldsCommand::Gc { dry_run, json } => {
                 let (store, _) = open_store()?;
                 let (_, policy) = store.resolve("/").map_err(|e| e.to_string())?;
                 let r = Retention { max_worlds: policy.retention.max_worlds, max_age: policy.retention.max_age };
                 let mut broker = open_broker()?;
-                for (id, why) in gc(&state, &mut broker, r, dry_run)? {
+                let gone = gc(&state, &mut broker, r, dry_run)?;
+                if !dry_run {
+                    // The disk pool's trash (worlds that ended since the
+                    // last run, these ones too), deleted now rather than by
+                    // the next run.
+                    cloche_world::pool::tidy(&state);
+                }
+                if json {
+                    let discarded = gone.into_iter().map(|(world, why)| Discarded { world, why }).collect();
+                    return crate::output::emit(&Gc { schema_version: Version, dry_run, discarded });
+                }
+                for (id, why) in gone {
                     println!("{} {id} ({why})", if dry_run { "would discard" } else { "discarded" });
                 }
             }
@@ -72,7 +100,8 @@ pub fn main(cmd: WorldsCommand) -> i32 {
 }
 
 /// `cloche discard WORLD|BATCH`.
-pub fn discard(id: &str) -> i32 {
+pub fn discard(a: DiscardArgs) -> i32 {
+    let id = a.id.as_str();
     let r = (|| -> Result<(), String> {
         let state = open_state()?;
         state.sweep();
@@ -88,6 +117,10 @@ pub fn discard(id: &str) -> i32 {
         };
         discard_one(&state, &mut broker, &world, &uid_actor(), "discarded by a reviewer")?;
         eprintln!("cloche: world {} discarded", world.id);
+        if a.json {
+            let batch = world.owner.as_deref().and_then(|o| o.strip_prefix("batch:")).map(str::to_string);
+            crate::output::emit(&Discard { schema_version: Version, world: world.id.clone(), batch })?;
+        }
         Ok(())
     })();
     r.map_or_else(crate::fail, |()| 0)

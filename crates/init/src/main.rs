@@ -59,6 +59,7 @@ unsafe extern "C" fn entry(sp: *const usize) -> ! {
         (argc, argv, argv.add(argc + 1))
     };
     sys::set_non_dumpable();
+    sys::set_name();
     // Only ever the first process of a world's own pid namespace: killing
     // "every other process" (kill(-1)) means the world there, and would mean
     // the whole host anywhere else.

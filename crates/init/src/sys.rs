@@ -46,6 +46,15 @@ pub fn set_non_dumpable() {
     unsafe { syscall(157, [PR_SET_DUMPABLE, 0, 0, 0, 0, 0]) };
 }
 
+/// prctl(PR_SET_NAME, "cloche-init"): the name `ps` shows (executed from
+/// a memfd, the kernel would say "memfd:cloche-in").
+pub fn set_name() {
+    const PR_SET_NAME: usize = 15;
+    static NAME: &[u8; 12] = b"cloche-init\0";
+    // SAFETY: a NUL-terminated name of at most 16 bytes.
+    unsafe { syscall(157, [PR_SET_NAME, NAME.as_ptr() as usize, 0, 0, 0, 0]) };
+}
+
 /// fork(): clone with only SIGCHLD as the exit signal. 0 in the child.
 pub fn fork() -> isize {
     // SAFETY: fork semantics; this process has a single thread.

@@ -71,7 +71,26 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct WorldSection {
     pub hostname: String,
+    /// Where worlds' upper layers live (`upper`, default disk).
+    pub upper: UpperStore,
     pub upper_size: u64,
+}
+
+/// `[world] upper`: the state directory's disk pool, or a tmpfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperStore {
+    Disk,
+    Tmpfs,
+}
+
+impl UpperStore {
+    pub fn parse(s: &str) -> Result<UpperStore, String> {
+        match s {
+            "disk" => Ok(UpperStore::Disk),
+            "tmpfs" => Ok(UpperStore::Tmpfs),
+            _ => Err(format!("{s:?}: expected \"disk\" or \"tmpfs\"")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +225,8 @@ impl Default for BatchSection {
 #[serde(deny_unknown_fields)]
 struct RawWorld {
     hostname: String,
+    #[serde(default)]
+    upper: Option<String>,
     upper_size: SizeValue,
 }
 
@@ -324,6 +345,10 @@ impl Policy {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
         let world = WorldSection {
             hostname: raw.world.hostname,
+            upper: match &raw.world.upper {
+                None => UpperStore::Disk,
+                Some(u) => UpperStore::parse(u).map_err(|e| invalid(format!("world.upper: {e}")))?,
+            },
             upper_size: raw.world.upper_size.bytes("world.upper_size").map_err(invalid)?,
         };
         let limits = Limits {
@@ -505,74 +530,5 @@ pub fn check_absolute(p: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtin_commands_are_the_last_section_and_match_a_full_load() {
-        let at = DEFAULT_POLICY.find(COMMANDS_HEADER).expect("[commands] in the default policy");
-        let tables = DEFAULT_POLICY[at + 1..].lines().filter(|l| l.starts_with('['));
-        for t in tables {
-            assert!(t == "[commands]" || t == "[[commands.rule]]", "{t}: [commands] must be the last section");
-        }
-        let lazy = Policy::builtin();
-        let full = Policy::from_toml(DEFAULT_POLICY, "builtin", None).unwrap();
-        let names = |p: &Policy| p.commands.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&lazy), names(&full));
-        assert!(names(&lazy).len() > 50);
-        assert_eq!(lazy.classify("rm -rf /").rule, "rm-root");
-    }
-
-    #[test]
-    fn builtin_policy_is_valid() {
-        let p = Policy::builtin();
-        assert_eq!(p.world.upper_size, 4 << 30);
-        assert!(p.fs.mask.iter().any(|m| m == Path::new("/etc/shadow")));
-        assert!(p.layers.requires("seccomp"));
-        assert_eq!((p.batch.max_entries, p.batch.output_cap, p.batch.approval_ttl), (10, 1 << 20, 300));
-        assert!(p.seccomp_json.contains("syscalls"));
-    }
-
-    #[test]
-    fn unknown_key_is_an_error() {
-        let text = DEFAULT_POLICY.replace("mask_homes = true", "mask_homes = true\nmask_hmoes = false");
-        let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
-        assert!(err.contains("mask_hmoes") && err.contains("line "), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let cases = [
-            ("pids = 1024", "pids = 1", "limits.pids"),
-            ("memory = \"4GiB\"", "memory = \"lots\"", "limits.memory"),
-            ("hostname = \"cloche\"", "hostname = \"a b\"", "world.hostname"),
-            ("\"/etc/shadow\",", "\"etc/shadow\",", "absolute"),
-            ("\".ssh\",", "\"../x\",", "home_secrets"),
-            ("\".pyenv\",", "\"/opt/pyenv\",", "fs.toolchains: /opt/pyenv must be relative"),
-            ("\".pyenv\",", "[],", "fs.toolchains: an empty list"),
-            ("\".pyenv\",", "\".pyenv/../.ssh\",", "fs.toolchains"),
-            ("\".pyenv/shims\",", "\"/x\",", "fs.toolchain_writable: /x must be relative"),
-            ("\"cgroup\"]", "\"cgroupz\"]", "unknown layer"),
-            ("max_entries = 10", "max_entries = 0", "max_entries"),
-            ("output_cap = \"1MiB\"", "output_cap = \"huge\"", "batch.output_cap"),
-        ];
-        for (from, to, want) in cases {
-            assert!(DEFAULT_POLICY.contains(from), "{from}");
-            let text = DEFAULT_POLICY.replacen(from, to, 1);
-            let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
-            assert!(err.contains(want), "{to}: {err}");
-        }
-    }
-
-    #[test]
-    fn relative_profile_needs_a_base() {
-        let text = DEFAULT_POLICY.replace("builtin:default", "seccomp/x.json");
-        assert!(Policy::from_toml(&text, "t", None).is_err());
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("seccomp")).unwrap();
-        std::fs::write(dir.path().join("seccomp/x.json"), "{}").unwrap();
-        let p = Policy::from_toml(&text, "t", Some(dir.path())).unwrap();
-        assert_eq!(p.seccomp_json, "{}");
-    }
-}
+#[path = "lib_tests.rs"]
+mod tests;

@@ -1,10 +1,10 @@
 //! What a kept world remembers for its review, next to its `world.json`:
 //!
 //! - `changes.jsonl`: after each batch entry, one line `{"entry": ID,
-//!   "paths": [...]}` naming the paths that entry changed (its fs_diff
-//!   delta): `cloche diff` shows, per path, the entries that changed it.
-//! - `base.jsonl`: for every path the world changed, the **host** state of
-//!   that path when the world first changed it (recorded at the end of the
+//!   "paths": [...]}` naming the paths that entry changed or touched (its
+//!   fs_diff delta): `cloche diff` shows, per path, the entries that did.
+//! - `base.jsonl`: for every path the world changed or touched, the **host**
+//!   state of that path when the world first wrote it (recorded at the end of the
 //!   entry that did): absent, a file's size, times, inode and sha256, a
 //!   directory (with a digest of its whole tree when the world deleted or
 //!   replaced it), a symlink's target. `cloche commit` compares the host
@@ -176,7 +176,11 @@ struct BaseLine {
 #[derive(Serialize, Deserialize)]
 struct ChangeLine {
     entry: String,
+    /// Paths the entry changed (added, modified, deleted).
     paths_hex: Vec<String>,
+    /// Paths the entry only wrote as they were (touched).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    touched_hex: Vec<String>,
 }
 
 /// Writes a kept world's records (see the module docs).
@@ -197,11 +201,15 @@ impl Recorder {
     /// records the host state of the paths changed for the first time.
     pub fn entry(&mut self, entry: &str, delta: &FsDiff) -> io::Result<()> {
         let mut base = Vec::new();
-        let mut paths = Vec::new();
-        let lists = [(&delta.added, false), (&delta.modified, false), (&delta.deleted, true)];
-        for (list, deleted) in lists {
+        let (mut paths, mut touched) = (Vec::new(), Vec::new());
+        // Touched paths get a base too: never committed as such, but the
+        // world's copy dates from then, so a later real change of the path
+        // is checked against the host as it was when the world first wrote it.
+        let lists = [(&delta.added, false), (&delta.modified, false), (&delta.deleted, true), (&delta.touched, false)];
+        for (i, (list, deleted)) in lists.into_iter().enumerate() {
+            let names = if i == 3 { &mut touched } else { &mut paths };
             for e in list.iter() {
-                paths.push(hex(e.path.as_bytes()));
+                names.push(hex(e.path.as_bytes()));
                 if !self.seen.insert(e.path.as_bytes().to_vec()) {
                     continue;
                 }
@@ -214,10 +222,10 @@ impl Recorder {
             }
         }
         append_lines(&self.dir.join("base.jsonl"), &base)?;
-        if !paths.is_empty() {
+        if !paths.is_empty() || !touched.is_empty() {
             append_lines(
                 &self.dir.join("changes.jsonl"),
-                &[ChangeLine { entry: entry.to_string(), paths_hex: paths }],
+                &[ChangeLine { entry: entry.to_string(), paths_hex: paths, touched_hex: touched }],
             )?;
         }
         Ok(())
@@ -278,17 +286,31 @@ pub fn read_base(dir: &Path) -> io::Result<HashMap<Vec<u8>, HostState>> {
 }
 
 /// Per path (raw bytes), the entries that changed it, in order.
+/// A path only ever touched is attributed to the entries that wrote it; any
+/// other path only to the entries that changed it (not to one that merely
+/// wrote it as it was before another changed it).
 pub fn read_attribution(dir: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<String>>> {
-    let mut out: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    let mut changed: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    let mut touched: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    let add = |map: &mut BTreeMap<Vec<u8>, Vec<String>>, p: &str, entry: &String| -> io::Result<()> {
+        let ids = map.entry(unhex(p)?).or_default();
+        if ids.last() != Some(entry) {
+            ids.push(entry.clone());
+        }
+        Ok(())
+    };
     for l in read_lines::<ChangeLine>(&dir.join("changes.jsonl"))? {
         for p in &l.paths_hex {
-            let ids = out.entry(unhex(p)?).or_default();
-            if ids.last() != Some(&l.entry) {
-                ids.push(l.entry.clone());
-            }
+            add(&mut changed, p, &l.entry)?;
+        }
+        for p in &l.touched_hex {
+            add(&mut touched, p, &l.entry)?;
         }
     }
-    Ok(out)
+    for (path, ids) in touched {
+        changed.entry(path).or_insert(ids);
+    }
+    Ok(changed)
 }
 
 /// `path` as a [`RawPath`] (for callers holding host paths).
@@ -352,6 +374,33 @@ mod tests {
         let mut r = Recorder::open(&world).unwrap();
         r.entry("e3", &diff(&[], &[&m], &[])).unwrap();
         assert!(matches!(read_base(&world).unwrap()[&key(&m)], HostState::File { size: 3, .. }));
+    }
+
+    /// A path first only touched (written as it was), then really changed
+    /// by a later entry: its base is the host state when it was touched, so
+    /// a host edit in between is a conflict at commit.
+    #[test]
+    fn a_touched_path_records_its_base_when_first_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        fs::write(&f, b"base").unwrap();
+        let world = tmp.path().join("world");
+        fs::create_dir(&world).unwrap();
+        let mut r = Recorder::open(&world).unwrap();
+        let touched = FsDiff { touched: vec![Entry::new(raw_path(&f), Kind::File)], ..FsDiff::default() };
+        r.entry("e1", &touched).unwrap();
+        fs::write(&f, b"host edit").unwrap();
+        r.entry("e2", &diff(&[], &[&f], &[])).unwrap();
+        let base = read_base(&world).unwrap();
+        let b = &base[f.as_os_str().as_bytes()];
+        assert!(matches!(b, HostState::File { size: 4, .. }), "{b:?}");
+        assert!(!b.same_as_base(&HostState::read(&f, false).unwrap()));
+        // the entry that changed it, not the one that only wrote it as it was
+        assert_eq!(read_attribution(&world).unwrap()[f.as_os_str().as_bytes()], ["e2"]);
+        // a path only ever touched: the entries that wrote it
+        let g = tmp.path().join("g");
+        r.entry("e3", &FsDiff { touched: vec![Entry::new(raw_path(&g), Kind::File)], ..FsDiff::default() }).unwrap();
+        assert_eq!(read_attribution(&world).unwrap()[g.as_os_str().as_bytes()], ["e3"]);
     }
 
     #[test]

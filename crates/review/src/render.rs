@@ -56,11 +56,13 @@ pub struct RenderOptions {
     pub paths: Vec<Vec<u8>>,
     /// Largest file shown as a text diff (default 1 MiB); bigger ones are summarized like binary files.
     pub max_text: u64,
+    /// List the touched paths too (written, but as the base has them).
+    pub touched: bool,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions { format: Format::Full, color: false, paths: Vec::new(), max_text: 1 << 20 }
+        RenderOptions { format: Format::Full, color: false, paths: Vec::new(), max_text: 1 << 20, touched: false }
     }
 }
 
@@ -81,11 +83,13 @@ const DIFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// Widest `+++--` bar of the stat output.
 const BAR_WIDTH: u64 = 50;
 
-/// The one-letter status of an entry: 'A' added, 'D' deleted, 'T' modified with Change::Type, 'M' other modified.
+/// The one-letter status of an entry: 'A' added, 'D' deleted, 'T' modified with Change::Type, 'M' other modified,
+/// '=' touched (as the base has it).
 pub fn status_letter(list: &str, entry: &Entry) -> char {
     match list {
         "added" => 'A',
         "deleted" => 'D',
+        "touched" => '=',
         "modified" if entry.changes.contains(&Change::Type) => 'T',
         "modified" => 'M',
         _ => '?',
@@ -100,6 +104,12 @@ pub fn summary(out: &mut dyn Write, review: &crate::Review, opts: &RenderOptions
     p.line(out, BOLD, &format!("changes: {} added, {} modified, {} deleted, {bytes}", t.added, t.modified, t.deleted))?;
     if review.diff.truncated {
         p.line(out, YELLOW, "truncated: the lists do not show every change (totals count everything)")?;
+    }
+    if t.touched > 0 {
+        let how = if opts.touched { "listed below as '='" } else { "--touched lists them" };
+        let n = t.touched;
+        let paths = plural(n, "path", "paths");
+        p.line(out, PLAIN, &format!("touched: {n} {paths} written as the base has them, not changes ({how})"))?;
     }
     let by_path = flags_by_path(review);
     if !by_path.is_empty() {
@@ -170,10 +180,12 @@ struct Row<'a> {
     entry: &'a Entry,
 }
 
-/// The entries `opts.paths` selects, sorted by path (then added, modified, deleted).
+/// The entries `opts.paths` selects, sorted by path (then added, modified,
+/// deleted, touched when asked).
 fn rows<'a>(review: &'a crate::Review, opts: &RenderOptions) -> Vec<Row<'a>> {
     let d = &review.diff;
-    let lists = [("added", &d.added), ("modified", &d.modified), ("deleted", &d.deleted)];
+    let touched: &[Entry] = if opts.touched { &d.touched } else { &[] };
+    let lists = [("added", &d.added[..]), ("modified", &d.modified), ("deleted", &d.deleted), ("touched", touched)];
     let mut rows: Vec<Row<'a>> = lists
         .into_iter()
         .flat_map(|(list, entries)| entries.iter().map(move |entry| Row { list, entry }))
@@ -431,6 +443,10 @@ fn full(
             None => format!("new {kind}"),
         }),
         "deleted" => meta.push(format!("deleted {kind}")),
+        "touched" => meta.push(match e.changes.contains(&Change::Mtime) {
+            true => format!("touched {kind}: as the base has it, new mtime"),
+            false => format!("touched {kind}: as the base has it"),
+        }),
         _ => {
             let changes: Vec<String> = e.changes.iter().map(serde_name).collect();
             meta.push(format!("changed: {}", changes.join(", ")));
@@ -461,7 +477,8 @@ fn full(
         }
     }
     if let Some(ids) = review.attribution.get(e.path.as_bytes()) {
-        meta.push(format!("changed by entry {}", escape_path(ids.join(", ").as_bytes())));
+        let verb = if r.list == "touched" { "written" } else { "changed" };
+        meta.push(format!("{verb} by entry {}", escape_path(ids.join(", ").as_bytes())));
     }
     if r.list != "added" && contents.withheld(e.path.as_bytes()) {
         meta.push(WITHHELD.to_owned());

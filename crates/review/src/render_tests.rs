@@ -276,3 +276,30 @@ fn a_withheld_base_is_never_shown() {
     let stat = body(&r, &mem, &RenderOptions { format: Format::Stat, ..RenderOptions::default() });
     assert!(!stat.contains("s3cret") && stat.contains("/root/.npmrc"), "{stat}");
 }
+
+/// Touched paths (written as the base has them) are counted in the
+/// summary and left out of every listing unless asked for.
+#[test]
+fn touched_paths_are_counted_not_listed() {
+    let mut r = review(vec![], vec![file("/srv/m", 2, &[Change::Content])], vec![]);
+    r.diff.touched =
+        vec![Entry::new(RawPath::from("/srv/d"), Kind::Dir), entry(b"/srv/t", Kind::File, &[Change::Mtime])];
+    r.diff.touched[1].mode = None;
+    r.diff.totals.touched = 2;
+    let mem = Mem::default().base("/srv/m", b"a\n").world("/srv/m", b"b\n");
+    let text = run(&r, &mem, &RenderOptions::default());
+    assert!(
+        text.contains("touched: 2 paths written as the base has them, not changes (--touched lists them)\n"),
+        "{text}"
+    );
+    for format in [Format::Full, Format::NameStatus, Format::Stat] {
+        let b = body(&r, &mem, &RenderOptions { format, ..RenderOptions::default() });
+        assert!(b.contains("/srv/m") && !b.contains("/srv/t") && !b.contains("/srv/d"), "{format:?}: {b}");
+    }
+    let opts = RenderOptions { format: Format::NameStatus, touched: true, ..RenderOptions::default() };
+    assert_eq!(body(&r, &mem, &opts), "=\t/srv/d\nM\t/srv/m\n=\t/srv/t\n");
+    let opts = RenderOptions { touched: true, ..RenderOptions::default() };
+    let b = body(&r, &mem, &opts);
+    assert!(b.contains("diff --cloche a/srv/t b/srv/t\ntouched file: as the base has it, new mtime\n"), "{b}");
+    assert!(b.contains("diff --cloche a/srv/d b/srv/d\ntouched dir: as the base has it\n"), "{b}");
+}

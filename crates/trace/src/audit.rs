@@ -113,8 +113,6 @@ pub struct VerifyReport {
     /// Hash of the last record ([`GENESIS`] when empty): keep it elsewhere to
     /// detect a later truncation of the log.
     pub head: String,
-    /// False when there was no file at all (then `lines` is 0).
-    pub exists: bool,
 }
 
 /// A writer. Several may be open on one file, in one or many processes.
@@ -338,27 +336,19 @@ fn fields(obj: &Map<String, Value>) -> Result<Record, String> {
     Ok(record)
 }
 
-/// Checks the whole chain of the log at `path`. A missing file is an empty
-/// log (`exists: false`). The first bad line is returned as
-/// [`VerifyError::Bad`]; I/O problems as [`VerifyError::Io`].
+/// Checks the whole chain of the log at `path`. The first bad line is
+/// returned as [`VerifyError::Bad`]; I/O problems as [`VerifyError::Io`],
+/// a missing file among them: nothing was verified, and a log that was
+/// removed must not pass for an empty one.
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    let file = match fsio::open_read(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(VerifyReport { lines: 0, head: GENESIS.into(), exists: false });
-        }
-        Err(e) => return Err(io_err("open", path)(e).into()),
-    };
+    let file = fsio::open_read(path).map_err(io_err("open", path))?;
     // Appends hold the exclusive lock: the length seen under the shared lock
     // covers only whole appends, and the bytes below it never change.
     let len = {
         let _lock = Flock::take(&file, false).map_err(io_err("lock", path))?;
         file.metadata().map_err(io_err("stat", path))?.len()
     };
-    let mut report =
-        verify_reader(BufReader::with_capacity(64 * 1024, file.take(len))).map_err(|e| e.with_path(path))?;
-    report.exists = true;
-    Ok(report)
+    verify_reader(BufReader::with_capacity(64 * 1024, file.take(len))).map_err(|e| e.with_path(path))
 }
 
 /// [`verify`] on bytes already in memory.
@@ -414,7 +404,7 @@ fn verify_reader(mut reader: impl BufRead) -> Result<VerifyReport, ReadError> {
         }
         prev = record.hash;
     }
-    Ok(VerifyReport { lines: line, head: prev, exists: true })
+    Ok(VerifyReport { lines: line, head: prev })
 }
 
 /// The last `n` records of the log at `path`, oldest first. Each is checked

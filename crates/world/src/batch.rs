@@ -27,7 +27,7 @@ use crate::world::{collect_diff, ms, Outcome, Timings};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// One command of a batch.
@@ -115,22 +115,19 @@ impl Drop for World<'_> {
 
 impl<'a> World<'a> {
     /// Builds and starts a world (`spec.argv` is not used).
-    pub fn start(spec: &'a Spec, state: &'a StateDir, init_path: &Path) -> Result<World<'a>, WorldError> {
+    pub fn start(spec: &'a Spec, state: &'a StateDir) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
         let (layout, layers) = crate::world::host_facts(spec, state)?;
         let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-        let w = launch(spec, &layout, &layers, &claim, state, init_path, Mode::Serve)?;
+        let mut w = launch(spec, &layout, &layers, &claim, state, Mode::Serve)?;
         // A kept world is attached on the host from the start: its upper
         // outlives a runner that dies, for review (or the sweep).
         let attached = if spec.keep {
             let meta = crate::world::world_meta(&claim, spec, &layers, "running", None);
             state
-                .attach(&claim, &meta, |fsdir| {
-                    let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fsdir.as_os_str()))
-                        .map_err(|_| std::io::Error::other("NUL in path"))?;
-                    raw::move_mount_to(w.scratch.as_fd(), &target)
-                })
+                .attach(&claim, &meta, |fsdir| w.scratch.place(fsdir))
                 .map_err(WorldError::state("attach the kept world"))?;
+            w.scratch.hand_over();
             Some(meta)
         } else {
             None
@@ -271,7 +268,7 @@ impl<'a> World<'a> {
         if timed_out {
             limits_hit.push("timeout".into());
         }
-        let fs_diff = collect_diff(&self.w.scratch, &self.layers, self.spec.hash)?;
+        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash)?;
         let fs_delta = crate::diff::delta(&self.last_diff, &fs_diff);
         self.last_diff = fs_diff.clone();
         Ok(EntryOutcome {
@@ -295,7 +292,7 @@ impl<'a> World<'a> {
         let t_run = self.t0.elapsed();
         drop(self.w.control.take()); // EOF: the init kills the rest and exits
         let status = if self.dead { 137 } else { wait_exit(self.w.pid)? };
-        let fs_diff = collect_diff(&self.w.scratch, &self.layers, self.spec.hash)?;
+        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash)?;
         let t_diff = self.t0.elapsed();
         let has_cg = self.w.cg.0.is_some();
         if let Some(c) = self.w.cg.0.take() {
@@ -320,6 +317,7 @@ impl<'a> World<'a> {
             kept: None,
             network: self.w.net.as_ref().map(|n| n.scope()),
             output_error: None,
+            teardown: Default::default(),
         };
         if let Some(mut meta) = self.attached.take() {
             meta["state"] = "kept".into();

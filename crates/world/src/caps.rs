@@ -2,7 +2,7 @@
 //!
 //! A world runs as uid 0 without a user namespace, so two things must hold
 //! after this step: every capability set is empty, and no later `execve`
-//! gives any back. Order matters (see FIELD-NOTES):
+//! gives any back. Order matters (docs/design.md, facts of the kernel):
 //! 1. securebits, while CAP_SETPCAP is still held: NOROOT (uid 0 gains no
 //!    capabilities on exec), NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, KEEP_CAPS
 //!    off, each one locked;

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 pub struct ChildPlan<'a> {
     /// Host path of the directory the overlay is mounted on (the new root).
     pub root: PathBuf,
-    /// Detached tmpfs holding `upper/` and `work/` (and `layers/<k>/...`).
-    pub scratch: OwnedFd,
+    /// The world's upper store, holding `upper/`, `work/`, `scratch/` (and
+    /// `layers/<k>/...`).
+    pub scratch: Store,
     /// Host data mounts below `/` carried into the world (layers.rs).
     pub layers: Vec<HostMount>,
     pub hostname: String,
@@ -36,6 +37,18 @@ pub struct ChildPlan<'a> {
     /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
     pub stdio: crate::stdio::WorldStdio,
+}
+
+/// Where the child finds the world's upper store.
+pub enum Store {
+    /// A detached tmpfs, by its descriptor.
+    Mount(OwnedFd),
+    /// A directory on a mount that the child's namespace has its own copy
+    /// of (the world's subvolume in the disk pool, `<state>/worlds/<id>/fs`):
+    /// the child opens it there. A mount can only be bound again (a scratch
+    /// directory) by a namespace it belongs to, or from a detached mount
+    /// that no namespace made, as a tmpfs is.
+    Path(PathBuf),
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -82,7 +95,16 @@ pub trait Sys {
     /// Binds the directory `dir` of `scratch` (no symlink followed) onto
     /// `target`: nosuid, nodev, exec allowed.
     fn bind_upper(&mut self, scratch: BorrowedFd<'_>, dir: &Path, target: &Path) -> io::Result<()>;
+    /// Marks `path` of the upper store `scratch` (no symlink followed, a
+    /// final one marked itself) as copied up for the mount plan
+    /// (`diff::PLANNED_XATTR`).
+    fn mark_planned(&mut self, scratch: BorrowedFd<'_>, path: &Path) -> io::Result<()>;
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
+    /// Opens the upper store at `path` (no symlink on the way).
+    fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd>;
+    /// Makes `scratch/<index>` in the upper store `scratch` (empty, `mode`)
+    /// and binds it at `target`: nosuid, nodev, exec allowed.
+    fn bind_scratch(&mut self, scratch: BorrowedFd<'_>, index: u32, mode: u32, target: &Path) -> io::Result<()>;
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
     fn touch(&mut self, path: &Path) -> io::Result<()>;
     fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
@@ -132,7 +154,15 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
-    at("mount overlay", root, sys.mount_overlay(borrow(&plan.scratch), "", Path::new("/"), root))?;
+    let opened;
+    let scratch = match &plan.scratch {
+        Store::Mount(fd) => borrow(fd),
+        Store::Path(p) => {
+            opened = at("open the upper store", p, sys.open_store(p))?;
+            borrow(&opened)
+        }
+    };
+    at("mount overlay", root, sys.mount_overlay(scratch, "", Path::new("/"), root))?;
     // Host data mounts below / (parents first): an overlay each, or a
     // read-only bind when the host has them read-only.
     for (k, m) in plan.layers.iter().enumerate() {
@@ -141,18 +171,14 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             at("bind read-only (host mount)", &m.path, sys.bind_ro(&m.path, &target))?;
         } else {
             let dir = format!("layers/{k}/");
-            at(
-                "mount overlay (host mount)",
-                &m.path,
-                sys.mount_overlay(borrow(&plan.scratch), &dir, &m.path, &target),
-            )?;
+            at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, &m.path, &target))?;
         }
     }
     // /proc, /sys, /dev need no host facts: mounted while the parent builds
     // the rest of the plan (exposures, scratch, masks) and sends it.
-    apply(sys, plan, &crate::plan::system_steps())?;
+    apply(sys, plan, scratch, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;
-    apply(sys, plan, &steps)?;
+    apply(sys, plan, scratch, &steps)?;
     // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
     //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
     //    rooted at it. No code of the world has run yet.
@@ -194,12 +220,14 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Executes mount-plan steps under the new root, in order.
-fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, steps: &[Step]) -> Result<(), StepError> {
+/// Executes mount-plan steps under the new root, in order (`scratch`: the
+/// upper store, for [`Step::Scratch`] and [`Step::Home`]).
+fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, scratch: BorrowedFd<'_>, steps: &[Step]) -> Result<(), StepError> {
     let root = plan.root.as_path();
     let mut slots: Vec<Option<OwnedFd>> = Vec::new();
     let mut masked_file: Option<PathBuf> = None;
     let mut masked_dir: Option<PathBuf> = None;
+    let mut marked: Vec<PathBuf> = Vec::new();
     for step in steps {
         match step {
             Step::Grab { slot, path, read_only } => {
@@ -211,6 +239,9 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, steps: &[Step]) -> Result<(), 
             }
             Step::Mount { path, fstype, flags, data } => {
                 at("mount", path, sys.mount(&under(root, path), fstype, *flags, data))?
+            }
+            Step::Scratch { path, mode, index } => {
+                at("scratch (bind)", path, sys.bind_scratch(scratch, *index, *mode, &under(root, path)))?
             }
             Step::Mkdir { path, mode } => at("mkdir", path, sys.mkdir_all(&under(root, path), *mode))?,
             Step::Touch { path } => at("create mount point", path, sys.touch(&under(root, path)))?,
@@ -257,33 +288,46 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, steps: &[Step]) -> Result<(), 
                 at("move_mount (expose)", path, sys.attach(fd, &under(root, path)))?;
             }
             Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
-            Step::CopyUp { path } => at("copy up (mount point in a home)", path, sys.copy_up(&under(root, path)))?,
+            Step::CopyUp { path } => {
+                at("copy up (mount point in a home)", path, sys.copy_up(&under(root, path)))?;
+                // What the copy-up made (the path, and each parent copied up
+                // with it) is cloche's doing: marked, so that the fs_diff
+                // does not list it as touched while it is as the base has it.
+                if let Some((top, rel)) = upper_dir(&plan.layers, path) {
+                    let mut at_ = top;
+                    for c in rel.components() {
+                        at_.push(c);
+                        if !marked.contains(&at_) {
+                            at("mark a copy-up as cloche's", path, sys.mark_planned(scratch, &at_))?;
+                            marked.push(at_.clone());
+                        }
+                    }
+                }
+            }
             Step::Home { path } => {
                 let dir = upper_dir(&plan.layers, path)
+                    .map(|(top, rel)| top.join(rel))
                     .ok_or_else(|| io::Error::other("under a read-only host mount: no upper layer"));
                 let dir = at("writable home", path, dir)?;
-                at(
-                    "bind the home's upper directory",
-                    path,
-                    sys.bind_upper(borrow(&plan.scratch), &dir, &under(root, path)),
-                )?
+                at("bind the home's upper directory", path, sys.bind_upper(scratch, &dir, &under(root, path)))?
             }
         }
     }
     Ok(())
 }
 
-/// The directory of the scratch that holds the upper layer's copy of world
-/// path `p`: under `upper/`, or under `layers/<k>/upper/` when `p` lies on
-/// host data mount `k` (the deepest one holding it). None when that mount is
-/// carried read-only (it has no upper).
-fn upper_dir(layers: &[HostMount], p: &Path) -> Option<PathBuf> {
+/// Where the upper store holds the upper layer's copy of world path `p`:
+/// the layer's upper directory (`upper`, or `layers/<k>/upper` when `p`
+/// lies on host data mount `k`, the deepest one holding it) and `p`
+/// relative to it. None when that mount is carried read-only (it has no
+/// upper).
+fn upper_dir(layers: &[HostMount], p: &Path) -> Option<(PathBuf, PathBuf)> {
     let owner =
         layers.iter().enumerate().filter(|(_, m)| p.starts_with(&m.path)).max_by_key(|(_, m)| m.path.as_os_str().len());
     match owner {
         Some((_, m)) if m.read_only => None,
-        Some((k, m)) => Some(PathBuf::from(format!("layers/{k}/upper")).join(p.strip_prefix(&m.path).ok()?)),
-        None => Some(Path::new("upper").join(p.strip_prefix("/").ok()?)),
+        Some((k, m)) => Some((PathBuf::from(format!("layers/{k}/upper")), p.strip_prefix(&m.path).ok()?.into())),
+        None => Some((PathBuf::from("upper"), p.strip_prefix("/").ok()?.into())),
     }
 }
 

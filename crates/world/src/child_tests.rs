@@ -62,8 +62,17 @@ impl Sys for Recorder {
     fn bind_upper(&mut self, _: BorrowedFd<'_>, dir: &Path, target: &Path) -> io::Result<()> {
         self.call("bind_upper", &target.join(format!("<-{}", dir.display())))
     }
+    fn mark_planned(&mut self, _: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+        self.call("mark", path)
+    }
     fn mount(&mut self, target: &Path, _: &str, _: u64, _: &str) -> io::Result<()> {
         self.call("mount", target)
+    }
+    fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        self.call("open_store", path).map(|_| devnull())
+    }
+    fn bind_scratch(&mut self, _: BorrowedFd<'_>, _: u32, _: u32, target: &Path) -> io::Result<()> {
+        self.call("bind_scratch", target)
     }
     fn mkdir_all(&mut self, path: &Path, _: u32) -> io::Result<()> {
         self.call("mkdir", path)
@@ -161,7 +170,6 @@ fn test_steps() -> Vec<Step> {
         home_secrets: vec![],
         expose: vec![],
         state_dirs: vec!["/var/lib/cloche".into()],
-        scratch_size: 1 << 20,
         ..FsRequest::default()
     };
     crate::plan::build(&Host, &req).unwrap()
@@ -175,7 +183,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
     let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),
-        scratch: devnull(),
+        scratch: Store::Mount(devnull()),
         layers: vec![
             HostMount { path: "/home".into(), fstype: "ext4".into(), read_only: false },
             HostMount { path: "/mnt/ro".into(), fstype: "tmpfs".into(), read_only: true },
@@ -212,7 +220,10 @@ fn steps_run_in_the_audited_order() {
         "mount /state/w/root/proc",
         "receive_plan",
         "copy_up /state/w/root/home/ann",
+        // what a copy-up made is marked in the upper store, each path once
+        "mark layers/0/upper/ann",
         "copy_up /state/w/root/home/ann/proj",
+        "mark layers/0/upper/ann/proj",
         "grab /state/w/root/home/ann/proj",
         // the home's own directory in the upper of the /home layer (0)
         "bind_upper /state/w/root/home/ann/<-layers/0/upper/ann",
@@ -235,6 +246,7 @@ fn steps_run_in_the_audited_order() {
     ];
     let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
+    assert_eq!(c.iter().filter(|x| x.starts_with("mark ")).count(), 2, "{c:#?}");
     // seccomp is the very last step; nothing mounts after pivot_root.
     assert_eq!(c.last().unwrap(), "seccomp");
     let pivot = pos(c, "pivot_root");

@@ -18,8 +18,11 @@ pub enum WorldError {
     State { what: &'static str, source: std::io::Error },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
-    #[error("world filesystem (tmpfs/overlay): {0}")]
+    #[error("world filesystem (upper/overlay): {0}")]
     Scratch(std::io::Error),
+    /// The disk pool holding worlds' uppers (`pool/`).
+    #[error("disk pool: {0}")]
+    Pool(#[from] crate::pool::PoolError),
     #[error("cloche-init: {0}")]
     Init(String),
     #[error("seccomp: {0}")]

@@ -23,7 +23,8 @@ pub struct KeptWorld {
     pub created: u64,
     /// The same in milliseconds (orders worlds made in the same second).
     pub created_ms: u64,
-    /// Bytes its tmpfs holds (upper layers and work dirs).
+    /// Bytes its upper layers and work dirs hold (disk blocks or tmpfs
+    /// pages).
     pub size: u64,
     pub path: PathBuf,
     /// The world's upper directories: the root's first (`/`), then one per
@@ -117,7 +118,11 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
         exit_code: meta["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()),
         created: meta["created"].as_u64().unwrap_or(0),
         created_ms: meta["created_ms"].as_u64().unwrap_or(meta["created"].as_u64().unwrap_or(0) * 1000),
-        size: used_bytes(&path.join("fs")).unwrap_or(0),
+        size: if crate::pool::is_subvolume(&path) {
+            tree_bytes(&path.join("fs"))
+        } else {
+            used_bytes(&path.join("fs")).unwrap_or(0)
+        },
         path,
         uppers,
     })
@@ -187,6 +192,30 @@ pub fn plan_gc(worlds: &[KeptWorld], r: Retention, now: u64) -> Vec<(String, Str
         out.push((w.id.clone(), format!("more than {} kept worlds", r.max_worlds)));
     }
     out
+}
+
+/// Bytes the files under `dir` take on disk, as `du` counts them (hard
+/// links once; never following a symlink or leaving the filesystem). The
+/// pool's own count (a quota group's) lags by up to a transaction commit.
+fn tree_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = fs::symlink_metadata(dir) else { return 0 };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = top.blocks() * 512;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != top.dev() || (m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino())) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
 }
 
 /// Bytes in use on the filesystem mounted at `dir` (a world's tmpfs).

@@ -14,7 +14,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 /// Namespaces a world is cloned into (the cgroup namespace is entered by the
 /// child after it joined its cgroup, so that it is rooted there).
@@ -38,8 +37,8 @@ pub(crate) struct Launched {
     /// The world's init (host pid) and its pidfd.
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
-    /// The tmpfs with the uppers.
-    pub scratch: OwnedFd,
+    /// The world's upper directories (disk pool or tmpfs).
+    pub scratch: crate::upper::Upper,
     pub cg: CgroupGuard,
     /// Stop signals (blocked while the world runs).
     pub sigfd: nix::sys::signalfd::SignalFd,
@@ -54,6 +53,8 @@ pub(crate) struct Launched {
     /// Serve mode: the read end of the init's own stdout and stderr (kept
     /// open, never read, so the init never meets a broken pipe).
     pub _sink: Option<OwnedFd>,
+    /// One-shot: the world's mount namespace (see `world::Teardown`).
+    pub mounts: Option<OwnedFd>,
 }
 
 /// Everything from the world's filesystem to the init's execve: the world
@@ -64,15 +65,13 @@ pub(crate) fn launch(
     layers: &[HostMount],
     claim: &crate::state::Claim,
     state: &StateDir,
-    init_path: &Path,
     mode: Mode,
 ) -> Result<Launched, WorldError> {
-    // Upper and work on a size-capped tmpfs that is never attached to the
-    // host's tree while the world runs: it vanishes with its last fd.
-    let scratch = make_scratch(spec.upper_size, layers.len()).map_err(WorldError::Scratch)?;
-    crate::profile::mark("scratch tmpfs made");
-    let init =
-        std::fs::File::open(init_path).map_err(|e| WorldError::Init(format!("{}: {e}", init_path.display())))?.into();
+    // Upper and work: a capped subvolume of the disk pool, or a capped
+    // tmpfs (upper.rs). The child opens the subvolume in its own namespace.
+    let scratch = crate::upper::Upper::make(spec, state, &claim.id, layers.len())?;
+    crate::profile::mark("upper made");
+    let init = crate::init::memfd().map_err(|e| WorldError::Init(format!("the embedded init into a memfd: {e}")))?;
     // One-shot: `cloche-init -- CMD...`; serve: `cloche-init --serve FD`,
     // FD being the child's end of a SOCK_SEQPACKET pair kept across execve.
     let mut argv = vec![CString::new("cloche-init").expect("no NUL")];
@@ -126,7 +125,7 @@ pub(crate) fn launch(
     crate::profile::mark("init opened, argv/env built, stdio");
     let plan = ChildPlan {
         root: state.mount_point(),
-        scratch,
+        scratch: scratch.for_child().map_err(WorldError::Scratch)?,
         layers: layers.to_vec(),
         hostname: spec.hostname.clone(),
         cwd: spec.cwd.clone(),
@@ -175,12 +174,18 @@ pub(crate) fn launch(
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     crate::profile::mark("cloned");
+    // One-shot: hold the world's mount namespace, so that the init's exit
+    // does not wait for its mounts to be torn down (world::Teardown).
+    let mounts = match mode {
+        Mode::OneShot => std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from),
+        Mode::Serve => None,
+    };
     drop(go_r);
     drop(rep_w);
     drop(keep_fd);
     // The world's ends of its stdio go with the rest of the plan: only the
     // world holds them now (EOF and EPIPE work).
-    let ChildPlan { scratch, .. } = plan;
+    drop(plan);
     let kill = |e: WorldError| {
         let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
         let _ = wait_exit(pid);
@@ -194,7 +199,7 @@ pub(crate) fn launch(
     let mut fs = FsRequest::of_spec(spec, &state.root);
     fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
     let view = crate::view::View::new(&RealHost, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
-    let steps = crate::plan::steps(&RealHost, &view, &fs);
+    let steps = crate::plan::steps(&RealHost, &view);
     let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
@@ -218,9 +223,12 @@ pub(crate) fn launch(
         None => None,
     };
     crate::profile::mark("network");
-    // 5. Release the child.
+    // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
+    //    privileges), the pool's housekeeping for later runs.
     let _ = nix::unistd::write(&go_w, b"g");
     drop(go_w);
+    scratch.housekeep(&claim.id, state);
+    crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.
     let mut msg = Vec::new();
     read_all(&rep_r, &mut msg);
@@ -232,7 +240,7 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts })
 }
 
 /// Removes the cgroup on error paths.
@@ -251,29 +259,6 @@ impl Drop for MaskGuard {
     fn drop(&mut self) {
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
     }
-}
-
-/// A detached tmpfs (nosuid, nodev, noexec) with `upper/` and `work/`, and
-/// `layers/<k>/{upper,work}` for each host data mount.
-fn make_scratch(size: u64, layers: usize) -> std::io::Result<OwnedFd> {
-    let fs = raw::fsopen("tmpfs")?;
-    raw::fsconfig_str(fs.as_fd(), "size", &size.to_string())?;
-    raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
-    raw::fsconfig_create(fs.as_fd())?;
-    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    let mnt = raw::fsmount(fs.as_fd(), attrs)?;
-    let mut dirs = vec!["upper".to_string(), "work".to_string()];
-    if layers > 0 {
-        dirs.push("layers".into());
-    }
-    for k in 0..layers {
-        dirs.extend([format!("layers/{k}"), format!("layers/{k}/upper"), format!("layers/{k}/work")]);
-    }
-    for d in &dirs {
-        nix::sys::stat::mkdirat(&mnt, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755))
-            .map_err(std::io::Error::from)?;
-    }
-    Ok(mnt)
 }
 
 pub(crate) fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> nix::Result<()> {

@@ -12,7 +12,9 @@
 //! Kernel and runtime filesystems (proc, sysfs, cgroup, devpts, ...) are not
 //! data: the world gets fresh ones. Mounts below /proc, /sys, /dev and /run,
 //! below cloche's state directory, and overlays (nested overlays hit the
-//! kernel's stacking limit) are left out.
+//! kernel's stacking limit) are left out, and so are other worlds' files
+//! wherever their state directory is: a disk pool (`<state>/worlds`, btrfs
+//! on a loop device) and a kept world's tmpfs (`<state>/worlds/<id>/fs`).
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +51,8 @@ pub fn data_mounts(mountinfo: &str, state_dir: &Path) -> Vec<HostMount> {
         let Some((left, right)) = line.split_once(" - ") else { continue };
         let l: Vec<&str> = left.split(' ').collect();
         let (Some(mountpoint), Some(opts)) = (l.get(4), l.get(5)) else { continue };
-        let fstype = right.split(' ').next().unwrap_or("");
+        let mut r = right.split(' ');
+        let (fstype, source) = (r.next().unwrap_or(""), r.next().unwrap_or(""));
         let path = crate::cgroup::unescape(mountpoint);
         // A later mount on the same path covers the earlier one.
         out.retain(|m| m.path != path);
@@ -57,6 +60,7 @@ pub fn data_mounts(mountinfo: &str, state_dir: &Path) -> Vec<HostMount> {
             || !DATA_FS.contains(&fstype)
             || SKIP_UNDER.iter().any(|s| path.starts_with(s))
             || path.starts_with(state_dir)
+            || worlds_store(&path, fstype, source)
         {
             continue;
         }
@@ -65,6 +69,18 @@ pub fn data_mounts(mountinfo: &str, state_dir: &Path) -> Vec<HostMount> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// True for a mount that holds worlds' files: a disk pool or a kept world's
+/// tmpfs, of any state directory.
+fn worlds_store(path: &Path, fstype: &str, source: &str) -> bool {
+    let name = |p: Option<&Path>| p.and_then(Path::file_name).and_then(|n| n.to_str()).unwrap_or("").to_string();
+    let pool = fstype == "btrfs" && source.starts_with("/dev/loop") && name(Some(path)) == "worlds";
+    let kept = fstype == "tmpfs"
+        && name(Some(path)) == "fs"
+        && crate::state::valid_id(&name(path.parent()))
+        && name(path.parent().and_then(Path::parent)) == "worlds";
+    pool || kept
 }
 
 #[cfg(test)]
@@ -86,6 +102,10 @@ mod tests {
 37 27 0:46 / /var/lib/docker/containers/x/mounts/shm rw - tmpfs shm rw
 35 27 0:44 / /srv rw - tmpfs first rw
 36 27 0:45 / /srv rw - ext4 /dev/vdd rw
+38 27 0:47 / /srv/other-state/worlds rw,nosuid,nodev,noexec - btrfs /dev/loop3 rw,subvol=/
+39 27 0:48 / /srv/old-state/worlds/0123456789abcdef/fs rw - tmpfs none rw
+40 27 0:49 / /srv/worlds rw - btrfs /dev/vde rw
+41 27 0:50 / /srv/img rw - btrfs /dev/loop4 rw
 ";
 
     #[test]
@@ -100,6 +120,8 @@ mod tests {
                 ("/home/ann/data disk", "xfs", false),
                 ("/mnt/tools", "tmpfs", true),
                 ("/srv", "ext4", false),
+                ("/srv/img", "btrfs", false),
+                ("/srv/worlds", "btrfs", false),
                 ("/tmp", "tmpfs", false),
             ]
         );

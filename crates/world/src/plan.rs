@@ -7,10 +7,14 @@
 //!
 //! Rules (what may be exposed at all is `exposure.rs`'s):
 //! - fresh filesystems: /proc, /dev (tmpfs with device nodes, devpts, shm),
-//!   /sys read-only, tmpfs on /tmp, /var/tmp and /run (no host socket is
-//!   reachable by path);
+//!   /sys read-only; /tmp, /var/tmp and /run fresh and empty, directories
+//!   of the world's own upper store (on disk or a tmpfs, under its cap: no
+//!   host socket is reachable by path);
 //! - masks hide a path: a directory becomes an empty read-only tmpfs, a file a
-//!   read-only bind of /dev/null;
+//!   read-only bind of /dev/null; a home becomes the home's own directory
+//!   of the upper layer, empty and writable (`view.rs`);
+//! - toolchains under a home that the world's PATH names are shown
+//!   read-only (`view.rs`);
 //! - the cwd must pass `Masks::judge_dir` (never `/`, a home itself, a
 //!   secret or inside one, nor containing a state dir); explicit exposures
 //!   never reach a state dir;
@@ -80,8 +84,6 @@ pub struct FsRequest {
     /// cloche's state directories (this run's and the default one): hidden
     /// from every world, never exposed.
     pub state_dirs: Vec<PathBuf>,
-    /// Size of the /tmp-like tmpfs mounts, in bytes.
-    pub scratch_size: u64,
     /// The world's PATH (toolchains are shown when it names them).
     pub path: Option<std::ffi::OsString>,
     /// Policy `fs.toolchains` and `fs.toolchain_writable`.
@@ -107,6 +109,11 @@ pub enum Step {
     Home { path: PathBuf },
     /// Mount a new filesystem.
     Mount { path: PathBuf, fstype: &'static str, flags: u64, data: String },
+    /// Bind scratch directory `index` of the world's upper store (made
+    /// empty with `mode`) at `path`: nosuid, nodev. Its files count
+    /// against the world's upper cap, and live where its upper does (on
+    /// disk by default), never in the fs_diff.
+    Scratch { path: PathBuf, mode: u32, index: u32 },
     /// Create a directory (and parents) with `mode`.
     Mkdir { path: PathBuf, mode: u32 },
     /// Create an empty file (parents too) to mount a file on.
@@ -255,7 +262,6 @@ impl FsRequest {
             home_secrets: home_secrets.to_vec(),
             expose: expose.to_vec(),
             state_dirs,
-            scratch_size: 0,
             path: None,
             toolchains: Default::default(),
             data_mounts: Vec::new(),
@@ -266,7 +272,6 @@ impl FsRequest {
     pub fn of_spec(spec: &crate::Spec, state_root: &Path) -> FsRequest {
         let mut r =
             FsRequest::new(&spec.cwd, &spec.mask, spec.mask_homes, &spec.home_secrets, &spec.expose, state_root);
-        r.scratch_size = spec.upper_size;
         r.path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
         r.toolchains = spec.toolchains.clone();
         r
@@ -276,14 +281,15 @@ impl FsRequest {
 /// Builds the plan, or refuses the cwd or an exposure (one line naming the
 /// mask).
 pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal> {
-    Ok(steps(host, &View::new(host, req)?, req))
+    Ok(steps(host, &View::new(host, req)?))
 }
 
-/// The plan of a world whose view of the host is `view` (of `req`).
-pub fn steps(host: &dyn HostFacts, view: &View, req: &FsRequest) -> Vec<Step> {
+/// The plan of a world whose view of the host is `view`.
+pub fn steps(host: &dyn HostFacts, view: &View) -> Vec<Step> {
     let nodes = &view.nodes;
     let kids = |i: usize| nodes.iter().enumerate().filter(move |(_, n)| n.parent == Some(i));
     let mut steps = Vec::new();
+    let mut scratch = 0;
     // Mount points inside a writable home, and the home itself, are copied
     // up by the overlay (the host's modes, owners and times; a file's
     // content) before anything is grabbed, so the overlay's view and the
@@ -329,12 +335,10 @@ pub fn steps(host: &dyn HostFacts, view: &View, req: &FsRequest) -> Vec<Step> {
         };
         let mine: Vec<usize> = kids(i).filter(|(_, k)| !k.is_mask()).map(|(k, _)| k).collect();
         steps.push(match cover {
-            Cover::Scratch(mode) => Step::Mount {
-                path: n.path.clone(),
-                fstype: "tmpfs",
-                flags: MS_NOSUID | MS_NODEV,
-                data: format!("mode={mode:o},size={}", req.scratch_size),
-            },
+            Cover::Scratch(mode) => {
+                scratch += 1;
+                Step::Scratch { path: n.path.clone(), mode, index: scratch - 1 }
+            }
             // Read-only from the start unless exposures must be attached inside.
             Cover::Empty => Step::Mount {
                 path: n.path.clone(),

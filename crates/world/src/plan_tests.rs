@@ -93,7 +93,6 @@ pub(crate) fn req(cwd: &str) -> FsRequest {
         home_secrets: vec![".ssh".into(), ".netrc".into(), ".aws".into()],
         expose: vec![],
         state_dirs: vec!["/var/lib/cloche".into()],
-        scratch_size: 1 << 20,
         ..FsRequest::default()
     }
 }
@@ -107,6 +106,7 @@ pub(crate) fn mounted(steps: &[Step]) -> Vec<String> {
             }
             Step::MaskFile { path } => Some(format!("{} file", path.display())),
             Step::Home { path } => Some(format!("{} home", path.display())),
+            Step::Scratch { path, mode, index } => Some(format!("{} scratch {mode:o} {index}", path.display())),
             _ => None,
         })
         .collect()
@@ -121,9 +121,9 @@ fn defaults_mask_secrets_homes_state_and_scratch() {
         "/root home",
         "/home/ann home",
         "/var/lib/cloche ro",
-        "/tmp",
-        "/var/tmp",
-        "/run",
+        "/run scratch 755 0",
+        "/tmp scratch 1777 1",
+        "/var/tmp scratch 1777 2",
         "/proc/kcore file",
     ] {
         assert!(m.contains(&want.to_string()), "{want} missing from {m:?}");
@@ -293,8 +293,7 @@ fn kernel_files_and_dirs_are_masked_where_the_host_has_them() {
         &["/proc", "/proc/sys", "/proc/pressure", "/proc/bus", "/sys", "/sys/kernel", "/sys/module", "/var/lib"],
         &["/proc/kallsyms", "/proc/kmsg", "/proc/cmdline", "/proc/slabinfo", "/proc/sysrq-trigger", "/proc/meminfo"],
     );
-    let steps =
-        build(&h, &FsRequest { cwd: "/srv/app".into(), scratch_size: 1 << 20, ..FsRequest::default() }).unwrap();
+    let steps = build(&h, &FsRequest { cwd: "/srv/app".into(), ..FsRequest::default() }).unwrap();
     let files: Vec<&Path> = steps
         .iter()
         .filter_map(|s| if let Step::MaskFile { path } = s { Some(path.as_path()) } else { None })

@@ -71,12 +71,18 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
                 b.push(11);
                 bytes(&mut b, path);
             }
-            Step::CopyUp { path } => {
+            Step::Scratch { path, mode, index } => {
                 b.push(12);
+                bytes(&mut b, path);
+                u32s(&mut b, *mode);
+                u32s(&mut b, *index);
+            }
+            Step::CopyUp { path } => {
+                b.push(13);
                 bytes(&mut b, path);
             }
             Step::Home { path } => {
-                b.push(13);
+                b.push(14);
                 bytes(&mut b, path);
             }
         }
@@ -128,8 +134,9 @@ pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
             9 => Step::Attach { slot: r.u32()? as usize, path: r.path()? },
             10 => Step::RemountRo { path: r.path()? },
             11 => Step::MaskDir { path: r.path()? },
-            12 => Step::CopyUp { path: r.path()? },
-            13 => Step::Home { path: r.path()? },
+            12 => Step::Scratch { path: r.path()?, mode: r.u32()?, index: r.u32()? },
+            13 => Step::CopyUp { path: r.path()? },
+            14 => Step::Home { path: r.path()? },
             t => return Err(format!("unknown step tag {t}")),
         });
     }
@@ -181,7 +188,8 @@ mod tests {
             Step::ReadOnly { path: "/proc/sys".into() },
             Step::Attach { slot: 3, path: odd },
             Step::RemountRo { path: "/root".into() },
-            Step::MaskDir { path: "/sys/kernel".into() },
+            Step::MaskDir { path: "/home".into() },
+            Step::Scratch { path: "/var/tmp".into(), mode: 0o1777, index: 1 },
         ];
         let wire = encode(&steps);
         let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize;

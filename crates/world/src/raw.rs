@@ -43,6 +43,23 @@ pub fn fsconfig_str(fs: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()
     Ok(())
 }
 
+/// `fsconfig(FSCONFIG_SET_FLAG)`: one option without a value.
+pub fn fsconfig_flag(fs: BorrowedFd<'_>, key: &str) -> io::Result<()> {
+    let k = cstr(key)?;
+    // SAFETY: valid fd and NUL-terminated key; value NULL and aux 0 for SET_FLAG.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_SET_FLAG,
+            k.as_ptr(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
 /// `fsconfig(FSCONFIG_CMD_CREATE)`: creates the superblock.
 pub fn fsconfig_create(fs: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: valid fd; key and value must be NULL for CMD_CREATE.
@@ -105,29 +122,30 @@ pub fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
-/// `mount_setattr(2)` on the mount tree open at `tree` (`AT_EMPTY_PATH`,
-/// `AT_RECURSIVE`): sets `set` and clears `clear` (MOUNT_ATTR_* flags).
+/// `mount_setattr(2)` of the mount open at `fd` alone (not recursive):
+/// sets the `MOUNT_ATTR_*` bits `set`, clears `clear`.
+pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    setattr(fd, set, clear, libc::AT_EMPTY_PATH as libc::c_uint)
+}
+
+/// `mount_setattr(2)` of the mount tree open at `tree`, every mount in it
+/// (`AT_RECURSIVE`): sets `set`, clears `clear`.
 pub fn mount_setattr_tree(tree: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
-    /// `struct mount_attr` (linux/mount.h, version 0: 32 bytes).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
-    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
-    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH, and a
-    // pointer to an attribute struct of the size passed, alive for the call.
+    setattr(tree, set, clear, (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint)
+}
+
+fn setattr(fd: BorrowedFd<'_>, set: u64, clear: u64, flags: libc::c_uint) -> io::Result<()> {
+    let attr = libc::mount_attr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH, a
+    // pointer to a mount_attr we own and its size.
     cvt(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
+            fd.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         )
     })?;
     Ok(())

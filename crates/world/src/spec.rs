@@ -23,7 +23,10 @@ pub struct Spec {
     pub cwd: PathBuf,
     pub limits: Limits,
     pub timeout: Option<Duration>,
-    /// Size cap of the world's tmpfs (upper layer, scratch dirs).
+    /// Where the world's writes (its upper layers) live.
+    pub upper: UpperStore,
+    /// Size cap of the world's upper layers (on disk: a quota; tmpfs: its
+    /// size).
     pub upper_size: u64,
     pub hostname: String,
     pub nofile: u64,
@@ -72,6 +75,27 @@ pub struct Toolchains {
     /// write (shims, download caches, `~/.local/bin`): copy-on-write where
     /// their toolchain is shown.
     pub writable: Vec<PathBuf>,
+}
+
+/// Where a world's upper layers live (`upper.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpperStore {
+    /// A subvolume of the state directory's disk pool, with a quota.
+    #[default]
+    Disk,
+    /// A tmpfs: faster, but its pages count against the memory limit.
+    Tmpfs,
+}
+
+impl std::str::FromStr for UpperStore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disk" => Ok(UpperStore::Disk),
+            "tmpfs" => Ok(UpperStore::Tmpfs),
+            _ => Err(format!("{s:?}: expected disk or tmpfs")),
+        }
+    }
 }
 
 /// A one-shot world's stdin, stdout and stderr. In every case they are the

@@ -6,20 +6,28 @@
 //!                     its own private mount namespace, so it stays empty on
 //!                     the host and is shared by all worlds
 //!   cache/            compiled seccomp programs
-//!   worlds/<id>/      kept worlds only: `kept`, `world.json`, and `fs/` on
-//!                     which the world's tmpfs (upper/, work/) stays mounted
-//!                     (nosuid, nodev, noexec) for review
+//!   pool.lock         taken while the disk pool (`pool/`) is made
+//!   worlds/           the pool's mount point (nosuid, nodev, noexec): a
+//!                     btrfs filesystem on an unnamed sparse image, made
+//!                     by the first world whose upper is on disk
+//!   worlds/<id>/      one world: a subvolume of the pool with `fs/`
+//!                     (upper/, work/, scratch/) while it runs and, once
+//!                     kept, `kept` and `world.json`; a world whose upper
+//!                     is a tmpfs gets a plain directory only when kept,
+//!                     with the tmpfs attached on `fs/`
+//!   worlds/.spare-*, .trash-*   the pool's housekeeping (`pool/subvol.rs`)
 //! ```
 //!
-//! A running world creates nothing on the host filesystem: its tmpfs is
-//! detached, its mounts live in its own namespace. What it does own on the
+//! A running world creates nothing else on the host filesystem: its mounts
+//! live in its own namespace, and a world on disk is one subvolume, moved
+//! to the pool's trash when it ends (a crashed run's is swept, below). What it does own on the
 //! host is its cgroup. To tell a live world's cgroup from a crashed run's,
 //! each run holds an open-file-description lock (`F_OFD_SETLK`) on one byte
 //! of [`LIVE_LOCK`] (one file for the machine, like the cgroups), at an
 //! offset derived from its id; the kernel drops the lock
-//! when the process dies, however it dies. A sweep removes cgroups whose byte
-//! is unlocked. This costs one open and one fcntl per run instead of a
-//! directory created and removed on disk.
+//! when the process dies, however it dies. A sweep removes cgroups and
+//! world directories whose byte is unlocked. This costs one open and one
+//! fcntl per run.
 
 use std::fs;
 use std::io;
@@ -110,6 +118,11 @@ impl StateDir {
         }
     }
 
+    /// `<state>/worlds`: the pool's mount point, where worlds live.
+    pub fn worlds_dir(&self) -> PathBuf {
+        self.worlds.clone()
+    }
+
     /// Path of kept world `id` (not checked).
     pub fn world_path(&self, id: &str) -> PathBuf {
         self.worlds.join(id)
@@ -154,9 +167,10 @@ impl StateDir {
         self.mark_kept(id, &meta)
     }
 
-    /// Attaches a world's tmpfs at `worlds/<id>/fs` with `attach` and writes
+    /// Attaches a world's upper at `worlds/<id>/fs` with `attach` and writes
     /// its description, without the `kept` marker: a world in progress,
-    /// which [`StateDir::mark_kept`] or a later sweep settles.
+    /// which [`StateDir::mark_kept`] or a later sweep settles. A world on
+    /// disk is there already (its subvolume, with `fs/`).
     pub fn attach(
         &self,
         claim: &Claim,
@@ -164,9 +178,15 @@ impl StateDir {
         attach: impl FnOnce(&Path) -> io::Result<()>,
     ) -> io::Result<PathBuf> {
         let path = self.world_path(&claim.id);
-        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let made = match fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && crate::pool::is_subvolume(&path) => false,
+            Err(e) => return Err(e),
+        };
         let res = (|| {
-            fs::create_dir(path.join("fs"))?;
+            if made {
+                fs::create_dir(path.join("fs"))?;
+            }
             attach(&path.join("fs"))?;
             write_replace(&path.join("world.json"), meta)
         })();
@@ -251,10 +271,14 @@ fn ofd_lock(f: &fs::File, cmd: libc::c_int, l_type: i16, at: i64) -> io::Result<
     Ok(fl.l_type)
 }
 
-/// Removes a kept world's directory: detaches its `fs` mount, then removes
-/// only the entries cloche creates (never a recursive delete through a
+/// Removes a world's directory: a subvolume of the pool is deleted whole
+/// (its upper with it); otherwise its `fs` mount is detached and only the
+/// entries cloche creates are removed (never a recursive delete through a
 /// mount).
 pub fn remove_world_dir(path: &Path) -> io::Result<()> {
+    if crate::pool::is_subvolume(path) {
+        return crate::pool::destroy_path(path);
+    }
     let fsdir = path.join("fs");
     if fsdir.exists() {
         let _ = nix::mount::umount2(&fsdir, nix::mount::MntFlags::MNT_DETACH);

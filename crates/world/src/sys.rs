@@ -79,9 +79,21 @@ impl Sys for RealSys<'_> {
 
     fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: &Path, target: &Path) -> io::Result<()> {
         // Lower: a host filesystem (read-only to the world: writes copy up).
-        // Upper/work on the world's size-capped tmpfs. Features that would
-        // put data outside the upper (redirect_dir, metacopy, index, xino)
-        // are off, so the upper alone describes the change.
+        // Upper/work: the world's capped upper (disk pool or tmpfs).
+        // index=on: a copied-up file keeps its lower inode number, so a
+        // hard link made in the world is the same inode as its source
+        // (`git clone` of a local repo, `cp -al`, tar and rsync hard-link
+        // detection), and a file with several lower names stays one inode.
+        // Off: redirect_dir and metacopy (an upper entry would then mean
+        // "see elsewhere"; the fs_diff reads the upper as the content),
+        // xino (every lower inode number would get bit 63 set: past 2^53,
+        // a JavaScript number, and Node's realpath cache keyed by it, can
+        // no longer tell inodes apart). The kernel turns index off by
+        // itself (with a warning) on a lower filesystem without file handles.
+        // volatile: no sync of the upper, ever (an upper on disk would
+        // otherwise fsync each file it copies up: 4-8 ms a file here, and
+        // the whole pool at unmount); a world's upper is disposable, and
+        // none is mounted twice, which is all volatile asks.
         let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
         let fsb = {
@@ -91,9 +103,10 @@ impl Sys for RealSys<'_> {
         raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(lower)?)?;
         raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
         raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
-        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
             raw::fsconfig_str(fsb, k, v)?;
         }
+        raw::fsconfig_flag(fsb, "volatile")?;
         raw::fsconfig_create(fsb)?;
         let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
         let m = {
@@ -155,10 +168,57 @@ impl Sys for RealSys<'_> {
         raw::move_mount_onto_fd(tree.as_fd(), open_nofollow(target)?.as_fd())
     }
 
+    fn mark_planned(&mut self, scratch: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+        let dir = openat2(scratch, parent, how).map_err(nixerr)?;
+        // lsetxattr has no directory-relative form before Linux 6.13: the
+        // entry is named through the open parent (a final symlink is not
+        // followed, so a copied-up link is marked itself).
+        let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        p.extend_from_slice(name.as_bytes());
+        let p = CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let name = crate::diff::PLANNED_XATTR;
+        // SAFETY: NUL-terminated path and name, a value of the length given.
+        match unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
         let flags = MsFlags::from_bits_truncate(flags as libc::c_ulong);
         let data = (!data.is_empty()).then_some(data);
         mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
+    }
+
+    fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        open_nofollow(path)
+    }
+
+    fn bind_scratch(&mut self, scratch: BorrowedFd<'_>, index: u32, mode: u32, target: &Path) -> io::Result<()> {
+        use nix::sys::stat::{fchmodat, mkdirat, FchmodatFlags, Mode};
+        let name = format!("scratch/{index}");
+        let mode = Mode::from_bits_truncate(mode);
+        mkdirat(scratch, name.as_str(), mode).map_err(nixerr)?;
+        // Exactly `mode` (1777 for /tmp), whatever the umask.
+        fchmodat(scratch, name.as_str(), mode, FchmodatFlags::FollowSymlink).map_err(nixerr)?;
+        let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let tree = raw::open_tree_clone(scratch.as_raw_fd(), &c, false)?;
+        // The store's mount is noexec (the pool's is: kept worlds' files
+        // sit there on the host); the world's /tmp keeps exec, as its tmpfs
+        // had.
+        let attr = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        raw::mount_setattr(tree.as_fd(), attr, libc::MOUNT_ATTR_NOEXEC)?;
+        raw::move_mount_onto_fd(tree.as_fd(), open_nofollow(target)?.as_fd())
     }
 
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {

@@ -1,5 +1,5 @@
 //! The parent side of a world: prepare, clone, release, wait, collect the
-//! fs_diff, tear down. One function, [`run`], in the order of DESIGN.md.
+//! fs_diff, tear down. One function, [`run`], in the order of docs/design.md.
 
 use crate::cgroup::Layout;
 use crate::child;
@@ -10,6 +10,7 @@ use crate::layers::HostMount;
 use crate::raw;
 use crate::spec::Spec;
 use crate::state::StateDir;
+use crate::upper::Upper;
 use serde::Serialize;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -48,6 +49,33 @@ pub struct Outcome {
     /// Why the world's output could not all be delivered to the caller's
     /// stdout or stderr (a full disk, an I/O error), if so.
     pub output_error: Option<String>,
+    /// The world's mounts, still to be released.
+    #[serde(skip)]
+    pub teardown: Teardown,
+}
+
+/// The mount namespace of a world whose processes are all gone, held by
+/// cloche. Were the world's init the last holder, its exit would unmount
+/// every mount of the world, and each overlay's teardown waits for an RCU
+/// grace period: about 1 ms between the command's exit and cloche learning
+/// of it. Held here, the init exits at once; dropping this releases the
+/// mounts (synchronously), and `in_background` releases them on a thread
+/// of their own while the caller writes its report and exits (the process
+/// only ends once the thread is done, so nothing outlives cloche).
+#[derive(Debug, Default)]
+pub struct Teardown(Option<OwnedFd>);
+
+impl Teardown {
+    /// Releases the world's mounts on a new thread and returns at once.
+    /// Only for a process that will not clone another world afterwards
+    /// (worlds are cloned from single-threaded processes only).
+    pub fn in_background(self) {
+        if let Some(fd) = self.0 {
+            // If no thread can be started, the closure (and the fd) is
+            // dropped here: the mounts are released now instead.
+            let _ = std::thread::Builder::new().name("world teardown".into()).spawn(move || drop(fd));
+        }
+    }
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -55,7 +83,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 /// Runs one world to completion.
-pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, WorldError> {
+pub fn run(spec: &Spec, state: &StateDir) -> Result<Outcome, WorldError> {
     let t0 = Instant::now();
     spec.validate()?;
     // 1. Where the controllers are; claim an id (a lock, nothing on disk).
@@ -63,12 +91,12 @@ pub fn run(spec: &Spec, state: &StateDir, init_path: &Path) -> Result<Outcome, W
     let (layout, layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    let (mut outcome, scratch) = run_in(spec, &layout, &layers, &claim, state, init_path, t0)?;
+    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, t0)?;
     let t = Instant::now();
     if spec.keep {
-        outcome.kept = Some(keep_world(state, &claim, scratch, &layers, &outcome, spec)?);
+        outcome.kept = Some(keep_world(state, &claim, upper, &layers, &outcome, spec)?);
     } else {
-        drop(scratch); // the last fd: the tmpfs and the upper go away
+        drop(upper); // the subvolume goes to the pool's trash, or the tmpfs' last fd closes
     }
     crate::profile::mark("teardown done");
     outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
@@ -102,11 +130,10 @@ fn run_in(
     layers: &[HostMount],
     claim: &crate::state::Claim,
     state: &StateDir,
-    init_path: &Path,
     t0: Instant,
-) -> Result<(Outcome, OwnedFd), WorldError> {
-    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, .. } =
-        launch(spec, layout, layers, claim, state, init_path, Mode::OneShot)?;
+) -> Result<(Outcome, Upper), WorldError> {
+    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
+        launch(spec, layout, layers, claim, state, Mode::OneShot)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
 
@@ -130,7 +157,7 @@ fn run_in(
     drop(net);
 
     // 6. fs_diff from the upper layer against the host root filesystem.
-    let fs_diff = collect_diff(&scratch, layers, spec.hash)?;
+    let fs_diff = collect_diff(scratch.fd(), layers, spec.hash)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
     let cgroup_name = layout.name();
@@ -159,6 +186,7 @@ fn run_in(
         kept: None,
         network,
         output_error,
+        teardown: Teardown(mounts),
     };
     Ok((outcome, scratch))
 }
@@ -296,22 +324,19 @@ pub(crate) fn world_meta(
     })
 }
 
-/// Keeps a world: its tmpfs is attached (nosuid, nodev, noexec as made) at
-/// `worlds/<id>/fs`, its description written next to it.
+/// Keeps a world at `worlds/<id>`: its upper is there (a disk upper is
+/// that directory's `fs/`; a tmpfs is attached on it, nosuid, nodev,
+/// noexec as made), its description next to it.
 pub(crate) fn keep_world(
     state: &StateDir,
     claim: &crate::state::Claim,
-    scratch: OwnedFd,
+    mut upper: Upper,
     layers: &[HostMount],
     outcome: &Outcome,
     spec: &Spec,
 ) -> Result<PathBuf, WorldError> {
     let meta = world_meta(claim, spec, layers, "kept", Some(outcome.exit_code));
-    state
-        .keep(claim, &meta, |fsdir| {
-            let target =
-                CString::new(fsdir.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
-            raw::move_mount_to(scratch.as_fd(), &target)
-        })
-        .map_err(WorldError::state("keep the world"))
+    let path = state.keep(claim, &meta, |fsdir| upper.place(fsdir)).map_err(WorldError::state("keep the world"))?;
+    upper.hand_over();
+    Ok(path)
 }

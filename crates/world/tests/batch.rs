@@ -6,16 +6,8 @@ use cloche_world::seccomp::{Profile, Program};
 use cloche_world::spec::{build_env, Spec};
 use cloche_world::StateDir;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// cloche-init next to the test binary's target dir (built by `cargo build --workspace`).
-fn init_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("cloche-init");
-    assert!(p.is_file(), "{} missing: run `cargo build --workspace` first", p.display());
-    p
-}
 
 fn spec(cwd: &Path) -> Spec {
     Spec {
@@ -24,6 +16,7 @@ fn spec(cwd: &Path) -> Spec {
         cwd: cwd.to_path_buf(),
         limits: Limits { memory: 512 << 20, pids: 256, cpus: 1.0 },
         timeout: None,
+        upper: Default::default(), // on disk: the state dir's pool
         upper_size: 256 << 20,
         hostname: "cloche".into(),
         nofile: 1024,
@@ -86,6 +79,16 @@ impl Fixture {
     }
 }
 
+impl Drop for Fixture {
+    /// The state dir's disk pool (mounted on `worlds/`) goes with it: its
+    /// loop device and image follow the mount.
+    fn drop(&mut self) {
+        let worlds = std::ffi::CString::new(self.state.worlds_dir().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(worlds.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 fn no_cgroup_left(id: &str) {
     for c in ["memory", "pids", "cpu"] {
         assert!(!Path::new(&format!("/sys/fs/cgroup/{c}/cloche/{id}")).exists(), "{c} cgroup of {id} left");
@@ -96,7 +99,7 @@ fn no_cgroup_left(id: &str) {
 fn entries_share_one_world_and_each_has_its_status_and_output() {
     let f = Fixture::new();
     let proj = &f.proj;
-    let mut w = World::start(&f.spec, &f.state, &init_path()).unwrap();
+    let mut w = World::start(&f.spec, &f.state).unwrap();
     let id = w.id().to_string();
     let cap = Io::Capture { cap: 1000 };
     let a = w.run_entry(&entry(proj.path(), "echo one > f; echo out; echo err >&2", None), cap).unwrap();
@@ -133,7 +136,7 @@ fn entries_share_one_world_and_each_has_its_status_and_output() {
 fn what_an_entry_leaves_running_is_killed_and_a_timeout_kills_only_that_entry() {
     let f = Fixture::new();
     let proj = &f.proj;
-    let mut w = World::start(&f.spec, &f.state, &init_path()).unwrap();
+    let mut w = World::start(&f.spec, &f.state).unwrap();
     let id = w.id().to_string();
     let cap = Io::Capture { cap: 4096 };
     let a = w.run_entry(&entry(proj.path(), "sleep 60 >/dev/null 2>&1 & echo started", None), cap).unwrap();
@@ -157,7 +160,7 @@ fn what_an_entry_leaves_running_is_killed_and_a_timeout_kills_only_that_entry() 
 fn cancel_kills_the_running_entry_at_once() {
     let f = Fixture::new();
     let proj = &f.proj;
-    let mut w = World::start(&f.spec, &f.state, &init_path()).unwrap();
+    let mut w = World::start(&f.spec, &f.state).unwrap();
     let id = w.id().to_string();
     let canceller = w.canceller().unwrap();
     let t = Instant::now();

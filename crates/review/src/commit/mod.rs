@@ -21,7 +21,9 @@
 //! missing parent, deleting a commit root. A conflict is a path the host
 //! changed since the world first changed it ([`crate::record`]); `force`
 //! overrides conflicts (each one reported), never refusals. Paths outside
-//! the commit roots and owner changes are reported as not committed.
+//! the commit roots and owner changes are reported as not committed. The
+//! fs_diff's `touched` paths (written, but as the base has them) are not
+//! changes and are never taken.
 
 mod apply;
 pub mod fsx;
@@ -130,8 +132,7 @@ pub struct Plan {
     pub conflicts: Vec<Item>,
     /// Conflicts overridden by `force`.
     pub forced: Vec<Item>,
-    /// Outside the commit roots, or changes that are never committed
-    /// (owner, mtime only).
+    /// Outside the commit roots, or changes that are never committed (owner).
     pub not_committed: Vec<Item>,
     /// setuid/setgid bits stripped.
     pub stripped: Vec<Item>,
@@ -317,7 +318,8 @@ impl<'a> Commit<'a> {
             (Kind::File, _) if has(Change::Mode) => Action::Chmod { mode },
             _ if has(Change::Owner) => return self.not_committed(path, "owner changes are never committed"),
             _ => {
-                // Only times differ: the host already has this content.
+                // Nothing but times differs (the fs_diff lists such paths as
+                // touched, which a commit never takes): nothing to write.
                 self.plan.already += 1;
                 return Ok(None);
             }

@@ -4,7 +4,8 @@
 //! truncated diff is deterministic whatever order the walk met the paths in:
 //! entries go to a plain vector until a bound is reached, which then becomes
 //! a max-heap that evicts the largest path. Memory is bounded by the entry
-//! count and by a byte budget on the paths kept.
+//! count and by a byte budget on the paths kept. Touched paths have a bound
+//! of their own, so that a flood of them never pushes a real change out.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,6 +14,8 @@ use super::model::{Entry, Flag, FlagKind, FsDiff, RawPath, Totals};
 
 /// Bytes of path/target data the entry lists may hold.
 const ENTRY_BYTES: usize = 256 << 20;
+/// Bytes of path data the touched list may hold.
+const TOUCHED_BYTES: usize = 64 << 20;
 /// Bytes of path data the flag list may hold.
 const FLAG_BYTES: usize = 64 << 20;
 /// Bytes of path data the hard-link map may hold.
@@ -25,6 +28,7 @@ pub(crate) enum Cat {
     Added,
     Modified,
     Deleted,
+    Touched,
 }
 
 struct Item {
@@ -64,40 +68,25 @@ struct LinkInfo {
     bytes_counted: bool,
 }
 
-pub(crate) struct Collector {
+/// A list that keeps the `max` smallest paths within a byte budget.
+struct Bounded {
     max: usize,
+    budget: usize,
     /// Unordered until the first eviction.
     list: Vec<Item>,
     /// Used once a bound was hit (then `list` is empty).
     heap: Option<BinaryHeap<Item>>,
-    entry_bytes: usize,
-    flags: BinaryHeap<Flag>,
-    flag_bytes: usize,
-    links: HashMap<(u64, u64), LinkInfo>,
-    link_bytes: usize,
-    pub totals: Totals,
-    pub truncated: bool,
+    bytes: usize,
+    /// Something was left out.
+    cut: bool,
 }
 
-impl Collector {
-    pub fn new(max: usize) -> Collector {
-        Collector {
-            max,
-            list: Vec::new(),
-            heap: None,
-            entry_bytes: 0,
-            flags: BinaryHeap::new(),
-            flag_bytes: 0,
-            links: HashMap::new(),
-            link_bytes: 0,
-            totals: Totals::default(),
-            truncated: false,
-        }
+impl Bounded {
+    fn new(max: usize, budget: usize) -> Bounded {
+        Bounded { max, budget, list: Vec::new(), heap: None, bytes: 0, cut: false }
     }
 
-    /// Whether an entry at `path` would be listed now (so expensive details
-    /// such as hashes are only computed for entries that are kept).
-    pub fn would_keep(&self, path: &[u8]) -> bool {
+    fn would_keep(&self, path: &[u8]) -> bool {
         match &self.heap {
             None => self.list.len() < self.max,
             Some(h) => match h.peek() {
@@ -108,14 +97,11 @@ impl Collector {
         }
     }
 
-    /// Lists an entry (counting is the caller's job). Evicts the largest path
-    /// when over a bound.
-    pub fn push(&mut self, entry: Entry, cat: Cat, link: Option<(u64, u64)>) {
-        let item = Item { entry, cat, link };
+    fn push(&mut self, item: Item) {
         let cost = item.cost();
         if self.heap.is_none() {
-            if self.list.len() < self.max && self.entry_bytes + cost <= ENTRY_BYTES {
-                self.entry_bytes += cost;
+            if self.list.len() < self.max && self.bytes + cost <= self.budget {
+                self.bytes += cost;
                 self.list.push(item);
                 if self.list.len() == self.max {
                     // full: from now on a newcomer must beat the largest path
@@ -126,7 +112,7 @@ impl Collector {
             self.heap = Some(BinaryHeap::from(std::mem::take(&mut self.list)));
         }
         let heap = self.heap.as_mut().expect("heap");
-        self.truncated = true;
+        self.cut = true;
         if let Some(top) = heap.peek() {
             if heap.len() >= self.max && item >= *top {
                 return;
@@ -134,19 +120,85 @@ impl Collector {
         } else if self.max == 0 {
             return;
         }
-        self.entry_bytes += cost;
+        self.bytes += cost;
         heap.push(item);
-        while heap.len() > self.max || self.entry_bytes > ENTRY_BYTES {
+        while heap.len() > self.max || self.bytes > self.budget {
             match heap.pop() {
-                Some(out) => self.entry_bytes -= out.cost(),
+                Some(out) => self.bytes -= out.cost(),
                 None => break,
             }
         }
     }
 
+    fn into_items(self) -> Vec<Item> {
+        let mut items = match self.heap {
+            Some(h) => h.into_vec(),
+            None => self.list,
+        };
+        // the walk meets paths almost in order: this sort is cheap
+        items.sort_unstable();
+        items
+    }
+}
+
+pub(crate) struct Collector {
+    /// Added, modified and deleted entries.
+    main: Bounded,
+    touched: Bounded,
+    flags: BinaryHeap<Flag>,
+    flag_bytes: usize,
+    links: HashMap<(u64, u64), LinkInfo>,
+    link_bytes: usize,
+    pub totals: Totals,
+    /// Entries (not touched ones) or flags were left out.
+    pub truncated: bool,
+}
+
+impl Collector {
+    pub fn new(max: usize) -> Collector {
+        Collector {
+            main: Bounded::new(max, ENTRY_BYTES),
+            touched: Bounded::new(max, TOUCHED_BYTES),
+            flags: BinaryHeap::new(),
+            flag_bytes: 0,
+            links: HashMap::new(),
+            link_bytes: 0,
+            totals: Totals::default(),
+            truncated: false,
+        }
+    }
+
+    /// Whether an entry of `cat` at `path` would be listed now (so expensive
+    /// details such as hashes are only computed for entries that are kept).
+    pub fn would_keep(&self, path: &[u8], cat: Cat) -> bool {
+        match cat {
+            Cat::Touched => self.touched.would_keep(path),
+            _ => self.main.would_keep(path),
+        }
+    }
+
+    /// Lists an entry (counting is the caller's job). Evicts the largest path
+    /// when over a bound.
+    pub fn push(&mut self, entry: Entry, cat: Cat, link: Option<(u64, u64)>) {
+        let item = Item { entry, cat, link };
+        match cat {
+            Cat::Touched => self.touched.push(item),
+            _ => {
+                self.main.push(item);
+                self.truncated |= self.main.cut;
+            }
+        }
+    }
+
+    /// How many entries of every list were met so far (listed or not).
+    pub fn seen(&self) -> u64 {
+        let t = &self.totals;
+        t.added + t.modified + t.deleted + t.touched
+    }
+
     /// Flags `path` for `why`.
     pub fn flag(&mut self, path: &[u8], why: FlagKind) {
-        let full = self.flags.len() >= self.max || self.flag_bytes > FLAG_BYTES;
+        let full = self.flags.len() >= self.main.max || self.flag_bytes > FLAG_BYTES;
         if full {
             self.truncated = true;
             match self.flags.peek() {
@@ -156,7 +208,7 @@ impl Collector {
         }
         self.flag_bytes += ITEM_COST + path.len();
         self.flags.push(Flag { path: RawPath::from_bytes(path), why });
-        while self.flags.len() > self.max || self.flag_bytes > FLAG_BYTES {
+        while self.flags.len() > self.main.max || self.flag_bytes > FLAG_BYTES {
             match self.flags.pop() {
                 Some(out) => self.flag_bytes -= ITEM_COST + out.path.as_bytes().len(),
                 None => break,
@@ -210,12 +262,7 @@ impl Collector {
 
     pub fn finish(self) -> FsDiff {
         let mut diff = FsDiff { totals: self.totals, truncated: self.truncated, ..FsDiff::default() };
-        let mut items = match self.heap {
-            Some(h) => h.into_vec(),
-            None => self.list,
-        };
-        // the walk meets paths almost in order: this sort is cheap
-        items.sort_unstable();
+        let items = self.main.into_items().into_iter().chain(self.touched.into_items());
         for mut item in items {
             if let Some(info) = item.link.and_then(|k| self.links.get(&k)) {
                 if info.first.as_slice() != item.entry.path.as_bytes() {
@@ -226,6 +273,7 @@ impl Collector {
                 Cat::Added => diff.added.push(item.entry),
                 Cat::Modified => diff.modified.push(item.entry),
                 Cat::Deleted => diff.deleted.push(item.entry),
+                Cat::Touched => diff.touched.push(item.entry),
             }
         }
         diff.flags = self.flags.into_sorted_vec();

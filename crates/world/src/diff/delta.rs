@@ -9,11 +9,18 @@ enum List {
     Added,
     Modified,
     Deleted,
+    Touched,
 }
 
 fn index(d: &FsDiff) -> BTreeMap<&[u8], (List, &Entry)> {
     let mut m = BTreeMap::new();
-    for (list, entries) in [(List::Added, &d.added), (List::Modified, &d.modified), (List::Deleted, &d.deleted)] {
+    let lists = [
+        (List::Added, &d.added),
+        (List::Modified, &d.modified),
+        (List::Deleted, &d.deleted),
+        (List::Touched, &d.touched),
+    ];
+    for (list, entries) in lists {
         for e in entries {
             m.insert(e.path.as_bytes(), (list, e));
         }
@@ -22,11 +29,14 @@ fn index(d: &FsDiff) -> BTreeMap<&[u8], (List, &Entry)> {
 }
 
 /// How `after` differs from `before`, where both describe a world against
-/// the same base. A path new in `after` keeps its classification; a path in
-/// both that changed again is `modified` (or `deleted` when it is gone now);
-/// a path that was changed before and is back to the base is reported as
-/// `deleted` when it had been added, else as `modified`. Flags are those of
-/// `after` on the paths of the delta.
+/// the same base. A path new in `after` keeps its classification (touched
+/// included); a path in both that changed again is `modified` (or `deleted`
+/// when it is gone now); a path that was changed before and is back to the
+/// base (gone from `after`, or touched there) is reported as `deleted` when
+/// it had been added, else as `modified` with the changes it had (`content`
+/// when it had been deleted). A path touched before and really changed now
+/// is reported as `after` has it; one touched before and no longer listed is
+/// no change. Flags are those of `after` on the paths of the delta.
 pub fn delta(before: &FsDiff, after: &FsDiff) -> FsDiff {
     let (b, a) = (index(before), index(after));
     let mut out = FsDiff::default();
@@ -34,12 +44,15 @@ pub fn delta(before: &FsDiff, after: &FsDiff) -> FsDiff {
         List::Added => out.added.push(e),
         List::Modified => out.modified.push(e),
         List::Deleted => out.deleted.push(e),
+        List::Touched => out.touched.push(e),
     };
     for (path, (alist, ae)) in &a {
         match b.get(path) {
             None => push(*alist, (*ae).clone()),
             Some((blist, be)) if blist == alist && be == ae => {}
             Some(_) if *alist == List::Deleted => push(List::Deleted, (*ae).clone()),
+            Some((List::Touched, _)) if *alist == List::Touched => push(List::Touched, (*ae).clone()),
+            Some((blist, be)) if *alist == List::Touched => push(undone(*blist), restored(be, ae, *blist)),
             Some((_, be)) => {
                 let mut e = (*ae).clone();
                 if e.changes.is_empty() || *alist == List::Added {
@@ -50,18 +63,12 @@ pub fn delta(before: &FsDiff, after: &FsDiff) -> FsDiff {
         }
     }
     for (path, (blist, be)) in &b {
-        if a.contains_key(path) {
+        if a.contains_key(path) || *blist == List::Touched {
             continue;
         }
-        if *blist == List::Added {
-            push(List::Deleted, Entry::new(be.path.clone(), be.kind));
-        } else {
-            let mut e = Entry::new(be.path.clone(), be.kind);
-            e.changes = vec![Change::Content];
-            push(List::Modified, e);
-        }
+        push(undone(*blist), restored(be, &Entry::new(be.path.clone(), be.kind), *blist));
     }
-    for v in [&mut out.added, &mut out.modified, &mut out.deleted] {
+    for v in [&mut out.added, &mut out.modified, &mut out.deleted, &mut out.touched] {
         v.sort_by(|x, y| x.path.cmp(&y.path));
     }
     let keep: std::collections::BTreeSet<&[u8]> =
@@ -73,9 +80,33 @@ pub fn delta(before: &FsDiff, after: &FsDiff) -> FsDiff {
         modified: out.modified.len() as u64,
         deleted: out.deleted.len() as u64,
         bytes: bytes(&out.added) + bytes(&out.modified),
+        touched: out.touched.len() as u64,
     };
     out.truncated = before.truncated || after.truncated;
     out
+}
+
+/// The list of a path whose change in `was` was undone (it is back to the base).
+fn undone(was: List) -> List {
+    if was == List::Added {
+        List::Deleted
+    } else {
+        List::Modified
+    }
+}
+
+/// The delta entry of a path back to the base: `now` (its entry after, or
+/// just its path and kind) with what was undone.
+fn restored(before: &Entry, now: &Entry, was: List) -> Entry {
+    if was == List::Added {
+        return Entry::new(before.path.clone(), before.kind);
+    }
+    let mut e = now.clone();
+    e.changes = before.changes.iter().copied().filter(|c| *c != Change::Mtime).collect();
+    if e.changes.is_empty() {
+        e.changes = vec![Change::Content];
+    }
+    e
 }
 
 /// What differs between two descriptions of one path.

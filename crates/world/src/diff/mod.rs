@@ -24,22 +24,37 @@
 //! {"added":[{"path":"/srv/app/new.txt","kind":"file","size":12,"mode":"0644","uid":0,"gid":0,"sha256":"…"}],
 //!  "modified":[{"path":"/etc/hosts","kind":"file","changes":["content"],"size":210,"mode":"0644","uid":0,"gid":0,"sha256":"…"}],
 //!  "deleted":[{"path":"/srv/app/old","kind":"dir"}],
+//!  "touched":[{"path":"/srv/app/README","kind":"file","changes":["mtime"]}],
 //!  "flags":[{"path":"/srv/app/.git/hooks/pre-commit","why":"git hook"}],
-//!  "totals":{"added":1,"modified":1,"deleted":1,"bytes":222},"truncated":false}
+//!  "totals":{"added":1,"modified":1,"deleted":1,"bytes":222,"touched":1},"truncated":false}
 //! ```
 //! - Entry fields, in this order, each only when it applies: `path` (or
 //!   `path_b64`), `kind` (`file dir symlink char block fifo socket`),
-//!   `changes` (modified only: `content type mode owner mtime target`, in
-//!   that order), `size` (files; symlinks: target length), `mode` (4 octal
+//!   `changes` (modified: `content type mode owner target`, in that order;
+//!   touched: `mtime` or nothing), `size` (files; symlinks: target length), `mode` (4 octal
 //!   digits, not for symlinks), `uid`, `gid`, `sha256` (files, when hashing,
 //!   not for files with more than 64 MiB of holes), `target` (or
 //!   `target_b64`), `rdev` (`"major:minor"`), `links_to` (or `links_to_b64`).
-//!   `deleted` entries carry only `path` and `kind` (the lower's kind).
+//!   `deleted` entries carry only `path` and `kind` (the lower's kind);
+//!   `touched` entries only `path`, `kind` and `changes`.
+//! - `touched`: upper entries whose kind, content (bytes; a device's
+//!   number), permission bits, owner and symlink target are the lower's: a
+//!   content-identical rewrite, a `touch`, a `chmod` to the same mode, a
+//!   copy-up by a link. A directory is touched when the same holds and
+//!   nothing below it is listed in any list (else its copy-up is explained
+//!   by what is below). Not a change: no flags, not in `totals.bytes`, and
+//!   its own bound (`max_entries` smallest paths; a cut there does not set
+//!   `truncated`, `totals.touched` counts all). Extended attributes, ctime
+//!   and link counts are not compared.
+//! - Cost: a file whose size differs is not read. Equal sizes are compared
+//!   byte for byte against the lower; when mode and owner are equal too the
+//!   comparison does not hash, and a file found different is then hashed
+//!   from its start (a rewrite that changes nothing is read once per side).
 //! - Non-UTF-8 bytes: `<field>_b64` (standard base64 of the raw bytes) replaces
 //!   `<field>`.
 //! - `links_to`: for an upper inode with several links, every path but the
 //!   smallest (by bytes) names the smallest one, even when that path is not
-//!   itself listed (a copied-up lower file that is otherwise unchanged).
+//!   itself a change (a copied-up lower file otherwise unchanged: touched).
 //!   Each such inode is hashed once and counted once in `totals.bytes`.
 //! - Lists sorted by raw path bytes; flags by path then `why` in the order
 //!   `setuid setgid "device node" fifo socket executable "hard link"
@@ -62,6 +77,7 @@ use std::os::fd::BorrowedFd;
 
 pub use delta::delta;
 pub use model::{format_mode, Change, Entry, Flag, FlagKind, FsDiff, Kind, RawPath, Totals};
+pub use sys::PLANNED_XATTR;
 
 /// Deepest directory level the walk descends to before giving up.
 pub const MAX_DEPTH: usize = 4096;

@@ -116,7 +116,8 @@ pub enum Change {
     Mode,
     /// uid or gid.
     Owner,
-    /// Only the mtime of a regular file (content, mode and owner equal).
+    /// The mtime (content, type, mode, owner and target equal). Only in
+    /// `touched` entries: such a path is not `modified`.
     Mtime,
     /// The target of a symlink.
     Target,
@@ -337,6 +338,10 @@ pub struct Totals {
     pub deleted: u64,
     /// Sum of the sizes of added and modified regular files (each inode once).
     pub bytes: u64,
+    /// Paths written but left as the base has them (every one, also those
+    /// the `touched` list does not hold).
+    #[serde(default)]
+    pub touched: u64,
 }
 
 /// What a world changed compared with its base. Lists are sorted by raw path
@@ -346,14 +351,25 @@ pub struct FsDiff {
     pub added: Vec<Entry>,
     pub modified: Vec<Entry>,
     pub deleted: Vec<Entry>,
+    /// Paths the world wrote (copied up) that are as the base has them:
+    /// same kind, content, mode, owner, symlink target and device number
+    /// (a content-identical rewrite, `touch`, a `chmod` to the same mode),
+    /// and directories copied up with nothing changed below them. Each
+    /// carries `path`, `kind` and, when the mtime differs, `changes:
+    /// ["mtime"]`. Not a change: never committed. Bounded by `max_entries`
+    /// on its own (a cut here does not set `truncated`: `totals.touched`
+    /// counts every one).
+    #[serde(default)]
+    pub touched: Vec<Entry>,
     pub flags: Vec<Flag>,
     pub totals: Totals,
-    /// Some entries or flags were left out (`max_entries` or the memory bound).
+    /// Some added, modified or deleted entries or some flags were left out
+    /// (`max_entries` or the memory bound).
     pub truncated: bool,
 }
 
 impl FsDiff {
-    /// True when the world changed nothing.
+    /// True when the world changed nothing (touched paths are no change).
     pub fn is_empty(&self) -> bool {
         self.totals.added == 0 && self.totals.modified == 0 && self.totals.deleted == 0
     }
@@ -370,7 +386,8 @@ impl FsDiff {
             b.extend_from_slice(&p.0);
             p.0 = b;
         };
-        for e in self.added.iter_mut().chain(self.modified.iter_mut()).chain(self.deleted.iter_mut()) {
+        let lists = [&mut self.added, &mut self.modified, &mut self.deleted, &mut self.touched];
+        for e in lists.into_iter().flat_map(|l| l.iter_mut()) {
             fix(&mut e.path);
             if let Some(l) = e.links_to.as_mut() {
                 fix(l);
@@ -384,7 +401,7 @@ impl FsDiff {
 
     /// Adds the diff of another layer: lists merged in path order, totals
     /// summed, at most `max_entries` entries and flags kept (the smallest
-    /// paths, as within one layer).
+    /// paths, as within one layer), and at most `max_entries` touched paths.
     pub fn merge(&mut self, other: FsDiff, max_entries: usize) {
         let by_path = |a: &Entry, b: &Entry| a.path.cmp(&b.path);
         self.added.extend(other.added);
@@ -393,12 +410,16 @@ impl FsDiff {
         self.modified.sort_by(by_path);
         self.deleted.extend(other.deleted);
         self.deleted.sort_by(by_path);
+        self.touched.extend(other.touched);
+        self.touched.sort_by(by_path);
+        self.touched.truncate(max_entries);
         self.flags.extend(other.flags);
         self.flags.sort();
         self.totals.added += other.totals.added;
         self.totals.modified += other.totals.modified;
         self.totals.deleted += other.totals.deleted;
         self.totals.bytes += other.totals.bytes;
+        self.totals.touched += other.totals.touched;
         self.truncated |= other.truncated;
         let total = self.added.len() + self.modified.len() + self.deleted.len();
         if total > max_entries && max_entries == 0 {

@@ -181,6 +181,33 @@ pub(crate) fn is_opaque(dir: BorrowedFd<'_>) -> nix::Result<bool> {
     Ok(&val[..n as usize] == b"y")
 }
 
+/// The extended attribute the child sets on what it copies up for its own
+/// mount plan (a writable home, the mount points in it): such an entry is
+/// cloche's doing, not the world's, and is not listed as touched while it
+/// is as the base has it. `trusted.*`: a world (without `CAP_SYS_ADMIN`)
+/// can neither set nor remove it.
+pub const PLANNED_XATTR: &CStr = c"trusted.cloche.planned";
+
+/// Whether upper entry `name` of directory `dir` (not followed if a
+/// symlink) carries [`PLANNED_XATTR`]. Read through `/proc/self/fd`, since
+/// `lgetxattr` has no directory-relative form before Linux 6.13.
+pub(crate) fn is_planned(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<bool> {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    let path = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
+    let mut val = [0u8; 8];
+    // SAFETY: both strings are NUL-terminated and `val` is valid for
+    // `val.len()` bytes.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), PLANNED_XATTR.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+    if n < 0 {
+        return match Errno::last() {
+            Errno::ENODATA | Errno::EOPNOTSUPP | Errno::ERANGE => Ok(false),
+            e => Err(e),
+        };
+    }
+    Ok(true)
+}
+
 /// Names of one directory, stored NUL-terminated in one arena (no per-entry
 /// allocation), sortable by bytes.
 #[derive(Default)]

@@ -10,6 +10,7 @@
 
 use std::ffi::CStr;
 use std::fs::File;
+use std::io::Seek;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
@@ -20,8 +21,8 @@ use super::flags::flag_entry;
 use super::hash::{open_upper, too_sparse, Content, ContentError};
 use super::model::{hex, Change, Entry, Kind, RawPath};
 use super::sys::{
-    is_opaque, kind_of_dtype, open_beneath, open_dir_rel, open_file, read_link, stat_at, stat_at_opt, stat_fd, Names,
-    St,
+    is_opaque, is_planned, kind_of_dtype, open_beneath, open_dir_rel, open_file, read_link, stat_at, stat_at_opt,
+    stat_fd, Names, St,
 };
 use super::{DiffError, DiffOptions, MAX_DEPTH};
 
@@ -31,6 +32,21 @@ struct Sub {
     ino: u64,
     /// The lower layer has a directory at the same path.
     lower_dir: bool,
+    /// The directory is as the base has it (mode, owner), maybe but its
+    /// mtime (`Some(mtime differs)`): touched, unless something below it
+    /// is listed.
+    same: Option<bool>,
+}
+
+/// A directory that is touched if nothing below it is listed.
+#[derive(Clone, Copy)]
+struct MaybeTouched {
+    mtime: bool,
+    /// Copied up by cloche for its mount plan, as the base has it, mtime
+    /// included: not listed at all ([`super::sys::PLANNED_XATTR`]).
+    planned: bool,
+    /// [`Collector::seen`] before its subtree was walked.
+    seen: u64,
 }
 
 struct Frame {
@@ -41,6 +57,8 @@ struct Frame {
     replacing: bool,
     /// Subdirectories still to visit, in reverse order (popped from the end).
     pending: Vec<Sub>,
+    /// Decided when the subtree is done.
+    maybe: Option<MaybeTouched>,
 }
 
 pub(crate) struct Walker<'a> {
@@ -112,10 +130,13 @@ impl<'a> Walker<'a> {
         let replacing = is_opaque(upper.as_fd()).map_err(|e| io("getxattr upper", b"", e))?;
         let pending = self.visit(upper.as_fd(), Some(lower.as_fd()), replacing)?;
         drop((upper, lower));
-        let mut stack = vec![Frame { path_len: 0, replacing, pending }];
+        let mut stack = vec![Frame { path_len: 0, replacing, pending, maybe: None }];
         while let Some(top) = stack.last_mut() {
             let Some(sub) = top.pending.pop() else {
+                let (path_len, maybe) = (top.path_len, top.maybe);
                 stack.pop();
+                self.path.truncate(path_len);
+                self.dir_done(maybe);
                 continue;
             };
             let parent_replacing = top.replacing;
@@ -145,10 +166,20 @@ impl<'a> Walker<'a> {
             let replacing = lfd.is_some()
                 && (parent_replacing || is_opaque(ufd.as_fd()).map_err(|e| io("getxattr upper", &self.path, e))?);
             let path_len = self.path.len();
+            let maybe = match sub.same {
+                Some(mtime) => {
+                    let planned =
+                        !mtime && is_planned(ufd.as_fd(), c".").map_err(|e| io("getxattr upper", &self.path, e))?;
+                    Some(MaybeTouched { mtime, seen: self.out.seen(), planned })
+                }
+                None => None,
+            };
             let pending = self.visit(ufd.as_fd(), lfd.as_ref().map(|f| f.as_fd()), replacing)?;
             drop((ufd, lfd));
-            if !pending.is_empty() {
-                stack.push(Frame { path_len, replacing, pending });
+            if pending.is_empty() {
+                self.dir_done(maybe);
+            } else {
+                stack.push(Frame { path_len, replacing, pending, maybe });
             }
         }
         Ok(self.out.finish())
@@ -269,16 +300,16 @@ impl<'a> Walker<'a> {
             return Ok(());
         }
         let kind = st.kind();
-        let sub = |lower_dir| Sub { name: name.to_bytes().into(), ino: st.ino, lower_dir };
+        let sub = |lower_dir, same| Sub { name: name.to_bytes().into(), ino: st.ino, lower_dir, same };
         let Some(lst) = lst else {
             if kind == Kind::Dir {
-                subs.push(sub(false));
+                subs.push(sub(false, None));
             }
             return self.added(u, name, &st);
         };
         if lst.kind() != kind {
             if kind == Kind::Dir {
-                subs.push(sub(false));
+                subs.push(sub(false, None));
             }
             let exec = kind == Kind::File && st.perm() & 0o111 != 0;
             return self.modified(u, name, &st, vec![Change::Type], exec, None);
@@ -290,13 +321,25 @@ impl<'a> Walker<'a> {
             Kind::File => {
                 let key = st.key();
                 let cached = if st.nlink > 1 { self.out.link_hash(key) } else { None };
-                let want_hash = self.hash && cached.is_none() && !too_sparse(&st) && self.out.would_keep(&self.path);
+                let want_hash =
+                    self.hash && cached.is_none() && !too_sparse(&st) && self.out.would_keep(&self.path, Cat::Modified);
                 let (differs, h) = if st.size != lst.size {
                     (true, None)
                 } else {
+                    // Same size. When the mode or owner differs the entry is
+                    // modified anyway: hash while comparing. Else only the
+                    // content decides: compare first (no hashing), and hash
+                    // from the start only if it differs, so that a
+                    // content-identical rewrite costs one read of each side.
+                    let meta_same = st.perm() == lst.perm() && (st.uid, st.gid) == (lst.uid, lst.gid);
                     let mut f = self.upper_file(u, name, &st)?;
-                    let r = self.content.compare(&mut f, l, name, &st, want_hash);
-                    let (eq, h) = r.map_err(|e| content_err(&self.path, e))?;
+                    let r = self.content.compare(&mut f, l, name, &st, want_hash && !meta_same);
+                    let (eq, mut h) = r.map_err(|e| content_err(&self.path, e))?;
+                    if !eq && want_hash && h.is_none() {
+                        f.rewind().map_err(|e| DiffError::Io { op: "seek", path: lossy(&self.path), source: e })?;
+                        let r = self.content.hash(&mut f, &st);
+                        h = Some(r.map_err(|e| content_err(&self.path, e))?);
+                    }
                     (!eq, h)
                 };
                 if let Some(h) = h {
@@ -330,13 +373,18 @@ impl<'a> Walker<'a> {
         if st.uid != lst.uid || st.gid != lst.gid {
             changes.push(Change::Owner);
         }
-        if changes.is_empty() && kind == Kind::File && st.mtime != lst.mtime {
-            changes.push(Change::Mtime);
-        }
+        let mtime = st.mtime != lst.mtime;
         if kind == Kind::Dir {
-            subs.push(sub(true));
+            subs.push(sub(true, changes.is_empty().then_some(mtime)));
+            if changes.is_empty() {
+                // decided once its subtree is walked
+                return Ok(());
+            }
         }
         if changes.is_empty() {
+            if mtime || !is_planned(u, name).map_err(|e| io("getxattr upper", &self.path, e))? {
+                self.touched(kind, mtime);
+            }
             return Ok(());
         }
         let exec = kind == Kind::File
@@ -375,9 +423,30 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A directory whose subtree is walked (its path in `self.path`): touched
+    /// when it was as the base has it and nothing below it was met.
+    fn dir_done(&mut self, maybe: Option<MaybeTouched>) {
+        if let Some(m) = maybe.filter(|m| m.seen == self.out.seen() && !m.planned) {
+            self.touched(Kind::Dir, m.mtime);
+        }
+    }
+
+    /// An upper entry (path in `self.path`) that is as the base has it but
+    /// maybe its mtime.
+    fn touched(&mut self, kind: Kind, mtime: bool) {
+        self.out.totals.touched += 1;
+        if self.out.would_keep(&self.path, Cat::Touched) {
+            let mut e = Entry::new(RawPath::from_bytes(self.path.as_slice()), kind);
+            if mtime {
+                e.changes.push(Change::Mtime);
+            }
+            self.out.push(e, Cat::Touched, None);
+        }
+    }
+
     fn deleted(&mut self, kind: Kind) {
         self.out.totals.deleted += 1;
-        if self.out.would_keep(&self.path) {
+        if self.out.would_keep(&self.path, Cat::Deleted) {
             let e = Entry::new(RawPath::from_bytes(self.path.as_slice()), kind);
             self.out.push(e, Cat::Deleted, None);
         } else {
@@ -423,7 +492,7 @@ impl<'a> Walker<'a> {
             self.out.count_bytes(link, st.size);
         }
         flag_entry(&mut self.out, &self.path, st, exec, self.hash);
-        if !self.out.would_keep(&self.path) {
+        if !self.out.would_keep(&self.path, cat) {
             self.out.truncated = true;
             return Ok(());
         }

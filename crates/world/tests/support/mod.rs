@@ -133,12 +133,26 @@ pub fn flag(path: &str, why: &str) -> Value {
     json!({"path": path, "why": why})
 }
 
+/// The whole diff is exactly this, with no touched path.
 pub fn expect(diff: &FsDiff, added: Value, modified: Value, deleted: Value, flags: Value, bytes: u64) {
+    expect_touched(diff, added, modified, deleted, empty(), flags, bytes)
+}
+
+/// The whole diff is exactly this, touched paths included.
+pub fn expect_touched(
+    diff: &FsDiff,
+    added: Value,
+    modified: Value,
+    deleted: Value,
+    touched: Value,
+    flags: Value,
+    bytes: u64,
+) {
     let count = |v: &Value| v.as_array().unwrap().len();
     let want = json!({
-        "added": added, "modified": modified, "deleted": deleted, "flags": flags,
+        "added": added, "modified": modified, "deleted": deleted, "touched": touched, "flags": flags,
         "totals": {"added": count(&added), "modified": count(&modified),
-                   "deleted": count(&deleted), "bytes": bytes},
+                   "deleted": count(&deleted), "bytes": bytes, "touched": count(&touched)},
         "truncated": false,
     });
     let got = serde_json::to_value(diff).unwrap();
@@ -152,6 +166,15 @@ pub fn expect(diff: &FsDiff, added: Value, modified: Value, deleted: Value, flag
     // the JSON form round-trips
     let back: FsDiff = serde_json::from_value(got).unwrap();
     assert_eq!(&back, diff);
+}
+
+/// A touched entry: path, kind, and `changes: ["mtime"]` when `mtime`.
+pub fn touched(path: &str, kind: &str, mtime: bool) -> Value {
+    if mtime {
+        json!({"path": path, "kind": kind, "changes": ["mtime"]})
+    } else {
+        json!({"path": path, "kind": kind})
+    }
 }
 
 pub fn empty() -> Value {

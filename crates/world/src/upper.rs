@@ -1,0 +1,143 @@
+//! Where a world's writes go: the `upper/` and `work/` directories of its
+//! overlays (and `layers/<k>/{upper,work}` for each host data mount).
+//!
+//! - **disk** (the default): a subvolume of the state directory's disk pool
+//!   (`pool/`), capped at `upper_size` by a quota of its own, so that a
+//!   world's files take neither its memory limit nor the host's RAM.
+//!   Discarded when the world ends (moved to the pool's trash, emptied by
+//!   the next run off its critical path: `pool/subvol.rs`), unless kept.
+//! - **tmpfs**: a detached tmpfs capped at `upper_size` (its pages are
+//!   charged to the world's memory limit), never attached to the host's
+//!   tree while the world runs: it vanishes with its last descriptor, even
+//!   if cloche is killed.
+
+use crate::child::Store;
+use crate::error::WorldError;
+use crate::pool;
+use crate::raw;
+use crate::spec::{Spec, UpperStore};
+use crate::state::StateDir;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// A world's upper directories.
+pub(crate) struct Upper {
+    /// The directory holding `upper/`, `work/`, `scratch/` and `layers/`:
+    /// the detached tmpfs, or the subvolume's `fs/` (the child opens that
+    /// again in its own mount namespace: `child::Store`).
+    fd: OwnedFd,
+    disk: Option<Disk>,
+}
+
+/// A disk upper: the pool and the world's subvolume in it.
+struct Disk {
+    pool: OwnedFd,
+    id: String,
+    /// `<state>/worlds/<id>/fs`.
+    path: std::path::PathBuf,
+    /// Host data mounts (spares are made with as many layer directories).
+    layers: usize,
+    /// Handed over to `worlds/<id>` (kept, or attached for review): no
+    /// longer deleted on drop.
+    handed_over: bool,
+}
+
+impl Upper {
+    /// Makes world `id`'s upper directories as `spec.upper` asks, with
+    /// `layers` host data mounts.
+    pub(crate) fn make(spec: &Spec, state: &StateDir, id: &str, layers: usize) -> Result<Upper, WorldError> {
+        let upper = match spec.upper {
+            UpperStore::Tmpfs => Upper { fd: tmpfs(spec.upper_size).map_err(WorldError::Scratch)?, disk: None },
+            UpperStore::Disk => {
+                pool::ensure(&state.root)?;
+                crate::profile::mark("pool mounted");
+                let cap = pool::cap(&state.root, spec.upper_size)?;
+                let p = pool::open(&state.worlds_dir()).map_err(WorldError::state("open the disk pool"))?;
+                // A spare subvolume if there is one (`fs/` and its
+                // directories made already), else a new one.
+                let fd = pool::create_world(p.as_fd(), id, cap, layers)?;
+                let path = state.world_path(id).join("fs");
+                Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: false }) }
+            }
+        };
+        dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
+        Ok(upper)
+    }
+
+    /// Off the critical path (the world released, its child finishing its
+    /// setup): makes the pool's spares again and empties its trash.
+    pub(crate) fn housekeep(&self, me: &str, state: &StateDir) {
+        if let Some(d) = &self.disk {
+            pool::housekeep(d.pool.as_fd(), &state.root, Some(me), d.layers, &|id| state.is_live(id));
+        }
+    }
+
+    /// The store as the world's child reaches it.
+    pub(crate) fn for_child(&self) -> io::Result<Store> {
+        Ok(match &self.disk {
+            Some(d) => Store::Path(d.path.clone()),
+            None => Store::Mount(self.fd.try_clone()?),
+        })
+    }
+
+    /// The directory holding `upper/` and `work/`.
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Places the upper at `fsdir` (`worlds/<id>/fs`) for keeping: a tmpfs
+    /// is attached there (nosuid, nodev, noexec as made); a disk upper
+    /// already is that directory.
+    pub(crate) fn place(&self, fsdir: &Path) -> io::Result<()> {
+        if self.disk.is_some() {
+            return Ok(());
+        }
+        let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fsdir.as_os_str()))
+            .map_err(|_| io::Error::other("NUL in path"))?;
+        raw::move_mount_to(self.fd.as_fd(), &target)
+    }
+
+    /// From now on `worlds/<id>` owns the upper (a kept world, or one the
+    /// sweep settles): dropping this no longer deletes it.
+    pub(crate) fn hand_over(&mut self) {
+        if let Some(d) = self.disk.as_mut() {
+            d.handed_over = true;
+        }
+    }
+}
+
+impl Drop for Upper {
+    /// A disk upper not handed over goes to the pool's trash (a tmpfs goes
+    /// with its fd).
+    fn drop(&mut self) {
+        if let Some(d) = &self.disk {
+            if !d.handed_over {
+                let _ = pool::discard(d.pool.as_fd(), &d.id);
+            }
+        }
+    }
+}
+
+/// A detached tmpfs (nosuid, nodev, noexec, 0700) capped at `size`.
+fn tmpfs(size: u64) -> io::Result<OwnedFd> {
+    let fs = raw::fsopen("tmpfs")?;
+    raw::fsconfig_str(fs.as_fd(), "size", &size.to_string())?;
+    raw::fsconfig_str(fs.as_fd(), "mode", "0700")?;
+    raw::fsconfig_create(fs.as_fd())?;
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    raw::fsmount(fs.as_fd(), attrs)
+}
+
+/// The store's directories for `layers` host data mounts (`pool::fs_dirs`):
+/// all of them in a fresh tmpfs; in a subvolume, those its spare was not
+/// made with (another count of host data mounts).
+fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
+    for d in pool::fs_dirs(layers) {
+        match nix::sys::stat::mkdirat(at, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
