@@ -203,10 +203,6 @@ pub(crate) fn launch(
     let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
-    if let Some(note) = spec.path_note {
-        note(&crate::view::hidden_path_entries(&RealHost, &fs, &view));
-        crate::profile::mark("PATH judged");
-    }
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
         crate::net_host::remove_when_idle("");
     }
@@ -236,6 +232,12 @@ pub(crate) fn launch(
         return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
     crate::profile::mark("child exec'd init");
+    // The PATH note, judged while the world runs (off the start's critical
+    // path) and said before the relay copies any of the world's output.
+    if let Some(note) = spec.path_note {
+        note(&crate::view::hidden_path_entries(&RealHost, &fs, &view));
+        crate::profile::mark("PATH judged");
+    }
     let mut relay = relay;
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;

@@ -40,11 +40,11 @@ pub struct Spec {
     pub expose: Vec<PathBuf>,
     /// Toolchains under a home, shown when the world's PATH names them.
     pub toolchains: Toolchains,
-    /// Called once, before the world runs anything, with the PATH entries
-    /// that are directories on the host but hidden in the world (none: an
-    /// empty list). It runs in the parent while the child makes its
-    /// mounts, from the view the mount plan is built from (`cloche run`
-    /// says them on stderr).
+    /// Called once with the PATH entries that are directories on the host
+    /// but hidden in the world (none: an empty list), from the view the
+    /// mount plan is built from. It runs in the parent just after the
+    /// world's init started, before any of the world's output is copied
+    /// (`cloche run` says them on stderr, ahead of the command's output).
     pub path_note: Option<fn(&[crate::view::HiddenEntry])>,
     pub seccomp: Program,
     /// Keep the world after the run instead of discarding it.
