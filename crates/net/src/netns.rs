@@ -22,6 +22,11 @@ impl Netns {
         Ok(Netns { fd: File::open(format!("/proc/{pid}/ns/net"))?.into() })
     }
 
+    /// The network namespace open at `fd`.
+    pub fn from_fd(fd: OwnedFd) -> Netns {
+        Netns { fd }
+    }
+
     /// A new, empty network namespace (made by a thread that unshares and
     /// ends; nothing else runs in it).
     pub fn create() -> io::Result<Netns> {

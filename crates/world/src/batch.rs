@@ -117,9 +117,10 @@ impl<'a> World<'a> {
     /// Builds and starts a world (`spec.argv` is not used).
     pub fn start(spec: &'a Spec, state: &'a StateDir) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
+        let ahead = crate::netns_ahead::NetnsAhead::start();
         let (layout, layers) = crate::world::host_facts(spec, state)?;
         let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-        let mut w = launch(spec, &layout, &layers, &claim, state, Mode::Serve)?;
+        let mut w = launch(spec, &layout, &layers, &claim, state, Mode::Serve, ahead)?;
         // A kept world is attached on the host from the start: its upper
         // outlives a runner that dies, for review (or the sweep).
         let attached = if spec.keep {
@@ -268,7 +269,7 @@ impl<'a> World<'a> {
         if timed_out {
             limits_hit.push("timeout".into());
         }
-        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash)?;
+        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash, &mut Default::default())?;
         let fs_delta = crate::diff::delta(&self.last_diff, &fs_diff);
         self.last_diff = fs_diff.clone();
         Ok(EntryOutcome {
@@ -292,7 +293,7 @@ impl<'a> World<'a> {
         let t_run = self.t0.elapsed();
         drop(self.w.control.take()); // EOF: the init kills the rest and exits
         let status = if self.dead { 137 } else { wait_exit(self.w.pid)? };
-        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash)?;
+        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash, &mut Default::default())?;
         let t_diff = self.t0.elapsed();
         let has_cg = self.w.cg.0.is_some();
         if let Some(c) = self.w.cg.0.take() {

@@ -34,6 +34,9 @@ pub struct ChildPlan<'a> {
     pub envp: Vec<CString>,
     /// Serve mode: the control socket's fd, kept open across execve.
     pub keep_fd: Option<RawFd>,
+    /// The world's network namespace when the parent made it ahead (with
+    /// `lo` up: `netns_ahead.rs`); `None`: the child was cloned into a new one.
+    pub netns: Option<RawFd>,
     /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
     pub stdio: crate::stdio::WorldStdio,
@@ -80,6 +83,7 @@ pub trait Sys {
     fn await_parent(&mut self) -> io::Result<()>;
     fn join_cgroups(&mut self) -> io::Result<()>;
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
+    fn enter_netns(&mut self, fd: RawFd) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
     /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
     /// "layers/<k>/"), mounted on `target`.
@@ -151,6 +155,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     let root = plan.root.as_path();
     // 1. Die with the parent.
     at("prctl(PR_SET_PDEATHSIG)", none, sys.set_pdeathsig())?;
+    // The world's network namespace, when the parent made it ahead (the
+    // child was cloned without one of its own; nothing has run here yet).
+    if let Some(fd) = plan.netns {
+        at("setns (network namespace)", none, sys.enter_netns(fd))?;
+    }
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
@@ -189,7 +198,9 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("pivot_root", root, sys.pivot_root(root))?;
     // 5. Identity, network, limits, working directory.
     at("sethostname", none, sys.sethostname(&plan.hostname))?;
-    at("loopback up", none, sys.loopback_up())?;
+    if plan.netns.is_none() {
+        at("loopback up", none, sys.loopback_up())?;
+    }
     at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
     at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
     // 6. Privileges, last: the world's own stdio (no host file, terminal or

@@ -101,6 +101,9 @@ impl Sys for Recorder {
     fn sethostname(&mut self, _: &str) -> io::Result<()> {
         self.call("sethostname", Path::new(""))
     }
+    fn enter_netns(&mut self, _: RawFd) -> io::Result<()> {
+        self.call("setns_net", Path::new(""))
+    }
     fn loopback_up(&mut self) -> io::Result<()> {
         self.call("lo_up", Path::new(""))
     }
@@ -180,6 +183,10 @@ fn recorder(fail: Option<&'static str>) -> Recorder {
 }
 
 fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
+    with_netns(None, f)
+}
+
+fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
     let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),
@@ -197,6 +204,7 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
         argv: vec![],
         envp: vec![],
         keep_fd: None,
+        netns,
         stdio: crate::stdio::WorldStdio::Fds([Some(devnull()), None, Some(devnull())]),
     };
     f(&plan)
@@ -308,4 +316,16 @@ fn masked_dirs_are_one_empty_tmpfs_then_binds_of_it() {
     with_plan(|p| setup(&mut r, p)).unwrap();
     let first = pos(&r.calls, "mount /state/w/root/proc/pressure");
     assert_eq!(r.calls[first + 1..first + 3], ["bind /state/w/root/sys/kernel", "bind /state/w/root/sys/module"]);
+}
+
+/// A network namespace made ahead is entered first (before any mount), and
+/// `lo` is not brought up again (the parent did, in that namespace).
+#[test]
+fn a_namespace_made_ahead_is_entered_first() {
+    let mut r = recorder(None);
+    let ns = devnull();
+    with_netns(Some(std::os::fd::AsRawFd::as_raw_fd(&ns)), |p| setup(&mut r, p)).unwrap();
+    let c = &r.calls;
+    assert_eq!(&c[..3], ["pdeathsig", "setns_net", "rprivate"], "{c:#?}");
+    assert!(!c.iter().any(|x| x == "lo_up"), "{c:#?}");
 }

@@ -67,7 +67,7 @@ impl KeptWorld {
         for (i, u) in self.uppers.iter().enumerate() {
             let fd = nix::fcntl::open(&u.upper, flags, nix::sys::stat::Mode::empty())
                 .map_err(crate::WorldError::nix("open a kept upper"))?;
-            let d = crate::world::diff_upper(&fd, &u.mount, opts)?;
+            let d = crate::world::diff_upper(&fd, &u.mount, opts, &mut Default::default())?;
             if i == 0 {
                 total = d;
             } else {

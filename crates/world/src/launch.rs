@@ -6,7 +6,7 @@ use crate::cgroup::{self, Layout, WorldCgroup};
 use crate::child::{self, ChildPlan};
 use crate::error::WorldError;
 use crate::layers::HostMount;
-use crate::plan::{FsRequest, RealHost};
+use crate::plan::FsRequest;
 use crate::raw::{self, Forked};
 use crate::spec::Spec;
 use crate::state::StateDir;
@@ -66,6 +66,7 @@ pub(crate) fn launch(
     claim: &crate::state::Claim,
     state: &StateDir,
     mode: Mode,
+    ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<Launched, WorldError> {
     // Upper and work: a capped subvolume of the disk pool, or a capped
     // tmpfs (upper.rs). The child opens the subvolume in its own namespace.
@@ -123,6 +124,14 @@ pub(crate) fn launch(
         }
     };
     crate::profile::mark("init opened, argv/env built, stdio");
+    // The network namespace made meanwhile (its thread has ended: cloche is
+    // single-threaded again), or none: the clone makes it.
+    let mut netns = ahead.join();
+    let namespaces = match netns {
+        Some(_) => NAMESPACES & !(libc::CLONE_NEWNET as u64),
+        None => NAMESPACES,
+    };
+    crate::profile::mark("netns made ahead");
     let plan = ChildPlan {
         root: state.mount_point(),
         scratch: scratch.for_child().map_err(WorldError::Scratch)?,
@@ -136,6 +145,7 @@ pub(crate) fn launch(
         argv,
         envp,
         keep_fd: keep_fd.as_ref().map(|f| f.as_raw_fd()),
+        netns: netns.as_ref().map(|f| f.as_raw_fd()),
         stdio,
     };
     crate::profile::mark("plan struct");
@@ -163,7 +173,7 @@ pub(crate) fn launch(
     let into = cg.0.as_ref().and_then(|c| c.clone_into());
     // SAFETY: cloche is single-threaded here (no thread is ever started
     // before a world is cloned); the child ends in execve or _exit.
-    let forked = unsafe { raw::clone3(NAMESPACES, into) }.map_err(WorldError::Clone)?;
+    let forked = unsafe { raw::clone3(namespaces, into) }.map_err(WorldError::Clone)?;
     let (pid, pidfd) = match forked {
         Forked::Child => {
             drop(go_w);
@@ -198,8 +208,9 @@ pub(crate) fn launch(
     //    go, before pivot_root.
     let mut fs = FsRequest::of_spec(spec, &state.root);
     fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
-    let view = crate::view::View::new(&RealHost, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
-    let steps = crate::plan::steps(&RealHost, &view);
+    let host = crate::host::CachedHost::default();
+    let view = crate::view::View::new(&host, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
+    let steps = crate::plan::steps(&host, &view);
     let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
@@ -215,9 +226,18 @@ pub(crate) fn launch(
     crate::profile::mark("cgroup created");
     // 4. The network, from outside, before the world runs anything.
     let net = match &spec.net {
-        Some(n) => Some(crate::network::setup(pid, &claim.id, n).map_err(kill)?),
+        Some(n) => {
+            // The namespace made ahead, or the one the child was cloned into.
+            let ns = match netns.take() {
+                Some(fd) => Ok(cloche_net::Netns::from_fd(fd)),
+                None => cloche_net::Netns::of_pid(pid),
+            };
+            let ns = ns.map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
+            Some(crate::network::setup(ns, &claim.id, n).map_err(kill)?)
+        }
         None => None,
     };
+    drop(netns); // the world holds its namespace
     crate::profile::mark("network");
     // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
     //    privileges), the pool's housekeeping for later runs.
@@ -235,7 +255,7 @@ pub(crate) fn launch(
     // The PATH note, judged while the world runs (off the start's critical
     // path) and said before the relay copies any of the world's output.
     if let Some(note) = spec.path_note {
-        note(&crate::view::hidden_path_entries(&RealHost, &fs, &view));
+        note(&crate::view::hidden_path_entries(&host, &fs, &view));
         crate::profile::mark("PATH judged");
     }
     let mut relay = relay;

@@ -163,9 +163,9 @@ fn routed(a: Ipv4Addr) -> bool {
     })
 }
 
-/// Sets up world `id`'s network (its init is `pid`, not yet released).
-pub fn setup(pid: i32, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::WorldError> {
-    let ns = Netns::of_pid(pid).map_err(|e| err("open the world's netns")(e.to_string()))?;
+/// Sets up world `id`'s network: its namespace `ns` (the world's init is
+/// not yet released).
+pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::WorldError> {
     let host = cloche_net::Rtnl::open().map_err(|e| err("netlink")(e.to_string()))?;
     let name = format!("cl{}", id.get(..12).unwrap_or(id));
     let v6 = host_has_ipv6();

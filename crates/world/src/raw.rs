@@ -254,6 +254,38 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
     }
 }
 
+/// `fork(2)` of a child that keeps only the descriptors `keep` (sorted,
+/// without duplicates), closes every other one and exits at once, so that
+/// its exit drops the last references to what `keep` holds while the caller
+/// goes on. The child is not waited for: it is reaped by whoever adopts it
+/// when the caller exits.
+pub fn fork_holding(keep: &[RawFd]) -> io::Result<()> {
+    // SAFETY: fork has no preconditions. The child (which may come from a
+    // multi-threaded process) only makes raw syscalls that are
+    // async-signal-safe (close_range, _exit) on memory that already exists.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(());
+    }
+    // The caller's other descriptors (its stdout and stderr among them) go
+    // first: whoever reads them sees their end when the caller exits.
+    let mut next: u32 = 0;
+    for &fd in keep {
+        let fd = fd as u32;
+        if fd > next {
+            // SAFETY: integer arguments only.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) };
+        }
+        next = fd + 1;
+    }
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+    exit_now(0)
+}
+
 /// `_exit(2)`: leaves a forked child without running destructors or atexit
 /// handlers that belong to the parent's state.
 pub fn exit_now(code: i32) -> ! {

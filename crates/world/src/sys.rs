@@ -67,6 +67,14 @@ impl Sys for RealSys<'_> {
         crate::cgroup::join_self(&self.cgroup_tasks)
     }
 
+    fn enter_netns(&mut self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: setns with an fd the plan carries; the child is single-threaded.
+        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn unshare_cgroupns(&mut self) -> io::Result<()> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nixerr)
     }
@@ -430,7 +438,7 @@ fn escape_lowerdir(p: &Path) -> io::Result<String> {
 }
 
 /// Brings `lo` up in the current network namespace (SIOCSIFFLAGS).
-fn loopback_up() -> io::Result<()> {
+pub(crate) fn loopback_up() -> io::Result<()> {
     // SAFETY: a plain socket; closed below.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {

@@ -54,27 +54,41 @@ pub struct Outcome {
     pub teardown: Teardown,
 }
 
-/// The mount namespace of a world whose processes are all gone, held by
-/// cloche. Were the world's init the last holder, its exit would unmount
-/// every mount of the world, and each overlay's teardown waits for an RCU
-/// grace period: about 1 ms between the command's exit and cloche learning
-/// of it. Held here, the init exits at once; dropping this releases the
-/// mounts (synchronously), and `in_background` releases them on a thread
-/// of their own while the caller writes its report and exits (the process
-/// only ends once the thread is done, so nothing outlives cloche).
+/// What still references a world whose processes are all gone: its mount
+/// namespace (held by cloche once the world is cloned) and the clones of
+/// host mounts its fs_diff was read against. Were the world's init the last
+/// holder of the namespace, its exit would unmount every mount of the
+/// world, and each overlay's teardown and each unmount waits for an RCU
+/// grace period (0.5 to several ms in all): time between the command's exit
+/// and cloche learning of it. Held here, the init exits at once; dropping
+/// this releases the mounts (synchronously), and `in_background` hands them
+/// to a child process that releases them while cloche exits (as
+/// bubblewrap's parent exits before its sandbox's pid 1 unmounts).
 #[derive(Debug, Default)]
-pub struct Teardown(Option<OwnedFd>);
+pub struct Teardown(Vec<OwnedFd>);
 
 impl Teardown {
-    /// Releases the world's mounts on a new thread and returns at once.
-    /// Only for a process that will not clone another world afterwards
-    /// (worlds are cloned from single-threaded processes only).
+    /// Adds a descriptor to release with the world's mounts.
+    pub(crate) fn hold(&mut self, fd: OwnedFd) {
+        self.0.push(fd);
+    }
+
+    /// Releases the world's mounts in a child process that holds nothing
+    /// else and exits at once; returns without waiting for it. Only for a
+    /// process about to exit (the child is adopted and reaped when it does)
+    /// that clones no other world. If no child can be made, the mounts are
+    /// released here and now.
     pub fn in_background(self) {
-        if let Some(fd) = self.0 {
-            // If no thread can be started, the closure (and the fd) is
-            // dropped here: the mounts are released now instead.
-            let _ = std::thread::Builder::new().name("world teardown".into()).spawn(move || drop(fd));
+        if self.0.is_empty() {
+            return;
         }
+        let mut keep: Vec<i32> = self.0.iter().map(|f| f.as_raw_fd()).collect();
+        keep.sort_unstable();
+        keep.dedup();
+        // Either way our copies go now; with a child holding its own, that
+        // is not the last reference and costs nothing.
+        let _ = raw::fork_holding(&keep);
+        drop(self);
     }
 }
 
@@ -88,10 +102,13 @@ pub fn run(spec: &Spec, state: &StateDir) -> Result<Outcome, WorldError> {
     spec.validate()?;
     // 1. Where the controllers are; claim an id (a lock, nothing on disk).
     crate::profile::mark("run: start");
+    // The world's network namespace is made meanwhile, on a thread that
+    // ends before the world is cloned (netns_ahead.rs).
+    let ahead = crate::netns_ahead::NetnsAhead::start();
     let (layout, layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, t0)?;
+    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, t0, ahead)?;
     let t = Instant::now();
     if spec.keep {
         outcome.kept = Some(keep_world(state, &claim, upper, &layers, &outcome, spec)?);
@@ -131,9 +148,10 @@ fn run_in(
     claim: &crate::state::Claim,
     state: &StateDir,
     t0: Instant,
+    ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<(Outcome, Upper), WorldError> {
     let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
-        launch(spec, layout, layers, claim, state, Mode::OneShot)?;
+        launch(spec, layout, layers, claim, state, Mode::OneShot, ahead)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
 
@@ -157,7 +175,8 @@ fn run_in(
     drop(net);
 
     // 6. fs_diff from the upper layer against the host root filesystem.
-    let fs_diff = collect_diff(scratch.fd(), layers, spec.hash)?;
+    let mut teardown = Teardown(mounts.into_iter().collect());
+    let fs_diff = collect_diff(scratch.fd(), layers, spec.hash, &mut teardown)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
     let cgroup_name = layout.name();
@@ -186,7 +205,7 @@ fn run_in(
         kept: None,
         network,
         output_error,
-        teardown: Teardown(mounts),
+        teardown,
     };
     Ok((outcome, scratch))
 }
@@ -248,11 +267,18 @@ fn wait_world(
 /// Diffs each upper against a clone of its host mount (no submounts:
 /// exactly the overlay's lower view): the root filesystem, then each
 /// read-write host data mount, placed at its mount point.
-pub(crate) fn collect_diff(scratch: &OwnedFd, layers: &[HostMount], hash: bool) -> Result<FsDiff, WorldError> {
+/// The clones of host mounts are left in `hold` (their release waits for an
+/// RCU grace period).
+pub(crate) fn collect_diff(
+    scratch: &OwnedFd,
+    layers: &[HostMount],
+    hash: bool,
+    hold: &mut Teardown,
+) -> Result<FsDiff, WorldError> {
     let opts = DiffOptions { hash, ..DiffOptions::default() };
-    let mut total = diff_layer(scratch, "upper", Path::new("/"), &opts)?;
+    let mut total = diff_layer(scratch, "upper", Path::new("/"), &opts, hold)?;
     for (k, m) in layers.iter().enumerate().filter(|(_, m)| !m.read_only) {
-        let d = diff_layer(scratch, &format!("layers/{k}/upper"), &m.path, &opts)?;
+        let d = diff_layer(scratch, &format!("layers/{k}/upper"), &m.path, &opts, hold)?;
         total.merge(d.under(&m.path), opts.max_entries);
     }
     Ok(total)
@@ -260,16 +286,28 @@ pub(crate) fn collect_diff(scratch: &OwnedFd, layers: &[HostMount], hash: bool) 
 
 /// The diff of one overlay: `upper` (relative to the scratch tmpfs) against
 /// the host mount at `lower`.
-fn diff_layer(scratch: &OwnedFd, upper: &str, lower: &Path, opts: &DiffOptions) -> Result<FsDiff, WorldError> {
+fn diff_layer(
+    scratch: &OwnedFd,
+    upper: &str,
+    lower: &Path,
+    opts: &DiffOptions,
+    hold: &mut Teardown,
+) -> Result<FsDiff, WorldError> {
     use nix::fcntl::OFlag;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let upper = nix::fcntl::openat(scratch, upper, flags, nix::sys::stat::Mode::empty())
         .map_err(WorldError::nix("open upper"))?;
-    diff_upper(&upper, lower, opts)
+    diff_upper(&upper, lower, opts, hold)
 }
 
-/// The diff of an open upper directory against the host mount at `lower`.
-pub(crate) fn diff_upper(upper: &OwnedFd, lower: &Path, opts: &DiffOptions) -> Result<FsDiff, WorldError> {
+/// The diff of an open upper directory against the host mount at `lower`
+/// (its clone is left in `hold`).
+pub(crate) fn diff_upper(
+    upper: &OwnedFd,
+    lower: &Path,
+    opts: &DiffOptions,
+    hold: &mut Teardown,
+) -> Result<FsDiff, WorldError> {
     if dir_is_empty(upper).map_err(WorldError::nix("read upper"))? {
         // Nothing changed: no need for a clone of the host mount.
         return Ok(FsDiff::default());
@@ -277,7 +315,9 @@ pub(crate) fn diff_upper(upper: &OwnedFd, lower: &Path, opts: &DiffOptions) -> R
     let path =
         CString::new(lower.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("NUL in a mount path".into()))?;
     let lower = raw::open_tree_clone(libc::AT_FDCWD, &path, false).map_err(WorldError::Scratch)?;
-    diff::compute(upper.as_fd(), lower.as_fd(), opts).map_err(WorldError::Diff)
+    let diff = diff::compute(upper.as_fd(), lower.as_fd(), opts).map_err(WorldError::Diff);
+    hold.hold(lower);
+    diff
 }
 
 /// True if the directory holds nothing but `.` and `..`.

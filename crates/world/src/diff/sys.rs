@@ -189,16 +189,22 @@ pub(crate) fn is_opaque(dir: BorrowedFd<'_>) -> nix::Result<bool> {
 pub const PLANNED_XATTR: &CStr = c"trusted.cloche.planned";
 
 /// Whether upper entry `name` of directory `dir` (not followed if a
-/// symlink) carries [`PLANNED_XATTR`]. Read through `/proc/self/fd`, since
+/// symlink) carries [`PLANNED_XATTR`]. `.` is the open directory itself
+/// (`fgetxattr`); another name is read through `/proc/self/fd`, since
 /// `lgetxattr` has no directory-relative form before Linux 6.13.
 pub(crate) fn is_planned(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<bool> {
-    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    path.extend_from_slice(name.to_bytes());
-    let path = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
     let mut val = [0u8; 8];
-    // SAFETY: both strings are NUL-terminated and `val` is valid for
-    // `val.len()` bytes.
-    let n = unsafe { libc::lgetxattr(path.as_ptr(), PLANNED_XATTR.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+    let n = if name == c"." {
+        // SAFETY: the name is NUL-terminated and `val` is valid for `val.len()` bytes.
+        unsafe { libc::fgetxattr(dir.as_raw_fd(), PLANNED_XATTR.as_ptr(), val.as_mut_ptr().cast(), val.len()) }
+    } else {
+        let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        path.extend_from_slice(name.to_bytes());
+        let path = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: both strings are NUL-terminated and `val` is valid for
+        // `val.len()` bytes.
+        unsafe { libc::lgetxattr(path.as_ptr(), PLANNED_XATTR.as_ptr(), val.as_mut_ptr().cast(), val.len()) }
+    };
     if n < 0 {
         return match Errno::last() {
             Errno::ENODATA | Errno::EOPNOTSUPP | Errno::ERANGE => Ok(false),
