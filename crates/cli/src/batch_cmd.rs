@@ -200,9 +200,9 @@ fn submit(
     // The project is judged where it really is (and the policy bound there
     // applies): canonical, then against the masks of its world. A refusal
     // records nothing.
-    crate::project::canonicalize(&mut batch)?;
+    cloche_service::project::canonicalize(&mut batch)?;
     let (mut id, policy) = resolve(&batch.project)?;
-    crate::project::judge(&batch.project, &policy, &open_state()?)?;
+    cloche_service::project::judge(&batch.project, &policy, &open_state()?)?;
     let mut policies = vec![policy.clone()];
     if let Some(f) = extra {
         let text = std::fs::read_to_string(f).map_err(|e| format!("--policy {}: {e}", f.display()))?;
@@ -399,9 +399,11 @@ fn run_started(
     let e = |e: cloche_broker::BrokerError| e.to_string();
     let id = view.id.as_str();
     let state = open_state()?;
-    let project = crate::project::recheck(&view.project)?;
+    let project = cloche_service::project::recheck(&view.project)?;
     let mut spec = policy_spec(policy, &state, project)?;
-    crate::project::check_world(&spec, &state, "project")?;
+    for n in cloche_service::project::check_world(&spec, &state, "project")? {
+        eprintln!("{n}");
+    }
     spec.keep = true; // kept for review (diff, commit, discard)
     spec.owner = Some(format!("batch:{id}"));
     let mut world = World::start(&spec, &state).map_err(|err| format!("world: {err}"))?;

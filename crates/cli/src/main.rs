@@ -9,14 +9,11 @@ mod batch_cmd;
 mod batch_net;
 mod doctor;
 mod history_cmd;
-mod net_args;
 mod output;
 mod policy_cmd;
 mod policy_store_cmd;
-mod project;
 mod review_cmd;
 mod run;
-mod schema;
 mod term;
 mod worlds_cmd;
 

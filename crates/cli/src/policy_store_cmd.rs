@@ -63,7 +63,7 @@ pub fn set(file: &Path, project: Option<&Path>) -> Result<PolicyBinding, String>
     let base = file.parent().unwrap_or(Path::new("."));
     let policy = Policy::from_toml(&text, &file.display().to_string(), Some(base)).map_err(|e| e.to_string())?;
     // Its destinations too: a policy whose worlds could not start is refused.
-    crate::net_args::from_policy(&policy.network).map_err(|e| format!("{}: {e}", file.display()))?;
+    cloche_service::net::from_policy(&policy.network).map_err(|e| format!("{}: {e}", file.display()))?;
     let project = project.map(checked_dir).transpose()?;
     let (store, root) = open_store()?;
     let id = store.add(&text, &policy).map_err(|e| e.to_string())?;
