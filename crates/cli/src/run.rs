@@ -212,21 +212,6 @@ fn env_options(
     Ok(out)
 }
 
-/// The state directory (`CLOCHE_STATE_DIR` or /var/lib/cloche), created.
-pub(crate) fn open_state() -> Result<cloche_world::StateDir, String> {
-    let state_path = cloche_world::state::state_dir_from_env();
-    cloche_world::StateDir::open(&state_path).map_err(|e| format!("state directory {}: {e}", state_path.display()))
-}
-
-/// A world spec with everything from the policy and no command yet.
-pub(crate) fn policy_spec(
-    policy: &Policy,
-    state: &cloche_world::StateDir,
-    cwd: PathBuf,
-) -> Result<cloche_world::Spec, String> {
-    Ok(cloche_service::run::policy_spec(&Context::new(Options::default()), policy, state, cwd)?)
-}
-
 /// Where the report goes: `--report FILE`, or stdout with `--json`.
 fn report_path(args: &RunArgs) -> Option<PathBuf> {
     args.report.clone().or_else(|| args.json.then(|| PathBuf::from("-")))

@@ -14,7 +14,7 @@ use cloche_policy::store::Store;
 use cloche_policy::Policy;
 use cloche_world::spec::build_env;
 use cloche_world::StateDir;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell, RefMut};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub struct Options {
 pub struct Context {
     state_path: PathBuf,
     state: OnceCell<StateDir>,
-    broker: Option<Broker>,
+    broker: RefCell<Option<Broker>>,
     env: Option<Vec<(OsString, OsString)>>,
 }
 
@@ -44,7 +44,7 @@ impl Context {
         Context {
             state_path: opts.state_dir.unwrap_or_else(cloche_world::state::state_dir_from_env),
             state: OnceCell::new(),
-            broker: None,
+            broker: RefCell::new(None),
             env: opts.env,
         }
     }
@@ -87,12 +87,13 @@ impl Context {
     }
 
     /// The broker for what classifies nothing new (the built-in policy's
-    /// limits), opened on first use.
-    pub fn broker(&mut self) -> Result<&mut Broker> {
-        if self.broker.is_none() {
-            self.broker = Some(self.open_broker_with(&Policy::builtin(), PolicyClassifier::builtin())?);
+    /// limits), opened on first use. Borrowed for one use case at a time.
+    pub fn broker(&self) -> Result<RefMut<'_, Broker>> {
+        let mut b = self.broker.borrow_mut();
+        if b.is_none() {
+            *b = Some(self.open_broker_with(&Policy::builtin(), PolicyClassifier::builtin())?);
         }
-        Ok(self.broker.as_mut().expect("opened above"))
+        Ok(RefMut::map(b, |b| b.as_mut().expect("opened above")))
     }
 
     /// A broker classifying with `classifier`, sized by `policy` (entry
