@@ -52,6 +52,13 @@ pub trait BatchObserver {
     fn event(&mut self, event: BatchEvent<'_>);
 }
 
+/// A closure hears them too.
+impl<F: FnMut(BatchEvent<'_>)> BatchObserver for F {
+    fn event(&mut self, event: BatchEvent<'_>) {
+        self(event)
+    }
+}
+
 /// How a batch's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchEnd {

@@ -130,3 +130,40 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RunRequest;
+
+    #[test]
+    fn nothing_is_made_before_it_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let ctx = Context::new(Options { state_dir: Some(state.clone()), env: None });
+        let req = RunRequest {
+            argv: vec!["true".into()],
+            cwd: "/".into(),
+            report: Some(dir.path().join("missing/r.json")),
+            ..RunRequest::default()
+        };
+        let e = ctx.prepare_run(req).err().expect("a report in a missing directory is refused");
+        let refused = if is_root() { matches!(e, Error::Invalid(_)) } else { matches!(e, Error::NeedsRoot) };
+        assert!(refused, "{e:?}");
+        assert!(!state.exists(), "a refused request made the state directory");
+        assert_eq!(ctx.state().unwrap().root, state.canonicalize().unwrap());
+        assert!(state.join("worlds").is_dir());
+    }
+
+    #[test]
+    fn a_world_takes_the_allowlisted_variables_then_the_extra_ones() {
+        let env = [("PATH", "/opt/bin"), ("AWS_SECRET_ACCESS_KEY", "k"), ("LANG", "C")];
+        let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        let ctx = Context::new(Options { state_dir: None, env: Some(env) });
+        let got = ctx.world_env(&[("LANG".into(), "fr_FR.UTF-8".into()), ("A".into(), "1".into())]);
+        let get = |k: &str| got.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.to_str().unwrap().to_string());
+        assert_eq!(get("PATH").as_deref(), Some("/opt/bin"));
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), None, "not on the allowlist");
+        assert_eq!((get("LANG").as_deref(), get("A").as_deref()), (Some("fr_FR.UTF-8"), Some("1")));
+    }
+}
