@@ -133,7 +133,8 @@ fn request(args: RunArgs) -> Result<RunRequest, Error> {
     };
     let expose = args.expose.iter().map(|p| expose_path(p)).collect::<Result<Vec<_>, _>>()?;
     let report = report_path(&args);
-    let upper = args.upper.as_deref().map(|u| u.parse().map_err(|e| Error::Invalid(format!("--upper {e}"))));
+    let upper =
+        args.upper.as_deref().map(|u| u.parse().map_err(|e| Error::Invalid(format!("--upper {e}")))).transpose()?;
     let net = args.net.as_deref().map(str::parse).transpose()?;
     Ok(RunRequest {
         argv: args.cmd,
@@ -146,7 +147,7 @@ fn request(args: RunArgs) -> Result<RunRequest, Error> {
         timeout,
         expose,
         net,
-        upper: upper.transpose()?,
+        upper,
         keep: args.keep,
         no_hash: args.no_hash,
         terminal: match (args.tty, args.interactive) {
