@@ -132,8 +132,7 @@ fn tail(path: &std::path::Path, n: usize, json: bool) -> i32 {
 }
 
 fn recover(path: &std::path::Path, json: bool) -> i32 {
-    // SAFETY: getuid cannot fail and touches no memory.
-    let actor = format!("uid:{}", unsafe { libc::getuid() });
+    let actor = cloche_service::uid_actor();
     match audit::recover(path, &actor) {
         Ok(r) if json => crate::output::emit(&crate::output::AuditRecover {
             schema_version: Version,

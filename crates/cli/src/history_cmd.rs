@@ -1,9 +1,7 @@
 //! `cloche history` and `cloche trace show`: past batch entries and the
 //! spans of a batch.
 
-use crate::batch_cmd::open_broker;
 use crate::fail;
-use crate::run::open_state;
 use clap::Subcommand;
 
 /// `cloche history [QUERY] [--stats] [--json]`.
@@ -25,7 +23,8 @@ pub struct HistoryArgs {
 
 pub fn history(a: HistoryArgs) -> i32 {
     let r = (|| -> Result<(), String> {
-        let broker = open_broker()?;
+        let ctx = crate::context();
+        let broker = ctx.broker()?;
         let e = |e: cloche_broker::BrokerError| e.to_string();
         if a.stats {
             let stats = broker.command_stats(a.limit).map_err(e)?;
@@ -69,8 +68,9 @@ pub enum TraceCommand {
 pub fn trace(cmd: TraceCommand) -> i32 {
     let TraceCommand::Show { batch, json } = cmd;
     let r = (|| -> Result<(), String> {
-        let state = open_state()?;
-        let got = cloche_trace::span::read_batch(&state.root.join("spans.jsonl"), &batch).map_err(|e| e.to_string())?;
+        let ctx = crate::context();
+        let got = cloche_trace::span::read_batch(&ctx.state()?.root.join("spans.jsonl"), &batch)
+            .map_err(|e| e.to_string())?;
         if got.spans.is_empty() {
             return Err(format!("no spans for batch {batch}"));
         }

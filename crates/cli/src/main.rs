@@ -6,17 +6,13 @@
 
 mod audit_cmd;
 mod batch_cmd;
-mod batch_net;
 mod doctor;
 mod history_cmd;
-mod net_args;
 mod output;
 mod policy_cmd;
 mod policy_store_cmd;
-mod project;
 mod review_cmd;
 mod run;
-mod schema;
 mod term;
 mod worlds_cmd;
 
@@ -213,6 +209,12 @@ pub fn whole_number(s: &str) -> Result<usize, String> {
         Ok(_) => Err("must be a positive whole number".into()),
         Err(_) => Err("expected a whole number".into()),
     }
+}
+
+/// The service's context for this process: the state directory of
+/// `CLOCHE_STATE_DIR`, opened when first needed.
+pub fn context() -> cloche_service::Context {
+    cloche_service::Context::new(cloche_service::Options::default())
 }
 
 /// Prints `cloche: <message>` on stderr and returns the failure code.

@@ -173,8 +173,8 @@ fn parse<T: Parser>(name: &str, raw: RawArgs) -> Result<T, i32> {
 fn load(path: &Option<PathBuf>, project: &Option<PathBuf>) -> Result<Policy, i32> {
     match (path, project) {
         (Some(p), _) => Policy::load(p).map_err(crate::fail),
-        (None, Some(dir)) => crate::policy_store_cmd::project_key(dir)
-            .and_then(|key| crate::policy_store_cmd::resolve(&key))
+        (None, Some(dir)) => cloche_service::policy_store::project_key(dir)
+            .and_then(|key| crate::context().resolve(&key))
             .map(|(_, p)| p)
             .map_err(crate::fail),
         (None, None) => Ok(Policy::builtin()),

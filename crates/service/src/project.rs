@@ -3,6 +3,7 @@
 //! would get (`cloche_world::exposure`); the world judges once more when it
 //! builds its mounts, on the paths it really mounts.
 
+use crate::error::{Error, Result};
 use cloche_broker::BatchFile;
 use cloche_policy::Policy;
 use cloche_world::exposure;
@@ -14,13 +15,14 @@ use std::path::{Path, PathBuf};
 /// Makes a submitted batch's project canonical (an existing directory, no
 /// symlink on the way), its entries' cwds re-based onto it. The broker then
 /// records the canonical path, which `batch run` checks again.
-pub(crate) fn canonicalize(batch: &mut BatchFile) -> Result<(), String> {
+pub fn canonicalize(batch: &mut BatchFile) -> Result<()> {
     let given = batch.project.clone();
-    let canon = std::fs::canonicalize(&given).map_err(|e| format!("project {given}: {e}"))?;
+    let canon = std::fs::canonicalize(&given).map_err(|e| Error::Project(format!("project {given}: {e}")))?;
     if !canon.is_dir() {
-        return Err(format!("project {given}: not a directory"));
+        return Err(Error::Project(format!("project {given}: not a directory")));
     }
-    let canon = canon.to_str().ok_or_else(|| format!("project {given}: its canonical path is not UTF-8"))?;
+    let canon =
+        canon.to_str().ok_or_else(|| Error::Project(format!("project {given}: its canonical path is not UTF-8")))?;
     if canon == given {
         return Ok(());
     }
@@ -36,63 +38,56 @@ pub(crate) fn canonicalize(batch: &mut BatchFile) -> Result<(), String> {
 }
 
 /// Judges a (canonical) project against the masks of a world of `policy`.
-pub(crate) fn judge(project: &str, policy: &Policy, state: &StateDir) -> Result<(), String> {
+pub fn judge(project: &str, policy: &Policy, state: &StateDir) -> Result<()> {
     let fs = &policy.fs;
     let req = FsRequest::new(Path::new(project), &fs.mask, fs.mask_homes, &fs.home_secrets, &fs.expose, &state.root);
-    exposure::check(&RealHost, &req, "project").map(drop).map_err(|e| e.to_string())
+    exposure::check(&RealHost, &req, "project").map(drop).map_err(|e| Error::Exposure(e.to_string()))
 }
 
 /// At `batch run`: the recorded project must still be the very directory
 /// that was judged at submit (a symlink swapped in since is refused), and
 /// is judged again.
-pub(crate) fn recheck(project: &str) -> Result<PathBuf, String> {
+pub fn recheck(project: &str) -> Result<PathBuf> {
     let p = PathBuf::from(project);
     match std::fs::canonicalize(&p) {
         Ok(c) if c == p => Ok(p),
-        Ok(c) => Err(format!(
+        Ok(c) => Err(Error::Project(format!(
             "project {project} now resolves to {}; a project must stay the directory that was submitted",
             c.display()
-        )),
-        Err(e) => Err(format!("project {project}: {e}")),
+        ))),
+        Err(e) => Err(Error::Project(format!("project {project}: {e}"))),
     }
 }
 
 /// Judges a world's cwd (`what`: "cwd", "project") and exposures as its
-/// plan will, and says on stderr what an explicit exposure unmasks (the
-/// operator's relaxation, allowed except for the state directory).
-pub(crate) fn check_world(spec: &Spec, state: &StateDir, what: &str) -> Result<(), String> {
+/// plan will, and returns the notes that say what an explicit exposure
+/// unmasks (the operator's relaxation, allowed except for the state
+/// directory), each one line starting `cloche: note: `.
+pub fn check_world(spec: &Spec, state: &StateDir, what: &str) -> Result<Vec<String>> {
     let req = FsRequest::of_spec(spec, &state.root);
-    for r in exposure::check(&RealHost, &req, what).map_err(|e| e.to_string())? {
-        eprintln!("cloche: note: {r}");
-    }
-    Ok(())
+    let relaxed = exposure::check(&RealHost, &req, what).map_err(|e| Error::Exposure(e.to_string()))?;
+    Ok(relaxed.iter().map(|r| format!("cloche: note: {r}")).collect())
 }
 
-/// `cloche run`: says on stderr what its explicit exposures unmask (and
-/// refuses one in the state directory) before the world starts. The cwd
-/// itself is judged by the world's plan, built while the world's first
+/// `cloche run`: the notes of what its explicit exposures unmask (and the
+/// refusal of one in the state directory), before the world starts. The
+/// cwd itself is judged by the world's plan, built while the world's first
 /// mounts are made (off the critical path): nothing to do without exposures.
-pub(crate) fn note_exposures(spec: &Spec, state: &StateDir) -> Result<(), String> {
+pub fn note_exposures(spec: &Spec, state: &StateDir) -> Result<Vec<String>> {
     match spec.expose.is_empty() {
-        true => Ok(()),
+        true => Ok(Vec::new()),
         false => check_world(spec, state, "cwd"),
     }
 }
 
-/// `cloche run`: says once on stderr (one line) which PATH entries its
-/// world hides (directories on the host that a mask covers and no
-/// toolchain, project or exposure shows), with the `--expose` that shows
+/// `cloche run`'s one line (if any entry is hidden) saying which PATH
+/// entries its world hides (directories on the host that a mask covers and
+/// no toolchain, project or exposure shows), with the `--expose` that shows
 /// each, or why none is suggested (a secret, a home itself, cloche's state
-/// directory, a symbolic link the world does not have). Called by the
-/// world's parent before the world runs anything (`Spec::path_note`).
-pub(crate) fn note_hidden_path(hidden: &[HiddenEntry]) {
-    if let Some(line) = hidden_path_note(hidden) {
-        eprintln!("{line}");
-    }
-}
-
-/// The one line of [`note_hidden_path`], if any entry is hidden.
-fn hidden_path_note(hidden: &[HiddenEntry]) -> Option<String> {
+/// directory, a symbolic link the world does not have). A front end says it
+/// from its `RunRequest::path_note`, which the world's parent calls before
+/// the world runs anything (`Spec::path_note`).
+pub fn hidden_path_note(hidden: &[HiddenEntry]) -> Option<String> {
     if hidden.is_empty() {
         return None;
     }

@@ -1,4 +1,6 @@
-//! `--net none | allow=DEST[,DEST...]`: what a world may reach.
+//! `--net none | allow=DEST[,DEST...]`: what a world may reach, parsed
+//! into typed values ([`NetArg`]) and turned into the world's
+//! [`NetSpec`] with the policy's pools and upstream.
 //!
 //! DEST is `IP[:PORT]`, `CIDR[:PORT]` or `NAME[:PORT]` (a missing port means
 //! every port; TCP and UDP). An IPv6 address or network takes brackets
@@ -6,7 +8,8 @@
 //! A NAME (`*.example.com`: the names below) is resolved by cloche's
 //! resolver for the world, which pins the answers (A and AAAA).
 
-use cloche_net::nft::{Allow, Proto};
+use crate::error::{Error, Result};
+pub use cloche_net::nft::{Allow, Proto};
 use cloche_policy::NetworkSection;
 use cloche_world::network::NetSpec;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -16,44 +19,89 @@ pub const POOL: (Ipv4Addr, u8) = cloche_world::network::DEFAULT_POOL;
 /// The pool of their IPv6 /126s.
 pub const POOL6: (Ipv6Addr, u8) = cloche_world::network::DEFAULT_POOL6;
 
-/// Parses `--net`: `None` for `none` (loopback only). The pools and the
-/// upstream come from the policy's `[network]`.
-pub fn parse(arg: &str, policy: &NetworkSection) -> Result<Option<NetSpec>, String> {
-    if arg == "none" {
-        return Ok(None);
+/// `--net`, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetArg {
+    /// Loopback only.
+    None,
+    /// These destinations; `text` is the argument as given (for messages).
+    Allow { dests: Vec<Dest>, text: String },
+}
+
+/// One allowed destination: an address or network (with an optional
+/// port), or a name (canonical) whose answers the world's resolver pins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dest {
+    pub allow: Allow,
+    pub name: Option<String>,
+}
+
+impl std::str::FromStr for NetArg {
+    type Err = Error;
+
+    /// `none` or `allow=DEST[,DEST...]`.
+    fn from_str(arg: &str) -> Result<NetArg> {
+        if arg == "none" {
+            return Ok(NetArg::None);
+        }
+        let list = arg
+            .strip_prefix("allow=")
+            .ok_or_else(|| Error::Invalid(format!("--net {arg}: expected none or allow=DEST[,DEST...]")))?;
+        let dests: Vec<&str> = list.split(',').collect();
+        let dests = parse_dests(&dests).map_err(|e| Error::Invalid(format!("--net {arg}: {e}")))?;
+        Ok(NetArg::Allow { dests, text: arg.to_string() })
     }
-    let list =
-        arg.strip_prefix("allow=").ok_or_else(|| format!("--net {arg}: expected none or allow=DEST[,DEST...]"))?;
-    let dests: Vec<&str> = list.split(',').collect();
-    spec(&dests, policy).map(Some).map_err(|e| format!("--net {arg}: {e}"))
+}
+
+/// Parses `--net` and gives its spec: `None` for `none` (loopback only).
+/// The pools and the upstream come from the policy's `[network]`.
+pub fn parse(arg: &str, policy: &NetworkSection) -> Result<Option<NetSpec>> {
+    spec(&arg.parse()?, policy)
+}
+
+/// The world's network for `--net` (`None`: loopback only).
+pub fn spec(net: &NetArg, policy: &NetworkSection) -> Result<Option<NetSpec>> {
+    match net {
+        NetArg::None => Ok(None),
+        NetArg::Allow { dests, text } => {
+            net_spec(dests, policy).map(Some).map_err(|e| Error::Network(format!("--net {text}: {e}")))
+        }
+    }
 }
 
 /// The policy's `[network]` (None when `allow` is empty: loopback only).
-pub fn from_policy(policy: &NetworkSection) -> Result<Option<NetSpec>, String> {
+pub fn from_policy(policy: &NetworkSection) -> Result<Option<NetSpec>> {
     if policy.allow.is_empty() {
         return Ok(None);
     }
     let dests: Vec<&str> = policy.allow.iter().map(String::as_str).collect();
-    spec(&dests, policy).map(Some).map_err(|e| format!("policy network.allow: {e}"))
+    parse_dests(&dests)
+        .and_then(|d| net_spec(&d, policy))
+        .map(Some)
+        .map_err(|e| Error::Network(format!("policy network.allow: {e}")))
+}
+
+/// Each destination of a list, typed.
+fn parse_dests(dests: &[&str]) -> Result<Vec<Dest>, String> {
+    if dests.is_empty() || dests.iter().any(|d| d.is_empty()) {
+        return Err("no destination".into());
+    }
+    dests.iter().map(|d| dest(d).map(|(allow, name)| Dest { allow, name })).collect()
 }
 
 /// The spec of a list of destinations: each name gets a set and cloche's
 /// resolver (upstream: `CLOCHE_DNS_UPSTREAM`, else the policy's
 /// `upstream`, else the host's resolv.conf).
-fn spec(dests: &[&str], policy: &NetworkSection) -> Result<NetSpec, String> {
-    if dests.is_empty() || dests.iter().any(|d| d.is_empty()) {
-        return Err("no destination".into());
-    }
+fn net_spec(dests: &[Dest], policy: &NetworkSection) -> Result<NetSpec, String> {
     let mut allow = Vec::new();
     let mut names = Vec::new();
     for d in dests {
-        let (a, name) = dest(d)?;
-        if let Some(n) = name {
+        if let Some(n) = &d.name {
             let k = names.len() as u16;
-            names.push((n, k));
-            allow.push(Allow { set: Some(k), ..a });
+            names.push((n.clone(), k));
+            allow.push(Allow { set: Some(k), ..d.allow });
         } else {
-            allow.push(a);
+            allow.push(d.allow);
         }
     }
     let upstream = match std::env::var("CLOCHE_DNS_UPSTREAM") {
@@ -112,7 +160,7 @@ fn dest(d: &str) -> Result<(Allow, Option<String>), String> {
 mod tests {
     use super::*;
 
-    fn parse_default(arg: &str) -> Result<Option<NetSpec>, String> {
+    fn parse_default(arg: &str) -> Result<Option<NetSpec>> {
         parse(arg, &NetworkSection::default())
     }
 

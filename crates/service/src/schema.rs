@@ -1,6 +1,7 @@
 //! The JSON Schemas of every `--json` document, generated with schemars.
 //!
-//! The documents cloche composes itself are the types of `crate::output`.
+//! The documents cloche composes itself are the types of `crate::output`
+//! and the run report (`crate::report::Report`).
 //! The others carry objects of other crates (the fs_diff, batch views,
 //! policy decisions, kept worlds), serialized by those crates: they are
 //! described here by shape-only types, never built, whose fields are the
@@ -8,7 +9,7 @@
 //! (fields may be added within a version). `tests/cli.rs` checks real
 //! outputs against the files; the unit test below keeps the files equal to
 //! what these types generate (`CLOCHE_WRITE_SCHEMAS=1 cargo test -p
-//! cloche-cli schemas` writes them).
+//! cloche-service schemas` writes them).
 
 // The shape-only types are read by schemars alone.
 #![allow(dead_code)]
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 pub fn all() -> Vec<(&'static str, Schema)> {
     use schemars::schema_for;
     vec![
-        ("run-report", schema_for!(RunReport)),
+        ("run-report", schema_for!(crate::report::Report)),
         ("doctor", schema_for!(output::Doctor)),
         ("batch", schema_for!(Batch)),
         ("batch-list", schema_for!(BatchList)),
@@ -44,46 +45,9 @@ pub fn all() -> Vec<(&'static str, Schema)> {
     ]
 }
 
-/// `cloche run --report FILE` / `--json`: the world's report.
-#[derive(JsonSchema)]
-struct RunReport {
-    schema_version: Version,
-    /// The world's id.
-    world: String,
-    /// The command's exit code; 128+N when killed by signal N; 124 on timeout; 126/127.
-    exit_code: i32,
-    timed_out: bool,
-    /// The signal that stopped cloche itself (the world was killed), else null.
-    interrupted: Option<i32>,
-    command: Vec<String>,
-    cwd: String,
-    fs_diff: FsDiff,
-    network: Network,
-    /// The isolation layers enforced.
-    layers: Vec<String>,
-    /// `v1`, `v2` or `none`.
-    cgroup: String,
-    limits: RunLimits,
-    /// Any of `memory`, `pids`, `timeout`.
-    limits_hit: Vec<String>,
-    timings: Timings,
-    /// The kept world's directory with `--keep`, else null.
-    kept: Option<String>,
-    /// Why the world's output could not all be written, else null.
-    output_error: Option<String>,
-}
-
-#[derive(JsonSchema)]
-struct RunLimits {
-    memory: u64,
-    pids: u64,
-    cpus: f64,
-    timeout_secs: Option<f64>,
-}
-
 /// Milliseconds.
 #[derive(JsonSchema)]
-struct Timings {
+pub(crate) struct Timings {
     setup_ms: f64,
     run_ms: f64,
     diff_ms: f64,
@@ -93,7 +57,7 @@ struct Timings {
 
 /// `{"mode": "none", ...}` for loopback only, `scoped` with `--net allow=`.
 #[derive(JsonSchema)]
-struct Network {
+pub(crate) struct Network {
     #[schemars(regex(pattern = r"^(none|scoped)$"))]
     mode: String,
     allowed: Vec<AllowedFlow>,
@@ -137,7 +101,7 @@ struct DeniedName {
 
 /// What a world changed (docs/formats.md, *fs_diff*).
 #[derive(JsonSchema)]
-struct FsDiff {
+pub(crate) struct FsDiff {
     added: Vec<FsEntry>,
     modified: Vec<FsEntry>,
     deleted: Vec<FsEntry>,
@@ -536,7 +500,7 @@ mod tests {
         assert!(
             stale.is_empty() && extra.is_empty(),
             "docs/schemas is not what the types generate: stale {stale:?}, unknown {extra:?} \
-             (CLOCHE_WRITE_SCHEMAS=1 cargo test -p cloche-cli schemas)"
+             (CLOCHE_WRITE_SCHEMAS=1 cargo test -p cloche-service schemas)"
         );
     }
 }

@@ -1,0 +1,183 @@
+//! One world, one command: a typed request turned into a world [`Spec`],
+//! run, and its [`Report`].
+//!
+//! Nothing here starts a thread or opens the broker before the world is
+//! cloned: the world engine forks, and `cloche run`'s start is measured.
+
+use crate::context::{is_root, Context};
+use crate::error::{Error, Result};
+use crate::net::NetArg;
+use crate::report::Report;
+use cloche_policy::Policy;
+use cloche_world::bpf_cache::program_for;
+use cloche_world::cgroup::Limits;
+use cloche_world::spec::{Terminal, UpperStore};
+use cloche_world::view::HiddenEntry;
+use cloche_world::{Spec, StateDir};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `cloche run` asks for. `None` takes the policy's value.
+#[derive(Default)]
+pub struct RunRequest {
+    /// The command and its arguments.
+    pub argv: Vec<OsString>,
+    /// Variables set in the world beyond the allowlisted ones of the
+    /// context's environment, in order (a later one wins).
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory inside the world (absolute).
+    pub cwd: PathBuf,
+    /// The policy (limits, masks, seccomp, layers, network); `None`: the
+    /// built-in one.
+    pub policy: Option<Policy>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Limit on processes and threads.
+    pub pids: Option<u64>,
+    /// CPU bandwidth in cores.
+    pub cpus: Option<f64>,
+    /// The whole world is killed after this long (exit code 124).
+    pub timeout: Option<Duration>,
+    /// Absolute paths kept visible through the masks, beyond the policy's
+    /// `fs.expose` ([`crate::values::expose_path`]).
+    pub expose: Vec<PathBuf>,
+    /// What the world may reach.
+    pub net: Option<NetArg>,
+    /// Where the world's writes live.
+    pub upper: Option<UpperStore>,
+    /// Keep the world for review instead of discarding it.
+    pub keep: bool,
+    /// Skip sha256 of changed files in the fs_diff.
+    pub no_hash: bool,
+    /// The world's stdio.
+    pub terminal: Terminal,
+    /// Where the report will be written (`-`: stdout): checked before the
+    /// world starts ([`crate::values::check_report`]).
+    pub report: Option<PathBuf>,
+    /// Told, by the world's parent before the world runs anything, which
+    /// PATH entries the world hides ([`crate::project::hidden_path_note`]).
+    pub path_note: Option<fn(&[HiddenEntry])>,
+}
+
+/// A request turned into a world's spec, ready to run.
+pub struct PreparedRun {
+    pub spec: Spec,
+    /// What the request's explicit exposures unmask (said before the world
+    /// starts).
+    pub notes: Vec<String>,
+}
+
+/// A finished run.
+pub struct RunOutcome {
+    pub report: Report,
+    /// Why a kept world's base could not be recorded (a commit will then
+    /// report conflicts).
+    pub record_error: Option<String>,
+}
+
+impl Context {
+    /// Turns a request and its policy into a validated world spec. Every
+    /// value is checked before anything is created (the state directory,
+    /// the world): a refusal changes nothing.
+    pub fn prepare_run(&self, req: RunRequest) -> Result<PreparedRun> {
+        if !is_root() {
+            return Err(Error::NeedsRoot);
+        }
+        let policy = req.policy.unwrap_or_else(Policy::builtin);
+        if let Some(r) = &req.report {
+            crate::values::check_report(r)?;
+        }
+        let state = self.state()?;
+        let mut spec = policy_spec(self, &policy, state, req.cwd)?;
+        cloche_world::profile::mark("cli: policy, state dir, seccomp program");
+        spec.argv = req.argv;
+        spec.env = self.world_env(&req.env);
+        spec.limits = Limits {
+            memory: req.memory.unwrap_or(spec.limits.memory),
+            pids: req.pids.unwrap_or(spec.limits.pids),
+            cpus: req.cpus.unwrap_or(spec.limits.cpus),
+        };
+        if req.timeout.is_some() {
+            spec.timeout = req.timeout;
+        }
+        spec.expose.extend(req.expose);
+        spec.keep = req.keep;
+        if let Some(u) = req.upper {
+            spec.upper = u;
+        }
+        if let Some(n) = &req.net {
+            spec.net = crate::net::spec(n, &policy.network)?;
+        }
+        spec.hash = !req.no_hash;
+        spec.terminal = req.terminal;
+        spec.validate().map_err(|e| Error::Spec(e.to_string()))?;
+        // The cwd is exposed: the world's plan refuses it if it is `/`, a
+        // home itself or a secret. Exposures that unmask are said here.
+        let notes = crate::project::note_exposures(&spec, state)?;
+        // The PATH entries the world hides are said by the world's parent,
+        // from the view its mount plan is built from, off the critical path.
+        spec.path_note = req.path_note;
+        Ok(PreparedRun { spec, notes })
+    }
+
+    /// Runs a prepared world to its end. Nothing after the world clones
+    /// another: its mounts go away in a child process of their own (not
+    /// waited for) while the caller writes the report; the process must
+    /// not start a world after this, and should exit soon (the child is
+    /// reaped when it does).
+    pub fn run(&self, prepared: &PreparedRun) -> Result<RunOutcome> {
+        let spec = &prepared.spec;
+        let mut outcome = cloche_world::run(spec, self.state()?)?;
+        std::mem::take(&mut outcome.teardown).in_background();
+        cloche_world::profile::dump("parent");
+        let report = Report::new(spec, outcome);
+        // The base of each changed path, for `cloche commit` to detect host
+        // changes made since.
+        let record_error = report.kept.as_ref().and_then(|k| {
+            cloche_review::record::Recorder::open(k)
+                .and_then(|mut r| r.entry("run", &report.fs_diff))
+                .err()
+                .map(|e| e.to_string())
+        });
+        Ok(RunOutcome { report, record_error })
+    }
+}
+
+/// A world spec with everything from the policy (limits, masks, seccomp,
+/// layers, network) and no command yet.
+pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBuf) -> Result<Spec> {
+    let seccomp = program_for(&policy.seccomp_json, &state.root.join("cache"))
+        .map_err(|e| Error::Seccomp { origin: policy.seccomp_origin.clone(), reason: e.to_string() })?;
+    Ok(Spec {
+        argv: Vec::new(),
+        env: ctx.world_env(&[]),
+        cwd,
+        limits: Limits { memory: policy.limits.memory, pids: policy.limits.pids, cpus: policy.limits.cpus },
+        timeout: (policy.limits.timeout > 0).then(|| Duration::from_secs(policy.limits.timeout)),
+        upper: match policy.world.upper {
+            cloche_policy::UpperStore::Disk => UpperStore::Disk,
+            cloche_policy::UpperStore::Tmpfs => UpperStore::Tmpfs,
+        },
+        upper_size: policy.world.upper_size,
+        hostname: policy.world.hostname.clone(),
+        nofile: policy.limits.nofile,
+        mask: policy.fs.mask.clone(),
+        mask_homes: policy.fs.mask_homes,
+        home_secrets: policy.fs.home_secrets.clone(),
+        expose: policy.fs.expose.clone(),
+        toolchains: cloche_world::spec::Toolchains {
+            groups: policy.fs.toolchains.clone(),
+            writable: policy.fs.toolchain_writable.clone(),
+        },
+        path_note: None,
+        seccomp,
+        keep: false,
+        keep_interrupted: policy.retention.keep_interrupted,
+        owner: None,
+        net: crate::net::from_policy(&policy.network)?,
+        require: policy.layers.require.clone(),
+        hash: true,
+        terminal: Default::default(),
+    })
+}
