@@ -21,7 +21,7 @@ fn main() {
     let ctx = Context::new(Options { state_dir: Some(fx.state.path().to_path_buf()), env: None });
     a_batch_is_heard_step_by_step_committed_and_discarded(&fx, &ctx);
     missing_and_finished_things_are_typed_errors(&fx, &ctx);
-    // Last: a run hands its world's mounts to a thread of their own.
+    // Last: a run hands its world's mounts to a child process of their own.
     a_run_returns_its_typed_report(&fx, &ctx);
     drop(ctx);
     fx.finish();
@@ -133,7 +133,7 @@ fn a_run_returns_its_typed_report(fx: &Fixture, ctx: &Context) {
     };
     let prepared = ctx.prepare_run(req).unwrap();
     assert!(prepared.notes.is_empty(), "{:?}", prepared.notes);
-    let done = ctx.run(&prepared).unwrap();
+    let done = ctx.run(prepared).unwrap();
     let r = &done.report;
     assert_eq!((r.exit_code, r.timed_out, r.kept.is_none()), (7, false, true));
     assert_eq!(r.limits.pids, 64);

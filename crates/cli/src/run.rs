@@ -101,7 +101,7 @@ pub fn main(args: RunArgs) -> i32 {
     for n in &prepared.notes {
         eprintln!("{n}");
     }
-    match ctx.run(&prepared) {
+    match ctx.run(prepared) {
         Err(e) => fail(e),
         Ok(done) => finish(report_path.as_deref(), &done),
     }

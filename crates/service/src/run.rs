@@ -66,6 +66,9 @@ pub struct PreparedRun {
     /// What the request's explicit exposures unmask (said before the world
     /// starts).
     pub notes: Vec<String>,
+    /// The world's network namespace, being made since the request was
+    /// taken (off the start's critical path: `cloche_world::NetnsAhead`).
+    netns: cloche_world::NetnsAhead,
 }
 
 /// A finished run.
@@ -84,6 +87,9 @@ impl Context {
         if !is_root() {
             return Err(Error::NeedsRoot);
         }
+        // Made while the policy, the state directory and the spec are (its
+        // thread ends before the world is cloned; a refusal below joins it).
+        let netns = cloche_world::NetnsAhead::start();
         let policy = req.policy.unwrap_or_else(Policy::builtin);
         if let Some(r) = &req.report {
             crate::values::check_report(r)?;
@@ -118,7 +124,7 @@ impl Context {
         // The PATH entries the world hides are said by the world's parent,
         // from the view its mount plan is built from, off the critical path.
         spec.path_note = req.path_note;
-        Ok(PreparedRun { spec, notes })
+        Ok(PreparedRun { spec, notes, netns })
     }
 
     /// Runs a prepared world to its end. Nothing after the world clones
@@ -126,9 +132,9 @@ impl Context {
     /// waited for) while the caller writes the report; the process must
     /// not start a world after this, and should exit soon (the child is
     /// reaped when it does).
-    pub fn run(&self, prepared: &PreparedRun) -> Result<RunOutcome> {
+    pub fn run(&self, prepared: PreparedRun) -> Result<RunOutcome> {
         let spec = &prepared.spec;
-        let mut outcome = cloche_world::run(spec, self.state()?)?;
+        let mut outcome = cloche_world::run_ahead(spec, self.state()?, prepared.netns)?;
         std::mem::take(&mut outcome.teardown).in_background();
         cloche_world::profile::dump("parent");
         let report = Report::new(spec, outcome);

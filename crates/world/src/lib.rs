@@ -37,6 +37,7 @@ pub mod view;
 pub mod world;
 
 pub use error::WorldError;
+pub use netns_ahead::NetnsAhead;
 pub use spec::Spec;
 pub use state::StateDir;
-pub use world::{run, Outcome, Teardown, Timings};
+pub use world::{run, run_ahead, Outcome, Teardown, Timings};

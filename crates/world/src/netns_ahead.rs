@@ -20,11 +20,11 @@ use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
 
 /// A network namespace on its way.
-pub(crate) struct NetnsAhead(Option<JoinHandle<io::Result<OwnedFd>>>);
+pub struct NetnsAhead(Option<JoinHandle<io::Result<OwnedFd>>>);
 
 impl NetnsAhead {
     /// Starts making the namespace.
-    pub(crate) fn start() -> NetnsAhead {
+    pub fn start() -> NetnsAhead {
         let made = std::thread::Builder::new().name("world netns".into()).spawn(|| -> io::Result<OwnedFd> {
             // SAFETY: unshare moves only this thread (which ends next) into
             // a new network namespace.

@@ -98,13 +98,16 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 /// Runs one world to completion.
 pub fn run(spec: &Spec, state: &StateDir) -> Result<Outcome, WorldError> {
+    run_ahead(spec, state, crate::netns_ahead::NetnsAhead::start())
+}
+
+/// Runs one world to completion, in the network namespace `ahead` is
+/// making (started as early as the caller could: netns_ahead.rs).
+pub fn run_ahead(spec: &Spec, state: &StateDir, ahead: crate::netns_ahead::NetnsAhead) -> Result<Outcome, WorldError> {
     let t0 = Instant::now();
     spec.validate()?;
     // 1. Where the controllers are; claim an id (a lock, nothing on disk).
     crate::profile::mark("run: start");
-    // The world's network namespace is made meanwhile, on a thread that
-    // ends before the world is cloned (netns_ahead.rs).
-    let ahead = crate::netns_ahead::NetnsAhead::start();
     let (layout, layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
