@@ -478,3 +478,37 @@ fn a_batch_runs_with_the_policy_it_was_submitted_under() {
     discard_kept(&fx);
     fx.finish();
 }
+
+/// `batch run` says each entry as it starts (`[1/2] running: CMD`, control
+/// characters escaped) and shows an entry's output while it runs, not
+/// once it has ended.
+#[test]
+fn batch_run_says_each_entry_and_shows_its_output_as_it_comes() {
+    use std::io::{BufRead, Read};
+    let fx = Fixture::new();
+    let project = fx.dir().to_str().unwrap().to_string();
+    let batch = serde_json::json!({"agent": "a1", "project": project, "entries": [
+        {"command": "echo first; sleep 2; echo second"},
+        {"command": "true # \u{1b}[2J"}]});
+    let id = submit(&fx, &batch, None);
+    fx.cloche(&["batch", "approve", &id]).expect_code(0);
+    let mut cmd = fx.command();
+    cmd.args(["batch", "run", &id]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut runner = HostChild::spawn(&mut cmd);
+    let mut out = std::io::BufReader::new(runner.0.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "first\n");
+    assert!(runner.0.try_wait().unwrap().is_none(), "the first line came only when the run was over");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    runner.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(runner.0.wait().unwrap().success(), "{err}");
+    assert_eq!(rest, "second\n");
+    assert!(err.contains("[1/2] running: echo first; sleep 2; echo second\n"), "{err}");
+    assert!(err.contains("[2/2] running: true # \\x1b[2J\n"), "escaped: {err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    discard_kept(&fx);
+    fx.finish();
+}

@@ -2,7 +2,8 @@
 //! process, with real worlds (root): a batch submitted, approved and run
 //! with an observer that hears every step in order, its world committed
 //! with a typed result, then discarded; a one-command run with its typed
-//! report; the typed errors of missing and finished things.
+//! report; the typed errors of missing and finished things; an entry's
+//! output heard while it runs.
 //!
 //! Worlds are cloned from single-threaded processes only, so this file has
 //! no test harness (`harness = false`): `main` runs every check on the one
@@ -20,6 +21,7 @@ fn main() {
     let fx = Fixture::new();
     let ctx = Context::new(Options { state_dir: Some(fx.state.path().to_path_buf()), env: None });
     a_batch_is_heard_step_by_step_committed_and_discarded(&fx, &ctx);
+    output_is_heard_while_the_entry_runs(&fx, &ctx);
     missing_and_finished_things_are_typed_errors(&fx, &ctx);
     // Last: a run hands its world's mounts to a child process of their own.
     a_run_returns_its_typed_report(&fx, &ctx);
@@ -32,9 +34,15 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-/// Every event, as one line.
+/// Every event, as one line; an entry's output chunks joined per stream
+/// and said when the entry ends (between the two streams, the order of
+/// arrival is the pipes').
 #[derive(Default)]
-struct Heard(Vec<String>);
+struct Heard {
+    lines: Vec<String>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
 
 impl BatchObserver for Heard {
     fn event(&mut self, e: BatchEvent<'_>) {
@@ -43,16 +51,27 @@ impl BatchObserver for Heard {
             BatchEvent::WorldStarted { .. } => "world started".into(),
             BatchEvent::EntryStarted { entry, index, of } => format!("start {index}/{of} {}", entry.command),
             BatchEvent::Output { stream, bytes, .. } => {
-                let s = if stream == Stream::Stdout { "stdout" } else { "stderr" };
-                format!("{s} {:?}", String::from_utf8_lossy(bytes))
+                match stream {
+                    Stream::Stdout => self.out.extend_from_slice(bytes),
+                    Stream::Stderr => self.err.extend_from_slice(bytes),
+                }
+                return;
             }
-            BatchEvent::EntryFinished { result, .. } => format!("exit {}", result.exit_code),
+            BatchEvent::EntryFinished { result, .. } => {
+                for (name, b) in [("stdout", std::mem::take(&mut self.out)), ("stderr", std::mem::take(&mut self.err))]
+                {
+                    if !b.is_empty() {
+                        self.lines.push(format!("{name} {:?}", String::from_utf8_lossy(&b)));
+                    }
+                }
+                format!("exit {}", result.exit_code)
+            }
             BatchEvent::Cancelled { .. } => "cancelled".into(),
             BatchEvent::WorldKept { .. } => "kept".into(),
             BatchEvent::Discarded { world, .. } => format!("discarded {world}"),
             BatchEvent::RetentionFailed { error } => format!("retention failed {error}"),
         };
-        self.0.push(line);
+        self.lines.push(line);
     }
 }
 
@@ -72,7 +91,7 @@ fn a_batch_is_heard_step_by_step_committed_and_discarded(fx: &Fixture, ctx: &Con
     assert_eq!(threads(), 1, "worlds are cloned from a single-threaded process");
     let mut heard = Heard::default();
     let end = ctx.run_batch(&id, &mut heard).unwrap();
-    assert_eq!(end, BatchEnd::Failed, "an entry exited 1: {:#?}", heard.0);
+    assert_eq!(end, BatchEnd::Failed, "an entry exited 1: {:#?}", heard.lines);
     let want = [
         "world started",
         "start 0/4 echo one; echo two >&2",
@@ -80,16 +99,12 @@ fn a_batch_is_heard_step_by_step_committed_and_discarded(fx: &Fixture, ctx: &Con
         "stderr \"two\\n\"",
         "exit 0",
         "start 1/4 echo new > b.txt",
-        "stdout \"\"",
-        "stderr \"\"",
         "exit 0",
         "start 2/4 false",
-        "stdout \"\"",
-        "stderr \"\"",
         "exit 1",
         "kept",
     ];
-    assert_eq!(heard.0, want, "each step once, in order; stop_on_failure ends the batch at `false`");
+    assert_eq!(heard.lines, want, "each step once, in order; stop_on_failure ends the batch at `false`");
     assert_eq!(threads(), 1, "the batch runner starts no thread that outlives it");
     assert!(!fx.dir().join("b.txt").exists(), "the host is untouched before the commit");
 
@@ -107,6 +122,36 @@ fn a_batch_is_heard_step_by_step_committed_and_discarded(fx: &Fixture, ctx: &Con
     let d = ctx.discard(&id, "uid:0").unwrap();
     assert_eq!(d.batch.as_deref(), Some(id.as_str()));
     assert!(fx.worlds().is_empty(), "discarded: {:?}", fx.worlds());
+}
+
+/// The first line of an entry that prints, sleeps and prints again is heard
+/// long before the entry ends (live, not when it is over), and all of it.
+fn output_is_heard_while_the_entry_runs(fx: &Fixture, ctx: &Context) {
+    let project = fx.dir().to_str().unwrap();
+    let text = serde_json::json!({"agent": "a1", "project": project, "entries": [
+        {"command": "echo first; sleep 1; echo second"}]})
+    .to_string();
+    let batch = cloche_service::batch::parse_batch(&text).unwrap();
+    let id = ctx.submit(batch, None, None, "uid:0").unwrap().id;
+    ctx.broker().unwrap().approve(&id, None, "uid:0").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut chunks: Vec<(std::time::Duration, Vec<u8>)> = Vec::new();
+    let mut finished = None;
+    let mut obs = |e: BatchEvent<'_>| match e {
+        BatchEvent::Output { stream: Stream::Stdout, bytes, .. } => chunks.push((t0.elapsed(), bytes.to_vec())),
+        BatchEvent::EntryFinished { .. } => finished = Some(t0.elapsed()),
+        _ => {}
+    };
+    assert_eq!(ctx.run_batch(&id, &mut obs).unwrap(), BatchEnd::Completed);
+    let finished = finished.expect("the entry finished");
+    let all: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.clone()).collect();
+    assert_eq!(all, b"first\nsecond\n");
+    let first = chunks.first().expect("output heard").0;
+    assert!(
+        finished - first >= std::time::Duration::from_millis(700),
+        "first output at {first:?}, end at {finished:?}"
+    );
+    ctx.discard(&id, "uid:0").unwrap();
 }
 
 fn missing_and_finished_things_are_typed_errors(fx: &Fixture, ctx: &Context) {

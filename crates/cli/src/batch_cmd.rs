@@ -221,7 +221,8 @@ fn broker_error(e: cloche_broker::BrokerError) -> String {
     e.to_string()
 }
 
-/// Prints a batch's run as it goes: each entry's output, then its exit;
+/// Prints a batch's run as it goes: a line per entry (`[2/5] running: CMD`,
+/// control characters escaped), its output as it comes, then its exit;
 /// the world kept; what the retention limit discarded.
 struct Printer {
     /// With --json, stdout carries the document alone: the entries' output
@@ -234,7 +235,9 @@ impl BatchObserver for Printer {
         match e {
             BatchEvent::Note(n) => eprintln!("{n}"),
             BatchEvent::Output { stream: Stream::Stdout, bytes, .. } if !self.json => {
-                let _ = std::io::stdout().write_all(bytes);
+                // As it comes: a partial line (a progress bar) shows too.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes).and_then(|()| out.flush());
             }
             BatchEvent::Output { bytes, .. } => {
                 let _ = std::io::stderr().write_all(bytes);
@@ -245,7 +248,11 @@ impl BatchObserver for Printer {
             BatchEvent::WorldKept { world, path } => eprintln!("cloche: world {world} kept at {}", path.display()),
             BatchEvent::Discarded { world, why } => eprintln!("cloche: world {world} discarded ({why})"),
             BatchEvent::RetentionFailed { error } => eprintln!("cloche: retention: {error}"),
-            BatchEvent::WorldStarted { .. } | BatchEvent::EntryStarted { .. } | BatchEvent::Cancelled { .. } => {}
+            BatchEvent::EntryStarted { entry, index, of } => {
+                let cmd = cloche_review::escape::escape_path(entry.command.as_bytes());
+                eprintln!("[{}/{of}] running: {cmd}", index + 1)
+            }
+            BatchEvent::WorldStarted { .. } | BatchEvent::Cancelled { .. } => {}
         }
     }
 }

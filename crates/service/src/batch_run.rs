@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use cloche_broker::{categorize, BatchState, BatchView, Broker, Decision, EntryResult, RunnableEntry};
 use cloche_policy::Policy;
 use cloche_trace::span::{FsTotals, Span, SpanFsDiff, SpanNetwork, SpanPolicy, SpanWriter};
-use cloche_world::batch::{Entry, Io, World};
+use cloche_world::batch::{Entry, Io, OutStream, World};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +32,9 @@ pub enum BatchEvent<'a> {
     WorldStarted { world: &'a str },
     /// An entry is about to run (`index` of `of`, from 0).
     EntryStarted { entry: &'a RunnableEntry, index: usize, of: usize },
-    /// Output of an entry, in order per stream. Today each stream comes
-    /// whole (up to the policy's cap) when the entry has ended.
+    /// Output of a running entry, as it is read: every chunk, all of it
+    /// (the record keeps the policy's `output_cap` of each stream), each
+    /// stream in order (between the two, as their pipes delivered them).
     Output { entry: &'a str, stream: Stream, bytes: &'a [u8] },
     /// An entry ended and its result is recorded.
     EntryFinished { entry: &'a str, result: &'a EntryResult },
@@ -139,9 +140,14 @@ impl Context {
                 cwd: PathBuf::from(&en.cwd),
                 timeout: en.timeout.map(Duration::from_secs),
             };
-            let out = world.run_entry(&entry, Io::Capture { cap })?;
-            obs.event(BatchEvent::Output { entry: &en.id, stream: Stream::Stdout, bytes: &out.stdout });
-            obs.event(BatchEvent::Output { entry: &en.id, stream: Stream::Stderr, bytes: &out.stderr });
+            let mut live = |s: OutStream, bytes: &[u8]| {
+                let stream = match s {
+                    OutStream::Stdout => Stream::Stdout,
+                    OutStream::Stderr => Stream::Stderr,
+                };
+                obs.event(BatchEvent::Output { entry: &en.id, stream, bytes });
+            };
+            let out = world.run_entry_live(&entry, Io::Capture { cap }, &mut live)?;
             if out.interrupted.is_some() || broker.state(id)? == BatchState::Cancelled {
                 cancelled = true;
                 obs.event(BatchEvent::Cancelled { entry: &en.id });

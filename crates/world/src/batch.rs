@@ -49,6 +49,13 @@ pub enum Io {
     Capture { cap: usize },
 }
 
+/// Which output stream of an entry a chunk was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutStream {
+    Stdout,
+    Stderr,
+}
+
 /// What one entry did.
 #[derive(Debug, Clone)]
 pub struct EntryOutcome {
@@ -171,6 +178,19 @@ impl<'a> World<'a> {
 
     /// Runs one entry to its end.
     pub fn run_entry(&mut self, e: &Entry, io: Io) -> Result<EntryOutcome, WorldError> {
+        self.run_entry_live(e, io, &mut |_, _| {})
+    }
+
+    /// Runs one entry to its end, handing `live` every chunk of its output
+    /// as it is read: all of it (the outcome keeps `cap` bytes of each
+    /// stream), in the order read (each stream in order; between the two,
+    /// as the pipes delivered them).
+    pub fn run_entry_live(
+        &mut self,
+        e: &Entry,
+        io: Io,
+        live: &mut dyn FnMut(OutStream, &[u8]),
+    ) -> Result<EntryOutcome, WorldError> {
         if self.dead {
             return Err(WorldError::Invalid("the world is gone".into()));
         }
@@ -251,8 +271,8 @@ impl<'a> World<'a> {
                     }
                 }
             }
-            drain(&mut out_r, pfds[oi].revents, &mut out);
-            drain(&mut err_r, pfds[ei].revents, &mut err);
+            drain(&mut out_r, pfds[oi].revents, &mut out, &mut |b| live(OutStream::Stdout, b));
+            drain(&mut err_r, pfds[ei].revents, &mut err, &mut |b| live(OutStream::Stderr, b));
             if n == 0 && status.is_none() && !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
                 // Kill the entry (everything but the init); the init reports it.
                 timed_out = true;
@@ -423,8 +443,9 @@ impl Capture {
     }
 }
 
-/// Reads what a pipe has; drops it at EOF.
-fn drain(fd: &mut Option<OwnedFd>, revents: i16, into: &mut Capture) {
+/// Reads what a pipe has (handed to `live`, kept up to the cap); drops it
+/// at EOF.
+fn drain(fd: &mut Option<OwnedFd>, revents: i16, into: &mut Capture, live: &mut dyn FnMut(&[u8])) {
     if revents == 0 {
         return;
     }
@@ -433,6 +454,7 @@ fn drain(fd: &mut Option<OwnedFd>, revents: i16, into: &mut Capture) {
     match nix::unistd::read(f, &mut buf) {
         Ok(0) | Err(_) => *fd = None,
         Ok(n) => {
+            live(&buf[..n]);
             into.total += n as u64;
             let room = into.cap.saturating_sub(into.data.len());
             into.data.extend_from_slice(&buf[..n.min(room)]);

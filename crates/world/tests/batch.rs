@@ -1,6 +1,6 @@
 //! Batches: several entries in one world (real kernel, as root).
 
-use cloche_world::batch::{Entry, Io, World};
+use cloche_world::batch::{Entry, Io, OutStream, World};
 use cloche_world::cgroup::Limits;
 use cloche_world::seccomp::{Profile, Program};
 use cloche_world::spec::{build_env, Spec};
@@ -112,9 +112,16 @@ fn entries_share_one_world_and_each_has_its_status_and_output() {
     assert_eq!(paths(&b.fs_delta), paths(&a.fs_delta), "b changed exactly what a had added");
     assert_eq!((b.fs_delta.added.len(), b.fs_delta.modified.len()), (0, 1), "{:?}", paths(&b.fs_delta));
     assert!(!proj.path().join("f").exists());
-    // Output past the cap is counted, not kept.
-    let c = w.run_entry(&entry(proj.path(), "head -c 100000 /dev/zero", None), cap).unwrap();
+    // Output past the cap is counted, not kept; the live view gets all of
+    // it, each stream in order.
+    let mut seen: Vec<(OutStream, Vec<u8>)> = Vec::new();
+    let script = "head -c 100000 /dev/zero; echo late >&2";
+    let c = w.run_entry_live(&entry(proj.path(), script, None), cap, &mut |s, b| seen.push((s, b.to_vec()))).unwrap();
     assert_eq!((c.stdout.len(), c.stdout_total), (1000, 100000));
+    let live =
+        |want: OutStream| -> Vec<u8> { seen.iter().filter(|(s, _)| *s == want).flat_map(|(_, b)| b.clone()).collect() };
+    assert_eq!(live(OutStream::Stdout), vec![0u8; 100000]);
+    assert_eq!(live(OutStream::Stderr), b"late\n");
     // A missing command and a missing cwd.
     let d = w.run_entry(&entry(proj.path(), "exec cloche-no-such-command", None), cap).unwrap();
     assert_eq!(d.exit_code, 127);
