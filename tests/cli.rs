@@ -286,6 +286,9 @@ fn every_json_document_has_a_schema_version_and_matches_its_schema() {
     docs.push(("batch", doc(&fx, &["batch", "show", &id, "--json"], 0)));
     docs.push(("batch-list", doc(&fx, &["batch", "list", "--json"], 0)));
     docs.push(("history", doc(&fx, &["history", "--json"], 0)));
+    docs.push(("agents", doc(&fx, &["agents", "--json"], 0)));
+    docs.push(("agent", doc(&fx, &["agents", "show", "a1", "--json"], 0)));
+    docs.push(("agent", doc(&fx, &["agents", "register", "a2", "--json"], 0)));
     docs.push(("history-stats", doc(&fx, &["history", "--stats", "--json"], 0)));
     docs.push(("diff", doc(&fx, &["diff", &id, "--json"], 0)));
     docs.push(("commit", doc(&fx, &["commit", &id, "--json"], 0)));

@@ -37,6 +37,8 @@ pub struct Config {
     /// Actor of the records the broker writes on its own (run progress,
     /// crash recovery); default `broker`.
     pub system_actor: String,
+    /// What each agent (submitter) may use; default: no limits.
+    pub budgets: crate::agents::Budgets,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             busy_timeout: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
             system_actor: "broker".into(),
+            budgets: Default::default(),
         }
     }
 }
@@ -275,6 +278,13 @@ impl Broker {
         let policy = self.classifier.policy_id();
         let ttl_ms = self.config.approval_ttl.as_millis() as i64;
         self.change(|c| {
+            // The submitter's budgets, counted in this transaction (two
+            // submissions at once cannot both take the last one); an agent
+            // seen for the first time is registered.
+            c.check_submit(actor, batch.entries.len())?;
+            if let Some(name) = actor.strip_prefix("agent:") {
+                c.register_agent(name, actor)?;
+            }
             let fingerprint = match &token_hash {
                 None => None,
                 Some(hash) => {

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::BrokerError;
 
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE batches (
@@ -117,6 +117,21 @@ ALTER TABLE batches_v3 RENAME TO batches;
 CREATE INDEX batches_state ON batches(state);
 ";
 
+/// Version 4: agents registered by name (an id each), and what each batch's
+/// world used (CPU time, bytes to allowed destinations) for the budgets.
+const SCHEMA_V4: &str = "
+CREATE TABLE agents (
+    name          TEXT PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    registered_by TEXT NOT NULL,
+    registered_ms INTEGER NOT NULL
+);
+ALTER TABLE batches ADD COLUMN cpu_ms INTEGER;
+ALTER TABLE batches ADD COLUMN egress_bytes INTEGER;
+ALTER TABLE batches ADD COLUMN usage_ms INTEGER;
+CREATE INDEX batches_submitter ON batches(submitter, created_ms);
+";
+
 /// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,
 /// `synchronous=FULL`, foreign keys on, the schema at [`SCHEMA_VERSION`].
 pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
@@ -148,15 +163,20 @@ pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
+            tx.execute_batch(SCHEMA_V4)?;
             tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
         }
-        Some(v @ (1 | 2)) => {
+        Some(v @ (1..=3)) => {
             // 1 -> 2: the search index over existing entries; 2 -> 3: the
-            // policy columns (old batches: builtin), the review states.
+            // policy columns (old batches: builtin), the review states;
+            // 3 -> 4: agents, and the usage of batches (old ones: none).
             if v == 1 {
                 tx.execute_batch(SCHEMA_V2)?;
             }
-            tx.execute_batch(SCHEMA_V3)?;
+            if v <= 2 {
+                tx.execute_batch(SCHEMA_V3)?;
+            }
+            tx.execute_batch(SCHEMA_V4)?;
             let broken: Option<String> = tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional()?;
             if let Some(table) = broken {
                 return Err(BrokerError::Invalid(format!("broker.db: migration broke a foreign key of {table}")));

@@ -29,6 +29,12 @@ pub enum BrokerError {
     AutonomyOff(String),
     #[error("the autonomy token is not valid for project {0}")]
     BadToken(String),
+    #[error("no agent {0}")]
+    NoSuchAgent(String),
+    #[error(
+        "{agent}: over its budget {budget} ({used} used, at most {limit}): wait, or raise [budgets] {budget} in the policy"
+    )]
+    Budget { agent: String, budget: &'static str, used: u64, limit: u64 },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("broker database: schema version {found}; this cloche knows {known}")]

@@ -8,6 +8,7 @@
 //! [`Broker::entry_finished`], [`Broker::finish_run`]). Decisions come from a
 //! [`Classifier`] given at [`Broker::open`].
 
+mod agents;
 pub mod batch_file;
 mod broker;
 mod db;
@@ -20,6 +21,7 @@ pub mod state;
 mod util;
 mod view;
 
+pub use agents::{check_name as check_agent_name, AgentStatus, AgentView, Budgets, Usage};
 pub use batch_file::{normalize_abs, BatchFile, BatchFileError, EntrySpec, Format, Limits};
 pub use broker::{Broker, Config, DEFAULT_APPROVAL_TTL, POLICY_ACTOR};
 pub use db::SCHEMA_VERSION;

@@ -48,6 +48,9 @@ impl Broker {
     pub fn start_run(&mut self, batch: &str) -> Result<Vec<RunnableEntry>, BrokerError> {
         let outcome = self.change(|c| {
             let b = c.batch_in(batch, &[BatchState::Approved], "start a run")?;
+            // The submitter's budgets (its worlds running now, what its
+            // batches used in the last hour): refused, the batch stays approved.
+            c.check_run(&b.submitter)?;
             let entries = c.entries(batch)?;
             if !matches!(b.expires_ms, Some(t) if c.now < t) {
                 expire(c, batch, &entries)?;

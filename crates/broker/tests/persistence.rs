@@ -234,6 +234,7 @@ fn a_version_2_database_is_migrated() {
     drop(b);
     // Back to the version 2 shape (its CHECK knows no review state).
     let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(V4_TO_V3).unwrap();
     conn.execute_batch(
         "ALTER TABLE batches DROP COLUMN policy; ALTER TABLE batches DROP COLUMN approval_ttl_ms;
          ALTER TABLE batches DROP COLUMN world;
@@ -263,4 +264,28 @@ fn a_version_2_database_is_migrated() {
     b.approve(&v.id, None, "uid:1000").unwrap();
     clock.advance(std::time::Duration::from_secs(299));
     assert!(b.start_run(&v.id).is_ok());
+}
+
+/// Back from version 4 to the version 3 shape: no agents, no usage.
+const V4_TO_V3: &str = "DROP TABLE agents; DROP INDEX batches_submitter;
+    ALTER TABLE batches DROP COLUMN cpu_ms; ALTER TABLE batches DROP COLUMN egress_bytes;
+    ALTER TABLE batches DROP COLUMN usage_ms; UPDATE meta SET value = '3' WHERE key = 'schema_version';";
+
+#[test]
+fn a_version_3_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut b = open(dir.path(), &clock);
+    let v = b.submit(&batch(TWO), "agent:a1", None).unwrap();
+    drop(b);
+    let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(V4_TO_V3).unwrap();
+    drop(conn);
+    let mut b = open(dir.path(), &clock);
+    assert_eq!(b.get(&v.id).unwrap().entries.len(), 2);
+    // The old batch counts for its agent, which registers on first use.
+    assert!(b.agents().unwrap().is_empty(), "agents before version 4 were not registered");
+    let a = b.register_agent("a1", "uid:0").unwrap();
+    assert_eq!((a.usage.batches_last_hour, a.usage.cpu_ms_last_hour), (1, 0));
+    assert_eq!(a.status, cloche_broker::AgentStatus::Waiting);
 }

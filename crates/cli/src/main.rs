@@ -4,6 +4,7 @@
 //! cloche itself fails (one line on stderr saying why); 126/127 when the
 //! command cannot be executed / is not found; 128+N when killed by signal N.
 
+mod agents_cmd;
 mod audit_cmd;
 mod batch_cmd;
 mod doctor;
@@ -72,6 +73,8 @@ enum Command {
     /// Submit, review and run batches of commands.
     #[command(subcommand)]
     Batch(batch_cmd::BatchCommand),
+    /// Agents: who submits batches, their status, what they used of their budgets.
+    Agents(agents_cmd::AgentsArgs),
     /// Auto-approval of all-allow batches per project.
     #[command(subcommand)]
     Autonomy(batch_cmd::AutonomyCommand),
@@ -153,6 +156,7 @@ fn main() {
         Command::Audit(c) => audit_cmd::main(c),
         Command::Batch(c) => batch_cmd::main(c),
         Command::Autonomy(c) => batch_cmd::autonomy(c),
+        Command::Agents(a) => agents_cmd::main(a),
         Command::Trace(c) => history_cmd::trace(c),
         Command::History(a) => history_cmd::history(a),
         Command::Worlds(c) => worlds_cmd::main(c),

@@ -8,9 +8,11 @@
 //! parses a command line as shell, finds every simple command it could run
 //! and decides allow, review or deny (docs/policy.md).
 
+mod budgets;
 mod classify;
 mod network;
 mod risk;
+pub use budgets::Budgets;
 pub use network::NetworkSection;
 mod rules;
 mod shell;
@@ -66,6 +68,8 @@ pub struct Policy {
     pub retention: Retention,
     pub commit: CommitSection,
     pub network: NetworkSection,
+    /// `[budgets]`: what each agent may use.
+    pub budgets: Budgets,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +153,8 @@ struct RawPolicy {
     commit: Option<RawCommit>,
     #[serde(default)]
     network: Option<network::RawNetwork>,
+    #[serde(default)]
+    budgets: Option<budgets::RawBudgets>,
     #[serde(default)]
     commands: Option<rules::RawCommands>,
 }
@@ -284,13 +290,13 @@ enum Seccomp<'a> {
 /// A size written as a number of bytes or a string such as "4GiB".
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum SizeValue {
+pub(crate) enum SizeValue {
     Bytes(u64),
     Text(String),
 }
 
 impl SizeValue {
-    fn bytes(&self, what: &str) -> Result<u64, String> {
+    pub(crate) fn bytes(&self, what: &str) -> Result<u64, String> {
         match self {
             SizeValue::Bytes(b) => Ok(*b),
             SizeValue::Text(t) => parse_size(t).map_err(|e| format!("{what}: {e}")),
@@ -425,6 +431,7 @@ impl Policy {
             }
         };
         let network = network::section(raw.network).map_err(invalid)?;
+        let budgets = budgets::section(raw.budgets).map_err(invalid)?;
         Ok(Policy {
             origin: origin.to_string(),
             world,
@@ -438,6 +445,7 @@ impl Policy {
             retention,
             commit,
             network,
+            budgets,
         })
     }
 

@@ -81,6 +81,8 @@ impl Context {
         let view = broker.get(id)?;
         // Fail closed before the batch starts if its policy version is gone.
         let policy = self.batch_policy(&view.policy)?;
+        // The budgets of the batch's own policy decide whether it may start.
+        broker.set_budgets(crate::agents::budgets_of(&policy));
         let runnable = broker.start_run(id)?;
         self.run_started(broker, &policy, &view, &runnable, obs).inspect_err(|e| {
             let _ = broker.finish_run(id, BatchState::Failed, Some(&e.to_string()));
@@ -182,6 +184,12 @@ impl Context {
             }
         }
         let outcome = world.finish()?;
+        // What the world used, for its submitter's budgets.
+        let egress: u64 = match world_scoped {
+            true => net_tally.total().allowed.iter().map(|a| a.bytes).sum(),
+            false => 0,
+        };
+        broker.record_usage(id, outcome.cpu_ms.unwrap_or(0), egress)?;
         bspan.exit_code = Some(if cancelled {
             130
         } else if failed {

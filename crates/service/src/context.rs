@@ -103,6 +103,7 @@ impl Context {
         let config = Config {
             max_entries: policy.batch.max_entries,
             approval_ttl: Duration::from_secs(policy.batch.approval_ttl),
+            budgets: crate::agents::budgets_of(policy),
             ..Config::default()
         };
         Ok(Broker::open(&state.root, config, Box::new(classifier))?)

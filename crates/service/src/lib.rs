@@ -23,6 +23,7 @@
 //! Nothing here starts a thread before a world is cloned: the world engine
 //! forks and must be driven from a single-threaded process.
 
+pub mod agents;
 pub mod batch;
 pub mod batch_net;
 pub mod batch_run;

@@ -197,6 +197,7 @@ mod tests {
             kept: Some("/var/lib/cloche/worlds/w-1234".into()),
             network,
             output_error: Some("stdout: broken pipe".into()),
+            cpu_ms: None,
             teardown: Default::default(),
         }
     }

@@ -42,6 +42,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("policy-binding", schema_for!(output::PolicyBinding)),
         ("audit-verify", schema_for!(output::AuditVerify)),
         ("audit-recover", schema_for!(output::AuditRecover)),
+        ("agents", schema_for!(crate::agents::AgentList)),
+        ("agent", schema_for!(crate::agents::Agent)),
     ]
 }
 

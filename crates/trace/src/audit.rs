@@ -40,6 +40,7 @@ pub mod events {
     pub const POLICY_CHANGED: &str = "policy_changed";
     pub const EXPIRED: &str = "expired";
     pub const FAILED: &str = "failed";
+    pub const AGENT_REGISTERED: &str = "agent_registered";
     /// Written by [`super::recover`] after it set a torn last line aside.
     pub const RECOVERED: &str = "recovered";
 }

@@ -312,7 +312,13 @@ impl<'a> World<'a> {
     pub fn finish(mut self) -> Result<Outcome, WorldError> {
         let t_run = self.t0.elapsed();
         drop(self.w.control.take()); // EOF: the init kills the rest and exits
-        let status = if self.dead { 137 } else { wait_exit(self.w.pid)? };
+        let (status, cpu_ms) = match self.dead {
+            true => (137, None),
+            false => {
+                let (status, cpu) = crate::launch::wait_exit_cpu(self.w.pid)?;
+                (status, Some(cpu))
+            }
+        };
         let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash, &mut Default::default())?;
         let t_diff = self.t0.elapsed();
         let has_cg = self.w.cg.0.is_some();
@@ -338,6 +344,7 @@ impl<'a> World<'a> {
             kept: None,
             network: self.w.net.as_ref().map(|n| n.scope()),
             output_error: None,
+            cpu_ms,
             teardown: Default::default(),
         };
         if let Some(mut meta) = self.attached.take() {

@@ -46,6 +46,10 @@ pub struct Outcome {
     pub kept: Option<PathBuf>,
     /// The network scope (`None`: loopback only).
     pub network: Option<crate::network::NetScope>,
+    /// CPU time of everything the world ran, in ms (a batch world ended by
+    /// `finish`; otherwise not measured).
+    #[serde(skip)]
+    pub cpu_ms: Option<u64>,
     /// Why the world's output could not all be delivered to the caller's
     /// stdout or stderr (a full disk, an I/O error), if so.
     pub output_error: Option<String>,
@@ -208,6 +212,7 @@ fn run_in(
         kept: None,
         network,
         output_error,
+        cpu_ms: None,
         teardown,
     };
     Ok((outcome, scratch))
