@@ -499,3 +499,29 @@ fn completions_man_page_help_and_environment() {
     }
     fx.finish();
 }
+
+/// cloche's own diagnostics: nothing unless CLOCHE_LOG (or RUST_LOG) asks,
+/// then events on stderr (stdout keeps the result alone).
+#[test]
+fn diagnostics_are_off_unless_asked_for() {
+    let fx = Fixture::new();
+    let f = batch_file(&fx, fx.dir().to_str().unwrap(), 1);
+    let submit = |env: Option<&str>| {
+        let mut cmd = fx.command();
+        cmd.env_remove("RUST_LOG").env_remove("CLOCHE_LOG");
+        if let Some(v) = env {
+            cmd.env("CLOCHE_LOG", v);
+        }
+        cmd.args(["batch", "submit", f.to_str().unwrap()]);
+        let o = run_cmd(&mut cmd, std::time::Duration::from_secs(60));
+        o.expect_code(0);
+        assert_eq!(text(&o.stdout).trim().len(), 16, "stdout is the id alone: {}", o.describe());
+        text(&o.stderr)
+    };
+    assert_eq!(submit(None), "", "no diagnostics by default");
+    let err = submit(Some("info"));
+    assert!(err.contains("batch submitted") && err.contains("INFO"), "{err}");
+    let err = submit(Some("cloche_service=debug"));
+    assert!(err.contains("broker open") && err.contains("DEBUG"), "{err}");
+    fx.finish();
+}

@@ -28,6 +28,8 @@ Environment:
   CLOCHE_DNS_UPSTREAM    IP:PORT of the upstream nameserver for allowed names (else the policy's,
                          else /etc/resolv.conf)
   CLOCHE_PROFILE         1: per-step timings of `run` on stderr
+  CLOCHE_LOG, RUST_LOG   cloche's own diagnostics on stderr, by level or filter (e.g. debug,
+                         cloche_service=trace); off when neither is set
   NO_COLOR               set and not empty: no colour (as --color=never); CLICOLOR=0 too
   CLICOLOR_FORCE         set and not 0: colour even when not a terminal (with --color=auto)
   PAGER                  pager for long output on a terminal, run by sh -c (default: less, with
@@ -119,7 +121,23 @@ fn definition(args: &[std::ffi::OsString]) -> clap::Command {
     Cli::command().color(color)
 }
 
+/// cloche's own diagnostics (`tracing`), on stderr, only when CLOCHE_LOG or
+/// RUST_LOG asks for them: otherwise no subscriber exists and every event
+/// costs one check.
+fn init_log() {
+    let Some(filter) = ["CLOCHE_LOG", "RUST_LOG"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("cloche: CLOCHE_LOG/RUST_LOG {filter:?}: {e} (logging at warn)");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+}
+
 fn main() {
+    init_log();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = definition(&args).try_get_matches_from(&args).and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
     let cli = match parsed {

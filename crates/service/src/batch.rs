@@ -73,7 +73,11 @@ impl Context {
         }
         let mut broker = self.open_broker_with(&policy, PolicyClassifier { id, policies })?;
         let actor = batch.agent.as_ref().map(|a| format!("agent:{a}")).unwrap_or_else(|| caller.to_string());
-        Ok(broker.submit(&batch, &actor, token)?)
+        let view = broker.submit(&batch, &actor, token).inspect_err(|e| {
+            tracing::info!(submitter = %actor, project = %batch.project, error = %e, "batch refused");
+        })?;
+        tracing::info!(batch = %view.id, submitter = %actor, decision = view.decision.as_str(), entries = view.entries.len(), "batch submitted");
+        Ok(view)
     }
 
     /// What `batch run` would run, running nothing.

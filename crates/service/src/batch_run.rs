@@ -83,7 +83,8 @@ impl Context {
         let policy = self.batch_policy(&view.policy)?;
         // The budgets of the batch's own policy decide whether it may start.
         broker.set_budgets(crate::agents::budgets_of(&policy));
-        let runnable = broker.start_run(id)?;
+        let runnable = broker.start_run(id).inspect_err(|e| tracing::info!(batch = id, error = %e, "run refused"))?;
+        tracing::info!(batch = id, entries = runnable.len(), "batch running");
         self.run_started(broker, &policy, &view, &runnable, obs).inspect_err(|e| {
             let _ = broker.finish_run(id, BatchState::Failed, Some(&e.to_string()));
         })
@@ -108,6 +109,7 @@ impl Context {
         spec.keep = true; // kept for review (diff, commit, discard)
         spec.owner = Some(format!("batch:{id}"));
         let mut world = World::start(&spec, state).map_err(Error::WorldStart)?;
+        tracing::debug!(batch = id, world = world.id(), "world started");
         broker.world_started(id, world.id(), &world.layers())?;
         obs.event(BatchEvent::WorldStarted { world: world.id() });
         // Per entry: which paths it changed, and the host state of each path
@@ -165,6 +167,7 @@ impl Context {
                 timed_out: out.timed_out,
             };
             broker.entry_finished(id, &en.id, &result)?;
+            tracing::debug!(batch = id, entry = %en.id, exit_code = out.exit_code, ms = result.duration_ms, "entry finished");
             recorder.entry(&en.id, &out.fs_delta).map_err(|e| Error::Records(e.to_string()))?;
             espan.exit_code = Some(out.exit_code);
             espan.layers = world.layers();
@@ -190,6 +193,7 @@ impl Context {
             false => 0,
         };
         broker.record_usage(id, outcome.cpu_ms.unwrap_or(0), egress)?;
+        tracing::info!(batch = id, world = %outcome.world, cpu_ms = outcome.cpu_ms, egress, "batch world ended");
         bspan.exit_code = Some(if cancelled {
             130
         } else if failed {

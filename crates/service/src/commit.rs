@@ -68,6 +68,15 @@ pub struct CommitDone {
 impl Context {
     /// Commits a kept world (by its id or its batch's id) as `actor`.
     pub fn commit(&self, id: &str, req: &CommitRequest, actor: &str) -> Result<CommitResult> {
+        let r = self.commit_inner(id, req, actor);
+        match &r {
+            Ok(c) => tracing::info!(target_id = id, actor, applied = c.applied.len(), "commit"),
+            Err(e) => tracing::info!(target_id = id, actor, error = %e, "commit refused"),
+        }
+        r
+    }
+
+    fn commit_inner(&self, id: &str, req: &CommitRequest, actor: &str) -> Result<CommitResult> {
         let t = self.review_target(id)?;
         let mut broker = self.broker()?;
         let batch = t.batch.as_ref().map(|b| b.id.clone());

@@ -68,6 +68,7 @@ impl Context {
         }
         let s = StateDir::open(&self.state_path)
             .map_err(|source| Error::State { path: self.state_path.clone(), source })?;
+        tracing::debug!(state_dir = %self.state_path.display(), "state directory open");
         Ok(self.state.get_or_init(|| s))
     }
 
@@ -106,7 +107,9 @@ impl Context {
             budgets: crate::agents::budgets_of(policy),
             ..Config::default()
         };
-        Ok(Broker::open(&state.root, config, Box::new(classifier))?)
+        let broker = Broker::open(&state.root, config, Box::new(classifier))?;
+        tracing::debug!(policy = %policy.origin, recovered = broker.recovered_at_open().len(), "broker open");
+        Ok(broker)
     }
 
     /// A world's environment: the allowlisted variables of [`Options::env`]

@@ -135,6 +135,7 @@ impl Context {
     pub fn run(&self, prepared: PreparedRun) -> Result<RunOutcome> {
         let spec = &prepared.spec;
         let mut outcome = cloche_world::run_ahead(spec, self.state()?, prepared.netns)?;
+        tracing::debug!(world = %outcome.world, exit_code = outcome.exit_code, total_ms = outcome.timings.total_ms, "world ended");
         std::mem::take(&mut outcome.teardown).in_background();
         cloche_world::profile::dump("parent");
         let report = Report::new(spec, outcome);
