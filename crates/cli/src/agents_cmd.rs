@@ -27,6 +27,7 @@ pub enum AgentsCommand {
     },
     /// One agent: id, status, usage.
     Show {
+        /// The agent's name.
         name: String,
         /// Print the agent as JSON (docs/schemas/agent.json).
         #[arg(long)]
