@@ -52,6 +52,8 @@ pub struct StateDir {
     worlds: PathBuf,
     /// An fd on live.lock used to query other runs' locks.
     query: fs::File,
+    /// Why the disk pool's image could not be attached, if it could not.
+    pool_error: Option<String>,
 }
 
 /// A running world's claim on its id; dropping it releases the id.
@@ -84,7 +86,25 @@ impl StateDir {
             }
         }
         let query = open_lock_file()?;
-        Ok(StateDir { root, worlds, query })
+        // After a reboot (or an `umount`) the pool's image is there but
+        // not mounted: every command attaches it again, so that kept
+        // worlds are where they were. A failure is kept for what needs the
+        // pool ([`StateDir::pool_ready`]); a world on tmpfs does not.
+        let pool_error = crate::pool::reattach(&root).err().map(|e| e.to_string());
+        Ok(StateDir { root, worlds, query, pool_error })
+    }
+
+    /// Fails when the state directory has a disk pool that could not be
+    /// attached: kept worlds cannot be listed, reviewed or discarded then
+    /// (an empty list would be a wrong answer).
+    pub fn pool_ready(&self) -> io::Result<()> {
+        match &self.pool_error {
+            None => Ok(()),
+            Some(e) => Err(io::Error::other(format!(
+                "the disk pool {} cannot be attached: {e} (see `cloche doctor`)",
+                self.root.join(crate::pool::IMAGE).display()
+            ))),
+        }
     }
 
     /// The overlay mount point shared by all worlds (inside their own mount
@@ -105,6 +125,20 @@ impl StateDir {
             }
         }
         Err(io::Error::other("could not claim a world id"))
+    }
+
+    /// Claims the existing id `id` (of a world whose run died), so that no
+    /// other cloche settles it meanwhile; `None` while it is live.
+    pub fn claim_id(&self, id: &str) -> io::Result<Option<Claim>> {
+        if !valid_id(id) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let lock = open_lock_file()?;
+        match ofd_lock(&lock, libc::F_OFD_SETLK, libc::F_WRLCK as i16, offset(id)) {
+            Ok(_) => Ok(Some(Claim { id: id.to_string(), _lock: lock })),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// True while the run that claimed `id` is alive.
@@ -146,6 +180,11 @@ impl StateDir {
             let path = e.path();
             if !valid_id(&id) || path.join("kept").exists() || self.is_live(&id) {
                 continue;
+            }
+            // Held while it is settled: another cloche's sweep skips it.
+            let Ok(Some(_held)) = self.claim_id(&id) else { continue };
+            if path.join("kept").exists() {
+                continue; // settled by another sweep meanwhile
             }
             if self.settle_interrupted(&id).is_err() && remove_world_dir(&path).is_ok() {
                 swept.push(id);
@@ -199,11 +238,30 @@ impl StateDir {
         }
     }
 
-    /// Rewrites an attached world's description and marks it kept.
+    /// Rewrites an attached world's description and marks it kept; the
+    /// caller holds its id. A world on a tmpfs is moved into the disk pool
+    /// first (`pool::adopt`: a kept world holds no memory and outlives a
+    /// reboot); if it cannot be, it stays on its tmpfs (nothing is lost)
+    /// and its description says why (`store_error`). The pool is synced
+    /// before the marker is written and after: a kept world is on disk,
+    /// whole, once this returns.
     pub fn mark_kept(&self, id: &str, meta: &serde_json::Value) -> io::Result<()> {
         let path = self.world_path(id);
         write_replace(&path.join("world.json"), meta)?;
-        fs::write(path.join("kept"), b"")
+        if let Err(e) = crate::pool::adopt(&self.root, id) {
+            let mut meta = meta.clone();
+            meta["store_error"] = e.to_string().into();
+            write_replace(&path.join("world.json"), &meta)?;
+        }
+        let synced = crate::pool::is_subvolume(&path);
+        if synced {
+            sync(&path)?;
+        }
+        fs::write(path.join("kept"), b"")?;
+        if synced {
+            sync(&path)?;
+        }
+        Ok(())
     }
 
     /// Keeps a world at once: [`StateDir::attach`], then
@@ -218,6 +276,16 @@ impl StateDir {
         self.mark_kept(&claim.id, meta).inspect_err(|_| drop(remove_world_dir(&path)))?;
         Ok(path)
     }
+}
+
+/// `syncfs` of the filesystem holding `path`.
+fn sync(path: &Path) -> io::Result<()> {
+    let f = fs::File::open(path)?;
+    // SAFETY: syncfs on a descriptor we hold.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Writes JSON to a temporary file beside `path` and renames it over.

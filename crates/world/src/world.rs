@@ -368,8 +368,8 @@ pub(crate) fn world_meta(
 }
 
 /// Keeps a world at `worlds/<id>`: its upper is there (a disk upper is
-/// that directory's `fs/`; a tmpfs is attached on it, nosuid, nodev,
-/// noexec as made), its description next to it.
+/// that directory's `fs/`; a tmpfs is attached on it, then moved into the
+/// pool: `StateDir::mark_kept`), its description next to it.
 pub(crate) fn keep_world(
     state: &StateDir,
     claim: &crate::state::Claim,
@@ -379,6 +379,7 @@ pub(crate) fn keep_world(
     spec: &Spec,
 ) -> Result<PathBuf, WorldError> {
     let meta = world_meta(claim, spec, layers, "kept", Some(outcome.exit_code));
+    crate::upper::prepare_keep(spec, state)?;
     let path = state.keep(claim, &meta, |fsdir| upper.place(fsdir)).map_err(WorldError::state("keep the world"))?;
     upper.hand_over();
     Ok(path)
