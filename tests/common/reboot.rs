@@ -70,8 +70,9 @@ fn locked(path: &Path) -> bool {
     fl.l_type = libc::F_WRLCK as i16;
     fl.l_whence = libc::SEEK_SET as i16;
     fl.l_len = 0; // the whole file
-    // SAFETY: fcntl with a pointer to our flock.
-    let byte = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } == 0 && fl.l_type != libc::F_UNLCK as i16;
+                  // SAFETY: fcntl with a pointer to our flock.
+    let byte =
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } == 0 && fl.l_type != libc::F_UNLCK as i16;
     // SAFETY: flock on a descriptor we own, released when it closes.
     let whole = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
     byte || whole
@@ -83,13 +84,8 @@ fn empty_run_dir() {
     let run = Path::new(RUN_DIR);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let busy: Vec<PathBuf> = fs::read_dir(run)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| locked(p))
-            .collect();
+        let busy: Vec<PathBuf> =
+            fs::read_dir(run).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| locked(p)).collect();
         if busy.is_empty() {
             break;
         }

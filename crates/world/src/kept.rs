@@ -159,6 +159,24 @@ pub fn discard(state: &StateDir, id: &str) -> io::Result<()> {
     remove_world_dir(&state.world_path(id))
 }
 
+/// Kept worlds still on a tmpfs (their move to the disk pool failed when
+/// they were kept: `StateDir::mark_kept`), moved into the pool now, each
+/// while its id and its review lock are held (one in use is skipped).
+/// Returns each one tried, with why it could not be moved.
+pub fn move_to_disk(state: &StateDir) -> Vec<(String, Result<(), String>)> {
+    let mut out = Vec::new();
+    for w in list(state).into_iter().filter(|w| w.store == "tmpfs") {
+        let Ok(Some(_held)) = state.claim_id(&w.id) else { continue };
+        let Ok(_busy) = lock(&w.path, false) else { continue };
+        let moved = crate::pool::ensure(&state.root)
+            .and_then(|()| crate::pool::adopt(&state.root, &w.id))
+            .map_err(|e| e.to_string())
+            .and_then(|_| state.forget_store_error(&w.id).map_err(|e| format!("rewrite world.json: {e}")));
+        out.push((w.id, moved));
+    }
+    out
+}
+
 /// Takes the review lock of a kept world's directory (flock on the
 /// directory itself): a commit holds it while it reads the world, a discard
 /// while it removes it. `wait`: block until it is free; else a world in use

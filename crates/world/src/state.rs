@@ -94,6 +94,11 @@ impl StateDir {
         Ok(StateDir { root, worlds, query, pool_error })
     }
 
+    /// Why the disk pool's image could not be attached, if it could not.
+    pub fn pool_error(&self) -> Option<&str> {
+        self.pool_error.as_deref()
+    }
+
     /// Fails when the state directory has a disk pool that could not be
     /// attached: kept worlds cannot be listed, reviewed or discarded then
     /// (an empty list would be a wrong answer).
@@ -262,6 +267,18 @@ impl StateDir {
             sync(&path)?;
         }
         Ok(())
+    }
+
+    /// Drops the `store_error` of a kept world's description (it was
+    /// moved to disk after all).
+    pub(crate) fn forget_store_error(&self, id: &str) -> io::Result<()> {
+        let path = self.world_path(id).join("world.json");
+        let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("store_error");
+        }
+        write_replace(&path, &meta)?;
+        sync(&path)
     }
 
     /// Keeps a world at once: [`StateDir::attach`], then

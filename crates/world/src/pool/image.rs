@@ -143,7 +143,7 @@ fn make_and_mount(root: &Path, worlds: &Path) -> Result<(), PoolError> {
     let image = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .mode(0)
+        .mode(0o000)
         .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
         .open(root)
         .map_err(at("create the pool's image (O_TMPFILE)"))?;

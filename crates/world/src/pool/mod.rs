@@ -43,7 +43,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Free space on the state directory's filesystem that worlds leave alone.
 pub const RESERVE: u64 = 1 << 30;
@@ -122,12 +122,18 @@ pub fn bound_all(pool: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
 }
 
 /// The pool's housekeeping outside a run (`cloche worlds gc`): the trash
-/// emptied, the bound on all worlds refreshed. Nothing to
-/// do when the pool is not mounted.
+/// emptied, the bound on all worlds refreshed, free space trimmed (given
+/// back to the state directory's filesystem). Nothing to do when the pool
+/// is not mounted.
 pub fn tidy(state: &crate::state::StateDir) {
     let worlds = state.worlds_dir();
     if let (true, Ok(pool)) = (is_mounted(&worlds), subvol::open(&worlds)) {
         housekeep(pool.as_fd(), &state.root, None, 0, &|id| state.is_live(id));
+        // The deleted subvolumes' extents are freed by btrfs' cleaner
+        // after a transaction commit: commit first (syncfs), then trim.
+        // SAFETY: syncfs on a descriptor we hold.
+        unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&pool)) };
+        let _ = btrfs::trim(pool.as_fd());
     }
 }
 
@@ -152,13 +158,25 @@ pub fn cap(root: &Path, want: u64) -> Result<u64, PoolError> {
 }
 
 /// What `cloche doctor` says of a state directory's pool.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Status {
     /// The pool is mounted on `worlds/`.
     pub mounted: bool,
     pub read_only: bool,
-    /// Bytes the pool's worlds take (when mounted).
+    /// Bytes in use in the pool, and its size (when mounted).
     pub used: u64,
+    pub size: u64,
+    /// `<state>/pool.img` when made: its size, and the bytes it takes on
+    /// the state directory's filesystem (it is sparse).
+    pub image: Option<(u64, u64)>,
+    /// The mounted pool's loop device.
+    pub device: Option<PathBuf>,
+    /// The mounted pool is `pool.img` (false: an unnamed image made by an
+    /// older cloche, which does not outlive a reboot).
+    pub named: bool,
+    /// btrfs' error counters of the pool's device (write, read, flush,
+    /// corruption, generation), summed, when mounted.
+    pub errors: Option<u64>,
     /// Free bytes on the state directory's filesystem.
     pub host_free: u64,
     /// That filesystem's type (statfs magic).
@@ -166,17 +184,47 @@ pub struct Status {
 }
 
 pub fn status(root: &Path) -> Status {
+    use std::os::unix::fs::MetadataExt;
     let worlds = root.join("worlds");
     let mounted = is_mounted(&worlds);
-    let pool = if mounted { statfs(&worlds).ok() } else { None };
-    let host = statfs(root).ok();
-    Status {
-        mounted,
-        read_only: mounted
-            && nix::sys::statvfs::statvfs(&worlds)
-                .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
-        used: pool.map(|s| (s.f_blocks - s.f_bfree).saturating_mul(s.f_bsize as u64)).unwrap_or(0),
-        host_free: host.map(|s| s.f_bavail.saturating_mul(s.f_frsize as u64)).unwrap_or(0),
-        host_fs: host.map(|s| s.f_type).unwrap_or(0),
+    let mut st = Status { mounted, ..Status::default() };
+    if let Ok(m) = fs::symlink_metadata(root.join(IMAGE)) {
+        st.image = Some((m.len(), m.blocks() * 512));
     }
+    if let Ok(host) = statfs(root) {
+        st.host_free = host.f_bavail.saturating_mul(host.f_frsize as u64);
+        st.host_fs = host.f_type;
+    }
+    if !mounted {
+        return st;
+    }
+    if let Ok(p) = statfs(&worlds) {
+        st.used = (p.f_blocks - p.f_bfree).saturating_mul(p.f_bsize as u64);
+        st.size = p.f_blocks.saturating_mul(p.f_bsize as u64);
+    }
+    st.read_only =
+        nix::sys::statvfs::statvfs(&worlds).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    st.device = mount_source(&worlds);
+    let image = fs::symlink_metadata(root.join(IMAGE)).ok();
+    st.named = match (&st.device, image) {
+        (Some(dev), Some(img)) => {
+            fs::File::open(dev).and_then(|f| loopdev::backing(&f)).is_ok_and(|b| b == (img.dev(), img.ino()))
+        }
+        _ => false,
+    };
+    st.errors = subvol::open(&worlds).ok().and_then(|p| btrfs::fsid(p.as_fd()).ok()).and_then(|fsid| {
+        let text = fs::read_to_string(format!("/sys/fs/btrfs/{fsid}/devinfo/1/error_stats")).ok()?;
+        Some(text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum())
+    });
+    st
+}
+
+/// The source of the mount on `path` (the last one mounted there).
+fn mount_source(path: &Path) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mp = crate::cgroup::unescape(left.split(' ').nth(4)?);
+        (mp == path).then(|| right.split(' ').nth(1).map(PathBuf::from)).flatten()
+    })
 }
