@@ -6,16 +6,19 @@
 //!                     its own private mount namespace, so it stays empty on
 //!                     the host and is shared by all worlds
 //!   cache/            compiled seccomp programs
-//!   pool.lock         taken while the disk pool (`pool/`) is made
-//!   worlds/           the pool's mount point (nosuid, nodev, noexec): a
-//!                     btrfs filesystem on an unnamed sparse image, made
-//!                     by the first world whose upper is on disk
+//!   pool.img          the disk pool's image (`pool/image.rs`): made by the
+//!                     first world on disk or kept, attached again by
+//!                     [`StateDir::open`] when found detached (a reboot)
+//!   pool.lock         taken while the disk pool is made or attached
+//!   worlds/           the pool's mount point (nosuid, nodev, noexec)
 //!   worlds/<id>/      one world: a subvolume of the pool with `fs/`
 //!                     (upper/, work/, scratch/) while it runs and, once
-//!                     kept, `kept` and `world.json`; a world whose upper
-//!                     is a tmpfs gets a plain directory only when kept,
-//!                     with the tmpfs attached on `fs/`
-//!   worlds/.spare-*, .trash-*   the pool's housekeeping (`pool/subvol.rs`)
+//!                     attached (`run --keep`, batches) or kept,
+//!                     `world.json`, then `kept`; a world whose upper is a
+//!                     tmpfs is a plain directory with the tmpfs on `fs/`
+//!                     while it runs attached, and is moved into a
+//!                     subvolume when it is kept (`pool/adopt.rs`)
+//!   worlds/.spare-*, .trash-*, .making-*, .moving-*   the pool's own
 //! ```
 //!
 //! A running world creates nothing else on the host filesystem: its mounts
@@ -26,8 +29,10 @@
 //! of [`LIVE_LOCK`] (one file for the machine, like the cgroups), at an
 //! offset derived from its id; the kernel drops the lock
 //! when the process dies, however it dies. A sweep removes cgroups and
-//! world directories whose byte is unlocked. This costs one open and one
-//! fcntl per run.
+//! world directories whose byte is unlocked, or keeps an attached world as
+//! interrupted when its description asks for it; it takes the dead run's
+//! byte while it does, so two sweeps never settle one world together. This
+//! costs one open and one fcntl per run.
 
 use std::fs;
 use std::io;
