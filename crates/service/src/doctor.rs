@@ -277,7 +277,7 @@ fn pool_space(ctx: &Context) -> PoolSpace {
     let root = ctx.state_path();
     let opened = ctx.state();
     let attach_error = match &opened {
-        Ok(s) => s.pool_error().map(|e| format!("{} cannot be attached: {e}", s.root.join(pool::IMAGE).display())),
+        Ok(s) => s.pool_ready().err().map(|e| e.to_string().replace(" (see `cloche doctor`)", "")),
         Err(e) => Some(e.to_string()),
     };
     let root = opened.as_ref().map(|s| s.root.as_path()).unwrap_or(root);

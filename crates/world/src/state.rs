@@ -57,8 +57,6 @@ pub struct StateDir {
     worlds: PathBuf,
     /// An fd on live.lock used to query other runs' locks.
     query: fs::File,
-    /// Why the disk pool's image could not be attached, if it could not.
-    pool_error: Option<String>,
 }
 
 /// A running world's claim on its id; dropping it releases the id.
@@ -93,28 +91,24 @@ impl StateDir {
         let query = open_lock_file()?;
         // After a reboot (or an `umount`) the pool's image is there but
         // not mounted: every command attaches it again, so that kept
-        // worlds are where they were. A failure is kept for what needs the
+        // worlds are where they were. A failure is said by what needs the
         // pool ([`StateDir::pool_ready`]); a world on tmpfs does not.
-        let pool_error = crate::pool::reattach(&root).err().map(|e| e.to_string());
-        Ok(StateDir { root, worlds, query, pool_error })
+        let _ = crate::pool::reattach(&root);
+        Ok(StateDir { root, worlds, query })
     }
 
-    /// Why the disk pool's image could not be attached, if it could not.
-    pub fn pool_error(&self) -> Option<&str> {
-        self.pool_error.as_deref()
-    }
-
-    /// Fails when the state directory has a disk pool that could not be
-    /// attached: kept worlds cannot be listed, reviewed or discarded then
-    /// (an empty list would be a wrong answer).
+    /// Makes sure the disk pool, if the state directory has one, is
+    /// attached (again, if it was unmounted since [`StateDir::open`]: a
+    /// long-lived process); fails when it cannot be: kept worlds cannot be
+    /// listed, reviewed or discarded then (an empty list would be a wrong
+    /// answer). Two `stat`s when it is mounted.
     pub fn pool_ready(&self) -> io::Result<()> {
-        match &self.pool_error {
-            None => Ok(()),
-            Some(e) => Err(io::Error::other(format!(
+        crate::pool::reattach(&self.root).map(drop).map_err(|e| {
+            io::Error::other(format!(
                 "the disk pool {} cannot be attached: {e} (see `cloche doctor`)",
                 self.root.join(crate::pool::IMAGE).display()
-            ))),
-        }
+            ))
+        })
     }
 
     /// The overlay mount point shared by all worlds (inside their own mount
@@ -466,6 +460,21 @@ mod tests {
         assert_eq!(meta["state"], "interrupted");
         assert!(sd.sweep().is_empty());
         remove_world_dir(&p).unwrap();
+    }
+
+    #[test]
+    fn a_dead_runs_id_can_be_held_while_it_is_settled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&tmp.path().join("s")).unwrap();
+        let live = sd.claim().unwrap();
+        assert!(sd.claim_id(&live.id).unwrap().is_none(), "a live id is not taken");
+        let id = live.id.clone();
+        drop(live);
+        let held = sd.claim_id(&id).unwrap().expect("a dead run's id");
+        assert!(sd.is_live(&id) && sd.claim_id(&id).unwrap().is_none(), "held: another sweep skips it");
+        drop(held);
+        assert!(!sd.is_live(&id));
+        assert!(sd.claim_id("../x").is_err());
     }
 
     #[test]
