@@ -383,4 +383,51 @@ mod tests {
         assert_eq!((m("s").len(), m("s").blocks() * 512 < 1 << 20), (8 << 20, true), "holes kept");
         assert_eq!(&std::fs::read(b.join("s")).unwrap()[4 << 20..(4 << 20) + 1], b"x");
     }
+
+    fn xattr(p: &std::path::Path, name: &CStr) -> Option<Vec<u8>> {
+        let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let mut v = vec![0u8; 64];
+        // SAFETY: NUL-terminated strings and a buffer of v.len() bytes.
+        let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        (n >= 0).then(|| v[..n as usize].to_vec())
+    }
+
+    fn set_xattr(p: &std::path::Path, name: &CStr, value: &[u8]) {
+        let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a value of value.len() bytes.
+        let r = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+    }
+
+    /// What an overlay's upper holds besides plain files, as root makes
+    /// it: a whiteout (char 0:0), an opaque directory, cloche's mark, an
+    /// owner that is not root, setuid bits.
+    #[test]
+    fn copies_whiteouts_markers_owners_and_setuid() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (mknod, trusted.* attributes, chown)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(a.join("opaque")).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        let wh = CString::new(a.join("gone").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        set_xattr(&a.join("opaque"), c"trusted.overlay.opaque", b"y");
+        std::fs::write(a.join("opaque/f"), b"f").unwrap();
+        set_xattr(&a.join("opaque/f"), c"trusted.cloche.planned", b"");
+        std::fs::write(a.join("suid"), b"#!/bin/sh\n").unwrap();
+        std::os::unix::fs::chown(a.join("suid"), Some(1234), Some(5678)).unwrap();
+        std::fs::set_permissions(a.join("suid"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+        tree(open(&a).as_fd(), open(&b).as_fd()).unwrap();
+        let m = |p: &str| std::fs::symlink_metadata(b.join(p)).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&m("gone").file_type()));
+        assert_eq!(m("gone").rdev(), 0, "a whiteout is 0:0");
+        assert_eq!(xattr(&b.join("opaque"), c"trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert_eq!(xattr(&b.join("opaque/f"), c"trusted.cloche.planned").as_deref(), Some(&b""[..]));
+        assert_eq!((m("suid").uid(), m("suid").gid(), m("suid").mode() & 0o7777), (1234, 5678, 0o4755));
+    }
 }
