@@ -2,7 +2,10 @@
 """cloche against its peers, measured in the same run.
 
 Usage (as root, after `cargo build --release --workspace`):
-    python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH]
+    python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH] [--before PATH]
+
+With `--before PATH` (a build of an earlier commit), only the start times
+(1 and 2) are measured, both builds interleaved in the same runs.
 
 Prints medians and ratios:
   1. back to back: `cloche run -- true` with its upper on disk (the
@@ -66,6 +69,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--sporadic", type=int, default=30)
+    ap.add_argument("--before", help="another build of cloche (an earlier commit) to time in the same runs, "
+                    "with a state directory of its own; then only the start times are measured")
     cloche_arg(ap)
     a = ap.parse_args()
     preflight(a.cloche)
@@ -73,28 +78,38 @@ def main():
     state = tempfile.mkdtemp(prefix="cloche-bench-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state)
     tools = [
-        ("cloche run -- true (disk)", [a.cloche, "run", "--", "true"]),
-        ("cloche run --upper tmpfs -- true", [a.cloche, "run", "--upper", "tmpfs", "--", "true"]),
+        ("cloche run -- true (disk)", [a.cloche, "run", "--", "true"], env),
+        ("cloche run --upper tmpfs -- true", [a.cloche, "run", "--upper", "tmpfs", "--", "true"], env),
         ("bwrap ... true", [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
-                            "--die-with-parent", "true"]),
+                            "--die-with-parent", "true"], env),
     ]
+    before_state = None
+    if a.before:
+        before_state = tempfile.mkdtemp(prefix="cloche-bench-before-")
+        benv = dict(os.environ, CLOCHE_STATE_DIR=before_state)
+        tools[2:2] = [("before: run -- true (disk)", [a.before, "run", "--", "true"], benv),
+                      ("before: run --upper tmpfs -- true", [a.before, "run", "--upper", "tmpfs", "--", "true"], benv)]
     def compare(title, n, idle):
-        times = {label: [] for label, _ in tools}
-        for _ in range(n):
-            for label, cmd in tools:
+        times = {label: [] for label, _, _ in tools}
+        for i in range(n):
+            # The order alternates, so that neither build always follows the other.
+            for label, cmd, e in (tools if i % 2 == 0 else tools[::-1]):
                 time.sleep(idle)
-                times[label].append(timed(cmd, env))
+                times[label].append(timed(cmd, e))
         print(title)
         bm = stats(times["bwrap ... true"])[0]
-        for label, _ in tools:
+        for label, _, _ in tools:
             m, p = stats(times[label])
-            print(f"  {label:34} median {m:6.2f} ms  p90 {p:6.2f} ms  {m / bm:.2f}x bwrap")
+            q1 = sorted(times[label])[len(times[label]) // 4]
+            print(f"  {label:34} median {m:6.2f} ms  q1 {q1:6.2f} ms  p90 {p:6.2f} ms  {m / bm:.2f}x bwrap")
     try:
         for _ in range(5):  # warm caches (the seccomp program cache, the disk pool)
-            for _, cmd in tools:
-                timed(cmd, env)
+            for _, cmd, e in tools:
+                timed(cmd, e)
         compare(f"back to back ({a.runs} runs each, interleaved)", a.runs, 0)
         compare(f"sporadic (300 ms idle before each, {a.sporadic} runs each)", a.sporadic, 0.3)
+        if a.before:
+            return
         with tempfile.TemporaryDirectory(prefix="cloche-bench-proj-") as proj:
             rep = os.path.join(state, "report.json")
             def world(extra, script):
@@ -124,6 +139,8 @@ def main():
         rewrites(a.cloche, env, state)
     finally:
         remove_state(state)
+        if before_state:
+            remove_state(before_state)
 
 def rewrites(cloche, env, state):
     """fs_diff timing of 10,000 files rewritten as they were."""

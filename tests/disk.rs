@@ -297,11 +297,29 @@ fn another_state_directorys_worlds_are_not_visible_in_a_world() {
             run_cmd(&mut c, DEADLINE).expect_code(0);
         }
     };
-    let o = fx.sh(&[] as &[&str], "grep -rs other-secret-8c1f other-state | wc -l; ls -A other-state/worlds | wc -l");
+    // The other state directory's pool image, made by its kept world, is
+    // there (a file of the state dir), but the world can neither read it,
+    // copy it, nor change its mode or owner to read it.
+    assert!(other.join("pool.img").is_file(), "no pool image in the other state dir");
+    let o = fx.sh(
+        &[] as &[&str],
+        "echo grep $(grep -rs other-secret-8c1f other-state | wc -l)\n\
+         echo worlds $(ls -A other-state/worlds | wc -l)\n\
+         head -c 1 other-state/pool.img >/dev/null 2>&1; echo read $?\n\
+         cp other-state/pool.img /tmp/copy 2>/dev/null; echo copy $?\n\
+         chmod 644 other-state/pool.img 2>/dev/null; echo chmod $?\n\
+         chown 0:0 other-state/pool.img 2>/dev/null; echo chown $?\n\
+         head -c 1 other-state/pool.img >/dev/null 2>&1; echo reread $?",
+    );
     discard();
     o.expect_code(0);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0"], "{}", o.describe());
+    let f = fields(&o);
+    let got = |k: &str| f.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
+    assert_eq!((got("grep"), got("worlds")), ("0".into(), "0".into()), "{}", o.describe());
+    for k in ["read", "copy", "chmod", "chown", "reread"] {
+        assert_ne!(got(k), "0", "{k} of another state dir's pool image succeeded in a world\n{}", o.describe());
+        assert!(!got(k).is_empty(), "{k}: no answer\n{}", o.describe());
+    }
     fx.finish();
 }
 

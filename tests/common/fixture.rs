@@ -278,8 +278,9 @@ impl Fixture {
 
     /// Unmounts the disk pools (`<state>/worlds`) of the state dirs under this
     /// fixture's dirs, as removing a state dir takes: a pool outlives every
-    /// world by design (its loop device and unnamed image go with its
-    /// mount), a test's state dir does not outlive the test.
+    /// world by design (its loop device detaches itself when the pool is
+    /// released; its image, `<state>/pool.img`, goes with the state dir), a
+    /// test's state dir does not outlive the test.
     pub fn release_pools(&self) {
         let roots = [self.state.path(), self.out.path(), self.project.path()];
         for m in mount_points() {

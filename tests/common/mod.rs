@@ -18,6 +18,7 @@
 mod batch;
 mod fixture;
 mod host;
+mod reboot;
 mod testhost;
 mod tree;
 
@@ -29,6 +30,8 @@ pub use batch::*;
 pub use fixture::*;
 #[allow(unused_imports)]
 pub use host::*;
+#[allow(unused_imports)]
+pub use reboot::*;
 #[allow(unused_imports)]
 pub use testhost::*;
 #[allow(unused_imports)]

@@ -72,6 +72,15 @@ impl Context {
         Ok(self.state.get_or_init(|| s))
     }
 
+    /// The state directory, for what reads or removes kept worlds: refused
+    /// when its disk pool exists but cannot be attached (listing no world
+    /// would be a wrong answer).
+    pub fn kept_state(&self) -> Result<&StateDir> {
+        let state = self.state()?;
+        state.pool_ready().map_err(|source| Error::State { path: self.state_path.clone(), source })?;
+        Ok(state)
+    }
+
     /// The policy store of the state directory.
     pub fn store(&self) -> Result<Store> {
         Store::open(&self.state()?.root).map_err(|e| Error::Policy(e.to_string()))

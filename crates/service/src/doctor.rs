@@ -1,7 +1,7 @@
 //! `cloche doctor`: what this machine offers, what is missing, how to fix it.
 
 use crate::context::Context;
-use crate::output::{Doctor, DoctorCheck, Version};
+use crate::output::{Doctor, DoctorCheck, PoolSpace, Version};
 use cloche_policy::Policy;
 use cloche_world::cgroup::Layout;
 use cloche_world::seccomp::{Profile, Program};
@@ -17,7 +17,8 @@ struct Check {
 
 /// Every check, and whether the required ones passed.
 pub fn doctor(ctx: &Context) -> Doctor {
-    let checks = run_checks(ctx);
+    let pool = pool_space(ctx);
+    let checks = run_checks(ctx, &pool);
     let failed = checks.iter().filter(|c| !c.ok && c.required).count();
     Doctor {
         schema_version: Version,
@@ -27,10 +28,11 @@ pub fn doctor(ctx: &Context) -> Doctor {
             .into_iter()
             .map(|c| DoctorCheck { name: c.name.to_string(), ok: c.ok, required: c.required, detail: c.detail })
             .collect(),
+        pool,
     }
 }
 
-fn run_checks(ctx: &Context) -> Vec<Check> {
+fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
     let mut v = Vec::new();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -97,6 +99,7 @@ fn run_checks(ctx: &Context) -> Vec<Check> {
         },
     });
     upper_checks(ctx, &mut v);
+    pool_checks(ctx, pool, &mut v);
     network_checks(ctx, &mut v);
     // The init is embedded; a world executes it from a sealed memfd (which
     // vm.memfd_noexec=2 would forbid).
@@ -137,8 +140,7 @@ fn upper_checks(ctx: &Context, v: &mut Vec<Check>) {
         let detail = if ok || !required { detail } else { format!("{detail}{hint}") };
         v.push(Check { name, ok, required, detail })
     };
-    let state = ctx.state_path();
-    let st = pool::status(state);
+    let st = pool::status(ctx.state_path());
     let btrfs = cloche_world::raw::fsopen("btrfs");
     check(
         "btrfs",
@@ -181,47 +183,6 @@ fn upper_checks(ctx: &Context, v: &mut Vec<Check>) {
             },
         );
     }
-    let worlds = state.join("worlds");
-    let (ok, detail) = match (st.mounted, st.read_only) {
-        (false, _) => (true, format!("not made yet: the first world on disk makes it on {}", worlds.display())),
-        (true, true) => (
-            false,
-            format!(
-                "{} is mounted read-only (a write error: the host disk filled?); `umount {}` (its worlds are lost) \
-                 and the next world makes a new pool",
-                worlds.display(),
-                worlds.display()
-            ),
-        ),
-        (true, false) => (
-            true,
-            format!(
-                "mounted on {}, worlds there take {:.2} GiB",
-                worlds.display(),
-                st.used as f64 / (1u64 << 30) as f64
-            ),
-        ),
-    };
-    check("disk pool", ok, detail);
-    let in_ram = st.host_fs == libc::TMPFS_MAGIC || st.host_fs == 0x858458f6 /* ramfs */;
-    let room = st.host_free > pool::RESERVE + pool::MIN_CAP;
-    check(
-        "pool room",
-        room && !in_ram,
-        if in_ram {
-            format!(
-                "{} is in memory (tmpfs): uppers on disk would take RAM; use a disk-backed state dir",
-                state.display()
-            )
-        } else {
-            format!(
-                "{:.1} GiB free beside the pool; each world is capped at min(world.upper_size = {} GiB, free - {} GiB)",
-                st.host_free as f64 / (1u64 << 30) as f64,
-                policy.upper_size >> 30,
-                pool::RESERVE >> 30
-            )
-        },
-    );
 }
 
 /// Scoped networks (`--net allow=`): none is needed by the default policy
@@ -303,4 +264,160 @@ fn network_checks(ctx: &Context, v: &mut Vec<Check>) {
             if f4 && (f6 || !v6) { "" } else { " (the first world with a network turns it on; it stays on)" },
         ),
     ));
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// The disk pool's space and health, with the state directory opened
+/// (which attaches a pool found detached, as every command does).
+fn pool_space(ctx: &Context) -> PoolSpace {
+    use cloche_world::pool;
+    let root = ctx.state_path();
+    let opened = ctx.state();
+    let attach_error = match &opened {
+        Ok(s) => s.pool_ready().err().map(|e| e.to_string().replace(" (see `cloche doctor`)", "")),
+        Err(e) => Some(e.to_string()),
+    };
+    let root = opened.as_ref().map(|s| s.root.as_path()).unwrap_or(root);
+    let st = pool::status(root);
+    let mut p = PoolSpace {
+        image: root.join(pool::IMAGE).display().to_string(),
+        made: st.image.is_some(),
+        image_size: st.image.map(|i| i.0).unwrap_or(0),
+        image_allocated: st.image.map(|i| i.1).unwrap_or(0),
+        mounted: st.mounted,
+        device: st.device.as_ref().map(|d| d.display().to_string()),
+        named: st.named,
+        read_only: st.read_only,
+        attach_error,
+        device_errors: st.errors,
+        used: st.used,
+        size: st.size,
+        host_free: st.host_free,
+        ..PoolSpace::default()
+    };
+    if let Ok(state) = opened {
+        for w in cloche_world::kept::list(state) {
+            if w.store == "tmpfs" {
+                p.kept_on_tmpfs += 1;
+                p.kept_tmpfs_bytes += w.size;
+            } else {
+                p.kept_worlds += 1;
+                p.kept_bytes += w.size;
+            }
+        }
+    }
+    p
+}
+
+/// The pool's checks: made and attached, writable, without device
+/// errors, named (it outlives a reboot), room beside it; kept worlds on
+/// disk. Required when the current project's policy puts uppers on disk.
+fn pool_checks(ctx: &Context, p: &PoolSpace, v: &mut Vec<Check>) {
+    use cloche_world::pool;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let policy = ctx.resolve(&cwd.to_string_lossy()).map(|(_, p)| p.world).unwrap_or_else(|_| Policy::builtin().world);
+    let required = policy.upper == cloche_policy::UpperStore::Disk;
+    let worlds = ctx.state_path().join("worlds");
+    let (ok, detail) = if let Some(e) = &p.attach_error {
+        (false, e.clone())
+    } else if !p.mounted {
+        (
+            true,
+            format!(
+                "not made yet: the first world on disk (or kept) makes {}, mounted on {}",
+                p.image,
+                worlds.display()
+            ),
+        )
+    } else if p.read_only {
+        (
+            false,
+            format!(
+                "{} is mounted read-only (a write error: the host disk filled?); `umount {}` and move {} aside \
+                 (its worlds are lost): the next world makes a new pool",
+                worlds.display(),
+                worlds.display(),
+                p.image
+            ),
+        )
+    } else if p.device_errors.unwrap_or(0) > 0 {
+        (
+            false,
+            format!(
+                "btrfs counted {} errors on {} (see /sys/fs/btrfs/*/devinfo/1/error_stats): its worlds may be damaged",
+                p.device_errors.unwrap_or(0),
+                p.device.as_deref().unwrap_or("its device")
+            ),
+        )
+    } else if !p.named {
+        (
+            false,
+            format!(
+                "{} is an unnamed image made by an older cloche: its worlds do not outlive a reboot; once they are \
+                 reviewed, `umount {}` and the next world makes {}",
+                worlds.display(),
+                worlds.display(),
+                p.image
+            ),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "{} ({}) mounted on {}: {} in use of {}; the image takes {} on disk (sparse, {} at most)",
+                p.image,
+                p.device.as_deref().unwrap_or("?"),
+                worlds.display(),
+                gib(p.used),
+                gib(p.size),
+                gib(p.image_allocated),
+                gib(p.image_size)
+            ),
+        )
+    };
+    v.push(Check { name: "disk pool", ok, required, detail });
+    let in_ram = {
+        let st = pool::status(ctx.state_path());
+        st.host_fs == libc::TMPFS_MAGIC || st.host_fs == 0x858458f6 /* ramfs */
+    };
+    let room = p.host_free > pool::RESERVE + pool::MIN_CAP;
+    v.push(Check {
+        name: "pool room",
+        ok: room && !in_ram,
+        required,
+        detail: if in_ram {
+            format!(
+                "{} is in memory (tmpfs): the pool and kept worlds would take RAM and not outlive a reboot; use a \
+                 disk-backed state dir",
+                ctx.state_path().display()
+            )
+        } else {
+            format!(
+                "{:.1} GiB free beside the pool; each world is capped at min(world.upper_size = {} GiB, free - {} GiB)",
+                p.host_free as f64 / (1u64 << 30) as f64,
+                policy.upper_size >> 30,
+                pool::RESERVE >> 30
+            )
+        },
+    });
+    v.push(Check {
+        name: "kept worlds",
+        ok: p.kept_on_tmpfs == 0,
+        required: false,
+        detail: if p.kept_on_tmpfs == 0 {
+            format!("{} kept, {} on disk in the pool", p.kept_worlds, gib(p.kept_bytes))
+        } else {
+            format!(
+                "{} kept on disk ({}); {} still on tmpfs ({} of memory, lost if the machine restarts): `cloche worlds \
+                 gc` moves them when the pool has room",
+                p.kept_worlds,
+                gib(p.kept_bytes),
+                p.kept_on_tmpfs,
+                gib(p.kept_tmpfs_bytes)
+            )
+        },
+    });
 }

@@ -47,6 +47,46 @@ pub struct Doctor {
     /// How many required checks failed.
     pub failed: usize,
     pub checks: Vec<DoctorCheck>,
+    /// The state directory's disk pool, where worlds' uppers and every kept
+    /// world live.
+    pub pool: PoolSpace,
+}
+
+/// The disk pool's space and health (`cloche doctor`).
+#[derive(Serialize, JsonSchema, Default)]
+pub struct PoolSpace {
+    /// `<state>/pool.img`.
+    pub image: String,
+    /// The image exists (made by the first world on disk or kept).
+    pub made: bool,
+    /// Its size (it is sparse) and the bytes it takes on the state
+    /// directory's filesystem.
+    pub image_size: u64,
+    pub image_allocated: u64,
+    /// Mounted on `<state>/worlds`, through `device`.
+    pub mounted: bool,
+    pub device: Option<String>,
+    /// The mounted pool is `pool.img` (false: an unnamed image made by an
+    /// older cloche, whose worlds do not outlive a reboot).
+    pub named: bool,
+    pub read_only: bool,
+    /// Why the image could not be attached, if it could not.
+    pub attach_error: Option<String>,
+    /// Errors btrfs counted on the pool's device (write, read, flush,
+    /// corruption, generation).
+    pub device_errors: Option<u64>,
+    /// Bytes in use in the pool (worlds running, kept, spares, trash) and
+    /// the pool's size.
+    pub used: u64,
+    pub size: u64,
+    /// Kept worlds and the bytes their upper layers take, on disk and (not
+    /// moved to disk) on tmpfs.
+    pub kept_worlds: usize,
+    pub kept_bytes: u64,
+    pub kept_on_tmpfs: usize,
+    pub kept_tmpfs_bytes: u64,
+    /// Free bytes on the state directory's filesystem.
+    pub host_free: u64,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -96,6 +136,17 @@ pub struct Gc {
     /// True with `--dry-run`: `discarded` lists what would go.
     pub dry_run: bool,
     pub discarded: Vec<Discarded>,
+    /// Kept worlds that were still on a tmpfs (their move to the disk pool
+    /// failed when they were kept), moved now, or why not.
+    #[serde(default)]
+    pub moved_to_disk: Vec<MovedToDisk>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct MovedToDisk {
+    pub world: String,
+    /// Why it is still on its tmpfs; null once on disk.
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]

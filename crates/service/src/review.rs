@@ -34,7 +34,7 @@ impl Context {
     /// is about; refused while the world still runs.
     pub fn review_target(&self, id: &str) -> Result<Target> {
         let broker = self.broker()?;
-        let state = self.state()?;
+        let state = self.kept_state()?;
         state.sweep();
         let (world, batch) = match kept::get(state, id) {
             Some(w) => {

@@ -375,6 +375,11 @@ struct KeptWorld {
     created_ms: u64,
     /// Bytes its upper layers hold.
     size: u64,
+    /// `disk` (its subvolume of the state directory's disk pool) or `tmpfs`
+    /// (memory: it could not be moved to disk, see `store_error`).
+    store: String,
+    /// Why a world kept on a tmpfs is still there.
+    store_error: Option<String>,
     path: String,
     uppers: Vec<Upper>,
 }

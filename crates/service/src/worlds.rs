@@ -4,7 +4,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::output::{Discard, Discarded, Gc, Version};
+use crate::output::{Discard, Discarded, Gc, MovedToDisk, Version};
 use cloche_broker::Broker;
 use cloche_world::kept::{self, KeptWorld, Retention};
 use cloche_world::StateDir;
@@ -15,14 +15,14 @@ pub const RETENTION_ACTOR: &str = "policy:retention";
 impl Context {
     /// The kept worlds, oldest first (the worlds of runs that died settled first).
     pub fn worlds(&self) -> Result<Vec<KeptWorld>> {
-        let state = self.state()?;
+        let state = self.kept_state()?;
         state.sweep();
         Ok(kept::list(state))
     }
 
     /// One kept world.
     pub fn world(&self, id: &str) -> Result<KeptWorld> {
-        let state = self.state()?;
+        let state = self.kept_state()?;
         state.sweep();
         kept::get(state, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))
     }
@@ -30,23 +30,29 @@ impl Context {
     /// `worlds gc`: the retention limit of the default policy, applied (or
     /// only planned, with `dry_run`); then the disk pool's trash emptied.
     pub fn collect_worlds(&self, dry_run: bool) -> Result<Gc> {
-        let state = self.state()?;
+        let state = self.kept_state()?;
         state.sweep();
         let (_, policy) = self.store()?.resolve("/").map_err(|e| Error::Policy(e.to_string()))?;
         let r = Retention { max_worlds: policy.retention.max_worlds, max_age: policy.retention.max_age };
         let gone = gc(state, &mut *self.broker()?, r, dry_run)?;
+        let mut moved_to_disk = Vec::new();
         if !dry_run {
+            // Worlds kept on a tmpfs (no room on disk when they were kept):
+            // another try.
+            moved_to_disk =
+                kept::move_to_disk(state).into_iter().map(|(world, r)| MovedToDisk { world, error: r.err() }).collect();
             // The disk pool's trash (worlds that ended since the last run,
-            // these ones too), deleted now rather than by the next run.
+            // these ones too), deleted now rather than by the next run, and
+            // freed blocks given back to the state directory's filesystem.
             cloche_world::pool::tidy(state);
         }
         let discarded = gone.into_iter().map(|(world, why)| Discarded { world, why }).collect();
-        Ok(Gc { schema_version: Version, dry_run, discarded })
+        Ok(Gc { schema_version: Version, dry_run, discarded, moved_to_disk })
     }
 
     /// Discards a kept world, by its id or its batch's id; audited.
     pub fn discard(&self, id: &str, actor: &str) -> Result<Discard> {
-        let state = self.state()?;
+        let state = self.kept_state()?;
         state.sweep();
         let mut broker = self.broker()?;
         let world = match kept::get(state, id) {

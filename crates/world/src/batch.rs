@@ -114,6 +114,13 @@ impl Drop for World<'_> {
     /// A world dropped before `finish` (an error in the runner) is settled
     /// as interrupted now: kept for review or removed, as its spec asked.
     fn drop(&mut self) {
+        if self.attached.is_some() && !self.dead {
+            // Abandoned: the world ends now, before its upper is settled
+            // (and, on a tmpfs, copied to disk).
+            let _ = raw::pidfd_kill(self.w.pidfd.as_fd(), libc::SIGKILL);
+            let _ = wait_exit(self.w.pid);
+            self.dead = true;
+        }
         if self.attached.take().is_some() && self.state.settle_interrupted(&self.claim.id).is_err() {
             let _ = crate::state::remove_world_dir(&self.state.world_path(&self.claim.id));
         }
@@ -127,6 +134,7 @@ impl<'a> World<'a> {
         let ahead = crate::netns_ahead::NetnsAhead::start();
         let (layout, layers) = crate::world::host_facts(spec, state)?;
         let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
+        crate::upper::prepare_keep(spec, state)?;
         let mut w = launch(spec, &layout, &layers, &claim, state, Mode::Serve, ahead)?;
         // A kept world is attached on the host from the start: its upper
         // outlives a runner that dies, for review (or the sweep).

@@ -26,6 +26,12 @@ pub struct KeptWorld {
     /// Bytes its upper layers and work dirs hold (disk blocks or tmpfs
     /// pages).
     pub size: u64,
+    /// Where its files are: `disk` (its subvolume of the state directory's
+    /// disk pool), or `tmpfs` (memory: it could not be moved to disk, see
+    /// `store_error`; lost if the machine restarts).
+    pub store: String,
+    /// Why a world kept on a tmpfs is still there.
+    pub store_error: Option<String>,
     pub path: PathBuf,
     /// The world's upper directories: the root's first (`/`), then one per
     /// host data mount carried in as an overlay.
@@ -99,6 +105,7 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
     }
     let meta: serde_json::Value = serde_json::from_slice(&fs::read(path.join("world.json")).ok()?).ok()?;
     let text = |k: &str| meta[k].as_str().map(str::to_string);
+    let disk = crate::pool::is_subvolume(&path);
     let mut uppers =
         vec![Upper { mount: "/".into(), upper: path.join(text("upper").unwrap_or_else(|| "fs/upper".into())) }];
     for l in meta["layers"].as_array().into_iter().flatten() {
@@ -118,11 +125,16 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
         exit_code: meta["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()),
         created: meta["created"].as_u64().unwrap_or(0),
         created_ms: meta["created_ms"].as_u64().unwrap_or(meta["created"].as_u64().unwrap_or(0) * 1000),
-        size: if crate::pool::is_subvolume(&path) {
-            tree_bytes(&path.join("fs"))
+        size: if disk { tree_bytes(&path.join("fs")) } else { used_bytes(&path.join("fs")).unwrap_or(0) },
+        store: if disk {
+            "disk"
+        } else if crate::pool::on_tmpfs(&path.join("fs")) {
+            "tmpfs"
         } else {
-            used_bytes(&path.join("fs")).unwrap_or(0)
-        },
+            "directory"
+        }
+        .into(),
+        store_error: if disk { None } else { text("store_error") },
         path,
         uppers,
     })
@@ -145,6 +157,24 @@ pub fn discard(state: &StateDir, id: &str) -> io::Result<()> {
     // Not while a commit reads it.
     let _busy = lock(&state.world_path(id), false)?;
     remove_world_dir(&state.world_path(id))
+}
+
+/// Kept worlds still on a tmpfs (their move to the disk pool failed when
+/// they were kept: `StateDir::mark_kept`), moved into the pool now, each
+/// while its id and its review lock are held (one in use is skipped).
+/// Returns each one tried, with why it could not be moved.
+pub fn move_to_disk(state: &StateDir) -> Vec<(String, Result<(), String>)> {
+    let mut out = Vec::new();
+    for w in list(state).into_iter().filter(|w| w.store == "tmpfs") {
+        let Ok(Some(_held)) = state.claim_id(&w.id) else { continue };
+        let Ok(_busy) = lock(&w.path, false) else { continue };
+        let moved = crate::pool::ensure(&state.root)
+            .and_then(|()| crate::pool::adopt(&state.root, &w.id))
+            .map_err(|e| e.to_string())
+            .and_then(|_| state.forget_store_error(&w.id).map_err(|e| format!("rewrite world.json: {e}")));
+        out.push((w.id, moved));
+    }
+    out
 }
 
 /// Takes the review lock of a kept world's directory (flock on the
@@ -246,6 +276,8 @@ mod tests {
             created,
             created_ms: created * 1000,
             size: 0,
+            store: "disk".into(),
+            store_error: None,
             path: PathBuf::new(),
             uppers: Vec::new(),
         }

@@ -6,16 +6,19 @@
 //!                     its own private mount namespace, so it stays empty on
 //!                     the host and is shared by all worlds
 //!   cache/            compiled seccomp programs
-//!   pool.lock         taken while the disk pool (`pool/`) is made
-//!   worlds/           the pool's mount point (nosuid, nodev, noexec): a
-//!                     btrfs filesystem on an unnamed sparse image, made
-//!                     by the first world whose upper is on disk
+//!   pool.img          the disk pool's image (`pool/image.rs`): made by the
+//!                     first world on disk or kept, attached again by
+//!                     [`StateDir::open`] when found detached (a reboot)
+//!   pool.lock         taken while the disk pool is made or attached
+//!   worlds/           the pool's mount point (nosuid, nodev, noexec)
 //!   worlds/<id>/      one world: a subvolume of the pool with `fs/`
 //!                     (upper/, work/, scratch/) while it runs and, once
-//!                     kept, `kept` and `world.json`; a world whose upper
-//!                     is a tmpfs gets a plain directory only when kept,
-//!                     with the tmpfs attached on `fs/`
-//!   worlds/.spare-*, .trash-*   the pool's housekeeping (`pool/subvol.rs`)
+//!                     attached (`run --keep`, batches) or kept,
+//!                     `world.json`, then `kept`; a world whose upper is a
+//!                     tmpfs is a plain directory with the tmpfs on `fs/`
+//!                     while it runs attached, and is moved into a
+//!                     subvolume when it is kept (`pool/adopt.rs`)
+//!   worlds/.spare-*, .trash-*, .making-*, .moving-*   the pool's own
 //! ```
 //!
 //! A running world creates nothing else on the host filesystem: its mounts
@@ -26,8 +29,10 @@
 //! of [`LIVE_LOCK`] (one file for the machine, like the cgroups), at an
 //! offset derived from its id; the kernel drops the lock
 //! when the process dies, however it dies. A sweep removes cgroups and
-//! world directories whose byte is unlocked. This costs one open and one
-//! fcntl per run.
+//! world directories whose byte is unlocked, or keeps an attached world as
+//! interrupted when its description asks for it; it takes the dead run's
+//! byte while it does, so two sweeps never settle one world together. This
+//! costs one open and one fcntl per run.
 
 use std::fs;
 use std::io;
@@ -84,7 +89,26 @@ impl StateDir {
             }
         }
         let query = open_lock_file()?;
+        // After a reboot (or an `umount`) the pool's image is there but
+        // not mounted: every command attaches it again, so that kept
+        // worlds are where they were. A failure is said by what needs the
+        // pool ([`StateDir::pool_ready`]); a world on tmpfs does not.
+        let _ = crate::pool::reattach(&root);
         Ok(StateDir { root, worlds, query })
+    }
+
+    /// Makes sure the disk pool, if the state directory has one, is
+    /// attached (again, if it was unmounted since [`StateDir::open`]: a
+    /// long-lived process); fails when it cannot be: kept worlds cannot be
+    /// listed, reviewed or discarded then (an empty list would be a wrong
+    /// answer). Two `stat`s when it is mounted.
+    pub fn pool_ready(&self) -> io::Result<()> {
+        crate::pool::reattach(&self.root).map(drop).map_err(|e| {
+            io::Error::other(format!(
+                "the disk pool {} cannot be attached: {e} (see `cloche doctor`)",
+                self.root.join(crate::pool::IMAGE).display()
+            ))
+        })
     }
 
     /// The overlay mount point shared by all worlds (inside their own mount
@@ -105,6 +129,20 @@ impl StateDir {
             }
         }
         Err(io::Error::other("could not claim a world id"))
+    }
+
+    /// Claims the existing id `id` (of a world whose run died), so that no
+    /// other cloche settles it meanwhile; `None` while it is live.
+    pub fn claim_id(&self, id: &str) -> io::Result<Option<Claim>> {
+        if !valid_id(id) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let lock = open_lock_file()?;
+        match ofd_lock(&lock, libc::F_OFD_SETLK, libc::F_WRLCK as i16, offset(id)) {
+            Ok(_) => Ok(Some(Claim { id: id.to_string(), _lock: lock })),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// True while the run that claimed `id` is alive.
@@ -146,6 +184,11 @@ impl StateDir {
             let path = e.path();
             if !valid_id(&id) || path.join("kept").exists() || self.is_live(&id) {
                 continue;
+            }
+            // Held while it is settled: another cloche's sweep skips it.
+            let Ok(Some(_held)) = self.claim_id(&id) else { continue };
+            if path.join("kept").exists() {
+                continue; // settled by another sweep meanwhile
             }
             if self.settle_interrupted(&id).is_err() && remove_world_dir(&path).is_ok() {
                 swept.push(id);
@@ -199,11 +242,42 @@ impl StateDir {
         }
     }
 
-    /// Rewrites an attached world's description and marks it kept.
+    /// Rewrites an attached world's description and marks it kept; the
+    /// caller holds its id. A world on a tmpfs is moved into the disk pool
+    /// first (`pool::adopt`: a kept world holds no memory and outlives a
+    /// reboot); if it cannot be, it stays on its tmpfs (nothing is lost)
+    /// and its description says why (`store_error`). The pool is synced
+    /// before the marker is written and after: a kept world is on disk,
+    /// whole, once this returns.
     pub fn mark_kept(&self, id: &str, meta: &serde_json::Value) -> io::Result<()> {
         let path = self.world_path(id);
         write_replace(&path.join("world.json"), meta)?;
-        fs::write(path.join("kept"), b"")
+        if let Err(e) = crate::pool::adopt(&self.root, id) {
+            let mut meta = meta.clone();
+            meta["store_error"] = e.to_string().into();
+            write_replace(&path.join("world.json"), &meta)?;
+        }
+        let synced = crate::pool::is_subvolume(&path);
+        if synced {
+            sync(&path)?;
+        }
+        fs::write(path.join("kept"), b"")?;
+        if synced {
+            sync(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the `store_error` of a kept world's description (it was
+    /// moved to disk after all).
+    pub(crate) fn forget_store_error(&self, id: &str) -> io::Result<()> {
+        let path = self.world_path(id).join("world.json");
+        let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("store_error");
+        }
+        write_replace(&path, &meta)?;
+        sync(&path)
     }
 
     /// Keeps a world at once: [`StateDir::attach`], then
@@ -218,6 +292,16 @@ impl StateDir {
         self.mark_kept(&claim.id, meta).inspect_err(|_| drop(remove_world_dir(&path)))?;
         Ok(path)
     }
+}
+
+/// `syncfs` of the filesystem holding `path`.
+fn sync(path: &Path) -> io::Result<()> {
+    let f = fs::File::open(path)?;
+    // SAFETY: syncfs on a descriptor we hold.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Writes JSON to a temporary file beside `path` and renames it over.
@@ -376,6 +460,21 @@ mod tests {
         assert_eq!(meta["state"], "interrupted");
         assert!(sd.sweep().is_empty());
         remove_world_dir(&p).unwrap();
+    }
+
+    #[test]
+    fn a_dead_runs_id_can_be_held_while_it_is_settled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&tmp.path().join("s")).unwrap();
+        let live = sd.claim().unwrap();
+        assert!(sd.claim_id(&live.id).unwrap().is_none(), "a live id is not taken");
+        let id = live.id.clone();
+        drop(live);
+        let held = sd.claim_id(&id).unwrap().expect("a dead run's id");
+        assert!(sd.is_live(&id) && sd.claim_id(&id).unwrap().is_none(), "held: another sweep skips it");
+        drop(held);
+        assert!(!sd.is_live(&id));
+        assert!(sd.claim_id("../x").is_err());
     }
 
     #[test]

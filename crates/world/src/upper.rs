@@ -87,8 +87,8 @@ impl Upper {
     }
 
     /// Places the upper at `fsdir` (`worlds/<id>/fs`) for keeping: a tmpfs
-    /// is attached there (nosuid, nodev, noexec as made); a disk upper
-    /// already is that directory.
+    /// is attached there (nosuid, nodev, noexec as made; moved to disk when
+    /// the world is marked kept); a disk upper already is that directory.
     pub(crate) fn place(&self, fsdir: &Path) -> io::Result<()> {
         if self.disk.is_some() {
             return Ok(());
@@ -117,6 +117,16 @@ impl Drop for Upper {
             }
         }
     }
+}
+
+/// Before a world is kept: the disk pool, where every kept world ends up
+/// (a tmpfs upper is attached in it, then moved into a subvolume when the
+/// world is marked kept: `pool::adopt`).
+pub(crate) fn prepare_keep(spec: &Spec, state: &StateDir) -> Result<(), WorldError> {
+    if spec.keep && spec.upper == UpperStore::Tmpfs {
+        pool::ensure(&state.root)?;
+    }
+    Ok(())
 }
 
 /// A detached tmpfs (nosuid, nodev, noexec, 0700) capped at `size`.

@@ -115,13 +115,17 @@ pub fn run_ahead(spec: &Spec, state: &StateDir, ahead: crate::netns_ahead::Netns
     let (layout, layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    let (mut outcome, upper) = run_in(spec, &layout, &layers, &claim, state, t0, ahead)?;
+    crate::upper::prepare_keep(spec, state)?;
+    let (mut outcome, upper, attached) = run_in(spec, &layout, &layers, &claim, state, t0, ahead)?;
     let t = Instant::now();
-    if spec.keep {
-        outcome.kept = Some(keep_world(state, &claim, upper, &layers, &outcome, spec)?);
-    } else {
-        drop(upper); // the subvolume goes to the pool's trash, or the tmpfs' last fd closes
+    if let Some(mut meta) = attached {
+        // Kept: its upper stays at `worlds/<id>` (a tmpfs is moved to disk).
+        meta["state"] = "kept".into();
+        meta["exit_code"] = outcome.exit_code.into();
+        state.mark_kept(&claim.id, &meta).map_err(WorldError::state("keep the world"))?;
+        outcome.kept = Some(state.world_path(&claim.id));
     }
+    drop(upper); // the subvolume goes to the pool's trash (unless kept), or the tmpfs' last fd closes
     crate::profile::mark("teardown done");
     outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
     outcome.timings.total_ms = ms(t0.elapsed());
@@ -156,11 +160,26 @@ fn run_in(
     state: &StateDir,
     t0: Instant,
     ahead: crate::netns_ahead::NetnsAhead,
-) -> Result<(Outcome, Upper), WorldError> {
-    let Launched { pid, pidfd, scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
+) -> Result<(Outcome, Upper, Option<serde_json::Value>), WorldError> {
+    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
         launch(spec, layout, layers, claim, state, Mode::OneShot, ahead)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
+    // With `--keep`, the world is attached at `worlds/<id>` while it runs
+    // (as a batch's world is): if cloche dies, the next sweep keeps it as
+    // interrupted or removes it, as its `on_interrupt` says.
+    let attached = if spec.keep {
+        let meta = world_meta(claim, spec, layers, "running", None);
+        if let Err(e) = state.attach(claim, &meta, |fsdir| scratch.place(fsdir)) {
+            let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+            let _ = wait_exit(pid);
+            return Err(WorldError::state("attach the kept world")(e));
+        }
+        scratch.hand_over();
+        Some(meta)
+    } else {
+        None
+    };
 
     // 5. Wait for init (the command's exit), a timeout, or a stop signal,
     //    copying the world's stdio meanwhile; then deliver what its output
@@ -215,7 +234,7 @@ fn run_in(
         cpu_ms: None,
         teardown,
     };
-    Ok((outcome, scratch))
+    Ok((outcome, scratch, attached))
 }
 
 /// Waits for init to exit, the timeout, or a stop signal, serving the
@@ -370,21 +389,4 @@ pub(crate) fn world_meta(
             .map(|(k, m)| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{k}/upper")}))
             .collect::<Vec<_>>(),
     })
-}
-
-/// Keeps a world at `worlds/<id>`: its upper is there (a disk upper is
-/// that directory's `fs/`; a tmpfs is attached on it, nosuid, nodev,
-/// noexec as made), its description next to it.
-pub(crate) fn keep_world(
-    state: &StateDir,
-    claim: &crate::state::Claim,
-    mut upper: Upper,
-    layers: &[HostMount],
-    outcome: &Outcome,
-    spec: &Spec,
-) -> Result<PathBuf, WorldError> {
-    let meta = world_meta(claim, spec, layers, "kept", Some(outcome.exit_code));
-    let path = state.keep(claim, &meta, |fsdir| upper.place(fsdir)).map_err(WorldError::state("keep the world"))?;
-    upper.hand_over();
-    Ok(path)
 }

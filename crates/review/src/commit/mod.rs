@@ -520,6 +520,8 @@ mod tests {
             created: 0,
             created_ms: 0,
             size: 0,
+            store: "disk".into(),
+            store_error: None,
             path: tmp.path().to_path_buf(),
             uppers: Vec::new(),
         };

@@ -70,7 +70,7 @@ mod delta;
 mod flags;
 mod hash;
 mod model;
-mod sys;
+pub(crate) mod sys;
 mod walk;
 
 use std::os::fd::BorrowedFd;

@@ -91,6 +91,15 @@ struct QuotaCtl {
     status: u64,
 }
 
+/// `struct fstrim_range` (`linux/fs.h`).
+#[repr(C)]
+struct TrimRange {
+    start: u64,
+    len: u64,
+    minlen: u64,
+}
+
+nix::ioctl_readwrite!(ioc_fitrim, b'X', 121, TrimRange);
 nix::ioctl_write_ptr!(ioc_subvol_create_v2, MAGIC, 24, VolArgsV2);
 nix::ioctl_read!(ioc_fs_info, MAGIC, 31, FsInfo);
 nix::ioctl_write_ptr!(ioc_qgroup_create, MAGIC, 42, QgroupCreate);
@@ -189,6 +198,19 @@ pub fn limit(fs: BorrowedFd<'_>, id: u64, bytes: u64) -> io::Result<()> {
     unsafe { ioc_qgroup_limit(fs.as_raw_fd(), &mut a) }.map(drop).map_err(errno)
 }
 
+/// Discards the filesystem's free space (`FITRIM`, what `fstrim` does): on
+/// the pool's loop device, holes punched in its image, so that blocks
+/// freed by deleted worlds go back to the state directory's filesystem
+/// now rather than when btrfs' asynchronous discard gets to them (and
+/// those it had not reached when the pool was last unmounted). Returns the
+/// bytes trimmed.
+pub fn trim(fs: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut r = TrimRange { start: 0, len: u64::MAX, minlen: 0 };
+    // SAFETY: a valid fd and a pointer to an fstrim_range we own.
+    unsafe { ioc_fitrim(fs.as_raw_fd(), &mut r) }.map_err(errno)?;
+    Ok(r.len)
+}
+
 /// Turns quotas on: simple quotas (kernel 6.7 and later: each extent is
 /// charged to the subvolume that wrote it, without the backreference walks
 /// of full qgroups), else full qgroups.
@@ -219,6 +241,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Inherit>(), 80);
         assert_eq!(std::mem::size_of::<QgroupCreate>(), 16);
         assert_eq!(std::mem::size_of::<FsInfo>(), 1024);
+        assert_eq!(std::mem::size_of::<TrimRange>(), 24);
     }
 
     #[test]

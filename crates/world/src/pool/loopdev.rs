@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 /// Detach the device when its last user (the mounted filesystem) lets go.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 /// Read and write the image with O_DIRECT: the pool's data is cached once
@@ -109,6 +110,41 @@ fn configure(dev: &File, image: &File, name: &str, flags: u32) -> io::Result<()>
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The loop device bound to the file `(dev, ino)` (its `st_dev` and
+/// `st_ino`), if there is one: the pool's image may still be bound when its
+/// mount is gone from this mount namespace but alive in another (a world's
+/// namespace being released, a daemon's private namespace). Mounting that
+/// device again gives the same filesystem; binding the image to a second
+/// device would open one btrfs through two devices at once.
+pub fn find(dev: u64, ino: u64) -> Option<(PathBuf, File)> {
+    for e in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Only bound devices have `loop/`.
+        if !name.starts_with("loop") || !e.path().join("loop").is_dir() {
+            continue;
+        }
+        let path = PathBuf::from("/dev").join(&name);
+        let Ok(f) = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(&path) else {
+            continue;
+        };
+        if backing(&f).is_ok_and(|b| b == (dev, ino)) {
+            return Some((path, f));
+        }
+    }
+    None
+}
+
+/// `(st_dev, st_ino)` of the file bound to loop device `dev`.
+pub fn backing(dev: &File) -> io::Result<(u64, u64)> {
+    // SAFETY: loop_info64 is plain data; zeroed is a valid value to fill.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 fills one loop_info64, which we own.
+    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64, &mut info as *mut LoopInfo64) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.device, info.inode))
 }
 
 #[cfg(test)]

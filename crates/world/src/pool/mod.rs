@@ -10,41 +10,41 @@
 //! frees its extents afterwards), so a world that wrote 10,000 files costs
 //! no more to discard than one that wrote none.
 //!
-//! The image has no name: it is made with `O_TMPFILE` in the state
-//! directory and held only by its loop device, which the mounted pool holds.
-//! No path reaches it, so no world (whatever its state directory, whatever
-//! it exposes) can read other worlds' files through it; it cannot be left
-//! behind, and its blocks go back to the host when the pool is unmounted,
-//! at the latest at reboot. Like the tmpfs uppers before it, the pool, and
-//! the worlds kept in it, do not outlive a reboot.
+//! The image is `<state>/pool.img` (`image.rs`): it outlives the process,
+//! the pool's mount and a reboot, and the first command that finds it
+//! detached attaches it again, so kept worlds wait on disk for a person as
+//! long as they need. It belongs to `nobody`, mode 0000: no world can open
+//! it, whatever its state directory or exposures.
 //!
 //! Why a pool of our own: per-directory caps need quotas, and the state
 //! directory's filesystem may have none (ext4 mounted without `prjquota`,
 //! a kernel without `QFMT_V2`); a loop-mounted filesystem per world costs
 //! 20 ms to mount and 60 ms to unmount here, a subvolume 0.1 ms.
 //!
-//! The pool is made by the first world on disk (`mkfs.btrfs`, about 0.2 s).
-//! Its image is sized as the filesystem it lives on (sparse: it takes only
-//! what worlds write, and btrfs' discard gives freed space back to that
-//! filesystem); the per-world caps, not the image's size, bound what
-//! worlds may write.
+//! The pool is made by the first world on disk (`mkfs.btrfs`, about 0.2 s),
+//! or the first world kept. Its image is sized as the filesystem it lives on
+//! (sparse: it takes only what worlds write, and btrfs' discard gives freed
+//! space back to that filesystem); the per-world caps and the bound on all
+//! worlds, not the image's size, bound what worlds may write.
 
+mod adopt;
 pub(crate) mod btrfs;
+mod copy;
+mod image;
 mod loopdev;
 mod subvol;
 
+pub use adopt::{adopt, on_tmpfs};
+pub use image::{ensure, mkfs_path, reattach, IMAGE, OWNER};
 pub use subvol::{create_world, destroy, destroy_path, discard, fs_dirs, housekeep, open};
 
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Taken while the pool is being made or mounted.
-const LOCK: &str = "pool.lock";
 /// Free space on the state directory's filesystem that worlds leave alone.
 pub const RESERVE: u64 = 1 << 30;
 /// The smallest cap a world starts with.
@@ -86,7 +86,7 @@ fn is_btrfs(p: &Path) -> bool {
 }
 
 /// True if `p` is the root of a mount (statx's `STATX_ATTR_MOUNT_ROOT`).
-fn is_mount_root(p: &Path) -> bool {
+pub(crate) fn is_mount_root(p: &Path) -> bool {
     let Ok(c) = cpath(p) else { return false };
     // SAFETY: statx is plain data; zeroed is a valid value to fill.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
@@ -108,116 +108,6 @@ pub fn is_subvolume(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.ino() == btrfs::SUBVOL_ROOT_INO) && is_btrfs(path)
 }
 
-/// Makes sure the pool of state directory `root` is mounted on
-/// `root/worlds`: mounts the image if there is one, makes it first if not.
-/// Costs two `stat`s when it is mounted already.
-pub fn ensure(root: &Path) -> Result<(), PoolError> {
-    let worlds = root.join("worlds");
-    if is_mounted(&worlds) {
-        return Ok(());
-    }
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(root.join(LOCK))
-        .map_err(at("open pool.lock"))?;
-    // SAFETY: flock on a descriptor we own; released when it closes.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(at("lock pool.lock")(io::Error::last_os_error()));
-    }
-    if is_mounted(&worlds) {
-        return Ok(()); // another cloche mounted it meanwhile
-    }
-    // Mounting the pool on `worlds/` would hide what is there.
-    let left: Vec<String> = fs::read_dir(&worlds)
-        .map_err(at("read the worlds directory"))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    if !left.is_empty() {
-        let msg = format!(
-            "{} holds {} (worlds kept on tmpfs uppers): discard them (`cloche discard ID`) before worlds on disk",
-            worlds.display(),
-            left.join(", ")
-        );
-        return Err(PoolError { step: "mount the pool".into(), source: io::Error::other(msg) });
-    }
-    make_and_mount(root, &worlds)
-}
-
-/// Makes the image (unnamed, sparse, sized as the filesystem it lives on),
-/// binds it to a loop device, formats it (single copies of data and
-/// metadata: a world's upper is disposable), turns quotas on and mounts it
-/// on `worlds`.
-fn make_and_mount(root: &Path, worlds: &Path) -> Result<(), PoolError> {
-    use crate::raw;
-    let st = statfs(root).map_err(at("statfs the state directory"))?;
-    let size = (st.f_blocks as u64 * st.f_frsize as u64).max(MIN_IMAGE);
-    let image = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(root)
-        .map_err(at("create the pool's image (O_TMPFILE)"))?;
-    image.set_len(size).map_err(at("size the pool's image"))?;
-    let name = format!("cloche pool of {}", root.display());
-    // From here the loop device holds the image; our descriptor of the
-    // device keeps it until the mount does (it detaches itself when the
-    // pool is unmounted, or if we die first).
-    let (dev, devfd) = loopdev::attach(&image, &name).map_err(at("bind the pool's image to a loop device"))?;
-    drop(image);
-    mkfs(&dev)?;
-    let fsfd = raw::fsopen("btrfs").map_err(at("btrfs (fsopen)"))?;
-    raw::fsconfig_str(fsfd.as_fd(), "source", &dev.to_string_lossy()).map_err(at("btrfs source"))?;
-    raw::fsconfig_create(fsfd.as_fd()).map_err(at(format!("mount {} (btrfs)", dev.display())))?;
-    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    let mnt = raw::fsmount(fsfd.as_fd(), attrs).map_err(at("fsmount the pool"))?;
-    drop(devfd);
-    let top = nix::fcntl::openat(&mnt, ".", nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY, {
-        nix::sys::stat::Mode::empty()
-    })
-    .map_err(|e| at("open the pool")(io::Error::from(e)))?;
-    btrfs::enable_quota(top.as_fd()).map_err(at("enable btrfs quotas"))?;
-    btrfs::qgroup_create(top.as_fd(), btrfs::ALL_WORLDS).map_err(at("create the worlds' qgroup"))?;
-    bound_all(top.as_fd(), root).map_err(at("cap all worlds (btrfs qgroup)"))?;
-    // SAFETY: fchmod on a descriptor we own.
-    if unsafe { libc::fchmod(top.as_raw_fd(), 0o700) } != 0 {
-        return Err(at("chmod the pool")(io::Error::last_os_error()));
-    }
-    raw::move_mount_to(mnt.as_fd(), &cpath(worlds).map_err(at("pool path"))?)
-        .map_err(at(format!("attach the pool on {}", worlds.display())))
-}
-
-/// `mkfs.btrfs` of the pool's loop device.
-fn mkfs(dev: &Path) -> Result<(), PoolError> {
-    let mkfs = mkfs_path()
-        .ok_or_else(|| at("mkfs.btrfs")(io::Error::new(io::ErrorKind::NotFound, "not found: install btrfs-progs")))?;
-    let out = std::process::Command::new(&mkfs)
-        .args(["-q", "-f", "-m", "single", "-d", "single", "-K", "-L", "cloche-pool"])
-        .arg(dev)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(at("run mkfs.btrfs"))?;
-    if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(at("mkfs.btrfs")(io::Error::other(msg)));
-    }
-    Ok(())
-}
-
-/// `mkfs.btrfs` on PATH or in the usual sbin directories.
-pub fn mkfs_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join("mkfs.btrfs"))
-        .find(|p| p.is_file())
-}
-
 /// Caps what all worlds of the pool hold together (running, kept and in
 /// the trash: qgroup [`btrfs::ALL_WORLDS`]) at what they hold now plus
 /// what the state directory's filesystem has free beyond [`RESERVE`]:
@@ -232,12 +122,18 @@ pub fn bound_all(pool: BorrowedFd<'_>, root: &Path) -> io::Result<()> {
 }
 
 /// The pool's housekeeping outside a run (`cloche worlds gc`): the trash
-/// emptied, the bound on all worlds refreshed. Nothing to
-/// do when the pool is not mounted.
+/// emptied, the bound on all worlds refreshed, free space trimmed (given
+/// back to the state directory's filesystem). Nothing to do when the pool
+/// is not mounted.
 pub fn tidy(state: &crate::state::StateDir) {
     let worlds = state.worlds_dir();
     if let (true, Ok(pool)) = (is_mounted(&worlds), subvol::open(&worlds)) {
         housekeep(pool.as_fd(), &state.root, None, 0, &|id| state.is_live(id));
+        // The deleted subvolumes' extents are freed by btrfs' cleaner
+        // after a transaction commit: commit first (syncfs), then trim.
+        // SAFETY: syncfs on a descriptor we hold.
+        unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&pool)) };
+        let _ = btrfs::trim(pool.as_fd());
     }
 }
 
@@ -262,13 +158,25 @@ pub fn cap(root: &Path, want: u64) -> Result<u64, PoolError> {
 }
 
 /// What `cloche doctor` says of a state directory's pool.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Status {
     /// The pool is mounted on `worlds/`.
     pub mounted: bool,
     pub read_only: bool,
-    /// Bytes the pool's worlds take (when mounted).
+    /// Bytes in use in the pool, and its size (when mounted).
     pub used: u64,
+    pub size: u64,
+    /// `<state>/pool.img` when made: its size, and the bytes it takes on
+    /// the state directory's filesystem (it is sparse).
+    pub image: Option<(u64, u64)>,
+    /// The mounted pool's loop device.
+    pub device: Option<PathBuf>,
+    /// The mounted pool is `pool.img` (false: an unnamed image made by an
+    /// older cloche, which does not outlive a reboot).
+    pub named: bool,
+    /// btrfs' error counters of the pool's device (write, read, flush,
+    /// corruption, generation), summed, when mounted.
+    pub errors: Option<u64>,
     /// Free bytes on the state directory's filesystem.
     pub host_free: u64,
     /// That filesystem's type (statfs magic).
@@ -276,17 +184,47 @@ pub struct Status {
 }
 
 pub fn status(root: &Path) -> Status {
+    use std::os::unix::fs::MetadataExt;
     let worlds = root.join("worlds");
     let mounted = is_mounted(&worlds);
-    let pool = if mounted { statfs(&worlds).ok() } else { None };
-    let host = statfs(root).ok();
-    Status {
-        mounted,
-        read_only: mounted
-            && nix::sys::statvfs::statvfs(&worlds)
-                .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
-        used: pool.map(|s| (s.f_blocks - s.f_bfree).saturating_mul(s.f_bsize as u64)).unwrap_or(0),
-        host_free: host.map(|s| s.f_bavail.saturating_mul(s.f_frsize as u64)).unwrap_or(0),
-        host_fs: host.map(|s| s.f_type).unwrap_or(0),
+    let mut st = Status { mounted, ..Status::default() };
+    if let Ok(m) = fs::symlink_metadata(root.join(IMAGE)) {
+        st.image = Some((m.len(), m.blocks() * 512));
     }
+    if let Ok(host) = statfs(root) {
+        st.host_free = host.f_bavail.saturating_mul(host.f_frsize as u64);
+        st.host_fs = host.f_type;
+    }
+    if !mounted {
+        return st;
+    }
+    if let Ok(p) = statfs(&worlds) {
+        st.used = (p.f_blocks - p.f_bfree).saturating_mul(p.f_bsize as u64);
+        st.size = p.f_blocks.saturating_mul(p.f_bsize as u64);
+    }
+    st.read_only =
+        nix::sys::statvfs::statvfs(&worlds).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    st.device = mount_source(&worlds);
+    let image = fs::symlink_metadata(root.join(IMAGE)).ok();
+    st.named = match (&st.device, image) {
+        (Some(dev), Some(img)) => {
+            fs::File::open(dev).and_then(|f| loopdev::backing(&f)).is_ok_and(|b| b == (img.dev(), img.ino()))
+        }
+        _ => false,
+    };
+    st.errors = subvol::open(&worlds).ok().and_then(|p| btrfs::fsid(p.as_fd()).ok()).and_then(|fsid| {
+        let text = fs::read_to_string(format!("/sys/fs/btrfs/{fsid}/devinfo/1/error_stats")).ok()?;
+        Some(text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum())
+    });
+    st
+}
+
+/// The source of the mount on `path` (the last one mounted there).
+fn mount_source(path: &Path) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mp = crate::cgroup::unescape(left.split(' ').nth(4)?);
+        (mp == path).then(|| right.split(' ').nth(1).map(PathBuf::from)).flatten()
+    })
 }

@@ -16,8 +16,9 @@
 //!
 //! Names starting with a dot are never world ids (`state::valid_id`), so
 //! the lists and sweeps of kept worlds skip them. A run killed half-way
-//! through making a spare leaves `.making-<id>`, removed by the next
-//! housekeeping once `id` is no longer live.
+//! through making a spare leaves `.making-<id>`, and one killed while it
+//! moved a kept world off its tmpfs `.moving-<id>` (`adopt.rs`): both are
+//! removed by the next housekeeping once `id` is no longer live.
 
 use super::{at, btrfs, cpath, PoolError};
 use nix::fcntl::{renameat2, OFlag, RenameFlags};
@@ -67,7 +68,7 @@ pub fn open(worlds: &Path) -> io::Result<OwnedFd> {
 /// Makes subvolume `name` as a world starts it: 0700, with `fs/` (0700)
 /// and its [`fs_dirs`] for `layers` host data mounts. Nothing is left on
 /// error.
-fn make(pool: BorrowedFd<'_>, name: &str, layers: usize) -> Result<(), PoolError> {
+pub(super) fn make(pool: BorrowedFd<'_>, name: &str, layers: usize) -> Result<(), PoolError> {
     btrfs::subvol_create(pool, name).map_err(at("create the world's subvolume"))?;
     let made = (|| {
         let world = open_dir_at(pool, name).map_err(at("open the world's subvolume"))?;
@@ -164,14 +165,24 @@ pub fn housekeep(pool: BorrowedFd<'_>, root: &Path, me: Option<&str>, layers: us
     // A description of its own: reading entries moves its offset.
     let Ok(fresh) = open_dir_at(pool, ".") else { return };
     let Ok(mut dir) = nix::dir::Dir::from_fd(fresh) else { return };
+    let dead = |id: &str| Some(id) != me && !is_live(id);
     let names: Vec<String> = dir
         .iter()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(TRASH) || n.strip_prefix(MAKING).is_some_and(|id| Some(id) != me && !is_live(id)))
+        .filter(|n| {
+            n.starts_with(TRASH)
+                || n.strip_prefix(MAKING).is_some_and(dead)
+                || n.strip_prefix(super::adopt::MOVING).is_some_and(dead)
+        })
         .collect();
     for n in names {
-        let _ = btrfs::subvol_destroy(pool, &n);
+        if n.starts_with(super::adopt::MOVING) {
+            // A subvolume, or a tmpfs world's directory once exchanged.
+            super::adopt::remove(root, &n);
+        } else {
+            let _ = btrfs::subvol_destroy(pool, &n);
+        }
     }
     let _ = super::bound_all(pool, root);
 }
@@ -182,7 +193,7 @@ mod tests {
 
     #[test]
     fn housekeeping_names_are_never_world_ids() {
-        for n in [SPARE, TRASH, MAKING] {
+        for n in [SPARE, TRASH, MAKING, super::super::adopt::MOVING] {
             assert!(n.starts_with('.'));
             assert!(!crate::state::valid_id(&format!("{n}0123456789abcdef")));
         }
