@@ -45,6 +45,15 @@ impl HostUser {
         self.uid == 0
     }
 
+    /// The user a world started for this caller runs as (`None` for root).
+    pub fn world_user(&self) -> Option<cloche_world::spec::WorldUser> {
+        (!self.is_root()).then(|| cloche_world::spec::WorldUser {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        })
+    }
+
     /// Runs `f` with this user's filesystem identity on the calling thread,
     /// then restores the thread's own. Only ever call it where no other
     /// code runs on this thread meanwhile (a job process of `cloched`).
@@ -81,7 +90,9 @@ impl HostUser {
         let r = self.with_identity(|| -> io::Result<bool> {
             let md = match std::fs::metadata(path) {
                 Ok(m) => m,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) =>
+                {
                     return Ok(false)
                 }
                 Err(e) => return Err(e),

@@ -296,13 +296,8 @@ impl<'a> Commit<'a> {
     /// each step with its root's descriptor, so that checks look at what
     /// [`Commit::apply`] would write, not at a path resolved again.
     pub fn refuse_where(&mut self, mut why: impl FnMut(&Step<'_>) -> Option<String>) {
-        let new_dirs: HashSet<Vec<u8>> = self
-            .plan
-            .ops
-            .iter()
-            .filter(|o| matches!(o.action, Action::Mkdir { .. }))
-            .map(|o| o.path.clone())
-            .collect();
+        let new_dirs: HashSet<Vec<u8>> =
+            self.plan.ops.iter().filter(|o| matches!(o.action, Action::Mkdir { .. })).map(|o| o.path.clone()).collect();
         let mut kept = Vec::with_capacity(self.plan.ops.len());
         for op in std::mem::take(&mut self.plan.ops) {
             let r = &self.roots[op.root];
