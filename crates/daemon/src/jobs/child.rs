@@ -110,7 +110,7 @@ impl BatchObserver for Forward<'_> {
             BatchEvent::WorldStarted { world } => json!({"event": "world_started", "world": world}),
             BatchEvent::EntryStarted { entry, index, of } => json!({"event": "entry_started", "entry": entry.id,
                 "index": index, "of": of, "command": entry.command}),
-            BatchEvent::Output { bytes, .. } if bytes.is_empty() => return,
+            BatchEvent::Output { bytes: [], .. } => return,
             BatchEvent::Output { entry, stream, bytes } => json!({"event": "output", "entry": entry,
                 "stream": match stream { Stream::Stdout => "stdout", Stream::Stderr => "stderr" },
                 "data_b64": base64::engine::general_purpose::STANDARD.encode(bytes)}),
