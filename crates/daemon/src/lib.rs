@@ -90,7 +90,7 @@ fn start(opts: Opts) -> Result<(), String> {
         .build()
         .map_err(|e| format!("the async runtime: {e}"))?;
     let app = Arc::new(api::AppState {
-        pool: pool::Pool::new(state.clone(), 16),
+        pool: pool::Pool::new(state.clone(), 8).map_err(|e| format!("the pool's threads: {e}"))?,
         jobs: jobs::Jobs::new(spawner.clone(), state.clone()),
         bus: events::Bus::new(1024),
         state: state.clone(),
