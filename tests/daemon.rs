@@ -41,7 +41,13 @@ fn an_agent_submits_a_reviewer_approves_the_agent_runs_and_the_files_are_its() {
     assert_eq!(d.get(Some(AGENT_A), "/v1/whoami").expect(200)["uid"], AGENT_A);
     assert_eq!(d.get(None, "/v1/whoami").expect(200)["roles"], json!(["admin", "reviewer", "agent"]));
 
-    let script = "id -u > who; id -g >> who; mkdir sub; echo x > sub/y";
+    // A file of root's the agent may not read, in its own directory: its
+    // world may delete it (the directory is the agent's), and the diff must
+    // not show the agent what it held.
+    let secret = proj.join("secret");
+    std::fs::write(&secret, "TOPSECRET-daemon-test\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let script = "id -u > who; id -g >> who; mkdir sub; echo x > sub/y; rm -f secret";
     let v = d.post(Some(AGENT_A), "/v1/batches", &batch(&proj, script)).expect(201).clone();
     let id = v["id"].as_str().expect("the batch's id").to_string();
     assert_eq!(v["submitter"], format!("uid:{AGENT_A}"));
@@ -75,6 +81,12 @@ fn an_agent_submits_a_reviewer_approves_the_agent_runs_and_the_files_are_its() {
     let added: Vec<&str> = diff["added"].as_array().unwrap().iter().filter_map(|e| e["path"].as_str()).collect();
     assert!(added.iter().any(|p| p.ends_with("/a/who")), "{diff}");
 
+    let full = d.get(Some(AGENT_A), &format!("{}?format=full", path(&id, "diff")));
+    assert_eq!(full.status, 200, "{}", full.text);
+    assert!(full.text.contains("/a/secret") && !full.text.contains("TOPSECRET"), "{}", full.text);
+    let full = d.get(None, &format!("{}?format=full", path(&id, "diff")));
+    assert!(full.text.contains("TOPSECRET"), "a reviewer that is root sees the host's version: {}", full.text);
+
     let c = d.curl(None, "POST", &path(&id, "commit"), None).expect(200).clone();
     assert_eq!(c["status"], "applied", "{c}");
     // The world ran as the agent, and what was committed is the agent's.
@@ -82,6 +94,7 @@ fn an_agent_submits_a_reviewer_approves_the_agent_runs_and_the_files_are_its() {
     for p in ["who", "sub", "sub/y"] {
         assert_eq!(owner(&proj.join(p)), AGENT_A, "{p} is owned by the agent");
     }
+    assert!(!secret.exists());
 
     let actor = |event: &str| audit_events(&fx, event).iter().map(|r| r["actor"].clone()).collect::<Vec<_>>();
     assert_eq!(actor("submitted"), [json!(format!("uid:{AGENT_A}"))]);

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::jobs::{ended, Job, Msg};
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use cloche_broker::{BatchFile, BatchState, ListFilter};
 use cloche_service::commit::CommitRequest;
@@ -232,7 +232,7 @@ pub struct CommitBody {
 }
 
 /// Absolute paths without `..`, as given to a commit.
-fn abs_paths(list: &[String], what: &str) -> Result<Vec<PathBuf>, ApiError> {
+pub(super) fn abs_paths(list: &[String], what: &str) -> Result<Vec<PathBuf>, ApiError> {
     list.iter()
         .map(|p| {
             cloche_broker::normalize_abs(p)
@@ -285,46 +285,6 @@ pub async fn discard(State(app): State<App>, Extension(c): Extension<Caller>, Id
         .await?;
     app.bus.publish(d.batch.as_deref(), Some(&submitter), "discarded", json!({"world": d.world}));
     ok(StatusCode::OK, d)
-}
-
-/// `GET /v1/batches/{id}/diff[?format=json|full|stat|name-status][&path=P...][&touched=true]`.
-pub async fn diff(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id, uri: Uri) -> Answer {
-    use cloche_review::render::{self, Format, RenderOptions};
-    use cloche_service::review::{abs_bytes, diff_json, review_of, WorldContents};
-    need_role(&c)?;
-    let q = Query::parse(&uri, &["format", "path", "touched"])?;
-    let format = match q.get("format").unwrap_or("json") {
-        "json" => None,
-        "full" => Some(Format::Full),
-        "stat" => Some(Format::Stat),
-        "name-status" => Some(Format::NameStatus),
-        f => return Err(ApiError::bad_request(format!("format={f:?}: json, full, stat or name-status"))),
-    };
-    let paths = abs_paths(&q.all("path").into_iter().map(str::to_string).collect::<Vec<_>>(), "path")?;
-    let touched = q.flag("touched")?;
-    let out = app
-        .pool
-        .run(move |ctx| {
-            visible_batch(ctx, &c, &id)?;
-            let t = ctx.review_target(&id)?;
-            let paths: Vec<Vec<u8>> = paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?;
-            let review = review_of(&t, !matches!(format, Some(Format::Stat | Format::NameStatus)))?;
-            match format {
-                None => Ok(Err(diff_json(&t, &review, &paths)?)),
-                Some(format) => {
-                    let opts = RenderOptions { format, color: false, paths, touched, ..RenderOptions::default() };
-                    let mut text = Vec::new();
-                    render::render(&mut text, &review, &WorldContents::new(&t.world, &t.secrets), &opts)
-                        .map_err(|e| ApiError::internal(format!("diff: {e}")))?;
-                    Ok(Ok(text))
-                }
-            }
-        })
-        .await?;
-    match out {
-        Err(v) => ok(StatusCode::OK, v),
-        Ok(text) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()),
-    }
 }
 
 pub async fn trace(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id) -> Answer {

@@ -3,6 +3,7 @@
 //! limit and a deadline, an id, a query), and who may see which batch.
 
 mod batches;
+mod diff;
 mod other;
 
 use crate::config::Config;
@@ -49,7 +50,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("POST", "/v1/batches/{id}/cancel", post(batches::cancel)),
         ("POST", "/v1/batches/{id}/commit", post(batches::commit)),
         ("POST", "/v1/batches/{id}/discard", post(batches::discard)),
-        ("GET", "/v1/batches/{id}/diff", get(batches::diff)),
+        ("GET", "/v1/batches/{id}/diff", get(diff::diff)),
         ("GET", "/v1/batches/{id}/trace", get(batches::trace)),
         ("POST", "/v1/run", post(other::run)),
         ("POST", "/v1/policy/check", post(other::policy_check)),
