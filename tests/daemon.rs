@@ -332,6 +332,15 @@ fn bad_requests_and_slow_clients_change_nothing() {
 #[test]
 fn a_second_daemon_refuses_and_a_killed_one_is_replaced() {
     let fx = Fixture::new();
+    // A lock file someone else planted (a symlink to a file of root's) is
+    // refused, never truncated.
+    let target = fx.out.path().join("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    std::os::unix::fs::symlink(&target, fx.out.path().join("planted.sock.lock")).unwrap();
+    let (mut planted, _, log) = Daemon::spawn(&fx, None, "planted.sock");
+    assert!(!planted.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+
     let mut d = Daemon::start(&fx, None);
     let (mut second, _, log) = Daemon::spawn(&fx, None, "second.sock");
     let st = second.wait().unwrap();

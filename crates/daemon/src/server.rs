@@ -25,9 +25,14 @@ pub fn lock(path: &Path, what: &str) -> Result<File, String> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Never a file someone else put there for root to truncate.
+    let md = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    if !md.is_file() || md.uid() != 0 || md.nlink() != 1 {
+        return Err(format!("{}: not a lock file of root's (a regular file, one link)", path.display()));
+    }
     // SAFETY: flock on an open descriptor.
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let holder = std::fs::read_to_string(path).unwrap_or_default();
@@ -63,6 +68,16 @@ impl Socket {
                 .mode(0o755)
                 .create(dir)
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        // A directory others may write in without the sticky bit would let
+        // them swap the socket (or its lock) for something else between
+        // two steps here.
+        let dmd = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if dmd.mode() & 0o002 != 0 && dmd.mode() & libc::S_ISVTX == 0 {
+            return Err(format!(
+                "{}: writable by everyone without the sticky bit: not a place for the socket",
+                dir.display()
+            ));
         }
         let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
