@@ -301,6 +301,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_dist_parses() {
+        let text = include_str!("../../../dist/cloched.toml");
+        let acc = Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\n".into(),
+            group: "cloche:x:3000:\ncloche-reviewers:x:3001:\n".into(),
+        };
+        let c = Config::parse(text, &acc).unwrap();
+        assert_eq!((c.socket_mode, c.socket_group), (0o660, Some(3000)));
+        assert!(c.roles(1, 1, &[3001]).reviewer && !c.roles(1, 1, &[3000]).reviewer);
+    }
+
+    #[test]
     fn socket_and_limits() {
         let c = Config::parse("[socket]\ngroup = \"cloche\"\n[limits]\nmax_body_bytes = 10", &acc()).unwrap();
         assert_eq!((c.socket_mode, c.socket_group, c.limits.max_body_bytes), (0o660, Some(3000), 10));
