@@ -16,6 +16,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 mod batch;
+mod daemon;
 mod fixture;
 mod host;
 mod reboot;
@@ -26,6 +27,8 @@ mod tree;
 // file that needs none of a submodule's items must not warn about it.
 #[allow(unused_imports)]
 pub use batch::*;
+#[allow(unused_imports)]
+pub use daemon::*;
 #[allow(unused_imports)]
 pub use fixture::*;
 #[allow(unused_imports)]

@@ -137,14 +137,18 @@ CREATE INDEX batches_submitter ON batches(submitter, created_ms);
 pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(BrokerError::io("create state dir"))?;
     let path = dir.join("broker.db");
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(BrokerError::io("create broker.db"))?;
+    // Made with its mode when missing; an existing file is not opened here:
+    // closing a descriptor of it would drop every POSIX lock this process
+    // holds on it, the shared locks of its other connections among them
+    // (a daemon has one per thread). Another process closing the last
+    // connection it then believes it has would checkpoint and delete the
+    // WAL under them, and they would go on reading a snapshot that no
+    // longer changes.
+    match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(BrokerError::io("create broker.db")(e)),
+    }
     let mut conn = Connection::open(&path)?;
     conn.busy_timeout(busy)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;

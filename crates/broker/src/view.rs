@@ -78,6 +78,8 @@ pub struct ListFilter {
     pub state: Option<BatchState>,
     pub project: Option<String>,
     pub agent: Option<String>,
+    /// Only the batches this actor submitted.
+    pub submitter: Option<String>,
     pub limit: Option<usize>,
 }
 
@@ -161,6 +163,10 @@ impl Broker {
         if let Some(a) = &filter.agent {
             sql.push_str(" AND b.agent = ?");
             args.push(SqlValue::Text(a.clone()));
+        }
+        if let Some(s) = &filter.submitter {
+            sql.push_str(" AND b.submitter = ?");
+            args.push(SqlValue::Text(s.clone()));
         }
         sql.push_str(" ORDER BY b.created_ms DESC, b.id LIMIT ?");
         args.push(SqlValue::Integer(filter.limit.map(|l| l as i64).unwrap_or(-1)));

@@ -84,7 +84,7 @@ pub fn diff(a: DiffArgs) -> i32 {
 }
 
 pub fn commit(a: CommitArgs) -> i32 {
-    let req = CommitRequest { paths: a.paths, exclude: a.exclude, force: a.force };
+    let req = CommitRequest { paths: a.paths, exclude: a.exclude, force: a.force, owner: None };
     match crate::context().commit(&a.id, &req, &uid_actor()) {
         Ok(r) => report(&r, a.json),
         Err(e) => crate::fail(e),

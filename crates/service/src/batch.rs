@@ -71,13 +71,38 @@ impl Context {
             id = format!("{id}+{added}");
             policies.push(p);
         }
-        let mut broker = self.open_broker_with(&policy, PolicyClassifier { id, policies })?;
         let actor = batch.agent.as_ref().map(|a| format!("agent:{a}")).unwrap_or_else(|| caller.to_string());
+        let mut broker = self.open_broker_with(&policy, PolicyClassifier { id, policies })?;
         let view = broker.submit(&batch, &actor, token).inspect_err(|e| {
             tracing::info!(submitter = %actor, project = %batch.project, error = %e, "batch refused");
         })?;
         tracing::info!(batch = %view.id, submitter = %actor, decision = view.decision.as_str(), entries = view.entries.len(), "batch submitted");
         Ok(view)
+    }
+
+    /// Submits a batch for a caller the daemon identified: `submitter` is
+    /// the submitting actor whatever the batch's `agent` says (a label
+    /// then), so that the broker's rule "never approved by its submitter"
+    /// holds for that caller. The project is made canonical and judged as
+    /// by [`Context::submit`]; `check` sees the canonical project before
+    /// anything is recorded (the daemon refuses one its caller could not
+    /// read: asked with the project as given, then as made canonical).
+    pub fn submit_as(
+        &self,
+        mut batch: BatchFile,
+        token: Option<&str>,
+        submitter: &str,
+        mut check: impl FnMut(&Path) -> Result<()>,
+    ) -> Result<BatchView> {
+        // Before anything looks at the project as root: a caller learns
+        // nothing about paths it could not read.
+        check(Path::new(&batch.project))?;
+        crate::project::canonicalize(&mut batch)?;
+        check(Path::new(&batch.project))?;
+        let (id, policy) = self.resolve(&batch.project)?;
+        crate::project::judge(&batch.project, &policy, self.state()?)?;
+        let mut broker = self.open_broker_with(&policy.clone(), PolicyClassifier { id, policies: vec![policy] })?;
+        Ok(broker.submit(&batch, submitter, token)?)
     }
 
     /// What `batch run` would run, running nothing.

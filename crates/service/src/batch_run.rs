@@ -76,6 +76,17 @@ impl Context {
     /// the batch is `running` ends it as failed with the reason, instead of
     /// leaving it to the next start's recovery.
     pub fn run_batch(&self, id: &str, obs: &mut dyn BatchObserver) -> Result<BatchEnd> {
+        self.run_batch_as(id, None, obs)
+    }
+
+    /// [`Context::run_batch`] with the world's processes running as `user`
+    /// (`cloched`: the batch's submitter, when it is not root).
+    pub fn run_batch_as(
+        &self,
+        id: &str,
+        user: Option<&cloche_world::spec::WorldUser>,
+        obs: &mut dyn BatchObserver,
+    ) -> Result<BatchEnd> {
         let mut broker = self.broker()?;
         let broker = &mut *broker;
         let view = broker.get(id)?;
@@ -85,7 +96,7 @@ impl Context {
         broker.set_budgets(crate::agents::budgets_of(&policy));
         let runnable = broker.start_run(id).inspect_err(|e| tracing::info!(batch = id, error = %e, "run refused"))?;
         tracing::info!(batch = id, entries = runnable.len(), "batch running");
-        self.run_started(broker, &policy, &view, &runnable, obs).inspect_err(|e| {
+        self.run_started(broker, &policy, &view, &runnable, user, obs).inspect_err(|e| {
             let _ = broker.finish_run(id, BatchState::Failed, Some(&e.to_string()));
         })
     }
@@ -97,6 +108,7 @@ impl Context {
         policy: &Policy,
         view: &BatchView,
         runnable: &[RunnableEntry],
+        user: Option<&cloche_world::spec::WorldUser>,
         obs: &mut dyn BatchObserver,
     ) -> Result<BatchEnd> {
         let id = view.id.as_str();
@@ -108,6 +120,7 @@ impl Context {
         }
         spec.keep = true; // kept for review (diff, commit, discard)
         spec.owner = Some(format!("batch:{id}"));
+        spec.user = user.cloned();
         let mut world = World::start(&spec, state).map_err(Error::WorldStart)?;
         tracing::debug!(batch = id, world = world.id(), "world started");
         broker.world_started(id, world.id(), &world.layers())?;

@@ -4,6 +4,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::host_user::HostUser;
 use crate::review::{abs_bytes, world_diff};
 use cloche_review::commit::{Applied, Commit, Item, Options};
 use cloche_review::{record, Review};
@@ -21,6 +22,11 @@ pub struct CommitRequest {
     pub exclude: Vec<PathBuf>,
     /// Apply over conflicts (each one is audited).
     pub force: bool,
+    /// The caller the world belongs to, when it is not root (`cloched`):
+    /// every step must be one it could make itself (each directory written
+    /// in writable by it, modes changed only on its own files), else the
+    /// whole commit is refused; what is written is owned by it.
+    pub owner: Option<HostUser>,
 }
 
 /// How a commit ended.
@@ -95,8 +101,13 @@ impl Context {
             exclude: req.exclude.iter().map(|p| abs_bytes(p)).collect::<Result<_>>()?,
             force: req.force,
             refuse_setuid: t.refuse_setuid,
+            owner: req.owner.as_ref().map(|u| (u.uid, u.gid)),
         };
-        let c = Commit::prepare(&review, &t.world, &base, &opts).map_err(|e| Error::Commit(e.to_string()))?;
+        let mut c = Commit::prepare(&review, &t.world, &base, &opts).map_err(|e| Error::Commit(e.to_string()))?;
+        if let Some(u) = req.owner.as_ref().filter(|u| !u.is_root()) {
+            u.with_identity(|| c.refuse_where(|step| crate::commit_owner::refusal(u, step)))
+                .map_err(|e| Error::Commit(format!("the identity of uid {}: {e}", u.uid)))?;
+        }
         let plan = c.plan.clone();
         let world = t.world.id.clone();
         let base_details = json!({"world": t.world.id, "roots": t.roots, "forced": plan.forced,

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 /// before anything is created.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The caller may not do this (its identity, not the request, is refused).
+    #[error("{0}")]
+    Forbidden(String),
     /// Starting worlds needs root.
     #[error("cloche run needs root (rootless worlds are not supported yet)")]
     NeedsRoot,

@@ -29,9 +29,11 @@ pub mod batch_net;
 pub mod batch_run;
 pub mod classifier;
 pub mod commit;
+mod commit_owner;
 pub mod context;
 pub mod doctor;
 pub mod error;
+pub mod host_user;
 pub mod net;
 pub mod output;
 pub mod policy_store;
@@ -45,5 +47,6 @@ pub mod worlds;
 
 pub use context::{uid_actor, Context, Options};
 pub use error::{Error, Result};
+pub use host_user::HostUser;
 pub use report::Report;
 pub use run::{PreparedRun, RunOutcome, RunRequest};

@@ -172,6 +172,7 @@ mod tests {
             require: Vec::new(),
             hash: true,
             terminal: Default::default(),
+            user: None,
         }
     }
 

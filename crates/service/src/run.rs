@@ -186,5 +186,6 @@ pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBu
         require: policy.layers.require.clone(),
         hash: true,
         terminal: Default::default(),
+        user: None,
     })
 }

@@ -7,9 +7,13 @@
 //!    capabilities on exec), NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, KEEP_CAPS
 //!    off, each one locked;
 //! 2. the bounding set, one capability at a time (needs CAP_SETPCAP);
-//! 3. the ambient set;
-//! 4. inheritable, then permitted (which clears effective), then a read-back
-//!    that fails closed if any set is not empty.
+//! 3. with a user to run as (`cloched`'s callers other than root), the
+//!    supplementary groups, gid and uid become that user's (all of real,
+//!    effective, saved and filesystem ids; CAP_SETUID and CAP_SETGID are
+//!    still held, and NO_SETUID_FIXUP keeps the sets as they are until 5);
+//! 4. the ambient set;
+//! 5. inheritable, then permitted (which clears effective), then a read-back
+//!    that fails closed if any set is not empty or any id is not the user's.
 
 use std::io;
 
@@ -35,9 +39,10 @@ fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63)
 }
 
-/// Drops all capabilities of the calling thread, permanently.
-/// `last_cap` is read by the caller before /proc is replaced.
-pub fn drop_all(last_cap: u32) -> io::Result<()> {
+/// Drops all capabilities of the calling thread, permanently, becoming
+/// `user` on the way when one is given. `last_cap` is read by the caller
+/// before /proc is replaced.
+pub fn drop_all(last_cap: u32, user: Option<&crate::spec::WorldUser>) -> io::Result<()> {
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| io::Error::other(e.to_string());
     prctl(libc::PR_SET_SECUREBITS, SECUREBITS, 0)?;
@@ -50,6 +55,9 @@ pub fn drop_all(last_cap: u32) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+    if let Some(u) = user {
+        become_user(u)?;
+    }
     caps::clear(None, CapSet::Ambient).map_err(err)?;
     caps::clear(None, CapSet::Inheritable).map_err(err)?;
     // Clearing Permitted clears Effective with it.
@@ -59,6 +67,30 @@ pub fn drop_all(last_cap: u32) -> io::Result<()> {
         if !caps::read(None, set).map_err(err)?.is_empty() {
             return Err(io::Error::other(format!("{set:?} capabilities remain after dropping")));
         }
+    }
+    if let Some(u) = user {
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        // SAFETY: three valid pointers to u32s.
+        unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+        let (mut gr, mut ge, mut gs) = (0, 0, 0);
+        // SAFETY: as above.
+        unsafe { libc::getresgid(&mut gr, &mut ge, &mut gs) };
+        if [r, e, s] != [u.uid; 3] || [gr, ge, gs] != [u.gid; 3] {
+            return Err(io::Error::other(format!("the ids are not uid {} gid {} after the change", u.uid, u.gid)));
+        }
+    }
+    Ok(())
+}
+
+/// The groups, gid and uid of `u`, for the calling thread (the world's
+/// child has no other): raw calls, not glibc's process-wide ones.
+fn become_user(u: &crate::spec::WorldUser) -> io::Result<()> {
+    let check = |r: libc::c_long| if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+    // SAFETY: the pointer and length describe `u.groups`; integers otherwise.
+    unsafe {
+        check(libc::syscall(libc::SYS_setgroups, u.groups.len(), u.groups.as_ptr()))?;
+        check(libc::syscall(libc::SYS_setresgid, u.gid, u.gid, u.gid))?;
+        check(libc::syscall(libc::SYS_setresuid, u.uid, u.uid, u.uid))?;
     }
     Ok(())
 }

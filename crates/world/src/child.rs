@@ -40,6 +40,9 @@ pub struct ChildPlan<'a> {
     /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
     pub stdio: crate::stdio::WorldStdio,
+    /// The user the world runs as (`None`: uid 0); taken while the
+    /// capabilities are dropped.
+    pub user: Option<crate::spec::WorldUser>,
 }
 
 /// Where the child finds the world's upper store.
@@ -128,7 +131,9 @@ pub trait Sys {
     /// (`None`: the world's own `/dev/null`.)
     fn set_stdio(&mut self, fds: [Option<RawFd>; 3]) -> io::Result<()>;
     fn setsid(&mut self) -> io::Result<()>;
-    fn drop_caps(&mut self, last_cap: u32) -> io::Result<()>;
+    /// Drops every capability for good; with `user`, the world's ids
+    /// become that user's on the way (`caps.rs`).
+    fn drop_caps(&mut self, last_cap: u32, user: Option<&crate::spec::WorldUser>) -> io::Result<()>;
     fn no_new_privs(&mut self) -> io::Result<()>;
     fn cloexec_fds(&mut self) -> io::Result<()>;
     /// Clears close-on-exec on one fd (the serve-mode control socket).
@@ -217,7 +222,9 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     };
     at("stdio (the world's own)", none, sys.set_stdio(stdio))?;
     at("setsid", none, sys.setsid())?;
-    at("drop capabilities", none, sys.drop_caps(plan.last_cap))?;
+    let step =
+        if plan.user.is_some() { "drop capabilities (and become the world's user)" } else { "drop capabilities" };
+    at(step, none, sys.drop_caps(plan.last_cap, plan.user.as_ref()))?;
     at("prctl(PR_SET_NO_NEW_PRIVS)", none, sys.no_new_privs())?;
     at("close_range(3.., CLOEXEC)", none, sys.cloexec_fds())?;
     if let Some(fd) = plan.keep_fd {

@@ -122,7 +122,7 @@ impl Sys for Recorder {
     fn setsid(&mut self) -> io::Result<()> {
         self.call("setsid", Path::new(""))
     }
-    fn drop_caps(&mut self, _: u32) -> io::Result<()> {
+    fn drop_caps(&mut self, _: u32, _: Option<&crate::spec::WorldUser>) -> io::Result<()> {
         self.call("drop_caps", Path::new(""))
     }
     fn no_new_privs(&mut self) -> io::Result<()> {
@@ -206,6 +206,7 @@ fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T
         keep_fd: None,
         netns,
         stdio: crate::stdio::WorldStdio::Fds([Some(devnull()), None, Some(devnull())]),
+        user: None,
     };
     f(&plan)
 }

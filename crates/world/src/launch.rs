@@ -147,6 +147,7 @@ pub(crate) fn launch(
         keep_fd: keep_fd.as_ref().map(|f| f.as_raw_fd()),
         netns: netns.as_ref().map(|f| f.as_raw_fd()),
         stdio,
+        user: spec.user.clone(),
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;

@@ -62,6 +62,19 @@ pub struct Spec {
     pub hash: bool,
     /// What a one-shot world's stdio is (a batch's entries are captured).
     pub terminal: Terminal,
+    /// The user the world's processes run as (its init and commands);
+    /// `None`: uid 0, as the world always did. `cloched` starts the worlds
+    /// of callers other than root as those callers: they read and write
+    /// what the caller could (docs/security.md, *cloched*).
+    pub user: Option<WorldUser>,
+}
+
+/// A user a world runs as: its ids and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorldUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 /// Toolchains installed under a home (policy `fs.toolchains` and

@@ -373,8 +373,8 @@ impl Sys for RealSys<'_> {
         nix::unistd::setsid().map(drop).map_err(nixerr)
     }
 
-    fn drop_caps(&mut self, last_cap: u32) -> io::Result<()> {
-        crate::caps::drop_all(last_cap)
+    fn drop_caps(&mut self, last_cap: u32, user: Option<&crate::spec::WorldUser>) -> io::Result<()> {
+        crate::caps::drop_all(last_cap, user)
     }
 
     fn no_new_privs(&mut self) -> io::Result<()> {

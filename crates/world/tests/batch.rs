@@ -34,6 +34,7 @@ fn spec(cwd: &Path) -> Spec {
         require: vec![],
         hash: true,
         terminal: Default::default(),
+        user: None,
     }
 }
 

@@ -185,12 +185,15 @@ impl Stager<'_, '_> {
             }
         };
         // New entries belong to the root's owner; a replaced file keeps its
-        // host owner.
+        // host owner; with an owner given, everything written is its.
         let (mut uid, mut gid) = (root.uid, root.gid);
         if op.replaces {
             if let Ok(Some(st)) = fsx::lstat_at(dir.as_fd(), name) {
                 (uid, gid) = (st.st_uid, st.st_gid);
             }
+        }
+        if let Some(owner) = self.c.owner {
+            (uid, gid) = owner;
         }
         let mut file = None;
         match &op.action {

@@ -36,7 +36,7 @@ use cloche_world::kept::KeptWorld;
 use nix::fcntl::OFlag;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,11 @@ pub struct Options {
     pub force: bool,
     /// Refuse setuid/setgid files instead of stripping the bits.
     pub refuse_setuid: bool,
+    /// Owner (uid, gid) of every entry the commit writes, new or replacing
+    /// a host entry: the caller a world belongs to (`cloched`). `None`:
+    /// new entries take the commit root's owner, replaced ones keep the
+    /// host entry's.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// A path and why it is listed.
@@ -167,7 +172,24 @@ pub(crate) struct Root {
 pub struct Commit<'a> {
     world: &'a KeptWorld,
     roots: Vec<Root>,
+    owner: Option<(u32, u32)>,
     pub plan: Plan,
+}
+
+/// What one step of a plan writes on the host, for [`Commit::refuse_where`].
+pub struct Step<'s> {
+    pub op: &'s Op,
+    /// The commit root the step is under, opened at planning (the steps
+    /// are applied beneath this descriptor).
+    pub root: BorrowedFd<'s>,
+    /// The commit root's path.
+    pub root_path: &'s [u8],
+    /// The step's path relative to the root (`""`: the root itself).
+    pub rel: &'s [u8],
+    /// The parent directory relative to the root (`""`: the root).
+    pub parent_rel: &'s [u8],
+    /// The parent is a directory this commit creates.
+    pub parent_is_new: bool,
 }
 
 /// The path below `root` (`/r/a/b` under `/r` → `a/b`; the root itself → ``).
@@ -189,7 +211,7 @@ impl<'a> Commit<'a> {
             return Err(CommitError::Truncated);
         }
         let roots = open_roots(&review.roots)?;
-        let mut c = Commit { world, roots, plan: Plan::default() };
+        let mut c = Commit { world, roots, owner: opts.owner, plan: Plan::default() };
         let mut entries: Vec<(&Entry, Status)> = Vec::new();
         entries.extend(review.diff.added.iter().map(|e| (e, Status::Added)));
         entries.extend(review.diff.modified.iter().map(|e| (e, Status::Modified)));
@@ -267,6 +289,33 @@ impl<'a> Commit<'a> {
             c.plan.ops.push(Op { path: path.to_vec(), action, replaces, root });
         }
         Ok(c)
+    }
+
+    /// Moves every step for which `why` gives a reason to the refused ones
+    /// (the plan is then not [`Plan::ok`]: nothing is applied). `why` sees
+    /// each step with its root's descriptor, so that checks look at what
+    /// [`Commit::apply`] would write, not at a path resolved again.
+    pub fn refuse_where(&mut self, mut why: impl FnMut(&Step<'_>) -> Option<String>) {
+        let new_dirs: HashSet<Vec<u8>> =
+            self.plan.ops.iter().filter(|o| matches!(o.action, Action::Mkdir { .. })).map(|o| o.path.clone()).collect();
+        let mut kept = Vec::with_capacity(self.plan.ops.len());
+        for op in std::mem::take(&mut self.plan.ops) {
+            let r = &self.roots[op.root];
+            let (parent, _) = fsx::split(&op.path);
+            let step = Step {
+                op: &op,
+                root: r.fd.as_fd(),
+                root_path: &r.path,
+                rel: rel(&r.path, &op.path),
+                parent_rel: if op.path == r.path { b"" } else { rel(&r.path, parent) },
+                parent_is_new: new_dirs.contains(parent),
+            };
+            match why(&step) {
+                Some(w) => self.plan.refused.push(Item { path: op.path.clone(), why: w }),
+                None => kept.push(op),
+            }
+        }
+        self.plan.ops = kept;
     }
 
     /// The step for one entry: `Ok(None)` when nothing is to be written

@@ -1,0 +1,327 @@
+//! The daemon's configuration (`cloched --config FILE`, TOML): the socket's
+//! mode and group, who holds which role, and the limits of requests.
+//!
+//! ```toml
+//! [socket]
+//! mode = "0660"          # default 0660 when a group is set, else 0666
+//! group = "cloche"       # the socket's group (a name or a number)
+//!
+//! [roles]                # each: user names, "uid:N", "group:NAME", "gid:N", "*"
+//! admin = ["root"]
+//! reviewer = ["group:cloche-reviewers"]
+//! agent = ["group:cloche"]
+//!
+//! [limits]
+//! max_body_bytes = 1048576
+//! header_timeout_secs = 10
+//! body_timeout_secs = 30
+//! max_connections = 256
+//! max_connections_per_uid = 32
+//! run_output_bytes = 1048576
+//! ```
+//!
+//! Without a file (or without `[roles]`): root is admin and reviewer, every
+//! other local user an agent, and the socket is 0666 (identity comes from
+//! `SO_PEERCRED`, never from the socket's mode).
+//!
+//! User and group names are read from /etc/passwd and /etc/group by hand:
+//! `cloched` is linked statically (docs/architecture.md), where glibc's NSS
+//! lookups (`getpwnam`) would need the shared libraries it does without.
+
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// Who may do what: set per caller from its uid and groups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Roles {
+    pub agent: bool,
+    pub reviewer: bool,
+    pub admin: bool,
+}
+
+impl Roles {
+    pub fn any(&self) -> bool {
+        self.agent || self.reviewer || self.admin
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.admin, "admin"), (self.reviewer, "reviewer"), (self.agent, "agent")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+/// One entry of a role's list, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Member {
+    Uid(u32),
+    Gid(u32),
+    Everyone,
+}
+
+/// The daemon's configuration, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket_mode: u32,
+    pub socket_group: Option<u32>,
+    roles: Option<[Vec<Member>; 3]>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    /// The most of a `POST /v1/run` world's stdout (and of its stderr) kept
+    /// in the response; the rest is read and dropped.
+    pub run_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            max_connections_per_uid: 32,
+            run_output_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { socket_mode: 0o666, socket_group: None, roles: None, limits: Limits::default() }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    socket: SocketFile,
+    roles: Option<RolesFile>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SocketFile {
+    mode: Option<String>,
+    group: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RolesFile {
+    #[serde(default)]
+    admin: Vec<String>,
+    #[serde(default)]
+    reviewer: Vec<String>,
+    #[serde(default)]
+    agent: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_body_bytes: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_uid: Option<usize>,
+    run_output_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Config::parse(&text, &Accounts::read()).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn parse(text: &str, acc: &Accounts) -> Result<Config, String> {
+        let f: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let socket_group = f.socket.group.as_deref().map(|g| acc.gid(g)).transpose()?;
+        let default_mode = if socket_group.is_some() { 0o660 } else { 0o666 };
+        let socket_mode = match f.socket.mode.as_deref() {
+            None => default_mode,
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| format!("socket.mode {m:?}: an octal mode such as \"0660\""))?,
+        };
+        let roles = f
+            .roles
+            .map(|r| -> Result<[Vec<Member>; 3], String> {
+                let list = |name: &str, l: &[String]| {
+                    l.iter()
+                        .map(|m| member(m, acc).map_err(|e| format!("roles.{name}: {e}")))
+                        .collect::<Result<Vec<_>, String>>()
+                };
+                Ok([list("admin", &r.admin)?, list("reviewer", &r.reviewer)?, list("agent", &r.agent)?])
+            })
+            .transpose()?;
+        let d = Limits::default();
+        let l = f.limits;
+        let secs = |v: Option<u64>, d: Duration, name: &str| match v {
+            Some(0) => Err(format!("limits.{name}: must be at least 1")),
+            Some(s) => Ok(Duration::from_secs(s)),
+            None => Ok(d),
+        };
+        let limits = Limits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            header_timeout: secs(l.header_timeout_secs, d.header_timeout, "header_timeout_secs")?,
+            body_timeout: secs(l.body_timeout_secs, d.body_timeout, "body_timeout_secs")?,
+            max_connections: l.max_connections.unwrap_or(d.max_connections).max(1),
+            max_connections_per_uid: l.max_connections_per_uid.unwrap_or(d.max_connections_per_uid).max(1),
+            run_output_bytes: l.run_output_bytes.unwrap_or(d.run_output_bytes),
+        };
+        Ok(Config { socket_mode, socket_group, roles, limits })
+    }
+
+    /// The roles of a caller.
+    pub fn roles(&self, uid: u32, gid: u32, groups: &[u32]) -> Roles {
+        let Some([admin, reviewer, agent]) = &self.roles else {
+            // The default: root reviews and administers; everyone is an agent.
+            return Roles { agent: true, reviewer: uid == 0, admin: uid == 0 };
+        };
+        let is = |l: &Vec<Member>| {
+            l.iter().any(|m| match m {
+                Member::Everyone => true,
+                Member::Uid(u) => *u == uid,
+                Member::Gid(g) => *g == gid || groups.contains(g),
+            })
+        };
+        let (admin, reviewer, agent) = (is(admin), is(reviewer), is(agent));
+        // An admin reviews too; anyone with a role may submit and run.
+        Roles { admin, reviewer: reviewer || admin, agent: agent || reviewer || admin }
+    }
+}
+
+fn member(m: &str, acc: &Accounts) -> Result<Member, String> {
+    if m == "*" {
+        return Ok(Member::Everyone);
+    }
+    if let Some(g) = m.strip_prefix("group:") {
+        return acc.gid(g).map(Member::Gid);
+    }
+    if let Some(g) = m.strip_prefix("gid:") {
+        return g.parse().map(Member::Gid).map_err(|_| format!("{m:?}: gid:N with a number"));
+    }
+    if let Some(u) = m.strip_prefix("uid:") {
+        return u.parse().map(Member::Uid).map_err(|_| format!("{m:?}: uid:N with a number"));
+    }
+    acc.uid(m).map(Member::Uid)
+}
+
+/// /etc/passwd and /etc/group, as text.
+pub struct Accounts {
+    passwd: String,
+    group: String,
+}
+
+impl Accounts {
+    pub fn read() -> Accounts {
+        Accounts {
+            passwd: std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+            group: std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        }
+    }
+
+    fn find(text: &str, name: &str) -> Option<u32> {
+        text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 3 && f[0] == name)?[2].parse().ok()
+    }
+
+    /// A user's uid by name (or a number).
+    pub fn uid(&self, name: &str) -> Result<u32, String> {
+        name.parse().ok().or_else(|| Accounts::find(&self.passwd, name)).ok_or_else(|| format!("no user {name:?}"))
+    }
+
+    /// A group's gid by name (or a number).
+    pub fn gid(&self, name: &str) -> Result<u32, String> {
+        name.parse().ok().or_else(|| Accounts::find(&self.group, name)).ok_or_else(|| format!("no group {name:?}"))
+    }
+
+    /// A user's primary gid and its groups, from the databases (a uid
+    /// without an entry: `None`).
+    pub fn user_groups(&self, uid: u32) -> Option<(u32, Vec<u32>)> {
+        let entry = self
+            .passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid))?;
+        let (name, gid) = (entry[0], entry[3].parse().ok()?);
+        let mut groups = vec![gid];
+        for f in self.group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 4) {
+            if f[3].split(',').any(|m| m == name) {
+                if let Ok(g) = f[2].parse() {
+                    groups.push(g);
+                }
+            }
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        Some((gid, groups))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc() -> Accounts {
+        Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\nann:x:1000:1000::/home/ann:/bin/sh\n".into(),
+            group: "root:x:0:\nann:x:1000:\nrev:x:2000:ann\ncloche:x:3000:\n".into(),
+        }
+    }
+
+    #[test]
+    fn roles_by_uid_and_group() {
+        let c =
+            Config::parse("[roles]\nadmin = [\"root\"]\nreviewer = [\"group:rev\"]\nagent = [\"gid:3000\"]", &acc())
+                .unwrap();
+        assert_eq!(c.roles(0, 0, &[]), Roles { admin: true, reviewer: true, agent: true });
+        assert_eq!(c.roles(1000, 1000, &[2000]), Roles { admin: false, reviewer: true, agent: true });
+        assert_eq!(c.roles(1001, 3000, &[]), Roles { admin: false, reviewer: false, agent: true });
+        assert!(!c.roles(1002, 1002, &[]).any());
+        let d = Config::default();
+        assert_eq!(d.roles(0, 0, &[]), Roles { admin: true, reviewer: true, agent: true });
+        assert_eq!(d.roles(1002, 1002, &[]), Roles { admin: false, reviewer: false, agent: true });
+        assert_eq!(d.socket_mode, 0o666);
+    }
+
+    #[test]
+    fn the_example_in_dist_parses() {
+        let text = include_str!("../../../dist/cloched.toml");
+        let acc = Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\n".into(),
+            group: "cloche:x:3000:\ncloche-reviewers:x:3001:\n".into(),
+        };
+        let c = Config::parse(text, &acc).unwrap();
+        assert_eq!((c.socket_mode, c.socket_group), (0o660, Some(3000)));
+        assert!(c.roles(1, 1, &[3001]).reviewer && !c.roles(1, 1, &[3000]).reviewer);
+    }
+
+    #[test]
+    fn socket_and_limits() {
+        let c = Config::parse("[socket]\ngroup = \"cloche\"\n[limits]\nmax_body_bytes = 10", &acc()).unwrap();
+        assert_eq!((c.socket_mode, c.socket_group, c.limits.max_body_bytes), (0o660, Some(3000), 10));
+        for bad in
+            ["[socket]\nmode = \"999\"", "[roles]\nagent = [\"nobody-here\"]", "[x]", "[limits]\nbody_timeout_secs = 0"]
+        {
+            assert!(Config::parse(bad, &acc()).is_err(), "{bad}");
+        }
+        assert_eq!(acc().user_groups(1000), Some((1000, vec![1000, 2000])));
+        assert_eq!(acc().user_groups(1234), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! Jobs: the work done in a single-threaded process forked by the spawner
+//! ([`crate::spawner`]), and the daemon's side of them.
+//!
+//! The daemon writes one request (an [`Envelope`], one JSON line) on the
+//! job's control socket; the job answers with JSON lines ([`Msg`]): its
+//! pid, events as they happen, then `done` with a value or `failed` with
+//! a status and an error. A job that ends without either failed.
+
+pub mod child;
+pub mod run;
+
+use crate::error::ApiError;
+use crate::spawner::Spawner;
+use cloche_broker::BatchFile;
+use cloche_service::HostUser;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+
+/// What the daemon sends a job.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The state directory.
+    pub state: PathBuf,
+    pub job: Job,
+}
+
+/// A job.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Job {
+    /// A batch submitted by `caller`, its project checked with the caller's
+    /// identity first.
+    Submit { batch: BatchFile, token: Option<String>, caller: HostUser },
+    /// A one-command world for `caller` (`POST /v1/run`).
+    Run { run: run::RunBody, caller: HostUser },
+    /// An approved batch run in its world; `owner` (the submitter, when
+    /// not root) must still be able to read the project.
+    RunBatch { batch: String, owner: Option<HostUser> },
+    /// A kept world committed by `actor`, written as `owner` (the caller
+    /// the world belongs to, when not root).
+    Commit {
+        id: String,
+        paths: Vec<PathBuf>,
+        exclude: Vec<PathBuf>,
+        force: bool,
+        actor: String,
+        owner: Option<HostUser>,
+    },
+}
+
+/// What a job says, one JSON line each.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Msg {
+    Started { pid: u32 },
+    Event { event: Value },
+    Done { value: Value },
+    Failed { status: u16, error: String, extra: Option<Value> },
+}
+
+/// Starts jobs through the spawner.
+#[derive(Clone)]
+pub struct Jobs {
+    spawner: Arc<Spawner>,
+    state: PathBuf,
+}
+
+/// A started job: its messages, and the world's output for a run.
+pub struct Running {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    pub pid: Option<u32>,
+}
+
+impl Jobs {
+    pub fn new(spawner: Arc<Spawner>, state: PathBuf) -> Jobs {
+        Jobs { spawner, state }
+    }
+
+    /// Starts `job`; with `output`, the job's stdout and stderr come back
+    /// as pipes (a world's own output).
+    pub async fn start(&self, job: Job, output: bool) -> Result<Running, ApiError> {
+        let unavailable = |e: std::io::Error| ApiError::unavailable(format!("cannot start a job process: {e}"));
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(unavailable)?;
+        let mut fds: Vec<OwnedFd> = vec![theirs.into()];
+        let mut readers = Vec::new();
+        if output {
+            for _ in 0..2 {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| unavailable(e.into()))?;
+                fds.push(w);
+                readers.push(pipe::Receiver::from_owned_fd(r).map_err(unavailable)?);
+            }
+        }
+        let sp = self.spawner.clone();
+        // The descriptors are dropped (here, in this process) once handed over.
+        tokio::task::spawn_blocking(move || sp.spawn(&fds))
+            .await
+            .map_err(|e| ApiError::internal(format!("job start: {e}")))?
+            .map_err(unavailable)?;
+        ours.set_nonblocking(true).map_err(unavailable)?;
+        let stream = tokio::net::UnixStream::from_std(ours).map_err(unavailable)?;
+        let (rd, mut wr) = stream.into_split();
+        let mut line = serde_json::to_vec(&Envelope { state: self.state.clone(), job })
+            .map_err(|e| ApiError::internal(format!("job request: {e}")))?;
+        line.push(b'\n');
+        wr.write_all(&line).await.map_err(|e| ApiError::internal(format!("job request: {e}")))?;
+        let _ = wr.shutdown().await;
+        let mut readers = readers.into_iter();
+        let mut r =
+            Running { lines: BufReader::new(rd).lines(), stdout: readers.next(), stderr: readers.next(), pid: None };
+        match r.next().await? {
+            Some(Msg::Started { pid }) => r.pid = Some(pid),
+            other => return Err(ended(other)),
+        }
+        Ok(r)
+    }
+
+    /// Runs a job to its end: its value, or its error.
+    pub async fn call(&self, job: Job) -> Result<Value, ApiError> {
+        let mut r = self.start(job, false).await?;
+        loop {
+            match r.next().await? {
+                Some(Msg::Event { .. }) => continue,
+                Some(Msg::Done { value }) => return Ok(value),
+                other => return Err(ended(other)),
+            }
+        }
+    }
+}
+
+/// The error of a job that did not end with `done`.
+pub fn ended(m: Option<Msg>) -> ApiError {
+    match m {
+        Some(Msg::Failed { status, error, extra }) => {
+            let status =
+                axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            let e = ApiError::new(status, error);
+            match extra {
+                Some(x) => e.with(x),
+                None => e,
+            }
+        }
+        None => ApiError::internal("the job process ended without an answer"),
+        Some(m) => ApiError::internal(format!("the job process said {m:?} out of turn")),
+    }
+}
+
+impl Running {
+    /// The job's next message (`None` once it has closed its socket).
+    pub async fn next(&mut self) -> Result<Option<Msg>, ApiError> {
+        let line = self.lines.next_line().await.map_err(|e| ApiError::internal(format!("job: {e}")))?;
+        match line {
+            None => Ok(None),
+            Some(l) => serde_json::from_str(&l)
+                .map(Some)
+                .map_err(|e| ApiError::internal(format!("the job process said something unreadable: {e}"))),
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping the first `cap` bytes; returns them
+/// and how many bytes came in all.
+pub async fn read_capped(mut r: pipe::Receiver, cap: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, total),
+            Ok(n) => {
+                total += n as u64;
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
