@@ -18,7 +18,7 @@ use cloche_trace::audit::events;
 const HOUR_MS: i64 = 3_600_000;
 
 /// What each agent may use (0: no limit). Windows are the last hour.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Budgets {
     pub batches_per_hour: u64,
     pub entries_per_batch: u64,

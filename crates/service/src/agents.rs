@@ -16,9 +16,9 @@ use serde::Serialize;
 pub struct AgentList {
     pub schema_version: Version,
     pub agents: Vec<AgentView>,
-    /// The budgets of the default policy (those of a project's own policy
-    /// apply to its batches).
-    pub budgets: BudgetsDoc,
+    /// The budgets of the default policy, 0: no limit (those of a
+    /// project's own policy apply to its batches).
+    pub budgets: Budgets,
 }
 
 /// `cloche agents register|show --json`: one agent.
@@ -27,16 +27,6 @@ pub struct Agent {
     pub schema_version: Version,
     #[serde(flatten)]
     pub agent: AgentView,
-}
-
-/// The budgets each agent gets (0: no limit).
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct BudgetsDoc {
-    pub batches_per_hour: u64,
-    pub entries_per_batch: u64,
-    pub cpu_seconds_per_hour: u64,
-    pub egress_bytes_per_hour: u64,
-    pub concurrent_worlds: u64,
 }
 
 /// The broker's view of a policy's `[budgets]`.
@@ -71,14 +61,6 @@ impl Context {
     pub fn agents(&self) -> Result<AgentList> {
         let agents = self.broker()?.agents()?;
         let (_, policy) = self.store()?.resolve("/").map_err(|e| Error::Policy(e.to_string()))?;
-        let b = budgets_of(&policy);
-        let budgets = BudgetsDoc {
-            batches_per_hour: b.batches_per_hour,
-            entries_per_batch: b.entries_per_batch,
-            cpu_seconds_per_hour: b.cpu_seconds_per_hour,
-            egress_bytes_per_hour: b.egress_bytes_per_hour,
-            concurrent_worlds: b.concurrent_worlds,
-        };
-        Ok(AgentList { schema_version: Version, agents, budgets })
+        Ok(AgentList { schema_version: Version, agents, budgets: budgets_of(&policy) })
     }
 }
