@@ -46,9 +46,10 @@ fn an_agent_is_registered_and_its_status_follows_its_batches() {
     assert_eq!(bad.code, Some(125), "{}", bad.describe());
     assert!(fx.cloche(&["agents", "show", "nobody"]).code == Some(125));
 
-    // A review-level batch waits for a person: the agent is waiting.
-    let b = serde_json::json!({"agent": "bot1", "project": project,
-        "entries": [{"command": "git push origin main"}, {"command": "sleep 2"}]});
+    // A review-level batch waits for a person: the agent is waiting. (The
+    // push fails outside a repository: the sleep runs all the same.)
+    let b = serde_json::json!({"agent": "bot1", "project": project, "stop_on_failure": false,
+        "entries": [{"command": "git push origin main"}, {"command": "sleep 3"}]});
     let id1 = submit(&fx, &b, None);
     assert_eq!(agent(&fx, "bot1")["status"], "waiting");
     fx.cloche(&["batch", "approve", &id1]).expect_code(0);
