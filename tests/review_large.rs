@@ -33,8 +33,12 @@ fn run_measured(cmd: &mut std::process::Command) -> (i32, i64, String) {
 #[test]
 fn a_hundred_thousand_files_and_a_2_gib_file_commit_with_bounded_memory() {
     let fx = Fixture::new();
+    // The big file's bytes: lines of 4,098 `x` and a newline, a period of
+    // 4,099 bytes (a prime), so a block copied to the wrong place (blocks are
+    // multiples of 4 KiB) cannot look right. `yes` writes it at disk speed
+    // (`tr` over /dev/zero took 20 s of the test's time).
     let script = "for d in $(seq 100); do mkdir d$d; for f in $(seq 1000); do echo $d.$f > d$d/f$f; done; done \
-                  && head -c 2147483648 /dev/zero | tr '\\0' 'x' > big";
+                  && yes \"$(printf '%4098s' '' | tr ' ' x)\" | head -c 2147483648 > big";
     // The world's tmpfs and memory limit must hold 2 GiB.
     fx.run(&["--keep", "--memory", "6GiB"], &["sh", "-c", script]).expect_code(0);
     let id = fx.worlds().pop().expect("a kept world");
@@ -56,7 +60,7 @@ fn a_hundred_thousand_files_and_a_2_gib_file_commit_with_bounded_memory() {
     assert_eq!(std::fs::metadata(&big).unwrap().len(), 2 << 30);
     let st = std::process::Command::new("sh")
         .arg("-c")
-        .arg("head -c 2147483648 /dev/zero | tr '\\0' 'x' | cmp -s - \"$1\"")
+        .arg("yes \"$(printf '%4098s' '' | tr ' ' x)\" | head -c 2147483648 | cmp -s - \"$1\"")
         .arg("sh")
         .arg(&big)
         .status()
