@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::lossy_head;
+use crate::lossy_head;
 
 // ---------------------------------------------------------------------------
 // Host file trees, to prove the host was not modified

@@ -3,7 +3,7 @@
 //! the disk pool), their loop devices detached, `/run/cloche` emptied (the
 //! liveness and network locks). Files of the state dir stay, as on a disk.
 
-use super::*;
+use crate::*;
 use std::fs;
 use std::time::Instant;
 

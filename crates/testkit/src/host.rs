@@ -15,7 +15,7 @@ use std::process::{Child, Command};
 
 /// An exclusive flock on /tmp/cloche-tests.lock, held by every test for its whole
 /// life, so that host-wide comparisons (mounts, cgroups, processes) are meaningful.
-pub struct TestLock(fs::File);
+pub struct TestLock(#[allow(dead_code)] fs::File); // held: its drop releases the lock
 
 impl TestLock {
     pub fn acquire() -> TestLock {

@@ -2,7 +2,7 @@
 //! and reaped on drop), and real clients: `curl --unix-socket` run as any
 //! uid ([`Daemon::curl`]).
 
-use super::*;
+use crate::*;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,6 @@
 //! Helpers of the batch and review tests: submit, show, policies, audit.
 
-use super::*;
+use crate::*;
 use serde_json::Value;
 
 pub fn show(fx: &Fixture, id: &str) -> Value {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{cloche_bin, json_lines, lossy_head, probe_bin, probe_needs_expose, unique_tag, DEADLINE};
-use super::{mount_points, strict_leaks, HostSnapshot, Leak, Scratch, TestLock};
+use crate::{cloche_bin, json_lines, lossy_head, probe_bin, probe_needs_expose, unique_tag, DEADLINE};
+use crate::{mount_points, strict_leaks, HostSnapshot, Leak, Scratch, TestLock};
 
 // ---------------------------------------------------------------------------
 // Running cloche
