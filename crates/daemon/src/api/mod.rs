@@ -5,6 +5,7 @@
 mod batches;
 mod diff;
 mod other;
+mod run_stream;
 
 use crate::config::Config;
 use crate::error::ApiError;
