@@ -243,9 +243,13 @@ fn parse_event(r: &mut impl BufRead) -> io::Result<Option<Event>> {
     let mut data: Option<String> = None;
     let mut any = false;
     loop {
-        let Some(line) = read_line(r, MAX_LINE)? else {
-            // The end of the stream: an event not closed by an empty line is dropped.
-            return Ok(None);
+        let line = match read_line(r, MAX_LINE) {
+            Ok(Some(l)) => l,
+            // The end of the stream (inside a line too): an event not
+            // closed by an empty line is dropped, as the format says.
+            Ok(None) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
         };
         if line.is_empty() {
             if any && data.is_some() {
