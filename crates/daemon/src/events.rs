@@ -98,8 +98,10 @@ pub enum Read {
     Lagged { first: Option<u64>, last: u64 },
 }
 
-/// Most events handed out by one read.
-const READ_BATCH: usize = 256;
+/// Most events handed out by one read: what a subscriber holds beyond
+/// the ring (an event the ring dropped lives on until its subscribers
+/// have sent it) is at most this many events.
+const READ_BATCH: usize = 16;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

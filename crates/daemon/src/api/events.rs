@@ -148,7 +148,8 @@ async fn subscribe(app: App, c: Caller, uri: Uri, headers: HeaderMap) -> Result<
     // The subscription exists before the head is sent (when this returns).
     let sub = app.bus.subscribe(since);
     tracing::debug!(uid = c.uid, since, open = app.streams.count(), "event stream opened");
-    let feed = Feed { sub, filter, ready: VecDeque::from([Frame::default().comment("subscribed")]), _slot: slot };
+    let first = Some(Frame::default().comment("subscribed"));
+    let feed = Feed { sub, filter, first, pending: VecDeque::new(), _slot: slot };
     let stream = futures_util::stream::unfold(feed, |mut f| async move {
         let frame = f.next().await?;
         Some((Ok::<_, Infallible>(frame), f))
@@ -160,7 +161,11 @@ async fn subscribe(app: App, c: Caller, uri: Uri, headers: HeaderMap) -> Result<
 struct Feed {
     sub: Subscription,
     filter: Filter,
-    ready: VecDeque<Frame>,
+    /// A frame of the daemon's own to send first (the first comment, a gap).
+    first: Option<Frame>,
+    /// Events read from the bus, not yet filtered and sent: shared with
+    /// the ring (each is serialized once), made a frame when sent.
+    pending: VecDeque<Arc<Held>>,
     _slot: Slot,
 }
 
@@ -168,16 +173,17 @@ impl Feed {
     /// The next frame; `None` when the daemon stops.
     async fn next(&mut self) -> Option<Frame> {
         loop {
-            if let Some(f) = self.ready.pop_front() {
+            if let Some(f) = self.first.take() {
                 return Some(f);
             }
-            match self.sub.next().await? {
-                Read::Events(v) => {
-                    for h in v.iter().filter(|h| self.filter.admits(h)) {
-                        self.ready.push_back(Frame::default().id(h.seq.to_string()).event(&h.kind).data(&h.json));
-                    }
+            while let Some(h) = self.pending.pop_front() {
+                if self.filter.admits(&h) {
+                    return Some(Frame::default().id(h.seq.to_string()).event(&h.kind).data(&h.json));
                 }
-                Read::Lagged { first, last } => self.ready.push_back(lagged(first, last)),
+            }
+            match self.sub.next().await? {
+                Read::Events(v) => self.pending.extend(v),
+                Read::Lagged { first, last } => self.first = Some(lagged(first, last)),
             }
         }
     }
