@@ -4,6 +4,7 @@
 
 mod batches;
 mod diff;
+pub mod events;
 mod other;
 mod run_stream;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub pool: Pool,
     pub jobs: Jobs,
     pub bus: Bus,
+    /// The `GET /v1/events` streams open.
+    pub streams: Arc<events::Streams>,
     /// The state directory (canonical).
     pub state: PathBuf,
 }
@@ -61,6 +64,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("GET", "/v1/worlds", get(other::worlds)),
         ("GET", "/v1/worlds/{id}", get(other::world)),
         ("GET", "/v1/history", get(other::history)),
+        ("GET", "/v1/events", get(events::events)),
     ]
 }
 
