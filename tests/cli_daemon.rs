@@ -225,6 +225,116 @@ fn agents_use_batches_through_the_daemon_and_see_only_their_own() {
     fx.finish();
 }
 
+/// 16 lower-case hex digits (a batch's, an entry's, a world's id) as `ID`.
+fn ids_out(t: &str) -> String {
+    let b = t.as_bytes();
+    let (mut out, mut i) = (String::new(), 0);
+    while i < b.len() {
+        let hex = |c: &u8| c.is_ascii_digit() || (b'a'..=b'f').contains(c);
+        if i + 16 <= b.len() && b[i..i + 16].iter().all(hex) && !b.get(i + 16).is_some_and(hex) {
+            out.push_str("ID");
+            i += 16;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Submits `batch` as `uid` (through the daemon when `socket`), approved by root.
+fn approved(fx: &Fixture, uid: Option<u32>, dir: &Path, socket: Option<&Path>, batch: &Value) -> String {
+    let file = dir.join(format!("batch-{}.json", fx.tag));
+    std::fs::write(&file, serde_json::to_vec(batch).unwrap()).unwrap();
+    let here: &[&str] = if socket.is_none() { &["--no-daemon"] } else { &[] };
+    let args = |rest: &[&str]| -> Vec<String> { here.iter().chain(rest).map(|a| a.to_string()).collect() };
+    let submit = args(&["batch", "submit", file.to_str().unwrap()]);
+    let o = run_cmd(cloche_as(fx, uid, dir, socket).args(&submit), DEADLINE);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(o.code, Some(0), "{}", o.describe());
+    let id = text(&o.stdout).trim().to_string();
+    let o = run_cmd(cloche_as(fx, None, dir, socket).args(args(&["batch", "approve", &id])), DEADLINE);
+    assert_eq!(o.code, Some(0), "{}", o.describe());
+    id
+}
+
+/// `cloche batch run` through the daemon shows what it shows in process:
+/// a line per entry as it starts, its output as it comes, its exit, the
+/// kept world; and the same exit codes (1: an entry failed).
+#[test]
+fn a_batch_run_through_the_daemon_shows_its_steps_and_output_as_they_come() {
+    let fx = Fixture::new();
+    let proj = owned_dir(&fx, "a", AGENT_A);
+    let d = Daemon::start(&fx, None);
+    let sock = Some(d.socket.as_path());
+    let batch = json!({"project": proj, "stop_on_failure": false, "entries": [
+        {"command": "echo one; echo two >&2"}, {"command": "printf 'no newline'; exit 4"}, {"command": "echo three"}]});
+    let theirs = approved(&fx, Some(AGENT_A), &proj, sock, &batch);
+    let there = run_as(&fx, Some(AGENT_A), &proj, sock, &["batch", "run", &theirs]);
+    let ours = approved(&fx, None, &proj, None, &batch);
+    let here = run_as(&fx, None, &proj, None, &["--no-daemon", "batch", "run", &ours]);
+    assert_eq!(here.code, Some(1), "{}", here.describe());
+    assert_eq!(
+        text(&here.stdout),
+        "one
+no newlinethree
+",
+        "{}",
+        here.describe()
+    );
+    assert!(
+        text(&here.stderr).contains(
+            "[2/3] running: printf 'no newline'; exit 4
+"
+        ),
+        "{}",
+        here.describe()
+    );
+    assert_eq!(
+        (there.code, text(&there.stdout), ids_out(&text(&there.stderr))),
+        (here.code, text(&here.stdout), ids_out(&text(&here.stderr))),
+        "{}",
+        there.describe()
+    );
+    // --json: the batch after its run, the entries' output on stderr.
+    let again = approved(&fx, Some(AGENT_A), &proj, sock, &batch);
+    let o = run_as(&fx, Some(AGENT_A), &proj, sock, &["batch", "run", &again, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.describe()));
+    assert_eq!((o.code, v["state"].as_str(), v["id"].as_str()), (Some(1), Some("failed"), Some(again.as_str())));
+    assert!(
+        text(&o.stderr).contains(
+            "one
+two
+"
+        ),
+        "{}",
+        o.describe()
+    );
+
+    // As it comes: the first line long before the end.
+    let slow = json!({"project": proj, "entries": [{"command": "echo first; sleep 2; echo second"}]});
+    let id = approved(&fx, Some(AGENT_A), &proj, sock, &slow);
+    let mut c = cloche_as(&fx, Some(AGENT_A), &proj, sock);
+    let start = Instant::now();
+    let mut child = c.args(["batch", "run", &id]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    let first = start.elapsed();
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert!(child.wait().unwrap().success());
+    let end = start.elapsed();
+    assert!(end - first >= Duration::from_millis(1500), "first line at {first:?}, end at {end:?}");
+    // A batch that is not approved: the daemon's refusal, one line, nothing run.
+    let o = run_as(&fx, Some(AGENT_A), &proj, sock, &["batch", "run", &id]);
+    refused(&o, "");
+    for b in [theirs, ours, again, id] {
+        let o = run_as(&fx, None, &proj, None, &["--no-daemon", "discard", &b]);
+        assert_eq!(o.code, Some(0), "{}", o.describe());
+    }
+    drop(d);
+    fx.finish();
+}
+
 /// Without a daemon, a user other than root gets one line saying how to
 /// start one, and exit 125, whatever the command; nothing runs.
 #[test]

@@ -118,6 +118,16 @@ fn run(mut c: Client, id: &str, json: bool) -> Result<i32, String> {
             ("run", d) => (d["event"].as_str().unwrap_or_default().to_string(), d.clone()),
             (k, d) => (k.to_string(), d.clone()),
         };
+        if kind == "lagged" {
+            step(&mut printer, &kind, &data);
+            // Its end may be among what was skipped: a run that ended is
+            // ended by its record.
+            let v = view(c.call("GET", &batch_path(id, ""), None)?)?;
+            if matches!(v.state.as_str(), "completed" | "failed" | "cancelled") {
+                return finished(&mut c, id, json, Some(v));
+            }
+            continue;
+        }
         if kind == "run_ended" {
             break match data["end"].as_str() {
                 Some("completed") => BatchEnd::Completed,
