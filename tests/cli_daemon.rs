@@ -149,6 +149,10 @@ fn a_client_that_goes_away_stops_its_world() {
                 .is_ok_and(|c| c.split(|b| *b == 0).collect::<Vec<_>>().join(&b' ').starts_with(tag.as_bytes()))
         })
     };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(running(), "the world's command runs");
     child.kill().unwrap();
     child.wait().unwrap();
