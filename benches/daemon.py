@@ -13,11 +13,16 @@ Prints:
   3. `POST /v1/run` of `true` through the daemon (Python's http.client on a
      kept connection, and `curl --unix-socket` as a whole process) against
      `bwrap --unshare-all ... true` and `cloche run -- true`, interleaved,
-     medians and ratios to bwrap.
+     medians and ratios to bwrap;
+  4. submit-to-first-output: an auto-approved (autonomy token) one-entry
+     batch `echo hi` submitted, run, and its first `output` event received
+     on an event stream (`GET /v1/events`, opened beforehand) against
+     `cloche run -- echo hi` (its first byte on stdout, and its whole
+     process), interleaved, medians and p90.
 Nothing is asserted: this is a measurement, not a test.
 """
 import argparse, http.client, json, multiprocessing, os, shutil, signal, socket, statistics, subprocess, sys
-import tempfile, threading, time
+import queue, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release")
@@ -100,6 +105,86 @@ def loader(sock, project, threads, each, q):
     q.put((lat, errors))
 
 
+class Events(threading.Thread):
+    """A subscriber of GET /v1/events: (time, kind, batch) of each frame
+    into a queue as it arrives."""
+
+    def __init__(self, sock):
+        super().__init__(daemon=True)
+        self.c = Conn(sock)
+        self.c.request("GET", "/v1/events")
+        self.r = self.c.getresponse()
+        assert self.r.status == 200, self.r.status
+        assert self.r.readline().startswith(b": subscribed")
+        self.q = queue.Queue()
+
+    def run(self):
+        kind = None
+        while True:
+            line = self.r.readline()
+            if not line:
+                return
+            if line.startswith(b"event: "):
+                kind = line[7:].strip().decode()
+            elif line.startswith(b"data: "):
+                t = time.perf_counter()
+                self.q.put((t, kind, json.loads(line[6:])["batch"]))
+
+    def wait(self, batch, kind):
+        while True:
+            t, k, b = self.q.get(timeout=60)
+            if b == batch and k == kind:
+                return t
+
+
+def first_output(sock, project, token, ev):
+    """Submit, run, first `output` frame: ms for each step from the submit."""
+    c = Conn(sock)
+    t0 = time.perf_counter()
+    c.request("POST", "/v1/batches", body=json.dumps({"project": project, "entries": [{"command": "echo hi"}]}),
+              headers={"Content-Type": "application/json", "X-Cloche-Autonomy-Token": token})
+    r = c.getresponse()
+    v = json.loads(r.read())
+    if r.status != 201 or v["state"] != "approved":
+        sys.exit(f"submit: {r.status} {v}")
+    t1 = time.perf_counter()
+    st, data = call(c, "POST", f"/v1/batches/{v['id']}/run")
+    if st != 202:
+        sys.exit(f"run: {st} {data[:200]}")
+    t2 = time.perf_counter()
+    t3 = ev.wait(v["id"], "output")
+    ev.wait(v["id"], "run_ended")
+    call(c, "POST", f"/v1/batches/{v['id']}/discard")
+    return [(t - t0) * 1000 for t in (t1, t2, t3)]
+
+
+def first_byte(cmd, env, cwd):
+    """ms to the first byte of `cmd`'s stdout, and to its exit."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p.stdout.read(1)
+    t1 = time.perf_counter()
+    p.stdout.read()
+    if p.wait() != 0:
+        sys.exit(f"{cmd} failed")
+    return (t1 - t) * 1000, (time.perf_counter() - t) * 1000
+
+
+def prober(sock, bid, stop, q):
+    """A single-threaded client of its own (no other Python thread to wait
+    for: the loaders' own figures include waits for their GIL) polling
+    one batch's status every millisecond until `stop`."""
+    c, lat = Conn(sock), []
+    while not stop.is_set():
+        t = time.perf_counter()
+        st, _ = call(c, "GET", "/v1/batches/" + bid)
+        lat.append((time.perf_counter() - t) * 1000)
+        if st != 200:
+            sys.exit(f"status: {st}")
+        time.sleep(0.001)
+    q.put(lat)
+
+
 def timed(cmd, env):
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -113,7 +198,11 @@ def main():
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--cloched", default=os.path.join(REL, "cloched"))
     ap.add_argument("--cloche", default=os.path.join(REL, "cloche"))
+    ap.add_argument("--load-rounds", type=int, default=3)
+    ap.add_argument("--parts", default="load,run,first-output",
+                    help="which measurements (comma-separated: load, run, first-output)")
     a = ap.parse_args()
+    parts = a.parts.split(",")
     if os.geteuid() != 0:
         sys.exit("run as root")
     for b in (a.cloched, a.cloche):
@@ -146,51 +235,37 @@ def main():
             idle.append((time.perf_counter() - t) * 1000)
         print(f"status request, idle (300): p50 {pct(idle, .5):.2f} ms, p99 {pct(idle, .99):.2f} ms")
 
-        q = multiprocessing.Queue()
-        procs = [multiprocessing.Process(target=loader, args=(sock, project, 5, 10, q)) for _ in range(4)]
-        t0 = time.perf_counter()
-        for p in procs:
-            p.start()
-        lat, errors = [], []
-        for _ in procs:
-            l, e = q.get()
-            lat += l
-            errors += e
-        for p in procs:
-            p.join()
-        wall = time.perf_counter() - t0
-        print(f"under load (20 clients, 200 submissions, {len(lat)} status requests, {wall:.1f} s, "
-              f"{len(errors)} errors): status p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms, "
-              f"max {max(lat):.2f} ms")
+        for rnd in range(a.load_rounds if "load" in parts else 0):
+            q, pq, stop = multiprocessing.Queue(), multiprocessing.Queue(), multiprocessing.Event()
+            procs = [multiprocessing.Process(target=loader, args=(sock, project, 5, 10, q)) for _ in range(4)]
+            probe = multiprocessing.Process(target=prober, args=(sock, bid, stop, pq))
+            probe.start()
+            t0 = time.perf_counter()
+            for p in procs:
+                p.start()
+            lat, errors = [], []
+            for _ in procs:
+                l, e = q.get()
+                lat += l
+                errors += e
+            for p in procs:
+                p.join()
+            wall = time.perf_counter() - t0
+            stop.set()
+            plat = pq.get()
+            probe.join()
+            print(f"under load, round {rnd + 1} (20 clients, 200 submissions, {len(lat)} status requests, "
+                  f"{wall:.1f} s, {len(errors)} errors):")
+            print(f"  status, as the loading clients see it: p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms, "
+                  f"max {max(lat):.2f} ms")
+            print(f"  status, a prober of its own ({len(plat)}): p50 {pct(plat, .5):.2f} ms, "
+                  f"p99 {pct(plat, .99):.2f} ms, max {max(plat):.2f} ms")
         print(f"RSS after the load: cloched {rss_kb(d.pid) / 1024:.1f} MiB")
 
-        body = {"argv": ["true"], "cwd": project}
-        curl = ["curl", "-q", "-s", "-f", "-o", "/dev/null", "--unix-socket", sock, "-H",
-                "Content-Type: application/json", "-d", json.dumps(body), "http://localhost/v1/run"]
-        tools = {
-            "POST /v1/run (http.client, kept connection)": None,
-            "POST /v1/run (curl process)": curl,
-            "cloche run -- true": [a.cloche, "run", "--", "true"],
-            "bwrap ... true": [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
-                               "--die-with-parent", "true"],
-        }
-        times = {k: [] for k in tools}
-        c = Conn(sock)
-        for _ in range(a.runs):
-            for name, cmd in tools.items():
-                if cmd is None:
-                    t = time.perf_counter()
-                    st, data = call(c, "POST", "/v1/run", body)
-                    times[name].append((time.perf_counter() - t) * 1000)
-                    if st != 200:
-                        sys.exit(f"POST /v1/run: {st} {data[:200]}")
-                else:
-                    times[name].append(timed(cmd, env))
-        base = statistics.median(times["bwrap ... true"])
-        print(f"run -- true, interleaved, median of {a.runs}:")
-        for name, xs in times.items():
-            m = statistics.median(xs)
-            print(f"  {name:<45} {m:7.2f} ms  {m / base:.2f}x bwrap")
+        if "run" in parts:
+            run_true(a, sock, project, env, bwrap)
+        if "first-output" in parts:
+            submit_to_first_output(a, sock, project, env)
     finally:
         d.send_signal(signal.SIGTERM)
         d.wait()
@@ -198,6 +273,61 @@ def main():
         if os.path.ismount(worlds):
             subprocess.run(["umount", "-l", worlds], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_true(a, sock, project, env, bwrap):
+    body = {"argv": ["true"], "cwd": project}
+    curl = ["curl", "-q", "-s", "-f", "-o", "/dev/null", "--unix-socket", sock, "-H",
+            "Content-Type: application/json", "-d", json.dumps(body), "http://localhost/v1/run"]
+    tools = {
+        "POST /v1/run (http.client, kept connection)": None,
+        "POST /v1/run (curl process)": curl,
+        "cloche run -- true": [a.cloche, "run", "--", "true"],
+        "bwrap ... true": [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
+                           "--die-with-parent", "true"],
+    }
+    times = {k: [] for k in tools}
+    c = Conn(sock)
+    for _ in range(a.runs):
+        for name, cmd in tools.items():
+            if cmd is None:
+                t = time.perf_counter()
+                st, data = call(c, "POST", "/v1/run", body)
+                times[name].append((time.perf_counter() - t) * 1000)
+                if st != 200:
+                    sys.exit(f"POST /v1/run: {st} {data[:200]}")
+            else:
+                times[name].append(timed(cmd, env))
+    base = statistics.median(times["bwrap ... true"])
+    print(f"run -- true, interleaved, median of {a.runs}:")
+    for name, xs in times.items():
+        m = statistics.median(xs)
+        print(f"  {name:<45} {m:7.2f} ms  {m / base:.2f}x bwrap")
+
+
+def submit_to_first_output(a, sock, project, env):
+    """Submit-to-first-output, against `cloche run -- echo hi`."""
+    out = subprocess.run([a.cloche, "autonomy", "enable", project, "--json"], env=env, capture_output=True)
+    if out.returncode != 0:
+        sys.exit(f"cloche autonomy enable: {out.stderr.decode(errors='replace')}")
+    token = json.loads(out.stdout)["token"]
+    ev = Events(sock)
+    ev.start()
+    daemon_ms, cloche_first, cloche_all = [], [], []
+    for _ in range(a.runs):
+        daemon_ms.append(first_output(sock, project, token, ev))
+        f, w = first_byte([a.cloche, "run", "--", "echo", "hi"], env, project)
+        cloche_first.append(f)
+        cloche_all.append(w)
+    print(f"submit-to-first-output of `echo hi`, interleaved, median (p90) of {a.runs}:")
+    for i, name in enumerate(["submitted (201, approved by the token)", "run started (202)",
+                              "first output event on the stream"]):
+        xs = [x[i] for x in daemon_ms]
+        print(f"  daemon: {name:<45} {statistics.median(xs):7.2f} ms ({pct(xs, .9):.2f})")
+    print(f"  cloche run -- echo hi: first byte on stdout        {statistics.median(cloche_first):7.2f} ms "
+          f"({pct(cloche_first, .9):.2f})")
+    print(f"  cloche run -- echo hi: whole process               {statistics.median(cloche_all):7.2f} ms "
+          f"({pct(cloche_all, .9):.2f})")
 
 
 if __name__ == "__main__":

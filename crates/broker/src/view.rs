@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{params_from_iter, types::Value as SqlValue, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::broker::{batch_state, effect, entry_state, Broker};
 use crate::decision::{Category, Decision, Effect};
@@ -12,7 +12,7 @@ use crate::error::BrokerError;
 use crate::state::{BatchState, EntryState};
 use crate::util::rfc3339;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchView {
     pub id: String,
     pub state: BatchState,
@@ -39,7 +39,7 @@ pub struct BatchView {
     pub entries: Vec<EntryView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryView {
     pub id: String,
     pub index: usize,

@@ -1,13 +1,14 @@
 //! `cloche batch submit|list|show|approve|reject|run|cancel` and
 //! `cloche autonomy enable|disable`: the service's batches
-//! (`cloche_service::batch`, `batch_run`), printed. No daemon yet: the
-//! service opens the broker's database itself.
+//! (`cloche_service::batch`, `batch_run`), printed. With a daemon
+//! (`crate::remote`), `batch` goes through it and prints the same.
 //!
 //! Identity without the daemon: the submitter is `agent:<agent>` when the
 //! batch names an agent, else `uid:<uid>`; a reviewer is `uid:<uid>`. The
 //! broker refuses a review-level approval by the submitter or the batch's
-//! agent. Local root can always act as a reviewer; per-caller identity
-//! (SO_PEERCRED) comes with `cloched`.
+//! agent. Local root can always act as a reviewer. Through the daemon the
+//! caller is `uid:<uid>` as the kernel says (SO_PEERCRED), whatever the
+//! batch's agent.
 
 use crate::fail;
 use crate::output::emit;
@@ -113,7 +114,12 @@ pub enum AutonomyCommand {
 }
 
 pub fn main(cmd: BatchCommand) -> i32 {
-    match run(cmd) {
+    let r = match crate::remote::via() {
+        Ok(crate::remote::Via::Daemon(c)) => crate::remote::batch::main(c, cmd),
+        Ok(crate::remote::Via::Embedded) => run(cmd),
+        Err(e) => Err(e),
+    };
+    match r {
         Ok(code) => code,
         Err(e) => fail(e),
     }
@@ -136,38 +142,10 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
         BatchCommand::Submit { .. } => unreachable!("handled above"),
         BatchCommand::List { json } => {
             let list = ctx.broker()?.list(&Default::default()).map_err(broker_error)?;
-            if json {
-                emit(&serde_json::json!({ "batches": list }))?;
-            } else {
-                for b in list {
-                    let v = serde_json::to_value(&b).unwrap_or_default();
-                    println!(
-                        "{}  {:<10} {}",
-                        v["id"].as_str().unwrap_or(""),
-                        v["state"].as_str().unwrap_or(""),
-                        v["project"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_list(&serde_json::json!({ "batches": list }), json)?;
         }
         BatchCommand::Show { id, json } => {
-            let v = ctx.broker()?.get(&id).map_err(broker_error)?;
-            if json {
-                emit(&v)?;
-            } else {
-                println!("batch {}  {:?}  decision {}  project {}", v.id, v.state, v.decision, v.project);
-                for en in &v.entries {
-                    println!(
-                        "  {} {:<10} {:<6} {:<20} exit {:<4} {}",
-                        en.id,
-                        format!("{:?}", en.state),
-                        en.decision.effect,
-                        en.decision.rule,
-                        en.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        en.command
-                    );
-                }
-            }
+            print_show(&ctx.broker()?.get(&id).map_err(broker_error)?, json)?;
         }
         BatchCommand::Approve { id, entries, json } => {
             let v = ctx.broker()?.approve(&id, entries, &uid_actor()).map_err(broker_error)?;
@@ -190,24 +168,11 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
         }
         BatchCommand::Run { id, dry_run: true, json } => {
             let d = ctx.dry_run(&id)?;
-            if json {
-                emit(&d)?;
-            } else {
-                for en in &d.entries {
-                    println!("{} {} {}", if en.runs { "would run" } else { "skipped  " }, en.id, en.command);
-                }
-            }
+            print_dry_run(&serde_json::to_value(&d).map_err(|e| format!("json: {e}"))?, json)?;
         }
         BatchCommand::Run { id, dry_run: false, json } => {
             let end = ctx.run_batch(&id, &mut Printer { json })?;
-            let code = match end {
-                BatchEnd::Cancelled => {
-                    eprintln!("cloche: batch {id} cancelled");
-                    130
-                }
-                BatchEnd::Failed => 1,
-                BatchEnd::Completed => 0,
-            };
+            let code = end_code(&id, end);
             if json {
                 emit(&ctx.broker()?.get(&id).map_err(broker_error)?)?;
             }
@@ -221,13 +186,74 @@ fn broker_error(e: cloche_broker::BrokerError) -> String {
     e.to_string()
 }
 
+/// `batch list`: `{"batches": [...]}` as JSON, or a line per batch.
+pub(crate) fn print_list(doc: &serde_json::Value, json: bool) -> Result<(), String> {
+    if json {
+        return emit(doc);
+    }
+    for v in doc["batches"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<10} {}",
+            v["id"].as_str().unwrap_or(""),
+            v["state"].as_str().unwrap_or(""),
+            v["project"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `batch show`: the batch as JSON, or a line for it and one per entry.
+pub(crate) fn print_show(v: &cloche_broker::BatchView, json: bool) -> Result<(), String> {
+    if json {
+        return emit(v);
+    }
+    println!("batch {}  {:?}  decision {}  project {}", v.id, v.state, v.decision, v.project);
+    for en in &v.entries {
+        println!(
+            "  {} {:<10} {:<6} {:<20} exit {:<4} {}",
+            en.id,
+            format!("{:?}", en.state),
+            en.decision.effect,
+            en.decision.rule,
+            en.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            en.command
+        );
+    }
+    Ok(())
+}
+
+/// `batch run --dry-run`: the document as JSON, or a line per entry.
+pub(crate) fn print_dry_run(d: &serde_json::Value, json: bool) -> Result<(), String> {
+    if json {
+        return emit(d);
+    }
+    for en in d["entries"].as_array().into_iter().flatten() {
+        let runs = en["runs"] == true;
+        let (id, command) = (en["id"].as_str().unwrap_or(""), en["command"].as_str().unwrap_or(""));
+        println!("{} {id} {command}", if runs { "would run" } else { "skipped  " });
+    }
+    Ok(())
+}
+
+/// The exit code of a batch's run (and the line of a cancelled one).
+pub(crate) fn end_code(id: &str, end: BatchEnd) -> i32 {
+    match end {
+        BatchEnd::Cancelled => {
+            eprintln!("cloche: batch {id} cancelled");
+            130
+        }
+        BatchEnd::Failed => 1,
+        BatchEnd::Completed => 0,
+    }
+}
+
 /// Prints a batch's run as it goes: a line per entry (`[2/5] running: CMD`,
 /// control characters escaped), its output as it comes, then its exit;
 /// the world kept; what the retention limit discarded.
-struct Printer {
+pub(crate) struct Printer {
     /// With --json, stdout carries the document alone: the entries' output
     /// goes to stderr.
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl BatchObserver for Printer {

@@ -12,6 +12,7 @@ mod history_cmd;
 mod output;
 mod policy_cmd;
 mod policy_store_cmd;
+mod remote;
 mod review_cmd;
 mod run;
 mod term;
@@ -23,7 +24,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 const ENVIRONMENT: &str = "\
 Environment:
   CLOCHE_STATE_DIR       state directory (default /var/lib/cloche): kept worlds, broker database,
-                         audit log, policy store
+                         audit log, policy store; with a daemon, the one it must serve
+  CLOCHE_SOCKET          the daemon's socket (default /run/cloche/cloche.sock): `run`, `batch`,
+                         `diff`, `commit` and `discard` go through the daemon when it answers (root
+                         without one works in this process); empty: never (as --no-daemon)
   CLOCHE_AUTONOMY_TOKEN  autonomy token for `batch submit` (as --token)
   CLOCHE_DNS_UPSTREAM    IP:PORT of the upstream nameserver for allowed names (else the policy's,
                          else /etc/resolv.conf)
@@ -56,6 +60,9 @@ struct Cli {
     /// Never start a pager (long output on a terminal goes through $PAGER otherwise).
     #[arg(long, global = true)]
     no_pager: bool,
+    /// Work in this process (as root), never through the daemon cloched (see CLOCHE_SOCKET).
+    #[arg(long, global = true)]
+    no_daemon: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -167,6 +174,7 @@ fn main() {
         }
     };
     term::init(cli.color, cli.no_pager);
+    remote::init(cli.no_daemon);
     let code = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Doctor(a) => doctor::main(a),

@@ -1,6 +1,7 @@
 //! `cloche run`: one world, one command.
 
 use crate::fail;
+use crate::remote::Via;
 use clap::Args;
 use cloche_policy::Policy;
 use cloche_service::error::io_reason;
@@ -23,78 +24,87 @@ pub struct RunArgs {
     /// Network: `none` (loopback only) or `allow=DEST[,DEST...]` (IP, CIDR or NAME, each with an
     /// optional :PORT); default: the policy's `[network]` (loopback only in the built-in policy).
     #[arg(long, visible_alias = "network", value_name = "none|allow=DEST,...")]
-    net: Option<String>,
+    pub(crate) net: Option<String>,
     /// Kill the whole world after SECS seconds, fractions allowed (exit code 124).
     #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
-    timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     /// Memory limit: bytes, or 512M, 2GiB, ... (binary units).
     #[arg(short = 'm', long, value_name = "BYTES", allow_hyphen_values = true)]
-    memory: Option<String>,
+    pub(crate) memory: Option<String>,
     /// Limit on processes and threads.
     #[arg(long, visible_alias = "pids-limit", value_name = "N", allow_hyphen_values = true)]
-    pids: Option<String>,
+    pub(crate) pids: Option<String>,
     /// CPU bandwidth in cores (e.g. 0.5).
     #[arg(long, value_name = "CORES", allow_hyphen_values = true)]
-    cpus: Option<String>,
+    pub(crate) cpus: Option<String>,
     /// Set a variable in the world: K=V, or K alone to pass your own value of K (nothing when
     /// you have none); repeatable.
     #[arg(short = 'e', long = "env", value_name = "K[=V]")]
-    env: Vec<OsString>,
+    pub(crate) env: Vec<OsString>,
     /// Read variables from FILE, one K=V (taken as is, no quotes) or K per line; blank lines and
     /// lines starting with # are skipped; repeatable; -e/--env wins.
     #[arg(long = "env-file", value_name = "FILE")]
-    env_file: Vec<PathBuf>,
+    pub(crate) env_file: Vec<PathBuf>,
     /// Keep PATH visible through the masks (repeatable).
     #[arg(long = "expose", value_name = "PATH")]
-    expose: Vec<PathBuf>,
+    pub(crate) expose: Vec<PathBuf>,
     /// Working directory inside the world (default: the current one); a relative DIR is taken
     /// from the current directory.
     #[arg(short = 'w', long, visible_alias = "workdir", value_name = "DIR")]
-    cwd: Option<PathBuf>,
+    pub(crate) cwd: Option<PathBuf>,
     /// Write the world's JSON report to FILE (`-`: stdout, after the command's output); its
     /// directory is checked before the world starts.
     #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
+    pub(crate) report: Option<PathBuf>,
     /// Print the report on stdout after the command's own output (as `--report -`).
     #[arg(long, conflicts_with = "report")]
-    json: bool,
+    pub(crate) json: bool,
     /// Keep the world for inspection (its id is printed on stderr).
     #[arg(long)]
-    keep: bool,
+    pub(crate) keep: bool,
     /// Discard the world when the command ends: the default, accepted as in Docker.
     #[arg(long, conflicts_with = "keep")]
-    rm: bool,
+    pub(crate) rm: bool,
     /// Where the world's writes live: `disk` (a capped subvolume of the
     /// state directory's pool) or `tmpfs` (in memory, counted against
     /// --memory); default: the policy's `[world] upper` (disk).
     #[arg(long, value_name = "disk|tmpfs")]
-    upper: Option<String>,
+    pub(crate) upper: Option<String>,
     /// Policy file (default: the built-in policies/default.toml).
     #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// Skip sha256 of changed files in the fs_diff.
     #[arg(long)]
-    no_hash: bool,
+    pub(crate) no_hash: bool,
     /// Give the world a pseudo-terminal of its own (job control; ^C and ^Z
     /// reach its foreground job; the window size follows). Your terminal is
     /// raw while it runs and restored after.
     #[arg(short = 't', long)]
-    tty: bool,
+    pub(crate) tty: bool,
     /// Copy your terminal's input into the world's stdin (without -t the
     /// world never reads your terminal: its stdin is then empty).
     #[arg(short = 'i', long)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// The command and its arguments (`--` first when the command starts with `-`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-    cmd: Vec<OsString>,
+    pub(crate) cmd: Vec<OsString>,
 }
 
 pub fn main(args: RunArgs) -> i32 {
     cloche_world::profile::init_from_env();
     cloche_world::profile::mark("cli: arguments parsed");
+    match crate::remote::via() {
+        Ok(Via::Embedded) => {}
+        Ok(Via::Daemon(client)) => return crate::remote::run::main(client, args),
+        Err(e) => return fail(e),
+    }
     let report_path = report_path(&args);
     let ctx = Context::new(Options::default());
-    let prepared = match request(args).and_then(|req| ctx.prepare_run(req)) {
+    let root = match cloche_service::context::is_root() {
+        true => Ok(()),
+        false => Err(Error::NeedsRoot),
+    };
+    let prepared = match root.and_then(|()| request(args)).and_then(|req| ctx.prepare_run(req)) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -107,13 +117,10 @@ pub fn main(args: RunArgs) -> i32 {
     }
 }
 
-/// The request of the arguments, in the order they are checked: root,
-/// the policy, each option; the service checks the report path and the
-/// rest before anything is created.
-fn request(args: RunArgs) -> Result<RunRequest, Error> {
-    if !cloche_service::context::is_root() {
-        return Err(Error::NeedsRoot);
-    }
+/// The request of the arguments, in the order they are checked: the
+/// policy, each option; the service checks the report path and the rest
+/// before anything is created.
+pub(crate) fn request(args: RunArgs) -> Result<RunRequest, Error> {
     let policy = match &args.policy {
         Some(p) => Some(Policy::load(p).map_err(|e| Error::Policy(e.to_string()))?),
         None => None,
@@ -214,40 +221,66 @@ fn env_options(
 }
 
 /// Where the report goes: `--report FILE`, or stdout with `--json`.
-fn report_path(args: &RunArgs) -> Option<PathBuf> {
+pub(crate) fn report_path(args: &RunArgs) -> Option<PathBuf> {
     args.report.clone().or_else(|| args.json.then(|| PathBuf::from("-")))
+}
+
+/// How a world ended, as `cloche run` tells it (from the report of a world
+/// run here, or of one the daemon ran).
+pub(crate) struct Ending<'a> {
+    pub world: &'a str,
+    pub exit_code: i32,
+    pub timed_out: bool,
+    pub interrupted: Option<i32>,
+    pub kept: Option<&'a Path>,
+    pub output_error: Option<&'a str>,
+    pub record_error: Option<&'a str>,
 }
 
 /// Writes the report, says what was kept, returns the exit code.
 fn finish(report_path: Option<&Path>, done: &RunOutcome) -> i32 {
     let o = &done.report;
+    let written = report_path.map(|p| (p, o.write(p)));
+    let ending = Ending {
+        world: &o.world,
+        exit_code: o.exit_code,
+        timed_out: o.timed_out,
+        interrupted: o.interrupted,
+        kept: o.kept.as_deref(),
+        output_error: o.output_error.as_deref(),
+        record_error: done.record_error.as_deref(),
+    };
+    ended(written, &ending)
+}
+
+/// Says how the report's writing went (`written`: where, and how) and
+/// what was kept; returns the exit code.
+pub(crate) fn ended(written: Option<(&Path, std::io::Result<()>)>, e: &Ending<'_>) -> i32 {
     let mut report_failed = false;
-    if let Some(path) = report_path {
+    if let Some((path, Err(err))) = written {
         // Checked before the world started; should it fail now all the
         // same, the command's own status still comes out (125 only in
         // place of a success).
-        if let Err(e) = o.write(path) {
-            fail(format!("--report {}: {e}", path.display()));
-            report_failed = true;
-        }
+        fail(format!("--report {}: {err}", path.display()));
+        report_failed = true;
     }
-    if let Some(e) = &done.record_error {
-        eprintln!("cloche: world {}: cannot record its base: {e} (a commit will report conflicts)", o.world);
+    if let Some(err) = e.record_error {
+        eprintln!("cloche: world {}: cannot record its base: {err} (a commit will report conflicts)", e.world);
     }
-    if let Some(k) = &o.kept {
-        eprintln!("cloche: kept world {} at {}", o.world, k.display());
+    if let Some(k) = e.kept {
+        eprintln!("cloche: kept world {} at {}", e.world, k.display());
     }
-    if o.timed_out {
+    if e.timed_out {
         eprintln!("cloche: timed out; world killed");
     }
-    if let Some(e) = &o.output_error {
-        eprintln!("cloche: the world's output was cut short: {e}");
+    if let Some(err) = e.output_error {
+        eprintln!("cloche: the world's output was cut short: {err}");
     }
-    match o.interrupted {
+    match e.interrupted {
         Some(sig) => 128 + sig,
         // Never report success for output (or a report) that did not all arrive.
-        None if o.exit_code == 0 && (o.output_error.is_some() || report_failed) => crate::EXIT_CLOCHE,
-        None => o.exit_code,
+        None if e.exit_code == 0 && (e.output_error.is_some() || report_failed) => crate::EXIT_CLOCHE,
+        None => e.exit_code,
     }
 }
 

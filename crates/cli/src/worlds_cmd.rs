@@ -38,10 +38,10 @@ pub enum WorldsCommand {
 #[derive(clap::Args)]
 pub struct DiscardArgs {
     /// A kept world's id, or a batch id (its world).
-    id: String,
+    pub(crate) id: String,
     /// Print what was discarded as JSON (docs/schemas/discard.json).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 pub fn main(cmd: WorldsCommand) -> i32 {
@@ -82,6 +82,13 @@ pub fn main(cmd: WorldsCommand) -> i32 {
 
 /// `cloche discard WORLD|BATCH`.
 pub fn discard(a: DiscardArgs) -> i32 {
+    match crate::remote::via() {
+        Ok(crate::remote::Via::Embedded) => {}
+        Ok(crate::remote::Via::Daemon(c)) => {
+            return crate::remote::batch::discard(c, a).map_or_else(crate::fail, |()| 0)
+        }
+        Err(e) => return crate::fail(e),
+    }
     let r = (|| -> Result<(), String> {
         let d = crate::context().discard(&a.id, &uid_actor())?;
         eprintln!("cloche: world {} discarded", d.world);

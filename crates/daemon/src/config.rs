@@ -18,6 +18,10 @@
 //! max_connections = 256
 //! max_connections_per_uid = 32
 //! run_output_bytes = 1048576
+//! max_event_streams = 64
+//! max_event_streams_per_uid = 8
+//! event_buffer = 4096
+//! event_buffer_bytes = 16777216
 //! ```
 //!
 //! Without a file (or without `[roles]`): root is admin and reviewer, every
@@ -81,6 +85,14 @@ pub struct Limits {
     /// The most of a `POST /v1/run` world's stdout (and of its stderr) kept
     /// in the response; the rest is read and dropped.
     pub run_output_bytes: usize,
+    /// `GET /v1/events` streams open at once (more: 503) and per uid (429).
+    pub max_event_streams: usize,
+    pub max_event_streams_per_uid: usize,
+    /// The newest events the daemon keeps for replay (`since`,
+    /// `Last-Event-ID`) and for subscribers that fall behind: at most this
+    /// many, and at most this many bytes of them.
+    pub event_buffer: usize,
+    pub event_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +104,10 @@ impl Default for Limits {
             max_connections: 256,
             max_connections_per_uid: 32,
             run_output_bytes: 1 << 20,
+            max_event_streams: 64,
+            max_event_streams_per_uid: 8,
+            event_buffer: 4096,
+            event_buffer_bytes: 16 << 20,
         }
     }
 }
@@ -139,6 +155,10 @@ struct LimitsFile {
     max_connections: Option<usize>,
     max_connections_per_uid: Option<usize>,
     run_output_bytes: Option<usize>,
+    max_event_streams: Option<usize>,
+    max_event_streams_per_uid: Option<usize>,
+    event_buffer: Option<usize>,
+    event_buffer_bytes: Option<usize>,
 }
 
 impl Config {
@@ -184,6 +204,10 @@ impl Config {
             max_connections: l.max_connections.unwrap_or(d.max_connections).max(1),
             max_connections_per_uid: l.max_connections_per_uid.unwrap_or(d.max_connections_per_uid).max(1),
             run_output_bytes: l.run_output_bytes.unwrap_or(d.run_output_bytes),
+            max_event_streams: l.max_event_streams.unwrap_or(d.max_event_streams),
+            max_event_streams_per_uid: l.max_event_streams_per_uid.unwrap_or(d.max_event_streams_per_uid),
+            event_buffer: l.event_buffer.unwrap_or(d.event_buffer).max(1),
+            event_buffer_bytes: l.event_buffer_bytes.unwrap_or(d.event_buffer_bytes),
         };
         Ok(Config { socket_mode, socket_group, roles, limits })
     }

@@ -92,7 +92,8 @@ fn start(opts: Opts) -> Result<(), String> {
     let app = Arc::new(api::AppState {
         pool: pool::Pool::new(state.clone(), 8).map_err(|e| format!("the pool's threads: {e}"))?,
         jobs: jobs::Jobs::new(spawner.clone(), state.clone()),
-        bus: events::Bus::new(1024),
+        bus: events::Bus::new(cfg.limits.event_buffer, cfg.limits.event_buffer_bytes),
+        streams: Arc::default(),
         state: state.clone(),
         cfg,
     });

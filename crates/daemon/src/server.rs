@@ -79,6 +79,16 @@ impl Socket {
                 dir.display()
             ));
         }
+        // Callers reach the socket by its name, through its directory. One
+        // of root's closed to everyone else (`cloche run` makes /run/cloche
+        // 0700 for its locks, which are 0600) is opened for search only
+        // (0711: no listing) when the socket admits others.
+        if dmd.uid() == 0 && dmd.mode() & 0o077 == 0 && cfg.socket_mode & 0o077 != 0 {
+            let mode = (dmd.mode() & 0o7777) | 0o011;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: chmod: {e}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), mode = format!("{mode:o}"), "the socket's directory opened for search");
+        }
         let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
         let lock = lock(&dir.join(lock_name), &format!("the socket {shown}"))?;

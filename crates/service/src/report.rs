@@ -111,30 +111,36 @@ impl Report {
     /// Writes the report to `path` atomically (a temporary file in the same
     /// directory, then rename); `-` is stdout.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let text = self.to_json()?;
-        if path == Path::new("-") {
-            return std::io::stdout().write_all(&text);
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let res = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res
+        write_document(path, &self.to_json()?)
     }
+}
+
+/// Writes a document to `path` atomically (a temporary file in the same
+/// directory, then rename); `-` is stdout. `cloche run` writes a report
+/// the daemon made with it too.
+pub fn write_document(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    if path == Path::new("-") {
+        return std::io::stdout().write_all(text);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod daemon;
 mod fixture;
 mod host;
 mod reboot;
+mod sse;
 mod testhost;
 mod tree;
 
@@ -33,6 +34,8 @@ pub use fixture::*;
 pub use host::*;
 #[allow(unused_imports)]
 pub use reboot::*;
+#[allow(unused_imports)]
+pub use sse::*;
 #[allow(unused_imports)]
 pub use testhost::*;
 #[allow(unused_imports)]

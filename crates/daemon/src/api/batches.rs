@@ -181,7 +181,8 @@ pub async fn run(State(app): State<App>, Extension(c): Extension<Caller>, Id(id)
         let end = loop {
             match job.next().await {
                 Ok(Some(Msg::Event { event })) => {
-                    bus.publish(Some(&batch), Some(&submitter), "run", event);
+                    let (kind, data) = step(event);
+                    bus.publish(Some(&batch), Some(&submitter), kind, data);
                     if let Some(t) = first.take() {
                         let _ = t.send(Ok(()));
                     }
@@ -215,6 +216,22 @@ pub async fn run(State(app): State<App>, Extension(c): Extension<Caller>, Id(id)
     };
     let v = app.pool.run(move |ctx| Ok(ctx.broker()?.get(&id)?)).await?;
     ok(status, v)
+}
+
+/// A run's step as the job said it (`{"event": NAME, ...}`): its kind
+/// (the step's name; `run` for a name the daemon does not know, the whole
+/// step then kept as the data) and its data (the rest).
+fn step(mut event: serde_json::Value) -> (&'static str, serde_json::Value) {
+    let name = event.get("event").and_then(|n| n.as_str()).unwrap_or("");
+    match crate::events::RUN_STEPS.iter().find(|k| **k == name) {
+        Some(kind) => {
+            if let Some(m) = event.as_object_mut() {
+                m.remove("event");
+            }
+            (kind, event)
+        }
+        None => ("run", event),
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -18,7 +18,8 @@ use cloche_service::review::{abs_bytes, diff_json, review_of, WorldContents};
 use cloche_service::HostUser;
 use std::os::unix::ffi::OsStrExt;
 
-/// `GET /v1/batches/{id}/diff[?format=json|full|stat|name-status][&path=P...][&touched=true]`.
+/// `GET /v1/batches/{id}/diff[?format=json|full|stat|name-status][&path=P...][&touched=true][&color=true]`
+/// (`color`: the text with a terminal's colours, as `cloche diff` prints it).
 pub async fn diff(
     State(app): State<App>,
     Extension(c): Extension<Caller>,
@@ -26,7 +27,7 @@ pub async fn diff(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     need_role(&c)?;
-    let q = Query::parse(&uri, &["format", "path", "touched"])?;
+    let q = Query::parse(&uri, &["format", "path", "touched", "color"])?;
     let format = match q.get("format").unwrap_or("json") {
         "json" => None,
         "full" => Some(Format::Full),
@@ -35,7 +36,7 @@ pub async fn diff(
         f => return Err(ApiError::bad_request(format!("format={f:?}: json, full, stat or name-status"))),
     };
     let paths = abs_paths(&q.all("path").into_iter().map(str::to_string).collect::<Vec<_>>(), "path")?;
-    let touched = q.flag("touched")?;
+    let (touched, color) = (q.flag("touched")?, q.flag("color")?);
     let out = app
         .pool
         .run(move |ctx| {
@@ -44,7 +45,7 @@ pub async fn diff(
             let paths: Vec<Vec<u8>> = paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?;
             let review = review_of(&t, !matches!(format, Some(Format::Stat | Format::NameStatus)))?;
             let Some(format) = format else { return Ok(Err(diff_json(&t, &review, &paths)?)) };
-            let opts = RenderOptions { format, color: false, paths, touched, ..RenderOptions::default() };
+            let opts = RenderOptions { format, color, paths, touched, ..RenderOptions::default() };
             let contents = AsCaller { inner: WorldContents::new(&t.world, &t.secrets), user: c.host_user() };
             let mut text = Vec::new();
             render::render(&mut text, &review, &contents, &opts)

@@ -4,7 +4,9 @@
 
 mod batches;
 mod diff;
+pub mod events;
 mod other;
+mod run_stream;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub pool: Pool,
     pub jobs: Jobs,
     pub bus: Bus,
+    /// The `GET /v1/events` streams open.
+    pub streams: Arc<events::Streams>,
     /// The state directory (canonical).
     pub state: PathBuf,
 }
@@ -60,6 +64,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("GET", "/v1/worlds", get(other::worlds)),
         ("GET", "/v1/worlds/{id}", get(other::world)),
         ("GET", "/v1/history", get(other::history)),
+        ("GET", "/v1/events", get(events::events)),
     ]
 }
 

@@ -24,17 +24,28 @@ fn ok(v: impl serde::Serialize) -> Answer {
     Ok(axum::Json(v).into_response())
 }
 
-pub async fn whoami(Extension(c): Extension<Caller>) -> Answer {
-    ok(json!({"uid": c.uid, "gid": c.gid, "pid": c.pid, "groups": c.groups, "roles": c.roles.names()}))
+pub async fn whoami(State(app): State<App>, Extension(c): Extension<Caller>) -> Answer {
+    ok(json!({"uid": c.uid, "gid": c.gid, "pid": c.pid, "groups": c.groups, "roles": c.roles.names(),
+        "state_dir": app.state}))
 }
 
 /// `POST /v1/run`: the report, and the world's output (each stream up to
-/// `limits.run_output_bytes`).
-pub async fn run(State(app): State<App>, Extension(c): Extension<Caller>, Json(body): Json<RunBody>) -> Answer {
+/// `limits.run_output_bytes`); with `?stream=true`, the output as it
+/// comes, whole (`super::run_stream`).
+pub async fn run(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    uri: Uri,
+    Json(body): Json<RunBody>,
+) -> Answer {
     need_role(&c)?;
+    let stream = Query::parse(&uri, &["stream"])?.flag("stream")?;
     body.check()?;
-    tracing::info!(uid = c.uid, pid = c.pid, argv0 = %body.argv[0], "run");
-    let mut job = app.jobs.start(Job::Run { run: body, caller: c.host_user() }, true).await?;
+    tracing::info!(uid = c.uid, pid = c.pid, argv0 = %body.argv[0], stream, "run");
+    if stream {
+        return super::run_stream::run(app, c, body).await;
+    }
+    let mut job = app.jobs.start(Job::Run { run: body, caller: c.host_user(), stream: false }, true).await?;
     let cap = app.cfg.limits.run_output_bytes;
     let (Some(out), Some(err)) = (job.stdout.take(), job.stderr.take()) else {
         return Err(ApiError::internal("the run's output pipes are missing"));

@@ -49,7 +49,7 @@ pub fn main(ctl: OwnedFd) -> i32 {
     let ctx = Context::new(Options { state_dir: Some(env.state), env: Some(Vec::new()) });
     let r = match env.job {
         Job::Submit { batch, token, caller } => submit(&ctx, batch, token.as_deref(), &caller),
-        Job::Run { run, caller } => super::run::job(&ctx, run, &caller),
+        Job::Run { run, caller, stream } => super::run::job(&ctx, run, &caller, stream),
         Job::RunBatch { batch, owner } => run_batch(&ctx, &batch, owner.as_ref(), &mut out),
         Job::Commit { id, paths, exclude, force, actor, owner } => {
             commit(&ctx, &id, CommitRequest { paths, exclude, force, owner }, &actor)
@@ -136,6 +136,12 @@ fn commit(ctx: &Context, id: &str, req: CommitRequest, actor: &str) -> Result<Va
         CommitStatus::Applied { .. } => "applied",
         CommitStatus::Stopped { .. } => "stopped",
     });
+    // What `cloche commit` says of it: the paths already on the host, the steps.
+    match r.status {
+        CommitStatus::Nothing { already } => v["already"] = json!(already),
+        CommitStatus::Applied { steps } | CommitStatus::Stopped { steps } => v["steps"] = json!(steps),
+        CommitStatus::Refused => {}
+    }
     match r.status {
         CommitStatus::Refused => {
             let (status, why) = match r.refused.is_empty() {

@@ -37,8 +37,10 @@ pub enum Job {
     /// A batch submitted by `caller`, its project checked with the caller's
     /// identity first.
     Submit { batch: BatchFile, token: Option<String>, caller: HostUser },
-    /// A one-command world for `caller` (`POST /v1/run`).
-    Run { run: run::RunBody, caller: HostUser },
+    /// A one-command world for `caller` (`POST /v1/run`); with `stream`,
+    /// what `cloche run` says before the command runs goes to the world's
+    /// stderr too.
+    Run { run: run::RunBody, caller: HostUser, stream: bool },
     /// An approved batch run in its world; `owner` (the submitter, when
     /// not root) must still be able to read the project.
     RunBatch { batch: String, owner: Option<HostUser> },

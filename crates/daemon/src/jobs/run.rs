@@ -85,8 +85,19 @@ fn text(name: &str, v: &Option<Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Says on this process's stderr (the world's stderr pipe) which PATH
+/// entries the world hides, as `cloche run` does.
+fn note_hidden_path(hidden: &[cloche_world::view::HiddenEntry]) {
+    if let Some(line) = cloche_service::project::hidden_path_note(hidden) {
+        eprintln!("{line}");
+    }
+}
+
 /// The job: checks the caller may read what the world is given, runs it.
-pub fn job(ctx: &Context, body: RunBody, caller: &HostUser) -> Result<Value, ApiError> {
+/// With `stream`, the notes of its exposures and of the PATH entries it
+/// hides are said on the world's stderr before the command runs, as
+/// `cloche run` says them.
+pub fn job(ctx: &Context, body: RunBody, caller: &HostUser, stream: bool) -> Result<Value, ApiError> {
     body.check()?;
     let cwd = PathBuf::from(&body.cwd);
     if !caller.is_root() {
@@ -117,7 +128,7 @@ pub fn job(ctx: &Context, body: RunBody, caller: &HostUser) -> Result<Value, Api
         no_hash: body.no_hash,
         terminal: Terminal::Pipes,
         report: None,
-        path_note: None,
+        path_note: stream.then_some(note_hidden_path as fn(&[cloche_world::view::HiddenEntry])),
     };
     let mut prepared = ctx.prepare_run(req)?;
     if body.keep {
@@ -125,6 +136,11 @@ pub fn job(ctx: &Context, body: RunBody, caller: &HostUser) -> Result<Value, Api
     }
     prepared.spec.user = caller.world_user();
     let notes = prepared.notes.clone();
+    if stream {
+        for n in &notes {
+            eprintln!("{n}");
+        }
+    }
     let done = ctx.run(prepared)?;
     if done.report.kept.is_some() {
         let state = ctx.state()?;
