@@ -326,3 +326,30 @@ fn a_broken_policy_refuses_to_start() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
     fx.finish();
 }
+
+/// `cloche run` without `--policy` takes the policy bound to its directory
+/// (`cloche policy set --project`), as batches do; `--policy` still wins,
+/// and another directory keeps the built-in policy.
+#[test]
+fn run_takes_the_policy_bound_to_its_directory() {
+    let fx = Fixture::new();
+    let file = fx.out.path().join("bound.toml");
+    fs::write(&file, policy_text(300, "").replace("hostname = \"cloche\"", "hostname = \"bound-policy\"")).unwrap();
+    let project = fx.dir().to_str().unwrap().to_string();
+    fx.cloche(&["policy", "set", "--project", &project, file.to_str().unwrap()]).expect_code(0);
+    let host = |o: &Outcome| String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = fx.run::<&str, _>(&[], &["hostname"]);
+    assert_eq!(host(o.expect_code(0)), "bound-policy", "{}", o.describe());
+    // A subdirectory of the project inherits the binding.
+    let sub = fx.mkdir("sub");
+    let o = fx.run(&["--cwd", sub.to_str().unwrap()], &["hostname"]);
+    assert_eq!(host(o.expect_code(0)), "bound-policy", "{}", o.describe());
+    // --policy wins over the binding.
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/default.toml");
+    let o = fx.run(&["--policy", builtin], &["hostname"]);
+    assert_eq!(host(o.expect_code(0)), "cloche", "{}", o.describe());
+    // Elsewhere, the built-in policy.
+    let o = fx.run(&["--cwd", fx.out.path().to_str().unwrap()], &["hostname"]);
+    assert_eq!(host(o.expect_code(0)), "cloche", "{}", o.describe());
+    fx.finish();
+}

@@ -90,10 +90,17 @@ impl Context {
         // Made while the policy, the state directory and the spec are (its
         // thread ends before the world is cloned; a refusal below joins it).
         let netns = cloche_world::NetnsAhead::start();
-        let policy = req.policy.unwrap_or_else(Policy::builtin);
         if let Some(r) = &req.report {
             crate::values::check_report(r)?;
         }
+        // `--policy`, else the policy bound to the world's directory (`cloche
+        // policy set`, as for batches and the daemon's runs), else the
+        // built-in one. A store that cannot be read is an error, never the
+        // built-in policy in its place.
+        let policy = match req.policy {
+            Some(p) => p,
+            None => self.resolve(&crate::policy_store::project_key(&req.cwd)?)?.1,
+        };
         let state = self.state()?;
         let mut spec = policy_spec(self, &policy, state, req.cwd)?;
         cloche_world::profile::mark("cli: policy, state dir, seccomp program");
