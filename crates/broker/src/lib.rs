@@ -31,5 +31,5 @@ pub use history::{CommandStats, HistoryItem};
 pub use review::REVIEWABLE;
 pub use run::{EntryResult, RunnableEntry};
 pub use state::{BatchState, EntryState};
-pub use util::{runner_alive, Clock, ManualClock, SystemClock};
+pub use util::{runner_alive, runner_tag, runner_tag_of, Clock, ManualClock, SystemClock};
 pub use view::{BatchSummary, BatchView, EntryView, ListFilter};
