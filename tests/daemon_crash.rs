@@ -160,7 +160,6 @@ fn a_killed_daemon_leaves_nothing_running_and_its_batch_fails_as_interrupted() {
     wait_for("the one-command world", Duration::from_secs(30), || !running("sleep 38.3").is_empty());
     let family = descendants(d.pid() as i32);
     assert!(family.len() >= 5, "the spawner, two jobs, their worlds: {family:?}");
-    let cgroup = daemon_cgroup(&d.log_text());
 
     kill(d.pid() as i32, libc::SIGKILL);
     d.stop();
@@ -182,8 +181,9 @@ fn a_killed_daemon_leaves_nothing_running_and_its_batch_fails_as_interrupted() {
         serde_json::from_slice(&std::fs::read(fx.worlds_dir().join(&world).join("world.json")).unwrap()).unwrap();
     assert_eq!(meta["state"], "interrupted", "{meta:#}");
     assert!(fx.worlds_dir().join(&world).join("kept").exists());
-    assert!(!Path::new(&cgroup).exists(), "the daemon's cgroup {cgroup} is left");
     let log = d.log_text();
+    let cgroup = daemon_cgroup(&log);
+    assert!(!Path::new(&cgroup).exists(), "the daemon's cgroup {cgroup} is left");
     let recovered = log_lines(&log, "recovered after a crash");
     assert!(
         recovered.iter().any(|r| r["by"] == "spawner" && r["batches"].as_str().unwrap_or("").contains(&id)),
