@@ -91,8 +91,7 @@ fn start(opts: Opts) -> Result<(), String> {
     let (state_lock, killed_waiting) = server::lock_state(&state, jobs_cgroup.as_ref())?;
     // What a daemon that died left: its processes (all of them, should its
     // spawner have died with it), the worlds of its runs, the runs.
-    let killed =
-        killed_waiting + jobs_cgroup.as_ref().map(|c| c.kill_all(None, Duration::from_secs(10))).unwrap_or(0);
+    let killed = killed_waiting + jobs_cgroup.as_ref().map(|c| c.kill_all(None, Duration::from_secs(10))).unwrap_or(0);
     let jobs_cgroup = jobs_cgroup.filter(|c| match c.create() {
         Ok(()) => true,
         Err(e) => {

@@ -70,9 +70,17 @@ pub enum Msg {
         #[serde(default)]
         runner: Option<String>,
     },
-    Event { event: Value },
-    Done { value: Value },
-    Failed { status: u16, error: String, extra: Option<Value> },
+    Event {
+        event: Value,
+    },
+    Done {
+        value: Value,
+    },
+    Failed {
+        status: u16,
+        error: String,
+        extra: Option<Value>,
+    },
 }
 
 /// Starts jobs through the spawner.
