@@ -21,7 +21,7 @@ pub mod state;
 mod util;
 mod view;
 
-pub use agents::{check_name as check_agent_name, AgentStatus, AgentView, Budgets, Usage};
+pub use agents::{check_name as check_agent_name, AgentStatus, AgentView, Budgets, SubmitterUsage, Usage};
 pub use batch_file::{normalize_abs, BatchFile, BatchFileError, EntrySpec, Format, Limits};
 pub use broker::{Broker, Config, DEFAULT_APPROVAL_TTL, POLICY_ACTOR};
 pub use db::SCHEMA_VERSION;
