@@ -358,3 +358,59 @@ fn a_second_daemon_refuses_and_a_killed_one_is_replaced() {
     drop(d);
     fx.finish();
 }
+
+/// Agents through the daemon: a caller registers a name (201 and an id;
+/// again, 200 and the same id); another caller cannot take it (409) and
+/// sees only its own names; each sees what it used as itself (`caller`:
+/// what its budgets are checked against); a reviewer sees every name.
+#[test]
+fn callers_register_agent_names_and_see_their_own() {
+    let fx = Fixture::new();
+    let proj = owned_dir(&fx, "a", AGENT_A);
+    let d = Daemon::start(&fx, None);
+    let a = d.post(Some(AGENT_A), "/v1/agents", &json!({"name": "builder-a"})).expect(201).clone();
+    let id = a["id"].as_str().expect("an id").to_string();
+    let who = format!("uid:{AGENT_A}");
+    assert_eq!((a["name"].as_str(), a["registered_by"].as_str()), (Some("builder-a"), Some(who.as_str())), "{a}");
+    assert_eq!(d.post(Some(AGENT_A), "/v1/agents", &json!({"name": "builder-a"})).expect(200)["id"], id.as_str());
+    let taken = d.post(Some(AGENT_B), "/v1/agents", &json!({"name": "builder-a"}));
+    assert_eq!(taken.status, 409, "another caller's name: {}", taken.text);
+    d.post(Some(AGENT_B), "/v1/agents", &json!({"name": "builder-b"})).expect(201);
+    let bad = [
+        (json!({"name": "no spaces"}), 400),
+        (json!({"name": ""}), 400),
+        (json!({"name": "x", "extra": 1}), 422),
+        (json!({}), 422),
+    ];
+    for (body, want) in bad {
+        let r = d.post(Some(AGENT_A), "/v1/agents", &body);
+        assert_eq!(r.status, want, "{body}: {}", r.text);
+        assert!(r.json["error"].is_string(), "{}", r.text);
+    }
+    // A batch of A's, waiting for review: A's usage and status.
+    let batch = json!({"project": proj, "agent": "builder-a", "entries": [{"command": "echo x > f"}]});
+    d.post(Some(AGENT_A), "/v1/batches", &batch).expect(201);
+    let names = |v: &Value| -> Vec<String> {
+        v["agents"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect()
+    };
+    let mine = d.get(Some(AGENT_A), "/v1/agents").expect(200).clone();
+    assert_eq!(names(&mine), ["builder-a"], "{mine}");
+    assert_eq!(
+        (mine["caller"]["submitter"].as_str(), mine["caller"]["status"].as_str()),
+        (Some(who.as_str()), Some("waiting"))
+    );
+    assert_eq!(mine["caller"]["usage"]["batches_last_hour"], 1, "{mine}");
+    let theirs = d.get(Some(AGENT_B), "/v1/agents").expect(200).clone();
+    assert_eq!(names(&theirs), ["builder-b"], "{theirs}");
+    assert_eq!(
+        (theirs["caller"]["status"].as_str(), &theirs["caller"]["usage"]["batches_last_hour"]),
+        (Some("idle"), &json!(0))
+    );
+    let all = d.get(None, "/v1/agents").expect(200).clone();
+    assert_eq!(names(&all), ["builder-a", "builder-b"], "{all}");
+    assert!(all["budgets"]["batches_per_hour"].is_u64(), "{all}");
+    let registered: Vec<Value> = audit_events(&fx, "agent_registered").iter().map(|r| r["actor"].clone()).collect();
+    assert_eq!(registered, [json!(who), json!(format!("uid:{AGENT_B}"))]);
+    drop(d);
+    fx.finish();
+}

@@ -59,6 +59,16 @@ pub struct AgentView {
     pub usage: Usage,
 }
 
+/// What one submitter (`agent:NAME`, or `uid:N` for a daemon's caller,
+/// whose batches are submitted as itself) is doing and used: what its
+/// budgets are checked against.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SubmitterUsage {
+    pub submitter: String,
+    pub status: AgentStatus,
+    pub usage: Usage,
+}
+
 /// An agent name, as a batch file's `agent`: 1 to 64 of
 /// `A-Z a-z 0-9 . _ - @ :`.
 pub fn check_name(name: &str) -> Result<(), BrokerError> {
@@ -199,6 +209,15 @@ impl Broker {
             registered_by,
             registered_ms,
             usage: usage(&self.conn, &submitter, self.config.clock.now_ms())?,
+        })
+    }
+
+    /// What `submitter` is doing and used (as of now).
+    pub fn submitter_usage(&self, submitter: &str) -> Result<SubmitterUsage, BrokerError> {
+        Ok(SubmitterUsage {
+            submitter: submitter.to_string(),
+            status: status(&self.conn, submitter)?,
+            usage: usage(&self.conn, submitter, self.config.clock.now_ms())?,
         })
     }
 

@@ -21,7 +21,7 @@ pub mod state;
 mod util;
 mod view;
 
-pub use agents::{check_name as check_agent_name, AgentStatus, AgentView, Budgets, Usage};
+pub use agents::{check_name as check_agent_name, AgentStatus, AgentView, Budgets, SubmitterUsage, Usage};
 pub use batch_file::{normalize_abs, BatchFile, BatchFileError, EntrySpec, Format, Limits};
 pub use broker::{Broker, Config, DEFAULT_APPROVAL_TTL, POLICY_ACTOR};
 pub use db::SCHEMA_VERSION;
@@ -31,5 +31,5 @@ pub use history::{CommandStats, HistoryItem};
 pub use review::REVIEWABLE;
 pub use run::{EntryResult, RunnableEntry};
 pub use state::{BatchState, EntryState};
-pub use util::{runner_alive, Clock, ManualClock, SystemClock};
+pub use util::{runner_alive, runner_tag, runner_tag_of, Clock, ManualClock, SystemClock};
 pub use view::{BatchSummary, BatchView, EntryView, ListFilter};

@@ -270,6 +270,17 @@ impl Broker {
         Ok(recovered)
     }
 
+    /// Audits, as the system actor, what a recovery after a crash settled
+    /// outside the broker (`events::CRASH_RECOVERED`: processes killed,
+    /// worlds kept or swept, and the batches [`Broker::recover_after_crash`]
+    /// failed, each of which has its own `failed` record).
+    pub fn crash_recovered(&mut self, details: serde_json::Value) -> Result<(), BrokerError> {
+        self.change(|c| {
+            let actor = c.cfg.system_actor.clone();
+            c.audit(events::CRASH_RECOVERED, &actor, None, None, details)
+        })
+    }
+
     /// The current state of `batch`, without a view.
     pub fn state(&self, batch: &str) -> Result<BatchState, BrokerError> {
         let q = "SELECT state FROM batches WHERE id = ?1";

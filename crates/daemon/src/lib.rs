@@ -8,7 +8,10 @@
 //! - [`spawner`], [`jobs`]: worlds (and whatever needs a caller's identity
 //!   or a world) in single-threaded processes forked by a spawner that
 //!   was executed before any of it;
-//! - [`events`]: what happens to batches, on a bus.
+//! - [`events`]: what happens to batches, on a bus;
+//! - [`jobs_cgroup`], [`recovery`]: no process of the daemon outlives it,
+//!   and what one that died left is settled (docs/architecture.md, *When
+//!   a process dies*).
 //!
 //! docs/architecture.md (*The daemon*) and docs/security.md (*cloched*).
 
@@ -18,13 +21,16 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod jobs;
+pub mod jobs_cgroup;
 pub mod owners;
 pub mod pool;
+pub mod recovery;
 pub mod server;
 pub mod spawner;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The default socket.
 pub const DEFAULT_SOCKET: &str = "/run/cloche/cloche.sock";
@@ -43,12 +49,16 @@ pub struct Opts {
 }
 
 /// Logs: JSON lines on stderr, level from CLOCHE_LOG (else RUST_LOG, else info).
-fn init_logs() {
+pub fn log_subscriber() -> impl tracing::Subscriber + Send + Sync {
     let filter =
         std::env::var("CLOCHE_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_string());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).finish()
+}
+
+fn init_logs() {
+    let _ = tracing::subscriber::set_global_default(log_subscriber());
 }
 
 /// Runs the daemon; returns its exit code.
@@ -72,16 +82,34 @@ fn start(opts: Opts) -> Result<(), String> {
         Some(p) => config::Config::load(p)?,
         None => config::Config::default(),
     };
-    // The state directory, and this daemon alone on it.
+    // The state directory, and this daemon alone on it (once every
+    // process of a daemon that died is gone).
     let ctx = cloche_service::Context::open(cloche_service::Options::default()).map_err(|e| e.to_string())?;
     let state = ctx.state().map_err(|e| e.to_string())?.root.clone();
-    let _state_lock = server::lock(&state.join("cloched.lock"), &format!("the state directory {}", state.display()))?;
-    // Crash recovery of the broker (runs whose process is gone) before any request.
-    drop(ctx.broker().map_err(|e| e.to_string())?);
     drop(ctx);
+    let jobs_cgroup = jobs_cgroup::JobsCgroup::of_state(&state);
+    let (state_lock, killed_waiting) = server::lock_state(&state, jobs_cgroup.as_ref())?;
+    // What a daemon that died left: its processes (all of them, should its
+    // spawner have died with it), the worlds of its runs, the runs.
+    let killed = killed_waiting + jobs_cgroup.as_ref().map(|c| c.kill_all(None, Duration::from_secs(10))).unwrap_or(0);
+    let jobs_cgroup = jobs_cgroup.filter(|c| match c.create() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(cgroup = %c.path().display(), error = %e, "no cgroup for the daemon's processes");
+            false
+        }
+    });
+    recovery::recover(&state, "cloched", killed).map_err(|e| format!("recovery at start: {e}"))?.log();
+    // Connections are taken (the kernel's backlog) from here on: once
+    // what was recovered is settled.
     let socket = server::Socket::bind(&opts.socket, &cfg)?;
     // Executed, not forked: this process has no other thread yet either way.
-    let spawner = Arc::new(spawner::Spawner::start().map_err(|e| format!("the spawner: {e}"))?);
+    let setup = spawner::Setup {
+        state: state.clone(),
+        cgroup: jobs_cgroup.clone(),
+        lock: state_lock.try_clone().map_err(|e| format!("the state directory's lock: {e}"))?.into(),
+    };
+    let spawner = spawner::Spawner::start(setup).map_err(|e| format!("the spawner: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(64)
@@ -102,18 +130,26 @@ fn start(opts: Opts) -> Result<(), String> {
         state = %state.display(),
         mode = format!("{:o}", app.cfg.socket_mode),
         spawner = spawner.pid(),
+        cgroup = %jobs_cgroup.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
         "cloched serving"
     );
     let served = rt.block_on(async {
         socket.listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = socket.listener.try_clone().map_err(|e| e.to_string())?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| e.to_string())?;
-        server::serve(listener, app, stop_signal()).await;
+        server::serve(listener, app.clone(), stop_signal()).await;
         Ok::<(), String>(())
     });
     socket.remove();
+    // No job outlives the daemon: the spawner kills them and settles their
+    // runs (failed as interrupted) and worlds, then ends.
+    spawner.stop(Duration::from_secs(20));
+    if let Some(c) = &jobs_cgroup {
+        c.remove(Duration::from_secs(5));
+    }
     tracing::info!("cloched stopped");
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(state_lock);
     served
 }
 

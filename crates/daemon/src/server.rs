@@ -6,6 +6,7 @@
 use crate::api::App;
 use crate::config::Config;
 use crate::identity::Caller;
+use crate::jobs_cgroup::JobsCgroup;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,12 +15,70 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// An exclusive lock on `path` (made if missing), held while the file is
-/// open; `what` names the holder in the refusal.
+/// open; `what` names the holder in the refusal. The file says who holds
+/// it (this process's runner tag: pid, start time, boot).
 pub fn lock(path: &Path, what: &str) -> Result<File, String> {
-    let mut f = std::fs::OpenOptions::new()
+    let f = open_lock(path)?;
+    if !try_flock(&f) {
+        return Err(format!("another cloched{} already serves {what}", holder_shown(path)));
+    }
+    write_holder(f)
+}
+
+/// The state directory's lock (`<state>/cloched.lock`). The spawner and
+/// every job hold it too (inherited, the same open file description): it
+/// is free only once every process of the daemon that took it is gone.
+/// Held by a live daemon: refused. Held while the daemon that took it is
+/// dead: what it left is ending (its spawner killing its jobs, settling
+/// their worlds); after a grace period what is left in its processes'
+/// cgroup (`jobs`) is killed, and the lock is waited for a while longer.
+/// Returns the lock and how many processes were killed.
+pub fn lock_state(state: &Path, jobs: Option<&JobsCgroup>) -> Result<(File, usize), String> {
+    let path = state.join("cloched.lock");
+    let what = format!("the state directory {}", state.display());
+    let f = open_lock(&path)?;
+    let start = Instant::now();
+    let (mut warned, mut killed) = (false, None);
+    loop {
+        if try_flock(&f) {
+            return Ok((write_holder(f)?, killed.unwrap_or(0)));
+        }
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = holder.trim();
+        if holder_alive(holder) {
+            return Err(format!("another cloched{} already serves {what}", holder_shown(&path)));
+        }
+        let waited = start.elapsed();
+        if !warned {
+            tracing::warn!(holder, "the state directory is held by what a cloched that died left running");
+            warned = true;
+        }
+        if waited >= GRACE && killed.is_none() {
+            let n = jobs.map(|c| c.kill_all(None, Duration::from_secs(5))).unwrap_or(0);
+            tracing::warn!(killed = n, "processes of a cloched that died killed");
+            killed = Some(n);
+        }
+        if waited >= GRACE * 3 {
+            return Err(format!(
+                "{what} is still held by processes of a cloched that died{} (see `fuser {}`)",
+                holder_shown(&path),
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a daemon's start leaves the processes of one that died to end
+/// on their own (its spawner kills its jobs and settles their worlds).
+const GRACE: Duration = Duration::from_secs(5);
+
+fn open_lock(path: &Path) -> Result<File, String> {
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -33,18 +92,40 @@ pub fn lock(path: &Path, what: &str) -> Result<File, String> {
     if !md.is_file() || md.uid() != 0 || md.nlink() != 1 {
         return Err(format!("{}: not a lock file of root's (a regular file, one link)", path.display()));
     }
+    Ok(f)
+}
+
+fn try_flock(f: &File) -> bool {
     // SAFETY: flock on an open descriptor.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = std::fs::read_to_string(path).unwrap_or_default();
-        let holder = holder.trim();
-        let pid = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
-        return Err(format!("another cloched{pid} already serves {what}"));
-    }
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(f), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+fn write_holder(mut f: File) -> Result<File, String> {
     use std::io::{Seek, Write};
     let _ = f.set_len(0);
     let _ = f.seek(io::SeekFrom::Start(0));
-    let _ = write!(f, "{}", std::process::id());
+    let _ = write!(f, "{}", cloche_broker::runner_tag());
     Ok(f)
+}
+
+/// Whether the process a lock file names still runs (a runner tag; a bare
+/// pid, as older daemons wrote, while that pid exists).
+fn holder_alive(holder: &str) -> bool {
+    match holder.parse::<u32>() {
+        Ok(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => cloche_broker::runner_alive(Some(holder)),
+    }
+}
+
+/// ` (pid N)` of the lock file's holder, or nothing.
+fn holder_shown(path: &Path) -> String {
+    let holder = std::fs::read_to_string(path).unwrap_or_default();
+    let pid = holder.trim().trim_start_matches("pid:").split(':').next().unwrap_or("");
+    if pid.is_empty() {
+        String::new()
+    } else {
+        format!(" (pid {pid})")
+    }
 }
 
 /// The listening socket and what it holds.

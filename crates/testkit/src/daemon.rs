@@ -97,6 +97,27 @@ impl Daemon {
     /// `curl --unix-socket` as `uid` (its gid the same number; root when
     /// `None`): METHOD PATH with BODY.
     pub fn curl(&self, uid: Option<u32>, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
+        let (child, writer) = self.curl_spawn(uid, method, path, body);
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = code.trim().parse().unwrap_or_else(|_| {
+            panic!("curl {method} {path}: no status ({text:?}, {})", String::from_utf8_lossy(&out.stderr))
+        });
+        Answer { status, json: serde_json::from_str(body).unwrap_or(Value::Null), text: body.to_string() }
+    }
+
+    /// [`Daemon::curl`] started, not waited for (a request in flight): the
+    /// process (stdout: the body, a newline, the status; `000` when no
+    /// answer came) and the thread writing its body.
+    pub fn curl_spawn(
+        &self,
+        uid: Option<u32>,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> (Child, std::thread::JoinHandle<()>) {
         let mut cmd = Command::new("curl");
         cmd.args(["-q", "-s", "-S", "--max-time", "300", "--unix-socket"]).arg(&self.socket);
         cmd.args(["-X", method, "-o", "-", "-w", "\n%{http_code}"]);
@@ -114,14 +135,7 @@ impl Daemon {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
         });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let status = code.trim().parse().unwrap_or_else(|_| {
-            panic!("curl {method} {path}: no status ({text:?}, {})", String::from_utf8_lossy(&out.stderr))
-        });
-        Answer { status, json: serde_json::from_str(body).unwrap_or(Value::Null), text: body.to_string() }
+        (child, writer)
     }
 
     pub fn get(&self, uid: Option<u32>, path: &str) -> Answer {
@@ -175,6 +189,37 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         }
     }
     out
+}
+
+/// Every descendant of `pid` now (children first met first), with its
+/// start time: `(pid, start)`.
+pub fn descendants(pid: i32) -> Vec<(i32, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            if let Some(start) = start_time_of(c) {
+                out.push((c, start));
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Field 22 of /proc/PID/stat.
+pub fn start_time_of(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` started at `start` still runs (not a zombie).
+pub fn still_runs(pid: i32, start: u64) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(i) = stat.rfind(')') else { return false };
+    let mut f = stat[i + 2..].split(' ');
+    let state = f.next().unwrap_or("X");
+    f.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(start) && !matches!(state, "Z" | "X")
 }
 
 /// A directory of the fixture's project owned by `uid` (0755).

@@ -257,6 +257,12 @@ impl Fixture {
         self.run(opts, &["/bin/sh", "-c", &script])
     }
 
+    /// Counts what names world `id` as this test's in the leak checks (a
+    /// world the test did not start with `run`: a daemon's).
+    pub fn note_world(&self, id: &str) {
+        self.ids.borrow_mut().insert(id.to_string());
+    }
+
     /// Checks that nothing is left behind: no world state dir, and no new mount,
     /// cgroup, foreign-namespace process, network interface or loop device on the
     /// host since the fixture was made. Outside strict mode (see `strict_leaks`)

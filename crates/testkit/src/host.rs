@@ -203,7 +203,7 @@ impl HostSnapshot {
 
         let own_ns = fs::read_link("/proc/self/ns/pid").ok();
         let me = std::process::id() as i32;
-        let cloche_names = ["cloche", "cloche-init", "cloche-probe", "cloched"];
+        let cloche_names = ["cloche", "cloche-init", "cloche-probe", "cloched", "cloched-spawner"];
         let mut procs = BTreeMap::new();
         for pid in all_pids() {
             if pid == me {

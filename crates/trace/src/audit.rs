@@ -43,6 +43,9 @@ pub mod events {
     pub const AGENT_REGISTERED: &str = "agent_registered";
     /// Written by [`super::recover`] after it set a torn last line aside.
     pub const RECOVERED: &str = "recovered";
+    /// What the daemon settled after a crash (its processes killed, the
+    /// worlds of dead runs kept or swept, the runs failed as interrupted).
+    pub const CRASH_RECOVERED: &str = "crash_recovered";
 }
 
 /// One line of the log.

@@ -10,6 +10,7 @@ pub mod bpf_cache;
 pub mod caps;
 pub mod cgroup;
 pub mod child;
+pub mod crashed;
 pub mod diff;
 pub mod error;
 pub mod exposure;

@@ -124,19 +124,44 @@ pub fn remove_when_idle(own: &str) {
 /// The grandchild of [`remove_when_idle`], `fds` = host lock, live.lock,
 /// /sys/class/net, a netfilter socket. Only async-signal-safe calls.
 unsafe fn idle_then_remove(fds: [i32; 4], own: &[u8], get: &[u8], del: &[u8]) -> ! {
-    let [lock, live, dir, sock] = fds;
     // Inherited descriptors must not keep anything alive: an OFD lock (the
     // parent's claim on live.lock) lives as long as any copy of it, and a
     // pipe on stdout or stderr would keep its reader waiting for the end.
     close_all_but(fds);
     let linger = libc::timespec { tv_sec: 0, tv_nsec: LINGER_NS };
     libc::nanosleep(&linger, std::ptr::null_mut());
+    remove_if_idle(fds, own, get, del);
+    libc::_exit(0) // the host lock goes with the process
+}
+
+/// Removes the host's masquerade table now, if no live world has a veth
+/// (the sweep after crashed runs, in a process that is about to end: a
+/// grandchild lingering for [`remove_when_idle`] would be killed with it).
+/// True if the table was removed.
+pub(crate) fn remove_now_if_idle() -> bool {
+    let (Ok(lock), Ok(live), Ok(dir), Ok(sock)) =
+        (lock_file(), crate::state::open_lock_file(), std::fs::File::open("/sys/class/net"), nft::socket())
+    else {
+        return false;
+    };
+    let (get, del) = (nft::get_table(INET, HOST_TABLE), nft::delete_table(INET, HOST_TABLE));
+    let fds = [lock.as_raw_fd(), live.as_raw_fd(), dir.as_raw_fd(), sock.as_raw_fd()];
+    // SAFETY: descriptors held open by this frame; the lock is released
+    // when `lock` is dropped below.
+    unsafe { remove_if_idle(fds, b"", &get, &del) }
+}
+
+/// Under the host lock (taken here, released with `fds[0]`), removes the
+/// table if no live world other than `own` has a veth. Only
+/// async-signal-safe calls.
+unsafe fn remove_if_idle(fds: [i32; 4], own: &[u8], get: &[u8], del: &[u8]) -> bool {
+    let [lock, live, dir, sock] = fds;
     libc::flock(lock, libc::LOCK_EX);
     if !networked_world_live(dir, live, own) && table_present(sock, get) {
         // The kernel commits the batch inside send(2).
-        libc::send(sock, del.as_ptr().cast(), del.len(), 0);
+        return libc::send(sock, del.as_ptr().cast(), del.len(), 0) >= 0;
     }
-    libc::_exit(0) // the host lock goes with the process
+    false
 }
 
 /// Closes every descriptor but `keep`, standard ones included

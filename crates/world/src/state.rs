@@ -59,6 +59,15 @@ pub struct StateDir {
     query: fs::File,
 }
 
+/// The worlds of dead runs [`StateDir::settle_dead`] settled.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Kept for review as `interrupted` (their policy's `keep_interrupted`).
+    pub kept: Vec<String>,
+    /// Removed.
+    pub removed: Vec<String>,
+}
+
 /// A running world's claim on its id; dropping it releases the id.
 #[derive(Debug)]
 pub struct Claim {
@@ -177,8 +186,13 @@ impl StateDir {
     /// kept with `"state": "interrupted"`; any other is removed. Returns the
     /// ids removed.
     pub fn sweep(&self) -> Vec<String> {
-        let mut swept = Vec::new();
-        let Ok(entries) = fs::read_dir(&self.worlds) else { return swept };
+        self.settle_dead().removed
+    }
+
+    /// [`StateDir::sweep`], saying which worlds it kept as interrupted too.
+    pub fn settle_dead(&self) -> Settled {
+        let mut settled = Settled::default();
+        let Ok(entries) = fs::read_dir(&self.worlds) else { return settled };
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
@@ -190,11 +204,13 @@ impl StateDir {
             if path.join("kept").exists() {
                 continue; // settled by another sweep meanwhile
             }
-            if self.settle_interrupted(&id).is_err() && remove_world_dir(&path).is_ok() {
-                swept.push(id);
+            if self.settle_interrupted(&id).is_ok() {
+                settled.kept.push(id);
+            } else if remove_world_dir(&path).is_ok() {
+                settled.removed.push(id);
             }
         }
-        swept
+        settled
     }
 
     /// Marks an unmarked world kept as interrupted when its description
@@ -452,7 +468,7 @@ mod tests {
         // Live: left alone.
         assert!(sd.sweep().is_empty());
         drop((keep, sweep)); // as if the runner died
-        assert_eq!(sd.sweep(), vec![sweep_id.clone()]);
+        assert_eq!(sd.settle_dead(), Settled { kept: vec![keep_id.clone()], removed: vec![sweep_id.clone()] });
         assert!(!sd.has_world(&sweep_id));
         let p = sd.world_path(&keep_id);
         assert!(p.join("kept").exists());

@@ -2,6 +2,7 @@
 //! parts every handler shares (the caller, a JSON body read with a size
 //! limit and a deadline, an id, a query), and who may see which batch.
 
+mod agents;
 mod batches;
 mod diff;
 pub mod events;
@@ -65,6 +66,8 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("GET", "/v1/worlds/{id}", get(other::world)),
         ("GET", "/v1/history", get(other::history)),
         ("GET", "/v1/events", get(events::events)),
+        ("GET", "/v1/agents", get(agents::list)),
+        ("POST", "/v1/agents", post(agents::register)),
     ]
 }
 

@@ -45,7 +45,14 @@ pub fn main(ctl: OwnedFd) -> i32 {
                 return 1;
             }
         };
-    out.send(&Msg::Started { pid: std::process::id() });
+    out.send(&Msg::Started { pid: std::process::id(), runner: Some(cloche_broker::runner_tag()) });
+    if let Job::Recover { after } = &env.job {
+        match recover(&env.state, after.as_deref()) {
+            Ok(value) => out.send(&Msg::Done { value }),
+            Err(e) => out.send(&Msg::Failed { status: 500, error: one_line(&e), extra: None }),
+        }
+        return 0;
+    }
     let ctx = Context::new(Options { state_dir: Some(env.state), env: Some(Vec::new()) });
     let r = match env.job {
         Job::Submit { batch, token, caller } => submit(&ctx, batch, token.as_deref(), &caller),
@@ -54,12 +61,24 @@ pub fn main(ctl: OwnedFd) -> i32 {
         Job::Commit { id, paths, exclude, force, actor, owner } => {
             commit(&ctx, &id, CommitRequest { paths, exclude, force, owner }, &actor)
         }
+        Job::Recover { .. } => unreachable!("answered above"),
     };
     match r {
         Ok(value) => out.send(&Msg::Done { value }),
         Err(e) => out.send(&Msg::Failed { status: e.status.as_u16(), error: one_line(&e.message), extra: e.extra }),
     }
     0
+}
+
+/// Waits until the job that died (runner tag `after`) is gone, its
+/// descriptors with it (its worlds' liveness locks), then recovers.
+fn recover(state: &Path, after: Option<&str>) -> Result<Value, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cloche_broker::runner_alive(after) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let r = crate::recovery::recover(state, "job", 0)?;
+    serde_json::to_value(&r).map_err(|e| e.to_string())
 }
 
 fn to_value(v: &impl serde::Serialize) -> Result<Value, ApiError> {

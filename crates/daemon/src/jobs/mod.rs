@@ -4,12 +4,15 @@
 //! The daemon writes one request (an [`Envelope`], one JSON line) on the
 //! job's control socket; the job answers with JSON lines ([`Msg`]): its
 //! pid, events as they happen, then `done` with a value or `failed` with
-//! a status and an error. A job that ends without either failed.
+//! a status and an error. A job that ends without either failed: it was
+//! killed, or crashed; before its request gets that error, a recovery job
+//! settles what it left (its world, its batch: `crate::recovery`).
 
 pub mod child;
 pub mod run;
 
 use crate::error::ApiError;
+use crate::recovery::Recovered;
 use crate::spawner::Spawner;
 use cloche_broker::BatchFile;
 use cloche_service::HostUser;
@@ -54,16 +57,32 @@ pub enum Job {
         actor: String,
         owner: Option<HostUser>,
     },
+    /// Settles what dead jobs left (`crate::recovery`), once the process
+    /// of runner tag `after` (a job that died) is gone.
+    Recover { after: Option<String> },
 }
 
 /// What a job says, one JSON line each.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Msg {
-    Started { pid: u32 },
-    Event { event: Value },
-    Done { value: Value },
-    Failed { status: u16, error: String, extra: Option<Value> },
+    /// The job's pid and its runner tag (`cloche_broker::runner_tag`).
+    Started {
+        pid: u32,
+        #[serde(default)]
+        runner: Option<String>,
+    },
+    Event {
+        event: Value,
+    },
+    Done {
+        value: Value,
+    },
+    Failed {
+        status: u16,
+        error: String,
+        extra: Option<Value>,
+    },
 }
 
 /// Starts jobs through the spawner.
@@ -79,6 +98,12 @@ pub struct Running {
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     pub pid: Option<u32>,
+    runner: Option<String>,
+    /// `done` or `failed` was read.
+    answered: bool,
+    /// Who recovers after this job if it ends without its answer (`None`
+    /// for a recovery job itself).
+    recover: Option<Jobs>,
 }
 
 impl Jobs {
@@ -89,6 +114,7 @@ impl Jobs {
     /// Starts `job`; with `output`, the job's stdout and stderr come back
     /// as pipes (a world's own output).
     pub async fn start(&self, job: Job, output: bool) -> Result<Running, ApiError> {
+        let recovery = matches!(job, Job::Recover { .. });
         let unavailable = |e: std::io::Error| ApiError::unavailable(format!("cannot start a job process: {e}"));
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(unavailable)?;
         let mut fds: Vec<OwnedFd> = vec![theirs.into()];
@@ -115,12 +141,28 @@ impl Jobs {
         wr.write_all(&line).await.map_err(|e| ApiError::internal(format!("job request: {e}")))?;
         let _ = wr.shutdown().await;
         let mut readers = readers.into_iter();
-        let mut r =
-            Running { lines: BufReader::new(rd).lines(), stdout: readers.next(), stderr: readers.next(), pid: None };
+        let mut r = Running {
+            lines: BufReader::new(rd).lines(),
+            stdout: readers.next(),
+            stderr: readers.next(),
+            pid: None,
+            runner: None,
+            answered: false,
+            recover: (!recovery).then(|| self.clone()),
+        };
         match r.next().await? {
-            Some(Msg::Started { pid }) => r.pid = Some(pid),
+            Some(Msg::Started { pid, runner }) => (r.pid, r.runner) = (Some(pid), runner),
             other => return Err(ended(other)),
         }
+        Ok(r)
+    }
+
+    /// Settles what a job that died left (after its process, runner tag
+    /// `after`, is gone), in a job of its own; logs what was recovered.
+    pub async fn recover(&self, after: Option<String>) -> Result<Recovered, ApiError> {
+        let v = self.call(Job::Recover { after }).await?;
+        let r: Recovered = serde_json::from_value(v).map_err(|e| ApiError::internal(format!("recovery: {e}")))?;
+        r.log();
         Ok(r)
     }
 
@@ -149,21 +191,39 @@ pub fn ended(m: Option<Msg>) -> ApiError {
                 None => e,
             }
         }
-        None => ApiError::internal("the job process ended without an answer"),
+        None => ApiError::internal("the job process ended without an answer (it was killed or crashed)"),
         Some(m) => ApiError::internal(format!("the job process said {m:?} out of turn")),
     }
 }
 
 impl Running {
-    /// The job's next message (`None` once it has closed its socket).
+    /// The job's next message (`None` once it has closed its socket). A
+    /// job that closed it without its answer died: what it left is settled
+    /// first (`Jobs::recover`), so that the error its request gets is the
+    /// whole truth (its batch failed, its world kept or swept).
     pub async fn next(&mut self) -> Result<Option<Msg>, ApiError> {
         let line = self.lines.next_line().await.map_err(|e| ApiError::internal(format!("job: {e}")))?;
-        match line {
-            None => Ok(None),
-            Some(l) => serde_json::from_str(&l)
-                .map(Some)
-                .map_err(|e| ApiError::internal(format!("the job process said something unreadable: {e}"))),
+        let m = match line {
+            None => None,
+            Some(l) => Some(
+                serde_json::from_str(&l)
+                    .map_err(|e| ApiError::internal(format!("the job process said something unreadable: {e}")))?,
+            ),
+        };
+        match &m {
+            Some(Msg::Done { .. } | Msg::Failed { .. }) => self.answered = true,
+            None if !self.answered => {
+                if let Some(jobs) = self.recover.take() {
+                    tracing::warn!(job = self.pid, "a job process ended without its answer");
+                    // Boxed: a recovery is itself a job (which recovers nothing).
+                    if let Err(e) = Box::pin(jobs.recover(self.runner.clone())).await {
+                        tracing::error!(error = %e.message, "recovery after a job's death");
+                    }
+                }
+            }
+            _ => {}
         }
+        Ok(m)
     }
 }
 
