@@ -140,7 +140,7 @@ async fn subscribe(app: App, c: Caller, uri: Uri, headers: HeaderMap) -> Result<
     }
     if !batches.is_empty() {
         let (c, batches) = (c.clone(), batches.clone());
-        app.pool.run(move |ctx| batches.iter().try_for_each(|b| visible_batch(ctx, &c, b).map(drop))).await?;
+        app.pool.read(move |ctx| batches.iter().try_for_each(|b| visible_batch(ctx, &c, b).map(drop))).await?;
     }
     let limits = &app.cfg.limits;
     let slot = app.streams.take(c.uid, limits.max_event_streams, limits.max_event_streams_per_uid)?;
