@@ -73,9 +73,13 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
 
 
-def loader(sock, project, threads, each, q):
-    """One client process: `threads` connections, each submitting `each`
-    batches and polling each one's status 3 times; status latencies out."""
+def loader(sock, project, threads, each, q, uid):
+    """One client process as `uid` (an agent: budgets count per agent):
+    `threads` connections, each submitting `each` batches and polling each
+    one's status 3 times; status latencies out."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
     lat, errors = [], []
     lock = threading.Lock()
 
@@ -85,7 +89,7 @@ def loader(sock, project, threads, each, q):
             st, data = call(c, "POST", "/v1/batches", {"project": project, "entries": [{"command": "true"}]})
             if st != 201:
                 with lock:
-                    errors.append(st)
+                    errors.append((st, data[:160].decode(errors="replace")))
                 continue
             bid = json.loads(data)["id"]
             for _ in range(3):
@@ -95,7 +99,7 @@ def loader(sock, project, threads, each, q):
                 with lock:
                     lat.append(dt)
                     if st != 200:
-                        errors.append(st)
+                        errors.append((st, ""))
 
     ts = [threading.Thread(target=client) for _ in range(threads)]
     for t in ts:
@@ -199,6 +203,8 @@ def main():
     ap.add_argument("--cloched", default=os.path.join(REL, "cloched"))
     ap.add_argument("--cloche", default=os.path.join(REL, "cloche"))
     ap.add_argument("--load-rounds", type=int, default=3)
+    ap.add_argument("--daemon-log", metavar="PATH", help="keep the daemon's log (JSON lines) there")
+    ap.add_argument("--log-filter", default="warn", help="the daemon's CLOCHE_LOG (default warn)")
     ap.add_argument("--parts", default="load,run,first-output",
                     help="which measurements (comma-separated: load, run, first-output)")
     a = ap.parse_args()
@@ -212,8 +218,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cloched-bench-")
     state, sock, project = os.path.join(tmp, "state"), os.path.join(tmp, "s.sock"), os.path.join(tmp, "proj")
     os.makedirs(project)
+    os.chmod(tmp, 0o755)  # the agents' project
     env = dict(os.environ, CLOCHE_STATE_DIR=state, CLOCHE_LOG="warn")
-    d = subprocess.Popen([a.cloched, "--socket", sock], env=env, stderr=open(os.path.join(tmp, "log"), "w"))
+    log = a.daemon_log or os.path.join(tmp, "log")
+    d = subprocess.Popen([a.cloched, "--socket", sock], env=dict(env, CLOCHE_LOG=a.log_filter), stderr=open(log, "w"))
     try:
         for _ in range(500):
             if os.path.exists(sock):
@@ -237,7 +245,9 @@ def main():
 
         for rnd in range(a.load_rounds if "load" in parts else 0):
             q, pq, stop = multiprocessing.Queue(), multiprocessing.Queue(), multiprocessing.Event()
-            procs = [multiprocessing.Process(target=loader, args=(sock, project, 5, 10, q)) for _ in range(4)]
+            # Four agents per round, new ones each round (the hourly budget of batches).
+            procs = [multiprocessing.Process(target=loader, args=(sock, project, 5, 10, q, 64200 + 4 * rnd + i))
+                     for i in range(4)]
             probe = multiprocessing.Process(target=prober, args=(sock, bid, stop, pq))
             probe.start()
             t0 = time.perf_counter()
@@ -256,6 +266,9 @@ def main():
             probe.join()
             print(f"under load, round {rnd + 1} (20 clients, 200 submissions, {len(lat)} status requests, "
                   f"{wall:.1f} s, {len(errors)} errors):")
+            if errors:
+                sys.exit(f"errors under load (a budget? the batches of a round count against the hour's): "
+                         f"{errors[:3]}")
             print(f"  status, as the loading clients see it: p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms, "
                   f"max {max(lat):.2f} ms")
             print(f"  status, a prober of its own ({len(plat)}): p50 {pct(plat, .5):.2f} ms, "
