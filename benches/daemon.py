@@ -18,7 +18,9 @@ Prints:
      batch `echo hi` submitted, run, and its first `output` event received
      on an event stream (`GET /v1/events`, opened beforehand) against
      `cloche run -- echo hi` (its first byte on stdout, and its whole
-     process), interleaved, medians and p90.
+     process) and against the same batch without the daemon (`cloche batch
+     submit`, `cloche batch run` to its first byte), interleaved, medians
+     and p90.
 Nothing is asserted: this is a measurement, not a test.
 """
 import argparse, http.client, json, multiprocessing, os, shutil, signal, socket, statistics, subprocess, sys
@@ -160,6 +162,23 @@ def first_output(sock, project, token, ev):
     ev.wait(v["id"], "run_ended")
     call(c, "POST", f"/v1/batches/{v['id']}/discard")
     return [(t - t0) * 1000 for t in (t1, t2, t3)]
+
+
+def cli_first_output(cloche, bfile, env):
+    """The same batch without the daemon: `cloche batch submit` (the token
+    from the environment), then `cloche batch run` to the first byte of
+    the entry's output; ms of each from the start. The world discarded."""
+    t = time.perf_counter()
+    bid = subprocess.run([cloche, "batch", "submit", bfile], env=env, capture_output=True, check=True)
+    bid = bid.stdout.decode().strip()
+    t1 = time.perf_counter()
+    p = subprocess.Popen([cloche, "batch", "run", bid], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p.stdout.read(1)
+    t2 = time.perf_counter()
+    p.stdout.read()
+    p.wait()
+    subprocess.run([cloche, "discard", bid], env=env, capture_output=True)
+    return (t1 - t) * 1000, (t2 - t) * 1000
 
 
 def first_byte(cmd, env, cwd):
@@ -326,12 +345,16 @@ def submit_to_first_output(a, sock, project, env):
     token = json.loads(out.stdout)["token"]
     ev = Events(sock)
     ev.start()
-    daemon_ms, cloche_first, cloche_all = [], [], []
+    bfile = os.path.join(os.path.dirname(project), "batch.json")
+    with open(bfile, "w") as f:
+        json.dump({"project": project, "entries": [{"command": "echo hi"}]}, f)
+    daemon_ms, cloche_first, cloche_all, cli_ms = [], [], [], []
     for _ in range(a.runs):
         daemon_ms.append(first_output(sock, project, token, ev))
         f, w = first_byte([a.cloche, "run", "--", "echo", "hi"], env, project)
         cloche_first.append(f)
         cloche_all.append(w)
+        cli_ms.append(cli_first_output(a.cloche, bfile, dict(env, CLOCHE_AUTONOMY_TOKEN=token)))
     print(f"submit-to-first-output of `echo hi`, interleaved, median (p90) of {a.runs}:")
     for i, name in enumerate(["submitted (201, approved by the token)", "run started (202)",
                               "first output event on the stream"]):
@@ -341,6 +364,10 @@ def submit_to_first_output(a, sock, project, env):
           f"({pct(cloche_first, .9):.2f})")
     print(f"  cloche run -- echo hi: whole process               {statistics.median(cloche_all):7.2f} ms "
           f"({pct(cloche_all, .9):.2f})")
+    for i, name in enumerate(["submitted (its process ended)", "first byte of the entry's output"]):
+        xs = [x[i] for x in cli_ms]
+        print(f"  no daemon, cloche batch submit + run: {name:<33} {statistics.median(xs):7.2f} ms "
+              f"({pct(xs, .9):.2f})")
 
 
 if __name__ == "__main__":
