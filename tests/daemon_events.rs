@@ -184,6 +184,8 @@ fn an_agent_follows_its_run_live_and_no_other_agent_sees_it() {
     for (q, headers) in [
         (format!("/v1/events?since={seq}"), vec![]),
         ("/v1/events?since=0".to_string(), vec![format!("Last-Event-ID: {seq}")]),
+        // An empty Last-Event-ID (curl's `Name;`) is none.
+        (format!("/v1/events?since={seq}"), vec!["Last-Event-ID;".to_string()]),
     ] {
         let h: Vec<&str> = headers.iter().map(String::as_str).collect();
         let mut re = SseClient::open(&d.socket, Some(AGENT_A), &q, &h);

@@ -11,8 +11,9 @@
 //! (WAL: a reader waits for no writer), a tenth of a millisecond, and runs
 //! on the async worker that asked, with one of a few contexts kept for
 //! that: handing it to a pool thread and the answer back costs two thread
-//! wake-ups, which on a loaded machine were most of its time (p99 5-7 ms
-//! of the daemon's 5-8, against 0.4-0.6 ms inline; docs/architecture.md).
+//! wake-ups, which on a loaded machine were most of its time (the
+//! handler's p99 5-7 ms through a pool thread, 0.4-0.6 ms inline;
+//! docs/architecture.md).
 
 use crate::error::ApiError;
 use cloche_service::{Context, Options};
