@@ -18,7 +18,9 @@ Prints:
      batch `echo hi` submitted, run, and its first `output` event received
      on an event stream (`GET /v1/events`, opened beforehand) against
      `cloche run -- echo hi` (its first byte on stdout, and its whole
-     process), interleaved, medians and p90.
+     process) and against the same batch without the daemon (`cloche batch
+     submit`, `cloche batch run` to its first byte), interleaved, medians
+     and p90.
 Nothing is asserted: this is a measurement, not a test.
 """
 import argparse, http.client, json, multiprocessing, os, shutil, signal, socket, statistics, subprocess, sys
@@ -73,9 +75,13 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
 
 
-def loader(sock, project, threads, each, q):
-    """One client process: `threads` connections, each submitting `each`
-    batches and polling each one's status 3 times; status latencies out."""
+def loader(sock, project, threads, each, q, uid):
+    """One client process as `uid` (an agent: budgets count per agent):
+    `threads` connections, each submitting `each` batches and polling each
+    one's status 3 times; status latencies out."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
     lat, errors = [], []
     lock = threading.Lock()
 
@@ -85,7 +91,7 @@ def loader(sock, project, threads, each, q):
             st, data = call(c, "POST", "/v1/batches", {"project": project, "entries": [{"command": "true"}]})
             if st != 201:
                 with lock:
-                    errors.append(st)
+                    errors.append((st, data[:160].decode(errors="replace")))
                 continue
             bid = json.loads(data)["id"]
             for _ in range(3):
@@ -95,7 +101,7 @@ def loader(sock, project, threads, each, q):
                 with lock:
                     lat.append(dt)
                     if st != 200:
-                        errors.append(st)
+                        errors.append((st, ""))
 
     ts = [threading.Thread(target=client) for _ in range(threads)]
     for t in ts:
@@ -158,6 +164,23 @@ def first_output(sock, project, token, ev):
     return [(t - t0) * 1000 for t in (t1, t2, t3)]
 
 
+def cli_first_output(cloche, bfile, env):
+    """The same batch without the daemon: `cloche batch submit` (the token
+    from the environment), then `cloche batch run` to the first byte of
+    the entry's output; ms of each from the start. The world discarded."""
+    t = time.perf_counter()
+    bid = subprocess.run([cloche, "batch", "submit", bfile], env=env, capture_output=True, check=True)
+    bid = bid.stdout.decode().strip()
+    t1 = time.perf_counter()
+    p = subprocess.Popen([cloche, "batch", "run", bid], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p.stdout.read(1)
+    t2 = time.perf_counter()
+    p.stdout.read()
+    p.wait()
+    subprocess.run([cloche, "discard", bid], env=env, capture_output=True)
+    return (t1 - t) * 1000, (t2 - t) * 1000
+
+
 def first_byte(cmd, env, cwd):
     """ms to the first byte of `cmd`'s stdout, and to its exit."""
     t = time.perf_counter()
@@ -199,6 +222,8 @@ def main():
     ap.add_argument("--cloched", default=os.path.join(REL, "cloched"))
     ap.add_argument("--cloche", default=os.path.join(REL, "cloche"))
     ap.add_argument("--load-rounds", type=int, default=3)
+    ap.add_argument("--daemon-log", metavar="PATH", help="keep the daemon's log (JSON lines) there")
+    ap.add_argument("--log-filter", default="warn", help="the daemon's CLOCHE_LOG (default warn)")
     ap.add_argument("--parts", default="load,run,first-output",
                     help="which measurements (comma-separated: load, run, first-output)")
     a = ap.parse_args()
@@ -212,8 +237,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cloched-bench-")
     state, sock, project = os.path.join(tmp, "state"), os.path.join(tmp, "s.sock"), os.path.join(tmp, "proj")
     os.makedirs(project)
+    os.chmod(tmp, 0o755)  # the agents' project
     env = dict(os.environ, CLOCHE_STATE_DIR=state, CLOCHE_LOG="warn")
-    d = subprocess.Popen([a.cloched, "--socket", sock], env=env, stderr=open(os.path.join(tmp, "log"), "w"))
+    log = a.daemon_log or os.path.join(tmp, "log")
+    d = subprocess.Popen([a.cloched, "--socket", sock], env=dict(env, CLOCHE_LOG=a.log_filter), stderr=open(log, "w"))
     try:
         for _ in range(500):
             if os.path.exists(sock):
@@ -237,7 +264,9 @@ def main():
 
         for rnd in range(a.load_rounds if "load" in parts else 0):
             q, pq, stop = multiprocessing.Queue(), multiprocessing.Queue(), multiprocessing.Event()
-            procs = [multiprocessing.Process(target=loader, args=(sock, project, 5, 10, q)) for _ in range(4)]
+            # Four agents per round, new ones each round (the hourly budget of batches).
+            procs = [multiprocessing.Process(target=loader, args=(sock, project, 5, 10, q, 64200 + 4 * rnd + i))
+                     for i in range(4)]
             probe = multiprocessing.Process(target=prober, args=(sock, bid, stop, pq))
             probe.start()
             t0 = time.perf_counter()
@@ -256,6 +285,9 @@ def main():
             probe.join()
             print(f"under load, round {rnd + 1} (20 clients, 200 submissions, {len(lat)} status requests, "
                   f"{wall:.1f} s, {len(errors)} errors):")
+            if errors:
+                sys.exit(f"errors under load (a budget? the batches of a round count against the hour's): "
+                         f"{errors[:3]}")
             print(f"  status, as the loading clients see it: p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms, "
                   f"max {max(lat):.2f} ms")
             print(f"  status, a prober of its own ({len(plat)}): p50 {pct(plat, .5):.2f} ms, "
@@ -313,12 +345,16 @@ def submit_to_first_output(a, sock, project, env):
     token = json.loads(out.stdout)["token"]
     ev = Events(sock)
     ev.start()
-    daemon_ms, cloche_first, cloche_all = [], [], []
+    bfile = os.path.join(os.path.dirname(project), "batch.json")
+    with open(bfile, "w") as f:
+        json.dump({"project": project, "entries": [{"command": "echo hi"}]}, f)
+    daemon_ms, cloche_first, cloche_all, cli_ms = [], [], [], []
     for _ in range(a.runs):
         daemon_ms.append(first_output(sock, project, token, ev))
         f, w = first_byte([a.cloche, "run", "--", "echo", "hi"], env, project)
         cloche_first.append(f)
         cloche_all.append(w)
+        cli_ms.append(cli_first_output(a.cloche, bfile, dict(env, CLOCHE_AUTONOMY_TOKEN=token)))
     print(f"submit-to-first-output of `echo hi`, interleaved, median (p90) of {a.runs}:")
     for i, name in enumerate(["submitted (201, approved by the token)", "run started (202)",
                               "first output event on the stream"]):
@@ -328,6 +364,10 @@ def submit_to_first_output(a, sock, project, env):
           f"({pct(cloche_first, .9):.2f})")
     print(f"  cloche run -- echo hi: whole process               {statistics.median(cloche_all):7.2f} ms "
           f"({pct(cloche_all, .9):.2f})")
+    for i, name in enumerate(["submitted (its process ended)", "first byte of the entry's output"]):
+        xs = [x[i] for x in cli_ms]
+        print(f"  no daemon, cloche batch submit + run: {name:<33} {statistics.median(xs):7.2f} ms "
+              f"({pct(xs, .9):.2f})")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The async runtime's worker threads.
+const WORKERS: usize = 2;
+
 /// The default socket.
 pub const DEFAULT_SOCKET: &str = "/run/cloche/cloche.sock";
 
@@ -111,14 +114,14 @@ fn start(opts: Opts) -> Result<(), String> {
     };
     let spawner = spawner::Spawner::start(setup).map_err(|e| format!("the spawner: {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKERS)
         .max_blocking_threads(64)
         .thread_name("cloched")
         .enable_all()
         .build()
         .map_err(|e| format!("the async runtime: {e}"))?;
     let app = Arc::new(api::AppState {
-        pool: pool::Pool::new(state.clone(), 8).map_err(|e| format!("the pool's threads: {e}"))?,
+        pool: pool::Pool::new(state.clone(), 8, WORKERS).map_err(|e| format!("the pool's threads: {e}"))?,
         jobs: jobs::Jobs::new(spawner.clone(), state.clone()),
         bus: events::Bus::new(cfg.limits.event_buffer, cfg.limits.event_buffer_bytes),
         streams: Arc::default(),

@@ -75,7 +75,7 @@ pub async fn submit(
 
 pub async fn show(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id) -> Answer {
     need_role(&c)?;
-    let v = app.pool.run(move |ctx| visible_batch(ctx, &c, &id)).await?;
+    let v = app.pool.read(move |ctx| visible_batch(ctx, &c, &id)).await?;
     ok(StatusCode::OK, v)
 }
 

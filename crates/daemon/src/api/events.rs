@@ -121,7 +121,8 @@ pub async fn events(State(app): State<App>, Extension(c): Extension<Caller>, uri
 async fn subscribe(app: App, c: Caller, uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     need_role(&c)?;
     let q = Query::parse(&uri, &["batch", "since"])?;
-    let since = match headers.get("last-event-id") {
+    // An empty Last-Event-ID is none (the format's "no id yet").
+    let since = match headers.get("last-event-id").filter(|v| !v.as_bytes().trim_ascii().is_empty()) {
         Some(v) => Some(position("Last-Event-ID", v.to_str().unwrap_or("?"))?),
         None => q.get("since").map(|v| position("since", v)).transpose()?,
     };
