@@ -7,6 +7,7 @@
 //! a status and an error. A job that ends without either failed.
 
 pub mod child;
+pub mod premade;
 pub mod run;
 
 use crate::error::ApiError;
@@ -41,6 +42,9 @@ pub enum Job {
     /// what `cloche run` says before the command runs goes to the world's
     /// stderr too.
     Run { run: run::RunBody, caller: HostUser, stream: bool },
+    /// A world of `run`'s shape made ahead for `caller`, waiting for one
+    /// request (a [`premade::Request`] line) on the control socket.
+    Standby { run: run::RunBody, caller: HostUser },
     /// An approved batch run in its world; `owner` (the submitter, when
     /// not root) must still be able to read the project.
     RunBatch { batch: String, owner: Option<HostUser> },
@@ -79,6 +83,9 @@ pub struct Running {
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     pub pid: Option<u32>,
+    /// A run's: whether a pre-made world serves it, and what its end makes
+    /// next (`crate::premade`).
+    pub served: Option<crate::premade::Served>,
 }
 
 impl Jobs {
@@ -89,6 +96,17 @@ impl Jobs {
     /// Starts `job`; with `output`, the job's stdout and stderr come back
     /// as pipes (a world's own output).
     pub async fn start(&self, job: Job, output: bool) -> Result<Running, ApiError> {
+        Ok(self.start_open(job, output, false).await?.0)
+    }
+
+    /// [`Jobs::start`]; with `open`, the control socket's writing half
+    /// stays open for a later request (a standby's), and is returned.
+    pub async fn start_open(
+        &self,
+        job: Job,
+        output: bool,
+        open: bool,
+    ) -> Result<(Running, Option<tokio::net::unix::OwnedWriteHalf>), ApiError> {
         let unavailable = |e: std::io::Error| ApiError::unavailable(format!("cannot start a job process: {e}"));
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(unavailable)?;
         let mut fds: Vec<OwnedFd> = vec![theirs.into()];
@@ -113,15 +131,26 @@ impl Jobs {
             .map_err(|e| ApiError::internal(format!("job request: {e}")))?;
         line.push(b'\n');
         wr.write_all(&line).await.map_err(|e| ApiError::internal(format!("job request: {e}")))?;
-        let _ = wr.shutdown().await;
+        let wr = match open {
+            true => Some(wr),
+            false => {
+                let _ = wr.shutdown().await;
+                None
+            }
+        };
         let mut readers = readers.into_iter();
-        let mut r =
-            Running { lines: BufReader::new(rd).lines(), stdout: readers.next(), stderr: readers.next(), pid: None };
+        let mut r = Running {
+            lines: BufReader::new(rd).lines(),
+            stdout: readers.next(),
+            stderr: readers.next(),
+            pid: None,
+            served: None,
+        };
         match r.next().await? {
             Some(Msg::Started { pid }) => r.pid = Some(pid),
             other => return Err(ended(other)),
         }
-        Ok(r)
+        Ok((r, wr))
     }
 
     /// Runs a job to its end: its value, or its error.
