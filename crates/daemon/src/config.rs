@@ -22,6 +22,10 @@
 //! max_event_streams_per_uid = 8
 //! event_buffer = 4096
 //! event_buffer_bytes = 16777216
+//!
+//! [premade]              # worlds made ahead for `POST /v1/run` (architecture.md)
+//! worlds = 0             # at most this many at once; 0: none (the default)
+//! idle_secs = 60         # each dropped after this long unused
 //! ```
 //!
 //! Without a file (or without `[roles]`): root is admin and reviewer, every
@@ -73,7 +77,26 @@ pub struct Config {
     pub socket_group: Option<u32>,
     roles: Option<[Vec<Member>; 3]>,
     pub limits: Limits,
+    pub premade: Premade,
 }
+
+/// Pre-made worlds (`crate::premade`).
+#[derive(Debug, Clone)]
+pub struct Premade {
+    /// At most this many at once; 0: none.
+    pub worlds: usize,
+    /// Each is dropped after this long unused.
+    pub idle: Duration,
+}
+
+impl Default for Premade {
+    fn default() -> Self {
+        Premade { worlds: 0, idle: Duration::from_secs(60) }
+    }
+}
+
+/// The most pre-made worlds a configuration may ask for.
+const MAX_PREMADE: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -114,7 +137,13 @@ impl Default for Limits {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { socket_mode: 0o666, socket_group: None, roles: None, limits: Limits::default() }
+        Config {
+            socket_mode: 0o666,
+            socket_group: None,
+            roles: None,
+            limits: Limits::default(),
+            premade: Premade::default(),
+        }
     }
 }
 
@@ -126,6 +155,15 @@ struct File {
     roles: Option<RolesFile>,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    premade: PremadeFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PremadeFile {
+    worlds: Option<usize>,
+    idle_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -209,7 +247,13 @@ impl Config {
             event_buffer: l.event_buffer.unwrap_or(d.event_buffer).max(1),
             event_buffer_bytes: l.event_buffer_bytes.unwrap_or(d.event_buffer_bytes),
         };
-        Ok(Config { socket_mode, socket_group, roles, limits })
+        let dp = Premade::default();
+        let worlds = f.premade.worlds.unwrap_or(dp.worlds);
+        if worlds > MAX_PREMADE {
+            return Err(format!("premade.worlds: at most {MAX_PREMADE}"));
+        }
+        let premade = Premade { worlds, idle: secs(f.premade.idle_secs, dp.idle, "idle_secs")? };
+        Ok(Config { socket_mode, socket_group, roles, limits, premade })
     }
 
     /// The roles of a caller.

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod jobs_cgroup;
 pub mod owners;
 pub mod pool;
+pub mod premade;
 pub mod recovery;
 pub mod server;
 pub mod spawner;
@@ -126,6 +127,7 @@ fn start(opts: Opts) -> Result<(), String> {
         bus: events::Bus::new(cfg.limits.event_buffer, cfg.limits.event_buffer_bytes),
         streams: Arc::default(),
         state: state.clone(),
+        premade: premade::Premade::new(cfg.premade.worlds, cfg.premade.idle),
         cfg,
     });
     tracing::info!(
@@ -140,7 +142,10 @@ fn start(opts: Opts) -> Result<(), String> {
         socket.listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = socket.listener.try_clone().map_err(|e| e.to_string())?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| e.to_string())?;
+        app.premade.expire_every_second();
         server::serve(listener, app.clone(), stop_signal()).await;
+        // No pre-made world outlives the daemon.
+        app.premade.shutdown(std::time::Duration::from_secs(10)).await;
         Ok::<(), String>(())
     });
     socket.remove();

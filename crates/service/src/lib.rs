@@ -37,6 +37,7 @@ pub mod host_user;
 pub mod net;
 pub mod output;
 pub mod policy_store;
+pub mod premade;
 pub mod project;
 pub mod report;
 pub mod review;

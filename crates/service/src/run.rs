@@ -90,6 +90,17 @@ impl Context {
         // Made while the policy, the state directory and the spec are (its
         // thread ends before the world is cloned; a refusal below joins it).
         let netns = cloche_world::NetnsAhead::start();
+        let (spec, notes) = self.prepare_spec(req)?;
+        Ok(PreparedRun { spec, notes, netns })
+    }
+
+    /// [`Context::prepare_run`] without the network namespace made ahead:
+    /// the spec and the notes of its exposures (a pre-made world compares
+    /// the spec a request would get with its own: `crate::premade`).
+    pub fn prepare_spec(&self, req: RunRequest) -> Result<(Spec, Vec<String>)> {
+        if !is_root() {
+            return Err(Error::NeedsRoot);
+        }
         if let Some(r) = &req.report {
             crate::values::check_report(r)?;
         }
@@ -131,7 +142,7 @@ impl Context {
         // The PATH entries the world hides are said by the world's parent,
         // from the view its mount plan is built from, off the critical path.
         spec.path_note = req.path_note;
-        Ok(PreparedRun { spec, notes, netns })
+        Ok((spec, notes))
     }
 
     /// Runs a prepared world to its end. Nothing after the world clones

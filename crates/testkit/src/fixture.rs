@@ -222,6 +222,12 @@ impl Fixture {
         a
     }
 
+    /// Counts a world made elsewhere (a daemon's) as this test's, for the
+    /// leak checks of [`Fixture::finish`].
+    pub fn track_world(&self, id: &str) {
+        self.ids.borrow_mut().insert(id.to_string());
+    }
+
     /// Runs `cmd` in a world (with a report), from `command` (so the caller can
     /// change cwd, env or stdin first).
     pub fn run_with<S: AsRef<OsStr>, T: AsRef<OsStr>>(&self, mut command: Command, opts: &[S], cmd: &[T]) -> Outcome {

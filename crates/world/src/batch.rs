@@ -178,6 +178,23 @@ impl<'a> World<'a> {
         self.w.net.as_ref().map(|n| n.scope())
     }
 
+    /// `v1`, `v2` or `none`: the cgroup layout the world was made with.
+    pub fn cgroup_name(&self) -> &'static str {
+        self.layout.name()
+    }
+
+    /// Whether the world's init is still there (a world that died while
+    /// it waited serves nothing).
+    pub fn alive(&self) -> bool {
+        if self.dead {
+            return false;
+        }
+        let mut p = [pollfd(self.w.pidfd.as_fd())];
+        // SAFETY: a valid pollfd array; no wait (the pidfd reads on exit).
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 1, 0) };
+        n == 0
+    }
+
     /// A handle that kills this world.
     pub fn canceller(&self) -> Result<Canceller, WorldError> {
         let fd = self.w.pidfd.try_clone().map_err(WorldError::Wait)?;

@@ -37,6 +37,8 @@ pub struct AppState {
     pub streams: Arc<events::Streams>,
     /// The state directory (canonical).
     pub state: PathBuf,
+    /// Worlds made ahead for `POST /v1/run`.
+    pub premade: Arc<crate::premade::Premade>,
 }
 
 pub type App = Arc<AppState>;

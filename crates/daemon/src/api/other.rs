@@ -5,7 +5,7 @@ use super::{need_reviewer, need_role, App, Id, Json, Query};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::jobs::run::RunBody;
-use crate::jobs::{ended, read_capped, Job, Msg};
+use crate::jobs::{ended, read_capped, Msg};
 use axum::extract::{Extension, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
@@ -45,7 +45,7 @@ pub async fn run(
     if stream {
         return super::run_stream::run(app, c, body).await;
     }
-    let mut job = app.jobs.start(Job::Run { run: body, caller: c.host_user(), stream: false }, true).await?;
+    let mut job = app.premade.start_run(&app.jobs, body, c.host_user(), false).await?;
     let cap = app.cfg.limits.run_output_bytes;
     let (Some(out), Some(err)) = (job.stdout.take(), job.stderr.take()) else {
         return Err(ApiError::internal("the run's output pipes are missing"));
@@ -76,6 +76,7 @@ pub async fn run(
         v[format!("{name}_truncated")] = json!(total > bytes.len() as u64);
     }
     v["exit_code"] = v["report"]["exit_code"].clone();
+    v["premade"] = json!(job.served.as_ref().is_some_and(|s| s.premade));
     ok(v)
 }
 

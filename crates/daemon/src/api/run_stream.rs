@@ -19,7 +19,7 @@ use super::App;
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::jobs::run::RunBody;
-use crate::jobs::{ended, Job, Msg, Running};
+use crate::jobs::{ended, Msg, Running};
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 const GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(app: App, c: Caller, body: RunBody) -> Result<Response, ApiError> {
-    let mut job = app.jobs.start(Job::Run { run: body, caller: c.host_user(), stream: true }, true).await?;
+    let mut job = app.premade.start_run(&app.jobs, body, c.host_user(), true).await?;
     let (Some(out), Some(err)) = (job.stdout.take(), job.stderr.take()) else {
         return Err(ApiError::internal("the run's output pipes are missing"));
     };
@@ -73,6 +73,8 @@ async fn forward(mut job: Running, out: pipe::Receiver, err: pipe::Receiver, mut
     tokio::spawn(pump(out, "stdout", ctx.clone()));
     tokio::spawn(pump(err, "stderr", ctx));
     let pid = job.pid;
+    // Dropped when the answer is out (the next pre-made world is made then).
+    let served = job.served.take();
     let mut end = tokio::spawn(async move {
         loop {
             match job.next().await {
@@ -127,6 +129,7 @@ async fn forward(mut job: Running, out: pipe::Receiver, err: pipe::Receiver, mut
             v["stdout_bytes"] = json!(totals[0]);
             v["stderr_bytes"] = json!(totals[1]);
             v["exit_code"] = v["report"]["exit_code"].clone();
+            v["premade"] = json!(served.as_ref().is_some_and(|s| s.premade));
             frame("result", &v)
         }
         Err(e) => {
@@ -142,4 +145,5 @@ async fn forward(mut job: Running, out: pipe::Receiver, err: pipe::Receiver, mut
     if !gone {
         let _ = tx.send_data(last).await;
     }
+    drop(served);
 }

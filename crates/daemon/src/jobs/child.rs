@@ -57,6 +57,11 @@ pub fn main(ctl: OwnedFd) -> i32 {
     let r = match env.job {
         Job::Submit { batch, token, caller } => submit(&ctx, batch, token.as_deref(), &caller),
         Job::Run { run, caller, stream } => super::run::job(&ctx, run, &caller, stream),
+        Job::Standby { run, caller } => {
+            // It says all it has to say itself (`done` before its world ends).
+            super::premade::standby(&ctx, run, &caller, &stream, &mut out);
+            return 0;
+        }
         Job::RunBatch { batch, owner } => run_batch(&ctx, &batch, owner.as_ref(), &mut out),
         Job::Commit { id, paths, exclude, force, actor, owner } => {
             commit(&ctx, &id, CommitRequest { paths, exclude, force, owner }, &actor)

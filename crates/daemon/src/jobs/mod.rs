@@ -9,6 +9,7 @@
 //! settles what it left (its world, its batch: `crate::recovery`).
 
 pub mod child;
+pub mod premade;
 pub mod run;
 
 use crate::error::ApiError;
@@ -44,6 +45,9 @@ pub enum Job {
     /// what `cloche run` says before the command runs goes to the world's
     /// stderr too.
     Run { run: run::RunBody, caller: HostUser, stream: bool },
+    /// A world of `run`'s shape made ahead for `caller`, waiting for one
+    /// request (a [`premade::Request`] line) on the control socket.
+    Standby { run: run::RunBody, caller: HostUser },
     /// An approved batch run in its world; `owner` (the submitter, when
     /// not root) must still be able to read the project.
     RunBatch { batch: String, owner: Option<HostUser> },
@@ -104,6 +108,9 @@ pub struct Running {
     /// Who recovers after this job if it ends without its answer (`None`
     /// for a recovery job itself).
     recover: Option<Jobs>,
+    /// A run's: whether a pre-made world serves it, and what its end makes
+    /// next (`crate::premade`).
+    pub served: Option<crate::premade::Served>,
 }
 
 impl Jobs {
@@ -114,6 +121,17 @@ impl Jobs {
     /// Starts `job`; with `output`, the job's stdout and stderr come back
     /// as pipes (a world's own output).
     pub async fn start(&self, job: Job, output: bool) -> Result<Running, ApiError> {
+        Ok(self.start_open(job, output, false).await?.0)
+    }
+
+    /// [`Jobs::start`]; with `open`, the control socket's writing half
+    /// stays open for a later request (a standby's), and is returned.
+    pub async fn start_open(
+        &self,
+        job: Job,
+        output: bool,
+        open: bool,
+    ) -> Result<(Running, Option<tokio::net::unix::OwnedWriteHalf>), ApiError> {
         let recovery = matches!(job, Job::Recover { .. });
         let unavailable = |e: std::io::Error| ApiError::unavailable(format!("cannot start a job process: {e}"));
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(unavailable)?;
@@ -139,7 +157,13 @@ impl Jobs {
             .map_err(|e| ApiError::internal(format!("job request: {e}")))?;
         line.push(b'\n');
         wr.write_all(&line).await.map_err(|e| ApiError::internal(format!("job request: {e}")))?;
-        let _ = wr.shutdown().await;
+        let wr = match open {
+            true => Some(wr),
+            false => {
+                let _ = wr.shutdown().await;
+                None
+            }
+        };
         let mut readers = readers.into_iter();
         let mut r = Running {
             lines: BufReader::new(rd).lines(),
@@ -149,12 +173,13 @@ impl Jobs {
             runner: None,
             answered: false,
             recover: (!recovery).then(|| self.clone()),
+            served: None,
         };
         match r.next().await? {
             Some(Msg::Started { pid, runner }) => (r.pid, r.runner) = (Some(pid), runner),
             other => return Err(ended(other)),
         }
-        Ok(r)
+        Ok((r, wr))
     }
 
     /// Settles what a job that died left (after its process, runner tag

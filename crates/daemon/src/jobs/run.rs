@@ -93,11 +93,14 @@ fn note_hidden_path(hidden: &[cloche_world::view::HiddenEntry]) {
     }
 }
 
-/// The job: checks the caller may read what the world is given, runs it.
-/// With `stream`, the notes of its exposures and of the PATH entries it
-/// hides are said on the world's stderr before the command runs, as
-/// `cloche run` says them.
-pub fn job(ctx: &Context, body: RunBody, caller: &HostUser, stream: bool) -> Result<Value, ApiError> {
+/// The request a run's body makes for `caller`: checks the caller may read
+/// what the world is given first.
+fn request(
+    ctx: &Context,
+    body: &RunBody,
+    caller: &HostUser,
+    path_note: Option<fn(&[cloche_world::view::HiddenEntry])>,
+) -> Result<RunRequest, ApiError> {
     body.check()?;
     let cwd = PathBuf::from(&body.cwd);
     if !caller.is_root() {
@@ -108,7 +111,7 @@ pub fn job(ctx: &Context, body: RunBody, caller: &HostUser, stream: bool) -> Res
     }
     let key = cloche_service::policy_store::project_key(&cwd)?;
     let (_, policy) = ctx.resolve(&key)?;
-    let req = RunRequest {
+    Ok(RunRequest {
         argv: body.argv.iter().map(OsString::from).collect(),
         env: body.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
         cwd,
@@ -128,9 +131,33 @@ pub fn job(ctx: &Context, body: RunBody, caller: &HostUser, stream: bool) -> Res
         no_hash: body.no_hash,
         terminal: Terminal::Pipes,
         report: None,
-        path_note: stream.then_some(note_hidden_path as fn(&[cloche_world::view::HiddenEntry])),
-    };
-    let mut prepared = ctx.prepare_run(req)?;
+        path_note,
+    })
+}
+
+/// The spec of a run's body for `caller`, without the network namespace
+/// made ahead (a pre-made world's: `super::premade`).
+pub fn spec(
+    ctx: &Context,
+    body: &RunBody,
+    caller: &HostUser,
+    path_note: Option<fn(&[cloche_world::view::HiddenEntry])>,
+) -> Result<(cloche_world::Spec, Vec<String>), ApiError> {
+    let (mut spec, notes) = ctx.prepare_spec(request(ctx, body, caller, path_note)?)?;
+    if body.keep {
+        spec.owner = Some(caller.actor());
+    }
+    spec.user = caller.world_user();
+    Ok((spec, notes))
+}
+
+/// The job: checks the caller may read what the world is given, runs it.
+/// With `stream`, the notes of its exposures and of the PATH entries it
+/// hides are said on the world's stderr before the command runs, as
+/// `cloche run` says them.
+pub fn job(ctx: &Context, body: RunBody, caller: &HostUser, stream: bool) -> Result<Value, ApiError> {
+    let note = stream.then_some(note_hidden_path as fn(&[cloche_world::view::HiddenEntry]));
+    let mut prepared = ctx.prepare_run(request(ctx, &body, caller, note)?)?;
     if body.keep {
         prepared.spec.owner = Some(caller.actor());
     }
