@@ -100,13 +100,13 @@ fn leaks_but_the_pool(fx: &Fixture, daemon: Option<&Daemon>) -> Vec<String> {
         own_cgroup = Some(cg);
     }
     let ours = |l: &String| {
-        !l.contains(&pool)
-            && !(l.starts_with("loop device:") && l.contains(&state))
-            && !live.iter().any(|p| l.starts_with(p.as_str()))
-            && !own_cgroup.as_ref().is_some_and(|cg| {
-                let parent = Path::new(cg).parent().map(|p| p.display().to_string()).unwrap_or_default();
-                *l == format!("cgroup: {cg}") || *l == format!("cgroup: {parent}")
-            })
+        let pool_loop = l.starts_with("loop device:") && l.contains(&state);
+        let daemon_process = live.iter().any(|p| l.starts_with(p.as_str()));
+        let daemon_cgroup = own_cgroup.as_ref().is_some_and(|cg| {
+            let parent = Path::new(cg).parent().map(|p| p.display().to_string()).unwrap_or_default();
+            *l == format!("cgroup: {cg}") || *l == format!("cgroup: {parent}")
+        });
+        !(l.contains(&pool) || pool_loop || daemon_process || daemon_cgroup)
     };
     // What is exiting (its memory gone, its namespaces not yet) is
     // transient: a moment before judging, as `Fixture::finish` gives.
