@@ -390,32 +390,6 @@ fn home_writes_are_committed_only_inside_the_commit_roots() {
     fx.finish();
 }
 
-/// A tmpfs mounted on a test home, unmounted on drop.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn tmpfs(at: &Path, tag: &str) -> Mounted {
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m,mode=0755", &format!("cloche-test-{tag}")])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&o.stderr));
-        Mounted(at.to_path_buf())
-    }
-
-    fn remount_ro(&self) {
-        let o = Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).output().unwrap();
-        assert!(o.status.success(), "remount: {}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A home that is a host mount of its own (as a separate `/home` is): the
 /// world's home is that mount's own upper layer, writable, its writes in
 /// the fs_diff; read-only on the host, it is an empty read-only directory.
@@ -423,7 +397,7 @@ impl Drop for Mounted {
 fn a_home_on_a_mount_of_its_own_is_writable_and_read_only_when_the_mount_is() {
     let fx = Fixture::new();
     let home = Home::new(&fx);
-    let mount = Mounted::tmpfs(home.path(), &fx.tag);
+    let mount = Mounted::tmpfs(home.path(), "4m", &fx.tag);
     let secret = format!("secret-{}", fx.tag);
     home.write("notes.txt", secret.as_bytes(), 0o644);
     let before = home.snapshot();

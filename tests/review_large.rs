@@ -12,29 +12,6 @@ use common::*;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-/// A tmpfs mounted on a directory for the life of the value (unmounted on
-/// drop, also when the test fails; the fixture's clean-up detaches it too).
-struct Tmpfs(std::ffi::CString);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "cloche-test-project"])
-            .arg(dir)
-            .status()
-            .expect("mount(8)");
-        assert!(st.success(), "mount a tmpfs on {}", dir.display());
-        Tmpfs(std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())).unwrap())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // SAFETY: a valid NUL-terminated path.
-        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
 /// Runs `cmd` to its end; returns its exit code and its peak RSS in KiB
 /// (`wait4`'s rusage of exactly that child).
 #[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
@@ -60,7 +37,7 @@ fn run_measured(cmd: &mut std::process::Command) -> (i32, i64, String) {
 #[test]
 fn a_hundred_thousand_files_and_a_2_gib_file_commit_with_bounded_memory() {
     let fx = Fixture::new();
-    let project = Tmpfs::mount(fx.dir(), "4g");
+    let project = Mounted::tmpfs(fx.dir(), "4g", &fx.tag);
     // The big file's bytes: lines of 4,098 `x` and a newline, a period of
     // 4,099 bytes (a prime), so a block copied to the wrong place (blocks are
     // multiples of 4 KiB) cannot look right. `yes` writes it at disk speed

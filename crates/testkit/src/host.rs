@@ -345,3 +345,32 @@ impl Drop for HostChild {
         let _ = self.0.wait();
     }
 }
+
+/// A tmpfs mounted on a test's directory, unmounted (lazily) on drop, also
+/// when the test fails.
+pub struct Mounted(PathBuf);
+
+impl Mounted {
+    /// Mounts a tmpfs of `size` (mount(8)'s syntax: `4m`, `4g`) on `at`,
+    /// named after `tag` in the mount table.
+    pub fn tmpfs(at: &Path, size: &str, tag: &str) -> Mounted {
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), &format!("cloche-test-{tag}")])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount tmpfs on {}: {}", at.display(), String::from_utf8_lossy(&o.stderr));
+        Mounted(at.to_path_buf())
+    }
+
+    pub fn remount_ro(&self) {
+        let o = Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).output().unwrap();
+        assert!(o.status.success(), "remount: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
