@@ -123,7 +123,7 @@ fn hash_file(path: &Path, md: &fs::Metadata) -> io::Result<String> {
         return Err(io::Error::other("changed while being read"));
     }
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; crate::commit::read_buf_len(fmd.len())];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {

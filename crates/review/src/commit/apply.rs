@@ -59,6 +59,7 @@ impl Commit<'_> {
             hashes: HashMap::new(),
             uppers: HashMap::new(),
             new_dirs: HashMap::new(),
+            buf: Vec::new(),
         };
         // Step 1: stage everything new under temporary names.
         if let Err(e) = st.stage_all() {
@@ -107,6 +108,9 @@ struct Stager<'c, 'w> {
     uppers: HashMap<PathBuf, OwnedFd>,
     /// Every staged new directory, with the op of the top one it arrives with.
     new_dirs: HashMap<Vec<u8>, usize>,
+    /// The copy buffer, allocated once: a zeroed 1 MiB per file was most of
+    /// the CPU time of a commit of 100,000 small files.
+    buf: Vec<u8>,
 }
 
 impl Stager<'_, '_> {
@@ -241,9 +245,12 @@ impl Stager<'_, '_> {
             return Err("not a regular file in the world's upper".into());
         }
         let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 1 << 20];
+        }
+        let buf = &mut self.buf;
         loop {
-            let n = src.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            let n = src.read(buf).map_err(|e| format!("read: {e}"))?;
             if n == 0 {
                 break;
             }
