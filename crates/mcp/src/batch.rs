@@ -230,7 +230,7 @@ async fn follow(srv: &Server, id: &str, deadline: Instant, progress: &mut Progre
             Ok(Ok(None)) => break,
             Ok(Ok(Some(e))) => e,
         };
-        observe(&mut seen, &next.kind, &next.data, cap, progress).await;
+        observe(&mut seen, &next.kind, &next.data["data"], cap, progress).await;
     }
     drop::<Events>(events);
     let v = match srv.daemon.json(Method::GET, &path, None).await {

@@ -42,7 +42,7 @@ impl Private {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
+                let _ = std::fs::remove_dir_all(&dir);
                 return Err(format!("cannot execute {}: {e}", cloched.display()));
             }
         };
@@ -88,9 +88,10 @@ impl Private {
         self.cleanup();
     }
 
+    /// The directory and what the daemon left in it (its socket and the
+    /// socket's lock file), once the daemon is gone.
     fn cleanup(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
