@@ -182,12 +182,15 @@ impl Events {
 
 /// Where the first frame ends: (its length, its length with the blank line).
 fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    (0..buf.len()).find_map(|i| match (&buf[i..]).get(..2) {
-        Some(b"\n\n") => Some((i, i + 2)),
-        _ => match (&buf[i..]).get(..4) {
-            Some(b"\r\n\r\n") => Some((i, i + 4)),
-            _ => None,
-        },
+    (0..buf.len()).find_map(|i| {
+        let rest = &buf[i..];
+        if rest.starts_with(b"\n\n") {
+            Some((i, i + 2))
+        } else if rest.starts_with(b"\r\n\r\n") {
+            Some((i, i + 4))
+        } else {
+            None
+        }
     })
 }
 

@@ -118,13 +118,15 @@ pub fn delta(before: &Value, after: &Value) -> Value {
         json!({"added": [], "modified": [], "deleted": [], "flags": [], "totals": {}, "truncated": after["truncated"]});
     for (path, (kind, e)) in &a {
         if b.get(path).map(|(k, old)| (k, old)) != Some((kind, e)) {
-            out[*kind].as_array_mut().map(|l| l.push(e.clone()));
+            if let Some(l) = out[*kind].as_array_mut() {
+                l.push(e.clone());
+            }
         }
     }
     for path in b.keys().filter(|p| !a.contains_key(*p)) {
-        out["modified"]
-            .as_array_mut()
-            .map(|l| l.push(json!({"path": path, "kind": "reverted", "changes": ["as the base again"]})));
+        if let Some(l) = out["modified"].as_array_mut() {
+            l.push(json!({"path": path, "kind": "reverted", "changes": ["as the base again"]}));
+        }
     }
     let touched: Vec<&Value> = a.values().map(|(_, e)| e).collect();
     let flags: Vec<Value> = after["flags"]
