@@ -9,6 +9,7 @@ mod audit_cmd;
 mod batch_cmd;
 mod doctor;
 mod history_cmd;
+mod mcp_cmd;
 mod output;
 mod policy_cmd;
 mod policy_store_cmd;
@@ -101,6 +102,10 @@ enum Command {
     Diff(review_cmd::DiffArgs),
     /// Apply a kept world's changes inside the commit roots; audited.
     Commit(review_cmd::CommitArgs),
+    /// Serve cloche's tools to an agent over the Model Context Protocol (stdio): run, submit_batch, wait,
+    /// diff, request_commit, discard, policy_check, history.
+    #[command(disable_help_flag = true)]
+    Mcp(mcp_cmd::McpArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell: `cloche completions bash > /etc/bash_completion.d/cloche`.
@@ -189,6 +194,7 @@ fn main() {
         Command::Discard(a) => worlds_cmd::discard(a),
         Command::Diff(a) => review_cmd::diff(a),
         Command::Commit(a) => review_cmd::commit(a),
+        Command::Mcp(a) => mcp_cmd::main(a),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     };

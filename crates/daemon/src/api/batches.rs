@@ -316,3 +316,47 @@ pub async fn trace(State(app): State<App>, Extension(c): Extension<Caller>, Id(i
         .await?;
     ok(StatusCode::OK, json!({ "spans": spans.spans }))
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCommitBody {
+    /// A word for the reviewer (at most 4 KiB).
+    note: Option<String>,
+}
+
+/// `POST /v1/batches/{id}/request-commit`: the batch's submitter (or a
+/// reviewer) says its kept world is ready to be committed. Audited
+/// (`commit_requested`) and told on the event stream; nothing else
+/// changes: committing stays a reviewer's.
+pub async fn request_commit(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Id(id): Id,
+    OptJson(body): OptJson<RequestCommitBody>,
+) -> Answer {
+    need_role(&c)?;
+    let note = body.note.unwrap_or_default();
+    if note.len() > 4096 || note.chars().any(|ch| ch.is_control() && ch != '\n') {
+        return Err(ApiError::bad_request("note: at most 4 KiB, no control characters but newlines"));
+    }
+    let actor = c.actor();
+    let (v, world) = app
+        .pool
+        .run(move |ctx| {
+            let v = visible_batch(ctx, &c, &id)?;
+            let ended = matches!(v.state, BatchState::Completed | BatchState::Failed | BatchState::Cancelled);
+            let world = v.world.clone().filter(|w| ended && ctx.world(w).is_ok()).ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "batch {id} is {}: only a batch that ran and whose world is still kept can be offered for commit",
+                    v.state.as_str()
+                ))
+            })?;
+            let details = json!({"world": world, "note": note});
+            ctx.broker()?.review_event("commit_requested", Some(&v.id), &actor, details)?;
+            Ok((v, world))
+        })
+        .await?;
+    app.bus.publish(Some(&v.id), Some(&v.submitter), "commit_requested", json!({"world": world, "by": v.submitter}));
+    tracing::info!(batch = %v.id, world = %world, "commit requested");
+    ok(StatusCode::OK, json!({"batch": v.id, "world": world, "state": v.state}))
+}

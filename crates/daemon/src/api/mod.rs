@@ -57,6 +57,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("POST", "/v1/batches/{id}/cancel", post(batches::cancel)),
         ("POST", "/v1/batches/{id}/commit", post(batches::commit)),
         ("POST", "/v1/batches/{id}/discard", post(batches::discard)),
+        ("POST", "/v1/batches/{id}/request-commit", post(batches::request_commit)),
         ("GET", "/v1/batches/{id}/diff", get(diff::diff)),
         ("GET", "/v1/batches/{id}/trace", get(batches::trace)),
         ("POST", "/v1/run", post(other::run)),
