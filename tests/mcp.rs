@@ -70,11 +70,13 @@ fn an_agent_runs_is_refused_waits_for_a_reviewer_and_asks_for_a_commit() {
     );
     d.stop();
     discard_kept(&fx);
+    fx.finish();
 }
 
 /// Root without a daemon: `cloche mcp` starts a private `cloched` on a
 /// socket of its own for the session and ends it (and its directory)
-/// when the client closes stdin.
+/// when the client closes stdin. Its batches are the session's agent's, so
+/// root reviews them (fails on 3f3228b: root was their submitter).
 #[test]
 fn without_a_daemon_root_gets_a_private_one_for_the_session() {
     let fx = Fixture::new();
@@ -94,4 +96,14 @@ fn without_a_daemon_root_gets_a_private_one_for_the_session() {
     let socket = Path::new(socket);
     assert!(!socket.exists() && !socket.parent().unwrap().exists(), "{} left behind", socket.display());
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the private cloched (pid {pid}) outlived the session");
+    // Root reviewed root's agent: the batch ran, and it is the agent's.
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("")).unwrap();
+    let batch = summary["batch"].as_str().unwrap();
+    let shown = fx.cloche(&["--no-daemon", "batch", "show", batch, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap_or_else(|_| panic!("{}", shown.describe()));
+    assert_eq!(v["submitter"], "agent:mcp", "{v}");
+    assert!(!proj.join("r.txt").exists(), "the host changed");
+    discard_kept(&fx);
+    fx.finish();
 }

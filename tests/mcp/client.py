@@ -73,7 +73,30 @@ async def main():
             out["run"] = await runs_a_write(s, project)
             if mode == "daemon":
                 await daemon_flow(s, project, sock, cloche, out)
+            else:
+                await root_review(s, cloche, out)
     print(json.dumps(out))
+
+
+async def root_review(s, cloche, out):
+    # Root's agent, root's reviewer: the batch is the session's agent's
+    # (`agent:mcp`), so root approves it, here with `cloche` in its own
+    # process (no daemon at the default socket) while the agent waits.
+    r = await call(s, "submit_batch", {"entries": [{"command": "printf 'root-review\\n' > r.txt; cat r.txt"}]})
+    v = structured(r)
+    batch = v["batch"]
+    assert v["state"] == "pending" and v["entries"][0]["decision"]["effect"] == "review", v
+    p = await asyncio.create_subprocess_exec(cloche, "batch", "approve", batch, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE)
+    o, e = await p.communicate()
+    assert p.returncode == 0, (o, e)
+    result = None
+    for _ in range(6):
+        result = structured(await call(s, "wait", {"batch": batch}))
+        if result["status"] != "still_waiting":
+            break
+    assert result["status"] == "completed" and result["entries"][0]["exit_code"] == 0, result
+    out["batch"] = batch
 
 
 async def daemon_flow(s, project, sock, cloche, out):

@@ -28,9 +28,10 @@ struct Opts {
     /// The most output returned per stream (the first and last halves; the rest is said as left out).
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     output_cap: usize,
-    /// A label for the batches this session submits (their `agent`).
-    #[arg(long, value_name = "NAME")]
-    agent: Option<String>,
+    /// The name the batches of this session carry (their `agent`). For root, whom the daemon cannot
+    /// tell apart from a root reviewer, the batches are this agent's, so root may review them.
+    #[arg(long, value_name = "NAME", default_value = "mcp")]
+    agent: String,
     /// Never start a private daemon: fail when none answers.
     #[arg(long)]
     no_private: bool,
@@ -92,7 +93,7 @@ fn start(opts: Opts) -> Result<(), String> {
         project,
         wait: Duration::from_secs(opts.wait_secs),
         output_cap: opts.output_cap,
-        agent: opts.agent.clone(),
+        agent: Some(opts.agent.clone()),
     };
     let served = serve(daemon, settings);
     if let Some(p) = private {

@@ -100,7 +100,16 @@ fn submit(
         true => Ok(()),
         false => caller.check_readable("project", p),
     };
-    let view = ctx.submit_as(batch, token, &caller.actor(), check)?;
+    // Root cannot be told apart from another root: a batch root submits
+    // under an agent's name is that agent's, as `cloche batch submit`
+    // records it without a daemon, so that root can review what an agent
+    // running as root (`cloche mcp`'s private daemon) submitted. Every
+    // other caller is its uid, whatever name its batch carries.
+    let actor = match (&batch.agent, caller.is_root()) {
+        (Some(agent), true) => format!("agent:{agent}"),
+        _ => caller.actor(),
+    };
+    let view = ctx.submit_as(batch, token, &actor, check)?;
     let state = ctx.state()?;
     crate::owners::write(&state.root, &view.id, caller)
         .map_err(|e| ApiError::internal(format!("batch {}: recording its owner: {e}", view.id)))?;
