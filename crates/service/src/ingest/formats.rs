@@ -118,7 +118,7 @@ fn item_or_message(v: &Value, at: &str, out: &mut Vec<Call>) -> Result<(), Inges
     if has("output") && ty != Some("function_call_output") {
         shapes.push("a response (output)");
     }
-    if has("tool_calls") || (content_list && !call && !has("choices") && !has("output")) {
+    if has("tool_calls") || (content_list && !has("choices") && !has("output")) {
         shapes.push("a message");
     }
     if shapes.len() > 1 {
