@@ -28,6 +28,10 @@ pub struct BatchView {
     pub approved_by: Option<String>,
     pub approved_at: Option<String>,
     pub expires_at: Option<String>,
+    /// How long an approval stays valid before the run starts, in seconds
+    /// (the policy's `[batch] approval_ttl` when it was submitted).
+    #[serde(default)]
+    pub approval_ttl: Option<u64>,
     /// Why it failed, was rejected or expired (`interrupted`, ...).
     pub reason: Option<String>,
     /// The process running it: `pid:<pid>:<start time>:<boot id>`.
@@ -70,6 +74,10 @@ pub struct BatchSummary {
     pub decision: Effect,
     /// Number of entries.
     pub entries: usize,
+    /// How long an approval stays valid before the run starts, in seconds.
+    pub approval_ttl: Option<u64>,
+    /// When an approval given expires (the run must start before).
+    pub expires_at: Option<String>,
 }
 
 /// Which batches [`Broker::list`] returns (all fields optional; newest first).
@@ -89,7 +97,8 @@ impl Broker {
         let view = tx
             .query_row(
                 "SELECT id, state, agent, submitter, project, stop_on_failure, created_ms, updated_ms, decision,
-                 approved_by, approved_ms, expires_ms, reason, runner, policy, world FROM batches WHERE id = ?1",
+                 approved_by, approved_ms, expires_ms, reason, runner, policy, world, approval_ttl_ms
+                 FROM batches WHERE id = ?1",
                 [batch],
                 |r| {
                     Ok(BatchView {
@@ -109,6 +118,7 @@ impl Broker {
                         runner: r.get(13)?,
                         policy: r.get(14)?,
                         world: r.get(15)?,
+                        approval_ttl: r.get::<_, Option<i64>>(16)?.map(ttl_secs),
                         entries: Vec::new(),
                     })
                 },
@@ -149,7 +159,8 @@ impl Broker {
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<BatchSummary>, BrokerError> {
         let mut sql = String::from(
             "SELECT b.id, b.state, b.agent, b.project, b.created_ms, b.decision,
-             (SELECT COUNT(*) FROM entries e WHERE e.batch = b.id) FROM batches b WHERE 1 = 1",
+             (SELECT COUNT(*) FROM entries e WHERE e.batch = b.id), b.approval_ttl_ms, b.expires_ms
+             FROM batches b WHERE 1 = 1",
         );
         let mut args: Vec<SqlValue> = Vec::new();
         if let Some(s) = filter.state {
@@ -180,8 +191,15 @@ impl Broker {
                 created: rfc3339(r.get(4)?),
                 decision: effect(r.get(5)?)?,
                 entries: r.get::<_, i64>(6)? as usize,
+                approval_ttl: r.get::<_, Option<i64>>(7)?.map(ttl_secs),
+                expires_at: r.get::<_, Option<i64>>(8)?.map(rfc3339),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Milliseconds recorded → whole seconds shown (at least 1 when any).
+fn ttl_secs(ms: i64) -> u64 {
+    (ms.max(0) as u64).div_ceil(1000)
 }

@@ -16,14 +16,24 @@ use clap::Subcommand;
 use cloche_service::batch_run::{BatchEnd, BatchEvent, BatchObserver, Stream};
 use cloche_service::uid_actor;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BatchCommand {
-    /// Submit a batch file (JSON or TOML; `-` reads stdin); prints its id.
+    /// Submit a batch file, or a model's tool calls (docs/tool-calls.md); prints its id.
     Submit {
-        /// The batch file: `.toml` is TOML, anything else JSON; `-` reads stdin (either).
+        /// The batch file (`.toml` is TOML, anything else JSON; `-` reads stdin), or JSON
+        /// tool calls: OpenAI `tool_calls` / responses `function_call`, Anthropic `tool_use`.
         file: PathBuf,
+        /// Tool calls: which tools are shell commands (TOML or JSON; built-in names without it).
+        #[arg(long, value_name = "FILE")]
+        tools: Option<PathBuf>,
+        /// Tool calls: the project they run in (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+        /// Tool calls: the agent that made them (a batch file names its own).
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
         /// Autonomy token of the project.
         #[arg(long, env = "CLOCHE_AUTONOMY_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -37,6 +47,9 @@ pub enum BatchCommand {
     },
     /// List batches, newest first.
     List {
+        /// Only the batches waiting for a reviewer (state pending).
+        #[arg(long)]
+        pending: bool,
         /// Print them as one JSON document (docs/schemas/batch-list.json).
         #[arg(long)]
         json: bool,
@@ -127,8 +140,13 @@ pub fn main(cmd: BatchCommand) -> i32 {
 
 fn run(cmd: BatchCommand) -> Result<i32, String> {
     let ctx = crate::context();
-    if let BatchCommand::Submit { file, token, policy, json } = &cmd {
-        let batch = cloche_service::batch::read_batch(file)?;
+    if let BatchCommand::Submit { file, tools, project, agent, token, policy, json } = &cmd {
+        let batch = match submission(file, tools.as_deref(), project.as_deref(), agent.as_deref())? {
+            Submission::Batch(b) => b,
+            Submission::ToolCalls(s) => {
+                cloche_service::ingest::submission(serde_json::to_value(s).map_err(|e| format!("json: {e}"))?)?
+            }
+        };
         let view = ctx.submit(batch, token.as_deref(), policy.as_deref(), &uid_actor())?;
         match json {
             true => emit(&view)?,
@@ -140,8 +158,10 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
     drop(ctx.broker()?);
     match cmd {
         BatchCommand::Submit { .. } => unreachable!("handled above"),
-        BatchCommand::List { json } => {
-            let list = ctx.broker()?.list(&Default::default()).map_err(broker_error)?;
+        BatchCommand::List { pending, json } => {
+            let state = pending.then_some(cloche_broker::BatchState::Pending);
+            let list =
+                ctx.broker()?.list(&cloche_broker::ListFilter { state, ..Default::default() }).map_err(broker_error)?;
             print_list(&serde_json::json!({ "batches": list }), json)?;
         }
         BatchCommand::Show { id, json } => {
@@ -182,6 +202,52 @@ fn run(cmd: BatchCommand) -> Result<i32, String> {
     Ok(0)
 }
 
+/// What `batch submit` sends: a batch file, or tool calls with the batch's
+/// fields (made into a batch by the service, here or in the daemon).
+pub(crate) enum Submission {
+    Batch(cloche_broker::BatchFile),
+    ToolCalls(cloche_service::ingest::ToolCallSubmission),
+}
+
+/// Reads `batch submit`'s input; `--tools`, `--project` and `--agent` are
+/// for tool calls only (a batch file names its own project and agent).
+pub(crate) fn submission(
+    file: &Path,
+    tools: Option<&Path>,
+    project: Option<&Path>,
+    agent: Option<&str>,
+) -> Result<Submission, String> {
+    use cloche_service::ingest::{read_input, Input, Mapping, ToolCallSubmission};
+    match read_input(file)? {
+        Input::Batch(b) => match (tools, project, agent) {
+            (None, None, None) => Ok(Submission::Batch(b)),
+            _ => Err(format!(
+                "{}: a batch file names its own project and agent: --tools, --project and --agent are for tool calls",
+                file.display()
+            )),
+        },
+        Input::ToolCalls(payload) => {
+            let tools = match tools {
+                Some(f) => Some(serde_json::to_value(Mapping::from_path(f)?.to_file()).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let dir = match project {
+                Some(p) => std::path::absolute(p).map_err(|e| format!("--project {}: {e}", p.display()))?,
+                None => std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?,
+            };
+            let project = dir.to_str().ok_or_else(|| format!("project {}: not UTF-8", dir.display()))?.to_string();
+            let agent = agent.map(String::from);
+            Ok(Submission::ToolCalls(ToolCallSubmission {
+                project,
+                agent,
+                stop_on_failure: true,
+                tools,
+                tool_calls: payload,
+            }))
+        }
+    }
+}
+
 fn broker_error(e: cloche_broker::BrokerError) -> String {
     e.to_string()
 }
@@ -192,14 +258,36 @@ pub(crate) fn print_list(doc: &serde_json::Value, json: bool) -> Result<(), Stri
         return emit(doc);
     }
     for v in doc["batches"].as_array().into_iter().flatten() {
-        println!(
-            "{}  {:<10} {}",
-            v["id"].as_str().unwrap_or(""),
-            v["state"].as_str().unwrap_or(""),
-            v["project"].as_str().unwrap_or("")
-        );
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let mut line = format!("{}  {:<10} {:<6} {}", s("id"), s("state"), s("decision"), s("project"));
+        if let Some(a) = v["agent"].as_str() {
+            line.push_str(&format!("  agent {a}"));
+        }
+        line.push_str(&format!("  {} entries", v["entries"].as_u64().unwrap_or(0)));
+        if let Some(limit) = approval_limit(&s("state"), v["approval_ttl"].as_u64(), v["expires_at"].as_str()) {
+            line.push_str(&format!("  {limit}"));
+        }
+        println!("{line}");
     }
     Ok(())
+}
+
+/// The approval's time limit as shown: for a batch waiting for review, how
+/// long an approval will last; for an approved one, when it runs out.
+pub(crate) fn approval_limit(state: &str, ttl: Option<u64>, expires: Option<&str>) -> Option<String> {
+    match (state, ttl, expires) {
+        ("pending", Some(t), _) => Some(format!("approval valid {} once given", duration(t))),
+        ("approved", _, Some(e)) => Some(format!("approval expires {e}")),
+        _ => None,
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// `batch show`: the batch as JSON, or a line for it and one per entry.
@@ -208,6 +296,9 @@ pub(crate) fn print_show(v: &cloche_broker::BatchView, json: bool) -> Result<(),
         return emit(v);
     }
     println!("batch {}  {:?}  decision {}  project {}", v.id, v.state, v.decision, v.project);
+    if let Some(limit) = approval_limit(v.state.as_str(), v.approval_ttl, v.expires_at.as_deref()) {
+        println!("  {limit}");
+    }
     for en in &v.entries {
         println!(
             "  {} {:<10} {:<6} {:<20} exit {:<4} {}",

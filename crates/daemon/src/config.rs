@@ -26,6 +26,10 @@
 //! [premade]              # worlds made ahead for `POST /v1/run` (architecture.md)
 //! worlds = 0             # at most this many at once; 0: none (the default)
 //! idle_secs = 60         # each dropped after this long unused
+//!
+//! [hooks]                # run on the host as the daemon's user (root): see crate::hook
+//! review_needed = ["/usr/local/bin/notify-reviewer", "--urgent"]   # argv; none by default
+//! timeout_secs = 10      # then killed (its process group)
 //! ```
 //!
 //! Without a file (or without `[roles]`): root is admin and reviewer, every
@@ -78,6 +82,23 @@ pub struct Config {
     roles: Option<[Vec<Member>; 3]>,
     pub limits: Limits,
     pub premade: Premade,
+    pub hooks: Hooks,
+}
+
+/// Commands run on events (`crate::hook`).
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// Run once per submitted batch that waits for a reviewer: argv, the
+    /// program an absolute path.
+    pub review_needed: Option<Vec<String>>,
+    /// A hook still running after this long is killed.
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { review_needed: None, timeout: Duration::from_secs(10) }
+    }
 }
 
 /// Pre-made worlds (`crate::premade`).
@@ -143,6 +164,7 @@ impl Default for Config {
             roles: None,
             limits: Limits::default(),
             premade: Premade::default(),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -157,6 +179,15 @@ struct File {
     limits: LimitsFile,
     #[serde(default)]
     premade: PremadeFile,
+    #[serde(default)]
+    hooks: HooksFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HooksFile {
+    review_needed: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -253,7 +284,15 @@ impl Config {
             return Err(format!("premade.worlds: at most {MAX_PREMADE}"));
         }
         let premade = Premade { worlds, idle: secs(f.premade.idle_secs, dp.idle, "idle_secs")? };
-        Ok(Config { socket_mode, socket_group, roles, limits, premade })
+        let review_needed = match f.hooks.review_needed {
+            Some(argv) if argv.first().is_none_or(|p| !p.starts_with('/')) => {
+                return Err("hooks.review_needed: a list whose first item is the program's absolute path".into())
+            }
+            other => other,
+        };
+        let timeout = secs(f.hooks.timeout_secs, Hooks::default().timeout, "timeout_secs")?;
+        let hooks = Hooks { review_needed, timeout };
+        Ok(Config { socket_mode, socket_group, roles, limits, premade, hooks })
     }
 
     /// The roles of a caller.

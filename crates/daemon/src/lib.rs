@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod hook;
 pub mod identity;
 pub mod jobs;
 pub mod jobs_cgroup;

@@ -34,6 +34,7 @@ pub mod context;
 pub mod doctor;
 pub mod error;
 pub mod host_user;
+pub mod ingest;
 pub mod net;
 pub mod output;
 pub mod policy_store;

@@ -264,7 +264,11 @@ struct Batch {
     decision: Effect,
     approved_by: Option<String>,
     approved_at: Option<String>,
+    /// When the approval expires: the run must start before.
     expires_at: Option<String>,
+    /// How long an approval stays valid before the run starts, in seconds
+    /// (the policy's `[batch] approval_ttl` when it was submitted).
+    approval_ttl: Option<u64>,
     reason: Option<String>,
     runner: Option<String>,
     /// The policy version it was classified with and runs with.
@@ -310,6 +314,10 @@ struct BatchSummary {
     decision: Effect,
     /// Number of entries.
     entries: u64,
+    /// How long an approval stays valid before the run starts, in seconds.
+    approval_ttl: Option<u64>,
+    /// When the approval given expires (the run must start before).
+    expires_at: Option<String>,
 }
 
 /// `cloche history [QUERY] --json`, newest first.

@@ -5,7 +5,9 @@
 //! `cloche batch run` shows it here.
 
 use super::{enc, here_hint, refusal, Client};
-use crate::batch_cmd::{end_code, print_dry_run, print_list, print_show, BatchCommand, Printer};
+use crate::batch_cmd::{
+    end_code, print_dry_run, print_list, print_show, submission, BatchCommand, Printer, Submission,
+};
 use crate::output::emit;
 use crate::review_cmd::{CommitArgs, DiffArgs};
 use crate::worlds_cmd::DiscardArgs;
@@ -30,7 +32,7 @@ fn view(v: Value) -> Result<BatchView, String> {
 
 pub fn main(mut c: Client, cmd: BatchCommand) -> Result<i32, String> {
     match cmd {
-        BatchCommand::Submit { file, token, policy, json } => {
+        BatchCommand::Submit { file, tools, project, agent, token, policy, json } => {
             if policy.is_some() {
                 return Err(format!(
                     "--policy cannot go through the daemon at {} (it classifies with the policy bound to the \
@@ -39,8 +41,12 @@ pub fn main(mut c: Client, cmd: BatchCommand) -> Result<i32, String> {
                     here_hint()
                 ));
             }
-            let batch = cloche_service::batch::read_batch(&file)?;
-            let body = serde_json::to_value(&batch).map_err(|e| format!("json: {e}"))?;
+            // Tool calls go as they are: the daemon makes them a batch.
+            let body = match submission(&file, tools.as_deref(), project.as_deref(), agent.as_deref())? {
+                Submission::Batch(b) => serde_json::to_value(&b),
+                Submission::ToolCalls(s) => serde_json::to_value(&s),
+            };
+            let body = body.map_err(|e| format!("json: {e}"))?;
             let headers = token.into_iter().map(|t| ("X-Cloche-Autonomy-Token", t)).collect();
             let (status, v) = c.request_with("POST", "/v1/batches", Some(&body), headers)?;
             if !(200..300).contains(&status) {
@@ -51,7 +57,10 @@ pub fn main(mut c: Client, cmd: BatchCommand) -> Result<i32, String> {
                 false => println!("{}", v["id"].as_str().unwrap_or_default()),
             }
         }
-        BatchCommand::List { json } => print_list(&c.call("GET", "/v1/batches?limit=1000000", None)?, json)?,
+        BatchCommand::List { pending, json } => {
+            let state = if pending { "&state=pending" } else { "" };
+            print_list(&c.call("GET", &format!("/v1/batches?limit=1000000{state}"), None)?, json)?
+        }
         BatchCommand::Show { id, json } => print_show(&view(c.call("GET", &batch_path(&id, ""), None)?)?, json)?,
         BatchCommand::Approve { id, entries, json } => {
             let body = json!({ "entries": entries });

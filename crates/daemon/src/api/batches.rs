@@ -11,7 +11,7 @@ use crate::jobs::{ended, Job, Msg};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use cloche_broker::{BatchFile, BatchState, ListFilter};
+use cloche_broker::{BatchState, ListFilter};
 use cloche_service::commit::CommitRequest;
 use serde::Deserialize;
 use serde_json::json;
@@ -47,14 +47,15 @@ pub async fn submit(
     State(app): State<App>,
     Extension(c): Extension<Caller>,
     headers: HeaderMap,
-    Json(batch): Json<BatchFile>,
+    Json(body): Json<serde_json::Value>,
 ) -> Answer {
     need_role(&c)?;
-    // The file's own checks first (an absolute project without `..`,
+    // A batch file, or tool calls made into one (`cloche_service::ingest`),
+    // with the file's own checks (an absolute project without `..`,
     // entries, commands): the entry limit is the project policy's, checked
     // when the broker records it.
-    let loose = cloche_broker::Limits { max_entries: usize::MAX };
-    let batch = batch.validate(&loose).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let batch = cloche_service::ingest::submission(body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let token = match headers.get("x-cloche-autonomy-token") {
         None => None,
         Some(v) => {
@@ -69,6 +70,16 @@ pub async fn submit(
         "submitted",
         json!({"state": v["state"], "decision": v["decision"]}),
     );
+    // Waiting for a person: said on the stream, and to the hook.
+    if let Ok(view) = serde_json::from_value::<cloche_broker::BatchView>(v.clone()) {
+        if crate::hook::needs_review(&view) {
+            let review = view.entries.iter().filter(|e| e.decision.effect == cloche_broker::Effect::Review).count();
+            let data = json!({"project": view.project, "agent": view.agent, "decision": view.decision,
+                "entries": view.entries.len(), "review_entries": review, "approval_ttl": view.approval_ttl});
+            app.bus.publish(Some(&view.id), Some(&c.actor()), "review_needed", data);
+            crate::hook::review_needed(&app.cfg.hooks, &view);
+        }
+    }
     tracing::info!(uid = c.uid, pid = c.pid, batch = id.as_deref().unwrap_or(""), "batch submitted");
     ok(StatusCode::CREATED, v)
 }
