@@ -12,23 +12,7 @@ use crate::error::{Error, Result};
 use crate::output::{Autonomy, DryRun, DryRunEntry, Version};
 use cloche_broker::{BatchFile, BatchView, EntryView, Limits};
 use cloche_policy::Policy;
-use std::io::Read;
 use std::path::Path;
-
-/// Reads a batch file: `-` is stdin (JSON when it starts with `{`, else
-/// TOML), a `.toml` file is TOML, anything else JSON.
-pub fn read_batch(file: &Path) -> Result<BatchFile> {
-    // The entry limit is the project policy's `[batch] max_entries`, known
-    // once the file names its project: the broker checks it (the one place
-    // that states it), so the file is parsed without a count limit here.
-    let loose = Limits { max_entries: usize::MAX };
-    if file.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| Error::BatchFile(format!("stdin: {e}")))?;
-        return parse_batch(&text);
-    }
-    BatchFile::from_path(file, &loose).map_err(|e| Error::BatchFile(format!("{}: {e}", file.display())))
-}
 
 /// Parses a batch given as text: JSON when it starts with `{`, else TOML.
 pub fn parse_batch(text: &str) -> Result<BatchFile> {
