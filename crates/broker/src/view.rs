@@ -36,6 +36,9 @@ pub struct BatchView {
     pub policy: String,
     /// The world it ran in (kept for review until discarded).
     pub world: Option<String>,
+    /// The kept world it continues (`"world"` in its file), if it names one.
+    #[serde(default)]
+    pub continues: Option<String>,
     pub entries: Vec<EntryView>,
 }
 
@@ -89,7 +92,7 @@ impl Broker {
         let view = tx
             .query_row(
                 "SELECT id, state, agent, submitter, project, stop_on_failure, created_ms, updated_ms, decision,
-                 approved_by, approved_ms, expires_ms, reason, runner, policy, world FROM batches WHERE id = ?1",
+                 approved_by, approved_ms, expires_ms, reason, runner, policy, world, continues FROM batches WHERE id = ?1",
                 [batch],
                 |r| {
                     Ok(BatchView {
@@ -109,6 +112,7 @@ impl Broker {
                         runner: r.get(13)?,
                         policy: r.get(14)?,
                         world: r.get(15)?,
+                        continues: r.get(16)?,
                         entries: Vec::new(),
                     })
                 },

@@ -321,7 +321,7 @@ fn sync(path: &Path) -> io::Result<()> {
 }
 
 /// Writes JSON to a temporary file beside `path` and renames it over.
-fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
+pub(crate) fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
     fs::write(&tmp, json)?;
@@ -385,8 +385,17 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         fs::remove_dir(&fsdir)?;
     }
     // world.json and its marker; the review's records (cloche-review:
-    // per-entry changes, base states).
-    for f in ["world.json", "world.json.tmp", "kept", "changes.jsonl", "base.jsonl"] {
+    // per-entry changes, base states; `continued`: runs, the last fs_diff).
+    for f in [
+        "world.json",
+        "world.json.tmp",
+        "kept",
+        "changes.jsonl",
+        "base.jsonl",
+        "runs.jsonl",
+        "fs_diff.json",
+        "fs_diff.json.tmp",
+    ] {
         match fs::remove_file(path.join(f)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
