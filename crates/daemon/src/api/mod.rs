@@ -66,6 +66,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("GET", "/v1/audit/tail", get(other::audit_tail)),
         ("GET", "/v1/worlds", get(other::worlds)),
         ("GET", "/v1/worlds/{id}", get(other::world)),
+        ("POST", "/v1/worlds/{id}/fork", post(other::fork)),
         ("GET", "/v1/history", get(other::history)),
         ("GET", "/v1/events", get(events::events)),
         ("GET", "/v1/agents", get(agents::list)),

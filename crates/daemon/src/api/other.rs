@@ -221,6 +221,31 @@ pub async fn world(State(app): State<App>, Extension(c): Extension<Caller>, Id(i
     ok(w)
 }
 
+/// `POST /v1/worlds/{id}/fork`: a copy of a kept world of the caller's (root:
+/// any), a new kept world of its own (`cloche worlds fork`). Another
+/// caller's world is one that does not exist.
+pub async fn fork(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id) -> Answer {
+    need_role(&c)?;
+    let state = app.state.clone();
+    let (uid, pid) = (c.uid, c.pid);
+    let f = app
+        .pool
+        .run(move |ctx| {
+            let f = ctx.fork_world(&id, &c.actor())?;
+            // Whose it is, for a commit written as its owner: the
+            // original's recorded owner, else the caller.
+            let owner = crate::owners::read(&state, &id).or_else(|| (!c.host_user().is_root()).then(|| c.host_user()));
+            if let Some(u) = owner {
+                crate::owners::write(&state, &f.world, &u)
+                    .map_err(|e| ApiError::internal(format!("world {}: recording its owner: {e}", f.world)))?;
+            }
+            Ok(f)
+        })
+        .await?;
+    tracing::info!(uid, pid, world = %f.forked_from, fork = %f.world, "world forked");
+    ok(f)
+}
+
 pub async fn history(State(app): State<App>, Extension(c): Extension<Caller>, uri: Uri) -> Answer {
     need_role(&c)?;
     let q = Query::parse(&uri, &["q", "limit", "stats"])?;
