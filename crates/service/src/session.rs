@@ -78,7 +78,7 @@ impl Context {
     pub(crate) fn check_batch_world(&self, batch: &cloche_broker::BatchFile, actor: &str) -> Result<()> {
         let Some(id) = &batch.world else { return Ok(()) };
         let state = self.kept_state()?;
-        let w = cloche_world::kept::get(state, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))?;
+        let w = cloche_world::kept::find(state, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))?;
         self.check_world_owner(&w, actor)?;
         if w.cwd.as_deref() != Some(batch.project.as_str()) {
             return Err(Error::Invalid(format!(
@@ -126,7 +126,7 @@ impl Context {
     pub fn fork_world(&self, id: &str, actor: &str) -> Result<Fork> {
         let state = self.kept_state()?;
         state.sweep();
-        let w = cloche_world::kept::get(state, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))?;
+        let w = cloche_world::kept::find(state, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))?;
         self.check_world_owner(&w, actor)?;
         let owner = match actor {
             "uid:0" => w.owner.clone().filter(|o| !o.starts_with("batch:")),

@@ -264,7 +264,7 @@ pub fn take(state: &StateDir, id: &str) -> Result<Taken, KeptError> {
         io::ErrorKind::ResourceBusy => KeptError::Busy(format!("world {id} is being committed or discarded")),
         _ => io_at(id, "lock the world for review")(e),
     })?;
-    let mut world = kept::get(state, id).ok_or_else(|| KeptError::NotFound(id.to_string()))?;
+    let mut world = kept::find(state, id).ok_or_else(|| KeptError::NotFound(id.to_string()))?;
     if world.store != "disk" {
         pool::ensure(&state.root).and_then(|()| pool::adopt(&state.root, id)).map_err(|e| KeptError::Io {
             id: id.to_string(),
@@ -272,7 +272,7 @@ pub fn take(state: &StateDir, id: &str) -> Result<Taken, KeptError> {
             source: io::Error::other(e),
         })?;
         let _ = state.forget_store_error(id);
-        world = kept::get(state, id).ok_or_else(|| KeptError::NotFound(id.to_string()))?;
+        world = kept::find(state, id).ok_or_else(|| KeptError::NotFound(id.to_string()))?;
     }
     let meta: serde_json::Value = fs::read(path.join("world.json"))
         .map_err(io_at(id, "read world.json"))
@@ -390,7 +390,7 @@ pub fn fork(state: &StateDir, id: &str, owner: Option<&str>) -> Result<KeptWorld
         return Err(io_at(id, "make the fork")(e));
     }
     drop(src);
-    kept::get(state, &new).ok_or_else(|| KeptError::NotFound(new))
+    kept::find(state, &new).ok_or_else(|| KeptError::NotFound(new))
 }
 
 fn open_dir(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::os::fd::OwnedFd> {

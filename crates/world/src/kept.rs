@@ -109,6 +109,16 @@ pub fn list(state: &StateDir) -> Vec<KeptWorld> {
 
 /// The kept world `id`, if there is one.
 pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
+    read(state, id, true)
+}
+
+/// The kept world `id` without its size (0): what a run that continues it
+/// reads before its start, where walking a large world's tree would cost.
+pub fn find(state: &StateDir, id: &str) -> Option<KeptWorld> {
+    read(state, id, false)
+}
+
+fn read(state: &StateDir, id: &str, sized: bool) -> Option<KeptWorld> {
     if !valid_id(id) {
         return None;
     }
@@ -151,7 +161,11 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
         created_ms,
         updated_ms: meta["updated_ms"].as_u64().unwrap_or(created_ms),
         runs: crate::continued::read_runs(&path),
-        size: if disk { tree_bytes(&path.join("fs")) } else { used_bytes(&path.join("fs")).unwrap_or(0) },
+        size: match (sized, disk) {
+            (false, _) => 0,
+            (true, true) => tree_bytes(&path.join("fs")),
+            (true, false) => used_bytes(&path.join("fs")).unwrap_or(0),
+        },
         store: if disk {
             "disk"
         } else if crate::pool::on_tmpfs(&path.join("fs")) {

@@ -123,7 +123,7 @@ fn request(
     if let Some(w) = &body.world {
         // A world of the caller's (anyone else's is one that does not
         // exist), in its project unless the body names it.
-        let world = ctx.world(w).map_err(|_| ApiError::not_found(format!("no kept world {w}")))?;
+        let world = ctx.world_brief(w).map_err(|_| ApiError::not_found(format!("no kept world {w}")))?;
         ctx.check_world_owner(&world, &caller.actor())?;
         if cwd.as_os_str().is_empty() {
             cwd = world.cwd.map(PathBuf::from).unwrap_or_default();
