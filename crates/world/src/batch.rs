@@ -430,9 +430,9 @@ impl<'a> World<'a> {
             (None, None) => None,
         };
         if let Some(meta) = meta {
-            // Kept, without the run's scratch, with the fs_diff the next run
-            // starts from.
-            self.w.scratch.clear_scratch();
+            // Kept, with the fs_diff the next run starts from (a continued
+            // world's earlier scratch goes).
+            self.w.scratch.drop_old_scratch();
             let id = self.id().to_string();
             crate::continued::save_diff(self.state, &id, &outcome.fs_diff)
                 .map_err(WorldError::state("record the world's fs_diff"))?;

@@ -27,6 +27,8 @@
 //! is copied, extents are shared until either side writes), gives the copy
 //! a new id, its own description and the records so far, and clears the
 //! overlays' work directories (their index names the original's upper).
+//! Its scratch directories (the last run's `/tmp`, ...) are set aside by
+//! its first run, as any continued world's.
 
 use crate::diff::{FsDiff, Totals};
 use crate::error::WorldError;
@@ -368,7 +370,6 @@ pub fn fork(state: &StateDir, id: &str, owner: Option<&str>) -> Result<KeptWorld
             pool::tree::remove(wd.as_fd(), "work")?;
             pool::tree::remove(wd.as_fd(), "index")?;
         }
-        pool::tree::clear(fs_dir.as_fd(), "scratch")?;
         let now = crate::world::now_ms();
         let mut meta = src.meta.clone();
         meta["id"] = new.clone().into();

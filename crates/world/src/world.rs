@@ -177,8 +177,9 @@ fn run_world(
     };
     if let Some(meta) = meta {
         // Kept: its upper stays at `worlds/<id>` (a tmpfs is moved to disk),
-        // without the run's scratch, with the fs_diff the next run starts from.
-        upper.clear_scratch();
+        // with the fs_diff the next run starts from (a continued world's
+        // earlier scratch goes).
+        upper.drop_old_scratch();
         crate::continued::save_diff(state, &claim.id, &outcome.fs_diff)
             .map_err(WorldError::state("record the world's fs_diff"))?;
         state.mark_kept(&claim.id, &meta).map_err(WorldError::state("keep the world"))?;
