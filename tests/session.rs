@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Discards the kept worlds `ids` on drop (also when the test fails).
