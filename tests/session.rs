@@ -10,6 +10,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 /// Discards the kept worlds `ids` on drop (also when the test fails).
@@ -237,6 +238,40 @@ fn refusals_change_nothing_and_the_cap_holds_across_runs() {
     fx.finish();
 }
 
+/// A world's files on a host data mount (an overlay layer of its own) stay
+/// over that mount when the host gains another mount beside it (which
+/// would shift their order); a run is refused, changing nothing, once that
+/// mount is gone.
+#[test]
+fn layers_follow_their_mount_whatever_mounts_come_and_go() {
+    let fx = Fixture::new();
+    let data = fx.mkdir("m1");
+    let m1 = Mounted::tmpfs(&data, "16m", &format!("{}-m1", fx.tag));
+    let o = fx.run(&["--keep"], &["sh", "-c", "echo one > m1/x"]);
+    o.expect_code(0);
+    let id = o.report()["world"].as_str().unwrap().to_string();
+    let discard = Discard(&fx, vec![id.clone()]);
+    // A mount that sorts before it appears on the host.
+    let before = fx.mkdir("a0");
+    let a0 = Mounted::tmpfs(&before, "16m", &format!("{}-a0", fx.tag));
+    let (o, r) = cont(&fx, &id, &[], "cat m1/x && echo two > m1/y && echo a > a0/z");
+    o.expect_code(0);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "one\n", "{}", o.describe());
+    assert_eq!(paths(&r["fs_diff"], "added", fx.dir()), ["a0/z", "m1/x", "m1/y"]);
+    assert!(!data.join("y").exists() && !before.join("z").exists(), "the host changed");
+    let d = review(&fx, &id);
+    assert_eq!(paths(&d, "added", fx.dir()), ["a0/z", "m1/x", "m1/y"], "the review lost a layer");
+    // The mount under the world's files is gone: refused, nothing changed.
+    drop(m1);
+    let o = fx.cloche(&["run", "--world", &id, "--", "true"]);
+    o.expect_code(125);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no longer mounted"), "{}", o.describe());
+    assert_eq!(shown(&fx, &id)["runs"].as_array().map(Vec::len), Some(2));
+    drop(discard);
+    drop(a0);
+    fx.finish();
+}
+
 /// Through the daemon, as an agent's tools call it: `POST /v1/run` keeps
 /// a world, the next call continues it by id, a fork and a batch continue
 /// it too; another agent's call is answered 404 and changes nothing.
@@ -253,6 +288,23 @@ fn through_the_daemon_an_agent_continues_its_own_worlds_only() {
     let v = a.expect(200);
     assert_eq!((v["stdout"].as_str(), v["report"]["world_run"].as_u64()), (Some("one\n"), Some(2)), "{v:#}");
     assert_eq!(paths(&v["report"]["run_fs_diff"], "added", &proj), ["dep/b"]);
+
+    // The same through `cloche` as the agent (its remote path): a third run
+    // in the world's project (the default cwd), then the review by the
+    // world's id (not a batch's).
+    let agent = |args: &[&str]| {
+        let mut c = fx.command();
+        c.current_dir("/").env("CLOCHE_SOCKET", &d.socket).uid(AGENT_A).gid(AGENT_A).env("HOME", "/nonexistent");
+        run_cmd(c.args(args), DEADLINE)
+    };
+    let o = agent(&["run", "--world", &w, "--json", "--", "sh", "-c", "cat dep/b; pwd"]);
+    o.expect_code(0);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with(&format!("two\n{}\n", proj.display())), "{}", o.describe());
+    let o = agent(&["diff", &w, "--json"]);
+    o.expect_code(0);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(paths(&v, "added", &proj), ["dep", "dep/a", "dep/b"], "{}", o.describe());
 
     // Another agent: no such world, whatever it asks.
     let world_of_a = d.get(Some(AGENT_A), &format!("/v1/worlds/{w}")).expect(200).clone();

@@ -153,10 +153,11 @@ impl<'a> World<'a> {
     fn start_in(spec: &'a Spec, state: &'a StateDir, taken: Option<Taken>) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
         let ahead = crate::netns_ahead::NetnsAhead::start();
-        let (layout, layers) = crate::world::host_facts(spec, state)?;
+        let (layout, mut layers) = crate::world::host_facts(spec, state)?;
         let (claim, store) = match &taken {
             Some(t) => {
-                t.check_layers(spec, &layers)?;
+                t.check_frame(spec)?;
+                layers = t.assign_slots(layers)?;
                 crate::cgroup::remove_stale(&layout, t.id())?;
                 (None, Store::Resume)
             }
@@ -419,7 +420,7 @@ impl<'a> World<'a> {
             (Some(t), _) => {
                 outcome.run = Some(t.next_run());
                 outcome.run_diff = Some(crate::diff::delta(&self.first_diff, &outcome.fs_diff));
-                Some(t.after_run(self.spec, status))
+                Some(t.after_run(self.spec, &self.layers, status))
             }
             (None, Some(mut meta)) => {
                 meta["state"] = "kept".into();

@@ -12,9 +12,10 @@
 //! review or commit sees everything the world did in all its runs. What
 //! must stay the same for that to be safe and honest is the world's
 //! [`Frame`], recorded when it was made: the user it runs as, its project
-//! (cwd: the masks relative to it, the commit roots), the host mounts its
-//! layers cover, and what it hides (a continuation may hide more, never
-//! less: a secret hidden in run 1 stays hidden in run 2). Everything else
+//! (cwd: the masks relative to it, the commit roots) and what it hides (a
+//! continuation may hide more, never less: a secret hidden in run 1 stays
+//! hidden in run 2); and its layers, each over the same host data mount
+//! (by path: [`Taken::assign_slots`]). Everything else
 //! (policy, limits, network, seccomp) is the one in force for the new run.
 //!
 //! **Records.** Each run of a kept world is a line of `runs.jsonl`
@@ -82,8 +83,6 @@ pub struct Frame {
     pub user: Option<FrameUser>,
     /// The project: the masks relative to it, the commit roots.
     pub cwd: PathBuf,
-    /// The host data mounts its layers cover (`layers/<k>`), writable ones.
-    pub layers: Vec<(usize, PathBuf)>,
     pub mask: Vec<PathBuf>,
     pub mask_homes: bool,
     pub home_secrets: Vec<PathBuf>,
@@ -93,12 +92,11 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The frame of a world of `spec` over the host mounts `layers`.
-    pub fn of(spec: &Spec, layers: &[HostMount]) -> Frame {
+    /// The frame of a world of `spec`.
+    pub fn of(spec: &Spec) -> Frame {
         Frame {
             user: spec.user.as_ref().map(|u| FrameUser { uid: u.uid, gid: u.gid }),
             cwd: spec.cwd.clone(),
-            layers: layers.iter().enumerate().filter(|(_, m)| !m.read_only).map(|(k, m)| (k, m.path.clone())).collect(),
             mask: spec.mask.clone(),
             mask_homes: spec.mask_homes,
             home_secrets: spec.home_secrets.clone(),
@@ -125,14 +123,6 @@ impl Frame {
                  are that project's), not in {}",
                 self.cwd.display(),
                 now.cwd.display()
-            ));
-        }
-        if self.layers != now.layers {
-            return Some(format!(
-                "the host's data mounts changed since world {id} was made ({:?}, now {:?}): its layers would \
-                 not cover the same filesystems",
-                paths(&self.layers),
-                paths(&now.layers)
             ));
         }
         let missing = |old: &[PathBuf], new: &[PathBuf]| old.iter().find(|p| !new.contains(p)).cloned();
@@ -170,10 +160,6 @@ impl Frame {
         }
         None
     }
-}
-
-fn paths(l: &[(usize, PathBuf)]) -> Vec<&Path> {
-    l.iter().map(|(_, p)| p.as_path()).collect()
 }
 
 /// One run of a kept world (`runs.jsonl`, one line each).
@@ -313,14 +299,33 @@ impl Taken {
     /// with the host's data mounts as they are now.
     pub fn check(&self, spec: &Spec, state: &StateDir) -> Result<(), WorldError> {
         let (_, layers) = crate::world::host_facts(spec, state)?;
-        self.check_layers(spec, &layers).map_err(WorldError::Kept)
+        self.check_frame(spec)?;
+        self.assign_slots(layers).map(drop).map_err(WorldError::Kept)
     }
 
-    pub(crate) fn check_layers(&self, spec: &Spec, layers: &[HostMount]) -> Result<(), KeptError> {
-        match self.frame()?.refuses(self.id(), &Frame::of(spec, layers)) {
+    pub(crate) fn check_frame(&self, spec: &Spec) -> Result<(), KeptError> {
+        match self.frame()?.refuses(self.id(), &Frame::of(spec)) {
             Some(why) => Err(KeptError::Differs(why)),
             None => Ok(()),
         }
+    }
+
+    /// The world's layers (`world.json`: host mount path, `fs/layers/<k>/upper`).
+    fn recorded_layers(&self) -> Vec<(PathBuf, usize)> {
+        let slot = |u: &str| u.strip_prefix("fs/layers/")?.strip_suffix("/upper")?.parse::<usize>().ok();
+        let list = self.meta["layers"].as_array().cloned().unwrap_or_default();
+        list.iter().filter_map(|l| Some((PathBuf::from(l["path"].as_str()?), slot(l["upper"].as_str()?)?))).collect()
+    }
+
+    /// The host's data mounts now (`layers`, in their order), each given
+    /// the directories of the world's store its earlier runs used for that
+    /// path (a mount the host gained since gets a slot of its own): the
+    /// world's files under `/home` stay over `/home` whatever mounts came
+    /// and went beside it. Refused when a mount the world has a layer of
+    /// is no longer a writable data mount of the host (its files would be
+    /// neither seen by the run nor reviewed against the right base).
+    pub(crate) fn assign_slots(&self, layers: Vec<HostMount>) -> Result<Vec<HostMount>, KeptError> {
+        slots(self.id(), &self.recorded_layers(), layers)
     }
 
     /// The world's fs_diff as its last run left it.
@@ -331,8 +336,16 @@ impl Taken {
     /// The world's description after a run of `spec` that exited `code`:
     /// the frame and the creation as they were; one run more; a batch that
     /// ran in it named among its batches.
-    pub(crate) fn after_run(&self, spec: &Spec, code: i32) -> serde_json::Value {
+    pub(crate) fn after_run(&self, spec: &Spec, layers: &[HostMount], code: i32) -> serde_json::Value {
         let mut meta = self.meta.clone();
+        // Its layers: the earlier runs' and this run's (by path).
+        let mut list = self.meta["layers"].as_array().cloned().unwrap_or_default();
+        for m in layers.iter().filter(|m| !m.read_only) {
+            if !list.iter().any(|l| l["path"].as_str() == m.path.to_str()) {
+                list.push(serde_json::json!({"path": m.path, "upper": format!("fs/layers/{}/upper", m.slot)}));
+            }
+        }
+        meta["layers"] = list.into();
         meta["state"] = "kept".into();
         meta["exit_code"] = code.into();
         meta["runs"] = self.next_run().into();
@@ -346,6 +359,32 @@ impl Taken {
         }
         meta
     }
+}
+
+/// [`Taken::assign_slots`] for world `id` with the layers `recorded` (host
+/// mount path, slot).
+fn slots(id: &str, recorded: &[(PathBuf, usize)], mut layers: Vec<HostMount>) -> Result<Vec<HostMount>, KeptError> {
+    for (path, _) in recorded {
+        if !layers.iter().any(|m| &m.path == path && !m.read_only) {
+            return Err(KeptError::Differs(format!(
+                "world {id} has a layer over the host's data mount {}, which is no longer mounted (or is read-only \
+                 now): mount it again to continue the world",
+                path.display()
+            )));
+        }
+    }
+    let mut used: Vec<usize> = recorded.iter().map(|(_, k)| *k).collect();
+    for m in layers.iter_mut() {
+        m.slot = match recorded.iter().find(|(p, _)| p == &m.path) {
+            Some((_, k)) => *k,
+            None => {
+                let free = (0..).find(|k| !used.contains(k)).expect("a free slot");
+                used.push(free);
+                free
+            }
+        };
+    }
+    Ok(layers)
 }
 
 /// Forks kept world `id`: a new kept world, a copy of it as it is (files,
@@ -437,7 +476,6 @@ mod tests {
         Frame {
             user: Some(FrameUser { uid: 1000, gid: 1000 }),
             cwd: "/srv/p".into(),
-            layers: vec![(0, "/home".into())],
             mask: vec!["/srv/secret".into()],
             mask_homes: true,
             home_secrets: vec![".aws".into(), ".ssh".into()],
@@ -462,7 +500,6 @@ mod tests {
             ("runs as uid 1000", Box::new(|f| f.user = None)),
             ("runs as uid 1000", Box::new(|f| f.user = Some(FrameUser { uid: 1001, gid: 1000 }))),
             ("works in /srv/p", Box::new(|f| f.cwd = "/srv/p/sub".into())),
-            ("data mounts changed", Box::new(|f| f.layers.clear())),
             ("hid /srv/secret (fs.mask)", Box::new(|f| f.mask.clear())),
             ("fs.mask_homes", Box::new(|f| f.mask_homes = false)),
             ("hid .ssh (fs.home_secrets)", Box::new(|f| f.home_secrets.truncate(1))),
@@ -475,6 +512,24 @@ mod tests {
             change(&mut now);
             let why = old.refuses("w", &now).unwrap_or_else(|| panic!("not refused: {want}"));
             assert!(why.contains(want), "{why} (wanted {want})");
+        }
+    }
+
+    #[test]
+    fn layers_keep_their_directories_by_path_whatever_mounts_come_and_go() {
+        let m = |p: &str, ro: bool| HostMount { path: p.into(), fstype: "ext4".into(), read_only: ro, slot: 99 };
+        let recorded: Vec<(PathBuf, usize)> = vec![("/home".into(), 1), ("/srv".into(), 0)];
+        // A mount appeared before both (its index would shift theirs).
+        let got =
+            slots("w", &recorded, vec![m("/data", false), m("/home", false), m("/mnt/ro", true), m("/srv", false)]);
+        let got: Vec<(String, usize)> =
+            got.unwrap().into_iter().map(|m| (m.path.display().to_string(), m.slot)).collect();
+        let want = [("/data", 2), ("/home", 1), ("/mnt/ro", 3), ("/srv", 0)];
+        assert_eq!(got, want.map(|(p, k)| (p.to_string(), k)));
+        // A mount the world has a layer of, gone or read-only: refused.
+        for now in [vec![m("/home", false)], vec![m("/home", false), m("/srv", true)]] {
+            let e = slots("w", &recorded, now).unwrap_err().to_string();
+            assert!(e.contains("/srv, which is no longer mounted"), "{e}");
         }
     }
 

@@ -84,7 +84,11 @@ pub(crate) fn launch(
     // a subvolume in its own namespace.
     let scratch = match store {
         Store::New => crate::upper::Upper::make(spec, state, &claim.id, layers.len())?,
-        Store::Resume => crate::upper::Upper::resume(spec, state, &claim.id, layers.len())?,
+        // Directories up to the highest slot (`continued::Taken::assign_slots`).
+        Store::Resume => {
+            let slots = layers.iter().map(|m| m.slot + 1).max().unwrap_or(0);
+            crate::upper::Upper::resume(spec, state, &claim.id, slots)?
+        }
     };
     crate::profile::mark("upper made");
     let init = crate::init::memfd().map_err(|e| WorldError::Init(format!("the embedded init into a memfd: {e}")))?;

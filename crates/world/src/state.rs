@@ -18,7 +18,9 @@
 //!                     tmpfs is a plain directory with the tmpfs on `fs/`
 //!                     while it runs attached, and is moved into a
 //!                     subvolume when it is kept (`pool/adopt.rs`)
-//!   worlds/.spare-*, .trash-*, .making-*, .moving-*   the pool's own
+//!                     (continued: its `runs.jsonl`, `fs_diff.json`;
+//!                     `continued.rs`)
+//!   worlds/.spare-*, .trash-*, .making-*, .moving-*, .forking-*   the pool's own
 //! ```
 //!
 //! A running world creates nothing else on the host filesystem: its mounts

@@ -142,12 +142,13 @@ fn run_world(
     // 1. Where the controllers are; claim an id (a lock, nothing on disk),
     //    or the kept world's, held already.
     crate::profile::mark("run: start");
-    let (layout, layers) = host_facts(spec, state)?;
+    let (layout, mut layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
     let fresh;
     let claim = match &taken {
         Some(t) => {
-            t.check_layers(spec, &layers)?;
+            t.check_frame(spec)?;
+            layers = t.assign_slots(layers)?;
             crate::cgroup::remove_stale(&layout, t.id())?;
             &t.claim
         }
@@ -165,7 +166,7 @@ fn run_world(
             let before = t.last_diff();
             outcome.run_diff = Some(crate::diff::delta(&before, &outcome.fs_diff));
             outcome.run = Some(t.next_run());
-            Some(t.after_run(spec, outcome.exit_code))
+            Some(t.after_run(spec, &layers, outcome.exit_code))
         }
         (None, Some(mut meta)) => {
             meta["state"] = "kept".into();
@@ -369,8 +370,8 @@ pub(crate) fn collect_diff(
 ) -> Result<FsDiff, WorldError> {
     let opts = DiffOptions { hash, ..DiffOptions::default() };
     let mut total = diff_layer(scratch, "upper", Path::new("/"), &opts, hold)?;
-    for (k, m) in layers.iter().enumerate().filter(|(_, m)| !m.read_only) {
-        let d = diff_layer(scratch, &format!("layers/{k}/upper"), &m.path, &opts, hold)?;
+    for m in layers.iter().filter(|m| !m.read_only) {
+        let d = diff_layer(scratch, &format!("layers/{}/upper", m.slot), &m.path, &opts, hold)?;
         total.merge(d.under(&m.path), opts.max_entries);
     }
     Ok(total)
@@ -455,11 +456,11 @@ pub(crate) fn world_meta(
         "created_ms": now,
         "updated_ms": now,
         "runs": 1,
-        "frame": crate::continued::Frame::of(spec, layers),
+        "frame": crate::continued::Frame::of(spec),
         "on_interrupt": if spec.keep_interrupted { "keep" } else { "sweep" },
         "upper": "fs/upper",
-        "layers": layers.iter().enumerate().filter(|(_, m)| !m.read_only)
-            .map(|(k, m)| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{k}/upper")}))
+        "layers": layers.iter().filter(|m| !m.read_only)
+            .map(|m| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{}/upper", m.slot)}))
             .collect::<Vec<_>>(),
     })
 }

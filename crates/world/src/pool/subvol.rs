@@ -17,8 +17,10 @@
 //! Names starting with a dot are never world ids (`state::valid_id`), so
 //! the lists and sweeps of kept worlds skip them. A run killed half-way
 //! through making a spare leaves `.making-<id>`, and one killed while it
-//! moved a kept world off its tmpfs `.moving-<id>` (`adopt.rs`): both are
-//! removed by the next housekeeping once `id` is no longer live.
+//! moved a kept world off its tmpfs `.moving-<id>` (`adopt.rs`), and one
+//! killed while it forked a kept world `.forking-<new id>`
+//! (`continued::fork`): all are removed by the next housekeeping once `id`
+//! is no longer live.
 
 use super::{at, btrfs, cpath, PoolError};
 use nix::fcntl::{renameat2, OFlag, RenameFlags};
