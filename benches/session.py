@@ -2,11 +2,14 @@
 """Worlds that last across calls: what continuing and forking a kept world
 cost, measured as whole processes.
 
-  1. the start of a continued run: `cloche run --world ID -- true` against
-     a fresh `cloche run -- true` and a fresh `cloche run --keep -- true`,
-     interleaved (the order rotating), back to back; the continued world
-     is a small one, then one of 10,000 files (its size must not matter:
-     nothing walks its files before the world starts);
+  1. the start of a continued run: `cloche run --world ID -- CMD` against
+     a fresh `cloche run -- CMD` and a fresh `cloche run --keep -- CMD`,
+     interleaved (the order rotating), back to back, CMD printing the
+     clock (`date +%s%N`): the start is from `cloche`'s exec to the
+     command's clock, the whole from exec to `cloche`'s exit; the
+     continued world is a small one, then one of 10,000 files (its size
+     must not matter to the start: nothing walks its files before the
+     world starts; its end computes the whole world's fs_diff);
   2. `cloche worlds fork ID` of a world of 10,000 files of 4 KiB (a btrfs
      snapshot, its work directories cleared, two syncs), then a run that
      continues the fork, and `cloche discard` of the fork.
@@ -45,34 +48,36 @@ def main():
         timed([c, "run", "--", "true"], env, cwd=proj)  # the pool made
         small = kept(c, env, proj, rep, ["sh", "-c", "echo x > f"])
         big = kept(c, env, proj, rep, ["python3", "-c", WRITE])
+        clock = ["date", "+%s%N"]
         kinds = {
-            "fresh: run -- true": [c, "run", "--", "true"],
-            "fresh: run --keep -- true (then discarded)": [c, "run", "--keep", "--report", rep, "--", "true"],
-            "continued: run --world SMALL -- true": [c, "run", "--world", small, "--", "true"],
-            "continued: run --world BIG (10,000 files) -- true": [c, "run", "--world", big, "--", "true"],
+            "fresh: run": [c, "run", "--", *clock],
+            "fresh: run --keep (then discarded)": [c, "run", "--keep", "--report", rep, "--", *clock],
+            "continued: run --world SMALL": [c, "run", "--world", small, "--", *clock],
+            "continued: run --world BIG (10,000 files)": [c, "run", "--world", big, "--", *clock],
         }
         times = {k: [] for k in kinds}
-        setup = {k: [] for k in kinds}
+        starts = {k: [] for k in kinds}
         names = list(kinds)
         for i in range(a.runs):
             for k in names[i % len(names):] + names[: i % len(names)]:
                 cmd = kinds[k]
                 if "--report" not in cmd:
                     cmd = cmd[:2] + ["--report", rep] + cmd[2:]
-                dt, _ = timed(cmd, env, cwd=proj)
+                t0 = time.time_ns()
+                dt, out = timed(cmd, env, cwd=proj, out=subprocess.PIPE)
+                starts[k].append((int(out.stdout.split()[0]) - t0) / 1e6)
                 times[k].append(dt)
-                with open(rep) as f:
-                    r = json.load(f)
-                setup[k].append(r["timings"]["setup_ms"])
                 if "--keep" in cmd:
-                    timed([c, "discard", r["world"]], env, cwd=proj)
-        base = statistics.median(times[names[0]])
-        print(f"starts, {a.runs} each, interleaved (median / first quartile of the whole process, "
-              f"median setup_ms of the report, ratio to a fresh run):")
+                    with open(rep) as f:
+                        timed([c, "discard", json.load(f)["world"]], env, cwd=proj)
+        base = statistics.median(starts[names[0]]), statistics.median(times[names[0]])
+        print(f"{a.runs} each, interleaved: medians (first quartiles) in ms, and ratios to a fresh run")
+        print(f"  {'':44} {'start':>17} {'':>6} {'whole':>17}")
         for k in names:
-            q = statistics.quantiles(times[k], n=4)
-            m = statistics.median(times[k])
-            print(f"  {k:52} {m:7.2f} / {q[0]:7.2f} ms  setup {statistics.median(setup[k]):6.2f} ms  {m / base:5.2f}x")
+            s, w = starts[k], times[k]
+            ms, mw = statistics.median(s), statistics.median(w)
+            qs, qw = statistics.quantiles(s, n=4)[0], statistics.quantiles(w, n=4)[0]
+            print(f"  {k:44} {ms:7.2f} ({qs:7.2f}) {ms / base[0]:5.2f}x {mw:7.2f} ({qw:7.2f}) {mw / base[1]:5.2f}x")
         fork, cont, disc = [], [], []
         for _ in range(a.rounds):
             dt, r = timed([c, "worlds", "fork", big], env, cwd=proj, out=subprocess.PIPE)
