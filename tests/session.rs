@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 

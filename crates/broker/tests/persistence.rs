@@ -313,7 +313,7 @@ fn a_version_4_database_is_migrated_and_batches_name_the_world_they_continue() {
     f.world = Some("0123456789abcdef".into());
     let v = b.submit(&f, "agent:a1", None).unwrap();
     assert_eq!(v.continues.as_deref(), Some("0123456789abcdef"));
-    let submitted = records(dir.path()).into_iter().filter(|r| r.event == "submitted").last().unwrap();
+    let submitted = records(dir.path()).into_iter().rfind(|r| r.event == "submitted").unwrap();
     assert_eq!(submitted.details["world"], "0123456789abcdef");
     for bad in ["0123", "0123456789ABCDEF", "../../../etc/pass"] {
         let mut f = batch(TWO);

@@ -430,7 +430,7 @@ pub fn fork(state: &StateDir, id: &str, owner: Option<&str>) -> Result<KeptWorld
         return Err(io_at(id, "make the fork")(e));
     }
     drop(src);
-    kept::find(state, &new).ok_or_else(|| KeptError::NotFound(new))
+    kept::find(state, &new).ok_or(KeptError::NotFound(new))
 }
 
 fn open_dir(dir: BorrowedFd<'_>, name: &str) -> io::Result<std::os::fd::OwnedFd> {
@@ -496,16 +496,17 @@ mod tests {
         more.toolchains.clear();
         more.toolchain_writable.clear();
         assert_eq!(old.refuses("w", &more), None, "hiding more is fine");
-        let cases: Vec<(&str, Box<dyn Fn(&mut Frame)>)> = vec![
-            ("runs as uid 1000", Box::new(|f| f.user = None)),
-            ("runs as uid 1000", Box::new(|f| f.user = Some(FrameUser { uid: 1001, gid: 1000 }))),
-            ("works in /srv/p", Box::new(|f| f.cwd = "/srv/p/sub".into())),
-            ("hid /srv/secret (fs.mask)", Box::new(|f| f.mask.clear())),
-            ("fs.mask_homes", Box::new(|f| f.mask_homes = false)),
-            ("hid .ssh (fs.home_secrets)", Box::new(|f| f.home_secrets.truncate(1))),
-            ("/etc would be exposed", Box::new(|f| f.expose.push("/etc".into()))),
-            ("toolchain", Box::new(|f| f.toolchains.push(vec![".rustup".into()]))),
-            (".npm (fs.toolchain_writable)", Box::new(|f| f.toolchain_writable.push(".npm".into()))),
+        type Change = fn(&mut Frame);
+        let cases: [(&str, Change); 9] = [
+            ("runs as uid 1000", |f| f.user = None),
+            ("runs as uid 1000", |f| f.user = Some(FrameUser { uid: 1001, gid: 1000 })),
+            ("works in /srv/p", |f| f.cwd = "/srv/p/sub".into()),
+            ("hid /srv/secret (fs.mask)", |f| f.mask.clear()),
+            ("fs.mask_homes", |f| f.mask_homes = false),
+            ("hid .ssh (fs.home_secrets)", |f| f.home_secrets.truncate(1)),
+            ("/etc would be exposed", |f| f.expose.push("/etc".into())),
+            ("toolchain", |f| f.toolchains.push(vec![".rustup".into()])),
+            (".npm (fs.toolchain_writable)", |f| f.toolchain_writable.push(".npm".into())),
         ];
         for (want, change) in cases {
             let mut now = frame();
