@@ -291,11 +291,12 @@ fn through_the_daemon_an_agent_continues_its_own_worlds_only() {
     // The same through `cloche` as the agent (its remote path): a third run
     // in the world's project (the default cwd), then the review by the
     // world's id (not a batch's).
-    let agent = |args: &[&str]| {
+    let as_uid = |uid: u32, args: &[&str]| {
         let mut c = fx.command();
-        c.current_dir("/").env("CLOCHE_SOCKET", &d.socket).uid(AGENT_A).gid(AGENT_A).env("HOME", "/nonexistent");
+        c.current_dir("/").env("CLOCHE_SOCKET", &d.socket).uid(uid).gid(uid).env("HOME", "/nonexistent");
         run_cmd(c.args(args), DEADLINE)
     };
+    let agent = |args: &[&str]| as_uid(AGENT_A, args);
     let o = agent(&["run", "--world", &w, "--json", "--", "sh", "-c", "cat dep/b; pwd"]);
     o.expect_code(0);
     let out = String::from_utf8_lossy(&o.stdout);
@@ -307,6 +308,12 @@ fn through_the_daemon_an_agent_continues_its_own_worlds_only() {
 
     // Another agent: no such world, whatever it asks.
     let world_of_a = d.get(Some(AGENT_A), &format!("/v1/worlds/{w}")).expect(200).clone();
+    for args in [vec!["run", "--world", w.as_str(), "--", "true"], vec!["worlds", "fork", w.as_str()]] {
+        let o = as_uid(AGENT_B, &args);
+        o.expect_code(125);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.trim_end() == format!("cloche: no kept world {w}"), "{args:?}: {}", o.describe());
+    }
     assert_eq!(run(AGENT_B, json!({"argv": ["touch", "x"], "world": w})).status, 404);
     assert_eq!(d.post(Some(AGENT_B), &format!("/v1/worlds/{w}/fork"), &json!({})).status, 404);
     let theirs = json!({"project": proj, "world": w, "entries": [{"command": "touch x"}]});
