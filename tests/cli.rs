@@ -257,6 +257,16 @@ fn every_json_document_has_a_schema_version_and_matches_its_schema() {
     let kept = o.report();
     let kept_id = kept["world"].as_str().unwrap().to_string();
     docs.push(("run-report", kept));
+    // A run that continues the kept world (its report says which run and
+    // what it changed itself), and a fork of the world.
+    let o = fx.cloche(&["run", "--world", &kept_id, "--json", "--", "sh", "-c", "echo again >> kept.txt"]);
+    o.expect_code(0);
+    let continued: Value = serde_json::from_slice(&o.stdout).expect("run --world --json prints the report");
+    assert_eq!((continued["world"].as_str(), continued["world_run"].as_u64()), (Some(kept_id.as_str()), Some(2)));
+    docs.push(("run-report", continued));
+    let fork = doc(&fx, &["worlds", "fork", &kept_id, "--json"], 0);
+    let fork_id = fork["world"].as_str().unwrap().to_string();
+    docs.push(("fork", fork));
     docs.push(("doctor", doc(&fx, &["doctor", "--json"], 0)));
     docs.push(("policy-check", doc(&fx, &["policy", "check", "--json", "rm -rf /"], 0)));
     docs.push(("policy-show", doc(&fx, &["policy", "show", "--json"], 0)));
@@ -305,6 +315,7 @@ fn every_json_document_has_a_schema_version_and_matches_its_schema() {
     docs.push(("world", doc(&fx, &["worlds", "show", &kept_id, "--json"], 0)));
     docs.push(("worlds-gc", doc(&fx, &["worlds", "gc", "--dry-run", "--json"], 0)));
     docs.push(("discard", doc(&fx, &["discard", &kept_id, "--json"], 0)));
+    docs.push(("discard", doc(&fx, &["discard", &fork_id, "--json"], 0)));
     docs.push(("discard", doc(&fx, &["discard", &id, "--json"], 0)));
     docs.push(("worlds-gc", doc(&fx, &["worlds", "gc", "--json"], 0)));
     docs.push(("autonomy", doc(&fx, &["autonomy", "enable", &project, "--json"], 0)));

@@ -1,6 +1,6 @@
 //! Batch files: parsing (JSON or TOML, same fields) and validation.
 //!
-//! `{"agent": "a1", "project": "/abs/dir", "stop_on_failure": true,
+//! `{"agent": "a1", "project": "/abs/dir", "stop_on_failure": true, "world": "0123456789abcdef",
 //!   "entries": [{"command": "make test", "cwd": "/abs/dir/sub", "env": {"K": "V"}, "timeout": 300}]}`
 //!
 //! Only `project` and `entries[].command` are required; unknown fields are
@@ -24,6 +24,10 @@ pub struct BatchFile {
     pub project: String,
     #[serde(default = "default_true")]
     pub stop_on_failure: bool,
+    /// A kept world to run in (its id): the batch continues it, on top of
+    /// what its earlier runs left, instead of starting a new world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
     pub entries: Vec<EntrySpec>,
 }
 
@@ -124,6 +128,12 @@ impl BatchFile {
         self.project = normalize_abs(&self.project).map_err(|m| invalid("project", m))?;
         if self.project == "/" {
             return Err(invalid("project", "/ is the root directory: it would expose every path the masks hide"));
+        }
+        if let Some(w) = &self.world {
+            let id = w.len() == 16 && w.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !id {
+                return Err(invalid("world", "a kept world's id: 16 lower-case hex digits"));
+            }
         }
         if self.entries.is_empty() {
             return Err(invalid("entries", "a batch needs at least one entry"));

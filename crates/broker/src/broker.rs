@@ -304,8 +304,8 @@ impl Broker {
             };
             c.tx.execute(
                 "INSERT INTO batches (id, state, agent, submitter, project, stop_on_failure, decision, source_sha256,
-                 created_ms, updated_ms, policy, approval_ttl_ms) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8,
-                 ?9, ?10)",
+                 created_ms, updated_ms, policy, approval_ttl_ms, continues) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6,
+                 ?7, ?8, ?8, ?9, ?10, ?11)",
                 params![
                     id,
                     batch.agent,
@@ -316,7 +316,8 @@ impl Broker {
                     sha256_hex(&source),
                     c.now,
                     policy,
-                    ttl_ms
+                    ttl_ms,
+                    batch.world
                 ],
             )?;
             for (pos, ((e, d), eid)) in batch.entries.iter().zip(&decisions).zip(&entry_ids).enumerate() {
@@ -339,9 +340,12 @@ impl Broker {
                     ],
                 )?;
             }
-            let details = json!({"project": batch.project, "agent": batch.agent, "entries": entry_ids,
+            let mut details = json!({"project": batch.project, "agent": batch.agent, "entries": entry_ids,
                 "stop_on_failure": batch.stop_on_failure, "decision": decision, "source_sha256": sha256_hex(&source),
                 "policy": policy});
+            if let Some(w) = &batch.world {
+                details["world"] = json!(w);
+            }
             c.audit(events::SUBMITTED, actor, Some(&id), None, details)?;
             for ((e, d), eid) in batch.entries.iter().zip(&decisions).zip(&entry_ids) {
                 let details = json!({"command": e.command, "effect": d.effect, "rule": d.rule, "reason": d.reason,

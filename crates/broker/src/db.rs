@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::BrokerError;
 
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE batches (
@@ -132,6 +132,10 @@ ALTER TABLE batches ADD COLUMN usage_ms INTEGER;
 CREATE INDEX batches_submitter ON batches(submitter, created_ms);
 ";
 
+/// Version 5: the kept world a batch runs in (`"world"` in its file: a
+/// continuation of that world) when it names one.
+const SCHEMA_V5: &str = "ALTER TABLE batches ADD COLUMN continues TEXT;";
+
 /// Opens (creating, mode 0600 in a 0700 directory) `<dir>/broker.db`: WAL,
 /// `synchronous=FULL`, foreign keys on, the schema at [`SCHEMA_VERSION`].
 pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
@@ -168,19 +172,24 @@ pub fn open(dir: &Path, busy: Duration) -> Result<Connection, BrokerError> {
             tx.execute_batch(SCHEMA_V2)?;
             tx.execute_batch(SCHEMA_V3)?;
             tx.execute_batch(SCHEMA_V4)?;
+            tx.execute_batch(SCHEMA_V5)?;
             tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
         }
-        Some(v @ (1..=3)) => {
+        Some(v @ (1..=4)) => {
             // 1 -> 2: the search index over existing entries; 2 -> 3: the
             // policy columns (old batches: builtin), the review states;
-            // 3 -> 4: agents, and the usage of batches (old ones: none).
+            // 3 -> 4: agents, and the usage of batches (old ones: none);
+            // 4 -> 5: the world a batch continues (old ones: none).
             if v == 1 {
                 tx.execute_batch(SCHEMA_V2)?;
             }
             if v <= 2 {
                 tx.execute_batch(SCHEMA_V3)?;
             }
-            tx.execute_batch(SCHEMA_V4)?;
+            if v <= 3 {
+                tx.execute_batch(SCHEMA_V4)?;
+            }
+            tx.execute_batch(SCHEMA_V5)?;
             let broken: Option<String> = tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional()?;
             if let Some(table) = broken {
                 return Err(BrokerError::Invalid(format!("broker.db: migration broke a foreign key of {table}")));

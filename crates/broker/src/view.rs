@@ -40,6 +40,9 @@ pub struct BatchView {
     pub policy: String,
     /// The world it ran in (kept for review until discarded).
     pub world: Option<String>,
+    /// The kept world it continues (`"world"` in its file), if it names one.
+    #[serde(default)]
+    pub continues: Option<String>,
     pub entries: Vec<EntryView>,
 }
 
@@ -97,7 +100,7 @@ impl Broker {
         let view = tx
             .query_row(
                 "SELECT id, state, agent, submitter, project, stop_on_failure, created_ms, updated_ms, decision,
-                 approved_by, approved_ms, expires_ms, reason, runner, policy, world, approval_ttl_ms
+                 approved_by, approved_ms, expires_ms, reason, runner, policy, world, approval_ttl_ms, continues
                  FROM batches WHERE id = ?1",
                 [batch],
                 |r| {
@@ -119,6 +122,7 @@ impl Broker {
                         policy: r.get(14)?,
                         world: r.get(15)?,
                         approval_ttl: r.get::<_, Option<i64>>(16)?.map(ttl_secs),
+                        continues: r.get(17)?,
                         entries: Vec::new(),
                     })
                 },

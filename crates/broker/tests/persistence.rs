@@ -125,6 +125,7 @@ fn malformed_batch_files_are_rejected_naming_the_place() {
         agent: None,
         project: "/p".into(),
         stop_on_failure: true,
+        world: None,
         entries: vec![EntrySpec {
             command: "ls".into(),
             cwd: Some("/elsewhere".into()),
@@ -234,6 +235,7 @@ fn a_version_2_database_is_migrated() {
     drop(b);
     // Back to the version 2 shape (its CHECK knows no review state).
     let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(V5_TO_V4).unwrap();
     conn.execute_batch(V4_TO_V3).unwrap();
     conn.execute_batch(
         "ALTER TABLE batches DROP COLUMN policy; ALTER TABLE batches DROP COLUMN approval_ttl_ms;
@@ -266,6 +268,10 @@ fn a_version_2_database_is_migrated() {
     assert!(b.start_run(&v.id).is_ok());
 }
 
+/// Back from version 5 to the version 4 shape: no world continued.
+const V5_TO_V4: &str =
+    "ALTER TABLE batches DROP COLUMN continues; UPDATE meta SET value = '4' WHERE key = 'schema_version';";
+
 /// Back from version 4 to the version 3 shape: no agents, no usage.
 const V4_TO_V3: &str = "DROP TABLE agents; DROP INDEX batches_submitter;
     ALTER TABLE batches DROP COLUMN cpu_ms; ALTER TABLE batches DROP COLUMN egress_bytes;
@@ -279,6 +285,7 @@ fn a_version_3_database_is_migrated() {
     let v = b.submit(&batch(TWO), "agent:a1", None).unwrap();
     drop(b);
     let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(V5_TO_V4).unwrap();
     conn.execute_batch(V4_TO_V3).unwrap();
     drop(conn);
     let mut b = open(dir.path(), &clock);
@@ -288,4 +295,29 @@ fn a_version_3_database_is_migrated() {
     let a = b.register_agent("a1", "uid:0").unwrap();
     assert_eq!((a.usage.batches_last_hour, a.usage.cpu_ms_last_hour), (1, 0));
     assert_eq!(a.status, cloche_broker::AgentStatus::Waiting);
+}
+
+#[test]
+fn a_version_4_database_is_migrated_and_batches_name_the_world_they_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut b = open(dir.path(), &clock);
+    let old = b.submit(&batch(TWO), "agent:a1", None).unwrap();
+    drop(b);
+    let conn = rusqlite::Connection::open(dir.path().join("broker.db")).unwrap();
+    conn.execute_batch(V5_TO_V4).unwrap();
+    drop(conn);
+    let mut b = open(dir.path(), &clock);
+    assert_eq!(b.get(&old.id).unwrap().continues, None, "a batch before version 5 continues no world");
+    let mut f = batch(TWO);
+    f.world = Some("0123456789abcdef".into());
+    let v = b.submit(&f, "agent:a1", None).unwrap();
+    assert_eq!(v.continues.as_deref(), Some("0123456789abcdef"));
+    let submitted = records(dir.path()).into_iter().rfind(|r| r.event == "submitted").unwrap();
+    assert_eq!(submitted.details["world"], "0123456789abcdef");
+    for bad in ["0123", "0123456789ABCDEF", "../../../etc/pass"] {
+        let mut f = batch(TWO);
+        f.world = Some(bad.into());
+        assert!(b.submit(&f, "agent:a1", None).is_err(), "{bad}");
+    }
 }

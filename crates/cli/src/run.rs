@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// Keep the world for inspection (its id is printed on stderr).
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Continue the kept world ID: the command runs on top of what its earlier runs left (an
+    /// `npm install`'s files for the `npm test` after it), in its project (the default working
+    /// directory), and the world stays kept (continuing implies --keep). `cloche diff ID` and
+    /// `cloche commit ID` then see every run. One run at a time per world; your own worlds only.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["rm", "upper"])]
+    pub(crate) world: Option<String>,
     /// Discard the world when the command ends: the default, accepted as in Docker.
     #[arg(long, conflicts_with = "keep")]
     pub(crate) rm: bool,
@@ -136,6 +142,8 @@ pub(crate) fn request(args: RunArgs) -> Result<RunRequest, Error> {
         Some(c) => std::env::current_dir()
             .and_then(|d| std::fs::canonicalize(d.join(c)))
             .map_err(|e| Error::Invalid(format!("--cwd {}: {}", c.display(), io_reason(&e))))?,
+        // Continuing a world: its own project.
+        None if args.world.is_some() => PathBuf::new(),
         None => std::env::current_dir().map_err(|e| Error::Invalid(format!("current directory: {e}")))?,
     };
     let expose = args.expose.iter().map(|p| expose_path(p)).collect::<Result<Vec<_>, _>>()?;
@@ -155,7 +163,11 @@ pub(crate) fn request(args: RunArgs) -> Result<RunRequest, Error> {
         expose,
         net,
         upper,
-        keep: args.keep,
+        keep: args.keep || args.world.is_some(),
+        world: args.world,
+        actor: None,
+        user: None,
+        owner: None,
         no_hash: args.no_hash,
         terminal: match (args.tty, args.interactive) {
             (true, _) => Terminal::Pty,

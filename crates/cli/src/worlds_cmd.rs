@@ -1,6 +1,7 @@
-//! `cloche worlds list|show|gc` and `cloche discard`: the kept worlds
+//! `cloche worlds list|show|fork|gc` and `cloche discard`: the kept worlds
 //! waiting for review (`cloche_service::worlds`), printed. Every discard is
-//! audited (`discarded`, with why) before the world goes.
+//! audited (`discarded`, with why) before the world goes; every fork
+//! (`cloche_service::session`) once it is made.
 
 use clap::Subcommand;
 use cloche_service::uid_actor;
@@ -15,11 +16,21 @@ pub enum WorldsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One kept world.
+    /// One kept world, with its runs.
     Show {
         /// The world's id.
         id: String,
         /// Print it as one JSON document (docs/schemas/world.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a kept world to try another way: a new kept world with the original's files and
+    /// history (cheap: a btrfs snapshot, nothing copied), continued with `cloche run --world NEW`;
+    /// the original is left as it was. Its new id is printed (stdout).
+    Fork {
+        /// The kept world's id (not while a run continues it).
+        id: String,
+        /// Print the result as one JSON document (docs/schemas/fork.json).
         #[arg(long)]
         json: bool,
     },
@@ -45,6 +56,9 @@ pub struct DiscardArgs {
 }
 
 pub fn main(cmd: WorldsCommand) -> i32 {
+    if let WorldsCommand::Fork { id, json } = cmd {
+        return fork(&id, json).map_or_else(crate::fail, |()| 0);
+    }
     let r = (|| -> Result<(), String> {
         let ctx = crate::context();
         match cmd {
@@ -63,8 +77,20 @@ pub fn main(cmd: WorldsCommand) -> i32 {
                     crate::output::emit(&w)?;
                 } else {
                     println!("{}\n  path {}\n  argv {:?}", line(&w, now()), w.path.display(), w.argv);
+                    if let Some(f) = &w.forked_from {
+                        println!("  forked from {f}");
+                    }
+                    for r in &w.runs {
+                        let what = r.batch.as_ref().map_or_else(|| r.command.join(" "), |b| format!("batch {b}"));
+                        let c = &r.changes;
+                        println!(
+                            "  run {}: exit {}, +{} ~{} -{}  {}",
+                            r.run, r.exit_code, c.added, c.modified, c.deleted, what
+                        );
+                    }
                 }
             }
+            WorldsCommand::Fork { .. } => unreachable!("handled above"),
             WorldsCommand::Gc { dry_run, json } => {
                 let gc = ctx.collect_worlds(dry_run)?;
                 if json {
@@ -78,6 +104,30 @@ pub fn main(cmd: WorldsCommand) -> i32 {
         Ok(())
     })();
     r.map_or_else(crate::fail, |()| 0)
+}
+
+/// `cloche worlds fork ID [--json]`: through the daemon when one answers
+/// (a caller other than root forks its own worlds there), else here.
+fn fork(id: &str, json: bool) -> Result<(), String> {
+    let (world, from, doc) = match crate::remote::via()? {
+        crate::remote::Via::Daemon(mut c) => {
+            let v = c.call("POST", &format!("/v1/worlds/{}/fork", crate::remote::enc(id)), None)?;
+            (v["world"].as_str().unwrap_or_default().to_string(), id.to_string(), v)
+        }
+        crate::remote::Via::Embedded => {
+            let f = crate::context().fork_world(id, &uid_actor())?;
+            let v = serde_json::to_value(&f).map_err(|e| e.to_string())?;
+            (f.world, f.forked_from, v)
+        }
+    };
+    eprintln!("cloche: world {world} forked from {from} (continue it with: cloche run --world {world} -- CMD)");
+    match json {
+        true => crate::output::emit(&doc),
+        false => {
+            println!("{world}");
+            Ok(())
+        }
+    }
 }
 
 /// `cloche discard WORLD|BATCH`.

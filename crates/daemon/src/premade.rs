@@ -59,9 +59,10 @@ impl Drop for Served {
 }
 
 /// The shape of a run: its caller and its body but for argv, env and
-/// timeout; `None` for a run never served by a pre-made world (`keep`).
+/// timeout; `None` for a run never served by a pre-made world (`keep`, or
+/// one that continues a kept world).
 pub fn key(body: &RunBody, caller: &HostUser) -> Option<String> {
-    if body.keep {
+    if body.keep || body.world.is_some() {
         return None;
     }
     let shape = RunBody { argv: Vec::new(), env: Default::default(), timeout: None, ..body.clone() };

@@ -42,6 +42,7 @@ impl Context {
         caller: &str,
     ) -> Result<BatchView> {
         crate::project::canonicalize(&mut batch)?;
+        self.check_batch_world(&batch, caller)?;
         let (mut id, policy) = self.resolve(&batch.project)?;
         crate::project::judge(&batch.project, &policy, self.state()?)?;
         let mut policies = vec![policy.clone()];
@@ -83,6 +84,7 @@ impl Context {
         check(Path::new(&batch.project))?;
         crate::project::canonicalize(&mut batch)?;
         check(Path::new(&batch.project))?;
+        self.check_batch_world(&batch, submitter)?;
         let (id, policy) = self.resolve(&batch.project)?;
         crate::project::judge(&batch.project, &policy, self.state()?)?;
         let mut broker = self.open_broker_with(&policy.clone(), PolicyClassifier { id, policies: vec![policy] })?;

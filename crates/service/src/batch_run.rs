@@ -87,21 +87,30 @@ impl Context {
         user: Option<&cloche_world::spec::WorldUser>,
         obs: &mut dyn BatchObserver,
     ) -> Result<BatchEnd> {
+        let view = self.broker()?.get(id)?;
+        // A batch that continues a kept world holds it before it starts: a
+        // world that is gone or in use refuses the run at once, and the
+        // batch stays approved. (Whose the world is was judged when the
+        // batch was submitted; the world's frame is checked below.)
+        let taken = match &view.continues {
+            Some(w) => Some(cloche_world::continued::take(self.kept_state()?, w).map_err(crate::session::kept_error)?),
+            None => None,
+        };
         let mut broker = self.broker()?;
         let broker = &mut *broker;
-        let view = broker.get(id)?;
         // Fail closed before the batch starts if its policy version is gone.
         let policy = self.batch_policy(&view.policy)?;
         // The budgets of the batch's own policy decide whether it may start.
         broker.set_budgets(crate::agents::budgets_of(&policy));
         let runnable = broker.start_run(id).inspect_err(|e| tracing::info!(batch = id, error = %e, "run refused"))?;
         tracing::info!(batch = id, entries = runnable.len(), "batch running");
-        self.run_started(broker, &policy, &view, &runnable, user, obs).inspect_err(|e| {
+        self.run_started(broker, &policy, &view, &runnable, user, taken, obs).inspect_err(|e| {
             let _ = broker.finish_run(id, BatchState::Failed, Some(&e.to_string()));
         })
     }
 
     /// The body of `batch run` once the broker has marked the batch running.
+    #[allow(clippy::too_many_arguments)]
     fn run_started(
         &self,
         broker: &mut Broker,
@@ -109,6 +118,7 @@ impl Context {
         view: &BatchView,
         runnable: &[RunnableEntry],
         user: Option<&cloche_world::spec::WorldUser>,
+        taken: Option<cloche_world::continued::Taken>,
         obs: &mut dyn BatchObserver,
     ) -> Result<BatchEnd> {
         let id = view.id.as_str();
@@ -121,7 +131,24 @@ impl Context {
         spec.keep = true; // kept for review (diff, commit, discard)
         spec.owner = Some(format!("batch:{id}"));
         spec.user = user.cloned();
-        let mut world = World::start(&spec, state).map_err(Error::WorldStart)?;
+        let started_ms = crate::session::now_ms();
+        let mut world = match taken {
+            None => World::start(&spec, state).map_err(Error::WorldStart)?,
+            Some(t) => {
+                // What a continuation keeps (a refusal changes nothing),
+                // then audited before the world changes.
+                t.check(&spec, state).map_err(|e| match e {
+                    cloche_world::WorldError::Kept(k) => crate::session::kept_error(k),
+                    e => Error::WorldStart(e),
+                })?;
+                let details = serde_json::json!({"world": t.id(), "run": t.next_run(), "what": {"batch": id}});
+                broker.review_event("world_continued", Some(id), &view.submitter, details)?;
+                World::continue_in(&spec, state, t).map_err(|e| match e {
+                    cloche_world::WorldError::Kept(k) => crate::session::kept_error(k),
+                    e => Error::WorldStart(e),
+                })?
+            }
+        };
         tracing::debug!(batch = id, world = world.id(), "world started");
         broker.world_started(id, world.id(), &world.layers())?;
         obs.event(BatchEvent::WorldStarted { world: world.id() });
@@ -215,7 +242,10 @@ impl Context {
             0
         });
         bspan.layers = outcome.layers.clone();
-        bspan.fs_diff = span_fs_diff(&outcome.fs_diff);
+        // What this batch changed itself (a world it continued had changes
+        // of earlier runs already).
+        let own = outcome.run_diff.as_ref().unwrap_or(&outcome.fs_diff);
+        bspan.fs_diff = span_fs_diff(own);
         bspan.network = Some(match world_scoped {
             true => net_tally.total(),
             false => no_network(),
@@ -224,7 +254,23 @@ impl Context {
             Some(SpanPolicy { decision: view.decision.as_str().to_string(), rule: None, reason: None, risk: None });
         bspan.finish();
         let _ = spans.write(&bspan);
-        if let Some(k) = &outcome.kept {
+        if let (Some(k), Some(n)) = (&outcome.kept, outcome.run) {
+            // The run in the world's own records (its changes were recorded
+            // entry by entry).
+            let r = cloche_world::continued::RunRecord {
+                run: n,
+                kind: "batch".into(),
+                batch: Some(id.to_string()),
+                command: runnable.iter().map(|e| e.command.clone()).collect(),
+                actor: Some(view.submitter.clone()),
+                policy: Some(view.policy.clone()),
+                started_ms,
+                ended_ms: crate::session::now_ms(),
+                exit_code: bspan.exit_code.unwrap_or(0),
+                changes: own.totals,
+            };
+            cloche_world::continued::append_run(state, &outcome.world, &r)
+                .map_err(|e| Error::Records(e.to_string()))?;
             obs.event(BatchEvent::WorldKept { world: &outcome.world, path: k });
         }
         // The retention limit of this batch's policy; a failure here does

@@ -44,6 +44,7 @@ pub mod report;
 pub mod review;
 pub mod run;
 pub mod schema;
+pub mod session;
 pub mod values;
 pub mod worlds;
 

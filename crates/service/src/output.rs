@@ -165,6 +165,21 @@ pub struct Discard {
     pub batch: Option<String>,
 }
 
+/// `cloche worlds fork ID --json`.
+#[derive(Serialize, JsonSchema)]
+pub struct Fork {
+    pub schema_version: Version,
+    /// The new world: a copy of the original as it was, files and history.
+    pub world: String,
+    /// The world it was forked from (left as it was).
+    pub forked_from: String,
+    /// The new world's directory.
+    #[schemars(with = "String")]
+    pub path: std::path::PathBuf,
+    /// Its owner (`uid:N`), when a caller other than root made it.
+    pub owner: Option<String>,
+}
+
 /// `cloche policy set|unset --json`.
 #[derive(Serialize, JsonSchema)]
 pub struct PolicyBinding {

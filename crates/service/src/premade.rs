@@ -68,6 +68,8 @@ impl Context {
                 total_ms: ms(total),
             },
             kept: None,
+            run: None,
+            run_diff: None,
             network: world.network_scope(),
             cpu_ms: None,
             output_error,

@@ -39,9 +39,17 @@ pub struct Report {
     pub limits_hit: Vec<String>,
     #[schemars(with = "crate::schema::Timings")]
     pub timings: Timings,
-    /// The kept world's directory with `--keep`, else null.
+    /// The kept world's directory with `--keep` (or `--world`), else null.
     #[schemars(with = "Option<String>")]
     pub kept: Option<PathBuf>,
+    /// In a kept world: this run's number in it (1: the run that made it;
+    /// each run that continues it adds one), else null.
+    pub world_run: Option<u32>,
+    /// A run that continued a kept world (`--world`): what this run changed
+    /// itself; `fs_diff` is then the world's whole change since its base
+    /// (every run so far). Null otherwise (`fs_diff` is this run's).
+    #[schemars(with = "Option<crate::schema::FsDiff>")]
+    pub run_fs_diff: Option<FsDiff>,
     /// Why the world's output could not all be written, else null.
     pub output_error: Option<String>,
 }
@@ -93,6 +101,8 @@ impl Report {
             limits_hit: o.limits_hit,
             timings: o.timings,
             kept: o.kept,
+            world_run: o.run,
+            run_fs_diff: o.run_diff,
             output_error: o.output_error,
         }
     }
@@ -202,6 +212,8 @@ mod tests {
             limits_hit: vec!["pids".into()],
             timings: Default::default(),
             kept: Some("/var/lib/cloche/worlds/w-1234".into()),
+            run: Some(1),
+            run_diff: None,
             network,
             output_error: Some("stdout: broken pipe".into()),
             cpu_ms: None,
@@ -233,6 +245,8 @@ mod tests {
             "limits_hit": o.limits_hit,
             "timings": o.timings,
             "kept": o.kept,
+            "world_run": o.run,
+            "run_fs_diff": o.run_diff,
             "output_error": o.output_error,
         });
         let mut text = serde_json::to_vec_pretty(&report).unwrap();

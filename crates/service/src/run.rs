@@ -48,6 +48,22 @@ pub struct RunRequest {
     pub upper: Option<UpperStore>,
     /// Keep the world for review instead of discarding it.
     pub keep: bool,
+    /// Continue this kept world (its id): the command runs on top of what
+    /// the world's earlier runs left, in its project (`cwd` empty: the
+    /// world's; else it must be the world's), and the world stays kept
+    /// (implies `keep`). Refused at once when the world is missing, not
+    /// the caller's, in use, or would differ in what a continuation keeps
+    /// (`cloche_world::continued::Frame`).
+    pub world: Option<String>,
+    /// Who asks (`uid:N`): whose worlds it may continue, the audit's actor;
+    /// `None`: this process's user.
+    pub actor: Option<String>,
+    /// The user the world runs as (`cloched`: a caller other than root);
+    /// `None`: root.
+    pub user: Option<cloche_world::spec::WorldUser>,
+    /// Who the world belongs to when it is kept (`uid:N`, `cloched`'s
+    /// callers); `None`: nobody in particular (root's `cloche`).
+    pub owner: Option<String>,
     /// Skip sha256 of changed files in the fs_diff.
     pub no_hash: bool,
     /// The world's stdio.
@@ -66,6 +82,10 @@ pub struct PreparedRun {
     /// What the request's explicit exposures unmask (said before the world
     /// starts).
     pub notes: Vec<String>,
+    /// The kept world this run continues, held (`RunRequest::world`).
+    taken: Option<cloche_world::continued::Taken>,
+    /// Who asks.
+    actor: String,
     /// The world's network namespace, being made since the request was
     /// taken (off the start's critical path: `cloche_world::NetnsAhead`).
     netns: cloche_world::NetnsAhead,
@@ -90,19 +110,58 @@ impl Context {
         // Made while the policy, the state directory and the spec are (its
         // thread ends before the world is cloned; a refusal below joins it).
         let netns = cloche_world::NetnsAhead::start();
-        let (spec, notes) = self.prepare_spec(req)?;
-        Ok(PreparedRun { spec, notes, netns })
+        let actor = req.actor.clone().unwrap_or_else(crate::uid_actor);
+        let (spec, notes, taken) = self.prepare(req)?;
+        Ok(PreparedRun { spec, notes, taken, actor, netns })
     }
 
     /// [`Context::prepare_run`] without the network namespace made ahead:
     /// the spec and the notes of its exposures (a pre-made world compares
-    /// the spec a request would get with its own: `crate::premade`).
+    /// the spec a request would get with its own: `crate::premade`). A run
+    /// that continues a kept world is never made ahead: refused here.
     pub fn prepare_spec(&self, req: RunRequest) -> Result<(Spec, Vec<String>)> {
+        if req.world.is_some() {
+            return Err(Error::Invalid("a run that continues a kept world is never made ahead".into()));
+        }
+        self.prepare(req).map(|(spec, notes, _)| (spec, notes))
+    }
+
+    fn prepare(&self, mut req: RunRequest) -> Result<(Spec, Vec<String>, Option<cloche_world::continued::Taken>)> {
         if !is_root() {
             return Err(Error::NeedsRoot);
         }
         if let Some(r) = &req.report {
             crate::values::check_report(r)?;
+        }
+        // The kept world to continue, held from here (a second runner is
+        // refused at once); the run works in its project.
+        let taken = match &req.world {
+            Some(id) => {
+                let actor = req.actor.clone().unwrap_or_else(crate::uid_actor);
+                let t = self.take_world(id, &actor)?;
+                let project = t.world().cwd.clone().map(PathBuf::from).unwrap_or_default();
+                if req.cwd.as_os_str().is_empty() {
+                    req.cwd = project;
+                } else if std::fs::canonicalize(&req.cwd).unwrap_or_else(|_| req.cwd.clone()) != project {
+                    return Err(Error::Invalid(format!(
+                        "world {id} works in {}: a run that continues it works there (its masks and commit roots \
+                         are that project's), not in {}",
+                        project.display(),
+                        req.cwd.display()
+                    )));
+                }
+                if req.upper.is_some() {
+                    return Err(Error::Invalid(format!(
+                        "world {id} keeps its files where they are (its subvolume of the disk pool): --upper does \
+                         not apply to a run that continues it"
+                    )));
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        if req.cwd.as_os_str().is_empty() {
+            return Err(Error::Invalid("the working directory is missing".into()));
         }
         // `--policy`, else the policy bound to the world's directory (`cloche
         // policy set`, as for batches and the daemon's runs), else the
@@ -126,7 +185,12 @@ impl Context {
             spec.timeout = req.timeout;
         }
         spec.expose.extend(req.expose);
-        spec.keep = req.keep;
+        spec.keep = req.keep || taken.is_some();
+        spec.user = req.user;
+        spec.owner = match &taken {
+            Some(t) => t.world().owner.clone(),
+            None => req.owner,
+        };
         if let Some(u) = req.upper {
             spec.upper = u;
         }
@@ -142,7 +206,15 @@ impl Context {
         // The PATH entries the world hides are said by the world's parent,
         // from the view its mount plan is built from, off the critical path.
         spec.path_note = req.path_note;
-        Ok((spec, notes))
+        if let Some(t) = &taken {
+            // What a continuation keeps: the user, the project, the host
+            // mounts, what is hidden (a refusal here changes nothing).
+            t.check(&spec, state).map_err(|e| match e {
+                cloche_world::WorldError::Kept(k) => crate::session::kept_error(k),
+                e => e.into(),
+            })?;
+        }
+        Ok((spec, notes, taken))
     }
 
     /// Runs a prepared world to its end. Nothing after the world clones
@@ -151,20 +223,54 @@ impl Context {
     /// not start a world after this, and should exit soon (the child is
     /// reaped when it does).
     pub fn run(&self, prepared: PreparedRun) -> Result<RunOutcome> {
-        let spec = &prepared.spec;
-        let mut outcome = cloche_world::run_ahead(spec, self.state()?, prepared.netns)?;
+        let PreparedRun { spec, taken, actor, netns, .. } = prepared;
+        let started_ms = crate::session::now_ms();
+        let mut outcome = match taken {
+            None => cloche_world::run_ahead(&spec, self.state()?, netns)?,
+            Some(t) => {
+                // Audited before the world changes (the broker is opened for
+                // it: a continued run's only extra work before its world).
+                let argv: Vec<String> = spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+                self.audit_continue(t.id(), t.next_run(), None, &actor, serde_json::json!({"command": argv}))?;
+                cloche_world::continue_ahead(&spec, self.state()?, netns, t).map_err(|e| match e {
+                    cloche_world::WorldError::Kept(k) => crate::session::kept_error(k),
+                    e => e.into(),
+                })?
+            }
+        };
         tracing::debug!(world = %outcome.world, exit_code = outcome.exit_code, total_ms = outcome.timings.total_ms, "world ended");
-        std::mem::take(&mut outcome.teardown).in_background();
+        let teardown = std::mem::take(&mut outcome.teardown);
+        match outcome.kept.is_some() {
+            // Released now: a run that continues the world mounts its upper
+            // again, which overlayfs refuses while an earlier mount of it
+            // lives.
+            true => drop(teardown),
+            false => teardown.in_background(),
+        }
         cloche_world::profile::dump("parent");
-        let report = Report::new(spec, outcome);
-        // The base of each changed path, for `cloche commit` to detect host
-        // changes made since.
-        let record_error = report.kept.as_ref().and_then(|k| {
-            cloche_review::record::Recorder::open(k)
-                .and_then(|mut r| r.entry("run", &report.fs_diff))
-                .err()
-                .map(|e| e.to_string())
-        });
+        let report = Report::new(&spec, outcome);
+        // Each run of a kept world: what it changed (attributed to it) and
+        // the base of each path it changed first, for `cloche commit` to
+        // detect host changes made since; the run itself (`runs.jsonl`).
+        let record_error = match (&report.kept, report.world_run) {
+            (Some(_), Some(n)) => {
+                let delta = report.run_fs_diff.as_ref().unwrap_or(&report.fs_diff);
+                let r = cloche_world::continued::RunRecord {
+                    run: n,
+                    kind: "run".into(),
+                    batch: None,
+                    command: report.command.clone(),
+                    actor: Some(actor),
+                    policy: None,
+                    started_ms,
+                    ended_ms: crate::session::now_ms(),
+                    exit_code: report.exit_code,
+                    changes: delta.totals,
+                };
+                self.record_run(&report.world, &crate::session::run_label(n), delta, &r)
+            }
+            _ => None,
+        };
         Ok(RunOutcome { report, record_error })
     }
 }

@@ -33,6 +33,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("worlds", schema_for!(Worlds)),
         ("world", schema_for!(World)),
         ("worlds-gc", schema_for!(output::Gc)),
+        ("fork", schema_for!(output::Fork)),
         ("discard", schema_for!(output::Discard)),
         ("diff", schema_for!(Diff)),
         ("commit", schema_for!(Commit)),
@@ -274,6 +275,9 @@ struct Batch {
     /// The policy version it was classified with and runs with.
     policy: String,
     world: Option<String>,
+    /// The kept world it runs in (`"world"` in its file), continuing it.
+    #[serde(default)]
+    continues: Option<String>,
     entries: Vec<BatchEntry>,
 }
 
@@ -371,10 +375,23 @@ struct World {
 #[derive(JsonSchema)]
 struct KeptWorld {
     id: String,
-    /// `kept` or `interrupted`.
+    /// `kept`, `interrupted`, or `running` (a run continues it now).
     state: String,
-    /// `batch:<id>` for a batch's world.
+    /// `batch:<id>` for a batch's world; `uid:N` for a world a daemon's
+    /// caller kept or forked.
     owner: Option<String>,
+    /// Batches that continued it (`"world"` in their file).
+    #[serde(default)]
+    batches: Vec<String>,
+    /// The world it was forked from.
+    #[serde(default)]
+    forked_from: Option<String>,
+    /// When its last run ended, ms since the epoch.
+    #[serde(default)]
+    updated_ms: u64,
+    /// Its runs, in order (none for a world kept before runs were recorded).
+    #[serde(default)]
+    runs: Vec<WorldRun>,
     cwd: Option<String>,
     argv: Vec<String>,
     exit_code: Option<i32>,
@@ -396,6 +413,25 @@ struct KeptWorld {
 struct Upper {
     mount: String,
     upper: String,
+}
+
+/// One run of a kept world (`runs.jsonl` in its directory).
+#[derive(JsonSchema)]
+struct WorldRun {
+    /// 1 for the run that made the world, then 2, 3, ...
+    run: u32,
+    /// `run` (one command) or `batch`.
+    kind: String,
+    batch: Option<String>,
+    /// The command's argv, or the batch's entries' commands.
+    command: Vec<String>,
+    actor: Option<String>,
+    policy: Option<String>,
+    started_ms: u64,
+    ended_ms: u64,
+    exit_code: i32,
+    /// What this run changed itself.
+    changes: Totals,
 }
 
 /// `cloche diff ID --json`: the fs_diff with review flags and attribution.

@@ -27,6 +27,12 @@ impl Context {
         kept::get(state, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))
     }
 
+    /// One kept world, without its size (reading it costs no walk of its
+    /// files), nothing swept: for what a run that continues it needs first.
+    pub fn world_brief(&self, id: &str) -> Result<KeptWorld> {
+        kept::find(self.kept_state()?, id).ok_or_else(|| Error::NotFound(format!("no kept world {id}")))
+    }
+
     /// `worlds gc`: the retention limit of the default policy, applied (or
     /// only planned, with `dry_run`); then the disk pool's trash emptied.
     pub fn collect_worlds(&self, dry_run: bool) -> Result<Gc> {

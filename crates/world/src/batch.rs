@@ -16,9 +16,10 @@
 
 use crate::cgroup::Layout;
 use crate::child;
+use crate::continued::Taken;
 use crate::diff::FsDiff;
 use crate::error::WorldError;
-use crate::launch::{launch, wait_exit, Launched, Mode};
+use crate::launch::{launch, wait_exit, Launched, Mode, Store};
 use crate::layers::HostMount;
 use crate::raw;
 use crate::spec::Spec;
@@ -94,7 +95,11 @@ impl Canceller {
 pub struct World<'a> {
     spec: &'a Spec,
     state: &'a StateDir,
-    claim: Claim,
+    /// The world's id: a new one's claim, or the kept world's it continues.
+    claim: Option<Claim>,
+    /// The kept world this one continues (`continued::take`), held until
+    /// it ends.
+    taken: Option<Taken>,
     layout: Layout,
     layers: Vec<HostMount>,
     w: Launched,
@@ -104,6 +109,9 @@ pub struct World<'a> {
     dead: bool,
     /// The world's fs_diff after the last entry.
     last_diff: FsDiff,
+    /// Its fs_diff before the first entry (a continued world's, as its last
+    /// run left it; else empty).
+    first_diff: FsDiff,
     /// With `spec.keep`: the description the world was attached with at
     /// `worlds/<id>/fs` from the start (so an interrupted run leaves it for
     /// review); `None` once finished.
@@ -112,17 +120,18 @@ pub struct World<'a> {
 
 impl Drop for World<'_> {
     /// A world dropped before `finish` (an error in the runner) is settled
-    /// as interrupted now: kept for review or removed, as its spec asked.
+    /// as interrupted now: kept for review or removed, as its spec asked. A
+    /// continued world stays kept, as the entries that ran left it.
     fn drop(&mut self) {
-        if self.attached.is_some() && !self.dead {
+        if (self.attached.is_some() || self.taken.is_some()) && !self.dead {
             // Abandoned: the world ends now, before its upper is settled
             // (and, on a tmpfs, copied to disk).
             let _ = raw::pidfd_kill(self.w.pidfd.as_fd(), libc::SIGKILL);
             let _ = wait_exit(self.w.pid);
             self.dead = true;
         }
-        if self.attached.take().is_some() && self.state.settle_interrupted(&self.claim.id).is_err() {
-            let _ = crate::state::remove_world_dir(&self.state.world_path(&self.claim.id));
+        if self.attached.take().is_some() && self.state.settle_interrupted(self.id()).is_err() {
+            let _ = crate::state::remove_world_dir(&self.state.world_path(self.id()));
         }
     }
 }
@@ -130,41 +139,73 @@ impl Drop for World<'_> {
 impl<'a> World<'a> {
     /// Builds and starts a world (`spec.argv` is not used).
     pub fn start(spec: &'a Spec, state: &'a StateDir) -> Result<World<'a>, WorldError> {
+        Self::start_in(spec, state, None)
+    }
+
+    /// Starts a world that continues the kept world `taken`
+    /// (`continued::take`): its entries run on top of what the world's
+    /// earlier runs left, and it stays kept. The world's frame is checked
+    /// against `spec` first: a refusal changes nothing.
+    pub fn continue_in(spec: &'a Spec, state: &'a StateDir, taken: Taken) -> Result<World<'a>, WorldError> {
+        Self::start_in(spec, state, Some(taken))
+    }
+
+    fn start_in(spec: &'a Spec, state: &'a StateDir, taken: Option<Taken>) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
         let ahead = crate::netns_ahead::NetnsAhead::start();
-        let (layout, layers) = crate::world::host_facts(spec, state)?;
-        let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-        crate::upper::prepare_keep(spec, state)?;
-        let mut w = launch(spec, &layout, &layers, &claim, state, Mode::Serve, ahead)?;
+        let (layout, mut layers) = crate::world::host_facts(spec, state)?;
+        let (claim, store) = match &taken {
+            Some(t) => {
+                t.check_frame(spec)?;
+                layers = t.assign_slots(layers)?;
+                crate::cgroup::remove_stale(&layout, t.id())?;
+                (None, Store::Resume)
+            }
+            None => {
+                let c = state.claim().map_err(WorldError::state("claim a world id"))?;
+                crate::upper::prepare_keep(spec, state)?;
+                (Some(c), Store::New)
+            }
+        };
+        let held = claim.as_ref().or(taken.as_ref().map(|t| &t.claim)).expect("a claim or a kept world");
+        let mut w = launch(spec, &layout, &layers, held, state, Mode::Serve, store, ahead)?;
         // A kept world is attached on the host from the start: its upper
-        // outlives a runner that dies, for review (or the sweep).
-        let attached = if spec.keep {
-            let meta = crate::world::world_meta(&claim, spec, &layers, "running", None);
+        // outlives a runner that dies, for review (or the sweep). A
+        // continued one is there, kept, already.
+        let attached = if spec.keep && store == Store::New {
+            let meta = crate::world::world_meta(held, spec, &layers, "running", None);
             state
-                .attach(&claim, &meta, |fsdir| w.scratch.place(fsdir))
+                .attach(held, &meta, |fsdir| w.scratch.place(fsdir))
                 .map_err(WorldError::state("attach the kept world"))?;
             w.scratch.hand_over();
             Some(meta)
         } else {
             None
         };
+        let first_diff = taken.as_ref().map(|t| t.last_diff()).unwrap_or_default();
         Ok(World {
             spec,
             state,
             claim,
+            taken,
             layout,
             layers,
             w,
             t0,
             t_setup: t0.elapsed(),
             dead: false,
-            last_diff: FsDiff::default(),
+            last_diff: first_diff.clone(),
+            first_diff,
             attached,
         })
     }
 
     pub fn id(&self) -> &str {
-        &self.claim.id
+        match (&self.claim, &self.taken) {
+            (Some(c), _) => &c.id,
+            (None, Some(t)) => t.id(),
+            (None, None) => unreachable!("a world has a claim or a kept world"),
+        }
     }
 
     /// The isolation layers this world enforces.
@@ -344,6 +385,7 @@ impl<'a> World<'a> {
                 (status, Some(cpu))
             }
         };
+        self.dead = true;
         let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash, &mut Default::default())?;
         let t_diff = self.t0.elapsed();
         let has_cg = self.w.cg.0.is_some();
@@ -351,7 +393,7 @@ impl<'a> World<'a> {
             c.remove()?;
         }
         let mut outcome = Outcome {
-            world: self.claim.id.clone(),
+            world: self.id().to_string(),
             exit_code: status,
             timed_out: false,
             interrupted: None,
@@ -367,16 +409,36 @@ impl<'a> World<'a> {
                 total_ms: 0.0,
             },
             kept: None,
+            run: None,
+            run_diff: None,
             network: self.w.net.as_ref().map(|n| n.scope()),
             output_error: None,
             cpu_ms,
             teardown: Default::default(),
         };
-        if let Some(mut meta) = self.attached.take() {
-            meta["state"] = "kept".into();
-            meta["exit_code"] = status.into();
-            self.state.mark_kept(&self.claim.id, &meta).map_err(WorldError::state("keep the world"))?;
-            outcome.kept = Some(self.state.world_path(&self.claim.id));
+        let meta = match (&self.taken, self.attached.take()) {
+            (Some(t), _) => {
+                outcome.run = Some(t.next_run());
+                outcome.run_diff = Some(crate::diff::delta(&self.first_diff, &outcome.fs_diff));
+                Some(t.after_run(self.spec, &self.layers, status))
+            }
+            (None, Some(mut meta)) => {
+                meta["state"] = "kept".into();
+                meta["exit_code"] = status.into();
+                outcome.run = Some(1);
+                Some(meta)
+            }
+            (None, None) => None,
+        };
+        if let Some(meta) = meta {
+            // Kept, with the fs_diff the next run starts from (a continued
+            // world's earlier scratch goes).
+            self.w.scratch.drop_old_scratch();
+            let id = self.id().to_string();
+            crate::continued::save_diff(self.state, &id, &outcome.fs_diff)
+                .map_err(WorldError::state("record the world's fs_diff"))?;
+            self.state.mark_kept(&id, &meta).map_err(WorldError::state("keep the world"))?;
+            outcome.kept = Some(self.state.world_path(&id));
         }
         outcome.timings.teardown_ms = ms(self.t0.elapsed() - t_diff);
         outcome.timings.total_ms = ms(self.t0.elapsed());

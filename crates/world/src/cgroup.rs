@@ -370,6 +370,13 @@ pub fn newly_hit(before: &[u64; 2], after: &[u64; 2]) -> Vec<&'static str> {
     ["memory", "pids"].into_iter().zip(before.iter().zip(after)).filter(|(_, (b, a))| a > b).map(|(n, _)| n).collect()
 }
 
+/// Removes the cgroups world `id` may have left (a run of it that died),
+/// killing what is left in them: before a run continues that world (its id
+/// held, so no sweep removes them meanwhile) makes them again.
+pub fn remove_stale(layout: &Layout, id: &str) -> Result<(), CgroupError> {
+    remove_world_dirs(&layout.dirs(id))
+}
+
 /// Removes the cgroups of worlds whose runs are gone (`is_live` false),
 /// killing what is left in them. Returns the ids removed.
 pub fn sweep(layout: &Layout, is_live: impl Fn(&str) -> bool) -> Vec<String> {

@@ -179,12 +179,12 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("mount overlay", root, sys.mount_overlay(scratch, "", Path::new("/"), root))?;
     // Host data mounts below / (parents first): an overlay each, or a
     // read-only bind when the host has them read-only.
-    for (k, m) in plan.layers.iter().enumerate() {
+    for m in &plan.layers {
         let target = under(root, &m.path);
         if m.read_only {
             at("bind read-only (host mount)", &m.path, sys.bind_ro(&m.path, &target))?;
         } else {
-            let dir = format!("layers/{k}/");
+            let dir = format!("layers/{}/", m.slot);
             at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, &m.path, &target))?;
         }
     }
@@ -336,15 +336,14 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, scratch: BorrowedFd<'_>, steps
 
 /// Where the upper store holds the upper layer's copy of world path `p`:
 /// the layer's upper directory (`upper`, or `layers/<k>/upper` when `p`
-/// lies on host data mount `k`, the deepest one holding it) and `p`
+/// lies on a host data mount of slot `k`, the deepest one holding it) and `p`
 /// relative to it. None when that mount is carried read-only (it has no
 /// upper).
 fn upper_dir(layers: &[HostMount], p: &Path) -> Option<(PathBuf, PathBuf)> {
-    let owner =
-        layers.iter().enumerate().filter(|(_, m)| p.starts_with(&m.path)).max_by_key(|(_, m)| m.path.as_os_str().len());
+    let owner = layers.iter().filter(|m| p.starts_with(&m.path)).max_by_key(|m| m.path.as_os_str().len());
     match owner {
-        Some((_, m)) if m.read_only => None,
-        Some((k, m)) => Some((PathBuf::from(format!("layers/{k}/upper")), p.strip_prefix(&m.path).ok()?.into())),
+        Some(m) if m.read_only => None,
+        Some(m) => Some((PathBuf::from(format!("layers/{}/upper", m.slot)), p.strip_prefix(&m.path).ok()?.into())),
         None => Some((PathBuf::from("upper"), p.strip_prefix("/").ok()?.into())),
     }
 }

@@ -192,8 +192,8 @@ fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T
         root: "/state/w/root".into(),
         scratch: Store::Mount(devnull()),
         layers: vec![
-            HostMount { path: "/home".into(), fstype: "ext4".into(), read_only: false },
-            HostMount { path: "/mnt/ro".into(), fstype: "tmpfs".into(), read_only: true },
+            HostMount { path: "/home".into(), fstype: "ext4".into(), read_only: false, slot: 0 },
+            HostMount { path: "/mnt/ro".into(), fstype: "tmpfs".into(), read_only: true, slot: 1 },
         ],
         hostname: "cloche".into(),
         cwd: "/home/ann/proj".into(),

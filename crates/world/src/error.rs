@@ -42,6 +42,10 @@ pub enum WorldError {
     Wait(std::io::Error),
     #[error("fs_diff: {0}")]
     Diff(crate::diff::DiffError),
+    /// A kept world cannot be continued (or forked): missing, in use, or
+    /// the run would differ from it in what a continuation keeps.
+    #[error(transparent)]
+    Kept(#[from] crate::continued::KeptError),
 }
 
 impl WorldError {

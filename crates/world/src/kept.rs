@@ -12,10 +12,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct KeptWorld {
     pub id: String,
-    /// `kept` (its run ended) or `interrupted` (its runner died).
+    /// `kept` (its run ended), `interrupted` (its runner died) or
+    /// `running` (a run continues it now).
     pub state: String,
-    /// `batch:<id>` for a batch's world.
+    /// `batch:<id>` for a batch's world; `uid:N` for a world a daemon's
+    /// caller kept or forked.
     pub owner: Option<String>,
+    /// Batches that ran in it after the run that made it (`"world"` in a
+    /// batch file): `cloche diff BATCH` finds it by any of them.
+    pub batches: Vec<String>,
+    /// The world it was forked from.
+    pub forked_from: Option<String>,
     pub cwd: Option<String>,
     pub argv: Vec<String>,
     pub exit_code: Option<i32>,
@@ -23,6 +30,12 @@ pub struct KeptWorld {
     pub created: u64,
     /// The same in milliseconds (orders worlds made in the same second).
     pub created_ms: u64,
+    /// When its last run ended (ms since the epoch): the retention limit's
+    /// age counts from there.
+    pub updated_ms: u64,
+    /// Its runs, in order (`continued::RunRecord`; empty for a world kept
+    /// before runs were recorded).
+    pub runs: Vec<crate::continued::RunRecord>,
     /// Bytes its upper layers and work dirs hold (disk blocks or tmpfs
     /// pages).
     pub size: u64,
@@ -96,6 +109,16 @@ pub fn list(state: &StateDir) -> Vec<KeptWorld> {
 
 /// The kept world `id`, if there is one.
 pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
+    read(state, id, true)
+}
+
+/// The kept world `id` without its size (0): what a run that continues it
+/// reads before its start, where walking a large world's tree would cost.
+pub fn find(state: &StateDir, id: &str) -> Option<KeptWorld> {
+    read(state, id, false)
+}
+
+fn read(state: &StateDir, id: &str, sized: bool) -> Option<KeptWorld> {
     if !valid_id(id) {
         return None;
     }
@@ -116,16 +139,33 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
         }
         uppers.push(Upper { mount: m.into(), upper: path.join(u) });
     }
+    let created_ms = meta["created_ms"].as_u64().unwrap_or(meta["created"].as_u64().unwrap_or(0) * 1000);
     Some(KeptWorld {
         id: id.to_string(),
-        state: text("state").unwrap_or_else(|| "kept".into()),
+        state: match state.is_live(id) {
+            true => "running".into(),
+            false => text("state").unwrap_or_else(|| "kept".into()),
+        },
         owner: text("owner"),
+        batches: meta["batches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.as_str().map(str::to_string))
+            .collect(),
+        forked_from: text("forked_from"),
         cwd: text("cwd"),
         argv: meta["argv"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect(),
         exit_code: meta["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()),
         created: meta["created"].as_u64().unwrap_or(0),
-        created_ms: meta["created_ms"].as_u64().unwrap_or(meta["created"].as_u64().unwrap_or(0) * 1000),
-        size: if disk { tree_bytes(&path.join("fs")) } else { used_bytes(&path.join("fs")).unwrap_or(0) },
+        created_ms,
+        updated_ms: meta["updated_ms"].as_u64().unwrap_or(created_ms),
+        runs: crate::continued::read_runs(&path),
+        size: match (sized, disk) {
+            (false, _) => 0,
+            (true, true) => tree_bytes(&path.join("fs")),
+            (true, false) => used_bytes(&path.join("fs")).unwrap_or(0),
+        },
         store: if disk {
             "disk"
         } else if crate::pool::on_tmpfs(&path.join("fs")) {
@@ -140,9 +180,13 @@ pub fn get(state: &StateDir, id: &str) -> Option<KeptWorld> {
     })
 }
 
-/// The kept world of `owner` (`batch:<id>`), the newest if several.
+/// The kept world of `owner` (`batch:<id>`), the newest if several; else
+/// the world such a batch continued.
 pub fn owned_by(state: &StateDir, owner: &str) -> Option<KeptWorld> {
-    list(state).into_iter().rev().find(|w| w.owner.as_deref() == Some(owner))
+    let all = list(state);
+    let batch = owner.strip_prefix("batch:");
+    let found = all.iter().rev().find(|w| w.owner.as_deref() == Some(owner));
+    found.or_else(|| all.iter().rev().find(|w| batch.is_some_and(|b| w.batches.iter().any(|x| x == b)))).cloned()
 }
 
 /// Discards kept world `id`: detaches its tmpfs and removes its directory.
@@ -204,19 +248,22 @@ pub struct Retention {
     pub max_age: u64,
 }
 
-/// The worlds a retention limit discards, with why: every world older than
-/// `max_age`, then the oldest of the rest beyond `max_worlds`. `worlds` is
-/// oldest first (as [`list`] returns it).
+/// The worlds a retention limit discards, with why: every world unused
+/// for longer than `max_age` (since its last run ended: a world that is
+/// continued is in use), then the least recently used of the rest beyond
+/// `max_worlds`. `now` is in seconds.
 pub fn plan_gc(worlds: &[KeptWorld], r: Retention, now: u64) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut young = Vec::new();
+    let used = |w: &KeptWorld| (w.updated_ms.max(w.created_ms).max(w.created * 1000), w.created_ms);
     for w in worlds {
-        if r.max_age > 0 && now.saturating_sub(w.created) > r.max_age {
+        if r.max_age > 0 && now.saturating_sub(used(w).0 / 1000) > r.max_age {
             out.push((w.id.clone(), format!("older than {} s", r.max_age)));
         } else {
             young.push(w);
         }
     }
+    young.sort_by_key(|w| used(w));
     let excess = young.len().saturating_sub(r.max_worlds);
     for w in &young[..excess] {
         out.push((w.id.clone(), format!("more than {} kept worlds", r.max_worlds)));
@@ -270,11 +317,15 @@ mod tests {
             id: id.into(),
             state: "kept".into(),
             owner: None,
+            batches: Vec::new(),
+            forked_from: None,
             cwd: None,
             argv: Vec::new(),
             exit_code: Some(0),
             created,
             created_ms: created * 1000,
+            updated_ms: 0,
+            runs: Vec::new(),
             size: 0,
             store: "disk".into(),
             store_error: None,

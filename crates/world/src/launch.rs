@@ -57,8 +57,18 @@ pub(crate) struct Launched {
     pub mounts: Option<OwnedFd>,
 }
 
+/// Where a world's upper comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// A new one, as `spec.upper` says.
+    New,
+    /// The kept world of the claimed id, continued (`continued::take`).
+    Resume,
+}
+
 /// Everything from the world's filesystem to the init's execve: the world
 /// is running when this returns.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn launch(
     spec: &Spec,
     layout: &Layout,
@@ -66,11 +76,20 @@ pub(crate) fn launch(
     claim: &crate::state::Claim,
     state: &StateDir,
     mode: Mode,
+    store: Store,
     ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<Launched, WorldError> {
     // Upper and work: a capped subvolume of the disk pool, or a capped
-    // tmpfs (upper.rs). The child opens the subvolume in its own namespace.
-    let scratch = crate::upper::Upper::make(spec, state, &claim.id, layers.len())?;
+    // tmpfs (upper.rs), or the kept world's own subvolume. The child opens
+    // a subvolume in its own namespace.
+    let scratch = match store {
+        Store::New => crate::upper::Upper::make(spec, state, &claim.id, layers.len())?,
+        // Directories up to the highest slot (`continued::Taken::assign_slots`).
+        Store::Resume => {
+            let slots = layers.iter().map(|m| m.slot + 1).max().unwrap_or(0);
+            crate::upper::Upper::resume(spec, state, &claim.id, slots)?
+        }
+    };
     crate::profile::mark("upper made");
     let init = crate::init::memfd().map_err(|e| WorldError::Init(format!("the embedded init into a memfd: {e}")))?;
     // One-shot: `cloche-init -- CMD...`; serve: `cloche-init --serve FD`,

@@ -24,6 +24,11 @@ pub struct HostMount {
     pub path: PathBuf,
     pub fstype: String,
     pub read_only: bool,
+    /// Its directories in the world's upper store: `layers/<slot>/upper`
+    /// and `work` (its position in the list; for a world that continues a
+    /// kept one, the slot the world's earlier runs used for this path:
+    /// `continued::Taken::assign_slots`).
+    pub slot: usize,
 }
 
 /// Filesystem types that hold data a command may need.
@@ -65,9 +70,12 @@ pub fn data_mounts(mountinfo: &str, state_dir: &Path) -> Vec<HostMount> {
             continue;
         }
         let read_only = opts.split(',').any(|o| o == "ro");
-        out.push(HostMount { path, fstype: fstype.to_string(), read_only });
+        out.push(HostMount { path, fstype: fstype.to_string(), read_only, slot: 0 });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
+    for (k, m) in out.iter_mut().enumerate() {
+        m.slot = k;
+    }
     out
 }
 

@@ -18,7 +18,9 @@
 //!                     tmpfs is a plain directory with the tmpfs on `fs/`
 //!                     while it runs attached, and is moved into a
 //!                     subvolume when it is kept (`pool/adopt.rs`)
-//!   worlds/.spare-*, .trash-*, .making-*, .moving-*   the pool's own
+//!                     (continued: its `runs.jsonl`, `fs_diff.json`;
+//!                     `continued.rs`)
+//!   worlds/.spare-*, .trash-*, .making-*, .moving-*, .forking-*   the pool's own
 //! ```
 //!
 //! A running world creates nothing else on the host filesystem: its mounts
@@ -321,7 +323,7 @@ fn sync(path: &Path) -> io::Result<()> {
 }
 
 /// Writes JSON to a temporary file beside `path` and renames it over.
-fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
+pub(crate) fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
     fs::write(&tmp, json)?;
@@ -385,8 +387,17 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         fs::remove_dir(&fsdir)?;
     }
     // world.json and its marker; the review's records (cloche-review:
-    // per-entry changes, base states).
-    for f in ["world.json", "world.json.tmp", "kept", "changes.jsonl", "base.jsonl"] {
+    // per-entry changes, base states; `continued`: runs, the last fs_diff).
+    for f in [
+        "world.json",
+        "world.json.tmp",
+        "kept",
+        "changes.jsonl",
+        "base.jsonl",
+        "runs.jsonl",
+        "fs_diff.json",
+        "fs_diff.json.tmp",
+    ] {
         match fs::remove_file(path.join(f)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

@@ -65,6 +65,49 @@ impl Upper {
         Ok(upper)
     }
 
+    /// The upper of the kept world `id`, for a run that continues it (its
+    /// id held: `continued::take`): its subvolume, capped at the spec's
+    /// `upper_size` (the policy in force now), with what its last run left
+    /// of no use to this one set aside: the overlays' work directories
+    /// removed (overlayfs' `volatile` marker refuses a second mount of the
+    /// same work directory until it is gone; the pool was synced when the
+    /// world was kept), the scratch directories renamed to `scratch.old`
+    /// (this run's `/tmp`, `/var/tmp` and `/run` are fresh; the old ones
+    /// are removed when the run ends, off its start: [`Upper::drop_old_scratch`]).
+    /// Never discarded on drop: the world stays kept.
+    pub(crate) fn resume(spec: &Spec, state: &StateDir, id: &str, layers: usize) -> Result<Upper, WorldError> {
+        let cap = pool::cap(&state.root, spec.upper_size)?;
+        let p = pool::open(&state.worlds_dir()).map_err(WorldError::state("open the disk pool"))?;
+        let fd = pool::resume_world(p.as_fd(), id, cap)?;
+        let fail = |what: &'static str| move |e: nix::Error| WorldError::State { what, source: e.into() };
+        let works = crate::continued::work_dirs(fd.as_fd()).map_err(WorldError::state("list its work directories"))?;
+        for w in works {
+            let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW;
+            match nix::fcntl::openat(&fd, w.as_str(), flags, nix::sys::stat::Mode::empty()) {
+                Ok(wd) => pool::tree::remove(wd.as_fd(), "work").map_err(fail("clear a work directory"))?,
+                Err(nix::Error::ENOENT) => {}
+                Err(e) => return Err(fail("open a work directory")(e)),
+            }
+        }
+        // A run that died left its old scratch: removed now (rare).
+        pool::tree::remove(fd.as_fd(), OLD_SCRATCH).map_err(fail("remove an old scratch"))?;
+        match nix::fcntl::renameat(&fd, "scratch", &fd, OLD_SCRATCH) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(fail("set the last run's scratch aside")(e)),
+        }
+        let path = state.world_path(id).join("fs");
+        let upper = Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: true }) };
+        dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
+        Ok(upper)
+    }
+
+    /// Removes the scratch directories an earlier run of a continued world
+    /// left (`scratch.old`), once this run ended. Best effort: the next
+    /// run removes what is left.
+    pub(crate) fn drop_old_scratch(&self) {
+        let _ = pool::tree::remove(self.fd.as_fd(), OLD_SCRATCH);
+    }
+
     /// Off the critical path (the world released, its child finishing its
     /// setup): makes the pool's spares again and empties its trash.
     pub(crate) fn housekeep(&self, me: &str, state: &StateDir) {
@@ -118,6 +161,10 @@ impl Drop for Upper {
         }
     }
 }
+
+/// Where a continued world's last scratch directories wait for their
+/// removal (inside its `fs/`, never seen by a world).
+const OLD_SCRATCH: &str = "scratch.old";
 
 /// Before a world is kept: the disk pool, where every kept world ends up
 /// (a tmpfs upper is attached in it, then moved into a subvolume when the

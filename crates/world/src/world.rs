@@ -3,9 +3,10 @@
 
 use crate::cgroup::Layout;
 use crate::child;
+use crate::continued::Taken;
 use crate::diff::{self, DiffOptions, FsDiff};
 use crate::error::WorldError;
-use crate::launch::{launch, wait_exit, Launched, Mode};
+use crate::launch::{launch, wait_exit, Launched, Mode, Store};
 use crate::layers::HostMount;
 use crate::raw;
 use crate::spec::Spec;
@@ -44,6 +45,12 @@ pub struct Outcome {
     pub timings: Timings,
     /// The kept world's directory, with `--keep`.
     pub kept: Option<PathBuf>,
+    /// In a kept world: this run's number in it (1 for the run that made
+    /// it; `continued::RunRecord`).
+    pub run: Option<u32>,
+    /// A run that continued a kept world: what it changed itself
+    /// (`fs_diff` is the world's whole change since its base).
+    pub run_diff: Option<FsDiff>,
     /// The network scope (`None`: loopback only).
     pub network: Option<crate::network::NetScope>,
     /// CPU time of everything the world ran, in ms (a batch world ended by
@@ -108,20 +115,74 @@ pub fn run(spec: &Spec, state: &StateDir) -> Result<Outcome, WorldError> {
 /// Runs one world to completion, in the network namespace `ahead` is
 /// making (started as early as the caller could: netns_ahead.rs).
 pub fn run_ahead(spec: &Spec, state: &StateDir, ahead: crate::netns_ahead::NetnsAhead) -> Result<Outcome, WorldError> {
+    run_world(spec, state, ahead, None)
+}
+
+/// Runs one command in the kept world `taken` (`continued::take`), on top
+/// of what its earlier runs left; the world stays kept (docs/architecture.md,
+/// *Worlds that last*). The world's frame is checked against `spec` first:
+/// a refusal changes nothing.
+pub fn continue_ahead(
+    spec: &Spec,
+    state: &StateDir,
+    ahead: crate::netns_ahead::NetnsAhead,
+    taken: Taken,
+) -> Result<Outcome, WorldError> {
+    run_world(spec, state, ahead, Some(taken))
+}
+
+fn run_world(
+    spec: &Spec,
+    state: &StateDir,
+    ahead: crate::netns_ahead::NetnsAhead,
+    taken: Option<Taken>,
+) -> Result<Outcome, WorldError> {
     let t0 = Instant::now();
     spec.validate()?;
-    // 1. Where the controllers are; claim an id (a lock, nothing on disk).
+    // 1. Where the controllers are; claim an id (a lock, nothing on disk),
+    //    or the kept world's, held already.
     crate::profile::mark("run: start");
-    let (layout, layers) = host_facts(spec, state)?;
+    let (layout, mut layers) = host_facts(spec, state)?;
     crate::profile::mark("layout detected");
-    let claim = state.claim().map_err(WorldError::state("claim a world id"))?;
-    crate::upper::prepare_keep(spec, state)?;
-    let (mut outcome, upper, attached) = run_in(spec, &layout, &layers, &claim, state, t0, ahead)?;
+    let fresh;
+    let claim = match &taken {
+        Some(t) => {
+            t.check_frame(spec)?;
+            layers = t.assign_slots(layers)?;
+            crate::cgroup::remove_stale(&layout, t.id())?;
+            &t.claim
+        }
+        None => {
+            fresh = state.claim().map_err(WorldError::state("claim a world id"))?;
+            crate::upper::prepare_keep(spec, state)?;
+            &fresh
+        }
+    };
+    let store = if taken.is_some() { Store::Resume } else { Store::New };
+    let (mut outcome, upper, attached) = run_in(spec, &layout, &layers, claim, state, t0, store, ahead)?;
     let t = Instant::now();
-    if let Some(mut meta) = attached {
-        // Kept: its upper stays at `worlds/<id>` (a tmpfs is moved to disk).
-        meta["state"] = "kept".into();
-        meta["exit_code"] = outcome.exit_code.into();
+    let meta = match (&taken, attached) {
+        (Some(t), _) => {
+            let before = t.last_diff();
+            outcome.run_diff = Some(crate::diff::delta(&before, &outcome.fs_diff));
+            outcome.run = Some(t.next_run());
+            Some(t.after_run(spec, &layers, outcome.exit_code))
+        }
+        (None, Some(mut meta)) => {
+            meta["state"] = "kept".into();
+            meta["exit_code"] = outcome.exit_code.into();
+            outcome.run = Some(1);
+            Some(meta)
+        }
+        (None, None) => None,
+    };
+    if let Some(meta) = meta {
+        // Kept: its upper stays at `worlds/<id>` (a tmpfs is moved to disk),
+        // with the fs_diff the next run starts from (a continued world's
+        // earlier scratch goes).
+        upper.drop_old_scratch();
+        crate::continued::save_diff(state, &claim.id, &outcome.fs_diff)
+            .map_err(WorldError::state("record the world's fs_diff"))?;
         state.mark_kept(&claim.id, &meta).map_err(WorldError::state("keep the world"))?;
         outcome.kept = Some(state.world_path(&claim.id));
     }
@@ -152,6 +213,7 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
 }
 
 /// A one-shot world: launched, waited for, diffed, removed.
+#[allow(clippy::too_many_arguments)]
 fn run_in(
     spec: &Spec,
     layout: &Layout,
@@ -159,16 +221,18 @@ fn run_in(
     claim: &crate::state::Claim,
     state: &StateDir,
     t0: Instant,
+    store: Store,
     ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<(Outcome, Upper, Option<serde_json::Value>), WorldError> {
     let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
-        launch(spec, layout, layers, claim, state, Mode::OneShot, ahead)?;
+        launch(spec, layout, layers, claim, state, Mode::OneShot, store, ahead)?;
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
     // With `--keep`, the world is attached at `worlds/<id>` while it runs
     // (as a batch's world is): if cloche dies, the next sweep keeps it as
-    // interrupted or removes it, as its `on_interrupt` says.
-    let attached = if spec.keep {
+    // interrupted or removes it, as its `on_interrupt` says. (A continued
+    // world is there, kept, already.)
+    let attached = if spec.keep && store == Store::New {
         let meta = world_meta(claim, spec, layers, "running", None);
         if let Err(e) = state.attach(claim, &meta, |fsdir| scratch.place(fsdir)) {
             let _ = raw::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
@@ -229,6 +293,8 @@ fn run_in(
         limits_hit,
         timings,
         kept: None,
+        run: None,
+        run_diff: None,
         network,
         output_error,
         cpu_ms: None,
@@ -304,8 +370,8 @@ pub(crate) fn collect_diff(
 ) -> Result<FsDiff, WorldError> {
     let opts = DiffOptions { hash, ..DiffOptions::default() };
     let mut total = diff_layer(scratch, "upper", Path::new("/"), &opts, hold)?;
-    for (k, m) in layers.iter().enumerate().filter(|(_, m)| !m.read_only) {
-        let d = diff_layer(scratch, &format!("layers/{k}/upper"), &m.path, &opts, hold)?;
+    for m in layers.iter().filter(|m| !m.read_only) {
+        let d = diff_layer(scratch, &format!("layers/{}/upper", m.slot), &m.path, &opts, hold)?;
         total.merge(d.under(&m.path), opts.max_entries);
     }
     Ok(total)
@@ -365,6 +431,11 @@ fn dir_is_empty(dir: &OwnedFd) -> nix::Result<bool> {
     Ok(true)
 }
 
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
 /// A kept world's description (`world.json`, docs/formats.md).
 pub(crate) fn world_meta(
     claim: &crate::state::Claim,
@@ -373,7 +444,7 @@ pub(crate) fn world_meta(
     state: &str,
     exit_code: Option<i32>,
 ) -> serde_json::Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = now_ms();
     serde_json::json!({
         "id": claim.id,
         "state": state,
@@ -381,12 +452,15 @@ pub(crate) fn world_meta(
         "argv": spec.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
         "cwd": spec.cwd,
         "exit_code": exit_code,
-        "created": now.as_secs(),
-        "created_ms": now.as_millis() as u64,
+        "created": now / 1000,
+        "created_ms": now,
+        "updated_ms": now,
+        "runs": 1,
+        "frame": crate::continued::Frame::of(spec),
         "on_interrupt": if spec.keep_interrupted { "keep" } else { "sweep" },
         "upper": "fs/upper",
-        "layers": layers.iter().enumerate().filter(|(_, m)| !m.read_only)
-            .map(|(k, m)| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{k}/upper")}))
+        "layers": layers.iter().filter(|m| !m.read_only)
+            .map(|m| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{}/upper", m.slot)}))
             .collect::<Vec<_>>(),
     })
 }

@@ -211,18 +211,12 @@ fn finished(c: &mut Client, id: &str, json: bool, ended: Option<BatchView>) -> R
     ))
 }
 
-/// The daemon's refusal of an id that is no batch: said plainly when the
-/// id is a kept world's (the daemon reviews batches' worlds only).
-fn not_a_batch(c: &mut Client, id: &str, status: u16, v: &Value) -> String {
-    if status == 404 && c.request("GET", &format!("/v1/worlds/{}", enc(id)), None).is_ok_and(|(s, _)| s == 200) {
-        return format!(
-            "{id} is a kept world, not a batch: the daemon at {} diffs, commits and discards the worlds of \
-             batches{}",
-            c.socket().display(),
-            here_hint()
-        );
-    }
-    refusal(status, v)
+/// A batch route answered `status`: when it is 404 and `id` is a kept
+/// world the caller may see (`cloche run --keep`'s, a session's), the
+/// world's own route for `what` (`diff`, `commit`, `discard`).
+fn world_route(c: &mut Client, id: &str, status: u16, what: &str) -> Option<String> {
+    let world = format!("/v1/worlds/{}", enc(id));
+    (status == 404 && c.request("GET", &world, None).is_ok_and(|(s, _)| s == 200)).then(|| format!("{world}/{what}"))
 }
 
 /// Absolute paths as the daemon takes them (relative ones from the
@@ -248,12 +242,18 @@ pub fn diff(mut c: Client, a: DiffArgs) -> Result<(), String> {
     if !a.json && crate::term::color_stdout() {
         q.push_str("&color=true");
     }
-    let r = c.open("GET", &format!("{}?{q}", batch_path(&a.id, "diff")), None, Vec::new(), None)?;
-    let (status, is_json) = (r.status, r.is_json());
-    let bytes = r.bytes().map_err(|e| format!("the daemon at {}: {e}", c.socket().display()))?;
+    let mut path = batch_path(&a.id, "diff");
+    let (status, is_json, bytes) = loop {
+        let r = c.open("GET", &format!("{path}?{q}"), None, Vec::new(), None)?;
+        let (status, is_json) = (r.status, r.is_json());
+        let bytes = r.bytes().map_err(|e| format!("the daemon at {}: {e}", c.socket().display()))?;
+        match world_route(&mut c, &a.id, status, "diff").filter(|_| path.starts_with("/v1/batches/")) {
+            Some(w) => path = w,
+            None => break (status, is_json, bytes),
+        }
+    };
     if status != 200 {
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        return Err(not_a_batch(&mut c, &a.id, status, &v));
+        return Err(refusal(status, &serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
     }
     match a.json {
         true if is_json => {
@@ -267,14 +267,17 @@ pub fn diff(mut c: Client, a: DiffArgs) -> Result<(), String> {
 pub fn commit(mut c: Client, a: CommitArgs) -> i32 {
     let r = (|| -> Result<i32, String> {
         let body = json!({"paths": abs_paths(&a.paths)?, "exclude": abs_paths(&a.exclude)?, "force": a.force});
-        let (status, mut v) = c.request("POST", &batch_path(&a.id, "commit"), Some(&body))?;
+        let (mut status, mut v) = c.request("POST", &batch_path(&a.id, "commit"), Some(&body))?;
+        if let Some(w) = world_route(&mut c, &a.id, status, "commit") {
+            (status, v) = c.request("POST", &w, Some(&body))?;
+        }
         let n = |k: &str| v[k].as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
         let ended = match v["status"].as_str() {
             Some("refused") => CommitStatus::Refused,
             Some("nothing") => CommitStatus::Nothing { already: n("already") },
             Some("stopped") => CommitStatus::Stopped { steps: n("steps") },
             Some("applied") => CommitStatus::Applied { steps: n("steps") },
-            _ => return Err(not_a_batch(&mut c, &a.id, status, &v)),
+            _ => return Err(refusal(status, &v)),
         };
         let world = v["world"].as_str().unwrap_or_default().to_string();
         // The document `cloche commit --json` prints, without what the
@@ -301,9 +304,12 @@ pub fn commit(mut c: Client, a: CommitArgs) -> i32 {
 }
 
 pub fn discard(mut c: Client, a: DiscardArgs) -> Result<(), String> {
-    let (status, v) = c.request("POST", &batch_path(&a.id, "discard"), None)?;
+    let (mut status, mut v) = c.request("POST", &batch_path(&a.id, "discard"), None)?;
+    if let Some(w) = world_route(&mut c, &a.id, status, "discard") {
+        (status, v) = c.request("POST", &w, None)?;
+    }
     if status != 200 {
-        return Err(not_a_batch(&mut c, &a.id, status, &v));
+        return Err(refusal(status, &v));
     }
     eprintln!("cloche: world {} discarded", v["world"].as_str().unwrap_or_default());
     if a.json {

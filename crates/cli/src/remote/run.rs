@@ -92,6 +92,9 @@ fn body(client: &Client, args: RunArgs) -> Result<Value, String> {
         "keep": req.keep,
         "no_hash": req.no_hash,
     });
+    if let Some(w) = &req.world {
+        b["world"] = Value::String(w.clone());
+    }
     for (k, v) in texts {
         if let Some(v) = v {
             b[k] = Value::String(v);

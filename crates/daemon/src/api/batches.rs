@@ -300,6 +300,49 @@ pub async fn commit(
     ok(StatusCode::OK, r?)
 }
 
+/// `POST /v1/worlds/{id}/commit`: a kept world committed by a reviewer (a
+/// session's world, continued by runs), written as whom it belongs to.
+pub async fn commit_world(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Id(id): Id,
+    OptJson(body): OptJson<CommitBody>,
+) -> Answer {
+    need_role(&c)?;
+    need_reviewer(&c, "committing a world")?;
+    let (paths, exclude) = (abs_paths(&body.paths, "path")?, abs_paths(&body.exclude, "exclude")?);
+    let state = app.state.clone();
+    let owner = {
+        let (c, id) = (c.clone(), id.clone());
+        app.pool
+            .run(move |ctx| {
+                let w = super::other::visible_world(ctx, &c, &id)?;
+                world_owner(&state, &w)
+            })
+            .await?
+    };
+    let job = Job::Commit { id, paths, exclude, force: body.force, actor: c.actor(), owner };
+    ok(StatusCode::OK, app.jobs.call(job).await?)
+}
+
+/// Whose a kept world is when its commit writes on the host: the caller
+/// recorded for it when it is not root (`None`: root's).
+fn world_owner(
+    state: &std::path::Path,
+    w: &cloche_world::kept::KeptWorld,
+) -> Result<Option<cloche_service::HostUser>, ApiError> {
+    let uid = w.owner.as_deref().and_then(|o| o.strip_prefix("uid:")).and_then(|u| u.parse::<u32>().ok());
+    match uid {
+        None | Some(0) => Ok(None),
+        Some(uid) => match crate::owners::read(state, &w.id).filter(|u| u.uid == uid) {
+            Some(u) => Ok(Some(u)),
+            None => {
+                Err(ApiError::conflict(format!("world {}: the identity of its owner uid {uid} is not known", w.id)))
+            }
+        },
+    }
+}
+
 pub async fn discard(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id) -> Answer {
     need_role(&c)?;
     need_reviewer(&c, "discarding a batch's world")?;

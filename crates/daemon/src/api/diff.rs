@@ -1,4 +1,4 @@
-//! `GET /v1/batches/{id}/diff`: what a batch's kept world changed, as the
+//! `GET /v1/batches/{id}/diff` and `GET /v1/worlds/{id}/diff`: what a kept world changed, as the
 //! fs_diff with review flags (JSON) or as text (`full`, `stat`,
 //! `name-status`). The text shows the host's version of changed files
 //! beside the world's: a caller other than root is shown only host files
@@ -26,6 +26,27 @@ pub async fn diff(
     Id(id): Id,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    review(app, c, id, uri, |ctx, c, id| visible_batch(ctx, c, id).map(drop)).await
+}
+
+/// `GET /v1/worlds/{id}/diff[?...]`: the same for a kept world the caller
+/// may see (a session's world, continued by runs).
+pub async fn world_diff(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Id(id): Id,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    review(app, c, id, uri, |ctx, c, id| super::other::visible_world(ctx, c, id).map(drop)).await
+}
+
+async fn review(
+    app: App,
+    c: Caller,
+    id: String,
+    uri: Uri,
+    visible: fn(&cloche_service::Context, &Caller, &str) -> Result<(), ApiError>,
+) -> Result<Response, ApiError> {
     need_role(&c)?;
     let q = Query::parse(&uri, &["format", "path", "touched", "color"])?;
     let format = match q.get("format").unwrap_or("json") {
@@ -40,7 +61,7 @@ pub async fn diff(
     let out = app
         .pool
         .run(move |ctx| {
-            visible_batch(ctx, &c, &id)?;
+            visible(ctx, &c, &id)?;
             let t = ctx.review_target(&id)?;
             let paths: Vec<Vec<u8>> = paths.iter().map(|p| abs_bytes(p)).collect::<Result<_, _>>()?;
             let review = review_of(&t, !matches!(format, Some(Format::Stat | Format::NameStatus)))?;

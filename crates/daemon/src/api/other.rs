@@ -181,6 +181,18 @@ fn own_batches(ctx: &Context, c: &Caller) -> Result<HashSet<String>, ApiError> {
     Ok(ctx.broker()?.list(&f)?.into_iter().map(|b| b.id).collect())
 }
 
+/// A kept world the caller may see (its own, or any for a reviewer);
+/// another's is answered as one that does not exist.
+pub(super) fn visible_world(ctx: &Context, c: &Caller, id: &str) -> Result<cloche_world::kept::KeptWorld, ApiError> {
+    let hidden = || ApiError::not_found(format!("no kept world {id}"));
+    let w = ctx.world_brief(id).map_err(|_| hidden())?;
+    let own = if c.sees_all() { HashSet::new() } else { own_batches(ctx, c)? };
+    match sees_world(c, w.owner.as_deref(), &own) {
+        true => Ok(w),
+        false => Err(hidden()),
+    }
+}
+
 /// Whether an agent may see a kept world: its own run's, or its batch's.
 fn sees_world(c: &Caller, owner: Option<&str>, own: &HashSet<String>) -> bool {
     match owner {
@@ -219,6 +231,48 @@ pub async fn world(State(app): State<App>, Extension(c): Extension<Caller>, Id(i
         })
         .await?;
     ok(w)
+}
+
+/// `POST /v1/worlds/{id}/discard`: a kept world discarded by its owner (an
+/// agent's own session) or a reviewer; audited.
+pub async fn discard(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id) -> Answer {
+    need_role(&c)?;
+    let d = app
+        .pool
+        .run(move |ctx| {
+            let w = visible_world(ctx, &c, &id)?;
+            if !c.roles.reviewer && ctx.check_world_owner(&w, &c.actor()).is_err() {
+                return Err(ApiError::forbidden("discarding another caller's world needs the reviewer role"));
+            }
+            Ok(ctx.discard(&w.id, &c.actor())?)
+        })
+        .await?;
+    ok(d)
+}
+
+/// `POST /v1/worlds/{id}/fork`: a copy of a kept world of the caller's (root:
+/// any), a new kept world of its own (`cloche worlds fork`). Another
+/// caller's world is one that does not exist.
+pub async fn fork(State(app): State<App>, Extension(c): Extension<Caller>, Id(id): Id) -> Answer {
+    need_role(&c)?;
+    let state = app.state.clone();
+    let (uid, pid) = (c.uid, c.pid);
+    let f = app
+        .pool
+        .run(move |ctx| {
+            let f = ctx.fork_world(&id, &c.actor())?;
+            // Whose it is, for a commit written as its owner: the
+            // original's recorded owner, else the caller.
+            let owner = crate::owners::read(&state, &id).or_else(|| (!c.host_user().is_root()).then(|| c.host_user()));
+            if let Some(u) = owner {
+                crate::owners::write(&state, &f.world, &u)
+                    .map_err(|e| ApiError::internal(format!("world {}: recording its owner: {e}", f.world)))?;
+            }
+            Ok(f)
+        })
+        .await?;
+    tracing::info!(uid, pid, world = %f.forked_from, fork = %f.world, "world forked");
+    ok(f)
 }
 
 pub async fn history(State(app): State<App>, Extension(c): Extension<Caller>, uri: Uri) -> Answer {

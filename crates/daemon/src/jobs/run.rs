@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 pub struct RunBody {
     /// The command and its arguments.
     pub argv: Vec<String>,
-    /// The working directory in the world (absolute).
+    /// The working directory in the world (absolute); with `world`, the
+    /// world's project when absent (and it must be that project if given).
+    #[serde(default)]
     pub cwd: String,
     /// Variables beyond PATH's default.
     #[serde(default)]
@@ -49,6 +51,10 @@ pub struct RunBody {
     /// Keep the world for review.
     #[serde(default)]
     pub keep: bool,
+    /// A kept world of the caller's to run in (its id): the command runs
+    /// on top of what its earlier runs left, and the world stays kept.
+    #[serde(default)]
+    pub world: Option<String>,
     #[serde(default)]
     pub no_hash: bool,
 }
@@ -66,7 +72,18 @@ impl RunBody {
         if self.env.keys().any(|k| k.is_empty() || k.contains('=')) {
             return Err(ApiError::bad_request("env: names are not empty and hold no ="));
         }
-        for p in std::iter::once(&self.cwd).chain(&self.expose) {
+        if let Some(w) = &self.world {
+            if !cloche_world::state::valid_id(w) {
+                let shown: String = w.chars().take(40).collect();
+                return Err(ApiError::bad_request(format!(
+                    "world {shown:?}: a kept world's id, 16 lower-case hex digits"
+                )));
+            }
+        } else if self.cwd.is_empty() {
+            return Err(ApiError::bad_request("cwd: an absolute directory is needed (or a world to continue)"));
+        }
+        let cwd = (!self.cwd.is_empty()).then_some(&self.cwd);
+        for p in cwd.into_iter().chain(&self.expose) {
             cloche_broker::normalize_abs(p).map_err(|e| ApiError::bad_request(format!("{p:?}: {e}")))?;
         }
         Ok(())
@@ -102,7 +119,16 @@ fn request(
     path_note: Option<fn(&[cloche_world::view::HiddenEntry])>,
 ) -> Result<RunRequest, ApiError> {
     body.check()?;
-    let cwd = PathBuf::from(&body.cwd);
+    let mut cwd = PathBuf::from(&body.cwd);
+    if let Some(w) = &body.world {
+        // A world of the caller's (anyone else's is one that does not
+        // exist), in its project unless the body names it.
+        let world = ctx.world_brief(w).map_err(|_| ApiError::not_found(format!("no kept world {w}")))?;
+        ctx.check_world_owner(&world, &caller.actor())?;
+        if cwd.as_os_str().is_empty() {
+            cwd = world.cwd.map(PathBuf::from).unwrap_or_default();
+        }
+    }
     if !caller.is_root() {
         caller.check_readable("cwd", &cwd)?;
         for e in &body.expose {
@@ -128,6 +154,10 @@ fn request(
             .map(|u| u.parse().map_err(|e| ApiError::bad_request(format!("upper: {e}"))))
             .transpose()?,
         keep: body.keep,
+        world: body.world.clone(),
+        actor: Some(caller.actor()),
+        user: caller.world_user(),
+        owner: (body.keep || body.world.is_some()).then(|| caller.actor()),
         no_hash: body.no_hash,
         terminal: Terminal::Pipes,
         report: None,
@@ -143,12 +173,7 @@ pub fn spec(
     caller: &HostUser,
     path_note: Option<fn(&[cloche_world::view::HiddenEntry])>,
 ) -> Result<(cloche_world::Spec, Vec<String>), ApiError> {
-    let (mut spec, notes) = ctx.prepare_spec(request(ctx, body, caller, path_note)?)?;
-    if body.keep {
-        spec.owner = Some(caller.actor());
-    }
-    spec.user = caller.world_user();
-    Ok((spec, notes))
+    Ok(ctx.prepare_spec(request(ctx, body, caller, path_note)?)?)
 }
 
 /// The job: checks the caller may read what the world is given, runs it.
@@ -157,11 +182,7 @@ pub fn spec(
 /// `cloche run` says them.
 pub fn job(ctx: &Context, body: RunBody, caller: &HostUser, stream: bool) -> Result<Value, ApiError> {
     let note = stream.then_some(note_hidden_path as fn(&[cloche_world::view::HiddenEntry]));
-    let mut prepared = ctx.prepare_run(request(ctx, &body, caller, note)?)?;
-    if body.keep {
-        prepared.spec.owner = Some(caller.actor());
-    }
-    prepared.spec.user = caller.world_user();
+    let prepared = ctx.prepare_run(request(ctx, &body, caller, note)?)?;
     let notes = prepared.notes.clone();
     if stream {
         for n in &notes {

@@ -93,6 +93,7 @@ pub fn to_batch(payload: &Value, mapping: &Mapping, target: &Target) -> Result<B
         agent: target.agent.clone(),
         project: target.project.clone(),
         stop_on_failure: target.stop_on_failure,
+        world: None,
         entries,
     };
     // entries[i] is call i: the file's own checks name the call by it.

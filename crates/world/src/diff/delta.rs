@@ -49,7 +49,7 @@ pub fn delta(before: &FsDiff, after: &FsDiff) -> FsDiff {
     for (path, (alist, ae)) in &a {
         match b.get(path) {
             None => push(*alist, (*ae).clone()),
-            Some((blist, be)) if blist == alist && be == ae => {}
+            Some((blist, be)) if blist == alist && same(be, ae) => {}
             Some(_) if *alist == List::Deleted => push(List::Deleted, (*ae).clone()),
             Some((List::Touched, _)) if *alist == List::Touched => push(List::Touched, (*ae).clone()),
             Some((blist, be)) if *alist == List::Touched => push(undone(*blist), restored(be, ae, *blist)),
@@ -109,13 +109,28 @@ fn restored(before: &Entry, now: &Entry, was: List) -> Entry {
     e
 }
 
+/// Both sides hashed, to different contents. (The two diffs of a world
+/// continued by runs may have been made one with sha256 and one without,
+/// `--no-hash`: a hash on one side only says nothing.)
+fn hashes_differ(a: &Entry, b: &Entry) -> bool {
+    matches!((&a.sha256, &b.sha256), (Some(x), Some(y)) if x != y)
+}
+
+/// The same description of one path, a hash on one side only ignored.
+fn same(a: &Entry, b: &Entry) -> bool {
+    match (&a.sha256, &b.sha256) {
+        (Some(_), Some(_)) | (None, None) => a == b,
+        _ => Entry { sha256: None, ..a.clone() } == Entry { sha256: None, ..b.clone() },
+    }
+}
+
 /// What differs between two descriptions of one path.
 fn changes(before: &Entry, after: &Entry) -> Vec<Change> {
     let mut c = Vec::new();
     if before.kind != after.kind {
         c.push(Change::Type);
     }
-    if before.sha256 != after.sha256 || before.size != after.size || before.rdev != after.rdev {
+    if hashes_differ(before, after) || before.size != after.size || before.rdev != after.rdev {
         c.push(Change::Content);
     }
     if before.target != after.target {
@@ -171,6 +186,11 @@ mod tests {
         assert_eq!((d.totals.added, d.totals.modified, d.totals.deleted), (1, 2, 2));
         // Nothing changed: empty.
         assert!(delta(&s2, &s2).is_empty());
+        // The same files described without their hashes (a run with
+        // --no-hash after one with them): nothing changed either.
+        let mut bare = s2.clone();
+        bare.added.iter_mut().for_each(|e| e.sha256 = None);
+        assert!(delta(&s2, &bare).is_empty() && delta(&bare, &s2).is_empty());
         // From nothing: the whole diff.
         assert_eq!(delta(&FsDiff::default(), &s1).totals.added, 2);
     }

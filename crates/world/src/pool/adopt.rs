@@ -30,8 +30,9 @@ use std::path::Path;
 pub const MOVING: &str = ".moving-";
 
 /// Files of a world's directory besides `fs/`: its description, its
-/// marker and the review's records.
-const RECORDS: [&str; 4] = ["world.json", "kept", "changes.jsonl", "base.jsonl"];
+/// marker and the review's records (`crate::continued`: its runs and its
+/// last fs_diff).
+const RECORDS: [&str; 6] = ["world.json", "kept", "changes.jsonl", "base.jsonl", "runs.jsonl", "fs_diff.json"];
 
 /// True if `fsdir` is a tmpfs mounted there (a world kept on tmpfs).
 pub fn on_tmpfs(fsdir: &Path) -> bool {

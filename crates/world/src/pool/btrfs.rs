@@ -101,6 +101,7 @@ struct TrimRange {
 
 nix::ioctl_readwrite!(ioc_fitrim, b'X', 121, TrimRange);
 nix::ioctl_write_ptr!(ioc_subvol_create_v2, MAGIC, 24, VolArgsV2);
+nix::ioctl_write_ptr!(ioc_snap_create_v2, MAGIC, 23, VolArgsV2);
 nix::ioctl_read!(ioc_fs_info, MAGIC, 31, FsInfo);
 nix::ioctl_write_ptr!(ioc_qgroup_create, MAGIC, 42, QgroupCreate);
 nix::ioctl_write_ptr!(ioc_snap_destroy, MAGIC, 15, VolArgs);
@@ -125,11 +126,24 @@ fn errno(e: nix::Error) -> io::Error {
 /// Creates subvolume `name` in directory `dir`, in qgroup [`ALL_WORLDS`]
 /// from its birth.
 pub fn subvol_create(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    create_v2(dir, name, None)
+}
+
+/// Makes `name` in directory `dir` a snapshot of the subvolume `src` (a
+/// descriptor of its root), writable, in qgroup [`ALL_WORLDS`] from its
+/// birth. It shares every extent with `src` until either writes: the copy
+/// costs no data.
+pub fn snapshot(dir: BorrowedFd<'_>, name: &str, src: BorrowedFd<'_>) -> io::Result<()> {
+    create_v2(dir, name, Some(src))
+}
+
+/// `BTRFS_IOC_SUBVOL_CREATE_V2`, or `BTRFS_IOC_SNAP_CREATE_V2` of `src`.
+fn create_v2(dir: BorrowedFd<'_>, name: &str, src: Option<BorrowedFd<'_>>) -> io::Result<()> {
     let b = vol_args(name)?.name;
     let inherit =
         Inherit { flags: 0, num_qgroups: 1, num_ref_copies: 0, num_excl_copies: 0, lim: [0; 5], qgroups: [ALL_WORLDS] };
     let mut a = Box::new(VolArgsV2 {
-        fd: 0,
+        fd: src.map_or(0, |s| i64::from(s.as_raw_fd())),
         transid: 0,
         flags: SUBVOL_QGROUP_INHERIT,
         size: std::mem::size_of::<Inherit>() as u64,
@@ -144,8 +158,13 @@ pub fn subvol_create(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     a.name[..n].copy_from_slice(&b[..n]);
     // SAFETY: a valid fd and a pointer to a vol_args_v2 we own, whose
     // qgroup_inherit points to `inherit` (alive until the call returns)
-    // with `size` its size.
-    unsafe { ioc_subvol_create_v2(dir.as_raw_fd(), &*a) }.map(drop).map_err(errno)
+    // with `size` its size; `fd` is the snapshot's source, open meanwhile.
+    let r = match src {
+        None => unsafe { ioc_subvol_create_v2(dir.as_raw_fd(), &*a) },
+        // SAFETY: as above.
+        Some(_) => unsafe { ioc_snap_create_v2(dir.as_raw_fd(), &*a) },
+    };
+    r.map(drop).map_err(errno)
 }
 
 /// Creates qgroup `id` (e.g. [`ALL_WORLDS`]).

@@ -33,10 +33,13 @@ mod copy;
 mod image;
 mod loopdev;
 mod subvol;
+pub(crate) mod tree;
 
 pub use adopt::{adopt, on_tmpfs};
 pub use image::{ensure, mkfs_path, reattach, IMAGE, OWNER};
-pub use subvol::{create_world, destroy, destroy_path, discard, fs_dirs, housekeep, open};
+pub use subvol::{
+    create_world, destroy, destroy_path, discard, fs_dirs, housekeep, open, resume_world, snapshot_world, FORKING,
+};
 
 use std::ffi::CString;
 use std::fs;

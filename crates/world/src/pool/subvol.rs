@@ -17,8 +17,10 @@
 //! Names starting with a dot are never world ids (`state::valid_id`), so
 //! the lists and sweeps of kept worlds skip them. A run killed half-way
 //! through making a spare leaves `.making-<id>`, and one killed while it
-//! moved a kept world off its tmpfs `.moving-<id>` (`adopt.rs`): both are
-//! removed by the next housekeeping once `id` is no longer live.
+//! moved a kept world off its tmpfs `.moving-<id>` (`adopt.rs`), and one
+//! killed while it forked a kept world `.forking-<new id>`
+//! (`continued::fork`): all are removed by the next housekeeping once `id`
+//! is no longer live.
 
 use super::{at, btrfs, cpath, PoolError};
 use nix::fcntl::{renameat2, OFlag, RenameFlags};
@@ -32,6 +34,9 @@ const SPARES: usize = 2;
 const SPARE: &str = ".spare-";
 const TRASH: &str = ".trash-";
 const MAKING: &str = ".making-";
+/// A fork being made (`worlds/.forking-<new id>`): a snapshot of a kept
+/// world, renamed to its id once its description is its own.
+pub const FORKING: &str = ".forking-";
 
 /// Directories a world's `fs/` starts with, parents first: the upper and
 /// work directories of its root overlay, its scratch directories (`/tmp`,
@@ -115,6 +120,28 @@ pub fn create_world(pool: BorrowedFd<'_>, id: &str, cap: u64, layers: usize) -> 
     fs
 }
 
+/// Gives the kept world `id` back to a run that continues it: its cap set
+/// to `cap` (the policy's now), its `fs/` opened. Nothing is changed on
+/// error but the cap.
+pub fn resume_world(pool: BorrowedFd<'_>, id: &str, cap: u64) -> Result<OwnedFd, PoolError> {
+    let world = open_dir_at(pool, id).map_err(at("open the world's subvolume"))?;
+    let sid = btrfs::subvol_id(world.as_fd()).map_err(at("the world's subvolume id"))?;
+    btrfs::limit(world.as_fd(), sid, cap).map_err(at("cap the world's subvolume (btrfs qgroup)"))?;
+    open_dir_at(world.as_fd(), "fs").map_err(at("open fs"))
+}
+
+/// Snapshots the kept world `src` as `.forking-<new>`; returns that
+/// subvolume's root, opened. Nothing is left on error.
+pub fn snapshot_world(pool: BorrowedFd<'_>, src: &str, new: &str) -> Result<OwnedFd, PoolError> {
+    let from = open_dir_at(pool, src).map_err(at("open the world's subvolume"))?;
+    let name = format!("{FORKING}{new}");
+    btrfs::snapshot(pool, &name, from.as_fd()).map_err(at("snapshot the world's subvolume"))?;
+    open_dir_at(pool, &name).map_err(|e| {
+        let _ = btrfs::subvol_destroy(pool, &name);
+        at("open the snapshot")(e)
+    })
+}
+
 /// Deletes world `id`'s subvolume at once.
 pub fn destroy(pool: BorrowedFd<'_>, id: &str) -> io::Result<()> {
     btrfs::subvol_destroy(pool, id)
@@ -173,6 +200,7 @@ pub fn housekeep(pool: BorrowedFd<'_>, root: &Path, me: Option<&str>, layers: us
         .filter(|n| {
             n.starts_with(TRASH)
                 || n.strip_prefix(MAKING).is_some_and(dead)
+                || n.strip_prefix(FORKING).is_some_and(dead)
                 || n.strip_prefix(super::adopt::MOVING).is_some_and(dead)
         })
         .collect();
@@ -193,7 +221,7 @@ mod tests {
 
     #[test]
     fn housekeeping_names_are_never_world_ids() {
-        for n in [SPARE, TRASH, MAKING, super::super::adopt::MOVING] {
+        for n in [SPARE, TRASH, MAKING, FORKING, super::super::adopt::MOVING] {
             assert!(n.starts_with('.'));
             assert!(!crate::state::valid_id(&format!("{n}0123456789abcdef")));
         }
