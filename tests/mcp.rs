@@ -68,6 +68,13 @@ fn an_agent_runs_is_refused_waits_for_a_reviewer_and_asks_for_a_commit() {
         asked.iter().any(|r| r["batch"] == batch && r["actor"] == format!("uid:{AGENT_A}")),
         "no commit_requested record for {batch}: {asked:?}"
     );
+    // The session's world was offered (by the agent) and discarded by it.
+    let world = summary["session_world"].as_str().unwrap();
+    assert!(
+        asked.iter().any(|r| r["details"]["world"] == world && r["actor"] == format!("uid:{AGENT_A}")),
+        "no commit_requested record for the session's world {world}: {asked:?}"
+    );
+    assert!(!fx.worlds().iter().any(|w| w == world), "the session's world {world} is still kept");
     d.stop();
     discard_kept(&fx);
     fx.finish();

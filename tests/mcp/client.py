@@ -20,7 +20,7 @@ TOOLS = {"run", "submit_batch", "wait", "diff", "request_commit", "discard", "po
 
 
 def structured(r):
-    assert r.structured_content is not None, r
+    assert r.structured_content is not None, r.content[0].text if r.content else r
     return r.structured_content
 
 
@@ -51,6 +51,22 @@ async def runs_a_write(s, project):
     assert os.path.join(project, "note.txt") in paths, v["fs_diff"]
     assert v["network"]["mode"] == "none", v["network"]
     assert not os.path.exists(os.path.join(project, "note.txt")), "the host changed"
+    world = v["session"]["world"]
+    assert world and v["session"]["run"] == 1, v["session"]
+    # The next call continues the session's world: it reads what the first
+    # wrote, and "this command" is its own change only, the session's both.
+    r = await call(s, "run", {"command": "cat note.txt; echo again > two.txt"})
+    v2 = structured(r)
+    assert not r.is_error and v2["stdout"]["text"] == "hello\n", v2
+    assert v2["session"] == {"world": world, "run": 2}, v2["session"]
+    mine = [p["path"] for p in v2["fs_diff"]["added"]["paths"]]
+    assert mine == [os.path.join(project, "two.txt")], v2["fs_diff"]
+    both = [p["path"] for p in v2["session_diff"]["added"]["paths"]]
+    assert os.path.join(project, "note.txt") in both and os.path.join(project, "two.txt") in both, v2
+    # The session's review: diff without a batch is the session's world.
+    d = structured(await call(s, "diff", {}))
+    assert d["world"] == world and d["summary"]["added"]["count"] >= 2, d
+    assert not os.path.exists(os.path.join(project, "two.txt")), "the host changed"
     return v
 
 
@@ -82,7 +98,7 @@ async def root_review(s, cloche, out):
     # Root's agent, root's reviewer: the batch is the session's agent's
     # (`agent:mcp`), so root approves it, here with `cloche` in its own
     # process (no daemon at the default socket) while the agent waits.
-    r = await call(s, "submit_batch", {"entries": [{"command": "printf 'root-review\\n' > r.txt; cat r.txt"}]})
+    r = await call(s, "submit_batch", {"entries": [{"command": "printf 'root-review\\n' > r.txt; sleep 0"}]})
     v = structured(r)
     batch = v["batch"]
     assert v["state"] == "pending" and v["entries"][0]["decision"]["effect"] == "review", v
@@ -161,6 +177,8 @@ async def daemon_flow(s, project, sock, cloche, out):
             break
     await approving
     assert result["status"] == "completed", result
+    # The batch ran in the session's world (it continued it).
+    assert result["world"] == out["run"]["session"]["world"], (result["world"], out["run"]["session"])
     entry = result["entries"][0]
     assert entry["exit_code"] == 0 and "live-one" in entry["stdout"]["text"] and "live-two" in entry["stdout"]["text"], entry
     live = "".join(messages)
@@ -175,6 +193,16 @@ async def daemon_flow(s, project, sock, cloche, out):
     c = await call(s, "request_commit", {"batch": batch, "note": "adds b.txt"})
     assert structured(c)["status"] == "commit_requested", structured(c)
     assert not os.path.exists(os.path.join(project, "b.txt")), "the host changed"
+    # The session's world offered for commit, then discarded: gone, and the
+    # session forgets it.
+    world = out["run"]["session"]["world"]
+    c = structured(await call(s, "request_commit", {"note": "the session's notes"}))
+    assert c["status"] == "commit_requested" and c["world"] == world, c
+    out["session_world"] = world
+    g = structured(await call(s, "discard", {}))
+    assert g == {"status": "discarded", "world": world}, g
+    r = await call(s, "diff", {})
+    assert r.is_error and "no world yet" in r.content[0].text, r
     # Still serving after all that.
     assert structured(await call(s, "policy_check", {"command": "rm x"}))["effect"] == "deny"
     out["batch"] = batch

@@ -51,8 +51,9 @@ pub struct WaitParams {
     pub timeout_secs: Option<u64>,
 }
 
-/// The batch file for `entries` in the agent's project.
-fn batch_file(srv: &Server, entries: &[EntryParams], stop_on_failure: Option<bool>) -> Value {
+/// The batch file for `entries` in the agent's project, continuing the
+/// session's world when it has one (docs/mcp.md, *Session worlds*).
+async fn batch_file(srv: &Server, entries: &[EntryParams], stop_on_failure: Option<bool>) -> Value {
     let entries: Vec<Value> = entries
         .iter()
         .map(|e| {
@@ -76,11 +77,14 @@ fn batch_file(srv: &Server, entries: &[EntryParams], stop_on_failure: Option<boo
     if let Some(a) = &srv.settings.agent {
         b["agent"] = json!(a);
     }
+    if let Some(w) = &srv.session.lock().await.world {
+        b["world"] = json!(w);
+    }
     b
 }
 
 pub async fn submit(srv: &Server, p: SubmitParams) -> CallToolResult {
-    let body = batch_file(srv, &p.entries, p.stop_on_failure);
+    let body = batch_file(srv, &p.entries, p.stop_on_failure).await;
     let v = match srv.daemon.json(Method::POST, "/v1/batches", Some(&body)).await {
         Ok(v) => v,
         Err(f) => return failed(f),
@@ -102,7 +106,7 @@ pub async fn hold(srv: &Server, p: &RunParams, decision: Value) -> CallToolResul
         timeout_secs: p.timeout_secs,
         env: p.env.clone(),
     };
-    let body = batch_file(srv, &[entry], None);
+    let body = batch_file(srv, &[entry], None).await;
     let v = match srv.daemon.json(Method::POST, "/v1/batches", Some(&body)).await {
         Ok(v) => v,
         Err(f) => return failed(f),
@@ -241,7 +245,14 @@ async fn follow(srv: &Server, id: &str, deadline: Instant, progress: &mut Progre
         Some("approved") | Some("running") if !seen.ended => {
             still_waiting(&v, "running; its output so far came as progress")
         }
-        _ => finished(&v, &mut seen),
+        _ => {
+            // A session without a world yet takes the world its batch ran
+            // in (kept for review): later calls continue it.
+            if let Some(w) = v["world"].as_str() {
+                srv.session.lock().await.world.get_or_insert_with(|| w.to_string());
+            }
+            finished(&v, &mut seen)
+        }
     }
 }
 

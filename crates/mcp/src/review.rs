@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
-    /// The batch id whose world to show.
-    pub batch: String,
+    /// The batch id whose world to show. Without it: the session's world (what your `run` calls changed).
+    #[serde(default)]
+    pub batch: Option<String>,
     /// "summary" (default: the changed paths and flags) or "full" (a git-like text diff of one page of paths).
     #[serde(default)]
     pub format: Option<DiffFormat>,
@@ -37,8 +38,9 @@ pub enum DiffFormat {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitParams {
-    /// The batch id whose world is ready to be committed.
-    pub batch: String,
+    /// The batch id whose world is ready to be committed. Without it: the session's world.
+    #[serde(default)]
+    pub batch: Option<String>,
     /// A word for the reviewer: what the change is and why.
     #[serde(default)]
     pub note: Option<String>,
@@ -47,8 +49,8 @@ pub struct CommitParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardParams {
-    /// The batch to cancel (one that has not ended). Without it: the session's world is dropped, and the next
-    /// `run` starts afresh.
+    /// The batch to cancel (one that has not ended). Without it: the session's world is discarded (its changes
+    /// are lost) and the next `run` starts a new one.
     #[serde(default)]
     pub batch: Option<String>,
 }
@@ -92,18 +94,42 @@ fn changed_paths(d: &Value) -> Vec<String> {
         .collect()
 }
 
+/// What a review tool acts on: a batch's world (`/v1/batches/ID`), or the
+/// session's (`/v1/worlds/ID`); its name in the text.
+struct Target {
+    route: String,
+    name: String,
+    id: String,
+}
+
+async fn target(srv: &Server, batch: Option<&str>) -> Result<Target, CallToolResult> {
+    if let Some(b) = batch {
+        let id = batch_id(b)?;
+        return Ok(Target { route: format!("/v1/batches/{id}"), name: format!("batch {id}"), id: id.to_string() });
+    }
+    match srv.session.lock().await.world.clone() {
+        Some(w) => Ok(Target { route: format!("/v1/worlds/{w}"), name: format!("the session's world {w}"), id: w }),
+        None => Err(done(
+            "the session has no world yet: `run` makes it; or name a batch".into(),
+            json!({"status": "invalid"}),
+            true,
+        )),
+    }
+}
+
 pub async fn diff(srv: &Server, p: DiffParams) -> CallToolResult {
-    let id = match batch_id(&p.batch) {
-        Ok(id) => id,
+    let t = match target(srv, p.batch.as_deref()).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
-    let d = match srv.daemon.json(Method::GET, &format!("/v1/batches/{id}/diff"), None).await {
+    let name = &t.name;
+    let d = match srv.daemon.json(Method::GET, &format!("{}/diff", t.route), None).await {
         Ok(d) => d,
         Err(f) => return failed(f),
     };
     let s = summary::fs_diff(&d);
     if p.format != Some(DiffFormat::Full) {
-        let mut text = format!("batch {id}, world {}: {}", d["world"].as_str().unwrap_or("?"), diff_line(&s));
+        let mut text = format!("{name} (world {}): {}", d["world"].as_str().unwrap_or("?"), diff_line(&s));
         for f in d["flags"].as_array().into_iter().flatten() {
             text.push_str(&format!(
                 "\nflag: {} ({})",
@@ -112,7 +138,7 @@ pub async fn diff(srv: &Server, p: DiffParams) -> CallToolResult {
             ));
         }
         text.push_str("\nFor the text of the changes: diff with format \"full\".");
-        return done(text, json!({"batch": id, "world": d["world"], "summary": s}), false);
+        return done(text, json!({"batch": p.batch, "world": d["world"], "summary": s}), false);
     }
     let paths = changed_paths(&d);
     let size = p.page_size.unwrap_or(20).clamp(1, 200);
@@ -123,33 +149,34 @@ pub async fn diff(srv: &Server, p: DiffParams) -> CallToolResult {
         true => String::from("(no changes)"),
         false => {
             let query: Vec<String> = chunk.iter().map(|p| format!("path={}", q(p))).collect();
-            match srv.daemon.text(&format!("/v1/batches/{id}/diff?format=full&{}", query.join("&"))).await {
+            match srv.daemon.text(&format!("{}/diff?format=full&{}", t.route, query.join("&"))).await {
                 Ok(t) => t,
                 Err(f) => return failed(f),
             }
         }
     };
-    let head = format!("batch {id}: page {page} of {pages} ({} changed paths, {size} per page)\n", paths.len());
+    let head = format!("{name}: page {page} of {pages} ({} changed paths, {size} per page)\n", paths.len());
     done(
         format!("{head}{text}"),
-        json!({"batch": id, "page": page, "pages": pages, "paths": chunk, "text": text}),
+        json!({"batch": p.batch, "world": d["world"], "page": page, "pages": pages, "paths": chunk, "text": text}),
         false,
     )
 }
 
 pub async fn request_commit(srv: &Server, p: CommitParams) -> CallToolResult {
-    let id = match batch_id(&p.batch) {
-        Ok(id) => id,
+    let t = match target(srv, p.batch.as_deref()).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
     let body = json!({"note": p.note});
-    match srv.daemon.json(Method::POST, &format!("/v1/batches/{id}/request-commit"), Some(&body)).await {
+    match srv.daemon.json(Method::POST, &format!("{}/request-commit", t.route), Some(&body)).await {
         Ok(v) => {
             let text = format!(
-                "batch {id}: commit requested; a reviewer sees it (cloche batch list, the event stream) and commits \
-                 with `cloche commit {id}` or discards it. Its world stays as it is until then."
+                "{}: commit requested; a reviewer sees it (the audit log, the event stream) and commits with \
+                 `cloche commit {}` or discards it. Its world stays as it is until then.",
+                t.name, t.id
             );
-            done(text, json!({"status": "commit_requested", "batch": id, "world": v["world"]}), false)
+            done(text, json!({"status": "commit_requested", "batch": p.batch, "world": v["world"]}), false)
         }
         Err(f) => failed(f),
     }
@@ -158,13 +185,18 @@ pub async fn request_commit(srv: &Server, p: CommitParams) -> CallToolResult {
 pub async fn discard(srv: &Server, p: DiscardParams) -> CallToolResult {
     let Some(b) = p.batch else {
         let mut s = srv.session.lock().await;
-        let world = s.world.take();
-        s.last_diff = None;
-        let text = match &world {
-            Some(w) => format!("the session's world {w} is left for the retention limit; the next run starts afresh"),
-            None => "the session has no world: the next run starts afresh".to_string(),
+        let Some(w) = s.world.clone() else {
+            return done("the session has no world: the next run starts one".into(), json!({"status": "none"}), false);
         };
-        return done(text, json!({"status": "discarded", "world": world}), false);
+        if let Err(f) = srv.daemon.json(Method::POST, &format!("/v1/worlds/{w}/discard"), None).await {
+            // Gone already (committed, discarded by a reviewer): forgotten too.
+            if f.status != Some(404) {
+                return failed(f);
+            }
+        }
+        s.world = None;
+        let text = format!("the session's world {w} is discarded; the next run starts a new one");
+        return done(text, json!({"status": "discarded", "world": w}), false);
     };
     let id = match batch_id(&b) {
         Ok(id) => id,

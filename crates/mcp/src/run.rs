@@ -29,17 +29,9 @@ pub struct RunParams {
     pub env: Option<BTreeMap<String, String>>,
 }
 
-/// Whether the daemon continues a kept world (`POST /v1/run` with
-/// `"world"`, issue 13 item 0, branch i13-session). Until it does, each
-/// `run` is a world of its own, discarded after it, and results say so.
-/// REMAINING STEP (i13-session): set to true once main has it, and test it.
-pub const SESSION_WORLDS: bool = false;
-
-/// The session's part of a run's body: keep the first world, continue it after.
+/// The session's part of a run's body: the first run keeps its world (the
+/// session's), every later one continues it (docs/mcp.md, *Session worlds*).
 fn session_fields(s: &Session, body: &mut Value) {
-    if !SESSION_WORLDS {
-        return;
-    }
     match &s.world {
         None => body["keep"] = json!(true),
         Some(w) => body["world"] = json!(w),
@@ -80,7 +72,7 @@ pub async fn run(srv: &Server, p: RunParams, mut progress: Progress) -> CallTool
     session_fields(&session, &mut body);
     let mut events = match srv.daemon.events(Method::POST, "/v1/run?stream=true", Some(&body)).await {
         Ok(e) => e,
-        Err(f) => return failed(f),
+        Err(f) => return failed(gone(&mut session, f)),
     };
     let cap = srv.settings.output_cap;
     let (mut out, mut err) = (Capped::new(cap), Capped::new(cap));
@@ -109,7 +101,7 @@ pub async fn run(srv: &Server, p: RunParams, mut progress: Progress) -> CallTool
                 "error" => {
                     let status = e.data["status"].as_u64().map(|s| s as u16);
                     let message = e.data["error"].as_str().unwrap_or("the run failed").to_string();
-                    return failed(crate::client::Failure { status, message });
+                    return failed(gone(&mut session, crate::client::Failure { status, message }));
                 }
                 _ => {}
             },
@@ -117,15 +109,14 @@ pub async fn run(srv: &Server, p: RunParams, mut progress: Progress) -> CallTool
     };
     let report = &result["report"];
     let session_diff = report["fs_diff"].clone();
-    let this = match (&session.last_diff, SESSION_WORLDS) {
-        (Some(before), true) => summary::delta(before, &session_diff),
-        _ => summary::fs_diff(&session_diff),
+    // A continued run's report says what it changed itself; the first run's
+    // whole diff is its own.
+    let this = match &report["run_fs_diff"] {
+        Value::Null => summary::fs_diff(&session_diff),
+        own => summary::fs_diff(own),
     };
-    if SESSION_WORLDS {
-        if let Some(w) = report["world"].as_str() {
-            session.world = Some(w.to_string());
-        }
-        session.last_diff = Some(session_diff.clone());
+    if let Some(w) = report["world"].as_str() {
+        session.world = Some(w.to_string());
     }
     let world = session.world.clone();
     drop(session);
@@ -140,20 +131,21 @@ pub async fn run(srv: &Server, p: RunParams, mut progress: Progress) -> CallTool
         "session_diff": summary::fs_diff(&session_diff),
         "network": report["network"],
         "world": report["world"],
-        "session": session_note(world.as_deref()),
+        "session": {"world": world, "run": report["world_run"]},
     });
     let text = ran_text(&v);
     done(text, v, false)
 }
 
-/// What the result says of the session's world.
-fn session_note(world: Option<&str>) -> Value {
-    match (SESSION_WORLDS, world) {
-        (true, Some(w)) => json!({"world": w, "continued": true}),
-        _ => json!({"world": null, "continued": false,
-            "note": "this cloched does not continue worlds yet: each run is a fresh world, discarded after it; \
-                     use submit_batch to run steps that build on each other in one world"}),
+/// A continuation the daemon answers 404 is of a world that is gone (a
+/// reviewer committed or discarded it, or the retention limit took it):
+/// the session forgets it, and the failure says that the next `run`
+/// starts a new world.
+fn gone(session: &mut Session, mut f: crate::client::Failure) -> crate::client::Failure {
+    if let (Some(404), Some(w)) = (f.status, session.world.take()) {
+        f.message = format!("{}; the session's world {w} is gone: the next run starts a new world", f.message);
     }
+    f
 }
 
 /// The result as text: exit code, output, changes, network.

@@ -37,8 +37,8 @@ pub struct Settings {
 /// diff after the last command (to say what the next one changed).
 #[derive(Debug, Default)]
 pub struct Session {
+    /// The session's world: kept by its first `run`, continued by the next.
     pub world: Option<String>,
-    pub last_diff: Option<Value>,
 }
 
 #[derive(Clone)]

@@ -3,7 +3,6 @@
 //! two diffs of one world (what one command changed).
 
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 
 /// How many paths a summary lists per kind of change.
 pub const MAX_PATHS: usize = 50;
@@ -98,50 +97,6 @@ pub fn fs_diff(d: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Each changed path of an fs_diff and its entry (kind of change, entry).
-fn changes(d: &Value) -> BTreeMap<String, (&'static str, Value)> {
-    let mut m = BTreeMap::new();
-    for kind in ["added", "modified", "deleted"] {
-        for e in d[kind].as_array().into_iter().flatten() {
-            m.insert(path_of(e), (kind, e.clone()));
-        }
-    }
-    m
-}
-
-/// What one command changed, from its world's diffs before and after it
-/// (both relative to the world's base): paths whose entry is new or
-/// different, and paths that were changed before and are as the base now.
-pub fn delta(before: &Value, after: &Value) -> Value {
-    let (b, a) = (changes(before), changes(after));
-    let mut out =
-        json!({"added": [], "modified": [], "deleted": [], "flags": [], "totals": {}, "truncated": after["truncated"]});
-    for (path, (kind, e)) in &a {
-        if b.get(path).map(|(k, old)| (k, old)) != Some((kind, e)) {
-            if let Some(l) = out[*kind].as_array_mut() {
-                l.push(e.clone());
-            }
-        }
-    }
-    for path in b.keys().filter(|p| !a.contains_key(*p)) {
-        if let Some(l) = out["modified"].as_array_mut() {
-            l.push(json!({"path": path, "kind": "reverted", "changes": ["as the base again"]}));
-        }
-    }
-    let touched: Vec<&Value> = a.values().map(|(_, e)| e).collect();
-    let flags: Vec<Value> = after["flags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| {
-            touched.iter().any(|e| e["path"] == f["path"]) && !before["flags"].as_array().is_some_and(|l| l.contains(f))
-        })
-        .cloned()
-        .collect();
-    out["flags"] = json!(flags);
-    fs_diff(&out)
-}
-
 /// A decision (`{effect, rule, reason, risk}`) in one line.
 pub fn decision_line(d: &Value) -> String {
     format!(
@@ -172,18 +127,5 @@ mod tests {
         whole.push(b"abc");
         assert_eq!(whole.value()["text"], "abc");
         assert_eq!(whole.value()["truncated"], false);
-    }
-
-    #[test]
-    fn delta_names_what_one_command_changed() {
-        let e = |p: &str, h: &str| json!({"path": p, "kind": "file", "sha256": h});
-        let before = json!({"added": [e("/p/a", "1"), e("/p/b", "1")], "modified": [], "deleted": [], "flags": []});
-        let after = json!({"added": [e("/p/a", "1"), e("/p/c", "1")], "modified": [], "deleted": [], "flags": []});
-        let d = delta(&before, &after);
-        assert_eq!(d["added"]["count"], 1);
-        assert_eq!(d["added"]["paths"][0]["path"], "/p/c");
-        assert_eq!(d["modified"]["paths"][0]["path"], "/p/b");
-        let s = fs_diff(&after);
-        assert_eq!(s["added"]["count"], 2);
     }
 }

@@ -65,10 +65,11 @@ impl Context {
         Ok(view)
     }
 
-    /// Submits a batch for a caller the daemon identified: `submitter` is
-    /// the submitting actor whatever the batch's `agent` says (a label
-    /// then), so that the broker's rule "never approved by its submitter"
-    /// holds for that caller. The project is made canonical and judged as
+    /// Submits a batch for a caller the daemon identified (`caller`, its
+    /// actor, whose kept world a batch may continue): `submitter` is the
+    /// actor recorded, which the broker's rule "never approved by its
+    /// submitter" holds for (the caller, or for root the agent its batch
+    /// names: the daemon decides). The project is made canonical and judged as
     /// by [`Context::submit`]; `check` sees the canonical project before
     /// anything is recorded (the daemon refuses one its caller could not
     /// read: asked with the project as given, then as made canonical).
@@ -76,6 +77,7 @@ impl Context {
         &self,
         mut batch: BatchFile,
         token: Option<&str>,
+        caller: &str,
         submitter: &str,
         mut check: impl FnMut(&Path) -> Result<()>,
     ) -> Result<BatchView> {
@@ -84,7 +86,7 @@ impl Context {
         check(Path::new(&batch.project))?;
         crate::project::canonicalize(&mut batch)?;
         check(Path::new(&batch.project))?;
-        self.check_batch_world(&batch, submitter)?;
+        self.check_batch_world(&batch, caller)?;
         let (id, policy) = self.resolve(&batch.project)?;
         crate::project::judge(&batch.project, &policy, self.state()?)?;
         let mut broker = self.open_broker_with(&policy.clone(), PolicyClassifier { id, policies: vec![policy] })?;

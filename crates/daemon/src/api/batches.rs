@@ -414,3 +414,34 @@ pub async fn request_commit(
     tracing::info!(batch = %v.id, world = %world, "commit requested");
     ok(StatusCode::OK, json!({"batch": v.id, "world": world, "state": v.state}))
 }
+
+/// `POST /v1/worlds/{id}/request-commit`: the same for a kept world that no
+/// batch ran (an agent's session world, `POST /v1/run` with `keep` or
+/// `world`): its owner (or a reviewer) offers it for commit.
+pub async fn request_commit_world(
+    State(app): State<App>,
+    Extension(c): Extension<Caller>,
+    Id(id): Id,
+    OptJson(body): OptJson<RequestCommitBody>,
+) -> Answer {
+    need_role(&c)?;
+    let note = body.note.unwrap_or_default();
+    if note.len() > 4096 || note.chars().any(|ch| ch.is_control() && ch != '\n') {
+        return Err(ApiError::bad_request("note: at most 4 KiB, no control characters but newlines"));
+    }
+    let actor = c.actor();
+    let w = app
+        .pool
+        .run(move |ctx| {
+            let w = super::other::visible_world(ctx, &c, &id)?;
+            if !c.roles.reviewer && ctx.check_world_owner(&w, &actor).is_err() {
+                return Err(ApiError::forbidden("offering another caller's world for commit needs the reviewer role"));
+            }
+            ctx.broker()?.review_event("commit_requested", None, &actor, json!({"world": w.id, "note": note}))?;
+            Ok(w)
+        })
+        .await?;
+    app.bus.publish(None, w.owner.as_deref(), "commit_requested", json!({"world": w.id, "by": w.owner}));
+    tracing::info!(world = %w.id, "commit requested");
+    ok(StatusCode::OK, json!({"world": w.id}))
+}

@@ -71,6 +71,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("POST", "/v1/worlds/{id}/commit", post(batches::commit_world)),
         ("POST", "/v1/worlds/{id}/discard", post(other::discard)),
         ("POST", "/v1/worlds/{id}/fork", post(other::fork)),
+        ("POST", "/v1/worlds/{id}/request-commit", post(batches::request_commit_world)),
         ("GET", "/v1/history", get(other::history)),
         ("GET", "/v1/events", get(events::events)),
         ("GET", "/v1/agents", get(agents::list)),

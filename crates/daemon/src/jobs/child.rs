@@ -105,11 +105,11 @@ fn submit(
     // records it without a daemon, so that root can review what an agent
     // running as root (`cloche mcp`'s private daemon) submitted. Every
     // other caller is its uid, whatever name its batch carries.
-    let actor = match (&batch.agent, caller.is_root()) {
+    let submitter = match (&batch.agent, caller.is_root()) {
         (Some(agent), true) => format!("agent:{agent}"),
         _ => caller.actor(),
     };
-    let view = ctx.submit_as(batch, token, &actor, check)?;
+    let view = ctx.submit_as(batch, token, &caller.actor(), &submitter, check)?;
     let state = ctx.state()?;
     crate::owners::write(&state.root, &view.id, caller)
         .map_err(|e| ApiError::internal(format!("batch {}: recording its owner: {e}", view.id)))?;
