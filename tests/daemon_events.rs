@@ -194,8 +194,8 @@ fn an_agent_follows_its_run_live_and_no_other_agent_sees_it() {
     }
     let mut all = SseClient::open(&d.socket, Some(AGENT_A), "/v1/events?since=0", &[]);
     all.until(|f| f.is("run_ended"), Duration::from_secs(20));
-    assert_eq!(shape(&all.events())[..2], ["submitted", "approved"]);
-    assert_eq!(plain(&all.events()[2..]), plain(&mine));
+    assert_eq!(shape(&all.events())[..3], ["submitted", "review_needed", "approved"]);
+    assert_eq!(plain(&all.events()[3..]), plain(&mine));
 
     // Refusals: plain JSON answers, no stream.
     let other = format!("/v1/events?batch={id}");

@@ -143,6 +143,9 @@ async def daemon_flow(s, project, sock, cloche, out):
     batch = v["batch"]
     assert v["state"] == "pending" and v["entries"][0]["decision"]["effect"] == "review", v
     assert v["entries"][0]["decision"]["rule"] == "unknown", v
+    # The approval's time limit is said (the policy's approval_ttl).
+    assert isinstance(v["approval_ttl_secs"], int) and v["approval_ttl_secs"] > 0, v
+    assert f"lasts {v['approval_ttl_secs']} s" in r.content[0].text, r.content[0].text
 
     # The agent waits; a reviewer approves from another process meanwhile
     # (the CLI, as root, through the daemon); the wait runs it, with its
@@ -158,6 +161,7 @@ async def daemon_flow(s, project, sock, cloche, out):
     first = await call(s, "wait", {"batch": batch, "timeout_secs": 1}, progress)
     assert structured(first)["status"] == "still_waiting", structured(first)
     assert structured(first)["state"] == "pending"
+    assert "An approval, once given, lasts" in first.content[0].text, first.content[0].text
 
     async def reviewer():
         await waiting.wait()

@@ -128,16 +128,28 @@ fn submitted(v: &Value) -> Value {
         .flatten()
         .map(|e| json!({"index": e["index"], "entry": e["id"], "command": e["command"], "decision": e["decision"]}))
         .collect();
-    json!({"batch": v["id"], "state": v["state"], "decision": v["decision"], "entries": entries})
+    json!({"batch": v["id"], "state": v["state"], "decision": v["decision"], "entries": entries,
+        "approval_ttl_secs": v["approval_ttl"], "expires_at": v["expires_at"]})
+}
+
+/// The approval's time limit, as the batch says it: how long an approval
+/// will last once given (pending), or when it ends (approved).
+fn approval_limit(v: &Value) -> String {
+    match (v["state"].as_str(), v["expires_at"].as_str(), v["approval_ttl"].as_u64()) {
+        (Some("approved"), Some(t), _) => format!(" The approval expires at {t}: run it before then."),
+        (Some("pending"), _, Some(ttl)) => format!(" An approval, once given, lasts {ttl} s."),
+        _ => String::new(),
+    }
 }
 
 fn next_step(v: &Value) -> String {
     let id = v["id"].as_str().unwrap_or("?");
     match v["state"].as_str() {
-        Some("approved") => format!("Approved: call wait with batch \"{id}\" to run it."),
-        Some("pending") => {
-            format!("Waiting for a reviewer: call wait with batch \"{id}\" (again while it says still_waiting).")
-        }
+        Some("approved") => format!("Approved: call wait with batch \"{id}\" to run it.{}", approval_limit(v)),
+        Some("pending") => format!(
+            "Waiting for a reviewer: call wait with batch \"{id}\" (again while it says still_waiting).{}",
+            approval_limit(v)
+        ),
         _ => String::new(),
     }
 }
@@ -187,10 +199,13 @@ pub async fn wait(srv: &Server, p: WaitParams, mut progress: Progress) -> CallTo
 fn still_waiting(v: &Value, why: &str) -> CallToolResult {
     let id = v["id"].as_str().unwrap_or("?");
     let text = format!(
-        "still_waiting: batch {id} is {} ({why}); call wait again with batch \"{id}\".",
-        v["state"].as_str().unwrap_or("?")
+        "still_waiting: batch {id} is {} ({why}); call wait again with batch \"{id}\".{}",
+        v["state"].as_str().unwrap_or("?"),
+        approval_limit(v)
     );
-    done(text, json!({"status": "still_waiting", "batch": id, "state": v["state"], "why": why}), false)
+    let out = json!({"status": "still_waiting", "batch": id, "state": v["state"], "why": why,
+        "approval_ttl_secs": v["approval_ttl"], "expires_at": v["expires_at"]});
+    done(text, out, false)
 }
 
 /// The output seen of each entry.
