@@ -1,7 +1,7 @@
 //! seccomp: OCI seccomp profiles compiled to classic BPF, and the child-side load.
 //!
 //! A [`Profile`] is the `linux.seccomp` object of the OCI runtime spec, parsed
-//! with `oci_spec::runtime::LinuxSeccomp` and validated up front (unknown
+//! into the types of `seccomp/oci.rs` and validated up front (unknown
 //! syscalls, actions, operators or architectures, unsupported features and
 //! conflicting rules are errors, never guesses). [`Program::compile`] builds it
 //! with libseccomp and exports the raw `struct sock_filter` array, which the
@@ -75,6 +75,7 @@
 //! once per profile and reuse or cache it (`bpf_cache`).
 
 mod conds;
+pub mod oci;
 mod profile;
 
 use std::fs::File;

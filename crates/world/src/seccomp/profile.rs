@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use super::oci::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
 use libseccomp::{ScmpAction, ScmpArch, ScmpSyscall};
-use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
 use serde_json::Value;
 
 use super::conds::{self, ComplementError, Cond, Op, Term};
@@ -233,7 +235,7 @@ fn map_action(a: LinuxSeccompAction, errno: Option<u32>, at: &str) -> Result<Scm
     })
 }
 
-fn map_args(args: &[oci_spec::runtime::LinuxSeccompArg], at: &str) -> Result<Term, SeccompError> {
+fn map_args(args: &[LinuxSeccompArg], at: &str) -> Result<Term, SeccompError> {
     let mut term: Term = Vec::new();
     for (k, a) in args.iter().enumerate() {
         let at = format!("{at}.args[{k}]");
@@ -360,8 +362,8 @@ fn complement_error(
     }
 }
 
-/// Check the strings oci-spec would reject with a generic message, and keys
-/// it would silently ignore, so that errors name the problem and its place.
+/// Check the names serde would reject with a generic message, and keys it
+/// would silently ignore, so that errors name the problem and its place.
 fn prescan(v: &Value) -> Result<(), SeccompError> {
     const TOP: &[&str] = &[
         "defaultAction",

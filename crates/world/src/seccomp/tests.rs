@@ -5,8 +5,8 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
+use super::oci::LinuxSeccompAction;
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-use oci_spec::runtime::LinuxSeccompAction;
 
 use super::profile::{newest_named_nr, resolve, Resolved, EXTRA_X86_64};
 use super::*;
