@@ -378,6 +378,17 @@ pub struct RequestCommitBody {
     note: Option<String>,
 }
 
+impl RequestCommitBody {
+    /// The note, checked: at most 4 KiB, no control characters but newlines.
+    fn note(self) -> Result<String, ApiError> {
+        let note = self.note.unwrap_or_default();
+        if note.len() > 4096 || note.chars().any(|ch| ch.is_control() && ch != '\n') {
+            return Err(ApiError::bad_request("note: at most 4 KiB, no control characters but newlines"));
+        }
+        Ok(note)
+    }
+}
+
 /// `POST /v1/batches/{id}/request-commit`: the batch's submitter (or a
 /// reviewer) says its kept world is ready to be committed. Audited
 /// (`commit_requested`) and told on the event stream; nothing else
@@ -389,10 +400,7 @@ pub async fn request_commit(
     OptJson(body): OptJson<RequestCommitBody>,
 ) -> Answer {
     need_role(&c)?;
-    let note = body.note.unwrap_or_default();
-    if note.len() > 4096 || note.chars().any(|ch| ch.is_control() && ch != '\n') {
-        return Err(ApiError::bad_request("note: at most 4 KiB, no control characters but newlines"));
-    }
+    let note = body.note()?;
     let actor = c.actor();
     let (v, world) = app
         .pool
@@ -425,10 +433,7 @@ pub async fn request_commit_world(
     OptJson(body): OptJson<RequestCommitBody>,
 ) -> Answer {
     need_role(&c)?;
-    let note = body.note.unwrap_or_default();
-    if note.len() > 4096 || note.chars().any(|ch| ch.is_control() && ch != '\n') {
-        return Err(ApiError::bad_request("note: at most 4 KiB, no control characters but newlines"));
-    }
+    let note = body.note()?;
     let actor = c.actor();
     let w = app
         .pool
