@@ -142,8 +142,12 @@ pub async fn run(srv: &Server, p: RunParams, mut progress: Progress) -> CallTool
 /// the session forgets it, and the failure says that the next `run`
 /// starts a new world.
 fn gone(session: &mut Session, mut f: crate::client::Failure) -> crate::client::Failure {
-    if let (Some(404), Some(w)) = (f.status, session.world.take()) {
-        f.message = format!("{}; the session's world {w} is gone: the next run starts a new world", f.message);
+    // Only a 404 forgets the world: another failure (in use, a refusal, the
+    // daemon's error) leaves the session's world as it was.
+    if f.status == Some(404) {
+        if let Some(w) = session.world.take() {
+            f.message = format!("{}; the session's world {w} is gone: the next run starts a new world", f.message);
+        }
     }
     f
 }
@@ -210,4 +214,22 @@ fn network_line(n: &Value) -> String {
 /// The query of a project (for routes that take one).
 pub fn project_query(srv: &Server) -> String {
     format!("project={}", q(&srv.settings.project.to_string_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Failure;
+
+    #[test]
+    fn only_a_404_forgets_the_sessions_world() {
+        let mut s = Session { world: Some("0123456789abcdef".into()) };
+        let busy = gone(&mut s, Failure { status: Some(409), message: "world in use".into() });
+        assert_eq!((busy.message.as_str(), s.world.as_deref()), ("world in use", Some("0123456789abcdef")));
+        let failed = gone(&mut s, Failure { status: None, message: "connection closed".into() });
+        assert_eq!((failed.message.as_str(), s.world.as_deref()), ("connection closed", Some("0123456789abcdef")));
+        let lost = gone(&mut s, Failure { status: Some(404), message: "no kept world 0123456789abcdef".into() });
+        assert!(lost.message.contains("the next run starts a new world"), "{}", lost.message);
+        assert_eq!(s.world, None);
+    }
 }
