@@ -193,8 +193,11 @@ fn entry(w: &W, auth: &Auth, b: &Value, e: &Value, reviewer: bool) -> Markup {
                 button type="submit" { "Approve this entry" }
             }
         }
-        @for stream in ["stdout", "stderr"] {
-            (output_excerpt(w, bid, eid, stream))
+        // While it runs, the script shows the output as it comes.
+        @if !matches!(s(&b["state"]), "approved" | "running") {
+            @for stream in ["stdout", "stderr"] {
+                (output_excerpt(w, bid, eid, stream))
+            }
         }
         pre.live hidden data-entry=(eid) {}
     }

@@ -49,7 +49,9 @@ function live(batch) {
     }
     pending.clear();
   }
-  const es = new EventSource("/events?batch=" + encodeURIComponent(batch));
+  // since=0: what the daemon still holds of this batch first (a run that
+  // started before the page loaded), then the live events.
+  const es = new EventSource("/events?since=0&batch=" + encodeURIComponent(batch));
   es.addEventListener("output", (ev) => {
     const d = JSON.parse(ev.data).data;
     const key = d.entry + "/" + d.stream;
