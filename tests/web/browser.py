@@ -163,6 +163,7 @@ def run(d):
         "return Math.max(...Array.from(document.querySelectorAll('pre.live')).map(x => x.textContent.length))")
     say(f"live output seen after {time.monotonic() - t:.1f} s (at most {live_len} characters on the page)")
     check(live_len <= 64 * 1024 + 64, f"{live_len} characters of live output kept on the page")
+    shot(d, "live.png")
     no_script_ran(d, "live output")
     WebDriverWait(d, 120, poll_frequency=0.2).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".state.s-completed"))
     say("the run ended")

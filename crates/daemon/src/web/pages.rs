@@ -114,7 +114,9 @@ pub async fn batch(State(w): State<W>, auth: Auth, Path(id): Path<String>) -> Re
                 (shown_line(b["agent"].as_str().unwrap_or("—"))) " · submitted by " (s(&b["submitter"]))
                 " · " (age(s(&b["created"]))) " ago · policy " code { (shown_line(s(&b["policy"]))) } }
             p { "Project " code.path { (shown_line(s(&b["project"]))) } }
-            @if let Some(e) = b["expires_at"].as_str() { p { "Approved by " (s(&b["approved_by"])) "; the run must start " (until(e)) } }
+            @if let (Some(e), "approved") = (b["expires_at"].as_str(), state) {
+                p { "Approved by " (s(&b["approved_by"])) "; the run must start " (until(e)) }
+            } @else if let Some(by) = b["approved_by"].as_str() { p { "Approved by " (by) } }
             @if let Some(why) = b["reason"].as_str() { p.note { "Reason: " (shown_line(why)) } }
             (actions(&auth, b, reviewer, approvable))
             h2 { "Entries" }
