@@ -108,6 +108,9 @@ fn state_of(d: &Daemon, id: &str) -> Value {
     d.get(None, &format!("/v1/batches/{id}")).expect(200).clone()
 }
 
+/// A refused request: what it lacks, its headers, its form.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+
 /// Every state-changing route refuses without a session, without the
 /// session's CSRF token (or with another's), and from another origin, and
 /// nothing changes; with all three the same request works (so the
@@ -139,7 +142,7 @@ fn every_state_changing_route_refuses_without_session_csrf_or_origin() {
         .collect();
     for (path, form) in &routes {
         let with = |c: &str| if form.is_empty() { format!("csrf={c}") } else { format!("{form}&csrf={c}") };
-        let cases: Vec<(&str, Vec<(&str, &str)>, String)> = vec![
+        let cases: Vec<Case> = vec![
             ("no session", vec![("Origin", &origin)], with(&csrf)),
             ("a made-up session", vec![("Origin", &origin), ("Cookie", "cloche_session=forged")], with(&csrf)),
             ("no CSRF token", vec![("Origin", &origin), ("Cookie", &cookie)], form.clone()),
@@ -203,6 +206,17 @@ fn every_state_changing_route_refuses_without_session_csrf_or_origin() {
     assert_eq!(d.post(Some(AGENT_A), "/v1/web/logout", &json!({})).expect(200)["revoked"], 1);
     assert_eq!(http(&addr, "GET", "/", &[("Cookie", &agent_cookie)], "").0, 303);
     drop(d);
+    // An address that is not loopback is refused unless named explicitly;
+    // a wildcard always (the page answers only to its own Host).
+    for (config, why) in [
+        ("[web]\nlisten = \"198.51.100.1:8790\"\n", "not a loopback address"),
+        ("[web]\nlisten = \"0.0.0.0:8790\"\nallow_non_loopback = true\n", "not a wildcard"),
+    ] {
+        let (mut child, _, log) = Daemon::spawn(&fx, Some(config), "refused.sock");
+        let st = child.wait().unwrap();
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!st.success() && log.contains(why), "{config}: {st}\n{log}");
+    }
     fx.finish();
 }
 

@@ -113,6 +113,12 @@ impl Web {
     /// operator allowed explicitly.
     pub fn checked_listen(&self) -> Result<Option<std::net::SocketAddr>, String> {
         match self.listen {
+            // The page answers only to the Host it listens on (DNS rebinding):
+            // a wildcard has none a browser would send.
+            Some(a) if a.ip().is_unspecified() => Err(format!(
+                "the web page's address {a}: name the one address it is reached at (its Host header must be it), \
+                 not a wildcard"
+            )),
             Some(a) if !a.ip().is_loopback() && !self.allow_non_loopback => Err(format!(
                 "the web page's address {a} is not a loopback address: refused unless named explicitly \
                  (--web-non-loopback, or [web] allow_non_loopback = true)"
@@ -505,9 +511,11 @@ mod tests {
         let c = Config::parse("[web]\nlisten = \"127.0.0.1:8790\"\ntoken_ttl_secs = 60", &acc()).unwrap();
         assert_eq!((c.web.listen.unwrap().port(), c.web.token_ttl.as_secs()), (8790, 60));
         assert!(Config::parse("[web]\nlisten = \"[::1]:1\"", &acc()).is_ok());
-        let e = Config::parse("[web]\nlisten = \"0.0.0.0:8790\"", &acc()).unwrap_err();
+        let e = Config::parse("[web]\nlisten = \"192.0.2.1:8790\"", &acc()).unwrap_err();
         assert!(e.contains("not a loopback address"), "{e}");
-        assert!(Config::parse("[web]\nlisten = \"0.0.0.0:8790\"\nallow_non_loopback = true", &acc()).is_ok());
+        assert!(Config::parse("[web]\nlisten = \"192.0.2.1:8790\"\nallow_non_loopback = true", &acc()).is_ok());
+        let e = Config::parse("[web]\nlisten = \"0.0.0.0:8790\"\nallow_non_loopback = true", &acc()).unwrap_err();
+        assert!(e.contains("not a wildcard"), "{e}");
         for bad in ["[web]\nlisten = \"x\"", "[web]\ntoken_ttl_secs = 0", "[web]\nport = 1"] {
             assert!(Config::parse(bad, &acc()).is_err(), "{bad}");
         }
