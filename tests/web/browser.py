@@ -155,10 +155,8 @@ def run(d):
     d.find_element(By.CSS_SELECTOR, "form#run button").click()
     # Live output: the text arrives through the event stream, as text.
     t = time.monotonic()
-    WebDriverWait(d, 60, poll_frequency=0.1).until(
-        lambda d: "the-end" in d.execute_script(
-            "const p = document.querySelectorAll('pre.live'); return Array.from(p).map(x => x.textContent).join('')")
-        or d.find_elements(By.CSS_SELECTOR, ".state.s-completed"))
+    live_text = "return Array.from(document.querySelectorAll('pre.live')).map(x => x.textContent).join('')"
+    WebDriverWait(d, 60, poll_frequency=0.1).until(lambda d: "0123456789abcdefghij" in d.execute_script(live_text))
     live_len = d.execute_script(
         "return Math.max(...Array.from(document.querySelectorAll('pre.live')).map(x => x.textContent.length))")
     say(f"live output seen after {time.monotonic() - t:.1f} s (at most {live_len} characters on the page)")
