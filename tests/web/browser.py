@@ -15,7 +15,8 @@ would fetch), one browser session:
 3. The review: the git hook flagged, the hostile file name as text, 10,000
    paths in pages; the host changes b.txt: committing a.txt and b.txt is
    refused with the conflict shown; a.txt alone is committed.
-4. No alert opened, no element the agent's text would have made exists.
+4. No alert opened, no element the agent's text would have made exists;
+   in a narrow window no page is wider than the window.
 
 Prints timings; exits non-zero with the reason on the first failure.
 """
@@ -161,6 +162,7 @@ def run(d):
         "return Math.max(...Array.from(document.querySelectorAll('pre.live')).map(x => x.textContent.length))")
     say(f"live output seen after {time.monotonic() - t:.1f} s (at most {live_len} characters on the page)")
     check(live_len <= 64 * 1024 + 64, f"{live_len} characters of live output kept on the page")
+    d.execute_script("const p = document.querySelector('pre.live:not([hidden])'); if (p) p.scrollIntoView()")
     shot(d, "live.png")
     no_script_ran(d, "live output")
     WebDriverWait(d, 120, poll_frequency=0.2).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".state.s-completed"))
@@ -228,6 +230,14 @@ def run(d):
     # Whatever the page logged: no CSP violation (nothing tried to run).
     logs = [e["message"] for e in d.get_log("browser") if "Content Security Policy" in e["message"]]
     check(not logs, f"CSP violations: {logs[:3]}")
+    # A narrow window: no page wider than it (tables scroll on their own).
+    d.set_window_size(400, 800)
+    for path in ["/", f"/batches/{BATCH}", f"/batches/{BATCH}/diff"]:
+        d.get(URL + path)
+        wide = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        check(wide[0] <= wide[1], f"{path} is {wide[0]} px wide in a {wide[1]} px window")
+    d.get(URL + f"/batches/{BATCH}")
+    shot(d, "narrow.png")
     say("done")
 
 

@@ -127,7 +127,7 @@ pub async fn batch(State(w): State<W>, auth: Auth, Path(id): Path<String>) -> Re
                 h2 { "Network" }
                 (network_scope(&network))
             }
-            @if b["world"].is_string() {
+            @if b["world"].is_string() && !live {
                 p { a.button href={"/batches/" (id) "/diff"} { "Review the world's changes" } }
             }
             p #live-status role="status" aria-live="polite" {}

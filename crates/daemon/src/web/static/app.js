@@ -46,6 +46,7 @@ function live(batch) {
         all = "[… earlier output not shown …]\n" + all.slice(all.length - LIVE_MAX);
       }
       pre.textContent = all;
+      pre.scrollTop = pre.scrollHeight;
     }
     pending.clear();
   }
