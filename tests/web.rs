@@ -28,8 +28,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// The page's configuration: on, on a loopback port the kernel picks.
-const CONFIG: &str = "[web]\nlisten = \"127.0.0.1:0\"\n";
+/// The page's configuration: on, on a loopback port the kernel picks;
+/// root is admin, AGENT_B a reviewer, everyone an agent.
+const CONFIG: &str =
+    "[web]\nlisten = \"127.0.0.1:0\"\n[roles]\nadmin = [\"root\"]\nreviewer = [\"uid:64102\"]\nagent = [\"*\"]\n";
 
 /// A login token of `uid` (root: `None`) from the socket: the token and the page's address.
 fn login_token(d: &Daemon, uid: Option<u32>) -> (String, String) {
@@ -193,6 +195,17 @@ fn every_state_changing_route_refuses_without_session_csrf_or_origin() {
     assert_eq!(s, 403, "{page}");
     assert!(page.contains("needs the reviewer role"), "{page}");
     assert_eq!(state_of(&d, &id), before);
+
+    // A reviewer's own batch: the same (the broker never lets a review
+    // batch be approved by its submitter, whatever its roles).
+    let own = submit_as(&d, AGENT_B, json!({"project": proj, "entries": [{"command": "date > stamp"}]}));
+    let own_before = state_of(&d, &own);
+    let (s, _, page) = http(&addr, "GET", &format!("/batches/{own}"), &[("Cookie", &other_cookie)], "");
+    assert!(s == 200 && page.contains("reviewer") && !page.contains("/approve\""), "{page}");
+    let hdr = [("Origin", origin.as_str()), ("Cookie", other_cookie.as_str())];
+    let (s, _, page) = http(&addr, "POST", &format!("/batches/{own}/approve"), &hdr, &format!("csrf={other_csrf}"));
+    assert!(s == 403 && page.contains("needs another approver"), "{page}");
+    assert_eq!(state_of(&d, &own), own_before);
 
     // With a session, its CSRF token and the page's origin: done.
     let hdr = [("Origin", origin.as_str()), ("Cookie", cookie.as_str())];

@@ -173,6 +173,16 @@ def run(d):
     check("</script><script>alert(2)</script>" in head and "\u241b[31mred" in head, f"head: {head[:200]!r}")
     check(tail.rstrip().endswith("the-end"), f"tail: {tail[-200:]!r}")
     check("52428" in d.find_elements(By.CSS_SELECTOR, "li.entry")[1].text, "the output's size is not shown")
+    # The whole output: a text/plain download, never rendered.
+    link = d.find_elements(By.CSS_SELECTOR, "li.entry")[1].find_element(By.CSS_SELECTOR, "a[download]")
+    h = d.execute_async_script(
+        """const done = arguments[1];
+        fetch(arguments[0]).then(r => { done([r.status, r.headers.get('content-type'),
+          r.headers.get('x-content-type-options'), r.headers.get('content-disposition'),
+          r.headers.get('content-length')]); r.body.cancel(); }, e => done(String(e)));""",
+        link.get_attribute("href"))
+    check(h[0] == 200 and h[1].startswith("text/plain") and h[2] == "nosniff" and h[3].startswith("attachment")
+          and int(h[4]) > 50_000_000, f"the download: {h}")
     no_script_ran(d, "finished batch")
     shot(d, "batch-done.png")
 
