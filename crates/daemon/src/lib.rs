@@ -121,8 +121,9 @@ fn start(opts: Opts) -> Result<(), String> {
     recovery::recover(&state, "cloched", killed).map_err(|e| format!("recovery at start: {e}"))?.log();
     // Connections are taken (the kernel's backlog) from here on: once
     // what was recovered is settled.
-    let socket = server::Socket::bind(&opts.socket, &cfg)?;
+    // The page's port first: a refused one leaves no socket behind.
     let web = web_addr.map(|a| web::bind(a, &state, cfg.web.token_ttl)).transpose()?;
+    let socket = server::Socket::bind(&opts.socket, &cfg)?;
     // Executed, not forked: this process has no other thread yet either way.
     let setup = spawner::Setup {
         state: state.clone(),
