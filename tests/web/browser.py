@@ -22,6 +22,7 @@ Prints timings; exits non-zero with the reason on the first failure.
 """
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 URL, ROOT_TOKEN, AGENT_TOKEN, BATCH, PROJECT, SHOTS = sys.argv[1:7]
 URL = URL.rstrip("/")
 T0 = time.monotonic()
+PROFILES = []  # chromium's profile directories, removed at the end
 
 
 def say(msg):
@@ -56,6 +58,7 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     profile = tempfile.mkdtemp(prefix="cloche-web-chromium-")
+    PROFILES.append(profile)
     for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--window-size=1200,900", "--no-first-run", "--disable-extensions",
               "--disable-background-networking", f"--user-data-dir={profile}"]:
@@ -112,6 +115,8 @@ def main():
         run(d)
     finally:
         d.quit()
+        for p in PROFILES:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def run(d):
