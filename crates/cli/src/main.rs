@@ -17,6 +17,7 @@ mod remote;
 mod review_cmd;
 mod run;
 mod term;
+mod web_cmd;
 mod worlds_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -106,6 +107,9 @@ enum Command {
     /// diff, request_commit, discard, policy_check, history.
     #[command(disable_help_flag = true)]
     Mcp(mcp_cmd::McpArgs),
+    /// The reviewer's web page served by cloched --web: a login token for this user, or revoke them.
+    #[command(subcommand)]
+    Web(web_cmd::WebCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell: `cloche completions bash > /etc/bash_completion.d/cloche`.
@@ -195,6 +199,7 @@ fn main() {
         Command::Diff(a) => review_cmd::diff(a),
         Command::Commit(a) => review_cmd::commit(a),
         Command::Mcp(a) => mcp_cmd::main(a),
+        Command::Web(c) => web_cmd::main(c),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir.as_deref()),
     };

@@ -30,6 +30,11 @@
 //! [hooks]                # run on the host as the daemon's user (root): see crate::hook
 //! review_needed = ["/usr/local/bin/notify-reviewer", "--urgent"]   # argv; none by default
 //! timeout_secs = 10      # then killed (its process group)
+//!
+//! [web]                  # the reviewer's page (docs/web.md); off by default
+//! listen = "127.0.0.1:8790"     # a loopback address (as `cloched --web`)
+//! allow_non_loopback = false    # true: `listen` may be another address (as --web-non-loopback)
+//! token_ttl_secs = 28800        # a login token's life (8 h)
 //! ```
 //!
 //! Without a file (or without `[roles]`): root is admin and reviewer, every
@@ -83,7 +88,48 @@ pub struct Config {
     pub limits: Limits,
     pub premade: Premade,
     pub hooks: Hooks,
+    pub web: Web,
 }
+
+/// The reviewer's page (`crate::web`).
+#[derive(Debug, Clone)]
+pub struct Web {
+    /// Where it listens; `None`: no page (the default).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The operator named a non-loopback address explicitly.
+    pub allow_non_loopback: bool,
+    /// How long a login token lives.
+    pub token_ttl: Duration,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web { listen: None, allow_non_loopback: false, token_ttl: Duration::from_secs(8 * 3600) }
+    }
+}
+
+impl Web {
+    /// The address to listen on, checked: a loopback one, or any the
+    /// operator allowed explicitly.
+    pub fn checked_listen(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        match self.listen {
+            // The page answers only to the Host it listens on (DNS rebinding):
+            // a wildcard has none a browser would send.
+            Some(a) if a.ip().is_unspecified() => Err(format!(
+                "the web page's address {a}: name the one address it is reached at (its Host header must be it), \
+                 not a wildcard"
+            )),
+            Some(a) if !a.ip().is_loopback() && !self.allow_non_loopback => Err(format!(
+                "the web page's address {a} is not a loopback address: refused unless named explicitly \
+                 (--web-non-loopback, or [web] allow_non_loopback = true)"
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The longest a login token may live (a week).
+const MAX_TOKEN_TTL: u64 = 7 * 24 * 3600;
 
 /// Commands run on events (`crate::hook`).
 #[derive(Debug, Clone)]
@@ -165,6 +211,7 @@ impl Default for Config {
             limits: Limits::default(),
             premade: Premade::default(),
             hooks: Hooks::default(),
+            web: Web::default(),
         }
     }
 }
@@ -181,6 +228,16 @@ struct File {
     premade: PremadeFile,
     #[serde(default)]
     hooks: HooksFile,
+    #[serde(default)]
+    web: WebFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WebFile {
+    listen: Option<String>,
+    allow_non_loopback: Option<bool>,
+    token_ttl_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -292,7 +349,23 @@ impl Config {
         };
         let timeout = secs(f.hooks.timeout_secs, Hooks::default().timeout, "timeout_secs")?;
         let hooks = Hooks { review_needed, timeout };
-        Ok(Config { socket_mode, socket_group, roles, limits, premade, hooks })
+        let dw = Web::default();
+        let listen = f
+            .web
+            .listen
+            .as_deref()
+            .map(|a| a.parse().map_err(|_| format!("web.listen {a:?}: an address and port such as \"127.0.0.1:8790\"")))
+            .transpose()?;
+        let token_ttl = match f.web.token_ttl_secs {
+            Some(s) if s == 0 || s > MAX_TOKEN_TTL => {
+                return Err(format!("web.token_ttl_secs: from 1 to {MAX_TOKEN_TTL} (a week)"))
+            }
+            Some(s) => Duration::from_secs(s),
+            None => dw.token_ttl,
+        };
+        let web = Web { listen, allow_non_loopback: f.web.allow_non_loopback.unwrap_or(false), token_ttl };
+        web.checked_listen()?;
+        Ok(Config { socket_mode, socket_group, roles, limits, premade, hooks, web })
     }
 
     /// The roles of a caller.
@@ -430,5 +503,21 @@ mod tests {
         }
         assert_eq!(acc().user_groups(1000), Some((1000, vec![1000, 2000])));
         assert_eq!(acc().user_groups(1234), None);
+    }
+
+    #[test]
+    fn the_web_page_is_off_by_default_and_loopback_unless_named() {
+        assert!(Config::parse("", &acc()).unwrap().web.listen.is_none());
+        let c = Config::parse("[web]\nlisten = \"127.0.0.1:8790\"\ntoken_ttl_secs = 60", &acc()).unwrap();
+        assert_eq!((c.web.listen.unwrap().port(), c.web.token_ttl.as_secs()), (8790, 60));
+        assert!(Config::parse("[web]\nlisten = \"[::1]:1\"", &acc()).is_ok());
+        let e = Config::parse("[web]\nlisten = \"192.0.2.1:8790\"", &acc()).unwrap_err();
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(Config::parse("[web]\nlisten = \"192.0.2.1:8790\"\nallow_non_loopback = true", &acc()).is_ok());
+        let e = Config::parse("[web]\nlisten = \"0.0.0.0:8790\"\nallow_non_loopback = true", &acc()).unwrap_err();
+        assert!(e.contains("not a wildcard"), "{e}");
+        for bad in ["[web]\nlisten = \"x\"", "[web]\ntoken_ttl_secs = 0", "[web]\nport = 1"] {
+            assert!(Config::parse(bad, &acc()).is_err(), "{bad}");
+        }
     }
 }

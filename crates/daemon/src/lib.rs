@@ -29,6 +29,7 @@ pub mod premade;
 pub mod recovery;
 pub mod server;
 pub mod spawner;
+pub mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,14 @@ pub struct Opts {
     /// admin and reviewer and every other local user an agent.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve the reviewer's web page on this loopback address and port (docs/web.md); off by
+    /// default (also `[web] listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<std::net::SocketAddr>,
+    /// Allow --web (or `[web] listen`) to name an address that is not loopback: the page is then
+    /// reachable from other machines, over plain HTTP.
+    #[arg(long)]
+    pub web_non_loopback: bool,
 }
 
 /// Logs: JSON lines on stderr, level from CLOCHE_LOG (else RUST_LOG, else info).
@@ -83,10 +92,15 @@ fn start(opts: Opts) -> Result<(), String> {
     if !cloche_service::context::is_root() {
         return Err("cloched needs root (it starts worlds)".into());
     }
-    let cfg = match &opts.config {
+    let mut cfg = match &opts.config {
         Some(p) => config::Config::load(p)?,
         None => config::Config::default(),
     };
+    if let Some(a) = opts.web {
+        cfg.web.listen = Some(a);
+    }
+    cfg.web.allow_non_loopback |= opts.web_non_loopback;
+    let web_addr = cfg.web.checked_listen()?;
     // The state directory, and this daemon alone on it (once every
     // process of a daemon that died is gone).
     let ctx = cloche_service::Context::open(cloche_service::Options::default()).map_err(|e| e.to_string())?;
@@ -107,6 +121,8 @@ fn start(opts: Opts) -> Result<(), String> {
     recovery::recover(&state, "cloched", killed).map_err(|e| format!("recovery at start: {e}"))?.log();
     // Connections are taken (the kernel's backlog) from here on: once
     // what was recovered is settled.
+    // The page's port first: a refused one leaves no socket behind.
+    let web = web_addr.map(|a| web::bind(a, &state, cfg.web.token_ttl)).transpose()?;
     let socket = server::Socket::bind(&opts.socket, &cfg)?;
     // Executed, not forked: this process has no other thread yet either way.
     let setup = spawner::Setup {
@@ -129,8 +145,13 @@ fn start(opts: Opts) -> Result<(), String> {
         streams: Arc::default(),
         state: state.clone(),
         premade: premade::Premade::new(cfg.premade.worlds, cfg.premade.idle),
+        web: web.as_ref().map(|(_, info)| info.clone()),
         cfg,
     });
+    if let Some((_, info)) = &web {
+        let non_loopback = !info.addr.ip().is_loopback();
+        tracing::info!(url = %info.url, non_loopback, "the reviewer's web page serving");
+    }
     tracing::info!(
         socket = %socket.path.display(),
         state = %state.display(),
@@ -144,7 +165,11 @@ fn start(opts: Opts) -> Result<(), String> {
         let listener = socket.listener.try_clone().map_err(|e| e.to_string())?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| e.to_string())?;
         app.premade.expire_every_second();
+        let page = web.map(|(l, info)| tokio::spawn(web::serve(l, app.clone(), info)));
         server::serve(listener, app.clone(), stop_signal()).await;
+        if let Some(p) = page {
+            p.abort();
+        }
         // No pre-made world outlives the daemon.
         app.premade.shutdown(std::time::Duration::from_secs(10)).await;
         Ok::<(), String>(())

@@ -8,6 +8,7 @@ mod diff;
 pub mod events;
 mod other;
 mod run_stream;
+mod web_login;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub state: PathBuf,
     /// Worlds made ahead for `POST /v1/run`.
     pub premade: Arc<crate::premade::Premade>,
+    /// The reviewer's page, when it is on (`cloched --web`).
+    pub web: Option<Arc<crate::web::WebInfo>>,
 }
 
 pub type App = Arc<AppState>;
@@ -76,6 +79,8 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<App>)> {
         ("GET", "/v1/events", get(events::events)),
         ("GET", "/v1/agents", get(agents::list)),
         ("POST", "/v1/agents", post(agents::register)),
+        ("POST", "/v1/web/login", post(web_login::login)),
+        ("POST", "/v1/web/logout", post(web_login::logout)),
     ]
 }
 
