@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::{Captures, Regex, RegexSet};
 use serde_json::Value;
 
 /// What a secret is replaced with.
@@ -204,16 +204,30 @@ fn redact_dash_p(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Every rule's pattern at once: one pass says which rules match a text
+/// at all (most strings, paths and hashes in an audit record match none
+/// or one), so only those run their slower replacing search.
+static ANY_RULE: LazyLock<RegexSet> =
+    LazyLock::new(|| RegexSet::new(RULES.iter().map(|r| r.re.as_str())).expect("redaction patterns compile"));
+
 /// `text` with secrets replaced by `***`; borrowed when nothing was found.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut current: Cow<'_, str> = Cow::Borrowed(text);
-    for r in RULES.iter() {
+    // The same as running every rule in turn: a rule that does not match
+    // the text as it stands changes nothing, and the set is asked again
+    // whenever a rule changed the text.
+    let mut hits = ANY_RULE.matches(&current);
+    for (i, r) in RULES.iter().enumerate() {
+        if !hits.matched(i) {
+            continue;
+        }
         let next = match r.re.replace_all(&current, |c: &Captures| (r.replace)(c)) {
             Cow::Owned(o) if o != *current => Some(o),
             _ => None,
         };
         if let Some(o) = next {
             current = Cow::Owned(o);
+            hits = ANY_RULE.matches(&current);
         }
     }
     let next = match redact_dash_p(&current) {

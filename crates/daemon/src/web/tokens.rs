@@ -27,7 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The most tokens kept at once (the oldest dropped beyond), and sessions.
+/// The most tokens and browser sessions one uid holds at once: its own
+/// oldest go beyond, never another user's (a caller cannot log a reviewer
+/// out by asking for tokens).
+const PER_UID_TOKENS: usize = 16;
+const PER_UID_SESSIONS: usize = 32;
+/// The most kept at once in all; beyond, new ones are refused.
 const MAX_TOKENS: usize = 1024;
 const MAX_SESSIONS: usize = 4096;
 
@@ -57,6 +62,8 @@ pub struct Session {
     /// The CSRF token its forms carry.
     pub csrf: String,
     pub who: Identity,
+    /// When it began (ms), to drop a uid's oldest beyond its share.
+    since_ms: u64,
 }
 
 /// The tokens and sessions.
@@ -143,8 +150,13 @@ impl Tokens {
         let expires_ms = now + self.ttl.as_millis() as u64;
         let mut inner = self.lock();
         inner.tokens.retain(|r| r.expires_ms > now);
-        while inner.tokens.len() >= MAX_TOKENS {
-            inner.tokens.remove(0);
+        // The caller's own oldest beyond its share (tokens are in issue order).
+        while inner.tokens.iter().filter(|r| r.who.uid == who.uid).count() >= PER_UID_TOKENS {
+            let Some(i) = inner.tokens.iter().position(|r| r.who.uid == who.uid) else { break };
+            inner.tokens.remove(i);
+        }
+        if inner.tokens.len() >= MAX_TOKENS {
+            return Err(format!("too many live login tokens ({MAX_TOKENS}, of every user): try again later"));
         }
         inner.tokens.push(Record { sha256: sha256_hex(&token), who, created_ms: now, expires_ms });
         self.save(&inner)?;
@@ -179,10 +191,22 @@ impl Tokens {
         let mut inner = self.lock();
         let Some(who) = Tokens::live(&inner, &hash) else { return Ok(None) };
         let cookie = random_token()?;
-        let s = Session { token: hash, csrf: random_token()?, who };
         let now = now_ms();
+        let uid = who.uid;
+        let s = Session { token: hash, csrf: random_token()?, who, since_ms: now };
         let live: Vec<String> = inner.tokens.iter().filter(|r| r.expires_ms > now).map(|r| r.sha256.clone()).collect();
         inner.sessions.retain(|_, s| live.contains(&s.token));
+        // The uid's own oldest session beyond its share.
+        while inner.sessions.values().filter(|s| s.who.uid == uid).count() >= PER_UID_SESSIONS {
+            let oldest = inner
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.who.uid == uid)
+                .min_by_key(|(_, s)| s.since_ms)
+                .map(|(k, _)| k.clone());
+            let Some(k) = oldest else { break };
+            inner.sessions.remove(&k);
+        }
         if inner.sessions.len() >= MAX_SESSIONS {
             return Err("too many browser sessions: log out of some".into());
         }
@@ -240,6 +264,30 @@ mod tests {
         assert!(t.session(&cookie2).is_some());
         t.logout(&cookie2);
         assert!(t.session(&cookie2).is_none());
+    }
+
+    #[test]
+    fn one_user_asking_for_many_tokens_and_sessions_drops_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tokens::open(dir.path(), Duration::from_secs(60));
+        let (reviewer, _) = t.issue(who(1000)).unwrap();
+        let (cookie, _) = t.login(&reviewer).unwrap().unwrap();
+        let (first, _) = t.issue(who(2000)).unwrap();
+        let mut last = String::new();
+        for _ in 0..MAX_TOKENS + 5 {
+            last = t.issue(who(2000)).unwrap().0;
+        }
+        // The reviewer's token and session live on; the agent's first went.
+        assert!(t.session(&cookie).is_some());
+        assert!(t.login(&reviewer).unwrap().is_some());
+        assert!(t.login(&first).unwrap().is_none());
+        for _ in 0..PER_UID_SESSIONS * 3 {
+            t.login(&last).unwrap().unwrap();
+        }
+        assert!(t.session(&cookie).is_some());
+        let inner = t.lock();
+        assert_eq!(inner.tokens.iter().filter(|r| r.who.uid == 2000).count(), PER_UID_TOKENS);
+        assert_eq!(inner.sessions.values().filter(|s| s.who.uid == 2000).count(), PER_UID_SESSIONS);
     }
 
     #[test]

@@ -124,12 +124,16 @@ fn loop_name(root: &Path) -> String {
     format!("cloche pool of {}", root.display())
 }
 
-/// A detached mount (nosuid, nodev, noexec) of the btrfs on `dev`.
+/// A detached mount (nosuid, nodev, noexec, noatime) of the btrfs on
+/// `dev`. No access times: reading a file a world wrote (the fs_diff's
+/// hashes, a commit's copy) would otherwise dirty its inode on btrfs, a
+/// metadata write for every file read (about 3% of a 100,000-file
+/// commit's time); the fs_diff never looks at access times.
 fn mount_device(dev: &Path) -> Result<OwnedFd, PoolError> {
     let fsfd = raw::fsopen("btrfs").map_err(at("btrfs (fsopen)"))?;
     raw::fsconfig_str(fsfd.as_fd(), "source", &dev.to_string_lossy()).map_err(at("btrfs source"))?;
     raw::fsconfig_create(fsfd.as_fd()).map_err(at(format!("mount {} (btrfs)", dev.display())))?;
-    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC | libc::MOUNT_ATTR_NOATIME;
     raw::fsmount(fsfd.as_fd(), attrs).map_err(at("fsmount the pool"))
 }
 

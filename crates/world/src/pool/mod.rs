@@ -2,7 +2,7 @@
 //!
 //! One btrfs filesystem per state directory, in a sparse image on the state
 //! directory's own filesystem, bound to a loop device and mounted (nosuid,
-//! nodev, noexec) on `<state>/worlds`. Each world is a subvolume there,
+//! nodev, noexec, noatime) on `<state>/worlds`. Each world is a subvolume there,
 //! `worlds/<id>`, whose `fs/` holds its `upper/`, `work/` and `scratch/`
 //! directories; a btrfs quota group caps the bytes the subvolume may hold
 //! (`EDQUOT` in the world past it), independently of the world's memory
