@@ -26,21 +26,6 @@ fn client_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp/client.py")
 }
 
-/// The default policy with the test's command rules instead of its own
-/// (tests/mcp/policy.toml: echo and printf allowed, rm denied, the rest
-/// held for review), bound to `project`.
-fn bind_policy(fx: &Fixture, project: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let default = std::fs::read_to_string(root.join("policies/default.toml")).unwrap();
-    let ours = std::fs::read_to_string(root.join("tests/mcp/policy.toml")).unwrap();
-    let text =
-        format!("{}\n{}", &default[..default.find("\n[commands]").unwrap()], &ours[ours.find("[commands]").unwrap()..]);
-    let file = fx.out.path().join("policy.toml");
-    std::fs::write(&file, text).unwrap();
-    let p = project.to_str().unwrap();
-    fx.cloche(&["--no-daemon", "policy", "set", "--project", p, file.to_str().unwrap()]).expect_code(0);
-}
-
 fn client(fx: &Fixture, args: &[&str]) -> Outcome {
     let mut c = Command::new(python());
     c.arg(client_script()).args(args).env("CLOCHE_STATE_DIR", fx.state.path()).env_remove("CLOCHE_SOCKET");
@@ -51,7 +36,7 @@ fn client(fx: &Fixture, args: &[&str]) -> Outcome {
 fn an_agent_runs_is_refused_waits_for_a_reviewer_and_asks_for_a_commit() {
     let fx = Fixture::new();
     let proj = owned_dir(&fx, "proj", AGENT_A);
-    bind_policy(&fx, &proj);
+    bind_review_policy(&fx, &proj);
     let mut d = Daemon::start(&fx, None);
     let cloche = cloche_bin();
     let uid = AGENT_A.to_string();
@@ -88,7 +73,7 @@ fn an_agent_runs_is_refused_waits_for_a_reviewer_and_asks_for_a_commit() {
 fn without_a_daemon_root_gets_a_private_one_for_the_session() {
     let fx = Fixture::new();
     let proj = fx.dir().to_path_buf();
-    bind_policy(&fx, &proj);
+    bind_review_policy(&fx, &proj);
     assert!(
         std::os::unix::net::UnixStream::connect("/run/cloche/cloche.sock").is_err(),
         "a daemon answers at /run/cloche/cloche.sock: this test needs none there"

@@ -87,20 +87,6 @@ fn session(addr: &str, token: &str) -> (String, String) {
     (cookie, csrf)
 }
 
-/// The test's policy (tests/mcp/policy.toml: echo, printf and cat
-/// allowed, rm denied, the rest held for review), bound to `project`.
-fn bind_policy(fx: &Fixture, project: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let default = std::fs::read_to_string(root.join("policies/default.toml")).unwrap();
-    let ours = std::fs::read_to_string(root.join("tests/mcp/policy.toml")).unwrap();
-    let text =
-        format!("{}\n{}", &default[..default.find("\n[commands]").unwrap()], &ours[ours.find("[commands]").unwrap()..]);
-    let file = fx.out.path().join("policy.toml");
-    std::fs::write(&file, text).unwrap();
-    let p = project.to_str().unwrap();
-    fx.cloche(&["--no-daemon", "policy", "set", "--project", p, file.to_str().unwrap()]).expect_code(0);
-}
-
 fn submit_as(d: &Daemon, uid: u32, batch: Value) -> String {
     let a = d.post(Some(uid), "/v1/batches", &batch);
     a.expect(201)["id"].as_str().unwrap().to_string()
@@ -123,7 +109,7 @@ type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
 fn every_state_changing_route_refuses_without_session_csrf_or_origin() {
     let fx = Fixture::new();
     let proj = owned_dir(&fx, "proj", AGENT_A);
-    bind_policy(&fx, &proj);
+    bind_review_policy(&fx, &proj);
     let d = Daemon::start(&fx, Some(CONFIG));
     let (root_token, url) = login_token(&d, None);
     let addr = authority(&url);
@@ -253,7 +239,7 @@ fn a_reviewer_approves_watches_reviews_and_commits_in_a_browser() {
     let py = python();
     let fx = Fixture::new();
     let proj = owned_dir(&fx, "proj", AGENT_A);
-    bind_policy(&fx, &proj);
+    bind_review_policy(&fx, &proj);
     let d = Daemon::start(&fx, Some(CONFIG));
     let (root_token, url) = login_token(&d, None);
     let (agent_token, _) = login_token(&d, Some(AGENT_A));

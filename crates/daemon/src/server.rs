@@ -258,17 +258,7 @@ pub async fn serve(listener: tokio::net::UnixListener, app: App, stop: impl std:
         let per_uid = per_uid.clone();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let svc = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(caller.clone());
-                let r = router.clone();
-                async move { tower::ServiceExt::oneshot(r, req).await }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
-            if let Err(e) = conn.await {
+            if let Err(e) = serve_connection(stream, router, header_timeout, Some(caller)).await {
                 tracing::debug!(uid, error = %e, "connection ended");
             }
             drop(slot);
@@ -281,4 +271,32 @@ pub async fn serve(listener: tokio::net::UnixListener, app: App, stop: impl std:
             }
         });
     }
+}
+
+/// Serves one HTTP/1 connection with `router`: a deadline for the
+/// request's head, buffers of 64 KiB. `caller`, when given, rides in every
+/// request's extensions (the socket's peer; the web page finds its caller
+/// by the session cookie instead).
+pub(crate) async fn serve_connection<S>(
+    stream: S,
+    router: axum::Router,
+    header_timeout: Duration,
+    caller: Option<Caller>,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        if let Some(c) = &caller {
+            req.extensions_mut().insert(c.clone());
+        }
+        let r = router.clone();
+        async move { tower::ServiceExt::oneshot(r, req).await }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc))
+        .await
 }

@@ -48,3 +48,18 @@ pub fn audit_events(fx: &Fixture, event: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(fx.state.path().join("audit.jsonl")).unwrap_or_default();
     json_lines(text.as_bytes()).unwrap().into_iter().filter(|r| r["event"] == event).collect()
 }
+
+/// The default policy with the command rules of tests/mcp/policy.toml
+/// instead of its own (echo, printf and cat allowed, rm denied, the rest
+/// held for review), bound to `project` (the MCP and web page tests).
+pub fn bind_review_policy(fx: &Fixture, project: &std::path::Path) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let default = std::fs::read_to_string(root.join("policies/default.toml")).unwrap();
+    let ours = std::fs::read_to_string(root.join("tests/mcp/policy.toml")).unwrap();
+    let text =
+        format!("{}\n{}", &default[..default.find("\n[commands]").unwrap()], &ours[ours.find("[commands]").unwrap()..]);
+    let file = fx.out.path().join("policy.toml");
+    std::fs::write(&file, text).unwrap();
+    let p = project.to_str().unwrap();
+    fx.cloche(&["--no-daemon", "policy", "set", "--project", p, file.to_str().unwrap()]).expect_code(0);
+}

@@ -17,6 +17,13 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, d.subsec_millis())
 }
 
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds).
+pub fn rfc3339_secs(secs: u64) -> String {
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!("{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
 /// calendar (H. Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -32,7 +32,6 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -206,16 +205,7 @@ pub async fn serve(listener: std::net::TcpListener, app: App, info: Arc<WebInfo>
         let router = router.clone();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let svc = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let r = router.clone();
-                async move { tower::ServiceExt::oneshot(r, req).await }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
-            if let Err(e) = conn.await {
+            if let Err(e) = crate::server::serve_connection(stream, router, header_timeout, None).await {
                 tracing::debug!(error = %e, "web connection ended");
             }
             drop(slot);
