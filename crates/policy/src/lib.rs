@@ -21,6 +21,7 @@ pub mod store;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub use classify::{Decision, Redirect, SimpleCommand, MAX_DEPTH, MAX_LINE};
 pub use risk::{Effect, Level, RiskProfile};
@@ -308,15 +309,31 @@ impl Policy {
     /// The compiled-in default policy. Its command rules' examples are
     /// checked by this crate's tests rather than at every load (the text
     /// cannot change after the build).
+    ///
+    /// Parsed once per process; every copy shares its command rules, which
+    /// are compiled on first use (or by [`Policy::compile_commands`]).
     pub fn builtin() -> Policy {
-        // Every `cloche run` loads this: the `[commands]` section (most of the
-        // file) is parsed and compiled when a command is first classified.
-        let split = DEFAULT_POLICY.find(COMMANDS_HEADER).map_or(DEFAULT_POLICY.len(), |i| i + 1);
-        let (head, commands) = DEFAULT_POLICY.split_at(split);
-        let mut p = Policy::parse(head, "builtin", Seccomp::Beside(None), false)
-            .expect("the compiled-in default policy is valid (checked by a unit test)");
-        p.commands = CommandRules::lazy(commands, secret_locations(&p.fs.mask, &p.fs.home_secrets));
-        p
+        static BUILTIN: OnceLock<Policy> = OnceLock::new();
+        BUILTIN
+            .get_or_init(|| {
+                // Every `cloche run` loads this: the `[commands]` section (most
+                // of the file) is parsed and compiled when a command is first
+                // classified.
+                let split = DEFAULT_POLICY.find(COMMANDS_HEADER).map_or(DEFAULT_POLICY.len(), |i| i + 1);
+                let (head, commands) = DEFAULT_POLICY.split_at(split);
+                let mut p = Policy::parse(head, "builtin", Seccomp::Beside(None), false)
+                    .expect("the compiled-in default policy is valid (checked by a unit test)");
+                p.commands = CommandRules::lazy(commands, secret_locations(&p.fs.mask, &p.fs.home_secrets));
+                p
+            })
+            .clone()
+    }
+
+    /// Compiles the command rules now rather than at the first
+    /// classification (the daemon's spawner does it for the built-in
+    /// policy before it forks any job: each job inherits them compiled).
+    pub fn compile_commands(&self) {
+        self.commands.get();
     }
 
     /// Loads a policy file; a relative seccomp profile path is taken relative

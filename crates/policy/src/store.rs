@@ -28,6 +28,13 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// Versions this process has loaded, by id. An id is the digest of the
+/// version's files, which were checked against it when loaded: what it
+/// names never changes.
+static LOADED: std::sync::Mutex<BTreeMap<String, Policy>> = std::sync::Mutex::new(BTreeMap::new());
+/// At most this many are kept (a later one is loaded from disk each time).
+const MAX_LOADED: usize = 32;
+
 /// The id of the compiled-in default policy.
 pub const BUILTIN: &str = "builtin";
 
@@ -144,7 +151,39 @@ impl Store {
         if Store::id_of(&text, seccomp.as_deref()) != id {
             return Err(StoreError::Invalid(format!("version {id} does not match its digest (edited?)")));
         }
-        Ok(Policy::from_toml_with_seccomp(&text, &short(id), seccomp.as_deref())?)
+        // Its files checked, a version this process compiled already is
+        // that one: the same text.
+        if let Some(p) = LOADED.lock().ok().and_then(|l| l.get(id).cloned()) {
+            return Ok(p);
+        }
+        let p = Policy::from_toml_with_seccomp(&text, &short(id), seccomp.as_deref())?;
+        if let Ok(mut l) = LOADED.lock() {
+            if l.len() < MAX_LOADED {
+                l.insert(id.to_string(), p.clone());
+            }
+        }
+        Ok(p)
+    }
+
+    /// Loads (and so compiles) every version bound to a project or as the
+    /// default that this process has not loaded yet; returns how many. The
+    /// daemon's spawner calls it before it forks jobs: each job then finds
+    /// the policy of its project compiled (about 15 ms of patterns saved).
+    /// A version is tried once: one that does not load is left to the job
+    /// that needs it, which says why.
+    pub fn load_bound(&self) -> usize {
+        static TRIED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+            std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let Ok(b) = self.bindings() else { return 0 };
+        let Ok(mut tried) = TRIED.lock() else { return 0 };
+        let mut loaded = 0;
+        for id in b.default.into_iter().chain(b.projects.into_values()) {
+            if id == BUILTIN || tried.len() >= MAX_LOADED || !tried.insert(id.clone()) {
+                continue;
+            }
+            loaded += usize::from(self.load(&id).is_ok());
+        }
+        loaded
     }
 
     /// The current bindings.
@@ -268,6 +307,38 @@ mod tests {
         assert!(matches!(store.load(&id), Err(StoreError::Invalid(_))));
         assert!(store.load("sha256:../../etc").is_err());
         assert!(store.load("nope").is_err());
+    }
+
+    #[test]
+    fn bound_versions_are_loaded_once_and_still_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (a, b) = (policy_text(11), policy_text(12));
+        let ida = store.add(&a, &Policy::from_toml(&a, "t", None).unwrap()).unwrap();
+        let idb = store.add(&b, &Policy::from_toml(&b, "t", None).unwrap()).unwrap();
+        let bind = |ids: &[&String]| {
+            store
+                .update(
+                    |bn| {
+                        for (i, id) in ids.iter().enumerate() {
+                            bn.projects.insert(format!("/srv/p{i}"), id.to_string());
+                        }
+                        Ok(())
+                    },
+                    |_, _| Ok(()),
+                )
+                .unwrap()
+        };
+        bind(&[&ida]);
+        assert_eq!(store.load_bound(), 1);
+        assert_eq!(store.load_bound(), 0, "a version is loaded once");
+        bind(&[&ida, &idb]);
+        assert_eq!(store.load_bound(), 1, "only the newly bound one");
+        // Served from what was loaded, with the same values...
+        assert_eq!(store.load(&idb).unwrap().batch.approval_ttl, 12);
+        // ...but only while its files still hash to its id.
+        fs::write(store.version_dir(&ida).unwrap().join("policy.toml"), policy_text(13)).unwrap();
+        assert!(matches!(store.load(&ida), Err(StoreError::Invalid(_))));
     }
 
     #[test]

@@ -210,6 +210,16 @@ fn redact_dash_p(text: &str) -> Cow<'_, str> {
 static ANY_RULE: LazyLock<RegexSet> =
     LazyLock::new(|| RegexSet::new(RULES.iter().map(|r| r.re.as_str())).expect("redaction patterns compile"));
 
+/// Compiles every pattern now rather than at the first redaction (the
+/// daemon's spawner does it before it forks any job: each job inherits
+/// them compiled instead of compiling them for its one audit record).
+pub fn compile_now() {
+    for re in [&ATTACHED_P, &SPACED_P, &P_ATTACHED, &P_SPACED] {
+        LazyLock::force(re);
+    }
+    LazyLock::force(&ANY_RULE); // and RULES, which it is made of
+}
+
 /// `text` with secrets replaced by `***`; borrowed when nothing was found.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut current: Cow<'_, str> = Cow::Borrowed(text);

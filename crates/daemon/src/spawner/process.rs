@@ -69,6 +69,14 @@ fn serve(state: &std::path::Path, cgroup: Option<&JobsCgroup>) -> io::Result<()>
             false
         }
     });
+    // Patterns compiled once here, inherited by every job forked from now
+    // on: the built-in policy's command rules (a submission classifies its
+    // batch) and the audit's redaction (every job that audits).
+    cloche_policy::Policy::builtin().compile_commands();
+    cloche_trace::redact::compile_now();
+    let store = cloche_policy::store::Store::open(state).ok();
+    let load_bound = || store.as_ref().map(|s| s.load_bound());
+    load_bound();
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     let mut old = SigSet::empty();
@@ -114,6 +122,9 @@ fn serve(state: &std::path::Path, cgroup: Option<&JobsCgroup>) -> io::Result<()>
             pid => {
                 jobs.insert(pid);
                 drop(fds);
+                // While the job works: the policies bound since (a binding
+                // changed by a job is seen after it), for the next jobs.
+                load_bound();
             }
         }
         reap(&mut jobs);
