@@ -92,36 +92,83 @@ fn ipv6_forwarding() -> std::io::Result<()> {
 /// detached grandchild, so that nobody waits, neither this world nor the
 /// next. Also the start-up sweep's part after crashed runs (`own` empty).
 pub fn remove_when_idle(own: &str) {
-    // Everything the grandchild needs is made here: after fork(2) in a
-    // threaded process it may only make async-signal-safe calls.
-    let (Ok(lock), Ok(live), Ok(dir), Ok(sock)) =
-        (lock_file(), crate::state::open_lock_file(), std::fs::File::open("/sys/class/net"), nft::socket())
-    else {
-        return; // the next world's end, or the start-up sweep, will
-    };
-    let (get, del) = (nft::get_table(INET, HOST_TABLE), nft::delete_table(INET, HOST_TABLE));
-    let fds = [lock.as_raw_fd(), live.as_raw_fd(), dir.as_raw_fd(), sock.as_raw_fd()];
-    // SAFETY: the children run only `idle_then_remove` (async-signal-safe
-    // calls on memory made before the fork) and _exit; the parent reaps the
-    // child, and the grandchild is reparented, so nothing is left to reap.
-    unsafe {
-        match libc::fork() {
-            0 => {
-                if libc::fork() == 0 {
-                    idle_then_remove(fds, own.as_bytes(), &get, &del);
+    if let Some(r) = IdleRemoval::prepare(own) {
+        r.detach();
+    }
+}
+
+/// What [`remove_when_idle`] needs, opened in this process: after fork(2)
+/// in a threaded process the child may only make async-signal-safe calls.
+pub(crate) struct IdleRemoval {
+    /// The host lock, live.lock, /sys/class/net, a netfilter socket.
+    files: [std::fs::File; 3],
+    sock: std::os::fd::OwnedFd,
+    own: Vec<u8>,
+    get: Vec<u8>,
+    del: Vec<u8>,
+}
+
+impl std::fmt::Debug for IdleRemoval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdleRemoval({})", String::from_utf8_lossy(&self.own))
+    }
+}
+
+impl IdleRemoval {
+    /// None if something cannot be opened: the next world's end, or the
+    /// start-up sweep, will remove the table.
+    pub(crate) fn prepare(own: &str) -> Option<IdleRemoval> {
+        let (Ok(lock), Ok(live), Ok(dir), Ok(sock)) =
+            (lock_file(), crate::state::open_lock_file(), std::fs::File::open("/sys/class/net"), nft::socket())
+        else {
+            return None;
+        };
+        let (get, del) = (nft::get_table(INET, HOST_TABLE), nft::delete_table(INET, HOST_TABLE));
+        Some(IdleRemoval { files: [lock, live, dir], sock, own: own.as_bytes().to_vec(), get, del })
+    }
+
+    /// Its descriptors (to keep open across a fork).
+    pub(crate) fn fds(&self) -> [i32; 4] {
+        let [lock, live, dir] = &self.files;
+        [lock.as_raw_fd(), live.as_raw_fd(), dir.as_raw_fd(), self.sock.as_raw_fd()]
+    }
+
+    /// In a process nobody waits for, about to end (a child of cloche's
+    /// that is reparented when cloche exits): closes every other
+    /// descriptor, lingers, removes the table if idle, exits.
+    ///
+    /// # Safety
+    /// Only async-signal-safe calls on memory made before the fork: callable
+    /// in the child of a fork of a threaded process.
+    pub(crate) unsafe fn run_and_exit(&self) -> ! {
+        idle_then_remove(self.fds(), &self.own, &self.get, &self.del)
+    }
+
+    /// From a process that goes on: a detached grandchild does it.
+    pub(crate) fn detach(self) {
+        // SAFETY: the children run only `run_and_exit` (async-signal-safe
+        // calls on memory made before the fork) and _exit; the parent reaps
+        // the child, and the grandchild is reparented, so nothing is left
+        // to reap.
+        unsafe {
+            match libc::fork() {
+                0 => {
+                    if libc::fork() == 0 {
+                        self.run_and_exit();
+                    }
+                    libc::_exit(0);
                 }
-                libc::_exit(0);
+                pid if pid > 0 => {
+                    let mut status = 0;
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                _ => {} // no child: left to the next world's end or the sweep
             }
-            pid if pid > 0 => {
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-            }
-            _ => {} // no child: left to the next world's end or the sweep
         }
     }
 }
 
-/// The grandchild of [`remove_when_idle`], `fds` = host lock, live.lock,
+/// The detached process of [`IdleRemoval`], `fds` = host lock, live.lock,
 /// /sys/class/net, a netfilter socket. Only async-signal-safe calls.
 unsafe fn idle_then_remove(fds: [i32; 4], own: &[u8], get: &[u8], del: &[u8]) -> ! {
     // Inherited descriptors must not keep anything alive: an OFD lock (the

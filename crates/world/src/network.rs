@@ -66,8 +66,9 @@ pub struct WorldNet {
     pub address: Ipv4Addr,
     /// Its IPv6 address (none when the host has IPv6 off).
     pub address6: Option<Ipv6Addr>,
-    /// The host end of its veth pair.
-    host_if: String,
+    /// The host end of its veth pair (`None` once [`WorldNet::end`] took
+    /// over what its drop does).
+    host_if: Option<String>,
 }
 
 pub(crate) fn err(step: &'static str) -> impl Fn(String) -> crate::WorldError {
@@ -254,7 +255,7 @@ pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Wor
         refused: AtomicU64::new(0),
         address: addr,
         address6: v6.then_some(addr6),
-        host_if: name,
+        host_if: Some(name),
     })
 }
 
@@ -288,7 +289,19 @@ impl Drop for WorldNet {
     /// The host's masquerade table goes when no world with a network is
     /// left (forwarding stays on: another tool may rely on it).
     fn drop(&mut self) {
-        crate::net_host::remove_when_idle(&self.host_if);
+        if let Some(own) = &self.host_if {
+            crate::net_host::remove_when_idle(own);
+        }
+    }
+}
+
+impl WorldNet {
+    /// Ends the world's network (its namespace's descriptor closed), and
+    /// hands back the host table's removal when idle, for a process that
+    /// runs it after cloche has answered (`Teardown::in_background`)
+    /// rather than forking twice now.
+    pub(crate) fn end(mut self) -> Option<crate::net_host::IdleRemoval> {
+        self.host_if.take().and_then(|own| crate::net_host::IdleRemoval::prepare(&own))
     }
 }
 

@@ -255,14 +255,15 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
 }
 
 /// `fork(2)` of a child that keeps only the descriptors `keep` (sorted,
-/// without duplicates), closes every other one and exits at once, so that
+/// without duplicates), closes every other one, runs `then` and exits, so that
 /// its exit drops the last references to what `keep` holds while the caller
 /// goes on. The child is not waited for: it is reaped by whoever adopts it
 /// when the caller exits.
-pub fn fork_holding(keep: &[RawFd]) -> io::Result<()> {
+pub fn fork_holding(keep: &[RawFd], then: Option<&dyn Fn()>) -> io::Result<()> {
     // SAFETY: fork has no preconditions. The child (which may come from a
     // multi-threaded process) only makes raw syscalls that are
-    // async-signal-safe (close_range, _exit) on memory that already exists.
+    // async-signal-safe (close_range, _exit, and `then`'s, which its
+    // caller vouches for) on memory that already exists.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -283,6 +284,9 @@ pub fn fork_holding(keep: &[RawFd]) -> io::Result<()> {
     }
     // SAFETY: integer arguments only.
     unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+    if let Some(f) = then {
+        f();
+    }
     exit_now(0)
 }
 

@@ -76,12 +76,25 @@ pub struct Outcome {
 /// to a child process that releases them while cloche exits (as
 /// bubblewrap's parent exits before its sandbox's pid 1 unmounts).
 #[derive(Debug, Default)]
-pub struct Teardown(Vec<OwnedFd>);
+pub struct Teardown {
+    fds: Vec<OwnedFd>,
+    /// The host's masquerade table, removed once no world uses it (a world
+    /// with a network): by the child of `in_background`, else at drop.
+    idle: Option<crate::net_host::IdleRemoval>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Some(r) = self.idle.take() {
+            r.detach();
+        }
+    }
+}
 
 impl Teardown {
     /// Adds a descriptor to release with the world's mounts.
     pub(crate) fn hold(&mut self, fd: OwnedFd) {
-        self.0.push(fd);
+        self.fds.push(fd);
     }
 
     /// Releases the world's mounts in a child process that holds nothing
@@ -89,16 +102,26 @@ impl Teardown {
     /// process about to exit (the child is adopted and reaped when it does)
     /// that clones no other world. If no child can be made, the mounts are
     /// released here and now.
-    pub fn in_background(self) {
-        if self.0.is_empty() {
+    pub fn in_background(mut self) {
+        if self.fds.is_empty() && self.idle.is_none() {
             return;
         }
-        let mut keep: Vec<i32> = self.0.iter().map(|f| f.as_raw_fd()).collect();
+        let idle = self.idle.take();
+        let mut keep: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
+        keep.extend(idle.iter().flat_map(|r| r.fds()));
         keep.sort_unstable();
         keep.dedup();
+        // The same child then waits to remove the host's table (its own
+        // descriptors kept, the mounts' closed and so released first).
+        // SAFETY: `run_and_exit` makes only async-signal-safe calls.
+        let then = idle.as_ref().map(|r| move || unsafe { r.run_and_exit() });
         // Either way our copies go now; with a child holding its own, that
         // is not the last reference and costs nothing.
-        let _ = raw::fork_holding(&keep);
+        if raw::fork_holding(&keep, then.as_ref().map(|f| f as &dyn Fn())).is_err() {
+            if let Some(r) = idle {
+                r.detach();
+            }
+        }
         drop(self);
     }
 }
@@ -262,10 +285,9 @@ fn run_in(
     let exit_code = if timed_out { 124 } else { status };
     // Counters and refused attempts, read while the namespace is held.
     let network = net.as_ref().map(|n| n.scope());
-    drop(net);
+    let mut teardown = Teardown { fds: mounts.into_iter().collect(), idle: net.and_then(|n| n.end()) };
 
     // 6. fs_diff from the upper layer against the host root filesystem.
-    let mut teardown = Teardown(mounts.into_iter().collect());
     let fs_diff = collect_diff(scratch.fd(), layers, spec.hash, &mut teardown)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
