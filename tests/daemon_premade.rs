@@ -92,3 +92,31 @@ fn a_second_run_of_a_shape_takes_a_premade_world_that_shares_nothing_with_the_fi
     }
     fx.finish();
 }
+
+/// A standby's masks were decided when it was made: a secret created in the
+/// project since (a `.npmrc`, masked under the cwd) makes the run decline
+/// it, and the world made on the spot masks the secret. (Before the check,
+/// the standby served the run and showed the secret.)
+#[test]
+fn a_premade_world_is_declined_when_the_host_changed_since_it_was_made() {
+    let fx = Fixture::new();
+    let proj = owned_dir(&fx, "p", AGENT_A);
+    let mut d = Daemon::start(&fx, Some(PREMADE));
+    let body = json!({"argv": ["sh", "-c", "cat .npmrc 2>&1; true"], "cwd": proj});
+    let first = d.post(Some(AGENT_A), "/v1/run", &body).expect(200).clone();
+    assert_eq!(first["premade"], false, "{first}");
+    wait_standbys(&d, 1);
+
+    std::fs::write(proj.join(".npmrc"), "//registry/:_authToken=SECRET-42\n").unwrap();
+    let second = d.post(Some(AGENT_A), "/v1/run", &body).expect(200).clone();
+    assert!(!second["stdout"].as_str().unwrap().contains("SECRET-42"), "a secret made after the standby: {second}");
+    assert_eq!(second["premade"], false, "served by a world made before the secret: {second}");
+    assert!(d.log_text().contains("mount plan differs"), "the standby says why it declined: {}", d.log_text());
+
+    let made = standbys(&d);
+    d.stop();
+    for w in &made {
+        fx.track_world(w);
+    }
+    fx.finish();
+}

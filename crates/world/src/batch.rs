@@ -226,6 +226,20 @@ impl<'a> World<'a> {
 
     /// Whether the world's init is still there (a world that died while
     /// it waited serves nothing).
+    /// Whether a world of `spec` (of this world's shape: the run a world
+    /// made ahead is asked to serve) made now would get the mount plan this
+    /// one was made with: the same masks, exposures and mount points (host
+    /// paths that appeared or went since, a changed PATH, a secret created
+    /// in the meantime change it) and the same directories behind its
+    /// exposures (not a project removed and made again). Else why not.
+    pub fn plan_holds(&self, spec: &Spec) -> Result<(), String> {
+        let now = crate::launch::PlanPrint::of(spec, self.state, &self.layers).map_err(|e| e.to_string())?;
+        match now == self.w.plan {
+            true => Ok(()),
+            false => Err("the host changed since the world was made (its mount plan differs)".into()),
+        }
+    }
+
     pub fn alive(&self) -> bool {
         if self.dead {
             return false;

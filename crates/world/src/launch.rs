@@ -55,6 +55,48 @@ pub(crate) struct Launched {
     pub _sink: Option<OwnedFd>,
     /// One-shot: the world's mount namespace (see `world::Teardown`).
     pub mounts: Option<OwnedFd>,
+    /// What its mount plan was made from (`PlanPrint::of`).
+    pub plan: PlanPrint,
+}
+
+/// A world's mount plan as it was made: the plan the child applied (the
+/// steps after /proc, /sys and /dev, encoded) and the identity (device and
+/// inode) of each host path it grabbed for an exposure. A world made ahead
+/// of its command compares it with the plan a world made now would get
+/// (`batch::World::plan_holds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PlanPrint {
+    wire: Vec<u8>,
+    grabbed: Vec<Option<(u64, u64)>>,
+}
+
+impl PlanPrint {
+    /// The plan of a world of `spec` on the host as it is now.
+    pub(crate) fn of(
+        spec: &Spec,
+        state: &StateDir,
+        layers: &[HostMount],
+    ) -> Result<PlanPrint, crate::exposure::Refusal> {
+        let mut fs = FsRequest::of_spec(spec, &state.root);
+        fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
+        let host = crate::host::CachedHost::default();
+        let view = crate::view::View::new(&host, &fs)?;
+        Ok(PlanPrint::from_steps(&crate::plan::steps(&host, &view)))
+    }
+
+    fn from_steps(steps: &[crate::plan::Step]) -> PlanPrint {
+        use std::os::unix::fs::MetadataExt;
+        let grabbed = steps
+            .iter()
+            .filter_map(|s| match s {
+                crate::plan::Step::Grab { path, .. } => {
+                    Some(std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino())))
+                }
+                _ => None,
+            })
+            .collect();
+        PlanPrint { wire: crate::plan_wire::encode(steps), grabbed }
+    }
 }
 
 /// Where a world's upper comes from.
@@ -231,8 +273,12 @@ pub(crate) fn launch(
     let host = crate::host::CachedHost::default();
     let view = crate::view::View::new(&host, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
     let steps = crate::plan::steps(&host, &view);
-    let wire = crate::plan_wire::encode(&steps);
-    write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
+    let print = match mode {
+        // A world made ahead may be compared with the host later.
+        Mode::Serve => PlanPrint::from_steps(&steps),
+        Mode::OneShot => PlanPrint { wire: crate::plan_wire::encode(&steps), grabbed: Vec::new() },
+    };
+    write_all(&go_w, &print.wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
         crate::net_host::remove_when_idle("");
@@ -282,7 +328,7 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts, plan: print })
 }
 
 /// Removes the cgroup on error paths.

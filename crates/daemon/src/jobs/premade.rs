@@ -82,8 +82,10 @@ pub fn standby(ctx: &Context, body: RunBody, caller: &HostUser, ctl: &UnixStream
     // The spec this request gets now, from the policy as it is now.
     let checked = super::run::spec(ctx, &req.run, caller, None).and_then(|(mut s, notes)| {
         match cloche_service::premade::shape(&mut s) == shape {
-            true if world.alive() => Ok((s, notes)),
-            true => Err(ApiError::internal("the pre-made world is gone")),
+            true if !world.alive() => Err(ApiError::internal("the pre-made world is gone")),
+            // The host as it is now: the world's masks and exposures were
+            // decided when it was made (its PATH's toolchains too).
+            true => world.plan_holds(&s).map(|()| (s, notes)).map_err(ApiError::conflict),
             false => Err(ApiError::conflict("the request's world differs from the pre-made one")),
         }
     });
