@@ -55,6 +55,15 @@ pub(crate) struct Launched {
     pub _sink: Option<OwnedFd>,
     /// One-shot: the world's mount namespace (see `world::Teardown`).
     pub mounts: Option<OwnedFd>,
+    /// The world's user namespace, its slot of ids held while it runs.
+    pub userns: Option<crate::userns::Userns>,
+}
+
+impl Launched {
+    /// The world's id mapping (`None`: no user namespace).
+    pub(crate) fn ids(&self) -> Option<crate::userns::WorldIds> {
+        self.userns.as_ref().map(|u| u.ids)
+    }
 }
 
 /// Where a world's upper comes from.
@@ -143,6 +152,13 @@ pub(crate) fn launch(
         }
     };
     crate::profile::mark("init opened, argv/env built, stdio");
+    // The world's user namespace (a slot of ids held, the namespace made
+    // and mapped: userns.rs), while the network namespace's thread works.
+    let mut userns = match &spec.userns {
+        Some(range) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
+        None => None,
+    };
+    crate::profile::mark("user namespace made");
     // The network namespace made meanwhile (its thread has ended: cloche is
     // single-threaded again), or none: the clone makes it.
     let mut netns = ahead.join();
@@ -167,6 +183,7 @@ pub(crate) fn launch(
         netns: netns.as_ref().map(|f| f.as_raw_fd()),
         stdio,
         user: spec.user.clone(),
+        userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -260,14 +277,19 @@ pub(crate) fn launch(
     drop(netns); // the world holds its namespace
     crate::profile::mark("network");
     // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
-    //    privileges), the pool's housekeeping for later runs.
+    //    privileges), the pool's housekeeping for later runs. The go pipe
+    //    stays open until the init is executed: the child checks it after
+    //    its credentials changed (`Sys::rearm_pdeathsig`).
     let _ = nix::unistd::write(&go_w, b"g");
-    drop(go_w);
+    if let Some(u) = userns.as_mut() {
+        u.release_helper();
+    }
     scratch.housekeep(&claim.id, state);
     crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.
     let mut msg = Vec::new();
     read_all(&rep_r, &mut msg);
+    drop(go_w);
     if !msg.is_empty() {
         return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
@@ -282,7 +304,13 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts, userns })
+}
+
+/// Where a world's search for a free slot of ids starts: its id's first
+/// hex digits (random), so that worlds started together rarely contend.
+fn seed(id: &str) -> u64 {
+    u64::from_str_radix(id.get(..15).unwrap_or("0"), 16).unwrap_or(0)
 }
 
 /// Removes the cgroup on error paths.

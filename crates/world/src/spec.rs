@@ -67,6 +67,11 @@ pub struct Spec {
     /// of callers other than root as those callers: they read and write
     /// what the caller could (docs/security.md, *cloched*).
     pub user: Option<WorldUser>,
+    /// The host ids worlds map to (docs/security.md, *User namespace*): each
+    /// world runs in a user namespace of its own whose ids 0..65535 are a
+    /// slot of this range. `None`: no user namespace, the world's ids are
+    /// the host's (policy `world.userns = false`).
+    pub userns: Option<crate::userns::IdRange>,
 }
 
 /// A user a world runs as: its ids and supplementary groups.
@@ -170,6 +175,12 @@ impl Spec {
         }
         if self.timeout == Some(Duration::ZERO) {
             return bad("timeout must be positive".into());
+        }
+        if let (Some(_), Some(u)) = (&self.userns, &self.user) {
+            let n = crate::userns::WORLD_IDS;
+            if let Some(id) = [u.uid, u.gid].into_iter().chain(u.groups.iter().copied()).find(|&id| id >= n) {
+                return bad(format!("id {id} of the world's user is outside the ids a world maps (0-{})", n - 1));
+            }
         }
         Ok(())
     }

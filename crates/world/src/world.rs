@@ -40,6 +40,9 @@ pub struct Outcome {
     pub interrupted: Option<i32>,
     pub fs_diff: FsDiff,
     pub layers: Vec<String>,
+    /// The world's user namespace: its ids 0.. are these host ids (`None`:
+    /// it had none, its ids were the host's).
+    pub userns: Option<crate::userns::WorldIds>,
     pub cgroup: &'static str,
     pub limits_hit: Vec<String>,
     pub timings: Timings,
@@ -224,8 +227,9 @@ fn run_in(
     store: Store,
     ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<(Outcome, Upper, Option<serde_json::Value>), WorldError> {
-    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
+    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, userns, .. } =
         launch(spec, layout, layers, claim, state, Mode::OneShot, store, ahead)?;
+    let ids = userns.as_ref().map(|u| u.ids);
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
     // With `--keep`, the world is attached at `worlds/<id>` while it runs
@@ -288,7 +292,8 @@ fn run_in(
         timed_out,
         interrupted,
         fs_diff,
-        layers: child::layers(has_cg),
+        layers: child::layers(has_cg, ids.is_some()),
+        userns: ids,
         cgroup: cgroup_name,
         limits_hit,
         timings,
