@@ -281,7 +281,8 @@ impl<'a> World<'a> {
         if let Some(u) = &self.w.userns {
             let (uid, gid) = u.ids.host_owner(self.spec.user.as_ref());
             for fd in [&null, &ow, &ew] {
-                nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into())).map_err(WorldError::nix("fchown a pipe"))?;
+                nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into()))
+                    .map_err(WorldError::nix("fchown a pipe"))?;
             }
         }
         send(control, &msg, &[null.as_raw_fd(), ow.as_raw_fd(), ew.as_raw_fd()])?;

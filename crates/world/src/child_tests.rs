@@ -215,11 +215,7 @@ fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T
     with_userns(netns, None, f)
 }
 
-fn with_userns<T>(
-    netns: Option<RawFd>,
-    userns: Option<ChildUserns>,
-    f: impl FnOnce(&ChildPlan<'_>) -> T,
-) -> T {
+fn with_userns<T>(netns: Option<RawFd>, userns: Option<ChildUserns>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
     let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),

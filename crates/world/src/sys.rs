@@ -61,7 +61,8 @@ impl Sys for RealSys<'_> {
         }
         // setfs*id return the previous value: check the new one took.
         // SAFETY: as above (-1: query only).
-        let (u, g) = unsafe { (libc::syscall(libc::SYS_setfsuid, u32::MAX), libc::syscall(libc::SYS_setfsgid, u32::MAX)) };
+        let (u, g) =
+            unsafe { (libc::syscall(libc::SYS_setfsuid, u32::MAX), libc::syscall(libc::SYS_setfsgid, u32::MAX)) };
         if (u as u32, g as u32) != (ids.uid, ids.gid) {
             return Err(io::Error::other(format!("fsuid/fsgid are {u}/{g}, not {}/{}", ids.uid, ids.gid)));
         }

@@ -115,10 +115,12 @@ impl IdRange {
 
     /// The range `/etc/subuid` and `/etc/subgid` reserve for cloche.
     pub fn from_system() -> Result<IdRange, String> {
-        let read = |p: &str| std::fs::read_to_string(p).or_else(|e| match e.kind() {
-            io::ErrorKind::NotFound => Ok(String::new()),
-            _ => Err(format!("{p}: {e}")),
-        });
+        let read = |p: &str| {
+            std::fs::read_to_string(p).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(String::new()),
+                _ => Err(format!("{p}: {e}")),
+            })
+        };
         IdRange::from_subid(&read("/etc/subuid")?, &read("/etc/subgid")?).map_err(|e| format!("{e}; {}", how_to()))
     }
 
@@ -157,10 +159,16 @@ impl IdRange {
                 .collect()
         };
         if let Some((name, id)) = ids(passwd).into_iter().find(|(_, id)| inside(self.uid, *id)) {
-            return Err(format!("the user {name} (uid {id}) is inside the worlds' uid range {}:{}", self.uid, self.count));
+            return Err(format!(
+                "the user {name} (uid {id}) is inside the worlds' uid range {}:{}",
+                self.uid, self.count
+            ));
         }
         if let Some((name, id)) = ids(group).into_iter().find(|(_, id)| inside(self.gid, *id)) {
-            return Err(format!("the group {name} (gid {id}) is inside the worlds' gid range {}:{}", self.gid, self.count));
+            return Err(format!(
+                "the group {name} (gid {id}) is inside the worlds' gid range {}:{}",
+                self.gid, self.count
+            ));
         }
         Ok(())
     }
@@ -169,6 +177,23 @@ impl IdRange {
     fn slot(&self, k: u32) -> WorldIds {
         WorldIds { uid: self.uid + k * WORLD_IDS, gid: self.gid + k * WORLD_IDS, count: WORLD_IDS }
     }
+}
+
+/// What `cloche doctor` says of a range: a user namespace of one of its
+/// slots made and mapped, and each of `mounts` (the root filesystem and
+/// the host data mounts worlds carry) seen through it, as a world would.
+/// `Err` names the first thing that fails.
+pub fn probe(range: &IdRange, mounts: &[&Path]) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let ns = Userns::make(range, 0).map_err(|e| e.to_string())?;
+    for m in mounts {
+        let path = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in a path".to_string())?;
+        let tree =
+            crate::raw::open_tree_clone(libc::AT_FDCWD, &path, false).map_err(|e| format!("{}: {e}", m.display()))?;
+        crate::raw::mount_setattr_idmap(tree.as_fd(), ns.fd.as_fd(), 0)
+            .map_err(|e| format!("{}: no idmapped mount ({e}): worlds cannot carry it", m.display()))?;
+    }
+    Ok(())
 }
 
 /// How to reserve the range (said with every refusal for lack of one).
@@ -303,7 +328,7 @@ fn as_owner<T>(ids: &WorldIds, f: impl FnOnce() -> io::Result<T>) -> io::Result<
 /// The calling thread's effective uid and gid (real and saved unchanged).
 fn set_effective(uid: u32, gid: u32) -> io::Result<()> {
     let keep = u32::MAX; // -1: unchanged
-    // SAFETY: integer arguments only; raw calls change this thread's ids.
+                         // SAFETY: integer arguments only; raw calls change this thread's ids.
     unsafe {
         if libc::syscall(libc::SYS_setresuid, keep, uid, keep) != 0 {
             return Err(io::Error::last_os_error());

@@ -204,6 +204,11 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
     let layout =
         Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok());
     let layers = crate::layers::data_mounts(&mountinfo, &state.root);
+    if spec.userns.is_none() && spec.require.iter().any(|l| l == "userns") {
+        return Err(WorldError::LayerUnavailable(
+            "userns: the policy turns user namespaces off (world.userns = false)".into(),
+        ));
+    }
     if let Layout::Unavailable { missing } = &layout {
         if spec.require.iter().any(|l| l == "cgroup") {
             return Err(WorldError::LayerUnavailable(format!(
