@@ -97,21 +97,7 @@ fn per_user_counters_are_the_worlds_own() {
     out.read_line(&mut line).unwrap();
     let held: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
 
-    // From outside, while the world holds them.
-    // The world's python (cloche's and the init's argv name the marker too).
-    let is_python = |argv: &str| argv.split(' ').next().is_some_and(|a| a.rsplit('/').next() == Some("python3"));
-    let python: Vec<i32> =
-        processes_with(&marker).into_iter().filter(|(_, argv)| is_python(argv)).map(|(p, _)| p).collect();
-    assert_eq!(python.len(), 1, "the world's python: {python:?}");
-    let uids = host_uids(python[0]);
-    let (start, count) = reserved_uids();
-    assert!(uids.iter().all(|&u| u == uids[0]), "{uids:?}");
-    assert!(uids[0] >= start && uids[0] - start < count, "the world's uid on the host is {}, not cloche's", uids[0]);
-    assert_eq!(userns_owner(python[0]), uids[0], "the namespace's owner is the world's own uid");
-    let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap();
-    assert_eq!(held["inotify"], max.trim().parse::<i64>().unwrap(), "the world's whole budget: {held}");
-    assert_eq!(held["inotify_errno"], EMFILE, "{held}");
-    assert!(held["mqueues"].as_i64().unwrap() >= 1 && held["mq_errno"] == EMFILE, "{held}");
+    // From outside, while the world holds them: host root still has its own.
     // SAFETY: plain syscalls; the descriptors are closed right after.
     let ino = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
     let ino_err = std::io::Error::last_os_error();
@@ -138,6 +124,21 @@ fn per_user_counters_are_the_worlds_own() {
     assert!(ino >= 0, "host root cannot make an inotify instance while the world holds its own: {ino_err}");
     assert!(q >= 0, "host root cannot make a message queue while the world holds its own: {q_err}");
 
+    // The world is a uid of cloche's range on the host, owning its namespace.
+    // The world's python (cloche's and the init's argv name the marker too).
+    let is_python = |argv: &str| argv.split(' ').next().is_some_and(|a| a.rsplit('/').next() == Some("python3"));
+    let python: Vec<i32> =
+        processes_with(&marker).into_iter().filter(|(_, argv)| is_python(argv)).map(|(p, _)| p).collect();
+    assert_eq!(python.len(), 1, "the world's python: {python:?}");
+    let uids = host_uids(python[0]);
+    let (start, count) = reserved_uids();
+    assert!(uids.iter().all(|&u| u == uids[0]), "{uids:?}");
+    assert!(uids[0] >= start && uids[0] - start < count, "the world's uid on the host is {}, not cloche's", uids[0]);
+    assert_eq!(userns_owner(python[0]), uids[0], "the namespace's owner is the world's own uid");
+    let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap();
+    assert_eq!(held["inotify"], max.trim().parse::<i64>().unwrap(), "the world's whole budget: {held}");
+    assert_eq!(held["inotify_errno"], EMFILE, "{held}");
+    assert!(held["mqueues"].as_i64().unwrap() >= 1 && held["mq_errno"] == EMFILE, "{held}");
     // The world lets go when its stdin closes.
     drop(world.0.stdin.take());
     let deadline = Instant::now() + DEADLINE;
