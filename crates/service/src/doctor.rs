@@ -134,7 +134,7 @@ fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
 /// mount a world carries seen through it. Required when the current
 /// project's policy has user namespaces on.
 fn userns_checks(ctx: &Context, v: &mut Vec<Check>) {
-    use cloche_world::userns::{self, IdRange};
+    use cloche_world::userns;
     let cwd = std::env::current_dir().unwrap_or_default();
     let world = ctx.resolve(&cwd.to_string_lossy()).map(|(_, p)| p.world).unwrap_or_else(|_| Policy::builtin().world);
     if !world.userns {

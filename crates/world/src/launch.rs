@@ -154,7 +154,7 @@ pub(crate) fn launch(
     crate::profile::mark("init opened, argv/env built, stdio");
     // The world's user namespace (a slot of ids held, the namespace made
     // and mapped: userns.rs), while the network namespace's thread works.
-    let mut userns = match &spec.userns {
+    let userns = match &spec.userns {
         Some(range) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
         None => None,
     };
@@ -281,9 +281,6 @@ pub(crate) fn launch(
     //    stays open until the init is executed: the child checks it after
     //    its credentials changed (`Sys::rearm_pdeathsig`).
     let _ = nix::unistd::write(&go_w, b"g");
-    if let Some(u) = userns.as_mut() {
-        u.release_helper();
-    }
     scratch.housekeep(&claim.id, state);
     crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.

@@ -211,7 +211,8 @@ pub(crate) struct Userns {
     pub fd: OwnedFd,
     /// Byte `slot` of [`SLOTS_LOCK`], locked.
     _slot: File,
-    helper: Option<Helper>,
+    /// Exiting or gone; reaped on drop.
+    _helper: Helper,
 }
 
 impl Userns {
@@ -222,7 +223,7 @@ impl Userns {
         let fail = |step: &'static str| move |source: io::Error| WorldError::Sys { step, source };
         let (slot, lock) = take_slot(range.slots(), seed).map_err(fail("user namespace: take a slot of ids"))?;
         let ids = range.slot(slot);
-        let helper = Helper::start(&ids).map_err(fail("user namespace: create"))?;
+        let mut helper = Helper::start(&ids).map_err(fail("user namespace: create"))?;
         let map = |file: &str, base: u32| -> io::Result<()> {
             let text = format!("0 {base} {WORLD_IDS}\n");
             std::fs::write(format!("/proc/{}/{file}", helper.pid), text)
@@ -230,13 +231,11 @@ impl Userns {
         map("uid_map", ids.uid).map_err(fail("user namespace: write uid_map"))?;
         map("gid_map", ids.gid).map_err(fail("user namespace: write gid_map"))?;
         let fd = File::open(format!("/proc/{}/ns/user", helper.pid)).map_err(fail("user namespace: open"))?;
-        Ok(Userns { ids, fd: fd.into(), _slot: lock, helper: Some(helper) })
-    }
-
-    /// Lets the helper go (it exits, and is reaped): once the world no
-    /// longer needs its `/proc` entries.
-    pub(crate) fn release_helper(&mut self) {
-        drop(self.helper.take());
+        // The namespace lives on with its descriptor: the helper may go. It
+        // exits on its own; it is reaped when the world is done (waiting for
+        // it here would wait for the scheduler: milliseconds on a busy host).
+        helper.let_go();
+        Ok(Userns { ids, fd: fd.into(), _slot: lock, _helper: helper })
     }
 }
 
@@ -287,6 +286,11 @@ struct Helper {
 const HELPER_STACK: usize = 16 * 1024;
 
 impl Helper {
+    /// Closes its pipe: it exits.
+    fn let_go(&mut self) {
+        drop(self.hold.take());
+    }
+
     /// Clones the helper into a new user namespace owned by `ids`' host uid
     /// and gid.
     fn start(ids: &WorldIds) -> io::Result<Helper> {
@@ -300,8 +304,9 @@ impl Helper {
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        // Its pipe closed, it exits; then it is reaped (its stack with it).
-        drop(self.hold.take());
+        // Its pipe closed, it exits (if it has not yet); then it is reaped,
+        // and only then is its stack freed.
+        self.let_go();
         let mut status = 0;
         // SAFETY: waits for our own child; status is ours.
         while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0
