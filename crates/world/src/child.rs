@@ -56,6 +56,15 @@ pub struct ChildUserns {
     pub ids: crate::userns::WorldIds,
 }
 
+/// An overlay's lower layer.
+#[derive(Clone, Copy)]
+pub enum Lower<'a> {
+    /// The host mount at this path (the overlay takes that mount alone).
+    Host(&'a Path),
+    /// A clone of it already made (idmapped: [`Sys::idmap_mount`]).
+    Tree(BorrowedFd<'a>),
+}
+
 /// Where the child finds the world's upper store.
 pub enum Store {
     /// A detached tmpfs, by its descriptor.
@@ -108,17 +117,16 @@ pub trait Sys {
     fn enter_netns(&mut self, fd: RawFd) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
     /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
-    /// "layers/<k>/"), mounted on `target`; with `idmap` (a user
-    /// namespace), the lower is a clone of the host mount at `lower` seen
-    /// through that namespace's mapping.
-    fn mount_overlay(
-        &mut self,
-        scratch: BorrowedFd<'_>,
-        dir: &str,
-        lower: &Path,
-        idmap: Option<RawFd>,
-        target: &Path,
-    ) -> io::Result<()>;
+    /// "layers/<k>/"), mounted on `target`.
+    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: Lower<'_>, target: &Path) -> io::Result<()>;
+    /// A detached clone of the one host mount at `path` (no submounts) seen
+    /// through the mapping of the user namespace `userns`.
+    fn idmap_mount(&mut self, path: &Path, userns: RawFd) -> io::Result<OwnedFd>;
+    /// Attaches the detached mount `tree` at `at` (the new root, before the
+    /// overlay covers it): it then goes with the host's tree at
+    /// `pivot_root`, in the unmount that pays one RCU grace period for all,
+    /// rather than on its own when closed (0.1-3 ms each, measured here).
+    fn stash(&mut self, tree: BorrowedFd<'_>, at: &Path) -> io::Result<()>;
     /// Read-only, nosuid, nodev bind of a host mount (exec stays allowed),
     /// idmapped with `idmap`.
     fn bind_ro(&mut self, src: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()>;
@@ -223,13 +231,26 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             borrow(&opened)
         }
     };
-    // The upper store through the world's mapping: the overlays' uppers,
-    // the homes and the scratch directories hold the host's ids.
+    // With a user namespace, the overlays' layers through the world's
+    // mapping: the upper store (the uppers, the homes and the scratch
+    // directories hold the host's ids), the root filesystem and each
+    // writable host data mount (the host's owners). Each is an idmapped
+    // clone stashed under the new root before the overlay covers it.
+    let mut lowers: Vec<OwnedFd> = Vec::new();
     if let Some(ns) = idmap {
         mapped = at("idmap the upper store", none, sys.idmap_store(scratch, ns))?;
+        at("stash (the idmapped store)", root, sys.stash(borrow(&mapped), root))?;
         scratch = borrow(&mapped);
+        let writable = plan.layers.iter().filter(|m| !m.read_only).map(|m| m.path.as_path());
+        for p in std::iter::once(Path::new("/")).chain(writable) {
+            let tree = at("idmap (host mount)", p, sys.idmap_mount(p, ns))?;
+            at("stash (an idmapped host mount)", p, sys.stash(borrow(&tree), root))?;
+            lowers.push(tree);
+        }
     }
-    at("mount overlay", root, sys.mount_overlay(scratch, "", Path::new("/"), idmap, root))?;
+    let mut lowers = lowers.iter().map(|t| Lower::Tree(borrow(t)));
+    let base = lowers.next().unwrap_or(Lower::Host(Path::new("/")));
+    at("mount overlay", root, sys.mount_overlay(scratch, "", base, root))?;
     // Host data mounts below / (parents first): an overlay each, or a
     // read-only bind when the host has them read-only.
     for m in &plan.layers {
@@ -238,7 +259,8 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             at("bind read-only (host mount)", &m.path, sys.bind_ro(&m.path, &target, idmap))?;
         } else {
             let dir = format!("layers/{}/", m.slot);
-            at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, &m.path, idmap, &target))?;
+            let lower = lowers.next().unwrap_or(Lower::Host(&m.path));
+            at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, lower, &target))?;
         }
     }
     // /proc, /sys, /dev need no host facts: mounted while the parent builds

@@ -53,15 +53,14 @@ impl Sys for Recorder {
     fn make_rprivate(&mut self) -> io::Result<()> {
         self.call("rprivate", Path::new(""))
     }
-    fn mount_overlay(
-        &mut self,
-        _: BorrowedFd<'_>,
-        _: &str,
-        _: &Path,
-        idmap: Option<RawFd>,
-        target: &Path,
-    ) -> io::Result<()> {
-        self.call(if idmap.is_some() { "overlay_idmapped" } else { "overlay" }, target)
+    fn mount_overlay(&mut self, _: BorrowedFd<'_>, _: &str, lower: Lower<'_>, target: &Path) -> io::Result<()> {
+        self.call(if matches!(lower, Lower::Tree(_)) { "overlay_idmapped" } else { "overlay" }, target)
+    }
+    fn idmap_mount(&mut self, path: &Path, _: RawFd) -> io::Result<OwnedFd> {
+        self.call("idmap_mount", path).map(|_| devnull())
+    }
+    fn stash(&mut self, _: BorrowedFd<'_>, at: &Path) -> io::Result<()> {
+        self.call("stash", at)
     }
     fn bind_ro(&mut self, _: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()> {
         self.call(if idmap.is_some() { "bind_ro_idmapped" } else { "bind_ro" }, dst)
@@ -377,6 +376,9 @@ fn a_user_namespace_is_mapped_everywhere_and_entered_last() {
         "pdeathsig",
         "rprivate",
         "idmap_store",
+        "stash /state/w/root",
+        "idmap_mount /",
+        "idmap_mount /home",
         "overlay_idmapped /state/w/root",
         "overlay_idmapped /state/w/root/home",
         "bind_ro_idmapped /state/w/root/mnt/ro",
@@ -392,6 +394,11 @@ fn a_user_namespace_is_mapped_everywhere_and_entered_last() {
     let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
     assert!(!c.iter().any(|x| x.starts_with("overlay /") || x.starts_with("bind_ro /")), "{c:#?}");
+    // Every clone is stashed under the new root before the overlay covers
+    // it (none for the read-only mount: its idmapped bind is attached).
+    let stashed: Vec<usize> = c.iter().enumerate().filter(|(_, x)| x.starts_with("stash")).map(|(i, _)| i).collect();
+    assert_eq!(stashed.len(), 3, "{c:#?}");
+    assert!(stashed.iter().all(|&i| i < pos(c, "overlay_idmapped /state/w/root")), "{c:#?}");
     // Without one: none of it.
     let mut r = recorder(None);
     with_plan(|p| setup(&mut r, p)).unwrap();

@@ -134,8 +134,7 @@ impl Sys for RealSys<'_> {
         &mut self,
         scratch: BorrowedFd<'_>,
         dir: &str,
-        lower: &Path,
-        idmap: Option<RawFd>,
+        lower: crate::child::Lower<'_>,
         target: &Path,
     ) -> io::Result<()> {
         // Lower: a host filesystem (read-only to the world: writes copy up).
@@ -154,23 +153,19 @@ impl Sys for RealSys<'_> {
         // otherwise fsync each file it copies up: 4-8 ms a file here, and
         // the whole pool at unmount); a world's upper is disposable, and
         // none is mounted twice, which is all volatile asks.
-        // With a user namespace the lower is that host mount alone, cloned
-        // and idmapped (host root's files are the world root's, as they
-        // are without one), and `scratch` is the idmapped store: a copy-up
-        // writes the host's ids. (The overlay acts with its mounter's
-        // credentials: this child, fsuid the world's root.)
+        // With a user namespace the lower is an idmapped clone of that host
+        // mount (host root's files are the world root's, as they are
+        // without one), and `scratch` the idmapped store: a copy-up writes
+        // the host's ids. (The overlay acts with its mounter's credentials:
+        // this child, fsuid the world's root.)
         let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
         let fsb = fs.as_fd();
-        let _mapped_lower;
-        match idmap {
-            None => raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(lower)?)?,
-            Some(ns) => {
-                let m = idmapped_clone(lower, ns, 0)?;
-                raw::fsconfig_str(fsb, "lowerdir", &format!("/proc/self/fd/{}", m.as_raw_fd()))?;
-                _mapped_lower = m;
-            }
-        }
+        let lower = match lower {
+            crate::child::Lower::Host(p) => escape_lowerdir(p)?,
+            crate::child::Lower::Tree(t) => format!("/proc/self/fd/{}", t.as_raw_fd()),
+        };
+        raw::fsconfig_str(fsb, "lowerdir", &lower)?;
         raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
         raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
         for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
@@ -192,6 +187,14 @@ impl Sys for RealSys<'_> {
         let flags =
             MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(nixerr)
+    }
+
+    fn idmap_mount(&mut self, path: &Path, userns: RawFd) -> io::Result<OwnedFd> {
+        idmapped_clone(path, userns, 0)
+    }
+
+    fn stash(&mut self, tree: BorrowedFd<'_>, at: &Path) -> io::Result<()> {
+        raw::move_mount_to(tree, &cpath(at)?)
     }
 
     fn idmap_store(&mut self, store: BorrowedFd<'_>, userns: RawFd) -> io::Result<OwnedFd> {
