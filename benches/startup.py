@@ -2,10 +2,11 @@
 """cloche against its peers, measured in the same run.
 
 Usage (as root, after `cargo build --release --workspace`):
-    python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH] [--before PATH]
+    python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH] [--before PATH] [--starts-only]
 
 With `--before PATH` (a build of an earlier commit), only the start times
-(1 and 2) are measured, both builds interleaved in the same runs.
+(1 and 2) are measured, both builds interleaved in the same runs; with
+`--starts-only`, only the start times of this build.
 
 Prints medians and ratios:
   1. back to back: `cloche run -- true` with its upper on disk (the
@@ -75,6 +76,7 @@ def main():
     ap.add_argument("--sporadic", type=int, default=30)
     ap.add_argument("--before", help="another build of cloche (an earlier commit) to time in the same runs, "
                     "with a state directory of its own; then only the start times are measured")
+    ap.add_argument("--starts-only", action="store_true", help="only the start times (1 and 2)")
     cloche_arg(ap)
     a = ap.parse_args()
     preflight(a.cloche)
@@ -126,7 +128,7 @@ def main():
                 timed(cmd, e)
         compare(f"back to back ({a.runs} runs each, interleaved)", a.runs, 0)
         compare(f"sporadic (300 ms idle before each, {a.sporadic} runs each)", a.sporadic, 0.3)
-        if a.before:
+        if a.before or a.starts_only:
             return
         with tempfile.TemporaryDirectory(prefix="cloche-bench-proj-") as proj:
             rep = os.path.join(state, "report.json")

@@ -331,3 +331,44 @@ fn a_policy_can_turn_the_namespace_off_and_the_report_says_so() {
     assert_eq!(map, ["0".to_string(), uid.to_string(), "65536".to_string()]);
     fx.finish();
 }
+
+/// A group of the host, removed on drop (also when the test fails).
+struct HostGroup(String);
+
+impl HostGroup {
+    fn add(name: &str, gid: u32) -> HostGroup {
+        let o = Command::new("groupadd").args(["-g", &gid.to_string(), name]).output().unwrap();
+        assert!(o.status.success(), "groupadd: {}", String::from_utf8_lossy(&o.stderr));
+        HostGroup(name.to_string())
+    }
+}
+
+impl Drop for HostGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel").arg(&self.0).status();
+    }
+}
+
+/// The policy's own range (`world.userns_ids`) is used, and one that holds
+/// an id the host gives a group (or a user) is refused: a world would be
+/// that group on the host's kernel. Fails without a user namespace.
+#[test]
+fn the_policys_ids_are_used_unless_the_host_has_one_of_them() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/default.toml")).unwrap();
+    let line = "# userns_ids = \"1879048192:67108864\"";
+    assert!(text.contains(line));
+    // 65,536 ids above what this host gives anyone (its passwd and group).
+    let file = fx.out.path().join("ids.toml");
+    std::fs::write(&file, text.replace(line, "userns_ids = \"2013265920:65536\"")).unwrap();
+    let o = fx.run(&["--policy", file.to_str().unwrap()], &["true"]);
+    o.expect_code(0);
+    assert_eq!(o.report()["userns"], serde_json::json!({"uid": 2013265920u32, "gid": 2013265920u32, "count": 65536}));
+    let name = format!("cl{}", &fx.tag[fx.tag.len().saturating_sub(12)..]);
+    let _group = HostGroup::add(&name, 2013265925);
+    let o = fx.run(&["--policy", file.to_str().unwrap()], &["true"]);
+    o.expect_code(125);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("the group {name} (gid 2013265925) is inside")), "{}", o.describe());
+    fx.finish();
+}

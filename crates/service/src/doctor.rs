@@ -148,6 +148,9 @@ fn userns_checks(ctx: &Context, v: &mut Vec<Check>) {
         Ok(None) => return,
         Err(e) => return check(false, e.to_string()),
     };
+    if let Err(e) = range.check_host() {
+        return check(false, e);
+    }
     let from = if world.userns_ids.is_some() { "the policy's world.userns_ids" } else { "/etc/subuid, /etc/subgid" };
     let others = other_subid_entries(&range);
     if !others.is_empty() {

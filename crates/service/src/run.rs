@@ -316,8 +316,9 @@ pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBu
 }
 
 /// The host ids a policy's worlds map to (`[world] userns`, `userns_ids`,
-/// else /etc/subuid and /etc/subgid), checked against this host's users
-/// and groups; `None` when the policy turns user namespaces off.
+/// else /etc/subuid and /etc/subgid); `None` when the policy turns user
+/// namespaces off. (That none is a user or group of the host is checked by
+/// the engine while the world's child mounts: `userns::IdRange::check_host`.)
 pub fn userns_range(world: &cloche_policy::WorldSection) -> Result<Option<cloche_world::userns::IdRange>> {
     use cloche_world::userns::IdRange;
     if !world.userns {
@@ -327,6 +328,5 @@ pub fn userns_range(world: &cloche_policy::WorldSection) -> Result<Option<cloche
         Some((start, count)) => IdRange::new(start, count).map_err(|e| format!("world.userns_ids: {e}")),
         None => IdRange::from_system(),
     };
-    let range = range.and_then(|r| r.check_host().map(|()| r));
     range.map(Some).map_err(|e| Error::Spec(format!("user namespace: {e}")))
 }

@@ -251,6 +251,12 @@ pub(crate) fn launch(
     let wire = crate::plan_wire::encode(&steps);
     write_all(&go_w, &wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
+    // The reserved ids must be nobody's on the host (a world would be that
+    // user to the kernel): checked here, while the child mounts.
+    if let Some(range) = &spec.userns {
+        range.check_host().map_err(|e| kill(WorldError::Invalid(format!("user namespace: {e}"))))?;
+        crate::profile::mark("user namespace ids checked");
+    }
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
         crate::net_host::remove_when_idle("");
     }
