@@ -152,21 +152,22 @@ pub(crate) fn launch(
         }
     };
     crate::profile::mark("init opened, argv/env built, stdio");
-    // The world's user namespace (a slot of ids held, the namespace made
-    // and mapped: userns.rs), while the network namespace's thread works.
-    let userns = match &spec.userns {
-        Some(range) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
-        None => None,
-    };
-    crate::profile::mark("user namespace made");
     // The network namespace made meanwhile (its thread has ended: cloche is
-    // single-threaded again), or none: the clone makes it.
-    let mut netns = ahead.join();
+    // single-threaded again), or none: the clone makes it; the world's user
+    // namespace (a slot of ids held, the namespace made and mapped:
+    // userns.rs), made meanwhile too when the spec's range is the host's,
+    // else now.
+    let (mut netns, made) = ahead.join(spec.userns.as_ref());
+    let userns = match (&spec.userns, made) {
+        (Some(_), Some(made)) => Some(made),
+        (Some(range), None) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
+        (None, _) => None,
+    };
+    crate::profile::mark("netns and user namespace made ahead");
     let namespaces = match netns {
         Some(_) => NAMESPACES & !(libc::CLONE_NEWNET as u64),
         None => NAMESPACES,
     };
-    crate::profile::mark("netns made ahead");
     let plan = ChildPlan {
         root: state.mount_point(),
         scratch: scratch.for_child().map_err(WorldError::Scratch)?,
