@@ -7,14 +7,16 @@
 //! at once: the range is cut into slots, and a world holds its slot by an
 //! open-file-description lock on one byte of [`SLOTS_LOCK`] for its life.
 //!
-//! The namespace is made by the parent before the clone ([`Userns::make`]):
-//! a helper process is cloned into a new user namespace while the calling
-//! thread's effective ids are the slot's first host ids, so that the
-//! namespace's owner (the id its per-user counters are charged to in the
-//! initial namespace: inotify instances, message queue bytes, processes) is
-//! that id and never host root; the parent writes the id maps and keeps a
-//! descriptor of the namespace. The helper waits on a pipe and exits when
-//! it is dropped (after the world is released, off the critical path).
+//! The namespace is made by the parent before the clone ([`Userns::make`],
+//! on a thread of its own while the parent prepares the world:
+//! [`UsernsAhead`]): a helper process is cloned into a new user namespace
+//! while the calling thread's effective ids are the slot's first host ids,
+//! so that the namespace's owner (the id its per-user counters are charged
+//! to in the initial namespace: inotify instances, message queue bytes,
+//! processes) is that id and never host root; the parent writes the id maps
+//! and keeps a descriptor of the namespace. The helper waits on a pipe,
+//! exits as soon as the namespace is open, and is reaped when the world
+//! ends.
 //!
 //! The world's child builds every mount as host root (the mount, pid,
 //! network, IPC, UTS and cgroup namespaces stay owned by the initial user
