@@ -2,15 +2,20 @@
 """cloche against its peers, measured in the same run.
 
 Usage (as root, after `cargo build --release --workspace`):
-    python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH] [--before PATH]
+    python3 benches/startup.py [--runs N] [--sporadic N] [--cloche PATH] [--before PATH] [--starts-only]
 
 With `--before PATH` (a build of an earlier commit), only the start times
-(1 and 2) are measured, both builds interleaved in the same runs.
+(1 and 2) are measured, both builds interleaved in the same runs; with
+`--starts-only`, only the start times of this build.
 
 Prints medians and ratios:
   1. back to back: `cloche run -- true` with its upper on disk (the
      default), with `--upper tmpfs`, and `bwrap --ro-bind / / --dev /dev
-     --proc /proc --unshare-all --die-with-parent true`, interleaved;
+     --proc /proc --unshare-all --die-with-parent true`, interleaved; and
+     what the user namespace costs: `cloche run --policy FILE -- true` with
+     the default policy's text and with the same but `world.userns = false`
+     (a policy file is parsed whole, which the built-in one is not: both
+     pay it), with the median of their paired differences;
   2. sporadic: the same with 300 ms idle before each run (where cgroup
      attaches and other RCU waits would show);
   3. fs_diff of an upper holding 10,000 new files, with and without hashing
@@ -71,14 +76,25 @@ def main():
     ap.add_argument("--sporadic", type=int, default=30)
     ap.add_argument("--before", help="another build of cloche (an earlier commit) to time in the same runs, "
                     "with a state directory of its own; then only the start times are measured")
+    ap.add_argument("--starts-only", action="store_true", help="only the start times (1 and 2)")
     cloche_arg(ap)
     a = ap.parse_args()
     preflight(a.cloche)
     bwrap = bwrap_path()
     state = tempfile.mkdtemp(prefix="cloche-bench-")
     env = dict(os.environ, CLOCHE_STATE_DIR=state)
+    # The default policy with the user namespace turned off.
+    default = open(os.path.join(ROOT, "policies/default.toml")).read()
+    assert "\nuserns = true\n" in default
+    with_userns, no_userns = os.path.join(state, "userns.toml"), os.path.join(state, "no-userns.toml")
+    with open(with_userns, "w") as f:
+        f.write(default)
+    with open(no_userns, "w") as f:
+        f.write(default.replace("\nuserns = true\n", "\nuserns = false\n"))
     tools = [
         ("cloche run -- true (disk)", [a.cloche, "run", "--", "true"], env),
+        ("  --policy default (userns)", [a.cloche, "run", "--policy", with_userns, "--", "true"], env),
+        ("  --policy without userns", [a.cloche, "run", "--policy", no_userns, "--", "true"], env),
         ("cloche run --upper tmpfs -- true", [a.cloche, "run", "--upper", "tmpfs", "--", "true"], env),
         ("bwrap ... true", [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
                             "--die-with-parent", "true"], env),
@@ -102,13 +118,20 @@ def main():
             m, p = stats(times[label])
             q1 = sorted(times[label])[len(times[label]) // 4]
             print(f"  {label:34} median {m:6.2f} ms  q1 {q1:6.2f} ms  p90 {p:6.2f} ms  {m / bm:.2f}x bwrap")
+        on, off = times["  --policy default (userns)"], times["  --policy without userns"]
+        # Paired: each run with the namespace against the run without it next to it.
+        d = statistics.median(x - y for x, y in zip(on, off))
+        dm = statistics.median(on) - statistics.median(off)
+        dq = sorted(on)[len(on) // 4] - sorted(off)[len(off) // 4]
+        print(f"  the user namespace costs {d:+.3f} ms (median of paired differences; "
+              f"medians {dm:+.3f} ms, first quartiles {dq:+.3f} ms)")
     try:
         for _ in range(5):  # warm caches (the seccomp program cache, the disk pool)
             for _, cmd, e in tools:
                 timed(cmd, e)
         compare(f"back to back ({a.runs} runs each, interleaved)", a.runs, 0)
         compare(f"sporadic (300 ms idle before each, {a.sporadic} runs each)", a.sporadic, 0.3)
-        if a.before:
+        if a.before or a.starts_only:
             return
         with tempfile.TemporaryDirectory(prefix="cloche-bench-proj-") as proj:
             rep = os.path.join(state, "report.json")

@@ -97,11 +97,15 @@ fn a_mixed_batch_needs_a_reviewer_skips_the_denied_entry_and_leaves_the_host_alo
         assert_eq!(s["network"]["mode"], "none", "{s:#}");
         assert!(s["layers"].as_array().is_some_and(|l| l.iter().any(|x| x == "seccomp")), "{s:#}");
     }
-    // The audit names the world and the layers it enforced.
+    // The audit names the world, the layers it enforced and its user
+    // namespace's mapping.
     let started = audit_events(&fx, "world_started");
     assert_eq!(started.len(), 1);
     assert_eq!(started[0]["details"]["world"], show(&fx, &id)["world"]);
-    assert!(started[0]["details"]["layers"].as_array().is_some_and(|l| l.iter().any(|x| x == "net")));
+    let layers = &started[0]["details"]["layers"];
+    assert!(layers.as_array().is_some_and(|l| l.iter().any(|x| x == "net") && l.iter().any(|x| x == "userns")));
+    let userns = &started[0]["details"]["userns"];
+    assert!(userns["uid"].as_u64().is_some_and(|u| u >= 65536) && userns["count"] == 65536, "{userns}");
     discard_kept(&fx);
     fx.finish();
 }

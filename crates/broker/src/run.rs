@@ -100,12 +100,21 @@ impl Broker {
         })
     }
 
-    /// The world of running batch `batch` is up, enforcing `layers`.
-    pub fn world_started(&mut self, batch: &str, world: &str, layers: &[String]) -> Result<(), BrokerError> {
+    /// The world of running batch `batch` is up, enforcing `layers`, in the
+    /// user namespace `userns` (its id mapping as the report has it; null:
+    /// none).
+    pub fn world_started(
+        &mut self,
+        batch: &str,
+        world: &str,
+        layers: &[String],
+        userns: serde_json::Value,
+    ) -> Result<(), BrokerError> {
         self.change(|c| {
             c.batch_in(batch, &[BatchState::Running], "attach a world")?;
             let actor = c.cfg.system_actor.clone();
-            c.audit("world_started", &actor, Some(batch), None, json!({"world": world, "layers": layers}))?;
+            let details = json!({"world": world, "layers": layers, "userns": userns});
+            c.audit("world_started", &actor, Some(batch), None, details)?;
             c.tx.execute("UPDATE batches SET world = ?2 WHERE id = ?1", params![batch, world])?;
             Ok(())
         })

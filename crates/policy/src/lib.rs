@@ -39,7 +39,7 @@ const COMMANDS_HEADER: &str = "\n[commands]\n";
 
 /// Layers a policy may require.
 pub const KNOWN_LAYERS: &[&str] =
-    &["mnt", "pid", "net", "ipc", "uts", "cgroupns", "overlay", "seccomp", "caps", "no_new_privs", "cgroup"];
+    &["mnt", "pid", "net", "ipc", "uts", "cgroupns", "overlay", "seccomp", "caps", "no_new_privs", "cgroup", "userns"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -79,6 +79,12 @@ pub struct WorldSection {
     /// Where worlds' upper layers live (`upper`, default disk).
     pub upper: UpperStore,
     pub upper_size: u64,
+    /// Every world in a user namespace of its own (`userns`, default true).
+    pub userns: bool,
+    /// The host ids worlds map to, `START:COUNT` for uids and gids alike
+    /// (`userns_ids`); `None`: the `cloche` entries of /etc/subuid and
+    /// /etc/subgid.
+    pub userns_ids: Option<(u32, u32)>,
 }
 
 /// `[world] upper`: the state directory's disk pool, or a tmpfs.
@@ -235,6 +241,10 @@ struct RawWorld {
     #[serde(default)]
     upper: Option<String>,
     upper_size: SizeValue,
+    #[serde(default)]
+    userns: Option<bool>,
+    #[serde(default)]
+    userns_ids: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -373,6 +383,11 @@ impl Policy {
                 Some(u) => UpperStore::parse(u).map_err(|e| invalid(format!("world.upper: {e}")))?,
             },
             upper_size: raw.world.upper_size.bytes("world.upper_size").map_err(invalid)?,
+            userns: raw.world.userns.unwrap_or(true),
+            userns_ids: match &raw.world.userns_ids {
+                None => None,
+                Some(t) => Some(parse_ids(t).map_err(|e| invalid(format!("world.userns_ids: {e}")))?),
+            },
         };
         let limits = Limits {
             memory: raw.limits.memory.bytes("limits.memory").map_err(invalid)?,
@@ -470,6 +485,13 @@ impl Policy {
     pub fn classify(&self, line: &str) -> Decision {
         self.commands.classify(line)
     }
+}
+
+/// `START:COUNT`: numbers only (the engine checks the range itself).
+fn parse_ids(t: &str) -> Result<(u32, u32), String> {
+    let (a, b) = t.split_once(':').ok_or_else(|| format!("{t:?}: expected START:COUNT"))?;
+    let n = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("{t:?}: expected START:COUNT (numbers)"));
+    Ok((n(a)?, n(b)?))
 }
 
 /// A TOML error as one line: "line N: message" (the library's own text

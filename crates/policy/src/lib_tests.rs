@@ -29,6 +29,27 @@ fn builtin_policy_is_valid() {
 }
 
 #[test]
+fn the_user_namespace_is_on_by_default_and_its_ids_are_checked() {
+    let p = Policy::builtin();
+    assert!(p.world.userns);
+    assert_eq!(p.world.userns_ids, None);
+    // A policy written before the key: on.
+    let old = DEFAULT_POLICY.replace("\nuserns = true\n", "\n");
+    assert!(Policy::from_toml(&old, "t", None).unwrap().world.userns);
+    let off = DEFAULT_POLICY.replace("\nuserns = true\n", "\nuserns = false\n");
+    assert!(!Policy::from_toml(&off, "t", None).unwrap().world.userns);
+    let ids = DEFAULT_POLICY.replace("# userns_ids = \"1879048192:67108864\"", "userns_ids = \"200000:131072\"");
+    assert_eq!(Policy::from_toml(&ids, "t", None).unwrap().world.userns_ids, Some((200000, 131072)));
+    for bad in ["200000", "a:b", "200000:-1"] {
+        let text = DEFAULT_POLICY.replace("# userns_ids = \"1879048192:67108864\"", &format!("userns_ids = {bad:?}"));
+        let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();
+        assert!(err.contains("world.userns_ids"), "{bad}: {err}");
+    }
+    let text = DEFAULT_POLICY.replace("\"no_new_privs\", \"cgroup\"]", "\"no_new_privs\", \"cgroup\", \"userns\"]");
+    assert!(Policy::from_toml(&text, "t", None).unwrap().layers.requires("userns"));
+}
+
+#[test]
 fn unknown_key_is_an_error() {
     let text = DEFAULT_POLICY.replace("mask_homes = true", "mask_homes = true\nmask_hmoes = false");
     let err = Policy::from_toml(&text, "t", None).unwrap_err().to_string();

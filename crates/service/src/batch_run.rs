@@ -150,7 +150,8 @@ impl Context {
             }
         };
         tracing::debug!(batch = id, world = world.id(), "world started");
-        broker.world_started(id, world.id(), &world.layers())?;
+        let userns = serde_json::to_value(world.userns().map(crate::report::UsernsMap::from)).unwrap_or_default();
+        broker.world_started(id, world.id(), &world.layers(), userns)?;
         obs.event(BatchEvent::WorldStarted { world: world.id() });
         // Per entry: which paths it changed, and the host state of each path
         // the first time (conflict detection at commit).

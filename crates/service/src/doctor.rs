@@ -98,6 +98,7 @@ fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
             ),
         },
     });
+    userns_checks(ctx, &mut v);
     upper_checks(ctx, &mut v);
     pool_checks(ctx, pool, &mut v);
     network_checks(ctx, &mut v);
@@ -124,6 +125,70 @@ fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
         }
     }
     v
+}
+
+/// The user namespace of every world (`[world] userns`, on by default):
+/// the reserved ids (the policy's or `/etc/subuid` and `/etc/subgid`), none
+/// of them a user or group of this host nor another entry's, and a
+/// namespace of theirs made with the root filesystem and every host data
+/// mount a world carries seen through it. Required when the current
+/// project's policy has user namespaces on.
+fn userns_checks(ctx: &Context, v: &mut Vec<Check>) {
+    use cloche_world::userns;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let world = ctx.resolve(&cwd.to_string_lossy()).map(|(_, p)| p.world).unwrap_or_else(|_| Policy::builtin().world);
+    if !world.userns {
+        let detail = "off in this project's policy ([world] userns = false): a world's ids are the host's".into();
+        v.push(Check { name: "user namespace", ok: true, required: false, detail });
+        return;
+    }
+    let mut check = |ok: bool, detail: String| v.push(Check { name: "user namespace", ok, required: true, detail });
+    let range = match crate::run::userns_range(&world) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => return check(false, e.to_string()),
+    };
+    if let Err(e) = range.check_host() {
+        return check(false, e);
+    }
+    let from = if world.userns_ids.is_some() { "the policy's world.userns_ids" } else { "/etc/subuid, /etc/subgid" };
+    let others = other_subid_entries(&range);
+    if !others.is_empty() {
+        return check(false, format!("the worlds' ids ({from}) overlap {}", others.join(", ")));
+    }
+    let mounts = cloche_world::layers::host_data_mounts(ctx.state_path());
+    let mut paths = vec![Path::new("/")];
+    paths.extend(mounts.iter().map(|m| m.path.as_path()));
+    let what = format!(
+        "uids {}+{n}, gids {}+{n} ({from}): {} worlds at once",
+        range.uid,
+        range.gid,
+        range.slots(),
+        n = range.count
+    );
+    match userns::probe(&range, &paths) {
+        Ok(()) => check(true, format!("{what}; idmapped mounts of {} host mounts work", paths.len())),
+        Err(e) => check(false, format!("{what}; {e}")),
+    }
+}
+
+/// Entries of /etc/subuid and /etc/subgid other than cloche's whose ids
+/// overlap the worlds' range.
+fn other_subid_entries(range: &cloche_world::userns::IdRange) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, start) in [("/etc/subuid", range.uid), ("/etc/subgid", range.gid)] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.trim().split(':').collect();
+            let (Some(name), Some(s), Some(c)) = (f.first(), f.get(1), f.get(2)) else { continue };
+            let (Ok(s), Ok(c)) = (s.parse::<u64>(), c.parse::<u64>()) else { continue };
+            let (a, b) = (u64::from(start), u64::from(start) + u64::from(range.count));
+            if *name != cloche_world::userns::SUBID_NAME && s < b && a < s + c {
+                out.push(format!("{file}'s entry {name}"));
+            }
+        }
+    }
+    out
 }
 
 /// Worlds' upper layers on disk (the state directory's pool, `[world]

@@ -58,6 +58,7 @@ impl Context {
             interrupted: e.interrupted,
             fs_diff: e.fs_diff,
             layers: world.layers(),
+            userns: world.userns(),
             cgroup: world.cgroup_name(),
             limits_hit: e.limits_hit,
             timings: Timings {

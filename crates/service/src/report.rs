@@ -30,8 +30,13 @@ pub struct Report {
     pub fs_diff: FsDiff,
     #[schemars(with = "crate::schema::Network")]
     pub network: Network,
-    /// The isolation layers enforced.
+    /// The isolation layers enforced (`userns` among them when the world
+    /// had a user namespace of its own).
     pub layers: Vec<String>,
+    /// The world's user namespace: its uids and gids 0 to `count` - 1 are
+    /// the host's from `uid` and `gid`. Null: it had none, its ids were the
+    /// host's (policy `world.userns = false`).
+    pub userns: Option<UsernsMap>,
     /// `v1`, `v2` or `none`.
     pub cgroup: String,
     pub limits: RunLimits,
@@ -52,6 +57,23 @@ pub struct Report {
     pub run_fs_diff: Option<FsDiff>,
     /// Why the world's output could not all be written, else null.
     pub output_error: Option<String>,
+}
+
+/// A world's id mapping (one extent, from its id 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct UsernsMap {
+    /// The host uid of the world's uid 0.
+    pub uid: u32,
+    /// The host gid of the world's gid 0.
+    pub gid: u32,
+    /// How many ids are mapped.
+    pub count: u32,
+}
+
+impl From<cloche_world::userns::WorldIds> for UsernsMap {
+    fn from(i: cloche_world::userns::WorldIds) -> UsernsMap {
+        UsernsMap { uid: i.uid, gid: i.gid, count: i.count }
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -91,6 +113,7 @@ impl Report {
                 None => Network::None { mode: "none", allowed: Vec::new(), denied: Vec::new() },
             },
             layers: o.layers,
+            userns: o.userns.map(UsernsMap::from),
             cgroup: o.cgroup.to_string(),
             limits: RunLimits {
                 memory: spec.limits.memory,
@@ -189,6 +212,7 @@ mod tests {
             hash: true,
             terminal: Default::default(),
             user: None,
+            userns: None,
         }
     }
 
@@ -207,7 +231,8 @@ mod tests {
             timed_out: false,
             interrupted: None,
             fs_diff,
-            layers: vec!["mount".into(), "seccomp".into()],
+            layers: vec!["mount".into(), "seccomp".into(), "userns".into()],
+            userns: Some(cloche_world::userns::WorldIds { uid: 1879048192, gid: 1879113728, count: 65536 }),
             cgroup: "v1",
             limits_hit: vec!["pids".into()],
             timings: Default::default(),
@@ -235,6 +260,7 @@ mod tests {
             "network": o.network.as_ref().map(|n| serde_json::to_value(n).unwrap_or_default())
                 .unwrap_or_else(|| json!({"mode": "none", "allowed": [], "denied": []})),
             "layers": o.layers,
+            "userns": {"uid": 1879048192, "gid": 1879113728, "count": 65536},
             "cgroup": o.cgroup,
             "limits": {
                 "memory": spec.limits.memory,

@@ -311,5 +311,22 @@ pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBu
         hash: true,
         terminal: Default::default(),
         user: None,
+        userns: userns_range(&policy.world)?,
     })
+}
+
+/// The host ids a policy's worlds map to (`[world] userns`, `userns_ids`,
+/// else /etc/subuid and /etc/subgid); `None` when the policy turns user
+/// namespaces off. (That none is a user or group of the host is checked by
+/// the engine while the world's child mounts: `userns::IdRange::check_host`.)
+pub fn userns_range(world: &cloche_policy::WorldSection) -> Result<Option<cloche_world::userns::IdRange>> {
+    use cloche_world::userns::IdRange;
+    if !world.userns {
+        return Ok(None);
+    }
+    let range = match world.userns_ids {
+        Some((start, count)) => IdRange::new(start, count).map_err(|e| format!("world.userns_ids: {e}")),
+        None => IdRange::from_system(),
+    };
+    range.map(Some).map_err(|e| Error::Spec(format!("user namespace: {e}")))
 }

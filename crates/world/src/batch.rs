@@ -210,7 +210,12 @@ impl<'a> World<'a> {
 
     /// The isolation layers this world enforces.
     pub fn layers(&self) -> Vec<String> {
-        child::layers(self.w.cg.0.is_some())
+        child::layers(self.w.cg.0.is_some(), self.w.userns.is_some())
+    }
+
+    /// The world's id mapping (`None`: no user namespace).
+    pub fn userns(&self) -> Option<crate::userns::WorldIds> {
+        self.w.ids()
     }
 
     /// The network scope so far (`None`: loopback only). Allowed counters
@@ -284,6 +289,16 @@ impl<'a> World<'a> {
         let null = crate::stdio::empty_stdin().map_err(WorldError::Stdio)?;
         let (or, ow) = pipe()?;
         let (er, ew) = pipe()?;
+        // In a user namespace, made the world root's (or its user's), so
+        // that an entry can reopen them (`>/dev/stderr`), as the child does
+        // with a one-shot world's.
+        if let Some(u) = &self.w.userns {
+            let (uid, gid) = u.ids.host_owner(self.spec.user.as_ref());
+            for fd in [&null, &ow, &ew] {
+                nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into()))
+                    .map_err(WorldError::nix("fchown a pipe"))?;
+            }
+        }
         send(control, &msg, &[null.as_raw_fd(), ow.as_raw_fd(), ew.as_raw_fd()])?;
         drop((null, ow, ew));
         let (mut out_r, mut err_r) = (Some(or), Some(er));
@@ -412,7 +427,8 @@ impl<'a> World<'a> {
             timed_out: false,
             interrupted: None,
             fs_diff,
-            layers: child::layers(has_cg),
+            layers: child::layers(has_cg, self.w.userns.is_some()),
+            userns: self.w.ids(),
             cgroup: self.layout.name(),
             limits_hit: Vec::new(),
             timings: Timings {

@@ -1,13 +1,14 @@
 //! Dropping every capability, for good.
 //!
-//! A world runs as uid 0 without a user namespace, so two things must hold
-//! after this step: every capability set is empty, and no later `execve`
-//! gives any back. Order matters (docs/design.md, facts of the kernel):
+//! A world runs as uid 0 (of its user namespace, or the host's when the
+//! policy turns that off), so two things must hold after this step: every
+//! capability set is empty, and no later `execve` gives any back. Order matters (docs/design.md, facts of the kernel):
 //! 1. securebits, while CAP_SETPCAP is still held: NOROOT (uid 0 gains no
 //!    capabilities on exec), NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, KEEP_CAPS
 //!    off, each one locked;
 //! 2. the bounding set, one capability at a time (needs CAP_SETPCAP);
-//! 3. with a user to run as (`cloched`'s callers other than root), the
+//! 3. with a user to run as (`cloched`'s callers other than root; in a user
+//!    namespace its root too, whose ids the child takes on entering it), the
 //!    supplementary groups, gid and uid become that user's (all of real,
 //!    effective, saved and filesystem ids; CAP_SETUID and CAP_SETGID are
 //!    still held, and NO_SETUID_FIXUP keeps the sets as they are until 5);
@@ -32,6 +33,18 @@ fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> io::Result<()> 
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Sets `SECBIT_NO_SETUID_FIXUP` (not locked): changing the calling
+/// thread's ids leaves its capability sets as they are (the world's child
+/// takes the world root's fsuid while it still mounts: `userns.rs`).
+pub fn keep_caps_across_id_changes() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0 as libc::c_ulong) };
+    if bits < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong | libc::SECBIT_NO_SETUID_FIXUP as libc::c_ulong, 0)
 }
 
 /// Highest capability number the running kernel knows.

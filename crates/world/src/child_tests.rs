@@ -29,8 +29,14 @@ fn devnull() -> OwnedFd {
 }
 
 impl Sys for Recorder {
+    fn act_as_world_root(&mut self, _: &crate::userns::WorldIds) -> io::Result<()> {
+        self.call("act_as_world_root", Path::new(""))
+    }
     fn set_pdeathsig(&mut self) -> io::Result<()> {
         self.call("pdeathsig", Path::new(""))
+    }
+    fn rearm_pdeathsig(&mut self) -> io::Result<()> {
+        self.call("pdeathsig_again", Path::new(""))
     }
     fn receive_plan(&mut self) -> io::Result<Vec<Step>> {
         self.call("receive_plan", Path::new("")).map(|_| std::mem::take(&mut self.plan))
@@ -47,11 +53,20 @@ impl Sys for Recorder {
     fn make_rprivate(&mut self) -> io::Result<()> {
         self.call("rprivate", Path::new(""))
     }
-    fn mount_overlay(&mut self, _: BorrowedFd<'_>, _: &str, _: &Path, target: &Path) -> io::Result<()> {
-        self.call("overlay", target)
+    fn mount_overlay(&mut self, _: BorrowedFd<'_>, _: &str, lower: Lower<'_>, target: &Path) -> io::Result<()> {
+        self.call(if matches!(lower, Lower::Tree(_)) { "overlay_idmapped" } else { "overlay" }, target)
     }
-    fn bind_ro(&mut self, _: &Path, dst: &Path) -> io::Result<()> {
-        self.call("bind_ro", dst)
+    fn idmap_mount(&mut self, path: &Path, _: RawFd) -> io::Result<OwnedFd> {
+        self.call("idmap_mount", path).map(|_| devnull())
+    }
+    fn stash(&mut self, _: BorrowedFd<'_>, at: &Path) -> io::Result<()> {
+        self.call("stash", at)
+    }
+    fn bind_ro(&mut self, _: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()> {
+        self.call(if idmap.is_some() { "bind_ro_idmapped" } else { "bind_ro" }, dst)
+    }
+    fn idmap_store(&mut self, _: BorrowedFd<'_>, _: RawFd) -> io::Result<OwnedFd> {
+        self.call("idmap_store", Path::new("")).map(|_| devnull())
     }
     fn grab(&mut self, path: &Path, read_only: bool) -> io::Result<OwnedFd> {
         self.call(if read_only { "grab_ro" } else { "grab" }, path).map(|_| devnull())
@@ -116,14 +131,23 @@ impl Sys for Recorder {
     fn open_console(&mut self, _: &Path, _: Option<libc::winsize>, _: RawFd) -> io::Result<OwnedFd> {
         self.call("console", Path::new("")).map(|_| devnull())
     }
-    fn set_stdio(&mut self, _: [Option<RawFd>; 3]) -> io::Result<()> {
-        self.call("stdio", Path::new(""))
+    fn set_stdio(&mut self, _: [Option<RawFd>; 3], owner: Option<(u32, u32)>) -> io::Result<()> {
+        match owner {
+            Some((u, g)) => self.call("stdio", Path::new(&format!("owner {u}:{g}"))),
+            None => self.call("stdio", Path::new("")),
+        }
+    }
+    fn enter_userns(&mut self, _: RawFd) -> io::Result<()> {
+        self.call("setns_user", Path::new(""))
     }
     fn setsid(&mut self) -> io::Result<()> {
         self.call("setsid", Path::new(""))
     }
-    fn drop_caps(&mut self, _: u32, _: Option<&crate::spec::WorldUser>) -> io::Result<()> {
-        self.call("drop_caps", Path::new(""))
+    fn drop_caps(&mut self, _: u32, user: Option<&crate::spec::WorldUser>) -> io::Result<()> {
+        match user {
+            Some(u) => self.call("drop_caps", Path::new(&format!("as {}:{}", u.uid, u.gid))),
+            None => self.call("drop_caps", Path::new("")),
+        }
     }
     fn no_new_privs(&mut self) -> io::Result<()> {
         self.call("nnp", Path::new(""))
@@ -187,6 +211,10 @@ fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
 }
 
 fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
+    with_userns(netns, None, f)
+}
+
+fn with_userns<T>(netns: Option<RawFd>, userns: Option<ChildUserns>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
     let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),
@@ -207,6 +235,7 @@ fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T
         netns,
         stdio: crate::stdio::WorldStdio::Fds([Some(devnull()), None, Some(devnull())]),
         user: None,
+        userns,
     };
     f(&plan)
 }
@@ -329,4 +358,51 @@ fn a_namespace_made_ahead_is_entered_first() {
     let c = &r.calls;
     assert_eq!(&c[..3], ["pdeathsig", "setns_net", "rprivate"], "{c:#?}");
     assert!(!c.iter().any(|x| x == "lo_up"), "{c:#?}");
+}
+
+/// In a user namespace: the child acts as the world's root before its first
+/// mount, every host mount is seen through the mapping (the store too), the
+/// stdio is made the world root's, and the namespace is entered after the
+/// session and before the capabilities are dropped (becoming its root),
+/// the parent-death signal set again after.
+#[test]
+fn a_user_namespace_is_mapped_everywhere_and_entered_last() {
+    let mut r = recorder(None);
+    let ids = crate::userns::WorldIds { uid: 1879048192, gid: 1879113728, count: 65536 };
+    with_userns(None, Some(ChildUserns { fd: 99, ids }), |p| setup(&mut r, p)).unwrap();
+    let c = &r.calls;
+    let order = [
+        "act_as_world_root",
+        "pdeathsig",
+        "rprivate",
+        "idmap_store",
+        "stash /state/w/root",
+        "idmap_mount /",
+        "idmap_mount /home",
+        "overlay_idmapped /state/w/root",
+        "overlay_idmapped /state/w/root/home",
+        "bind_ro_idmapped /state/w/root/mnt/ro",
+        "pivot_root",
+        "stdio owner 1879048192:1879113728",
+        "setsid",
+        "setns_user",
+        "drop_caps as 0:0",
+        "pdeathsig_again",
+        "nnp",
+        "seccomp",
+    ];
+    let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
+    assert!(!c.iter().any(|x| x.starts_with("overlay /") || x.starts_with("bind_ro /")), "{c:#?}");
+    // Every clone is stashed under the new root before the overlay covers
+    // it (none for the read-only mount: its idmapped bind is attached).
+    let stashed: Vec<usize> = c.iter().enumerate().filter(|(_, x)| x.starts_with("stash")).map(|(i, _)| i).collect();
+    assert_eq!(stashed.len(), 3, "{c:#?}");
+    assert!(stashed.iter().all(|&i| i < pos(c, "overlay_idmapped /state/w/root")), "{c:#?}");
+    // Without one: none of it.
+    let mut r = recorder(None);
+    with_plan(|p| setup(&mut r, p)).unwrap();
+    for step in ["act_as_world_root", "idmap_store", "setns_user", "_idmapped"] {
+        assert!(!r.calls.iter().any(|x| x.contains(step)), "{step}: {:#?}", r.calls);
+    }
 }

@@ -57,6 +57,15 @@ pub(crate) struct Launched {
     pub mounts: Option<OwnedFd>,
     /// What its mount plan was made from (`PlanPrint::of`).
     pub plan: PlanPrint,
+    /// The world's user namespace, its slot of ids held while it runs.
+    pub userns: Option<crate::userns::Userns>,
+}
+
+impl Launched {
+    /// The world's id mapping (`None`: no user namespace).
+    pub(crate) fn ids(&self) -> Option<crate::userns::WorldIds> {
+        self.userns.as_ref().map(|u| u.ids)
+    }
 }
 
 /// A world's mount plan as it was made: the plan the child applied (the
@@ -186,13 +195,21 @@ pub(crate) fn launch(
     };
     crate::profile::mark("init opened, argv/env built, stdio");
     // The network namespace made meanwhile (its thread has ended: cloche is
-    // single-threaded again), or none: the clone makes it.
-    let mut netns = ahead.join();
+    // single-threaded again), or none: the clone makes it; the world's user
+    // namespace (a slot of ids held, the namespace made and mapped:
+    // userns.rs), made meanwhile too when the spec's range is the host's,
+    // else now.
+    let (mut netns, made) = ahead.join(spec.userns.as_ref());
+    let userns = match (&spec.userns, made) {
+        (Some(_), Some(made)) => Some(made),
+        (Some(range), None) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
+        (None, _) => None,
+    };
+    crate::profile::mark("netns and user namespace made ahead");
     let namespaces = match netns {
         Some(_) => NAMESPACES & !(libc::CLONE_NEWNET as u64),
         None => NAMESPACES,
     };
-    crate::profile::mark("netns made ahead");
     let plan = ChildPlan {
         root: state.mount_point(),
         scratch: scratch.for_child().map_err(WorldError::Scratch)?,
@@ -209,6 +226,7 @@ pub(crate) fn launch(
         netns: netns.as_ref().map(|f| f.as_raw_fd()),
         stdio,
         user: spec.user.clone(),
+        userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -280,6 +298,12 @@ pub(crate) fn launch(
     };
     write_all(&go_w, &print.wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
+    // The reserved ids must be nobody's on the host (a world would be that
+    // user to the kernel): checked here, while the child mounts.
+    if let Some(range) = &spec.userns {
+        range.check_host().map_err(|e| kill(WorldError::Invalid(format!("user namespace: {e}"))))?;
+        crate::profile::mark("user namespace ids checked");
+    }
     if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
         crate::net_host::remove_when_idle("");
     }
@@ -306,14 +330,16 @@ pub(crate) fn launch(
     drop(netns); // the world holds its namespace
     crate::profile::mark("network");
     // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
-    //    privileges), the pool's housekeeping for later runs.
+    //    privileges), the pool's housekeeping for later runs. The go pipe
+    //    stays open until the init is executed: the child checks it after
+    //    its credentials changed (`Sys::rearm_pdeathsig`).
     let _ = nix::unistd::write(&go_w, b"g");
-    drop(go_w);
     scratch.housekeep(&claim.id, state);
     crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.
     let mut msg = Vec::new();
     read_all(&rep_r, &mut msg);
+    drop(go_w);
     if !msg.is_empty() {
         return Err(kill(WorldError::Child(String::from_utf8_lossy(&msg).into_owned())));
     }
@@ -328,7 +354,13 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts, plan: print })
+    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts, userns, plan: print })
+}
+
+/// Where a world's search for a free slot of ids starts: its id's first
+/// hex digits (random), so that worlds started together rarely contend.
+fn seed(id: &str) -> u64 {
+    u64::from_str_radix(id.get(..15).unwrap_or("0"), 16).unwrap_or(0)
 }
 
 /// Removes the cgroup on error paths.

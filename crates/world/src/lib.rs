@@ -35,6 +35,7 @@ pub mod state;
 mod stdio;
 mod sys;
 mod upper;
+pub mod userns;
 pub mod view;
 pub mod world;
 

@@ -19,8 +19,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
 
-/// A network namespace on its way.
-pub struct NetnsAhead(Option<JoinHandle<io::Result<OwnedFd>>>);
+/// A network namespace on its way (and the world's user namespace, on a
+/// thread of its own: `userns::UsernsAhead`).
+pub struct NetnsAhead(Option<JoinHandle<io::Result<OwnedFd>>>, Option<crate::userns::UsernsAhead>);
 
 impl NetnsAhead {
     /// Starts making the namespace.
@@ -34,13 +35,23 @@ impl NetnsAhead {
             crate::sys::loopback_up()?;
             Ok(File::open("/proc/thread-self/ns/net")?.into())
         });
-        NetnsAhead(made.ok())
+        NetnsAhead(made.ok(), Some(crate::userns::UsernsAhead::start()))
     }
 
-    /// The namespace, once the thread has ended (`None`: make one with the
-    /// clone). After this, no thread of ours is left.
-    pub(crate) fn join(mut self) -> Option<OwnedFd> {
-        self.0.take()?.join().ok()?.ok()
+    /// The network namespace, once the thread has ended (`None`: make one
+    /// with the clone), and the user namespace made ahead when it is of the
+    /// range `userns` (`None`: make one, or none). After this, no thread of
+    /// ours is left.
+    pub(crate) fn join(
+        mut self,
+        userns: Option<&crate::userns::IdRange>,
+    ) -> (Option<OwnedFd>, Option<crate::userns::Userns>) {
+        let ahead = self.1.take();
+        let made = match (ahead, userns) {
+            (Some(a), Some(want)) => a.join(want),
+            _ => None, // dropped: joined, and what it made dropped
+        };
+        (self.0.take().and_then(|t| t.join().ok()?.ok()), made)
     }
 }
 

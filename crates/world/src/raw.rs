@@ -122,6 +122,40 @@ pub fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+/// `open_tree(2)` of the object open at `fd` (`AT_EMPTY_PATH`): a detached
+/// copy of that one mount (no submounts), close-on-exec.
+pub fn open_tree_clone_one(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) })?;
+    Ok(owned(fd))
+}
+
+/// `mount_setattr(MOUNT_ATTR_IDMAP)` of the detached mount open at `fd`
+/// (never attached yet): its files are seen through the id mapping of the
+/// user namespace `userns`, plus `set` (other MOUNT_ATTR_* bits).
+pub fn mount_setattr_idmap(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>, set: u64) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP | set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH, a
+    // pointer to a mount_attr we own and its size.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })?;
+    Ok(())
+}
+
 /// `mount_setattr(2)` of the mount open at `fd` alone (not recursive):
 /// sets the `MOUNT_ATTR_*` bits `set`, clears `clear`.
 pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {

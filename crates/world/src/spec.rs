@@ -67,6 +67,11 @@ pub struct Spec {
     /// of callers other than root as those callers: they read and write
     /// what the caller could (docs/security.md, *cloched*).
     pub user: Option<WorldUser>,
+    /// The host ids worlds map to (docs/security.md, *User namespace*): each
+    /// world runs in a user namespace of its own whose ids 0..65535 are a
+    /// slot of this range. `None`: no user namespace, the world's ids are
+    /// the host's (policy `world.userns = false`).
+    pub userns: Option<crate::userns::IdRange>,
 }
 
 /// A user a world runs as: its ids and supplementary groups.
@@ -170,6 +175,12 @@ impl Spec {
         }
         if self.timeout == Some(Duration::ZERO) {
             return bad("timeout must be positive".into());
+        }
+        if let (Some(_), Some(u)) = (&self.userns, &self.user) {
+            let n = crate::userns::WORLD_IDS;
+            if let Some(id) = [u.uid, u.gid].into_iter().chain(u.groups.iter().copied()).find(|&id| id >= n) {
+                return bad(format!("id {id} of the world's user is outside the ids a world maps (0-{})", n - 1));
+            }
         }
         Ok(())
     }
@@ -298,6 +309,48 @@ mod tests {
         assert_eq!(parse_env_pair(OsStr::new("A=")), Some((os("A"), os(""))));
         assert_eq!(parse_env_pair(OsStr::new("=x")), None);
         assert_eq!(parse_env_pair(OsStr::new("novalue")), None);
+    }
+
+    /// In a user namespace a world's user must be one of the ids it maps.
+    #[test]
+    fn a_user_outside_the_mapped_ids_is_refused() {
+        let profile = crate::seccomp::Profile::builtin_default().unwrap();
+        let mut spec = Spec {
+            argv: vec![os("true")],
+            env: vec![],
+            cwd: "/".into(),
+            limits: Limits { memory: 64 << 20, pids: 8, cpus: 1.0 },
+            timeout: None,
+            upper: UpperStore::Tmpfs,
+            upper_size: 1 << 20,
+            hostname: "cloche".into(),
+            nofile: 64,
+            mask: vec![],
+            mask_homes: true,
+            home_secrets: vec![],
+            expose: vec![],
+            toolchains: Default::default(),
+            path_note: None,
+            seccomp: Program::compile(&profile).unwrap(),
+            keep: false,
+            keep_interrupted: false,
+            owner: None,
+            net: None,
+            require: vec![],
+            hash: false,
+            terminal: Default::default(),
+            user: Some(WorldUser { uid: 1000, gid: 1000, groups: vec![27, 65535] }),
+            userns: Some(crate::userns::IdRange::new(200000, 65536).unwrap()),
+        };
+        assert!(spec.validate().is_ok());
+        spec.user = Some(WorldUser { uid: 70000, gid: 1000, groups: vec![] });
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains("id 70000") && e.contains("0-65535"), "{e}");
+        spec.user = Some(WorldUser { uid: 1000, gid: 1000, groups: vec![65536] });
+        assert!(spec.validate().is_err());
+        // Without one, any id goes (the host's own).
+        spec.userns = None;
+        assert!(spec.validate().is_ok());
     }
 
     #[test]

@@ -38,9 +38,54 @@ fn open_nofollow(path: &Path) -> io::Result<OwnedFd> {
     openat2(nix::fcntl::AT_FDCWD, path, how).map_err(nixerr)
 }
 
+/// A detached clone of the one host mount at `path` (no submounts), seen
+/// through the id mapping of the user namespace `userns`, with `attrs`.
+fn idmapped_clone(path: &Path, userns: RawFd, attrs: u64) -> io::Result<OwnedFd> {
+    let m = raw::open_tree_clone(libc::AT_FDCWD, &cpath(path)?, false)?;
+    // SAFETY: the plan's descriptor, open for the child's life.
+    raw::mount_setattr_idmap(m.as_fd(), unsafe { BorrowedFd::borrow_raw(userns) }, attrs)?;
+    Ok(m)
+}
+
 impl Sys for RealSys<'_> {
+    fn act_as_world_root(&mut self, ids: &crate::userns::WorldIds) -> io::Result<()> {
+        // NO_SETUID_FIXUP first: a non-zero fsuid would otherwise clear the
+        // file capabilities this child still needs (to read the host's
+        // files for the overlay, to mount). Raw calls: glibc's setfsuid
+        // cannot report an error.
+        crate::caps::keep_caps_across_id_changes()?;
+        // SAFETY: integer arguments only.
+        unsafe {
+            libc::syscall(libc::SYS_setfsgid, ids.gid);
+            libc::syscall(libc::SYS_setfsuid, ids.uid);
+        }
+        // setfs*id return the previous value: check the new one took.
+        // SAFETY: as above (-1: query only).
+        let (u, g) =
+            unsafe { (libc::syscall(libc::SYS_setfsuid, u32::MAX), libc::syscall(libc::SYS_setfsgid, u32::MAX)) };
+        if (u as u32, g as u32) != (ids.uid, ids.gid) {
+            return Err(io::Error::other(format!("fsuid/fsgid are {u}/{g}, not {}/{}", ids.uid, ids.gid)));
+        }
+        Ok(())
+    }
+
     fn set_pdeathsig(&mut self) -> io::Result<()> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(nixerr)
+    }
+
+    fn rearm_pdeathsig(&mut self) -> io::Result<()> {
+        self.set_pdeathsig()?;
+        // The parent holds the go pipe's write end until the init is
+        // executed: a hang-up means it died before the signal was set again.
+        let mut p = libc::pollfd { fd: self.go.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, no wait.
+        if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return Err(io::Error::other("parent exited before the world started"));
+        }
+        Ok(())
     }
 
     fn receive_plan(&mut self) -> io::Result<Vec<crate::plan::Step>> {
@@ -85,7 +130,13 @@ impl Sys for RealSys<'_> {
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(nixerr)
     }
 
-    fn mount_overlay(&mut self, scratch: BorrowedFd<'_>, dir: &str, lower: &Path, target: &Path) -> io::Result<()> {
+    fn mount_overlay(
+        &mut self,
+        scratch: BorrowedFd<'_>,
+        dir: &str,
+        lower: crate::child::Lower<'_>,
+        target: &Path,
+    ) -> io::Result<()> {
         // Lower: a host filesystem (read-only to the world: writes copy up).
         // Upper/work: the world's capped upper (disk pool or tmpfs).
         // index=on: a copied-up file keeps its lower inode number, so a
@@ -102,13 +153,19 @@ impl Sys for RealSys<'_> {
         // otherwise fsync each file it copies up: 4-8 ms a file here, and
         // the whole pool at unmount); a world's upper is disposable, and
         // none is mounted twice, which is all volatile asks.
+        // With a user namespace the lower is an idmapped clone of that host
+        // mount (host root's files are the world root's, as they are
+        // without one), and `scratch` the idmapped store: a copy-up writes
+        // the host's ids. (The overlay acts with its mounter's credentials:
+        // this child, fsuid the world's root.)
         let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
-        let fsb = {
-            use std::os::fd::AsFd;
-            fs.as_fd()
+        let fsb = fs.as_fd();
+        let lower = match lower {
+            crate::child::Lower::Host(p) => escape_lowerdir(p)?,
+            crate::child::Lower::Tree(t) => format!("/proc/self/fd/{}", t.as_raw_fd()),
         };
-        raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(lower)?)?;
+        raw::fsconfig_str(fsb, "lowerdir", &lower)?;
         raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
         raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
         for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
@@ -117,18 +174,36 @@ impl Sys for RealSys<'_> {
         raw::fsconfig_flag(fsb, "volatile")?;
         raw::fsconfig_create(fsb)?;
         let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
-        let m = {
-            use std::os::fd::AsFd;
-            mnt.as_fd()
-        };
-        raw::move_mount_to(m, &cpath(target)?)
+        raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
     }
 
-    fn bind_ro(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+    fn bind_ro(&mut self, src: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()> {
+        if let Some(ns) = idmap {
+            let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+            let m = idmapped_clone(src, ns, attrs)?;
+            return raw::move_mount_to(m.as_fd(), &cpath(dst)?);
+        }
         mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nixerr)?;
         let flags =
             MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(nixerr)
+    }
+
+    fn idmap_mount(&mut self, path: &Path, userns: RawFd) -> io::Result<OwnedFd> {
+        idmapped_clone(path, userns, 0)
+    }
+
+    fn stash(&mut self, tree: BorrowedFd<'_>, at: &Path) -> io::Result<()> {
+        raw::move_mount_to(tree, &cpath(at)?)
+    }
+
+    fn idmap_store(&mut self, store: BorrowedFd<'_>, userns: RawFd) -> io::Result<OwnedFd> {
+        // A clone, never the store's own mount: a tmpfs store's detached
+        // mount is the parent's too (it reads the fs_diff through it).
+        let m = raw::open_tree_clone_one(store)?;
+        // SAFETY: the plan's descriptor, open for the child's life.
+        raw::mount_setattr_idmap(m.as_fd(), unsafe { BorrowedFd::borrow_raw(userns) }, 0)?;
+        Ok(m)
     }
 
     fn grab(&mut self, path: &Path, read_only: bool) -> io::Result<OwnedFd> {
@@ -336,12 +411,22 @@ impl Sys for RealSys<'_> {
         Ok(slave)
     }
 
-    fn set_stdio(&mut self, fds: [Option<RawFd>; 3]) -> io::Result<()> {
+    fn set_stdio(&mut self, fds: [Option<RawFd>; 3], owner: Option<(u32, u32)>) -> io::Result<()> {
         // First above 2 (a pipe may itself be 0, 1 or 2 when cloche started
         // with one of them closed, and dup2 onto itself would keep
         // close-on-exec), then onto 0, 1, 2 (dup2 clears close-on-exec).
         // `None` is the world's own /dev/null (a world path: after pivot_root).
         use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+        // A pipe (or terminal) belongs to whoever made it: in a user
+        // namespace, host root's is nobody's the world knows, and reopening
+        // it (`echo x >/dev/stderr`) would be refused.
+        if let Some((uid, gid)) = owner {
+            for fd in fds.iter().flatten() {
+                // SAFETY: the plan's descriptors are open for the child's life.
+                nix::unistd::fchown(unsafe { BorrowedFd::borrow_raw(*fd) }, Some(uid.into()), Some(gid.into()))
+                    .map_err(nixerr)?;
+            }
+        }
         let mut high = Vec::with_capacity(3);
         for fd in fds {
             let h = match fd {
@@ -363,6 +448,15 @@ impl Sys for RealSys<'_> {
             if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
                 return Err(io::Error::last_os_error());
             }
+        }
+        Ok(())
+    }
+
+    fn enter_userns(&mut self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: setns with the plan's descriptor; the child is
+        // single-threaded and shares no filesystem information (no CLONE_FS).
+        if unsafe { libc::setns(fd, libc::CLONE_NEWUSER) } != 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(())
     }

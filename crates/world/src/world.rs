@@ -40,6 +40,9 @@ pub struct Outcome {
     pub interrupted: Option<i32>,
     pub fs_diff: FsDiff,
     pub layers: Vec<String>,
+    /// The world's user namespace: its ids 0.. are these host ids (`None`:
+    /// it had none, its ids were the host's).
+    pub userns: Option<crate::userns::WorldIds>,
     pub cgroup: &'static str,
     pub limits_hit: Vec<String>,
     pub timings: Timings,
@@ -224,6 +227,11 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
     let layout =
         Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok());
     let layers = crate::layers::data_mounts(&mountinfo, &state.root);
+    if spec.userns.is_none() && spec.require.iter().any(|l| l == "userns") {
+        return Err(WorldError::LayerUnavailable(
+            "userns: the policy turns user namespaces off (world.userns = false)".into(),
+        ));
+    }
     if let Layout::Unavailable { missing } = &layout {
         if spec.require.iter().any(|l| l == "cgroup") {
             return Err(WorldError::LayerUnavailable(format!(
@@ -247,8 +255,9 @@ fn run_in(
     store: Store,
     ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<(Outcome, Upper, Option<serde_json::Value>), WorldError> {
-    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, .. } =
+    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, userns, .. } =
         launch(spec, layout, layers, claim, state, Mode::OneShot, store, ahead)?;
+    let ids = userns.as_ref().map(|u| u.ids);
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
     // With `--keep`, the world is attached at `worlds/<id>` while it runs
@@ -310,7 +319,8 @@ fn run_in(
         timed_out,
         interrupted,
         fs_diff,
-        layers: child::layers(has_cg),
+        layers: child::layers(has_cg, ids.is_some()),
+        userns: ids,
         cgroup: cgroup_name,
         limits_hit,
         timings,

@@ -35,6 +35,8 @@ fn spec(cwd: &Path) -> Spec {
         hash: true,
         terminal: Default::default(),
         user: None,
+        // The host's reserved ids (.ci/setup makes them): a user namespace.
+        userns: Some(cloche_world::userns::IdRange::from_system().expect("ids reserved for worlds")),
     }
 }
 
