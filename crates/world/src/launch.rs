@@ -354,7 +354,21 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
-    Ok(Launched { pid, pidfd, scratch, cg, sigfd, _restore, control, net, relay, _sink: sink, mounts, userns, plan: print })
+    Ok(Launched {
+        pid,
+        pidfd,
+        scratch,
+        cg,
+        sigfd,
+        _restore,
+        control,
+        net,
+        relay,
+        _sink: sink,
+        mounts,
+        userns,
+        plan: print,
+    })
 }
 
 /// Where a world's search for a free slot of ids starts: its id's first
