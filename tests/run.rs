@@ -353,3 +353,47 @@ fn run_takes_the_policy_bound_to_its_directory() {
     assert_eq!(host(o.expect_code(0)), "cloche", "{}", o.describe());
     fx.finish();
 }
+
+/// `--report` at something that is not a regular file: a link to stdout, a
+/// character device, a link to a report file, a link to nothing. The
+/// report goes through the link or into the device, which stay what they
+/// are; a link to nothing is refused before the world starts. (Before,
+/// the report was renamed over the path: `--report /dev/stdout` put a
+/// regular file in place of the host's `/dev/stdout`.)
+#[test]
+fn a_report_into_a_device_or_through_a_link_leaves_them_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let fx = Fixture::new();
+    let dir = fx.mkdir("reports");
+    let out = dir.join("stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &out).unwrap();
+    let o = fx.cloche(&["run".as_ref(), "--report".as_ref(), out.as_os_str(), "--".as_ref(), "true".as_ref()]);
+    o.expect_code(0);
+    let printed: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.describe()));
+    assert_eq!(printed["exit_code"], 0, "{}", o.describe());
+    assert!(std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink(), "the link to stdout was replaced");
+
+    let null = dir.join("null");
+    let dev = nix::sys::stat::makedev(1, 3);
+    nix::sys::stat::mknod(&null, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), dev)
+        .unwrap();
+    fx.cloche(&["run".as_ref(), "--report".as_ref(), null.as_os_str(), "--".as_ref(), "true".as_ref()]).expect_code(0);
+    assert!(std::fs::symlink_metadata(&null).unwrap().file_type().is_char_device(), "the device was replaced");
+
+    let real = dir.join("real.json");
+    std::fs::write(&real, "old").unwrap();
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    fx.cloche(&["run".as_ref(), "--report".as_ref(), link.as_os_str(), "--".as_ref(), "true".as_ref()]).expect_code(0);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    assert_eq!(r["exit_code"], 0);
+
+    let dangling = dir.join("nowhere.json");
+    std::os::unix::fs::symlink(dir.join("missing/r.json"), &dangling).unwrap();
+    let o = fx.cloche(&["run".as_ref(), "--report".as_ref(), dangling.as_os_str(), "--".as_ref(), "true".as_ref()]);
+    o.expect_code(125);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot write to it"), "{}", o.describe());
+    fx.finish();
+}

@@ -148,13 +148,37 @@ impl Report {
     }
 }
 
-/// Writes a document to `path` atomically (a temporary file in the same
-/// directory, then rename); `-` is stdout. `cloche run` writes a report
+/// Writes a document to `path`; `-` is stdout. `cloche run` writes a report
 /// the daemon made with it too.
+/// - A regular file, or a name that does not exist yet: atomically (a
+///   temporary file in the same directory, then rename).
+/// - A symbolic link to a regular file: that file, atomically, the link
+///   kept.
+/// - Anything else (`/dev/stdout`, `/dev/null`, a terminal, a FIFO, a link
+///   to one): opened and written in place, never created or replaced (a
+///   rename over it would put a regular file where the device or the link
+///   was: `--report /dev/stdout` once replaced the host's `/dev/stdout`).
 pub fn write_document(path: &Path, text: &[u8]) -> std::io::Result<()> {
     if path == Path::new("-") {
         return std::io::stdout().write_all(text);
     }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => replace_atomically(path, text),
+        Err(e) => Err(e),
+        Ok(m) if m.file_type().is_file() => replace_atomically(path, text),
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) if std::fs::metadata(&target).is_ok_and(|t| t.file_type().is_file()) => {
+                replace_atomically(&target, text)
+            }
+            _ => write_in_place(path, text),
+        },
+        Ok(m) if m.file_type().is_dir() => Err(std::io::Error::other("is a directory")),
+        Ok(_) => write_in_place(path, text),
+    }
+}
+
+/// `path` (a regular file, or none yet) replaced by `text` all at once.
+fn replace_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -174,6 +198,16 @@ pub fn write_document(path: &Path, text: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// `text` written into what `path` opens (a device, a pipe, a terminal):
+/// never created, truncated or replaced.
+fn write_in_place(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    if f.metadata()?.file_type().is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    f.write_all(text)
 }
 
 #[cfg(test)]

@@ -90,6 +90,14 @@ pub fn check_report(path: &Path) -> Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
         return bad("is a directory".into());
     }
+    // A link, a device, a pipe or a terminal is written in place
+    // (`report::write_document`): it must open for writing now (a link to
+    // nothing does not).
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+        if let Err(e) = nix::unistd::access(path, nix::unistd::AccessFlags::W_OK) {
+            return bad(format!("cannot write to it: {}", e.desc()));
+        }
+    }
     Ok(())
 }
 
