@@ -397,3 +397,26 @@ fn a_report_into_a_device_or_through_a_link_leaves_them_in_place() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot write to it"), "{}", o.describe());
     fx.finish();
 }
+
+/// `--report` through a link to stdout (as `/dev/stdout` is) with stdout a
+/// file: the report comes after the command's output in that file (the
+/// descriptor's file, written through, never replaced).
+#[test]
+fn a_report_to_stdout_follows_the_output_in_a_redirected_file() {
+    let fx = Fixture::new();
+    let file = fx.dir().join("out.txt");
+    let link = fx.dir().join("stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+    let mut cmd = fx.command();
+    cmd.arg("run").arg("--report").arg(&link).args(["--", "echo", "hello"]);
+    cmd.stdout(std::fs::File::create(&file).unwrap());
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap_or_default();
+    assert_eq!(first, "hello", "{text}");
+    let r: serde_json::Value = serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(r["exit_code"], 0, "{text}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    fx.finish();
+}

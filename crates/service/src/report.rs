@@ -153,7 +153,8 @@ impl Report {
 /// - A regular file, or a name that does not exist yet: atomically (a
 ///   temporary file in the same directory, then rename).
 /// - A symbolic link to a regular file: that file, atomically, the link
-///   kept.
+///   kept (but a link into /proc, such as `/dev/stdout`, is written
+///   through, after what the descriptor already holds).
 /// - Anything else (`/dev/stdout`, `/dev/null`, a terminal, a FIFO, a link
 ///   to one): opened and written in place, never created or replaced (a
 ///   rename over it would put a regular file where the device or the link
@@ -167,7 +168,7 @@ pub fn write_document(path: &Path, text: &[u8]) -> std::io::Result<()> {
         Err(e) => Err(e),
         Ok(m) if m.file_type().is_file() => replace_atomically(path, text),
         Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
-            Ok(target) if std::fs::metadata(&target).is_ok_and(|t| t.file_type().is_file()) => {
+            Ok(target) if !names_open_file(path) && std::fs::metadata(&target).is_ok_and(|t| t.is_file()) => {
                 replace_atomically(&target, text)
             }
             _ => write_in_place(path, text),
@@ -200,10 +201,20 @@ fn replace_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
     res
 }
 
-/// `text` written into what `path` opens (a device, a pipe, a terminal):
-/// never created, truncated or replaced.
+/// Whether link `path` names a file this process has open (`/dev/stdout`,
+/// `/dev/fd/N`, `/proc/self/fd/N`: links into /proc): the report goes where
+/// the descriptor points (after what was written there), and a file there
+/// is never replaced (the descriptor would keep the old one).
+fn names_open_file(path: &Path) -> bool {
+    std::fs::read_link(path).is_ok_and(|t| t.starts_with("/proc"))
+        || path.parent().and_then(|d| std::fs::canonicalize(d).ok()).is_some_and(|d| d.starts_with("/proc"))
+}
+
+/// `text` written into what `path` opens (a device, a pipe, a terminal, a
+/// file through a descriptor's link), at its end: never created, truncated
+/// or replaced.
 fn write_in_place(path: &Path, text: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
     if f.metadata()?.file_type().is_dir() {
         return Err(std::io::Error::other("is a directory"));
     }
