@@ -86,17 +86,16 @@ impl PlanPrint {
         state: &StateDir,
         layers: &[HostMount],
     ) -> Result<PlanPrint, crate::exposure::Refusal> {
-        let mut fs = FsRequest::of_spec(spec, &state.root);
-        fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
-        let host = crate::host::CachedHost::default();
-        let view = crate::view::View::new(&host, &fs)?;
-        Ok(PlanPrint::from_steps(&crate::plan::steps(&host, &view)))
+        Ok(PlanPrint::from_steps(&mount_plan(spec, state, layers)?.3, true))
     }
 
-    fn from_steps(steps: &[crate::plan::Step]) -> PlanPrint {
+    /// `steps` encoded, with the identity of what they grab when `grabbed`
+    /// (a world that may be compared with the host later).
+    fn from_steps(steps: &[crate::plan::Step], grabbed: bool) -> PlanPrint {
         use std::os::unix::fs::MetadataExt;
         let grabbed = steps
             .iter()
+            .filter(|_| grabbed)
             .filter_map(|s| match s {
                 crate::plan::Step::Grab { path, .. } => {
                     Some(std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino())))
@@ -106,6 +105,22 @@ impl PlanPrint {
             .collect();
         PlanPrint { wire: crate::plan_wire::encode(steps), grabbed }
     }
+}
+
+/// The mount plan of a world of `spec` on the host as it is now (after
+/// /proc, /sys and /dev), with what it was built from (the PATH note is
+/// judged against them).
+fn mount_plan(
+    spec: &Spec,
+    state: &StateDir,
+    layers: &[HostMount],
+) -> Result<(crate::host::CachedHost, FsRequest, crate::view::View, Vec<crate::plan::Step>), crate::exposure::Refusal> {
+    let mut fs = FsRequest::of_spec(spec, &state.root);
+    fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
+    let host = crate::host::CachedHost::default();
+    let view = crate::view::View::new(&host, &fs)?;
+    let steps = crate::plan::steps(&host, &view);
+    Ok((host, fs, view, steps))
 }
 
 /// Where a world's upper comes from.
@@ -286,16 +301,9 @@ pub(crate) fn launch(
     //    mount plan from host facts and send it; then sweep what crashed
     //    runs left and create the v1 cgroup, which the child joins after its
     //    go, before pivot_root.
-    let mut fs = FsRequest::of_spec(spec, &state.root);
-    fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
-    let host = crate::host::CachedHost::default();
-    let view = crate::view::View::new(&host, &fs).map_err(|e| kill(WorldError::Refused(e)))?;
-    let steps = crate::plan::steps(&host, &view);
-    let print = match mode {
-        // A world made ahead may be compared with the host later.
-        Mode::Serve => PlanPrint::from_steps(&steps),
-        Mode::OneShot => PlanPrint { wire: crate::plan_wire::encode(&steps), grabbed: Vec::new() },
-    };
+    let (host, fs, view, steps) = mount_plan(spec, state, layers).map_err(|e| kill(WorldError::Refused(e)))?;
+    // A world made ahead (serve mode) may be compared with the host later.
+    let print = PlanPrint::from_steps(&steps, mode == Mode::Serve);
     write_all(&go_w, &print.wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
     // The reserved ids must be nobody's on the host (a world would be that
