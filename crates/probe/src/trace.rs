@@ -4,14 +4,15 @@
 //! JOBS lines (default 1) run at once.
 //!
 //! One JSON object per command line, in FILE's order:
-//! `{"i": N, "execs": [{"pid", "exe", "argv"}], "execs_total": N, "status": CODE, "timed_out": BOOL}`.
+//! `{"i": N, "execs": [{"pid", "exe", "argv"}], "execs_total": N, "status": CODE, "timed_out": BOOL, "ms": N}`
+//! (`ms`: from the start of the line to its last process gone).
 //! `exe` is `/proc/PID/exe` right after the exec (for a script, its
 //! interpreter; `argv` then names the script). The first exec is the
 //! `/bin/sh` itself. stdin, stdout and stderr are /dev/null, as no terminal
 //! (batch entries run on pipes). A line still running after TIMEOUT_MS is
 //! killed, with everything it started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,10 @@ struct Run {
     start: Instant,
     /// Processes of this line not yet gone.
     live: usize,
+    /// Every process of this line seen so far: a child's own events can be
+    /// handled before its parent's fork event (even its exit), which must
+    /// then not count it again.
+    seen: HashSet<Pid>,
     execs: Vec<Value>,
     total: usize,
     status: Option<i32>,
@@ -48,6 +53,10 @@ pub fn exec_trace(file: &str, timeout_ms: u64, jobs: usize) {
         .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| crate::usage(&format!("{file}: line {i}: {e}"))))
         .collect();
     let timeout = Duration::from_millis(timeout_ms);
+    // SIGCHLD is blocked and waited for (a ptrace stop or an exit of a
+    // tracee sends it), so an event is handled as soon as it happens; the
+    // children unblock it before their exec.
+    let old_mask = block_sigchld();
     let mut runs: HashMap<usize, Run> = HashMap::new();
     // Which line each traced process belongs to.
     let mut owner: HashMap<Pid, usize> = HashMap::new();
@@ -55,13 +64,14 @@ pub fn exec_trace(file: &str, timeout_ms: u64, jobs: usize) {
     let (mut next, mut flushed) = (0, 0);
     while flushed < lines.len() {
         while runs.len() < jobs.max(1) && next < lines.len() {
-            match spawn(&lines[next]) {
+            match spawn(&lines[next], &old_mask) {
                 Ok(root) => {
                     owner.insert(root, next);
                     let run = Run {
                         root,
                         start: Instant::now(),
                         live: 1,
+                        seen: HashSet::from([root]),
                         execs: Vec::new(),
                         total: 0,
                         status: None,
@@ -89,7 +99,7 @@ pub fn exec_trace(file: &str, timeout_ms: u64, jobs: usize) {
             }
         }
         match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_micros(300)),
+            Ok(WaitStatus::StillAlive) => wait_sigchld(next_deadline(&runs, timeout)),
             Ok(st) => event(st, &mut runs, &mut owner),
             Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) => {
@@ -105,7 +115,7 @@ pub fn exec_trace(file: &str, timeout_ms: u64, jobs: usize) {
             if let Some(r) = runs.remove(&i) {
                 owner.retain(|_, &mut o| o != i);
                 done[i] = Some(json!({"i": i, "execs": r.execs, "execs_total": r.total, "status": r.status,
-                                      "timed_out": r.timed_out}));
+                                      "timed_out": r.timed_out, "ms": r.start.elapsed().as_millis() as u64}));
             }
         }
         while flushed < lines.len() {
@@ -118,6 +128,46 @@ pub fn exec_trace(file: &str, timeout_ms: u64, jobs: usize) {
     }
 }
 
+/// How long until a running line is due to be killed (or, killed, given
+/// up), at most 50 ms.
+fn next_deadline(runs: &HashMap<usize, Run>, timeout: Duration) -> Duration {
+    let due = |r: &Run| {
+        let at = if r.timed_out { timeout + Duration::from_secs(1) } else { timeout };
+        at.saturating_sub(r.start.elapsed())
+    };
+    runs.values().map(due).min().unwrap_or(Duration::ZERO).min(Duration::from_millis(50))
+}
+
+/// Blocks SIGCHLD for this (single-threaded) process; returns the mask before.
+fn block_sigchld() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset; the calls
+    // only read and write the two sets given.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+/// Waits for a pending SIGCHLD (taking it) or for `max`, whichever is first.
+fn wait_sigchld(max: Duration) {
+    if max.is_zero() {
+        return;
+    }
+    let ts = libc::timespec { tv_sec: max.as_secs() as libc::time_t, tv_nsec: max.subsec_nanos() as libc::c_long };
+    // SAFETY: `set` is initialised by sigemptyset/sigaddset; a null siginfo
+    // is allowed; SIGCHLD is blocked (block_sigchld), as sigtimedwait needs.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+    }
+}
+
 /// Handles one wait status of a traced process.
 fn event(st: WaitStatus, runs: &mut HashMap<usize, Run>, owner: &mut HashMap<Pid, usize>) {
     let Some(pid) = st.pid() else { return };
@@ -127,9 +177,8 @@ fn event(st: WaitStatus, runs: &mut HashMap<usize, Run>, owner: &mut HashMap<Pid
         Some(&i) => i,
         None => match parent(pid).and_then(|pp| owner.get(&pp).copied()) {
             Some(i) => {
-                owner.insert(pid, i);
                 if let Some(r) = runs.get_mut(&i) {
-                    r.live += 1;
+                    adopt(r, owner, pid, i);
                 }
                 i
             }
@@ -170,10 +219,7 @@ fn event(st: WaitStatus, runs: &mut HashMap<usize, Run>, owner: &mut HashMap<Pid
             if ev == Event::PTRACE_EVENT_EXEC as i32 {
                 record(r, pid);
             } else if let Ok(new) = ptrace::getevent(pid) {
-                let new = Pid::from_raw(new as i32);
-                if owner.insert(new, line).is_none() {
-                    r.live += 1;
-                }
+                adopt(r, owner, Pid::from_raw(new as i32), line);
             }
             let _ = ptrace::cont(pid, None);
         }
@@ -184,6 +230,14 @@ fn event(st: WaitStatus, runs: &mut HashMap<usize, Run>, owner: &mut HashMap<Pid
             let _ = ptrace::cont(pid, deliver);
         }
         _ => {}
+    }
+}
+
+/// Counts `pid` as a live process of line `line`, once.
+fn adopt(r: &mut Run, owner: &mut HashMap<Pid, usize>, pid: Pid, line: usize) {
+    if r.seen.insert(pid) {
+        owner.insert(pid, line);
+        r.live += 1;
     }
 }
 
@@ -202,7 +256,7 @@ fn parent(pid: Pid) -> Option<Pid> {
 }
 
 /// Starts `/bin/sh -c LINE`, traced; it stops at its exec.
-fn spawn(line: &str) -> Result<Pid, String> {
+fn spawn(line: &str, mask: &libc::sigset_t) -> Result<Pid, String> {
     let argv: Vec<CString> = ["/bin/sh", "-c", line]
         .iter()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| CString::from(c"false")))
@@ -210,18 +264,20 @@ fn spawn(line: &str) -> Result<Pid, String> {
     // SAFETY: the probe is single-threaded; the child only calls
     // async-signal-safe functions before exec.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => child_exec(&argv, c"/dev/null"),
+        Ok(ForkResult::Child) => child_exec(&argv, c"/dev/null", mask),
         Ok(ForkResult::Parent { child }) => Ok(child),
         Err(e) => Err(format!("fork: {e}")),
     }
 }
 
-/// The child: its own process group, /dev/null for stdio, traced, exec.
-fn child_exec(argv: &[CString], null: &std::ffi::CStr) -> ! {
+/// The child: its own process group, /dev/null for stdio, the signal mask
+/// the probe was started with, traced, exec.
+fn child_exec(argv: &[CString], null: &std::ffi::CStr, mask: &libc::sigset_t) -> ! {
     // SAFETY: plain system calls on our own process between fork and exec;
-    // `null` and `argv` were built before the fork.
+    // `null`, `argv` and `mask` were built before the fork.
     unsafe {
         libc::setpgid(0, 0);
+        libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
         let fd = libc::open(null.as_ptr(), libc::O_RDWR);
         if fd >= 0 {
             for target in 0..3 {
