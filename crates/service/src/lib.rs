@@ -42,6 +42,7 @@ pub mod premade;
 pub mod project;
 pub mod report;
 pub mod review;
+pub mod rootless;
 pub mod run;
 pub mod schema;
 pub mod session;
