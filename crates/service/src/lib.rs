@@ -32,6 +32,7 @@ pub mod commit;
 mod commit_owner;
 pub mod context;
 pub mod doctor;
+mod doctor_user;
 pub mod error;
 pub mod host_user;
 pub mod ingest;

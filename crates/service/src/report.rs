@@ -265,6 +265,8 @@ mod tests {
             terminal: Default::default(),
             user: None,
             userns: None,
+            rootless: None,
+            no_limits: false,
         }
     }
 
@@ -312,13 +314,14 @@ mod tests {
             "network": o.network.as_ref().map(|n| serde_json::to_value(n).unwrap_or_default())
                 .unwrap_or_else(|| json!({"mode": "none", "allowed": [], "denied": []})),
             "layers": o.layers,
-            "userns": {"uid": 1879048192, "gid": 1879113728, "count": 65536},
+            "userns": {"uid": 1879048192, "gid": 1879113728, "count": 65536, "rootless": false},
             "cgroup": o.cgroup,
             "limits": {
                 "memory": spec.limits.memory,
                 "pids": spec.limits.pids,
                 "cpus": spec.limits.cpus,
                 "timeout_secs": spec.timeout.map(|t| t.as_secs_f64()),
+                "none": false,
             },
             "limits_hit": o.limits_hit,
             "timings": o.timings,

@@ -338,6 +338,7 @@ mod tests {
             store_error: None,
             path: PathBuf::new(),
             uppers: Vec::new(),
+            rootless: false,
         }
     }
 
