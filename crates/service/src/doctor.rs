@@ -43,7 +43,7 @@ fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
         detail: if root {
             "running as root".into()
         } else {
-            "not root: worlds without root (loopback only; limits in a delegated cgroup or --no-limits), or              everything through the daemon (cloched)"
+            "not root: worlds without root (loopback only; limits in a delegated cgroup or --no-limits), or everything through the daemon (cloched)"
                 .into()
         },
     });
