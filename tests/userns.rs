@@ -363,7 +363,10 @@ fn the_policys_ids_are_used_unless_the_host_has_one_of_them() {
     std::fs::write(&file, text.replace(line, "userns_ids = \"2013265920:65536\"")).unwrap();
     let o = fx.run(&["--policy", file.to_str().unwrap()], &["true"]);
     o.expect_code(0);
-    assert_eq!(o.report()["userns"], serde_json::json!({"uid": 2013265920u32, "gid": 2013265920u32, "count": 65536}));
+    assert_eq!(
+        o.report()["userns"],
+        serde_json::json!({"uid": 2013265920u32, "gid": 2013265920u32, "count": 65536, "rootless": false})
+    );
     let name = format!("cl{}", &fx.tag[fx.tag.len().saturating_sub(12)..]);
     let _group = HostGroup::add(&name, 2013265925);
     let o = fx.run(&["--policy", file.to_str().unwrap()], &["true"]);

@@ -52,7 +52,7 @@ pub struct CommitArgs {
 }
 
 pub fn diff(a: DiffArgs) -> i32 {
-    match crate::remote::via() {
+    match crate::remote::via_own() {
         Ok(crate::remote::Via::Embedded) => {}
         Ok(crate::remote::Via::Daemon(c)) => return crate::remote::batch::diff(c, a).map_or_else(crate::fail, |()| 0),
         Err(e) => return crate::fail(e),

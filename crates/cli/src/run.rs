@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Discard the world when the command ends: the default, accepted as in Docker.
     #[arg(long, conflicts_with = "keep")]
     pub(crate) rm: bool,
+    /// Without root and without a delegated cgroup: run the world with no memory, process or CPU
+    /// limit (said on stderr and in the report's `limits.none`). Refused for root.
+    #[arg(long)]
+    pub(crate) no_limits: bool,
     /// Where the world's writes live: `disk` (a capped subvolume of the
     /// state directory's pool) or `tmpfs` (in memory, counted against
     /// --memory); default: the policy's `[world] upper` (disk).
@@ -99,18 +103,14 @@ pub struct RunArgs {
 pub fn main(args: RunArgs) -> i32 {
     cloche_world::profile::init_from_env();
     cloche_world::profile::mark("cli: arguments parsed");
-    match crate::remote::via() {
+    match crate::remote::via_own() {
         Ok(Via::Embedded) => {}
         Ok(Via::Daemon(client)) => return crate::remote::run::main(client, args),
         Err(e) => return fail(e),
     }
     let report_path = report_path(&args);
     let ctx = Context::new(Options::default());
-    let root = match cloche_service::context::is_root() {
-        true => Ok(()),
-        false => Err(Error::NeedsRoot),
-    };
-    let prepared = match root.and_then(|()| request(args)).and_then(|req| ctx.prepare_run(req)) {
+    let prepared = match request(args).and_then(|req| ctx.prepare_run(req)) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -169,6 +169,7 @@ pub(crate) fn request(args: RunArgs) -> Result<RunRequest, Error> {
         user: None,
         owner: None,
         no_hash: args.no_hash,
+        no_limits: args.no_limits,
         terminal: match (args.tty, args.interactive) {
             (true, _) => Terminal::Pty,
             (false, true) => Terminal::Interactive,

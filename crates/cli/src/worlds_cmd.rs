@@ -132,7 +132,7 @@ fn fork(id: &str, json: bool) -> Result<(), String> {
 
 /// `cloche discard WORLD|BATCH`.
 pub fn discard(a: DiscardArgs) -> i32 {
-    match crate::remote::via() {
+    match crate::remote::via_own() {
         Ok(crate::remote::Via::Embedded) => {}
         Ok(crate::remote::Via::Daemon(c)) => {
             return crate::remote::batch::discard(c, a).map_or_else(crate::fail, |()| 0)

@@ -7,12 +7,12 @@ use cloche_world::cgroup::Layout;
 use cloche_world::seccomp::{Profile, Program};
 use std::path::Path;
 
-struct Check {
-    name: &'static str,
-    ok: bool,
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) ok: bool,
     /// Needed by the default policy (a failed required check fails doctor).
-    required: bool,
-    detail: String,
+    pub(crate) required: bool,
+    pub(crate) detail: String,
 }
 
 /// Every check, and whether the required ones passed.
@@ -38,12 +38,13 @@ fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
     let root = unsafe { libc::geteuid() } == 0;
     v.push(Check {
         name: "root",
-        ok: root,
-        required: true,
+        ok: true,
+        required: false,
         detail: if root {
             "running as root".into()
         } else {
-            "run cloche as root (rootless worlds are not supported yet)".into()
+            "not root: worlds without root (loopback only; limits in a delegated cgroup or --no-limits), or everything through the daemon (cloched)"
+                .into()
         },
     });
     for ns in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
@@ -82,6 +83,10 @@ fn run_checks(ctx: &Context, pool: &PoolSpace) -> Vec<Check> {
             (Err(e), true) => format!("default profile: {e} (install libseccomp2 >= 2.5)"),
         },
     });
+    if !root {
+        crate::doctor_user::checks(&mut v);
+        return v;
+    }
     let layout = Layout::detect();
     v.push(Check {
         name: "cgroups",

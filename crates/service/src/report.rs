@@ -68,11 +68,14 @@ pub struct UsernsMap {
     pub gid: u32,
     /// How many ids are mapped.
     pub count: u32,
+    /// A world without root: the namespace is its caller's, who mapped
+    /// their own uid and gid (`uid`, `gid`, count 1) to the world's 0.
+    pub rootless: bool,
 }
 
 impl From<cloche_world::userns::WorldIds> for UsernsMap {
     fn from(i: cloche_world::userns::WorldIds) -> UsernsMap {
-        UsernsMap { uid: i.uid, gid: i.gid, count: i.count }
+        UsernsMap { uid: i.uid, gid: i.gid, count: i.count, rootless: false }
     }
 }
 
@@ -82,6 +85,9 @@ pub struct RunLimits {
     pub pids: u64,
     pub cpus: f64,
     pub timeout_secs: Option<f64>,
+    /// A world without root run with `--no-limits`: no memory, process or
+    /// CPU limit was set (the values above were not applied).
+    pub none: bool,
 }
 
 /// The world's network: its scope with `--net allow=`, else loopback only.
@@ -113,13 +119,14 @@ impl Report {
                 None => Network::None { mode: "none", allowed: Vec::new(), denied: Vec::new() },
             },
             layers: o.layers,
-            userns: o.userns.map(UsernsMap::from),
+            userns: o.userns.map(|i| UsernsMap { rootless: spec.rootless.is_some(), ..UsernsMap::from(i) }),
             cgroup: o.cgroup.to_string(),
             limits: RunLimits {
                 memory: spec.limits.memory,
                 pids: spec.limits.pids,
                 cpus: spec.limits.cpus,
                 timeout_secs: spec.timeout.map(|t| t.as_secs_f64()),
+                none: spec.no_limits,
             },
             limits_hit: o.limits_hit,
             timings: o.timings,
@@ -258,6 +265,8 @@ mod tests {
             terminal: Default::default(),
             user: None,
             userns: None,
+            rootless: None,
+            no_limits: false,
         }
     }
 
@@ -305,13 +314,14 @@ mod tests {
             "network": o.network.as_ref().map(|n| serde_json::to_value(n).unwrap_or_default())
                 .unwrap_or_else(|| json!({"mode": "none", "allowed": [], "denied": []})),
             "layers": o.layers,
-            "userns": {"uid": 1879048192, "gid": 1879113728, "count": 65536},
+            "userns": {"uid": 1879048192, "gid": 1879113728, "count": 65536, "rootless": false},
             "cgroup": o.cgroup,
             "limits": {
                 "memory": spec.limits.memory,
                 "pids": spec.limits.pids,
                 "cpus": spec.limits.cpus,
                 "timeout_secs": spec.timeout.map(|t| t.as_secs_f64()),
+                "none": false,
             },
             "limits_hit": o.limits_hit,
             "timings": o.timings,

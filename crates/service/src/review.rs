@@ -89,7 +89,7 @@ fn secret_paths(policy: &cloche_policy::Policy, state_root: &std::path::Path) ->
 /// The world's fs_diff, recomputed from its uppers (never truncated below
 /// ten million paths: a commit refuses a truncated diff).
 pub fn world_diff(t: &Target, hash: bool) -> Result<cloche_world::diff::FsDiff> {
-    let opts = DiffOptions { hash, max_entries: 10_000_000 };
+    let opts = DiffOptions { hash, max_entries: 10_000_000, ..DiffOptions::default() };
     t.world.fs_diff(&opts).map_err(|e| Error::Diff(e.to_string()))
 }
 

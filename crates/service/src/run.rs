@@ -66,6 +66,10 @@ pub struct RunRequest {
     pub owner: Option<String>,
     /// Skip sha256 of changed files in the fs_diff.
     pub no_hash: bool,
+    /// A world without root with no limits (no delegated cgroup): an
+    /// explicit relaxation, said on stderr and in the report
+    /// (`limits.none`); refused for root.
+    pub no_limits: bool,
     /// The world's stdio.
     pub terminal: Terminal,
     /// Where the report will be written (`-`: stdout): checked before the
@@ -104,12 +108,13 @@ impl Context {
     /// value is checked before anything is created (the state directory,
     /// the world): a refusal changes nothing.
     pub fn prepare_run(&self, req: RunRequest) -> Result<PreparedRun> {
-        if !is_root() {
-            return Err(Error::NeedsRoot);
-        }
         // Made while the policy, the state directory and the spec are (its
         // thread ends before the world is cloned; a refusal below joins it).
-        let netns = cloche_world::NetnsAhead::start();
+        // A world without root makes its own with its clone (no thread).
+        let netns = match is_root() {
+            true => cloche_world::NetnsAhead::start(),
+            false => cloche_world::NetnsAhead::none(),
+        };
         let actor = req.actor.clone().unwrap_or_else(crate::uid_actor);
         let (spec, notes, taken) = self.prepare(req)?;
         Ok(PreparedRun { spec, notes, taken, actor, netns })
@@ -127,8 +132,15 @@ impl Context {
     }
 
     fn prepare(&self, mut req: RunRequest) -> Result<(Spec, Vec<String>, Option<cloche_world::continued::Taken>)> {
-        if !is_root() {
-            return Err(Error::NeedsRoot);
+        let rootless = cloche_world::rootless::Caller::of_process();
+        match rootless {
+            Some(_) => crate::rootless::check_request(&req)?,
+            None if req.no_limits => {
+                return Err(Error::Invalid(
+                    "--no-limits is for a world without root: as root a world's limits are always set".into(),
+                ))
+            }
+            None => {}
         }
         if let Some(r) = &req.report {
             crate::values::check_report(r)?;
@@ -199,10 +211,15 @@ impl Context {
         }
         spec.hash = !req.no_hash;
         spec.terminal = req.terminal;
+        let relaxed = match rootless {
+            Some(caller) => crate::rootless::apply(&mut spec, caller, req.no_limits)?,
+            None => None,
+        };
         spec.validate().map_err(|e| Error::Spec(e.to_string()))?;
         // The cwd is exposed: the world's plan refuses it if it is `/`, a
         // home itself or a secret. Exposures that unmask are said here.
-        let notes = crate::project::note_exposures(&spec, state)?;
+        let mut notes = crate::project::note_exposures(&spec, state)?;
+        notes.extend(relaxed);
         // The PATH entries the world hides are said by the world's parent,
         // from the view its mount plan is built from, off the critical path.
         spec.path_note = req.path_note;
@@ -312,6 +329,8 @@ pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBu
         terminal: Default::default(),
         user: None,
         userns: userns_range(&policy.world)?,
+        rootless: None,
+        no_limits: false,
     })
 }
 

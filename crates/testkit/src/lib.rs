@@ -21,6 +21,7 @@ mod reboot;
 mod sse;
 mod testhost;
 mod tree;
+mod user;
 
 // Everything is re-exported, so `use common::*;` sees one flat harness; a test
 // file that needs none of a submodule's items must not warn about it.
@@ -40,6 +41,8 @@ pub use sse::*;
 pub use testhost::*;
 #[allow(unused_imports)]
 pub use tree::*;
+#[allow(unused_imports)]
+pub use user::*;
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;

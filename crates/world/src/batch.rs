@@ -384,7 +384,13 @@ impl<'a> World<'a> {
         if timed_out {
             limits_hit.push("timeout".into());
         }
-        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash, &mut Default::default())?;
+        let fs_diff = collect_diff(
+            self.w.scratch.fd(),
+            &self.layers,
+            self.spec.hash,
+            self.spec.rootless.is_some(),
+            &mut Default::default(),
+        )?;
         let fs_delta = crate::diff::delta(&self.last_diff, &fs_diff);
         self.last_diff = fs_diff.clone();
         Ok(EntryOutcome {
@@ -415,7 +421,13 @@ impl<'a> World<'a> {
             }
         };
         self.dead = true;
-        let fs_diff = collect_diff(self.w.scratch.fd(), &self.layers, self.spec.hash, &mut Default::default())?;
+        let fs_diff = collect_diff(
+            self.w.scratch.fd(),
+            &self.layers,
+            self.spec.hash,
+            self.spec.rootless.is_some(),
+            &mut Default::default(),
+        )?;
         let t_diff = self.t0.elapsed();
         let has_cg = self.w.cg.0.is_some();
         if let Some(c) = self.w.cg.0.take() {

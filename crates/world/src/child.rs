@@ -46,6 +46,17 @@ pub struct ChildPlan<'a> {
     /// The world's user namespace (`userns.rs`), made by the parent;
     /// `None`: the world's ids are the host's (policy `world.userns = false`).
     pub userns: Option<ChildUserns>,
+    /// A world without root (`rootless.rs`): the child is in a new user
+    /// namespace of the caller's, and puts the world's root together.
+    pub rootless: Option<ChildRootless>,
+}
+
+/// A world without root as the child builds it.
+pub struct ChildRootless {
+    /// Whose ids map to the world's 0.
+    pub caller: crate::rootless::Caller,
+    /// The world's root, piece by piece (`rootless::frame`).
+    pub pieces: Vec<crate::rootless::Piece>,
 }
 
 /// The world's user namespace as the child uses it.
@@ -104,6 +115,14 @@ pub trait Sys {
     /// capabilities kept (`SECBIT_NO_SETUID_FIXUP`).
     fn act_as_world_root(&mut self, ids: &crate::userns::WorldIds) -> io::Result<()>;
     fn set_pdeathsig(&mut self) -> io::Result<()>;
+    /// A world without root: maps the caller's uid and gid (its own, on
+    /// the host) to 0 in the user namespace it was cloned into, each alone
+    /// (`setgroups` denied first, as the kernel requires of a user).
+    fn map_caller(&mut self, caller: &crate::rootless::Caller) -> io::Result<()>;
+    /// A world without root: overlay of the host directory `path` (its
+    /// upper `upper/<path>`, its work directory `work/<index>` in
+    /// `scratch`, `userxattr`), mounted on `target`.
+    fn mount_piece(&mut self, scratch: BorrowedFd<'_>, path: &Path, index: usize, target: &Path) -> io::Result<()>;
     /// After the last change of credentials (which clears the parent-death
     /// signal): sets it again, then fails if the parent is already gone (it
     /// holds the go pipe open until the world's init is executed).
@@ -213,8 +232,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     if let Some(u) = &plan.userns {
         at("act as the world's root (fsuid, fsgid)", none, sys.act_as_world_root(&u.ids))?;
     }
-    // 1. Die with the parent.
+    // 1. Die with the parent. Without root: the caller is the world's 0.
     at("prctl(PR_SET_PDEATHSIG)", none, sys.set_pdeathsig())?;
+    if let Some(r) = &plan.rootless {
+        at("map the caller to the world's root (uid_map, gid_map)", none, sys.map_caller(&r.caller))?;
+    }
     // The world's network namespace, when the parent made it ahead (the
     // child was cloned without one of its own; nothing has run here yet).
     if let Some(fd) = plan.netns {
@@ -249,8 +271,13 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
         }
     }
     let mut lowers = lowers.iter().map(|t| Lower::Tree(borrow(t)));
-    let base = lowers.next().unwrap_or(Lower::Host(Path::new("/")));
-    at("mount overlay", root, sys.mount_overlay(scratch, "", base, root))?;
+    match &plan.rootless {
+        Some(r) => frame(sys, root, scratch, &r.pieces)?,
+        None => {
+            let base = lowers.next().unwrap_or(Lower::Host(Path::new("/")));
+            at("mount overlay", root, sys.mount_overlay(scratch, "", base, root))?;
+        }
+    }
     // Host data mounts below / (parents first): an overlay each, or a
     // read-only bind when the host has them read-only.
     for m in &plan.layers {
@@ -268,6 +295,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     apply(sys, plan, scratch, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;
     apply(sys, plan, scratch, &steps)?;
+    if plan.rootless.is_some() {
+        // The frame's own entries are not in any upper: nothing may be
+        // made there (a write would be lost to the fs_diff).
+        at("frame read-only", root, sys.remount_ro(root, true))?;
+    }
     // 3. Wait for the parent's go (EOF: it died), enter the world's cgroup
     //    (v1: write "0" to tasks; v2: born there), then a cgroup namespace
     //    rooted at it. No code of the world has run yet.
@@ -322,6 +354,37 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("signals (default dispositions, unblocked)", none, sys.unblock_signals())?;
     // 7. seccomp last; the next call is execve (which the profile allows).
     at("seccomp", none, sys.load_seccomp(plan.seccomp))?;
+    Ok(())
+}
+
+/// A world without root: the root put together under `root` (a tmpfs
+/// frame; an overlay per host directory with no mount below it; links
+/// and lone files as the host has them).
+fn frame(
+    sys: &mut dyn Sys,
+    root: &Path,
+    scratch: BorrowedFd<'_>,
+    pieces: &[crate::rootless::Piece],
+) -> Result<(), StepError> {
+    use crate::rootless::Piece;
+    let flags = crate::plan::MS_NOSUID | crate::plan::MS_NODEV;
+    at("mount the root's frame (tmpfs)", root, sys.mount(root, "tmpfs", flags, "mode=755,size=1m"))?;
+    for p in pieces {
+        match p {
+            Piece::Dir { path, mode } => at("frame directory", path, sys.mkdir_all(&under(root, path), *mode))?,
+            Piece::Symlink { path, target } => at("frame symlink", path, sys.symlink(target, &under(root, path)))?,
+            Piece::File { path } => {
+                let target = under(root, path);
+                at("frame file", path, sys.touch(&target))?;
+                at("bind read-only (a file of the root)", path, sys.bind_ro(path, &target, None))?;
+            }
+            Piece::Overlay { path, index } => {
+                let target = under(root, path);
+                at("frame directory", path, sys.mkdir_all(&target, 0o755))?;
+                at("mount overlay", path, sys.mount_piece(scratch, path, *index, &target))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -398,7 +461,10 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, scratch: BorrowedFd<'_>, steps
                 // What the copy-up made (the path, and each parent copied up
                 // with it) is cloche's doing: marked, so that the fs_diff
                 // does not list it as touched while it is as the base has it.
-                if let Some((top, rel)) = upper_dir(&plan.layers, path) {
+                // (Not in a world without root: a world could forge any
+                // mark; its fs_diff lists no such entry as touched at all.)
+                let upper = upper_dir(&plan.layers, path).filter(|_| plan.rootless.is_none());
+                if let Some((top, rel)) = upper {
                     let mut at_ = top;
                     for c in rel.components() {
                         at_.push(c);

@@ -35,6 +35,12 @@ impl Sys for Recorder {
     fn set_pdeathsig(&mut self) -> io::Result<()> {
         self.call("pdeathsig", Path::new(""))
     }
+    fn map_caller(&mut self, _: &crate::rootless::Caller) -> io::Result<()> {
+        self.call("map_caller", Path::new(""))
+    }
+    fn mount_piece(&mut self, _: BorrowedFd<'_>, _: &Path, _: usize, target: &Path) -> io::Result<()> {
+        self.call("piece", target)
+    }
     fn rearm_pdeathsig(&mut self) -> io::Result<()> {
         self.call("pdeathsig_again", Path::new(""))
     }
@@ -215,6 +221,15 @@ fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T
 }
 
 fn with_userns<T>(netns: Option<RawFd>, userns: Option<ChildUserns>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
+    with_all(netns, userns, None, f)
+}
+
+fn with_all<T>(
+    netns: Option<RawFd>,
+    userns: Option<ChildUserns>,
+    rootless: Option<crate::child::ChildRootless>,
+    f: impl FnOnce(&ChildPlan<'_>) -> T,
+) -> T {
     let prog = program();
     let plan = ChildPlan {
         root: "/state/w/root".into(),
@@ -236,8 +251,45 @@ fn with_userns<T>(netns: Option<RawFd>, userns: Option<ChildUserns>, f: impl FnO
         stdio: crate::stdio::WorldStdio::Fds([Some(devnull()), None, Some(devnull())]),
         user: None,
         userns,
+        rootless,
     };
     f(&plan)
+}
+
+#[test]
+fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
+    use crate::rootless::{Caller, Piece};
+    let mut r = recorder(None);
+    let pieces = vec![
+        Piece::Symlink { path: "/bin".into(), target: "usr/bin".into() },
+        Piece::Dir { path: "/proc".into(), mode: 0o555 },
+        Piece::Overlay { path: "/usr".into(), index: 0 },
+        Piece::File { path: "/lone".into() },
+    ];
+    let rootless = Some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces });
+    with_all(None, None, rootless, |p| setup(&mut r, p)).unwrap();
+    let c = &r.calls;
+    let order = [
+        "pdeathsig",
+        "map_caller",
+        "rprivate",
+        "mount /state/w/root",
+        "symlink /state/w/root/bin",
+        "mkdir /state/w/root/proc",
+        "piece /state/w/root/usr",
+        "bind_ro /state/w/root/lone",
+        "overlay /state/w/root/home",
+        "receive_plan",
+        "copy_up /state/w/root/home/ann",
+        "remount_ro /state/w/root",
+        "pivot_root",
+        "drop_caps",
+        "seccomp",
+    ];
+    let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
+    // No mark a world could forge; no user namespace of cloche's entered.
+    assert!(!c.iter().any(|x| x.starts_with("mark ") || x.starts_with("setns_user") || x == "overlay /state/w/root"));
 }
 
 fn pos(calls: &[String], prefix: &str) -> usize {

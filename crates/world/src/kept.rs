@@ -49,6 +49,9 @@ pub struct KeptWorld {
     /// The world's upper directories: the root's first (`/`), then one per
     /// host data mount carried in as an overlay.
     pub uppers: Vec<Upper>,
+    /// A world without root's (its state directory is a user's:
+    /// `rootless.rs`): its fs_diff is read as such (`DiffOptions::rootless`).
+    pub rootless: bool,
 }
 
 /// One overlay of a kept world: the host mount it covered and its upper
@@ -83,6 +86,7 @@ impl KeptWorld {
         use nix::fcntl::OFlag;
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut total = crate::diff::FsDiff::default();
+        let opts = &crate::diff::DiffOptions { rootless: self.rootless, ..opts.clone() };
         for (i, u) in self.uppers.iter().enumerate() {
             let fd = nix::fcntl::open(&u.upper, flags, nix::sys::stat::Mode::empty())
                 .map_err(crate::WorldError::nix("open a kept upper"))?;
@@ -164,6 +168,8 @@ fn read(state: &StateDir, id: &str, sized: bool) -> Option<KeptWorld> {
         size: match (sized, disk) {
             (false, _) => 0,
             (true, true) => tree_bytes(&path.join("fs")),
+            // A world without root's plain directory.
+            (true, false) if state.rootless() => tree_bytes(&path.join("fs")),
             (true, false) => used_bytes(&path.join("fs")).unwrap_or(0),
         },
         store: if disk {
@@ -177,6 +183,7 @@ fn read(state: &StateDir, id: &str, sized: bool) -> Option<KeptWorld> {
         store_error: if disk { None } else { text("store_error") },
         path,
         uppers,
+        rootless: state.rootless(),
     })
 }
 
@@ -331,6 +338,7 @@ mod tests {
             store_error: None,
             path: PathBuf::new(),
             uppers: Vec::new(),
+            rootless: false,
         }
     }
 

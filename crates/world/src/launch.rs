@@ -119,7 +119,10 @@ fn mount_plan(
     fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
     let host = crate::host::CachedHost::default();
     let view = crate::view::View::new(&host, &fs)?;
-    let steps = crate::plan::steps(&host, &view);
+    let mut steps = crate::plan::steps(&host, &view);
+    if let Some(c) = spec.rootless {
+        steps = crate::rootless::homes_of_others(steps, c.uid);
+    }
     Ok((host, fs, view, steps))
 }
 
@@ -148,7 +151,19 @@ pub(crate) fn launch(
     // Upper and work: a capped subvolume of the disk pool, or a capped
     // tmpfs (upper.rs), or the kept world's own subvolume. The child opens
     // a subvolume in its own namespace.
+    // A world without root: its root is put together from pieces
+    // (`rootless::frame`), each overlay with its own upper directory.
+    let pieces = match spec.rootless {
+        Some(_) => {
+            let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(WorldError::state("read mountinfo"))?;
+            crate::rootless::frame(&info).map_err(WorldError::state("list the root filesystem"))?
+        }
+        None => Vec::new(),
+    };
     let scratch = match store {
+        Store::New if spec.rootless.is_some() => {
+            crate::upper::Upper::rootless(state, &claim.id, layers.len(), &pieces)?
+        }
         Store::New => crate::upper::Upper::make(spec, state, &claim.id, layers.len())?,
         // Directories up to the highest slot (`continued::Taken::assign_slots`).
         Store::Resume => {
@@ -215,15 +230,21 @@ pub(crate) fn launch(
     // userns.rs), made meanwhile too when the spec's range is the host's,
     // else now.
     let (mut netns, made) = ahead.join(spec.userns.as_ref());
+    if spec.rootless.is_some() {
+        // Its network namespace is the clone's, owned by its user
+        // namespace (sysfs can then be mounted in it).
+        netns = None;
+    }
     let userns = match (&spec.userns, made) {
         (Some(_), Some(made)) => Some(made),
         (Some(range), None) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
         (None, _) => None,
     };
     crate::profile::mark("netns and user namespace made ahead");
-    let namespaces = match netns {
-        Some(_) => NAMESPACES & !(libc::CLONE_NEWNET as u64),
-        None => NAMESPACES,
+    let namespaces = match (&netns, spec.rootless) {
+        (Some(_), _) => NAMESPACES & !(libc::CLONE_NEWNET as u64),
+        (None, Some(_)) => NAMESPACES | libc::CLONE_NEWUSER as u64,
+        (None, None) => NAMESPACES,
     };
     let plan = ChildPlan {
         root: state.mount_point(),
@@ -242,6 +263,7 @@ pub(crate) fn launch(
         stdio,
         user: spec.user.clone(),
         userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
+        rootless: spec.rootless.map(|caller| child::ChildRootless { caller, pieces }),
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -273,7 +295,8 @@ pub(crate) fn launch(
         Forked::Child => {
             drop(go_w);
             drop(rep_r);
-            let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&claim.id) };
+            let rootless = spec.rootless.is_some();
+            let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&claim.id), rootless };
             child::main(&mut sys, plan, &rep_w)
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -312,7 +335,7 @@ pub(crate) fn launch(
         range.check_host().map_err(|e| kill(WorldError::Invalid(format!("user namespace: {e}"))))?;
         crate::profile::mark("user namespace ids checked");
     }
-    if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() {
+    if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() && spec.rootless.is_none() {
         crate::net_host::remove_when_idle("");
     }
     state.sweep();

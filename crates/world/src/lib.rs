@@ -29,6 +29,7 @@ mod plan_wire;
 pub mod pool;
 pub mod profile;
 pub mod raw;
+pub mod rootless;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -38,6 +38,12 @@ impl NetnsAhead {
         NetnsAhead(made.ok(), Some(crate::userns::UsernsAhead::start()))
     }
 
+    /// Nothing made ahead (no thread): a world without root makes its
+    /// network namespace with its clone, owned by its user namespace.
+    pub fn none() -> NetnsAhead {
+        NetnsAhead(None, None)
+    }
+
     /// The network namespace, once the thread has ended (`None`: make one
     /// with the clone), and the user namespace made ahead when it is of the
     /// range `userns` (`None`: make one, or none). After this, no thread of

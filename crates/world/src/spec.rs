@@ -72,6 +72,13 @@ pub struct Spec {
     /// slot of this range. `None`: no user namespace, the world's ids are
     /// the host's (policy `world.userns = false`).
     pub userns: Option<crate::userns::IdRange>,
+    /// A world without root (`rootless.rs`): run by this caller, in a user
+    /// namespace the caller makes, mapping only the caller's ids to the
+    /// world's 0. Exclusive with `userns` and `user`.
+    pub rootless: Option<crate::rootless::Caller>,
+    /// A world without root and without limits (`cloche run --no-limits`:
+    /// no delegated cgroup); never for a world run by root.
+    pub no_limits: bool,
 }
 
 /// A user a world runs as: its ids and supplementary groups.
@@ -153,6 +160,12 @@ impl Spec {
         }
         if self.argv.iter().any(|a| a.as_bytes().contains(&0)) {
             return bad("command arguments must not contain NUL bytes".into());
+        }
+        if self.rootless.is_some() && (self.userns.is_some() || self.user.is_some() || self.net.is_some()) {
+            return bad("a world without root has no range of ids, user or network scope".into());
+        }
+        if self.no_limits && self.rootless.is_none() {
+            return bad("--no-limits is for a world without root (as root, limits are always set)".into());
         }
         if !self.cwd.is_absolute() {
             return bad(format!("cwd {} must be absolute", self.cwd.display()));
@@ -341,6 +354,8 @@ mod tests {
             terminal: Default::default(),
             user: Some(WorldUser { uid: 1000, gid: 1000, groups: vec![27, 65535] }),
             userns: Some(crate::userns::IdRange::new(200000, 65536).unwrap()),
+            rootless: None,
+            no_limits: false,
         };
         assert!(spec.validate().is_ok());
         spec.user = Some(WorldUser { uid: 70000, gid: 1000, groups: vec![] });

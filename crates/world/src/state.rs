@@ -45,10 +45,15 @@ use std::path::{Path, PathBuf};
 /// The default state directory when run as root.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cloche";
 
-/// `CLOCHE_STATE_DIR`, else /var/lib/cloche.
+/// `CLOCHE_STATE_DIR`, else /var/lib/cloche for root, and for any other
+/// user their own (`rootless::user_state_dir`: `$XDG_STATE_HOME/cloche` or
+/// `~/.local/state/cloche`).
 pub fn state_dir_from_env() -> PathBuf {
     match std::env::var_os("CLOCHE_STATE_DIR") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ if crate::rootless::Caller::of_process().is_some() => {
+            crate::rootless::user_state_dir().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+        }
         _ => PathBuf::from(DEFAULT_STATE_DIR),
     }
 }
@@ -59,6 +64,13 @@ pub struct StateDir {
     worlds: PathBuf,
     /// An fd on live.lock used to query other runs' locks.
     query: fs::File,
+    /// The liveness locks' file: [`LIVE_LOCK`], or for a user who is not
+    /// root the state directory's own `live.lock` (such a user's worlds
+    /// have no cgroup of the machine's to sweep: `rootless.rs`).
+    lock_path: PathBuf,
+    /// Opened by a user who is not root: its worlds are worlds without
+    /// root (`rootless.rs`), their uppers plain directories.
+    rootless: bool,
 }
 
 /// The worlds of dead runs [`StateDir::settle_dead`] settled.
@@ -99,13 +111,20 @@ impl StateDir {
                 fs::set_permissions(d, fs::Permissions::from_mode(0o700))?;
             }
         }
-        let query = open_lock_file()?;
+        let rootless = crate::rootless::Caller::of_process().is_some();
+        let lock_path = if rootless { root.join("live.lock") } else { PathBuf::from(LIVE_LOCK) };
+        let query = open_lock_at(&lock_path)?;
         // After a reboot (or an `umount`) the pool's image is there but
         // not mounted: every command attaches it again, so that kept
         // worlds are where they were. A failure is said by what needs the
         // pool ([`StateDir::pool_ready`]); a world on tmpfs does not.
         let _ = crate::pool::reattach(&root);
-        Ok(StateDir { root, worlds, query })
+        Ok(StateDir { root, worlds, query, lock_path, rootless })
+    }
+
+    /// Whether this state directory's worlds are worlds without root.
+    pub fn rootless(&self) -> bool {
+        self.rootless
     }
 
     /// Makes sure the disk pool, if the state directory has one, is
@@ -130,7 +149,7 @@ impl StateDir {
 
     /// Claims a fresh random id for a new world.
     pub fn claim(&self) -> io::Result<Claim> {
-        let lock = open_lock_file()?;
+        let lock = open_lock_at(&self.lock_path)?;
         for _ in 0..8 {
             let id = new_id()?;
             match ofd_lock(&lock, libc::F_OFD_SETLK, libc::F_WRLCK as i16, offset(&id)) {
@@ -148,7 +167,7 @@ impl StateDir {
         if !valid_id(id) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let lock = open_lock_file()?;
+        let lock = open_lock_at(&self.lock_path)?;
         match ofd_lock(&lock, libc::F_OFD_SETLK, libc::F_WRLCK as i16, offset(id)) {
             Ok(_) => Ok(Some(Claim { id: id.to_string(), _lock: lock })),
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
@@ -241,7 +260,13 @@ impl StateDir {
         let path = self.world_path(&claim.id);
         let made = match fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && crate::pool::is_subvolume(&path) => false,
+            // A subvolume of the pool, or a world without root's directory
+            // (made with its upper: `upper::Upper::make`).
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists && (self.rootless || crate::pool::is_subvolume(&path)) =>
+            {
+                false
+            }
             Err(e) => return Err(e),
         };
         let res = (|| {
@@ -339,7 +364,10 @@ pub(crate) fn write_replace(path: &Path, meta: &serde_json::Value) -> io::Result
 pub const LIVE_LOCK: &str = "/run/cloche/live.lock";
 
 pub(crate) fn open_lock_file() -> io::Result<fs::File> {
-    let path = Path::new(LIVE_LOCK);
+    open_lock_at(Path::new(LIVE_LOCK))
+}
+
+fn open_lock_at(path: &Path) -> io::Result<fs::File> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
@@ -382,6 +410,11 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         return crate::pool::destroy_path(path);
     }
     let fsdir = path.join("fs");
+    // A world without root's upper: a directory of its user's, on the
+    // same filesystem as the world's directory (no mount to detach).
+    if crate::rootless::Caller::of_process().is_some() && same_device(path, &fsdir) {
+        crate::rootless::remove_tree(&fsdir)?;
+    }
     if fsdir.exists() {
         let _ = nix::mount::umount2(&fsdir, nix::mount::MntFlags::MNT_DETACH);
         fs::remove_dir(&fsdir)?;
@@ -404,6 +437,15 @@ pub fn remove_world_dir(path: &Path) -> io::Result<()> {
         }
     }
     fs::remove_dir(path)
+}
+
+/// Whether `b` exists, is a directory (no symlink) and is on `a`'s device.
+fn same_device(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => b.is_dir() && a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 /// World ids: 16 lowercase hex digits.

@@ -16,6 +16,18 @@ pub struct RealSys<'a> {
     pub go: &'a OwnedFd,
     /// v1 cgroup `tasks` files to write "0" into.
     pub cgroup_tasks: Vec<std::path::PathBuf>,
+    /// A world without root (`rootless.rs`): this child is in its caller's
+    /// new user namespace, where host mounts are locked to their flags and
+    /// no device node can be made.
+    pub rootless: bool,
+}
+
+/// Sets mount attributes of the mount at `path` (its root), leaving every
+/// other (a lock on the atime flags of a mount copied from the host
+/// refuses a `MS_REMOUNT` that would change them).
+fn set_mount_attrs(path: &Path, set: u64) -> io::Result<()> {
+    let fd = open_nofollow(path)?;
+    raw::mount_setattr(fd.as_fd(), set, 0)
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -67,6 +79,37 @@ impl Sys for RealSys<'_> {
             return Err(io::Error::other(format!("fsuid/fsgid are {u}/{g}, not {}/{}", ids.uid, ids.gid)));
         }
         Ok(())
+    }
+
+    fn map_caller(&mut self, caller: &crate::rootless::Caller) -> io::Result<()> {
+        // A process may map its own ids in the namespace it made, one each,
+        // gid only after setgroups is denied (user_namespaces(7)).
+        std::fs::write("/proc/self/setgroups", "deny")?;
+        std::fs::write("/proc/self/uid_map", format!("0 {} 1", caller.uid))?;
+        std::fs::write("/proc/self/gid_map", format!("0 {} 1", caller.gid))
+    }
+
+    fn mount_piece(&mut self, scratch: BorrowedFd<'_>, path: &Path, index: usize, target: &Path) -> io::Result<()> {
+        // As `mount_overlay`, inside the caller's user namespace: the
+        // overlay's markers are `user.overlay.*` (`userxattr`), which asks
+        // `redirect_dir=nofollow`; `index` is off (the kernel turns it off
+        // there anyway, warning in its log: no file handles).
+        let fs = raw::fsopen("overlay")?;
+        let fsb = fs.as_fd();
+        let fd = scratch.as_raw_fd();
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(path)?)?;
+        let upper = Path::new(&format!("/proc/self/fd/{fd}/upper")).join(rel);
+        raw::fsconfig_str(fsb, "upperdir", &upper.to_string_lossy())?;
+        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/work/{index}"))?;
+        raw::fsconfig_flag(fsb, "userxattr")?;
+        for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+            raw::fsconfig_str(fsb, k, v)?;
+        }
+        raw::fsconfig_flag(fsb, "volatile")?;
+        raw::fsconfig_create(fsb)?;
+        let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
+        raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
     }
 
     fn set_pdeathsig(&mut self) -> io::Result<()> {
@@ -178,6 +221,11 @@ impl Sys for RealSys<'_> {
     }
 
     fn bind_ro(&mut self, src: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()> {
+        if self.rootless {
+            mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nixerr)?;
+            let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+            return set_mount_attrs(dst, attrs);
+        }
         if let Some(ns) = idmap {
             let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
             let m = idmapped_clone(src, ns, attrs)?;
@@ -279,7 +327,13 @@ impl Sys for RealSys<'_> {
 
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
         let flags = MsFlags::from_bits_truncate(flags as libc::c_ulong);
-        let data = (!data.is_empty()).then_some(data);
+        // Without root, the world's devpts cannot name the host's tty
+        // group (unmapped): its terminals are the world root's group.
+        let data = match (self.rootless, fstype) {
+            (true, "devpts") => data.replace(",gid=5", ""),
+            _ => data.to_string(),
+        };
+        let data = (!data.is_empty()).then_some(data.as_str());
         mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
     }
 
@@ -318,6 +372,20 @@ impl Sys for RealSys<'_> {
 
     fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()> {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        if self.rootless {
+            // No device node can be made in a user's namespace: a bind of
+            // the host's own (`/dev/null`, `/dev/zero`, ...), as bubblewrap
+            // does; its number is checked first.
+            let name = path.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let host = Path::new("/dev").join(name);
+            let st = nix::sys::stat::stat(&host).map_err(nixerr)?;
+            let want = makedev(major as u64, minor as u64);
+            if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != want {
+                return Err(io::Error::other(format!("{} is not the device {major}:{minor}", host.display())));
+            }
+            self.touch(path)?;
+            return mount(Some(&host), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nixerr);
+        }
         let mode = Mode::from_bits_truncate(0o666);
         mknod(path, SFlag::S_IFCHR, mode, makedev(major as u64, minor as u64)).map_err(nixerr)?;
         // mknod applies the umask; the nodes must be 0666.
@@ -333,6 +401,13 @@ impl Sys for RealSys<'_> {
     }
 
     fn remount_ro(&mut self, target: &Path, nodev: bool) -> io::Result<()> {
+        if self.rootless {
+            let mut attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC;
+            if nodev {
+                attrs |= libc::MOUNT_ATTR_NODEV;
+            }
+            return set_mount_attrs(target, attrs);
+        }
         // A file mask is a bind of /dev/null: it must keep device access to
         // read as empty (with nodev it would be EACCES).
         let mut flags =

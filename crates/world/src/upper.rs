@@ -28,6 +28,9 @@ pub(crate) struct Upper {
     /// again in its own mount namespace: `child::Store`).
     fd: OwnedFd,
     disk: Option<Disk>,
+    /// A world without root's: `<state>/worlds/<id>` (its upper in `fs/`),
+    /// a plain directory of its user's, and whether it was handed over.
+    plain: Option<(std::path::PathBuf, bool)>,
 }
 
 /// A disk upper: the pool and the world's subvolume in it.
@@ -48,7 +51,9 @@ impl Upper {
     /// `layers` host data mounts.
     pub(crate) fn make(spec: &Spec, state: &StateDir, id: &str, layers: usize) -> Result<Upper, WorldError> {
         let upper = match spec.upper {
-            UpperStore::Tmpfs => Upper { fd: tmpfs(spec.upper_size).map_err(WorldError::Scratch)?, disk: None },
+            UpperStore::Tmpfs => {
+                Upper { fd: tmpfs(spec.upper_size).map_err(WorldError::Scratch)?, disk: None, plain: None }
+            }
             UpperStore::Disk => {
                 pool::ensure(&state.root)?;
                 crate::profile::mark("pool mounted");
@@ -58,11 +63,47 @@ impl Upper {
                 // directories made already), else a new one.
                 let fd = pool::create_world(p.as_fd(), id, cap, layers)?;
                 let path = state.world_path(id).join("fs");
-                Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: false }) }
+                Upper {
+                    fd,
+                    disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: false }),
+                    plain: None,
+                }
             }
         };
         dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
         Ok(upper)
+    }
+
+    /// A world without root's upper (`rootless.rs`): `<state>/worlds/<id>/fs`,
+    /// a directory of the caller's on their own disk (the child opens it
+    /// in its namespace), with the upper and work directories of each
+    /// piece of its root. No cap of its own: the user's disk quota, if
+    /// any, is the limit (docs/security.md, *Worlds without root*).
+    pub(crate) fn rootless(
+        state: &StateDir,
+        id: &str,
+        layers: usize,
+        pieces: &[crate::rootless::Piece],
+    ) -> Result<Upper, WorldError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = state.world_path(id);
+        let fsdir = dir.join("fs");
+        let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        made.map_err(WorldError::state("make the world's directory"))?;
+        let upper = (|| {
+            std::fs::DirBuilder::new().mode(0o700).create(&fsdir)?;
+            let fd: OwnedFd = std::fs::File::open(&fsdir)?.into();
+            dirs(&fd, layers)?;
+            crate::rootless::make_uppers(&fsdir, pieces)?;
+            Ok(fd)
+        })();
+        match upper {
+            Ok(fd) => Ok(Upper { fd, disk: None, plain: Some((dir, false)) }),
+            Err(e) => {
+                let _ = crate::rootless::remove_tree(&dir);
+                Err(WorldError::state("make the world's upper")(e))
+            }
+        }
     }
 
     /// The upper of the kept world `id`, for a run that continues it (its
@@ -96,7 +137,11 @@ impl Upper {
             Err(e) => return Err(fail("set the last run's scratch aside")(e)),
         }
         let path = state.world_path(id).join("fs");
-        let upper = Upper { fd, disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: true }) };
+        let upper = Upper {
+            fd,
+            disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: true }),
+            plain: None,
+        };
         dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
         Ok(upper)
     }
@@ -118,9 +163,10 @@ impl Upper {
 
     /// The store as the world's child reaches it.
     pub(crate) fn for_child(&self) -> io::Result<Store> {
-        Ok(match &self.disk {
-            Some(d) => Store::Path(d.path.clone()),
-            None => Store::Mount(self.fd.try_clone()?),
+        Ok(match (&self.disk, &self.plain) {
+            (Some(d), _) => Store::Path(d.path.clone()),
+            (None, Some((dir, _))) => Store::Path(dir.join("fs")),
+            (None, None) => Store::Mount(self.fd.try_clone()?),
         })
     }
 
@@ -133,7 +179,7 @@ impl Upper {
     /// is attached there (nosuid, nodev, noexec as made; moved to disk when
     /// the world is marked kept); a disk upper already is that directory.
     pub(crate) fn place(&self, fsdir: &Path) -> io::Result<()> {
-        if self.disk.is_some() {
+        if self.disk.is_some() || self.plain.is_some() {
             return Ok(());
         }
         let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fsdir.as_os_str()))
@@ -147,6 +193,9 @@ impl Upper {
         if let Some(d) = self.disk.as_mut() {
             d.handed_over = true;
         }
+        if let Some((_, handed_over)) = self.plain.as_mut() {
+            *handed_over = true;
+        }
     }
 }
 
@@ -158,6 +207,9 @@ impl Drop for Upper {
             if !d.handed_over {
                 let _ = pool::discard(d.pool.as_fd(), &d.id);
             }
+        }
+        if let Some((dir, false)) = &self.plain {
+            let _ = crate::rootless::remove_tree(dir);
         }
     }
 }

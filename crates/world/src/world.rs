@@ -224,9 +224,22 @@ fn run_world(
 /// there are none.
 pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<HostMount>), WorldError> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let layout =
-        Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok());
-    let layers = crate::layers::data_mounts(&mountinfo, &state.root);
+    let layout = match spec.rootless {
+        // A world without root: the user's delegated cgroup, or no limits
+        // when asked (`--no-limits`), else refused.
+        Some(_) if spec.no_limits => Layout::Unavailable { missing: Vec::new() },
+        Some(_) => match crate::rootless::delegated_cgroup() {
+            Ok(root) => Layout::V2 { root },
+            Err(why) => return Err(WorldError::LayerUnavailable(crate::rootless::no_cgroup_line(&why))),
+        },
+        None => {
+            Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok())
+        }
+    };
+    let mut layers = crate::layers::data_mounts(&mountinfo, &state.root);
+    if spec.rootless.is_some() {
+        layers = crate::rootless::carried(layers, &mountinfo);
+    }
     if spec.userns.is_none() && spec.require.iter().any(|l| l == "userns") {
         return Err(WorldError::LayerUnavailable(
             "userns: the policy turns user namespaces off (world.userns = false)".into(),
@@ -297,7 +310,7 @@ fn run_in(
     let mut teardown = Teardown { fds: mounts.into_iter().collect(), idle: net.and_then(|n| n.end()) };
 
     // 6. fs_diff from the upper layer against the host root filesystem.
-    let fs_diff = collect_diff(scratch.fd(), layers, spec.hash, &mut teardown)?;
+    let fs_diff = collect_diff(scratch.fd(), layers, spec.hash, spec.rootless.is_some(), &mut teardown)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
     let cgroup_name = layout.name();
@@ -319,8 +332,12 @@ fn run_in(
         timed_out,
         interrupted,
         fs_diff,
-        layers: child::layers(has_cg, ids.is_some()),
-        userns: ids,
+        layers: {
+            let mut l = child::layers(has_cg, ids.is_some() || spec.rootless.is_some());
+            l.extend(spec.rootless.map(|_| "rootless".to_string()));
+            l
+        },
+        userns: ids.or(spec.rootless.map(|c| c.mapping())),
         cgroup: cgroup_name,
         limits_hit,
         timings,
@@ -398,9 +415,10 @@ pub(crate) fn collect_diff(
     scratch: &OwnedFd,
     layers: &[HostMount],
     hash: bool,
+    rootless: bool,
     hold: &mut Teardown,
 ) -> Result<FsDiff, WorldError> {
-    let opts = DiffOptions { hash, ..DiffOptions::default() };
+    let opts = DiffOptions { hash, rootless, ..DiffOptions::default() };
     let mut total = diff_layer(scratch, "upper", Path::new("/"), &opts, hold)?;
     for m in layers.iter().filter(|m| !m.read_only) {
         let d = diff_layer(scratch, &format!("layers/{}/upper", m.slot), &m.path, &opts, hold)?;
@@ -439,7 +457,18 @@ pub(crate) fn diff_upper(
     }
     let path =
         CString::new(lower.as_os_str().as_bytes()).map_err(|_| WorldError::Invalid("NUL in a mount path".into()))?;
-    let lower = raw::open_tree_clone(libc::AT_FDCWD, &path, false).map_err(WorldError::Scratch)?;
+    // A world without root: its user cannot clone a mount; its overlays'
+    // lowers had no mount below them (`rootless::frame`), and the walk
+    // never crosses one (RESOLVE_NO_XDEV): the host's path is the same view.
+    let lower = match opts.rootless {
+        true => nix::fcntl::open(
+            lower,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| WorldError::Scratch(e.into()))?,
+        false => raw::open_tree_clone(libc::AT_FDCWD, &path, false).map_err(WorldError::Scratch)?,
+    };
     let diff = diff::compute(upper.as_fd(), lower.as_fd(), opts).map_err(WorldError::Diff);
     hold.hold(lower);
     diff

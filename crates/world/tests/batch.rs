@@ -37,6 +37,8 @@ fn spec(cwd: &Path) -> Spec {
         user: None,
         // The host's reserved ids (.ci/setup makes them): a user namespace.
         userns: Some(cloche_world::userns::IdRange::from_system().expect("ids reserved for worlds")),
+        rootless: None,
+        no_limits: false,
     }
 }
 

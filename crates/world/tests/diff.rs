@@ -242,7 +242,7 @@ fn max_entries_truncates_but_counts() {
     w.run(MIXED_WORLD);
     let full = w.diff();
     assert!(!full.truncated);
-    let opts = DiffOptions { hash: false, max_entries: 4 };
+    let opts = DiffOptions { hash: false, max_entries: 4, ..DiffOptions::default() };
     let d = w.try_diff(&opts).unwrap();
     assert!(d.truncated);
     assert_eq!(d.totals, full.totals);
@@ -255,7 +255,7 @@ fn max_entries_truncates_but_counts() {
     kept.sort();
     assert_eq!(kept, all[..4].to_vec());
     assert!(d.added.iter().all(|e| e.sha256.is_none()));
-    let zero = w.try_diff(&DiffOptions { hash: true, max_entries: 0 }).unwrap();
+    let zero = w.try_diff(&DiffOptions { hash: true, max_entries: 0, ..DiffOptions::default() }).unwrap();
     assert!(zero.truncated && zero.added.is_empty() && zero.flags.is_empty());
     assert_eq!(zero.totals, full.totals);
 }

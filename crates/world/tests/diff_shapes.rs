@@ -265,7 +265,7 @@ fn deep_trees() {
     };
     // deeper than PATH_MAX in bytes, within the depth limit
     mkchain("deep", 2000);
-    let d = w.try_diff(&DiffOptions { hash: true, max_entries: 10 }).unwrap();
+    let d = w.try_diff(&DiffOptions { hash: true, max_entries: 10, ..DiffOptions::default() }).unwrap();
     assert_eq!(d.totals.added, 2000);
     assert!(d.truncated);
     // beyond the depth limit: an error naming the path

@@ -97,7 +97,7 @@ fn real_changes_next_to_touched_ones() {
 fn touched_without_hashing() {
     let w = World::new("printf 'a' > a; printf 'b' > b");
     w.run("sed -i s/a/a/ a; printf 'c' > b");
-    let d = w.try_diff(&DiffOptions { hash: false, max_entries: 100 }).unwrap();
+    let d = w.try_diff(&DiffOptions { hash: false, max_entries: 100, ..DiffOptions::default() }).unwrap();
     let paths = |v: &[cloche_world::diff::Entry]| v.iter().map(|e| e.path.to_string()).collect::<Vec<_>>();
     assert_eq!(paths(&d.modified), ["/b"]);
     assert_eq!(paths(&d.touched), ["/a"]);
@@ -110,7 +110,7 @@ fn touched_without_hashing() {
 fn touched_paths_do_not_truncate_the_changes() {
     let w = World::new("mkdir t; cd t; for i in $(seq 50); do echo $i > f$i; done; echo z > ../z");
     w.run("touch t/*; echo changed > z");
-    let d = w.try_diff(&DiffOptions { hash: true, max_entries: 10 }).unwrap();
+    let d = w.try_diff(&DiffOptions { hash: true, max_entries: 10, ..DiffOptions::default() }).unwrap();
     assert!(!d.truncated, "{d:?}");
     assert_eq!(d.modified.len(), 1);
     assert_eq!(d.totals.touched, 50);

@@ -17,7 +17,7 @@ fn grabbing_an_exposure_never_follows_a_symlink() {
     symlink(&secret, root.join("swapped")).unwrap();
     symlink(&root, root.join("up")).unwrap();
     let (go, _w) = nix::unistd::pipe().unwrap();
-    let mut sys = RealSys { go: &go, cgroup_tasks: vec![] };
+    let mut sys = RealSys { go: &go, cgroup_tasks: vec![], rootless: false };
     assert!(sys.grab(&real, false).is_ok(), "a real directory is grabbed");
     assert!(sys.grab(&real.join("sub"), false).is_ok());
     for (p, ro) in [(root.join("swapped"), false), (root.join("up/real"), true), (root.join("up/secret"), false)] {
@@ -33,7 +33,7 @@ fn grabbing_an_exposure_never_follows_a_symlink() {
 fn a_read_only_grab_is_a_read_only_mount() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let (go, _w) = nix::unistd::pipe().unwrap();
-    let mut sys = RealSys { go: &go, cgroup_tasks: vec![] };
+    let mut sys = RealSys { go: &go, cgroup_tasks: vec![], rootless: false };
     let ro = |fd: std::os::fd::OwnedFd| {
         nix::sys::statvfs::fstatvfs(&fd).unwrap().flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
     };

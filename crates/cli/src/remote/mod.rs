@@ -48,6 +48,18 @@ pub enum Via {
 /// Finds the daemon (see the module's text); `Err` is the one line to
 /// print (exit 125).
 pub fn via() -> Result<Via, String> {
+    find(false)
+}
+
+/// As [`via`], for what a user who is not root does in this process
+/// when no daemon answers: a world without root (`cloche run`) and its
+/// own kept worlds (`cloche diff`, `cloche discard`), in the user's state
+/// directory (docs/security.md, *Worlds without root*).
+pub fn via_own() -> Result<Via, String> {
+    find(true)
+}
+
+fn find(own: bool) -> Result<Via, String> {
     if NO_DAEMON.load(Ordering::Relaxed) {
         return Ok(Via::Embedded);
     }
@@ -56,7 +68,7 @@ pub fn via() -> Result<Via, String> {
         Some(v) => (PathBuf::from(v), true),
         None => (PathBuf::from(DEFAULT_SOCKET), false),
     };
-    let may_embed = cloche_service::context::is_root() && !named;
+    let may_embed = (own || cloche_service::context::is_root()) && !named;
     match http::connect(&socket) {
         Ok(s) => {
             let mut c = Client { socket, first: Some(s) };
@@ -68,6 +80,12 @@ pub fn via() -> Result<Via, String> {
         }
         Err(e) if absent(&e) && may_embed => Ok(Via::Embedded),
         Err(e) if absent(&e) => Err(no_daemon(&socket, None)),
+        // A directory on the way closed to this user: no daemon for it.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied && may_embed && own && closed_on_the_way(&socket) =>
+        {
+            Ok(Via::Embedded)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(denied(&socket)),
         Err(e) => Err(format!("cannot reach the daemon at {}: {}", socket.display(), io_reason(&e))),
     }
@@ -92,6 +110,12 @@ fn denied(socket: &Path) -> String {
             socket.display()
         ),
     }
+}
+
+/// Whether the socket cannot even be looked up (a directory on its way is
+/// closed to this user), rather than refusing the connection itself.
+fn closed_on_the_way(socket: &Path) -> bool {
+    std::fs::symlink_metadata(socket).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// No daemon listens there: no socket, or a stale one.

@@ -67,6 +67,10 @@ fn body(client: &Client, args: RunArgs) -> Result<Value, String> {
         ("upper", args.upper.clone()),
     ];
     let req = request(args).map_err(|e| e.to_string())?;
+    if req.no_limits {
+        return Err("--no-limits: the daemon's worlds always have their limits (it is for a world without root, with no daemon: CLOCHE_SOCKET= cloche run ...)"
+            .into());
+    }
     if let Some(r) = &req.report {
         cloche_service::values::check_report(r).map_err(|e| e.to_string())?;
     }

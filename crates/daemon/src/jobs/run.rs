@@ -159,6 +159,7 @@ fn request(
         user: caller.world_user(),
         owner: (body.keep || body.world.is_some()).then(|| caller.actor()),
         no_hash: body.no_hash,
+        no_limits: false,
         terminal: Terminal::Pipes,
         report: None,
         path_note,

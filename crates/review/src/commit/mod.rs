@@ -585,6 +585,7 @@ mod tests {
             store_error: None,
             path: tmp.path().to_path_buf(),
             uppers: Vec::new(),
+            rootless: false,
         };
         let base = HashMap::new();
         let c = Commit::prepare(&review, &world, &base, &Options::default()).unwrap();

@@ -17,7 +17,8 @@
 //! Overlay semantics assumed (the engine mounts with
 //! `redirect_dir=off,metacopy=off,index=off,xino=off`, as real root):
 //! whiteouts are char devices 0:0, opaque directories carry
-//! `trusted.overlay.opaque` = `y`; other `trusted.overlay.*` are ignored.
+//! `trusted.overlay.opaque` = `y` (`user.overlay.opaque` for a world without
+//! root, [`DiffOptions::rootless`]); other overlay attributes are ignored.
 //!
 //! # JSON (field names are a contract)
 //! ```json
@@ -90,11 +91,18 @@ pub struct DiffOptions {
     /// Most entries listed in the whole diff (added + modified + deleted);
     /// beyond it `truncated` is set and only the totals keep counting.
     pub max_entries: usize,
+    /// The upper of a world without root (`rootless.rs`): its overlay's
+    /// markers are `user.overlay.*` (`userxattr`); every upper entry is the
+    /// caller's (owners are not compared, and the upper's ids are listed);
+    /// and no entry carries cloche's mark, which a world running as the
+    /// upper's owner could forge: an entry as the base has it (kind,
+    /// content, mode, mtime) is not listed as touched instead.
+    pub rootless: bool,
 }
 
 impl Default for DiffOptions {
     fn default() -> Self {
-        DiffOptions { hash: true, max_entries: 100_000 }
+        DiffOptions { hash: true, max_entries: 100_000, rootless: false }
     }
 }
 

@@ -166,12 +166,14 @@ fn borrow(f: &OwnedFd) -> BorrowedFd<'_> {
 
 /// Whether an upper directory is marked opaque (`trusted.overlay.opaque` = "y").
 /// Other `trusted.overlay.*` attributes (origin, impure, ...) are ignored.
-pub(crate) fn is_opaque(dir: BorrowedFd<'_>) -> nix::Result<bool> {
+/// With `user`, the `userxattr` overlay's name, `user.overlay.opaque` (an
+/// overlay refuses to let its world set it: a world's attribute of that
+/// name is stored escaped, as `user.overlay.overlay.opaque`).
+pub(crate) fn is_opaque(dir: BorrowedFd<'_>, user: bool) -> nix::Result<bool> {
     let mut val = [0u8; 8];
+    let name = if user { c"user.overlay.opaque" } else { c"trusted.overlay.opaque" };
     // SAFETY: the name is NUL-terminated and `val` is valid for `val.len()` bytes.
-    let n = unsafe {
-        libc::fgetxattr(dir.as_raw_fd(), c"trusted.overlay.opaque".as_ptr(), val.as_mut_ptr().cast(), val.len())
-    };
+    let n = unsafe { libc::fgetxattr(dir.as_raw_fd(), name.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
     if n < 0 {
         return match Errno::last() {
             Errno::ENODATA | Errno::EOPNOTSUPP | Errno::ERANGE => Ok(false),

@@ -65,6 +65,8 @@ pub(crate) struct Walker<'a> {
     upper: BorrowedFd<'a>,
     lower: BorrowedFd<'a>,
     hash: bool,
+    /// `DiffOptions::rootless`.
+    rootless: bool,
     out: Collector,
     content: Content,
     /// Path of the current directory ("" for the root, else "/a/b"), then
@@ -103,6 +105,7 @@ impl<'a> Walker<'a> {
             upper,
             lower,
             hash: opts.hash,
+            rootless: opts.rootless,
             out: Collector::new(opts.max_entries),
             content: Content::new(),
             path: Vec::with_capacity(256),
@@ -127,7 +130,7 @@ impl<'a> Walker<'a> {
             |fd, side| open_beneath(fd, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|e| io(side, b"", e));
         let upper = root(self.upper, "open upper root")?;
         let lower = root(self.lower, "open lower root")?;
-        let replacing = is_opaque(upper.as_fd()).map_err(|e| io("getxattr upper", b"", e))?;
+        let replacing = is_opaque(upper.as_fd(), self.rootless).map_err(|e| io("getxattr upper", b"", e))?;
         let pending = self.visit(upper.as_fd(), Some(lower.as_fd()), replacing)?;
         drop((upper, lower));
         let mut stack = vec![Frame { path_len: 0, replacing, pending, maybe: None }];
@@ -164,12 +167,12 @@ impl<'a> Walker<'a> {
                 None
             };
             let replacing = lfd.is_some()
-                && (parent_replacing || is_opaque(ufd.as_fd()).map_err(|e| io("getxattr upper", &self.path, e))?);
+                && (parent_replacing
+                    || is_opaque(ufd.as_fd(), self.rootless).map_err(|e| io("getxattr upper", &self.path, e))?);
             let path_len = self.path.len();
             let maybe = match sub.same {
                 Some(mtime) => {
-                    let planned =
-                        !mtime && is_planned(ufd.as_fd(), c".").map_err(|e| io("getxattr upper", &self.path, e))?;
+                    let planned = !mtime && self.planned(ufd.as_fd(), c".")?;
                     Some(MaybeTouched { mtime, seen: self.out.seen(), planned })
                 }
                 None => None,
@@ -331,7 +334,8 @@ impl<'a> Walker<'a> {
                     // content decides: compare first (no hashing), and hash
                     // from the start only if it differs, so that a
                     // content-identical rewrite costs one read of each side.
-                    let meta_same = st.perm() == lst.perm() && (st.uid, st.gid) == (lst.uid, lst.gid);
+                    let meta_same =
+                        st.perm() == lst.perm() && (self.rootless || (st.uid, st.gid) == (lst.uid, lst.gid));
                     let mut f = self.upper_file(u, name, &st)?;
                     let r = self.content.compare(&mut f, l, name, &st, want_hash && !meta_same);
                     let (eq, mut h) = r.map_err(|e| content_err(&self.path, e))?;
@@ -370,7 +374,9 @@ impl<'a> Walker<'a> {
         if kind != Kind::Symlink && st.perm() != lst.perm() {
             changes.push(Change::Mode);
         }
-        if st.uid != lst.uid || st.gid != lst.gid {
+        // A world without root writes every file as its caller: its upper
+        // says nothing of owners.
+        if !self.rootless && (st.uid != lst.uid || st.gid != lst.gid) {
             changes.push(Change::Owner);
         }
         let mtime = st.mtime != lst.mtime;
@@ -382,7 +388,7 @@ impl<'a> Walker<'a> {
             }
         }
         if changes.is_empty() {
-            if mtime || !is_planned(u, name).map_err(|e| io("getxattr upper", &self.path, e))? {
+            if mtime || !self.planned(u, name)? {
                 self.touched(kind, mtime);
             }
             return Ok(());
@@ -394,6 +400,17 @@ impl<'a> Walker<'a> {
                 st.perm() & !lst.perm() & 0o111 != 0
             };
         self.modified(u, name, &st, changes, exec, known_hash)
+    }
+
+    /// Whether an upper entry as the base has it is cloche's doing (not
+    /// listed as touched): its mark ([`super::sys::PLANNED_XATTR`]); in a
+    /// world without root, which could forge any mark its overlay passes
+    /// through, every such entry (`DiffOptions::rootless`).
+    fn planned(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<bool, DiffError> {
+        if self.rootless {
+            return Ok(true);
+        }
+        is_planned(dir, name).map_err(|e| io("getxattr upper", &self.path, e))
     }
 
     /// Metadata of an upper entry. When hashing, a regular file (per

@@ -1,0 +1,302 @@
+//! Worlds without root (docs/security.md, *Worlds without root*): a user
+//! who is not root runs a world with no daemon, as with bubblewrap.
+//!
+//! The world's child is cloned by the user into a new user namespace and
+//! every other namespace (owned by it); it maps the caller's uid and gid to
+//! the world's 0 itself (one id each: no `newuidmap`, no `/etc/subuid`
+//! entry needed) and builds the world inside, with the capabilities of
+//! that namespace only.
+//!
+//! The root filesystem cannot be one overlay's lower there: in a mount
+//! namespace made by a user, every mount copied from the host is locked to
+//! its parent, and overlayfs refuses a lower with locked mounts below it
+//! (`lowerdir=/`: "failed to clone lowerpath", measured on 6.18). So the
+//! world's root is put together ([`frame`]): a small tmpfs holds the root's
+//! entries, and each largest directory of the root filesystem with no
+//! mount below it is an overlay of its own (`lowerdir=/usr`, ...), its
+//! upper at the same place of the world's upper (`upper/usr`), so that the
+//! upper mirrors `/` as a root world's does and the fs_diff reads it alike.
+
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The caller of a world without root: its host uid and gid, the world's 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    /// This process's caller, when it is not root.
+    pub fn of_process() -> Option<Caller> {
+        // SAFETY: no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        (uid != 0).then_some(Caller { uid, gid })
+    }
+
+    /// The report's and the audit's `userns`: the world's 0 is this host
+    /// uid and gid, and only that id is mapped.
+    pub fn mapping(&self) -> crate::userns::WorldIds {
+        crate::userns::WorldIds { uid: self.uid, gid: self.gid, count: 1 }
+    }
+}
+
+/// Where a user's worlds live without root: `$XDG_STATE_HOME/cloche`, else
+/// `~/.local/state/cloche` (`None` without a home).
+pub fn user_state_dir() -> Option<PathBuf> {
+    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").and_then(abs) {
+        return Some(p.join("cloche"));
+    }
+    std::env::var_os("HOME").and_then(abs).map(|h| h.join(".local/state/cloche"))
+}
+
+/// One entry of the world's root as the child puts it together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A directory of the tmpfs frame (a mount point, or one with mounts
+    /// below it whose entries are pieces too), with its host mode.
+    Dir { path: PathBuf, mode: u32 },
+    /// A directory of the root filesystem with no mount below it: an
+    /// overlay, its upper `upper/<path>`, its work directory `work/<index>`.
+    Overlay { path: PathBuf, index: usize },
+    /// A symbolic link, as the host has it.
+    Symlink { path: PathBuf, target: PathBuf },
+    /// Anything else (a file beside mounts): a read-only bind of the host's.
+    File { path: PathBuf },
+}
+
+/// Deepest level of directories with mounts below that is put together
+/// (deeper, a directory holding mounts is only a mount point).
+const MAX_DEPTH: usize = 8;
+
+/// The pieces of the world's root, from the host's mount points (the
+/// caller's view: mountinfo) and its root filesystem's entries.
+pub fn frame(mountinfo: &str) -> io::Result<Vec<Piece>> {
+    let mounts: BTreeSet<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape))
+        .filter(|p| p != Path::new("/"))
+        .collect();
+    let mut out = Vec::new();
+    walk(Path::new("/"), &mounts, 0, &mut out)?;
+    Ok(out)
+}
+
+fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, depth: usize, out: &mut Vec<Piece>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        // A directory closed to the caller: its world shows it empty.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && depth > 0 => return Ok(()),
+        r => r?,
+    };
+    let mut names: Vec<_> = entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+    names.sort();
+    for n in names {
+        let path = dir.join(n);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let ft = meta.file_type();
+        let below = mounts.range(path.clone()..).take_while(|m| m.starts_with(&path)).any(|m| m != &path);
+        if ft.is_symlink() {
+            out.push(Piece::Symlink { target: std::fs::read_link(&path)?, path });
+        } else if !ft.is_dir() {
+            if !mounts.contains(&path) {
+                out.push(Piece::File { path });
+            }
+        } else if mounts.contains(&path) || (below && depth >= MAX_DEPTH) || !readable(&path) {
+            // (A directory closed to the caller, `/root`, `/lost+found`:
+            // empty in the world, as the caller cannot read it either.)
+            out.push(Piece::Dir { path, mode: meta.mode() & 0o7777 });
+        } else if below {
+            out.push(Piece::Dir { path: path.clone(), mode: meta.mode() & 0o7777 });
+            walk(&path, mounts, depth + 1, out)?;
+        } else {
+            let index = out.iter().filter(|p| matches!(p, Piece::Overlay { .. })).count();
+            out.push(Piece::Overlay { path, index });
+        }
+    }
+    Ok(())
+}
+
+/// The mount plan of a world without root, from a root world's: the home
+/// of another user (owned by an id the world does not map) cannot be
+/// copied up into the caller's upper (`EOVERFLOW`), so instead of its own
+/// writable directory it is an empty read-only tmpfs, as a masked
+/// directory is; the caller's own home is as in a root world. (A home
+/// where something is attached, a toolchain, keeps its steps.)
+pub fn homes_of_others(steps: Vec<crate::plan::Step>, uid: u32) -> Vec<crate::plan::Step> {
+    use crate::plan::Step;
+    let others: Vec<PathBuf> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Home { path } if std::fs::symlink_metadata(path).map_or(true, |m| m.uid() != uid) => {
+                Some(path.clone())
+            }
+            _ => None,
+        })
+        .filter(|h| !steps.iter().any(|s| matches!(s, Step::Attach { path, .. } if path.starts_with(h))))
+        .collect();
+    let mine = |p: &Path| others.iter().any(|h| p.starts_with(h));
+    steps
+        .into_iter()
+        .filter(|s| !matches!(s, Step::CopyUp { path } if mine(path)))
+        .map(|s| match s {
+            Step::Home { path } if others.contains(&path) => Step::Mount {
+                path,
+                fstype: "tmpfs",
+                flags: crate::plan::MS_NOSUID | crate::plan::MS_NODEV | crate::plan::MS_NOEXEC | crate::plan::MS_RDONLY,
+                data: "mode=755,size=4k".into(),
+            },
+            s => s,
+        })
+        .collect()
+}
+
+/// The host data mounts a world without root carries: those its caller
+/// may read with no mount below them (an overlay's lower may have none, as
+/// for the root's pieces). Any other is an empty directory in the world.
+pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str) -> Vec<crate::layers::HostMount> {
+    let mounts: Vec<PathBuf> =
+        mountinfo.lines().filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape)).collect();
+    layers
+        .into_iter()
+        .filter(|m| readable(&m.path) && !mounts.iter().any(|p| p != &m.path && p.starts_with(&m.path)))
+        .collect()
+}
+
+/// Whether this process may list and enter `path`.
+fn readable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())) else { return false };
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK | libc::X_OK, libc::AT_EACCESS) == 0 }
+}
+
+/// Makes the upper and work directories of each overlay piece in the
+/// world's store `fs` (`upper/<path>` with its host mode, parents
+/// included; `work/<index>`), and gives each directory made in `upper` its
+/// host directory's mode and mtime, so that the fs_diff finds it as the
+/// base has it. Returns nothing else: which pieces were made is not
+/// recorded (a world could not be trusted with such a record).
+pub fn make_uppers(fs: &Path, pieces: &[Piece]) -> io::Result<()> {
+    let upper = fs.join("upper");
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    for p in pieces {
+        let Piece::Overlay { path, index } = p else { continue };
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        let mut at = PathBuf::from("/");
+        for c in rel.components() {
+            at.push(c);
+            if made.insert(at.clone()) {
+                let d = upper.join(at.strip_prefix("/").unwrap_or(&at));
+                match std::fs::create_dir(&d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        std::fs::create_dir_all(fs.join("work").join(index.to_string()))?;
+    }
+    // Deepest first: a directory's mtime is set after its children exist.
+    for at in made.iter().rev() {
+        let host = std::fs::metadata(at)?;
+        let d = upper.join(at.strip_prefix("/").unwrap_or(at));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(host.mode() & 0o7777 | 0o700))?;
+        let t = |s: i64, ns: i64| libc::timespec { tv_sec: s, tv_nsec: ns };
+        let times = [t(host.atime(), host.atime_nsec()), t(host.mtime(), host.mtime_nsec())];
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(d.as_os_str()))
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a NUL-terminated path and two timespecs we own.
+        if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Removes a tree this user owns, giving its directories the mode to be
+/// emptied first (an overlay's work directory is mode 0, a copy of a
+/// read-only host directory 0555); never follows a symlink.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    if meta.mode() & 0o700 != 0o700 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for e in std::fs::read_dir(path)? {
+        remove_tree(&e?.path())?;
+    }
+    std::fs::remove_dir(path)
+}
+
+/// A cgroup v2 subtree delegated to this user, with the controllers a
+/// world's limits need: the deepest directory above this process's cgroup
+/// that the user owns and whose children get memory, pids and cpu.
+pub fn delegated_cgroup() -> Result<PathBuf, String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = info
+        .lines()
+        .filter_map(|l| l.split_once(" - "))
+        .find(|(_, b)| b.starts_with("cgroup2 "))
+        .and_then(|(a, _)| a.split(' ').nth(4).map(crate::cgroup::unescape))
+        .ok_or("no cgroup v2 hierarchy is mounted")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::")).ok_or("this process is in no cgroup v2")?;
+    // SAFETY: no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let mut dir = root.join(rel.trim_start_matches('/'));
+    loop {
+        let owned = std::fs::metadata(&dir).is_ok_and(|m| m.uid() == uid);
+        let sub = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let has = |c: &str| sub.split_whitespace().any(|s| s == c);
+        if owned && ["memory", "pids", "cpu"].iter().all(|c| has(c)) {
+            return Ok(dir);
+        }
+        if dir == root || !dir.pop() {
+            return Err(format!("no cgroup v2 subtree of {} is delegated to uid {uid}", root.display()));
+        }
+    }
+}
+
+/// The one line a world without root and without a delegated cgroup is
+/// refused with (`why`: what was looked for).
+pub fn no_cgroup_line(why: &str) -> String {
+    format!(
+        "limits need a cgroup v2 subtree delegated to you ({why}): run cloche in one, e.g. `systemd-run --user \
+         --scope -p Delegate=yes cloche run ...` on a host with cgroup v2, or pass --no-limits to run without \
+         memory, process and CPU limits"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_overlays_what_has_no_mount_below() {
+        let info = "1 0 8:1 / / rw - ext4 /dev/sda rw\n2 1 0:5 / /proc rw - proc proc rw\n\
+                    3 1 0:6 / /sys rw - sysfs s rw\n4 3 0:7 / /sys/fs/cgroup rw - tmpfs t rw\n";
+        let f = frame(info).unwrap();
+        assert!(f.contains(&Piece::Dir { path: "/proc".into(), mode: 0o555 }), "{f:?}");
+        assert!(f.iter().any(|p| matches!(p, Piece::Overlay { path, .. } if path == Path::new("/usr"))), "{f:?}");
+        assert!(f.iter().any(|p| matches!(p, Piece::Overlay { path, .. } if path == Path::new("/etc"))), "{f:?}");
+        // /sys holds a mount: not an overlay, and never walked (a mount point).
+        assert!(!f.iter().any(|p| matches!(p, Piece::Overlay { path, .. } if path.starts_with("/sys"))));
+        let indexes: Vec<usize> =
+            f.iter().filter_map(|p| if let Piece::Overlay { index, .. } = p { Some(*index) } else { None }).collect();
+        assert_eq!(indexes, (0..indexes.len()).collect::<Vec<_>>());
+    }
+}

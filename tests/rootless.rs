@@ -1,0 +1,108 @@
+//! Worlds without root (docs/security.md, *Worlds without root*): a user
+//! who is not root runs `cloche run` with no daemon. The test makes a user
+//! of its own (removed at the end, even on failure) and checks from
+//! outside: the world runs in the caller's namespace, its writes are in
+//! the fs_diff and not on the host, the home's secrets are not shown, a
+//! kept world is diffed and discarded, what it cannot do is refused with
+//! one line, and nothing is left behind.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// `cloche ARGS` as `user` in `cwd`: exit code, stdout, stderr.
+fn cloche(user: &TempUser, cwd: &std::path::Path, args: &[&str]) -> Outcome {
+    let bin = cloche_bin();
+    run_cmd(&mut user.command(cwd, bin.to_str().unwrap(), args), Duration::from_secs(60))
+}
+
+fn has(report: &Value, list: &str, path: &std::path::Path) -> bool {
+    find_entry(report, list, path).is_some()
+}
+
+#[test]
+fn a_user_runs_a_world_without_root_and_without_a_daemon() {
+    let fx = Fixture::new();
+    let user = TempUser::new(&fx.tag);
+    let proj = user.home.join("proj");
+    user.write("proj/README", b"project\n");
+    let secret = user.write(".ssh/id_test", b"the-user-secret\n");
+    let state = user.home.join(".local/state/cloche");
+
+    // This host has no delegated cgroup v2 subtree (controllers on v1):
+    // refused with one line saying how to get one, nothing made.
+    let o = cloche(&user, &proj, &["run", "--", "true"]);
+    o.expect_code(125);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{}", o.describe());
+    assert!(err.contains("delegated") && err.contains("--no-limits"), "{}", o.describe());
+    assert!(!state.exists(), "a refused run made the state directory");
+
+    // A scoped network needs root on the host side: refused, naming the daemon.
+    let o = cloche(&user, &proj, &["run", "--no-limits", "--net", "allow=198.51.100.1", "--", "true"]);
+    o.expect_code(125);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{}", o.describe());
+    assert!(err.contains("cloched"), "{}", o.describe());
+
+    // --no-limits runs (said on stderr): the world's root is the caller.
+    let script = "cat /proc/self/uid_map; cat ~/.ssh/id_test; echo out > result; echo h > ~/made; \
+                  echo t > /tmp/scratch; ip -o link | wc -l";
+    let o = cloche(&user, &proj, &["run", "--no-limits", "--json", "--", "sh", "-c", script]);
+    o.expect_code(0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-limits"), "{}", o.describe());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let map: Vec<&str> = out.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(map, ["0", &user.uid.to_string(), "1"], "the caller's uid alone is the world's 0: {out}");
+    assert!(!out.contains("the-user-secret"), "the home's secret was readable: {out}");
+    assert_eq!(out.lines().nth(1), Some("1"), "loopback only: {out}");
+    let report: Value = serde_json::from_str(&out[out.find('{').expect("a report")..]).unwrap();
+    assert_eq!(report["userns"]["rootless"], true, "{report}");
+    assert_eq!(report["userns"]["uid"], user.uid, "{report}");
+    assert_eq!(report["userns"]["count"], 1, "{report}");
+    assert_eq!(report["limits"]["none"], true, "{report}");
+    assert_eq!(report["cgroup"], "none", "{report}");
+    let layers = string_list(&report["layers"]);
+    for l in ["rootless", "userns", "seccomp", "caps", "no_new_privs", "net", "masks"] {
+        assert!(layers.iter().any(|x| x == l), "{l} not in {layers:?}");
+    }
+    assert!(has(&report, "added", &proj.join("result")), "{report}");
+    assert!(has(&report, "added", &user.home.join("made")), "{report}");
+    assert!(!proj.join("result").exists() && !user.home.join("made").exists(), "a write reached the host");
+    assert_eq!(std::fs::read(&secret).unwrap(), b"the-user-secret\n");
+    assert!(string_list(&report["fs_diff"]["touched"]).is_empty(), "{report}");
+
+    // --keep, then diff and discard, all as the user, with no daemon.
+    let o = cloche(&user, &proj, &["run", "--no-limits", "--keep", "--", "sh", "-c", "echo k > kept"]);
+    o.expect_code(0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let id = err.split("kept world ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a kept world's id");
+    fx.note_world(id);
+    let o = cloche(&user, &proj, &["diff", id, "--name-status"]);
+    o.expect_code(0);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("A\t{}", proj.join("kept").display())),
+        "{}",
+        o.describe()
+    );
+    let o = cloche(&user, &proj, &["worlds", "list"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(id), "{}", o.describe());
+    cloche(&user, &proj, &["discard", id]).expect_code(0);
+    let left: Vec<_> = std::fs::read_dir(state.join("worlds")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "worlds left in the user's state directory: {left:?}");
+
+    // Nothing of the user's left running (a world's mounts are released by
+    // a child of cloche's that exits at once: a moment); mounts and the
+    // rest: the fixture.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !user.processes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(user.processes().is_empty(), "the user's processes outlived their worlds: {:?}", user.processes());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&user.name), "a mount of the user's is left on the host");
+    drop(user);
+    fx.finish();
+}
