@@ -4,7 +4,7 @@
 //! per batch and batches per hour at submit; worlds at once and CPU time at
 //! run), with the budget's name, changing nothing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

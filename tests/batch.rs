@@ -1,7 +1,7 @@
 //! Batches end to end: `cloche batch submit|approve|run|cancel|show` and
 //! `cloche autonomy`, with real worlds (root).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! and every bad input refused with one line, a non-zero exit and nothing
 //! changed. All through the real binary.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -5,7 +5,7 @@
 //! Run as root after `cargo build --workspace` (cloched is built next to
 //! cloche).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -8,7 +8,7 @@
 //!
 //! Run as root after `cargo build --workspace`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 //! or duplicated, each agent sees exactly its own, the audit chain intact.
 //! (Latencies are measured by benches/daemon.py, not here.)
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

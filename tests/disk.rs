@@ -11,7 +11,7 @@
 //!   by the end of the next run; another state directory's pool is not
 //!   visible in a world; `--upper tmpfs` keeps the old way.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -1,7 +1,7 @@
 //! The host is never modified by a world, and the report's fs_diff says
 //! exactly what the world changed: a table of cases, each in its own world.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;

@@ -11,7 +11,7 @@
 //! The programs are the machine's own (git, pip, npm from `.ci/setup`; the
 //! cargo that builds these tests).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

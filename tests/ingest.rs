@@ -3,7 +3,7 @@
 //! `batch list --pending`, the `review_needed` event, the daemon's hook.
 //! No world starts: nothing here runs a batch.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

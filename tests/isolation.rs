@@ -2,7 +2,7 @@
 //! file descriptors, privileges, refused system calls, the terminal.
 //! Guarantees are checked from outside the world wherever possible.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -7,7 +7,7 @@
 //! killed with -9 leaves its world kept as interrupted or swept, as its
 //! policy's `keep_interrupted` says, and nothing else behind.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

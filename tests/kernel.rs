@@ -3,7 +3,7 @@
 //! real world, with controls that show the same walk finds more without
 //! cloche (so that these tests can fail).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Limits: pids, memory, timeout. Each limited run must end promptly and
 //! leave nothing behind.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! the CLI from another process, receives the entry's output as progress,
 //! reads the diff and requests the commit. Real daemon, real worlds.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! host in a network namespace of the test's own (198.51.100.0/24), reached
 //! through the host's forwarding (root).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::Ipv4Addr;

@@ -11,7 +11,7 @@
 //! `CLOCHE_EXEC_TEST_POLICY=FILE` classifies with another policy file, to
 //! see what the test finds in an older default policy.
 
-mod common;
+use crate::common;
 
 #[allow(dead_code)]
 #[path = "../crates/policy/tests/classify_table/base.rs"]

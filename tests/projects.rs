@@ -5,7 +5,7 @@
 //! masked in every world; a project swapped for a symlink after submit is
 //! refused at run.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

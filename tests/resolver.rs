@@ -5,7 +5,7 @@
 //! concurrently, and a world flooding it with refused names or refused
 //! packets gets a small report at a small cost.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! worlds, against real hosts paths, with attacks from inside the world and
 //! races from the host (root).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -6,7 +6,7 @@
 //! inode allocator skips recently deleted inodes: `recently_deleted` was
 //! half of a commit's CPU time), which measures the machine, not cloche.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::os::unix::process::ExitStatusExt;

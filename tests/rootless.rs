@@ -6,7 +6,7 @@
 //! kept world is diffed and discarded, what it cannot do is refused with
 //! one line, and nothing is left behind.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! environment, cwd, the report's shape, `--keep`, a broken policy, and
 //! `cloche doctor`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

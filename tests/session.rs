@@ -5,7 +5,7 @@
 //! whose fs_diff is relative to the base; refused, in one line and without
 //! any change, when it is missing, in use, someone else's or discarded.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 //! Every check that a host object is unreachable fails when the world is
 //! handed the caller's descriptors (cloche before the relay).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

@@ -4,7 +4,7 @@
 //! nor for host root's kernel files, while the host's files keep their
 //! owners in the world and the fs_diff and a commit deal in the host's ids.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;

@@ -16,10 +16,10 @@
 //!   rest), and checks that no script of the agent's ran.
 //!
 //! Screenshots of the main views: `CLOCHE_WEB_SCREENSHOTS=docs/web cargo
-//! test --test web` writes them there (else into the test's own
+//! test --test e2e web::` writes them there (else into the test's own
 //! directory, removed after).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};
