@@ -75,8 +75,7 @@ pub fn service_status(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Busy(_) | Error::Commit(_) => StatusCode::CONFLICT,
         Error::Broker(b) => broker_status(b),
-        Error::NeedsRoot
-        | Error::State { .. }
+        Error::State { .. }
         | Error::World(_)
         | Error::WorldStart(_)
         | Error::Records(_)

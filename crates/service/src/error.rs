@@ -5,16 +5,13 @@
 use std::path::PathBuf;
 
 /// Why a use case failed. Nothing is left half-done by a refusal of the
-/// request (`Invalid`, `NeedsRoot`, `Exposure`, ...): those are checked
+/// request (`Invalid`, `Exposure`, ...): those are checked
 /// before anything is created.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The caller may not do this (its identity, not the request, is refused).
     #[error("{0}")]
     Forbidden(String),
-    /// Starting worlds needs root.
-    #[error("cloche run needs root (rootless worlds are not supported yet)")]
-    NeedsRoot,
     /// A value of the request is refused (an option, a path, an id): the
     /// text names it.
     #[error("{0}")]
