@@ -358,8 +358,8 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
 }
 
 /// A world without root: the root put together under `root` (a tmpfs
-/// frame; an overlay per host directory with no mount below it; links
-/// and lone files as the host has them).
+/// frame; an overlay or a read-only bind per host directory with no mount
+/// below it; links and lone files as the host has them).
 fn frame(
     sys: &mut dyn Sys,
     root: &Path,
@@ -377,6 +377,11 @@ fn frame(
                 let target = under(root, path);
                 at("frame file", path, sys.touch(&target))?;
                 at("bind read-only (a file of the root)", path, sys.bind_ro(path, &target, None))?;
+            }
+            Piece::ReadOnly { path } => {
+                let target = under(root, path);
+                at("frame directory", path, sys.mkdir_all(&target, 0o755))?;
+                at("bind read-only (a directory of the root)", path, sys.bind_ro(path, &target, None))?;
             }
             Piece::Overlay { path, index } => {
                 let target = under(root, path);

@@ -154,9 +154,12 @@ pub(crate) fn launch(
     // A world without root: its root is put together from pieces
     // (`rootless::frame`), each overlay with its own upper directory.
     let pieces = match spec.rootless {
-        Some(_) => {
+        Some(caller) => {
             let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(WorldError::state("read mountinfo"))?;
-            crate::rootless::frame(&info).map_err(WorldError::state("list the root filesystem"))?
+            let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
+            let pieces = crate::rootless::frame(&info, &who).map_err(WorldError::state("list the root filesystem"))?;
+            crate::profile::mark("root's pieces listed");
+            pieces
         }
         None => Vec::new(),
     };

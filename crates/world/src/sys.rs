@@ -11,6 +11,27 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// An overlay mounted inside a world without root's user namespace
+/// (`lower`, `upper`, `work`: paths as the overlay takes them), on
+/// `target`: its markers are `user.overlay.*` (`userxattr`), which asks
+/// `redirect_dir=nofollow`; `index` is off (the kernel turns it off there
+/// anyway, warning in its log: no file handles); `volatile` as for root.
+fn user_overlay(lower: &str, upper: &str, work: &str, target: &Path) -> io::Result<()> {
+    let fs = raw::fsopen("overlay")?;
+    let fsb = fs.as_fd();
+    raw::fsconfig_str(fsb, "lowerdir", lower)?;
+    raw::fsconfig_str(fsb, "upperdir", upper)?;
+    raw::fsconfig_str(fsb, "workdir", work)?;
+    raw::fsconfig_flag(fsb, "userxattr")?;
+    for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+        raw::fsconfig_str(fsb, k, v)?;
+    }
+    raw::fsconfig_flag(fsb, "volatile")?;
+    raw::fsconfig_create(fsb)?;
+    let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
+    raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
+}
+
 pub struct RealSys<'a> {
     /// Read end of the parent's go pipe.
     pub go: &'a OwnedFd,
@@ -90,26 +111,11 @@ impl Sys for RealSys<'_> {
     }
 
     fn mount_piece(&mut self, scratch: BorrowedFd<'_>, path: &Path, index: usize, target: &Path) -> io::Result<()> {
-        // As `mount_overlay`, inside the caller's user namespace: the
-        // overlay's markers are `user.overlay.*` (`userxattr`), which asks
-        // `redirect_dir=nofollow`; `index` is off (the kernel turns it off
-        // there anyway, warning in its log: no file handles).
-        let fs = raw::fsopen("overlay")?;
-        let fsb = fs.as_fd();
         let fd = scratch.as_raw_fd();
         let rel = path.strip_prefix("/").unwrap_or(path);
-        raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(path)?)?;
         let upper = Path::new(&format!("/proc/self/fd/{fd}/upper")).join(rel);
-        raw::fsconfig_str(fsb, "upperdir", &upper.to_string_lossy())?;
-        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/work/{index}"))?;
-        raw::fsconfig_flag(fsb, "userxattr")?;
-        for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
-            raw::fsconfig_str(fsb, k, v)?;
-        }
-        raw::fsconfig_flag(fsb, "volatile")?;
-        raw::fsconfig_create(fsb)?;
-        let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
-        raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
+        let work = format!("/proc/self/fd/{fd}/work/{index}");
+        user_overlay(&escape_lowerdir(path)?, &upper.to_string_lossy(), &work, target)
     }
 
     fn set_pdeathsig(&mut self) -> io::Result<()> {
@@ -201,13 +207,19 @@ impl Sys for RealSys<'_> {
         // without one), and `scratch` the idmapped store: a copy-up writes
         // the host's ids. (The overlay acts with its mounter's credentials:
         // this child, fsuid the world's root.)
-        let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
-        let fsb = fs.as_fd();
         let lower = match lower {
             crate::child::Lower::Host(p) => escape_lowerdir(p)?,
             crate::child::Lower::Tree(t) => format!("/proc/self/fd/{}", t.as_raw_fd()),
         };
+        if self.rootless {
+            // A host data mount a world without root carries: as its root's
+            // pieces are (`mount_piece`).
+            let (upper, work) = (format!("/proc/self/fd/{fd}/{dir}upper"), format!("/proc/self/fd/{fd}/{dir}work"));
+            return user_overlay(&lower, &upper, &work, target);
+        }
+        let fs = raw::fsopen("overlay")?;
+        let fsb = fs.as_fd();
         raw::fsconfig_str(fsb, "lowerdir", &lower)?;
         raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
         raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;

@@ -237,8 +237,9 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
         }
     };
     let mut layers = crate::layers::data_mounts(&mountinfo, &state.root);
-    if spec.rootless.is_some() {
-        layers = crate::rootless::carried(layers, &mountinfo);
+    if let Some(caller) = spec.rootless {
+        let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
+        layers = crate::rootless::carried(layers, &mountinfo, &who);
     }
     if spec.userns.is_none() && spec.require.iter().any(|l| l == "userns") {
         return Err(WorldError::LayerUnavailable(
