@@ -263,7 +263,8 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
     let pieces = vec![
         Piece::Symlink { path: "/bin".into(), target: "usr/bin".into() },
         Piece::Dir { path: "/proc".into(), mode: 0o555 },
-        Piece::Overlay { path: "/usr".into(), index: 0 },
+        Piece::ReadOnly { path: "/boot".into() },
+        Piece::Overlay { path: "/srv".into(), index: 0 },
         Piece::File { path: "/lone".into() },
     ];
     let rootless = Some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces });
@@ -276,7 +277,9 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         "mount /state/w/root",
         "symlink /state/w/root/bin",
         "mkdir /state/w/root/proc",
-        "piece /state/w/root/usr",
+        "mkdir /state/w/root/boot",
+        "bind_ro /state/w/root/boot",
+        "piece /state/w/root/srv",
         "bind_ro /state/w/root/lone",
         "overlay /state/w/root/home",
         "receive_plan",

@@ -118,6 +118,14 @@ impl Writer {
         m.uid() == self.caller.uid && m.gid() == self.caller.gid
     }
 
+    /// Whether the caller may write in the directory `path` (`meta`, its
+    /// metadata). Not its owner, and neither its group nor others may write
+    /// it: no (with an ACL, the group bits are its mask, which bounds every
+    /// named entry), and no system call is made for the common case.
+    fn may_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        (meta.uid() == self.caller.uid || meta.mode() & 0o022 != 0) && writable(path)
+    }
+
     /// Whether a write at `target` (at or below the directory `entry`)
     /// needs a copy-up of a directory from `entry` down to it that an
     /// overlay cannot make.
@@ -232,7 +240,7 @@ fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, who: &Writer, depth: usize, out:
             out.push(Piece::Dir { path: path.clone(), mode });
             walk(&path, mounts, who, depth + 1, out)?;
         } else {
-            match choose(writable(&path), &entries(&path, who)?) {
+            match choose(who.may_write(&path, &meta), &entries(&path, who)?) {
                 Choice::Descend if depth < MAX_DEPTH => {
                     out.push(Piece::Dir { path: path.clone(), mode });
                     walk(&path, mounts, who, depth + 1, out)?;
@@ -257,7 +265,7 @@ fn entries(dir: &Path, who: &Writer) -> io::Result<Vec<Entry>> {
         let Ok(m) = std::fs::symlink_metadata(&path) else { continue };
         let (dir, mine) = (m.is_dir(), who.mine(&m));
         let alone = dir
-            && ((!mine && writable(&path))
+            && ((!mine && who.may_write(&path, &m))
                 || who.targets.iter().any(|t| t.starts_with(&path) && who.blocked(&path, t)));
         out.push(Entry { dir, mine, alone });
     }
@@ -314,7 +322,8 @@ pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str, who: &Wri
         .filter(|m| readable(&m.path) && !mounts.iter().any(|p| p != &m.path && p.starts_with(&m.path)))
         .filter(|m| seen(&m.path))
         .map(|mut m| {
-            let nothing = entries(&m.path, who).is_ok_and(|e| choose(writable(&m.path), &e) == Choice::ReadOnly);
+            let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(&m.path, &t));
+            let nothing = entries(&m.path, who).is_ok_and(|e| choose(top, &e) == Choice::ReadOnly);
             m.read_only |= nothing;
             m
         })

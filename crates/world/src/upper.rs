@@ -187,6 +187,18 @@ impl Upper {
         raw::move_mount_to(self.fd.as_fd(), &target)
     }
 
+    /// A world without root's directory (`worlds/<id>`) not handed over:
+    /// no longer removed on drop; its remover is the caller.
+    pub(crate) fn discard_later(&mut self) -> Option<std::path::PathBuf> {
+        match self.plain.as_mut() {
+            Some((dir, handed_over @ false)) => {
+                *handed_over = true;
+                Some(dir.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// From now on `worlds/<id>` owns the upper (a kept world, or one the
     /// sweep settles): dropping this no longer deletes it.
     pub(crate) fn hand_over(&mut self) {
