@@ -173,6 +173,12 @@ pub trait Sys {
     /// and binds it at `target`: nosuid, nodev, exec allowed.
     fn bind_scratch(&mut self, scratch: BorrowedFd<'_>, index: u32, mode: u32, target: &Path) -> io::Result<()>;
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Makes one directory (its parent exists): exactly `mode` when given,
+    /// else what the umask leaves (a mount point).
+    fn mkdir(&mut self, path: &Path, mode: Option<u32>) -> io::Result<()>;
+    /// Makes the mount at `path` and every mount below it read-only,
+    /// nosuid and nodev.
+    fn read_only_tree(&mut self, path: &Path) -> io::Result<()>;
     fn touch(&mut self, path: &Path) -> io::Result<()>;
     fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
     fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()>;
@@ -369,25 +375,31 @@ fn frame(
     use crate::rootless::Piece;
     let flags = crate::plan::MS_NOSUID | crate::plan::MS_NODEV;
     at("mount the root's frame (tmpfs)", root, sys.mount(root, "tmpfs", flags, "mode=755,size=1m"))?;
+    // Parents first (the pieces are in walk order): one mkdir each; a
+    // mount point's own mode is hidden by what is mounted on it.
     for p in pieces {
         match p {
-            Piece::Dir { path, mode } => at("frame directory", path, sys.mkdir_all(&under(root, path), *mode))?,
+            Piece::Dir { path, mode } => at("frame directory", path, sys.mkdir(&under(root, path), Some(*mode)))?,
             Piece::Symlink { path, target } => at("frame symlink", path, sys.symlink(target, &under(root, path)))?,
             Piece::File { path } => {
                 let target = under(root, path);
                 at("frame file", path, sys.touch(&target))?;
-                at("bind read-only (a file of the root)", path, sys.bind_ro(path, &target, None))?;
+                at("bind (a file of the root)", path, sys.bind(path, &target))?;
             }
             Piece::ReadOnly { path } => {
                 let target = under(root, path);
-                at("frame directory", path, sys.mkdir_all(&target, 0o755))?;
-                at("bind read-only (a directory of the root)", path, sys.bind_ro(path, &target, None))?;
+                at("frame directory", path, sys.mkdir(&target, None))?;
+                at("bind (a directory of the root)", path, sys.bind(path, &target))?;
             }
-            Piece::Overlay { path, index } => {
-                let target = under(root, path);
-                at("frame directory", path, sys.mkdir_all(&target, 0o755))?;
-                at("mount overlay", path, sys.mount_piece(scratch, path, *index, &target))?;
-            }
+            Piece::Overlay { path, .. } => at("frame directory", path, sys.mkdir(&under(root, path), None))?,
+        }
+    }
+    // The frame and every bind in it read-only at once (one call), before
+    // any overlay is mounted in it.
+    at("frame and its binds read-only", root, sys.read_only_tree(root))?;
+    for p in pieces {
+        if let Piece::Overlay { path, index } = p {
+            at("mount overlay", path, sys.mount_piece(scratch, path, *index, &under(root, path)))?;
         }
     }
     Ok(())

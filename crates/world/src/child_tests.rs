@@ -98,6 +98,12 @@ impl Sys for Recorder {
     fn mkdir_all(&mut self, path: &Path, _: u32) -> io::Result<()> {
         self.call("mkdir", path)
     }
+    fn mkdir(&mut self, path: &Path, _: Option<u32>) -> io::Result<()> {
+        self.call("mkdir", path)
+    }
+    fn read_only_tree(&mut self, path: &Path) -> io::Result<()> {
+        self.call("read_only_tree", path)
+    }
     fn touch(&mut self, path: &Path) -> io::Result<()> {
         self.call("touch", path)
     }
@@ -278,9 +284,11 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         "symlink /state/w/root/bin",
         "mkdir /state/w/root/proc",
         "mkdir /state/w/root/boot",
-        "bind_ro /state/w/root/boot",
+        "bind /state/w/root/boot",
+        "mkdir /state/w/root/srv",
+        "bind /state/w/root/lone",
+        "read_only_tree /state/w/root",
         "piece /state/w/root/srv",
-        "bind_ro /state/w/root/lone",
         "overlay /state/w/root/home",
         "receive_plan",
         "copy_up /state/w/root/home/ann",

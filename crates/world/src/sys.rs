@@ -9,6 +9,7 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 /// An overlay mounted inside a world without root's user namespace
@@ -373,6 +374,20 @@ impl Sys for RealSys<'_> {
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
         std::fs::create_dir_all(path)?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+    }
+
+    fn mkdir(&mut self, path: &Path, mode: Option<u32>) -> io::Result<()> {
+        std::fs::DirBuilder::new().mode(0o755).create(path)?;
+        match mode {
+            Some(m) => std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(m)),
+            None => Ok(()),
+        }
+    }
+
+    fn read_only_tree(&mut self, path: &Path) -> io::Result<()> {
+        let fd = open_nofollow(path)?;
+        let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        raw::mount_setattr_tree(fd.as_fd(), attrs, 0)
     }
 
     fn touch(&mut self, path: &Path) -> io::Result<()> {
