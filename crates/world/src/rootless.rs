@@ -130,7 +130,7 @@ impl Writer {
     /// needs a copy-up of a directory from `entry` down to it that an
     /// overlay cannot make.
     fn blocked(&self, entry: &Path, target: &Path) -> bool {
-        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && self.mine(&m));
+        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| self.mine(&m));
         target.ancestors().take_while(|a| a.starts_with(entry)).any(|a| !mine(a))
     }
 }
