@@ -86,6 +86,12 @@ pub enum Store {
     /// directory) by a namespace it belongs to, or from a detached mount
     /// that no namespace made, as a tmpfs is.
     Path(PathBuf),
+    /// A world without root's disposable store: a tmpfs the child mounts
+    /// at `path` in its own mount namespace (capped at `size` bytes), makes
+    /// the store's directories in (`layers` host data mounts' slots) with
+    /// its overlay pieces' uppers, and hands to the parent over `send`
+    /// (SCM_RIGHTS) for the fs_diff. Nothing of it is on disk.
+    Tmpfs { path: PathBuf, size: u64, layers: usize, send: OwnedFd },
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -167,6 +173,19 @@ pub trait Sys {
     /// (`diff::PLANNED_XATTR`).
     fn mark_planned(&mut self, scratch: BorrowedFd<'_>, path: &Path) -> io::Result<()>;
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
+    /// A world without root's store: mounts a tmpfs of `size` bytes at
+    /// `path`, makes the store's directories in it (`layers` host data
+    /// mounts' slots) and the uppers of the overlay `pieces` (host modes
+    /// and times); returns it open.
+    fn make_store(
+        &mut self,
+        path: &Path,
+        size: u64,
+        layers: usize,
+        pieces: &[crate::rootless::Piece],
+    ) -> io::Result<OwnedFd>;
+    /// Sends the store `store` to the parent on the socket `to`.
+    fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()>;
     /// Opens the upper store at `path` (no symlink on the way).
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd>;
     /// Makes `scratch/<index>` in the upper store `scratch` (empty, `mode`)
@@ -256,6 +275,12 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
         Store::Mount(fd) => borrow(fd),
         Store::Path(p) => {
             opened = at("open the upper store", p, sys.open_store(p))?;
+            borrow(&opened)
+        }
+        Store::Tmpfs { path, size, layers, send } => {
+            let pieces = plan.rootless.as_ref().map_or(&[][..], |r| r.pieces.as_slice());
+            opened = at("make the upper store (tmpfs)", path, sys.make_store(path, *size, *layers, pieces))?;
+            at("hand the upper store to the parent", path, sys.send_store(borrow(&opened), borrow(send)))?;
             borrow(&opened)
         }
     };

@@ -92,6 +92,12 @@ impl Sys for Recorder {
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
         self.call("open_store", path).map(|_| devnull())
     }
+    fn make_store(&mut self, path: &Path, _: u64, _: usize, _: &[crate::rootless::Piece]) -> io::Result<OwnedFd> {
+        self.call("make_store", path).map(|_| devnull())
+    }
+    fn send_store(&mut self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> io::Result<()> {
+        self.call("send_store", Path::new(""))
+    }
     fn bind_scratch(&mut self, _: BorrowedFd<'_>, _: u32, _: u32, target: &Path) -> io::Result<()> {
         self.call("bind_scratch", target)
     }

@@ -163,9 +163,12 @@ pub(crate) fn launch(
         }
         None => Vec::new(),
     };
-    let scratch = match store {
+    let mut scratch = match store {
+        // A world not kept: a tmpfs its child mounts (`upper::Upper::rootless`).
         Store::New if spec.rootless.is_some() => {
-            crate::upper::Upper::rootless(state, &claim.id, layers.len(), &pieces)?
+            let slots = layers.iter().map(|m| m.slot + 1).max().unwrap_or(0);
+            let tmpfs = (!spec.keep).then_some(spec.upper_size);
+            crate::upper::Upper::rootless(state, &claim.id, slots, &pieces, tmpfs)?
         }
         Store::New => crate::upper::Upper::make(spec, state, &claim.id, layers.len())?,
         // Directories up to the highest slot (`continued::Taken::assign_slots`).

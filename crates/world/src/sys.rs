@@ -350,6 +350,31 @@ impl Sys for RealSys<'_> {
         mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
     }
 
+    fn make_store(
+        &mut self,
+        path: &Path,
+        size: u64,
+        layers: usize,
+        pieces: &[crate::rootless::Piece],
+    ) -> io::Result<OwnedFd> {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let data = format!("size={size},mode=700");
+        mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str())).map_err(nixerr)?;
+        let fd: OwnedFd = std::fs::File::open(path)?.into();
+        crate::upper::dirs(&fd, layers)?;
+        crate::rootless::make_uppers(path, pieces)?;
+        Ok(fd)
+    }
+
+    fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let fds = [store.as_raw_fd()];
+        let iov = [io::IoSlice::new(b"s")];
+        sendmsg::<()>(to.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+            .map(drop)
+            .map_err(nixerr)
+    }
+
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
         open_nofollow(path)
     }

@@ -368,6 +368,7 @@ fn run_in(
     let mut teardown = Teardown { fds: mounts.into_iter().collect(), idle: net.and_then(|n| n.end()), remove: None };
 
     // 6. fs_diff from the upper layer against the host root filesystem.
+    scratch.receive().map_err(WorldError::Scratch)?;
     let fs_diff = collect_diff(scratch.fd(), layers, spec.hash, spec.rootless.is_some(), &mut teardown)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
