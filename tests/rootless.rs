@@ -10,6 +10,7 @@ use crate::common;
 
 use common::*;
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 /// `cloche ARGS` as `user` in `cwd`: exit code, stdout, stderr.
@@ -72,7 +73,43 @@ fn a_user_runs_a_world_without_root_and_without_a_daemon() {
     assert!(has(&report, "added", &user.home.join("made")), "{report}");
     assert!(!proj.join("result").exists() && !user.home.join("made").exists(), "a write reached the host");
     assert_eq!(std::fs::read(&secret).unwrap(), b"the-user-secret\n");
-    assert!(string_list(&report["fs_diff"]["touched"]).is_empty(), "{report}");
+    assert!(diff_list(&report, "touched").is_empty(), "{report}");
+
+    // Where the caller may write outside its home, the world may too, and
+    // only there (docs/security.md, *Which directories are overlays*): a
+    // project of its own below a directory of root's (`/srv/X/proj`), a
+    // directory of its group (`/srv/X/team`, root's, group-writable), a
+    // directory of its own right below a system directory (`/opt/Y`);
+    // its writes are in the fs_diff, never on the host. /usr and /etc,
+    // where the caller may write nothing, refuse as on the host.
+    let srv = Scratch::new_in("/srv", "cloche-rl-");
+    let opt = Scratch::new_in("/opt", "cloche-rl-");
+    let (sproj, team) = (srv.path().join("proj"), srv.path().join("team"));
+    std::fs::set_permissions(srv.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (d, uid, mode) in [(&sproj, user.uid, 0o755), (&team, 0, 0o2775)] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(user.gid)).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::os::unix::fs::chown(opt.path(), Some(user.uid), Some(user.gid)).unwrap();
+    let script = format!(
+        "echo p > made && echo g > ../team/made && echo o > {}/made || exit 3; \
+         for d in /usr /etc /usr/bin; do touch $d/cloche-rl-x 2>/dev/null && echo wrote $d; done; true",
+        opt.path().display()
+    );
+    let o = cloche(&user, &sproj, &["run", "--no-limits", "--json", "--", "sh", "-c", &script]);
+    o.expect_code(0);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let (said, json) = out.split_at(out.find('{').expect("a report"));
+    assert!(said.is_empty(), "a write where the caller may not write: {said}");
+    let report: Value = serde_json::from_str(json).unwrap();
+    for made in [sproj.join("made"), team.join("made"), opt.path().join("made")] {
+        assert!(has(&report, "added", &made), "{} not in the fs_diff: {report}", made.display());
+        assert!(!made.exists(), "{} reached the host", made.display());
+    }
+    assert!(diff_list(&report, "touched").is_empty(), "{report}");
+    assert!(!std::path::Path::new("/usr/cloche-rl-x").exists() && !std::path::Path::new("/etc/cloche-rl-x").exists());
+    drop((srv, opt));
 
     // --keep, then diff and discard, all as the user, with no daemon.
     let o = cloche(&user, &proj, &["run", "--no-limits", "--keep", "--", "sh", "-c", "echo k > kept"]);

@@ -86,6 +86,12 @@ pub enum Store {
     /// directory) by a namespace it belongs to, or from a detached mount
     /// that no namespace made, as a tmpfs is.
     Path(PathBuf),
+    /// A world without root's disposable store: a tmpfs the child mounts
+    /// at `path` in its own mount namespace (capped at `size` bytes), makes
+    /// the store's directories in (`layers` host data mounts' slots) with
+    /// its overlay pieces' uppers, and hands to the parent over `send`
+    /// (SCM_RIGHTS) for the fs_diff. Nothing of it is on disk.
+    Tmpfs { path: PathBuf, size: u64, layers: usize, send: OwnedFd },
 }
 
 /// A failed step: its name, the object it acted on, the error.
@@ -167,12 +173,31 @@ pub trait Sys {
     /// (`diff::PLANNED_XATTR`).
     fn mark_planned(&mut self, scratch: BorrowedFd<'_>, path: &Path) -> io::Result<()>;
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
+    /// A world without root's store: mounts a tmpfs of `size` bytes at
+    /// `path`, makes the store's directories in it (`layers` host data
+    /// mounts' slots) and the uppers of the overlay `pieces` (host modes
+    /// and times); returns it open.
+    fn make_store(
+        &mut self,
+        path: &Path,
+        size: u64,
+        layers: usize,
+        pieces: &[crate::rootless::Piece],
+    ) -> io::Result<OwnedFd>;
+    /// Sends the store `store` to the parent on the socket `to`.
+    fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()>;
     /// Opens the upper store at `path` (no symlink on the way).
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd>;
     /// Makes `scratch/<index>` in the upper store `scratch` (empty, `mode`)
     /// and binds it at `target`: nosuid, nodev, exec allowed.
     fn bind_scratch(&mut self, scratch: BorrowedFd<'_>, index: u32, mode: u32, target: &Path) -> io::Result<()>;
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Makes one directory (its parent exists): exactly `mode` when given,
+    /// else what the umask leaves (a mount point).
+    fn mkdir(&mut self, path: &Path, mode: Option<u32>) -> io::Result<()>;
+    /// Makes the mount at `path` and every mount below it read-only,
+    /// nosuid and nodev.
+    fn read_only_tree(&mut self, path: &Path) -> io::Result<()>;
     fn touch(&mut self, path: &Path) -> io::Result<()>;
     fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
     fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()>;
@@ -250,6 +275,12 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
         Store::Mount(fd) => borrow(fd),
         Store::Path(p) => {
             opened = at("open the upper store", p, sys.open_store(p))?;
+            borrow(&opened)
+        }
+        Store::Tmpfs { path, size, layers, send } => {
+            let pieces = plan.rootless.as_ref().map_or(&[][..], |r| r.pieces.as_slice());
+            opened = at("make the upper store (tmpfs)", path, sys.make_store(path, *size, *layers, pieces))?;
+            at("hand the upper store to the parent", path, sys.send_store(borrow(&opened), borrow(send)))?;
             borrow(&opened)
         }
     };
@@ -358,8 +389,8 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
 }
 
 /// A world without root: the root put together under `root` (a tmpfs
-/// frame; an overlay per host directory with no mount below it; links
-/// and lone files as the host has them).
+/// frame; an overlay or a read-only bind per host directory with no mount
+/// below it; links and lone files as the host has them).
 fn frame(
     sys: &mut dyn Sys,
     root: &Path,
@@ -369,20 +400,31 @@ fn frame(
     use crate::rootless::Piece;
     let flags = crate::plan::MS_NOSUID | crate::plan::MS_NODEV;
     at("mount the root's frame (tmpfs)", root, sys.mount(root, "tmpfs", flags, "mode=755,size=1m"))?;
+    // Parents first (the pieces are in walk order): one mkdir each; a
+    // mount point's own mode is hidden by what is mounted on it.
     for p in pieces {
         match p {
-            Piece::Dir { path, mode } => at("frame directory", path, sys.mkdir_all(&under(root, path), *mode))?,
+            Piece::Dir { path, mode } => at("frame directory", path, sys.mkdir(&under(root, path), Some(*mode)))?,
             Piece::Symlink { path, target } => at("frame symlink", path, sys.symlink(target, &under(root, path)))?,
             Piece::File { path } => {
                 let target = under(root, path);
                 at("frame file", path, sys.touch(&target))?;
-                at("bind read-only (a file of the root)", path, sys.bind_ro(path, &target, None))?;
+                at("bind (a file of the root)", path, sys.bind(path, &target))?;
             }
-            Piece::Overlay { path, index } => {
+            Piece::ReadOnly { path } => {
                 let target = under(root, path);
-                at("frame directory", path, sys.mkdir_all(&target, 0o755))?;
-                at("mount overlay", path, sys.mount_piece(scratch, path, *index, &target))?;
+                at("frame directory", path, sys.mkdir(&target, None))?;
+                at("bind (a directory of the root)", path, sys.bind(path, &target))?;
             }
+            Piece::Overlay { path, .. } => at("frame directory", path, sys.mkdir(&under(root, path), None))?,
+        }
+    }
+    // The frame and every bind in it read-only at once (one call), before
+    // any overlay is mounted in it.
+    at("frame and its binds read-only", root, sys.read_only_tree(root))?;
+    for p in pieces {
+        if let Piece::Overlay { path, index } = p {
+            at("mount overlay", path, sys.mount_piece(scratch, path, *index, &under(root, path)))?;
         }
     }
     Ok(())

@@ -92,11 +92,23 @@ impl Sys for Recorder {
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
         self.call("open_store", path).map(|_| devnull())
     }
+    fn make_store(&mut self, path: &Path, _: u64, _: usize, _: &[crate::rootless::Piece]) -> io::Result<OwnedFd> {
+        self.call("make_store", path).map(|_| devnull())
+    }
+    fn send_store(&mut self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> io::Result<()> {
+        self.call("send_store", Path::new(""))
+    }
     fn bind_scratch(&mut self, _: BorrowedFd<'_>, _: u32, _: u32, target: &Path) -> io::Result<()> {
         self.call("bind_scratch", target)
     }
     fn mkdir_all(&mut self, path: &Path, _: u32) -> io::Result<()> {
         self.call("mkdir", path)
+    }
+    fn mkdir(&mut self, path: &Path, _: Option<u32>) -> io::Result<()> {
+        self.call("mkdir", path)
+    }
+    fn read_only_tree(&mut self, path: &Path) -> io::Result<()> {
+        self.call("read_only_tree", path)
     }
     fn touch(&mut self, path: &Path) -> io::Result<()> {
         self.call("touch", path)
@@ -263,7 +275,8 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
     let pieces = vec![
         Piece::Symlink { path: "/bin".into(), target: "usr/bin".into() },
         Piece::Dir { path: "/proc".into(), mode: 0o555 },
-        Piece::Overlay { path: "/usr".into(), index: 0 },
+        Piece::ReadOnly { path: "/boot".into() },
+        Piece::Overlay { path: "/srv".into(), index: 0 },
         Piece::File { path: "/lone".into() },
     ];
     let rootless = Some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces });
@@ -276,8 +289,12 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         "mount /state/w/root",
         "symlink /state/w/root/bin",
         "mkdir /state/w/root/proc",
-        "piece /state/w/root/usr",
-        "bind_ro /state/w/root/lone",
+        "mkdir /state/w/root/boot",
+        "bind /state/w/root/boot",
+        "mkdir /state/w/root/srv",
+        "bind /state/w/root/lone",
+        "read_only_tree /state/w/root",
+        "piece /state/w/root/srv",
         "overlay /state/w/root/home",
         "receive_plan",
         "copy_up /state/w/root/home/ann",

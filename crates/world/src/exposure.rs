@@ -112,6 +112,10 @@ pub struct Masks {
     secret_names: Vec<PathBuf>,
 }
 
+/// The scratch directories' paths (a world without root's frame leaves
+/// what they cover out: `rootless::Writer`).
+pub(crate) const SCRATCH_PATHS: [&str; 3] = [SCRATCH[0].0, SCRATCH[1].0, SCRATCH[2].0];
+
 /// Scratch directories: path, mode, origin.
 const SCRATCH: [(&str, u32, Origin); 3] =
     [("/tmp", 0o1777, Origin::Scratch), ("/var/tmp", 0o1777, Origin::Scratch), ("/run", 0o755, Origin::Runtime)];

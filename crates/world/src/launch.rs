@@ -154,15 +154,21 @@ pub(crate) fn launch(
     // A world without root: its root is put together from pieces
     // (`rootless::frame`), each overlay with its own upper directory.
     let pieces = match spec.rootless {
-        Some(_) => {
+        Some(caller) => {
             let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(WorldError::state("read mountinfo"))?;
-            crate::rootless::frame(&info).map_err(WorldError::state("list the root filesystem"))?
+            let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
+            let pieces = crate::rootless::frame(&info, &who).map_err(WorldError::state("list the root filesystem"))?;
+            crate::profile::mark("root's pieces listed");
+            pieces
         }
         None => Vec::new(),
     };
-    let scratch = match store {
+    let mut scratch = match store {
+        // A world not kept: a tmpfs its child mounts (`upper::Upper::rootless`).
         Store::New if spec.rootless.is_some() => {
-            crate::upper::Upper::rootless(state, &claim.id, layers.len(), &pieces)?
+            let slots = layers.iter().map(|m| m.slot + 1).max().unwrap_or(0);
+            let tmpfs = (!spec.keep).then_some(spec.upper_size);
+            crate::upper::Upper::rootless(state, &claim.id, slots, &pieces, tmpfs)?
         }
         Store::New => crate::upper::Upper::make(spec, state, &claim.id, layers.len())?,
         // Directories up to the highest slot (`continued::Taken::assign_slots`).

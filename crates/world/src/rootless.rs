@@ -61,9 +61,13 @@ pub enum Piece {
     /// A directory of the tmpfs frame (a mount point, or one with mounts
     /// below it whose entries are pieces too), with its host mode.
     Dir { path: PathBuf, mode: u32 },
-    /// A directory of the root filesystem with no mount below it: an
-    /// overlay, its upper `upper/<path>`, its work directory `work/<index>`.
+    /// A directory of the root filesystem with no mount below it where the
+    /// caller may write (`Writer`'s rule): an overlay, its upper
+    /// `upper/<path>`, its work directory `work/<index>`.
     Overlay { path: PathBuf, index: usize },
+    /// A directory of the root filesystem with no mount below it where the
+    /// caller could write nothing: a read-only bind of the host's.
+    ReadOnly { path: PathBuf },
     /// A symbolic link, as the host has it.
     Symlink { path: PathBuf, target: PathBuf },
     /// Anything else (a file beside mounts): a read-only bind of the host's.
@@ -74,27 +78,135 @@ pub enum Piece {
 /// (deeper, a directory holding mounts is only a mount point).
 const MAX_DEPTH: usize = 8;
 
+/// Whose world it is, for the choice of each directory's piece
+/// (docs/security.md, *Worlds without root*, *Which directories are
+/// overlays*).
+#[derive(Debug, Clone)]
+pub struct Writer {
+    pub caller: Caller,
+    /// Paths the world must be able to write where the caller can (the
+    /// cwd, the exposures, the caller's homes), canonical; those the caller
+    /// neither owns nor may write are left out.
+    pub targets: Vec<PathBuf>,
+    /// Directories a fresh scratch directory covers (`/tmp`, `/var/tmp`,
+    /// `/run`): nothing of the host's below them is seen, unless a target
+    /// lies there.
+    pub covered: Vec<PathBuf>,
+}
+
+impl Writer {
+    /// The writer of a world of `caller` whose cwd is `cwd`, with
+    /// `expose`d paths.
+    pub fn new(caller: Caller, cwd: &Path, expose: &[PathBuf]) -> Writer {
+        let homes = crate::spec::home_dirs()
+            .into_iter()
+            .filter(|h| std::fs::symlink_metadata(h).is_ok_and(|m| m.uid() == caller.uid));
+        let targets = std::iter::once(cwd.to_path_buf())
+            .chain(expose.iter().cloned())
+            .chain(homes)
+            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .filter(|p| writable(p) || std::fs::metadata(p).is_ok_and(|m| m.uid() == caller.uid))
+            .collect();
+        let covered = crate::exposure::SCRATCH_PATHS.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+        Writer { caller, targets, covered }
+    }
+
+    /// Whether an overlay in the caller's namespace can copy `m` up: only
+    /// an entry of the caller's uid and gid (the only ids mapped; any
+    /// other copy-up fails with `EOVERFLOW`).
+    fn mine(&self, m: &std::fs::Metadata) -> bool {
+        m.uid() == self.caller.uid && m.gid() == self.caller.gid
+    }
+
+    /// Whether the caller may write in the directory `path` (`meta`, its
+    /// metadata). Not its owner, and neither its group nor others may write
+    /// it: no (with an ACL, the group bits are its mask, which bounds every
+    /// named entry), and no system call is made for the common case.
+    fn may_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        (meta.uid() == self.caller.uid || meta.mode() & 0o022 != 0) && writable(path)
+    }
+
+    /// Whether a write at `target` (at or below the directory `entry`)
+    /// needs a copy-up of a directory from `entry` down to it that an
+    /// overlay cannot make.
+    fn blocked(&self, entry: &Path, target: &Path) -> bool {
+        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| self.mine(&m));
+        target.ancestors().take_while(|a| a.starts_with(entry)).any(|a| !mine(a))
+    }
+}
+
+/// What becomes of a directory with no mount below it (see [`choose`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Overlay,
+    ReadOnly,
+    /// A directory of the frame whose entries are pieces of their own.
+    Descend,
+}
+
+/// One direct entry of such a directory, as [`choose`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub dir: bool,
+    /// The caller's uid and gid: an overlay can copy it up.
+    pub mine: bool,
+    /// A directory the world can write in only as a piece of its own: one
+    /// the caller may write that an overlay cannot copy up, or one on the
+    /// way to a target through such a directory.
+    pub alone: bool,
+}
+
+/// The rule: a directory the caller may write is an overlay (what the
+/// world writes at its top lands in the upper); else one whose entries
+/// include one that must be a piece of its own (`alone`) is descended into,
+/// unless it holds a file of the caller's that only its overlay could
+/// copy up; else one holding an entry of the caller's is an overlay (every
+/// write below it starts with the copy-up of such an entry); else nothing
+/// in it could be written, on the host or through an overlay: a read-only
+/// bind.
+pub fn choose(writable: bool, entries: &[Entry]) -> Choice {
+    if writable {
+        Choice::Overlay
+    } else if entries.iter().any(|e| e.alone) && !entries.iter().any(|e| e.mine && !e.dir) {
+        Choice::Descend
+    } else if entries.iter().any(|e| e.mine) {
+        Choice::Overlay
+    } else {
+        Choice::ReadOnly
+    }
+}
+
 /// The pieces of the world's root, from the host's mount points (the
-/// caller's view: mountinfo) and its root filesystem's entries.
-pub fn frame(mountinfo: &str) -> io::Result<Vec<Piece>> {
+/// caller's view: mountinfo), its root filesystem's entries and `who`.
+pub fn frame(mountinfo: &str, who: &Writer) -> io::Result<Vec<Piece>> {
     let mounts: BTreeSet<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape))
         .filter(|p| p != Path::new("/"))
         .collect();
     let mut out = Vec::new();
-    walk(Path::new("/"), &mounts, 0, &mut out)?;
+    walk(Path::new("/"), &mounts, who, 0, &mut out)?;
     Ok(out)
 }
 
-fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, depth: usize, out: &mut Vec<Piece>) -> io::Result<()> {
+/// The sorted names in `dir` (`None`: closed to the caller).
+fn names(dir: &Path) -> io::Result<Option<Vec<std::ffi::OsString>>> {
     let entries = match std::fs::read_dir(dir) {
-        // A directory closed to the caller: its world shows it empty.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && depth > 0 => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
         r => r?,
     };
     let mut names: Vec<_> = entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
     names.sort();
+    Ok(Some(names))
+}
+
+fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, who: &Writer, depth: usize, out: &mut Vec<Piece>) -> io::Result<()> {
+    let names = match names(dir)? {
+        Some(n) => n,
+        // A directory closed to the caller: its world shows it empty.
+        None if depth > 0 => return Ok(()),
+        None => return Err(io::Error::from(io::ErrorKind::PermissionDenied)),
+    };
     for n in names {
         let path = dir.join(n);
         let meta = match std::fs::symlink_metadata(&path) {
@@ -103,7 +215,17 @@ fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, depth: usize, out: &mut Vec<Piec
             Err(e) => return Err(e),
         };
         let ft = meta.file_type();
+        let mode = meta.mode() & 0o7777;
         let below = mounts.range(path.clone()..).take_while(|m| m.starts_with(&path)).any(|m| m != &path);
+        // Below a scratch directory (and it, bar its mount point) nothing
+        // is seen, unless a target or a mount lies there.
+        let held = who.targets.iter().any(|t| t.starts_with(&path)) || below || mounts.contains(&path);
+        if let Some(c) = who.covered.iter().find(|c| path.starts_with(c)).filter(|_| !held) {
+            if ft.is_dir() && &path == c {
+                out.push(Piece::Dir { path, mode });
+            }
+            continue;
+        }
         if ft.is_symlink() {
             out.push(Piece::Symlink { target: std::fs::read_link(&path)?, path });
         } else if !ft.is_dir() {
@@ -113,16 +235,41 @@ fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, depth: usize, out: &mut Vec<Piec
         } else if mounts.contains(&path) || (below && depth >= MAX_DEPTH) || !readable(&path) {
             // (A directory closed to the caller, `/root`, `/lost+found`:
             // empty in the world, as the caller cannot read it either.)
-            out.push(Piece::Dir { path, mode: meta.mode() & 0o7777 });
+            out.push(Piece::Dir { path, mode });
         } else if below {
-            out.push(Piece::Dir { path: path.clone(), mode: meta.mode() & 0o7777 });
-            walk(&path, mounts, depth + 1, out)?;
+            out.push(Piece::Dir { path: path.clone(), mode });
+            walk(&path, mounts, who, depth + 1, out)?;
         } else {
-            let index = out.iter().filter(|p| matches!(p, Piece::Overlay { .. })).count();
-            out.push(Piece::Overlay { path, index });
+            match choose(who.may_write(&path, &meta), &entries(&path, who)?) {
+                Choice::Descend if depth < MAX_DEPTH => {
+                    out.push(Piece::Dir { path: path.clone(), mode });
+                    walk(&path, mounts, who, depth + 1, out)?;
+                }
+                Choice::ReadOnly => out.push(Piece::ReadOnly { path }),
+                Choice::Overlay | Choice::Descend => {
+                    let index = out.iter().filter(|p| matches!(p, Piece::Overlay { .. })).count();
+                    out.push(Piece::Overlay { path, index });
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The direct entries of the directory `dir` (readable, no mount below),
+/// as [`choose`] sees them.
+fn entries(dir: &Path, who: &Writer) -> io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for n in names(dir)?.unwrap_or_default() {
+        let path = dir.join(n);
+        let Ok(m) = std::fs::symlink_metadata(&path) else { continue };
+        let (dir, mine) = (m.is_dir(), who.mine(&m));
+        let alone = dir
+            && ((!mine && who.may_write(&path, &m))
+                || who.targets.iter().any(|t| t.starts_with(&path) && who.blocked(&path, t)));
+        out.push(Entry { dir, mine, alone });
+    }
+    Ok(out)
 }
 
 /// The mount plan of a world without root, from a root world's: the home
@@ -161,21 +308,44 @@ pub fn homes_of_others(steps: Vec<crate::plan::Step>, uid: u32) -> Vec<crate::pl
 
 /// The host data mounts a world without root carries: those its caller
 /// may read with no mount below them (an overlay's lower may have none, as
-/// for the root's pieces). Any other is an empty directory in the world.
-pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str) -> Vec<crate::layers::HostMount> {
+/// for the root's pieces); under a scratch directory, only those holding
+/// a target of `who` (nothing else of them is seen). Any other is an empty
+/// directory in the world. Each is an overlay, or read-only (a read-only
+/// bind, no upper) when the caller could write nothing in it, by the rule
+/// of the root's pieces ([`choose`]: descending into one is not done).
+pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str, who: &Writer) -> Vec<crate::layers::HostMount> {
     let mounts: Vec<PathBuf> =
         mountinfo.lines().filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape)).collect();
+    let seen = |p: &Path| !who.covered.iter().any(|c| p.starts_with(c)) || who.targets.iter().any(|t| t.starts_with(p));
     layers
         .into_iter()
         .filter(|m| readable(&m.path) && !mounts.iter().any(|p| p != &m.path && p.starts_with(&m.path)))
+        .filter(|m| seen(&m.path))
+        .map(|mut m| {
+            let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(&m.path, &t));
+            let nothing = entries(&m.path, who).is_ok_and(|e| choose(top, &e) == Choice::ReadOnly);
+            m.read_only |= nothing;
+            m
+        })
         .collect()
 }
 
 /// Whether this process may list and enter `path`.
 fn readable(path: &Path) -> bool {
+    access(path, libc::R_OK | libc::X_OK)
+}
+
+/// Whether this process may make and remove entries in the directory
+/// `path` (its modes, groups and ACLs, as the kernel judges them; a
+/// read-only filesystem refuses).
+fn writable(path: &Path) -> bool {
+    access(path, libc::W_OK | libc::X_OK)
+}
+
+fn access(path: &Path, how: libc::c_int) -> bool {
     let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())) else { return false };
     // SAFETY: a NUL-terminated path.
-    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK | libc::X_OK, libc::AT_EACCESS) == 0 }
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), how, libc::AT_EACCESS) == 0 }
 }
 
 /// Makes the upper and work directories of each overlay piece in the
@@ -289,7 +459,8 @@ mod tests {
     fn the_frame_overlays_what_has_no_mount_below() {
         let info = "1 0 8:1 / / rw - ext4 /dev/sda rw\n2 1 0:5 / /proc rw - proc proc rw\n\
                     3 1 0:6 / /sys rw - sysfs s rw\n4 3 0:7 / /sys/fs/cgroup rw - tmpfs t rw\n";
-        let f = frame(info).unwrap();
+        let who = Writer { caller: Caller { uid: 0, gid: 0 }, targets: Vec::new(), covered: Vec::new() };
+        let f = frame(info, &who).unwrap();
         assert!(f.contains(&Piece::Dir { path: "/proc".into(), mode: 0o555 }), "{f:?}");
         assert!(f.iter().any(|p| matches!(p, Piece::Overlay { path, .. } if path == Path::new("/usr"))), "{f:?}");
         assert!(f.iter().any(|p| matches!(p, Piece::Overlay { path, .. } if path == Path::new("/etc"))), "{f:?}");
@@ -298,5 +469,26 @@ mod tests {
         let indexes: Vec<usize> =
             f.iter().filter_map(|p| if let Piece::Overlay { index, .. } = p { Some(*index) } else { None }).collect();
         assert_eq!(indexes, (0..indexes.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_directory_is_an_overlay_only_where_a_write_could_land() {
+        let e = |dir, mine, alone| Entry { dir, mine, alone };
+        let theirs = e(true, false, false);
+        // /usr, /etc, /boot: the caller owns nothing there, may write nothing.
+        assert_eq!(choose(false, &[theirs, e(false, false, false)]), Choice::ReadOnly);
+        assert_eq!(choose(false, &[]), Choice::ReadOnly);
+        // The caller may write the directory itself: an overlay.
+        assert_eq!(choose(true, &[theirs]), Choice::Overlay);
+        assert_eq!(choose(true, &[e(true, false, true)]), Choice::Overlay);
+        // /srv holding a directory of the caller's: copied up, an overlay.
+        assert_eq!(choose(false, &[theirs, e(true, true, false)]), Choice::Overlay);
+        assert_eq!(choose(false, &[theirs, e(false, true, false)]), Choice::Overlay);
+        // A directory of the caller's group (not its uid: never copied up),
+        // or a project below a directory of root's: pieces of their own.
+        assert_eq!(choose(false, &[theirs, e(true, false, true)]), Choice::Descend);
+        assert_eq!(choose(false, &[e(true, true, false), e(true, true, true)]), Choice::Descend);
+        // ... unless a file of the caller's there needs the overlay.
+        assert_eq!(choose(false, &[e(false, true, false), e(true, false, true)]), Choice::Overlay);
     }
 }

@@ -89,6 +89,14 @@ pub struct Claim {
     _lock: fs::File,
 }
 
+impl Claim {
+    /// Another descriptor of the claim's lock: the id stays live until it
+    /// is closed too (an open-file-description lock).
+    pub(crate) fn hold(&self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self._lock.try_clone()?.into())
+    }
+}
+
 impl StateDir {
     /// Opens (creating, mode 0700) the state directory. The path is made
     /// absolute so that mounts below it never depend on the cwd.

@@ -9,7 +9,29 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+
+/// An overlay mounted inside a world without root's user namespace
+/// (`lower`, `upper`, `work`: paths as the overlay takes them), on
+/// `target`: its markers are `user.overlay.*` (`userxattr`), which asks
+/// `redirect_dir=nofollow`; `index` is off (the kernel turns it off there
+/// anyway, warning in its log: no file handles); `volatile` as for root.
+fn user_overlay(lower: &str, upper: &str, work: &str, target: &Path) -> io::Result<()> {
+    let fs = raw::fsopen("overlay")?;
+    let fsb = fs.as_fd();
+    raw::fsconfig_str(fsb, "lowerdir", lower)?;
+    raw::fsconfig_str(fsb, "upperdir", upper)?;
+    raw::fsconfig_str(fsb, "workdir", work)?;
+    raw::fsconfig_flag(fsb, "userxattr")?;
+    for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+        raw::fsconfig_str(fsb, k, v)?;
+    }
+    raw::fsconfig_flag(fsb, "volatile")?;
+    raw::fsconfig_create(fsb)?;
+    let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
+    raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
+}
 
 pub struct RealSys<'a> {
     /// Read end of the parent's go pipe.
@@ -90,26 +112,11 @@ impl Sys for RealSys<'_> {
     }
 
     fn mount_piece(&mut self, scratch: BorrowedFd<'_>, path: &Path, index: usize, target: &Path) -> io::Result<()> {
-        // As `mount_overlay`, inside the caller's user namespace: the
-        // overlay's markers are `user.overlay.*` (`userxattr`), which asks
-        // `redirect_dir=nofollow`; `index` is off (the kernel turns it off
-        // there anyway, warning in its log: no file handles).
-        let fs = raw::fsopen("overlay")?;
-        let fsb = fs.as_fd();
         let fd = scratch.as_raw_fd();
         let rel = path.strip_prefix("/").unwrap_or(path);
-        raw::fsconfig_str(fsb, "lowerdir", &escape_lowerdir(path)?)?;
         let upper = Path::new(&format!("/proc/self/fd/{fd}/upper")).join(rel);
-        raw::fsconfig_str(fsb, "upperdir", &upper.to_string_lossy())?;
-        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/work/{index}"))?;
-        raw::fsconfig_flag(fsb, "userxattr")?;
-        for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
-            raw::fsconfig_str(fsb, k, v)?;
-        }
-        raw::fsconfig_flag(fsb, "volatile")?;
-        raw::fsconfig_create(fsb)?;
-        let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
-        raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
+        let work = format!("/proc/self/fd/{fd}/work/{index}");
+        user_overlay(&escape_lowerdir(path)?, &upper.to_string_lossy(), &work, target)
     }
 
     fn set_pdeathsig(&mut self) -> io::Result<()> {
@@ -201,13 +208,19 @@ impl Sys for RealSys<'_> {
         // without one), and `scratch` the idmapped store: a copy-up writes
         // the host's ids. (The overlay acts with its mounter's credentials:
         // this child, fsuid the world's root.)
-        let fs = raw::fsopen("overlay")?;
         let fd = scratch.as_raw_fd();
-        let fsb = fs.as_fd();
         let lower = match lower {
             crate::child::Lower::Host(p) => escape_lowerdir(p)?,
             crate::child::Lower::Tree(t) => format!("/proc/self/fd/{}", t.as_raw_fd()),
         };
+        if self.rootless {
+            // A host data mount a world without root carries: as its root's
+            // pieces are (`mount_piece`).
+            let (upper, work) = (format!("/proc/self/fd/{fd}/{dir}upper"), format!("/proc/self/fd/{fd}/{dir}work"));
+            return user_overlay(&lower, &upper, &work, target);
+        }
+        let fs = raw::fsopen("overlay")?;
+        let fsb = fs.as_fd();
         raw::fsconfig_str(fsb, "lowerdir", &lower)?;
         raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
         raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
@@ -337,6 +350,31 @@ impl Sys for RealSys<'_> {
         mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
     }
 
+    fn make_store(
+        &mut self,
+        path: &Path,
+        size: u64,
+        layers: usize,
+        pieces: &[crate::rootless::Piece],
+    ) -> io::Result<OwnedFd> {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let data = format!("size={size},mode=700");
+        mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str())).map_err(nixerr)?;
+        let fd: OwnedFd = std::fs::File::open(path)?.into();
+        crate::upper::dirs(&fd, layers)?;
+        crate::rootless::make_uppers(path, pieces)?;
+        Ok(fd)
+    }
+
+    fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let fds = [store.as_raw_fd()];
+        let iov = [io::IoSlice::new(b"s")];
+        sendmsg::<()>(to.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+            .map(drop)
+            .map_err(nixerr)
+    }
+
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
         open_nofollow(path)
     }
@@ -361,6 +399,20 @@ impl Sys for RealSys<'_> {
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> io::Result<()> {
         std::fs::create_dir_all(path)?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+    }
+
+    fn mkdir(&mut self, path: &Path, mode: Option<u32>) -> io::Result<()> {
+        std::fs::DirBuilder::new().mode(0o755).create(path)?;
+        match mode {
+            Some(m) => std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(m)),
+            None => Ok(()),
+        }
+    }
+
+    fn read_only_tree(&mut self, path: &Path) -> io::Result<()> {
+        let fd = open_nofollow(path)?;
+        let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        raw::mount_setattr_tree(fd.as_fd(), attrs, 0)
     }
 
     fn touch(&mut self, path: &Path) -> io::Result<()> {

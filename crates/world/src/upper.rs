@@ -18,7 +18,7 @@ use crate::raw;
 use crate::spec::{Spec, UpperStore};
 use crate::state::StateDir;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// A world's upper directories.
@@ -31,6 +31,19 @@ pub(crate) struct Upper {
     /// A world without root's: `<state>/worlds/<id>` (its upper in `fs/`),
     /// a plain directory of its user's, and whether it was handed over.
     plain: Option<(std::path::PathBuf, bool)>,
+    /// A world without root's tmpfs store, until its child hands it over.
+    handed: Option<Handed>,
+}
+
+/// A world without root's tmpfs store (`Upper::rootless`) on its way.
+struct Handed {
+    /// Its cap (bytes) and its host data mounts' slots.
+    size: u64,
+    layers: usize,
+    /// The child's end of the socket it hands the store over on (taken by
+    /// `Upper::for_child`), and ours.
+    send: Option<OwnedFd>,
+    ours: OwnedFd,
 }
 
 /// A disk upper: the pool and the world's subvolume in it.
@@ -51,9 +64,12 @@ impl Upper {
     /// `layers` host data mounts.
     pub(crate) fn make(spec: &Spec, state: &StateDir, id: &str, layers: usize) -> Result<Upper, WorldError> {
         let upper = match spec.upper {
-            UpperStore::Tmpfs => {
-                Upper { fd: tmpfs(spec.upper_size).map_err(WorldError::Scratch)?, disk: None, plain: None }
-            }
+            UpperStore::Tmpfs => Upper {
+                fd: tmpfs(spec.upper_size).map_err(WorldError::Scratch)?,
+                disk: None,
+                plain: None,
+                handed: None,
+            },
             UpperStore::Disk => {
                 pool::ensure(&state.root)?;
                 crate::profile::mark("pool mounted");
@@ -67,6 +83,7 @@ impl Upper {
                     fd,
                     disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: false }),
                     plain: None,
+                    handed: None,
                 }
             }
         };
@@ -75,15 +92,20 @@ impl Upper {
     }
 
     /// A world without root's upper (`rootless.rs`): `<state>/worlds/<id>/fs`,
-    /// a directory of the caller's on their own disk (the child opens it
-    /// in its namespace), with the upper and work directories of each
-    /// piece of its root. No cap of its own: the user's disk quota, if
-    /// any, is the limit (docs/security.md, *Worlds without root*).
+    /// a directory of the caller's on their own disk. A world kept
+    /// (`tmpfs` None) has its upper there: the child opens it in its
+    /// namespace, with the upper and work directories of each overlay
+    /// piece made here, and no cap of its own (the user's disk quota, if
+    /// any). Any other gets a tmpfs capped at `tmpfs` bytes, which its
+    /// child mounts there in its own mount namespace, fills with those
+    /// directories and hands back (SCM_RIGHTS) for the fs_diff: nothing of
+    /// it touches the disk (docs/security.md, *Worlds without root*).
     pub(crate) fn rootless(
         state: &StateDir,
         id: &str,
         layers: usize,
         pieces: &[crate::rootless::Piece],
+        tmpfs: Option<u64>,
     ) -> Result<Upper, WorldError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = state.world_path(id);
@@ -93,12 +115,18 @@ impl Upper {
         let upper = (|| {
             std::fs::DirBuilder::new().mode(0o700).create(&fsdir)?;
             let fd: OwnedFd = std::fs::File::open(&fsdir)?.into();
-            dirs(&fd, layers)?;
-            crate::rootless::make_uppers(&fsdir, pieces)?;
-            Ok(fd)
+            let Some(size) = tmpfs else {
+                dirs(&fd, layers)?;
+                crate::rootless::make_uppers(&fsdir, pieces)?;
+                return Ok((fd, None));
+            };
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+            let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags)?;
+            Ok((fd, Some(Handed { size, layers, send: Some(theirs), ours })))
         })();
         match upper {
-            Ok(fd) => Ok(Upper { fd, disk: None, plain: Some((dir, false)) }),
+            Ok((fd, handed)) => Ok(Upper { fd, disk: None, plain: Some((dir, false)), handed }),
             Err(e) => {
                 let _ = crate::rootless::remove_tree(&dir);
                 Err(WorldError::state("make the world's upper")(e))
@@ -141,6 +169,7 @@ impl Upper {
             fd,
             disk: Some(Disk { pool: p, id: id.to_string(), path, layers, handed_over: true }),
             plain: None,
+            handed: None,
         };
         dirs(&upper.fd, layers).map_err(WorldError::Scratch)?;
         Ok(upper)
@@ -161,13 +190,37 @@ impl Upper {
         }
     }
 
-    /// The store as the world's child reaches it.
-    pub(crate) fn for_child(&self) -> io::Result<Store> {
+    /// The store as the world's child reaches it (once).
+    pub(crate) fn for_child(&mut self) -> io::Result<Store> {
+        if let (Some((dir, _)), Some(h)) = (&self.plain, self.handed.as_mut()) {
+            let send = h.send.take().ok_or_else(|| io::Error::other("the store was handed to a child already"))?;
+            return Ok(Store::Tmpfs { path: dir.join("fs"), size: h.size, layers: h.layers, send });
+        }
         Ok(match (&self.disk, &self.plain) {
             (Some(d), _) => Store::Path(d.path.clone()),
             (None, Some((dir, _))) => Store::Path(dir.join("fs")),
             (None, None) => Store::Mount(self.fd.try_clone()?),
         })
+    }
+
+    /// A world without root's tmpfs store, as its child handed it over
+    /// (before the world's init was executed): from now on `fd`.
+    pub(crate) fn receive(&mut self) -> io::Result<()> {
+        let Some(Handed { ours, .. }) = &self.handed else { return Ok(()) };
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut byte = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(ours.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let fd = msg.cmsgs()?.find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        });
+        let fd = fd.ok_or_else(|| io::Error::other("the world's child handed over no store"))?;
+        // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
+        self.fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.handed = None;
+        Ok(())
     }
 
     /// The directory holding `upper/` and `work/`.
@@ -185,6 +238,18 @@ impl Upper {
         let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fsdir.as_os_str()))
             .map_err(|_| io::Error::other("NUL in path"))?;
         raw::move_mount_to(self.fd.as_fd(), &target)
+    }
+
+    /// A world without root's directory (`worlds/<id>`) not handed over:
+    /// no longer removed on drop; its remover is the caller.
+    pub(crate) fn discard_later(&mut self) -> Option<std::path::PathBuf> {
+        match self.plain.as_mut() {
+            Some((dir, handed_over @ false)) => {
+                *handed_over = true;
+                Some(dir.clone())
+            }
+            _ => None,
+        }
     }
 
     /// From now on `worlds/<id>` owns the upper (a kept world, or one the
@@ -241,7 +306,7 @@ fn tmpfs(size: u64) -> io::Result<OwnedFd> {
 /// The store's directories for `layers` host data mounts (`pool::fs_dirs`):
 /// all of them in a fresh tmpfs; in a subvolume, those its spare was not
 /// made with (another count of host data mounts).
-fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
+pub(crate) fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
     for d in pool::fs_dirs(layers) {
         match nix::sys::stat::mkdirat(at, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(nix::Error::EEXIST) => {}

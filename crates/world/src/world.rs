@@ -84,6 +84,11 @@ pub struct Teardown {
     /// The host's masquerade table, removed once no world uses it (a world
     /// with a network): by the child of `in_background`, else at drop.
     idle: Option<crate::net_host::IdleRemoval>,
+    /// A world without root's directory (`worlds/<id>`, its upper in it),
+    /// removed once its mounts are released: by the child of
+    /// `in_background` (its id held live meanwhile: a dup of the claim's
+    /// lock is among `fds`, so no sweep races it), else at drop.
+    remove: Option<PathBuf>,
 }
 
 impl Drop for Teardown {
@@ -91,10 +96,29 @@ impl Drop for Teardown {
         if let Some(r) = self.idle.take() {
             r.detach();
         }
+        if let Some(dir) = self.remove.take() {
+            self.fds.clear();
+            let _ = crate::rootless::remove_tree(&dir);
+        }
     }
 }
 
 impl Teardown {
+    /// Removes `dir` (a world without root's directory) with the world's
+    /// mounts, its id held live until then (`claim`'s lock, first of
+    /// `fds`).
+    fn discard(&mut self, dir: PathBuf, claim: &crate::state::Claim) {
+        match claim.hold() {
+            Ok(lock) => {
+                self.fds.insert(0, lock);
+                self.remove = Some(dir);
+            }
+            Err(_) => {
+                let _ = crate::rootless::remove_tree(&dir);
+            }
+        }
+    }
+
     /// Adds a descriptor to release with the world's mounts.
     pub(crate) fn hold(&mut self, fd: OwnedFd) {
         self.fds.push(fd);
@@ -108,6 +132,11 @@ impl Teardown {
     pub fn in_background(mut self) {
         if self.fds.is_empty() && self.idle.is_none() {
             return;
+        }
+        if self.idle.is_none() {
+            if let Some(dir) = self.remove.take() {
+                return self.remove_in_background(dir);
+            }
         }
         let idle = self.idle.take();
         let mut keep: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -126,6 +155,27 @@ impl Teardown {
             }
         }
         drop(self);
+    }
+
+    /// A world without root's end: a child holding the world's mounts and
+    /// its id releases the mounts, then removes `dir`. Only from cloche's
+    /// run without root, which never starts a thread (so the child may
+    /// allocate).
+    fn remove_in_background(mut self, dir: PathBuf) {
+        let keep: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
+        let mounts: Vec<i32> = self.fds.iter().skip(1).map(|f| f.as_raw_fd()).collect();
+        let then = || {
+            // The mounts first (the world's namespace, then the lowers),
+            // then its files; the claim's lock (`fds[0]`) goes at exit.
+            for fd in &mounts {
+                // SAFETY: descriptors this child owns, closed once.
+                unsafe { libc::close(*fd) };
+            }
+            let _ = crate::rootless::remove_tree(&dir);
+        };
+        if raw::fork_holding(&keep, Some(&then)).is_err() {
+            self.remove = Some(dir);
+        }
     }
 }
 
@@ -185,7 +235,7 @@ fn run_world(
         }
     };
     let store = if taken.is_some() { Store::Resume } else { Store::New };
-    let (mut outcome, upper, attached) = run_in(spec, &layout, &layers, claim, state, t0, store, ahead)?;
+    let (mut outcome, mut upper, attached) = run_in(spec, &layout, &layers, claim, state, t0, store, ahead)?;
     let t = Instant::now();
     let meta = match (&taken, attached) {
         (Some(t), _) => {
@@ -212,6 +262,13 @@ fn run_world(
         state.mark_kept(&claim.id, &meta).map_err(WorldError::state("keep the world"))?;
         outcome.kept = Some(state.world_path(&claim.id));
     }
+    // A world without root's directory: removed by the teardown, off the
+    // run's path (the caller has its status first).
+    if outcome.kept.is_none() {
+        if let Some(dir) = upper.discard_later() {
+            outcome.teardown.discard(dir, claim);
+        }
+    }
     drop(upper); // the subvolume goes to the pool's trash (unless kept), or the tmpfs' last fd closes
     crate::profile::mark("teardown done");
     outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
@@ -237,8 +294,9 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
         }
     };
     let mut layers = crate::layers::data_mounts(&mountinfo, &state.root);
-    if spec.rootless.is_some() {
-        layers = crate::rootless::carried(layers, &mountinfo);
+    if let Some(caller) = spec.rootless {
+        let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
+        layers = crate::rootless::carried(layers, &mountinfo, &who);
     }
     if spec.userns.is_none() && spec.require.iter().any(|l| l == "userns") {
         return Err(WorldError::LayerUnavailable(
@@ -307,9 +365,10 @@ fn run_in(
     let exit_code = if timed_out { 124 } else { status };
     // Counters and refused attempts, read while the namespace is held.
     let network = net.as_ref().map(|n| n.scope());
-    let mut teardown = Teardown { fds: mounts.into_iter().collect(), idle: net.and_then(|n| n.end()) };
+    let mut teardown = Teardown { fds: mounts.into_iter().collect(), idle: net.and_then(|n| n.end()), remove: None };
 
     // 6. fs_diff from the upper layer against the host root filesystem.
+    scratch.receive().map_err(WorldError::Scratch)?;
     let fs_diff = collect_diff(scratch.fd(), layers, spec.hash, spec.rootless.is_some(), &mut teardown)?;
     crate::profile::mark("fs_diff");
     let t_diff = t0.elapsed();
