@@ -128,7 +128,7 @@ pub fn main(args: RunArgs) -> i32 {
 /// before anything is created.
 pub(crate) fn request(args: RunArgs) -> Result<RunRequest, Error> {
     let policy = match &args.policy {
-        Some(p) => Some(Policy::load(p).map_err(|e| Error::Policy(e.to_string()))?),
+        Some(p) => Some(Policy::load_for_run(p).map_err(|e| Error::Policy(e.to_string()))?),
         None => None,
     };
     let memory = args.memory.as_deref().map(parse_memory).transpose()?;

@@ -355,6 +355,19 @@ impl Policy {
         Policy::from_toml(&text, &path.display().to_string(), Some(base))
     }
 
+    /// Loads a policy file for a world's run (`cloche run --policy FILE`):
+    /// as [`Policy::load`], every section parsed and checked and the
+    /// command rules compiled, but their examples are not classified. A run
+    /// never classifies; that check was 10 of the 11 ms a policy file added
+    /// to every `cloche run` (`cloche policy check --policy FILE` and
+    /// `policy set` make it).
+    pub fn load_for_run(path: &Path) -> Result<Policy, PolicyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Policy::parse(&text, &path.display().to_string(), Seccomp::Beside(Some(base)), false)
+    }
+
     /// Parses policy text whose seccomp profile, unless `builtin:default`,
     /// is `seccomp` (a profile kept with the policy, as the store does).
     pub fn from_toml_with_seccomp(text: &str, origin: &str, seccomp: Option<&str>) -> Result<Policy, PolicyError> {

@@ -82,6 +82,22 @@ fn a_wrong_example_is_a_load_error_naming_the_rule_and_line() {
     assert!(e.contains(&format!("line {}:", line_of(&bad, "counterexamples ="))), "{e}");
 }
 
+/// A run loads its policy file without classifying the rules' examples (it
+/// never classifies); every other error still refuses it.
+#[test]
+fn a_run_loads_a_file_without_checking_its_examples_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let wrong_example = RULE.replace(r#"examples = ["make", "make -j4 all"]"#, r#"examples = ["make", "cmake ."]"#);
+    std::fs::write(&file, with(&wrong_example)).unwrap();
+    assert!(Policy::load(&file).is_err(), "a wrong example refuses the file");
+    let p = Policy::load_for_run(&file).expect("a run does not check examples");
+    assert_eq!(p.classify("make").rule, "make-only", "the rules are the file's");
+    std::fs::write(&file, with(&RULE.replace("risk = 0\n", "risk = 0\nprogram = [\"x\"]\n"))).unwrap();
+    let e = Policy::load_for_run(&file).expect_err("an unknown key still refuses it").to_string();
+    assert!(e.contains("program") && e.contains("line "), "{e}");
+}
+
 #[test]
 fn unknown_keys_are_errors_with_a_line_number() {
     for (from, to, key) in [
