@@ -384,13 +384,7 @@ impl<'a> World<'a> {
         if timed_out {
             limits_hit.push("timeout".into());
         }
-        let fs_diff = collect_diff(
-            self.w.scratch.fd(),
-            &self.layers,
-            self.spec.hash,
-            self.spec.rootless.is_some(),
-            &mut Default::default(),
-        )?;
+        let fs_diff = self.diff()?;
         let fs_delta = crate::diff::delta(&self.last_diff, &fs_diff);
         self.last_diff = fs_diff.clone();
         Ok(EntryOutcome {
@@ -408,6 +402,17 @@ impl<'a> World<'a> {
         })
     }
 
+    /// The fs_diff of the world's upper as it is now.
+    fn diff(&self) -> Result<FsDiff, WorldError> {
+        collect_diff(
+            self.w.scratch.fd(),
+            &self.layers,
+            self.spec.hash,
+            self.spec.rootless.is_some(),
+            &mut Default::default(),
+        )
+    }
+
     /// Ends the world: its init kills what is left and exits; the fs_diff of
     /// all entries is collected; the world is kept (`spec.keep`) or discarded.
     pub fn finish(mut self) -> Result<Outcome, WorldError> {
@@ -421,13 +426,7 @@ impl<'a> World<'a> {
             }
         };
         self.dead = true;
-        let fs_diff = collect_diff(
-            self.w.scratch.fd(),
-            &self.layers,
-            self.spec.hash,
-            self.spec.rootless.is_some(),
-            &mut Default::default(),
-        )?;
+        let fs_diff = self.diff()?;
         let t_diff = self.t0.elapsed();
         let has_cg = self.w.cg.0.is_some();
         if let Some(c) = self.w.cg.0.take() {
