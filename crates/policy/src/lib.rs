@@ -358,9 +358,9 @@ impl Policy {
     /// Loads a policy file for a world's run (`cloche run --policy FILE`):
     /// as [`Policy::load`], every section parsed and checked and the
     /// command rules compiled, but their examples are not classified. A run
-    /// never classifies; that check was 10 of the 11 ms a policy file added
-    /// to every `cloche run` (`cloche policy check --policy FILE` and
-    /// `policy set` make it).
+    /// never classifies; that check was about 6 of the 10-11 ms a policy
+    /// file added to every `cloche run` (`cloche policy check --policy
+    /// FILE` and `policy set` make it).
     pub fn load_for_run(path: &Path) -> Result<Policy, PolicyError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
