@@ -499,7 +499,16 @@ fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, scratch: BorrowedFd<'_>, steps
             }
             Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
             Step::CopyUp { path } => {
-                at("copy up (mount point in a home)", path, sys.copy_up(&under(root, path)))?;
+                let done = sys.copy_up(&under(root, path));
+                let step = match (&done, &plan.rootless) {
+                    // Any id but the caller's is unmapped: its copy-up fails.
+                    (Err(e), Some(_)) if e.raw_os_error() == Some(libc::EOVERFLOW) => {
+                        "copy up (mount point in a home; a world without root can copy up only what has your \
+                         uid and gid: this directory or one above it has another owner or group)"
+                    }
+                    _ => "copy up (mount point in a home)",
+                };
+                at(step, path, done)?;
                 // What the copy-up made (the path, and each parent copied up
                 // with it) is cloche's doing: marked, so that the fs_diff
                 // does not list it as touched while it is as the base has it.

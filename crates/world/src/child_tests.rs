@@ -6,10 +6,12 @@ use crate::plan::{FsRequest, HostFacts};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-/// Records each call; fails the call whose name equals `fail`.
+/// Records each call; fails the call whose name equals `fail` (with
+/// `errno`).
 struct Recorder {
     calls: Vec<String>,
     fail: Option<&'static str>,
+    errno: i32,
     /// What `receive_plan` hands out.
     plan: Vec<Step>,
 }
@@ -18,7 +20,7 @@ impl Recorder {
     fn call(&mut self, name: &'static str, arg: &Path) -> io::Result<()> {
         self.calls.push(format!("{name} {}", arg.display()).trim_end().to_string());
         if self.fail == Some(name) {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
+            return Err(io::Error::from_raw_os_error(self.errno));
         }
         Ok(())
     }
@@ -221,7 +223,7 @@ fn test_steps() -> Vec<Step> {
 }
 
 fn recorder(fail: Option<&'static str>) -> Recorder {
-    Recorder { calls: vec![], fail, plan: test_steps() }
+    Recorder { calls: vec![], fail, errno: libc::EPERM, plan: test_steps() }
 }
 
 fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
@@ -307,6 +309,21 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
     // No mark a world could forge; no user namespace of cloche's entered.
     assert!(!c.iter().any(|x| x.starts_with("mark ") || x.starts_with("setns_user") || x == "overlay /state/w/root"));
+}
+
+/// A copy-up a world without root cannot make (another owner or group:
+/// `EOVERFLOW`) says why; a root world's says what it was.
+#[test]
+fn a_copy_up_of_anothers_file_without_root_says_why() {
+    use crate::rootless::Caller;
+    for rootless in [true, false] {
+        let mut r = Recorder { errno: libc::EOVERFLOW, ..recorder(Some("copy_up")) };
+        let who =
+            rootless.then(|| crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces: vec![] });
+        let e = with_all(None, None, who, |p| setup(&mut r, p)).unwrap_err();
+        assert!(e.step.starts_with("copy up (mount point in a home"), "{e}");
+        assert_eq!(e.step.contains("your uid and gid"), rootless, "{e}");
+    }
 }
 
 fn pos(calls: &[String], prefix: &str) -> usize {
