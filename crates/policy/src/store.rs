@@ -136,8 +136,21 @@ impl Store {
     }
 
     /// Loads version `id` (`builtin` too), checking that its files still
-    /// hash to the id.
+    /// hash to the id; its rules' examples are classified (a version made
+    /// by an older cloche whose examples no longer hold is refused).
     pub fn load(&self, id: &str) -> Result<Policy, StoreError> {
+        self.load_with(id, true)
+    }
+
+    /// As [`Store::load`], for a world's run (which never classifies): the
+    /// rules' examples are not classified again, as for
+    /// [`Policy::load_for_run`]. A version loaded so is not kept for later
+    /// loads; one loaded whole already is used.
+    pub fn load_for_run(&self, id: &str) -> Result<Policy, StoreError> {
+        self.load_with(id, false)
+    }
+
+    fn load_with(&self, id: &str, check_examples: bool) -> Result<Policy, StoreError> {
         if id == BUILTIN {
             return Ok(Policy::builtin());
         }
@@ -156,9 +169,9 @@ impl Store {
         if let Some(p) = LOADED.lock().ok().and_then(|l| l.get(id).cloned()) {
             return Ok(p);
         }
-        let p = Policy::from_toml_with_seccomp(&text, &short(id), seccomp.as_deref())?;
+        let p = Policy::parse(&text, &short(id), crate::Seccomp::Given(seccomp.as_deref()), check_examples)?;
         if let Ok(mut l) = LOADED.lock() {
-            if l.len() < MAX_LOADED {
+            if check_examples && l.len() < MAX_LOADED {
                 l.insert(id.to_string(), p.clone());
             }
         }
@@ -231,6 +244,13 @@ impl Store {
     pub fn resolve(&self, project: &str) -> Result<(String, Policy), StoreError> {
         let (id, _) = self.bindings()?.lookup(project);
         let policy = self.load(&id)?;
+        Ok((id, policy))
+    }
+
+    /// As [`Store::resolve`], for a world's run ([`Store::load_for_run`]).
+    pub fn resolve_for_run(&self, project: &str) -> Result<(String, Policy), StoreError> {
+        let (id, _) = self.bindings()?.lookup(project);
+        let policy = self.load_for_run(&id)?;
         Ok((id, policy))
     }
 
@@ -339,6 +359,23 @@ mod tests {
         // ...but only while its files still hash to its id.
         fs::write(store.version_dir(&ida).unwrap().join("policy.toml"), policy_text(13)).unwrap();
         assert!(matches!(store.load(&ida), Err(StoreError::Invalid(_))));
+    }
+
+    /// A run loads a stored version without classifying its examples (a
+    /// version stored by an older cloche whose examples no longer hold
+    /// still refuses batches), and such a load is not kept for them.
+    #[test]
+    fn a_run_loads_a_version_whose_examples_no_longer_hold() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        // What a classifier that changed since the version was stored finds.
+        let text = crate::DEFAULT_POLICY.replacen("examples = [", "examples = [\"cmake .\", ", 1);
+        let p = Policy::parse(&text, "t", crate::Seccomp::Given(None), false).unwrap();
+        let id = store.add(&text, &p).unwrap();
+        assert!(matches!(store.load(&id), Err(StoreError::Policy(_))), "examples are checked");
+        let run = store.load_for_run(&id).expect("a run does not classify them");
+        assert_eq!(run.batch.max_entries, p.batch.max_entries);
+        assert!(store.load(&id).is_err(), "what a run loaded is not kept for a load that checks");
     }
 
     #[test]

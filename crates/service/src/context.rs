@@ -91,6 +91,13 @@ impl Context {
         self.store()?.resolve(project).map_err(|e| Error::Policy(e.to_string()))
     }
 
+    /// As [`Context::resolve`], for a world's run, which never classifies:
+    /// the stored version's examples are not classified again (they were
+    /// when it was stored; `Store::load_for_run`).
+    pub fn resolve_for_run(&self, project: &str) -> Result<(String, Policy)> {
+        self.store()?.resolve_for_run(project).map_err(|e| Error::Policy(e.to_string()))
+    }
+
     /// A stored policy version by id (`builtin` too).
     pub fn load_version(&self, id: &str) -> Result<Policy> {
         self.store()?.load(id).map_err(|e| Error::Policy(e.to_string()))

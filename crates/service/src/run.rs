@@ -181,7 +181,7 @@ impl Context {
         // built-in policy in its place.
         let policy = match req.policy {
             Some(p) => p,
-            None => self.resolve(&crate::policy_store::project_key(&req.cwd)?)?.1,
+            None => self.resolve_for_run(&crate::policy_store::project_key(&req.cwd)?)?.1,
         };
         let state = self.state()?;
         let mut spec = policy_spec(self, &policy, state, req.cwd)?;
