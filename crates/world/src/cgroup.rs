@@ -297,6 +297,64 @@ impl WorldCgroup {
         self.dir_fd = None;
         remove_dirs(&self.dirs)
     }
+
+    /// The directories to remove once the world's processes are gone, made
+    /// ready for a forked child ([`Removal::in_child`]).
+    pub fn into_removal(self) -> Removal {
+        let c = |p: &Path| std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).ok();
+        let parents = self.dirs.iter().filter_map(|d| d.parent()).filter(|p| p.ends_with(PARENT));
+        Removal {
+            c_dirs: self.dirs.iter().filter_map(|d| c(d)).collect(),
+            c_parents: parents.filter_map(c).collect(),
+            dirs: self.dirs.clone(),
+        }
+    }
+}
+
+/// A world's cgroup directories, to be removed after its last process
+/// (a one-shot world's init, whose exit took every other process of its pid
+/// namespace with it). The paths are made before any fork, so that a child
+/// of `Teardown::in_background` removes them after cloche has answered,
+/// with async-signal-safe calls only (about 0.1 ms off a run's end).
+#[derive(Debug)]
+pub struct Removal {
+    dirs: Vec<PathBuf>,
+    c_dirs: Vec<std::ffi::CString>,
+    c_parents: Vec<std::ffi::CString>,
+}
+
+impl Removal {
+    /// Removes them here and now, killing what is left in them first.
+    pub fn now(self) -> Result<(), CgroupError> {
+        remove_dirs(&self.dirs)
+    }
+
+    /// Removes them in a forked child: each world directory (retried every
+    /// 5 ms for a second while exiting tasks are still accounted; one still
+    /// there after that is left to the next world's sweep, which kills what
+    /// is in it), then each `cloche` parent no other world uses.
+    ///
+    /// # Safety
+    /// Only async-signal-safe calls on memory made before the fork.
+    pub(crate) unsafe fn in_child(&self) {
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
+        for d in &self.c_dirs {
+            for _ in 0..200 {
+                // SAFETY: a NUL-terminated path made before the fork; errno
+                // is this thread's.
+                let busy = unsafe { libc::rmdir(d.as_ptr()) != 0 && *libc::__errno_location() == libc::EBUSY };
+                if !busy {
+                    break;
+                }
+                // SAFETY: plain data in, no remainder wanted.
+                unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+            }
+        }
+        for p in &self.c_parents {
+            // SAFETY: as above; a busy parent (another world's) stays.
+            unsafe { libc::rmdir(p.as_ptr()) };
+        }
+    }
 }
 
 /// Creates a world's cgroup directory, and its `cloche` parent when absent

@@ -53,7 +53,7 @@ pub(crate) struct Launched {
     /// Serve mode: the read end of the init's own stdout and stderr (kept
     /// open, never read, so the init never meets a broken pipe).
     pub _sink: Option<OwnedFd>,
-    /// One-shot: the world's mount namespace (see `world::Teardown`).
+    /// One-shot: the world's mount namespace (see `teardown::Teardown`).
     pub mounts: Option<OwnedFd>,
     /// What its mount plan was made from (`PlanPrint::of`).
     pub plan: PlanPrint,
@@ -309,7 +309,7 @@ pub(crate) fn launch(
     };
     crate::profile::mark("cloned");
     // One-shot: hold the world's mount namespace, so that the init's exit
-    // does not wait for its mounts to be torn down (world::Teardown).
+    // does not wait for its mounts to be torn down (teardown::Teardown).
     let mounts = match mode {
         Mode::OneShot => std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from),
         Mode::Serve => None,

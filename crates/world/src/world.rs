@@ -11,6 +11,7 @@ use crate::layers::HostMount;
 use crate::raw;
 use crate::spec::Spec;
 use crate::state::StateDir;
+use crate::teardown::Teardown;
 use crate::upper::Upper;
 use serde::Serialize;
 use std::ffi::CString;
@@ -66,117 +67,6 @@ pub struct Outcome {
     /// The world's mounts, still to be released.
     #[serde(skip)]
     pub teardown: Teardown,
-}
-
-/// What still references a world whose processes are all gone: its mount
-/// namespace (held by cloche once the world is cloned) and the clones of
-/// host mounts its fs_diff was read against. Were the world's init the last
-/// holder of the namespace, its exit would unmount every mount of the
-/// world, and each overlay's teardown and each unmount waits for an RCU
-/// grace period (0.5 to several ms in all): time between the command's exit
-/// and cloche learning of it. Held here, the init exits at once; dropping
-/// this releases the mounts (synchronously), and `in_background` hands them
-/// to a child process that releases them while cloche exits (as
-/// bubblewrap's parent exits before its sandbox's pid 1 unmounts).
-#[derive(Debug, Default)]
-pub struct Teardown {
-    fds: Vec<OwnedFd>,
-    /// The host's masquerade table, removed once no world uses it (a world
-    /// with a network): by the child of `in_background`, else at drop.
-    idle: Option<crate::net_host::IdleRemoval>,
-    /// A world without root's directory (`worlds/<id>`, its upper in it),
-    /// removed once its mounts are released: by the child of
-    /// `in_background` (its id held live meanwhile: a dup of the claim's
-    /// lock is among `fds`, so no sweep races it), else at drop.
-    remove: Option<PathBuf>,
-}
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        if let Some(r) = self.idle.take() {
-            r.detach();
-        }
-        if let Some(dir) = self.remove.take() {
-            self.fds.clear();
-            let _ = crate::rootless::remove_tree(&dir);
-        }
-    }
-}
-
-impl Teardown {
-    /// Removes `dir` (a world without root's directory) with the world's
-    /// mounts, its id held live until then (`claim`'s lock, first of
-    /// `fds`).
-    fn discard(&mut self, dir: PathBuf, claim: &crate::state::Claim) {
-        match claim.hold() {
-            Ok(lock) => {
-                self.fds.insert(0, lock);
-                self.remove = Some(dir);
-            }
-            Err(_) => {
-                let _ = crate::rootless::remove_tree(&dir);
-            }
-        }
-    }
-
-    /// Adds a descriptor to release with the world's mounts.
-    pub(crate) fn hold(&mut self, fd: OwnedFd) {
-        self.fds.push(fd);
-    }
-
-    /// Releases the world's mounts in a child process that holds nothing
-    /// else and exits at once; returns without waiting for it. Only for a
-    /// process about to exit (the child is adopted and reaped when it does)
-    /// that clones no other world. If no child can be made, the mounts are
-    /// released here and now.
-    pub fn in_background(mut self) {
-        if self.fds.is_empty() && self.idle.is_none() {
-            return;
-        }
-        if self.idle.is_none() {
-            if let Some(dir) = self.remove.take() {
-                return self.remove_in_background(dir);
-            }
-        }
-        let idle = self.idle.take();
-        let mut keep: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
-        keep.extend(idle.iter().flat_map(|r| r.fds()));
-        keep.sort_unstable();
-        keep.dedup();
-        // The same child then waits to remove the host's table (its own
-        // descriptors kept, the mounts' closed and so released first).
-        // SAFETY: `run_and_exit` makes only async-signal-safe calls.
-        let then = idle.as_ref().map(|r| move || unsafe { r.run_and_exit() });
-        // Either way our copies go now; with a child holding its own, that
-        // is not the last reference and costs nothing.
-        if raw::fork_holding(&keep, then.as_ref().map(|f| f as &dyn Fn())).is_err() {
-            if let Some(r) = idle {
-                r.detach();
-            }
-        }
-        drop(self);
-    }
-
-    /// A world without root's end: a child holding the world's mounts and
-    /// its id releases the mounts, then removes `dir`. Only from cloche's
-    /// run without root, which never starts a thread (so the child may
-    /// allocate).
-    fn remove_in_background(mut self, dir: PathBuf) {
-        let keep: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
-        let mounts: Vec<i32> = self.fds.iter().skip(1).map(|f| f.as_raw_fd()).collect();
-        let then = || {
-            // The mounts first (the world's namespace, then the lowers),
-            // then its files; the claim's lock (`fds[0]`) goes at exit.
-            for fd in &mounts {
-                // SAFETY: descriptors this child owns, closed once.
-                unsafe { libc::close(*fd) };
-            }
-            let _ = crate::rootless::remove_tree(&dir);
-        };
-        if raw::fork_holding(&keep, Some(&then)).is_err() {
-            self.remove = Some(dir);
-        }
-    }
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -365,7 +255,7 @@ fn run_in(
     let exit_code = if timed_out { 124 } else { status };
     // Counters and refused attempts, read while the namespace is held.
     let network = net.as_ref().map(|n| n.scope());
-    let mut teardown = Teardown { fds: mounts.into_iter().collect(), idle: net.and_then(|n| n.end()), remove: None };
+    let mut teardown = Teardown::new(mounts.into_iter().collect(), net.and_then(|n| n.end()));
 
     // 6. fs_diff from the upper layer against the host root filesystem.
     scratch.receive().map_err(WorldError::Scratch)?;
@@ -375,9 +265,9 @@ fn run_in(
     let cgroup_name = layout.name();
     let has_cg = cg.0.is_some();
     if let Some(c) = cg.0.take() {
-        c.remove()?;
+        teardown.remove_cgroup(c, claim)?;
     }
-    crate::profile::mark("cgroup removed");
+    crate::profile::mark("cgroup handed to the teardown");
     let timings = Timings {
         setup_ms: ms(t_setup),
         run_ms: ms(t_run - t_setup),
