@@ -30,7 +30,7 @@ import argparse, http.client, json, multiprocessing, os, shutil, signal, socket,
 import queue, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release")
+REL = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release")
 
 
 class Conn(http.client.HTTPConnection):

@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def cloche_arg(ap):
     """`--cloche PATH`, the release build by default (every bench)."""
-    ap.add_argument("--cloche", default=os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/cloche"))
+    ap.add_argument("--cloche", default=os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/cloche"))
 
 def preflight(cloche):
     """Root and a built cloche, or a clear exit (every bench)."""

@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=15)
-ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "../target/x86_64-unknown-linux-gnu/release"))
+ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "../target/x86_64-unknown-linux-musl/release"))
 a = ap.parse_args()
 cloche, cloched = os.path.abspath(os.path.join(a.bin, "cloche")), os.path.abspath(os.path.join(a.bin, "cloched"))
 

@@ -277,7 +277,7 @@ impl Term {
         unsafe {
             c.pre_exec(|| {
                 libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                libc::ioctl(0, libc::TIOCSCTTY as _, 0);
                 Ok(())
             });
         }
@@ -375,7 +375,7 @@ fn with_t_the_world_has_a_terminal_of_its_own_with_job_control() {
     let ws = nix::pty::Winsize { ws_row: 40, ws_col: 90, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads one winsize; the kernel signals SIGWINCH to
     // the terminal's foreground group (cloche).
-    unsafe { libc::ioctl(t.slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    unsafe { libc::ioctl(t.slave.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) };
     std::thread::sleep(Duration::from_millis(200));
     t.send("stty size\n");
     t.expect("40 90");

@@ -49,7 +49,7 @@ fn userns_owner(pid: i32) -> u32 {
     let mut uid: libc::uid_t = u32::MAX;
     const NS_GET_OWNER_UID: libc::c_ulong = 0xb704; // _IO(0xb7, 0x4)
                                                     // SAFETY: the ioctl writes one uid_t into `uid`.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_OWNER_UID, &mut uid) };
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_OWNER_UID as _, &mut uid) };
     assert_eq!(r, 0, "NS_GET_OWNER_UID: {}", std::io::Error::last_os_error());
     uid
 }

@@ -17,7 +17,9 @@ fn main() {
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("cloche-init");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let target = std::env::var("TARGET").expect("cargo sets it");
+    // The init uses no C library, so it is built for the glibc target
+    // whatever cloche's own (musl's start files would be linked around it).
+    let target = std::env::var("TARGET").expect("cargo sets it").replace("-linux-musl", "-linux-gnu");
     let mut cmd = Command::new(rustc);
     cmd.args(["--edition=2021", "--crate-type=bin", "--crate-name=cloche_init", "--target", &target])
         .args(["-C", "panic=abort", "-C", "opt-level=2", "-C", "debuginfo=0", "-C", "strip=symbols"])

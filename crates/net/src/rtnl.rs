@@ -141,7 +141,7 @@ impl Rtnl {
         }
         // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex; netlink
         // sockets answer it in their own namespace.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFINDEX, &mut ifr) };
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut ifr) };
         if r != 0 {
             return Err(RtnlError::Refused { op: "interface index", source: io::Error::last_os_error() });
         }

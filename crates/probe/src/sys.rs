@@ -431,7 +431,7 @@ pub fn link_down() -> Ret {
         *d = *c as libc::c_char;
     }
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own; flags 0 = down.
-    let r = capture(unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr) } as i64);
+    let r = capture(unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr) } as i64);
     // SAFETY: closing the socket we opened.
     unsafe { libc::close(s) };
     r
@@ -492,13 +492,13 @@ pub fn rtnl_addr() -> Ret {
 /// ioctl(TIOCSTI) pushing one byte into the input of the terminal on `fd`.
 pub fn tiocsti(fd: libc::c_int, byte: u8) -> Ret {
     // SAFETY: TIOCSTI reads one byte through the pointer we pass.
-    capture(unsafe { libc::ioctl(fd, libc::TIOCSTI, &byte as *const u8) } as i64)
+    capture(unsafe { libc::ioctl(fd, libc::TIOCSTI as _, &byte as *const u8) } as i64)
 }
 
 /// ioctl(TIOCSCTTY): make the terminal on `fd` our controlling terminal.
 pub fn tiocsctty(fd: libc::c_int) -> Ret {
     // SAFETY: TIOCSCTTY takes an integer argument.
-    capture(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } as i64)
+    capture(unsafe { libc::ioctl(fd, libc::TIOCSCTTY as _, 0) } as i64)
 }
 
 /// fork(2); returns 0 in the child, the child's pid in the parent.

@@ -157,7 +157,7 @@ fn wait_sigchld(max: Duration) {
     if max.is_zero() {
         return;
     }
-    let ts = libc::timespec { tv_sec: max.as_secs() as libc::time_t, tv_nsec: max.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec { tv_sec: max.as_secs() as _, tv_nsec: max.subsec_nanos() as libc::c_long };
     // SAFETY: `set` is initialised by sigemptyset/sigaddset; a null siginfo
     // is allowed; SIGCHLD is blocked (block_sigchld), as sigtimedwait needs.
     unsafe {

@@ -422,7 +422,13 @@ pub fn fork(state: &StateDir, id: &str, owner: Option<&str>) -> Result<KeptWorld
         let dir = worlds.join(&tmp);
         crate::state::write_replace(&dir.join("world.json"), &meta)?;
         sync(root.as_fd())?;
-        nix::fcntl::renameat2(&pool, tmp.as_str(), &pool, new.as_str(), nix::fcntl::RenameFlags::RENAME_NOREPLACE)?;
+        crate::rename::renameat2(
+            &pool,
+            tmp.as_str(),
+            &pool,
+            new.as_str(),
+            crate::rename::RenameFlags::RENAME_NOREPLACE,
+        )?;
         sync(root.as_fd())
     })();
     if let Err(e) = made {

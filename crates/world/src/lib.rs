@@ -20,6 +20,8 @@ pub mod init;
 pub mod kept;
 pub mod launch;
 pub mod layers;
+#[cfg(target_env = "musl")]
+mod libc_compat;
 mod net_host;
 mod net_scope;
 mod netns_ahead;
@@ -29,6 +31,7 @@ mod plan_wire;
 pub mod pool;
 pub mod profile;
 pub mod raw;
+pub mod rename;
 pub mod rootless;
 pub mod seccomp;
 pub mod spec;

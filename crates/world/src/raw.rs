@@ -359,6 +359,6 @@ pub fn same_open_file(a: RawFd, b: RawFd) -> Option<bool> {
 pub fn unread(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int to the pointer given.
-    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) } as libc::c_long)?;
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD as _, &mut n as *mut libc::c_int) } as libc::c_long)?;
     Ok(n.max(0) as usize)
 }

@@ -516,7 +516,7 @@ impl Relay {
     pub(crate) fn resize(&self) {
         if let (Some(master), Some(ws)) = (&self.pty, window_size()) {
             // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
-            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws as *const libc::winsize) };
         }
     }
 
@@ -610,7 +610,7 @@ fn window_size() -> Option<libc::winsize> {
         // SAFETY: winsize is plain data; TIOCGWINSZ writes one.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: a valid out-pointer; the fd is only inspected.
-        (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws as *mut libc::winsize) } == 0).then_some(ws)
+        (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ as _, &mut ws as *mut libc::winsize) } == 0).then_some(ws)
     })
 }
 

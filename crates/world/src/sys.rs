@@ -519,13 +519,13 @@ impl Sys for RealSys<'_> {
         // takes open flags and returns a new descriptor of the slave (opened
         // through the master, no path lookup).
         let slave = unsafe {
-            if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK as _, &unlock) < 0 {
                 return Err(io::Error::last_os_error());
             }
             if let Some(ws) = size {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize);
+                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws as *const libc::winsize);
             }
-            let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags.bits());
+            let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER as _, flags.bits());
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -672,11 +672,11 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
     let r = unsafe {
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
             -1
         } else {
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req)
+            libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req)
         }
     };
     let err = io::Error::last_os_error();

@@ -165,8 +165,12 @@ pub fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> nix::Result<()> 
 
 /// Renames `from` to `to` in `dir`; with `noreplace`, fails if `to` exists.
 pub fn rename(dir: BorrowedFd<'_>, from: &[u8], to: &[u8], noreplace: bool) -> nix::Result<()> {
-    let flags = if noreplace { nix::fcntl::RenameFlags::RENAME_NOREPLACE } else { nix::fcntl::RenameFlags::empty() };
-    nix::fcntl::renameat2(dir, os(from), dir, os(to), flags)
+    let flags = if noreplace {
+        cloche_world::rename::RenameFlags::RENAME_NOREPLACE
+    } else {
+        cloche_world::rename::RenameFlags::EMPTY
+    };
+    cloche_world::rename::renameat2(dir, os(from), dir, os(to), flags)
 }
 
 /// `(parent, name)` of an absolute path (`/a/b` → `/a`, `b`).

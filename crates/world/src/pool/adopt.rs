@@ -20,7 +20,8 @@
 //! subvolume before the exchange, the tmpfs world's directory after it).
 
 use super::{at, btrfs, copy, is_mounted, statfs, subvol, PoolError};
-use nix::fcntl::{renameat2, OFlag, RenameFlags};
+use crate::rename::{renameat2, RenameFlags};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -36,7 +37,7 @@ const RECORDS: [&str; 6] = ["world.json", "kept", "changes.jsonl", "base.jsonl",
 
 /// True if `fsdir` is a tmpfs mounted there (a world kept on tmpfs).
 pub fn on_tmpfs(fsdir: &Path) -> bool {
-    super::is_mount_root(fsdir) && statfs(fsdir).is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC)
+    super::is_mount_root(fsdir) && statfs(fsdir).is_ok_and(|s| s.f_type as i64 == libc::TMPFS_MAGIC)
 }
 
 /// Bytes in use on the tmpfs at `fsdir`, and its size.

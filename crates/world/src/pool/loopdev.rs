@@ -52,7 +52,7 @@ pub fn attach(image: &File, name: &str) -> io::Result<(PathBuf, File)> {
     // Another process may take the device we were given: ask again.
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -106,7 +106,7 @@ fn configure(dev: &File, image: &File, name: &str, flags: u32) -> io::Result<()>
     cfg.info.file_name[..n].copy_from_slice(&b[..n]);
     // SAFETY: LOOP_CONFIGURE reads one loop_config, which we own and which
     // names an open descriptor of ours.
-    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) } < 0 {
+    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg as *const LoopConfig) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -141,7 +141,7 @@ pub fn backing(dev: &File) -> io::Result<(u64, u64)> {
     // SAFETY: loop_info64 is plain data; zeroed is a valid value to fill.
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
     // SAFETY: LOOP_GET_STATUS64 fills one loop_info64, which we own.
-    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64, &mut info as *mut LoopInfo64) } < 0 {
+    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok((info.device, info.inode))

@@ -85,7 +85,7 @@ fn statfs(p: &Path) -> io::Result<libc::statfs> {
 }
 
 fn is_btrfs(p: &Path) -> bool {
-    statfs(p).is_ok_and(|s| s.f_type == libc::BTRFS_SUPER_MAGIC)
+    statfs(p).is_ok_and(|s| s.f_type as i64 == libc::BTRFS_SUPER_MAGIC)
 }
 
 /// True if `p` is the root of a mount (statx's `STATX_ATTR_MOUNT_ROOT`).
@@ -195,15 +195,15 @@ pub fn status(root: &Path) -> Status {
         st.image = Some((m.len(), m.blocks() * 512));
     }
     if let Ok(host) = statfs(root) {
-        st.host_free = host.f_bavail.saturating_mul(host.f_frsize as u64);
-        st.host_fs = host.f_type;
+        st.host_free = host.f_bavail.saturating_mul(host.f_frsize);
+        st.host_fs = host.f_type as i64;
     }
     if !mounted {
         return st;
     }
     if let Ok(p) = statfs(&worlds) {
-        st.used = (p.f_blocks - p.f_bfree).saturating_mul(p.f_bsize as u64);
-        st.size = p.f_blocks.saturating_mul(p.f_bsize as u64);
+        st.used = (p.f_blocks - p.f_bfree).saturating_mul(p.f_bsize);
+        st.size = p.f_blocks.saturating_mul(p.f_bsize);
     }
     st.read_only =
         nix::sys::statvfs::statvfs(&worlds).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));

@@ -23,7 +23,8 @@
 //! is no longer live.
 
 use super::{at, btrfs, cpath, PoolError};
-use nix::fcntl::{renameat2, OFlag, RenameFlags};
+use crate::rename::{renameat2, RenameFlags};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{mkdirat, Mode};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

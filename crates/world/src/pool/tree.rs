@@ -13,8 +13,9 @@
 //! number of descriptors. The review crate has a remover for the host's
 //! trees; this one works on a world's store, which the world crate owns.
 
+use crate::rename::RenameFlags;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 use std::ffi::{OsStr, OsString};
@@ -82,7 +83,7 @@ fn up(d: BorrowedFd<'_>, n: &OsStr, top: BorrowedFd<'_>, moved: &mut u64) -> nix
     loop {
         *moved += 1;
         let to = format!(".cloche-deep-{}-{moved}", std::process::id());
-        match nix::fcntl::renameat2(d, n, top, to.as_str(), RenameFlags::RENAME_NOREPLACE) {
+        match crate::rename::renameat2(d, n, top, to.as_str(), RenameFlags::RENAME_NOREPLACE) {
             Err(Errno::EEXIST) => continue,
             r => return r,
         }
