@@ -53,6 +53,8 @@ mod policy_cli;
 mod policy_exec;
 #[path = "projects.rs"]
 mod projects;
+#[path = "relro.rs"]
+mod relro;
 #[path = "resolver.rs"]
 mod resolver;
 #[path = "review.rs"]

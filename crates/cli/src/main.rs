@@ -153,6 +153,11 @@ fn init_log() {
 }
 
 fn main() {
+    // First: the relocated read-only data made read-only (crates/relro).
+    if let Err(e) = cloche_relro::protect() {
+        eprintln!("cloche: making its read-only data read-only (mprotect): {e}");
+        std::process::exit(125);
+    }
     init_log();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = definition(&args).try_get_matches_from(&args).and_then(|mut m| Cli::from_arg_matches_mut(&mut m));

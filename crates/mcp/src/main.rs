@@ -38,6 +38,11 @@ struct Opts {
 }
 
 fn main() {
+    // First: the relocated read-only data made read-only (crates/relro).
+    if let Err(e) = cloche_relro::protect() {
+        eprintln!("cloche mcp: making its read-only data read-only (mprotect): {e}");
+        std::process::exit(125);
+    }
     let opts = Opts::parse();
     std::process::exit(match start(opts) {
         Ok(()) => 0,
