@@ -59,8 +59,7 @@ impl Teardown {
     }
 
     /// Removes `dir` (a world without root's directory) with the world's
-    /// mounts, its id held live until then (`claim`'s lock, first of
-    /// `fds`).
+    /// mounts, its id held live until then (a dup of `claim`'s lock).
     pub(crate) fn discard(&mut self, dir: PathBuf, claim: &crate::state::Claim) {
         match self.hold_claim(claim) {
             true => self.remove = Some(dir),
@@ -148,7 +147,11 @@ impl Teardown {
     /// run without root, which never starts a thread (so the child may
     /// allocate).
     fn remove_in_background(mut self, dir: PathBuf) {
-        let keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
+        // Sorted, as `fork_holding` needs (the lock's dup, made last, has
+        // the highest number, and an unsorted list closed it in the child).
+        let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
+        keep.sort_unstable();
+        keep.dedup();
         let mounts: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
         let cgroup = self.cgroup.take();
         let then = || {
