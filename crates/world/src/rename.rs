@@ -1,5 +1,5 @@
 //! `renameat2(2)`, which `nix` offers only where the C library is glibc
-//! (cloche links musl: docs/architecture.md, *The C library*).
+//! (cloche links musl: docs/architecture.md, *Why these choices*).
 
 use nix::NixPath;
 use std::os::fd::{AsFd, AsRawFd};
