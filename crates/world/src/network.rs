@@ -164,6 +164,45 @@ fn routed(a: Ipv4Addr) -> bool {
     })
 }
 
+/// What a world's network needs opened inside its namespace.
+struct Inside {
+    /// rtnetlink, for its addresses and routes.
+    w: cloche_net::Rtnl,
+    /// nftables, for its ruleset (and counters).
+    nft_sock: OwnedFd,
+    /// NFLOG, for the flows it refuses.
+    log: OwnedFd,
+    /// With names to resolve: the resolver's nftables socket (it pins each
+    /// answer's addresses in the world's sets) and its listeners, bound on
+    /// the world's loopback (brought up first).
+    resolver: Option<(OwnedFd, cloche_net::dns::Listeners)>,
+}
+
+/// Opens [`Inside`] on one thread that enters the world's namespace (each
+/// `Netns::run` starts a thread: one for all, while the world's child
+/// waits for the network at its go).
+fn open_inside(ns: &Netns, dns: &[IpAddr]) -> Result<Inside, crate::WorldError> {
+    let listen: Vec<SocketAddr> = dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
+    let opened = ns.run(move || -> Result<Inside, crate::WorldError> {
+        let w = cloche_net::Rtnl::open().map_err(|e| err("netlink in the world")(e.to_string()))?;
+        let nft_sock = nft::socket().map_err(|e| err("nftables socket")(e.to_string()))?;
+        let log = nft::socket().map_err(|e| err("nflog socket")(e.to_string()))?;
+        let resolver = match listen.is_empty() {
+            true => None,
+            false => {
+                let pin = nft::socket().map_err(|e| err("resolver socket")(e.to_string()))?;
+                w.set_up(w.index("lo").map_err(|e| err("lo")(e.to_string()))?)
+                    .map_err(|e| err("lo up")(e.to_string()))?;
+                let listeners =
+                    cloche_net::dns::Listeners::bind(&listen).map_err(|e| err("resolver sockets")(e.to_string()))?;
+                Some((pin, listeners))
+            }
+        };
+        Ok(Inside { w, nft_sock, log, resolver })
+    });
+    opened.map_err(|e| err("netlink in the world")(e.to_string()))?
+}
+
 /// Sets up world `id`'s network: its namespace `ns` (the world's init is
 /// not yet released).
 pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::WorldError> {
@@ -197,21 +236,6 @@ pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Wor
     }
     host.set_up(hi).map_err(|e| err("host link")(e.to_string()))?;
     crate::profile::mark("net: host end");
-    let w = ns.rtnl().map_err(|e| err("netlink in the world")(e.to_string()))?;
-    let wi = w.index("eth0").map_err(|e| err("eth0")(e.to_string()))?;
-    w.add_address(wi, addr, 30).map_err(|e| err("world address")(e.to_string()))?;
-    w.set_up(wi).map_err(|e| err("eth0 up")(e.to_string()))?;
-    w.add_route(Ipv4Addr::UNSPECIFIED, 0, gw).map_err(|e| err("default route")(e.to_string()))?;
-    if v6 {
-        w.add_address(wi, addr6, 126).map_err(|e| err("world IPv6 address")(e.to_string()))?;
-        w.add_route(Ipv6Addr::UNSPECIFIED, 0, gw6).map_err(|e| err("IPv6 default route")(e.to_string()))?;
-    }
-    crate::profile::mark("net: world end");
-    let open = || ns.run(nft::socket).map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
-    let nft_sock = open().map_err(err("nftables socket"))?;
-    let log = open().map_err(err("nflog socket"))?;
-    scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
-    crate::profile::mark("net: sockets, nflog");
     // cloche's resolver listens on the world's own loopback (sockets opened
     // in its namespace; `lo` is up before the child's go) and every DNS
     // query is redirected there, whatever server it was sent to: a
@@ -222,22 +246,26 @@ pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Wor
         (false, true) => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
         (false, false) => vec![Ipv4Addr::LOCALHOST.into()],
     };
+    let Inside { w, nft_sock, log, resolver: inside } = open_inside(&ns, &dns)?;
+    let wi = w.index("eth0").map_err(|e| err("eth0")(e.to_string()))?;
+    w.add_address(wi, addr, 30).map_err(|e| err("world address")(e.to_string()))?;
+    w.set_up(wi).map_err(|e| err("eth0 up")(e.to_string()))?;
+    w.add_route(Ipv4Addr::UNSPECIFIED, 0, gw).map_err(|e| err("default route")(e.to_string()))?;
+    if v6 {
+        w.add_address(wi, addr6, 126).map_err(|e| err("world IPv6 address")(e.to_string()))?;
+        w.add_route(Ipv6Addr::UNSPECIFIED, 0, gw6).map_err(|e| err("IPv6 default route")(e.to_string()))?;
+    }
+    crate::profile::mark("net: world end");
+    scope::listen(&log, LOG_GROUP).map_err(|e| err("nflog")(e.to_string()))?;
+    crate::profile::mark("net: sockets, nflog");
     nft::send(&nft_sock, &nft::world_ruleset(&spec.allow, LOG_GROUP, &dns))
         .map_err(|e| err("world ruleset")(e.to_string()))?;
-    let resolver = match dns.is_empty() {
-        true => None,
-        false => {
+    let resolver = match inside {
+        None => None,
+        Some((pin, listeners)) => {
             let upstream = spec.upstream.or_else(host_nameserver).ok_or_else(|| {
                 err("resolver")("no upstream nameserver (the policy's [network] upstream, CLOCHE_DNS_UPSTREAM, or the host's /etc/resolv.conf)".into())
             })?;
-            let pin = open().map_err(err("resolver socket"))?;
-            w.set_up(w.index("lo").map_err(|e| err("lo")(e.to_string()))?).map_err(|e| err("lo up")(e.to_string()))?;
-            let listen: Vec<SocketAddr> = dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
-            let listeners = ns
-                .run(move || cloche_net::dns::Listeners::bind(&listen))
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-                .map_err(err("resolver sockets"))?;
             let config = cloche_net::dns::Config { upstream, names: spec.names.clone(), guard: guard(spec)? };
             Some(cloche_net::dns::Resolver::start(listeners, config, pin).map_err(|e| err("resolver")(e.to_string()))?)
         }
