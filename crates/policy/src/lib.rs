@@ -37,6 +37,10 @@ pub const DEFAULT_SECCOMP: &str = include_str!("../../../policies/seccomp/defaul
 /// section.
 const COMMANDS_HEADER: &str = "\n[commands]\n";
 
+/// The built-in policy's head as JSON, made from policies/default.toml by
+/// build.rs.
+const BUILTIN_HEAD_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/default_head.json"));
+
 /// Layers a policy may require.
 pub const KNOWN_LAYERS: &[&str] =
     &["mnt", "pid", "net", "ipc", "uts", "cgroupns", "overlay", "seccomp", "caps", "no_new_privs", "cgroup", "userns"];
@@ -331,7 +335,10 @@ impl Policy {
                 // classified.
                 let split = DEFAULT_POLICY.find(COMMANDS_HEADER).map_or(DEFAULT_POLICY.len(), |i| i + 1);
                 let (head, commands) = DEFAULT_POLICY.split_at(split);
-                let mut p = Policy::parse(head, "builtin", Seccomp::Beside(None), false)
+                // The head, converted to JSON by build.rs (the same values:
+                // `builtin_head_json_is_the_toml` checks it).
+                let raw: RawPolicy = serde_json::from_str(BUILTIN_HEAD_JSON).expect("build.rs wrote the head's JSON");
+                let mut p = Policy::from_raw(raw, head, "builtin", Seccomp::Beside(None), false)
                     .expect("the compiled-in default policy is valid (checked by a unit test)");
                 p.commands = CommandRules::lazy(commands, secret_locations(&p.fs.mask, &p.fs.home_secrets));
                 p
@@ -389,6 +396,19 @@ impl Policy {
     fn parse(text: &str, origin: &str, seccomp: Seccomp, check_examples: bool) -> Result<Policy, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
+        Policy::from_raw(raw, text, origin, seccomp, check_examples)
+    }
+
+    /// A policy of its file's values (`text`, the file, locates rules for
+    /// their errors).
+    fn from_raw(
+        raw: RawPolicy,
+        text: &str,
+        origin: &str,
+        seccomp: Seccomp,
+        check_examples: bool,
+    ) -> Result<Policy, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
         let world = WorldSection {
             hostname: raw.world.hostname,
             upper: match &raw.world.upper {
