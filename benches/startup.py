@@ -14,8 +14,9 @@ Prints medians and ratios:
      --proc /proc --unshare-all --die-with-parent true`, interleaved; and
      what the user namespace costs: `cloche run --policy FILE -- true` with
      the default policy's text and with the same but `world.userns = false`
-     (a policy file is parsed whole, which the built-in one is not: both
-     pay it), with the median of their paired differences;
+     (after its first run, a policy file's head is read from the state
+     directory's cache, as a bound policy's is: both pay the same), with
+     the median of their paired differences;
   2. sporadic: the same with 300 ms idle before each run (where cgroup
      attaches and other RCU waits would show);
   3. fs_diff of an upper holding 10,000 new files, with and without hashing

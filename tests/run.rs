@@ -340,14 +340,33 @@ fn run_takes_the_policy_bound_to_its_directory() {
     let host = |o: &Outcome| String::from_utf8_lossy(&o.stdout).trim().to_string();
     let o = fx.run::<&str, _>(&[], &["hostname"]);
     assert_eq!(host(o.expect_code(0)), "bound-policy", "{}", o.describe());
+    // The first run kept the version's head beside it; the next reads it
+    // (crates/policy/src/run_cache.rs).
+    let versions = fx.state.path().join("policies/versions");
+    let heads = |dir: &std::path::Path, prefix: &str| {
+        let names = fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()).unwrap_or_default();
+        let files = names.iter().flat_map(|p| {
+            if p.is_dir() {
+                fs::read_dir(p).unwrap().flatten().map(|e| e.path()).collect()
+            } else {
+                vec![p.clone()]
+            }
+        });
+        files.filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).count()
+    };
+    assert_eq!(heads(&versions, "head.json"), 1);
     // A subdirectory of the project inherits the binding.
     let sub = fx.mkdir("sub");
     let o = fx.run(&["--cwd", sub.to_str().unwrap()], &["hostname"]);
     assert_eq!(host(o.expect_code(0)), "bound-policy", "{}", o.describe());
-    // --policy wins over the binding.
+    // --policy wins over the binding; its head is kept in the state's cache
+    // by the first run and read by the second.
     let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/default.toml");
-    let o = fx.run(&["--policy", builtin], &["hostname"]);
-    assert_eq!(host(o.expect_code(0)), "cloche", "{}", o.describe());
+    for _ in 0..2 {
+        let o = fx.run(&["--policy", builtin], &["hostname"]);
+        assert_eq!(host(o.expect_code(0)), "cloche", "{}", o.describe());
+    }
+    assert_eq!(heads(&fx.state.path().join("cache"), "policy-"), 1);
     // Elsewhere, the built-in policy.
     let o = fx.run(&["--cwd", fx.out.path().to_str().unwrap()], &["hostname"]);
     assert_eq!(host(o.expect_code(0)), "cloche", "{}", o.describe());

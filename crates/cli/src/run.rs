@@ -110,7 +110,10 @@ pub fn main(args: RunArgs) -> i32 {
     }
     let report_path = report_path(&args);
     let ctx = Context::new(Options::default());
-    let prepared = match request(args).and_then(|req| ctx.prepare_run(req)) {
+    // A policy file's head is cached in the state directory once it exists
+    // (a refusal before then creates nothing).
+    let cache = Some(ctx.state_path().join("cache")).filter(|d| d.is_dir());
+    let prepared = match request(args, cache.as_deref()).and_then(|req| ctx.prepare_run(req)) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -125,10 +128,11 @@ pub fn main(args: RunArgs) -> i32 {
 
 /// The request of the arguments, in the order they are checked: the
 /// policy, each option; the service checks the report path and the rest
-/// before anything is created.
-pub(crate) fn request(args: RunArgs) -> Result<RunRequest, Error> {
+/// before anything is created. A policy file's head is read from, or
+/// kept in, `policy_cache` when given (`Policy::load_for_run_cached`).
+pub(crate) fn request(args: RunArgs, policy_cache: Option<&std::path::Path>) -> Result<RunRequest, Error> {
     let policy = match &args.policy {
-        Some(p) => Some(Policy::load_for_run(p).map_err(|e| Error::Policy(e.to_string()))?),
+        Some(p) => Some(Policy::load_for_run_cached(p, policy_cache).map_err(|e| Error::Policy(e.to_string()))?),
         None => None,
     };
     let memory = args.memory.as_deref().map(parse_memory).transpose()?;

@@ -12,6 +12,7 @@ mod budgets;
 mod classify;
 mod network;
 mod risk;
+mod run_cache;
 pub use budgets::Budgets;
 pub use network::NetworkSection;
 mod rules;
@@ -295,6 +296,7 @@ struct RawSeccomp {
 }
 
 /// Where a seccomp profile named by a policy comes from.
+#[derive(Clone, Copy)]
 enum Seccomp<'a> {
     /// A file relative to this directory (none: only `builtin:default`).
     Beside(Option<&'a Path>),
@@ -369,10 +371,21 @@ impl Policy {
     /// file added to every `cloche run` (`cloche policy check --policy
     /// FILE` and `policy set` make it).
     pub fn load_for_run(path: &Path) -> Result<Policy, PolicyError> {
+        Policy::load_for_run_cached(path, None)
+    }
+
+    /// As [`Policy::load_for_run`], with the policy's head (all but its
+    /// rules) kept as JSON in `cache_dir` (named by the text's SHA-256) and
+    /// read from there by later runs of the same text (`run_cache.rs`).
+    pub fn load_for_run_cached(path: &Path, cache_dir: Option<&Path>) -> Result<Policy, PolicyError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Policy::parse(&text, &path.display().to_string(), Seccomp::Beside(Some(base)), false)
+        let seccomp = Seccomp::Beside(Some(path.parent().unwrap_or(Path::new("."))));
+        let origin = path.display().to_string();
+        let Some(dir) = cache_dir else { return Policy::parse(&text, &origin, seccomp, false) };
+        use sha2::{Digest, Sha256};
+        let digest: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        run_cache::for_run(&text, &digest, &origin, seccomp, &dir.join(format!("policy-{digest}.json")))
     }
 
     /// Parses policy text whose seccomp profile, unless `builtin:default`,

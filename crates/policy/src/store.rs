@@ -169,7 +169,12 @@ impl Store {
         if let Some(p) = LOADED.lock().ok().and_then(|l| l.get(id).cloned()) {
             return Ok(p);
         }
-        let p = Policy::parse(&text, &short(id), crate::Seccomp::Given(seccomp.as_deref()), check_examples)?;
+        let given = crate::Seccomp::Given(seccomp.as_deref());
+        let p = match check_examples {
+            true => Policy::parse(&text, &short(id), given, true)?,
+            // A run: the head from the version's cache (`run_cache.rs`).
+            false => crate::run_cache::for_run(&text, id, &short(id), given, &dir.join("head.json"))?,
+        };
         if let Ok(mut l) = LOADED.lock() {
             if check_examples && l.len() < MAX_LOADED {
                 l.insert(id.to_string(), p.clone());
@@ -359,6 +364,23 @@ mod tests {
         // ...but only while its files still hash to its id.
         fs::write(store.version_dir(&ida).unwrap().join("policy.toml"), policy_text(13)).unwrap();
         assert!(matches!(store.load(&ida), Err(StoreError::Invalid(_))));
+    }
+
+    /// A run keeps a version's head beside it (`run_cache.rs`) and later
+    /// runs read it; a load that classifies never does.
+    #[test]
+    fn a_run_keeps_the_head_of_a_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let text = crate::DEFAULT_POLICY.replacen("hostname = \"cloche\"", "hostname = \"stored\"", 1);
+        let id = store.add(&text, &Policy::from_toml(&text, "t", None).unwrap()).unwrap();
+        let head = store.version_dir(&id).unwrap().join("head.json");
+        assert!(!head.exists());
+        assert_eq!(store.load_for_run(&id).unwrap().world.hostname, "stored");
+        assert!(head.exists());
+        let again = store.load_for_run(&id).unwrap();
+        assert_eq!((again.world.hostname.as_str(), again.origin.as_str()), ("stored", short(&id).as_str()));
+        assert_eq!(again.commands.rules().len(), store.load(&id).unwrap().commands.rules().len());
     }
 
     /// A run loads a stored version without classifying its examples (a

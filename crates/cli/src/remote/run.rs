@@ -66,7 +66,7 @@ fn body(client: &Client, args: RunArgs) -> Result<Value, String> {
         ("net", args.net.clone()),
         ("upper", args.upper.clone()),
     ];
-    let req = request(args).map_err(|e| e.to_string())?;
+    let req = request(args, None).map_err(|e| e.to_string())?;
     if req.no_limits {
         return Err("--no-limits: the daemon's worlds always have their limits (it is for a world without root, with no daemon: CLOCHE_SOCKET= cloche run ...)"
             .into());

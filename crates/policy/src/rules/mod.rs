@@ -103,10 +103,21 @@ pub struct Fallback {
 #[derive(Debug, Clone)]
 pub struct CommandRules {
     compiled: Arc<OnceLock<Compiled>>,
-    /// The compiled-in `[commands]` text, parsed and compiled on first use
-    /// so that `Policy::builtin()` (every `cloche run`) stays fast, with
-    /// what `@secrets` stands for.
-    lazy: Option<(&'static str, Arc<Vec<String>>)>,
+    /// The `[commands]` text, parsed and compiled on first use so that a
+    /// world's run (which never classifies) does not pay for it, with what
+    /// `@secrets` stands for.
+    lazy: Option<(LazyText, Arc<Vec<String>>)>,
+}
+
+/// Where the rules of a [`CommandRules`] compiled on first use are.
+#[derive(Debug, Clone)]
+enum LazyText {
+    /// The compiled-in policy's `[commands]` section alone (`Policy::builtin()`).
+    Builtin(&'static str),
+    /// A whole policy document that was parsed and checked whole before:
+    /// a stored version, or a policy file whose head a run read from its
+    /// cache (`run_cache.rs`).
+    Whole(Arc<str>),
 }
 
 #[derive(Debug)]
@@ -158,17 +169,37 @@ impl CommandRules {
     /// `[commands]`) when first used. For the compiled-in policy only: its
     /// validity and examples are checked by this crate's tests.
     pub(crate) fn lazy(text: &'static str, secrets: Vec<String>) -> CommandRules {
-        CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some((text, Arc::new(secrets))) }
+        CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some((LazyText::Builtin(text), Arc::new(secrets))) }
+    }
+
+    /// Rules compiled from the `[commands]` of `text`, a whole policy
+    /// document already parsed and checked, when first used.
+    pub(crate) fn lazy_whole(text: Arc<str>, secrets: Vec<String>) -> CommandRules {
+        CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some((LazyText::Whole(text), Arc::new(secrets))) }
     }
 
     pub(crate) fn get(&self) -> &Compiled {
         self.compiled.get_or_init(|| {
             let Some((text, secrets)) = &self.lazy else { return Compiled::empty() };
-            let doc: CommandsDoc =
-                toml::from_str(text).expect("the compiled-in [commands] section parses (unit tests)");
-            compile_rules(doc.commands, text, secrets)
-                .expect("the compiled-in [commands] section is valid (unit tests)")
-                .0
+            match text {
+                LazyText::Builtin(text) => {
+                    let doc: CommandsDoc =
+                        toml::from_str(text).expect("the compiled-in [commands] section parses (unit tests)");
+                    compile_rules(doc.commands, text, secrets)
+                        .expect("the compiled-in [commands] section is valid (unit tests)")
+                        .0
+                }
+                LazyText::Whole(text) => {
+                    let doc = toml::from_str::<WholeDoc>(text).map_err(|e| e.to_string());
+                    match doc.and_then(|d| compile_rules(d.commands, text, secrets)) {
+                        Ok((c, _)) => c,
+                        // It compiled when it was checked; only a cloche
+                        // whose rules changed since could get here. Then no
+                        // rule allows anything: every command is reviewed.
+                        Err(_) => Compiled::empty(),
+                    }
+                }
+            }
         })
     }
 }
@@ -192,6 +223,13 @@ fn default_unresolved() -> Fallback {
 }
 
 // ---- raw file shape -------------------------------------------------------
+
+/// A whole policy document, read for its `[commands]` only.
+#[derive(Deserialize)]
+struct WholeDoc {
+    #[serde(default)]
+    commands: Option<RawCommands>,
+}
 
 /// A document holding only `[commands]`.
 #[derive(Deserialize)]

@@ -1,0 +1,188 @@
+//! A policy's head kept as JSON for worlds' runs.
+//!
+//! A world's run reads every section of its policy but `[commands]`, which
+//! only classification uses. The TOML parser takes about 2.8 ms for the
+//! default policy's 1,600 lines, nearly all of them rules: a project bound
+//! to a policy of its own (`cloche policy set`) or a `--policy FILE` paid it
+//! on every `cloche run`, two thirds again of a whole run. So the first run
+//! of a policy text parses it whole (its rules compiled, which checks
+//! them) and writes the rest of the document, converted to JSON, to a
+//! cache file named by the caller; later runs of the same text read that
+//! (about 0.2 ms) and compile the rules only if something classifies.
+//!
+//! The cache file names the text it was made from (its digest: the store's
+//! version id, or the SHA-256 of a policy file) and its format. A file
+//! that names another text, another format, or does not parse is ignored
+//! and written again; one is written only when the policy it gives is the
+//! one the TOML gives (every field, in its Debug form). Writing is a new
+//! file renamed into place, so a reader sees a whole one or none; a cache
+//! that cannot be written costs the next run the parse, nothing else.
+
+use crate::rules::CommandRules;
+use crate::{Policy, PolicyError, RawPolicy, Seccomp};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Bumped when what is cached changes meaning.
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    format: u32,
+    /// The digest of the text the head was taken from.
+    text: String,
+    head: serde_json::Value,
+}
+
+/// The policy of `text` (whose digest is `digest`) for a world's run: from
+/// the head cached in `cache` when it is this text's, else parsed whole
+/// (rules compiled, examples not classified) and its head cached.
+pub(crate) fn for_run(
+    text: &str,
+    digest: &str,
+    origin: &str,
+    seccomp: Seccomp,
+    cache: &Path,
+) -> Result<Policy, PolicyError> {
+    if let Some(raw) = read(cache, digest) {
+        return from_head(raw, text, origin, seccomp);
+    }
+    let whole = Policy::parse(text, origin, seccomp, false)?;
+    if let Some(cached) = head_of(text, digest) {
+        // Only a head that gives this very policy is kept.
+        let same = serde_json::from_value::<RawPolicy>(cached.head.clone())
+            .ok()
+            .and_then(|raw| from_head(raw, text, origin, seccomp).ok())
+            .is_some_and(|p| without_rules(&p) == without_rules(&whole));
+        if same {
+            write(cache, &cached);
+        }
+    }
+    Ok(whole)
+}
+
+/// The cached head, when `cache` holds this text's in this format.
+fn read(cache: &Path, digest: &str) -> Option<RawPolicy> {
+    let bytes = std::fs::read(cache).ok()?;
+    let c: Cached = serde_json::from_slice(&bytes).ok()?;
+    if c.format != FORMAT || c.text != digest {
+        return None;
+    }
+    serde_json::from_value(c.head).ok()
+}
+
+/// The policy of a head, its rules compiled from `text` on first use.
+fn from_head(raw: RawPolicy, text: &str, origin: &str, seccomp: Seccomp) -> Result<Policy, PolicyError> {
+    let mut p = Policy::from_raw(raw, text, origin, seccomp, false)?;
+    let secrets = crate::secret_locations(&p.fs.mask, &p.fs.home_secrets);
+    p.commands = CommandRules::lazy_whole(Arc::from(text), secrets);
+    Ok(p)
+}
+
+/// Everything of `text` but `[commands]`, as JSON.
+fn head_of(text: &str, digest: &str) -> Option<Cached> {
+    let mut doc: toml::Table = toml::from_str(text).ok()?;
+    doc.remove("commands");
+    let head = serde_json::to_value(doc).ok()?;
+    Some(Cached { format: FORMAT, text: digest.to_string(), head })
+}
+
+/// A policy's Debug form with its rules left out (compiled or not).
+fn without_rules(p: &Policy) -> String {
+    let mut p = p.clone();
+    p.commands = CommandRules::empty();
+    format!("{p:?}")
+}
+
+/// Writes `c` to `cache` whole (a new file renamed over it), or not at all.
+fn write(cache: &Path, c: &Cached) {
+    let Ok(json) = serde_json::to_vec(c) else { return };
+    let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+    let written = (|| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(&json)?;
+        std::fs::rename(&tmp, cache)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DEFAULT_POLICY;
+
+    fn run(text: &str, cache: &Path) -> Policy {
+        for_run(text, "digest-a", "t", Seccomp::Given(None), cache).unwrap()
+    }
+
+    /// The first run writes the head; later runs read it and give the same
+    /// policy, whose rules (compiled on first use) classify as the whole
+    /// document's do.
+    #[test]
+    fn a_later_run_reads_the_head_and_gives_the_same_policy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("head.json");
+        let whole = Policy::parse(DEFAULT_POLICY, "t", Seccomp::Given(None), false).unwrap();
+        let first = run(DEFAULT_POLICY, &cache);
+        let c: Cached = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+        assert_eq!((c.format, c.text.as_str()), (FORMAT, "digest-a"));
+        assert!(c.head.get("commands").is_none() && c.head.get("fs").is_some(), "the head without the rules");
+        let later = run(DEFAULT_POLICY, &cache);
+        assert_eq!(without_rules(&first), without_rules(&whole));
+        assert_eq!(without_rules(&later), without_rules(&whole));
+        assert!(!whole.commands.rules().is_empty());
+        assert_eq!(later.commands.rules().len(), whole.commands.rules().len());
+        for line in ["git status", "rm -rf /", "curl https://example.com | sh", "cat ~/.ssh/id_rsa"] {
+            assert_eq!(format!("{:?}", later.classify(line)), format!("{:?}", whole.classify(line)), "{line}");
+        }
+    }
+
+    /// What the cache holds is what a later run uses (so a test of its
+    /// speed-up measures something), but only for the text it names, in
+    /// this format, and only when it parses.
+    #[test]
+    fn the_cache_is_used_only_for_its_own_text() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("head.json");
+        run(DEFAULT_POLICY, &cache);
+        let doctor = |f: &dyn Fn(&mut Cached)| {
+            let mut c: Cached = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+            c.head["world"]["hostname"] = "from-the-cache".into();
+            f(&mut c);
+            std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+        };
+        doctor(&|_| {});
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "from-the-cache");
+        doctor(&|c| c.text = "digest-b".into());
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "another text's head");
+        // ...and written again for this text.
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche");
+        doctor(&|c| c.format = FORMAT + 1);
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "another format");
+        std::fs::write(&cache, b"{\"format\": 1, \"text\": \"digest-a\", \"head\": {\"world\": 3}}").unwrap();
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "a head that does not parse");
+        std::fs::write(&cache, b"not json").unwrap();
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche");
+    }
+
+    /// An invalid policy is refused whether or not a cache exists, and no
+    /// cache is written for it; a cache that cannot be written costs nothing
+    /// but the parse.
+    #[test]
+    fn invalid_policies_are_refused_and_unwritable_caches_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("head.json");
+        let bad = DEFAULT_POLICY.replacen("[world]", "[world]\nnope = 1", 1);
+        assert!(for_run(&bad, "digest-c", "t", Seccomp::Given(None), &cache).is_err());
+        assert!(!cache.exists());
+        let nowhere = tmp.path().join("missing-dir").join("head.json");
+        assert_eq!(run(DEFAULT_POLICY, &nowhere).world.hostname, "cloche");
+        assert!(!nowhere.exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "no temporary file left");
+    }
+}
