@@ -13,6 +13,7 @@ pub mod child;
 pub mod continued;
 pub mod crashed;
 pub mod diff;
+mod dirlist;
 pub mod error;
 pub mod exposure;
 mod host;

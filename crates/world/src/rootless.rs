@@ -17,6 +17,7 @@
 //! upper at the same place of the world's upper (`upper/usr`), so that the
 //! upper mirrors `/` as a root world's does and the fs_diff reads it alike.
 
+use crate::dirlist::{Listing, Stat};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io;
@@ -114,23 +115,24 @@ impl Writer {
     /// Whether an overlay in the caller's namespace can copy `m` up: only
     /// an entry of the caller's uid and gid (the only ids mapped; any
     /// other copy-up fails with `EOVERFLOW`).
-    fn mine(&self, m: &std::fs::Metadata) -> bool {
-        m.uid() == self.caller.uid && m.gid() == self.caller.gid
+    fn mine(&self, m: &Stat) -> bool {
+        m.uid == self.caller.uid && m.gid == self.caller.gid
     }
 
-    /// Whether the caller may write in the directory `path` (`meta`, its
-    /// metadata). Not its owner, and neither its group nor others may write
-    /// it: no (with an ACL, the group bits are its mask, which bounds every
-    /// named entry), and no system call is made for the common case.
-    fn may_write(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
-        (meta.uid() == self.caller.uid || meta.mode() & 0o022 != 0) && writable(path)
+    /// Whether the caller may write in a directory (`st`, its `lstat`;
+    /// `writable`, the kernel's answer for it). Not its owner, and neither
+    /// its group nor others may write it: no (with an ACL, the group bits
+    /// are its mask, which bounds every named entry), and no system call is
+    /// made for the common case.
+    fn may_write(&self, st: &Stat, writable: impl FnOnce() -> bool) -> bool {
+        (st.uid == self.caller.uid || st.mode & 0o022 != 0) && writable()
     }
 
     /// Whether a write at `target` (at or below the directory `entry`)
     /// needs a copy-up of a directory from `entry` down to it that an
     /// overlay cannot make.
     fn blocked(&self, entry: &Path, target: &Path) -> bool {
-        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| self.mine(&m));
+        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| self.mine(&Stat::of(&m)));
         target.ancestors().take_while(|a| a.starts_with(entry)).any(|a| !mine(a))
     }
 }
@@ -185,65 +187,63 @@ pub fn frame(mountinfo: &str, who: &Writer) -> io::Result<Vec<Piece>> {
         .filter(|p| p != Path::new("/"))
         .collect();
     let mut out = Vec::new();
-    walk(Path::new("/"), &mounts, who, 0, &mut out)?;
+    let root = Listing::of(Path::new("/"))?.ok_or_else(|| io::Error::from(io::ErrorKind::PermissionDenied))?;
+    walk(Path::new("/"), &root, &mounts, who, 0, &mut out)?;
     Ok(out)
 }
 
-/// The sorted names in `dir` (`None`: closed to the caller).
-fn names(dir: &Path) -> io::Result<Option<Vec<std::ffi::OsString>>> {
-    let entries = match std::fs::read_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
-        r => r?,
-    };
-    let mut names: Vec<_> = entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
-    names.sort();
-    Ok(Some(names))
-}
-
-fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, who: &Writer, depth: usize, out: &mut Vec<Piece>) -> io::Result<()> {
-    let names = match names(dir)? {
-        Some(n) => n,
-        // A directory closed to the caller: its world shows it empty.
-        None if depth > 0 => return Ok(()),
-        None => return Err(io::Error::from(io::ErrorKind::PermissionDenied)),
-    };
-    for n in names {
+/// The pieces of the directory `dir`, whose entries `listing` holds.
+fn walk(
+    dir: &Path,
+    listing: &Listing,
+    mounts: &BTreeSet<PathBuf>,
+    who: &Writer,
+    depth: usize,
+    out: &mut Vec<Piece>,
+) -> io::Result<()> {
+    for (n, st) in &listing.entries {
         let path = dir.join(n);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let st = match st {
+            Ok(st) => *st,
+            Err(libc::ENOENT) => continue,
+            Err(e) => return Err(io::Error::from_raw_os_error(*e)),
         };
-        let ft = meta.file_type();
-        let mode = meta.mode() & 0o7777;
+        let mode = st.perm();
         let below = mounts.range(path.clone()..).take_while(|m| m.starts_with(&path)).any(|m| m != &path);
         // Below a scratch directory (and it, bar its mount point) nothing
         // is seen, unless a target or a mount lies there.
         let held = who.targets.iter().any(|t| t.starts_with(&path)) || below || mounts.contains(&path);
         if let Some(c) = who.covered.iter().find(|c| path.starts_with(c)).filter(|_| !held) {
-            if ft.is_dir() && &path == c {
+            if st.is_dir() && &path == c {
                 out.push(Piece::Dir { path, mode });
             }
             continue;
         }
-        if ft.is_symlink() {
-            out.push(Piece::Symlink { target: std::fs::read_link(&path)?, path });
-        } else if !ft.is_dir() {
+        if st.is_symlink() {
+            out.push(Piece::Symlink { target: listing.read_link(n)?, path });
+        } else if !st.is_dir() {
             if !mounts.contains(&path) {
                 out.push(Piece::File { path });
             }
-        } else if mounts.contains(&path) || (below && depth >= MAX_DEPTH) || !readable(&path) {
+        } else if mounts.contains(&path) || (below && depth >= MAX_DEPTH) || !listing.access(n, READ) {
             // (A directory closed to the caller, `/root`, `/lost+found`:
             // empty in the world, as the caller cannot read it either.)
             out.push(Piece::Dir { path, mode });
         } else if below {
             out.push(Piece::Dir { path: path.clone(), mode });
-            walk(&path, mounts, who, depth + 1, out)?;
+            // (Closed after all: its world shows it empty.)
+            if let Some(sub) = Listing::of(&path)? {
+                walk(&path, &sub, mounts, who, depth + 1, out)?;
+            }
         } else {
-            match choose(who.may_write(&path, &meta), &entries(&path, who)?) {
+            let sub = Listing::of(&path)?;
+            let entries = entries_of(&path, sub.as_ref(), who);
+            match choose(who.may_write(&st, || listing.access(n, WRITE)), &entries) {
                 Choice::Descend if depth < MAX_DEPTH => {
                     out.push(Piece::Dir { path: path.clone(), mode });
-                    walk(&path, mounts, who, depth + 1, out)?;
+                    if let Some(sub) = &sub {
+                        walk(&path, sub, mounts, who, depth + 1, out)?;
+                    }
                 }
                 Choice::ReadOnly => out.push(Piece::ReadOnly { path }),
                 Choice::Overlay | Choice::Descend => {
@@ -259,18 +259,29 @@ fn walk(dir: &Path, mounts: &BTreeSet<PathBuf>, who: &Writer, depth: usize, out:
 /// The direct entries of the directory `dir` (readable, no mount below),
 /// as [`choose`] sees them.
 fn entries(dir: &Path, who: &Writer) -> io::Result<Vec<Entry>> {
+    Ok(entries_of(dir, Listing::of(dir)?.as_ref(), who))
+}
+
+/// As [`entries`], from the directory's listing (none: closed).
+fn entries_of(dir: &Path, listing: Option<&Listing>, who: &Writer) -> Vec<Entry> {
+    let Some(listing) = listing else { return Vec::new() };
     let mut out = Vec::new();
-    for n in names(dir)?.unwrap_or_default() {
+    for (n, st) in &listing.entries {
+        let Ok(m) = st else { continue };
         let path = dir.join(n);
-        let Ok(m) = std::fs::symlink_metadata(&path) else { continue };
-        let (dir, mine) = (m.is_dir(), who.mine(&m));
+        let (dir, mine) = (m.is_dir(), who.mine(m));
         let alone = dir
-            && ((!mine && who.may_write(&path, &m))
+            && ((!mine && who.may_write(m, || listing.access(n, WRITE)))
                 || who.targets.iter().any(|t| t.starts_with(&path) && who.blocked(&path, t)));
         out.push(Entry { dir, mine, alone });
     }
-    Ok(out)
+    out
 }
+
+/// `access(2)` modes: listing and entering a directory; making and
+/// removing entries in it.
+const READ: libc::c_int = libc::R_OK | libc::X_OK;
+const WRITE: libc::c_int = libc::W_OK | libc::X_OK;
 
 /// The mount plan of a world without root, from a root world's: the home
 /// of another user (owned by an id the world does not map) cannot be
@@ -322,7 +333,7 @@ pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str, who: &Wri
         .filter(|m| readable(&m.path) && !mounts.iter().any(|p| p != &m.path && p.starts_with(&m.path)))
         .filter(|m| seen(&m.path))
         .map(|mut m| {
-            let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(&m.path, &t));
+            let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(&Stat::of(&t), || writable(&m.path)));
             let nothing = entries(&m.path, who).is_ok_and(|e| choose(top, &e) == Choice::ReadOnly);
             m.read_only |= nothing;
             m
@@ -332,14 +343,14 @@ pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str, who: &Wri
 
 /// Whether this process may list and enter `path`.
 fn readable(path: &Path) -> bool {
-    access(path, libc::R_OK | libc::X_OK)
+    access(path, READ)
 }
 
 /// Whether this process may make and remove entries in the directory
 /// `path` (its modes, groups and ACLs, as the kernel judges them; a
 /// read-only filesystem refuses).
 fn writable(path: &Path) -> bool {
-    access(path, libc::W_OK | libc::X_OK)
+    access(path, WRITE)
 }
 
 fn access(path: &Path, how: libc::c_int) -> bool {
