@@ -4,7 +4,7 @@
 //! Nothing here starts a thread or opens the broker before the world is
 //! cloned: the world engine forks, and `cloche run`'s start is measured.
 
-use crate::context::{is_root, Context};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::net::NetArg;
 use crate::report::Report;
@@ -90,9 +90,6 @@ pub struct PreparedRun {
     taken: Option<cloche_world::continued::Taken>,
     /// Who asks.
     actor: String,
-    /// The world's network namespace, being made since the request was
-    /// taken (off the start's critical path: `cloche_world::NetnsAhead`).
-    netns: cloche_world::NetnsAhead,
 }
 
 /// A finished run.
@@ -108,19 +105,12 @@ impl Context {
     /// value is checked before anything is created (the state directory,
     /// the world): a refusal changes nothing.
     pub fn prepare_run(&self, req: RunRequest) -> Result<PreparedRun> {
-        // Made while the policy, the state directory and the spec are (its
-        // thread ends before the world is cloned; a refusal below joins it).
-        // A world without root makes its own with its clone (no thread).
-        let netns = match is_root() {
-            true => cloche_world::NetnsAhead::start(),
-            false => cloche_world::NetnsAhead::none(),
-        };
         let actor = req.actor.clone().unwrap_or_else(crate::uid_actor);
         let (spec, notes, taken) = self.prepare(req)?;
-        Ok(PreparedRun { spec, notes, taken, actor, netns })
+        Ok(PreparedRun { spec, notes, taken, actor })
     }
 
-    /// [`Context::prepare_run`] without the network namespace made ahead:
+    /// [`Context::prepare_run`] without holding a kept world:
     /// the spec and the notes of its exposures (a pre-made world compares
     /// the spec a request would get with its own: `crate::premade`). A run
     /// that continues a kept world is never made ahead: refused here.
@@ -240,16 +230,16 @@ impl Context {
     /// not start a world after this, and should exit soon (the child is
     /// reaped when it does).
     pub fn run(&self, prepared: PreparedRun) -> Result<RunOutcome> {
-        let PreparedRun { spec, taken, actor, netns, .. } = prepared;
+        let PreparedRun { spec, taken, actor, .. } = prepared;
         let started_ms = crate::session::now_ms();
         let mut outcome = match taken {
-            None => cloche_world::run_ahead(&spec, self.state()?, netns)?,
+            None => cloche_world::run(&spec, self.state()?)?,
             Some(t) => {
                 // Audited before the world changes (the broker is opened for
                 // it: a continued run's only extra work before its world).
                 let argv: Vec<String> = spec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
                 self.audit_continue(t.id(), t.next_run(), None, &actor, serde_json::json!({"command": argv}))?;
-                cloche_world::continue_ahead(&spec, self.state()?, netns, t).map_err(|e| match e {
+                cloche_world::continue_run(&spec, self.state()?, t).map_err(|e| match e {
                     cloche_world::WorldError::Kept(k) => crate::session::kept_error(k),
                     e => e.into(),
                 })?

@@ -152,7 +152,6 @@ impl<'a> World<'a> {
 
     fn start_in(spec: &'a Spec, state: &'a StateDir, taken: Option<Taken>) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
-        let ahead = crate::netns_ahead::NetnsAhead::start();
         let (layout, mut layers) = crate::world::host_facts(spec, state)?;
         let (claim, store) = match &taken {
             Some(t) => {
@@ -168,7 +167,7 @@ impl<'a> World<'a> {
             }
         };
         let held = claim.as_ref().or(taken.as_ref().map(|t| &t.claim)).expect("a claim or a kept world");
-        let mut w = launch(spec, &layout, &layers, held, state, Mode::Serve, store, ahead)?;
+        let mut w = launch(spec, &layout, &layers, held, state, Mode::Serve, store)?;
         // A kept world is attached on the host from the start: its upper
         // outlives a runner that dies, for review (or the sweep). A
         // continued one is there, kept, already.

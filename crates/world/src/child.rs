@@ -34,9 +34,6 @@ pub struct ChildPlan<'a> {
     pub envp: Vec<CString>,
     /// Serve mode: the control socket's fd, kept open across execve.
     pub keep_fd: Option<RawFd>,
-    /// The world's network namespace when the parent made it ahead (with
-    /// `lo` up: `netns_ahead.rs`); `None`: the child was cloned into a new one.
-    pub netns: Option<RawFd>,
     /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
     pub stdio: crate::stdio::WorldStdio,
@@ -139,7 +136,6 @@ pub trait Sys {
     fn await_parent(&mut self) -> io::Result<()>;
     fn join_cgroups(&mut self) -> io::Result<()>;
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
-    fn enter_netns(&mut self, fd: RawFd) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
     /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
     /// "layers/<k>/"), mounted on `target`.
@@ -262,11 +258,6 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     if let Some(r) = &plan.rootless {
         at("map the caller to the world's root (uid_map, gid_map)", none, sys.map_caller(&r.caller))?;
     }
-    // The world's network namespace, when the parent made it ahead (the
-    // child was cloned without one of its own; nothing has run here yet).
-    if let Some(fd) = plan.netns {
-        at("setns (network namespace)", none, sys.enter_netns(fd))?;
-    }
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
@@ -341,9 +332,7 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("pivot_root", root, sys.pivot_root(root))?;
     // 5. Identity, network, limits, working directory.
     at("sethostname", none, sys.sethostname(&plan.hostname))?;
-    if plan.netns.is_none() {
-        at("loopback up", none, sys.loopback_up())?;
-    }
+    at("loopback up", none, sys.loopback_up())?;
     at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
     at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
     // 6. Privileges, last: the world's own stdio (no host file, terminal or

@@ -136,9 +136,6 @@ impl Sys for Recorder {
     fn sethostname(&mut self, _: &str) -> io::Result<()> {
         self.call("sethostname", Path::new(""))
     }
-    fn enter_netns(&mut self, _: RawFd) -> io::Result<()> {
-        self.call("setns_net", Path::new(""))
-    }
     fn loopback_up(&mut self) -> io::Result<()> {
         self.call("lo_up", Path::new(""))
     }
@@ -227,19 +224,14 @@ fn recorder(fail: Option<&'static str>) -> Recorder {
 }
 
 fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
-    with_netns(None, f)
+    with_userns(None, f)
 }
 
-fn with_netns<T>(netns: Option<RawFd>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
-    with_userns(netns, None, f)
-}
-
-fn with_userns<T>(netns: Option<RawFd>, userns: Option<ChildUserns>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
-    with_all(netns, userns, None, f)
+fn with_userns<T>(userns: Option<ChildUserns>, f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
+    with_all(userns, None, f)
 }
 
 fn with_all<T>(
-    netns: Option<RawFd>,
     userns: Option<ChildUserns>,
     rootless: Option<crate::child::ChildRootless>,
     f: impl FnOnce(&ChildPlan<'_>) -> T,
@@ -261,7 +253,6 @@ fn with_all<T>(
         argv: vec![],
         envp: vec![],
         keep_fd: None,
-        netns,
         stdio: crate::stdio::WorldStdio::Fds([Some(devnull()), None, Some(devnull())]),
         user: None,
         userns,
@@ -282,7 +273,7 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         Piece::File { path: "/lone".into() },
     ];
     let rootless = Some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces });
-    with_all(None, None, rootless, |p| setup(&mut r, p)).unwrap();
+    with_all(None, rootless, |p| setup(&mut r, p)).unwrap();
     let c = &r.calls;
     let order = [
         "pdeathsig",
@@ -320,7 +311,7 @@ fn a_copy_up_of_anothers_file_without_root_says_why() {
         let mut r = Recorder { errno: libc::EOVERFLOW, ..recorder(Some("copy_up")) };
         let who =
             rootless.then(|| crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces: vec![] });
-        let e = with_all(None, None, who, |p| setup(&mut r, p)).unwrap_err();
+        let e = with_all(None, who, |p| setup(&mut r, p)).unwrap_err();
         assert!(e.step.starts_with("copy up (mount point in a home"), "{e}");
         assert_eq!(e.step.contains("your uid and gid"), rootless, "{e}");
     }
@@ -434,18 +425,6 @@ fn masked_dirs_are_one_empty_tmpfs_then_binds_of_it() {
     assert_eq!(r.calls[first + 1..first + 3], ["bind /state/w/root/sys/kernel", "bind /state/w/root/sys/module"]);
 }
 
-/// A network namespace made ahead is entered first (before any mount), and
-/// `lo` is not brought up again (the parent did, in that namespace).
-#[test]
-fn a_namespace_made_ahead_is_entered_first() {
-    let mut r = recorder(None);
-    let ns = devnull();
-    with_netns(Some(std::os::fd::AsRawFd::as_raw_fd(&ns)), |p| setup(&mut r, p)).unwrap();
-    let c = &r.calls;
-    assert_eq!(&c[..3], ["pdeathsig", "setns_net", "rprivate"], "{c:#?}");
-    assert!(!c.iter().any(|x| x == "lo_up"), "{c:#?}");
-}
-
 /// In a user namespace: the child acts as the world's root before its first
 /// mount, every host mount is seen through the mapping (the store too), the
 /// stdio is made the world root's, and the namespace is entered after the
@@ -455,7 +434,7 @@ fn a_namespace_made_ahead_is_entered_first() {
 fn a_user_namespace_is_mapped_everywhere_and_entered_last() {
     let mut r = recorder(None);
     let ids = crate::userns::WorldIds { uid: 1879048192, gid: 1879113728, count: 65536 };
-    with_userns(None, Some(ChildUserns { fd: 99, ids }), |p| setup(&mut r, p)).unwrap();
+    with_userns(Some(ChildUserns { fd: 99, ids }), |p| setup(&mut r, p)).unwrap();
     let c = &r.calls;
     let order = [
         "act_as_world_root",

@@ -146,7 +146,6 @@ pub(crate) fn launch(
     state: &StateDir,
     mode: Mode,
     store: Store,
-    ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<Launched, WorldError> {
     // Upper and work: a capped subvolume of the disk pool, or a capped
     // tmpfs (upper.rs), or the kept world's own subvolume. The child opens
@@ -230,27 +229,19 @@ pub(crate) fn launch(
         }
     };
     crate::profile::mark("init opened, argv/env built, stdio");
-    // The network namespace made meanwhile (its thread has ended: cloche is
-    // single-threaded again), or none: the clone makes it; the world's user
-    // namespace (a slot of ids held, the namespace made and mapped:
-    // userns.rs), made meanwhile too when the spec's range is the host's,
-    // else now.
-    let (mut netns, made) = ahead.join(spec.userns.as_ref());
-    if spec.rootless.is_some() {
-        // Its network namespace is the clone's, owned by its user
-        // namespace (sysfs can then be mounted in it).
-        netns = None;
-    }
-    let userns = match (&spec.userns, made) {
-        (Some(_), Some(made)) => Some(made),
-        (Some(range), None) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
-        (None, _) => None,
+    // The world's user namespace (a slot of ids held, the namespace made
+    // and mapped: userns.rs). Its network namespace is the clone's (without
+    // root, owned by the user namespace the clone makes, so that sysfs can
+    // be mounted in it). Neither is made ahead on a thread any more
+    // (docs/architecture.md, *Start time*, fifth look).
+    let userns = match &spec.userns {
+        Some(range) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
+        None => None,
     };
-    crate::profile::mark("netns and user namespace made ahead");
-    let namespaces = match (&netns, spec.rootless) {
-        (Some(_), _) => NAMESPACES & !(libc::CLONE_NEWNET as u64),
-        (None, Some(_)) => NAMESPACES | libc::CLONE_NEWUSER as u64,
-        (None, None) => NAMESPACES,
+    crate::profile::mark("user namespace made");
+    let namespaces = match spec.rootless {
+        Some(_) => NAMESPACES | libc::CLONE_NEWUSER as u64,
+        None => NAMESPACES,
     };
     let plan = ChildPlan {
         root: state.mount_point(),
@@ -265,7 +256,6 @@ pub(crate) fn launch(
         argv,
         envp,
         keep_fd: keep_fd.as_ref().map(|f| f.as_raw_fd()),
-        netns: netns.as_ref().map(|f| f.as_raw_fd()),
         stdio,
         user: spec.user.clone(),
         userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
@@ -354,17 +344,13 @@ pub(crate) fn launch(
     // 4. The network, from outside, before the world runs anything.
     let net = match &spec.net {
         Some(n) => {
-            // The namespace made ahead, or the one the child was cloned into.
-            let ns = match netns.take() {
-                Some(fd) => Ok(cloche_net::Netns::from_fd(fd)),
-                None => cloche_net::Netns::of_pid(pid),
-            };
-            let ns = ns.map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
+            // The namespace the child was cloned into.
+            let ns = cloche_net::Netns::of_pid(pid)
+                .map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
             Some(crate::network::setup(ns, &claim.id, n).map_err(kill)?)
         }
         None => None,
     };
-    drop(netns); // the world holds its namespace
     crate::profile::mark("network");
     // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
     //    privileges), the pool's housekeeping for later runs. The go pipe

@@ -25,7 +25,6 @@ pub mod layers;
 mod libc_compat;
 mod net_host;
 mod net_scope;
-mod netns_ahead;
 pub mod network;
 pub mod plan;
 mod plan_wire;
@@ -46,8 +45,7 @@ pub mod view;
 pub mod world;
 
 pub use error::WorldError;
-pub use netns_ahead::NetnsAhead;
 pub use spec::Spec;
 pub use state::StateDir;
 pub use teardown::Teardown;
-pub use world::{continue_ahead, run, run_ahead, Outcome, Timings};
+pub use world::{continue_run, run, Outcome, Timings};

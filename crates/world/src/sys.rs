@@ -162,14 +162,6 @@ impl Sys for RealSys<'_> {
         crate::cgroup::join_self(&self.cgroup_tasks)
     }
 
-    fn enter_netns(&mut self, fd: RawFd) -> io::Result<()> {
-        // SAFETY: setns with an fd the plan carries; the child is single-threaded.
-        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     fn unshare_cgroupns(&mut self) -> io::Result<()> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nixerr)
     }

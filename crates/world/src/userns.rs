@@ -7,9 +7,8 @@
 //! at once: the range is cut into slots, and a world holds its slot by an
 //! open-file-description lock on one byte of [`SLOTS_LOCK`] for its life.
 //!
-//! The namespace is made by the parent before the clone ([`Userns::make`],
-//! on a thread of its own while the parent prepares the world:
-//! [`UsernsAhead`]): a helper process is cloned into a new user namespace
+//! The namespace is made by the parent just before the clone
+//! ([`Userns::make`]): a helper process is cloned into a new user namespace
 //! while the calling thread's effective ids are the slot's first host ids,
 //! so that the namespace's owner (the id its per-user counters are charged
 //! to in the initial namespace: inotify instances, message queue bytes,
@@ -208,8 +207,6 @@ pub fn how_to() -> String {
 
 /// A world's user namespace, its slot held.
 pub(crate) struct Userns {
-    /// The range its slot is of.
-    range: IdRange,
     pub ids: WorldIds,
     /// The namespace (`/proc/<helper>/ns/user`).
     pub fd: OwnedFd,
@@ -239,43 +236,7 @@ impl Userns {
         // exits on its own; it is reaped when the world is done (waiting for
         // it here would wait for the scheduler: milliseconds on a busy host).
         helper.let_go();
-        Ok(Userns { range: *range, ids, fd: fd.into(), _slot: lock, _helper: helper })
-    }
-}
-
-/// A user namespace made ahead, on a short-lived thread started with the
-/// network namespace's (`netns_ahead.rs`), for the range `/etc/subuid` and
-/// `/etc/subgid` reserve: made while the caller reads its policy and
-/// prepares the world, instead of on the start's critical path (about
-/// 0.15 ms). A world whose policy names another range, or none, drops it
-/// (its slot is free again) and makes its own, or none.
-pub(crate) struct UsernsAhead(Option<std::thread::JoinHandle<Option<Userns>>>);
-
-impl UsernsAhead {
-    pub(crate) fn start() -> UsernsAhead {
-        let t = std::thread::Builder::new().name("world userns".into()).spawn(|| {
-            let range = IdRange::from_system().ok()?;
-            let mut seed = [0u8; 8];
-            // SAFETY: getrandom writes at most 8 bytes into `seed`.
-            unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), libc::GRND_NONBLOCK) };
-            Userns::make(&range, u64::from_ne_bytes(seed)).ok()
-        });
-        UsernsAhead(t.ok())
-    }
-
-    /// The namespace, when it was made for `want` (the thread has ended).
-    pub(crate) fn join(mut self, want: &IdRange) -> Option<Userns> {
-        let made = self.0.take()?.join().ok()??;
-        (made.range == *want).then_some(made)
-    }
-}
-
-impl Drop for UsernsAhead {
-    /// Not used: the thread is still joined (and what it made dropped).
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            let _ = t.join();
-        }
+        Ok(Userns { ids, fd: fd.into(), _slot: lock, _helper: helper })
     }
 }
 

@@ -75,34 +75,18 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 /// Runs one world to completion.
 pub fn run(spec: &Spec, state: &StateDir) -> Result<Outcome, WorldError> {
-    run_ahead(spec, state, crate::netns_ahead::NetnsAhead::start())
-}
-
-/// Runs one world to completion, in the network namespace `ahead` is
-/// making (started as early as the caller could: netns_ahead.rs).
-pub fn run_ahead(spec: &Spec, state: &StateDir, ahead: crate::netns_ahead::NetnsAhead) -> Result<Outcome, WorldError> {
-    run_world(spec, state, ahead, None)
+    run_world(spec, state, None)
 }
 
 /// Runs one command in the kept world `taken` (`continued::take`), on top
 /// of what its earlier runs left; the world stays kept (docs/architecture.md,
 /// *Worlds that last*). The world's frame is checked against `spec` first:
 /// a refusal changes nothing.
-pub fn continue_ahead(
-    spec: &Spec,
-    state: &StateDir,
-    ahead: crate::netns_ahead::NetnsAhead,
-    taken: Taken,
-) -> Result<Outcome, WorldError> {
-    run_world(spec, state, ahead, Some(taken))
+pub fn continue_run(spec: &Spec, state: &StateDir, taken: Taken) -> Result<Outcome, WorldError> {
+    run_world(spec, state, Some(taken))
 }
 
-fn run_world(
-    spec: &Spec,
-    state: &StateDir,
-    ahead: crate::netns_ahead::NetnsAhead,
-    taken: Option<Taken>,
-) -> Result<Outcome, WorldError> {
+fn run_world(spec: &Spec, state: &StateDir, taken: Option<Taken>) -> Result<Outcome, WorldError> {
     let t0 = Instant::now();
     spec.validate()?;
     // 1. Where the controllers are; claim an id (a lock, nothing on disk),
@@ -125,7 +109,7 @@ fn run_world(
         }
     };
     let store = if taken.is_some() { Store::Resume } else { Store::New };
-    let (mut outcome, mut upper, attached) = run_in(spec, &layout, &layers, claim, state, t0, store, ahead)?;
+    let (mut outcome, mut upper, attached) = run_in(spec, &layout, &layers, claim, state, t0, store)?;
     let t = Instant::now();
     let meta = match (&taken, attached) {
         (Some(t), _) => {
@@ -214,10 +198,9 @@ fn run_in(
     state: &StateDir,
     t0: Instant,
     store: Store,
-    ahead: crate::netns_ahead::NetnsAhead,
 ) -> Result<(Outcome, Upper, Option<serde_json::Value>), WorldError> {
     let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, userns, .. } =
-        launch(spec, layout, layers, claim, state, Mode::OneShot, store, ahead)?;
+        launch(spec, layout, layers, claim, state, Mode::OneShot, store)?;
     let ids = userns.as_ref().map(|u| u.ids);
     let mut relay = relay.expect("one-shot worlds have a relay");
     let t_setup = t0.elapsed();
