@@ -17,7 +17,8 @@
 //! upper at the same place of the world's upper (`upper/usr`), so that the
 //! upper mirrors `/` as a root world's does and the fs_diff reads it alike.
 
-use crate::dirlist::{Listing, Stat};
+use crate::dirlist::Listing;
+use nix::unistd::AccessFlags;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io;
@@ -115,24 +116,24 @@ impl Writer {
     /// Whether an overlay in the caller's namespace can copy `m` up: only
     /// an entry of the caller's uid and gid (the only ids mapped; any
     /// other copy-up fails with `EOVERFLOW`).
-    fn mine(&self, m: &Stat) -> bool {
-        m.uid == self.caller.uid && m.gid == self.caller.gid
+    fn mine(&self, uid: u32, gid: u32) -> bool {
+        uid == self.caller.uid && gid == self.caller.gid
     }
 
-    /// Whether the caller may write in a directory (`st`, its `lstat`;
-    /// `writable`, the kernel's answer for it). Not its owner, and neither
+    /// Whether the caller may write in a directory (of owner `uid`, with
+    /// `mode`; `writable`, the kernel's answer for it). Not its owner, and neither
     /// its group nor others may write it: no (with an ACL, the group bits
     /// are its mask, which bounds every named entry), and no system call is
     /// made for the common case.
-    fn may_write(&self, st: &Stat, writable: impl FnOnce() -> bool) -> bool {
-        (st.uid == self.caller.uid || st.mode & 0o022 != 0) && writable()
+    fn may_write(&self, uid: u32, mode: u32, writable: impl FnOnce() -> bool) -> bool {
+        (uid == self.caller.uid || mode & 0o022 != 0) && writable()
     }
 
     /// Whether a write at `target` (at or below the directory `entry`)
     /// needs a copy-up of a directory from `entry` down to it that an
     /// overlay cannot make.
     fn blocked(&self, entry: &Path, target: &Path) -> bool {
-        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| self.mine(&Stat::of(&m)));
+        let mine = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| self.mine(m.uid(), m.gid()));
         target.ancestors().take_while(|a| a.starts_with(entry)).any(|a| !mine(a))
     }
 }
@@ -201,12 +202,12 @@ fn walk(
     depth: usize,
     out: &mut Vec<Piece>,
 ) -> io::Result<()> {
-    for (n, st) in &listing.entries {
+    for (i, n, st) in listing.entries() {
         let path = dir.join(n);
         let st = match st {
-            Ok(st) => *st,
-            Err(libc::ENOENT) => continue,
-            Err(e) => return Err(io::Error::from_raw_os_error(*e)),
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
         };
         let mode = st.perm();
         let below = mounts.range(path.clone()..).take_while(|m| m.starts_with(&path)).any(|m| m != &path);
@@ -219,13 +220,13 @@ fn walk(
             }
             continue;
         }
-        if st.is_symlink() {
-            out.push(Piece::Symlink { target: listing.read_link(n)?, path });
+        if st.kind() == crate::diff::Kind::Symlink {
+            out.push(Piece::Symlink { target: listing.read_link(i)?, path });
         } else if !st.is_dir() {
             if !mounts.contains(&path) {
                 out.push(Piece::File { path });
             }
-        } else if mounts.contains(&path) || (below && depth >= MAX_DEPTH) || !listing.access(n, READ) {
+        } else if mounts.contains(&path) || (below && depth >= MAX_DEPTH) || !listing.access(i, READ) {
             // (A directory closed to the caller, `/root`, `/lost+found`:
             // empty in the world, as the caller cannot read it either.)
             out.push(Piece::Dir { path, mode });
@@ -238,7 +239,7 @@ fn walk(
         } else {
             let sub = Listing::of(&path)?;
             let entries = entries_of(&path, sub.as_ref(), who);
-            match choose(who.may_write(&st, || listing.access(n, WRITE)), &entries) {
+            match choose(who.may_write(st.uid, st.mode, || listing.access(i, WRITE)), &entries) {
                 Choice::Descend if depth < MAX_DEPTH => {
                     out.push(Piece::Dir { path: path.clone(), mode });
                     if let Some(sub) = &sub {
@@ -266,12 +267,12 @@ fn entries(dir: &Path, who: &Writer) -> io::Result<Vec<Entry>> {
 fn entries_of(dir: &Path, listing: Option<&Listing>, who: &Writer) -> Vec<Entry> {
     let Some(listing) = listing else { return Vec::new() };
     let mut out = Vec::new();
-    for (n, st) in &listing.entries {
+    for (i, n, st) in listing.entries() {
         let Ok(m) = st else { continue };
         let path = dir.join(n);
-        let (dir, mine) = (m.is_dir(), who.mine(m));
+        let (dir, mine) = (m.is_dir(), who.mine(m.uid, m.gid));
         let alone = dir
-            && ((!mine && who.may_write(m, || listing.access(n, WRITE)))
+            && ((!mine && who.may_write(m.uid, m.mode, || listing.access(i, WRITE)))
                 || who.targets.iter().any(|t| t.starts_with(&path) && who.blocked(&path, t)));
         out.push(Entry { dir, mine, alone });
     }
@@ -280,8 +281,8 @@ fn entries_of(dir: &Path, listing: Option<&Listing>, who: &Writer) -> Vec<Entry>
 
 /// `access(2)` modes: listing and entering a directory; making and
 /// removing entries in it.
-const READ: libc::c_int = libc::R_OK | libc::X_OK;
-const WRITE: libc::c_int = libc::W_OK | libc::X_OK;
+const READ: AccessFlags = AccessFlags::R_OK.union(AccessFlags::X_OK);
+const WRITE: AccessFlags = AccessFlags::W_OK.union(AccessFlags::X_OK);
 
 /// The mount plan of a world without root, from a root world's: the home
 /// of another user (owned by an id the world does not map) cannot be
@@ -333,7 +334,7 @@ pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str, who: &Wri
         .filter(|m| readable(&m.path) && !mounts.iter().any(|p| p != &m.path && p.starts_with(&m.path)))
         .filter(|m| seen(&m.path))
         .map(|mut m| {
-            let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(&Stat::of(&t), || writable(&m.path)));
+            let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(t.uid(), t.mode(), || writable(&m.path)));
             let nothing = entries(&m.path, who).is_ok_and(|e| choose(top, &e) == Choice::ReadOnly);
             m.read_only |= nothing;
             m
@@ -353,10 +354,8 @@ fn writable(path: &Path) -> bool {
     access(path, WRITE)
 }
 
-fn access(path: &Path, how: libc::c_int) -> bool {
-    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())) else { return false };
-    // SAFETY: a NUL-terminated path.
-    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), how, libc::AT_EACCESS) == 0 }
+fn access(path: &Path, how: AccessFlags) -> bool {
+    nix::unistd::faccessat(nix::fcntl::AT_FDCWD, path, how, nix::fcntl::AtFlags::AT_EACCESS).is_ok()
 }
 
 /// Makes the upper and work directories of each overlay piece in the
