@@ -155,6 +155,8 @@ pub(crate) fn request(args: RunArgs, policy_cache: Option<&std::path::Path>) -> 
     let upper =
         args.upper.as_deref().map(|u| u.parse().map_err(|e| Error::Invalid(format!("--upper {e}")))).transpose()?;
     let net = args.net.as_deref().map(str::parse).transpose()?;
+    // Nothing of the world's outcome but its status is shown: no fs_diff.
+    let unread = report.is_none() && !args.keep && args.world.is_none();
     Ok(RunRequest {
         argv: args.cmd,
         env,
@@ -179,6 +181,7 @@ pub(crate) fn request(args: RunArgs, policy_cache: Option<&std::path::Path>) -> 
             (false, true) => Terminal::Interactive,
             (false, false) => Terminal::Pipes,
         },
+        unread,
         report,
         path_note: Some(note_hidden_path),
     })

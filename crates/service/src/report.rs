@@ -262,6 +262,7 @@ mod tests {
             net: None,
             require: Vec::new(),
             hash: true,
+            unread: false,
             terminal: Default::default(),
             user: None,
             userns: None,

@@ -46,6 +46,11 @@ pub struct ChildPlan<'a> {
     /// A world without root (`rootless.rs`): the child is in a new user
     /// namespace of the caller's, and puts the world's root together.
     pub rootless: Option<ChildRootless>,
+    /// The child makes the world's network namespace itself (`unshare`,
+    /// before sysfs, which shows it) while the parent builds the mount
+    /// plan, rather than the clone making it while the parent waits: a
+    /// world without a scoped network, whose parent never opens it.
+    pub own_netns: bool,
 }
 
 /// A world without root as the child builds it.
@@ -136,6 +141,8 @@ pub trait Sys {
     fn await_parent(&mut self) -> io::Result<()>;
     fn join_cgroups(&mut self) -> io::Result<()>;
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
+    /// A network namespace of the world's own (only `lo`, down).
+    fn unshare_netns(&mut self) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
     /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
     /// "layers/<k>/"), mounted on `target`.
@@ -312,8 +319,12 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, lower, &target))?;
         }
     }
-    // /proc, /sys, /dev need no host facts: mounted while the parent builds
-    // the rest of the plan (exposures, scratch, masks) and sends it.
+    // The world's network namespace, when the clone did not make it; then
+    // /proc, /sys, /dev, which need no host facts: all while the parent
+    // builds the rest of the plan (exposures, scratch, masks) and sends it.
+    if plan.own_netns {
+        at("unshare(CLONE_NEWNET)", none, sys.unshare_netns())?;
+    }
     apply(sys, plan, scratch, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;
     apply(sys, plan, scratch, &steps)?;

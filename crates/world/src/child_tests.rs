@@ -58,6 +58,9 @@ impl Sys for Recorder {
     fn unshare_cgroupns(&mut self) -> io::Result<()> {
         self.call("cgroupns", Path::new(""))
     }
+    fn unshare_netns(&mut self) -> io::Result<()> {
+        self.call("netns", Path::new(""))
+    }
     fn make_rprivate(&mut self) -> io::Result<()> {
         self.call("rprivate", Path::new(""))
     }
@@ -257,6 +260,7 @@ fn with_all<T>(
         user: None,
         userns,
         rootless,
+        own_netns: true,
     };
     f(&plan)
 }
@@ -332,6 +336,7 @@ fn steps_run_in_the_audited_order() {
         "overlay /state/w/root",
         "overlay /state/w/root/home",
         "bind_ro /state/w/root/mnt/ro",
+        "netns",
         "mount /state/w/root/proc",
         "receive_plan",
         "copy_up /state/w/root/home/ann",

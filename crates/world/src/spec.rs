@@ -60,6 +60,10 @@ pub struct Spec {
     pub require: Vec<String>,
     /// Hash regular files in the fs_diff.
     pub hash: bool,
+    /// Nobody will read this one-shot world's fs_diff (a CLI run without
+    /// `--json`, `--report` or `--keep`): it is not computed, and the
+    /// outcome's is empty. Kept and continued worlds always compute theirs.
+    pub unread: bool,
     /// What a one-shot world's stdio is (a batch's entries are captured).
     pub terminal: Terminal,
     /// The user the world's processes run as (its init and commands);
@@ -351,6 +355,7 @@ mod tests {
             net: None,
             require: vec![],
             hash: false,
+            unread: false,
             terminal: Default::default(),
             user: Some(WorldUser { uid: 1000, gid: 1000, groups: vec![27, 65535] }),
             userns: Some(crate::userns::IdRange::new(200000, 65536).unwrap()),

@@ -166,6 +166,10 @@ impl Sys for RealSys<'_> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nixerr)
     }
 
+    fn unshare_netns(&mut self) -> io::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(nixerr)
+    }
+
     fn make_rprivate(&mut self) -> io::Result<()> {
         // On systemd hosts / is shared: without this our mounts would appear
         // on the host.

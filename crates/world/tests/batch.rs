@@ -33,6 +33,7 @@ fn spec(cwd: &Path) -> Spec {
         net: None,
         require: vec![],
         hash: true,
+        unread: false,
         terminal: Default::default(),
         user: None,
         // The host's reserved ids (.ci/setup makes them): a user namespace.

@@ -162,6 +162,7 @@ fn request(
         no_limits: false,
         terminal: Terminal::Pipes,
         report: None,
+        unread: false,
         path_note,
     })
 }
