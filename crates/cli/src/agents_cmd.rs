@@ -4,7 +4,7 @@
 use cloche_broker::{AgentStatus, AgentView};
 use cloche_service::uid_actor;
 
-/// `cloche agents`: every agent (or one subcommand).
+// `cloche agents`: every agent (or one subcommand).
 #[derive(clap::Args)]
 pub struct AgentsArgs {
     #[command(subcommand)]

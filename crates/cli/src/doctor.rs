@@ -2,7 +2,7 @@
 
 use cloche_service::{Context, Options};
 
-/// `cloche doctor [--json]`.
+// `cloche doctor [--json]`.
 #[derive(clap::Args)]
 pub struct DoctorArgs {
     /// Print the checks as one JSON document (docs/schemas/doctor.json).

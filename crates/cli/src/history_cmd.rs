@@ -4,7 +4,7 @@
 use crate::fail;
 use clap::Subcommand;
 
-/// `cloche history [QUERY] [--stats] [--json]`.
+// `cloche history [QUERY] [--stats] [--json]`.
 #[derive(clap::Args)]
 pub struct HistoryArgs {
     /// Words to search for in past commands (full-text, in order).

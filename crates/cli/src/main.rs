@@ -69,7 +69,10 @@ struct Cli {
     command: Command,
 }
 
+// Each subcommand's arguments are defined when it is the one invoked
+// (`Command::defer`): a `cloche run` builds only `run`'s.
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Run one command in a new world; print nothing of cloche's own but errors.
     Run(Box<run::RunArgs>),

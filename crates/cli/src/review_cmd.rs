@@ -9,7 +9,7 @@ use cloche_service::uid_actor;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// `cloche diff ID [--stat] [--name-status] [--touched] [--json] [PATH...]`.
+// `cloche diff ID [--stat] [--name-status] [--touched] [--json] [PATH...]`.
 #[derive(clap::Args)]
 pub struct DiffArgs {
     /// A kept world's id, or a batch id (its world).
@@ -32,7 +32,7 @@ pub struct DiffArgs {
     pub(crate) paths: Vec<PathBuf>,
 }
 
-/// `cloche commit ID [--path P]... [--exclude P]... [--force] [--json]`.
+// `cloche commit ID [--path P]... [--exclude P]... [--force] [--json]`.
 #[derive(clap::Args)]
 pub struct CommitArgs {
     /// A kept world's id, or a batch id (its world).

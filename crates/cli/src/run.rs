@@ -12,7 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// `cloche run [OPTIONS] [--] CMD [ARGS...]`.
+// `cloche run [OPTIONS] [--] CMD [ARGS...]` (no doc comment: the variant's says what it does in --help).
 #[derive(Args)]
 #[command(after_help = "\
 The world gets PATH, HOME, LANG, LC_*, TERM, TZ and USER from your environment, plus -e/--env and

@@ -45,7 +45,7 @@ pub enum WorldsCommand {
     },
 }
 
-/// `cloche discard ID [--json]`.
+// `cloche discard ID [--json]`.
 #[derive(clap::Args)]
 pub struct DiscardArgs {
     /// A kept world's id, or a batch id (its world).
