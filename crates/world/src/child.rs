@@ -46,11 +46,11 @@ pub struct ChildPlan<'a> {
     /// A world without root (`rootless.rs`): the child is in a new user
     /// namespace of the caller's, and puts the world's root together.
     pub rootless: Option<ChildRootless>,
-    /// The child makes the world's network namespace itself (`unshare`,
-    /// before sysfs, which shows it) while the parent builds the mount
-    /// plan, rather than the clone making it while the parent waits: a
-    /// world without a scoped network, whose parent never opens it.
-    pub own_netns: bool,
+    /// A scoped network's: where the child says (one byte) that it made
+    /// the world's network namespace, which the parent then opens to set
+    /// it up. (The child makes it, first thing, while the parent builds
+    /// the mount plan; the clone, which the parent waits for, does not.)
+    pub netns_made: Option<RawFd>,
 }
 
 /// A world without root as the child builds it.
@@ -143,6 +143,8 @@ pub trait Sys {
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
     /// A network namespace of the world's own (only `lo`, down).
     fn unshare_netns(&mut self) -> io::Result<()>;
+    /// Says on `fd` (one byte) that the network namespace is made.
+    fn tell_netns_made(&mut self, fd: RawFd) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
     /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
     /// "layers/<k>/"), mounted on `target`.
@@ -265,6 +267,13 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     if let Some(r) = &plan.rootless {
         at("map the caller to the world's root (uid_map, gid_map)", none, sys.map_caller(&r.caller))?;
     }
+    // The world's network namespace (only `lo`): made here, while the
+    // parent builds the mount plan, not by the clone, which the parent
+    // waits for. A scoped network's parent opens it once told.
+    at("unshare(CLONE_NEWNET)", none, sys.unshare_netns())?;
+    if let Some(fd) = plan.netns_made {
+        at("tell the parent (network namespace made)", none, sys.tell_netns_made(fd))?;
+    }
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
     at("mount --make-rprivate /", none, sys.make_rprivate())?;
@@ -319,12 +328,8 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, lower, &target))?;
         }
     }
-    // The world's network namespace, when the clone did not make it; then
-    // /proc, /sys, /dev, which need no host facts: all while the parent
-    // builds the rest of the plan (exposures, scratch, masks) and sends it.
-    if plan.own_netns {
-        at("unshare(CLONE_NEWNET)", none, sys.unshare_netns())?;
-    }
+    // /proc, /sys, /dev need no host facts: mounted while the parent builds
+    // the rest of the plan (exposures, scratch, masks) and sends it.
     apply(sys, plan, scratch, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;
     apply(sys, plan, scratch, &steps)?;

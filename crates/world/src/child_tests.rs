@@ -61,6 +61,9 @@ impl Sys for Recorder {
     fn unshare_netns(&mut self) -> io::Result<()> {
         self.call("netns", Path::new(""))
     }
+    fn tell_netns_made(&mut self, _: RawFd) -> io::Result<()> {
+        self.call("netns_made", Path::new(""))
+    }
     fn make_rprivate(&mut self) -> io::Result<()> {
         self.call("rprivate", Path::new(""))
     }
@@ -260,7 +263,7 @@ fn with_all<T>(
         user: None,
         userns,
         rootless,
-        own_netns: true,
+        netns_made: Some(7),
     };
     f(&plan)
 }
@@ -282,6 +285,7 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
     let order = [
         "pdeathsig",
         "map_caller",
+        "netns",
         "rprivate",
         "mount /state/w/root",
         "symlink /state/w/root/bin",
@@ -332,11 +336,12 @@ fn steps_run_in_the_audited_order() {
     let c = &r.calls;
     let order = [
         "pdeathsig",
+        "netns",
+        "netns_made",
         "rprivate",
         "overlay /state/w/root",
         "overlay /state/w/root/home",
         "bind_ro /state/w/root/mnt/ro",
-        "netns",
         "mount /state/w/root/proc",
         "receive_plan",
         "copy_up /state/w/root/home/ann",

@@ -17,8 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Namespaces a world is cloned into (the cgroup namespace is entered by the
 /// child after it joined its cgroup, so that it is rooted there).
-/// The namespaces every clone makes; the network namespace is the clone's
-/// or the child's (`ChildPlan::own_netns`).
+/// The namespaces the clone makes; the network namespace is the child's
+/// (`child::setup`, `ChildPlan::netns_made`).
 const NAMESPACES: u64 = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
 
 /// Signals that stop a world early (the world is killed).
@@ -240,17 +240,17 @@ pub(crate) fn launch(
         None => None,
     };
     crate::profile::mark("user namespace made");
-    let mut namespaces = match spec.rootless {
+    let namespaces = match spec.rootless {
         Some(_) => NAMESPACES | libc::CLONE_NEWUSER as u64,
         None => NAMESPACES,
     };
-    // A scoped network's parent opens the world's network namespace as soon
-    // as the plan is sent: the clone makes it. Otherwise the child does,
-    // while this process builds the plan (0.25-0.4 ms off the clone).
-    let own_netns = spec.net.is_none();
-    if !own_netns {
-        namespaces |= libc::CLONE_NEWNET as u64;
-    }
+    // The child makes the world's network namespace while this process
+    // builds the plan (0.25-0.4 ms off the clone); a scoped network's is
+    // opened here once the child says it is made.
+    let netns_made = match spec.net {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?),
+        None => None,
+    };
     let plan = ChildPlan {
         root: state.mount_point(),
         scratch: scratch.for_child().map_err(WorldError::Scratch)?,
@@ -268,7 +268,7 @@ pub(crate) fn launch(
         user: spec.user.clone(),
         userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
         rootless: spec.rootless.map(|caller| child::ChildRootless { caller, pieces }),
-        own_netns,
+        netns_made: netns_made.as_ref().map(|(_, w)| w.as_raw_fd()),
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -316,6 +316,7 @@ pub(crate) fn launch(
     drop(go_r);
     drop(rep_w);
     drop(keep_fd);
+    let netns_made = netns_made.map(|(r, _)| r);
     // The world's ends of its stdio go with the rest of the plan: only the
     // world holds them now (EOF and EPIPE work).
     drop(plan);
@@ -353,7 +354,19 @@ pub(crate) fn launch(
     // 4. The network, from outside, before the world runs anything.
     let net = match &spec.net {
         Some(n) => {
-            // The namespace the child was cloned into.
+            // The namespace the child made: opened once it says so (before,
+            // /proc/PID/ns/net would be the host's). Nothing said: the child
+            // failed, and its report says where.
+            let mut said = [0u8; 1];
+            if !matches!(netns_made.as_ref().map(|r| nix::unistd::read(r, &mut said)), Some(Ok(1))) {
+                let mut msg = Vec::new();
+                read_all(&rep_r, &mut msg);
+                let why = String::from_utf8_lossy(&msg).into_owned();
+                return Err(kill(WorldError::Child(match why.is_empty() {
+                    true => "the world's child ended before it made its network namespace".into(),
+                    false => why,
+                })));
+            }
             let ns = cloche_net::Netns::of_pid(pid)
                 .map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
             Some(crate::network::setup(ns, &claim.id, n).map_err(kill)?)

@@ -170,6 +170,12 @@ impl Sys for RealSys<'_> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(nixerr)
     }
 
+    fn tell_netns_made(&mut self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: `fd` is the write end of a pipe the plan holds open.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        nix::unistd::write(fd, b"n").map(drop).map_err(nixerr)
+    }
+
     fn make_rprivate(&mut self) -> io::Result<()> {
         // On systemd hosts / is shared: without this our mounts would appear
         // on the host.
