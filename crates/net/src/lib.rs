@@ -19,5 +19,5 @@ pub mod nft;
 pub mod rtnl;
 pub mod scope;
 
-pub use netns::Netns;
+pub use netns::{Inside, Netns};
 pub use rtnl::{Rtnl, RtnlError};

@@ -43,22 +43,37 @@ impl Netns {
 
     /// Runs `f` on a thread inside this namespace and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+        self.spawn(f)?.join()
+    }
+
+    /// Starts `f` on a thread inside this namespace; [`Inside::join`]
+    /// returns its result.
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<Inside<T>> {
         let fd = self.fd.try_clone()?;
-        std::thread::spawn(move || -> io::Result<T> {
+        let thread = std::thread::spawn(move || -> io::Result<T> {
             // SAFETY: setns on this thread only, with an fd we own; the
             // thread ends after `f`.
             if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(f())
-        })
-        .join()
-        .map_err(|_| io::Error::other("netns thread panicked"))?
+        });
+        Ok(Inside(thread))
     }
 
     /// An rtnetlink socket inside this namespace.
     pub fn rtnl(&self) -> Result<Rtnl, RtnlError> {
         self.run(Rtnl::open).map_err(RtnlError::Socket)?
+    }
+}
+
+/// Work running on a thread inside a network namespace ([`Netns::spawn`]).
+pub struct Inside<T>(std::thread::JoinHandle<io::Result<T>>);
+
+impl<T> Inside<T> {
+    /// Waits for the work's result.
+    pub fn join(self) -> io::Result<T> {
+        self.0.join().map_err(|_| io::Error::other("netns thread panicked"))?
     }
 }
 

@@ -178,12 +178,12 @@ struct Inside {
     resolver: Option<(OwnedFd, cloche_net::dns::Listeners)>,
 }
 
-/// Opens [`Inside`] on one thread that enters the world's namespace (each
-/// `Netns::run` starts a thread: one for all, while the world's child
-/// waits for the network at its go).
-fn open_inside(ns: &Netns, dns: &[IpAddr]) -> Result<Inside, crate::WorldError> {
+/// Starts opening [`Inside`] on one thread that enters the world's
+/// namespace (each `Netns::run` starts a thread: one for all, started
+/// first, while this one makes the veth and the host's end).
+fn open_inside(ns: &Netns, dns: &[IpAddr]) -> Result<cloche_net::Inside<InsideResult>, crate::WorldError> {
     let listen: Vec<SocketAddr> = dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
-    let opened = ns.run(move || -> Result<Inside, crate::WorldError> {
+    let opened = ns.spawn(move || -> Result<Inside, crate::WorldError> {
         let w = cloche_net::Rtnl::open().map_err(|e| err("netlink in the world")(e.to_string()))?;
         let nft_sock = nft::socket().map_err(|e| err("nftables socket")(e.to_string()))?;
         let log = nft::socket().map_err(|e| err("nflog socket")(e.to_string()))?;
@@ -200,8 +200,10 @@ fn open_inside(ns: &Netns, dns: &[IpAddr]) -> Result<Inside, crate::WorldError> 
         };
         Ok(Inside { w, nft_sock, log, resolver })
     });
-    opened.map_err(|e| err("netlink in the world")(e.to_string()))?
+    opened.map_err(|e| err("netlink in the world")(e.to_string()))
 }
+
+type InsideResult = Result<Inside, crate::WorldError>;
 
 /// Sets up world `id`'s network: its namespace `ns` (the world's init is
 /// not yet released).
@@ -212,6 +214,18 @@ pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Wor
     if !v6 && spec.allow.iter().any(|a| a.net.is_ipv6() && a.set.is_none()) {
         return Err(err("IPv6")("an IPv6 destination is listed, but IPv6 is off on this host".into()));
     }
+    // cloche's resolver listens on the world's own loopback (sockets opened
+    // in its namespace; `lo` is up before the child's go) and every DNS
+    // query is redirected there, whatever server it was sent to: a
+    // resolv.conf naming a stub on 127.0.0.53 works as well as one naming
+    // a server outside, and the world's files stay untouched.
+    let dns: Vec<IpAddr> = match (spec.names.is_empty(), v6) {
+        (true, _) => vec![],
+        (false, true) => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+        (false, false) => vec![Ipv4Addr::LOCALHOST.into()],
+    };
+    // The world's side opens its sockets meanwhile.
+    let inside = open_inside(&ns, &dns)?;
     // Held while this world picks its /30 and its veth and address appear
     // (so two worlds never pick the same one: the first's route is there
     // before the second looks), and while the host's set-up is checked (the
@@ -236,17 +250,8 @@ pub fn setup(ns: Netns, id: &str, spec: &NetSpec) -> Result<WorldNet, crate::Wor
     }
     host.set_up(hi).map_err(|e| err("host link")(e.to_string()))?;
     crate::profile::mark("net: host end");
-    // cloche's resolver listens on the world's own loopback (sockets opened
-    // in its namespace; `lo` is up before the child's go) and every DNS
-    // query is redirected there, whatever server it was sent to: a
-    // resolv.conf naming a stub on 127.0.0.53 works as well as one naming
-    // a server outside, and the world's files stay untouched.
-    let dns: Vec<IpAddr> = match (spec.names.is_empty(), v6) {
-        (true, _) => vec![],
-        (false, true) => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
-        (false, false) => vec![Ipv4Addr::LOCALHOST.into()],
-    };
-    let Inside { w, nft_sock, log, resolver: inside } = open_inside(&ns, &dns)?;
+    let joined = inside.join().map_err(|e| err("netlink in the world")(e.to_string()))?;
+    let Inside { w, nft_sock, log, resolver: inside } = joined?;
     let wi = w.index("eth0").map_err(|e| err("eth0")(e.to_string()))?;
     w.add_address(wi, addr, 30).map_err(|e| err("world address")(e.to_string()))?;
     w.set_up(wi).map_err(|e| err("eth0 up")(e.to_string()))?;
