@@ -342,7 +342,7 @@ impl Policy {
                 let raw: RawPolicy = serde_json::from_str(BUILTIN_HEAD_JSON).expect("build.rs wrote the head's JSON");
                 let mut p = Policy::from_raw(raw, head, "builtin", Seccomp::Beside(None), false)
                     .expect("the compiled-in default policy is valid (checked by a unit test)");
-                p.commands = CommandRules::lazy(commands, secret_locations(&p.fs.mask, &p.fs.home_secrets));
+                p.commands = CommandRules::lazy(commands, p.secrets_of());
                 p
             })
             .clone()
@@ -460,7 +460,12 @@ impl Policy {
         };
         let layers = Layers { require: raw.layers.require };
         validate(&world, &limits, &fs, &layers).map_err(invalid)?;
-        let secrets = secret_locations(&fs.mask, &fs.home_secrets);
+        // What `@secrets` stands for: worked out only for rules to compile
+        // (a head without `[commands]`, as a run reads, has none).
+        let secrets = match &raw.commands {
+            Some(_) => secret_locations(&fs.mask, &fs.home_secrets),
+            None => Vec::new(),
+        };
         let commands = rules::compile(raw.commands, text, check_examples, &secrets).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
             "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
@@ -525,6 +530,12 @@ impl Policy {
             network,
             budgets,
         })
+    }
+
+    /// What `@secrets` stands for in this policy's rules, for rules compiled
+    /// on first use.
+    fn secrets_of(&self) -> rules::SecretsOf {
+        rules::SecretsOf { mask: self.fs.mask.clone(), home_secrets: self.fs.home_secrets.clone() }
     }
 
     /// Classifies a command line with this policy's command rules.

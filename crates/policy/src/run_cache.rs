@@ -75,8 +75,7 @@ fn read(cache: &Path, digest: &str) -> Option<RawPolicy> {
 /// The policy of a head, its rules compiled from `text` on first use.
 fn from_head(raw: RawPolicy, text: &str, origin: &str, seccomp: Seccomp) -> Result<Policy, PolicyError> {
     let mut p = Policy::from_raw(raw, text, origin, seccomp, false)?;
-    let secrets = crate::secret_locations(&p.fs.mask, &p.fs.home_secrets);
-    p.commands = CommandRules::lazy_whole(Arc::from(text), secrets);
+    p.commands = CommandRules::lazy_whole(Arc::from(text), p.secrets_of());
     Ok(p)
 }
 

@@ -104,9 +104,16 @@ pub struct Fallback {
 pub struct CommandRules {
     compiled: Arc<OnceLock<Compiled>>,
     /// The `[commands]` text, parsed and compiled on first use so that a
-    /// world's run (which never classifies) does not pay for it, with what
-    /// `@secrets` stands for.
-    lazy: Option<(LazyText, Arc<Vec<String>>)>,
+    /// world's run (which never classifies) does not pay for it, with the
+    /// masks `@secrets` stands for (`secret_locations`, then).
+    lazy: Option<(LazyText, Arc<SecretsOf>)>,
+}
+
+/// What `@secrets` stands for, worked out when the rules compile.
+#[derive(Debug)]
+pub(crate) struct SecretsOf {
+    pub(crate) mask: Vec<std::path::PathBuf>,
+    pub(crate) home_secrets: Vec<std::path::PathBuf>,
 }
 
 /// Where the rules of a [`CommandRules`] compiled on first use are.
@@ -168,19 +175,20 @@ impl CommandRules {
     /// Rules compiled from `text` (a TOML document whose only table is
     /// `[commands]`) when first used. For the compiled-in policy only: its
     /// validity and examples are checked by this crate's tests.
-    pub(crate) fn lazy(text: &'static str, secrets: Vec<String>) -> CommandRules {
+    pub(crate) fn lazy(text: &'static str, secrets: SecretsOf) -> CommandRules {
         CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some((LazyText::Builtin(text), Arc::new(secrets))) }
     }
 
     /// Rules compiled from the `[commands]` of `text`, a whole policy
     /// document already parsed and checked, when first used.
-    pub(crate) fn lazy_whole(text: Arc<str>, secrets: Vec<String>) -> CommandRules {
+    pub(crate) fn lazy_whole(text: Arc<str>, secrets: SecretsOf) -> CommandRules {
         CommandRules { compiled: Arc::new(OnceLock::new()), lazy: Some((LazyText::Whole(text), Arc::new(secrets))) }
     }
 
     pub(crate) fn get(&self) -> &Compiled {
         self.compiled.get_or_init(|| {
-            let Some((text, secrets)) = &self.lazy else { return Compiled::empty() };
+            let Some((text, of)) = &self.lazy else { return Compiled::empty() };
+            let secrets = &secret_locations(&of.mask, &of.home_secrets);
             match text {
                 LazyText::Builtin(text) => {
                     let doc: CommandsDoc =
