@@ -15,10 +15,9 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-/// Namespaces a world is cloned into (the cgroup namespace is entered by the
-/// child after it joined its cgroup, so that it is rooted there).
-/// The namespaces the clone makes; the network namespace is the child's
-/// (`child::setup`, `ChildPlan::netns_made`).
+/// Namespaces a world is cloned into. The child makes its network namespace
+/// itself, first thing (`child::setup`), and enters the cgroup namespace
+/// after it joined its cgroup, so that it is rooted there.
 const NAMESPACES: u64 = (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
 
 /// Signals that stop a world early (the world is killed).
@@ -231,10 +230,10 @@ pub(crate) fn launch(
     };
     crate::profile::mark("init opened, argv/env built, stdio");
     // The world's user namespace (a slot of ids held, the namespace made
-    // and mapped: userns.rs). Its network namespace is the clone's or the
-    // child's (without root, owned by the user namespace the clone makes,
-    // so that sysfs can be mounted in it). Neither is made ahead on a
-    // thread any more (docs/architecture.md, *Start time*, fifth look).
+    // and mapped: userns.rs). Its network namespace is the child's (without
+    // root, owned by the user namespace the clone makes, so that sysfs can
+    // be mounted in it). Neither is made ahead on a thread any more
+    // (docs/architecture.md, *Start time*, fifth and sixth looks).
     let userns = match &spec.userns {
         Some(range) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
         None => None,
