@@ -15,7 +15,6 @@
 //! with it at once.
 
 use crate::cgroup::Layout;
-use crate::child;
 use crate::continued::Taken;
 use crate::diff::FsDiff;
 use crate::error::WorldError;
@@ -209,7 +208,7 @@ impl<'a> World<'a> {
 
     /// The isolation layers this world enforces.
     pub fn layers(&self) -> Vec<String> {
-        child::layers(self.w.cg.0.is_some(), self.w.userns.is_some())
+        crate::spec::layers(self.w.cg.0.is_some(), self.w.userns.is_some())
     }
 
     /// The world's id mapping (`None`: no user namespace).
@@ -437,7 +436,7 @@ impl<'a> World<'a> {
             timed_out: false,
             interrupted: None,
             fs_diff,
-            layers: child::layers(has_cg, self.w.userns.is_some()),
+            layers: crate::spec::layers(has_cg, self.w.userns.is_some()),
             userns: self.w.ids(),
             cgroup: self.layout.name(),
             limits_hit: Vec::new(),

@@ -582,31 +582,6 @@ pub fn main(sys: &mut dyn Sys, plan: ChildPlan<'_>, report: &OwnedFd) -> ! {
 
 pub use crate::sys::RealSys;
 
-/// Names of the layers a world that reached execve has.
-pub fn layers(has_cgroup: bool, userns: bool) -> Vec<String> {
-    let mut l: Vec<&str> = vec![
-        "mnt",
-        "pid",
-        "net",
-        "ipc",
-        "uts",
-        "cgroupns",
-        "overlay",
-        "masks",
-        "rlimits",
-        "caps",
-        "no_new_privs",
-        "seccomp",
-    ];
-    if has_cgroup {
-        l.push("cgroup");
-    }
-    if userns {
-        l.push("userns");
-    }
-    l.into_iter().map(String::from).collect()
-}
-
 #[cfg(test)]
 #[path = "child_tests.rs"]
 mod tests;

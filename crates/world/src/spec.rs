@@ -294,6 +294,31 @@ pub fn passwd_homes(passwd: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Names of the layers a world that reached execve has.
+pub fn layers(has_cgroup: bool, userns: bool) -> Vec<String> {
+    let mut l: Vec<&str> = vec![
+        "mnt",
+        "pid",
+        "net",
+        "ipc",
+        "uts",
+        "cgroupns",
+        "overlay",
+        "masks",
+        "rlimits",
+        "caps",
+        "no_new_privs",
+        "seccomp",
+    ];
+    if has_cgroup {
+        l.push("cgroup");
+    }
+    if userns {
+        l.push("userns");
+    }
+    l.into_iter().map(String::from).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

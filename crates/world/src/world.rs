@@ -2,7 +2,6 @@
 //! fs_diff, tear down. One function, [`run`], in the order of docs/design.md.
 
 use crate::cgroup::Layout;
-use crate::child;
 use crate::continued::Taken;
 use crate::diff::{self, DiffOptions, FsDiff};
 use crate::error::WorldError;
@@ -270,7 +269,7 @@ fn run_in(
         interrupted,
         fs_diff,
         layers: {
-            let mut l = child::layers(has_cg, ids.is_some() || spec.rootless.is_some());
+            let mut l = crate::spec::layers(has_cg, ids.is_some() || spec.rootless.is_some());
             l.extend(spec.rootless.map(|_| "rootless".to_string()));
             l
         },
