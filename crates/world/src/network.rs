@@ -334,6 +334,9 @@ impl WorldNet {
     /// runs it after cloche has answered (`Teardown::in_background`)
     /// rather than forking twice now.
     pub(crate) fn end(mut self) -> Option<crate::net_host::IdleRemoval> {
+        if let Some(r) = self.resolver.take() {
+            r.let_go();
+        }
         self.host_if.take().and_then(|own| crate::net_host::IdleRemoval::prepare(&own))
     }
 }

@@ -60,9 +60,10 @@ pub struct Spec {
     pub require: Vec<String>,
     /// Hash regular files in the fs_diff.
     pub hash: bool,
-    /// Nobody will read this one-shot world's fs_diff (a CLI run without
-    /// `--json`, `--report` or `--keep`): it is not computed, and the
-    /// outcome's is empty. Kept and continued worlds always compute theirs.
+    /// Nobody will read this one-shot world's outcome beyond its status (a
+    /// CLI run without `--json`, `--report` or `--keep`): neither its
+    /// fs_diff nor a scoped network's counters are gathered, and the
+    /// outcome's are empty. Kept and continued worlds always gather theirs.
     pub unread: bool,
     /// What a one-shot world's stdio is (a batch's entries are captured).
     pub terminal: Terminal,

@@ -235,15 +235,17 @@ fn run_in(
         limits_hit.push("timeout".into());
     }
     let exit_code = if timed_out { 124 } else { status };
-    // Counters and refused attempts, read while the namespace is held.
-    let network = net.as_ref().map(|n| n.scope());
+    // Counters and refused attempts, read while the namespace is held
+    // (unless nobody will read them: see the fs_diff below).
+    let unread = spec.unread && !spec.keep;
+    let network = net.as_ref().filter(|_| !unread).map(|n| n.scope());
     let mut teardown = Teardown::new(mounts.into_iter().collect(), net.and_then(|n| n.end()));
 
     // 6. fs_diff from the upper layer against the host root filesystem.
     scratch.receive().map_err(WorldError::Scratch)?;
     // (Not when nobody will read it: a discarded world's run without a
     // report.)
-    let fs_diff = match spec.unread && !spec.keep {
+    let fs_diff = match unread {
         true => FsDiff::default(),
         false => collect_diff(scratch.fd(), layers, spec.hash, spec.rootless.is_some(), &mut teardown)?,
     };
