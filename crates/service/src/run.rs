@@ -205,7 +205,7 @@ impl Context {
             spec.net = crate::net::spec(n, &policy.network)?;
         }
         spec.hash = !req.no_hash;
-        spec.unread = req.unread && !spec.keep;
+        spec.unread = req.unread; // (a kept world gathers its outcome whatever it says)
         spec.terminal = req.terminal;
         let relaxed = match rootless {
             Some(caller) => crate::rootless::apply(&mut spec, caller, req.no_limits)?,
