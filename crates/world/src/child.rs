@@ -46,11 +46,12 @@ pub struct ChildPlan<'a> {
     /// A world without root (`rootless.rs`): the child is in a new user
     /// namespace of the caller's, and puts the world's root together.
     pub rootless: Option<ChildRootless>,
-    /// A scoped network's: where the child says (one byte) that it made
-    /// the world's network namespace, which the parent then opens to set
-    /// it up. (The child makes it, first thing, while the parent builds
-    /// the mount plan; the clone, which the parent waits for, does not.)
-    pub netns_made: Option<RawFd>,
+    /// As root: the socket on which the parent sends the world's network
+    /// namespace (SCM_RIGHTS), made while this child mounts; joined before
+    /// sysfs is mounted (`Step::Sysfs`), so neither the clone nor the child
+    /// waits for it. `None` (without root): the child makes its own, first
+    /// thing, owned by the user namespace its clone made.
+    pub netns_from: Option<RawFd>,
 }
 
 /// A world without root as the child builds it.
@@ -143,8 +144,9 @@ pub trait Sys {
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
     /// A network namespace of the world's own (only `lo`, down).
     fn unshare_netns(&mut self) -> io::Result<()>;
-    /// Says on `fd` (one byte) that the network namespace is made.
-    fn tell_netns_made(&mut self, fd: RawFd) -> io::Result<()>;
+    /// Receives the world's network namespace on the socket `from`
+    /// (SCM_RIGHTS; EOF: the parent died) and enters it.
+    fn join_netns(&mut self, from: RawFd) -> io::Result<()>;
     fn make_rprivate(&mut self) -> io::Result<()>;
     /// Overlay of `lower` with upper/work in `scratch` under `dir` ("" or
     /// "layers/<k>/"), mounted on `target`.
@@ -267,12 +269,11 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     if let Some(r) = &plan.rootless {
         at("map the caller to the world's root (uid_map, gid_map)", none, sys.map_caller(&r.caller))?;
     }
-    // The world's network namespace (only `lo`): made here, while the
-    // parent builds the mount plan, not by the clone, which the parent
-    // waits for. A scoped network's parent opens it once told.
-    at("unshare(CLONE_NEWNET)", none, sys.unshare_netns())?;
-    if let Some(fd) = plan.netns_made {
-        at("tell the parent (network namespace made)", none, sys.tell_netns_made(fd))?;
+    // The world's network namespace (only `lo`): as root, the parent's,
+    // made while this child mounts and joined before sysfs (`Step::Sysfs`);
+    // without root, made here, owned by the clone's user namespace.
+    if plan.netns_from.is_none() {
+        at("unshare(CLONE_NEWNET)", none, sys.unshare_netns())?;
     }
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
@@ -435,128 +436,6 @@ fn frame(
     Ok(())
 }
 
-/// Executes mount-plan steps under the new root, in order (`scratch`: the
-/// upper store, for [`Step::Scratch`] and [`Step::Home`]).
-fn apply(sys: &mut dyn Sys, plan: &ChildPlan<'_>, scratch: BorrowedFd<'_>, steps: &[Step]) -> Result<(), StepError> {
-    let root = plan.root.as_path();
-    let mut slots: Vec<Option<OwnedFd>> = Vec::new();
-    let mut masked_file: Option<PathBuf> = None;
-    let mut masked_dir: Option<PathBuf> = None;
-    let mut marked: Vec<PathBuf> = Vec::new();
-    for step in steps {
-        match step {
-            Step::Grab { slot, path, read_only } => {
-                let fd = at("open_tree (expose)", path, sys.grab(&under(root, path), *read_only))?;
-                if slots.len() <= *slot {
-                    slots.resize_with(slot + 1, || None);
-                }
-                slots[*slot] = Some(fd);
-            }
-            Step::Mount { path, fstype, flags, data } => {
-                at("mount", path, sys.mount(&under(root, path), fstype, *flags, data))?
-            }
-            Step::Scratch { path, mode, index } => {
-                at("scratch (bind)", path, sys.bind_scratch(scratch, *index, *mode, &under(root, path)))?
-            }
-            Step::Mkdir { path, mode } => at("mkdir", path, sys.mkdir_all(&under(root, path), *mode))?,
-            Step::Touch { path } => at("create mount point", path, sys.touch(&under(root, path)))?,
-            Step::Mknod { path, major, minor } => at("mknod", path, sys.mknod(&under(root, path), *major, *minor))?,
-            Step::Symlink { path, target } => at("symlink", path, sys.symlink(target, &under(root, path)))?,
-            Step::MaskFile { path } => {
-                // The first mask is a read-only bind of /dev/null; later ones
-                // bind the first, and a bind of a read-only mount is born
-                // read-only (one syscall instead of two).
-                let target = under(root, path);
-                match &masked_file {
-                    None => {
-                        at("mask (bind /dev/null)", path, sys.bind(&under(root, Path::new("/dev/null")), &target))?;
-                        at("mask (read-only)", path, sys.remount_ro(&target, false))?;
-                        masked_file = Some(target);
-                    }
-                    Some(first) => at("mask (bind read-only null)", path, sys.bind(first, &target))?,
-                }
-            }
-            Step::MaskDir { path } => {
-                // Same idea for directories: one empty read-only tmpfs, bound
-                // read-only everywhere else (a bind is cheaper than a mount).
-                let target = under(root, path);
-                match &masked_dir {
-                    None => {
-                        let flags = crate::plan::MS_NOSUID
-                            | crate::plan::MS_NODEV
-                            | crate::plan::MS_NOEXEC
-                            | crate::plan::MS_RDONLY;
-                        at("mask (empty tmpfs)", path, sys.mount(&target, "tmpfs", flags, "mode=555,size=4k"))?;
-                        masked_dir = Some(target);
-                    }
-                    Some(first) => at("mask (bind empty dir)", path, sys.bind(first, &target))?,
-                }
-            }
-            Step::ReadOnly { path } => {
-                let target = under(root, path);
-                at("bind read-only", path, sys.bind(&target, &target))?;
-                at("remount read-only", path, sys.remount_ro(&target, true))?;
-            }
-            Step::Attach { slot, path } => {
-                let fd = slots.get_mut(*slot).and_then(Option::take);
-                let fd = at("expose", path, fd.ok_or_else(|| io::Error::other("plan attaches an ungrabbed slot")))?;
-                at("move_mount (expose)", path, sys.attach(fd, &under(root, path)))?;
-            }
-            Step::RemountRo { path } => at("remount read-only", path, sys.remount_ro(&under(root, path), true))?,
-            Step::CopyUp { path } => {
-                let done = sys.copy_up(&under(root, path));
-                let step = match (&done, &plan.rootless) {
-                    // Any id but the caller's is unmapped: its copy-up fails.
-                    (Err(e), Some(_)) if e.raw_os_error() == Some(libc::EOVERFLOW) => {
-                        "copy up (mount point in a home; a world without root can copy up only what has your \
-                         uid and gid: this directory or one above it has another owner or group)"
-                    }
-                    _ => "copy up (mount point in a home)",
-                };
-                at(step, path, done)?;
-                // What the copy-up made (the path, and each parent copied up
-                // with it) is cloche's doing: marked, so that the fs_diff
-                // does not list it as touched while it is as the base has it.
-                // (Not in a world without root: a world could forge any
-                // mark; its fs_diff lists no such entry as touched at all.)
-                let upper = upper_dir(&plan.layers, path).filter(|_| plan.rootless.is_none());
-                if let Some((top, rel)) = upper {
-                    let mut at_ = top;
-                    for c in rel.components() {
-                        at_.push(c);
-                        if !marked.contains(&at_) {
-                            at("mark a copy-up as cloche's", path, sys.mark_planned(scratch, &at_))?;
-                            marked.push(at_.clone());
-                        }
-                    }
-                }
-            }
-            Step::Home { path } => {
-                let dir = upper_dir(&plan.layers, path)
-                    .map(|(top, rel)| top.join(rel))
-                    .ok_or_else(|| io::Error::other("under a read-only host mount: no upper layer"));
-                let dir = at("writable home", path, dir)?;
-                at("bind the home's upper directory", path, sys.bind_upper(scratch, &dir, &under(root, path)))?
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Where the upper store holds the upper layer's copy of world path `p`:
-/// the layer's upper directory (`upper`, or `layers/<k>/upper` when `p`
-/// lies on a host data mount of slot `k`, the deepest one holding it) and `p`
-/// relative to it. None when that mount is carried read-only (it has no
-/// upper).
-fn upper_dir(layers: &[HostMount], p: &Path) -> Option<(PathBuf, PathBuf)> {
-    let owner = layers.iter().filter(|m| p.starts_with(&m.path)).max_by_key(|m| m.path.as_os_str().len());
-    match owner {
-        Some(m) if m.read_only => None,
-        Some(m) => Some((PathBuf::from(format!("layers/{}/upper", m.slot)), p.strip_prefix(&m.path).ok()?.into())),
-        None => Some((PathBuf::from("upper"), p.strip_prefix("/").ok()?.into())),
-    }
-}
-
 fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
     use std::os::fd::AsFd;
     fd.as_fd()
@@ -581,6 +460,10 @@ pub fn main(sys: &mut dyn Sys, plan: ChildPlan<'_>, report: &OwnedFd) -> ! {
 }
 
 pub use crate::sys::RealSys;
+
+#[path = "child_apply.rs"]
+mod apply;
+use apply::apply;
 
 #[cfg(test)]
 #[path = "child_tests.rs"]

@@ -14,6 +14,8 @@ struct Recorder {
     errno: i32,
     /// What `receive_plan` hands out.
     plan: Vec<Step>,
+    /// Paths that do not exist: any call on them fails with ENOENT.
+    missing: Vec<&'static str>,
 }
 
 impl Recorder {
@@ -21,6 +23,9 @@ impl Recorder {
         self.calls.push(format!("{name} {}", arg.display()).trim_end().to_string());
         if self.fail == Some(name) {
             return Err(io::Error::from_raw_os_error(self.errno));
+        }
+        if self.missing.iter().any(|m| arg == Path::new(m)) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         Ok(())
     }
@@ -61,8 +66,8 @@ impl Sys for Recorder {
     fn unshare_netns(&mut self) -> io::Result<()> {
         self.call("netns", Path::new(""))
     }
-    fn tell_netns_made(&mut self, _: RawFd) -> io::Result<()> {
-        self.call("netns_made", Path::new(""))
+    fn join_netns(&mut self, _: RawFd) -> io::Result<()> {
+        self.call("join_netns", Path::new(""))
     }
     fn make_rprivate(&mut self) -> io::Result<()> {
         self.call("rprivate", Path::new(""))
@@ -226,7 +231,7 @@ fn test_steps() -> Vec<Step> {
 }
 
 fn recorder(fail: Option<&'static str>) -> Recorder {
-    Recorder { calls: vec![], fail, errno: libc::EPERM, plan: test_steps() }
+    Recorder { calls: vec![], fail, errno: libc::EPERM, plan: test_steps(), missing: vec![] }
 }
 
 fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
@@ -243,6 +248,7 @@ fn with_all<T>(
     f: impl FnOnce(&ChildPlan<'_>) -> T,
 ) -> T {
     let prog = program();
+    let netns_from = rootless.is_none().then_some(7);
     let plan = ChildPlan {
         root: "/state/w/root".into(),
         scratch: Store::Mount(devnull()),
@@ -263,7 +269,7 @@ fn with_all<T>(
         user: None,
         userns,
         rootless,
-        netns_made: Some(7),
+        netns_from,
     };
     f(&plan)
 }
@@ -300,6 +306,7 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         "receive_plan",
         "copy_up /state/w/root/home/ann",
         "remount_ro /state/w/root",
+        "mount /state/w/root/sys",
         "pivot_root",
         "drop_caps",
         "seccomp",
@@ -308,6 +315,8 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
     // No mark a world could forge; no user namespace of cloche's entered.
     assert!(!c.iter().any(|x| x.starts_with("mark ") || x.starts_with("setns_user") || x == "overlay /state/w/root"));
+    // Its network namespace is its own (made first), none of the parent's.
+    assert!(!c.iter().any(|x| x == "join_netns"), "{c:#?}");
 }
 
 /// A copy-up a world without root cannot make (another owner or group:
@@ -336,8 +345,6 @@ fn steps_run_in_the_audited_order() {
     let c = &r.calls;
     let order = [
         "pdeathsig",
-        "netns",
-        "netns_made",
         "rprivate",
         "overlay /state/w/root",
         "overlay /state/w/root/home",
@@ -353,6 +360,10 @@ fn steps_run_in_the_audited_order() {
         // the home's own directory in the upper of the /home layer (0)
         "bind_upper /state/w/root/home/ann/<-layers/0/upper/ann",
         "attach /state/w/root/home/ann/proj",
+        // sysfs in the world's network namespace, made by the parent
+        // meanwhile: joined last of all mounts
+        "join_netns",
+        "mount /state/w/root/sys",
         "await",
         "join_cgroups",
         "cgroupns",
@@ -372,6 +383,8 @@ fn steps_run_in_the_audited_order() {
     let idx: Vec<usize> = order.iter().map(|o| pos(c, o)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {order:?} at {idx:?}\n{c:#?}");
     assert_eq!(c.iter().filter(|x| x.starts_with("mark ")).count(), 2, "{c:#?}");
+    // As root the child never makes a network namespace of its own.
+    assert!(!c.iter().any(|x| x == "netns"), "{c:#?}");
     // seccomp is the very last step; nothing mounts after pivot_root.
     assert_eq!(c.last().unwrap(), "seccomp");
     let pivot = pos(c, "pivot_root");
@@ -433,6 +446,40 @@ fn masked_dirs_are_one_empty_tmpfs_then_binds_of_it() {
     with_plan(|p| setup(&mut r, p)).unwrap();
     let first = pos(&r.calls, "mount /state/w/root/proc/pressure");
     assert_eq!(r.calls[first + 1..first + 3], ["bind /state/w/root/sys/kernel", "bind /state/w/root/sys/module"]);
+}
+
+/// A kernel entry the world's own /proc or /sys lacks is not masked (there
+/// is nothing to hide); a missing path anywhere else fails its step.
+#[test]
+fn masks_of_entries_the_kernel_lacks_are_skipped_and_only_those() {
+    let mut r = recorder(None);
+    r.missing = vec!["/state/w/root/proc/kallsyms", "/state/w/root/proc/pressure", "/state/w/root/sys/module"];
+    r.plan = vec![
+        Step::MaskFile { path: "/proc/kallsyms".into() },
+        Step::MaskFile { path: "/proc/kcore".into() },
+        Step::MaskDir { path: "/proc/pressure".into() },
+        Step::MaskDir { path: "/proc/bus".into() },
+        Step::MaskDir { path: "/sys/module".into() },
+        Step::MaskDir { path: "/sys/kernel".into() },
+    ];
+    with_plan(|p| setup(&mut r, p)).unwrap();
+    // The first existing entry of each kind becomes the source of the rest.
+    let k = pos(&r.calls, "bind /state/w/root/proc/kcore");
+    assert_eq!(r.calls[k + 1], "remount_ro /state/w/root/proc/kcore");
+    let b = pos(&r.calls, "mount /state/w/root/proc/bus");
+    assert_eq!(r.calls[b + 1], "bind /state/w/root/sys/module");
+    assert_eq!(r.calls[b + 2], "bind /state/w/root/sys/kernel");
+    for (path, kind) in [("/etc/shadow", "file"), ("/srv/gone", "dir")] {
+        let mut r = recorder(None);
+        r.missing = vec![if kind == "file" { "/state/w/root/etc/shadow" } else { "/state/w/root/srv/gone" }];
+        r.plan = vec![match kind {
+            "file" => Step::MaskFile { path: path.into() },
+            _ => Step::MaskDir { path: path.into() },
+        }];
+        let e = with_plan(|p| setup(&mut r, p)).unwrap_err();
+        assert!(e.step.starts_with("mask ("), "{e}");
+        assert_eq!(e.source.raw_os_error(), Some(libc::ENOENT), "{e}");
+    }
 }
 
 /// In a user namespace: the child acts as the world's root before its first

@@ -119,7 +119,7 @@ fn mount_plan(
     fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
     let host = crate::host::CachedHost::default();
     let view = crate::view::View::new(&host, &fs)?;
-    let mut steps = crate::plan::steps(&host, &view);
+    let mut steps = crate::plan::steps(&view);
     if let Some(c) = spec.rootless {
         steps = crate::rootless::homes_of_others(steps, c.uid);
     }
@@ -243,12 +243,18 @@ pub(crate) fn launch(
         Some(_) => NAMESPACES | libc::CLONE_NEWUSER as u64,
         None => NAMESPACES,
     };
-    // The child makes the world's network namespace while this process
-    // builds the plan (0.25-0.4 ms off the clone); a scoped network's is
-    // opened here once the child says it is made.
-    let netns_made = match spec.net {
-        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?),
-        None => None,
+    // As root, this process makes the world's network namespace after the
+    // plan is sent, while the child mounts, and sends it on this socket
+    // (the child joins it before sysfs); without root the child makes it.
+    let netns_to = match spec.rootless {
+        None => {
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            Some(
+                socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                    .map_err(WorldError::nix("socketpair"))?,
+            )
+        }
+        Some(_) => None,
     };
     let plan = ChildPlan {
         root: state.mount_point(),
@@ -267,7 +273,7 @@ pub(crate) fn launch(
         user: spec.user.clone(),
         userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
         rootless: spec.rootless.map(|caller| child::ChildRootless { caller, pieces }),
-        netns_made: netns_made.as_ref().map(|(_, w)| w.as_raw_fd()),
+        netns_from: netns_to.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -299,6 +305,11 @@ pub(crate) fn launch(
         Forked::Child => {
             drop(go_w);
             drop(rep_r);
+            // Only the parent's end is closed: the plan holds the child's.
+            let _netns_from = netns_to.map(|(ours, theirs)| {
+                drop(ours);
+                theirs
+            });
             let rootless = spec.rootless.is_some();
             let mut sys = child::RealSys { go: &go_r, cgroup_tasks: layout.tasks_files(&claim.id), rootless };
             child::main(&mut sys, plan, &rep_w)
@@ -315,7 +326,7 @@ pub(crate) fn launch(
     drop(go_r);
     drop(rep_w);
     drop(keep_fd);
-    let netns_made = netns_made.map(|(r, _)| r);
+    let netns_to = netns_to.map(|(ours, _)| ours);
     // The world's ends of its stdio go with the rest of the plan: only the
     // world holds them now (EOF and EPIPE work).
     drop(plan);
@@ -325,26 +336,34 @@ pub(crate) fn launch(
         e
     };
 
-    // 3. While the child mounts /proc, /sys and /dev: build the rest of the
-    //    mount plan from host facts and send it; then sweep what crashed
-    //    runs left and create the v1 cgroup, which the child joins after its
-    //    go, before pivot_root.
+    // 3. While the child mounts /proc and /dev: build the rest of the mount
+    //    plan from host facts and send it; then make the world's network
+    //    namespace and the v1 cgroup, which the child joins after its go,
+    //    before pivot_root.
     let (host, fs, view, steps) = mount_plan(spec, state, layers).map_err(|e| kill(WorldError::Refused(e)))?;
     // A world made ahead (serve mode) may be compared with the host later.
     let print = PlanPrint::from_steps(&steps, mode == Mode::Serve);
     write_all(&go_w, &print.wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
+    // The world's network namespace (as root), while the child copies up,
+    // grabs and masks: it joins it before sysfs, the plan's last part.
+    let netns = match &netns_to {
+        Some(to) => {
+            let fail = |step: &'static str| move |source: std::io::Error| WorldError::Sys { step, source };
+            let ns = crate::fdpass::new_netns().map_err(|e| kill(fail("make the world's network namespace")(e)))?;
+            crate::fdpass::send(to.as_fd(), ns.as_fd(), b'n')
+                .map_err(|e| kill(fail("send the world's network namespace to its child")(e)))?;
+            crate::profile::mark("network namespace made");
+            Some(ns)
+        }
+        None => None,
+    };
     // The reserved ids must be nobody's on the host (a world would be that
     // user to the kernel): checked here, while the child mounts.
     if let Some(range) = &spec.userns {
         range.check_host().map_err(|e| kill(WorldError::Invalid(format!("user namespace: {e}"))))?;
         crate::profile::mark("user namespace ids checked");
     }
-    if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() && spec.rootless.is_none() {
-        crate::net_host::remove_when_idle("");
-    }
-    state.sweep();
-    crate::profile::mark("swept");
     if let Layout::V1 { .. } = layout {
         cg.0 = Some(WorldCgroup::create(layout, &claim.id, &spec.limits).map_err(|e| kill(e.into()))?);
     }
@@ -353,31 +372,25 @@ pub(crate) fn launch(
     // 4. The network, from outside, before the world runs anything.
     let net = match &spec.net {
         Some(n) => {
-            // The namespace the child made: opened once it says so (before,
-            // /proc/PID/ns/net would be the host's). Nothing said: the child
-            // failed, and its report says where.
-            let mut said = [0u8; 1];
-            if !matches!(netns_made.as_ref().map(|r| nix::unistd::read(r, &mut said)), Some(Ok(1))) {
-                let mut msg = Vec::new();
-                read_all(&rep_r, &mut msg);
-                let why = String::from_utf8_lossy(&msg).into_owned();
-                return Err(kill(WorldError::Child(match why.is_empty() {
-                    true => "the world's child ended before it made its network namespace".into(),
-                    false => why,
-                })));
-            }
-            let ns = cloche_net::Netns::of_pid(pid)
-                .map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
-            Some(crate::network::setup(ns, &claim.id, n).map_err(kill)?)
+            // The namespace made above (a scoped network is never without root).
+            let ns = netns.ok_or_else(|| kill(WorldError::Invalid("a scoped network needs root".into())))?;
+            Some(crate::network::setup(cloche_net::Netns::from_fd(ns), &claim.id, n).map_err(kill)?)
         }
         None => None,
     };
     crate::profile::mark("network");
     // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
-    //    privileges), the pool's housekeeping for later runs. The go pipe
+    //    privileges), the sweep after crashed runs and the pool's
+    //    housekeeping for later runs. The go pipe
     //    stays open until the init is executed: the child checks it after
     //    its credentials changed (`Sys::rearm_pdeathsig`).
     let _ = nix::unistd::write(&go_w, b"g");
+    // What crashed runs left (this world's id is live: never its own).
+    if !cgroup::sweep(layout, |id| state.is_live(id)).is_empty() && spec.rootless.is_none() {
+        crate::net_host::remove_when_idle("");
+    }
+    state.sweep();
+    crate::profile::mark("swept");
     scratch.housekeep(&claim.id, state);
     crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.

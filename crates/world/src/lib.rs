@@ -16,6 +16,7 @@ pub mod diff;
 mod dirlist;
 pub mod error;
 pub mod exposure;
+mod fdpass;
 mod host;
 pub mod init;
 pub mod kept;

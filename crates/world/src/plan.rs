@@ -109,6 +109,11 @@ pub enum Step {
     Home { path: PathBuf },
     /// Mount a new filesystem.
     Mount { path: PathBuf, fstype: &'static str, flags: u64, data: String },
+    /// sysfs, read-only, at `path`, in the world's network namespace (sysfs
+    /// shows its mounter's network devices): as root the child joins the
+    /// namespace the parent made and sent (`child::ChildPlan::netns_from`)
+    /// first; without root it made its own at its start.
+    Sysfs { path: PathBuf },
     /// Bind scratch directory `index` of the world's upper store (made
     /// empty with `mode`) at `path`: nosuid, nodev. Its files count
     /// against the world's upper cap, and live where its upper does (on
@@ -281,11 +286,11 @@ impl FsRequest {
 /// Builds the plan, or refuses the cwd or an exposure (one line naming the
 /// mask).
 pub fn build(host: &dyn HostFacts, req: &FsRequest) -> Result<Vec<Step>, Refusal> {
-    Ok(steps(host, &View::new(host, req)?))
+    Ok(steps(&View::new(host, req)?))
 }
 
 /// The plan of a world whose view of the host is `view`.
-pub fn steps(host: &dyn HostFacts, view: &View) -> Vec<Step> {
+pub fn steps(view: &View) -> Vec<Step> {
     let nodes = &view.nodes;
     let kids = |i: usize| nodes.iter().enumerate().filter(move |(_, n)| n.parent == Some(i));
     let mut steps = Vec::new();
@@ -363,17 +368,18 @@ pub fn steps(host: &dyn HostFacts, view: &View) -> Vec<Step> {
             steps.push(Step::RemountRo { path: n.path.clone() });
         }
     }
-    proc_masks(host, &mut steps);
+    proc_masks(&mut steps);
     steps
 }
 
-/// /proc, /sys, /dev: fresh instances, never the host's. They need no host
-/// facts, so the child mounts them while the parent builds the rest.
+/// /proc and /dev: fresh instances, never the host's. They need no host
+/// facts, so the child mounts them while the parent builds the rest. (The
+/// fresh /sys is the plan's, `Step::Sysfs`: it waits for the world's network
+/// namespace.)
 pub fn system_steps() -> Vec<Step> {
     let mut steps = Vec::new();
     let p = PathBuf::from;
     steps.push(Step::Mount { path: p("/proc"), fstype: "proc", flags: SAFE, data: String::new() });
-    steps.push(Step::Mount { path: p("/sys"), fstype: "sysfs", flags: SAFE | MS_RDONLY, data: String::new() });
     steps.push(Step::Mount {
         path: p("/dev"),
         fstype: "tmpfs",
@@ -406,23 +412,22 @@ pub fn system_steps() -> Vec<Step> {
     steps
 }
 
-/// Masks and read-only binds inside /proc and /sys (after they are mounted).
-fn proc_masks(host: &dyn HostFacts, steps: &mut Vec<Step>) {
-    for f in PROC_MASK_FILES {
-        if host.exists(Path::new(f)) {
-            steps.push(Step::MaskFile { path: PathBuf::from(f) });
-        }
-    }
-    for d in PROC_MASK_DIRS {
-        if host.is_dir(Path::new(d)) {
-            steps.push(Step::MaskDir { path: PathBuf::from(d) });
-        }
-    }
-    for r in PROC_READONLY {
-        if host.exists(Path::new(r)) {
-            steps.push(Step::ReadOnly { path: PathBuf::from(r) });
-        }
-    }
+/// Masks and read-only binds inside /proc (mounted already) and /sys,
+/// mounted here: last, after /proc's masks, so that the parent has made the
+/// world's network namespace by the time the child needs it. Every entry is
+/// listed without asking the host (tens of lookups in procfs and sysfs,
+/// 0.1-0.2 ms of the parent's): the child skips one its kernel lacks
+/// (`kernel_lacks` in `child_apply.rs`).
+fn proc_masks(steps: &mut Vec<Step>) {
+    let path = |p: &str| PathBuf::from(p);
+    steps.extend(PROC_MASK_FILES.iter().map(|f| Step::MaskFile { path: path(f) }));
+    let dirs = |under: &'static str| {
+        PROC_MASK_DIRS.iter().filter(move |d| d.starts_with(under)).map(|d| Step::MaskDir { path: path(d) })
+    };
+    steps.extend(dirs("/proc/"));
+    steps.push(Step::Sysfs { path: path("/sys") });
+    steps.extend(dirs("/sys/"));
+    steps.extend(PROC_READONLY.iter().map(|r| Step::ReadOnly { path: path(r) }));
 }
 
 #[cfg(test)]

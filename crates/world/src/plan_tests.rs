@@ -206,6 +206,19 @@ fn system_mounts_need_no_host_facts_and_masks_need_them() {
     assert!(steps.iter().any(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/proc/kcore"))));
     assert!(steps.iter().any(|s| matches!(s, Step::MaskFile { path } if path == Path::new("/etc/shadow"))));
     assert!(!steps.iter().any(|s| matches!(s, Step::Mount { fstype: "proc" | "sysfs" | "devpts", .. })));
+    // sysfs is the plan's (it needs the world's network namespace, which
+    // the parent makes meanwhile): once, after /proc's masks, before /sys's.
+    assert!(!sys.iter().any(|s| matches!(s, Step::Mount { fstype: "sysfs", .. } | Step::Sysfs { .. })));
+    let at = |f: &dyn Fn(&Step) -> bool| steps.iter().position(f).expect("present");
+    let sysfs = at(&|s| matches!(s, Step::Sysfs { path } if path == Path::new("/sys")));
+    assert_eq!(steps.iter().filter(|s| matches!(s, Step::Sysfs { .. })).count(), 1);
+    let last_proc_mask = steps
+        .iter()
+        .rposition(|s| matches!(s, Step::MaskFile { path } | Step::MaskDir { path } if path.starts_with("/proc")))
+        .unwrap();
+    assert!(last_proc_mask < sysfs, "{steps:#?}");
+    let sys_mask = steps.iter().position(|s| matches!(s, Step::MaskDir { path } if path.starts_with("/sys")));
+    assert!(sys_mask.is_none_or(|k| k > sysfs), "{steps:#?}");
 }
 
 #[test]
@@ -288,11 +301,11 @@ fn the_cwd_is_judged_before_anything_is_planned() {
 }
 
 #[test]
-fn kernel_files_and_dirs_are_masked_where_the_host_has_them() {
-    let h = Fake::new(
-        &["/proc", "/proc/sys", "/proc/pressure", "/proc/bus", "/sys", "/sys/kernel", "/sys/module", "/var/lib"],
-        &["/proc/kallsyms", "/proc/kmsg", "/proc/cmdline", "/proc/slabinfo", "/proc/sysrq-trigger", "/proc/meminfo"],
-    );
+fn kernel_files_and_dirs_are_listed_without_asking_the_host() {
+    // A host that has none of them: the plan lists every one anyway (the
+    // child skips what its own /proc and /sys lack), in order: /proc's
+    // files, /proc's directories, sysfs, /sys's directories, /proc/sys.
+    let h = Fake::new(&["/var/lib"], &[]);
     let steps = build(&h, &FsRequest { cwd: "/srv/app".into(), ..FsRequest::default() }).unwrap();
     let files: Vec<&Path> = steps
         .iter()
@@ -300,12 +313,13 @@ fn kernel_files_and_dirs_are_masked_where_the_host_has_them() {
         .collect();
     let dirs: Vec<&Path> =
         steps.iter().filter_map(|s| if let Step::MaskDir { path } = s { Some(path.as_path()) } else { None }).collect();
-    fn p<'a>(v: &[&'a str]) -> Vec<&'a Path> {
-        v.iter().map(|s| Path::new(*s)).collect()
+    assert_eq!(files, PROC_MASK_FILES.iter().map(Path::new).collect::<Vec<_>>());
+    assert_eq!(dirs, PROC_MASK_DIRS.iter().map(Path::new).collect::<Vec<_>>());
+    for f in ["/proc/kallsyms", "/proc/kmsg", "/proc/cmdline", "/proc/slabinfo", "/proc/sysrq-trigger"] {
+        assert!(files.contains(&Path::new(f)), "{f}");
     }
-    assert_eq!(files, p(&["/proc/kallsyms", "/proc/kmsg", "/proc/slabinfo", "/proc/cmdline", "/proc/sysrq-trigger"]));
-    assert_eq!(dirs, p(&["/proc/pressure", "/proc/bus", "/sys/kernel", "/sys/module"]));
-    // /proc/sys stays readable, read-only; what the host lacks gets no step.
+    assert!(!files.contains(&Path::new("/proc/meminfo")) && !files.contains(&Path::new("/proc/self")));
+    // /proc/sys stays readable, read-only.
     let ro: Vec<&Step> = steps.iter().filter(|s| matches!(s, Step::ReadOnly { .. })).collect();
     assert_eq!(ro, [&Step::ReadOnly { path: "/proc/sys".into() }]);
     // The whole plan survives the wire.

@@ -85,6 +85,10 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
                 b.push(14);
                 bytes(&mut b, path);
             }
+            Step::Sysfs { path } => {
+                b.push(15);
+                bytes(&mut b, path);
+            }
         }
     }
     let len = (b.len() - 4) as u32;
@@ -137,6 +141,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
             12 => Step::Scratch { path: r.path()?, mode: r.u32()?, index: r.u32()? },
             13 => Step::CopyUp { path: r.path()? },
             14 => Step::Home { path: r.path()? },
+            15 => Step::Sysfs { path: r.path()? },
             t => return Err(format!("unknown step tag {t}")),
         });
     }
@@ -190,6 +195,7 @@ mod tests {
             Step::RemountRo { path: "/root".into() },
             Step::MaskDir { path: "/home".into() },
             Step::Scratch { path: "/var/tmp".into(), mode: 0o1777, index: 1 },
+            Step::Sysfs { path: "/sys".into() },
         ];
         let wire = encode(&steps);
         let len = u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize;

@@ -478,23 +478,9 @@ impl Relay {
     /// With a pseudo-terminal: takes its master from the child (sent before
     /// the init's execve) and starts copying through it.
     pub(crate) fn attach_console(&mut self) -> io::Result<()> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let Some((sock, k0, k1, read_stdin)) = self.console.take() else { return Ok(()) };
-        let mut byte = [0u8; 1];
-        let mut iov = [io::IoSliceMut::new(&mut byte)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        let mut master = None;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for fd in fds {
-                    // SAFETY: the kernel just gave us this descriptor.
-                    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-                    master.get_or_insert(owned);
-                }
-            }
-        }
-        let master = master.ok_or_else(|| io::Error::other("no pseudo-terminal from the world"))?;
+        use std::os::fd::AsFd;
+        let master = crate::fdpass::receive(sock.as_fd(), "pseudo-terminal from the world")?;
         if read_stdin {
             self.pumps.push(Pump::new(master.try_clone()?, 0, k0, true, true)?);
         }

@@ -170,10 +170,11 @@ impl Sys for RealSys<'_> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(nixerr)
     }
 
-    fn tell_netns_made(&mut self, fd: RawFd) -> io::Result<()> {
-        // SAFETY: `fd` is the write end of a pipe the plan holds open.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        nix::unistd::write(fd, b"n").map(drop).map_err(nixerr)
+    fn join_netns(&mut self, from: RawFd) -> io::Result<()> {
+        // SAFETY: `from` is the child's end of a socket the plan holds open.
+        let from = unsafe { BorrowedFd::borrow_raw(from) };
+        let ns = crate::fdpass::receive(from, "network namespace from the parent")?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(nixerr)
     }
 
     fn make_rprivate(&mut self) -> io::Result<()> {
@@ -369,12 +370,7 @@ impl Sys for RealSys<'_> {
     }
 
     fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        let fds = [store.as_raw_fd()];
-        let iov = [io::IoSlice::new(b"s")];
-        sendmsg::<()>(to.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-            .map(drop)
-            .map_err(nixerr)
+        crate::fdpass::send(to, store, b's')
     }
 
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
@@ -513,7 +509,6 @@ impl Sys for RealSys<'_> {
 
     fn open_console(&mut self, ptmx: &Path, size: Option<libc::winsize>, console: RawFd) -> io::Result<OwnedFd> {
         use nix::fcntl::{open, OFlag};
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
         let master = open(ptmx, flags, nix::sys::stat::Mode::empty()).map_err(nixerr)?;
         let unlock: libc::c_int = 0;
@@ -533,10 +528,8 @@ impl Sys for RealSys<'_> {
             }
             <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
         };
-        let iov = [io::IoSlice::new(b"m")];
-        let fds = [master.as_raw_fd()];
-        sendmsg::<()>(console, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)
-            .map_err(nixerr)?;
+        // SAFETY: `console` is the child's end of a socket the plan holds open.
+        crate::fdpass::send(unsafe { BorrowedFd::borrow_raw(console) }, master.as_fd(), b'm')?;
         Ok(slave)
     }
 

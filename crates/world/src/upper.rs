@@ -18,7 +18,7 @@ use crate::raw;
 use crate::spec::{Spec, UpperStore};
 use crate::state::StateDir;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// A world's upper directories.
@@ -207,18 +207,8 @@ impl Upper {
     /// (before the world's init was executed): from now on `fd`.
     pub(crate) fn receive(&mut self) -> io::Result<()> {
         let Some(Handed { ours, .. }) = &self.handed else { return Ok(()) };
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        let mut byte = [0u8; 1];
-        let mut iov = [io::IoSliceMut::new(&mut byte)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(ours.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        let fd = msg.cmsgs()?.find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        });
-        let fd = fd.ok_or_else(|| io::Error::other("the world's child handed over no store"))?;
-        // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
-        self.fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        use std::os::fd::AsFd;
+        self.fd = crate::fdpass::receive(ours.as_fd(), "store from the world's child")?;
         self.handed = None;
         Ok(())
     }
