@@ -46,12 +46,25 @@ pub struct ChildPlan<'a> {
     /// A world without root (`rootless.rs`): the child is in a new user
     /// namespace of the caller's, and puts the world's root together.
     pub rootless: Option<ChildRootless>,
-    /// As root: the socket on which the parent sends the world's network
-    /// namespace (SCM_RIGHTS), made while this child mounts; joined before
-    /// sysfs is mounted (`Step::Sysfs`), so neither the clone nor the child
-    /// waits for it. `None` (without root): the child makes its own, first
-    /// thing, owned by the user namespace its clone made.
-    pub netns_from: Option<RawFd>,
+    /// Who makes the world's network namespace.
+    pub netns: NetnsPlan,
+}
+
+/// Who makes the world's network namespace, and how the other learns of it:
+/// whichever of the two has time to spare while the other works.
+#[derive(Clone, Copy, Debug)]
+pub enum NetnsPlan {
+    /// This child, first thing (`unshare`): without root (owned by the user
+    /// namespace its clone made: a user cannot make one outside it), and
+    /// for a scoped network, whose parent has the longer way to the go (it
+    /// sets the network up): it says on `tell` (one byte) that it made the
+    /// namespace, which the parent then opens.
+    Child { tell: Option<RawFd> },
+    /// The parent (as root, loopback only), after sending the mount plan,
+    /// while this child mounts: it sends the namespace on the socket `from`
+    /// (SCM_RIGHTS), and the child enters it before mounting sysfs
+    /// (`Step::Sysfs`), so that neither the clone nor the child waits for it.
+    Parent { from: RawFd },
 }
 
 /// A world without root as the child builds it.
@@ -144,6 +157,8 @@ pub trait Sys {
     fn unshare_cgroupns(&mut self) -> io::Result<()>;
     /// A network namespace of the world's own (only `lo`, down).
     fn unshare_netns(&mut self) -> io::Result<()>;
+    /// Says on `fd` (one byte) that the network namespace is made.
+    fn tell_netns_made(&mut self, fd: RawFd) -> io::Result<()>;
     /// Receives the world's network namespace on the socket `from`
     /// (SCM_RIGHTS; EOF: the parent died) and enters it.
     fn join_netns(&mut self, from: RawFd) -> io::Result<()>;
@@ -269,11 +284,13 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     if let Some(r) = &plan.rootless {
         at("map the caller to the world's root (uid_map, gid_map)", none, sys.map_caller(&r.caller))?;
     }
-    // The world's network namespace (only `lo`): as root, the parent's,
-    // made while this child mounts and joined before sysfs (`Step::Sysfs`);
-    // without root, made here, owned by the clone's user namespace.
-    if plan.netns_from.is_none() {
+    // The world's network namespace (`NetnsPlan`): this child's own, made
+    // here, or the parent's, entered before sysfs (`Step::Sysfs`).
+    if let NetnsPlan::Child { tell } = plan.netns {
         at("unshare(CLONE_NEWNET)", none, sys.unshare_netns())?;
+        if let Some(fd) = tell {
+            at("tell the parent (network namespace made)", none, sys.tell_netns_made(fd))?;
+        }
     }
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.

@@ -35,7 +35,7 @@ pub(super) fn apply(
                 at("mount", path, sys.mount(&under(root, path), fstype, *flags, data))?
             }
             Step::Sysfs { path } => {
-                if let Some(from) = plan.netns_from {
+                if let super::NetnsPlan::Parent { from } = plan.netns {
                     at("join the world's network namespace (the parent's)", path, sys.join_netns(from))?;
                 }
                 use crate::plan::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};

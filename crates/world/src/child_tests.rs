@@ -66,6 +66,9 @@ impl Sys for Recorder {
     fn unshare_netns(&mut self) -> io::Result<()> {
         self.call("netns", Path::new(""))
     }
+    fn tell_netns_made(&mut self, _: RawFd) -> io::Result<()> {
+        self.call("netns_made", Path::new(""))
+    }
     fn join_netns(&mut self, _: RawFd) -> io::Result<()> {
         self.call("join_netns", Path::new(""))
     }
@@ -247,8 +250,20 @@ fn with_all<T>(
     rootless: Option<crate::child::ChildRootless>,
     f: impl FnOnce(&ChildPlan<'_>) -> T,
 ) -> T {
+    let netns = match rootless {
+        None => crate::child::NetnsPlan::Parent { from: 7 },
+        Some(_) => crate::child::NetnsPlan::Child { tell: None },
+    };
+    with_netns(userns, rootless, netns, f)
+}
+
+fn with_netns<T>(
+    userns: Option<ChildUserns>,
+    rootless: Option<crate::child::ChildRootless>,
+    netns: crate::child::NetnsPlan,
+    f: impl FnOnce(&ChildPlan<'_>) -> T,
+) -> T {
     let prog = program();
-    let netns_from = rootless.is_none().then_some(7);
     let plan = ChildPlan {
         root: "/state/w/root".into(),
         scratch: Store::Mount(devnull()),
@@ -269,7 +284,7 @@ fn with_all<T>(
         user: None,
         userns,
         rootless,
-        netns_from,
+        netns,
     };
     f(&plan)
 }
@@ -394,6 +409,18 @@ fn steps_run_in_the_audited_order() {
         .iter()
         .filter(|x| x.starts_with("mount ") || x.starts_with("bind"))
         .all(|x| x.contains(" /state/w/root/")));
+}
+
+/// A scoped network's child makes its namespace first and says so (its
+/// parent is the busier one: it sets the network up); it joins none.
+#[test]
+fn a_scoped_networks_child_makes_its_namespace_first_and_says_so() {
+    let mut r = recorder(None);
+    with_netns(None, None, crate::child::NetnsPlan::Child { tell: Some(7) }, |p| setup(&mut r, p)).unwrap();
+    let c = &r.calls;
+    assert_eq!(c[..3], ["pdeathsig", "netns", "netns_made"], "{c:#?}");
+    assert!(!c.iter().any(|x| x == "join_netns"), "{c:#?}");
+    pos(c, "mount /state/w/root/sys");
 }
 
 #[test]

@@ -243,18 +243,26 @@ pub(crate) fn launch(
         Some(_) => NAMESPACES | libc::CLONE_NEWUSER as u64,
         None => NAMESPACES,
     };
-    // As root, this process makes the world's network namespace after the
-    // plan is sent, while the child mounts, and sends it on this socket
-    // (the child joins it before sysfs); without root the child makes it.
-    let netns_to = match spec.rootless {
-        None => {
+    // Who makes the world's network namespace (`child::NetnsPlan`): as
+    // root with loopback only, this process, after sending the plan (the
+    // child has the longer way: it mounts), sent on a socket; for a scoped
+    // network (this process has the longer way: it sets the network up)
+    // and without root, the child, first thing (said on a pipe when scoped).
+    let (netns_made, netns_to) = match (spec.rootless, &spec.net) {
+        (None, None) => {
             use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-            Some(
-                socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-                    .map_err(WorldError::nix("socketpair"))?,
-            )
+            let pair = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(WorldError::nix("socketpair"))?;
+            (None, Some(pair))
         }
-        Some(_) => None,
+        (_, Some(_)) => {
+            (Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?), None)
+        }
+        (Some(_), None) => (None, None),
+    };
+    let netns = match (&netns_made, &netns_to) {
+        (_, Some((_, theirs))) => child::NetnsPlan::Parent { from: theirs.as_raw_fd() },
+        (made, None) => child::NetnsPlan::Child { tell: made.as_ref().map(|(_, w)| w.as_raw_fd()) },
     };
     let plan = ChildPlan {
         root: state.mount_point(),
@@ -273,7 +281,7 @@ pub(crate) fn launch(
         user: spec.user.clone(),
         userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
         rootless: spec.rootless.map(|caller| child::ChildRootless { caller, pieces }),
-        netns_from: netns_to.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+        netns,
     };
     crate::profile::mark("plan struct");
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?;
@@ -326,6 +334,7 @@ pub(crate) fn launch(
     drop(go_r);
     drop(rep_w);
     drop(keep_fd);
+    let netns_made = netns_made.map(|(r, _)| r);
     let netns_to = netns_to.map(|(ours, _)| ours);
     // The world's ends of its stdio go with the rest of the plan: only the
     // world holds them now (EOF and EPIPE work).
@@ -345,9 +354,10 @@ pub(crate) fn launch(
     let print = PlanPrint::from_steps(&steps, mode == Mode::Serve);
     write_all(&go_w, &print.wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
-    // The world's network namespace (as root), while the child copies up,
-    // grabs and masks: it joins it before sysfs, the plan's last part.
-    let netns = match &netns_to {
+    // The world's network namespace when it is this process's to make,
+    // while the child copies up, grabs and masks: it enters it before
+    // sysfs, the plan's last part. (Held until the world runs.)
+    let _netns = match &netns_to {
         Some(to) => {
             let fail = |step: &'static str| move |source: std::io::Error| WorldError::Sys { step, source };
             let ns = crate::fdpass::new_netns().map_err(|e| kill(fail("make the world's network namespace")(e)))?;
@@ -372,9 +382,22 @@ pub(crate) fn launch(
     // 4. The network, from outside, before the world runs anything.
     let net = match &spec.net {
         Some(n) => {
-            // The namespace made above (a scoped network is never without root).
-            let ns = netns.ok_or_else(|| kill(WorldError::Invalid("a scoped network needs root".into())))?;
-            Some(crate::network::setup(cloche_net::Netns::from_fd(ns), &claim.id, n).map_err(kill)?)
+            // The namespace the child made: opened once it says so (before,
+            // /proc/PID/ns/net would be the host's). Nothing said: the child
+            // failed, and its report says where.
+            let mut said = [0u8; 1];
+            if !matches!(netns_made.as_ref().map(|r| nix::unistd::read(r, &mut said)), Some(Ok(1))) {
+                let mut msg = Vec::new();
+                read_all(&rep_r, &mut msg);
+                let why = String::from_utf8_lossy(&msg).into_owned();
+                return Err(kill(WorldError::Child(match why.is_empty() {
+                    true => "the world's child ended before it made its network namespace".into(),
+                    false => why,
+                })));
+            }
+            let ns = cloche_net::Netns::of_pid(pid)
+                .map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
+            Some(crate::network::setup(ns, &claim.id, n).map_err(kill)?)
         }
         None => None,
     };

@@ -170,6 +170,12 @@ impl Sys for RealSys<'_> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(nixerr)
     }
 
+    fn tell_netns_made(&mut self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: `fd` is the write end of a pipe the plan holds open.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        nix::unistd::write(fd, b"n").map(drop).map_err(nixerr)
+    }
+
     fn join_netns(&mut self, from: RawFd) -> io::Result<()> {
         // SAFETY: `from` is the child's end of a socket the plan holds open.
         let from = unsafe { BorrowedFd::borrow_raw(from) };
