@@ -346,7 +346,7 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             at("mount overlay (host mount)", &m.path, sys.mount_overlay(scratch, &dir, lower, &target))?;
         }
     }
-    // /proc, /sys, /dev need no host facts: mounted while the parent builds
+    // /proc and /dev need no host facts: mounted while the parent builds
     // the rest of the plan (exposures, scratch, masks) and sends it.
     apply(sys, plan, scratch, &crate::plan::system_steps())?;
     let steps = at("receive the mount plan", none, sys.receive_plan())?;

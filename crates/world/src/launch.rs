@@ -69,7 +69,7 @@ impl Launched {
 }
 
 /// A world's mount plan as it was made: the plan the child applied (the
-/// steps after /proc, /sys and /dev, encoded) and the identity (device and
+/// steps after /proc and /dev, encoded) and the identity (device and
 /// inode) of each host path it grabbed for an exposure. A world made ahead
 /// of its command compares it with the plan a world made now would get
 /// (`batch::World::plan_holds`).
@@ -108,7 +108,7 @@ impl PlanPrint {
 }
 
 /// The mount plan of a world of `spec` on the host as it is now (after
-/// /proc, /sys and /dev), with what it was built from (the PATH note is
+/// /proc and /dev), with what it was built from (the PATH note is
 /// judged against them).
 fn mount_plan(
     spec: &Spec,

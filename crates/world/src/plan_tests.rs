@@ -195,9 +195,10 @@ fn symlinked_paths_are_canonicalized() {
 
 #[test]
 fn system_mounts_need_no_host_facts_and_masks_need_them() {
-    // /proc, /sys, /dev (with /dev/null, the source of file masks) are the
+    // /proc and /dev (with /dev/null, the source of file masks) are the
     // fixed first part; the child mounts them before the host-dependent part
-    // arrives, which holds no system mount of its own.
+    // arrives, which holds no other `Mount` of a system filesystem (sysfs is
+    // its own step, late: below).
     let sys = system_steps();
     assert!(sys.iter().any(|s| matches!(s, Step::Mount { fstype: "proc", .. })));
     assert!(sys.iter().any(|s| matches!(s, Step::Mknod { path, .. } if path == Path::new("/dev/null"))));
