@@ -344,6 +344,17 @@ pub(crate) fn launch(
         let _ = wait_exit(pid);
         e
     };
+    // A send to the child that failed: the child most likely failed first
+    // (its end closed), and its report names the step; else `e`.
+    let kill_sent = |e: WorldError| {
+        let e = kill(e);
+        let mut msg = Vec::new();
+        read_all(&rep_r, &mut msg);
+        match msg.is_empty() {
+            true => e,
+            false => WorldError::Child(String::from_utf8_lossy(&msg).into_owned()),
+        }
+    };
 
     // 3. While the child mounts /proc and /dev: build the rest of the mount
     //    plan from host facts and send it; then make the world's network
@@ -352,7 +363,7 @@ pub(crate) fn launch(
     let (host, fs, view, steps) = mount_plan(spec, state, layers).map_err(|e| kill(WorldError::Refused(e)))?;
     // A world made ahead (serve mode) may be compared with the host later.
     let print = PlanPrint::from_steps(&steps, mode == Mode::Serve);
-    write_all(&go_w, &print.wire).map_err(|e| kill(WorldError::nix("send the mount plan")(e)))?;
+    write_all(&go_w, &print.wire).map_err(|e| kill_sent(WorldError::nix("send the mount plan")(e)))?;
     crate::profile::mark("plan sent");
     // The world's network namespace when it is this process's to make,
     // while the child copies up, grabs and masks: it enters it before
@@ -362,7 +373,7 @@ pub(crate) fn launch(
             let fail = |step: &'static str| move |source: std::io::Error| WorldError::Sys { step, source };
             let ns = crate::fdpass::new_netns().map_err(|e| kill(fail("make the world's network namespace")(e)))?;
             crate::fdpass::send(to.as_fd(), ns.as_fd(), b'n')
-                .map_err(|e| kill(fail("send the world's network namespace to its child")(e)))?;
+                .map_err(|e| kill_sent(fail("send the world's network namespace to its child")(e)))?;
             crate::profile::mark("network namespace made");
             Some(ns)
         }
