@@ -366,7 +366,10 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("pivot_root", root, sys.pivot_root(root))?;
     // 5. Identity, network, limits, working directory.
     at("sethostname", none, sys.sethostname(&plan.hostname))?;
-    at("loopback up", none, sys.loopback_up())?;
+    if let NetnsPlan::Child { .. } = plan.netns {
+        // (The parent's came with `lo` up.)
+        at("loopback up", none, sys.loopback_up())?;
+    }
     at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
     at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
     // 6. Privileges, last: the world's own stdio (no host file, terminal or

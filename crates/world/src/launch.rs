@@ -117,8 +117,10 @@ fn mount_plan(
 ) -> Result<(crate::host::CachedHost, FsRequest, crate::view::View, Vec<crate::plan::Step>), crate::exposure::Refusal> {
     let mut fs = FsRequest::of_spec(spec, &state.root);
     fs.data_mounts = layers.iter().map(|m| (m.path.clone(), m.read_only)).collect();
+    crate::profile::mark("plan: the request (homes listed)");
     let host = crate::host::CachedHost::default();
     let view = crate::view::View::new(&host, &fs)?;
+    crate::profile::mark("plan: the view (masks, exposures, toolchains)");
     let mut steps = crate::plan::steps(&view);
     if let Some(c) = spec.rootless {
         steps = crate::rootless::homes_of_others(steps, c.uid);
