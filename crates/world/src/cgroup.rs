@@ -329,6 +329,13 @@ impl Removal {
         remove_dirs(&self.dirs)
     }
 
+    /// The world directories and their `cloche` parents, NUL-terminated,
+    /// for a child that removes them with raw system calls
+    /// (`teardown_child`).
+    pub(crate) fn c_paths(&self) -> (Vec<std::ffi::CString>, Vec<std::ffi::CString>) {
+        (self.c_dirs.clone(), self.c_parents.clone())
+    }
+
     /// Removes them in a forked child: each world directory (retried every
     /// 5 ms for a second while exiting tasks are still accounted; one still
     /// there after that is left to the next world's sweep, which kills what

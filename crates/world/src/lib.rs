@@ -40,6 +40,7 @@ pub mod state;
 mod stdio;
 mod sys;
 pub mod teardown;
+mod teardown_child;
 mod upper;
 pub mod userns;
 pub mod view;

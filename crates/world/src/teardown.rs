@@ -97,7 +97,10 @@ impl Teardown {
     }
 
     /// Releases the world's mounts in a child process that holds nothing
-    /// else and exits at once; returns without waiting for it. Only for a
+    /// else and exits at once; returns without waiting for it. Commonly a
+    /// child sharing this process's memory (`teardown_child`: no copy of
+    /// it, and this process's exit leaves it to the child); with the host's
+    /// table to wait for or a directory to delete, a fork. Only for a
     /// process about to exit (the child is adopted and reaped when it does)
     /// that clones no other world. If no child can be made, the mounts are
     /// released here and now.
@@ -109,6 +112,20 @@ impl Teardown {
             if let Some(dir) = self.remove.take() {
                 return self.remove_in_background(dir);
             }
+            // The common end (no host table to wait for, no directory to
+            // delete): a child that shares our memory (`teardown_child`).
+            let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
+            keep.sort_unstable();
+            keep.dedup();
+            let cgroup = self.cgroup.take();
+            let (dirs, parents) = cgroup.as_ref().map(|c| c.c_paths()).unwrap_or_default();
+            if crate::teardown_child::spawn(crate::teardown_child::Job { keep, dirs, parents }).is_err() {
+                // No child: the cgroup goes now, the mounts at drop.
+                if let Some(c) = cgroup {
+                    let _ = c.now();
+                }
+            }
+            return;
         }
         let idle = self.idle.take();
         let cgroup = self.cgroup.take();
