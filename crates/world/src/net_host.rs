@@ -145,7 +145,7 @@ impl IdleRemoval {
     }
 
     /// From a process that goes on: a detached grandchild does it.
-    pub(crate) fn detach(self) {
+    pub(crate) fn detach(&self) {
         // SAFETY: the children run only `run_and_exit` (async-signal-safe
         // calls on memory made before the fork) and _exit; the parent reaps
         // the child, and the grandchild is reparented, so nothing is left

@@ -97,10 +97,10 @@ impl Teardown {
     }
 
     /// Releases the world's mounts in a child process that holds nothing
-    /// else and exits at once; returns without waiting for it. Commonly a
-    /// child sharing this process's memory (`teardown_child`: no copy of
-    /// it, and this process's exit leaves it to the child); with the host's
-    /// table to wait for or a directory to delete, a fork. Only for a
+    /// else and exits at once; returns without waiting for it: a child
+    /// sharing this process's memory (`teardown_child`: no copy of it, and
+    /// this process's exit leaves it to the child), or a fork when a world
+    /// without root's directory is to be deleted. Only for a
     /// process about to exit (the child is adopted and reaped when it does)
     /// that clones no other world. If no child can be made, the mounts are
     /// released here and now.
@@ -112,21 +112,33 @@ impl Teardown {
             if let Some(dir) = self.remove.take() {
                 return self.remove_in_background(dir);
             }
-            // The common end (no host table to wait for, no directory to
-            // delete): a child that shares our memory (`teardown_child`).
+        }
+        if self.remove.is_none() {
+            // No directory to delete (a root world's end): a child that
+            // shares our memory (`teardown_child`); the host's table, if
+            // this world had a network, is a fork of that child's.
+            let idle: Option<&'static crate::net_host::IdleRemoval> =
+                self.idle.take().map(|r| &*Box::leak(Box::new(r)));
             let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
+            keep.extend(idle.iter().flat_map(|r| r.fds()));
             keep.sort_unstable();
             keep.dedup();
             let cgroup = self.cgroup.take();
             let (dirs, parents) = cgroup.as_ref().map(|c| c.c_paths()).unwrap_or_default();
-            if crate::teardown_child::spawn(crate::teardown_child::Job { keep, dirs, parents }).is_err() {
-                // No child: the cgroup goes now, the mounts at drop.
+            if crate::teardown_child::spawn(crate::teardown_child::Job { keep, dirs, parents, idle }).is_err() {
+                // No child: the cgroup goes now, the mounts at drop, the
+                // table from a detached grandchild.
                 if let Some(c) = cgroup {
                     let _ = c.now();
+                }
+                if let Some(r) = idle {
+                    r.detach();
                 }
             }
             return;
         }
+        // Both a table and a directory (never together today: a world
+        // without root has no scoped network): one fork does it all.
         let idle = self.idle.take();
         let cgroup = self.cgroup.take();
         let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();

@@ -1,6 +1,8 @@
-//! The common end of a world off the run's path, in a child that shares
-//! cloche's memory (`CLONE_VM`): it holds the world's mounts and claim (its
-//! copies of their descriptors), removes its cgroup directories and exits.
+//! A root world's end off the run's path, in a child that shares cloche's
+//! memory (`CLONE_VM`): it holds the world's mounts and claim (its copies of
+//! their descriptors), removes its cgroup directories and exits; for a world
+//! with a network, a fork of it removes the host's table later if no world
+//! uses it (`net_host::IdleRemoval`).
 //!
 //! Why not fork(2): a fork copies cloche's page tables (0.1-0.15 ms here),
 //! and cloche's own exit then tears its memory down (0.1-0.17 ms from
@@ -26,10 +28,15 @@ pub(crate) struct Job {
     pub keep: Vec<RawFd>,
     pub dirs: Vec<CString>,
     pub parents: Vec<CString>,
+    /// A world with a network: the host's table, removed if no world uses
+    /// it a moment later, by a fork of the child (its descriptors in
+    /// `keep`).
+    pub idle: Option<&'static crate::net_host::IdleRemoval>,
 }
 
-/// The child's stack: it makes a handful of system calls.
-const STACK: usize = 16 * 1024;
+/// The child's stack (and its fork's copy of it): a handful of system
+/// calls, and the host table's check (12 KiB of buffers).
+const STACK: usize = 64 * 1024;
 
 /// Starts the child; returns its pid without waiting for it (it is reaped
 /// by whoever adopts it when cloche exits). `job` and the child's stack are
@@ -71,6 +78,7 @@ pub(crate) fn spawn(job: Job) -> io::Result<libc::pid_t> {
 
 /// x86_64 system call numbers (stable ABI).
 const SYS_NANOSLEEP: usize = 35;
+const SYS_FORK: usize = 57;
 const SYS_EXIT: usize = 60;
 const SYS_RMDIR: usize = 84;
 const SYS_SETSID: usize = 112;
@@ -113,6 +121,16 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             next = fd + 1;
         }
         syscall(SYS_CLOSE_RANGE, [next, u32::MAX as usize, 0]);
+        if let Some(idle) = job.idle {
+            // A fork: a copy of this memory of its own, so its C library
+            // calls (async-signal-safe only) write their errno there. It
+            // keeps only the table's descriptors, lingers, removes the
+            // table if no world uses it, and exits; reparented when this
+            // child exits.
+            if syscall(SYS_FORK, [0; 3]) == 0 {
+                idle.run_and_exit();
+            }
+        }
         let pause = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
         for d in &job.dirs {
             // Retried every 5 ms for a second while the world's exiting
@@ -149,7 +167,8 @@ mod tests {
         std::fs::create_dir_all(&world).unwrap();
         let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let job = Job { keep: vec![w.as_raw_fd()], dirs: vec![c(&world)], parents: vec![c(&top.join("cloche"))] };
+        let job =
+            Job { keep: vec![w.as_raw_fd()], dirs: vec![c(&world)], parents: vec![c(&top.join("cloche"))], idle: None };
         let pid = spawn(job).unwrap();
         drop(w); // ours; the child's copy is the last
         let mut b = [0u8; 1];
