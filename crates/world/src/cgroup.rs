@@ -335,33 +335,6 @@ impl Removal {
     pub(crate) fn c_paths(&self) -> (Vec<std::ffi::CString>, Vec<std::ffi::CString>) {
         (self.c_dirs.clone(), self.c_parents.clone())
     }
-
-    /// Removes them in a forked child: each world directory (retried every
-    /// 5 ms for a second while exiting tasks are still accounted; one still
-    /// there after that is left to the next world's sweep, which kills what
-    /// is in it), then each `cloche` parent no other world uses.
-    ///
-    /// # Safety
-    /// Only async-signal-safe calls on memory made before the fork.
-    pub(crate) unsafe fn in_child(&self) {
-        let pause = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
-        for d in &self.c_dirs {
-            for _ in 0..200 {
-                // SAFETY: a NUL-terminated path made before the fork; errno
-                // is this thread's.
-                let busy = unsafe { libc::rmdir(d.as_ptr()) != 0 && *libc::__errno_location() == libc::EBUSY };
-                if !busy {
-                    break;
-                }
-                // SAFETY: plain data in, no remainder wanted.
-                unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
-            }
-        }
-        for p in &self.c_parents {
-            // SAFETY: as above; a busy parent (another world's) stays.
-            unsafe { libc::rmdir(p.as_ptr()) };
-        }
-    }
 }
 
 /// Creates a world's cgroup directory, and its `cloche` parent when absent

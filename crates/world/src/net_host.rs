@@ -133,9 +133,10 @@ impl IdleRemoval {
         [lock.as_raw_fd(), live.as_raw_fd(), dir.as_raw_fd(), self.sock.as_raw_fd()]
     }
 
-    /// In a process nobody waits for, about to end (a child of cloche's
-    /// that is reparented when cloche exits): closes every other
-    /// descriptor, lingers, removes the table if idle, exits.
+    /// In a process nobody waits for, about to end (a fork of the world's
+    /// end's child, `teardown_child`, reparented when that child exits):
+    /// closes every other descriptor, lingers, removes the table if idle,
+    /// exits.
     ///
     /// # Safety
     /// Only async-signal-safe calls on memory made before the fork: callable

@@ -288,57 +288,6 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
     }
 }
 
-/// `fork(2)` of a child that keeps only the descriptors `keep` (sorted,
-/// without duplicates), closes every other one, runs `then` and exits, so that
-/// its exit drops the last references to what `keep` holds while the caller
-/// goes on. The child is not waited for: it is reaped by whoever adopts it
-/// when the caller exits. No signal but SIGKILL stops it halfway: it is born
-/// with every signal blocked and leads a session of its own (so neither ^C
-/// nor the hangup sent when a session leader on the caller's terminal exits,
-/// as `cloche run -t` on a test's or an ssh session's terminal is, reaches
-/// it).
-pub fn fork_holding(keep: &[RawFd], then: Option<&dyn Fn()>) -> io::Result<()> {
-    // SAFETY: sigset_t is plain data, filled by sigfillset; the mask is this
-    // thread's, put back below in the parent.
-    let old = unsafe {
-        let (mut all, mut old) = (std::mem::zeroed::<libc::sigset_t>(), std::mem::zeroed::<libc::sigset_t>());
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        old
-    };
-    // SAFETY: fork has no preconditions. The child (which may come from a
-    // multi-threaded process) only makes raw syscalls that are
-    // async-signal-safe (setsid, close_range, _exit, and `then`'s, which
-    // its caller vouches for) on memory that already exists.
-    let pid = unsafe { libc::fork() };
-    if pid != 0 {
-        let err = io::Error::last_os_error();
-        // SAFETY: the mask saved above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        return if pid < 0 { Err(err) } else { Ok(()) };
-    }
-    // SAFETY: no arguments; fails only for a process group leader, which a
-    // new child is not.
-    unsafe { libc::setsid() };
-    // The caller's other descriptors (its stdout and stderr among them) go
-    // first: whoever reads them sees their end when the caller exits.
-    let mut next: u32 = 0;
-    for &fd in keep {
-        let fd = fd as u32;
-        if fd > next {
-            // SAFETY: integer arguments only.
-            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) };
-        }
-        next = fd + 1;
-    }
-    // SAFETY: integer arguments only.
-    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
-    if let Some(f) = then {
-        f();
-    }
-    exit_now(0)
-}
-
 /// `_exit(2)`: leaves a forked child without running destructors or atexit
 /// handlers that belong to the parent's state.
 pub fn exit_now(code: i32) -> ! {

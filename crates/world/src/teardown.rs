@@ -4,8 +4,8 @@
 //! masquerade table), released by a child process after cloche answered.
 
 use crate::error::WorldError;
-use crate::raw;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// What still references a world whose processes are all gone: its mount
@@ -97,37 +97,43 @@ impl Teardown {
     }
 
     /// Releases the world's mounts in a child process that holds nothing
-    /// else and exits at once; returns without waiting for it: a child
-    /// sharing this process's memory (`teardown_child`: no copy of it, and
-    /// this process's exit leaves it to the child), or a fork when a world
-    /// without root's directory is to be deleted. Only for a
-    /// process about to exit (the child is adopted and reaped when it does)
-    /// that clones no other world. If no child can be made, the mounts are
-    /// released here and now.
+    /// else and exits at once; returns without waiting for it. The child
+    /// shares this process's memory (`teardown_child`: no copy of it, and
+    /// this process's exit leaves it to the child). Only for a process
+    /// about to exit (the child is adopted and reaped when it does) that
+    /// clones no other world. If no child can be made, all of it is done
+    /// here and now.
     pub fn in_background(mut self) {
-        if self.fds.is_empty() && self.idle.is_none() && self.cgroup.is_none() {
+        if self.fds.is_empty() && self.idle.is_none() && self.cgroup.is_none() && self.remove.is_none() {
             return;
         }
-        if self.idle.is_none() {
-            if let Some(dir) = self.remove.take() {
-                return self.remove_in_background(dir);
-            }
-        }
-        if self.remove.is_none() {
-            // No directory to delete (a root world's end): a child that
-            // shares our memory (`teardown_child`); the host's table, if
-            // this world had a network, is a fork of that child's.
-            let idle: Option<&'static crate::net_host::IdleRemoval> =
-                self.idle.take().map(|r| &*Box::leak(Box::new(r)));
-            let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
-            keep.extend(idle.iter().flat_map(|r| r.fds()));
-            keep.sort_unstable();
-            keep.dedup();
-            let cgroup = self.cgroup.take();
-            let (dirs, parents) = cgroup.as_ref().map(|c| c.c_paths()).unwrap_or_default();
-            if crate::teardown_child::spawn(crate::teardown_child::Job { keep, dirs, parents, idle }).is_err() {
-                // No child: the cgroup goes now, the mounts at drop, the
-                // table from a detached grandchild.
+        // The host's table, if this world had a network: a fork of the
+        // child's. Leaked to it, as the rest of its data.
+        let idle: Option<&'static crate::net_host::IdleRemoval> = self.idle.take().map(|r| &*Box::leak(Box::new(r)));
+        let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
+        keep.extend(idle.iter().flat_map(|r| r.fds()));
+        keep.sort_unstable();
+        keep.dedup();
+        let cgroup = self.cgroup.take();
+        let (dirs, parents) = cgroup.as_ref().map(|c| c.c_paths()).unwrap_or_default();
+        // A world without root's directory (`worlds/<id>` and its `fs`, the
+        // mount point of its tmpfs store): removed after the world's mounts
+        // are released (their descriptors closed first). Anything else in
+        // it is the next sweep's (a world not kept has no `world.json`).
+        let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).ok();
+        let remove: Vec<std::ffi::CString> =
+            self.remove.iter().flat_map(|d| [c(&d.join("fs")), c(d)]).flatten().collect();
+        let release = match remove.is_empty() {
+            true => Vec::new(),
+            false => self.fds.iter().map(|f| f.as_raw_fd()).collect(),
+        };
+        let job = crate::teardown_child::Job { keep, dirs, parents, idle, release, remove };
+        match crate::teardown_child::spawn(job) {
+            // Our copies go with `self`: not the last references.
+            Ok(_) => self.remove = None,
+            // No child: the cgroup goes now, the directory and the mounts
+            // at drop, the table from a detached grandchild.
+            Err(_) => {
                 if let Some(c) = cgroup {
                     let _ = c.now();
                 }
@@ -135,70 +141,6 @@ impl Teardown {
                     r.detach();
                 }
             }
-            return;
-        }
-        // Both a table and a directory (never together today: a world
-        // without root has no scoped network): one fork does it all.
-        let idle = self.idle.take();
-        let cgroup = self.cgroup.take();
-        let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
-        keep.extend(idle.iter().flat_map(|r| r.fds()));
-        keep.sort_unstable();
-        keep.dedup();
-        // The child removes the cgroup, then waits to remove the host's
-        // table (its own descriptors kept, the mounts' closed and so
-        // released first), or exits (releasing the mounts).
-        let then = || {
-            if let Some(c) = &cgroup {
-                // SAFETY: only async-signal-safe calls (`Removal::in_child`).
-                unsafe { c.in_child() };
-            }
-            if let Some(r) = &idle {
-                // SAFETY: `run_and_exit` makes only async-signal-safe calls.
-                unsafe { r.run_and_exit() };
-            }
-        };
-        // Either way our copies go now; with a child holding its own, that
-        // is not the last reference and costs nothing.
-        if raw::fork_holding(&keep, Some(&then)).is_err() {
-            if let Some(r) = idle {
-                r.detach();
-            }
-            if let Some(c) = cgroup {
-                let _ = c.now();
-            }
-        }
-        drop(self);
-    }
-
-    /// A world without root's end: a child holding the world's mounts and
-    /// its id releases the mounts, then removes `dir`. Only from cloche's
-    /// run without root, which never starts a thread (so the child may
-    /// allocate).
-    fn remove_in_background(mut self, dir: PathBuf) {
-        // Sorted, as `fork_holding` needs (the lock's dup, made last, has
-        // the highest number, and an unsorted list closed it in the child).
-        let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
-        keep.sort_unstable();
-        keep.dedup();
-        let mounts: Vec<i32> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
-        let cgroup = self.cgroup.take();
-        let then = || {
-            // The cgroup, the mounts (the world's namespace, then the
-            // lowers), then its files; the claim's lock goes at exit.
-            if let Some(c) = &cgroup {
-                // SAFETY: only async-signal-safe calls (`Removal::in_child`).
-                unsafe { c.in_child() };
-            }
-            for fd in &mounts {
-                // SAFETY: descriptors this child owns, closed once.
-                unsafe { libc::close(*fd) };
-            }
-            let _ = crate::rootless::remove_tree(&dir);
-        };
-        if raw::fork_holding(&keep, Some(&then)).is_err() {
-            self.remove = Some(dir);
-            self.cgroup = cgroup;
         }
     }
 }

@@ -1,8 +1,9 @@
-//! A root world's end off the run's path, in a child that shares cloche's
-//! memory (`CLONE_VM`): it holds the world's mounts and claim (its copies of
-//! their descriptors), removes its cgroup directories and exits; for a world
-//! with a network, a fork of it removes the host's table later if no world
-//! uses it (`net_host::IdleRemoval`).
+//! A world's end off the run's path, in a child that shares cloche's memory
+//! (`CLONE_VM`): it holds the world's mounts and claim (its copies of their
+//! descriptors), removes its cgroup directories (and a world without root's
+//! directory, once its mounts are released) and exits; for a world with a
+//! network, a fork of it removes the host's table later if no world uses it
+//! (`net_host::IdleRemoval`).
 //!
 //! Why not fork(2): a fork copies cloche's page tables (0.1-0.15 ms here),
 //! and cloche's own exit then tears its memory down (0.1-0.17 ms from
@@ -32,6 +33,13 @@ pub(crate) struct Job {
     /// it a moment later, by a fork of the child (its descriptors in
     /// `keep`).
     pub idle: Option<&'static crate::net_host::IdleRemoval>,
+    /// Kept descriptors to close once the cgroup is gone (a world without
+    /// root's mounts), before `remove`.
+    pub release: Vec<RawFd>,
+    /// Empty directories to remove then, deepest first (a world without
+    /// root's `worlds/<id>/fs` and `worlds/<id>`); one that is not empty
+    /// stays for the next sweep.
+    pub remove: Vec<CString>,
 }
 
 /// The child's stack (and its fork's copy of it): a handful of system
@@ -77,6 +85,7 @@ pub(crate) fn spawn(job: Job) -> io::Result<libc::pid_t> {
 }
 
 /// x86_64 system call numbers (stable ABI).
+const SYS_CLOSE: usize = 3;
 const SYS_NANOSLEEP: usize = 35;
 const SYS_FORK: usize = 57;
 const SYS_EXIT: usize = 60;
@@ -146,6 +155,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             // A busy parent (another world's) stays.
             syscall(SYS_RMDIR, [p.as_ptr() as usize, 0, 0]);
         }
+        // A world without root: its mounts (the namespace first), then its
+        // directory.
+        for &fd in &job.release {
+            syscall(SYS_CLOSE, [fd as usize, 0, 0]);
+        }
+        for d in &job.remove {
+            syscall(SYS_RMDIR, [d.as_ptr() as usize, 0, 0]);
+        }
         // exit(2), this thread (the only one of this process): the world's
         // mounts and claim go with its descriptors, then the memory.
         syscall(SYS_EXIT, [0; 3]);
@@ -167,8 +184,21 @@ mod tests {
         std::fs::create_dir_all(&world).unwrap();
         let c = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let job =
-            Job { keep: vec![w.as_raw_fd()], dirs: vec![c(&world)], parents: vec![c(&top.join("cloche"))], idle: None };
+        // A world without root's directory too, after its mounts (here a
+        // descriptor it holds until then).
+        let own = top.join("w2");
+        std::fs::create_dir_all(own.join("fs")).unwrap();
+        let held = std::fs::File::open(&own).unwrap();
+        let mut keep = vec![w.as_raw_fd(), held.as_raw_fd()];
+        keep.sort_unstable();
+        let job = Job {
+            keep,
+            dirs: vec![c(&world)],
+            parents: vec![c(&top.join("cloche"))],
+            idle: None,
+            release: vec![held.as_raw_fd()],
+            remove: vec![c(&own.join("fs")), c(&own)],
+        };
         let pid = spawn(job).unwrap();
         drop(w); // ours; the child's copy is the last
         let mut b = [0u8; 1];
@@ -177,7 +207,7 @@ mod tests {
         // SAFETY: waits for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
-        assert!(!world.exists() && !top.join("cloche").exists());
+        assert!(!world.exists() && !top.join("cloche").exists() && !own.exists());
         std::fs::remove_dir(&top).unwrap();
     }
 }
