@@ -291,6 +291,8 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
         if let Some(fd) = tell {
             at("tell the parent (network namespace made)", none, sys.tell_netns_made(fd))?;
         }
+        // (The parent's comes with `lo` up.)
+        at("loopback up", none, sys.loopback_up())?;
     }
     // 2. Mounts (while the parent prepares the cgroup): nothing we mount may
     //    propagate to the host.
@@ -366,10 +368,6 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     at("pivot_root", root, sys.pivot_root(root))?;
     // 5. Identity, network, limits, working directory.
     at("sethostname", none, sys.sethostname(&plan.hostname))?;
-    if let NetnsPlan::Child { .. } = plan.netns {
-        // (The parent's came with `lo` up.)
-        at("loopback up", none, sys.loopback_up())?;
-    }
     at("setrlimit", none, sys.set_rlimits(plan.nofile))?;
     at("chdir", &plan.cwd, sys.chdir_verified(&plan.cwd))?;
     // 6. Privileges, last: the world's own stdio (no host file, terminal or

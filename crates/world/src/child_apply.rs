@@ -64,12 +64,7 @@ pub(super) fn apply(
                         at("mask (read-only)", path, sys.remount_ro(&target, false))?;
                         masked_file = Some(target);
                     }
-                    Some(first) => {
-                        let bound = sys.bind(first, &target);
-                        if !kernel_lacks(path, &bound) {
-                            at("mask (bind read-only null)", path, bound)?;
-                        }
-                    }
+                    Some(first) => bind_first(sys, first, path, &target, "mask (bind read-only null)")?,
                 }
             }
             Step::MaskDir { path } => {
@@ -89,12 +84,7 @@ pub(super) fn apply(
                         at("mask (empty tmpfs)", path, mounted)?;
                         masked_dir = Some(target);
                     }
-                    Some(first) => {
-                        let bound = sys.bind(first, &target);
-                        if !kernel_lacks(path, &bound) {
-                            at("mask (bind empty dir)", path, bound)?;
-                        }
-                    }
+                    Some(first) => bind_first(sys, first, path, &target, "mask (bind empty dir)")?,
                 }
             }
             Step::ReadOnly { path } => {
@@ -150,6 +140,22 @@ pub(super) fn apply(
         }
     }
     Ok(())
+}
+
+/// A later mask of its kind: a bind of the first (a bind of a read-only
+/// mount is born read-only), skipped where the kernel lacks the entry.
+fn bind_first(
+    sys: &mut dyn Sys,
+    first: &Path,
+    path: &Path,
+    target: &Path,
+    step: &'static str,
+) -> Result<(), StepError> {
+    let bound = sys.bind(first, target);
+    if kernel_lacks(path, &bound) {
+        return Ok(());
+    }
+    at(step, path, bound)
 }
 
 /// True when a mask's target under the world's own /proc or /sys does not

@@ -52,7 +52,7 @@ fn set_mount_attrs(path: &Path, set: u64) -> io::Result<()> {
     raw::mount_setattr(fd.as_fd(), set, 0)
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
+pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 

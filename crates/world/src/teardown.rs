@@ -5,7 +5,6 @@
 
 use crate::error::WorldError;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// What still references a world whose processes are all gone: its mount
@@ -120,7 +119,7 @@ impl Teardown {
         // mount point of its tmpfs store): removed after the world's mounts
         // are released (their descriptors closed first). Anything else in
         // it is the next sweep's (a world not kept has no `world.json`).
-        let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).ok();
+        let c = |p: &std::path::Path| crate::sys::cpath(p).ok();
         let remove: Vec<std::ffi::CString> =
             self.remove.iter().flat_map(|d| [c(&d.join("fs")), c(d)]).flatten().collect();
         let release = match remove.is_empty() {
