@@ -63,6 +63,8 @@ mod review;
 mod review_large;
 #[path = "rootless.rs"]
 mod rootless;
+#[path = "rootless_limits.rs"]
+mod rootless_limits;
 #[path = "run.rs"]
 mod run;
 #[path = "session.rs"]

@@ -35,14 +35,14 @@ pub(crate) fn checks(v: &mut Vec<Check>) {
             (Err(e), true) => format!("refused ({e})"),
         },
     });
-    let cg = cloche_world::rootless::delegated_cgroup();
+    let cg = cloche_world::cgroup_delegated::delegated_cgroup();
     v.push(Check {
         name: "limits (delegated cgroup)",
         ok: cg.is_ok(),
         required: false,
         detail: match cg {
-            Ok(d) => format!("{} (memory, pids, cpu): worlds get their limits there", d.display()),
-            Err(why) => cloche_world::rootless::no_cgroup_line(&why),
+            Ok(l) => format!("{}: worlds get their limits there", cloche_world::cgroup_delegated::describe(&l)),
+            Err(why) => cloche_world::cgroup_delegated::no_cgroup_line(&why),
         },
     });
     v.push(Check {

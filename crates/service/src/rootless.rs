@@ -6,7 +6,8 @@
 use crate::error::{Error, Result};
 use crate::net::NetArg;
 use crate::run::RunRequest;
-use cloche_world::rootless::{delegated_cgroup, no_cgroup_line, Caller};
+use cloche_world::cgroup_delegated::{delegated_cgroup, no_cgroup_line};
+use cloche_world::rootless::Caller;
 use cloche_world::spec::UpperStore;
 use cloche_world::Spec;
 

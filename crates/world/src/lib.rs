@@ -9,6 +9,7 @@ pub mod batch;
 pub mod bpf_cache;
 pub mod caps;
 pub mod cgroup;
+pub mod cgroup_delegated;
 pub mod child;
 pub mod continued;
 pub mod crashed;

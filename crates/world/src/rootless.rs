@@ -422,45 +422,6 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     std::fs::remove_dir(path)
 }
 
-/// A cgroup v2 subtree delegated to this user, with the controllers a
-/// world's limits need: the deepest directory above this process's cgroup
-/// that the user owns and whose children get memory, pids and cpu.
-pub fn delegated_cgroup() -> Result<PathBuf, String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let root = info
-        .lines()
-        .filter_map(|l| l.split_once(" - "))
-        .find(|(_, b)| b.starts_with("cgroup2 "))
-        .and_then(|(a, _)| a.split(' ').nth(4).map(crate::cgroup::unescape))
-        .ok_or("no cgroup v2 hierarchy is mounted")?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let rel = own.lines().find_map(|l| l.strip_prefix("0::")).ok_or("this process is in no cgroup v2")?;
-    // SAFETY: no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let mut dir = root.join(rel.trim_start_matches('/'));
-    loop {
-        let owned = std::fs::metadata(&dir).is_ok_and(|m| m.uid() == uid);
-        let sub = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-        let has = |c: &str| sub.split_whitespace().any(|s| s == c);
-        if owned && ["memory", "pids", "cpu"].iter().all(|c| has(c)) {
-            return Ok(dir);
-        }
-        if dir == root || !dir.pop() {
-            return Err(format!("no cgroup v2 subtree of {} is delegated to uid {uid}", root.display()));
-        }
-    }
-}
-
-/// The one line a world without root and without a delegated cgroup is
-/// refused with (`why`: what was looked for).
-pub fn no_cgroup_line(why: &str) -> String {
-    format!(
-        "limits need a cgroup v2 subtree delegated to you ({why}): run cloche in one, e.g. `systemd-run --user \
-         --scope -p Delegate=yes cloche run ...` on a host with cgroup v2, or pass --no-limits to run without \
-         memory, process and CPU limits"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

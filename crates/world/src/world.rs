@@ -158,9 +158,9 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
         // A world without root: the user's delegated cgroup, or no limits
         // when asked (`--no-limits`), else refused.
         Some(_) if spec.no_limits => Layout::Unavailable { missing: Vec::new() },
-        Some(_) => match crate::rootless::delegated_cgroup() {
-            Ok(root) => Layout::V2 { root },
-            Err(why) => return Err(WorldError::LayerUnavailable(crate::rootless::no_cgroup_line(&why))),
+        Some(_) => match crate::cgroup_delegated::delegated_cgroup() {
+            Ok(layout) => layout,
+            Err(why) => return Err(WorldError::LayerUnavailable(crate::cgroup_delegated::no_cgroup_line(&why))),
         },
         None => {
             Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok())
