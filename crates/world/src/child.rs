@@ -69,10 +69,9 @@ pub enum NetnsPlan {
 
 /// A world without root as the child builds it.
 pub struct ChildRootless {
-    /// Whose ids map to the world's 0.
+    /// Whose ids map to the world's 0. (The world's root, piece by piece,
+    /// comes from the parent after the clone: `Sys::receive_pieces`.)
     pub caller: crate::rootless::Caller,
-    /// The world's root, piece by piece (`rootless::frame`).
-    pub pieces: Vec<crate::rootless::Piece>,
 }
 
 /// The world's user namespace as the child uses it.
@@ -105,7 +104,8 @@ pub enum Store {
     /// A world without root's disposable store: a tmpfs the child mounts
     /// at `path` in its own mount namespace (capped at `size` bytes), makes
     /// the store's directories in (`layers` host data mounts' slots) with
-    /// its overlay pieces' uppers, and hands to the parent over `send`
+    /// its overlay pieces' uppers (once the parent sent them), and hands to
+    /// the parent over `send`
     /// (SCM_RIGHTS) for the fs_diff. Nothing of it is on disk.
     Tmpfs { path: PathBuf, size: u64, layers: usize, send: OwnedFd },
 }
@@ -151,6 +151,9 @@ pub trait Sys {
     fn rearm_pdeathsig(&mut self) -> io::Result<()>;
     /// Reads the mount plan the parent sends after clone3 (EOF: it died).
     fn receive_plan(&mut self) -> io::Result<Vec<Step>>;
+    /// A world without root: its root's pieces (`rootless::frame`), which
+    /// the parent lists after the clone and sends before the plan.
+    fn receive_pieces(&mut self) -> io::Result<Vec<crate::rootless::Piece>>;
     /// Waits for the parent's go (EOF: it died).
     fn await_parent(&mut self) -> io::Result<()>;
     fn join_cgroups(&mut self) -> io::Result<()>;
@@ -197,15 +200,11 @@ pub trait Sys {
     fn mount(&mut self, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()>;
     /// A world without root's store: mounts a tmpfs of `size` bytes at
     /// `path`, makes the store's directories in it (`layers` host data
-    /// mounts' slots) and the uppers of the overlay `pieces` (host modes
-    /// and times); returns it open.
-    fn make_store(
-        &mut self,
-        path: &Path,
-        size: u64,
-        layers: usize,
-        pieces: &[crate::rootless::Piece],
-    ) -> io::Result<OwnedFd>;
+    /// mounts' slots); returns it open.
+    fn make_store(&mut self, path: &Path, size: u64, layers: usize) -> io::Result<OwnedFd>;
+    /// The uppers of the overlay `pieces` (host modes and times) in the
+    /// store mounted at `path`.
+    fn make_uppers(&mut self, path: &Path, pieces: &[crate::rootless::Piece]) -> io::Result<()>;
     /// Sends the store `store` to the parent on the socket `to`.
     fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()>;
     /// Opens the upper store at `path` (no symlink on the way).
@@ -305,8 +304,7 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
             borrow(&opened)
         }
         Store::Tmpfs { path, size, layers, send } => {
-            let pieces = plan.rootless.as_ref().map_or(&[][..], |r| r.pieces.as_slice());
-            opened = at("make the upper store (tmpfs)", path, sys.make_store(path, *size, *layers, pieces))?;
+            opened = at("make the upper store (tmpfs)", path, sys.make_store(path, *size, *layers))?;
             at("hand the upper store to the parent", path, sys.send_store(borrow(&opened), borrow(send)))?;
             borrow(&opened)
         }
@@ -330,7 +328,16 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     }
     let mut lowers = lowers.iter().map(|t| Lower::Tree(borrow(t)));
     match &plan.rootless {
-        Some(r) => frame(sys, root, scratch, &r.pieces)?,
+        Some(_) => {
+            // The root's pieces, listed by the parent meanwhile; their
+            // uppers in a tmpfs store are made here (on disk, the parent
+            // made them before it sent the pieces).
+            let pieces = at("receive the root's pieces", none, sys.receive_pieces())?;
+            if let Store::Tmpfs { path, .. } = &plan.scratch {
+                at("make the pieces' upper directories", path, sys.make_uppers(path, &pieces))?;
+            }
+            frame(sys, root, scratch, &pieces)?
+        }
         None => {
             let base = lowers.next().unwrap_or(Lower::Host(Path::new("/")));
             at("mount overlay", root, sys.mount_overlay(scratch, "", base, root))?;

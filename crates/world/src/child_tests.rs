@@ -14,6 +14,8 @@ struct Recorder {
     errno: i32,
     /// What `receive_plan` hands out.
     plan: Vec<Step>,
+    /// What `receive_pieces` hands out.
+    pieces: Vec<crate::rootless::Piece>,
     /// Paths that do not exist: any call on them fails with ENOENT.
     missing: Vec<&'static str>,
 }
@@ -53,6 +55,9 @@ impl Sys for Recorder {
     }
     fn receive_plan(&mut self) -> io::Result<Vec<Step>> {
         self.call("receive_plan", Path::new("")).map(|_| std::mem::take(&mut self.plan))
+    }
+    fn receive_pieces(&mut self) -> io::Result<Vec<crate::rootless::Piece>> {
+        self.call("receive_pieces", Path::new("")).map(|_| std::mem::take(&mut self.pieces))
     }
     fn await_parent(&mut self) -> io::Result<()> {
         self.call("await", Path::new(""))
@@ -108,8 +113,11 @@ impl Sys for Recorder {
     fn open_store(&mut self, path: &Path) -> io::Result<OwnedFd> {
         self.call("open_store", path).map(|_| devnull())
     }
-    fn make_store(&mut self, path: &Path, _: u64, _: usize, _: &[crate::rootless::Piece]) -> io::Result<OwnedFd> {
+    fn make_store(&mut self, path: &Path, _: u64, _: usize) -> io::Result<OwnedFd> {
         self.call("make_store", path).map(|_| devnull())
+    }
+    fn make_uppers(&mut self, path: &Path, _: &[crate::rootless::Piece]) -> io::Result<()> {
+        self.call("make_uppers", path)
     }
     fn send_store(&mut self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> io::Result<()> {
         self.call("send_store", Path::new(""))
@@ -234,7 +242,7 @@ fn test_steps() -> Vec<Step> {
 }
 
 fn recorder(fail: Option<&'static str>) -> Recorder {
-    Recorder { calls: vec![], fail, errno: libc::EPERM, plan: test_steps(), missing: vec![] }
+    Recorder { calls: vec![], fail, errno: libc::EPERM, plan: test_steps(), pieces: vec![], missing: vec![] }
 }
 
 fn with_plan<T>(f: impl FnOnce(&ChildPlan<'_>) -> T) -> T {
@@ -293,14 +301,14 @@ fn with_netns<T>(
 fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
     use crate::rootless::{Caller, Piece};
     let mut r = recorder(None);
-    let pieces = vec![
+    r.pieces = vec![
         Piece::Symlink { path: "/bin".into(), target: "usr/bin".into() },
         Piece::Dir { path: "/proc".into(), mode: 0o555 },
         Piece::ReadOnly { path: "/boot".into() },
         Piece::Overlay { path: "/srv".into(), index: 0 },
         Piece::File { path: "/lone".into() },
     ];
-    let rootless = Some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces });
+    let rootless = Some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 } });
     with_all(None, rootless, |p| setup(&mut r, p)).unwrap();
     let c = &r.calls;
     let order = [
@@ -309,6 +317,7 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         "netns",
         "lo_up",
         "rprivate",
+        "receive_pieces",
         "mount /state/w/root",
         "symlink /state/w/root/bin",
         "mkdir /state/w/root/proc",
@@ -342,8 +351,7 @@ fn a_copy_up_of_anothers_file_without_root_says_why() {
     use crate::rootless::Caller;
     for rootless in [true, false] {
         let mut r = Recorder { errno: libc::EOVERFLOW, ..recorder(Some("copy_up")) };
-        let who =
-            rootless.then(|| crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 }, pieces: vec![] });
+        let who = rootless.then_some(crate::child::ChildRootless { caller: Caller { uid: 1000, gid: 1000 } });
         let e = with_all(None, who, |p| setup(&mut r, p)).unwrap_err();
         assert!(e.step.starts_with("copy up (mount point in a home"), "{e}");
         assert_eq!(e.step.contains("your uid and gid"), rootless, "{e}");

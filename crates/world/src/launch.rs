@@ -137,6 +137,14 @@ pub(crate) enum Store {
     Resume,
 }
 
+/// A world without root's root, piece by piece (`rootless::frame`), from
+/// the host's mount table and directories as they are now.
+fn rootless_pieces(spec: &Spec, caller: crate::rootless::Caller) -> Result<Vec<crate::rootless::Piece>, WorldError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(WorldError::state("read mountinfo"))?;
+    let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
+    crate::rootless::frame(&info, &who).map_err(WorldError::state("list the root filesystem"))
+}
+
 /// Everything from the world's filesystem to the init's execve: the world
 /// is running when this returns.
 #[allow(clippy::too_many_arguments)]
@@ -152,24 +160,15 @@ pub(crate) fn launch(
     // Upper and work: a capped subvolume of the disk pool, or a capped
     // tmpfs (upper.rs), or the kept world's own subvolume. The child opens
     // a subvolume in its own namespace.
-    // A world without root: its root is put together from pieces
-    // (`rootless::frame`), each overlay with its own upper directory.
-    let pieces = match spec.rootless {
-        Some(caller) => {
-            let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(WorldError::state("read mountinfo"))?;
-            let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
-            let pieces = crate::rootless::frame(&info, &who).map_err(WorldError::state("list the root filesystem"))?;
-            crate::profile::mark("root's pieces listed");
-            pieces
-        }
-        None => Vec::new(),
-    };
+    // A world without root: its root is put together from pieces, each
+    // overlay with its own upper directory, listed after the clone
+    // (`rootless_pieces`, below).
     let mut scratch = match store {
         // A world not kept: a tmpfs its child mounts (`upper::Upper::rootless`).
         Store::New if spec.rootless.is_some() => {
             let slots = layers.iter().map(|m| m.slot + 1).max().unwrap_or(0);
             let tmpfs = (!spec.keep).then_some(spec.upper_size);
-            crate::upper::Upper::rootless(state, &claim.id, slots, &pieces, tmpfs)?
+            crate::upper::Upper::rootless(state, &claim.id, slots, tmpfs)?
         }
         Store::New => crate::upper::Upper::make(spec, state, &claim.id, layers.len())?,
         // Directories up to the highest slot (`continued::Taken::assign_slots`).
@@ -282,7 +281,7 @@ pub(crate) fn launch(
         stdio,
         user: spec.user.clone(),
         userns: userns.as_ref().map(|u| child::ChildUserns { fd: u.fd.as_raw_fd(), ids: u.ids }),
-        rootless: spec.rootless.map(|caller| child::ChildRootless { caller, pieces }),
+        rootless: spec.rootless.map(|caller| child::ChildRootless { caller }),
         netns,
     };
     crate::profile::mark("plan struct");
@@ -358,7 +357,18 @@ pub(crate) fn launch(
         }
     };
 
-    // 3. While the child mounts /proc and /dev: build the rest of the mount
+    // 3. A world without root: while the child makes its network namespace
+    //    and its store, list the root's pieces (hundreds of `lstat`s: the
+    //    longest step of its start) and send them; their uppers on disk
+    //    (a kept world's) are made first, a tmpfs store's by the child.
+    if let Some(caller) = spec.rootless {
+        let pieces = rootless_pieces(spec, caller).map_err(kill)?;
+        scratch.make_piece_uppers(&pieces).map_err(|e| kill(WorldError::state("make the pieces' uppers")(e)))?;
+        let wire = crate::plan_wire::encode_pieces(&pieces);
+        write_all(&go_w, &wire).map_err(|e| kill_sent(WorldError::nix("send the root's pieces")(e)))?;
+        crate::profile::mark("root's pieces listed and sent");
+    }
+    //    While the child mounts /proc and /dev: build the rest of the mount
     //    plan from host facts and send it; then make the world's network
     //    namespace and the v1 cgroup, which the child joins after its go,
     //    before pivot_root.

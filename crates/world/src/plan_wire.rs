@@ -5,6 +5,7 @@
 //! child still checks every length.
 
 use crate::plan::Step;
+use crate::rootless::Piece;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,62 @@ fn bytes(b: &mut Vec<u8>, p: &Path) {
     b.extend_from_slice(raw);
 }
 
+/// Encodes a world without root's pieces (`rootless::frame`) as
+/// `[u32 length][body]`: the parent lists them after clone3, while the
+/// child makes its network namespace and its store, and sends them before
+/// the plan.
+pub fn encode_pieces(pieces: &[Piece]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8192);
+    b.extend_from_slice(&[0; 4]);
+    for p in pieces {
+        match p {
+            Piece::Dir { path, mode } => {
+                b.push(1);
+                bytes(&mut b, path);
+                u32s(&mut b, *mode);
+            }
+            Piece::Overlay { path, index } => {
+                b.push(2);
+                bytes(&mut b, path);
+                u32s(&mut b, *index as u32);
+            }
+            Piece::ReadOnly { path } => {
+                b.push(3);
+                bytes(&mut b, path);
+            }
+            Piece::Symlink { path, target } => {
+                b.push(4);
+                bytes(&mut b, path);
+                bytes(&mut b, target);
+            }
+            Piece::File { path } => {
+                b.push(5);
+                bytes(&mut b, path);
+            }
+        }
+    }
+    let len = (b.len() - 4) as u32;
+    b[..4].copy_from_slice(&len.to_le_bytes());
+    b
+}
+
+/// Decodes a body of [`encode_pieces`] (without its length prefix).
+pub fn decode_pieces(body: &[u8]) -> Result<Vec<Piece>, String> {
+    let mut r = Reader { b: body, at: 0 };
+    let mut pieces = Vec::new();
+    while r.at < body.len() {
+        pieces.push(match r.u8()? {
+            1 => Piece::Dir { path: r.path()?, mode: r.u32()? },
+            2 => Piece::Overlay { path: r.path()?, index: r.u32()? as usize },
+            3 => Piece::ReadOnly { path: r.path()? },
+            4 => Piece::Symlink { path: r.path()?, target: r.path()? },
+            5 => Piece::File { path: r.path()? },
+            t => return Err(format!("unknown piece tag {t}")),
+        });
+    }
+    Ok(pieces)
+}
+
 /// Decodes a body (without its length prefix).
 pub fn decode(body: &[u8]) -> Result<Vec<Step>, String> {
     let mut r = Reader { b: body, at: 0 };
@@ -175,6 +232,24 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_piece_round_trips_losslessly() {
+        let odd = PathBuf::from(OsString::from_vec(b"/srv/\xff\xfe proj".to_vec()));
+        let pieces = vec![
+            Piece::Dir { path: "/proc".into(), mode: 0o555 },
+            Piece::Overlay { path: odd.clone(), index: 7 },
+            Piece::ReadOnly { path: "/boot".into() },
+            Piece::Symlink { path: "/bin".into(), target: odd },
+            Piece::File { path: "/lone".into() },
+        ];
+        let wire = encode_pieces(&pieces);
+        assert_eq!(u32::from_le_bytes(wire[..4].try_into().unwrap()) as usize, wire.len() - 4);
+        assert_eq!(decode_pieces(&wire[4..]).unwrap(), pieces);
+        assert!(decode_pieces(&wire[4..wire.len() - 1]).is_err(), "a truncated list is refused");
+        assert!(decode_pieces(&[9]).is_err(), "an unknown tag is refused");
+        assert_eq!(decode_pieces(&[]).unwrap(), vec![]);
+    }
 
     #[test]
     fn every_step_round_trips_losslessly() {

@@ -44,6 +44,22 @@ pub struct RealSys<'a> {
     pub rootless: bool,
 }
 
+impl RealSys<'_> {
+    /// One `[u32 length][body]` message from the go pipe (`what`, for the
+    /// error), at most 16 MiB.
+    fn receive_framed(&mut self, what: &str) -> io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        read_exact(self.go, &mut len)?;
+        let n = u32::from_le_bytes(len) as usize;
+        if n > 16 << 20 {
+            return Err(io::Error::other(format!("{what} too large")));
+        }
+        let mut body = vec![0u8; n];
+        read_exact(self.go, &mut body)?;
+        Ok(body)
+    }
+}
+
 /// Sets mount attributes of the mount at `path` (its root), leaving every
 /// other (a lock on the atime flags of a mount copied from the host
 /// refuses a `MS_REMOUNT` that would change them).
@@ -139,15 +155,13 @@ impl Sys for RealSys<'_> {
     }
 
     fn receive_plan(&mut self) -> io::Result<Vec<crate::plan::Step>> {
-        let mut len = [0u8; 4];
-        read_exact(self.go, &mut len)?;
-        let n = u32::from_le_bytes(len) as usize;
-        if n > 16 << 20 {
-            return Err(io::Error::other("mount plan too large"));
-        }
-        let mut body = vec![0u8; n];
-        read_exact(self.go, &mut body)?;
+        let body = self.receive_framed("mount plan")?;
         crate::plan_wire::decode(&body).map_err(io::Error::other)
+    }
+
+    fn receive_pieces(&mut self) -> io::Result<Vec<crate::rootless::Piece>> {
+        let body = self.receive_framed("list of the root's pieces")?;
+        crate::plan_wire::decode_pieces(&body).map_err(io::Error::other)
     }
 
     fn await_parent(&mut self) -> io::Result<()> {
@@ -359,20 +373,17 @@ impl Sys for RealSys<'_> {
         mount(Some(fstype), target, Some(fstype), flags, data).map_err(nixerr)
     }
 
-    fn make_store(
-        &mut self,
-        path: &Path,
-        size: u64,
-        layers: usize,
-        pieces: &[crate::rootless::Piece],
-    ) -> io::Result<OwnedFd> {
+    fn make_store(&mut self, path: &Path, size: u64, layers: usize) -> io::Result<OwnedFd> {
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         let data = format!("size={size},mode=700");
         mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str())).map_err(nixerr)?;
         let fd: OwnedFd = std::fs::File::open(path)?.into();
         crate::upper::dirs(&fd, layers)?;
-        crate::rootless::make_uppers(path, pieces)?;
         Ok(fd)
+    }
+
+    fn make_uppers(&mut self, path: &Path, pieces: &[crate::rootless::Piece]) -> io::Result<()> {
+        crate::rootless::make_uppers(path, pieces)
     }
 
     fn send_store(&mut self, store: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {

@@ -95,18 +95,13 @@ impl Upper {
     /// a directory of the caller's on their own disk. A world kept
     /// (`tmpfs` None) has its upper there: the child opens it in its
     /// namespace, with the upper and work directories of each overlay
-    /// piece made here, and no cap of its own (the user's disk quota, if
+    /// piece made here once they are listed ([`Upper::make_piece_uppers`]),
+    /// and no cap of its own (the user's disk quota, if
     /// any). Any other gets a tmpfs capped at `tmpfs` bytes, which its
     /// child mounts there in its own mount namespace, fills with those
     /// directories and hands back (SCM_RIGHTS) for the fs_diff: nothing of
     /// it touches the disk (docs/security.md, *Worlds without root*).
-    pub(crate) fn rootless(
-        state: &StateDir,
-        id: &str,
-        layers: usize,
-        pieces: &[crate::rootless::Piece],
-        tmpfs: Option<u64>,
-    ) -> Result<Upper, WorldError> {
+    pub(crate) fn rootless(state: &StateDir, id: &str, layers: usize, tmpfs: Option<u64>) -> Result<Upper, WorldError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = state.world_path(id);
         let fsdir = dir.join("fs");
@@ -117,7 +112,6 @@ impl Upper {
             let fd: OwnedFd = std::fs::File::open(&fsdir)?.into();
             let Some(size) = tmpfs else {
                 dirs(&fd, layers)?;
-                crate::rootless::make_uppers(&fsdir, pieces)?;
                 return Ok((fd, None));
             };
             use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -187,6 +181,16 @@ impl Upper {
     pub(crate) fn housekeep(&self, me: &str, state: &StateDir) {
         if let Some(d) = &self.disk {
             pool::housekeep(d.pool.as_fd(), &state.root, Some(me), d.layers, &|id| state.is_live(id));
+        }
+    }
+
+    /// A world without root kept on disk: the upper and work directories
+    /// of its overlay `pieces`, made before they are sent to its child.
+    /// (A tmpfs store's are the child's to make: nothing here.)
+    pub(crate) fn make_piece_uppers(&self, pieces: &[crate::rootless::Piece]) -> io::Result<()> {
+        match (&self.plain, &self.handed) {
+            (Some((dir, _)), None) => crate::rootless::make_uppers(&dir.join("fs"), pieces),
+            _ => Ok(()),
         }
     }
 
