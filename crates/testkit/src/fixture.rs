@@ -283,21 +283,25 @@ impl Fixture {
         let mut ours = self.leaks();
         while !ours.is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(100));
+            // (A world's teardown may have made a spare since.)
+            self.release_pools();
             ours = self.leaks();
         }
         assert!(ours.is_empty(), "the host has new things the worlds left behind:\n  {}", ours.join("\n  "));
     }
 
-    /// Unmounts the disk pools (`<state>/worlds`) of the state dirs under this
-    /// fixture's dirs, as removing a state dir takes: a pool outlives every
-    /// world by design (its loop device detaches itself when the pool is
-    /// released; its image, `<state>/pool.img`, goes with the state dir), a
-    /// test's state dir does not outlive the test.
+    /// Unmounts the disk pools (`<state>/worlds`) and the spare network
+    /// namespaces (`<state>/netns/spare`) of the state dirs under this
+    /// fixture's dirs, as removing a state dir takes: both outlive every
+    /// world by design (a pool's loop device detaches itself when the pool
+    /// is released; its image, `<state>/pool.img`, goes with the state dir),
+    /// a test's state dir does not outlive the test.
     pub fn release_pools(&self) {
         let roots = [self.state.path(), self.out.path(), self.project.path()];
         for m in mount_points() {
             let is_pool = m.file_name().is_some_and(|n| n == "worlds");
-            if is_pool && roots.iter().any(|r| m.starts_with(r)) {
+            let is_spare = m.ends_with("netns/spare");
+            if (is_pool || is_spare) && roots.iter().any(|r| m.starts_with(r)) {
                 let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str())).unwrap();
                 // SAFETY: a valid NUL-terminated path.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };

@@ -59,6 +59,10 @@ pub(crate) struct Launched {
     pub plan: PlanPrint,
     /// The world's user namespace, its slot of ids held while it runs.
     pub userns: Option<crate::userns::Userns>,
+    /// This process made or claimed the world's network namespace (as
+    /// root, loopback only): the world's end makes the next one's
+    /// (`netns_spare`).
+    pub spare_netns: bool,
 }
 
 impl Launched {
@@ -383,7 +387,11 @@ pub(crate) fn launch(
     let _netns = match &netns_to {
         Some(to) => {
             let fail = |step: &'static str| move |source: std::io::Error| WorldError::Sys { step, source };
-            let ns = crate::fdpass::new_netns().map_err(|e| kill(fail("make the world's network namespace")(e)))?;
+            // The one the last such world's end made ahead, else a new one.
+            let ns = match crate::netns_spare::claim(&state.root) {
+                Some(ns) => ns,
+                None => crate::fdpass::new_netns().map_err(|e| kill(fail("make the world's network namespace")(e)))?,
+            };
             crate::fdpass::send(to.as_fd(), ns.as_fd(), b'n')
                 .map_err(|e| kill_sent(fail("send the world's network namespace to its child")(e)))?;
             crate::profile::mark("network namespace made");
@@ -471,6 +479,7 @@ pub(crate) fn launch(
         mounts,
         userns,
         plan: print,
+        spare_netns: netns_to.is_some(),
     })
 }
 

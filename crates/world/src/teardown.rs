@@ -33,6 +33,9 @@ pub struct Teardown {
     /// A dup of the world's claim lock while `remove` or `cgroup` waits:
     /// the id stays live (no sweep races the child, no world takes the id).
     claim: Option<OwnedFd>,
+    /// Where the child of `in_background` makes the next world's network
+    /// namespace (`netns_spare`), last; none is made at drop.
+    spare: Option<crate::netns_spare::Paths>,
 }
 
 impl Drop for Teardown {
@@ -54,7 +57,13 @@ impl Teardown {
     /// The world's mounts (its mount namespace first) and the host's table,
     /// if this world was its last user.
     pub(crate) fn new(fds: Vec<OwnedFd>, idle: Option<crate::net_host::IdleRemoval>) -> Teardown {
-        Teardown { fds, idle, remove: None, cgroup: None, claim: None }
+        Teardown { fds, idle, remove: None, cgroup: None, claim: None, spare: None }
+    }
+
+    /// Makes the next world's network namespace ahead, under
+    /// `state_root` (a world as root with loopback only: `netns_spare`).
+    pub(crate) fn make_spare_netns(&mut self, state_root: &std::path::Path) {
+        self.spare = crate::netns_spare::Paths::new(state_root).ok();
     }
 
     /// Removes `dir` (a world without root's directory) with the world's
@@ -103,7 +112,12 @@ impl Teardown {
     /// clones no other world. If no child can be made, all of it is done
     /// here and now.
     pub fn in_background(mut self) {
-        if self.fds.is_empty() && self.idle.is_none() && self.cgroup.is_none() && self.remove.is_none() {
+        if self.fds.is_empty()
+            && self.idle.is_none()
+            && self.cgroup.is_none()
+            && self.remove.is_none()
+            && self.spare.is_none()
+        {
             return;
         }
         // The host's table, if this world had a network: a fork of the
@@ -126,7 +140,8 @@ impl Teardown {
             true => Vec::new(),
             false => self.fds.iter().map(|f| f.as_raw_fd()).collect(),
         };
-        let job = crate::teardown_child::Job { keep, dirs, parents, idle, release, remove };
+        let spare = self.spare.take();
+        let job = crate::teardown_child::Job { keep, dirs, parents, idle, release, remove, spare };
         match crate::teardown_child::spawn(job) {
             // Our copies go with `self`: not the last references.
             Ok(_) => self.remove = None,

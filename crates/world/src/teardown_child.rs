@@ -3,7 +3,8 @@
 //! descriptors), removes its cgroup directories (and a world without root's
 //! directory, once its mounts are released) and exits; for a world with a
 //! network, a fork of it removes the host's table later if no world uses it
-//! (`net_host::IdleRemoval`).
+//! (`net_host::IdleRemoval`); for a world as root with loopback only, it
+//! then makes the next such world's network namespace (`netns_spare`).
 //!
 //! Why not fork(2): a fork copies cloche's page tables (0.1-0.15 ms here),
 //! and cloche's own exit then tears its memory down (0.1-0.17 ms from
@@ -40,6 +41,9 @@ pub(crate) struct Job {
     /// root's `worlds/<id>/fs` and `worlds/<id>`); one that is not empty
     /// stays for the next sweep.
     pub remove: Vec<CString>,
+    /// Last: a spare network namespace to make there, if none is
+    /// (`netns_spare`).
+    pub spare: Option<crate::netns_spare::Paths>,
 }
 
 /// The child's stack (and its fork's copy of it): a handful of system
@@ -85,12 +89,23 @@ pub(crate) fn spawn(job: Job) -> io::Result<libc::pid_t> {
 }
 
 /// x86_64 system call numbers (stable ABI).
+const SYS_OPEN: usize = 2;
 const SYS_CLOSE: usize = 3;
+const SYS_IOCTL: usize = 16;
+const SYS_PREAD64: usize = 17;
+const SYS_PWRITE64: usize = 18;
 const SYS_NANOSLEEP: usize = 35;
+const SYS_SOCKET: usize = 41;
 const SYS_FORK: usize = 57;
 const SYS_EXIT: usize = 60;
+const SYS_FLOCK: usize = 73;
+const SYS_MKDIR: usize = 83;
 const SYS_RMDIR: usize = 84;
+const SYS_UNLINK: usize = 87;
 const SYS_SETSID: usize = 112;
+const SYS_MOUNT: usize = 165;
+const SYS_UMOUNT2: usize = 166;
+const SYS_UNSHARE: usize = 272;
 const SYS_CLOSE_RANGE: usize = 436;
 const EBUSY: isize = 16;
 
@@ -109,6 +124,112 @@ unsafe fn syscall(n: usize, a: [usize; 3]) -> isize {
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     ret
+}
+
+/// [`syscall`] with five arguments (`mount`).
+///
+/// # Safety
+/// As the system call `n` with arguments `a` requires.
+unsafe fn syscall5(n: usize, a: [usize; 5]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86_64 syscall ABI: arguments four and five in r10, r8.
+    unsafe {
+        std::arch::asm!("syscall", inlateout("rax") n as isize => ret,
+             in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4],
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Makes the next world's network namespace (`netns_spare`), unless one
+/// is there to take: under the directory's lock, a taken (or half-made)
+/// spare unmounted and unlinked first; then a new namespace for this
+/// child, `lo` up, bind-mounted on the spare's path (made for it), and the
+/// lock file marked free. Any failure leaves no spare to take. Last thing
+/// before the child exits: it leaves the host's network namespace for the
+/// new one.
+///
+/// # Safety
+/// Raw system calls on NUL-terminated paths that live as long as the
+/// process, and on this child's own stack.
+unsafe fn make_spare(p: &crate::netns_spare::Paths) {
+    unsafe {
+        let path = |c: &CString| c.as_ptr() as usize;
+        syscall(SYS_MKDIR, [path(&p.dir), 0o700, 0]);
+        let flags = (libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW) as usize;
+        let lock = syscall(SYS_OPEN, [path(&p.lock), flags, 0o600]);
+        if lock < 0 {
+            return;
+        }
+        let lock = lock as usize;
+        let done = |lock: usize| {
+            syscall(SYS_CLOSE, [lock, 0, 0]);
+        };
+        if syscall(SYS_FLOCK, [lock, libc::LOCK_EX as usize, 0]) != 0 {
+            return done(lock);
+        }
+        let mut mark = [0u8; 1];
+        let read = syscall5(SYS_PREAD64, [lock, mark.as_mut_ptr() as usize, 1, 0, 0]);
+        let free = read == 1 && mark[0] == crate::netns_spare::FREE;
+        // One spare at a time: a good one not taken stays; anything else
+        // there goes.
+        let present =
+            syscall(SYS_OPEN, [path(&p.spare), (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as usize, 0]);
+        if present >= 0 {
+            let nstype = syscall(SYS_IOCTL, [present as usize, crate::netns_spare::NS_GET_NSTYPE as usize, 0]);
+            syscall(SYS_CLOSE, [present as usize, 0, 0]);
+            if free && nstype == libc::CLONE_NEWNET as isize {
+                return done(lock);
+            }
+            syscall(SYS_UMOUNT2, [path(&p.spare), libc::MNT_DETACH as usize, 0]);
+            syscall(SYS_UNLINK, [path(&p.spare), 0, 0]);
+        }
+        if syscall(SYS_UNSHARE, [libc::CLONE_NEWNET as usize, 0, 0]) != 0 || !loopback_up() {
+            return done(lock);
+        }
+        let create = (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW) as usize;
+        let f = syscall(SYS_OPEN, [path(&p.spare), create, 0o600]);
+        if f < 0 {
+            return done(lock);
+        }
+        syscall(SYS_CLOSE, [f as usize, 0, 0]);
+        let source = c"/proc/self/ns/net".as_ptr() as usize;
+        if syscall5(SYS_MOUNT, [source, path(&p.spare), 0, libc::MS_BIND as usize, 0]) != 0 {
+            syscall(SYS_UNLINK, [path(&p.spare), 0, 0]);
+            return done(lock);
+        }
+        let free = [crate::netns_spare::FREE];
+        syscall5(SYS_PWRITE64, [lock, free.as_ptr() as usize, 1, 0, 0]);
+        done(lock)
+    }
+}
+
+/// `lo` up in this child's network namespace (as `sys::loopback_up`, with
+/// raw calls and the request on this child's stack).
+///
+/// # Safety
+/// Raw system calls on a socket of its own and a request on the stack.
+unsafe fn loopback_up() -> bool {
+    unsafe {
+        let sock = syscall(SYS_SOCKET, [libc::AF_INET as usize, (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as usize, 0]);
+        if sock < 0 {
+            return false;
+        }
+        // SAFETY: ifreq is plain data; zeroed is a valid value.
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        // (The request's address is taken at each call: the kernel reads
+        // and writes it there.)
+        let at = |r: &mut libc::ifreq| r as *mut libc::ifreq as usize;
+        let mut ok = syscall(SYS_IOCTL, [sock as usize, libc::SIOCGIFFLAGS as usize, at(&mut req)]) == 0;
+        if ok {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            ok = syscall(SYS_IOCTL, [sock as usize, libc::SIOCSIFFLAGS as usize, at(&mut req)]) == 0;
+        }
+        syscall(SYS_CLOSE, [sock as usize, 0, 0]);
+        ok
+    }
 }
 
 /// The child's whole life (see the module docs for what it may touch).
@@ -163,6 +284,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         for d in &job.remove {
             syscall(SYS_RMDIR, [d.as_ptr() as usize, 0, 0]);
         }
+        if let Some(p) = &job.spare {
+            make_spare(p);
+        }
         // exit(2), this thread (the only one of this process): the world's
         // mounts and claim go with its descriptors, then the memory.
         syscall(SYS_EXIT, [0; 3]);
@@ -192,6 +316,7 @@ mod tests {
         let mut keep = vec![w.as_raw_fd(), held.as_raw_fd()];
         keep.sort_unstable();
         let job = Job {
+            spare: None,
             keep,
             dirs: vec![c(&world)],
             parents: vec![c(&top.join("cloche"))],
@@ -209,5 +334,70 @@ mod tests {
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
         assert!(!world.exists() && !top.join("cloche").exists() && !own.exists());
         std::fs::remove_dir(&top).unwrap();
+    }
+
+    /// The child makes the next world's network namespace: a namespace
+    /// with `lo` up, mounted on the spare's path and marked free; a claim
+    /// takes it; the next child removes the taken one and makes another.
+    /// (Root: it mounts, as the test suite runs.)
+    #[test]
+    fn the_child_makes_a_spare_network_namespace_and_replaces_a_taken_one() {
+        let root = tempfile::tempdir().unwrap();
+        let run = || {
+            let job = Job {
+                keep: vec![],
+                dirs: vec![],
+                parents: vec![],
+                idle: None,
+                release: vec![],
+                remove: vec![],
+                spare: Some(crate::netns_spare::Paths::new(root.path()).unwrap()),
+            };
+            let pid = spawn(job).unwrap();
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
+        };
+        let dir = root.path().join(crate::netns_spare::DIR);
+        let inode = || nix::sys::stat::stat(&dir.join("spare")).map(|s| s.st_ino).unwrap();
+        run();
+        assert_eq!(std::fs::read(dir.join(".lock")).unwrap(), [crate::netns_spare::FREE]);
+        let first = inode();
+        // A free spare stays.
+        run();
+        assert_eq!(inode(), first);
+        let ns = crate::netns_spare::claim(root.path()).expect("the spare");
+        assert_eq!(nix::sys::stat::fstat(&ns).unwrap().st_ino, first);
+        // Inside it (on a thread of its own): `lo` alone, and up.
+        let (up, links) = std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                // SAFETY: a socket of ours and a zeroed ifreq (plain data).
+                let up = unsafe {
+                    let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                    let mut req: libc::ifreq = std::mem::zeroed();
+                    req.ifr_name[0] = b'l' as libc::c_char;
+                    req.ifr_name[1] = b'o' as libc::c_char;
+                    let got = libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req);
+                    libc::close(sock);
+                    got == 0 && req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0
+                };
+                let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+                let links: Vec<String> =
+                    dev.lines().skip(2).filter_map(|l| l.split(':').next().map(|n| n.trim().to_string())).collect();
+                (up, links)
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(up && links == ["lo"], "lo up: {up}, links: {links:?}");
+        // Taken: the next child replaces it.
+        run();
+        assert_ne!(inode(), first, "a taken spare was left for the next world");
+        assert_eq!(std::fs::read(dir.join(".lock")).unwrap(), [crate::netns_spare::FREE]);
+        let spare = crate::sys::cpath(&dir.join("spare")).unwrap();
+        // SAFETY: unmounting a path we own.
+        assert_eq!(unsafe { libc::umount2(spare.as_ptr(), libc::MNT_DETACH) }, 0);
     }
 }

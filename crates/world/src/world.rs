@@ -198,7 +198,7 @@ fn run_in(
     t0: Instant,
     store: Store,
 ) -> Result<(Outcome, Upper, Option<serde_json::Value>), WorldError> {
-    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, userns, .. } =
+    let Launched { pid, pidfd, mut scratch, mut cg, sigfd, _restore, net, relay, mounts, userns, spare_netns, .. } =
         launch(spec, layout, layers, claim, state, Mode::OneShot, store)?;
     let ids = userns.as_ref().map(|u| u.ids);
     let mut relay = relay.expect("one-shot worlds have a relay");
@@ -240,6 +240,9 @@ fn run_in(
     let unread = spec.unread && !spec.keep;
     let network = net.as_ref().filter(|_| !unread).map(|n| n.scope());
     let mut teardown = Teardown::new(mounts.into_iter().collect(), net.and_then(|n| n.end()));
+    if spare_netns {
+        teardown.make_spare_netns(&state.root);
+    }
 
     // 6. fs_diff from the upper layer against the host root filesystem.
     scratch.receive().map_err(WorldError::Scratch)?;
