@@ -69,6 +69,8 @@ mod rootless_limits;
 mod run;
 #[path = "session.rs"]
 mod session;
+#[path = "spare_netns.rs"]
+mod spare_netns;
 #[path = "stdio.rs"]
 mod stdio;
 #[path = "userns.rs"]

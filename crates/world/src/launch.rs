@@ -59,9 +59,8 @@ pub(crate) struct Launched {
     pub plan: PlanPrint,
     /// The world's user namespace, its slot of ids held while it runs.
     pub userns: Option<crate::userns::Userns>,
-    /// This process made or claimed the world's network namespace (as
-    /// root, loopback only): the world's end makes the next one's
-    /// (`netns_spare`).
+    /// A world as root (loopback only or scoped): its end makes the next
+    /// one's network namespace (`netns_spare`).
     pub spare_netns: bool,
 }
 
@@ -250,20 +249,25 @@ pub(crate) fn launch(
     };
     // Who makes the world's network namespace (`child::NetnsPlan`): as
     // root with loopback only, this process, after sending the plan (the
-    // child has the longer way: it mounts), sent on a socket; for a scoped
-    // network (this process has the longer way: it sets the network up)
-    // and without root, the child, first thing (said on a pipe when scoped).
-    let (netns_made, netns_to) = match (spec.rootless, &spec.net) {
-        (None, None) => {
-            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-            let pair = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(WorldError::nix("socketpair"))?;
-            (None, Some(pair))
-        }
-        (_, Some(_)) => {
-            (Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?), None)
-        }
-        (Some(_), None) => (None, None),
+    // child has the longer way: it mounts), sent on a socket, unless the
+    // last such world's end made one ahead (`netns_spare`); for a scoped
+    // network (this process has the longer way: it sets the network up),
+    // the spare when there is one (taken here: the child must know), else
+    // the child, first thing (said on a pipe); without root, the child.
+    let mut scoped_spare = match (spec.rootless, &spec.net) {
+        (None, Some(_)) => crate::netns_spare::claim(&state.root),
+        _ => None,
+    };
+    let parent_makes = spec.rootless.is_none() && (spec.net.is_none() || scoped_spare.is_some());
+    let (netns_made, netns_to) = if parent_makes {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let pair = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(WorldError::nix("socketpair"))?;
+        (None, Some(pair))
+    } else if spec.net.is_some() {
+        (Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(WorldError::nix("pipe"))?), None)
+    } else {
+        (None, None)
     };
     let netns = match (&netns_made, &netns_to) {
         (_, Some((_, theirs))) => child::NetnsPlan::Parent { from: theirs.as_raw_fd() },
@@ -388,7 +392,7 @@ pub(crate) fn launch(
         Some(to) => {
             let fail = |step: &'static str| move |source: std::io::Error| WorldError::Sys { step, source };
             // The one the last such world's end made ahead, else a new one.
-            let ns = match crate::netns_spare::claim(&state.root) {
+            let ns = match scoped_spare.take().or_else(|| crate::netns_spare::claim(&state.root)) {
                 Some(ns) => ns,
                 None => crate::fdpass::new_netns().map_err(|e| kill(fail("make the world's network namespace")(e)))?,
             };
@@ -413,21 +417,27 @@ pub(crate) fn launch(
     // 4. The network, from outside, before the world runs anything.
     let net = match &spec.net {
         Some(n) => {
-            // The namespace the child made: opened once it says so (before,
-            // /proc/PID/ns/net would be the host's). Nothing said: the child
-            // failed, and its report says where.
-            let mut said = [0u8; 1];
-            if !matches!(netns_made.as_ref().map(|r| nix::unistd::read(r, &mut said)), Some(Ok(1))) {
-                let mut msg = Vec::new();
-                read_all(&rep_r, &mut msg);
-                let why = String::from_utf8_lossy(&msg).into_owned();
-                return Err(kill(WorldError::Child(match why.is_empty() {
-                    true => "the world's child ended before it made its network namespace".into(),
-                    false => why,
-                })));
-            }
-            let ns = cloche_net::Netns::of_pid(pid)
-                .map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
+            let ns = match &_netns {
+                // The spare this process sent (the child enters it later).
+                Some(ns) => ns.try_clone().map(cloche_net::Netns::from_fd),
+                // The namespace the child made: opened once it says so
+                // (before, /proc/PID/ns/net would be the host's). Nothing
+                // said: the child failed, and its report says where.
+                None => {
+                    let mut said = [0u8; 1];
+                    if !matches!(netns_made.as_ref().map(|r| nix::unistd::read(r, &mut said)), Some(Ok(1))) {
+                        let mut msg = Vec::new();
+                        read_all(&rep_r, &mut msg);
+                        let why = String::from_utf8_lossy(&msg).into_owned();
+                        return Err(kill(WorldError::Child(match why.is_empty() {
+                            true => "the world's child ended before it made its network namespace".into(),
+                            false => why,
+                        })));
+                    }
+                    cloche_net::Netns::of_pid(pid)
+                }
+            };
+            let ns = ns.map_err(|e| kill(WorldError::Network(format!("open the world's netns: {e}"))))?;
             Some(crate::network::setup(ns, &claim.id, n).map_err(kill)?)
         }
         None => None,
@@ -479,7 +489,7 @@ pub(crate) fn launch(
         mounts,
         userns,
         plan: print,
-        spare_netns: netns_to.is_some(),
+        spare_netns: spec.rootless.is_none(),
     })
 }
 

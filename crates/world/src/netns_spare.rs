@@ -1,25 +1,26 @@
 //! A spare network namespace: made at a world's end, for the next world.
 //!
-//! A world run as root with loopback only gets a network namespace of its
-//! own with `lo` up and nothing else. Making one is the kernel's
-//! per-namespace set-up: about 0.4 ms here back to back and 0.7 ms after
-//! an idle moment, on the parent's way to its child's go. So the end of
-//! such a world makes the next one's ahead, in its teardown child, after
-//! cloche has answered (`teardown_child::make_spare`): a new namespace,
-//! `lo` up, bind-mounted on `<state>/netns/spare` (the state directory is
-//! root's alone), like `ip netns add`. The next such world claims it
-//! ([`claim`]): under the directory's lock, it opens it, checks that it is
-//! a network namespace and not its own (the host's), and marks it taken
-//! (the lock file's first byte, `t`). Unmounting it there would cost the
-//! claim as much as it saves (an unmount waits for an RCU grace period):
-//! the next maker unmounts and unlinks a taken spare first. A spare is made
-//! for one world and given to at most one; nothing of a world's ever
-//! reaches it (it is made after that world's processes are all gone). None there (the first run after a boot, two runs at once, a
-//! daemon's run, which makes none): the parent makes the namespace itself,
-//! as before.
+//! A world run as root gets a network namespace of its own with `lo` up
+//! (and, with a scoped network, the veth the parent adds). Making one is
+//! the kernel's per-namespace set-up: about 0.4 ms here back to back and
+//! 0.7 ms after an idle moment, on the parent's way to its child's go (or,
+//! scoped, the child's first step). So the end of such a world makes the
+//! next one's ahead, in its teardown child, after cloche has answered
+//! (`teardown_child::make_spare`): a new namespace, `lo` up, bind-mounted
+//! on `<state>/netns/spare` (the state directory is root's alone), like
+//! `ip netns add`. The next world as root claims it ([`claim`]): under the
+//! directory's lock, it opens it, checks that it is a network namespace
+//! and not its own (the host's), and marks it taken (the lock file's first
+//! byte, `t`). Unmounting it there would cost the claim as much as it
+//! saves (an unmount waits for an RCU grace period): the next maker
+//! unmounts and unlinks a taken spare first. A spare is made for one world
+//! and given to at most one; nothing of a world's ever reaches it (it is
+//! made after that world's processes are all gone). None there (the first
+//! run after a boot, two runs at once, a daemon's run, which makes none):
+//! the namespace is made as before.
 //!
 //! What stays between runs: one namespace and its mount, as the disk pool
-//! stays mounted (docs/security.md, *Network*).
+//! stays mounted (docs/security.md, *The spare network namespace*).
 
 use std::ffi::CString;
 use std::io;

@@ -61,7 +61,7 @@ impl Teardown {
     }
 
     /// Makes the next world's network namespace ahead, under
-    /// `state_root` (a world as root with loopback only: `netns_spare`).
+    /// `state_root` (after a world as root: `netns_spare`).
     pub(crate) fn make_spare_netns(&mut self, state_root: &std::path::Path) {
         self.spare = crate::netns_spare::Paths::new(state_root).ok();
     }

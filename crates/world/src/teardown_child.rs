@@ -3,8 +3,8 @@
 //! descriptors), removes its cgroup directories (and a world without root's
 //! directory, once its mounts are released) and exits; for a world with a
 //! network, a fork of it removes the host's table later if no world uses it
-//! (`net_host::IdleRemoval`); for a world as root with loopback only, it
-//! then makes the next such world's network namespace (`netns_spare`).
+//! (`net_host::IdleRemoval`); for a world as root, it then makes the next
+//! world's network namespace (`netns_spare`).
 //!
 //! Why not fork(2): a fork copies cloche's page tables (0.1-0.15 ms here),
 //! and cloche's own exit then tears its memory down (0.1-0.17 ms from
