@@ -16,8 +16,8 @@
 //! unmounts and unlinks a taken spare first. A spare is made for one world
 //! and given to at most one; nothing of a world's ever reaches it (it is
 //! made after that world's processes are all gone). None there (the first
-//! run after a boot, two runs at once, a daemon's run, which makes none):
-//! the namespace is made as before.
+//! run after a boot, two runs at once, a run that starts before the last
+//! one's end made it): the namespace is made as before.
 //!
 //! What stays between runs: one namespace and its mount, as the disk pool
 //! stays mounted (docs/security.md, *The spare network namespace*).
