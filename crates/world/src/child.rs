@@ -223,6 +223,8 @@ pub trait Sys {
     fn mknod(&mut self, path: &Path, major: u32, minor: u32) -> io::Result<()>;
     fn symlink(&mut self, target: &Path, path: &Path) -> io::Result<()>;
     fn bind(&mut self, src: &Path, dst: &Path) -> io::Result<()>;
+    /// A recursive bind (`MS_REC`): `src` with the mounts below it.
+    fn bind_tree(&mut self, src: &Path, dst: &Path) -> io::Result<()>;
     fn remount_ro(&mut self, target: &Path, nodev: bool) -> io::Result<()>;
     fn attach(&mut self, tree: OwnedFd, path: &Path) -> io::Result<()>;
     fn pivot_root(&mut self, root: &Path) -> io::Result<()>;
@@ -446,6 +448,11 @@ fn frame(
                 let target = under(root, path);
                 at("frame directory", path, sys.mkdir(&target, None))?;
                 at("bind (a directory of the root)", path, sys.bind(path, &target))?;
+            }
+            Piece::ReadOnlyTree { path } => {
+                let target = under(root, path);
+                at("frame directory", path, sys.mkdir(&target, None))?;
+                at("bind (a directory of the root, with its mounts)", path, sys.bind_tree(path, &target))?;
             }
             Piece::Overlay { path, .. } => at("frame directory", path, sys.mkdir(&under(root, path), None))?,
         }

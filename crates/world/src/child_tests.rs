@@ -146,6 +146,9 @@ impl Sys for Recorder {
     fn bind(&mut self, _: &Path, dst: &Path) -> io::Result<()> {
         self.call("bind", dst)
     }
+    fn bind_tree(&mut self, _: &Path, dst: &Path) -> io::Result<()> {
+        self.call("bind_tree", dst)
+    }
     fn remount_ro(&mut self, target: &Path, _: bool) -> io::Result<()> {
         self.call("remount_ro", target)
     }
@@ -305,6 +308,7 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         Piece::Symlink { path: "/bin".into(), target: "usr/bin".into() },
         Piece::Dir { path: "/proc".into(), mode: 0o555 },
         Piece::ReadOnly { path: "/boot".into() },
+        Piece::ReadOnlyTree { path: "/var".into() },
         Piece::Overlay { path: "/srv".into(), index: 0 },
         Piece::File { path: "/lone".into() },
     ];
@@ -323,6 +327,8 @@ fn a_world_without_root_maps_its_caller_first_and_puts_its_root_together() {
         "mkdir /state/w/root/proc",
         "mkdir /state/w/root/boot",
         "bind /state/w/root/boot",
+        "mkdir /state/w/root/var",
+        "bind_tree /state/w/root/var",
         "mkdir /state/w/root/srv",
         "bind /state/w/root/lone",
         "read_only_tree /state/w/root",

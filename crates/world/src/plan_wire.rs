@@ -139,6 +139,10 @@ pub fn encode_pieces(pieces: &[Piece]) -> Vec<u8> {
                 b.push(5);
                 bytes(&mut b, path);
             }
+            Piece::ReadOnlyTree { path } => {
+                b.push(6);
+                bytes(&mut b, path);
+            }
         }
     }
     let len = (b.len() - 4) as u32;
@@ -157,6 +161,7 @@ pub fn decode_pieces(body: &[u8]) -> Result<Vec<Piece>, String> {
             3 => Piece::ReadOnly { path: r.path()? },
             4 => Piece::Symlink { path: r.path()?, target: r.path()? },
             5 => Piece::File { path: r.path()? },
+            6 => Piece::ReadOnlyTree { path: r.path()? },
             t => return Err(format!("unknown piece tag {t}")),
         });
     }
@@ -240,6 +245,7 @@ mod tests {
             Piece::Dir { path: "/proc".into(), mode: 0o555 },
             Piece::Overlay { path: odd.clone(), index: 7 },
             Piece::ReadOnly { path: "/boot".into() },
+            Piece::ReadOnlyTree { path: "/var".into() },
             Piece::Symlink { path: "/bin".into(), target: odd },
             Piece::File { path: "/lone".into() },
         ];

@@ -70,6 +70,13 @@ pub enum Piece {
     /// A directory of the root filesystem with no mount below it where the
     /// caller could write nothing: a read-only bind of the host's.
     ReadOnly { path: PathBuf },
+    /// The same where mounts lie below that the caller cannot reach (a
+    /// directory on the way is closed to it: root's disk pool and spare
+    /// network namespace under `/var/lib/cloche`): a recursive bind, which
+    /// carries them (a user namespace's copy of the host's mounts refuses a
+    /// bind that would uncover what they cover), as unreachable in the
+    /// world as on the host, instead of pieces for every entry on the way.
+    ReadOnlyTree { path: PathBuf },
     /// A symbolic link, as the host has it.
     Symlink { path: PathBuf, target: PathBuf },
     /// Anything else (a file beside mounts): a read-only bind of the host's.
@@ -182,26 +189,48 @@ pub fn choose(writable: bool, entries: &[Entry]) -> Choice {
 /// The pieces of the world's root, from the host's mount points (the
 /// caller's view: mountinfo), its root filesystem's entries and `who`.
 pub fn frame(mountinfo: &str, who: &Writer) -> io::Result<Vec<Piece>> {
-    let mounts: BTreeSet<PathBuf> = mountinfo
+    let all: BTreeSet<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape))
         .filter(|p| p != Path::new("/"))
         .collect();
+    // Mounts this process (the caller) cannot reach are hidden: no pieces
+    // of their own (`Piece::ReadOnlyTree`).
+    let (mounts, hidden) = all.into_iter().partition(|m| reachable(m));
     let mut out = Vec::new();
     let root = Listing::of(Path::new("/"))?.ok_or_else(|| io::Error::from(io::ErrorKind::PermissionDenied))?;
-    walk(Path::new("/"), &root, &mounts, who, 0, &mut out)?;
+    walk(Path::new("/"), &root, &Mounts { seen: mounts, hidden }, who, 0, &mut out)?;
     Ok(out)
+}
+
+/// Whether the caller can reach `path` (every directory on the way open to
+/// it). Only a refusal counts as unreachable.
+fn reachable(path: &Path) -> bool {
+    nix::unistd::access(path, AccessFlags::F_OK) != Err(nix::errno::Errno::EACCES)
+}
+
+/// The host's mount points but `/`: those the caller can reach, and the
+/// others.
+struct Mounts {
+    seen: BTreeSet<PathBuf>,
+    hidden: BTreeSet<PathBuf>,
+}
+
+/// Whether `set` holds a path strictly below `path`.
+fn any_below(set: &BTreeSet<PathBuf>, path: &Path) -> bool {
+    set.range(path.to_path_buf()..).take_while(|m| m.starts_with(path)).any(|m| m != path)
 }
 
 /// The pieces of the directory `dir`, whose entries `listing` holds.
 fn walk(
     dir: &Path,
     listing: &Listing,
-    mounts: &BTreeSet<PathBuf>,
+    all: &Mounts,
     who: &Writer,
     depth: usize,
     out: &mut Vec<Piece>,
 ) -> io::Result<()> {
+    let mounts = &all.seen;
     for (i, n, st) in listing.entries() {
         let path = dir.join(n);
         let st = match st {
@@ -210,7 +239,7 @@ fn walk(
             Err(e) => return Err(e.into()),
         };
         let mode = st.perm();
-        let below = mounts.range(path.clone()..).take_while(|m| m.starts_with(&path)).any(|m| m != &path);
+        let below = any_below(mounts, &path);
         // Below a scratch directory (and it, bar its mount point) nothing
         // is seen, unless a target or a mount lies there.
         let held = who.targets.iter().any(|t| t.starts_with(&path)) || below || mounts.contains(&path);
@@ -234,19 +263,30 @@ fn walk(
             out.push(Piece::Dir { path: path.clone(), mode });
             // (Closed after all: its world shows it empty.)
             if let Some(sub) = Listing::of(&path)? {
-                walk(&path, &sub, mounts, who, depth + 1, out)?;
+                walk(&path, &sub, all, who, depth + 1, out)?;
             }
         } else {
             let sub = Listing::of(&path)?;
+            let hides = any_below(&all.hidden, &path);
             let entries = entries_of(&path, sub.as_ref(), who);
             match choose(who.may_write(st.uid, st.mode, || listing.access(i, WRITE)), &entries) {
                 Choice::Descend if depth < MAX_DEPTH => {
                     out.push(Piece::Dir { path: path.clone(), mode });
                     if let Some(sub) = &sub {
-                        walk(&path, sub, mounts, who, depth + 1, out)?;
+                        walk(&path, sub, all, who, depth + 1, out)?;
                     }
                 }
+                Choice::ReadOnly if hides => out.push(Piece::ReadOnlyTree { path }),
                 Choice::ReadOnly => out.push(Piece::ReadOnly { path }),
+                // Anything else with hidden mounts below: pieces of its
+                // own, as with mounts below (an overlay's lower would show
+                // what they cover).
+                _ if hides => {
+                    out.push(Piece::Dir { path: path.clone(), mode });
+                    if let (Some(sub), true) = (&sub, depth < MAX_DEPTH) {
+                        walk(&path, sub, all, who, depth + 1, out)?;
+                    }
+                }
                 Choice::Overlay | Choice::Descend => {
                     let index = out.iter().filter(|p| matches!(p, Piece::Overlay { .. })).count();
                     out.push(Piece::Overlay { path, index });

@@ -467,6 +467,10 @@ impl Sys for RealSys<'_> {
         mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(nixerr)
     }
 
+    fn bind_tree(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(nixerr)
+    }
+
     fn remount_ro(&mut self, target: &Path, nodev: bool) -> io::Result<()> {
         if self.rootless {
             let mut attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC;
