@@ -111,6 +111,29 @@ fn a_user_runs_a_world_without_root_and_without_a_daemon() {
     assert!(!std::path::Path::new("/usr/cloche-rl-x").exists() && !std::path::Path::new("/etc/cloche-rl-x").exists());
     drop((srv, opt));
 
+    // A mount the caller cannot reach (below a directory of root's, 0700,
+    // as root's disk pool is): the directory above it is one read-only
+    // recursive bind. The world runs, reads there, cannot write there nor
+    // reach the mount.
+    let ro = Scratch::new_in("/opt", "cloche-rl-ro-");
+    std::fs::set_permissions(ro.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(ro.path().join("seen"), b"seen\n").unwrap();
+    std::fs::set_permissions(ro.path().join("seen"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let closed = ro.path().join("closed");
+    std::fs::create_dir_all(closed.join("m")).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _hidden = Mounted::tmpfs(&closed.join("m"), "64k", &fx.tag);
+    let r = ro.path().display();
+    let script = format!(
+        "cat {r}/seen; touch {r}/made 2>/dev/null && echo wrote; ls {r}/closed/m 2>/dev/null && echo reached; \
+         grep -c ' {r}/closed/m ' /proc/self/mountinfo"
+    );
+    let o = cloche(&user, &proj, &["run", "--no-limits", "--", "sh", "-c", &script]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "seen\n1\n", "{}", o.describe());
+    assert!(!ro.path().join("made").exists());
+    drop(_hidden);
+    drop(ro);
+
     // --keep, then diff and discard, all as the user, with no daemon.
     let o = cloche(&user, &proj, &["run", "--no-limits", "--keep", "--", "sh", "-c", "echo k > kept"]);
     o.expect_code(0);
