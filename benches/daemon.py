@@ -313,9 +313,11 @@ def main():
     finally:
         d.send_signal(signal.SIGTERM)
         d.wait()
-        worlds = os.path.join(state, "worlds")
-        if os.path.ismount(worlds):
-            subprocess.run(["umount", "-l", worlds], check=False)
+        time.sleep(1.0)  # the last world's end: its spare network namespace made
+        for mount in ("worlds", "netns/spare"):
+            path = os.path.join(state, mount)
+            if os.path.ismount(path):
+                subprocess.run(["umount", "-l", path], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

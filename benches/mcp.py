@@ -87,5 +87,7 @@ finally:
     if srv:
         srv.stdin.close(); srv.wait(10)
     d.send_signal(signal.SIGTERM); d.wait(30)
-    subprocess.run(["umount", "-l", os.path.join(state, "worlds")], stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # the last world's end: its spare network namespace made
+    for mount in ("worlds", "netns/spare"):
+        subprocess.run(["umount", "-l", os.path.join(state, mount)], stderr=subprocess.DEVNULL)
     subprocess.run(["rm", "-rf", tmp])

@@ -53,10 +53,14 @@ def bwrap_path():
 
 def remove_state(state):
     """Removes a state directory made for a bench: its disk pool (mounted on
-    `worlds/`) is unmounted first, and its loop device detaches itself."""
-    worlds = os.path.join(state, "worlds")
-    if os.path.ismount(worlds):
-        subprocess.run(["umount", "-l", worlds], check=False)
+    `worlds/`) and its spare network namespace (mounted on `netns/spare` by
+    the last world's end, a moment after cloche answered: waited for) are
+    unmounted first; the pool's loop device detaches itself."""
+    time.sleep(1.0)
+    for mount in ("worlds", "netns/spare"):
+        path = os.path.join(state, mount)
+        if os.path.ismount(path):
+            subprocess.run(["umount", "-l", path], check=False)
     shutil.rmtree(state, ignore_errors=True)
 
 def timed(cmd, env):

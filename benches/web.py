@@ -114,5 +114,7 @@ finally:
     d.terminate()
     d.wait(timeout=30)
     subprocess.run([cloche, "--no-daemon", "discard", ids[0]], env={**env, "CLOCHE_SOCKET": ""}, capture_output=True)
-    subprocess.run(["umount", "-l", os.path.join(state, "worlds")], stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # the last world's end: its spare network namespace made
+    for mount in ("worlds", "netns/spare"):
+        subprocess.run(["umount", "-l", os.path.join(state, mount)], stderr=subprocess.DEVNULL)
     subprocess.run(["rm", "-rf", tmp])
