@@ -31,6 +31,9 @@ Nothing is asserted: this is a measurement, not a test.
 import argparse, http.client, json, multiprocessing, os, shutil, signal, socket, statistics, subprocess, sys
 import queue, tempfile, threading, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from startup import release_mounts  # noqa: E402  (shared by every bench)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release")
 
@@ -313,11 +316,7 @@ def main():
     finally:
         d.send_signal(signal.SIGTERM)
         d.wait()
-        time.sleep(1.0)  # the last world's end: its spare network namespace made
-        for mount in ("worlds", "netns/spare"):
-            path = os.path.join(state, mount)
-            if os.path.ismount(path):
-                subprocess.run(["umount", "-l", path], check=False)
+        release_mounts(state)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

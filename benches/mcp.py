@@ -11,7 +11,10 @@ The client is a few lines of JSON-RPC over the server's pipes (no SDK:
 its own cost is not the server's). A daemon is started on a temporary
 socket with a temporary state directory. Nothing is asserted.
 """
-import argparse, json, os, signal, statistics, subprocess, tempfile, time
+import argparse, json, os, signal, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from startup import release_mounts  # noqa: E402  (shared by every bench)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=40)
@@ -87,7 +90,5 @@ finally:
     if srv:
         srv.stdin.close(); srv.wait(10)
     d.send_signal(signal.SIGTERM); d.wait(30)
-    time.sleep(1.0)  # the last world's end: its spare network namespace made
-    for mount in ("worlds", "netns/spare"):
-        subprocess.run(["umount", "-l", os.path.join(state, mount)], stderr=subprocess.DEVNULL)
+    release_mounts(state)
     subprocess.run(["rm", "-rf", tmp])

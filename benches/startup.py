@@ -51,16 +51,20 @@ def bwrap_path():
         sys.exit("bwrap missing: bash .ci/setup")
     return bwrap
 
-def remove_state(state):
-    """Removes a state directory made for a bench: its disk pool (mounted on
-    `worlds/`) and its spare network namespace (mounted on `netns/spare` by
-    the last world's end, a moment after cloche answered: waited for) are
-    unmounted first; the pool's loop device detaches itself."""
+def release_mounts(state):
+    """Unmounts what a bench's state directory holds mounted: its disk pool
+    (`worlds/`; its loop device detaches itself) and its spare network
+    namespace (`netns/spare`, mounted by the last world's end a moment after
+    cloche answered: waited for)."""
     time.sleep(1.0)
     for mount in ("worlds", "netns/spare"):
         path = os.path.join(state, mount)
         if os.path.ismount(path):
             subprocess.run(["umount", "-l", path], check=False)
+
+def remove_state(state):
+    """Removes a state directory made for a bench, its mounts first."""
+    release_mounts(state)
     shutil.rmtree(state, ignore_errors=True)
 
 def timed(cmd, env):

@@ -12,7 +12,10 @@ which installs chromium, chromium-driver and target/web-venv):
 A daemon is started on a temporary socket, state directory and loopback
 port. Nothing is asserted.
 """
-import argparse, json, os, statistics, subprocess, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from startup import release_mounts  # noqa: E402  (shared by every bench)
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -114,7 +117,5 @@ finally:
     d.terminate()
     d.wait(timeout=30)
     subprocess.run([cloche, "--no-daemon", "discard", ids[0]], env={**env, "CLOCHE_SOCKET": ""}, capture_output=True)
-    time.sleep(1.0)  # the last world's end: its spare network namespace made
-    for mount in ("worlds", "netns/spare"):
-        subprocess.run(["umount", "-l", os.path.join(state, mount)], stderr=subprocess.DEVNULL)
+    release_mounts(state)
     subprocess.run(["rm", "-rf", tmp])
