@@ -180,6 +180,12 @@ fn main() {
     }
     init_log();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(run_args) = plain_run(&args) {
+        // The defaults of the global options, as clap would give them.
+        term::init(term::ColorWhen::Auto, false);
+        remote::init(false);
+        std::process::exit(run::main(run_args));
+    }
     let parsed = definition(&args).try_get_matches_from(&args).and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
     let cli = match parsed {
         Ok(c) => c,
@@ -229,6 +235,28 @@ fn main() {
         Command::Man { dir } => man(dir.as_deref()),
     };
     std::process::exit(code);
+}
+
+/// `cloche run [--] CMD [ARGS...]` with no option at all, its arguments
+/// read without clap: None for anything else (an option before the command,
+/// a global option, `--help`, no command), which clap parses.
+///
+/// Why: building clap's definition of the command line and parsing with it
+/// is cheap when warm (about 0.05 ms) but costs about 0.4 ms in a process
+/// that lives 5 ms, its code and heap pages all touched for the first time
+/// (docs/architecture.md, *Start time*, ninth look): 8% of `cloche run --
+/// true`. For this form the outcome is known without it: the command is
+/// the rest of the line, verbatim (clap's `trailing_var_arg`: a later `--`
+/// or `-x` is the command's), and every option has its default.
+/// `plain_run_parses_as_clap_does` checks both agree.
+fn plain_run(args: &[std::ffi::OsString]) -> Option<run::RunArgs> {
+    use std::os::unix::ffi::OsStrExt;
+    let cmd = match args.get(1..)? {
+        [run, dashes, cmd @ ..] if run == "run" && dashes == "--" && !cmd.is_empty() => cmd,
+        [run, cmd @ ..] if run == "run" && cmd.first().is_some_and(|c| !c.as_bytes().starts_with(b"-")) => cmd,
+        _ => return None,
+    };
+    Some(run::RunArgs { cmd: cmd.to_vec(), ..Default::default() })
 }
 
 /// `cloche completions SHELL`: the script, generated from the definition.
@@ -320,6 +348,51 @@ pub(crate) mod tests {
         let mut missing = Vec::new();
         missing_help(&Cli::command(), "cloche", &mut missing);
         assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn plain_run_parses_as_clap_does() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let line = |words: &[&str]| -> Vec<OsString> { words.iter().map(OsString::from).collect() };
+        let mut taken = vec![
+            line(&["cloche", "run", "--", "true"]),
+            line(&["cloche", "run", "true"]),
+            line(&["cloche", "run", "ls", "-la", "--", "--keep", "-e", "X=1"]),
+            line(&["cloche", "run", "--", "--", "x"]),
+            line(&["cloche", "run", "--", "-x", "--help"]),
+            line(&["cloche", "run", "--", ""]),
+            line(&["cloche", "run", "", "y"]),
+            line(&["cloche", "run", "help"]),
+            line(&["cloche", "run", "run", "--", "run"]),
+        ];
+        // Not UTF-8: an OsString, as clap takes it.
+        taken.push(vec!["cloche".into(), "run".into(), OsString::from_vec(vec![0xff, b'a']), "b".into()]);
+        for args in &taken {
+            let fast = plain_run(args).unwrap_or_else(|| panic!("{args:?} is the plain form"));
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(matches!(cli.color, term::ColorWhen::Auto) && !cli.no_pager && !cli.no_daemon, "{args:?}");
+            match cli.command {
+                Command::Run(clap) => assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{args:?}"),
+                _ => panic!("{args:?}: not run"),
+            }
+        }
+        // Any option, a global option, help or no command: clap's.
+        for words in [
+            &["cloche", "run"][..],
+            &["cloche", "run", "--"],
+            &["cloche", "run", "--keep", "true"],
+            &["cloche", "run", "-e", "X=1", "--", "true"],
+            &["cloche", "run", "--help"],
+            &["cloche", "run", "-"],
+            &["cloche", "--no-daemon", "run", "true"],
+            &["cloche", "--color=never", "run", "--", "true"],
+            &["cloche", "runs", "true"],
+            &["cloche", "diff", "x"],
+            &["cloche"],
+        ] {
+            assert!(plain_run(&line(words)).is_none(), "{words:?}");
+        }
     }
 
     #[test]

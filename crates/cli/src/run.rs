@@ -13,7 +13,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 // `cloche run [OPTIONS] [--] CMD [ARGS...]` (no doc comment: the variant's says what it does in --help).
-#[derive(Args)]
+// Default: every option unset, as `plain_run` (main.rs) gives them.
+#[derive(Args, Default, Debug)]
 #[command(after_help = "\
 The world gets PATH, HOME, LANG, LC_*, TERM, TZ and USER from your environment, plus -e/--env and
 --env-file. `--` before CMD is needed only when CMD starts with `-`: `cloche run ls -la` runs `ls -la`.

@@ -229,15 +229,19 @@ fn run_in(
     drop(relay);
     crate::profile::mark("world exited");
     let t_run = t0.elapsed();
-    let mut limits_hit: Vec<String> =
-        cg.0.as_ref().map(|c| c.limits_hit()).unwrap_or_default().into_iter().map(String::from).collect();
+    // Nobody reads more than the status of a discarded world's run without
+    // a report: its limits' counters, its network's and its fs_diff (below)
+    // are not gathered.
+    let unread = spec.unread && !spec.keep;
+    let mut limits_hit: Vec<String> = match (&cg.0, unread) {
+        (Some(c), false) => c.limits_hit().into_iter().map(String::from).collect(),
+        _ => Vec::new(),
+    };
     if timed_out {
         limits_hit.push("timeout".into());
     }
     let exit_code = if timed_out { 124 } else { status };
-    // Counters and refused attempts, read while the namespace is held
-    // (unless nobody will read them: see the fs_diff below).
-    let unread = spec.unread && !spec.keep;
+    // Counters and refused attempts, read while the namespace is held.
     let network = net.as_ref().filter(|_| !unread).map(|n| n.scope());
     let mut teardown = Teardown::new(mounts.into_iter().collect(), net.and_then(|n| n.end()));
     if spare_netns {
