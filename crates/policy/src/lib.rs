@@ -63,8 +63,9 @@ pub struct Policy {
     pub limits: Limits,
     pub fs: FsPolicy,
     pub layers: Layers,
-    /// The seccomp profile's JSON text.
-    pub seccomp_json: String,
+    /// The seccomp profile's JSON text (the built-in one borrowed: a policy
+    /// is cloned for every run, and the text is 19 KB).
+    pub seccomp_json: std::borrow::Cow<'static, str>,
     /// Where the seccomp profile came from.
     pub seccomp_origin: String,
     /// The command rules (`[commands]`; none when the section is absent).
@@ -396,7 +397,7 @@ impl Policy {
 
     /// The seccomp profile text when it is not the built-in one.
     pub fn custom_seccomp(&self) -> Option<&str> {
-        (self.seccomp_origin != "builtin:default").then_some(self.seccomp_json.as_str())
+        (self.seccomp_origin != "builtin:default").then_some(&*self.seccomp_json)
     }
 
     /// Parses and validates policy text. `base` resolves a relative seccomp
@@ -468,15 +469,15 @@ impl Policy {
         };
         let commands = rules::compile(raw.commands, text, check_examples, &secrets).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
-            "builtin:default" => (DEFAULT_SECCOMP.to_string(), "builtin:default".to_string()),
+            "builtin:default" => (DEFAULT_SECCOMP.into(), "builtin:default".to_string()),
             p => match seccomp {
                 Seccomp::Beside(Some(base)) => {
                     let path = base.join(p);
                     let text = std::fs::read_to_string(&path)
                         .map_err(|source| PolicyError::Read { path: path.clone(), source })?;
-                    (text, path.display().to_string())
+                    (text.into(), path.display().to_string())
                 }
-                Seccomp::Given(Some(text)) => (text.to_string(), format!("{origin}:{p}")),
+                Seccomp::Given(Some(text)) => (text.to_string().into(), format!("{origin}:{p}")),
                 _ => return Err(invalid(format!("seccomp.profile {p:?}: only builtin:default is allowed here"))),
             },
         };

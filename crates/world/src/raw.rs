@@ -326,3 +326,47 @@ pub fn unread(fd: RawFd) -> io::Result<usize> {
     cvt(unsafe { libc::ioctl(fd, libc::FIONREAD as _, &mut n as *mut libc::c_int) } as libc::c_long)?;
     Ok(n.max(0) as usize)
 }
+
+/// A stack for a child cloned with `CLONE_VM` (the user namespace's helper,
+/// the teardown child): an anonymous private mapping, whose pages cost
+/// nothing until the child touches them. (A zeroed `Vec` of the same size
+/// had its allocator clear every page, in the parent, on the run's path:
+/// 16 fresh pages for the teardown child's 64 KiB, about 0.05 ms here.)
+pub struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// Maps `len` bytes (a multiple of the page size).
+    pub fn new(len: usize) -> io::Result<ChildStack> {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
+        // SAFETY: a new anonymous mapping chosen by the kernel; nothing
+        // else refers to it.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ChildStack { base, len })
+    }
+
+    /// Its top, 16-byte aligned: where a child's stack pointer starts.
+    pub fn top(&self) -> *mut libc::c_void {
+        ((self.base as usize + self.len) & !15) as *mut libc::c_void
+    }
+
+    /// Never unmapped: for a child that may outlive every owner here (it
+    /// goes when this process's memory does).
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, whole; its child was reaped by the owner
+        // (`userns::Helper`), so nothing runs on it any more.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}

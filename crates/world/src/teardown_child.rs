@@ -52,16 +52,18 @@ const STACK: usize = 64 * 1024;
 
 /// Starts the child; returns its pid without waiting for it (it is reaped
 /// by whoever adopts it when cloche exits). `job` and the child's stack are
-/// leaked: a few hundred bytes and 16 KiB, for a process about to exit.
+/// leaked: a few hundred bytes, and a 64 KiB mapping of which the child
+/// touches a page or two, for a process about to exit.
 pub(crate) fn spawn(job: Job) -> io::Result<libc::pid_t> {
     let job: &'static Job = Box::leak(Box::new(job));
-    let stack: &'static mut [u8] = Box::leak(vec![0u8; STACK].into_boxed_slice());
-    let top = stack.as_mut_ptr_range().end as usize & !15; // 16-byte aligned
-                                                           // Born with every signal blocked (the mask is inherited), and with a
-                                                           // session of its own (`child_main`): no signal but SIGKILL stops it
-                                                           // halfway. The caller's mask is put back below.
-                                                           // SAFETY: sigset_t is plain data, filled by sigfillset; the mask is this
-                                                           // thread's.
+    let stack = crate::raw::ChildStack::new(STACK)?;
+    let top = stack.top();
+    stack.leak(); // the child's for its life, which may outlast this process's
+                  // Born with every signal blocked (the mask is inherited), and with a
+                  // session of its own (`child_main`): no signal but SIGKILL stops it
+                  // halfway. The caller's mask is put back below.
+                  // SAFETY: sigset_t is plain data, filled by sigfillset; the mask is this
+                  // thread's.
     let old = unsafe {
         let (mut all, mut old) = (std::mem::zeroed::<libc::sigset_t>(), std::mem::zeroed::<libc::sigset_t>());
         libc::sigfillset(&mut all);
@@ -71,14 +73,8 @@ pub(crate) fn spawn(job: Job) -> io::Result<libc::pid_t> {
     // SAFETY: `child_main` makes only raw system calls on its own (leaked)
     // stack and reads only `job` (leaked): nothing the caller frees.
     // CLONE_VM without CLONE_FILES: the child's descriptor table is a copy.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::SIGCHLD,
-            job as *const Job as *mut libc::c_void,
-        )
-    };
+    let pid =
+        unsafe { libc::clone(child_main, top, libc::CLONE_VM | libc::SIGCHLD, job as *const Job as *mut libc::c_void) };
     let err = io::Error::last_os_error();
     // SAFETY: the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };

@@ -279,8 +279,8 @@ struct Helper {
     pid: libc::pid_t,
     /// Our end of its pipe: closed, it exits.
     hold: Option<OwnedFd>,
-    /// Its stack (it runs in our memory until it is reaped).
-    _stack: Vec<u8>,
+    /// Its stack (it runs in our memory until it is reaped; unmapped after).
+    _stack: crate::raw::ChildStack,
 }
 
 /// The helper's stack: it makes three system calls.
@@ -296,8 +296,8 @@ impl Helper {
     /// and gid.
     fn start(ids: &WorldIds) -> io::Result<Helper> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let mut stack = vec![0u8; HELPER_STACK];
-        let pid = as_owner(ids, || clone_helper(&mut stack, r.as_raw_fd(), w.as_raw_fd()))?;
+        let stack = crate::raw::ChildStack::new(HELPER_STACK)?;
+        let pid = as_owner(ids, || clone_helper(&stack, r.as_raw_fd(), w.as_raw_fd()))?;
         drop(r);
         Ok(Helper { pid, hold: Some(w), _stack: stack })
     }
@@ -377,8 +377,7 @@ extern "C" fn helper_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Clones the helper (`CLONE_NEWUSER | CLONE_VM`, a descriptor table of its
 /// own, SIGCHLD to us when it exits) on `stack`; returns its pid.
-fn clone_helper(stack: &mut [u8], read: RawFd, write: RawFd) -> io::Result<libc::pid_t> {
-    let top = stack.as_mut_ptr_range().end as usize & !15; // 16-byte aligned
+fn clone_helper(stack: &crate::raw::ChildStack, read: RawFd, write: RawFd) -> io::Result<libc::pid_t> {
     let arg = ((read as u32 as u64) | ((write as u32 as u64) << 32)) as usize;
     // SAFETY: `helper_main` makes only raw system calls on its own stack;
     // CLONE_VM shares our memory, so the stack must outlive it: `Helper`
@@ -386,7 +385,7 @@ fn clone_helper(stack: &mut [u8], read: RawFd, write: RawFd) -> io::Result<libc:
     let pid = unsafe {
         libc::clone(
             helper_main,
-            top as *mut libc::c_void,
+            stack.top(),
             libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
             arg as *mut libc::c_void,
         )
