@@ -47,7 +47,7 @@ pub enum Layout {
 impl Layout {
     /// Reads /proc/self/mountinfo and the v2 controller list.
     pub fn detect() -> Layout {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let info = crate::sys::mountinfo().unwrap_or_default();
         Self::from_mountinfo(&info, |root| fs::read_to_string(root.join("cgroup.controllers")).ok())
     }
 

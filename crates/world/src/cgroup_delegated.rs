@@ -48,7 +48,7 @@ impl Host for RealHost {
 /// [`Layout::V1`], whose roots are the delegated directories), or why there
 /// is none.
 pub fn delegated_cgroup() -> Result<Layout, String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = crate::sys::mountinfo().unwrap_or_default();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     // SAFETY: no preconditions.
     let uid = unsafe { libc::geteuid() };

@@ -143,7 +143,7 @@ pub(crate) enum Store {
 /// A world without root's root, piece by piece (`rootless::frame`), from
 /// the host's mount table and directories as they are now.
 fn rootless_pieces(spec: &Spec, caller: crate::rootless::Caller) -> Result<Vec<crate::rootless::Piece>, WorldError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(WorldError::state("read mountinfo"))?;
+    let info = crate::sys::mountinfo().map_err(WorldError::state("read mountinfo"))?;
     let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
     crate::rootless::frame(&info, &who).map_err(WorldError::state("list the root filesystem"))
 }

@@ -45,7 +45,7 @@ const SKIP_UNDER: &[&str] =
 
 /// Data mounts of the current mount namespace, parents before children.
 pub fn host_data_mounts(state_dir: &Path) -> Vec<HostMount> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = crate::sys::mountinfo().unwrap_or_default();
     data_mounts(&info, state_dir)
 }
 

@@ -68,6 +68,18 @@ fn set_mount_attrs(path: &Path, set: u64) -> io::Result<()> {
     raw::mount_setattr(fd.as_fd(), set, 0)
 }
 
+/// The text of `/proc/self/mountinfo`, as `std::fs::read_to_string` gives
+/// it (an error for bytes that are not UTF-8), in one or two reads: a
+/// procfs file says its size is 0, so `read_to_string` starts with 32 bytes
+/// and doubles, nine reads for this host's 2 KB, each generating the table
+/// again from where it stopped.
+pub(crate) fn mountinfo() -> io::Result<String> {
+    use std::io::Read;
+    let mut text = Vec::with_capacity(16 * 1024);
+    std::fs::File::open("/proc/self/mountinfo")?.read_to_end(&mut text)?;
+    String::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }

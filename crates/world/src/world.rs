@@ -153,7 +153,7 @@ fn run_world(spec: &Spec, state: &StateDir, taken: Option<Taken>) -> Result<Outc
 /// (one read of mountinfo); refuses when the policy requires cgroups and
 /// there are none.
 pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<HostMount>), WorldError> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo = crate::sys::mountinfo().unwrap_or_default();
     let layout = match spec.rootless {
         // A world without root: the user's delegated cgroup, or no limits
         // when asked (`--no-limits`), else refused.

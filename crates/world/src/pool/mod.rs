@@ -224,7 +224,7 @@ pub fn status(root: &Path) -> Status {
 
 /// The source of the mount on `path` (the last one mounted there).
 fn mount_source(path: &Path) -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let info = crate::sys::mountinfo().ok()?;
     info.lines().rev().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         let mp = crate::cgroup::unescape(left.split(' ').nth(4)?);
