@@ -63,7 +63,8 @@ pub struct Spec {
     /// Nobody will read this one-shot world's outcome beyond its status (a
     /// CLI run without `--json`, `--report` or `--keep`): neither its
     /// fs_diff, nor a scoped network's counters, nor the limits it hit are
-    /// gathered, and the outcome's are empty (a timeout is still said). Kept and continued worlds always gather theirs.
+    /// gathered, and the outcome's are empty (a timeout is still said).
+    /// Kept and continued worlds always gather theirs.
     pub unread: bool,
     /// What a one-shot world's stdio is (a batch's entries are captured).
     pub terminal: Terminal,

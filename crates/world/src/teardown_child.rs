@@ -58,12 +58,13 @@ pub(crate) fn spawn(job: Job) -> io::Result<libc::pid_t> {
     let job: &'static Job = Box::leak(Box::new(job));
     let stack = crate::raw::ChildStack::new(STACK)?;
     let top = stack.top();
-    stack.leak(); // the child's for its life, which may outlast this process's
-                  // Born with every signal blocked (the mask is inherited), and with a
-                  // session of its own (`child_main`): no signal but SIGKILL stops it
-                  // halfway. The caller's mask is put back below.
-                  // SAFETY: sigset_t is plain data, filled by sigfillset; the mask is this
-                  // thread's.
+    // The child's for its life, which may outlast this process's.
+    stack.leak();
+    // Born with every signal blocked (the mask is inherited), and with a
+    // session of its own (`child_main`): no signal but SIGKILL stops it
+    // halfway. The caller's mask is put back below.
+    // SAFETY: sigset_t is plain data, filled by sigfillset; the mask is this
+    // thread's.
     let old = unsafe {
         let (mut all, mut old) = (std::mem::zeroed::<libc::sigset_t>(), std::mem::zeroed::<libc::sigset_t>());
         libc::sigfillset(&mut all);

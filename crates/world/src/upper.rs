@@ -302,8 +302,8 @@ fn tmpfs(size: u64) -> io::Result<OwnedFd> {
 /// made with (another count of host data mounts).
 pub(crate) fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
     let dirs = pool::fs_dirs(layers);
-    // A spare is made with all of them, parents first: its last one there,
-    // the rest is (one lookup instead of a refused `mkdir` each).
+    // A spare was made with all of them, parents first: when the last one
+    // is there, so are the others (one lookup, not a refused `mkdir` each).
     let last = dirs.last().map(String::as_str).unwrap_or(".");
     let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
     if nix::sys::stat::fstatat(at, last, flags).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
