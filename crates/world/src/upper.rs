@@ -301,15 +301,7 @@ fn tmpfs(size: u64) -> io::Result<OwnedFd> {
 /// all of them in a fresh tmpfs; in a subvolume, those its spare was not
 /// made with (another count of host data mounts).
 pub(crate) fn dirs(at: &OwnedFd, layers: usize) -> io::Result<()> {
-    let dirs = pool::fs_dirs(layers);
-    // A spare was made with all of them, parents first: when the last one
-    // is there, so are the others (one lookup, not a refused `mkdir` each).
-    let last = dirs.last().map(String::as_str).unwrap_or(".");
-    let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
-    if nix::sys::stat::fstatat(at, last, flags).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
-        return Ok(());
-    }
-    for d in dirs {
+    for d in pool::fs_dirs(layers) {
         match nix::sys::stat::mkdirat(at, d.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(nix::Error::EEXIST) => {}
             Err(e) => return Err(e.into()),
