@@ -33,6 +33,9 @@ pub use size::{parse_size, SizeError};
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 /// The default seccomp profile (OCI JSON), compiled in.
 pub const DEFAULT_SECCOMP: &str = include_str!("../../../policies/seccomp/default.json");
+/// The name of [`DEFAULT_SECCOMP`] in a policy (`seccomp.profile`) and
+/// its origin.
+pub const BUILTIN_SECCOMP: &str = "builtin:default";
 
 /// Where the command rules start in the default policy; they are its last
 /// section.
@@ -397,7 +400,7 @@ impl Policy {
 
     /// The seccomp profile text when it is not the built-in one.
     pub fn custom_seccomp(&self) -> Option<&str> {
-        (self.seccomp_origin != "builtin:default").then_some(&*self.seccomp_json)
+        (self.seccomp_origin != BUILTIN_SECCOMP).then_some(&*self.seccomp_json)
     }
 
     /// Parses and validates policy text. `base` resolves a relative seccomp
@@ -469,7 +472,7 @@ impl Policy {
         };
         let commands = rules::compile(raw.commands, text, check_examples, &secrets).map_err(invalid)?;
         let (seccomp_json, seccomp_origin) = match raw.seccomp.profile.as_str() {
-            "builtin:default" => (DEFAULT_SECCOMP.into(), "builtin:default".to_string()),
+            BUILTIN_SECCOMP => (DEFAULT_SECCOMP.into(), BUILTIN_SECCOMP.to_string()),
             p => match seccomp {
                 Seccomp::Beside(Some(base)) => {
                     let path = base.join(p);

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::net::NetArg;
 use crate::report::Report;
 use cloche_policy::Policy;
-use cloche_world::bpf_cache::program_for;
+use cloche_world::bpf_cache::{builtin_program, program_for};
 use cloche_world::cgroup::Limits;
 use cloche_world::spec::{Terminal, UpperStore};
 use cloche_world::view::HiddenEntry;
@@ -291,8 +291,13 @@ impl Context {
 /// A world spec with everything from the policy (limits, masks, seccomp,
 /// layers, network) and no command yet.
 pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBuf) -> Result<Spec> {
-    let seccomp = program_for(&policy.seccomp_json, &state.root.join("cache"))
-        .map_err(|e| Error::Seccomp { origin: policy.seccomp_origin.clone(), reason: e.to_string() })?;
+    let cache = state.root.join("cache");
+    let seccomp = match policy.seccomp_origin == cloche_policy::BUILTIN_SECCOMP {
+        // The same text as the engine's own copy (`builtin_seccomp_is_the_engine_s`).
+        true => builtin_program(&cache),
+        false => program_for(&policy.seccomp_json, &cache),
+    }
+    .map_err(|e| Error::Seccomp { origin: policy.seccomp_origin.clone(), reason: e.to_string() })?;
     Ok(Spec {
         argv: Vec::new(),
         env: ctx.world_env(&[]),
@@ -345,4 +350,18 @@ pub fn userns_range(world: &cloche_policy::WorldSection) -> Result<Option<cloche
         None => IdRange::from_system(),
     };
     range.map(Some).map_err(|e| Error::Spec(format!("user namespace: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `policy_spec` gives a policy whose profile is `builtin:default` the
+    /// engine's program of its own copy of that profile: the two copies
+    /// must be the same text.
+    #[test]
+    fn builtin_seccomp_is_the_engine_s() {
+        assert_eq!(cloche_policy::DEFAULT_SECCOMP, cloche_world::seccomp::DEFAULT_PROFILE_JSON);
+        let p = cloche_policy::Policy::builtin();
+        assert_eq!(p.seccomp_origin, cloche_policy::BUILTIN_SECCOMP);
+        assert_eq!(p.seccomp_json, cloche_world::seccomp::DEFAULT_PROFILE_JSON);
+    }
 }
