@@ -242,6 +242,13 @@ pub(crate) fn launch(
         Some(range) => Some(crate::userns::Userns::make(range, seed(&claim.id))?),
         None => None,
     };
+    // Without that namespace's helper (a policy without user namespaces,
+    // a world without root): a nudge, to have a second CPU awake for the
+    // child (`raw::CpuNudge`).
+    let _nudge = match userns {
+        Some(_) => None,
+        None => crate::raw::CpuNudge::start().ok(),
+    };
     crate::profile::mark("user namespace made");
     let namespaces = match spec.rootless {
         Some(_) => NAMESPACES | libc::CLONE_NEWUSER as u64,
