@@ -330,16 +330,8 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
     }
     let mut lowers = lowers.iter().map(|t| Lower::Tree(borrow(t)));
     match &plan.rootless {
-        Some(_) => {
-            // The root's pieces, listed by the parent meanwhile; their
-            // uppers in a tmpfs store are made here (on disk, the parent
-            // made them before it sent the pieces).
-            let pieces = at("receive the root's pieces", none, sys.receive_pieces())?;
-            if let Store::Tmpfs { path, .. } = &plan.scratch {
-                at("make the pieces' upper directories", path, sys.make_uppers(path, &pieces))?;
-            }
-            frame(sys, root, scratch, &pieces)?
-        }
+        // The root's pieces, listed by the parent meanwhile.
+        Some(_) => frame(sys, root, scratch, &plan.scratch)?,
         None => {
             let base = lowers.next().unwrap_or(Lower::Host(Path::new("/")));
             at("mount overlay", root, sys.mount_overlay(scratch, "", base, root))?;
@@ -424,46 +416,58 @@ pub fn setup(sys: &mut dyn Sys, plan: &ChildPlan<'_>) -> Result<(), StepError> {
 /// A world without root: the root put together under `root` (a tmpfs
 /// frame; an overlay or a read-only bind per host directory with no mount
 /// below it; links and lone files as the host has them).
-fn frame(
-    sys: &mut dyn Sys,
-    root: &Path,
-    scratch: BorrowedFd<'_>,
-    pieces: &[crate::rootless::Piece],
-) -> Result<(), StepError> {
+fn frame(sys: &mut dyn Sys, root: &Path, scratch: BorrowedFd<'_>, store: &Store) -> Result<(), StepError> {
     use crate::rootless::Piece;
     let flags = crate::plan::MS_NOSUID | crate::plan::MS_NODEV;
     at("mount the root's frame (tmpfs)", root, sys.mount(root, "tmpfs", flags, "mode=755,size=1m"))?;
-    // Parents first (the pieces are in walk order): one mkdir each; a
-    // mount point's own mode is hidden by what is mounted on it.
-    for p in pieces {
-        match p {
-            Piece::Dir { path, mode } => at("frame directory", path, sys.mkdir(&under(root, path), Some(*mode)))?,
-            Piece::Symlink { path, target } => at("frame symlink", path, sys.symlink(target, &under(root, path)))?,
-            Piece::File { path } => {
-                let target = under(root, path);
-                at("frame file", path, sys.touch(&target))?;
-                at("bind (a file of the root)", path, sys.bind(path, &target))?;
+    // The pieces come in lists as the parent finds them (those of each
+    // entry of `/`), an empty list last. Each list: its overlays' uppers in
+    // a tmpfs store (on disk, the parent made them before it sent the
+    // list); then, parents first (walk order), one mkdir each (a mount
+    // point's own mode is hidden by what is mounted on it), and the binds.
+    let mut overlays = Vec::new();
+    loop {
+        let none = Path::new("");
+        let pieces = at("receive the root's pieces", none, sys.receive_pieces())?;
+        if pieces.is_empty() {
+            break;
+        }
+        if let Store::Tmpfs { path, .. } = store {
+            at("make the pieces' upper directories", path, sys.make_uppers(path, &pieces))?;
+        }
+        for p in pieces {
+            match p {
+                Piece::Dir { path, mode } => at("frame directory", &path, sys.mkdir(&under(root, &path), Some(mode)))?,
+                Piece::Symlink { path, target } => {
+                    at("frame symlink", &path, sys.symlink(&target, &under(root, &path)))?
+                }
+                Piece::File { path } => {
+                    let target = under(root, &path);
+                    at("frame file", &path, sys.touch(&target))?;
+                    at("bind (a file of the root)", &path, sys.bind(&path, &target))?;
+                }
+                Piece::ReadOnly { path } => {
+                    let target = under(root, &path);
+                    at("frame directory", &path, sys.mkdir(&target, None))?;
+                    at("bind (a directory of the root)", &path, sys.bind(&path, &target))?;
+                }
+                Piece::ReadOnlyTree { path } => {
+                    let target = under(root, &path);
+                    at("frame directory", &path, sys.mkdir(&target, None))?;
+                    at("bind (a directory of the root, with its mounts)", &path, sys.bind_tree(&path, &target))?;
+                }
+                Piece::Overlay { path, index } => {
+                    at("frame directory", &path, sys.mkdir(&under(root, &path), None))?;
+                    overlays.push((path, index));
+                }
             }
-            Piece::ReadOnly { path } => {
-                let target = under(root, path);
-                at("frame directory", path, sys.mkdir(&target, None))?;
-                at("bind (a directory of the root)", path, sys.bind(path, &target))?;
-            }
-            Piece::ReadOnlyTree { path } => {
-                let target = under(root, path);
-                at("frame directory", path, sys.mkdir(&target, None))?;
-                at("bind (a directory of the root, with its mounts)", path, sys.bind_tree(path, &target))?;
-            }
-            Piece::Overlay { path, .. } => at("frame directory", path, sys.mkdir(&under(root, path), None))?,
         }
     }
     // The frame and every bind in it read-only at once (one call), before
     // any overlay is mounted in it.
     at("frame and its binds read-only", root, sys.read_only_tree(root))?;
-    for p in pieces {
-        if let Piece::Overlay { path, index } = p {
-            at("mount overlay", path, sys.mount_piece(scratch, path, *index, &under(root, path)))?;
-        }
+    for (path, index) in overlays {
+        at("mount overlay", &path, sys.mount_piece(scratch, &path, index, &under(root, &path)))?;
     }
     Ok(())
 }

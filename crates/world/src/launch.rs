@@ -140,12 +140,17 @@ pub(crate) enum Store {
     Resume,
 }
 
-/// A world without root's root, piece by piece (`rootless::frame`), from
-/// the host's mount table and directories as they are now.
-fn rootless_pieces(spec: &Spec, caller: crate::rootless::Caller) -> Result<Vec<crate::rootless::Piece>, WorldError> {
+/// A world without root's root, piece by piece (`rootless::frame_each`),
+/// from the host's mount table and directories as they are now: each list
+/// handed to `send` as soon as it is known.
+fn rootless_pieces(
+    spec: &Spec,
+    caller: crate::rootless::Caller,
+    send: &mut dyn FnMut(&[crate::rootless::Piece]) -> std::io::Result<()>,
+) -> Result<(), WorldError> {
     let info = crate::sys::mountinfo().map_err(WorldError::state("read mountinfo"))?;
     let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
-    crate::rootless::frame(&info, &who).map_err(WorldError::state("list the root filesystem"))
+    crate::rootless::frame_each(&info, &who, send).map(drop).map_err(WorldError::state("list the root filesystem"))
 }
 
 /// Everything from the world's filesystem to the init's execve: the world
@@ -376,11 +381,30 @@ pub(crate) fn launch(
     //    and its store, list the root's pieces (hundreds of `lstat`s: the
     //    longest step of its start) and send them; their uppers on disk
     //    (a kept world's) are made first, a tmpfs store's by the child.
+    //    They go as they are listed, the pieces of each entry of `/` at
+    //    once, so that the child mounts them meanwhile; an empty list last.
     if let Some(caller) = spec.rootless {
-        let pieces = rootless_pieces(spec, caller).map_err(kill)?;
-        scratch.make_piece_uppers(&pieces).map_err(|e| kill(WorldError::state("make the pieces' uppers")(e)))?;
-        let wire = crate::plan_wire::encode_pieces(&pieces);
-        write_all(&go_w, &wire).map_err(|e| kill_sent(WorldError::nix("send the root's pieces")(e)))?;
+        // Why a batch was not sent, and whether the child was sent to.
+        let mut failed: Option<(WorldError, bool)> = None;
+        let mut send = |batch: &[crate::rootless::Piece]| -> std::io::Result<()> {
+            let r = match scratch.make_piece_uppers(batch) {
+                Err(e) => Err((WorldError::state("make the pieces' uppers")(e), false)),
+                Ok(()) => write_all(&go_w, &crate::plan_wire::encode_pieces(batch))
+                    .map_err(|e| (WorldError::nix("send the root's pieces")(e), true)),
+            };
+            r.map_err(|e| {
+                failed = Some(e);
+                std::io::Error::other("stopped")
+            })
+        };
+        let listed = rootless_pieces(spec, caller, &mut send);
+        match (failed, listed) {
+            (Some((e, true)), _) => return Err(kill_sent(e)),
+            (Some((e, false)), _) | (None, Err(e)) => return Err(kill(e)),
+            (None, Ok(())) => {}
+        }
+        write_all(&go_w, &crate::plan_wire::encode_pieces(&[]))
+            .map_err(|e| kill_sent(WorldError::nix("send the root's pieces")(e)))?;
         crate::profile::mark("root's pieces listed and sent");
     }
     //    While the child mounts /proc and /dev: build the rest of the mount

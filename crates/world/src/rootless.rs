@@ -189,6 +189,18 @@ pub fn choose(writable: bool, entries: &[Entry]) -> Choice {
 /// The pieces of the world's root, from the host's mount points (the
 /// caller's view: mountinfo), its root filesystem's entries and `who`.
 pub fn frame(mountinfo: &str, who: &Writer) -> io::Result<Vec<Piece>> {
+    frame_each(mountinfo, who, &mut |_| Ok(()))
+}
+
+/// As [`frame`], handing the pieces to `emit` as they are known, in order:
+/// those of each entry of the root filesystem at once (so that a world's
+/// child mounts them while the rest is listed). An error of `emit` stops
+/// the listing.
+pub fn frame_each(
+    mountinfo: &str,
+    who: &Writer,
+    emit: &mut dyn FnMut(&[Piece]) -> io::Result<()>,
+) -> io::Result<Vec<Piece>> {
     let all: BTreeSet<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape))
@@ -199,7 +211,16 @@ pub fn frame(mountinfo: &str, who: &Writer) -> io::Result<Vec<Piece>> {
     let (mounts, hidden) = all.into_iter().partition(|m| reachable(m));
     let mut out = Vec::new();
     let root = Listing::of(Path::new("/"))?.ok_or_else(|| io::Error::from(io::ErrorKind::PermissionDenied))?;
-    walk(Path::new("/"), &root, &Mounts { seen: mounts, hidden }, who, 0, &mut out)?;
+    let mut sent = 0;
+    let mut each = |out: &[Piece]| -> io::Result<()> {
+        if out.len() > sent {
+            emit(&out[sent..])?;
+            sent = out.len();
+        }
+        Ok(())
+    };
+    walk(Path::new("/"), &root, &Mounts { seen: mounts, hidden }, who, 0, &mut out, &mut each)?;
+    each(&out)?;
     Ok(out)
 }
 
@@ -221,7 +242,9 @@ fn any_below(set: &BTreeSet<PathBuf>, path: &Path) -> bool {
     set.range(path.to_path_buf()..).take_while(|m| m.starts_with(path)).any(|m| m != path)
 }
 
-/// The pieces of the directory `dir`, whose entries `listing` holds.
+/// The pieces of the directory `dir`, whose entries `listing` holds, added
+/// to `out`; at the root (`depth` 0), `out` handed to `done` before each
+/// entry (what the entries before it made).
 fn walk(
     dir: &Path,
     listing: &Listing,
@@ -229,9 +252,13 @@ fn walk(
     who: &Writer,
     depth: usize,
     out: &mut Vec<Piece>,
+    done: &mut dyn FnMut(&[Piece]) -> io::Result<()>,
 ) -> io::Result<()> {
     let mounts = &all.seen;
     for (i, n, st) in listing.entries() {
+        if depth == 0 {
+            done(out)?;
+        }
         let path = dir.join(n);
         let st = match st {
             Ok(st) => st,
@@ -263,7 +290,7 @@ fn walk(
             out.push(Piece::Dir { path: path.clone(), mode });
             // (Closed after all: its world shows it empty.)
             if let Some(sub) = Listing::of(&path)? {
-                walk(&path, &sub, all, who, depth + 1, out)?;
+                walk(&path, &sub, all, who, depth + 1, out, done)?;
             }
         } else {
             let sub = Listing::of(&path)?;
@@ -273,7 +300,7 @@ fn walk(
                 Choice::Descend if depth < MAX_DEPTH => {
                     out.push(Piece::Dir { path: path.clone(), mode });
                     if let Some(sub) = &sub {
-                        walk(&path, sub, all, who, depth + 1, out)?;
+                        walk(&path, sub, all, who, depth + 1, out, done)?;
                     }
                 }
                 Choice::ReadOnly if hides => out.push(Piece::ReadOnlyTree { path }),
@@ -284,7 +311,7 @@ fn walk(
                 _ if hides => {
                     out.push(Piece::Dir { path: path.clone(), mode });
                     if let (Some(sub), true) = (&sub, depth < MAX_DEPTH) {
-                        walk(&path, sub, all, who, depth + 1, out)?;
+                        walk(&path, sub, all, who, depth + 1, out, done)?;
                     }
                 }
                 Choice::Overlay | Choice::Descend => {
@@ -480,6 +507,34 @@ mod tests {
         let indexes: Vec<usize> =
             f.iter().filter_map(|p| if let Piece::Overlay { index, .. } = p { Some(*index) } else { None }).collect();
         assert_eq!(indexes, (0..indexes.len()).collect::<Vec<_>>());
+        // Handed out as they are listed: the lists, one per entry of `/`
+        // with pieces, make the same frame in the same order.
+        let mut lists: Vec<Vec<Piece>> = Vec::new();
+        let g = frame_each(info, &who, &mut |l| {
+            assert!(!l.is_empty());
+            lists.push(l.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(g, f);
+        assert_eq!(lists.concat(), f);
+        assert!(lists.len() > 3, "{lists:?}");
+        let top = |p: &Piece| match p {
+            Piece::Dir { path, .. }
+            | Piece::Overlay { path, .. }
+            | Piece::ReadOnly { path }
+            | Piece::ReadOnlyTree { path }
+            | Piece::Symlink { path, .. }
+            | Piece::File { path } => path.components().count() == 2,
+        };
+        assert!(lists.iter().all(|l| top(&l[0])), "{lists:?}");
+        // An error of the receiver stops the listing.
+        let mut n = 0;
+        let stopped = frame_each(info, &who, &mut |_| {
+            n += 1;
+            Err(io::Error::other("stop"))
+        });
+        assert!(stopped.is_err() && n == 1);
     }
 
     #[test]
