@@ -141,16 +141,35 @@ pub(crate) enum Store {
 }
 
 /// A world without root's root, piece by piece (`rootless::frame_each`),
-/// from the host's mount table and directories as they are now: each list
-/// handed to `send` as soon as it is known.
-fn rootless_pieces(
+/// from the host's mount table and directories as they are now, sent to
+/// its child on `go` as it is listed (an empty list last); a kept world's
+/// uppers on disk are made before their list goes. `Err` says whether the
+/// child was being sent to (its report may tell more).
+fn send_pieces(
     spec: &Spec,
     caller: crate::rootless::Caller,
-    send: &mut dyn FnMut(&[crate::rootless::Piece]) -> std::io::Result<()>,
-) -> Result<(), WorldError> {
-    let info = crate::sys::mountinfo().map_err(WorldError::state("read mountinfo"))?;
+    scratch: &crate::upper::Upper,
+    go: &OwnedFd,
+) -> Result<(), (WorldError, bool)> {
+    let info = crate::sys::mountinfo().map_err(|e| (WorldError::state("read mountinfo")(e), false))?;
     let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
-    crate::rootless::frame_each(&info, &who, send).map(drop).map_err(WorldError::state("list the root filesystem"))
+    let mut failed = None;
+    let mut send = |list: &[crate::rootless::Piece]| {
+        let sent = match scratch.make_piece_uppers(list) {
+            Err(e) => Err((WorldError::state("make the pieces' uppers")(e), false)),
+            Ok(()) => write_all(go, &crate::plan_wire::encode_pieces(list))
+                .map_err(|e| (WorldError::nix("send the root's pieces")(e), true)),
+        };
+        sent.map_err(|e| std::io::Error::other(failed.insert(e).0.to_string()))
+    };
+    let listed = crate::rootless::frame_each(&info, &who, &mut send);
+    match (failed, listed) {
+        (Some(e), _) => return Err(e),
+        (None, Err(e)) => return Err((WorldError::state("list the root filesystem")(e), false)),
+        (None, Ok(_)) => {}
+    }
+    write_all(go, &crate::plan_wire::encode_pieces(&[]))
+        .map_err(|e| (WorldError::nix("send the root's pieces")(e), true))
 }
 
 /// Everything from the world's filesystem to the init's execve: the world
@@ -379,33 +398,13 @@ pub(crate) fn launch(
 
     // 3. A world without root: while the child makes its network namespace
     //    and its store, list the root's pieces (hundreds of `lstat`s: the
-    //    longest step of its start) and send them; their uppers on disk
-    //    (a kept world's) are made first, a tmpfs store's by the child.
-    //    They go as they are listed, the pieces of each entry of `/` at
-    //    once, so that the child mounts them meanwhile; an empty list last.
+    //    longest step of its start), sent as they are listed.
     if let Some(caller) = spec.rootless {
-        // Why a batch was not sent, and whether the child was sent to.
-        let mut failed: Option<(WorldError, bool)> = None;
-        let mut send = |batch: &[crate::rootless::Piece]| -> std::io::Result<()> {
-            let r = match scratch.make_piece_uppers(batch) {
-                Err(e) => Err((WorldError::state("make the pieces' uppers")(e), false)),
-                Ok(()) => write_all(&go_w, &crate::plan_wire::encode_pieces(batch))
-                    .map_err(|e| (WorldError::nix("send the root's pieces")(e), true)),
-            };
-            r.map_err(|e| {
-                failed = Some(e);
-                std::io::Error::other("stopped")
-            })
-        };
-        let listed = rootless_pieces(spec, caller, &mut send);
-        match (failed, listed) {
-            (Some((e, true)), _) => return Err(kill_sent(e)),
-            (Some((e, false)), _) | (None, Err(e)) => return Err(kill(e)),
-            (None, Ok(())) => {}
+        match send_pieces(spec, caller, &scratch, &go_w) {
+            Err((e, true)) => return Err(kill_sent(e)),
+            Err((e, false)) => return Err(kill(e)),
+            Ok(()) => crate::profile::mark("root's pieces listed and sent"),
         }
-        write_all(&go_w, &crate::plan_wire::encode_pieces(&[]))
-            .map_err(|e| kill_sent(WorldError::nix("send the root's pieces")(e)))?;
-        crate::profile::mark("root's pieces listed and sent");
     }
     //    While the child mounts /proc and /dev: build the rest of the mount
     //    plan from host facts and send it; then make the world's network
