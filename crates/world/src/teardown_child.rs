@@ -358,6 +358,15 @@ mod tests {
         };
         let dir = root.path().join(crate::netns_spare::DIR);
         let inode = || nix::sys::stat::stat(&dir.join("spare")).map(|s| s.st_ino).unwrap();
+        // The spare's mount goes however the test ends.
+        struct Unmount(std::ffi::CString);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                // SAFETY: unmounting a path we own (nothing if not mounted).
+                unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        let _unmount = Unmount(crate::sys::cpath(&dir.join("spare")).unwrap());
         run();
         assert_eq!(std::fs::read(dir.join(".lock")).unwrap(), [crate::netns_spare::FREE]);
         let first = inode();
@@ -396,5 +405,6 @@ mod tests {
         let spare = crate::sys::cpath(&dir.join("spare")).unwrap();
         // SAFETY: unmounting a path we own.
         assert_eq!(unsafe { libc::umount2(spare.as_ptr(), libc::MNT_DETACH) }, 0);
+        // (The guard's unmount then finds nothing: each spare was mounted once.)
     }
 }
