@@ -46,7 +46,11 @@ fn cached(profile_json: &str, key: &str, cache_dir: &Path) -> Result<Program, Se
 fn compiler() -> String {
     let v =
         libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
-    format!("{}\0program format 2 (stacked filters)\0{v}\0{}\0", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH)
+    format!(
+        "{}\0program format 3 (stacked filters, ranges)\0{v}\0{}\0",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    )
 }
 
 fn builtin_key() -> String {
