@@ -80,6 +80,9 @@ fn run(prog: &[sock_filter], d: &Data, stop_at_args: bool) -> Option<Result<u32,
                 a = d.word(i.k)?;
                 pc + 1
             }
+            // (Arithmetic on the number or the architecture would make a
+            // range's answer other than its ends': not compressed.)
+            ALU_AND_K | ALU_OR_K if stop_at_args => return None,
             ALU_AND_K => {
                 a &= i.k;
                 pc + 1

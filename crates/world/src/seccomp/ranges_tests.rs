@@ -60,6 +60,21 @@ fn what_it_does_not_know_keeps_libseccomps_program() {
         insn(RET_K, 0, 0, 0x0005_0001),
     ];
     assert!(compress(&bits).is_none());
+    // Arithmetic on the number (257 & 0xff is 1: allowed between range
+    // ends that are not), in a program long enough to be worth compressing.
+    let mut masked = vec![
+        insn(LD_ABS_W, 0, 0, ARCH),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, 0x8000_0000),
+        insn(LD_ABS_W, 0, 0, NR),
+        insn(ALU_AND_K, 0, 0, 0xff),
+        insn(JEQ_K, 0, 1, 1),
+        insn(RET_K, 0, 0, 0x7fff_0000),
+        insn(RET_K, 0, 0, 0x0005_0001),
+    ];
+    masked.extend(std::iter::repeat_n(insn(RET_K, 0, 0, 0), 20));
+    assert_eq!(answer(&masked, 257, AUDIT_ARCH_X86_64, [0; 6]), 0x7fff_0000);
+    assert!(compress(&masked).is_none());
     // Already as short as it gets.
     let short = vec![insn(RET_K, 0, 0, 0x7fff_0000)];
     assert!(compress(&short).is_none());
