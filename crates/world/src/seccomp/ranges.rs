@@ -11,7 +11,8 @@
 //! for each range of numbers it compares with, keeps the answer of those
 //! that read no argument, copies the instructions of those that do
 //! (`clone`, `personality`) as they are, and emits a search over the
-//! ranges (about 140 instructions; it loads in 0.06 ms against 0.10).
+//! ranges (164 instructions for the default profile's 466: the world's
+//! seccomp step went 0.13 -> 0.09 ms).
 //! Then it runs both programs on every boundary of every range and, for
 //! the numbers that read arguments, on thousands of argument values made
 //! of the constants the program compares with, and gives the new program
