@@ -63,3 +63,25 @@ fn each_world_takes_the_network_namespace_the_last_ones_end_made() {
     }
     fx.finish();
 }
+
+/// `cloche worlds gc` releases the spare: its mount and its file go (only
+/// the disk pool stays mounted), and the next world, which has none to
+/// take, makes its own namespace; its end makes a spare again.
+#[test]
+fn worlds_gc_releases_the_spare() {
+    let fx = Fixture::new();
+    fx.run(&[] as &[&str], &["true"]).expect_code(0);
+    let first = spare(&fx);
+    fx.cloche(&["worlds", "gc"]).expect_code(0);
+    let path = fx.state.path().join("netns/spare");
+    let state = fx.state.path().to_path_buf();
+    let ours: Vec<_> = mount_points().into_iter().filter(|m| m.starts_with(&state)).collect();
+    assert_eq!(ours, [state.join("worlds")], "mounts of the state directory after gc");
+    assert!(!path.exists(), "the spare's file stays");
+    let o = fx.run(&[] as &[&str], &["/bin/sh", "-c", SCRIPT]);
+    o.expect_code(0);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with("net:[") && out.contains("lo up"), "{out}");
+    assert_ne!(spare(&fx), "", "no spare made after gc (was {first})");
+    fx.finish();
+}

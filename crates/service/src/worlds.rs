@@ -51,6 +51,9 @@ impl Context {
             // these ones too), deleted now rather than by the next run, and
             // freed blocks given back to the state directory's filesystem.
             cloche_world::pool::tidy(state);
+            // The spare network namespace (a cache of the next world's):
+            // nothing of cloche's but the pool stays mounted on the host.
+            cloche_world::netns_spare::release(&state.root);
         }
         let discarded = gone.into_iter().map(|(world, why)| Discarded { world, why }).collect();
         Ok(Gc { schema_version: Version, dry_run, discarded, moved_to_disk })

@@ -27,7 +27,7 @@ pub mod layers;
 mod libc_compat;
 mod net_host;
 mod net_scope;
-mod netns_spare;
+pub mod netns_spare;
 pub mod network;
 pub mod plan;
 mod plan_wire;

@@ -93,6 +93,30 @@ pub(crate) fn claim(state_root: &Path) -> Option<OwnedFd> {
     }
 }
 
+/// Releases the spare under `state_root`, if any (`cloche worlds gc`):
+/// under the directory's lock, its mount detached, its file removed and the
+/// lock file marked taken, so that nothing of it stays on the host. The
+/// next world as root makes its namespace itself, and its end a new spare.
+pub fn release(state_root: &Path) {
+    let Ok(p) = Paths::new(state_root) else { return };
+    // SAFETY: open, flock, umount2, unlink and pwrite on paths and a
+    // descriptor we own, and a one-byte buffer of ours; the lock is
+    // released when its descriptor closes.
+    unsafe {
+        let lock = libc::open(p.lock.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW);
+        if lock < 0 {
+            return; // no spare was ever made here
+        }
+        let lock = OwnedFd::from_raw_fd(lock);
+        if libc::flock(lock.as_raw_fd(), libc::LOCK_EX) != 0 {
+            return;
+        }
+        libc::pwrite(lock.as_raw_fd(), [TAKEN].as_ptr().cast(), 1, 0);
+        libc::umount2(p.spare.as_ptr(), libc::MNT_DETACH);
+        libc::unlink(p.spare.as_ptr());
+    }
+}
+
 /// Whether `ns` is this process's own network namespace (the host's: a
 /// world must never get it).
 fn is_own(ns: &OwnedFd) -> bool {
