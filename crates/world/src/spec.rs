@@ -283,15 +283,19 @@ pub fn passwd_homes(passwd: &str) -> Vec<PathBuf> {
     passwd
         .lines()
         .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            let uid: u32 = f.get(2)?.parse().ok()?;
-            let home = Path::new(f.get(5)?);
+            let mut f = l.split(':');
+            let uid: u32 = f.nth(2)?.parse().ok()?;
+            // Most lines are system accounts: judged by their uid alone.
+            let user = uid == 0 || (uid >= 1000 && uid != 65534);
+            if !user {
+                return None;
+            }
+            let home = Path::new(f.nth(2)?);
             let system = SYSTEM.iter().any(|s| home == Path::new(s))
                 || ["/usr/", "/etc/", "/proc/", "/sys/", "/dev/", "/run/", "/bin/", "/sbin/", "/lib/"]
                     .iter()
                     .any(|p| home.starts_with(p));
-            let user = uid == 0 || (uid >= 1000 && uid != 65534);
-            (user && home.is_absolute() && !system).then(|| home.to_path_buf())
+            (home.is_absolute() && !system).then(|| home.to_path_buf())
         })
         .collect()
 }
@@ -408,6 +412,7 @@ mod tests {
                     svc:x:1001:1001::/srv/svc:/bin/sh\n\
                     odd:x:1002:1002::/usr/local/odd:/bin/sh\n\
                     nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n\
+                    short:x:1003:1003\n\
                     broken line\n";
         assert_eq!(
             passwd_homes(text),
