@@ -33,9 +33,9 @@ impl Listing {
             Err(Errno::EACCES) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        // One buffer for every listing of this thread: a fresh zeroed 32 KiB
-        // per directory was a memset of half a megabyte per world without
-        // root (and fresh pages whenever the allocator had none free).
+        // One buffer for every listing of this thread: a fresh one was 32 KiB
+        // zeroed for each directory listed (and fresh pages whenever the
+        // allocator had none free).
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 32 * 1024]);
         }

@@ -22,7 +22,7 @@ const MAX_LINKS: u32 = 40;
 /// times per plan, about paths cloche itself builds: the standard map's
 /// keyed SipHash over `Path`'s components (it hashes each component
 /// separately, so that `a//b` and `a/b` meet) was a fifth of the plan's
-/// CPU time. Here a path is its bytes: two spellings of one path are two
+/// time in user space. Here a path is its bytes: two spellings of one path are two
 /// entries, which costs a second lookup, never a wrong answer.
 #[derive(Default)]
 struct Fnv(u64);
