@@ -354,7 +354,7 @@ fn run_takes_the_policy_bound_to_its_directory() {
         });
         files.filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).count()
     };
-    assert_eq!(heads(&versions, "head.json"), 1);
+    assert_eq!(heads(&versions, "head"), 1);
     // A subdirectory of the project inherits the binding.
     let sub = fx.mkdir("sub");
     let o = fx.run(&["--cwd", sub.to_str().unwrap()], &["hostname"]);

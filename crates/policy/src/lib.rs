@@ -29,6 +29,12 @@ pub use risk::{Effect, Level, RiskProfile};
 pub use rules::{secret_locations, CommandRules, Conditions, Fallback, Rule, RESERVED_NAMES, SECRETS};
 pub use size::{parse_size, SizeError};
 
+/// FNV-1a (64 bits) of `text`: the name of a run's cache entry, never a
+/// proof of what it holds (`run_cache.rs` compares the text itself).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The default policy, compiled in.
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 /// The default seccomp profile (OCI JSON), compiled in.
@@ -379,17 +385,21 @@ impl Policy {
     }
 
     /// As [`Policy::load_for_run`], with the policy's head (all but its
-    /// rules) kept as JSON in `cache_dir` (named by the text's SHA-256) and
-    /// read from there by later runs of the same text (`run_cache.rs`).
+    /// rules) kept as JSON in `cache_dir` and read from there by later runs
+    /// of the same text (`run_cache.rs`). The entry is named by the text's
+    /// FNV-1a and length and holds the text it was made from, which a later
+    /// run compares with its own: no cryptographic hash of the file at every
+    /// run (sha256 cost a CPU feature probe, which traps to the hypervisor
+    /// in a virtual machine), and two texts that share a name only replace
+    /// each other's entry.
     pub fn load_for_run_cached(path: &Path, cache_dir: Option<&Path>) -> Result<Policy, PolicyError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
         let seccomp = Seccomp::Beside(Some(path.parent().unwrap_or(Path::new("."))));
         let origin = path.display().to_string();
         let Some(dir) = cache_dir else { return Policy::parse(&text, &origin, seccomp, false) };
-        use sha2::{Digest, Sha256};
-        let digest: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        run_cache::for_run(&text, &digest, &origin, seccomp, &dir.join(format!("policy-{digest}.json")))
+        let name = format!("fnv1a-{:016x}-{}", fnv1a(&text), text.len());
+        run_cache::for_run(&text, &name, &origin, seccomp, &dir.join(format!("policy-{name}.head")))
     }
 
     /// Parses policy text whose seccomp profile, unless `builtin:default`,

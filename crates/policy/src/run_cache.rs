@@ -10,13 +10,17 @@
 //! cache file named by the caller; later runs of the same text read that
 //! (about 0.2 ms) and compile the rules only if something classifies.
 //!
-//! The cache file names the text it was made from (its digest: the store's
-//! version id, or the SHA-256 of a policy file) and its format. A file
-//! that names another text, another format, or does not parse is ignored
-//! and written again; one is written only when the policy it gives is the
-//! one the TOML gives (every field, in its Debug form). Writing is a new
-//! file renamed into place, so a reader sees a whole one or none; a cache
-//! that cannot be written costs the next run the parse, nothing else.
+//! A cache file is one line of JSON (its format, the name it was written
+//! under: the store's version id, or a policy file's FNV-1a and length;
+//! the head), then the very text it was made from. It is used only when
+//! that text is the run's own, byte for byte, and the format and name
+//! match and it parses: the name only finds the file, so two texts that
+//! share one replace each other's entry, never use it. Anything else is
+//! ignored and written again; an entry is written only when the policy it
+//! gives is the one the TOML gives (every field, in its Debug form).
+//! Writing is a new file renamed into place, so a reader sees a whole one
+//! or none; a cache that cannot be written costs the next run the parse,
+//! nothing else.
 
 use crate::rules::CommandRules;
 use crate::{Policy, PolicyError, RawPolicy, Seccomp};
@@ -24,13 +28,14 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Bumped when what is cached changes meaning.
-const FORMAT: u32 = 1;
+/// Bumped when what is cached changes meaning (2: the text follows the
+/// JSON line).
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
     format: u32,
-    /// The digest of the text the head was taken from.
+    /// The name of the text the head was taken from (its digest).
     text: String,
     head: serde_json::Value,
 }
@@ -45,7 +50,7 @@ pub(crate) fn for_run(
     seccomp: Seccomp,
     cache: &Path,
 ) -> Result<Policy, PolicyError> {
-    if let Some(raw) = read(cache, digest) {
+    if let Some(raw) = read(cache, digest, text) {
         return from_head(raw, text, origin, seccomp);
     }
     let whole = Policy::parse(text, origin, seccomp, false)?;
@@ -56,20 +61,30 @@ pub(crate) fn for_run(
             .and_then(|raw| from_head(raw, text, origin, seccomp).ok())
             .is_some_and(|p| without_rules(&p) == without_rules(&whole));
         if same {
-            write(cache, &cached);
+            write(cache, &cached, text);
         }
     }
     Ok(whole)
 }
 
-/// The cached head, when `cache` holds this text's in this format.
-fn read(cache: &Path, digest: &str) -> Option<RawPolicy> {
+/// The cached head, when `cache` holds this very text's in this format.
+fn read(cache: &Path, digest: &str, text: &str) -> Option<RawPolicy> {
     let bytes = std::fs::read(cache).ok()?;
-    let c: Cached = serde_json::from_slice(&bytes).ok()?;
+    let (json, made_from) = split(&bytes)?;
+    if made_from != text.as_bytes() {
+        return None;
+    }
+    let c: Cached = serde_json::from_slice(json).ok()?;
     if c.format != FORMAT || c.text != digest {
         return None;
     }
     serde_json::from_value(c.head).ok()
+}
+
+/// A cache file's JSON line and the text after it.
+fn split(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nl = bytes.iter().position(|&b| b == b'\n')?;
+    Some((&bytes[..nl], &bytes[nl + 1..]))
 }
 
 /// The policy of a head, its rules compiled from `text` on first use.
@@ -94,9 +109,13 @@ fn without_rules(p: &Policy) -> String {
     format!("{p:?}")
 }
 
-/// Writes `c` to `cache` whole (a new file renamed over it), or not at all.
-fn write(cache: &Path, c: &Cached) {
-    let Ok(json) = serde_json::to_vec(c) else { return };
+/// Writes `c` and the `text` it was made from to `cache` whole (a new file
+/// renamed over it), or not at all. (Compact JSON holds no newline: one
+/// within a string is written `\n`.)
+fn write(cache: &Path, c: &Cached, text: &str) {
+    let Ok(mut json) = serde_json::to_vec(c) else { return };
+    json.push(b'\n');
+    json.extend_from_slice(text.as_bytes());
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
     let written = (|| {
         use std::io::Write;
@@ -128,7 +147,10 @@ mod tests {
         let cache = tmp.path().join("head.json");
         let whole = Policy::parse(DEFAULT_POLICY, "t", Seccomp::Given(None), false).unwrap();
         let first = run(DEFAULT_POLICY, &cache);
-        let c: Cached = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+        let bytes = std::fs::read(&cache).unwrap();
+        let (json, made_from) = split(&bytes).unwrap();
+        assert_eq!(made_from, DEFAULT_POLICY.as_bytes(), "the text after the JSON line");
+        let c: Cached = serde_json::from_slice(json).unwrap();
         assert_eq!((c.format, c.text.as_str()), (FORMAT, "digest-a"));
         assert!(c.head.get("commands").is_none() && c.head.get("fs").is_some(), "the head without the rules");
         let later = run(DEFAULT_POLICY, &cache);
@@ -142,29 +164,49 @@ mod tests {
     }
 
     /// What the cache holds is what a later run uses (so a test of its
-    /// speed-up measures something), but only for the text it names, in
-    /// this format, and only when it parses.
+    /// speed-up measures something), but only for the very text it was
+    /// made from and names, in this format, and only when it parses.
     #[test]
     fn the_cache_is_used_only_for_its_own_text() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = tmp.path().join("head.json");
         run(DEFAULT_POLICY, &cache);
-        let doctor = |f: &dyn Fn(&mut Cached)| {
-            let mut c: Cached = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+        let doctor_text = |f: &dyn Fn(&mut Cached), made_from: &str| {
+            let bytes = std::fs::read(&cache).unwrap();
+            let mut c: Cached = serde_json::from_slice(split(&bytes).unwrap().0).unwrap();
             c.head["world"]["hostname"] = "from-the-cache".into();
             f(&mut c);
-            std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+            let mut out = serde_json::to_vec(&c).unwrap();
+            out.push(b'\n');
+            out.extend_from_slice(made_from.as_bytes());
+            std::fs::write(&cache, out).unwrap();
         };
+        let doctor = |f: &dyn Fn(&mut Cached)| doctor_text(f, DEFAULT_POLICY);
         doctor(&|_| {});
         assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "from-the-cache");
+        // The same name, another text (a name shared by two texts): the
+        // run's own text is parsed, and its entry written again.
+        let other = DEFAULT_POLICY.replacen("hostname = \"cloche\"", "hostname = \"other\"", 1);
+        assert_ne!(other, DEFAULT_POLICY);
+        doctor_text(&|_| {}, &other);
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "another text's head");
+        assert_eq!(split(&std::fs::read(&cache).unwrap()).unwrap().1, DEFAULT_POLICY.as_bytes());
+        doctor_text(&|_| {}, &DEFAULT_POLICY[..DEFAULT_POLICY.len() - 1]);
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "a text one byte short");
         doctor(&|c| c.text = "digest-b".into());
         assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "another text's head");
         // ...and written again for this text.
         assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche");
         doctor(&|c| c.format = FORMAT + 1);
         assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "another format");
-        std::fs::write(&cache, b"{\"format\": 1, \"text\": \"digest-a\", \"head\": {\"world\": 3}}").unwrap();
+        let mut bad = b"{\"format\": 2, \"text\": \"digest-a\", \"head\": {\"world\": 3}}\n".to_vec();
+        bad.extend_from_slice(DEFAULT_POLICY.as_bytes());
+        std::fs::write(&cache, bad).unwrap();
         assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "a head that does not parse");
+        // An entry of the first format (JSON alone, no text after it).
+        let c = Cached { format: 1, text: "digest-a".into(), head: serde_json::json!({"world": {"hostname": "old"}}) };
+        std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche", "the first format");
         std::fs::write(&cache, b"not json").unwrap();
         assert_eq!(run(DEFAULT_POLICY, &cache).world.hostname, "cloche");
     }

@@ -173,7 +173,7 @@ impl Store {
         let p = match check_examples {
             true => Policy::parse(&text, &short(id), given, true)?,
             // A run: the head from the version's cache (`run_cache.rs`).
-            false => crate::run_cache::for_run(&text, id, &short(id), given, &dir.join("head.json"))?,
+            false => crate::run_cache::for_run(&text, id, &short(id), given, &dir.join("head"))?,
         };
         if let Ok(mut l) = LOADED.lock() {
             if check_examples && l.len() < MAX_LOADED {
@@ -374,7 +374,7 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         let text = crate::DEFAULT_POLICY.replacen("hostname = \"cloche\"", "hostname = \"stored\"", 1);
         let id = store.add(&text, &Policy::from_toml(&text, "t", None).unwrap()).unwrap();
-        let head = store.version_dir(&id).unwrap().join("head.json");
+        let head = store.version_dir(&id).unwrap().join("head");
         assert!(!head.exists());
         assert_eq!(store.load_for_run(&id).unwrap().world.hostname, "stored");
         assert!(head.exists());
