@@ -399,7 +399,9 @@ impl Policy {
         let origin = path.display().to_string();
         let Some(dir) = cache_dir else { return Policy::parse(&text, &origin, seccomp, false) };
         let name = format!("fnv1a-{:016x}-{}", fnv1a(&text), text.len());
-        run_cache::for_run(&text, &name, &origin, seccomp, &dir.join(format!("policy-{name}.head")))
+        let cache = dir.join(format!("policy-{name}.head"));
+        let found = run_cache::lookup(&cache, &name, text.as_bytes());
+        run_cache::for_run(&text, text.as_bytes(), &name, &origin, seccomp, &cache, found)
     }
 
     /// Parses policy text whose seccomp profile, unless `builtin:default`,

@@ -40,17 +40,24 @@ struct Cached {
     head: serde_json::Value,
 }
 
-/// The policy of `text` (whose digest is `digest`) for a world's run: from
-/// the head cached in `cache` when it is this text's, else parsed whole
-/// (rules compiled, examples not classified) and its head cached.
+/// A cache entry found for a text (`lookup`): its head.
+pub(crate) struct Found(RawPolicy);
+
+/// The policy of `text` for a world's run: from the head `found` in the
+/// cache when it was (`lookup`), else parsed whole (rules compiled,
+/// examples not classified) and its head cached in `cache` under the name
+/// `digest`, followed by `made_from` (the bytes a later `lookup` compares:
+/// the text, or a stored version's text and profile).
 pub(crate) fn for_run(
     text: &str,
+    made_from: &[u8],
     digest: &str,
     origin: &str,
     seccomp: Seccomp,
     cache: &Path,
+    found: Option<Found>,
 ) -> Result<Policy, PolicyError> {
-    if let Some(raw) = read(cache, digest, text) {
+    if let Some(Found(raw)) = found {
         return from_head(raw, text, origin, seccomp);
     }
     let whole = Policy::parse(text, origin, seccomp, false)?;
@@ -61,24 +68,25 @@ pub(crate) fn for_run(
             .and_then(|raw| from_head(raw, text, origin, seccomp).ok())
             .is_some_and(|p| without_rules(&p) == without_rules(&whole));
         if same {
-            write(cache, &cached, text);
+            write(cache, &cached, made_from);
         }
     }
     Ok(whole)
 }
 
-/// The cached head, when `cache` holds this very text's in this format.
-fn read(cache: &Path, digest: &str, text: &str) -> Option<RawPolicy> {
+/// The head cached in `cache`, when it was made from these very bytes
+/// (`made_from`), under the name `digest`, in this format.
+pub(crate) fn lookup(cache: &Path, digest: &str, made_from: &[u8]) -> Option<Found> {
     let bytes = std::fs::read(cache).ok()?;
-    let (json, made_from) = split(&bytes)?;
-    if made_from != text.as_bytes() {
+    let (json, from) = split(&bytes)?;
+    if from != made_from {
         return None;
     }
     let c: Cached = serde_json::from_slice(json).ok()?;
     if c.format != FORMAT || c.text != digest {
         return None;
     }
-    serde_json::from_value(c.head).ok()
+    serde_json::from_value(c.head).ok().map(Found)
 }
 
 /// A cache file's JSON line and the text after it.
@@ -109,13 +117,13 @@ fn without_rules(p: &Policy) -> String {
     format!("{p:?}")
 }
 
-/// Writes `c` and the `text` it was made from to `cache` whole (a new file
+/// Writes `c` and the bytes it was made from to `cache` whole (a new file
 /// renamed over it), or not at all. (Compact JSON holds no newline: one
 /// within a string is written `\n`.)
-fn write(cache: &Path, c: &Cached, text: &str) {
+fn write(cache: &Path, c: &Cached, made_from: &[u8]) {
     let Ok(mut json) = serde_json::to_vec(c) else { return };
     json.push(b'\n');
-    json.extend_from_slice(text.as_bytes());
+    json.extend_from_slice(made_from);
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
     let written = (|| {
         use std::io::Write;
@@ -135,7 +143,8 @@ mod tests {
     use crate::DEFAULT_POLICY;
 
     fn run(text: &str, cache: &Path) -> Policy {
-        for_run(text, "digest-a", "t", Seccomp::Given(None), cache).unwrap()
+        let found = lookup(cache, "digest-a", text.as_bytes());
+        for_run(text, text.as_bytes(), "digest-a", "t", Seccomp::Given(None), cache, found).unwrap()
     }
 
     /// The first run writes the head; later runs read it and give the same
@@ -219,7 +228,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cache = tmp.path().join("head.json");
         let bad = DEFAULT_POLICY.replacen("[world]", "[world]\nnope = 1", 1);
-        assert!(for_run(&bad, "digest-c", "t", Seccomp::Given(None), &cache).is_err());
+        assert!(for_run(&bad, bad.as_bytes(), "digest-c", "t", Seccomp::Given(None), &cache, None).is_err());
         assert!(!cache.exists());
         let nowhere = tmp.path().join("missing-dir").join("head.json");
         assert_eq!(run(DEFAULT_POLICY, &nowhere).world.hostname, "cloche");

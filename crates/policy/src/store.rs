@@ -161,7 +161,19 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err("read", &dir)(e)),
         };
-        if Store::id_of(&text, seccomp.as_deref()) != id {
+        // What the id is the SHA-256 of: the text, a NUL, the profile. A
+        // run whose version's head entry was made from these very bytes
+        // (written only after this check passed) compares them instead of
+        // hashing again (`run_cache.rs`); any other load hashes.
+        let mut identity = text.as_bytes().to_vec();
+        identity.push(0);
+        identity.extend_from_slice(seccomp.as_deref().unwrap_or("").as_bytes());
+        let head = dir.join("head");
+        let found = match check_examples {
+            true => None,
+            false => crate::run_cache::lookup(&head, id, &identity),
+        };
+        if found.is_none() && Store::id_of(&text, seccomp.as_deref()) != id {
             return Err(StoreError::Invalid(format!("version {id} does not match its digest (edited?)")));
         }
         // Its files checked, a version this process compiled already is
@@ -173,7 +185,7 @@ impl Store {
         let p = match check_examples {
             true => Policy::parse(&text, &short(id), given, true)?,
             // A run: the head from the version's cache (`run_cache.rs`).
-            false => crate::run_cache::for_run(&text, id, &short(id), given, &dir.join("head"))?,
+            false => crate::run_cache::for_run(&text, &identity, id, &short(id), given, &head, found)?,
         };
         if let Ok(mut l) = LOADED.lock() {
             if check_examples && l.len() < MAX_LOADED {
@@ -381,6 +393,13 @@ mod tests {
         let again = store.load_for_run(&id).unwrap();
         assert_eq!((again.world.hostname.as_str(), again.origin.as_str()), ("stored", short(&id).as_str()));
         assert_eq!(again.commands.rules().len(), store.load(&id).unwrap().commands.rules().len());
+        // The head holds the bytes the id was checked on; a version edited
+        // since no longer matches them, so the run hashes and refuses it.
+        let file = store.version_dir(&id).unwrap().join("policy.toml");
+        fs::write(&file, text.replacen("hostname = \"stored\"", "hostname = \"edited\"", 1)).unwrap();
+        let e = store.load_for_run(&id).unwrap_err().to_string();
+        assert!(e.contains("does not match its digest"), "{e}");
+        assert!(store.load(&id).is_err());
     }
 
     /// A run loads a stored version without classifying its examples (a
