@@ -3,20 +3,23 @@
 //! Compiling the default profile with libseccomp takes a few milliseconds,
 //! more than the rest of a world's start. The compiled BPF depends only on
 //! the profile text, the libseccomp version and cloche's own version, so it
-//! is cached under the (root-only) state directory, keyed by a sha256 of
-//! those three; the built-in profile's entry by an FNV-1a digest of its
-//! text computed when cloche is compiled, and of the other two. A missing,
-//! unreadable or malformed cache entry is recompiled.
+//! is cached under the (root-only) state directory. An entry holds those
+//! (the bytes it was made from) before the program, and is used only when
+//! they are the run's own, byte for byte; its name, an FNV-1a digest of
+//! them (the built-in profile's part computed when cloche is compiled),
+//! only finds it. No cryptographic hash is taken at a run: sha2's first
+//! hash asks the CPU for its SHA instructions, which traps to the
+//! hypervisor in a virtual machine (0.4-0.5 ms after an idle moment). A
+//! missing, unreadable, foreign or malformed entry is recompiled.
 
 use crate::seccomp::{Profile, Program, SeccompError};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The compiled program for `profile_json`, from `cache_dir` when present.
 pub fn program_for(profile_json: &str, cache_dir: &Path) -> Result<Program, SeccompError> {
-    cached(profile_json, &hashed_key(profile_json), cache_dir)
+    cached(profile_json, &profile_key(profile_json), cache_dir)
 }
 
 /// The compiled program of the built-in profile
@@ -30,15 +33,27 @@ pub fn builtin_program(cache_dir: &Path) -> Result<Program, SeccompError> {
 
 fn cached(profile_json: &str, key: &str, cache_dir: &Path) -> Result<Program, SeccompError> {
     let path = cache_dir.join(format!("seccomp-{key}.bpf"));
+    let source = [compiler().as_bytes(), profile_json.as_bytes()].concat();
     if let Ok(bytes) = std::fs::read(&path) {
-        if let Ok(p) = Program::from_bytes(&bytes) {
+        if let Some(p) = program_of(&bytes, &source) {
             return Ok(p);
         }
     }
     let program = Program::compile(&Profile::from_json(profile_json)?)?;
     // Best effort: a read-only or full state dir only costs the next run time.
-    let _ = store(cache_dir, &path, program.as_bytes());
+    let entry = [&(source.len() as u64).to_le_bytes()[..], &source, program.as_bytes()].concat();
+    let _ = store(cache_dir, &path, &entry);
     Ok(program)
+}
+
+/// The program of an entry (the length of the bytes it was made from, as
+/// 8 little-endian bytes; those bytes; the program), when it was made from
+/// `source`.
+fn program_of(entry: &[u8], source: &[u8]) -> Option<Program> {
+    let (len, rest) = entry.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    let (from, program) = (rest.get(..len)?, rest.get(len..)?);
+    (from == source).then(|| Program::from_bytes(program).ok()).flatten()
 }
 
 /// What, besides the profile, decides the program: cloche's version and
@@ -47,7 +62,7 @@ fn compiler() -> String {
     let v =
         libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
     format!(
-        "{}\0program format 3 (stacked filters, ranges)\0{v}\0{}\0",
+        "{}\0program format 3 (stacked filters, ranges), entries with their source\0{v}\0{}\0",
         env!("CARGO_PKG_VERSION"),
         std::env::consts::ARCH
     )
@@ -58,16 +73,14 @@ fn builtin_key() -> String {
     format!("builtin-{h:016x}")
 }
 
-fn hashed_key(profile_json: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(compiler().as_bytes());
-    h.update(profile_json.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+fn profile_key(profile_json: &str) -> String {
+    let h = compiler().bytes().chain(profile_json.bytes()).fold(0xcbf2_9ce4_8422_2325, fnv1a);
+    format!("profile-{h:016x}-{}", profile_json.len())
 }
 
 /// FNV-1a (64 bits) of the built-in profile's text, computed by the
-/// compiler. The key names a cache entry in the root-only state directory,
-/// never authenticates it: it only has to change when the profile does.
+/// compiler. The key names a cache entry, never authenticates it: the
+/// entry's own copy of what it was made from does.
 const BUILTIN_DIGEST: u64 = {
     let bytes = crate::seccomp::DEFAULT_PROFILE_JSON.as_bytes();
     let mut h = 0xcbf2_9ce4_8422_2325;
@@ -117,6 +130,19 @@ mod tests {
         // A truncated entry is recompiled, not trusted.
         std::fs::write(entries[0].path(), b"\x01\x02\x03").unwrap();
         assert_eq!(program_for(json, dir.path()).unwrap(), fresh);
+        // An entry made from another profile (a name two profiles share) is
+        // not used: its program would be the other profile's.
+        let other = json.replacen("\"times\", \"getcpu\"", "\"times\"", 1);
+        assert_ne!(other, json);
+        let theirs = Program::compile(&Profile::from_json(&other).unwrap()).unwrap();
+        assert_ne!(theirs, fresh);
+        let source = [compiler().as_bytes(), other.as_bytes()].concat();
+        let forged = [&(source.len() as u64).to_le_bytes()[..], &source, theirs.as_bytes()].concat();
+        std::fs::write(entries[0].path(), forged).unwrap();
+        assert_eq!(program_for(json, dir.path()).unwrap(), fresh);
+        // An entry of the earlier layout (the program alone) is not used.
+        std::fs::write(entries[0].path(), theirs.as_bytes()).unwrap();
+        assert_eq!(program_for(json, dir.path()).unwrap(), fresh);
         // A different profile gets its own entry; an invalid one is an error.
         assert!(program_for("{", dir.path()).is_err());
     }
@@ -128,7 +154,7 @@ mod tests {
         let fresh = Program::compile(&Profile::from_json(json).unwrap()).unwrap();
         assert_eq!(builtin_program(dir.path()).unwrap(), fresh);
         assert_eq!(builtin_program(dir.path()).unwrap(), fresh);
-        // The same text given as a profile: hashed, another entry.
+        // The same text given as a profile: another entry.
         assert_eq!(program_for(json, dir.path()).unwrap(), fresh);
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -137,7 +163,7 @@ mod tests {
             .collect();
         names.sort();
         let builtin = format!("seccomp-{}.bpf", builtin_key());
-        let mut want = [builtin.clone(), format!("seccomp-{}.bpf", hashed_key(json))];
+        let mut want = [builtin.clone(), format!("seccomp-{}.bpf", profile_key(json))];
         want.sort();
         assert_eq!(names, want);
         // The compile-time digest is FNV-1a of the text, and a corrupt
