@@ -326,6 +326,12 @@ impl SizeValue {
 }
 
 impl Policy {
+    fn parse(text: &str, origin: &str, seccomp: Seccomp, check_examples: bool) -> Result<Policy, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
+        Policy::from_raw(raw, text, origin, seccomp, check_examples)
+    }
+
     /// A policy of its file's values (`text`, the file, locates rules for
     /// their errors).
     fn from_raw(

@@ -3,7 +3,7 @@
 
 use crate::rules::CommandRules;
 use crate::{
-    one_line, run_cache, Policy, PolicyError, RawPolicy, Seccomp, BUILTIN_HEAD_JSON, BUILTIN_SECCOMP, COMMANDS_HEADER,
+    run_cache, Policy, PolicyError, RawPolicy, Seccomp, BUILTIN_HEAD_JSON, BUILTIN_SECCOMP, COMMANDS_HEADER,
     DEFAULT_POLICY,
 };
 use std::path::Path;
@@ -104,16 +104,5 @@ impl Policy {
     /// command rule's examples are classified and must hold.
     pub fn from_toml(text: &str, origin: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
         Policy::parse(text, origin, Seccomp::Beside(base), true)
-    }
-
-    pub(crate) fn parse(
-        text: &str,
-        origin: &str,
-        seccomp: Seccomp,
-        check_examples: bool,
-    ) -> Result<Policy, PolicyError> {
-        let invalid = |message: String| PolicyError::Invalid { origin: origin.to_string(), message };
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(one_line(text, &e)))?;
-        Policy::from_raw(raw, text, origin, seccomp, check_examples)
     }
 }
