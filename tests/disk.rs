@@ -218,16 +218,16 @@ fn a_killed_run_leaves_nothing_the_next_run_does_not_sweep() {
     // The world is on disk while it runs: wait for its write.
     let deadline = Instant::now() + Duration::from_secs(20);
     let rel = fx.dir().strip_prefix("/").unwrap().join("written");
-    let written = || fx.worlds().iter().any(|id| fx.worlds_dir().join(id).join("fs/upper").join(&rel).exists());
+    let written = || fx.worlds_now().iter().any(|id| fx.worlds_dir().join(id).join("fs/upper").join(&rel).exists());
     while !written() {
-        assert!(Instant::now() < deadline, "no world on disk wrote its file; worlds: {:?}", fx.worlds());
+        assert!(Instant::now() < deadline, "no world on disk wrote its file; worlds: {:?}", fx.worlds_now());
         assert!(running.alive(), "cloche ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: kill(2) of the child we started.
     unsafe { libc::kill(running.pid(), libc::SIGKILL) };
     let _ = running.0.wait();
-    assert_eq!(fx.worlds().len(), 1, "the killed run's world is not on disk: {:?}", fx.worlds());
+    assert_eq!(fx.worlds_now().len(), 1, "the killed run's world is not on disk: {:?}", fx.worlds_now());
     // The next run sweeps it.
     fx.run(&[] as &[&str], &["true"]).expect_code(0);
     assert!(fx.worlds().is_empty(), "the next run left {:?}", fx.worlds());
@@ -257,12 +257,15 @@ fn a_discarded_world_is_gone_from_the_pool_by_the_end_of_the_next_run() {
     let o = fx.sh(&[] as &[&str], "head -c 32M /dev/urandom > f && head -c 32M /dev/urandom > /tmp/g");
     o.expect_code(0);
     let first = o.report()["world"].as_str().unwrap().to_string();
-    // Moved aside when it ended (its deletion is not on the run's path)...
+    // Moved aside by its teardown, a moment after cloche answered (its
+    // deletion is not on the run's path)...
+    assert!(fx.worlds().is_empty(), "{:?}", fx.pool_entries());
     assert_eq!(trash(&fx), vec![format!(".trash-{first}")], "{:?}", fx.pool_entries());
     // ...and deleted by the next run, which leaves only its own.
     let o = fx.run(&[] as &[&str], &["true"]);
     o.expect_code(0);
     let second = o.report()["world"].as_str().unwrap().to_string();
+    assert!(fx.worlds().is_empty(), "{:?}", fx.pool_entries());
     assert_eq!(trash(&fx), vec![format!(".trash-{second}")], "{:?}", fx.pool_entries());
     // `worlds gc` empties the trash at once.
     fx.cloche(&["worlds", "gc"]).expect_code(0);

@@ -180,8 +180,25 @@ impl Fixture {
     }
 
     /// Worlds in `$STATE/worlds` (none when it does not exist): every entry
-    /// but the disk pool's own (`.spare-*`, `.trash-*`: `pool_entries`).
+    /// but the disk pool's own (`.spare-*`, `.trash-*`: `pool_entries`),
+    /// once the runs that answered are done with them. A world not kept
+    /// leaves `worlds/` a moment after cloche has answered (its teardown
+    /// moves it to the pool's trash): entries without a `world.json` are
+    /// given up to 2 s to go. (`worlds_now`: the listing as it is.)
     pub fn worlds(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let v = self.worlds_now();
+            let ending = v.iter().any(|id| !self.worlds_dir().join(id).join("world.json").exists());
+            if !ending || std::time::Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// The worlds in `$STATE/worlds` now, a running one's included.
+    pub fn worlds_now(&self) -> Vec<String> {
         let mut v: Vec<String> = self.pool_entries().into_iter().filter(|n| !n.starts_with('.')).collect();
         v.sort();
         v

@@ -1,7 +1,8 @@
 //! A world's end off the run's path: what still references a world whose
 //! processes are gone (its mount namespace, the fs_diff's clones of host
-//! mounts, its cgroup, a world without root's directory, the host's idle
-//! masquerade table), released by a child process after cloche answered.
+//! mounts, its cgroup, its disk upper's place in the pool, a world without
+//! root's directory, the host's idle masquerade table), released by a
+//! child process after cloche answered.
 
 use crate::error::WorldError;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -36,10 +37,16 @@ pub struct Teardown {
     /// Where the child of `in_background` makes the next world's network
     /// namespace (`netns_spare`), last; none is made at drop.
     spare: Option<crate::netns_spare::Paths>,
+    /// A disk upper's move to the pool's trash: by the child of
+    /// `in_background` (first), else at drop.
+    trash: Option<crate::pool::ToTrash>,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
+        if let Some(t) = self.trash.take() {
+            t.now();
+        }
         if let Some(r) = self.idle.take() {
             r.detach();
         }
@@ -57,7 +64,7 @@ impl Teardown {
     /// The world's mounts (its mount namespace first) and the host's table,
     /// if this world was its last user.
     pub(crate) fn new(fds: Vec<OwnedFd>, idle: Option<crate::net_host::IdleRemoval>) -> Teardown {
-        Teardown { fds, idle, remove: None, cgroup: None, claim: None, spare: None }
+        Teardown { fds, idle, remove: None, cgroup: None, claim: None, spare: None, trash: None }
     }
 
     /// Makes the next world's network namespace ahead, under
@@ -74,6 +81,15 @@ impl Teardown {
             false => {
                 let _ = crate::rootless::remove_tree(&dir);
             }
+        }
+    }
+
+    /// Moves a disk upper to the pool's trash after cloche has answered
+    /// (its id held live until then), or now when the id cannot be held.
+    pub(crate) fn trash(&mut self, t: crate::pool::ToTrash, claim: &crate::state::Claim) {
+        match self.hold_claim(claim) {
+            true => self.trash = Some(t),
+            false => t.now(),
         }
     }
 
@@ -117,13 +133,16 @@ impl Teardown {
             && self.cgroup.is_none()
             && self.remove.is_none()
             && self.spare.is_none()
+            && self.trash.is_none()
         {
             return;
         }
         // The host's table, if this world had a network: a fork of the
         // child's. Leaked to it, as the rest of its data.
         let idle: Option<&'static crate::net_host::IdleRemoval> = self.idle.take().map(|r| &*Box::leak(Box::new(r)));
-        let mut keep: Vec<i32> = self.fds.iter().chain(&self.claim).map(|f| f.as_raw_fd()).collect();
+        let trash = self.trash.as_ref();
+        let mut keep: Vec<i32> =
+            self.fds.iter().chain(&self.claim).chain(trash.map(|t| &t.pool)).map(|f| f.as_raw_fd()).collect();
         keep.extend(idle.iter().flat_map(|r| r.fds()));
         keep.sort_unstable();
         keep.dedup();
@@ -141,10 +160,14 @@ impl Teardown {
             false => self.fds.iter().map(|f| f.as_raw_fd()).collect(),
         };
         let spare = self.spare.take();
-        let job = crate::teardown_child::Job { keep, dirs, parents, idle, release, remove, spare };
+        let trash = trash.map(|t| (t.pool.as_raw_fd(), t.id.clone(), t.trash.clone()));
+        let job = crate::teardown_child::Job { keep, dirs, parents, idle, release, remove, spare, trash };
         match crate::teardown_child::spawn(job) {
             // Our copies go with `self`: not the last references.
-            Ok(_) => self.remove = None,
+            Ok(_) => {
+                self.remove = None;
+                self.trash = None;
+            }
             // No child: the cgroup goes now, the directory and the mounts
             // at drop, the table from a detached grandchild.
             Err(_) => {

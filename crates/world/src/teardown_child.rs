@@ -1,7 +1,8 @@
 //! A world's end off the run's path, in a child that shares cloche's memory
 //! (`CLONE_VM`): it holds the world's mounts and claim (its copies of their
-//! descriptors), removes its cgroup directories (and a world without root's
-//! directory, once its mounts are released) and exits; for a world with a
+//! descriptors), moves a disk upper to the pool's trash, removes its cgroup
+//! directories (and a world without root's directory, once its mounts are
+//! released) and exits; for a world with a
 //! network, a fork of it removes the host's table later if no world uses it
 //! (`net_host::IdleRemoval`); for a world as root, it then makes the next
 //! world's network namespace (`netns_spare`).
@@ -44,6 +45,10 @@ pub(crate) struct Job {
     /// Last: a spare network namespace to make there, if none is
     /// (`netns_spare`).
     pub spare: Option<crate::netns_spare::Paths>,
+    /// First: a disk upper moved to the pool's trash (the pool's
+    /// descriptor, in `keep`; the world's name; its name in the trash).
+    /// If the move fails, the world's directory is the next sweep's.
+    pub trash: Option<(RawFd, CString, CString)>,
 }
 
 /// The child's stack (and its fork's copy of it): a handful of system
@@ -103,6 +108,7 @@ const SYS_SETSID: usize = 112;
 const SYS_MOUNT: usize = 165;
 const SYS_UMOUNT2: usize = 166;
 const SYS_UNSHARE: usize = 272;
+const SYS_RENAMEAT2: usize = 316;
 const SYS_CLOSE_RANGE: usize = 436;
 const EBUSY: isize = 16;
 
@@ -248,6 +254,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             next = fd + 1;
         }
         syscall(SYS_CLOSE_RANGE, [next, u32::MAX as usize, 0]);
+        if let Some((pool, id, trash)) = &job.trash {
+            let noreplace = 1; // RENAME_NOREPLACE
+            let (id, trash) = (id.as_ptr() as usize, trash.as_ptr() as usize);
+            syscall5(SYS_RENAMEAT2, [*pool as usize, id, *pool as usize, trash, noreplace]);
+        }
         if let Some(idle) = job.idle {
             // A fork: a copy of this memory of its own, so its C library
             // calls (async-signal-safe only) write their errno there. It
@@ -320,6 +331,7 @@ mod tests {
             idle: None,
             release: vec![held.as_raw_fd()],
             remove: vec![c(&own.join("fs")), c(&own)],
+            trash: None,
         };
         let pid = spawn(job).unwrap();
         drop(w); // ours; the child's copy is the last
@@ -336,6 +348,40 @@ mod tests {
     /// The child makes the next world's network namespace: a namespace
     /// with `lo` up, mounted on the spare's path and marked free; a claim
     /// takes it; the next child removes the taken one and makes another.
+    /// The child moves a world to the trash by its pool's descriptor, and
+    /// replaces nothing there (the world then stays for the sweep).
+    #[test]
+    fn the_child_moves_a_world_to_the_trash_and_replaces_nothing() {
+        let pool = tempfile::tempdir().unwrap();
+        let dir = std::fs::File::open(pool.path()).unwrap();
+        let run = |id: &str| {
+            let c = |s: String| CString::new(s).unwrap();
+            let job = Job {
+                keep: vec![dir.as_raw_fd()],
+                dirs: vec![],
+                parents: vec![],
+                idle: None,
+                release: vec![],
+                remove: vec![],
+                spare: None,
+                trash: Some((dir.as_raw_fd(), c(id.into()), c(format!(".trash-{id}")))),
+            };
+            let pid = spawn(job).unwrap();
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
+        };
+        std::fs::create_dir_all(pool.path().join("w1/fs")).unwrap();
+        run("w1");
+        assert!(!pool.path().join("w1").exists());
+        assert!(pool.path().join(".trash-w1/fs").is_dir());
+        // A trash entry of that name already: nothing moves.
+        std::fs::create_dir(pool.path().join("w1")).unwrap();
+        run("w1");
+        assert!(pool.path().join("w1").is_dir() && pool.path().join(".trash-w1/fs").is_dir());
+    }
+
     /// (Root: it mounts, as the test suite runs.)
     #[test]
     fn the_child_makes_a_spare_network_namespace_and_replaces_a_taken_one() {
@@ -349,6 +395,7 @@ mod tests {
                 release: vec![],
                 remove: vec![],
                 spare: Some(crate::netns_spare::Paths::new(root.path()).unwrap()),
+                trash: None,
             };
             let pid = spawn(job).unwrap();
             let mut status = 0;

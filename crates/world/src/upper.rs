@@ -246,6 +246,16 @@ impl Upper {
         }
     }
 
+    /// A disk upper not handed over: no longer moved to the trash on drop;
+    /// the returned move is the caller's (`Teardown::trash`). `None` when
+    /// there is none, or no descriptor for it (then drop moves it).
+    pub(crate) fn trash_later(&mut self) -> Option<pool::ToTrash> {
+        let d = self.disk.as_mut().filter(|d| !d.handed_over)?;
+        let t = pool::ToTrash::new(d.pool.as_fd(), &d.id).ok()?;
+        d.handed_over = true;
+        Some(t)
+    }
+
     /// From now on `worlds/<id>` owns the upper (a kept world, or one the
     /// sweep settles): dropping this no longer deletes it.
     pub(crate) fn hand_over(&mut self) {

@@ -135,14 +135,18 @@ fn run_world(spec: &Spec, state: &StateDir, taken: Option<Taken>) -> Result<Outc
         state.mark_kept(&claim.id, &meta).map_err(WorldError::state("keep the world"))?;
         outcome.kept = Some(state.world_path(&claim.id));
     }
-    // A world without root's directory: removed by the teardown, off the
-    // run's path (the caller has its status first).
+    // A world without root's directory, and a disk upper's move to the
+    // pool's trash: by the teardown, off the run's path (the caller has its
+    // status first).
     if outcome.kept.is_none() {
         if let Some(dir) = upper.discard_later() {
             outcome.teardown.discard(dir, claim);
         }
+        if let Some(t) = upper.trash_later() {
+            outcome.teardown.trash(t, claim);
+        }
     }
-    drop(upper); // the subvolume goes to the pool's trash (unless kept), or the tmpfs' last fd closes
+    drop(upper); // a tmpfs' last fd closes (a disk upper not handed over goes to the trash)
     crate::profile::mark("teardown done");
     outcome.timings.teardown_ms = ((outcome.timings.teardown_ms + ms(t.elapsed())) * 1e3).round() / 1e3;
     outcome.timings.total_ms = ms(t0.elapsed());

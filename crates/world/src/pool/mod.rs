@@ -38,7 +38,8 @@ pub(crate) mod tree;
 pub use adopt::{adopt, on_tmpfs};
 pub use image::{ensure, mkfs_path, reattach, IMAGE, OWNER};
 pub use subvol::{
-    create_world, destroy, destroy_path, discard, fs_dirs, housekeep, open, resume_world, snapshot_world, FORKING,
+    create_world, destroy, destroy_path, discard, fs_dirs, housekeep, open, resume_world, snapshot_world, ToTrash,
+    FORKING,
 };
 
 use std::ffi::CString;

@@ -158,6 +158,34 @@ pub fn discard(pool: BorrowedFd<'_>, id: &str) -> io::Result<()> {
     }
 }
 
+/// A world's subvolume to be moved to the trash after cloche has answered
+/// (by the child of `Teardown::in_background`, which makes the same
+/// rename with a raw system call, or by [`ToTrash::now`]): the pool (a
+/// descriptor of its own), the world's name and its name in the trash.
+/// Dropped unused, it moves nothing: the world's directory is then the
+/// next sweep's (`state::settle_dead`: no `kept`, its claim free).
+#[derive(Debug)]
+pub struct ToTrash {
+    pub pool: OwnedFd,
+    pub id: std::ffi::CString,
+    pub trash: std::ffi::CString,
+}
+
+impl ToTrash {
+    /// World `id`'s subvolume in `pool`.
+    pub fn new(pool: BorrowedFd<'_>, id: &str) -> io::Result<ToTrash> {
+        let c = |s: String| std::ffi::CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+        Ok(ToTrash { pool: pool.try_clone_to_owned()?, id: c(id.to_string())?, trash: c(format!("{TRASH}{id}"))? })
+    }
+
+    /// Moves it now ([`discard`]).
+    pub fn now(self) {
+        if let Ok(id) = self.id.to_str() {
+            let _ = discard(self.pool.as_fd(), id);
+        }
+    }
+}
+
 /// Deletes the subvolume at `path` (a world directory in the pool).
 pub fn destroy_path(path: &Path) -> io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
