@@ -474,8 +474,7 @@ pub(crate) fn launch(
     };
     crate::profile::mark("network");
     // 5. Release the child. While it finishes its setup (cgroup, pivot_root,
-    //    privileges), the sweep after crashed runs and the pool's
-    //    housekeeping for later runs. The go pipe
+    //    privileges), the sweep after crashed runs. The go pipe
     //    stays open until the init is executed: the child checks it after
     //    its credentials changed (`Sys::rearm_pdeathsig`).
     let _ = nix::unistd::write(&go_w, b"g");
@@ -485,8 +484,6 @@ pub(crate) fn launch(
     }
     state.sweep();
     crate::profile::mark("swept");
-    scratch.housekeep(&claim.id, state);
-    crate::profile::mark("pool housekeeping");
     // The report pipe closes on a successful execve, or carries the failed step.
     let mut msg = Vec::new();
     read_all(&rep_r, &mut msg);
@@ -505,6 +502,13 @@ pub(crate) fn launch(
     if let Some(r) = relay.as_mut() {
         r.attach_console().map_err(|e| kill(WorldError::Stdio(e)))?;
     }
+    // The pool's housekeeping for later runs (spares made, the trash
+    // emptied), once the world runs: done beside the child's setup, its
+    // btrfs work slowed the child's overlay mount and copy-ups (about 0.1
+    // ms back to back, 0.4 ms after an idle moment: docs/architecture.md,
+    // *Start time*).
+    scratch.housekeep(&claim.id, state);
+    crate::profile::mark("pool housekeeping");
     Ok(Launched {
         pid,
         pidfd,

@@ -10,9 +10,9 @@
 //!   subvolume itself only when no spare is left;
 //! - a run that ends *moves* its subvolume to the **trash**
 //!   (`.trash-<id>`, one rename) instead of deleting it;
-//! - [`housekeep`], called once the world is released (while its child
-//!   finishes its setup on the other core), makes the spares again and
-//!   empties the trash.
+//! - [`housekeep`], called once the world runs (its init executed: beside
+//!   the child's setup, its btrfs work slowed the child's overlay mount and
+//!   copy-ups), makes the spares again and empties the trash.
 //!
 //! Names starting with a dot are never world ids (`state::valid_id`), so
 //! the lists and sweeps of kept worlds skip them. A run killed half-way
