@@ -236,7 +236,7 @@ impl<'a> World<'a> {
     /// in the meantime change it) and the same directories behind its
     /// exposures (not a project removed and made again). Else why not.
     pub fn plan_holds(&self, spec: &Spec) -> Result<(), String> {
-        let now = crate::launch::PlanPrint::of(spec, self.state, &self.layers).map_err(|e| e.to_string())?;
+        let now = crate::mount_plan::PlanPrint::of(spec, self.state, &self.layers).map_err(|e| e.to_string())?;
         match now == self.w.plan {
             true => Ok(()),
             false => Err("the host changed since the world was made (its mount plan differs)".into()),

@@ -25,6 +25,7 @@ pub mod launch;
 pub mod layers;
 #[cfg(target_env = "musl")]
 mod libc_compat;
+mod mount_plan;
 mod net_host;
 mod net_scope;
 pub mod netns_spare;
