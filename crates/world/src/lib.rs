@@ -42,6 +42,8 @@ pub mod spec;
 pub mod state;
 mod stdio;
 mod sys;
+mod sys_overlay;
+mod sys_stdio;
 pub mod teardown;
 mod teardown_child;
 mod upper;

@@ -4,6 +4,7 @@
 use crate::child::Sys;
 use crate::raw;
 use crate::seccomp::Program;
+use crate::sys_overlay::{escape_lowerdir, root_overlay, user_overlay};
 use nix::mount::{mount, MsFlags};
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -11,27 +12,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-
-/// An overlay mounted inside a world without root's user namespace
-/// (`lower`, `upper`, `work`: paths as the overlay takes them), on
-/// `target`: its markers are `user.overlay.*` (`userxattr`), which asks
-/// `redirect_dir=nofollow`; `index` is off (the kernel turns it off there
-/// anyway, warning in its log: no file handles); `volatile` as for root.
-fn user_overlay(lower: &str, upper: &str, work: &str, target: &Path) -> io::Result<()> {
-    let fs = raw::fsopen("overlay")?;
-    let fsb = fs.as_fd();
-    raw::fsconfig_str(fsb, "lowerdir", lower)?;
-    raw::fsconfig_str(fsb, "upperdir", upper)?;
-    raw::fsconfig_str(fsb, "workdir", work)?;
-    raw::fsconfig_flag(fsb, "userxattr")?;
-    for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
-        raw::fsconfig_str(fsb, k, v)?;
-    }
-    raw::fsconfig_flag(fsb, "volatile")?;
-    raw::fsconfig_create(fsb)?;
-    let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
-    raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
-}
 
 pub struct RealSys<'a> {
     /// Read end of the parent's go pipe.
@@ -84,7 +64,7 @@ pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn nixerr(e: nix::Error) -> io::Error {
+pub(crate) fn nixerr(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
@@ -222,50 +202,21 @@ impl Sys for RealSys<'_> {
         lower: crate::child::Lower<'_>,
         target: &Path,
     ) -> io::Result<()> {
-        // Lower: a host filesystem (read-only to the world: writes copy up).
-        // Upper/work: the world's capped upper (disk pool or tmpfs).
-        // index=on: a copied-up file keeps its lower inode number, so a
-        // hard link made in the world is the same inode as its source
-        // (`git clone` of a local repo, `cp -al`, tar and rsync hard-link
-        // detection), and a file with several lower names stays one inode.
-        // Off: redirect_dir and metacopy (an upper entry would then mean
-        // "see elsewhere"; the fs_diff reads the upper as the content),
-        // xino (every lower inode number would get bit 63 set: past 2^53,
-        // a JavaScript number, and Node's realpath cache keyed by it, can
-        // no longer tell inodes apart). The kernel turns index off by
-        // itself (with a warning) on a lower filesystem without file handles.
-        // volatile: no sync of the upper, ever (an upper on disk would
-        // otherwise fsync each file it copies up: 4-8 ms a file here, and
-        // the whole pool at unmount); a world's upper is disposable, and
-        // none is mounted twice, which is all volatile asks.
-        // With a user namespace the lower is an idmapped clone of that host
-        // mount (host root's files are the world root's, as they are
-        // without one), and `scratch` the idmapped store: a copy-up writes
-        // the host's ids. (The overlay acts with its mounter's credentials:
-        // this child, fsuid the world's root.)
+        // Lower: a host filesystem (read-only to the world: writes copy up);
+        // upper/work: the world's capped upper (disk pool or tmpfs); the
+        // options and why: `sys_overlay`.
         let fd = scratch.as_raw_fd();
         let lower = match lower {
             crate::child::Lower::Host(p) => escape_lowerdir(p)?,
             crate::child::Lower::Tree(t) => format!("/proc/self/fd/{}", t.as_raw_fd()),
         };
-        if self.rootless {
+        let (upper, work) = (format!("/proc/self/fd/{fd}/{dir}upper"), format!("/proc/self/fd/{fd}/{dir}work"));
+        match self.rootless {
             // A host data mount a world without root carries: as its root's
             // pieces are (`mount_piece`).
-            let (upper, work) = (format!("/proc/self/fd/{fd}/{dir}upper"), format!("/proc/self/fd/{fd}/{dir}work"));
-            return user_overlay(&lower, &upper, &work, target);
+            true => user_overlay(&lower, &upper, &work, target),
+            false => root_overlay(&lower, &upper, &work, target),
         }
-        let fs = raw::fsopen("overlay")?;
-        let fsb = fs.as_fd();
-        raw::fsconfig_str(fsb, "lowerdir", &lower)?;
-        raw::fsconfig_str(fsb, "upperdir", &format!("/proc/self/fd/{fd}/{dir}upper"))?;
-        raw::fsconfig_str(fsb, "workdir", &format!("/proc/self/fd/{fd}/{dir}work"))?;
-        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
-            raw::fsconfig_str(fsb, k, v)?;
-        }
-        raw::fsconfig_flag(fsb, "volatile")?;
-        raw::fsconfig_create(fsb)?;
-        let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
-        raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
     }
 
     fn bind_ro(&mut self, src: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()> {
@@ -541,70 +492,11 @@ impl Sys for RealSys<'_> {
     }
 
     fn open_console(&mut self, ptmx: &Path, size: Option<libc::winsize>, console: RawFd) -> io::Result<OwnedFd> {
-        use nix::fcntl::{open, OFlag};
-        let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-        let master = open(ptmx, flags, nix::sys::stat::Mode::empty()).map_err(nixerr)?;
-        let unlock: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK reads one int; TIOCSWINSZ one winsize; TIOCGPTPEER
-        // takes open flags and returns a new descriptor of the slave (opened
-        // through the master, no path lookup).
-        let slave = unsafe {
-            if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK as _, &unlock) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(ws) = size {
-                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws as *const libc::winsize);
-            }
-            let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER as _, flags.bits());
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-        };
-        // SAFETY: `console` is the child's end of a socket the plan holds open.
-        crate::fdpass::send(unsafe { BorrowedFd::borrow_raw(console) }, master.as_fd(), b'm')?;
-        Ok(slave)
+        crate::sys_stdio::open_console(ptmx, size, console)
     }
 
     fn set_stdio(&mut self, fds: [Option<RawFd>; 3], owner: Option<(u32, u32)>) -> io::Result<()> {
-        // First above 2 (a pipe may itself be 0, 1 or 2 when cloche started
-        // with one of them closed, and dup2 onto itself would keep
-        // close-on-exec), then onto 0, 1, 2 (dup2 clears close-on-exec).
-        // `None` is the world's own /dev/null (a world path: after pivot_root).
-        use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
-        // A pipe (or terminal) belongs to whoever made it: in a user
-        // namespace, host root's is nobody's the world knows, and reopening
-        // it (`echo x >/dev/stderr`) would be refused.
-        if let Some((uid, gid)) = owner {
-            for fd in fds.iter().flatten() {
-                // SAFETY: the plan's descriptors are open for the child's life.
-                nix::unistd::fchown(unsafe { BorrowedFd::borrow_raw(*fd) }, Some(uid.into()), Some(gid.into()))
-                    .map_err(nixerr)?;
-            }
-        }
-        let mut high = Vec::with_capacity(3);
-        for fd in fds {
-            let h = match fd {
-                // SAFETY: the plan's descriptors are open for the child's life.
-                Some(fd) => {
-                    fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nixerr)?
-                }
-                None => {
-                    let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                        .map_err(nixerr)?;
-                    fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(nixerr)?
-                }
-            };
-            high.push(h);
-        }
-        // (The copies above 2 are close-on-exec: gone at execve.)
-        for (target, fd) in high.into_iter().enumerate() {
-            // SAFETY: dup2 onto a standard descriptor number; `fd` is open.
-            if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        crate::sys_stdio::set_stdio(fds, owner)
     }
 
     fn enter_userns(&mut self, fd: RawFd) -> io::Result<()> {
@@ -678,12 +570,6 @@ fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// overlayfs splits `lowerdir` on ':' and unescapes '\\'; a path is one layer.
-fn escape_lowerdir(p: &Path) -> io::Result<String> {
-    let s = p.to_str().ok_or_else(|| io::Error::other("a host mount path that is not UTF-8"))?;
-    Ok(s.replace('\\', "\\\\").replace(':', "\\:"))
 }
 
 /// Brings `lo` up in the current network namespace (SIOCSIFFLAGS).
