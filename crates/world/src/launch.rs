@@ -444,9 +444,9 @@ pub(crate) fn launch(
     }
     // The pool's housekeeping for later runs (spares made, the trash
     // emptied), once the world runs: done beside the child's setup, its
-    // btrfs work slowed the child's overlay mount and copy-ups (about 0.1
-    // ms back to back, 0.4 ms after an idle moment: docs/architecture.md,
-    // *Start time*).
+    // btrfs work slowed the child's overlay mount and copy-ups (about 0.2
+    // ms back to back, 0.5 ms after an idle moment: docs/architecture.md,
+    // *Start time*). A world whose child failed leaves it to the next run.
     scratch.housekeep(&claim.id, state);
     crate::profile::mark("pool housekeeping");
     Ok(Launched {

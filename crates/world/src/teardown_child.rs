@@ -345,9 +345,6 @@ mod tests {
         std::fs::remove_dir(&top).unwrap();
     }
 
-    /// The child makes the next world's network namespace: a namespace
-    /// with `lo` up, mounted on the spare's path and marked free; a claim
-    /// takes it; the next child removes the taken one and makes another.
     /// The child moves a world to the trash by its pool's descriptor, and
     /// replaces nothing there (the world then stays for the sweep).
     #[test]
@@ -382,6 +379,9 @@ mod tests {
         assert!(pool.path().join("w1").is_dir() && pool.path().join(".trash-w1/fs").is_dir());
     }
 
+    /// The child makes the next world's network namespace: a namespace
+    /// with `lo` up, mounted on the spare's path and marked free; a claim
+    /// takes it; the next child removes the taken one and makes another.
     /// (Root: it mounts, as the test suite runs.)
     #[test]
     fn the_child_makes_a_spare_network_namespace_and_replaces_a_taken_one() {
