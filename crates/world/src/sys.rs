@@ -4,7 +4,7 @@
 use crate::child::Sys;
 use crate::raw;
 use crate::seccomp::Program;
-use crate::sys_overlay::{escape_lowerdir, root_overlay, user_overlay};
+use crate::sys_overlay::{escape_lowerdir, overlay};
 use nix::mount::{mount, MsFlags};
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -124,7 +124,7 @@ impl Sys for RealSys<'_> {
         let rel = path.strip_prefix("/").unwrap_or(path);
         let upper = Path::new(&format!("/proc/self/fd/{fd}/upper")).join(rel);
         let work = format!("/proc/self/fd/{fd}/work/{index}");
-        user_overlay(&escape_lowerdir(path)?, &upper.to_string_lossy(), &work, target)
+        overlay(true, &escape_lowerdir(path)?, &upper.to_string_lossy(), &work, target)
     }
 
     fn set_pdeathsig(&mut self) -> io::Result<()> {
@@ -211,12 +211,9 @@ impl Sys for RealSys<'_> {
             crate::child::Lower::Tree(t) => format!("/proc/self/fd/{}", t.as_raw_fd()),
         };
         let (upper, work) = (format!("/proc/self/fd/{fd}/{dir}upper"), format!("/proc/self/fd/{fd}/{dir}work"));
-        match self.rootless {
-            // A host data mount a world without root carries: as its root's
-            // pieces are (`mount_piece`).
-            true => user_overlay(&lower, &upper, &work, target),
-            false => root_overlay(&lower, &upper, &work, target),
-        }
+        // (A host data mount a world without root carries: as its root's
+        // pieces are, `mount_piece`.)
+        overlay(self.rootless, &lower, &upper, &work, target)
     }
 
     fn bind_ro(&mut self, src: &Path, dst: &Path, idmap: Option<RawFd>) -> io::Result<()> {

@@ -8,9 +8,10 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-/// An overlay mounted as host root (`lower`, `upper`, `work`: paths as the
-/// overlay takes them), on `target`.
-pub(crate) fn root_overlay(lower: &str, upper: &str, work: &str, target: &Path) -> io::Result<()> {
+/// An overlay (`lower`, `upper`, `work`: paths as the overlay takes them)
+/// mounted on `target`, as host root, or inside a world without root's user
+/// namespace (`user`).
+pub(crate) fn overlay(user: bool, lower: &str, upper: &str, work: &str, target: &Path) -> io::Result<()> {
     // Lower: a host filesystem (read-only to the world: writes copy up).
     // Upper/work: in the world's capped upper store (disk pool or tmpfs).
     // index=on: a copied-up file keeps its lower inode number, so a
@@ -32,33 +33,23 @@ pub(crate) fn root_overlay(lower: &str, upper: &str, work: &str, target: &Path) 
     // without one), and the upper store an idmapped one: a copy-up writes
     // the host's ids. (The overlay acts with its mounter's credentials:
     // this child, fsuid the world's root.)
+    // In a world without root's namespace: the markers are
+    // `user.overlay.*` (`userxattr`), which asks `redirect_dir=nofollow`;
+    // `index` is off (the kernel turns it off there anyway, warning in its
+    // log: no file handles); `volatile` as for root.
     let fs = raw::fsopen("overlay")?;
     let fsb = fs.as_fd();
     raw::fsconfig_str(fsb, "lowerdir", lower)?;
     raw::fsconfig_str(fsb, "upperdir", upper)?;
     raw::fsconfig_str(fsb, "workdir", work)?;
-    for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")] {
-        raw::fsconfig_str(fsb, k, v)?;
-    }
-    raw::fsconfig_flag(fsb, "volatile")?;
-    raw::fsconfig_create(fsb)?;
-    let mnt = raw::fsmount(fsb, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV)?;
-    raw::move_mount_to(mnt.as_fd(), &cpath(target)?)
-}
-
-/// An overlay mounted inside a world without root's user namespace
-/// (`lower`, `upper`, `work`: paths as the overlay takes them), on
-/// `target`: its markers are `user.overlay.*` (`userxattr`), which asks
-/// `redirect_dir=nofollow`; `index` is off (the kernel turns it off there
-/// anyway, warning in its log: no file handles); `volatile` as for root.
-pub(crate) fn user_overlay(lower: &str, upper: &str, work: &str, target: &Path) -> io::Result<()> {
-    let fs = raw::fsopen("overlay")?;
-    let fsb = fs.as_fd();
-    raw::fsconfig_str(fsb, "lowerdir", lower)?;
-    raw::fsconfig_str(fsb, "upperdir", upper)?;
-    raw::fsconfig_str(fsb, "workdir", work)?;
-    raw::fsconfig_flag(fsb, "userxattr")?;
-    for (k, v) in [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")] {
+    let options = match user {
+        false => [("redirect_dir", "off"), ("metacopy", "off"), ("index", "on"), ("xino", "off")],
+        true => {
+            raw::fsconfig_flag(fsb, "userxattr")?;
+            [("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("xino", "off")]
+        }
+    };
+    for (k, v) in options {
         raw::fsconfig_str(fsb, k, v)?;
     }
     raw::fsconfig_flag(fsb, "volatile")?;
