@@ -42,7 +42,7 @@ pub struct Entry {
 }
 
 /// Where an entry's stdio goes. (Never the caller's own descriptors: an
-/// open file reaches the world as the host's inode, see `stdio.rs`.)
+/// open file reaches the world as the host's inode, see `stdio/`.)
 #[derive(Debug, Clone, Copy)]
 pub enum Io {
     /// stdin empty; stdout and stderr captured, each up to `cap` bytes.

@@ -34,7 +34,7 @@ pub struct ChildPlan<'a> {
     pub envp: Vec<CString>,
     /// Serve mode: the control socket's fd, kept open across execve.
     pub keep_fd: Option<RawFd>,
-    /// The world's own stdin, stdout and stderr (pipes: `stdio.rs`), put on
+    /// The world's own stdin, stdout and stderr (pipes: `stdio/`), put on
     /// 0, 1 and 2. The caller's descriptors never reach the world.
     pub stdio: crate::stdio::WorldStdio,
     /// The user the world runs as (`None`: uid 0); taken while the

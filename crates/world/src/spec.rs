@@ -131,7 +131,7 @@ impl std::str::FromStr for UpperStore {
 
 /// A one-shot world's stdin, stdout and stderr. In every case they are the
 /// world's own (pipes or a pseudo-terminal that cloche copies to and from
-/// the caller's descriptors), never the caller's (`stdio.rs`).
+/// the caller's descriptors), never the caller's (`stdio/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Terminal {
     /// Pipes; a caller's terminal on stdin is not read (the world's stdin
