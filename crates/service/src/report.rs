@@ -268,6 +268,7 @@ mod tests {
             userns: None,
             rootless: None,
             no_limits: false,
+            delegated: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::net::NetArg;
 use crate::run::RunRequest;
+use cloche_world::cgroup::Layout;
 use cloche_world::cgroup_delegated::{delegated_cgroup, no_cgroup_line};
 use cloche_world::rootless::Caller;
 use cloche_world::spec::UpperStore;
@@ -17,8 +18,9 @@ pub const NET_NEEDS_DAEMON: &str = "a scoped network (--net allow=...) needs roo
      nftables): without root, run it through the daemon, cloched (started by root; see README), or use --net none";
 
 /// Refuses what a world without root cannot have, before the state
-/// directory is made.
-pub fn check_request(req: &RunRequest) -> Result<()> {
+/// directory is made. With limits: the cgroup delegated to the caller, for
+/// [`apply`] to hand to the engine (which then need not look again).
+pub fn check_request(req: &RunRequest) -> Result<Option<Layout>> {
     if matches!(req.net, Some(NetArg::Allow { .. })) {
         return Err(Error::Invalid(NET_NEEDS_DAEMON.into()));
     }
@@ -36,10 +38,10 @@ pub fn check_request(req: &RunRequest) -> Result<()> {
                 .into(),
         ));
     }
-    if !req.no_limits {
-        delegated_cgroup().map_err(|why| Error::Invalid(no_cgroup_line(&why)))?;
+    if req.no_limits {
+        return Ok(None);
     }
-    Ok(())
+    delegated_cgroup().map(Some).map_err(|why| Error::Invalid(no_cgroup_line(&why)))
 }
 
 /// Makes `spec` a world without root for `caller`: no range of ids of
@@ -47,7 +49,7 @@ pub fn check_request(req: &RunRequest) -> Result<()> {
 /// network (the policy's default included), limits only in a delegated
 /// cgroup unless `no_limits` (said on stderr: an explicit relaxation).
 /// Returns the line that says the relaxation, if any.
-pub fn apply(spec: &mut Spec, caller: Caller, no_limits: bool) -> Result<Option<String>> {
+pub fn apply(spec: &mut Spec, caller: Caller, no_limits: bool, delegated: Option<Layout>) -> Result<Option<String>> {
     if spec.net.is_some() {
         return Err(Error::Invalid(format!("the policy's [network] allows destinations: {NET_NEEDS_DAEMON}")));
     }
@@ -56,6 +58,7 @@ pub fn apply(spec: &mut Spec, caller: Caller, no_limits: bool) -> Result<Option<
     spec.upper = UpperStore::Disk;
     spec.rootless = Some(caller);
     spec.no_limits = no_limits;
+    spec.delegated = delegated;
     if !no_limits {
         return Ok(None);
     }

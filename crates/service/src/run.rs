@@ -128,15 +128,15 @@ impl Context {
 
     fn prepare(&self, mut req: RunRequest) -> Result<(Spec, Vec<String>, Option<cloche_world::continued::Taken>)> {
         let rootless = cloche_world::rootless::Caller::of_process();
-        match rootless {
+        let delegated = match rootless {
             Some(_) => crate::rootless::check_request(&req)?,
             None if req.no_limits => {
                 return Err(Error::Invalid(
                     "--no-limits is for a world without root: as root a world's limits are always set".into(),
                 ))
             }
-            None => {}
-        }
+            None => None,
+        };
         if let Some(r) = &req.report {
             crate::values::check_report(r)?;
         }
@@ -208,7 +208,7 @@ impl Context {
         spec.unread = req.unread; // (a kept world gathers its outcome whatever it says)
         spec.terminal = req.terminal;
         let relaxed = match rootless {
-            Some(caller) => crate::rootless::apply(&mut spec, caller, req.no_limits)?,
+            Some(caller) => crate::rootless::apply(&mut spec, caller, req.no_limits, delegated)?,
             None => None,
         };
         spec.validate().map_err(|e| Error::Spec(e.to_string()))?;
@@ -333,6 +333,7 @@ pub fn policy_spec(ctx: &Context, policy: &Policy, state: &StateDir, cwd: PathBu
         userns: userns_range(&policy.world)?,
         rootless: None,
         no_limits: false,
+        delegated: None,
     })
 }
 

@@ -48,11 +48,15 @@ impl Host for RealHost {
 /// [`Layout::V1`], whose roots are the delegated directories), or why there
 /// is none.
 pub fn delegated_cgroup() -> Result<Layout, String> {
-    let info = crate::sys::mountinfo().unwrap_or_default();
+    delegated_cgroup_in(&crate::sys::mountinfo().unwrap_or_default())
+}
+
+/// [`delegated_cgroup`] with this process's mountinfo already read.
+pub fn delegated_cgroup_in(info: &str) -> Result<Layout, String> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     // SAFETY: no preconditions.
     let uid = unsafe { libc::geteuid() };
-    find(&info, &own, uid, &RealHost)
+    find(info, &own, uid, &RealHost)
 }
 
 /// The pure part of [`delegated_cgroup`]: v2 first, then v1.

@@ -85,6 +85,10 @@ pub struct Spec {
     /// A world without root and without limits (`cloche run --no-limits`:
     /// no delegated cgroup); never for a world run by root.
     pub no_limits: bool,
+    /// A world without root with limits: the cgroup delegated to its caller
+    /// (`cgroup_delegated`), as the service found it before anything was
+    /// made; `None`: the engine looks for it (and refuses without one).
+    pub delegated: Option<crate::cgroup::Layout>,
 }
 
 /// A user a world runs as: its ids and supplementary groups.
@@ -325,6 +329,43 @@ pub fn layers(has_cgroup: bool, userns: bool) -> Vec<String> {
     l.into_iter().map(String::from).collect()
 }
 
+/// A valid spec for unit tests (a user in a user namespace, tmpfs upper).
+#[cfg(test)]
+pub(crate) fn for_tests() -> Spec {
+    let profile = crate::seccomp::Profile::builtin_default().unwrap();
+    Spec {
+        argv: vec!["true".into()],
+        env: vec![],
+        cwd: "/".into(),
+        limits: Limits { memory: 64 << 20, pids: 8, cpus: 1.0 },
+        timeout: None,
+        upper: UpperStore::Tmpfs,
+        upper_size: 1 << 20,
+        hostname: "cloche".into(),
+        nofile: 64,
+        mask: vec![],
+        mask_homes: true,
+        home_secrets: vec![],
+        expose: vec![],
+        toolchains: Default::default(),
+        path_note: None,
+        seccomp: Program::compile(&profile).unwrap(),
+        keep: false,
+        keep_interrupted: false,
+        owner: None,
+        net: None,
+        require: vec![],
+        hash: false,
+        unread: false,
+        terminal: Default::default(),
+        user: Some(WorldUser { uid: 1000, gid: 1000, groups: vec![27, 65535] }),
+        userns: Some(crate::userns::IdRange::new(200000, 65536).unwrap()),
+        rootless: None,
+        no_limits: false,
+        delegated: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,37 +403,7 @@ mod tests {
     /// In a user namespace a world's user must be one of the ids it maps.
     #[test]
     fn a_user_outside_the_mapped_ids_is_refused() {
-        let profile = crate::seccomp::Profile::builtin_default().unwrap();
-        let mut spec = Spec {
-            argv: vec![os("true")],
-            env: vec![],
-            cwd: "/".into(),
-            limits: Limits { memory: 64 << 20, pids: 8, cpus: 1.0 },
-            timeout: None,
-            upper: UpperStore::Tmpfs,
-            upper_size: 1 << 20,
-            hostname: "cloche".into(),
-            nofile: 64,
-            mask: vec![],
-            mask_homes: true,
-            home_secrets: vec![],
-            expose: vec![],
-            toolchains: Default::default(),
-            path_note: None,
-            seccomp: Program::compile(&profile).unwrap(),
-            keep: false,
-            keep_interrupted: false,
-            owner: None,
-            net: None,
-            require: vec![],
-            hash: false,
-            unread: false,
-            terminal: Default::default(),
-            user: Some(WorldUser { uid: 1000, gid: 1000, groups: vec![27, 65535] }),
-            userns: Some(crate::userns::IdRange::new(200000, 65536).unwrap()),
-            rootless: None,
-            no_limits: false,
-        };
+        let mut spec = super::for_tests();
         assert!(spec.validate().is_ok());
         spec.user = Some(WorldUser { uid: 70000, gid: 1000, groups: vec![] });
         let e = spec.validate().unwrap_err().to_string();

@@ -158,18 +158,7 @@ fn run_world(spec: &Spec, state: &StateDir, taken: Option<Taken>) -> Result<Outc
 /// there are none.
 pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<HostMount>), WorldError> {
     let mountinfo = crate::sys::mountinfo().unwrap_or_default();
-    let layout = match spec.rootless {
-        // A world without root: the user's delegated cgroup, or no limits
-        // when asked (`--no-limits`), else refused.
-        Some(_) if spec.no_limits => Layout::Unavailable { missing: Vec::new() },
-        Some(_) => match crate::cgroup_delegated::delegated_cgroup() {
-            Ok(layout) => layout,
-            Err(why) => return Err(WorldError::LayerUnavailable(crate::cgroup_delegated::no_cgroup_line(&why))),
-        },
-        None => {
-            Layout::from_mountinfo(&mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok())
-        }
-    };
+    let layout = limits_layout(spec, &mountinfo)?;
     let mut layers = crate::layers::data_mounts(&mountinfo, &state.root);
     if let Some(caller) = spec.rootless {
         let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
@@ -189,6 +178,25 @@ pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<H
         }
     }
     Ok((layout, layers))
+}
+
+/// Where a world's limits go: the host's controllers (root), or for a
+/// world without root its caller's delegated cgroup (none with
+/// `--no-limits`; refused without one).
+fn limits_layout(spec: &Spec, mountinfo: &str) -> Result<Layout, WorldError> {
+    Ok(match spec.rootless {
+        Some(_) if spec.no_limits => Layout::Unavailable { missing: Vec::new() },
+        // Found already by the service's check, before anything was made:
+        // not looked for again (a search reads cgroupfs, 0.2-0.5 ms).
+        Some(_) => {
+            let found = match &spec.delegated {
+                Some(layout) => Ok(layout.clone()),
+                None => crate::cgroup_delegated::delegated_cgroup_in(mountinfo),
+            };
+            found.map_err(|why| WorldError::LayerUnavailable(crate::cgroup_delegated::no_cgroup_line(&why)))?
+        }
+        None => Layout::from_mountinfo(mountinfo, |root| std::fs::read_to_string(root.join("cgroup.controllers")).ok()),
+    })
 }
 
 /// A one-shot world: launched, waited for, diffed, removed.
@@ -473,4 +481,37 @@ pub(crate) fn world_meta(
             .map(|m| serde_json::json!({"path": m.path, "upper": format!("fs/layers/{}/upper", m.slot)}))
             .collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A world without root takes the delegated cgroup its spec carries
+    /// (the service's find), without looking again; none with
+    /// `--no-limits`; a root world's come from the host's controllers.
+    #[test]
+    fn the_limits_of_a_world_without_root_are_where_its_spec_says() {
+        let mut spec = crate::spec::for_tests();
+        spec.user = None;
+        spec.userns = None;
+        spec.rootless = Some(crate::rootless::Caller { uid: 1000, gid: 1000 });
+        let v1 = |d: &str| Layout::V1 {
+            memory: format!("/sys/fs/cgroup/memory/{d}").into(),
+            pids: format!("/sys/fs/cgroup/pids/{d}").into(),
+            cpu: format!("/sys/fs/cgroup/cpu/{d}").into(),
+        };
+        // No cgroup mounts in this mountinfo: a search would find nothing.
+        let info = "22 1 0:21 / / rw - ext4 /dev/vda rw\n";
+        spec.delegated = Some(v1("u1000"));
+        assert_eq!(limits_layout(&spec, info).unwrap(), v1("u1000"));
+        spec.delegated = None;
+        let e = limits_layout(&spec, info).unwrap_err().to_string();
+        assert!(e.contains("limits need a cgroup delegated to you"), "{e}");
+        spec.no_limits = true;
+        assert_eq!(limits_layout(&spec, info).unwrap(), Layout::Unavailable { missing: vec![] });
+        spec.rootless = None;
+        spec.no_limits = false;
+        assert!(matches!(limits_layout(&spec, info).unwrap(), Layout::Unavailable { missing } if !missing.is_empty()));
+    }
 }

@@ -40,6 +40,7 @@ fn spec(cwd: &Path) -> Spec {
         userns: Some(cloche_world::userns::IdRange::from_system().expect("ids reserved for worlds")),
         rootless: None,
         no_limits: false,
+        delegated: None,
     }
 }
 
