@@ -19,8 +19,8 @@ HOME, PATH and USER set, in the project:
   - `cloche run -- true` (its limits in `<delegated>/cloche/<id>`);
   - `bwrap --ro-bind / / --dev /dev --proc /proc --unshare-all
     --die-with-parent true`, as `benches/startup.py` runs it as root;
-  - with `--before PATH`, that build's `run --no-limits -- true` too, with
-    a copy of its own.
+  - with `--before PATH`, that build's two `run`s too, from a copy of its
+    own.
 
 (A world without root has no variant without its user namespace: that
 namespace is what lets a user mount at all. What the namespace costs a
@@ -172,6 +172,7 @@ def main():
             shutil.copy(a.before, os.path.join(bins, "before"))
             tools.append(("before: run --no-limits -- true",
                           [os.path.join(bins, "before"), "run", "--no-limits", "--", "true"]))
+            tools.append(("before: run -- true (delegated)", [os.path.join(bins, "before"), "run", "--", "true"]))
         delegation = Delegation(f"cloche-bench-{os.getpid()}", user.uid, user.gid)
         print(f"user {user.name} (uid {user.uid}), delegated cgroup: {delegation.kind}")
 
