@@ -152,10 +152,10 @@ def main():
     preflight(a.cloche)
     bwrap = bwrap_path()
     rng = random.Random(a.seed)
-    user = User()
-    bins = tempfile.mkdtemp(prefix="cloche-bench-bin-")
-    delegation = None
+    user = bins = delegation = None
     try:
+        user = User()
+        bins = tempfile.mkdtemp(prefix="cloche-bench-bin-")
         os.chmod(bins, 0o755)
         # Copies the user can run whatever the checkout's permissions.
         shutil.copy(a.cloche, os.path.join(bins, "cloche"))
@@ -206,10 +206,12 @@ def main():
         compare(f"as {user.name}, back to back ({a.runs} runs each, shuffled)", a.runs, 0)
         compare(f"as {user.name}, sporadic (300 ms idle before each, {a.sporadic} runs each)", a.sporadic, 0.3)
     finally:
-        user.close()
+        if user:
+            user.close()
         if delegation:
             delegation.close()
-        shutil.rmtree(bins, ignore_errors=True)
+        if bins:
+            shutil.rmtree(bins, ignore_errors=True)
 
 if __name__ == "__main__":
     main()
