@@ -117,7 +117,7 @@ fn background_processes_do_not_survive_the_command() {
     let o = fx.probe::<&str, _>(&[], &["sleep-bg", marker.to_str().unwrap(), "3"]);
     o.expect_code(0);
     assert_eq!(o.one()["started"], true, "{}", o.describe());
-    let left = processes_with(&fx.tag);
+    let left = processes_left_with(&fx.tag);
     assert!(left.is_empty(), "processes of the world are still running after cloche exited: {left:?}");
     assert!(
         find_entry(&o.report(), "added", &marker).is_none(),
@@ -128,7 +128,7 @@ fn background_processes_do_not_survive_the_command() {
     let marker2 = fx.dir().join(format!("bg-marker-shell-{}", fx.tag));
     let o = fx.sh::<&str>(&[], &format!("\"$PROBE\" bg-child '{}' 3 & echo started", marker2.display()));
     o.expect_code(0);
-    let left = processes_with(&fx.tag);
+    let left = processes_left_with(&fx.tag);
     assert!(left.is_empty(), "processes of the world are still running after cloche exited: {left:?}");
     assert!(
         find_entry(&o.report(), "added", &marker2).is_none(),

@@ -70,7 +70,7 @@ fn timeout_returns_124_and_leaves_nothing() {
     assert_eq!(r["timed_out"], true, "{r:#}");
     assert_eq!(r["exit_code"], 124, "{r:#}");
     assert!(string_list(&r["limits_hit"]).iter().any(|l| l == "timeout"), "limits_hit: {}", r["limits_hit"]);
-    let left = processes_with(&format!("sleep {secs}"));
+    let left = processes_left_with(&format!("sleep {secs}"));
     assert!(left.is_empty(), "the timed-out command survives: {left:?}");
     fx.finish();
 }

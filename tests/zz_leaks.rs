@@ -39,7 +39,7 @@ fn many_worlds_leave_nothing_behind() {
         let o = fx.cloche(&["run", "--memory", "abc", "--", "true"]);
         assert_eq!(o.code, Some(125), "{}", o.describe());
     }
-    let left = processes_with(&fx.tag);
+    let left = processes_left_with(&fx.tag);
     assert!(left.is_empty(), "world processes survive: {left:?}");
     // Not even cloche's parent cgroup directories stay behind once the last
     // world is gone (whatever existed before this test).

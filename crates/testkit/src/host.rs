@@ -318,6 +318,29 @@ pub fn processes_with(marker: &str) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// [`processes_with`] once cloche's own end is done: `cloche run` answers
+/// before its teardown child (docs/architecture.md, `Teardown::in_background`)
+/// has finished, and that child shares cloche's memory, so its argv. While
+/// every process found is such a child (the `cloche` binary, in this pid
+/// namespace) it is given up to 2 s to go; any other process, a world's
+/// above all (a world's processes live in its own pid namespace), is
+/// returned at once.
+pub fn processes_left_with(marker: &str) -> Vec<(i32, String)> {
+    let ours = fs::read_link("/proc/self/ns/pid").ok();
+    let teardown = |pid: i32| {
+        fs::read_link(format!("/proc/{pid}/ns/pid")).ok() == ours
+            && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.file_name().is_some_and(|n| n == "cloche"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() || !left.iter().all(|(p, _)| teardown(*p)) || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A host process the test started; killed and reaped on drop.
 pub struct HostChild(pub Child);
 
