@@ -334,7 +334,9 @@ pub fn processes_left_with(marker: &str) -> Vec<(i32, String)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let left = processes_with(marker);
-        if left.is_empty() || !left.iter().all(|(p, _)| teardown(*p)) || std::time::Instant::now() >= deadline {
+        // (A process that ended since it was listed is not left: look again.)
+        let settling = |p: i32| teardown(p) || !Path::new(&format!("/proc/{p}")).exists();
+        if left.is_empty() || !left.iter().all(|(p, _)| settling(*p)) || std::time::Instant::now() >= deadline {
             return left;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
