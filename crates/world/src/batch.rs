@@ -151,7 +151,7 @@ impl<'a> World<'a> {
 
     fn start_in(spec: &'a Spec, state: &'a StateDir, taken: Option<Taken>) -> Result<World<'a>, WorldError> {
         let t0 = Instant::now();
-        let (layout, mut layers) = crate::world::host_facts(spec, state)?;
+        let (layout, mut layers, seen) = crate::world::host_facts(spec, state)?;
         let (claim, store) = match &taken {
             Some(t) => {
                 t.check_frame(spec)?;
@@ -166,7 +166,7 @@ impl<'a> World<'a> {
             }
         };
         let held = claim.as_ref().or(taken.as_ref().map(|t| &t.claim)).expect("a claim or a kept world");
-        let mut w = launch(spec, &layout, &layers, held, state, Mode::Serve, store)?;
+        let mut w = launch(spec, &layout, &layers, &seen, held, state, Mode::Serve, store)?;
         // A kept world is attached on the host from the start: its upper
         // outlives a runner that dies, for review (or the sweep). A
         // continued one is there, kept, already.

@@ -298,7 +298,7 @@ impl Taken {
     /// Whether a run of `spec` may continue the world (its [`Frame`]),
     /// with the host's data mounts as they are now.
     pub fn check(&self, spec: &Spec, state: &StateDir) -> Result<(), WorldError> {
-        let (_, layers) = crate::world::host_facts(spec, state)?;
+        let (_, layers, _) = crate::world::host_facts(spec, state)?;
         self.check_frame(spec)?;
         self.assign_slots(layers).map(drop).map_err(WorldError::Kept)
     }

@@ -81,18 +81,17 @@ pub(crate) enum Store {
 }
 
 /// A world without root's root, piece by piece (`rootless::frame_each`),
-/// from the host's mount table and directories as they are now, sent to
+/// from the host's mount table as `world::host_facts` read it and its
+/// directories as they are now, sent to
 /// its child on `go` as it is listed (an empty list last); a kept world's
 /// uppers on disk are made before their list goes. `Err` says whether the
 /// child was being sent to (its report may tell more).
 fn send_pieces(
-    spec: &Spec,
-    caller: crate::rootless::Caller,
+    seen: &crate::world::Seen,
+    who: &crate::rootless::Writer,
     scratch: &crate::upper::Upper,
     go: &OwnedFd,
 ) -> Result<(), (WorldError, bool)> {
-    let info = crate::sys::mountinfo().map_err(|e| (WorldError::state("read mountinfo")(e), false))?;
-    let who = crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose);
     let mut failed = None;
     let mut send = |list: &[crate::rootless::Piece]| {
         let sent = match scratch.make_piece_uppers(list) {
@@ -102,7 +101,7 @@ fn send_pieces(
         };
         sent.map_err(|e| std::io::Error::other(failed.insert(e).0.to_string()))
     };
-    let listed = crate::rootless::frame_each(&info, &who, &mut send);
+    let listed = crate::rootless::frame_each(&seen.mountinfo, who, &mut send);
     match (failed, listed) {
         (Some(e), _) => return Err(e),
         (None, Err(e)) => return Err((WorldError::state("list the root filesystem")(e), false)),
@@ -119,6 +118,7 @@ pub(crate) fn launch(
     spec: &Spec,
     layout: &Layout,
     layers: &[HostMount],
+    seen: &crate::world::Seen,
     claim: &crate::state::Claim,
     state: &StateDir,
     mode: Mode,
@@ -339,8 +339,8 @@ pub(crate) fn launch(
     // 3. A world without root: while the child makes its network namespace
     //    and its store, list the root's pieces (hundreds of `lstat`s: the
     //    longest step of its start), sent as they are listed.
-    if let Some(caller) = spec.rootless {
-        match send_pieces(spec, caller, &scratch, &go_w) {
+    if let Some(who) = &seen.writer {
+        match send_pieces(seen, who, &scratch, &go_w) {
             Err((e, true)) => return Err(kill_sent(e)),
             Err((e, false)) => return Err(kill(e)),
             Ok(()) => crate::profile::mark("root's pieces listed and sent"),
