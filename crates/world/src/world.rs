@@ -167,7 +167,13 @@ pub(crate) struct Seen {
 /// (one read of mountinfo); refuses when the policy requires cgroups and
 /// there are none.
 pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<HostMount>, Seen), WorldError> {
-    let mountinfo = crate::sys::mountinfo().unwrap_or_default();
+    let mountinfo = match crate::sys::mountinfo() {
+        Ok(m) => m,
+        // A world without root's root is put together from it (which
+        // directories hold mounts): unread, no world.
+        Err(e) if spec.rootless.is_some() => return Err(WorldError::state("read mountinfo")(e)),
+        Err(_) => String::new(),
+    };
     let layout = limits_layout(spec, &mountinfo)?;
     let mut layers = crate::layers::data_mounts(&mountinfo, &state.root);
     let writer = spec.rootless.map(|caller| crate::rootless::Writer::new(caller, &spec.cwd, &spec.expose));
