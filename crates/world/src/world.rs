@@ -165,7 +165,7 @@ pub(crate) struct Seen {
 
 /// Where the cgroup controllers are and which host mounts a world carries
 /// (one read of mountinfo); refuses when the policy requires cgroups and
-/// there are none.
+/// there are none, and a world without root when mountinfo cannot be read.
 pub(crate) fn host_facts(spec: &Spec, state: &StateDir) -> Result<(Layout, Vec<HostMount>, Seen), WorldError> {
     let mountinfo = match crate::sys::mountinfo() {
         Ok(m) => m,
