@@ -136,6 +136,13 @@ impl Writer {
         (uid == self.caller.uid || mode & 0o022 != 0) && writable()
     }
 
+    /// Whether the world sees the host's `path`: not at or below a directory
+    /// a fresh scratch covers, unless a target lies at or below it. (Where
+    /// it is asked, no mount lies below `path`.)
+    fn sees(&self, path: &Path) -> bool {
+        !self.covered.iter().any(|c| path.starts_with(c)) || self.targets.iter().any(|t| t.starts_with(path))
+    }
+
     /// Whether a write at `target` (at or below the directory `entry`)
     /// needs a copy-up of a directory from `entry` down to it that an
     /// overlay cannot make.
@@ -337,6 +344,12 @@ fn entries_of(dir: &Path, listing: Option<&Listing>, who: &Writer) -> Vec<Entry>
     for (i, n, st) in listing.entries() {
         let Ok(m) = st else { continue };
         let path = dir.join(n);
+        // What a scratch covers is never seen: it counts for nothing (else
+        // `/var/tmp`, writable by all, has `/var` put together piece by
+        // piece: a hundred more `lstat`s and ten more mounts).
+        if !who.sees(&path) {
+            continue;
+        }
         let (dir, mine) = (m.is_dir(), who.mine(m.uid, m.gid));
         let alone = dir
             && ((!mine && who.may_write(m.uid, m.mode, || listing.access(i, WRITE)))
@@ -395,11 +408,10 @@ pub fn homes_of_others(steps: Vec<crate::plan::Step>, uid: u32) -> Vec<crate::pl
 pub fn carried(layers: Vec<crate::layers::HostMount>, mountinfo: &str, who: &Writer) -> Vec<crate::layers::HostMount> {
     let mounts: Vec<PathBuf> =
         mountinfo.lines().filter_map(|l| l.split(' ').nth(4).map(crate::cgroup::unescape)).collect();
-    let seen = |p: &Path| !who.covered.iter().any(|c| p.starts_with(c)) || who.targets.iter().any(|t| t.starts_with(p));
     layers
         .into_iter()
         .filter(|m| readable(&m.path) && !mounts.iter().any(|p| p != &m.path && p.starts_with(&m.path)))
-        .filter(|m| seen(&m.path))
+        .filter(|m| who.sees(&m.path))
         .map(|mut m| {
             let top = std::fs::metadata(&m.path).is_ok_and(|t| who.may_write(t.uid(), t.mode(), || writable(&m.path)));
             let nothing = entries(&m.path, who).is_ok_and(|e| choose(top, &e) == Choice::ReadOnly);
@@ -535,6 +547,30 @@ mod tests {
             Err(io::Error::other("stop"))
         });
         assert!(stopped.is_err() && n == 1);
+    }
+
+    #[test]
+    fn what_a_scratch_covers_counts_for_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let var = tmp.path().join("var");
+        let scratch = var.join("tmp");
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::create_dir(var.join("lib")).unwrap();
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let who = |targets: Vec<PathBuf>, covered: Vec<PathBuf>| Writer {
+            caller: Caller { uid: 4242, gid: 4242 },
+            targets,
+            covered,
+        };
+        let choice = |w: &Writer| choose(false, &entries(&var, w).unwrap());
+        // A directory writable by all (not the caller's) in it: `var` is
+        // put together piece by piece ...
+        assert_eq!(choice(&who(Vec::new(), Vec::new())), Choice::Descend);
+        // ... unless a scratch covers that directory: one read-only bind.
+        assert_eq!(choice(&who(Vec::new(), vec![scratch.clone()])), Choice::ReadOnly);
+        // A target below it is seen through the scratch: pieces again.
+        assert_eq!(choice(&who(vec![scratch.join("proj")], vec![scratch.clone()])), Choice::Descend);
     }
 
     #[test]
