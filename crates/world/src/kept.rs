@@ -8,8 +8,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// One kept world, as `world.json` describes it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One kept world, as `world.json` describes it. (`Default`: the fields a
+/// test does not name, empty.)
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct KeptWorld {
     pub id: String,
     /// `kept` (its run ended), `interrupted` (its runner died) or
@@ -323,22 +324,11 @@ mod tests {
         KeptWorld {
             id: id.into(),
             state: "kept".into(),
-            owner: None,
-            batches: Vec::new(),
-            forked_from: None,
-            cwd: None,
-            argv: Vec::new(),
             exit_code: Some(0),
             created,
             created_ms: created * 1000,
-            updated_ms: 0,
-            runs: Vec::new(),
-            size: 0,
             store: "disk".into(),
-            store_error: None,
-            path: PathBuf::new(),
-            uppers: Vec::new(),
-            rootless: false,
+            ..KeptWorld::default()
         }
     }
 

@@ -34,22 +34,10 @@ fn devices_sockets_and_escaping_links_are_refused_at_planning() {
     let world = KeptWorld {
         id: "0123456789abcdef".into(),
         state: "kept".into(),
-        owner: None,
-        batches: Vec::new(),
-        forked_from: None,
-        cwd: None,
-        argv: Vec::new(),
         exit_code: Some(0),
-        created: 0,
-        created_ms: 0,
-        updated_ms: 0,
-        runs: Vec::new(),
-        size: 0,
         store: "disk".into(),
-        store_error: None,
         path: tmp.path().to_path_buf(),
-        uppers: Vec::new(),
-        rootless: false,
+        ..KeptWorld::default()
     };
     let base = HashMap::new();
     let c = Commit::prepare(&review, &world, &base, &Options::default()).unwrap();
